@@ -1,0 +1,57 @@
+# hostplug — the commands of the README.
+#
+#   make setup    install what building and testing need (idempotent)
+#   make plugins  build every plugin for wasm32-wasip2 into target/plugins/<name>.wasm
+#   make test     every test, end-to-end ones included (what .ci/run runs)
+#   make lint     cargo fmt --check and clippy -D warnings, both workspaces
+#   make dev      the whole system on this machine (control plane, nodes, operator, console)
+#   make cluster  just the control plane and simulated nodes, in the foreground
+#   make bench    benchmark programs; they print numbers
+#
+# CARGO_TARGET_DIR may point outside the clone (CI keeps it in ~/.cache/hostplug) so that
+# a fresh clone reuses earlier builds. The built plugins always land in ./target/plugins.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+ROOT := $(abspath $(dir $(lastword $(MAKEFILE_LIST))))
+CARGO ?= cargo
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),$(ROOT)/target)
+PLUGIN_OUT := $(ROOT)/target/plugins
+export HOSTPLUG_PLUGIN_DIR ?= $(PLUGIN_OUT)
+
+.PHONY: setup plugins build lint test test-unit dev cluster bench clean
+
+setup:
+	$(ROOT)/scripts/setup.sh
+
+plugins: setup
+	cd $(ROOT)/plugins && $(CARGO) build --workspace --release --target wasm32-wasip2 --target-dir $(TARGET_DIR)/plugins
+	mkdir -p $(PLUGIN_OUT)
+	for f in $(TARGET_DIR)/plugins/wasm32-wasip2/release/*.wasm; do \
+	  n=$$(basename $$f .wasm); cp $$f $(PLUGIN_OUT)/$${n//_/-}.wasm; done
+	ls -l $(PLUGIN_OUT)
+
+build: plugins
+	$(CARGO) build --workspace --all-targets
+
+lint: setup
+	$(CARGO) fmt --all --check
+	cd $(ROOT)/plugins && $(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	cd $(ROOT)/plugins && $(CARGO) clippy --workspace --all-targets --target wasm32-wasip2 --target-dir $(TARGET_DIR)/plugins -- -D warnings
+
+test: plugins lint
+	cd $(ROOT)/plugins && $(CARGO) test --workspace --target-dir $(TARGET_DIR)/plugins
+	$(CARGO) test --workspace --no-fail-fast
+
+dev: plugins
+	$(CARGO) run -p hostplug-testenv --bin hostplug-dev
+
+cluster: setup
+	$(CARGO) run -p hostplug-testenv --bin hostplug-cluster
+
+bench: plugins
+	$(CARGO) bench -p hostplug-host
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,1 @@
+//! The hostplug test environment.
