@@ -1,0 +1,1 @@
+//! The hostplug plugin development kit.
