@@ -1,0 +1,363 @@
+//! Files under the node's `/etc`: path checks, reads, atomic writes and backups.
+//!
+//! Inside the sandbox the node's /etc is preopened at `/etc` and `std::fs` works on it.
+//! These helpers add what a careful plugin needs on top:
+//!
+//! - [`etc_path`] refuses, lexically, every path that does not stay under `/etc`. The
+//!   sandbox refuses too (a path outside any preopen is not found, a `..` or a symlink
+//!   leading out is denied); this is the first line of defence and gives a clear error.
+//! - [`write_atomic`] writes a temporary file in the same directory and renames it over
+//!   the target, so readers see the old or the new content, never a mix.
+//!
+//! # Limits of WASI preview 2
+//!
+//! `wasi:filesystem` has no notion of Unix permissions or ownership: a plugin can neither
+//! read a file's mode, owner or group, nor set them (`std::fs::set_permissions` and
+//! `std::os::unix` are not available on `wasm32-wasip2`). Consequences:
+//!
+//! - A file created by the plugin (including the temporary file of [`write_atomic`])
+//!   gets the host process's defaults: mode `0666` less its umask (normally `0644`),
+//!   owned by the user the worker runs as.
+//! - So an atomic replace does **not** preserve the mode and ownership of the file it
+//!   replaces. [`write_in_place`] does (it rewrites the same inode), at the price of
+//!   atomicity. Choose per file; see [`WriteStrategy`].
+
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Component, Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::{Error, Result};
+
+/// The guest path at which the host preopens the node's /etc.
+pub const ETC: &str = "/etc";
+
+/// How many symbolic links [`resolve_symlinks`] follows before giving up, as a loop guard
+/// (Linux allows 40; /etc rarely chains more than two).
+pub const MAX_SYMLINK_HOPS: usize = 16;
+
+/// Checks that `path` is absolute and, after lexical normalisation (`.` dropped, `..`
+/// applied), lies strictly under `/etc`. Returns the normalised path.
+///
+/// Refused with [`Error::Denied`]: relative paths, paths that leave /etc (`/etc/../x`,
+/// `/var/x`), `/etc` itself, paths with NUL bytes. Refused with
+/// [`Error::InvalidParams`]: an empty path.
+///
+/// ```
+/// use hostplug_sdk::fs::etc_path;
+/// assert_eq!(etc_path("/etc/./ssh/../hosts").unwrap().to_str(), Some("/etc/hosts"));
+/// assert!(etc_path("/etc/../root/.ssh/authorized_keys").is_err());
+/// assert!(etc_path("hosts").is_err());
+/// ```
+pub fn etc_path(path: &str) -> Result<PathBuf> {
+    if path.is_empty() {
+        return Err(Error::invalid_params("path: must not be empty"));
+    }
+    if path.contains('\0') {
+        return Err(Error::denied("path: contains a NUL byte"));
+    }
+    let p = Path::new(path);
+    if !p.is_absolute() {
+        return Err(Error::denied(format!(
+            "{path}: not an absolute path; give the full path under /etc"
+        )));
+    }
+    let mut parts: Vec<&std::ffi::OsStr> = Vec::new();
+    for c in p.components() {
+        match c {
+            Component::RootDir | Component::CurDir => {}
+            Component::ParentDir => {
+                if parts.pop().is_none() {
+                    return Err(outside(path));
+                }
+            }
+            Component::Normal(s) => parts.push(s),
+            Component::Prefix(_) => return Err(outside(path)),
+        }
+    }
+    if parts.first().is_none_or(|first| *first != "etc") || parts.len() < 2 {
+        return Err(outside(path));
+    }
+    let mut out = PathBuf::from("/");
+    out.extend(parts);
+    Ok(out)
+}
+
+fn outside(path: &str) -> Error {
+    Error::denied(format!(
+        "{path}: outside /etc; only files under /etc can be used"
+    ))
+}
+
+/// Follows symbolic links at `path` (the last component only) while they stay under
+/// /etc, so an edit lands on the link's target instead of replacing the link with a
+/// regular file. Returns the final path; a link leading out of /etc is
+/// [`Error::Denied`]. Links in the directories above are left to the sandbox, which
+/// refuses those that lead out of /etc.
+pub fn resolve_symlinks(path: &Path) -> Result<PathBuf> {
+    let mut current = path.to_path_buf();
+    for _ in 0..MAX_SYMLINK_HOPS {
+        match fs::symlink_metadata(&current) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                let target = fs::read_link(&current).map_err(|e| Error::io(&current, &e))?;
+                let joined = if target.is_absolute() {
+                    target
+                } else {
+                    current
+                        .parent()
+                        .map_or_else(|| PathBuf::from("/"), Path::to_path_buf)
+                        .join(target)
+                };
+                let text = joined.to_string_lossy().into_owned();
+                current = etc_path(&text).map_err(|_| {
+                    Error::denied(format!(
+                        "{}: a symbolic link to {text}, which is outside /etc",
+                        path.display()
+                    ))
+                })?;
+            }
+            Ok(_) => return Ok(current),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(current),
+            Err(e) => return Err(Error::io(&current, &e)),
+        }
+    }
+    Err(Error::failed(format!(
+        "{}: more than {MAX_SYMLINK_HOPS} symbolic links",
+        path.display()
+    )))
+}
+
+/// Reads a UTF-8 text file; `Ok(None)` when it does not exist. A directory is
+/// [`Error::InvalidParams`], a file that is not UTF-8 [`Error::Failed`].
+pub fn read_text(path: &Path) -> Result<Option<String>> {
+    match fs::read(path) {
+        Ok(bytes) => String::from_utf8(bytes).map(Some).map_err(|_| {
+            Error::failed(format!(
+                "{}: not UTF-8 text; this operation edits text files only",
+                path.display()
+            ))
+        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) if e.kind() == io::ErrorKind::IsADirectory || path.is_dir() => Err(
+            Error::invalid_params(format!("{}: is a directory, not a file", path.display())),
+        ),
+        Err(e) => Err(Error::io(path, &e)),
+    }
+}
+
+/// How a file's new content reaches the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WriteStrategy {
+    /// Temporary file in the same directory, then rename over the target: readers never
+    /// see a half-written file. The result has the sandbox's default mode and owner (see
+    /// the module docs).
+    #[default]
+    Atomic,
+    /// Truncate and rewrite the existing file: keeps its mode, owner and inode (and hard
+    /// links), but a reader may see a partial file while it is written.
+    InPlace,
+}
+
+/// Writes `contents` to `path` with the given strategy.
+pub fn write(path: &Path, contents: &[u8], strategy: WriteStrategy) -> Result<()> {
+    match strategy {
+        WriteStrategy::Atomic => write_atomic(path, contents),
+        WriteStrategy::InPlace => write_in_place(path, contents),
+    }
+}
+
+/// Replaces `path` atomically: writes a temporary file next to it (same directory, so the
+/// rename cannot cross filesystems), flushes it to disk, and renames it over `path`. On
+/// any error the temporary file is removed and `path` is untouched.
+pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
+    let dir = path
+        .parent()
+        .ok_or_else(|| Error::invalid_params(format!("{}: has no directory", path.display())))?;
+    let name = path
+        .file_name()
+        .ok_or_else(|| Error::invalid_params(format!("{}: has no file name", path.display())))?
+        .to_string_lossy()
+        .into_owned();
+    let (tmp, mut file) = create_temp(dir, &name)?;
+    let written = file
+        .write_all(contents)
+        .and_then(|()| file.sync_all())
+        .and_then(|()| {
+            drop(file);
+            fs::rename(&tmp, path)
+        });
+    if let Err(e) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err(Error::io(path, &e));
+    }
+    // Make the rename itself durable where the platform allows syncing a directory; not
+    // all do, and the data is already safe, so a failure here is not an error.
+    if let Ok(d) = fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// Rewrites `path` in place (truncate, write, sync), creating it if missing. Keeps the
+/// mode, owner and inode of an existing file; not atomic.
+pub fn write_in_place(path: &Path, contents: &[u8]) -> Result<()> {
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+        .map_err(|e| Error::io(path, &e))?;
+    file.write_all(contents)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| Error::io(path, &e))
+}
+
+fn create_temp(dir: &Path, name: &str) -> Result<(PathBuf, fs::File)> {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let mut last = None;
+    for attempt in 0..16u32 {
+        let tmp = dir.join(format!(".{name}.hostplug-{nanos:09}-{attempt}.tmp"));
+        match fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+        {
+            Ok(f) => return Ok((tmp, f)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last = Some(e),
+            Err(e) => return Err(Error::io(dir.join(name), &e)),
+        }
+    }
+    let e = last.unwrap_or_else(|| io::Error::from(io::ErrorKind::AlreadyExists));
+    Err(Error::io(dir.join(name), &e))
+}
+
+/// Saves `contents` (the current content of `path`) as `<path>.<UTC timestamp>.bak`, e.g.
+/// `/etc/chrony.conf.20260102T030405Z.bak`, adding `.1`, `.2`, … before `.bak` when that
+/// name is taken. Returns the backup's path.
+pub fn backup(path: &Path, contents: &[u8]) -> Result<PathBuf> {
+    let stamp = utc_timestamp(SystemTime::now());
+    let base = path.as_os_str().to_string_lossy().into_owned();
+    for n in 0..1000u32 {
+        let candidate = if n == 0 {
+            PathBuf::from(format!("{base}.{stamp}.bak"))
+        } else {
+            PathBuf::from(format!("{base}.{stamp}.{n}.bak"))
+        };
+        match fs::symlink_metadata(&candidate) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                write_atomic(&candidate, contents)?;
+                return Ok(candidate);
+            }
+            Err(e) => return Err(Error::io(&candidate, &e)),
+            Ok(_) => {}
+        }
+    }
+    Err(Error::failed(format!(
+        "{}: too many backups with timestamp {stamp}",
+        path.display()
+    )))
+}
+
+/// Removes the file at `path`; `Ok(false)` when it did not exist.
+pub fn remove_file(path: &Path) -> Result<bool> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(Error::io(path, &e)),
+    }
+}
+
+/// `time` as `YYYYMMDDTHHMMSSZ` in UTC (times before 1970 read as 1970).
+pub fn utc_timestamp(time: SystemTime) -> String {
+    let secs = time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let days = i64::try_from(secs / 86_400).unwrap_or(0);
+    let rem = secs % 86_400;
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Gregorian date of a day count since 1970-01-01 (the well-known era-based algorithm:
+/// 400-year eras of 146097 days, years starting in March so leap days fall last).
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn etc_paths() {
+        let ok = |p: &str| etc_path(p).map(|p| p.to_string_lossy().into_owned());
+        assert_eq!(ok("/etc/hosts").unwrap(), "/etc/hosts");
+        assert_eq!(
+            ok("/etc//ssh/./sshd_config").unwrap(),
+            "/etc/ssh/sshd_config"
+        );
+        assert_eq!(ok("/etc/ssh/../hosts").unwrap(), "/etc/hosts");
+        assert_eq!(ok("/x/../etc/hosts").unwrap(), "/etc/hosts");
+        for bad in [
+            "/etc",
+            "/etc/",
+            "/etc/..",
+            "/etc/../etc",
+            "/etc/../var/x",
+            "/../../etc/../root",
+            "/var/etc/x",
+            "/etcetera/x",
+            "etc/hosts",
+            "./hosts",
+            "/etc/a\0b",
+        ] {
+            let e = ok(bad).unwrap_err();
+            assert_eq!(e.kind(), "denied", "{bad}: {e}");
+        }
+        assert_eq!(ok("").unwrap_err().kind(), "invalid-params");
+    }
+
+    #[test]
+    fn timestamps() {
+        assert_eq!(utc_timestamp(UNIX_EPOCH), "19700101T000000Z");
+        // 2024-02-29T12:34:56Z, a leap day.
+        let t = UNIX_EPOCH + Duration::from_secs(1_709_210_096);
+        assert_eq!(utc_timestamp(t), "20240229T123456Z");
+    }
+
+    #[test]
+    fn atomic_write_and_backup_in_a_temp_dir() {
+        let dir = std::env::temp_dir().join(format!("hostplug-sdk-fs-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("conf");
+        write_atomic(&f, b"one\n").unwrap();
+        write_atomic(&f, b"two\n").unwrap();
+        assert_eq!(read_text(&f).unwrap().as_deref(), Some("two\n"));
+        let b1 = backup(&f, b"two\n").unwrap();
+        let b2 = backup(&f, b"two\n").unwrap();
+        assert_ne!(b1, b2);
+        assert!(b1.to_string_lossy().ends_with(".bak"));
+        assert_eq!(fs::read(&b2).unwrap(), b"two\n");
+        // Only the file and its two backups: no temporary file left behind.
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 3);
+        assert!(remove_file(&f).unwrap());
+        assert!(!remove_file(&f).unwrap());
+        assert_eq!(read_text(&f).unwrap(), None);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}
