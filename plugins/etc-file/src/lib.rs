@@ -1,1 +1,403 @@
-//! etc-file plugin.
+//! etc-file: the built-in hostplug plugin for idempotent edits of files under /etc.
+//!
+//! Methods: `read`, `write`, `ensure-line`, `remove-line`, `replace`, `ensure-block`,
+//! `delete` (parameters in [`params`]). Every method:
+//!
+//! - accepts only absolute paths that stay under /etc after lexical normalisation, and
+//!   follows a symbolic link only while it stays under /etc; the sandbox, which preopens
+//!   only /etc, is the second line of defence;
+//! - computes the new content first and reports `changed: false` when it equals the old,
+//!   so a repeated call changes nothing;
+//! - returns a unified diff of every change; in a dry run it returns that diff and
+//!   writes nothing (the host also mounts /etc read-only then);
+//! - writes atomically by default (see [`hostplug_sdk::fs`] for what WASI cannot keep),
+//!   and can keep a timestamped `.bak` copy first.
+//!
+//! The text logic lives in [`edit`] and is unit-tested natively; this module is the I/O
+//! around it.
+
+pub mod edit;
+pub mod params;
+
+use std::path::{Path, PathBuf};
+
+use hostplug_sdk::fs::{self, WriteStrategy};
+use hostplug_sdk::{Context, Definition, Error, Outcome, Plugin, Result, diff, export_plugin, log};
+use serde::Serialize;
+
+use crate::edit::{Markers, Position};
+use crate::params::State;
+
+/// The etc-file plugin.
+#[derive(Debug)]
+pub struct EtcFile;
+
+impl Plugin for EtcFile {
+    fn definition() -> Definition {
+        Definition::new(
+            "etc-file",
+            env!("CARGO_PKG_VERSION"),
+            "Reads and idempotently edits files under /etc: whole files, single lines, \
+             regex replacements and marked blocks, with unified diffs, dry runs and backups.",
+        )
+        .read_only("read", "Reads a text file under /etc.", read)
+        .mutating(
+            "write",
+            "Sets the complete content of a file under /etc.",
+            write,
+        )
+        .mutating(
+            "ensure-line",
+            "Makes sure a line is in a file: replaces the last line matching `regexp`, or adds the line if missing.",
+            ensure_line,
+        )
+        .mutating(
+            "remove-line",
+            "Removes every line matching a regular expression.",
+            remove_line,
+        )
+        .mutating(
+            "replace",
+            "Replaces every match of a regular expression in a file.",
+            replace,
+        )
+        .mutating(
+            "ensure-block",
+            "Makes sure a block of lines between marker lines is in a file with the given content, or removes it.",
+            ensure_block,
+        )
+        .mutating(
+            "delete",
+            "Deletes a file under /etc (nothing to do if it is missing).",
+            delete,
+        )
+    }
+}
+
+export_plugin!(EtcFile);
+
+/// Output of `read`.
+#[derive(Debug, Serialize)]
+struct ReadOutput {
+    path: String,
+    content: String,
+    size: usize,
+}
+
+/// Output of the editing methods.
+#[derive(Debug, Serialize)]
+struct EditOutput {
+    /// The file that was (or would be) changed, after following symbolic links.
+    path: String,
+    /// Size of the file's content after the call, in bytes.
+    bytes: usize,
+    /// The backup made by this call, if any.
+    backup: Option<String>,
+    /// True when the file did not exist before.
+    created: bool,
+}
+
+/// Output of `delete`.
+#[derive(Debug, Serialize)]
+struct DeleteOutput {
+    path: String,
+    /// True when the file existed (and was, or in a dry run would be, deleted).
+    deleted: bool,
+    backup: Option<String>,
+}
+
+fn display(path: &Path) -> String {
+    path.to_string_lossy().into_owned()
+}
+
+fn strategy(atomic: bool) -> WriteStrategy {
+    if atomic {
+        WriteStrategy::Atomic
+    } else {
+        WriteStrategy::InPlace
+    }
+}
+
+/// Checks the path and follows symbolic links that stay under /etc.
+fn target(path: &str) -> Result<PathBuf> {
+    fs::resolve_symlinks(&fs::etc_path(path)?)
+}
+
+/// The common shape of every editing method: read the file, let `change` compute the
+/// new content from the old (`None` = missing), then report, or write with an optional
+/// backup.
+fn edit_file(
+    cx: &Context,
+    path: &str,
+    backup: bool,
+    strategy: WriteStrategy,
+    change: impl FnOnce(Option<&str>) -> Result<String>,
+) -> Result<Outcome> {
+    let path = target(path)?;
+    let name = display(&path);
+    let old = fs::read_text(&path)?;
+    let new = change(old.as_deref())?;
+    let created = old.is_none();
+    let Some(diff) = diff::unified(&name, old.as_deref(), Some(&new)) else {
+        return Ok(Outcome::unchanged(EditOutput {
+            path: name,
+            bytes: new.len(),
+            backup: None,
+            created: false,
+        }));
+    };
+    let mut saved = None;
+    if !cx.dry_run() {
+        if backup && let Some(old) = &old {
+            saved = Some(display(&fs::backup(&path, old.as_bytes())?));
+        }
+        // A new file has no mode or owner to keep: always create it atomically.
+        let strategy = if created {
+            WriteStrategy::Atomic
+        } else {
+            strategy
+        };
+        fs::write(&path, new.as_bytes(), strategy)?;
+        log::info(format!(
+            "{}: {name}{}",
+            cx.method(),
+            saved
+                .as_deref()
+                .map(|b| format!(" (backup {b})"))
+                .unwrap_or_default()
+        ));
+    }
+    Ok(Outcome::changed(EditOutput {
+        path: name,
+        bytes: new.len(),
+        backup: saved,
+        created,
+    })
+    .with_diff(Some(diff)))
+}
+
+fn missing(path: &str) -> Error {
+    Error::not_found(format!(
+        "{path}: no such file; set \"create\": true to create it"
+    ))
+}
+
+fn read(p: params::Read, _cx: &Context) -> Result<Outcome> {
+    let path = fs::etc_path(&p.path)?;
+    let name = display(&path);
+    let content =
+        fs::read_text(&path)?.ok_or_else(|| Error::not_found(format!("{name}: no such file")))?;
+    Ok(Outcome::unchanged(ReadOutput {
+        path: name,
+        size: content.len(),
+        content,
+    }))
+}
+
+/// Checks a `mode` parameter. The sandbox cannot set permissions (WASI has no such
+/// call), so a valid mode is refused too, rather than silently ignored.
+fn check_mode(mode: &str) -> Result<()> {
+    let digits = mode.strip_prefix("0o").unwrap_or(mode);
+    if digits.is_empty() || digits.len() > 4 || !digits.chars().all(|c| ('0'..='7').contains(&c)) {
+        return Err(Error::invalid_params(format!(
+            "mode: `{mode}` is not an octal file mode such as \"0644\""
+        )));
+    }
+    Err(Error::invalid_params(
+        "mode: setting a file mode is not supported yet: WASI gives plugins no way to \
+         change permissions; leave mode out (atomic writes create files 0644, \
+         \"atomic\": false keeps the existing mode)",
+    ))
+}
+
+fn write(p: params::Write, cx: &Context) -> Result<Outcome> {
+    if let Some(mode) = &p.mode {
+        check_mode(mode)?;
+    }
+    let path = p.path.clone();
+    edit_file(cx, &p.path, p.backup, strategy(p.atomic), |old| match old {
+        None if !p.create => Err(missing(&path)),
+        _ => Ok(p.content),
+    })
+}
+
+fn ensure_line(p: params::EnsureLine, cx: &Context) -> Result<Outcome> {
+    let regexp = p
+        .regexp
+        .as_deref()
+        .map(|r| edit::compile("regexp", r))
+        .transpose()?;
+    let at = Position::from_params(p.insertafter.as_deref(), p.insertbefore.as_deref())?;
+    let path = p.path.clone();
+    edit_file(cx, &p.path, p.backup, strategy(p.atomic), |old| {
+        let old = match old {
+            Some(old) => old,
+            None if p.create => "",
+            None => return Err(missing(&path)),
+        };
+        edit::ensure_line(old, &p.line, regexp.as_ref(), &at)
+    })
+}
+
+fn remove_line(p: params::RemoveLine, cx: &Context) -> Result<Outcome> {
+    let regexp = edit::compile("regexp", &p.regexp)?;
+    let path = target(&p.path)?;
+    if fs::read_text(&path)?.is_none() {
+        return Ok(Outcome::unchanged(EditOutput {
+            path: display(&path),
+            bytes: 0,
+            backup: None,
+            created: false,
+        }));
+    }
+    edit_file(cx, &p.path, p.backup, strategy(p.atomic), |old| {
+        Ok(edit::remove_lines(old.unwrap_or(""), &regexp))
+    })
+}
+
+fn replace(p: params::Replace, cx: &Context) -> Result<Outcome> {
+    let regexp = edit::compile_multiline("regexp", &p.regexp)?;
+    let path = p.path.clone();
+    edit_file(cx, &p.path, p.backup, strategy(p.atomic), |old| {
+        let old = old.ok_or_else(|| Error::not_found(format!("{path}: no such file")))?;
+        Ok(edit::replace(old, &regexp, &p.replacement))
+    })
+}
+
+fn ensure_block(p: params::EnsureBlock, cx: &Context) -> Result<Outcome> {
+    let markers = Markers::new(&p.marker, &p.markerbegin, &p.markerend)?;
+    let at = Position::from_params(p.insertafter.as_deref(), p.insertbefore.as_deref())?;
+    let present = p.state == State::Present;
+    let resolved = target(&p.path)?;
+    if !present && fs::read_text(&resolved)?.is_none() {
+        return Ok(Outcome::unchanged(EditOutput {
+            path: display(&resolved),
+            bytes: 0,
+            backup: None,
+            created: false,
+        }));
+    }
+    let path = p.path.clone();
+    edit_file(cx, &p.path, p.backup, strategy(p.atomic), |old| {
+        let old = match old {
+            Some(old) => old,
+            None if p.create => "",
+            None => return Err(missing(&path)),
+        };
+        edit::ensure_block(old, &markers, &p.block, present, &at)
+    })
+}
+
+fn delete(p: params::Delete, cx: &Context) -> Result<Outcome> {
+    // No symlink resolution: deleting a link removes the link, not what it points to.
+    let path = fs::etc_path(&p.path)?;
+    let name = display(&path);
+    let meta = match std::fs::symlink_metadata(&path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(Outcome::unchanged(DeleteOutput {
+                path: name,
+                deleted: false,
+                backup: None,
+            }));
+        }
+        Err(e) => return Err(Error::io(&path, &e)),
+    };
+    if meta.is_dir() {
+        return Err(Error::invalid_params(format!(
+            "path: {name} is a directory; delete removes files only"
+        )));
+    }
+    // The old content for the diff and the backup; a link's target may be gone or
+    // outside /etc, and binary files have no text diff.
+    let old = std::fs::read(&path).ok();
+    let diff = match old.as_deref().map(std::str::from_utf8) {
+        Some(Ok(text)) => diff::unified(&name, Some(text), None),
+        _ => Some(format!(
+            "--- a/{}\n+++ /dev/null\n",
+            name.trim_start_matches('/')
+        )),
+    };
+    let mut saved = None;
+    if !cx.dry_run() {
+        if p.backup
+            && let Some(old) = &old
+        {
+            saved = Some(display(&fs::backup(&path, old)?));
+        }
+        fs::remove_file(&path)?;
+        log::info(format!("delete: {name}"));
+    }
+    Ok(Outcome::changed(DeleteOutput {
+        path: name,
+        deleted: true,
+        backup: saved,
+    })
+    .with_diff(diff))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn describes_every_method_with_a_schema() {
+        let def = EtcFile::definition();
+        assert_eq!(def.name(), "etc-file");
+        assert_eq!(def.version(), env!("CARGO_PKG_VERSION"));
+        let names: Vec<&str> = def.methods().iter().map(|m| m.name()).collect();
+        assert_eq!(
+            names,
+            [
+                "read",
+                "write",
+                "ensure-line",
+                "remove-line",
+                "replace",
+                "ensure-block",
+                "delete"
+            ]
+        );
+        for m in def.methods() {
+            assert_eq!(m.mutates(), m.name() != "read", "{}", m.name());
+            let schema: serde_json::Value = serde_json::from_str(m.params_schema()).unwrap();
+            assert_eq!(schema["required"][0], "path", "{}", m.name());
+            assert!(schema["properties"]["path"]["description"].is_string());
+        }
+    }
+
+    #[test]
+    fn paths_outside_etc_are_refused_before_any_io() {
+        for path in ["/tmp/x", "/etc/../tmp/x", "etc/hosts", "/etc"] {
+            let params = serde_json::json!({"path": path, "line": "x", "create": true}).to_string();
+            let e = EtcFile::definition()
+                .invoke("ensure-line", &params, false)
+                .unwrap_err();
+            assert_eq!(e.kind(), "denied", "{path}: {e}");
+        }
+    }
+
+    #[test]
+    fn bad_params_name_the_field() {
+        let e = EtcFile::definition()
+            .invoke(
+                "ensure-line",
+                r#"{"path":"/etc/x","line":"a","regexp":"("}"#,
+                false,
+            )
+            .unwrap_err();
+        assert!(e.message().starts_with("regexp:"), "{e}");
+        let e = EtcFile::definition()
+            .invoke(
+                "write",
+                r#"{"path":"/etc/x","content":"a","mode":"0644"}"#,
+                false,
+            )
+            .unwrap_err();
+        assert!(e.message().starts_with("mode:"), "{e}");
+        let e = EtcFile::definition()
+            .invoke("write", r#"{"path":"/etc/x"}"#, false)
+            .unwrap_err();
+        assert!(e.message().contains("content"), "{e}");
+    }
+}
