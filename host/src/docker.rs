@@ -1,0 +1,466 @@
+//! The `docker` import: the Docker Engine API over a Unix socket, allow-listed.
+//!
+//! [`DockerPolicy`] says which methods and paths a plugin may use (image endpoints by
+//! default), how big requests and responses may be and how long a call may take.
+//! `DockerClient` is a small blocking HTTP/1.1 client over `std::os::unix::net::UnixStream`
+//! (one connection per call, `Connection: close`, chunked and content-length bodies).
+//!
+//! It must never reach anything but the configured socket, never send a path that the
+//! policy did not allow (no `..`, no control characters, no header injection), and never
+//! read more than the response cap into memory.
+
+use std::io::{BufRead, BufReader, ErrorKind as IoKind, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::config::{
+    DEFAULT_DOCKER_MAX_REQUEST_BYTES, DEFAULT_DOCKER_MAX_RESPONSE_BYTES, DEFAULT_DOCKER_TIMEOUT,
+};
+
+/// Docker Engine API version prefixed to every path: 1.41 is what Docker 20.10+ and
+/// Podman 4 both serve.
+pub const DEFAULT_DOCKER_API_VERSION: &str = "v1.41";
+
+/// Cap on the response status line and headers together: 64 KiB.
+const MAX_HEAD_BYTES: usize = 64 << 10;
+
+/// Cap on a path (with its query) a plugin may send: 8 KiB, the usual server limit.
+const MAX_PATH_BYTES: usize = 8 << 10;
+
+/// One allowed method and path pattern. In a pattern, `{name}` stands for one or more
+/// path segments (image names contain `/`, e.g. `library/nginx:1.27`); every other
+/// segment matches literally. The query string is not part of the match.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DockerRoute {
+    /// HTTP method, upper case.
+    pub method: String,
+    /// Path pattern relative to the API version, e.g. `/images/{name}/json`.
+    pub path: String,
+}
+
+impl DockerRoute {
+    /// A route for `method` (any case) and `path`.
+    pub fn new(method: &str, path: &str) -> Self {
+        Self {
+            method: method.to_ascii_uppercase(),
+            path: path.to_owned(),
+        }
+    }
+}
+
+/// What the docker import may do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DockerPolicy {
+    /// API version path prefix without slashes, e.g. `v1.41`.
+    pub api_version: String,
+    /// Allowed method + path patterns; everything else is answered `denied: …`.
+    pub allow: Vec<DockerRoute>,
+    /// Cap on a request body, in bytes.
+    pub max_request_bytes: usize,
+    /// Cap on a response body, in bytes.
+    pub max_response_bytes: usize,
+    /// Time limit of one call (also bounded by the invocation's deadline).
+    pub timeout: Duration,
+}
+
+impl DockerPolicy {
+    /// The image endpoints: list, inspect, pull, tag, remove, prune, plus ping and
+    /// version. No containers, exec, volumes, networks, build, load or system calls.
+    pub fn images() -> Self {
+        let allow = [
+            ("GET", "/_ping"),
+            ("GET", "/version"),
+            ("GET", "/images/json"),
+            ("GET", "/images/{name}/json"),
+            ("POST", "/images/create"),
+            ("POST", "/images/{name}/tag"),
+            ("DELETE", "/images/{name}"),
+            ("POST", "/images/prune"),
+        ]
+        .into_iter()
+        .map(|(m, p)| DockerRoute::new(m, p))
+        .collect();
+        Self {
+            api_version: DEFAULT_DOCKER_API_VERSION.to_owned(),
+            allow,
+            max_request_bytes: DEFAULT_DOCKER_MAX_REQUEST_BYTES,
+            max_response_bytes: DEFAULT_DOCKER_MAX_RESPONSE_BYTES,
+            timeout: DEFAULT_DOCKER_TIMEOUT,
+        }
+    }
+
+    /// Checks `method` and `path` (with optional query) against the policy. The error
+    /// is the message the plugin receives, starting with `denied:`.
+    pub fn check(&self, method: &str, path: &str) -> Result<(), String> {
+        validate_method(method)?;
+        validate_path(path)?;
+        let path_only = path.split('?').next().unwrap_or(path);
+        let segments: Vec<&str> = path_only.split('/').skip(1).collect();
+        let allowed = self.allow.iter().any(|r| {
+            r.method == method && {
+                let pattern: Vec<&str> = r.path.split('/').skip(1).collect();
+                segments_match(&pattern, &segments)
+            }
+        });
+        if allowed {
+            Ok(())
+        } else {
+            Err(format!(
+                "denied: {method} {path_only} is not allowed by the host's docker policy"
+            ))
+        }
+    }
+}
+
+impl Default for DockerPolicy {
+    fn default() -> Self {
+        Self::images()
+    }
+}
+
+fn validate_method(method: &str) -> Result<(), String> {
+    if method.is_empty() || method.len() > 16 || !method.bytes().all(|b| b.is_ascii_uppercase())
+    {
+        return Err(format!(
+            "denied: invalid HTTP method {:?}",
+            method.chars().take(20).collect::<String>()
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses anything that could escape the matched route or the request line: non-ASCII,
+/// control characters, spaces, backslashes, fragments, empty or dot segments and
+/// percent-encoded dots.
+fn validate_path(path: &str) -> Result<(), String> {
+    let deny = |why: &str| Err(format!("denied: path {why}"));
+    if path.len() > MAX_PATH_BYTES {
+        return deny("too long");
+    }
+    if !path.starts_with('/') {
+        return deny("must start with '/'");
+    }
+    if !path
+        .bytes()
+        .all(|b| b.is_ascii_graphic() && b != b'\\' && b != b'#')
+    {
+        return deny("contains a character that is not allowed");
+    }
+    let lower = path.to_ascii_lowercase();
+    if lower.contains("%2e") || lower.contains("%00") || lower.contains("%5c") {
+        return deny("contains an encoded dot, NUL or backslash");
+    }
+    let path_only = path.split('?').next().unwrap_or(path);
+    if path_only
+        .split('/')
+        .skip(1)
+        .any(|s| s.is_empty() || s == "." || s == "..")
+    {
+        return deny("contains an empty, '.' or '..' segment");
+    }
+    Ok(())
+}
+
+/// Matches path segments against a pattern where `{…}` matches one or more segments.
+fn segments_match(pattern: &[&str], path: &[&str]) -> bool {
+    match pattern.split_first() {
+        None => path.is_empty(),
+        Some((p, rest)) if p.starts_with('{') && p.ends_with('}') => {
+            (1..=path.len()).any(|n| segments_match(rest, &path[n..]))
+        }
+        Some((p, rest)) => path
+            .split_first()
+            .is_some_and(|(s, path_rest)| s == p && segments_match(rest, path_rest)),
+    }
+}
+
+/// A docker response as the plugin sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Response {
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+/// The docker import's client for one invocation.
+#[derive(Debug, Clone)]
+pub(crate) struct DockerClient {
+    socket: PathBuf,
+    policy: DockerPolicy,
+}
+
+impl DockerClient {
+    pub(crate) fn new(socket: &Path, policy: DockerPolicy) -> Self {
+        Self {
+            socket: socket.to_path_buf(),
+            policy,
+        }
+    }
+
+    /// One request, no later than `deadline`. Errors are messages for the plugin.
+    pub(crate) fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+        deadline: Instant,
+    ) -> Result<Response, String> {
+        self.policy.check(method, path)?;
+        let body = body.unwrap_or_default();
+        if body.len() > self.policy.max_request_bytes {
+            return Err(format!(
+                "denied: request body of {} bytes exceeds the limit of {} bytes",
+                body.len(),
+                self.policy.max_request_bytes
+            ));
+        }
+        let deadline = deadline.min(Instant::now() + self.policy.timeout);
+        let mut stream = UnixStream::connect(&self.socket)
+            .map_err(|e| format!("docker socket {}: {e}", self.socket.display()))?;
+        let io_err = |e: std::io::Error| {
+            if matches!(e.kind(), IoKind::WouldBlock | IoKind::TimedOut) {
+                "docker call timed out".to_owned()
+            } else {
+                format!("docker socket: {e}")
+            }
+        };
+        let mut head = format!(
+            "{method} /{}{path} HTTP/1.1\r\nHost: docker\r\nUser-Agent: hostplug\r\nAccept: application/json\r\nConnection: close\r\n",
+            self.policy.api_version
+        );
+        if !body.is_empty() || matches!(method, "POST" | "PUT") {
+            head.push_str("Content-Type: application/json\r\n");
+            head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        }
+        head.push_str("\r\n");
+        set_timeouts(&stream, deadline)?;
+        stream.write_all(head.as_bytes()).map_err(io_err)?;
+        stream.write_all(body).map_err(io_err)?;
+        stream.flush().map_err(io_err)?;
+        let mut reader = BufReader::new(stream);
+        read_response(
+            &mut reader,
+            method,
+            deadline,
+            self.policy.max_response_bytes,
+        )
+    }
+}
+
+fn remaining(deadline: Instant) -> Result<Duration, String> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        Err("docker call timed out".to_owned())
+    } else {
+        Ok(left)
+    }
+}
+
+fn set_timeouts(stream: &UnixStream, deadline: Instant) -> Result<(), String> {
+    let left = remaining(deadline)?;
+    stream
+        .set_read_timeout(Some(left))
+        .and_then(|()| stream.set_write_timeout(Some(left)))
+        .map_err(|e| format!("docker socket: {e}"))
+}
+
+/// Parses an HTTP/1.1 response from `r`: status line, headers, then a body framed by
+/// chunked transfer-encoding, content-length or the end of the connection.
+fn read_response(
+    r: &mut BufReader<UnixStream>,
+    method: &str,
+    deadline: Instant,
+    max_body: usize,
+) -> Result<Response, String> {
+    let mut head_budget = MAX_HEAD_BYTES;
+    // Skip interim 1xx responses.
+    let (status, headers) = loop {
+        let line = read_line(r, deadline, &mut head_budget)?;
+        let mut parts = line.splitn(3, ' ');
+        let version = parts.next().unwrap_or_default();
+        let status: u16 = parts
+            .next()
+            .and_then(|s| s.parse().ok())
+            .filter(|_| version.starts_with("HTTP/1."))
+            .ok_or_else(|| format!("docker: malformed status line {:?}", truncate(&line)))?;
+        let mut headers = Vec::new();
+        loop {
+            let h = read_line(r, deadline, &mut head_budget)?;
+            if h.is_empty() {
+                break;
+            }
+            let (name, value) = h
+                .split_once(':')
+                .ok_or_else(|| format!("docker: malformed header {:?}", truncate(&h)))?;
+            headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
+        }
+        if (100..200).contains(&status) {
+            continue;
+        }
+        break (status, headers);
+    };
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let too_big = || format!("docker: response body exceeds the limit of {max_body} bytes");
+    let mut body = Vec::new();
+    if method == "HEAD" || status == 204 || status == 304 {
+        // no body
+    } else if header("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked")) {
+        loop {
+            let line = read_line(r, deadline, &mut head_budget)?;
+            let size_hex = line.split(';').next().unwrap_or_default().trim();
+            let size = usize::from_str_radix(size_hex, 16)
+                .map_err(|_| format!("docker: malformed chunk size {:?}", truncate(&line)))?;
+            if size == 0 {
+                // Trailers, then the final empty line.
+                while !read_line(r, deadline, &mut head_budget)?.is_empty() {}
+                break;
+            }
+            if body.len() + size > max_body {
+                return Err(too_big());
+            }
+            read_exact(r, &mut body, size, deadline)?;
+            let mut crlf = [0u8; 2];
+            set_timeouts(r.get_ref(), deadline)?;
+            r.read_exact(&mut crlf).map_err(|e| format!("docker: {e}"))?;
+            if &crlf != b"\r\n" {
+                return Err("docker: malformed chunk terminator".to_owned());
+            }
+        }
+    } else if let Some(len) = header("content-length") {
+        let len: usize = len
+            .parse()
+            .map_err(|_| format!("docker: malformed content-length {len:?}"))?;
+        if len > max_body {
+            return Err(too_big());
+        }
+        read_exact(r, &mut body, len, deadline)?;
+    } else {
+        // Until the connection closes.
+        loop {
+            set_timeouts(r.get_ref(), deadline)?;
+            let buf = r.fill_buf().map_err(|e| format!("docker: {e}"))?;
+            if buf.is_empty() {
+                break;
+            }
+            if body.len() + buf.len() > max_body {
+                return Err(too_big());
+            }
+            body.extend_from_slice(buf);
+            let n = buf.len();
+            r.consume(n);
+        }
+    }
+    Ok(Response { status, body })
+}
+
+fn read_exact(
+    r: &mut BufReader<UnixStream>,
+    out: &mut Vec<u8>,
+    mut n: usize,
+    deadline: Instant,
+) -> Result<(), String> {
+    while n > 0 {
+        set_timeouts(r.get_ref(), deadline)?;
+        let buf = r.fill_buf().map_err(|e| format!("docker: {e}"))?;
+        if buf.is_empty() {
+            return Err("docker: connection closed in the middle of the body".to_owned());
+        }
+        let take = buf.len().min(n);
+        out.extend_from_slice(&buf[..take]);
+        r.consume(take);
+        n -= take;
+    }
+    Ok(())
+}
+
+/// Reads one CRLF- (or LF-) terminated line, charging its length to `budget`.
+fn read_line(
+    r: &mut BufReader<UnixStream>,
+    deadline: Instant,
+    budget: &mut usize,
+) -> Result<String, String> {
+    set_timeouts(r.get_ref(), deadline)?;
+    let mut line = Vec::new();
+    let limit = u64::try_from(*budget).unwrap_or(u64::MAX);
+    let n = r
+        .by_ref()
+        .take(limit)
+        .read_until(b'\n', &mut line)
+        .map_err(|e| {
+            if matches!(e.kind(), IoKind::WouldBlock | IoKind::TimedOut) {
+                "docker call timed out".to_owned()
+            } else {
+                format!("docker: {e}")
+            }
+        })?;
+    if n == 0 {
+        return Err("docker: connection closed before the response was complete".to_owned());
+    }
+    if line.last() != Some(&b'\n') {
+        return Err(format!(
+            "docker: response head exceeds {MAX_HEAD_BYTES} bytes or is cut off"
+        ));
+    }
+    *budget -= n;
+    line.pop();
+    if line.last() == Some(&b'\r') {
+        line.pop();
+    }
+    String::from_utf8(line).map_err(|_| "docker: response head is not UTF-8".to_owned())
+}
+
+fn truncate(s: &str) -> String {
+    s.chars().take(100).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_routes_are_allowed() {
+        let p = DockerPolicy::images();
+        for (m, path) in [
+            ("GET", "/_ping"),
+            ("GET", "/images/json?all=true"),
+            ("GET", "/images/nginx/json"),
+            ("GET", "/images/library/nginx:1.27/json"),
+            ("GET", "/images/localhost:5000/team/app:v1/json"),
+            ("POST", "/images/create?fromImage=nginx&tag=latest"),
+            ("POST", "/images/nginx:1/tag?repo=mirror/nginx&tag=1"),
+            ("DELETE", "/images/sha256:abcd?force=true"),
+            ("POST", "/images/prune"),
+        ] {
+            assert_eq!(p.check(m, path), Ok(()), "{m} {path}");
+        }
+    }
+
+    #[test]
+    fn everything_else_is_denied() {
+        let p = DockerPolicy::images();
+        for (m, path) in [
+            ("GET", "/containers/json"),
+            ("POST", "/containers/create"),
+            ("POST", "/images/load"),
+            ("POST", "/build"),
+            ("GET", "/images/../containers/json"),
+            ("GET", "/images/x/../../containers/json"),
+            ("GET", "/images/%2e%2e/json"),
+            ("GET", "/images//json"),
+            ("GET", "/images/json HTTP/1.1\r\nX: y"),
+            ("GET", "images/json"),
+            ("get", "/images/json"),
+            ("DELETE", "/images"),
+            ("GET", "/images/{name}/json#x"),
+            ("POST", "/images/json/push"),
+        ] {
+            let r = p.check(m, path);
+            assert!(r.as_ref().is_err_and(|e| e.starts_with("denied:")), "{m} {path}: {r:?}");
+        }
+    }
+}

@@ -1,0 +1,80 @@
+//! Capabilities granted to one invocation: `/etc` access and the docker socket.
+//!
+//! Deny by default: `Grants::default()` gives nothing. This module only describes grants;
+//! the WASI context is built from them in `plugin.rs`, and nothing here may widen one.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// How the node's /etc is visible to the plugin (HostPlugin `spec.capabilities.etc`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EtcAccess {
+    /// `/etc` does not exist for the plugin.
+    #[default]
+    None,
+    /// `/etc` is preopened read-only.
+    Read,
+    /// `/etc` is preopened read-write, except in dry runs, which always get read-only.
+    Write,
+}
+
+impl EtcAccess {
+    /// The lowercase name (`none`, `read`, `write`).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Read => "read",
+            Self::Write => "write",
+        }
+    }
+}
+
+impl std::str::FromStr for EtcAccess {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "none" => Ok(Self::None),
+            "read" => Ok(Self::Read),
+            "write" => Ok(Self::Write),
+            other => Err(format!("unknown etc access {other:?}: expected none, read or write")),
+        }
+    }
+}
+
+/// What one invocation may reach on the node. Everything not granted here is denied:
+/// there are no other preopens, no environment, no arguments, no sockets and no
+/// inherited stdio.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Grants {
+    /// Access to `/etc`.
+    pub etc: EtcAccess,
+    /// The host directory shown as `/etc` when `etc` is not `None` (the worker's
+    /// hostPath mount of the node's /etc).
+    pub etc_dir: Option<PathBuf>,
+    /// The docker socket the docker import talks to; `None` denies every docker call.
+    pub docker: Option<PathBuf>,
+}
+
+impl Grants {
+    /// No access at all (what `describe` always gets).
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// Access to `dir` as `/etc` with `access`.
+    pub fn etc(dir: impl AsRef<Path>, access: EtcAccess) -> Self {
+        Self {
+            etc: access,
+            etc_dir: Some(dir.as_ref().to_path_buf()),
+            docker: None,
+        }
+    }
+
+    /// These grants plus the docker socket at `socket`.
+    pub fn with_docker(mut self, socket: impl AsRef<Path>) -> Self {
+        self.docker = Some(socket.as_ref().to_path_buf());
+        self
+    }
+}

@@ -1,0 +1,111 @@
+//! Kubernetes manifests for a plugin module: a ConfigMap holding the module in
+//! `binaryData` and a HostPlugin pointing at it, pinned by sha256, ready for
+//! `kubectl apply -f -`.
+//!
+//! Pure rendering: this module must never contact a cluster or write files.
+
+use base64::Engine as _;
+use serde_json::json;
+
+use crate::{Digest, EtcAccess, Error, Result};
+
+/// API group/version of the HostPlugin resource.
+pub const API_VERSION: &str = "hostplug.dev/v1alpha1";
+
+/// Namespace the ConfigMap goes to when none is given.
+pub const DEFAULT_NAMESPACE: &str = "hostplug-system";
+
+/// Key of the module inside the ConfigMap's `binaryData`.
+pub const CONFIGMAP_KEY: &str = "plugin.wasm";
+
+/// What to render.
+#[derive(Debug, Clone)]
+pub struct ManifestRequest<'a> {
+    /// The HostPlugin's name (also names the ConfigMap `plugin-<name>`).
+    pub name: &'a str,
+    /// Namespace of the ConfigMap.
+    pub namespace: &'a str,
+    /// The `etc` capability.
+    pub etc: EtcAccess,
+    /// The `docker` capability.
+    pub docker: bool,
+}
+
+/// Renders the two documents as YAML for `module`. ConfigMaps hold at most 1 MiB, so
+/// larger modules are refused.
+pub fn render(module: &[u8], req: &ManifestRequest<'_>) -> Result<String> {
+    const MAX_CONFIGMAP_BYTES: usize = 1 << 20;
+    if module.len() * 4 / 3 + 1024 > MAX_CONFIGMAP_BYTES {
+        return Err(Error::Encode {
+            what: "ConfigMap",
+            message: format!(
+                "the module is {} bytes; a ConfigMap holds at most 1 MiB (base64-encoded)",
+                module.len()
+            ),
+        });
+    }
+    let digest = Digest::of(module);
+    let cm_name = format!("plugin-{}", req.name);
+    let labels = json!({
+        "app.kubernetes.io/part-of": "hostplug",
+        "hostplug.dev/plugin": req.name,
+    });
+    let config_map = json!({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": cm_name, "namespace": req.namespace, "labels": labels},
+        "binaryData": {CONFIGMAP_KEY: base64::engine::general_purpose::STANDARD.encode(module)},
+    });
+    let host_plugin = json!({
+        "apiVersion": API_VERSION,
+        "kind": "HostPlugin",
+        "metadata": {"name": req.name, "labels": labels},
+        "spec": {
+            "source": {"configMap": {"namespace": req.namespace, "name": cm_name, "key": CONFIGMAP_KEY}},
+            "sha256": digest.hex(),
+            "capabilities": {"etc": req.etc.as_str(), "docker": req.docker},
+        },
+    });
+    let mut out = String::new();
+    for doc in [config_map, host_plugin] {
+        out.push_str("---\n");
+        out.push_str(&serde_yaml::to_string(&doc).map_err(|e| Error::Encode {
+            what: "YAML",
+            message: e.to_string(),
+        })?);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_configmap_and_hostplugin() -> Result<()> {
+        let yaml = render(
+            b"\0asm",
+            &ManifestRequest {
+                name: "demo",
+                namespace: DEFAULT_NAMESPACE,
+                etc: EtcAccess::Read,
+                docker: true,
+            },
+        )?;
+        let docs: Vec<serde_json::Value> = serde_yaml::Deserializer::from_str(&yaml)
+            .map(|d| serde_json::Value::deserialize(d).map_err(|e| Error::Encode {
+                what: "YAML",
+                message: e.to_string(),
+            }))
+            .collect::<Result<_>>()?;
+        assert_eq!(docs.len(), 2);
+        assert_eq!(docs[0]["binaryData"][CONFIGMAP_KEY], "AGFzbQ==");
+        assert_eq!(docs[1]["spec"]["sha256"], Digest::of(b"\0asm").hex());
+        assert_eq!(docs[1]["spec"]["source"]["configMap"]["name"], "plugin-demo");
+        assert_eq!(docs[1]["spec"]["capabilities"]["etc"], "read");
+        assert!(docs[1]["metadata"].get("namespace").is_none());
+        Ok(())
+    }
+
+    use serde::Deserialize as _;
+}

@@ -1,0 +1,106 @@
+//! Test plugin: an adversarial file plugin. It does whatever path it is given — `..`,
+//! absolute paths outside /etc, symlinks — and writes even in dry runs, so that the tests
+//! show the host's sandbox, not the plugin, keeps the node safe.
+//!
+//! Methods (params JSON): `read {path}`, `write {path, content}` (ignores dry-run on
+//! purpose), `list {path}`, `exists {path}`, `remove {path}`, `mkdir {path}`,
+//! `env {}` (environment, arguments and cwd as the guest sees them).
+
+wit_bindgen::generate!({ path: "../../../wit", world: "host-action" });
+
+use hostplug::plugin::types::MethodInfo;
+use serde_json::{Value, json};
+
+struct TestEscape;
+
+fn param<'a>(params: &'a Value, name: &str) -> Result<&'a str, PluginError> {
+    params
+        .get(name)
+        .and_then(Value::as_str)
+        .ok_or_else(|| PluginError::InvalidParams(format!("missing string parameter {name}")))
+}
+
+fn io_error(path: &str, e: std::io::Error) -> PluginError {
+    let msg = format!("{path}: {e}");
+    match e.kind() {
+        std::io::ErrorKind::NotFound => PluginError::NotFound(msg),
+        std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem => {
+            PluginError::Denied(msg)
+        }
+        _ => PluginError::Failed(msg),
+    }
+}
+
+fn ok(changed: bool, output: Value) -> Result<Outcome, PluginError> {
+    Ok(Outcome { changed, output: output.to_string(), diff: None })
+}
+
+impl Guest for TestEscape {
+    fn describe() -> PluginInfo {
+        PluginInfo {
+            name: "test-escape".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            description: "Tries to escape its /etc sandbox.".into(),
+            methods: ["read", "write", "list", "exists", "remove", "mkdir", "env"]
+                .map(|name| MethodInfo {
+                    name: name.into(),
+                    description: format!("test method {name}"),
+                    mutates: matches!(name, "write" | "remove" | "mkdir"),
+                    params_schema: r#"{"type":"object"}"#.into(),
+                })
+                .to_vec(),
+        }
+    }
+
+    fn invoke(method: String, params: String, _dry_run: bool) -> Result<Outcome, PluginError> {
+        let params: Value = serde_json::from_str(&params)
+            .map_err(|e| PluginError::InvalidParams(format!("params: {e}")))?;
+        match method.as_str() {
+            "read" => {
+                let path = param(&params, "path")?;
+                let content = std::fs::read_to_string(path).map_err(|e| io_error(path, e))?;
+                ok(false, json!({ "content": content }))
+            }
+            "write" => {
+                let path = param(&params, "path")?;
+                let content = param(&params, "content")?;
+                std::fs::write(path, content).map_err(|e| io_error(path, e))?;
+                ok(true, json!({ "written": path }))
+            }
+            "list" => {
+                let path = param(&params, "path")?;
+                let mut names = Vec::new();
+                for entry in std::fs::read_dir(path).map_err(|e| io_error(path, e))? {
+                    let entry = entry.map_err(|e| io_error(path, e))?;
+                    names.push(entry.file_name().to_string_lossy().into_owned());
+                }
+                names.sort();
+                ok(false, json!({ "entries": names }))
+            }
+            "exists" => {
+                let path = param(&params, "path")?;
+                ok(false, json!({ "exists": std::fs::metadata(path).is_ok() }))
+            }
+            "remove" => {
+                let path = param(&params, "path")?;
+                std::fs::remove_file(path).map_err(|e| io_error(path, e))?;
+                ok(true, json!({ "removed": path }))
+            }
+            "mkdir" => {
+                let path = param(&params, "path")?;
+                std::fs::create_dir(path).map_err(|e| io_error(path, e))?;
+                ok(true, json!({ "created": path }))
+            }
+            "env" => {
+                let vars: Vec<String> = std::env::vars().map(|(k, v)| format!("{k}={v}")).collect();
+                let args: Vec<String> = std::env::args().collect();
+                let cwd = std::env::current_dir().ok().map(|p| p.display().to_string());
+                let root = std::fs::read_dir("/").is_ok();
+                ok(false, json!({ "env": vars, "args": args, "cwd": cwd, "rootReadable": root }))
+            }
+            other => Err(PluginError::NotFound(format!("no method {other}"))),
+        }
+    }
+}
+
+export!(TestEscape);
