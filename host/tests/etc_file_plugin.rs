@@ -1,0 +1,623 @@
+//! The etc-file plugin through the real host: every test runs the built component
+//! (`target/plugins/etc-file.wasm`, from `make plugins`) with the `hostplug plugin run`
+//! CLI, on its own scratch directory standing in for the node's /etc, exactly as a plugin
+//! author would try it locally.
+//!
+//! Each scratch tree is `<tmp>/etc` (the guest's /etc) next to `<tmp>/outside`, which no
+//! call may read or write.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::{Value, json};
+
+/// Directory of the built components: `$HOSTPLUG_PLUGIN_DIR` or `../target/plugins`.
+fn plugin_dir() -> PathBuf {
+    std::env::var_os("HOSTPLUG_PLUGIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/plugins"))
+}
+
+fn component() -> PathBuf {
+    let path = plugin_dir().join("etc-file.wasm");
+    assert!(
+        path.is_file(),
+        "{} is missing: run `make plugins` in the repository root first (or set HOSTPLUG_PLUGIN_DIR)",
+        path.display()
+    );
+    path
+}
+
+/// One precompiled-component cache for all tests of this binary, so the component is
+/// compiled once, not once per CLI call.
+fn cache_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("etc-file-plugin-cache")
+}
+
+/// A plugin error as the CLI reports it.
+#[derive(Debug)]
+struct Failure {
+    kind: String,
+    message: String,
+}
+
+/// A scratch node: `etc/` is the guest's /etc, `outside/` must stay untouched.
+struct Node {
+    dir: tempfile::TempDir,
+}
+
+impl Node {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("etc/ssh")).expect("mkdir etc");
+        std::fs::create_dir_all(dir.path().join("outside")).expect("mkdir outside");
+        std::fs::write(dir.path().join("outside/secret.txt"), "secret\n").expect("write");
+        Self { dir }
+    }
+
+    fn etc(&self) -> PathBuf {
+        self.dir.path().join("etc")
+    }
+
+    /// Host path of a guest path under /etc.
+    fn host_path(&self, guest: &str) -> PathBuf {
+        let rel = guest
+            .strip_prefix("/etc/")
+            .expect("a guest path under /etc");
+        self.etc().join(rel)
+    }
+
+    fn put(&self, guest: &str, content: &str) {
+        std::fs::write(self.host_path(guest), content).expect("write fixture");
+    }
+
+    fn get(&self, guest: &str) -> Option<String> {
+        std::fs::read_to_string(self.host_path(guest)).ok()
+    }
+
+    /// Names in a directory under /etc, sorted (to spot stray temporary files).
+    fn names(&self, guest_dir: &str) -> Vec<String> {
+        let dir = if guest_dir == "/etc" {
+            self.etc()
+        } else {
+            self.host_path(guest_dir)
+        };
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .expect("read_dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn outside_untouched(&self) {
+        let outside = self.dir.path().join("outside");
+        let names: Vec<_> = std::fs::read_dir(&outside)
+            .expect("read_dir")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(names, ["secret.txt"], "something was written outside /etc");
+        assert_eq!(
+            std::fs::read_to_string(outside.join("secret.txt")).expect("read"),
+            "secret\n"
+        );
+    }
+
+    /// `hostplug plugin run etc-file.wasm --etc <etc> [--write] [--dry-run] …`.
+    fn run_with(
+        &self,
+        write: bool,
+        dry_run: bool,
+        method: &str,
+        params: Value,
+    ) -> Result<Value, Failure> {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_hostplug"));
+        cmd.args(["plugin", "run"])
+            .arg(component())
+            .arg("--etc")
+            .arg(self.etc())
+            .arg("--cache-dir")
+            .arg(cache_dir())
+            .args(["--method", method, "--params", &params.to_string()]);
+        if write {
+            cmd.arg("--write");
+        }
+        if dry_run {
+            cmd.arg("--dry-run");
+        }
+        let out = cmd.output().expect("running the hostplug CLI");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if out.status.success() {
+            let v: Value = serde_json::from_str(&stdout)
+                .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {stdout}\nstderr: {stderr}"));
+            assert!(v["changed"].is_boolean(), "no `changed` in {v}");
+            Ok(v)
+        } else {
+            // On error the CLI prints `{"error":{"kind","message"}}` on stdout and
+            // `error [kind]: message` on stderr.
+            let v: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
+                panic!("error output is not JSON ({e}): {stdout}\nstderr: {stderr}")
+            });
+            Err(Failure {
+                kind: v["error"]["kind"].as_str().unwrap_or_default().to_string(),
+                message: v["error"]["message"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            })
+        }
+    }
+
+    /// A writable, non-dry-run call that must succeed.
+    fn ok(&self, method: &str, params: Value) -> Value {
+        self.run_with(true, false, method, params.clone())
+            .unwrap_or_else(|f| panic!("{method} {params} failed: {f:?}"))
+    }
+
+    /// A writable call that must fail with `kind`; returns the message.
+    fn fails(&self, method: &str, params: Value, kind: &str) -> String {
+        match self.run_with(true, false, method, params.clone()) {
+            Ok(v) => panic!("{method} {params} succeeded: {v}"),
+            Err(f) => {
+                assert_eq!(f.kind, kind, "{method} {params}: {}", f.message);
+                f.message
+            }
+        }
+    }
+
+    /// Calls `method` twice: the first call must change the file, the second must not.
+    fn idempotent(&self, method: &str, params: Value) -> Value {
+        let first = self.ok(method, params.clone());
+        assert_eq!(first["changed"], true, "{method}: first call: {first}");
+        assert!(first["diff"].is_string(), "{method}: no diff: {first}");
+        let second = self.ok(method, params);
+        assert_eq!(second["changed"], false, "{method}: second call: {second}");
+        assert!(second["diff"].is_null(), "{method}: diff without change");
+        first
+    }
+}
+
+#[test]
+fn describe_lists_every_method_with_schema() {
+    let out = Command::new(env!("CARGO_BIN_EXE_hostplug"))
+        .args(["plugin", "describe"])
+        .arg(component())
+        .arg("--cache-dir")
+        .arg(cache_dir())
+        .output()
+        .expect("running the hostplug CLI");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let info: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(info["name"], "etc-file");
+    assert_eq!(info["version"], "0.1.0");
+    let methods = info["methods"].as_array().expect("methods");
+    let names: Vec<&str> = methods.iter().filter_map(|m| m["name"].as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "read",
+            "write",
+            "ensure-line",
+            "remove-line",
+            "replace",
+            "ensure-block",
+            "delete"
+        ]
+    );
+    for m in methods {
+        assert_eq!(m["mutates"], m["name"] != "read", "{m}");
+        // The host parses each schema; the operator validates task parameters against it.
+        let schema = &m["paramsSchema"];
+        assert_eq!(schema["type"], "object", "{m}");
+        assert!(
+            schema["properties"]["path"]["description"].is_string(),
+            "{m}"
+        );
+    }
+}
+
+#[test]
+fn read_returns_content_and_size() {
+    let node = Node::new();
+    node.put("/etc/hosts", "127.0.0.1 localhost\n");
+    let v = node.ok("read", json!({"path": "/etc/hosts"}));
+    assert_eq!(v["changed"], false);
+    assert_eq!(v["output"]["content"], "127.0.0.1 localhost\n");
+    assert_eq!(v["output"]["size"], 20);
+    assert_eq!(v["output"]["path"], "/etc/hosts");
+    node.fails("read", json!({"path": "/etc/missing"}), "not-found");
+}
+
+#[test]
+fn write_creates_replaces_and_backs_up() {
+    let node = Node::new();
+    let first = node.idempotent("write", json!({"path": "/etc/motd", "content": "hello\n"}));
+    assert_eq!(first["output"]["created"], true);
+    let diff = first["diff"].as_str().expect("diff");
+    assert!(
+        diff.starts_with("--- /dev/null\n+++ b/etc/motd\n"),
+        "{diff}"
+    );
+    assert_eq!(node.get("/etc/motd").as_deref(), Some("hello\n"));
+
+    let v = node.ok(
+        "write",
+        json!({"path": "/etc/motd", "content": "bye\n", "backup": true}),
+    );
+    assert_eq!(v["changed"], true);
+    let diff = v["diff"].as_str().expect("diff");
+    assert!(
+        diff.starts_with("--- a/etc/motd\n+++ b/etc/motd\n"),
+        "{diff}"
+    );
+    assert!(diff.contains("-hello\n+bye\n"), "{diff}");
+    let backup = v["output"]["backup"].as_str().expect("backup path");
+    assert!(
+        backup.starts_with("/etc/motd.") && backup.ends_with(".bak"),
+        "{backup}"
+    );
+    assert_eq!(node.get(backup).as_deref(), Some("hello\n"));
+    assert_eq!(node.get("/etc/motd").as_deref(), Some("bye\n"));
+    // The atomic write leaves no temporary file behind.
+    let names = node.names("/etc");
+    assert_eq!(names.len(), 3, "{names:?}");
+
+    node.fails(
+        "write",
+        json!({"path": "/etc/absent", "content": "x", "create": false}),
+        "not-found",
+    );
+    assert!(node.get("/etc/absent").is_none());
+}
+
+#[test]
+fn write_in_place_keeps_the_inode() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let node = Node::new();
+    node.put("/etc/shadow", "root:*:1::::::\n");
+    let host = node.host_path("/etc/shadow");
+    std::fs::set_permissions(&host, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+    let before = std::fs::metadata(&host).expect("stat");
+    node.idempotent(
+        "write",
+        json!({"path": "/etc/shadow", "content": "root:!:1::::::\n", "atomic": false}),
+    );
+    let after = std::fs::metadata(&host).expect("stat");
+    assert_eq!(after.ino(), before.ino());
+    assert_eq!(after.mode() & 0o7777, 0o640);
+    assert_eq!(node.get("/etc/shadow").as_deref(), Some("root:!:1::::::\n"));
+}
+
+#[test]
+fn write_refuses_mode_honestly() {
+    let node = Node::new();
+    let msg = node.fails(
+        "write",
+        json!({"path": "/etc/motd", "content": "x", "mode": "0600"}),
+        "invalid-params",
+    );
+    assert!(msg.contains("mode"), "{msg}");
+    assert!(node.get("/etc/motd").is_none());
+}
+
+#[test]
+fn ensure_line_inserts_replaces_and_is_idempotent() {
+    let node = Node::new();
+    node.put(
+        "/etc/chrony.conf",
+        "# ntp\nserver old.example.com\nserver older.example.com\ndriftfile /var/lib/chrony/drift\n",
+    );
+    let params = json!({
+        "path": "/etc/chrony.conf",
+        "line": "server ntp.example.com iburst",
+        "regexp": "^server ",
+    });
+    let v = node.idempotent("ensure-line", params);
+    assert!(
+        v["diff"]
+            .as_str()
+            .expect("diff")
+            .contains("-server older.example.com\n+server ntp.example.com iburst\n"),
+        "{v}"
+    );
+    assert_eq!(
+        node.get("/etc/chrony.conf").as_deref(),
+        Some(
+            "# ntp\nserver old.example.com\nserver ntp.example.com iburst\ndriftfile /var/lib/chrony/drift\n"
+        )
+    );
+
+    // Without regexp, after a given line.
+    node.idempotent(
+        "ensure-line",
+        json!({"path": "/etc/chrony.conf", "line": "makestep 1 3", "insertafter": "^driftfile"}),
+    );
+    // Before the first match; "^" puts it at the top.
+    node.idempotent(
+        "ensure-line",
+        json!({"path": "/etc/chrony.conf", "line": "# managed by hostplug", "insertbefore": "^"}),
+    );
+    assert_eq!(
+        node.get("/etc/chrony.conf").as_deref(),
+        Some(
+            "# managed by hostplug\n# ntp\nserver old.example.com\nserver ntp.example.com iburst\n\
+             driftfile /var/lib/chrony/drift\nmakestep 1 3\n"
+        )
+    );
+
+    // A missing file is created only when asked.
+    node.fails(
+        "ensure-line",
+        json!({"path": "/etc/new.conf", "line": "a=1"}),
+        "not-found",
+    );
+    let v = node.idempotent(
+        "ensure-line",
+        json!({"path": "/etc/new.conf", "line": "a=1", "create": true}),
+    );
+    assert_eq!(v["output"]["created"], true);
+    assert_eq!(node.get("/etc/new.conf").as_deref(), Some("a=1\n"));
+}
+
+#[test]
+fn remove_line_removes_every_match() {
+    let node = Node::new();
+    node.put(
+        "/etc/ssh/sshd_config",
+        "PermitRootLogin yes\nPort 22\n#PermitRootLogin no\n",
+    );
+    node.idempotent(
+        "remove-line",
+        json!({"path": "/etc/ssh/sshd_config", "regexp": "^#?PermitRootLogin"}),
+    );
+    assert_eq!(
+        node.get("/etc/ssh/sshd_config").as_deref(),
+        Some("Port 22\n")
+    );
+    // Nothing to remove from a missing file.
+    let v = node.ok("remove-line", json!({"path": "/etc/none", "regexp": "x"}));
+    assert_eq!(v["changed"], false);
+    assert!(node.get("/etc/none").is_none());
+}
+
+#[test]
+fn replace_rewrites_every_match() {
+    let node = Node::new();
+    node.put(
+        "/etc/ssh/sshd_config",
+        "PasswordAuthentication yes\nMatch User x\n  PasswordAuthentication yes\n",
+    );
+    node.idempotent(
+        "replace",
+        json!({
+            "path": "/etc/ssh/sshd_config",
+            "regexp": r"^(\s*)PasswordAuthentication\s+yes$",
+            "replacement": "${1}PasswordAuthentication no",
+        }),
+    );
+    assert_eq!(
+        node.get("/etc/ssh/sshd_config").as_deref(),
+        Some("PasswordAuthentication no\nMatch User x\n  PasswordAuthentication no\n")
+    );
+    node.fails(
+        "replace",
+        json!({"path": "/etc/none", "regexp": "x", "replacement": "y"}),
+        "not-found",
+    );
+}
+
+#[test]
+fn ensure_block_inserts_updates_and_removes() {
+    let node = Node::new();
+    node.put("/etc/hosts", "127.0.0.1 localhost\n");
+    let block = json!({
+        "path": "/etc/hosts",
+        "block": "10.0.0.1 node1\n10.0.0.2 node2\n",
+        "marker": "# {mark} cluster nodes",
+    });
+    node.idempotent("ensure-block", block);
+    assert_eq!(
+        node.get("/etc/hosts").as_deref(),
+        Some(
+            "127.0.0.1 localhost\n# BEGIN cluster nodes\n10.0.0.1 node1\n10.0.0.2 node2\n# END cluster nodes\n"
+        )
+    );
+    node.idempotent(
+        "ensure-block",
+        json!({"path": "/etc/hosts", "block": "10.0.0.3 node3", "marker": "# {mark} cluster nodes"}),
+    );
+    assert_eq!(
+        node.get("/etc/hosts").as_deref(),
+        Some("127.0.0.1 localhost\n# BEGIN cluster nodes\n10.0.0.3 node3\n# END cluster nodes\n")
+    );
+    node.idempotent(
+        "ensure-block",
+        json!({"path": "/etc/hosts", "state": "absent", "marker": "# {mark} cluster nodes"}),
+    );
+    assert_eq!(
+        node.get("/etc/hosts").as_deref(),
+        Some("127.0.0.1 localhost\n")
+    );
+}
+
+#[test]
+fn delete_removes_with_backup() {
+    let node = Node::new();
+    node.put("/etc/old.conf", "x=1\n");
+    let v = node.idempotent("delete", json!({"path": "/etc/old.conf", "backup": true}));
+    assert_eq!(v["output"]["deleted"], true);
+    assert!(
+        v["diff"]
+            .as_str()
+            .expect("diff")
+            .starts_with("--- a/etc/old.conf\n+++ /dev/null\n"),
+        "{v}"
+    );
+    assert!(node.get("/etc/old.conf").is_none());
+    let backup = v["output"]["backup"].as_str().expect("backup");
+    assert_eq!(node.get(backup).as_deref(), Some("x=1\n"));
+    node.fails("delete", json!({"path": "/etc/ssh"}), "invalid-params");
+}
+
+#[test]
+fn dry_run_reports_the_diff_and_changes_nothing() {
+    let node = Node::new();
+    node.put("/etc/hosts", "127.0.0.1 localhost\n");
+    let before = node.names("/etc");
+    let calls = [
+        (
+            "write",
+            json!({"path": "/etc/hosts", "content": "x\n", "backup": true}),
+        ),
+        ("write", json!({"path": "/etc/new", "content": "x\n"})),
+        (
+            "ensure-line",
+            json!({"path": "/etc/hosts", "line": "10.0.0.1 a"}),
+        ),
+        (
+            "remove-line",
+            json!({"path": "/etc/hosts", "regexp": "localhost"}),
+        ),
+        (
+            "replace",
+            json!({"path": "/etc/hosts", "regexp": "localhost", "replacement": "lh"}),
+        ),
+        ("ensure-block", json!({"path": "/etc/hosts", "block": "x"})),
+        ("delete", json!({"path": "/etc/hosts"})),
+    ];
+    for (method, params) in calls {
+        // Even with a writable grant: a dry run must not write.
+        let v = node
+            .run_with(true, true, method, params.clone())
+            .unwrap_or_else(|f| panic!("dry run of {method} {params}: {f:?}"));
+        assert_eq!(v["changed"], true, "{method}: {v}");
+        assert!(
+            v["diff"].as_str().is_some_and(|d| d.contains("@@")),
+            "{method}: {v}"
+        );
+        assert!(v["output"]["backup"].is_null(), "{method}: {v}");
+        assert_eq!(
+            node.get("/etc/hosts").as_deref(),
+            Some("127.0.0.1 localhost\n")
+        );
+        assert_eq!(node.names("/etc"), before, "{method} left files behind");
+    }
+}
+
+#[test]
+fn paths_outside_etc_are_refused_and_nothing_is_written() {
+    let node = Node::new();
+    let outside = node.dir.path().join("outside");
+    std::os::unix::fs::symlink("../outside/secret.txt", node.etc().join("rel-link"))
+        .expect("symlink");
+    std::os::unix::fs::symlink(outside.join("secret.txt"), node.etc().join("abs-link"))
+        .expect("symlink");
+    std::os::unix::fs::symlink("../outside", node.etc().join("dir-link")).expect("symlink");
+    let outside_abs = outside.join("new.txt").to_string_lossy().into_owned();
+    let paths = [
+        "/etc/../outside/new.txt",
+        "/etc/../outside/secret.txt",
+        "/tmp/hostplug-etc-file-test",
+        "../outside/secret.txt",
+        "outside/secret.txt",
+        outside_abs.as_str(),
+        "/etc/rel-link",
+        "/etc/abs-link",
+        "/etc/dir-link/secret.txt",
+        "/etc/dir-link/new.txt",
+        "/etc",
+    ];
+    for path in paths {
+        for (method, params) in [
+            ("write", json!({"path": path, "content": "pwned\n"})),
+            (
+                "ensure-line",
+                json!({"path": path, "line": "pwned", "create": true}),
+            ),
+            ("delete", json!({"path": path})),
+        ] {
+            match node.run_with(true, false, method, params) {
+                Ok(v) => panic!("{method} on {path} succeeded: {v}"),
+                Err(f) => assert!(
+                    f.kind == "denied" || f.kind == "not-found" || f.kind == "invalid-params",
+                    "{method} on {path}: {f:?}"
+                ),
+            }
+            node.outside_untouched();
+        }
+        // Reads are refused too.
+        if let Ok(v) = node.run_with(false, false, "read", json!({ "path": path })) {
+            panic!("read of {path} succeeded: {v}");
+        }
+    }
+    assert!(!Path::new("/tmp/hostplug-etc-file-test").exists());
+}
+
+#[test]
+fn read_only_grant_denies_writes() {
+    let node = Node::new();
+    node.put("/etc/hosts", "127.0.0.1 localhost\n");
+    let before = node.names("/etc");
+    for (method, params) in [
+        ("write", json!({"path": "/etc/hosts", "content": "x\n"})),
+        (
+            "ensure-line",
+            json!({"path": "/etc/hosts", "line": "10.0.0.1 a", "backup": true}),
+        ),
+        ("delete", json!({"path": "/etc/hosts"})),
+        ("write", json!({"path": "/etc/new", "content": "x\n"})),
+    ] {
+        match node.run_with(false, false, method, params.clone()) {
+            Ok(v) => panic!("{method} {params} with read-only /etc succeeded: {v}"),
+            Err(f) => assert_eq!(f.kind, "denied", "{method}: {}", f.message),
+        }
+        assert_eq!(
+            node.get("/etc/hosts").as_deref(),
+            Some("127.0.0.1 localhost\n")
+        );
+        assert_eq!(node.names("/etc"), before, "{method} left files behind");
+    }
+    // Reading still works, and a call that would change nothing succeeds.
+    node.run_with(false, false, "read", json!({"path": "/etc/hosts"}))
+        .expect("read with read-only /etc");
+    let v = node
+        .run_with(
+            false,
+            false,
+            "ensure-line",
+            json!({"path": "/etc/hosts", "line": "127.0.0.1 localhost"}),
+        )
+        .expect("no-op with read-only /etc");
+    assert_eq!(v["changed"], false);
+}
+
+#[test]
+fn invalid_params_name_the_field() {
+    let node = Node::new();
+    node.put("/etc/hosts", "a\n");
+    let msg = node.fails(
+        "ensure-line",
+        json!({"path": "/etc/hosts", "line": 3}),
+        "invalid-params",
+    );
+    assert!(msg.contains("line"), "{msg}");
+    let msg = node.fails(
+        "ensure-line",
+        json!({"path": "/etc/hosts", "line": "x", "regex": "x"}),
+        "invalid-params",
+    );
+    assert!(msg.contains("regex"), "{msg}");
+    let msg = node.fails(
+        "replace",
+        json!({"path": "/etc/hosts", "regexp": "(", "replacement": ""}),
+        "invalid-params",
+    );
+    assert!(msg.starts_with("regexp"), "{msg}");
+    node.fails("no-such-method", json!({}), "not-found");
+    assert_eq!(node.get("/etc/hosts").as_deref(), Some("a\n"));
+}
