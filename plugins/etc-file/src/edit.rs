@@ -5,7 +5,7 @@
 //! line carries its own ending (`\n`, `\r\n`, or none for a last line without one), and
 //! inserted lines use the file's style (`\r\n` when its first line ends so, else `\n`).
 
-use regex::Regex;
+use regex_lite::Regex;
 
 use hostplug_sdk::{Error, Result};
 
@@ -135,7 +135,7 @@ pub fn compile(field: &str, pattern: &str) -> Result<Regex> {
 
 /// Compiles a regex for whole-text search with `^`/`$` matching at line boundaries.
 pub fn compile_multiline(field: &str, pattern: &str) -> Result<Regex> {
-    regex::RegexBuilder::new(pattern)
+    regex_lite::RegexBuilder::new(pattern)
         .multi_line(true)
         .build()
         .map_err(|e| Error::invalid_params(format!("{field}: {e}")))

@@ -65,9 +65,9 @@ pub struct EnsureLine {
     pub path: String,
     /// The line that must be in the file, without a line break.
     pub line: String,
-    /// Regular expression (Rust regex syntax) matched against each line. The last
-    /// matching line is replaced by `line`. When no line matches, `line` is added unless
-    /// it is already present.
+    /// Regular expression matched against each line (Rust regex syntax; `\d`, `\w`, `\s`
+    /// are ASCII-only). The last matching line is replaced by `line`. When no line
+    /// matches, `line` is added unless it is already present.
     #[serde(default)]
     pub regexp: Option<String>,
     /// Regular expression: insert a new line after the last line matching it (end of
@@ -98,7 +98,8 @@ pub struct RemoveLine {
     /// Absolute path of the file, under /etc. A missing file is left alone (nothing to
     /// remove).
     pub path: String,
-    /// Regular expression (Rust regex syntax): every line matching it is removed.
+    /// Regular expression (Rust regex syntax; `\d`, `\w`, `\s` are ASCII-only): every
+    /// line matching it is removed.
     pub regexp: String,
     /// Before changing the file, keep a copy of it as `<path>.<UTC timestamp>.bak`.
     #[serde(default)]
@@ -115,9 +116,9 @@ pub struct RemoveLine {
 pub struct Replace {
     /// Absolute path of the file, under /etc.
     pub path: String,
-    /// Regular expression (Rust regex syntax) searched in the whole file; `^` and `$`
-    /// match at line starts and ends. Every match is replaced. For the call to be
-    /// idempotent the replacement must not match again.
+    /// Regular expression (Rust regex syntax; `\d`, `\w`, `\s` are ASCII-only) searched
+    /// in the whole file; `^` and `$` match at line starts and ends. Every match is
+    /// replaced. For the call to be idempotent the replacement must not match again.
     pub regexp: String,
     /// Replacement text; `$1` or `${name}` insert capture groups, `$$` is a literal `$`.
     pub replacement: String,
