@@ -124,24 +124,28 @@ fn target(path: &str) -> Result<PathBuf> {
 }
 
 /// The common shape of every editing method: read the file, let `change` compute the
-/// new content from the old (`None` = missing), then report, or write with an optional
-/// backup.
+/// new content from the old (`None` = missing; returning `None` leaves a missing file
+/// missing), then report, or write with an optional backup.
 fn edit_file(
     cx: &Context,
     path: &str,
     backup: bool,
     strategy: WriteStrategy,
-    change: impl FnOnce(Option<&str>) -> Result<String>,
+    change: impl FnOnce(Option<&str>) -> Result<Option<String>>,
 ) -> Result<Outcome> {
     let path = target(path)?;
     let name = display(&path);
     let old = fs::read_text(&path)?;
     let new = change(old.as_deref())?;
     let created = old.is_none();
-    let Some(diff) = diff::unified(&name, old.as_deref(), Some(&new)) else {
+    let diff = match &new {
+        Some(new) => diff::unified(&name, old.as_deref(), Some(new)),
+        None => None,
+    };
+    let (Some(new), Some(diff)) = (new, diff) else {
         return Ok(Outcome::unchanged(EditOutput {
             path: name,
-            bytes: new.len(),
+            bytes: old.as_ref().map_or(0, String::len),
             backup: None,
             created: false,
         }));
@@ -217,7 +221,7 @@ fn write(p: params::Write, cx: &Context) -> Result<Outcome> {
     let path = p.path.clone();
     edit_file(cx, &p.path, p.backup, strategy(p.atomic), |old| match old {
         None if !p.create => Err(missing(&path)),
-        _ => Ok(p.content),
+        _ => Ok(Some(p.content)),
     })
 }
 
@@ -235,23 +239,15 @@ fn ensure_line(p: params::EnsureLine, cx: &Context) -> Result<Outcome> {
             None if p.create => "",
             None => return Err(missing(&path)),
         };
-        edit::ensure_line(old, &p.line, regexp.as_ref(), &at)
+        edit::ensure_line(old, &p.line, regexp.as_ref(), &at).map(Some)
     })
 }
 
 fn remove_line(p: params::RemoveLine, cx: &Context) -> Result<Outcome> {
     let regexp = edit::compile("regexp", &p.regexp)?;
-    let path = target(&p.path)?;
-    if fs::read_text(&path)?.is_none() {
-        return Ok(Outcome::unchanged(EditOutput {
-            path: display(&path),
-            bytes: 0,
-            backup: None,
-            created: false,
-        }));
-    }
+    // A missing file has no line to remove: nothing to do.
     edit_file(cx, &p.path, p.backup, strategy(p.atomic), |old| {
-        Ok(edit::remove_lines(old.unwrap_or(""), &regexp))
+        Ok(old.map(|old| edit::remove_lines(old, &regexp)))
     })
 }
 
@@ -260,7 +256,7 @@ fn replace(p: params::Replace, cx: &Context) -> Result<Outcome> {
     let path = p.path.clone();
     edit_file(cx, &p.path, p.backup, strategy(p.atomic), |old| {
         let old = old.ok_or_else(|| Error::not_found(format!("{path}: no such file")))?;
-        Ok(edit::replace(old, &regexp, &p.replacement))
+        Ok(Some(edit::replace(old, &regexp, &p.replacement)))
     })
 }
 
@@ -268,23 +264,16 @@ fn ensure_block(p: params::EnsureBlock, cx: &Context) -> Result<Outcome> {
     let markers = Markers::new(&p.marker, &p.markerbegin, &p.markerend)?;
     let at = Position::from_params(p.insertafter.as_deref(), p.insertbefore.as_deref())?;
     let present = p.state == State::Present;
-    let resolved = target(&p.path)?;
-    if !present && fs::read_text(&resolved)?.is_none() {
-        return Ok(Outcome::unchanged(EditOutput {
-            path: display(&resolved),
-            bytes: 0,
-            backup: None,
-            created: false,
-        }));
-    }
     let path = p.path.clone();
     edit_file(cx, &p.path, p.backup, strategy(p.atomic), |old| {
         let old = match old {
             Some(old) => old,
+            // A missing file has no block to remove.
+            None if !present => return Ok(None),
             None if p.create => "",
             None => return Err(missing(&path)),
         };
-        edit::ensure_block(old, &markers, &p.block, present, &at)
+        edit::ensure_block(old, &markers, &p.block, present, &at).map(Some)
     })
 }
 
