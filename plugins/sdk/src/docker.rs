@@ -137,28 +137,39 @@ fn imp(method: &str, path: &str, body: Option<&[u8]>) -> Result<Response> {
             status: r.status,
             body: r.body,
         }),
-        Err(message) => {
-            // The host says why; a refusal names the capability or the allow-list.
-            let lower = message.to_ascii_lowercase();
-            if lower.contains("denied") || lower.contains("not allowed") {
-                Err(Error::denied(format!("docker: {message}")))
-            } else {
-                Err(Error::failed(format!("docker: {message}")))
-            }
-        }
+        Err(message) => Err(import_error(&message)),
+    }
+}
+
+/// The host starts a refusal (no capability, a path outside its allow-list, a body over
+/// its limit) with `denied:`; anything else is a transport failure.
+fn import_error(message: &str) -> Error {
+    match message.strip_prefix("denied:") {
+        Some(rest) => Error::denied(format!("docker: {}", rest.trim_start())),
+        None => Error::failed(format!("docker: {message}")),
     }
 }
 
 #[cfg(not(target_arch = "wasm32"))]
 fn imp(method: &str, path: &str, _body: Option<&[u8]>) -> Result<Response> {
-    Err(Error::denied(format!(
-        "docker {method} {path}: the docker import exists only inside the hostplug host"
+    Err(import_error(&format!(
+        "denied: {method} {path}: the docker import exists only inside the hostplug host"
     )))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_refusals_are_denied() {
+        let e = import_error("denied: this plugin has no docker capability");
+        assert_eq!(
+            e,
+            Error::denied("docker: this plugin has no docker capability")
+        );
+        assert_eq!(import_error("docker call timed out").kind(), "failed");
+    }
 
     #[test]
     fn encodes_image_references() {
