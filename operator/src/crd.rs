@@ -1,0 +1,593 @@
+//! The hostplug custom resources: `HostTask` (namespaced, one requested action) and
+//! `HostPlugin` (cluster-scoped, one available plugin), group `hostplug.dev`, version
+//! `v1alpha1`.
+//!
+//! These types are the API. They compile without the controller (`default-features =
+//! false`) so other components (the web console) can read and write them cheaply. The CRD
+//! YAML in `deploy/crds/` is generated from them by the `crdgen` binary and a test fails
+//! when it drifts. Field names follow the seed design (`spec.workers`, `spec.targetType`,
+//! `spec.http.{port,api,method,parameter}`, `status.state`, `status.msg`, `status.pods`);
+//! renaming one is a breaking API change.
+//!
+//! Nothing here talks to a cluster or a node.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
+use kube::{CustomResource, CustomResourceExt, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// API group of both resources.
+pub const GROUP: &str = "hostplug.dev";
+/// API version of both resources.
+pub const VERSION: &str = "v1alpha1";
+
+/// The worker port when `spec.http.port` is not given; DESIGN.md fixes 8443.
+pub const DEFAULT_WORKER_PORT: i32 = 8443;
+/// Per-node deadline when `spec.timeoutSeconds` is not given: long enough for a docker
+/// pull on a slow link, short enough that a stuck node is noticed within a minute.
+pub const DEFAULT_TIMEOUT_SECONDS: i32 = 60;
+/// Upper bound of `spec.timeoutSeconds`: one hour. A host action that needs longer is not
+/// a host action but a batch job; the bound also keeps a worker Pod from living for days.
+pub const MAX_TIMEOUT_SECONDS: i32 = 3600;
+/// Nodes in flight when `spec.rollout.maxParallel` is not given; 10 keeps a large rollout
+/// moving while a bad change fails on at most 10 nodes before `maxFailures` stops it.
+pub const DEFAULT_MAX_PARALLEL: i32 = 10;
+
+/// Which nodes a task targets by role when `spec.workers` is empty.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum TargetType {
+    /// Control-plane nodes (label `node-role.kubernetes.io/control-plane`).
+    Master,
+    /// Nodes that are not control-plane nodes.
+    Node,
+    /// Every node.
+    All,
+}
+
+/// What a task runs: the plugin (`api`), its operation (`method`) and its parameters.
+/// The name `http` is the seed design's; the worker is indeed reached over HTTPS.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpSpec {
+    /// Port the worker Pod listens on.
+    #[serde(default = "default_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: i32,
+    /// Name of the plugin (a HostPlugin) to run.
+    #[schemars(length(min = 1, max = 253))]
+    pub api: String,
+    /// The plugin operation to call; one of the HostPlugin's `status.info.methods`.
+    #[schemars(length(min = 1, max = 128))]
+    pub method: String,
+    /// Parameters of the operation, checked against the method's JSON Schema before any
+    /// node is touched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "any_json")]
+    pub parameter: Option<serde_json::Value>,
+}
+
+fn default_port() -> i32 {
+    DEFAULT_WORKER_PORT
+}
+fn default_timeout() -> i32 {
+    DEFAULT_TIMEOUT_SECONDS
+}
+fn default_max_parallel() -> i32 {
+    DEFAULT_MAX_PARALLEL
+}
+
+/// How a task spreads over its nodes.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutSpec {
+    /// At most this many nodes are in flight (worker starting or plugin running) at once.
+    #[serde(default = "default_max_parallel")]
+    #[schemars(range(min = 1))]
+    pub max_parallel: i32,
+    /// Once more than this many nodes failed, no new node starts.
+    #[serde(default)]
+    #[schemars(range(min = 0))]
+    pub max_failures: i32,
+}
+
+impl Default for RolloutSpec {
+    fn default() -> Self {
+        Self {
+            max_parallel: DEFAULT_MAX_PARALLEL,
+            max_failures: 0,
+        }
+    }
+}
+
+/// One requested host action on a set of nodes.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "hostplug.dev",
+    version = "v1alpha1",
+    kind = "HostTask",
+    plural = "hosttasks",
+    namespaced,
+    status = "HostTaskStatus",
+    derive = "PartialEq",
+    shortname = "ht",
+    category = "hostplug",
+    doc = "One requested host action: a plugin operation run on the selected nodes.",
+    printcolumn(name = "State", type_ = "string", json_path = ".status.state"),
+    printcolumn(name = "Plugin", type_ = "string", json_path = ".spec.http.api"),
+    printcolumn(name = "Method", type_ = "string", json_path = ".spec.http.method"),
+    printcolumn(name = "Nodes", type_ = "string", description = "nodes done/total", json_path = ".status.progress"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[x_kube(validation = Rule::new(
+    "(has(self.workers) && size(self.workers) > 0) != has(self.targetType)"
+).message("exactly one of spec.workers (node names) or spec.targetType (Master, Node, All) must be set"))]
+#[x_kube(validation = Rule::new(
+    "!has(self.nodeSelector) || has(self.targetType)"
+).message("spec.nodeSelector filters spec.targetType and cannot be combined with spec.workers"))]
+#[serde(rename_all = "camelCase")]
+pub struct HostTaskSpec {
+    /// Explicit node names to run on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 5000))]
+    pub workers: Vec<String>,
+    /// Select nodes by role when `workers` is empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_type: Option<TargetType>,
+    /// Extra filter on the nodes chosen by `targetType` (a standard label selector).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "label_selector_schema")]
+    pub node_selector: Option<LabelSelector>,
+    /// The plugin operation to run.
+    pub http: HttpSpec,
+    /// Report what would change and change nothing; /etc is mounted read-only.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// Deadline of one node's plugin call, in seconds.
+    #[serde(default = "default_timeout")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub timeout_seconds: i32,
+    /// Parallelism and failure budget.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutSpec>,
+    /// The task's worker Pods, Services and Secrets are removed this long after it ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub ttl_seconds_after_finished: Option<i32>,
+}
+
+/// Lifecycle of a task.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, Default)]
+pub enum TaskState {
+    /// Accepted, nothing started yet.
+    #[default]
+    Pending,
+    /// At least one node started and not every node ended.
+    Running,
+    /// Every node succeeded.
+    Succeeded,
+    /// Validation failed, or a node failed.
+    Failed,
+}
+
+impl TaskState {
+    /// Whether the task has ended (for its current generation).
+    pub fn is_finished(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed)
+    }
+}
+
+/// Lifecycle of one node of a task.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, Default)]
+pub enum NodePhase {
+    /// Not started yet.
+    #[default]
+    Pending,
+    /// Worker Pod created, waiting for it to become Ready.
+    Starting,
+    /// The plugin call was sent to the worker.
+    Running,
+    /// The plugin call returned an outcome.
+    Succeeded,
+    /// The node failed; `message` says why.
+    Failed,
+    /// Never started, because the rollout stopped (too many failures).
+    Skipped,
+}
+
+impl NodePhase {
+    /// Whether this node is done for the current generation.
+    pub fn is_finished(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed | Self::Skipped)
+    }
+    /// Whether this node counts against `rollout.maxParallel`.
+    pub fn is_in_flight(self) -> bool {
+        matches!(self, Self::Starting | Self::Running)
+    }
+}
+
+/// The result of a task on one node.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeResult {
+    /// Node name.
+    pub node: String,
+    /// The worker Pod's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
+    /// Where this node is.
+    #[serde(default)]
+    pub phase: NodePhase,
+    /// Whether the node was changed (or, in a dry run, would have been).
+    #[serde(default)]
+    pub changed: bool,
+    /// Unified diff of file changes, truncated when large.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diff: Option<String>,
+    /// The operation's JSON output (replaced by a note when large).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "any_json")]
+    pub output: Option<serde_json::Value>,
+    /// Why the node failed, or a note.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// When the node started (worker Pod created).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "time_schema")]
+    pub started_at: Option<Time>,
+    /// When the node ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "time_schema")]
+    pub finished_at: Option<Time>,
+}
+
+/// The plugin a task resolved to.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PluginRef {
+    /// HostPlugin name.
+    pub name: String,
+    /// `sha256:<hex>` of the module that ran.
+    pub digest: String,
+}
+
+/// Observed state of a HostTask. Written only by the operator, by server-side apply.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct HostTaskStatus {
+    /// The generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Summary state.
+    #[serde(default)]
+    pub state: TaskState,
+    /// Summary for people, e.g. "2/2 nodes succeeded, 1 changed".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub msg: Option<String>,
+    /// The plugin that runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plugin: Option<PluginRef>,
+    /// Names of the worker Pods.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pods: Vec<String>,
+    /// Per-node results.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<NodeResult>,
+    /// Number of nodes that ended (succeeded, failed or skipped).
+    #[serde(default)]
+    pub nodes_done: i32,
+    /// Number of target nodes.
+    #[serde(default)]
+    pub nodes_total: i32,
+    /// `nodesDone/nodesTotal`, for `kubectl get`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<String>,
+    /// When the current generation ended; the TTL counts from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "time_schema")]
+    pub finished_at: Option<Time>,
+    /// Standard conditions (`Ready`: the task ended successfully).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "conditions_schema")]
+    pub conditions: Vec<Condition>,
+}
+
+/// How a plugin may reach the node's /etc.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub enum EtcAccess {
+    /// /etc is not mounted.
+    #[default]
+    None,
+    /// /etc is mounted and preopened read-only.
+    Read,
+    /// /etc is mounted read-write (read-only for dry runs).
+    Write,
+}
+
+/// What a plugin is allowed to touch on the node.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Capabilities {
+    /// Access to the node's /etc.
+    #[serde(default)]
+    pub etc: EtcAccess,
+    /// Whether the node's Docker socket is mounted and the docker import works.
+    #[serde(default)]
+    pub docker: bool,
+}
+
+/// A module held in a ConfigMap.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigMapSource {
+    /// Namespace of the ConfigMap.
+    #[schemars(length(min = 1))]
+    pub namespace: String,
+    /// Name of the ConfigMap.
+    #[schemars(length(min = 1))]
+    pub name: String,
+    /// Key in `binaryData` (or `data`) holding the module.
+    #[serde(default = "default_key")]
+    pub key: String,
+}
+
+fn default_key() -> String {
+    "plugin.wasm".to_owned()
+}
+
+/// Where a plugin's module comes from; exactly one of the fields.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[x_kube(validation = Rule::new("has(self.builtin) != has(self.configMap)")
+    .message("exactly one of spec.source.builtin or spec.source.configMap must be set"))]
+#[serde(rename_all = "camelCase")]
+pub struct PluginSource {
+    /// A plugin shipped inside the operator image, by name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub builtin: Option<String>,
+    /// A module stored in a ConfigMap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map: Option<ConfigMapSource>,
+}
+
+/// One available plugin.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "hostplug.dev",
+    version = "v1alpha1",
+    kind = "HostPlugin",
+    plural = "hostplugins",
+    status = "HostPluginStatus",
+    derive = "PartialEq",
+    shortname = "hp",
+    category = "hostplug",
+    doc = "One available plugin: a WebAssembly component, its source and its capabilities.",
+    printcolumn(name = "Ready", type_ = "boolean", json_path = ".status.ready"),
+    printcolumn(name = "Version", type_ = "string", json_path = ".status.info.version"),
+    printcolumn(name = "Etc", type_ = "string", json_path = ".spec.capabilities.etc"),
+    printcolumn(name = "Docker", type_ = "boolean", json_path = ".spec.capabilities.docker"),
+    printcolumn(name = "Digest", type_ = "string", json_path = ".status.digest", priority = 1),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[x_kube(validation = Rule::new("has(self.source.builtin) || has(self.sha256)")
+    .message("spec.sha256 is required for a plugin that is not built in"))]
+#[serde(rename_all = "camelCase")]
+pub struct HostPluginSpec {
+    /// Where the module comes from.
+    pub source: PluginSource,
+    /// Hex sha256 of the module (64 lowercase hex digits, an optional `sha256:` prefix is
+    /// accepted); a module with another digest is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^(sha256:)?[0-9a-f]{64}$"))]
+    pub sha256: Option<String>,
+    /// What the plugin may touch on the node.
+    #[serde(default)]
+    pub capabilities: Capabilities,
+}
+
+/// One operation of a plugin, as its `describe` export reports it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct MethodInfo {
+    /// Operation name, used in `HostTask.spec.http.method`.
+    pub name: String,
+    /// One sentence for people.
+    #[serde(default)]
+    pub description: String,
+    /// Whether the operation can change the node.
+    #[serde(default)]
+    pub mutates: bool,
+    /// JSON Schema of the parameters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "any_json")]
+    pub params_schema: Option<serde_json::Value>,
+}
+
+/// What a plugin says about itself.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PluginInfo {
+    /// The plugin's own name.
+    #[serde(default)]
+    pub name: String,
+    /// Semantic version.
+    #[serde(default)]
+    pub version: String,
+    /// What the plugin is for.
+    #[serde(default)]
+    pub description: String,
+    /// Its operations.
+    #[serde(default)]
+    pub methods: Vec<MethodInfo>,
+}
+
+impl PluginInfo {
+    /// The method called `name`, if the plugin has one.
+    pub fn method(&self, name: &str) -> Option<&MethodInfo> {
+        self.methods.iter().find(|m| m.name == name)
+    }
+}
+
+/// Observed state of a HostPlugin. Written only by the operator.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct HostPluginStatus {
+    /// `sha256:<hex>` of the loaded module.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    /// Module size in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<i64>,
+    /// Whether the module loaded and described itself; tasks can use it.
+    #[serde(default)]
+    pub ready: bool,
+    /// Why the plugin is not ready, or a note.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// What `describe` returned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub info: Option<PluginInfo>,
+    /// The generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+/// Any JSON value, kept as it is by the API server.
+fn any_json(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "x-kubernetes-preserve-unknown-fields": true
+    })
+}
+
+/// A `metav1.Time`: an RFC 3339 timestamp.
+fn time_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({"type": "string", "format": "date-time"})
+}
+
+/// A standard `metav1.LabelSelector`.
+fn label_selector_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "description": "A standard label selector: matchLabels and matchExpressions, ANDed.",
+        "properties": {
+            "matchLabels": {"type": "object", "additionalProperties": {"type": "string"}},
+            "matchExpressions": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["key", "operator"],
+                    "properties": {
+                        "key": {"type": "string"},
+                        "operator": {"type": "string", "enum": ["In", "NotIn", "Exists", "DoesNotExist"]},
+                        "values": {"type": "array", "items": {"type": "string"}}
+                    }
+                }
+            }
+        }
+    })
+}
+
+/// A list of standard `metav1.Condition`s.
+fn conditions_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "array",
+        "items": {
+            "type": "object",
+            "required": ["type", "status", "lastTransitionTime", "reason", "message"],
+            "properties": {
+                "type": {"type": "string"},
+                "status": {"type": "string", "enum": ["True", "False", "Unknown"]},
+                "observedGeneration": {"type": "integer", "format": "int64"},
+                "lastTransitionTime": {"type": "string", "format": "date-time"},
+                "reason": {"type": "string"},
+                "message": {"type": "string"}
+            }
+        }
+    })
+}
+
+/// Labels put on every object the operator creates for a task.
+pub mod labels {
+    /// `app.kubernetes.io/managed-by` value.
+    pub const MANAGED_BY: &str = "hostplug-operator";
+    /// Name of the owning HostTask.
+    pub const TASK: &str = "hostplug.dev/task";
+    /// Target node of a worker Pod, Service or Secret.
+    pub const NODE: &str = "hostplug.dev/node";
+    /// The task generation a worker Pod was made for.
+    pub const GENERATION: &str = "hostplug.dev/generation";
+    /// Marks worker Pods (the NetworkPolicy selects on it).
+    pub const COMPONENT: &str = "app.kubernetes.io/component";
+    /// Value of [`COMPONENT`] on worker Pods.
+    pub const COMPONENT_WORKER: &str = "worker";
+}
+
+/// The CRD YAML of both resources as `deploy/crds/` holds it, one document each.
+pub fn crd_yaml() -> Result<BTreeMap<&'static str, String>, serde_yaml::Error> {
+    let mut out = BTreeMap::new();
+    out.insert(
+        "hosttasks.hostplug.dev.yaml",
+        serde_yaml::to_string(&HostTask::crd())?,
+    );
+    out.insert(
+        "hostplugins.hostplug.dev.yaml",
+        serde_yaml::to_string(&HostPlugin::crd())?,
+    );
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The checked-in CRDs are what the types generate; regenerate with
+    /// `cargo run -p hostplug-operator --bin crdgen -- deploy/crds`.
+    #[test]
+    fn checked_in_crds_match_the_types() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/crds");
+        for (file, yaml) in crd_yaml()? {
+            let on_disk = std::fs::read_to_string(dir.join(file))?;
+            assert!(
+                on_disk == yaml,
+                "deploy/crds/{file} drifted from the Rust types; run \
+                 `cargo run -p hostplug-operator --bin crdgen -- deploy/crds`"
+            );
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn seed_design_task_parses_with_defaults() -> Result<(), serde_yaml::Error> {
+        let task: HostTask = serde_yaml::from_str(
+            r#"
+apiVersion: hostplug.dev/v1alpha1
+kind: HostTask
+metadata: {name: set-ntp, namespace: hostplug-system}
+spec:
+  workers: [node1, node2]
+  http:
+    api: etc-file
+    method: ensure-line
+    parameter: {path: /etc/chrony.conf, line: "server ntp.example.com iburst"}
+"#,
+        )?;
+        assert_eq!(task.spec.http.port, DEFAULT_WORKER_PORT);
+        assert_eq!(task.spec.timeout_seconds, DEFAULT_TIMEOUT_SECONDS);
+        assert!(!task.spec.dry_run);
+        assert_eq!(task.spec.workers, vec!["node1", "node2"]);
+        Ok(())
+    }
+
+    #[test]
+    fn schema_has_enums_minimums_and_one_of_rules() -> Result<(), serde_json::Error> {
+        let crd = serde_json::to_string(&HostTask::crd())?;
+        assert!(crd.contains(r#""enum":["Master","Node","All"]"#), "{crd}");
+        assert!(crd.contains("exactly one of spec.workers"));
+        assert!(crd.contains("x-kubernetes-preserve-unknown-fields"));
+        let hp = serde_json::to_string(&HostPlugin::crd())?;
+        assert!(hp.contains("exactly one of spec.source.builtin or spec.source.configMap"));
+        assert!(hp.contains(r#""enum":["none","read","write"]"#), "{hp}");
+        Ok(())
+    }
+}
