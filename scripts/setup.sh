@@ -20,6 +20,15 @@ PACKAGES=(
   openssl
   # the node simulator runs containers in mount namespaces (unshare, mount).
   util-linux
+  # docker-image plugin tests (tests/podman): Podman's Docker-compatible API service with
+  # its own storage (runc and conmon are what Podman starts with), a local registry on
+  # loopback for pulls, and tar for the tiny test images. util-linux's setpriv ties the
+  # test daemons' lives to the tests.
+  podman
+  runc
+  conmon
+  docker-registry
+  tar
 )
 missing=()
 for p in "${PACKAGES[@]}"; do
