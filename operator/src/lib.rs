@@ -1,1 +1,270 @@
-//! The hostplug operator.
+//! The hostplug operator: the `HostTask` and `HostPlugin` custom resources and, with the
+//! default `controller` feature, the controller that runs plugins on nodes through worker
+//! Pods.
+//!
+//! Without the `controller` feature this crate is only [`crd`], the API types, so the web
+//! console can use them without linking wasmtime or the controller.
+//!
+//! The controller never touches a node itself: every host action happens inside a worker
+//! Pod, in the Wasm sandbox, with the mounts the plugin's capabilities allow. The
+//! operator's own Wasm engine only ever calls `describe`, with no host access.
+
+pub mod crd;
+
+#[cfg(feature = "controller")]
+pub mod client;
+#[cfg(feature = "controller")]
+mod error;
+#[cfg(feature = "controller")]
+pub mod leader;
+#[cfg(feature = "controller")]
+pub mod metrics;
+#[cfg(feature = "controller")]
+pub mod plugins;
+#[cfg(feature = "controller")]
+pub mod resources;
+#[cfg(feature = "controller")]
+pub mod status;
+#[cfg(feature = "controller")]
+pub mod task;
+#[cfg(feature = "controller")]
+pub mod validate;
+
+#[cfg(feature = "controller")]
+pub use controller::*;
+#[cfg(feature = "controller")]
+pub use error::{Error, Result};
+
+#[cfg(feature = "controller")]
+mod controller {
+    use std::net::SocketAddr;
+    use std::path::PathBuf;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use futures::channel::mpsc;
+    use kube::Client;
+    use kube::runtime::events::{Recorder, Reporter};
+    use kube::runtime::reflector::ObjectRef;
+    use tracing::{error, info};
+
+    use crate::crd::HostTask;
+    use crate::leader::{LeaderConfig, LeaderElector};
+    use crate::metrics::Metrics;
+    use crate::plugins::PluginStore;
+    use crate::task::{Run, RunKey, Runs};
+    use crate::{Error, Result};
+
+    /// The field manager of every server-side apply the operator makes.
+    pub const FIELD_MANAGER: &str = "hostplug-operator";
+
+    /// Default lease duration: 15 s, the Kubernetes components' default; a successor
+    /// takes over within that after a crash.
+    pub const DEFAULT_LEASE_SECONDS: u64 = 15;
+    /// Default wait for a worker Pod to become Ready: 120 s, enough to pull a worker
+    /// image on a fresh node; after that the node fails as "pending too long".
+    pub const DEFAULT_POD_START_TIMEOUT_SECONDS: u64 = 120;
+
+    /// The operator's configuration (flags, each with an environment variable).
+    #[derive(Debug, Clone, clap::Parser)]
+    #[command(
+        name = "hostplug-operator",
+        version,
+        about = "The hostplug operator: runs HostTasks on nodes through worker Pods."
+    )]
+    pub struct Config {
+        /// Namespace of HostTasks, worker Pods, Services, Secrets, Events and the Lease.
+        #[arg(long, env = "HOSTPLUG_NAMESPACE", default_value = "hostplug-system")]
+        pub namespace: String,
+        /// Image of the worker Pods.
+        #[arg(
+            long,
+            env = "HOSTPLUG_WORKER_IMAGE",
+            default_value = "ghcr.io/hostplug/worker:dev"
+        )]
+        pub worker_image: String,
+        /// Directory of the built-in plugins (`<name>.wasm`).
+        #[arg(
+            long,
+            env = "HOSTPLUG_PLUGIN_DIR",
+            default_value = "/usr/lib/hostplug/plugins"
+        )]
+        pub plugin_dir: PathBuf,
+        /// Address of the metrics and health server.
+        #[arg(long, env = "HOSTPLUG_HTTP_ADDR", default_value = "0.0.0.0:8080")]
+        pub http_addr: SocketAddr,
+        /// Name of the leader election Lease.
+        #[arg(long, env = "HOSTPLUG_LEASE_NAME", default_value = "hostplug-operator")]
+        pub lease_name: String,
+        /// Seconds a Lease stays valid without renewal.
+        #[arg(long, env = "HOSTPLUG_LEASE_SECONDS", default_value_t = DEFAULT_LEASE_SECONDS)]
+        pub lease_seconds: u64,
+        /// This replica's identity in the Lease (default: host name and pid).
+        #[arg(long, env = "POD_NAME")]
+        pub identity: Option<String>,
+        /// Seconds a worker Pod may take to become Ready.
+        #[arg(
+            long,
+            env = "HOSTPLUG_POD_START_TIMEOUT_SECONDS",
+            default_value_t = DEFAULT_POD_START_TIMEOUT_SECONDS,
+            value_parser = parse_secs
+        )]
+        pub pod_start_timeout: Duration,
+        /// Where the operator's Wasm engine keeps precompiled modules (none: memory only).
+        #[arg(long, env = "HOSTPLUG_CACHE_DIR")]
+        pub cache_dir: Option<PathBuf>,
+    }
+
+    fn parse_secs(s: &str) -> std::result::Result<Duration, String> {
+        s.parse::<u64>()
+            .map(Duration::from_secs)
+            .map_err(|e| e.to_string())
+    }
+
+    /// What every reconcile shares.
+    #[derive(Debug)]
+    pub struct Context {
+        /// API client (the operator's ServiceAccount).
+        pub client: Client,
+        /// Configuration.
+        pub config: Config,
+        /// Event recorder.
+        pub recorder: Recorder,
+        /// Loaded plugins.
+        pub plugins: PluginStore,
+        /// Counters.
+        pub metrics: Arc<Metrics>,
+        runs: Runs,
+        trigger: mpsc::UnboundedSender<ObjectRef<HostTask>>,
+    }
+
+    impl Context {
+        pub(crate) fn take_run(&self, key: &RunKey) -> Option<Run> {
+            self.runs.take(key)
+        }
+        pub(crate) fn insert_run(&self, key: RunKey, run: Run) {
+            self.runs.insert(key, run);
+        }
+        pub(crate) fn forget_runs(&self, uid: &str) {
+            self.runs.forget(uid);
+        }
+        /// Asks for a reconcile of `task` (a spawned call finished).
+        pub(crate) fn trigger(&self, task: ObjectRef<HostTask>) {
+            let _ = self.trigger.unbounded_send(task);
+        }
+    }
+
+    /// Runs the operator until SIGTERM/SIGINT or until the leader Lease is lost.
+    pub async fn run(config: Config) -> Result<()> {
+        let client = Client::try_default()
+            .await
+            .map_err(Error::kube("connecting to the API server"))?;
+        let metrics = Arc::new(Metrics::default());
+        let http = tokio::spawn({
+            let metrics = metrics.clone();
+            let addr = config.http_addr;
+            async move {
+                if let Err(e) = crate::metrics::serve(addr, metrics).await {
+                    error!(error = %e, %addr, "metrics server failed");
+                }
+            }
+        });
+        let identity = config.identity.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|s| s.trim().to_owned())
+                .unwrap_or_else(|_| "operator".into());
+            format!("{host}-{}", std::process::id())
+        });
+        let elector = LeaderElector::new(
+            client.clone(),
+            LeaderConfig {
+                name: config.lease_name.clone(),
+                namespace: config.namespace.clone(),
+                identity: identity.clone(),
+                duration: Duration::from_secs(config.lease_seconds.max(2)),
+                renew_every: Duration::from_secs((config.lease_seconds / 3).max(1)),
+            },
+        );
+        tokio::select! {
+            r = elector.acquire() => r?,
+            _ = shutdown_signal() => { http.abort(); return Ok(()); }
+        }
+        metrics.set_leader(true);
+
+        let host = tokio::task::spawn_blocking({
+            let cache_dir = config.cache_dir.clone();
+            move || {
+                hostplug_host::Host::new(hostplug_host::HostConfig {
+                    cache_dir,
+                    ..hostplug_host::HostConfig::default()
+                })
+            }
+        })
+        .await
+        .map_err(Error::Join)?
+        .map_err(|source| Error::Plugin {
+            plugin: "(engine)".into(),
+            source,
+        })?;
+        let plugins = PluginStore::new(host, config.plugin_dir.clone());
+        if let Err(e) = crate::plugins::install_builtins(&client, &plugins).await {
+            error!(error = %e, "installing the built-in plugins failed");
+        }
+        let (tx, rx) = mpsc::unbounded();
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: FIELD_MANAGER.into(),
+                instance: Some(identity),
+            },
+        );
+        let ctx = Arc::new(Context {
+            client,
+            config,
+            recorder,
+            plugins,
+            metrics: metrics.clone(),
+            runs: Runs::default(),
+            trigger: tx,
+        });
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        info!("operator running");
+        let tasks = tokio::spawn(crate::task::run_controller(
+            ctx.clone(),
+            rx,
+            stopped(stop_rx.clone()),
+        ));
+        let hps = tokio::spawn(crate::plugins::run_controller(
+            ctx.clone(),
+            stopped(stop_rx),
+        ));
+        let outcome = tokio::select! {
+            lost = elector.hold() => Err(lost),
+            _ = shutdown_signal() => Ok(()),
+        };
+        let _ = stop_tx.send(true);
+        let _ = tasks.await;
+        let _ = hps.await;
+        metrics.set_leader(false);
+        if outcome.is_ok() {
+            elector.release().await;
+        }
+        http.abort();
+        outcome
+    }
+
+    async fn shutdown_signal() {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut term) = signal(SignalKind::terminate()) else {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = tokio::signal::ctrl_c() => {},
+        }
+    }
+}

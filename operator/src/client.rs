@@ -1,0 +1,293 @@
+//! `WorkerClient`: the operator's side of the worker protocol (DESIGN.md, "Worker HTTP
+//! protocol"), and the credentials it uses.
+//!
+//! Every worker has its own self-signed certificate and bearer token, made here and
+//! stored in the node's Secret. The client trusts exactly that certificate (pinned by
+//! its DER bytes; no CA, no host name, since Pods are dialled by IP) and sends the token
+//! on every call. This module never logs the token or the key.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hostplug_worker::types::{ErrorBody, InvokeRequest, InvokeResponse};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::WebPkiSupportedAlgorithms;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+
+use crate::{Error, Result};
+
+/// Random bytes in a worker token: 32 (256 bits), well above the worker's 16-byte
+/// minimum, so guessing is hopeless.
+const TOKEN_BYTES: usize = 32;
+/// How long connecting to a worker may take: 5 s. Pods are on the cluster network (or
+/// loopback); a worker that does not accept within 5 s is unreachable.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Deadline of the digest check and the upload: 60 s, enough to send a 32 MiB module
+/// over a slow link and have the worker compile it.
+const UPLOAD_TIMEOUT: Duration = Duration::from_secs(60);
+/// Extra time the client waits beyond the invocation's own deadline, for the worker to
+/// report the timeout itself (its message is better than ours).
+const INVOKE_SLACK: Duration = Duration::from_secs(5);
+/// Longest worker error message kept: 2 KiB. Messages end up in the task's status.
+const MAX_ERROR_MESSAGE: usize = 2048;
+
+/// A worker's credentials, as kept in its Secret.
+#[derive(Clone)]
+pub struct Credentials {
+    /// Bearer token.
+    pub token: String,
+    /// Certificate, PEM.
+    pub cert_pem: String,
+    /// Private key, PEM (only the worker needs it; kept for the Secret).
+    pub key_pem: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials").finish_non_exhaustive()
+    }
+}
+
+impl Credentials {
+    /// Fresh credentials for the worker `name` (used as the certificate's DNS name).
+    pub fn generate(name: &str) -> Result<Self> {
+        let certified =
+            rcgen::generate_simple_self_signed(vec![name.to_owned(), "hostplug-worker".into()])
+                .map_err(Error::Certificate)?;
+        let token: [u8; TOKEN_BYTES] = rand::random();
+        Ok(Self {
+            token: hex::encode(token),
+            cert_pem: certified.cert.pem(),
+            key_pem: certified.key_pair.serialize_pem(),
+        })
+    }
+}
+
+/// Why a node's call did not produce an outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallError {
+    /// The worker could not be reached or did not answer in time.
+    Unreachable(String),
+    /// The plugin ran and failed (`kind`: the worker's error kind).
+    Plugin {
+        /// Error kind, kebab-case.
+        kind: String,
+        /// Readable message.
+        message: String,
+    },
+    /// The worker refused the request or failed.
+    Worker(String),
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Unreachable(m) => write!(f, "worker unreachable: {m}"),
+            Self::Plugin { kind, message } => write!(f, "plugin failed ({kind}): {message}"),
+            Self::Worker(m) => write!(f, "worker error: {m}"),
+        }
+    }
+}
+
+/// A client for one worker.
+#[derive(Debug, Clone)]
+pub struct WorkerClient {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl WorkerClient {
+    /// A client for the worker at `ip:port` that trusts only `cert_pem`.
+    pub fn new(ip: &str, port: i32, creds: &Credentials) -> Result<Self> {
+        let pinned = CertificateDer::from_pem_slice(creds.cert_pem.as_bytes())
+            .map_err(|e| Error::Tls(format!("worker certificate: {e}")))?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let verifier = PinnedCert {
+            der: pinned.into_owned(),
+            algorithms: provider.signature_verification_algorithms,
+        };
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| Error::Tls(e.to_string()))?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verifier))
+            .with_no_client_auth();
+        let http = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .connect_timeout(CONNECT_TIMEOUT)
+            .no_proxy()
+            .build()
+            .map_err(|e| Error::Tls(e.to_string()))?;
+        let host = if ip.contains(':') {
+            format!("[{ip}]")
+        } else {
+            ip.to_owned()
+        };
+        Ok(Self {
+            http,
+            base: format!("https://{host}:{port}"),
+            token: creds.token.clone(),
+        })
+    }
+
+    /// Uploads the module unless the worker holds it already. Returns whether it was sent.
+    pub async fn ensure_module(&self, digest_hex: &str, module: &[u8]) -> Result<bool, CallError> {
+        let url = format!("{}/v1/plugins/{digest_hex}", self.base);
+        let head = self
+            .http
+            .head(&url)
+            .bearer_auth(&self.token)
+            .timeout(UPLOAD_TIMEOUT)
+            .send()
+            .await
+            .map_err(transport)?;
+        match head.status().as_u16() {
+            200 => return Ok(false),
+            404 => {}
+            s => return Err(CallError::Worker(format!("HEAD {url} answered {s}"))),
+        }
+        let put = self
+            .http
+            .put(&url)
+            .bearer_auth(&self.token)
+            .timeout(UPLOAD_TIMEOUT)
+            .header("content-type", "application/wasm")
+            .body(module.to_vec())
+            .send()
+            .await
+            .map_err(transport)?;
+        if put.status().is_success() {
+            Ok(true)
+        } else {
+            Err(worker_error(put).await)
+        }
+    }
+
+    /// Runs one invocation and returns its outcome.
+    pub async fn invoke(&self, req: &InvokeRequest) -> Result<InvokeResponse, CallError> {
+        let deadline = Duration::from_millis(req.timeout_ms.unwrap_or(0)) + INVOKE_SLACK;
+        let resp = self
+            .http
+            .post(format!("{}/v1/invoke", self.base))
+            .bearer_auth(&self.token)
+            .timeout(deadline)
+            .json(req)
+            .send()
+            .await
+            .map_err(transport)?;
+        if resp.status().is_success() {
+            resp.json::<InvokeResponse>()
+                .await
+                .map_err(|e| CallError::Worker(format!("unreadable answer: {e}")))
+        } else {
+            Err(worker_error(resp).await)
+        }
+    }
+}
+
+fn transport(e: reqwest::Error) -> CallError {
+    let mut msg = e.to_string();
+    let mut src = std::error::Error::source(&e);
+    while let Some(s) = src {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        src = s.source();
+    }
+    if e.is_timeout() {
+        CallError::Unreachable(format!("timed out ({msg})"))
+    } else {
+        CallError::Unreachable(msg)
+    }
+}
+
+async fn worker_error(resp: reqwest::Response) -> CallError {
+    let status = resp.status().as_u16();
+    let body = resp.bytes().await.unwrap_or_default();
+    match serde_json::from_slice::<ErrorBody>(&body) {
+        Ok(b) if b.error.kind.is_invocation_outcome() => CallError::Plugin {
+            kind: b.error.kind.to_string(),
+            message: truncate(&b.error.message),
+        },
+        Ok(b) => CallError::Worker(format!(
+            "{status} {}: {}",
+            b.error.kind,
+            truncate(&b.error.message)
+        )),
+        Err(_) => CallError::Worker(format!(
+            "{status}: {}",
+            truncate(&String::from_utf8_lossy(&body))
+        )),
+    }
+}
+
+fn truncate(s: &str) -> String {
+    crate::status::truncate_str(s, MAX_ERROR_MESSAGE)
+}
+
+/// Trusts exactly one certificate, whatever name or address was dialled.
+#[derive(Debug)]
+struct PinnedCert {
+    der: CertificateDer<'static>,
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl ServerCertVerifier for PinnedCert {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if end_entity.as_ref() == self.der.as_ref() {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::ApplicationVerificationFailure,
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_are_fresh_and_debug_hides_them() -> Result<()> {
+        let a = Credentials::generate("t-node1")?;
+        let b = Credentials::generate("t-node1")?;
+        assert_ne!(a.token, b.token);
+        assert_eq!(a.token.len(), TOKEN_BYTES * 2);
+        assert!(a.cert_pem.starts_with("-----BEGIN CERTIFICATE-----"));
+        assert!(!format!("{a:?}").contains(&a.token));
+        WorkerClient::new("127.0.0.1", 8443, &a)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,326 @@
+//! Summarising a HostTask's per-node results into its state, message, counters and
+//! conditions, and capping what goes into the status so the object stays small.
+//!
+//! Pure functions; the controller writes the result in one place
+//! ([`crate::task::write_status`]).
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+use crate::crd::{HostTaskStatus, NodePhase, NodeResult, TaskState};
+
+/// Largest diff kept per node: 16 KiB. A task on 100 nodes then stays below ~1.6 MiB
+/// only if diffs are rare; the total cap below guards the rest.
+pub const MAX_DIFF_BYTES: usize = 16 * 1024;
+/// Largest JSON output kept per node: 16 KiB, for the same reason as the diff.
+pub const MAX_OUTPUT_BYTES: usize = 16 * 1024;
+/// Largest message kept per node: 2 KiB; messages are a sentence or a worker's error.
+pub const MAX_MESSAGE_BYTES: usize = 2 * 1024;
+/// Budget for all diffs and outputs of one task: 512 KiB. etcd refuses objects above
+/// 1.5 MiB; half a MiB of results leaves room for the spec, metadata and many nodes'
+/// small entries. Beyond it, later nodes keep only their phase and message.
+pub const MAX_TOTAL_RESULT_BYTES: usize = 512 * 1024;
+
+/// `s` cut to at most `max` bytes on a character boundary, with a note when cut.
+pub fn truncate_str(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!(
+        "{}\n… (truncated: {} of {} bytes shown)",
+        &s[..end],
+        end,
+        s.len()
+    )
+}
+
+/// A node's output, replaced by a note when its JSON is larger than `max`.
+pub fn cap_output(output: serde_json::Value, max: usize) -> serde_json::Value {
+    let len = serde_json::to_string(&output).map(|s| s.len()).unwrap_or(0);
+    if len <= max {
+        output
+    } else {
+        serde_json::json!({
+            "truncated": true,
+            "note": format!("output of {len} bytes exceeds the {max}-byte status limit; see the worker's log"),
+        })
+    }
+}
+
+/// Caps sizes across all nodes: each entry's own limits, then the task-wide budget.
+pub fn cap_results(nodes: &mut [NodeResult]) {
+    let mut used = 0usize;
+    for n in nodes.iter_mut() {
+        if let Some(d) = n.diff.take() {
+            n.diff = Some(truncate_str(&d, MAX_DIFF_BYTES));
+        }
+        if let Some(o) = n.output.take() {
+            n.output = Some(cap_output(o, MAX_OUTPUT_BYTES));
+        }
+        if let Some(m) = n.message.take() {
+            n.message = Some(truncate_str(&m, MAX_MESSAGE_BYTES));
+        }
+        let size = n.diff.as_ref().map_or(0, String::len)
+            + n.output
+                .as_ref()
+                .and_then(|o| serde_json::to_string(o).ok())
+                .map_or(0, |s| s.len());
+        if used + size > MAX_TOTAL_RESULT_BYTES {
+            n.diff = None;
+            n.output = Some(serde_json::json!({
+                "truncated": true,
+                "note": "dropped: the task's results exceed the status size budget",
+            }));
+        } else {
+            used += size;
+        }
+    }
+}
+
+/// Counts of node phases.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Counts {
+    /// Nodes not started.
+    pub pending: usize,
+    /// Nodes starting or running.
+    pub in_flight: usize,
+    /// Nodes that succeeded.
+    pub succeeded: usize,
+    /// Nodes that failed.
+    pub failed: usize,
+    /// Nodes skipped after the rollout stopped.
+    pub skipped: usize,
+    /// Succeeded nodes that changed something.
+    pub changed: usize,
+}
+
+impl Counts {
+    /// Counts the phases of `nodes`.
+    pub fn of(nodes: &[NodeResult]) -> Self {
+        let mut c = Self::default();
+        for n in nodes {
+            match n.phase {
+                NodePhase::Pending => c.pending += 1,
+                NodePhase::Starting | NodePhase::Running => c.in_flight += 1,
+                NodePhase::Succeeded => c.succeeded += 1,
+                NodePhase::Failed => c.failed += 1,
+                NodePhase::Skipped => c.skipped += 1,
+            }
+            if n.phase == NodePhase::Succeeded && n.changed {
+                c.changed += 1;
+            }
+        }
+        c
+    }
+
+    /// Nodes that ended.
+    pub fn done(&self) -> usize {
+        self.succeeded + self.failed + self.skipped
+    }
+}
+
+/// Fills state, msg, counters and conditions of `status` from its nodes. `dry_run` only
+/// changes the wording ("would change").
+pub fn summarise(status: &mut HostTaskStatus, dry_run: bool, now: &Time) {
+    let c = Counts::of(&status.nodes);
+    let total = status.nodes.len();
+    status.nodes_total = i32::try_from(total).unwrap_or(i32::MAX);
+    status.nodes_done = i32::try_from(c.done()).unwrap_or(i32::MAX);
+    status.progress = Some(format!("{}/{}", c.done(), total));
+    status.pods = status.nodes.iter().filter_map(|n| n.pod.clone()).collect();
+    let changed = if dry_run {
+        format!("{} would change", c.changed)
+    } else {
+        format!("{} changed", c.changed)
+    };
+    let (state, msg) = if total > 0 && c.done() == total {
+        if c.failed == 0 && c.skipped == 0 {
+            (
+                TaskState::Succeeded,
+                format!("{}/{total} nodes succeeded, {changed}", c.succeeded),
+            )
+        } else {
+            let mut msg = format!(
+                "{}/{total} nodes succeeded, {} failed",
+                c.succeeded, c.failed
+            );
+            if c.skipped > 0 {
+                msg.push_str(&format!(
+                    ", {} skipped (too many failures)",
+                    c.skipped
+                ));
+            }
+            msg.push_str(&format!(", {changed}"));
+            if let Some(first) = status.nodes.iter().find(|n| n.phase == NodePhase::Failed) {
+                msg.push_str(&format!(
+                    "; {}: {}",
+                    first.node,
+                    first.message.as_deref().unwrap_or("failed")
+                ));
+            }
+            (TaskState::Failed, truncate_str(&msg, MAX_MESSAGE_BYTES))
+        }
+    } else if c.in_flight == 0 && c.done() == 0 {
+        (TaskState::Pending, format!("0/{total} nodes started"))
+    } else {
+        (
+            TaskState::Running,
+            format!(
+                "{}/{total} nodes done, {} in flight, {} failed",
+                c.done(),
+                c.in_flight,
+                c.failed
+            ),
+        )
+    };
+    status.state = state;
+    status.msg = Some(msg.clone());
+    if state.is_finished() && status.finished_at.is_none() {
+        status.finished_at = Some(now.clone());
+    }
+    set_conditions(status, state, &msg, now);
+}
+
+/// Sets the `Ready` and `Progressing` conditions from `state`.
+pub fn set_conditions(status: &mut HostTaskStatus, state: TaskState, msg: &str, now: &Time) {
+    let generation = status.observed_generation.unwrap_or(0);
+    let (ready, ready_reason) = match state {
+        TaskState::Succeeded => ("True", "Succeeded"),
+        TaskState::Failed => ("False", "Failed"),
+        TaskState::Running => ("False", "Running"),
+        TaskState::Pending => ("False", "Pending"),
+    };
+    let progressing = if state.is_finished() { "False" } else { "True" };
+    set_condition(
+        &mut status.conditions,
+        Condition {
+            type_: "Ready".into(),
+            status: ready.into(),
+            reason: ready_reason.into(),
+            message: msg.into(),
+            observed_generation: Some(generation),
+            last_transition_time: now.clone(),
+        },
+    );
+    set_condition(
+        &mut status.conditions,
+        Condition {
+            type_: "Progressing".into(),
+            status: progressing.into(),
+            reason: ready_reason.into(),
+            message: msg.into(),
+            observed_generation: Some(generation),
+            last_transition_time: now.clone(),
+        },
+    );
+}
+
+/// Replaces the condition of the same type, keeping its transition time when the status
+/// did not change (the `meta.SetStatusCondition` rule).
+fn set_condition(conds: &mut Vec<Condition>, mut new: Condition) {
+    if let Some(old) = conds.iter_mut().find(|c| c.type_ == new.type_) {
+        if old.status == new.status {
+            new.last_transition_time = old.last_transition_time.clone();
+        }
+        *old = new;
+    } else {
+        conds.push(new);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now() -> Time {
+        Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH)
+    }
+
+    fn node(name: &str, phase: NodePhase, changed: bool) -> NodeResult {
+        NodeResult {
+            node: name.into(),
+            pod: Some(format!("t-{name}")),
+            phase,
+            changed,
+            ..NodeResult::default()
+        }
+    }
+
+    #[test]
+    fn all_succeeded() {
+        let mut s = HostTaskStatus {
+            nodes: vec![
+                node("a", NodePhase::Succeeded, true),
+                node("b", NodePhase::Succeeded, false),
+            ],
+            ..HostTaskStatus::default()
+        };
+        summarise(&mut s, false, &now());
+        assert_eq!(s.state, TaskState::Succeeded);
+        assert_eq!(s.msg.as_deref(), Some("2/2 nodes succeeded, 1 changed"));
+        assert_eq!(s.progress.as_deref(), Some("2/2"));
+        assert_eq!(s.pods, vec!["t-a".to_string(), "t-b".to_string()]);
+        assert!(s.finished_at.is_some());
+        assert!(s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+    }
+
+    #[test]
+    fn failure_and_skips_fail_the_task_and_name_the_node() {
+        let mut failed = node("b", NodePhase::Failed, false);
+        failed.message = Some("worker unreachable".into());
+        let mut s = HostTaskStatus {
+            nodes: vec![
+                node("a", NodePhase::Succeeded, true),
+                failed,
+                node("c", NodePhase::Skipped, false),
+            ],
+            ..HostTaskStatus::default()
+        };
+        summarise(&mut s, true, &now());
+        assert_eq!(s.state, TaskState::Failed);
+        let msg = s.msg.unwrap_or_default();
+        assert!(msg.contains("1 failed") && msg.contains("1 skipped"), "{msg}");
+        assert!(msg.contains("b: worker unreachable"), "{msg}");
+        assert!(msg.contains("1 would change"), "{msg}");
+    }
+
+    #[test]
+    fn running_and_pending() {
+        let mut s = HostTaskStatus {
+            nodes: vec![node("a", NodePhase::Pending, false)],
+            ..HostTaskStatus::default()
+        };
+        summarise(&mut s, false, &now());
+        assert_eq!(s.state, TaskState::Pending);
+        s.nodes[0].phase = NodePhase::Starting;
+        summarise(&mut s, false, &now());
+        assert_eq!(s.state, TaskState::Running);
+        assert!(s.finished_at.is_none());
+    }
+
+    #[test]
+    fn sizes_are_capped() {
+        let mut n = node("a", NodePhase::Succeeded, true);
+        n.diff = Some("é".repeat(MAX_DIFF_BYTES));
+        n.output = Some(serde_json::json!({"big": "x".repeat(MAX_OUTPUT_BYTES)}));
+        let mut nodes = vec![n];
+        cap_results(&mut nodes);
+        let diff = nodes[0].diff.clone().unwrap_or_default();
+        assert!(diff.len() < MAX_DIFF_BYTES + 100 && diff.contains("truncated"));
+        assert_eq!(nodes[0].output.as_ref().and_then(|o| o.get("truncated")), Some(&serde_json::json!(true)));
+        let mut many: Vec<NodeResult> = (0..100)
+            .map(|i| {
+                let mut n = node(&format!("n{i}"), NodePhase::Succeeded, true);
+                n.diff = Some("x".repeat(MAX_DIFF_BYTES));
+                n
+            })
+            .collect();
+        cap_results(&mut many);
+        let total: usize = many.iter().map(|n| n.diff.as_ref().map_or(0, String::len)).sum();
+        assert!(total <= MAX_TOTAL_RESULT_BYTES, "{total}");
+        assert!(many[99].diff.is_none());
+    }
+}
