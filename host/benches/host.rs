@@ -1,1 +1,133 @@
-fn main() {}
+//! `make bench`: numbers of the Wasm host on the real etc-file component.
+//!
+//! Prints the first compile time, the load time from the on-disk cache after a restart,
+//! and invocation latency (median, p99; a fresh Store per call) of `read` and
+//! `ensure-line`, with the on-demand and with the pooling instance allocator. Uses
+//! `target/plugins/etc-file.wasm` (or `$HOSTPLUG_PLUGIN_DIR`); run `make plugins` first.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use hostplug_host::{EtcAccess, Grants, Host, HostConfig, Invocation, LoadSource};
+
+const CALLS: usize = 1000;
+
+fn plugin_dir() -> PathBuf {
+    std::env::var_os("HOSTPLUG_PLUGIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/plugins"))
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+fn measure(
+    label: &str,
+    plugin: &hostplug_host::Plugin,
+    inv: &Invocation,
+    grants: &Grants,
+) -> anyhow::Result<()> {
+    for _ in 0..20 {
+        plugin.invoke(inv, grants)?;
+    }
+    let mut times = Vec::with_capacity(CALLS);
+    for _ in 0..CALLS {
+        let t = Instant::now();
+        plugin.invoke(inv, grants)?;
+        times.push(t.elapsed());
+    }
+    times.sort();
+    println!(
+        "{label:<44} median {:>8.1} µs   p99 {:>8.1} µs   ({CALLS} calls)",
+        percentile(&times, 0.5).as_secs_f64() * 1e6,
+        percentile(&times, 0.99).as_secs_f64() * 1e6,
+    );
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let path = plugin_dir().join("etc-file.wasm");
+    let bytes = std::fs::read(&path)
+        .map_err(|e| anyhow::anyhow!("{}: {e} — run `make plugins` first", path.display()))?;
+    println!("component: {} ({} bytes)", path.display(), bytes.len());
+
+    let cache = tempfile::tempdir()?;
+    let etc = tempfile::tempdir()?;
+    let hosts = (0..40)
+        .map(|i| {
+            format!(
+                "10.0.{}.{} host{i}.example.internal host{i}\n",
+                i / 250,
+                i % 250
+            )
+        })
+        .collect::<String>();
+    std::fs::write(etc.path().join("hosts"), hosts)?;
+    let grants = Grants::etc(etc.path(), EtcAccess::Write);
+    let read = Invocation::new("read", r#"{"path":"/etc/hosts"}"#);
+    let ensure = Invocation::new(
+        "ensure-line",
+        r#"{"path":"/etc/hosts","line":"192.0.2.10 bench.example.internal"}"#,
+    );
+
+    for pooling in [false, true] {
+        let config = || HostConfig {
+            cache_dir: Some(cache.path().join(if pooling { "pool" } else { "demand" })),
+            pooling_allocator: pooling,
+            ..HostConfig::default()
+        };
+        println!(
+            "\n== instance allocator: {}",
+            if pooling { "pooling" } else { "on-demand" }
+        );
+        let t = Instant::now();
+        let host = Host::new(config())?;
+        let plugin = host.load(&bytes, None)?;
+        anyhow::ensure!(plugin.source() == LoadSource::Compiled);
+        println!(
+            "{:<44} {:>8.1} ms (host start + load {:.1} ms)",
+            "first compile (compile + pre-instantiate)",
+            plugin.load_duration().as_secs_f64() * 1e3,
+            t.elapsed().as_secs_f64() * 1e3
+        );
+        drop(plugin);
+        drop(host);
+
+        let t = Instant::now();
+        let host = Host::new(config())?;
+        let plugin = host.load(&bytes, None)?;
+        anyhow::ensure!(plugin.source() == LoadSource::DiskCache);
+        println!(
+            "{:<44} {:>8.1} ms (host start + sha256 + load {:.1} ms)",
+            "load from the on-disk cache after a restart",
+            plugin.load_duration().as_secs_f64() * 1e3,
+            t.elapsed().as_secs_f64() * 1e3
+        );
+        let t = Instant::now();
+        plugin.describe()?;
+        println!(
+            "{:<44} {:>8.1} ms",
+            "first describe",
+            t.elapsed().as_secs_f64() * 1e3
+        );
+
+        measure("invoke read /etc/hosts", &plugin, &read, &grants)?;
+        let first = plugin.invoke(&ensure, &grants)?;
+        anyhow::ensure!(
+            first.changed || pooling,
+            "ensure-line should change the file once"
+        );
+        measure(
+            "invoke ensure-line (already present)",
+            &plugin,
+            &ensure,
+            &grants,
+        )?;
+        let mut dry = ensure.clone();
+        dry.dry_run = true;
+        measure("invoke ensure-line, dry run", &plugin, &dry, &grants)?;
+    }
+    Ok(())
+}

@@ -13,4 +13,3 @@ wasmtime::component::bindgen!({
 
 pub use hostplug::plugin::docker::Response as DockerResponse;
 pub use hostplug::plugin::log::Level;
-pub use hostplug::plugin::types::{Outcome, PluginError, PluginInfo as WitPluginInfo};

@@ -12,7 +12,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::manifest::{self, ManifestRequest};
 use crate::{
-    Digest, EtcAccess, Error, Grants, Host, HostConfig, Invocation, InvokeError, InvokeOutcome,
+    Digest, Error, EtcAccess, Grants, Host, HostConfig, Invocation, InvokeError, InvokeOutcome,
 };
 
 /// hostplug — the plugin author's tool.

@@ -99,7 +99,14 @@ mod tests {
 
     #[test]
     fn rejects_garbage() {
-        for bad in ["", "sha256:", "sha256:xyz", "md5:00", &"0".repeat(63), &"g".repeat(64)] {
+        for bad in [
+            "",
+            "sha256:",
+            "sha256:xyz",
+            "md5:00",
+            &"0".repeat(63),
+            &"g".repeat(64),
+        ] {
             assert!(bad.parse::<Digest>().is_err(), "{bad:?} parsed");
         }
     }

@@ -120,8 +120,7 @@ impl Default for DockerPolicy {
 }
 
 fn validate_method(method: &str) -> Result<(), String> {
-    if method.is_empty() || method.len() > 16 || !method.bytes().all(|b| b.is_ascii_uppercase())
-    {
+    if method.is_empty() || method.len() > 16 || !method.bytes().all(|b| b.is_ascii_uppercase()) {
         return Err(format!(
             "denied: invalid HTTP method {:?}",
             method.chars().take(20).collect::<String>()
@@ -309,7 +308,9 @@ fn read_response(
     let mut body = Vec::new();
     if method == "HEAD" || status == 204 || status == 304 {
         // no body
-    } else if header("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked")) {
+    } else if header("transfer-encoding")
+        .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"))
+    {
         loop {
             let line = read_line(r, deadline, &mut head_budget)?;
             let size_hex = line.split(';').next().unwrap_or_default().trim();
@@ -326,7 +327,8 @@ fn read_response(
             read_exact(r, &mut body, size, deadline)?;
             let mut crlf = [0u8; 2];
             set_timeouts(r.get_ref(), deadline)?;
-            r.read_exact(&mut crlf).map_err(|e| format!("docker: {e}"))?;
+            r.read_exact(&mut crlf)
+                .map_err(|e| format!("docker: {e}"))?;
             if &crlf != b"\r\n" {
                 return Err("docker: malformed chunk terminator".to_owned());
             }
@@ -460,7 +462,10 @@ mod tests {
             ("POST", "/images/json/push"),
         ] {
             let r = p.check(m, path);
-            assert!(r.as_ref().is_err_and(|e| e.starts_with("denied:")), "{m} {path}: {r:?}");
+            assert!(
+                r.as_ref().is_err_and(|e| e.starts_with("denied:")),
+                "{m} {path}: {r:?}"
+            );
         }
     }
 }

@@ -203,7 +203,10 @@ mod tests {
     #[test]
     fn kinds_serialise_kebab_case() -> Result<(), serde_json::Error> {
         for kind in ErrorKind::ALL {
-            assert_eq!(serde_json::to_string(&kind)?, format!("\"{}\"", kind.as_str()));
+            assert_eq!(
+                serde_json::to_string(&kind)?,
+                format!("\"{}\"", kind.as_str())
+            );
         }
         let e = InvokeError::new(ErrorKind::ResourceLimit, "too big");
         assert_eq!(

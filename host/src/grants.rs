@@ -38,7 +38,9 @@ impl std::str::FromStr for EtcAccess {
             "none" => Ok(Self::None),
             "read" => Ok(Self::Read),
             "write" => Ok(Self::Write),
-            other => Err(format!("unknown etc access {other:?}: expected none, read or write")),
+            other => Err(format!(
+                "unknown etc access {other:?}: expected none, read or write"
+            )),
         }
     }
 }

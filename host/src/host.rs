@@ -68,7 +68,8 @@ impl Host {
     /// A host with `config`: builds the engine and the linker and starts the epoch
     /// ticker.
     pub fn new(config: HostConfig) -> Result<Self> {
-        let engine = Engine::new(&engine_config(&config)).map_err(|e| Error::Engine(format!("{e:#}")))?;
+        let engine =
+            Engine::new(&engine_config(&config)).map_err(|e| Error::Engine(format!("{e:#}")))?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .map_err(|e| Error::Engine(format!("linking WASI: {e:#}")))?;
@@ -116,10 +117,11 @@ impl Host {
             return Ok(p);
         }
         let started = Instant::now();
-        let component = Component::new(&self.inner.engine, bytes).map_err(|e| Error::BadModule {
-            digest,
-            message: format!("{e:#}"),
-        })?;
+        let component =
+            Component::new(&self.inner.engine, bytes).map_err(|e| Error::BadModule {
+                digest,
+                message: format!("{e:#}"),
+            })?;
         let plugin = self.prepare(digest, component, LoadSource::Compiled, started)?;
         if let Some(disk) = &self.inner.disk {
             disk.store(&digest, &plugin.component);
@@ -129,8 +131,8 @@ impl Host {
 
     /// Reads `path` and [`load`](Self::load)s it.
     pub fn load_file(&self, path: &Path, expected: Option<&Digest>) -> Result<Arc<Plugin>> {
-        let bytes = std::fs::read(path)
-            .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+        let bytes =
+            std::fs::read(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
         self.load(&bytes, expected)
     }
 

@@ -7,7 +7,7 @@
 use base64::Engine as _;
 use serde_json::json;
 
-use crate::{Digest, EtcAccess, Error, Result};
+use crate::{Digest, Error, EtcAccess, Result};
 
 /// API group/version of the HostPlugin resource.
 pub const API_VERSION: &str = "hostplug.dev/v1alpha1";
@@ -93,15 +93,20 @@ mod tests {
             },
         )?;
         let docs: Vec<serde_json::Value> = serde_yaml::Deserializer::from_str(&yaml)
-            .map(|d| serde_json::Value::deserialize(d).map_err(|e| Error::Encode {
-                what: "YAML",
-                message: e.to_string(),
-            }))
+            .map(|d| {
+                serde_json::Value::deserialize(d).map_err(|e| Error::Encode {
+                    what: "YAML",
+                    message: e.to_string(),
+                })
+            })
             .collect::<Result<_>>()?;
         assert_eq!(docs.len(), 2);
         assert_eq!(docs[0]["binaryData"][CONFIGMAP_KEY], "AGFzbQ==");
         assert_eq!(docs[1]["spec"]["sha256"], Digest::of(b"\0asm").hex());
-        assert_eq!(docs[1]["spec"]["source"]["configMap"]["name"], "plugin-demo");
+        assert_eq!(
+            docs[1]["spec"]["source"]["configMap"]["name"],
+            "plugin-demo"
+        );
         assert_eq!(docs[1]["spec"]["capabilities"]["etc"], "read");
         assert!(docs[1]["metadata"].get("namespace").is_none());
         Ok(())

@@ -20,7 +20,7 @@ use crate::config::EPOCH_TICK;
 use crate::docker::DockerClient;
 use crate::stdio::CappedPipe;
 use crate::{
-    Digest, EtcAccess, Error, ErrorKind, Grants, HostConfig, Invocation, InvokeError,
+    Digest, Error, ErrorKind, EtcAccess, Grants, HostConfig, Invocation, InvokeError,
     InvokeOutcome, LogLevel, LogRecord, LogSource, MethodInfo, PluginInfo, Result,
 };
 
@@ -91,12 +91,11 @@ impl Plugin {
         let raw = result?;
         let mut methods = Vec::with_capacity(raw.methods.len());
         for m in raw.methods {
-            let params_schema = serde_json::from_str(&m.params_schema).map_err(|e| {
-                Error::BadModule {
+            let params_schema =
+                serde_json::from_str(&m.params_schema).map_err(|e| Error::BadModule {
                     digest: self.digest,
                     message: format!("method {:?}: params-schema is not JSON: {e}", m.name),
-                }
-            })?;
+                })?;
             methods.push(MethodInfo {
                 name: m.name,
                 description: m.description,
@@ -206,7 +205,7 @@ impl Plugin {
             .pre
             .instantiate(&mut store)
             .and_then(|bindings| call(&bindings, &mut store));
-        let mut state = store.into_data();
+        let state = store.into_data();
         let (err_bytes, err_dropped) = stderr.take();
         let last_stderr = String::from_utf8_lossy(&err_bytes)
             .lines()
@@ -312,14 +311,20 @@ fn classify(
             ),
         )
     } else if trap == Some(Trap::StackOverflow) {
-        (ErrorKind::Trap, "the plugin overflowed its stack".to_owned())
+        (
+            ErrorKind::Trap,
+            "the plugin overflowed its stack".to_owned(),
+        )
     } else if let Some(trap) = trap {
         (ErrorKind::Trap, format!("the plugin trapped: {trap}"))
     } else {
         let first = format!("{e:#}");
         (
             ErrorKind::Trap,
-            format!("the plugin failed: {}", first.lines().next().unwrap_or_default()),
+            format!(
+                "the plugin failed: {}",
+                first.lines().next().unwrap_or_default()
+            ),
         )
     };
     let mut message = match (kind, last_stderr) {
@@ -327,7 +332,11 @@ fn classify(
         _ => message,
     };
     if message.chars().count() > MAX_ERROR_MESSAGE_CHARS {
-        message = message.chars().take(MAX_ERROR_MESSAGE_CHARS).collect::<String>() + "…";
+        message = message
+            .chars()
+            .take(MAX_ERROR_MESSAGE_CHARS)
+            .collect::<String>()
+            + "…";
     }
     InvokeError::new(kind, message)
 }

@@ -8,9 +8,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use common::{host, load, module};
-use hostplug_host::{
-    ErrorKind, Grants, Host, HostConfig, Invocation, Limits, LogSource, Plugin,
-};
+use hostplug_host::{ErrorKind, Grants, Host, HostConfig, Invocation, Limits, LogSource, Plugin};
 use serde_json::json;
 
 /// A host with small limits, shared by the tests of this binary.
@@ -54,7 +52,10 @@ fn a_trap_ends_the_call_only() {
         e.message.contains("test-trap was asked to panic"),
         "the panic message should be in the error: {e}"
     );
-    assert!(e.logs.iter().any(|l| l.source == LogSource::Stderr), "{e:?}");
+    assert!(
+        e.logs.iter().any(|l| l.source == LogSource::Stderr),
+        "{e:?}"
+    );
 }
 
 #[test]
@@ -66,7 +67,10 @@ fn a_plugin_that_loops_forever_times_out() {
     let e = plugin.invoke(&inv, &Grants::none()).expect_err("spin");
     let took = started.elapsed();
     assert_eq!(e.kind, ErrorKind::Timeout, "{e}");
-    assert!(took >= Duration::from_millis(300), "stopped too early: {took:?}");
+    assert!(
+        took >= Duration::from_millis(300),
+        "stopped too early: {took:?}"
+    );
     assert!(took < Duration::from_secs(3), "stopped too late: {took:?}");
     assert_next_call_works(&plugin);
 }
@@ -102,11 +106,17 @@ fn plugins_fail_independently_at_the_same_time() {
 fn output_over_the_cap_is_a_resource_limit() {
     let plugin = load(small_host(), "test-noisy");
     let o = plugin
-        .invoke(&Invocation::new("output", r#"{"bytes":100}"#), &Grants::none())
+        .invoke(
+            &Invocation::new("output", r#"{"bytes":100}"#),
+            &Grants::none(),
+        )
         .expect("small output");
     assert_eq!(o.output["text"].as_str().map(str::len), Some(100));
     let e = plugin
-        .invoke(&Invocation::new("output", r#"{"bytes":5000}"#), &Grants::none())
+        .invoke(
+            &Invocation::new("output", r#"{"bytes":5000}"#),
+            &Grants::none(),
+        )
         .expect_err("big output");
     assert_eq!(e.kind, ErrorKind::ResourceLimit, "{e}");
     assert!(e.message.contains("output"), "{e}");
@@ -117,7 +127,10 @@ fn logs_are_captured_and_capped() {
     let plugin = load(host(), "test-noisy");
     let o = plugin
         .invoke(
-            &Invocation::new("chatter", r#"{"stdout":250,"stderr":150,"logs":4,"logSize":10}"#),
+            &Invocation::new(
+                "chatter",
+                r#"{"stdout":250,"stderr":150,"logs":4,"logSize":10}"#,
+            ),
             &Grants::none(),
         )
         .expect("chatter");

@@ -22,7 +22,9 @@ fn a_digest_mismatch_is_refused() {
     }
     assert!(host.digests().is_empty(), "a refused module was kept");
     let right = Digest::of(&bytes);
-    let plugin = host.load(&bytes, Some(&right)).expect("load with the right digest");
+    let plugin = host
+        .load(&bytes, Some(&right))
+        .expect("load with the right digest");
     assert_eq!(plugin.digest(), &right);
 }
 
@@ -36,7 +38,9 @@ fn a_bad_module_fails_alone() {
         let e = host.load(&bad, None).expect_err("bad module loaded");
         assert_eq!(e.kind(), ErrorKind::BadModule, "{e}");
     }
-    let plugin = host.load(&module("test-trap"), None).expect("a good module still loads");
+    let plugin = host
+        .load(&module("test-trap"), None)
+        .expect("a good module still loads");
     plugin
         .invoke(&Invocation::new("ok", "{}"), &Grants::none())
         .expect("and runs");
@@ -74,14 +78,20 @@ fn the_disk_cache_survives_a_restart() {
     assert_eq!(o.output["content"], common::HOSTS);
     // load() of the same bytes on a fresh host also skips compilation.
     let host = Host::new(config()).expect("host");
-    assert_eq!(host.load(&bytes, None).expect("load").source(), LoadSource::DiskCache);
+    assert_eq!(
+        host.load(&bytes, None).expect("load").source(),
+        LoadSource::DiskCache
+    );
     // A corrupt artifact is discarded and the module recompiled.
     for entry in walk(cache.path()) {
         std::fs::write(&entry, b"garbage").expect("corrupt");
     }
     let host = Host::new(config()).expect("host");
     assert!(host.cached(&digest).is_none());
-    assert_eq!(host.load(&bytes, None).expect("load").source(), LoadSource::Compiled);
+    assert_eq!(
+        host.load(&bytes, None).expect("load").source(),
+        LoadSource::Compiled
+    );
 }
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
@@ -106,7 +116,10 @@ fn describe_reports_the_plugin_info_as_camel_case_json() {
     let write = info.method("write").expect("write method");
     assert!(write.mutates);
     let json = serde_json::to_value(&info).expect("json");
-    assert_eq!(json["methods"][0]["paramsSchema"], serde_json::json!({"type": "object"}));
+    assert_eq!(
+        json["methods"][0]["paramsSchema"],
+        serde_json::json!({"type": "object"})
+    );
 }
 
 fn hostplug(args: &[&str]) -> (i32, serde_json::Value, String) {
@@ -137,7 +150,14 @@ fn the_cli_describes_runs_and_renders_manifests() {
     assert_eq!(json["name"], "test-escape");
 
     let (code, json, _) = hostplug(&[
-        "plugin", "run", escape, "--etc", etc, "--method", "read", "--params",
+        "plugin",
+        "run",
+        escape,
+        "--etc",
+        etc,
+        "--method",
+        "read",
+        "--params",
         r#"{"path":"/etc/hosts"}"#,
     ]);
     assert_eq!(code, 0, "{json}");
@@ -147,7 +167,14 @@ fn the_cli_describes_runs_and_renders_manifests() {
 
     // Without --write, /etc is read-only.
     let (code, json, stderr) = hostplug(&[
-        "plugin", "run", escape, "--etc", etc, "--method", "write", "--params",
+        "plugin",
+        "run",
+        escape,
+        "--etc",
+        etc,
+        "--method",
+        "write",
+        "--params",
         r#"{"path":"/etc/hosts","content":"x"}"#,
     ]);
     assert_eq!(code, 1);
@@ -157,21 +184,40 @@ fn the_cli_describes_runs_and_renders_manifests() {
 
     // With --write it writes; with --dry-run it does not.
     let (code, json, _) = hostplug(&[
-        "plugin", "run", escape, "--etc", etc, "--write", "--dry-run", "--method", "write",
-        "--params", r#"{"path":"/etc/hosts","content":"x"}"#,
+        "plugin",
+        "run",
+        escape,
+        "--etc",
+        etc,
+        "--write",
+        "--dry-run",
+        "--method",
+        "write",
+        "--params",
+        r#"{"path":"/etc/hosts","content":"x"}"#,
     ]);
-    assert_eq!((code, &json["error"]["kind"]), (1, &"denied".into()), "{json}");
+    assert_eq!(
+        (code, &json["error"]["kind"]),
+        (1, &"denied".into()),
+        "{json}"
+    );
     let (code, json, _) = hostplug(&[
-        "plugin", "run", escape, "--etc", etc, "--write", "--method", "write", "--params",
+        "plugin",
+        "run",
+        escape,
+        "--etc",
+        etc,
+        "--write",
+        "--method",
+        "write",
+        "--params",
         r#"{"path":"/etc/hosts","content":"x"}"#,
     ]);
     assert_eq!(code, 0, "{json}");
     assert_eq!(tree.read("etc/hosts").as_deref(), Some("x"));
 
     // A wrong pin.
-    let (code, json, _) = hostplug(&[
-        "plugin", "describe", escape, "--sha256", &"0".repeat(64),
-    ]);
+    let (code, json, _) = hostplug(&["plugin", "describe", escape, "--sha256", &"0".repeat(64)]);
     assert_eq!(code, 1);
     assert_eq!(json["error"]["kind"], "digest-mismatch");
 
@@ -181,6 +227,9 @@ fn the_cli_describes_runs_and_renders_manifests() {
     assert_eq!(code, 0);
     let yaml = yaml.as_str().expect("yaml text");
     assert!(yaml.contains("kind: HostPlugin"), "{yaml}");
-    assert!(yaml.contains(&Digest::of(&module("test-escape")).hex()), "{yaml}");
+    assert!(
+        yaml.contains(&Digest::of(&module("test-escape")).hex()),
+        "{yaml}"
+    );
     assert!(yaml.contains("plugin.wasm:"), "{yaml}");
 }

@@ -85,10 +85,18 @@ fn nothing_outside_etc_can_be_read_or_written() {
         );
         assert!(r.is_err(), "write {new_file} succeeded");
     }
-    assert_eq!(tree.outside_snapshot(), before, "files outside /etc changed");
+    assert_eq!(
+        tree.outside_snapshot(),
+        before,
+        "files outside /etc changed"
+    );
     for dir in ["/etc/..", "/etc/link-dir", "/etc/sub/abs-dir", "/"] {
         let r = call(&plugin, "list", json!({ "path": dir }), false, &grants);
-        assert!(r.is_err(), "listing {dir} succeeded: {:?}", r.map(|o| o.output));
+        assert!(
+            r.is_err(),
+            "listing {dir} succeeded: {:?}",
+            r.map(|o| o.output)
+        );
     }
     // The sandbox still works inside /etc.
     let o = call(
@@ -117,15 +125,32 @@ fn dry_run_leaves_files_untouched_even_when_the_plugin_writes() {
     )
     .expect_err("a dry run wrote /etc/hosts");
     assert_eq!(e.kind, ErrorKind::Denied, "{e}");
-    for (method, path) in [("write", "/etc/new.conf"), ("mkdir", "/etc/newdir"), ("remove", "/etc/hosts")] {
-        let r = call(&plugin, method, json!({"path": path, "content": "x"}), true, &grants);
+    for (method, path) in [
+        ("write", "/etc/new.conf"),
+        ("mkdir", "/etc/newdir"),
+        ("remove", "/etc/hosts"),
+    ] {
+        let r = call(
+            &plugin,
+            method,
+            json!({"path": path, "content": "x"}),
+            true,
+            &grants,
+        );
         assert!(r.is_err(), "dry run {method} {path} succeeded");
     }
     assert_eq!(tree.read("etc/hosts").as_deref(), Some(HOSTS));
     assert!(tree.read("etc/new.conf").is_none());
     assert!(!tree.etc().join("newdir").exists());
     // Reading still works in a dry run.
-    let o = call(&plugin, "read", json!({"path": "/etc/hosts"}), true, &grants).expect("read");
+    let o = call(
+        &plugin,
+        "read",
+        json!({"path": "/etc/hosts"}),
+        true,
+        &grants,
+    )
+    .expect("read");
     assert_eq!(o.output["content"], HOSTS);
 }
 
@@ -134,7 +159,14 @@ fn the_read_capability_cannot_write() {
     let plugin = load(host(), "test-escape");
     let tree = Tree::new();
     let grants = Grants::etc(tree.etc(), EtcAccess::Read);
-    let o = call(&plugin, "read", json!({"path": "/etc/hosts"}), false, &grants).expect("read");
+    let o = call(
+        &plugin,
+        "read",
+        json!({"path": "/etc/hosts"}),
+        false,
+        &grants,
+    )
+    .expect("read");
     assert_eq!(o.output["content"], HOSTS);
     for (method, path) in [
         ("write", "/etc/hosts"),
@@ -142,8 +174,14 @@ fn the_read_capability_cannot_write() {
         ("mkdir", "/etc/newdir"),
         ("remove", "/etc/hosts"),
     ] {
-        let e = call(&plugin, method, json!({"path": path, "content": "x"}), false, &grants)
-            .expect_err("wrote under the read capability");
+        let e = call(
+            &plugin,
+            method,
+            json!({"path": path, "content": "x"}),
+            false,
+            &grants,
+        )
+        .expect_err("wrote under the read capability");
         assert_eq!(e.kind, ErrorKind::Denied, "{method} {path}: {e}");
     }
     assert_eq!(tree.read("etc/hosts").as_deref(), Some(HOSTS));
@@ -159,12 +197,24 @@ fn without_the_etc_capability_etc_is_not_visible() {
     for g in [Grants::none(), grants.clone()] {
         let e = call(&plugin, "read", json!({"path": "/etc/hosts"}), false, &g)
             .expect_err("read /etc/hosts without the capability");
-        assert!(matches!(e.kind, ErrorKind::NotFound | ErrorKind::Denied), "{e}");
+        assert!(
+            matches!(e.kind, ErrorKind::NotFound | ErrorKind::Denied),
+            "{e}"
+        );
         let o = call(&plugin, "exists", json!({"path": "/etc"}), false, &g).expect("exists");
         assert_eq!(o.output["exists"], false);
-        let e = call(&plugin, "write", json!({"path": "/etc/x", "content": "x"}), false, &g)
-            .expect_err("write without the capability");
-        assert!(matches!(e.kind, ErrorKind::NotFound | ErrorKind::Denied), "{e}");
+        let e = call(
+            &plugin,
+            "write",
+            json!({"path": "/etc/x", "content": "x"}),
+            false,
+            &g,
+        )
+        .expect_err("write without the capability");
+        assert!(
+            matches!(e.kind, ErrorKind::NotFound | ErrorKind::Denied),
+            "{e}"
+        );
     }
     grants.etc = EtcAccess::Read;
     let o = call(&plugin, "exists", json!({"path": "/etc"}), false, &grants).expect("exists");
@@ -208,9 +258,7 @@ fn docker_without_the_capability_is_denied() {
 
 /// A one-connection fake Docker Engine API: records the request head, answers with a
 /// chunked body.
-fn fake_docker(
-    socket: &std::path::Path,
-) -> std::thread::JoinHandle<Vec<String>> {
+fn fake_docker(socket: &std::path::Path) -> std::thread::JoinHandle<Vec<String>> {
     let listener = UnixListener::bind(socket).expect("bind");
     std::thread::spawn(move || {
         let (stream, _) = listener.accept().expect("accept");
@@ -227,7 +275,11 @@ fn fake_docker(
         }
         let len: usize = head
             .iter()
-            .find_map(|h| h.to_ascii_lowercase().strip_prefix("content-length: ").map(str::to_owned))
+            .find_map(|h| {
+                h.to_ascii_lowercase()
+                    .strip_prefix("content-length: ")
+                    .map(str::to_owned)
+            })
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
         let mut body = vec![0; len];
@@ -262,8 +314,14 @@ fn docker_allow_list_and_chunked_responses() {
         ("GET", "/images/../containers/json"),
         ("GET", "/images/json HTTP/1.1\r\nX-Evil: 1"),
     ] {
-        let e = call(&plugin, "docker", json!({"method": method, "path": path}), false, &grants)
-            .expect_err("disallowed docker call");
+        let e = call(
+            &plugin,
+            "docker",
+            json!({"method": method, "path": path}),
+            false,
+            &grants,
+        )
+        .expect_err("disallowed docker call");
         assert_eq!(e.kind, ErrorKind::Denied, "{method} {path}: {e}");
     }
 

@@ -32,7 +32,11 @@ fn io_error(path: &str, e: std::io::Error) -> PluginError {
 }
 
 fn ok(changed: bool, output: Value) -> Result<Outcome, PluginError> {
-    Ok(Outcome { changed, output: output.to_string(), diff: None })
+    Ok(Outcome {
+        changed,
+        output: output.to_string(),
+        diff: None,
+    })
 }
 
 impl Guest for TestEscape {
@@ -94,9 +98,14 @@ impl Guest for TestEscape {
             "env" => {
                 let vars: Vec<String> = std::env::vars().map(|(k, v)| format!("{k}={v}")).collect();
                 let args: Vec<String> = std::env::args().collect();
-                let cwd = std::env::current_dir().ok().map(|p| p.display().to_string());
+                let cwd = std::env::current_dir()
+                    .ok()
+                    .map(|p| p.display().to_string());
                 let root = std::fs::read_dir("/").is_ok();
-                ok(false, json!({ "env": vars, "args": args, "cwd": cwd, "rootReadable": root }))
+                ok(
+                    false,
+                    json!({ "env": vars, "args": args, "cwd": cwd, "rootReadable": root }),
+                )
             }
             other => Err(PluginError::NotFound(format!("no method {other}"))),
         }

@@ -33,7 +33,11 @@ impl Guest for TestHog {
                     std::hint::black_box(&blocks);
                 }
             }
-            "ok" => Ok(Outcome { changed: false, output: r#"{"ok":true}"#.into(), diff: None }),
+            "ok" => Ok(Outcome {
+                changed: false,
+                output: r#"{"ok":true}"#.into(),
+                diff: None,
+            }),
             other => Err(PluginError::NotFound(format!("no method {other}"))),
         }
     }

@@ -65,15 +65,29 @@ impl Guest for TestNoisy {
                     let level = [Level::Debug, Level::Info, Level::Warn, Level::Error][i % 4];
                     log(level, &msg);
                 }
-                Ok(Outcome { changed: false, output: r#"{"done":true}"#.into(), diff: None })
+                Ok(Outcome {
+                    changed: false,
+                    output: r#"{"done":true}"#.into(),
+                    diff: None,
+                })
             }
             "output" => {
                 let text = "x".repeat(num(&params, "bytes"));
-                Ok(Outcome { changed: false, output: json!({ "text": text }).to_string(), diff: None })
+                Ok(Outcome {
+                    changed: false,
+                    output: json!({ "text": text }).to_string(),
+                    diff: None,
+                })
             }
             "docker" => {
-                let method = params.get("method").and_then(Value::as_str).unwrap_or("GET");
-                let path = params.get("path").and_then(Value::as_str).unwrap_or("/_ping");
+                let method = params
+                    .get("method")
+                    .and_then(Value::as_str)
+                    .unwrap_or("GET");
+                let path = params
+                    .get("path")
+                    .and_then(Value::as_str)
+                    .unwrap_or("/_ping");
                 let body = params.get("body").map(|b| b.to_string().into_bytes());
                 match docker::request(method, path, body.as_deref()) {
                     Ok(r) => Ok(Outcome {

@@ -32,7 +32,11 @@ impl Guest for TestSpin {
                     n = std::hint::black_box(n.wrapping_add(1));
                 }
             }
-            "ok" => Ok(Outcome { changed: false, output: r#"{"ok":true}"#.into(), diff: None }),
+            "ok" => Ok(Outcome {
+                changed: false,
+                output: r#"{"ok":true}"#.into(),
+                diff: None,
+            }),
             other => Err(PluginError::NotFound(format!("no method {other}"))),
         }
     }

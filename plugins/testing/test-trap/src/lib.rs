@@ -32,7 +32,9 @@ impl Guest for TestTrap {
             name: "test-trap".into(),
             version: env!("CARGO_PKG_VERSION").into(),
             description: "Traps on request.".into(),
-            methods: ["panic", "unreachable", "recurse", "ok"].map(method).to_vec(),
+            methods: ["panic", "unreachable", "recurse", "ok"]
+                .map(method)
+                .to_vec(),
         }
     }
 
@@ -42,9 +44,17 @@ impl Guest for TestTrap {
             "unreachable" => core::arch::wasm32::unreachable(),
             "recurse" => {
                 let n = recurse(std::hint::black_box(1));
-                Ok(Outcome { changed: false, output: n.to_string(), diff: None })
+                Ok(Outcome {
+                    changed: false,
+                    output: n.to_string(),
+                    diff: None,
+                })
             }
-            "ok" => Ok(Outcome { changed: false, output: r#"{"ok":true}"#.into(), diff: None }),
+            "ok" => Ok(Outcome {
+                changed: false,
+                output: r#"{"ok":true}"#.into(),
+                diff: None,
+            }),
             other => Err(PluginError::NotFound(format!("no method {other}"))),
         }
     }

@@ -1,0 +1,383 @@
+//! The docker-image plugin through the real host against a real Docker Engine API:
+//! Podman's Docker-compatible service with its own storage on a private socket, and a
+//! docker-registry on loopback for pulls (`tests/podman`, crate `hostplug-podman`).
+//!
+//! Every test starts its own environment, so prunes and removals never meet another
+//! test's images, and checks the daemon's state through Podman itself, not through the
+//! plugin. The component is `target/plugins/docker-image.wasm` from `make plugins`; most
+//! tests call it through the `hostplug_host` API (one compiled component for the whole
+//! binary), two through the `hostplug plugin run` CLI as a plugin author would.
+//!
+//! Needs `podman`, `docker-registry`, `runc` and `setpriv` (scripts/setup.sh installs
+//! them); see tests/podman/README.md.
+
+mod common;
+
+use std::process::Command;
+use std::sync::{Arc, OnceLock};
+
+use hostplug_host::{
+    DockerPolicy, DockerRoute, ErrorKind, Grants, Host, HostConfig, Invocation, InvokeError,
+    InvokeOutcome, Plugin,
+};
+use hostplug_podman::DockerEnv;
+use serde_json::{Value, json};
+
+fn plugin() -> &'static Arc<Plugin> {
+    static PLUGIN: OnceLock<Arc<Plugin>> = OnceLock::new();
+    PLUGIN.get_or_init(|| common::load(common::host(), "docker-image"))
+}
+
+fn start() -> DockerEnv {
+    DockerEnv::start().unwrap_or_else(|e| {
+        panic!("cannot start Podman's API service and the registry: {e} (see tests/podman/README.md)")
+    })
+}
+
+fn call(
+    env: &DockerEnv,
+    method: &str,
+    params: Value,
+    dry_run: bool,
+) -> Result<InvokeOutcome, InvokeError> {
+    let mut inv = Invocation::new(method, params.to_string());
+    inv.dry_run = dry_run;
+    plugin().invoke(&inv, &Grants::none().with_docker(env.socket()))
+}
+
+fn ok(env: &DockerEnv, method: &str, params: Value) -> (bool, Value) {
+    let out = call(env, method, params.clone(), false)
+        .unwrap_or_else(|e| panic!("{method} {params}: {e}"));
+    (out.changed, out.output)
+}
+
+fn fails(env: &DockerEnv, method: &str, params: Value) -> InvokeError {
+    match call(env, method, params.clone(), false) {
+        Ok(out) => panic!("{method} {params} should fail, got {:?}", out.output),
+        Err(e) => e,
+    }
+}
+
+/// What the daemon holds: every image ID with its sorted names, read through Podman.
+fn state(env: &DockerEnv) -> Vec<(String, Vec<String>)> {
+    let out = env
+        .podman(&["images", "--all", "--no-trunc", "--format", "{{.ID}} {{.Repository}}:{{.Tag}}"])
+        .expect("podman images");
+    let mut by_id: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for line in out.lines() {
+        let (id, name) = line.split_once(' ').unwrap_or((line, ""));
+        let id = if id.starts_with("sha256:") { id.to_owned() } else { format!("sha256:{id}") };
+        let names = by_id.entry(id).or_default();
+        if !name.contains("<none>") {
+            names.push(name.to_owned());
+        }
+    }
+    by_id
+        .into_iter()
+        .map(|(id, mut names)| {
+            names.sort();
+            (id, names)
+        })
+        .collect()
+}
+
+#[test]
+fn describe_lists_every_method() {
+    let info = plugin().describe().expect("describe");
+    assert_eq!(info.name, "docker-image");
+    let names: Vec<&str> = info.methods.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(names, ["list", "inspect", "pull", "tag", "remove", "prune"]);
+    let pull = info.method("pull").expect("pull");
+    assert!(pull.mutates);
+    assert_eq!(pull.params_schema["required"], json!(["image"]));
+    assert!(!info.method("list").expect("list").mutates);
+}
+
+#[test]
+fn list_and_inspect() {
+    let env = start();
+    let a = env.make_image("localhost/app:1", &[("team", "a")]).expect("image");
+    let b = env.make_image("localhost/tool:1", &[]).expect("image");
+    let (changed, out) = ok(&env, "list", json!({}));
+    assert!(!changed);
+    assert_eq!(out["count"], 2, "{out}");
+    let (_, out) = ok(&env, "list", json!({"label": ["team=a"]}));
+    assert_eq!(out["count"], 1, "{out}");
+    assert_eq!(out["images"][0]["id"], a);
+    assert_eq!(out["images"][0]["labels"]["team"], "a");
+    let (_, out) = ok(&env, "list", json!({"reference": "localhost/tool"}));
+    assert_eq!(out["images"][0]["id"], b, "{out}");
+    let (_, out) = ok(&env, "list", json!({"dangling": true}));
+    assert_eq!(out["count"], 0, "{out}");
+
+    let (changed, out) = ok(&env, "inspect", json!({"image": "localhost/app:1"}));
+    assert!(!changed);
+    assert_eq!(out["id"], a);
+    assert_eq!(out["repoTags"], json!(["localhost/app:1"]));
+    assert_eq!(out["details"]["Config"]["Labels"]["team"], "a", "{out}");
+    // By ID too.
+    let (_, out) = ok(&env, "inspect", json!({"image": b}));
+    assert_eq!(out["repoTags"], json!(["localhost/tool:1"]));
+
+    let e = fails(&env, "inspect", json!({"image": "localhost/nope:1"}));
+    assert_eq!(e.kind, ErrorKind::NotFound, "{e}");
+    let e = fails(&env, "inspect", json!({"image": "../../containers/json"}));
+    assert_eq!(e.kind, ErrorKind::InvalidParams, "{e}");
+}
+
+#[test]
+fn pull_if_not_present_and_always() {
+    let env = start();
+    let first = env.make_image("localhost/src:1", &[]).expect("image");
+    let remote = env.push("localhost/src:1", "team/app:1").expect("push");
+    let params = json!({"image": remote});
+
+    let (changed, out) = ok(&env, "pull", params.clone());
+    assert!(changed, "{out}");
+    assert_eq!(out["id"], first);
+    assert_eq!(out["previousId"], Value::Null);
+    assert_eq!(env.image_id(&remote).expect("inspect"), Some(first.clone()));
+
+    // if-not-present (the default): present, nothing happens.
+    let (changed, out) = ok(&env, "pull", params.clone());
+    assert!(!changed);
+    assert_eq!(out["pulled"], false);
+
+    // always: the registry is asked, the image is the same: unchanged.
+    let always = json!({"image": format!("{}/team/app", env.registry()), "tag": "1", "policy": "always"});
+    let (changed, out) = ok(&env, "pull", always.clone());
+    assert!(!changed, "{out}");
+    assert_eq!((out["pulled"].clone(), out["id"].clone()), (json!(true), json!(first)));
+
+    // A new image under the same tag in the registry: always brings it, changed.
+    let second = env.make_image("localhost/src:2", &[]).expect("image");
+    env.push("localhost/src:2", "team/app:1").expect("push");
+    let (changed, out) = ok(&env, "pull", always.clone());
+    assert!(changed, "{out}");
+    assert_eq!((out["previousId"].clone(), out["id"].clone()), (json!(first), json!(second)));
+    assert_eq!(env.image_id(&remote).expect("inspect"), Some(second));
+
+    // A tag the registry does not have.
+    let e = fails(&env, "pull", json!({"image": format!("{}/team/app:nope", env.registry())}));
+    assert_eq!(e.kind, ErrorKind::NotFound, "{e}");
+}
+
+#[test]
+fn pull_from_a_registry_that_is_down_says_so() {
+    let env = start();
+    let e = fails(&env, "pull", json!({"image": format!("{}/team/app:1", env.down_registry())}));
+    assert_eq!(e.kind, ErrorKind::Failed, "{e}");
+    assert!(e.message.contains("down or unreachable"), "{e}");
+    assert!(e.message.contains(env.down_registry()), "{e}");
+}
+
+#[test]
+fn tag_keep_and_overwrite() {
+    let env = start();
+    let a = env.make_image("localhost/a:1", &[]).expect("image");
+    let b = env.make_image("localhost/b:1", &[]).expect("image");
+
+    let new_name = json!({"source": "localhost/a:1", "repository": "localhost/mirror", "tag": "v1"});
+    let (changed, out) = ok(&env, "tag", new_name.clone());
+    assert!(changed);
+    assert_eq!((out["sourceId"].clone(), out["id"].clone()), (json!(a), json!(a)));
+    assert_eq!(env.image_id("localhost/mirror:v1").expect("inspect"), Some(a.clone()));
+    let (changed, _) = ok(&env, "tag", new_name);
+    assert!(!changed, "tagging twice changes nothing");
+
+    // localhost/b:1 names b: keep leaves it there.
+    let keep = json!({"source": a, "repository": "localhost/b", "tag": "1", "existing": "keep"});
+    let (changed, out) = ok(&env, "tag", keep);
+    assert!(!changed);
+    assert_eq!((out["kept"].clone(), out["id"].clone()), (json!(true), json!(b)));
+    assert_eq!(env.image_id("localhost/b:1").expect("inspect"), Some(b.clone()));
+
+    // overwrite moves it to a.
+    let over = json!({"source": "localhost/a:1", "repository": "localhost/b", "tag": "1", "existing": "overwrite"});
+    let (changed, out) = ok(&env, "tag", over.clone());
+    assert!(changed);
+    assert_eq!((out["previousId"].clone(), out["id"].clone()), (json!(b), json!(a)));
+    assert_eq!(env.image_id("localhost/b:1").expect("inspect"), Some(a));
+    let (changed, _) = ok(&env, "tag", over);
+    assert!(!changed);
+
+    let e = fails(&env, "tag", json!({"source": "localhost/nope:1", "repository": "localhost/x"}));
+    assert_eq!(e.kind, ErrorKind::NotFound, "{e}");
+}
+
+#[test]
+fn remove_names_then_the_image() {
+    let env = start();
+    let id = env.make_image("localhost/gone:1", &[]).expect("image");
+    env.podman(&["tag", "localhost/gone:1", "localhost/gone:2"]).expect("tag");
+
+    let (changed, out) = ok(&env, "remove", json!({"image": "localhost/gone:1"}));
+    assert!(changed);
+    assert_eq!(out["id"], id);
+    assert_eq!(out["imageRemoved"], false, "{out}");
+    assert_eq!(env.image_id("localhost/gone:2").expect("inspect"), Some(id.clone()));
+
+    let (changed, out) = ok(&env, "remove", json!({"image": "localhost/gone:2"}));
+    assert!(changed);
+    assert_eq!(out["imageRemoved"], true, "{out}");
+    assert!(out["deleted"].as_array().is_some_and(|d| d.contains(&json!(id))), "{out}");
+    assert!(!env.image_ids().expect("ids").contains(&id));
+
+    // Already gone: nothing to do.
+    let (changed, out) = ok(&env, "remove", json!({"image": "localhost/gone:2"}));
+    assert!(!changed);
+    assert_eq!(out["id"], Value::Null);
+
+    // By ID with several names needs force.
+    let id = env.make_image("localhost/multi:1", &[]).expect("image");
+    env.podman(&["tag", "localhost/multi:1", "localhost/multi:2"]).expect("tag");
+    let e = fails(&env, "remove", json!({"image": id}));
+    assert_eq!(e.kind, ErrorKind::Failed, "{e}");
+    let (changed, out) = ok(&env, "remove", json!({"image": id, "force": true}));
+    assert!(changed);
+    assert_eq!(out["imageRemoved"], true, "{out}");
+    assert!(env.image_ids().expect("ids").is_empty());
+}
+
+#[test]
+fn prune_dangling_then_all_unused() {
+    let env = start();
+    let old = env.make_image("localhost/app:1", &[("team", "a")]).expect("image");
+    // The same name again: the old image loses it and dangles.
+    let new = env.make_image("localhost/app:1", &[("team", "a")]).expect("image");
+    let other = env.make_image("localhost/other:1", &[]).expect("image");
+    assert_eq!(env.image_ids().expect("ids").len(), 3);
+
+    let (changed, out) = ok(&env, "prune", json!({}));
+    assert!(changed, "{out}");
+    assert_eq!(out["deleted"], json!([old]));
+    let (changed, _) = ok(&env, "prune", json!({}));
+    assert!(!changed, "a second prune finds nothing");
+
+    // All unused, only those with label team=a.
+    let (changed, out) = ok(&env, "prune", json!({"all": true, "label": ["team=a"]}));
+    assert!(changed, "{out}");
+    assert_eq!(out["deleted"], json!([new]));
+    assert_eq!(env.image_ids().expect("ids"), vec![other.clone()]);
+
+    // All unused.
+    let (changed, out) = ok(&env, "prune", json!({"all": true}));
+    assert!(changed, "{out}");
+    assert_eq!(out["deleted"], json!([other]));
+    assert!(env.image_ids().expect("ids").is_empty());
+    let (changed, _) = ok(&env, "prune", json!({"all": true}));
+    assert!(!changed);
+}
+
+#[test]
+fn dry_runs_change_nothing() {
+    let env = start();
+    let a = env.make_image("localhost/a:1", &[]).expect("image");
+    env.make_image("localhost/a:1", &[]).expect("image"); // `a` dangles now
+    let b = env.make_image("localhost/b:1", &[]).expect("image");
+    let remote = env.push("localhost/b:1", "b:1").expect("push");
+    let before = state(&env);
+
+    let dry = |method: &str, params: Value| {
+        call(&env, method, params.clone(), true)
+            .unwrap_or_else(|e| panic!("dry {method} {params}: {e}"))
+    };
+    let out = dry("pull", json!({"image": remote}));
+    assert!(out.changed);
+    assert_eq!(out.output["pulled"], true);
+    let out = dry("tag", json!({"source": "localhost/b:1", "repository": "localhost/c"}));
+    assert!(out.changed);
+    assert_eq!(out.output["id"], b);
+    let out = dry("remove", json!({"image": "localhost/b:1"}));
+    assert!(out.changed);
+    assert_eq!(out.output["deleted"], json!([b]));
+    let out = dry("prune", json!({}));
+    assert!(out.changed);
+    assert_eq!(out.output["deleted"], json!([a]));
+    let out = dry("prune", json!({"all": true}));
+    assert_eq!(out.output["deleted"].as_array().map(Vec::len), Some(3), "{}", out.output);
+    // Nothing to do is nothing to do in a dry run too.
+    let out = dry("remove", json!({"image": "localhost/none:1"}));
+    assert!(!out.changed);
+
+    assert_eq!(state(&env), before, "a dry run changed the daemon");
+}
+
+#[test]
+fn without_the_docker_capability_every_call_is_denied() {
+    let env = start();
+    let e = plugin()
+        .invoke(&Invocation::new("list", "{}"), &Grants::none())
+        .expect_err("no docker capability");
+    assert_eq!(e.kind, ErrorKind::Denied, "{e}");
+    assert!(e.message.contains("docker"), "{e}");
+    // The socket is there, the plugin just may not use it.
+    assert_eq!(env.request("GET", "/_ping").expect("ping").status, 200);
+}
+
+#[test]
+fn endpoints_outside_the_allow_list_are_denied() {
+    // The default policy: image endpoints only.
+    let policy = DockerPolicy::images();
+    for (m, p) in [
+        ("POST", "/containers/create"),
+        ("POST", "/containers/x/start"),
+        ("POST", "/images/x/push"),
+        ("POST", "/images/load"),
+        ("GET", "/images/../containers/json"),
+    ] {
+        let r = policy.check(m, p);
+        assert!(r.as_ref().is_err_and(|e| e.starts_with("denied:")), "{m} {p}: {r:?}");
+    }
+
+    // Through a plugin: a host whose policy allows reads only denies the pull's
+    // POST /images/create, and the plugin passes the refusal through as `denied`.
+    let env = start();
+    let mut config = HostConfig::default();
+    config.docker.allow = vec![
+        DockerRoute::new("GET", "/images/json"),
+        DockerRoute::new("GET", "/images/{name}/json"),
+    ];
+    let host = Host::new(config).expect("host");
+    let strict = common::load(&host, "docker-image");
+    let grants = Grants::none().with_docker(env.socket());
+    let out = strict
+        .invoke(&Invocation::new("list", "{}"), &grants)
+        .expect("list is allowed");
+    assert_eq!(out.output["count"], 0);
+    let pull = json!({"image": format!("{}/x:1", env.registry())}).to_string();
+    let e = strict
+        .invoke(&Invocation::new("pull", pull), &grants)
+        .expect_err("pull is not allowed");
+    assert_eq!(e.kind, ErrorKind::Denied, "{e}");
+    assert!(e.message.contains("/images/create"), "{e}");
+}
+
+/// The CLI, as a plugin author runs it: JSON on stdout, exit 0; an error exits 1 with
+/// its kind.
+#[test]
+fn cli_runs_the_plugin_against_the_socket() {
+    let env = start();
+    let id = env.make_image("localhost/cli:1", &[]).expect("image");
+    let wasm = common::plugin_dir().join("docker-image.wasm");
+    let run = |method: &str, params: Value| {
+        Command::new(env!("CARGO_BIN_EXE_hostplug"))
+            .args(["plugin", "run"])
+            .arg(&wasm)
+            .arg("--docker-socket")
+            .arg(env.socket())
+            .args(["--method", method, "--params", &params.to_string()])
+            .output()
+            .expect("run hostplug")
+    };
+    let out = run("inspect", json!({"image": "localhost/cli:1"}));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(v["output"]["id"], id, "{v}");
+    assert_eq!(v["changed"], false);
+
+    let out = run("inspect", json!({"image": "localhost/missing:1"}));
+    assert_eq!(out.status.code(), Some(1));
+    let v: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(v["error"]["kind"], "not-found", "{v}");
+}
