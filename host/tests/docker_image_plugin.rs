@@ -30,7 +30,9 @@ fn plugin() -> &'static Arc<Plugin> {
 
 fn start() -> DockerEnv {
     DockerEnv::start().unwrap_or_else(|e| {
-        panic!("cannot start Podman's API service and the registry: {e} (see tests/podman/README.md)")
+        panic!(
+            "cannot start Podman's API service and the registry: {e} (see tests/podman/README.md)"
+        )
     })
 }
 
@@ -61,12 +63,22 @@ fn fails(env: &DockerEnv, method: &str, params: Value) -> InvokeError {
 /// What the daemon holds: every image ID with its sorted names, read through Podman.
 fn state(env: &DockerEnv) -> Vec<(String, Vec<String>)> {
     let out = env
-        .podman(&["images", "--all", "--no-trunc", "--format", "{{.ID}} {{.Repository}}:{{.Tag}}"])
+        .podman(&[
+            "images",
+            "--all",
+            "--no-trunc",
+            "--format",
+            "{{.ID}} {{.Repository}}:{{.Tag}}",
+        ])
         .expect("podman images");
     let mut by_id: std::collections::BTreeMap<String, Vec<String>> = Default::default();
     for line in out.lines() {
         let (id, name) = line.split_once(' ').unwrap_or((line, ""));
-        let id = if id.starts_with("sha256:") { id.to_owned() } else { format!("sha256:{id}") };
+        let id = if id.starts_with("sha256:") {
+            id.to_owned()
+        } else {
+            format!("sha256:{id}")
+        };
         let names = by_id.entry(id).or_default();
         if !name.contains("<none>") {
             names.push(name.to_owned());
@@ -96,7 +108,9 @@ fn describe_lists_every_method() {
 #[test]
 fn list_and_inspect() {
     let env = start();
-    let a = env.make_image("localhost/app:1", &[("team", "a")]).expect("image");
+    let a = env
+        .make_image("localhost/app:1", &[("team", "a")])
+        .expect("image");
     let b = env.make_image("localhost/tool:1", &[]).expect("image");
     let (changed, out) = ok(&env, "list", json!({}));
     assert!(!changed);
@@ -144,28 +158,43 @@ fn pull_if_not_present_and_always() {
     assert_eq!(out["pulled"], false);
 
     // always: the registry is asked, the image is the same: unchanged.
-    let always = json!({"image": format!("{}/team/app", env.registry()), "tag": "1", "policy": "always"});
+    let always =
+        json!({"image": format!("{}/team/app", env.registry()), "tag": "1", "policy": "always"});
     let (changed, out) = ok(&env, "pull", always.clone());
     assert!(!changed, "{out}");
-    assert_eq!((out["pulled"].clone(), out["id"].clone()), (json!(true), json!(first)));
+    assert_eq!(
+        (out["pulled"].clone(), out["id"].clone()),
+        (json!(true), json!(first))
+    );
 
     // A new image under the same tag in the registry: always brings it, changed.
     let second = env.make_image("localhost/src:2", &[]).expect("image");
     env.push("localhost/src:2", "team/app:1").expect("push");
     let (changed, out) = ok(&env, "pull", always.clone());
     assert!(changed, "{out}");
-    assert_eq!((out["previousId"].clone(), out["id"].clone()), (json!(first), json!(second)));
+    assert_eq!(
+        (out["previousId"].clone(), out["id"].clone()),
+        (json!(first), json!(second))
+    );
     assert_eq!(env.image_id(&remote).expect("inspect"), Some(second));
 
     // A tag the registry does not have.
-    let e = fails(&env, "pull", json!({"image": format!("{}/team/app:nope", env.registry())}));
+    let e = fails(
+        &env,
+        "pull",
+        json!({"image": format!("{}/team/app:nope", env.registry())}),
+    );
     assert_eq!(e.kind, ErrorKind::NotFound, "{e}");
 }
 
 #[test]
 fn pull_from_a_registry_that_is_down_says_so() {
     let env = start();
-    let e = fails(&env, "pull", json!({"image": format!("{}/team/app:1", env.down_registry())}));
+    let e = fails(
+        &env,
+        "pull",
+        json!({"image": format!("{}/team/app:1", env.down_registry())}),
+    );
     assert_eq!(e.kind, ErrorKind::Failed, "{e}");
     assert!(e.message.contains("down or unreachable"), "{e}");
     assert!(e.message.contains(env.down_registry()), "{e}");
@@ -177,11 +206,18 @@ fn tag_keep_and_overwrite() {
     let a = env.make_image("localhost/a:1", &[]).expect("image");
     let b = env.make_image("localhost/b:1", &[]).expect("image");
 
-    let new_name = json!({"source": "localhost/a:1", "repository": "localhost/mirror", "tag": "v1"});
+    let new_name =
+        json!({"source": "localhost/a:1", "repository": "localhost/mirror", "tag": "v1"});
     let (changed, out) = ok(&env, "tag", new_name.clone());
     assert!(changed);
-    assert_eq!((out["sourceId"].clone(), out["id"].clone()), (json!(a), json!(a)));
-    assert_eq!(env.image_id("localhost/mirror:v1").expect("inspect"), Some(a.clone()));
+    assert_eq!(
+        (out["sourceId"].clone(), out["id"].clone()),
+        (json!(a), json!(a))
+    );
+    assert_eq!(
+        env.image_id("localhost/mirror:v1").expect("inspect"),
+        Some(a.clone())
+    );
     let (changed, _) = ok(&env, "tag", new_name);
     assert!(!changed, "tagging twice changes nothing");
 
@@ -189,19 +225,32 @@ fn tag_keep_and_overwrite() {
     let keep = json!({"source": a, "repository": "localhost/b", "tag": "1", "existing": "keep"});
     let (changed, out) = ok(&env, "tag", keep);
     assert!(!changed);
-    assert_eq!((out["kept"].clone(), out["id"].clone()), (json!(true), json!(b)));
-    assert_eq!(env.image_id("localhost/b:1").expect("inspect"), Some(b.clone()));
+    assert_eq!(
+        (out["kept"].clone(), out["id"].clone()),
+        (json!(true), json!(b))
+    );
+    assert_eq!(
+        env.image_id("localhost/b:1").expect("inspect"),
+        Some(b.clone())
+    );
 
     // overwrite moves it to a.
     let over = json!({"source": "localhost/a:1", "repository": "localhost/b", "tag": "1", "existing": "overwrite"});
     let (changed, out) = ok(&env, "tag", over.clone());
     assert!(changed);
-    assert_eq!((out["previousId"].clone(), out["id"].clone()), (json!(b), json!(a)));
+    assert_eq!(
+        (out["previousId"].clone(), out["id"].clone()),
+        (json!(b), json!(a))
+    );
     assert_eq!(env.image_id("localhost/b:1").expect("inspect"), Some(a));
     let (changed, _) = ok(&env, "tag", over);
     assert!(!changed);
 
-    let e = fails(&env, "tag", json!({"source": "localhost/nope:1", "repository": "localhost/x"}));
+    let e = fails(
+        &env,
+        "tag",
+        json!({"source": "localhost/nope:1", "repository": "localhost/x"}),
+    );
     assert_eq!(e.kind, ErrorKind::NotFound, "{e}");
 }
 
@@ -209,18 +258,27 @@ fn tag_keep_and_overwrite() {
 fn remove_names_then_the_image() {
     let env = start();
     let id = env.make_image("localhost/gone:1", &[]).expect("image");
-    env.podman(&["tag", "localhost/gone:1", "localhost/gone:2"]).expect("tag");
+    env.podman(&["tag", "localhost/gone:1", "localhost/gone:2"])
+        .expect("tag");
 
     let (changed, out) = ok(&env, "remove", json!({"image": "localhost/gone:1"}));
     assert!(changed);
     assert_eq!(out["id"], id);
     assert_eq!(out["imageRemoved"], false, "{out}");
-    assert_eq!(env.image_id("localhost/gone:2").expect("inspect"), Some(id.clone()));
+    assert_eq!(
+        env.image_id("localhost/gone:2").expect("inspect"),
+        Some(id.clone())
+    );
 
     let (changed, out) = ok(&env, "remove", json!({"image": "localhost/gone:2"}));
     assert!(changed);
     assert_eq!(out["imageRemoved"], true, "{out}");
-    assert!(out["deleted"].as_array().is_some_and(|d| d.contains(&json!(id))), "{out}");
+    assert!(
+        out["deleted"]
+            .as_array()
+            .is_some_and(|d| d.contains(&json!(id))),
+        "{out}"
+    );
     assert!(!env.image_ids().expect("ids").contains(&id));
 
     // Already gone: nothing to do.
@@ -230,7 +288,8 @@ fn remove_names_then_the_image() {
 
     // By ID with several names needs force.
     let id = env.make_image("localhost/multi:1", &[]).expect("image");
-    env.podman(&["tag", "localhost/multi:1", "localhost/multi:2"]).expect("tag");
+    env.podman(&["tag", "localhost/multi:1", "localhost/multi:2"])
+        .expect("tag");
     let e = fails(&env, "remove", json!({"image": id}));
     assert_eq!(e.kind, ErrorKind::Failed, "{e}");
     let (changed, out) = ok(&env, "remove", json!({"image": id, "force": true}));
@@ -242,9 +301,13 @@ fn remove_names_then_the_image() {
 #[test]
 fn prune_dangling_then_all_unused() {
     let env = start();
-    let old = env.make_image("localhost/app:1", &[("team", "a")]).expect("image");
+    let old = env
+        .make_image("localhost/app:1", &[("team", "a")])
+        .expect("image");
     // The same name again: the old image loses it and dangles.
-    let new = env.make_image("localhost/app:1", &[("team", "a")]).expect("image");
+    let new = env
+        .make_image("localhost/app:1", &[("team", "a")])
+        .expect("image");
     let other = env.make_image("localhost/other:1", &[]).expect("image");
     assert_eq!(env.image_ids().expect("ids").len(), 3);
 
@@ -285,7 +348,10 @@ fn dry_runs_change_nothing() {
     let out = dry("pull", json!({"image": remote}));
     assert!(out.changed);
     assert_eq!(out.output["pulled"], true);
-    let out = dry("tag", json!({"source": "localhost/b:1", "repository": "localhost/c"}));
+    let out = dry(
+        "tag",
+        json!({"source": "localhost/b:1", "repository": "localhost/c"}),
+    );
     assert!(out.changed);
     assert_eq!(out.output["id"], b);
     let out = dry("remove", json!({"image": "localhost/b:1"}));
@@ -295,7 +361,12 @@ fn dry_runs_change_nothing() {
     assert!(out.changed);
     assert_eq!(out.output["deleted"], json!([a]));
     let out = dry("prune", json!({"all": true}));
-    assert_eq!(out.output["deleted"].as_array().map(Vec::len), Some(3), "{}", out.output);
+    assert_eq!(
+        out.output["deleted"].as_array().map(Vec::len),
+        Some(3),
+        "{}",
+        out.output
+    );
     // Nothing to do is nothing to do in a dry run too.
     let out = dry("remove", json!({"image": "localhost/none:1"}));
     assert!(!out.changed);
@@ -327,7 +398,10 @@ fn endpoints_outside_the_allow_list_are_denied() {
         ("GET", "/images/../containers/json"),
     ] {
         let r = policy.check(m, p);
-        assert!(r.as_ref().is_err_and(|e| e.starts_with("denied:")), "{m} {p}: {r:?}");
+        assert!(
+            r.as_ref().is_err_and(|e| e.starts_with("denied:")),
+            "{m} {p}: {r:?}"
+        );
     }
 
     // Through a plugin: a host whose policy allows reads only denies the pull's
@@ -371,7 +445,11 @@ fn cli_runs_the_plugin_against_the_socket() {
             .expect("run hostplug")
     };
     let out = run("inspect", json!({"image": "localhost/cli:1"}));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: Value = serde_json::from_slice(&out.stdout).expect("JSON");
     assert_eq!(v["output"]["id"], id, "{v}");
     assert_eq!(v["changed"], false);

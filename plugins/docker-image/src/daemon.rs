@@ -162,6 +162,16 @@ pub struct DeleteItem {
     pub deleted: Option<String>,
 }
 
+/// An image ID as the API names it elsewhere: `sha256:` and 64 hex digits. Podman's
+/// delete reports leave the algorithm out.
+pub fn normalize_id(id: &str) -> String {
+    if id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        format!("sha256:{id}")
+    } else {
+        id.to_owned()
+    }
+}
+
 /// `POST /images/prune`'s answer.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -321,7 +331,11 @@ impl<'t, T: Transport> Daemon<'t, T> {
         if r.body.iter().all(u8::is_ascii_whitespace) {
             return Ok(Vec::new());
         }
-        r.json()
+        let mut items: Vec<DeleteItem> = r.json()?;
+        for item in &mut items {
+            item.deleted = item.deleted.as_deref().map(normalize_id);
+        }
+        Ok(items)
     }
 
     /// `POST /images/prune` with `filters`.
@@ -441,6 +455,17 @@ mod tests {
                 docker::encode(r#"{"dangling":["true"],"label":["a=b"]}"#)
             )
         );
+    }
+
+    #[test]
+    fn ids_get_their_algorithm() {
+        let hex = "ab".repeat(32);
+        assert_eq!(normalize_id(&hex), format!("sha256:{hex}"));
+        assert_eq!(
+            normalize_id(&format!("sha256:{hex}")),
+            format!("sha256:{hex}")
+        );
+        assert_eq!(normalize_id("abc"), "abc");
     }
 
     #[test]
