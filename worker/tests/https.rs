@@ -1,0 +1,346 @@
+//! The worker over real HTTPS, with the real Wasm host and the real built components:
+//! a self-signed certificate made at test time, the server on 127.0.0.1:0, a client that
+//! trusts only that certificate (as the operator pins it).
+//!
+//! Needs the components of `make plugins` (HOSTPLUG_PLUGIN_DIR, or ../target/plugins).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use hostplug_worker::types::{ErrorBody, ErrorKind, Health, InvokeResponse, UploadResponse};
+use hostplug_worker::{Config, EtcAccess, Limits, LogFormat};
+use reqwest::StatusCode;
+use sha2::Digest as _;
+
+const TOKEN: &str = "https-test-token-0123456789abcdef";
+
+fn plugin_dir() -> PathBuf {
+    std::env::var_os("HOSTPLUG_PLUGIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/plugins"))
+}
+
+/// The bytes of a built plugin; panics with the fix when `make plugins` has not run.
+fn plugin(name: &str) -> Vec<u8> {
+    let path = plugin_dir().join(format!("{name}.wasm"));
+    match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) => panic!(
+            "cannot read {}: {e}; run `make plugins` first (or set HOSTPLUG_PLUGIN_DIR)",
+            path.display()
+        ),
+    }
+}
+
+fn hex_digest(bytes: &[u8]) -> String {
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// A running worker and a client pinned to its certificate.
+struct Worker {
+    addr: SocketAddr,
+    client: reqwest::Client,
+    etc: tempfile::TempDir,
+    _dir: tempfile::TempDir,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<hostplug_worker::Result<()>>,
+}
+
+impl Worker {
+    async fn start(etc_access: EtcAccess, limits: Limits) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let etc = tempfile::tempdir()?;
+        let cert = rcgen::generate_simple_self_signed(vec![
+            "127.0.0.1".to_string(),
+            "localhost".to_string(),
+        ])?;
+        let cert_pem = cert.cert.pem();
+        std::fs::write(dir.path().join("tls.crt"), &cert_pem)?;
+        std::fs::write(dir.path().join("tls.key"), cert.key_pair.serialize_pem())?;
+        std::fs::write(dir.path().join("token"), format!("{TOKEN}\n"))?;
+        let config = Config {
+            listen: "127.0.0.1:0".parse()?,
+            tls_cert: dir.path().join("tls.crt"),
+            tls_key: dir.path().join("tls.key"),
+            token_file: dir.path().join("token"),
+            etc_dir: etc.path().to_path_buf(),
+            etc_access,
+            docker_socket: None,
+            cache_dir: dir.path().join("cache"),
+            log_format: LogFormat::Text,
+            limits,
+        };
+        let server = hostplug_worker::bind(&config).await?;
+        let addr = server.local_addr()?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(server.serve(async {
+            let _ = stopped.await;
+        }));
+        let client = reqwest::Client::builder()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest::Certificate::from_pem(cert_pem.as_bytes())?)
+            .https_only(true)
+            .timeout(Duration::from_secs(60))
+            .build()?;
+        Ok(Self {
+            addr,
+            client,
+            etc,
+            _dir: dir,
+            stop: Some(stop),
+            task,
+        })
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("https://{}{path}", self.addr)
+    }
+
+    async fn upload(&self, module: &[u8]) -> anyhow::Result<reqwest::Response> {
+        Ok(self
+            .client
+            .put(self.url(&format!("/v1/plugins/{}", hex_digest(module))))
+            .bearer_auth(TOKEN)
+            .body(module.to_vec())
+            .send()
+            .await?)
+    }
+
+    async fn invoke(
+        &self,
+        module: &[u8],
+        method: &str,
+        params: serde_json::Value,
+    ) -> anyhow::Result<reqwest::Response> {
+        let body = serde_json::json!({"digest": hex_digest(module), "method": method, "params": params, "timeoutMs": 10_000});
+        Ok(self
+            .client
+            .post(self.url("/v1/invoke"))
+            .bearer_auth(TOKEN)
+            .json(&body)
+            .send()
+            .await?)
+    }
+
+    async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        tokio::time::timeout(Duration::from_secs(30), &mut self.task).await???;
+        Ok(())
+    }
+}
+
+async fn error_kind(response: reqwest::Response) -> anyhow::Result<ErrorKind> {
+    let body: ErrorBody = response.json().await.context("error body is not JSON")?;
+    Ok(body.error.kind)
+}
+
+#[tokio::test]
+async fn auth_health_and_upload_rules() -> anyhow::Result<()> {
+    let worker = Worker::start(EtcAccess::None, Limits::default()).await?;
+
+    let health = worker.client.get(worker.url("/healthz")).send().await?;
+    assert_eq!(health.status(), StatusCode::OK);
+    assert_eq!(health.json::<Health>().await?.status, "ok");
+
+    let module = plugin("test-trap");
+    let digest = hex_digest(&module);
+    let head_url = worker.url(&format!("/v1/plugins/{digest}"));
+    let response = worker.client.head(&head_url).send().await?;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let response = worker
+        .client
+        .head(&head_url)
+        .bearer_auth("wrong-token-0123456789abcdef")
+        .send()
+        .await?;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let response = worker
+        .client
+        .post(worker.url("/v1/invoke"))
+        .body("{}")
+        .send()
+        .await?;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(error_kind(response).await?, ErrorKind::Unauthorized);
+
+    assert_eq!(
+        worker
+            .client
+            .head(&head_url)
+            .bearer_auth(TOKEN)
+            .send()
+            .await?
+            .status(),
+        StatusCode::NOT_FOUND
+    );
+
+    // The body must hash to the digest in the path.
+    let wrong = worker
+        .client
+        .put(worker.url(&format!("/v1/plugins/{}", hex_digest(b"other"))))
+        .bearer_auth(TOKEN)
+        .body(module.clone())
+        .send()
+        .await?;
+    assert_eq!(wrong.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(error_kind(wrong).await?, ErrorKind::DigestMismatch);
+
+    // Unknown digest: a clear 404 that says what to do.
+    let response = worker.invoke(&module, "ok", serde_json::json!({})).await?;
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    let err: ErrorBody = response.json().await?;
+    assert_eq!(err.error.kind, ErrorKind::UnknownPlugin);
+    assert!(
+        err.error.message.contains("upload it first"),
+        "{}",
+        err.error.message
+    );
+
+    let response = worker.upload(&module).await?;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let up: UploadResponse = response.json().await?;
+    assert!(up.compiled);
+    assert_eq!(up.digest, format!("sha256:{digest}"));
+    assert_eq!(
+        worker
+            .client
+            .head(&head_url)
+            .bearer_auth(TOKEN)
+            .send()
+            .await?
+            .status(),
+        StatusCode::OK
+    );
+    let again = worker.upload(&module).await?;
+    assert_eq!(again.status(), StatusCode::OK);
+
+    // A module that is not a component is refused; the good one keeps working.
+    let junk = b"\0asm\x01\0\0\0 this is no component".to_vec();
+    let response = worker.upload(&junk).await?;
+    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(error_kind(response).await?, ErrorKind::BadModule);
+    let response = worker.invoke(&module, "ok", serde_json::json!({})).await?;
+    assert_eq!(response.status(), StatusCode::OK);
+
+    worker.stop().await
+}
+
+#[tokio::test]
+async fn oversized_bodies_are_refused_with_json() -> anyhow::Result<()> {
+    let limits = Limits {
+        max_module_bytes: 64 * 1024,
+        max_request_bytes: 4 * 1024,
+        ..Limits::default()
+    };
+    let worker = Worker::start(EtcAccess::None, limits).await?;
+    let big = vec![7u8; 200 * 1024];
+    let response = worker.upload(&big).await?;
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(error_kind(response).await?, ErrorKind::PayloadTooLarge);
+
+    let params = serde_json::json!({"pad": "x".repeat(16 * 1024)});
+    let response = worker.invoke(b"whatever", "ok", params).await?;
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(error_kind(response).await?, ErrorKind::PayloadTooLarge);
+    worker.stop().await
+}
+
+#[tokio::test]
+async fn etc_file_read_and_concurrent_invocations() -> anyhow::Result<()> {
+    let worker = Worker::start(EtcAccess::Read, Limits::default()).await?;
+    std::fs::write(worker.etc.path().join("hostname"), "node-1\n")?;
+    let module = plugin("etc-file");
+    assert_eq!(worker.upload(&module).await?.status(), StatusCode::CREATED);
+
+    let response = worker
+        .invoke(
+            &module,
+            "read",
+            serde_json::json!({"path": "/etc/hostname"}),
+        )
+        .await?;
+    assert_eq!(response.status(), StatusCode::OK);
+    let out: InvokeResponse = response.json().await?;
+    assert!(!out.changed);
+    assert!(out.output.to_string().contains("node-1"), "{}", out.output);
+
+    // Read capability: a write is refused by the sandbox, nothing changes.
+    let response = worker
+        .invoke(
+            &module,
+            "write",
+            serde_json::json!({"path": "/etc/hostname", "content": "evil\n"}),
+        )
+        .await?;
+    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(error_kind(response).await?, ErrorKind::Denied);
+    assert_eq!(
+        std::fs::read_to_string(worker.etc.path().join("hostname"))?,
+        "node-1\n"
+    );
+
+    // Eight at once (more than the four slots): all served.
+    let calls: Vec<_> = (0..8)
+        .map(|_| {
+            worker.invoke(
+                &module,
+                "read",
+                serde_json::json!({"path": "/etc/hostname"}),
+            )
+        })
+        .collect();
+    for response in futures::future::join_all(calls).await {
+        assert_eq!(response?.status(), StatusCode::OK);
+    }
+    worker.stop().await
+}
+
+#[tokio::test]
+async fn failing_plugins_do_not_break_the_next_call() -> anyhow::Result<()> {
+    let worker = Worker::start(EtcAccess::None, Limits::default()).await?;
+    let trap = plugin("test-trap");
+    let spin = plugin("test-spin");
+    assert_eq!(worker.upload(&trap).await?.status(), StatusCode::CREATED);
+    assert_eq!(worker.upload(&spin).await?.status(), StatusCode::CREATED);
+
+    let response = worker.invoke(&trap, "panic", serde_json::json!({})).await?;
+    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(error_kind(response).await?, ErrorKind::Trap);
+    assert_eq!(
+        worker
+            .invoke(&trap, "ok", serde_json::json!({}))
+            .await?
+            .status(),
+        StatusCode::OK
+    );
+
+    let body = serde_json::json!({"digest": hex_digest(&spin), "method": "spin", "timeoutMs": 500});
+    let response = worker
+        .client
+        .post(worker.url("/v1/invoke"))
+        .bearer_auth(TOKEN)
+        .json(&body)
+        .send()
+        .await?;
+    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(error_kind(response).await?, ErrorKind::Timeout);
+    assert_eq!(
+        worker
+            .invoke(&spin, "ok", serde_json::json!({}))
+            .await?
+            .status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        worker
+            .invoke(&trap, "ok", serde_json::json!({}))
+            .await?
+            .status(),
+        StatusCode::OK
+    );
+    worker.stop().await
+}
