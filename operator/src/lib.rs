@@ -42,13 +42,10 @@ mod controller {
     use std::sync::Arc;
     use std::time::Duration;
 
-    use futures::channel::mpsc;
     use kube::Client;
     use kube::runtime::events::{Recorder, Reporter};
-    use kube::runtime::reflector::ObjectRef;
     use tracing::{error, info};
 
-    use crate::crd::HostTask;
     use crate::leader::{LeaderConfig, LeaderElector};
     use crate::metrics::Metrics;
     use crate::plugins::PluginStore;
@@ -106,23 +103,22 @@ mod controller {
         #[arg(
             long,
             env = "HOSTPLUG_POD_START_TIMEOUT_SECONDS",
-            default_value_t = DEFAULT_POD_START_TIMEOUT_SECONDS,
-            value_parser = parse_secs
+            default_value_t = DEFAULT_POD_START_TIMEOUT_SECONDS
         )]
-        pub pod_start_timeout: Duration,
+        pub pod_start_timeout_seconds: u64,
         /// Where the operator's Wasm engine keeps precompiled modules (none: memory only).
         #[arg(long, env = "HOSTPLUG_CACHE_DIR")]
         pub cache_dir: Option<PathBuf>,
     }
 
-    fn parse_secs(s: &str) -> std::result::Result<Duration, String> {
-        s.parse::<u64>()
-            .map(Duration::from_secs)
-            .map_err(|e| e.to_string())
+    impl Config {
+        /// How long a worker Pod may take to become Ready.
+        pub fn pod_start_timeout(&self) -> Duration {
+            Duration::from_secs(self.pod_start_timeout_seconds)
+        }
     }
 
     /// What every reconcile shares.
-    #[derive(Debug)]
     pub struct Context {
         /// API client (the operator's ServiceAccount).
         pub client: Client,
@@ -135,7 +131,15 @@ mod controller {
         /// Counters.
         pub metrics: Arc<Metrics>,
         runs: Runs,
-        trigger: mpsc::UnboundedSender<ObjectRef<HostTask>>,
+    }
+
+    impl std::fmt::Debug for Context {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("Context")
+                .field("config", &self.config)
+                .field("plugins", &self.plugins)
+                .finish_non_exhaustive()
+        }
     }
 
     impl Context {
@@ -147,10 +151,6 @@ mod controller {
         }
         pub(crate) fn forget_runs(&self, uid: &str) {
             self.runs.forget(uid);
-        }
-        /// Asks for a reconcile of `task` (a spawned call finished).
-        pub(crate) fn trigger(&self, task: ObjectRef<HostTask>) {
-            let _ = self.trigger.unbounded_send(task);
         }
     }
 
@@ -210,7 +210,6 @@ mod controller {
         if let Err(e) = crate::plugins::install_builtins(&client, &plugins).await {
             error!(error = %e, "installing the built-in plugins failed");
         }
-        let (tx, rx) = mpsc::unbounded();
         let recorder = Recorder::new(
             client.clone(),
             Reporter {
@@ -225,7 +224,6 @@ mod controller {
             plugins,
             metrics: metrics.clone(),
             runs: Runs::default(),
-            trigger: tx,
         });
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
@@ -234,7 +232,6 @@ mod controller {
         info!("operator running");
         let tasks = tokio::spawn(crate::task::run_controller(
             ctx.clone(),
-            rx,
             stopped(stop_rx.clone()),
         ));
         let hps = tokio::spawn(crate::plugins::run_controller(

@@ -24,7 +24,6 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType};
-use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
@@ -44,6 +43,9 @@ use crate::{Context, Error, FIELD_MANAGER, Result};
 /// task events trigger reconciles sooner; this catches what no event announces (the
 /// start timeout).
 const POLL_INTERVAL: Duration = Duration::from_secs(2);
+/// How often a task with plugin calls in flight is looked at: 500 ms. A finished call's
+/// outcome waits in memory until then; this bounds the delay it adds per node.
+const RUNNING_POLL_INTERVAL: Duration = Duration::from_millis(500);
 /// Retry interval after a failed reconcile: 5 s, quick enough for a conflict, slow
 /// enough not to hammer an API server that refuses.
 const ERROR_REQUEUE: Duration = Duration::from_secs(5);
@@ -303,12 +305,12 @@ async fn reconcile(cached: Arc<HostTask>, ctx: Arc<Context>) -> Result<Action> {
             PodState::Waiting(what) => {
                 let started = n.started_at.as_ref().map_or(now_t.0, |t| t.0);
                 let waited = now_t.0.duration_since(started);
-                if waited > SignedDuration::try_from(ctx.config.pod_start_timeout).unwrap_or(SignedDuration::MAX) {
+                if waited > SignedDuration::try_from(ctx.config.pod_start_timeout()).unwrap_or(SignedDuration::MAX) {
                     fail(
                         n,
                         &format!(
                             "worker Pod not Ready after {}s ({what})",
-                            ctx.config.pod_start_timeout.as_secs()
+                            ctx.config.pod_start_timeout().as_secs()
                         ),
                         &now_t,
                     );
@@ -404,6 +406,9 @@ async fn reconcile(cached: Arc<HostTask>, ctx: Arc<Context>) -> Result<Action> {
         )
         .await;
         return after_finish(&ctx, &task, &status).await;
+    }
+    if status.nodes.iter().any(|n| n.phase == NodePhase::Running) {
+        return Ok(Action::requeue(RUNNING_POLL_INTERVAL));
     }
     Ok(Action::requeue(POLL_INTERVAL))
 }
@@ -739,7 +744,6 @@ async fn spawn_run(
     };
     let port = task.spec.http.port;
     let ip = ip.to_owned();
-    let trigger = ObjectRef::from_obj(task);
     ctx.insert_run(key.clone(), Run::InFlight);
     let ctx2 = ctx.clone();
     tokio::spawn(async move {
@@ -778,8 +782,8 @@ async fn spawn_run(
         if outcome.ok {
             ctx2.metrics.node_finished(true);
         }
+        // The next reconcile (at most RUNNING_POLL_INTERVAL away) writes it down.
         ctx2.insert_run(key, Run::Done(Box::new(outcome)));
-        ctx2.trigger(trigger);
     });
     Ok(())
 }
@@ -793,7 +797,6 @@ fn error_policy(task: Arc<HostTask>, err: &Error, ctx: Arc<Context>) -> Action {
 /// Runs the HostTask controller until `shutdown` resolves.
 pub async fn run_controller(
     ctx: Arc<Context>,
-    triggers: futures::channel::mpsc::UnboundedReceiver<ObjectRef<HostTask>>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let ns = ctx.config.namespace.clone();
@@ -806,7 +809,6 @@ pub async fn run_controller(
         .owns(Api::<Pod>::namespaced(ctx.client.clone(), &ns), wc.clone())
         .owns(Api::<Service>::namespaced(ctx.client.clone(), &ns), wc.clone())
         .owns(Api::<Secret>::namespaced(ctx.client.clone(), &ns), wc)
-        .reconcile_on(triggers)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|_| futures::future::ready(()))
