@@ -16,6 +16,8 @@
 //! The text logic lives in [`edit`] and is unit-tested natively; this module is the I/O
 //! around it.
 
+#![warn(missing_docs)]
+
 pub mod edit;
 pub mod params;
 

@@ -30,6 +30,8 @@
 //! export_plugin!(Hello);
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod bindings;
 pub mod diff;
 pub mod docker;
