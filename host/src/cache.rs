@@ -111,10 +111,15 @@ fn tempfile_in(dir: &Path) -> std::io::Result<(PathBuf, std::fs::File)> {
 }
 
 /// Loads a precompiled component file.
+///
+/// The file is read into memory rather than mapped (`deserialize_file`): a mapped file
+/// that someone truncates later would kill the whole process with SIGBUS, and reading a
+/// few MiB costs about a millisecond.
 #[allow(unsafe_code)] // the one place the host loads native code; see the SAFETY note
 fn deserialize(engine: &Engine, path: &Path) -> wasmtime::Result<Component> {
+    let bytes = std::fs::read(path)?;
     // SAFETY: the file lives in the host's private cache directory and was written by
     // `ArtifactStore::store` from a component this host compiled itself after checking
     // the module's digest; wasmtime validates the header and engine compatibility.
-    unsafe { Component::deserialize_file(engine, path) }
+    unsafe { Component::deserialize(engine, &bytes) }
 }

@@ -207,11 +207,7 @@ impl Plugin {
             .and_then(|bindings| call(&bindings, &mut store));
         let state = store.into_data();
         let (err_bytes, err_dropped) = stderr.take();
-        let last_stderr = String::from_utf8_lossy(&err_bytes)
-            .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .map(str::to_owned);
+        let last_stderr = stderr_tail(&err_bytes);
         let result = match result {
             Ok(Ok(r)) => Ok(r),
             Ok(Err(plugin_error)) => Err(from_plugin_error(plugin_error)),
@@ -274,6 +270,18 @@ impl Plugin {
     }
 }
 
+/// The last two meaningful stderr lines: for a Rust panic, where and what.
+fn stderr_tail(bytes: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(bytes);
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("note: run with `RUST_BACKTRACE"))
+        .collect();
+    let tail = lines[lines.len().saturating_sub(2)..].join(" ");
+    (!tail.is_empty()).then_some(tail)
+}
+
 fn deadline_ticks(deadline: Duration) -> u64 {
     let tick = EPOCH_TICK.as_nanos().max(1);
     // +1: the current tick may be about to end.
@@ -328,7 +336,7 @@ fn classify(
         )
     };
     let mut message = match (kind, last_stderr) {
-        (ErrorKind::Trap, Some(line)) => format!("{message} (last stderr line: {line})"),
+        (ErrorKind::Trap, Some(line)) => format!("{message} (stderr: {line})"),
         _ => message,
     };
     if message.chars().count() > MAX_ERROR_MESSAGE_CHARS {

@@ -86,6 +86,12 @@ fn the_disk_cache_survives_a_restart() {
     for entry in walk(cache.path()) {
         std::fs::write(&entry, b"garbage").expect("corrupt");
     }
+    // Plugins already loaded do not depend on the file.
+    p.invoke(
+        &Invocation::new("read", r#"{"path":"/etc/hosts"}"#),
+        &Grants::etc(tree.etc(), hostplug_host::EtcAccess::Read),
+    )
+    .expect("invoke after the artifact was overwritten");
     let host = Host::new(config()).expect("host");
     assert!(host.cached(&digest).is_none());
     assert_eq!(
