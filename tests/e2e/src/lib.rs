@@ -1,0 +1,369 @@
+//! The end-to-end harness of hostplug: a real control plane and simulated nodes
+//! (`hostplug-testenv`), the CRDs and the operator's RBAC from `deploy/`, and the
+//! operator run as a separate `hostplug-operator` process under its own ServiceAccount —
+//! so a verb missing from `deploy/rbac` fails a test. Worker Pods run the built
+//! `hostplug-worker` binary (the node simulator maps the worker image to it).
+//!
+//! The binaries are taken from the target directory of the test executable
+//! (`cargo test --workspace` builds them); the built-in plugins from
+//! `HOSTPLUG_PLUGIN_DIR` or `target/plugins` (`make plugins`).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use hostplug_operator::crd::{HostPlugin, HostTask, TaskState};
+use hostplug_testenv::{EnvConfig, Environment};
+use k8s_openapi::api::core::v1::{Pod, Secret, Service};
+use kube::api::ListParams;
+use kube::{Api, Client};
+
+/// The worker image the operator uses; mapped to the local worker binary.
+pub const WORKER_IMAGE: &str = "ghcr.io/hostplug/worker:dev";
+/// Namespace of the operator, its tasks and their children.
+pub const NAMESPACE: &str = "hostplug-system";
+/// The operator's ServiceAccount.
+pub const OPERATOR_SA: &str = "hostplug-operator";
+/// Lease duration for tests: 4 s, so a restarted operator takes over quickly after a
+/// kill (the production default is 15 s).
+const TEST_LEASE_SECONDS: &str = "4";
+/// How long a worker Pod may take to become Ready in tests: 30 s (a local process).
+const TEST_POD_START_TIMEOUT_SECONDS: &str = "30";
+/// How long a task may take to end in tests: 3 min on a loaded 2-core machine.
+pub const TASK_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// A binary of the workspace, built next to the test executable.
+pub fn workspace_binary(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe().context("locating the test executable")?;
+    // target/<profile>/deps/<test> → target/<profile>/<name>
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .context("test executable outside a target directory")?;
+    let path = profile_dir.join(name);
+    if !path.is_file() {
+        bail!(
+            "{} not built; run `cargo build -p hostplug-operator -p hostplug-worker` \
+             (or `cargo test --workspace`, which builds it)",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// The built-in plugins directory.
+pub fn plugin_dir() -> anyhow::Result<PathBuf> {
+    let dir = std::env::var_os("HOSTPLUG_PLUGIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target/plugins"));
+    if !dir.join("etc-file.wasm").is_file() {
+        bail!("no etc-file.wasm in {}; run `make plugins`", dir.display());
+    }
+    Ok(dir)
+}
+
+/// A file tree: relative path → content.
+pub type Tree = BTreeMap<String, Vec<u8>>;
+
+/// The environment with the operator running.
+pub struct Harness {
+    /// Control plane and nodes.
+    pub env: Environment,
+    /// Admin client.
+    pub admin: Client,
+    operator: Option<tokio::process::Child>,
+    operator_bin: PathBuf,
+    sa_kubeconfig: PathBuf,
+    plugin_dir: PathBuf,
+    starts: u32,
+}
+
+impl std::fmt::Debug for Harness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Harness")
+            .field("env", &self.env)
+            .field("operator_bin", &self.operator_bin)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Harness {
+    /// Starts everything and waits until the built-in etc-file plugin is ready.
+    pub async fn start() -> anyhow::Result<Self> {
+        let operator_bin = workspace_binary("hostplug-operator")?;
+        let worker_bin = workspace_binary("hostplug-worker")?;
+        let plugin_dir = plugin_dir()?;
+        let env = Environment::start(EnvConfig::default().with_image(WORKER_IMAGE, &worker_bin))
+            .await
+            .context("starting the environment")?;
+        let root = repo_root();
+        for file in [
+            "deploy/namespace.yaml",
+            "deploy/crds/hosttasks.hostplug.dev.yaml",
+            "deploy/crds/hostplugins.hostplug.dev.yaml",
+            "deploy/rbac/operator.yaml",
+        ] {
+            env.apply_yaml_file(root.join(file))
+                .await
+                .with_context(|| format!("applying {file}"))?;
+        }
+        let sa_kubeconfig = env
+            .service_account_kubeconfig(NAMESPACE, OPERATOR_SA)
+            .await
+            .context("operator kubeconfig")?;
+        let admin = env.admin_client();
+        let mut h = Self {
+            env,
+            admin,
+            operator: None,
+            operator_bin,
+            sa_kubeconfig,
+            plugin_dir,
+            starts: 0,
+        };
+        h.start_operator()?;
+        h.wait_plugin_ready("etc-file").await?;
+        Ok(h)
+    }
+
+    /// Starts the operator process (as its ServiceAccount).
+    pub fn start_operator(&mut self) -> anyhow::Result<()> {
+        self.starts += 1;
+        let log_path = self
+            .env
+            .dir()
+            .join(format!("logs/hostplug-operator-{}.log", self.starts));
+        if let Some(p) = log_path.parent() {
+            std::fs::create_dir_all(p)?;
+        }
+        let log = std::fs::File::create(&log_path)?;
+        let child = tokio::process::Command::new(&self.operator_bin)
+            .env("KUBECONFIG", &self.sa_kubeconfig)
+            .env("HOSTPLUG_NAMESPACE", NAMESPACE)
+            .env("HOSTPLUG_WORKER_IMAGE", WORKER_IMAGE)
+            .env("HOSTPLUG_PLUGIN_DIR", &self.plugin_dir)
+            .env("HOSTPLUG_HTTP_ADDR", "127.0.0.1:0")
+            .env("HOSTPLUG_LEASE_SECONDS", TEST_LEASE_SECONDS)
+            .env(
+                "HOSTPLUG_POD_START_TIMEOUT_SECONDS",
+                TEST_POD_START_TIMEOUT_SECONDS,
+            )
+            .env("POD_NAME", format!("operator-{}", self.starts))
+            .env("RUST_LOG", "info,kube=warn,hostplug_operator=debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {}", self.operator_bin.display()))?;
+        self.operator = Some(child);
+        Ok(())
+    }
+
+    /// Kills the operator (SIGKILL: no clean shutdown, the Lease is not released).
+    pub async fn kill_operator(&mut self) -> anyhow::Result<()> {
+        if let Some(mut c) = self.operator.take() {
+            c.kill().await?;
+        }
+        Ok(())
+    }
+
+    /// The operator's log of its `n`th start (1-based).
+    pub fn operator_log(&self, n: u32) -> String {
+        std::fs::read_to_string(
+            self.env
+                .dir()
+                .join(format!("logs/hostplug-operator-{n}.log")),
+        )
+        .unwrap_or_default()
+    }
+
+    /// The HostTask API of the namespace.
+    pub fn tasks(&self) -> Api<HostTask> {
+        Api::namespaced(self.admin.clone(), NAMESPACE)
+    }
+
+    /// Waits until a HostPlugin reports ready.
+    pub async fn wait_plugin_ready(&self, name: &str) -> anyhow::Result<HostPlugin> {
+        let api: Api<HostPlugin> = Api::all(self.admin.clone());
+        let deadline = tokio::time::Instant::now() + TASK_TIMEOUT;
+        loop {
+            if let Some(hp) = api.get_opt(name).await?
+                && hp.status.as_ref().is_some_and(|s| s.ready)
+            {
+                return Ok(hp);
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!(
+                    "HostPlugin {name} not ready; operator log:\n{}",
+                    self.operator_log(self.starts)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+
+    /// Waits until a task's current generation ended; returns it.
+    pub async fn wait_finished(&self, name: &str) -> anyhow::Result<HostTask> {
+        self.wait_task(name, |t| {
+            let gen_done = t.status.as_ref().is_some_and(|s| {
+                s.observed_generation == t.metadata.generation && s.state.is_finished()
+            });
+            gen_done
+        })
+        .await
+    }
+
+    /// Waits until `cond` holds for a task.
+    pub async fn wait_task(
+        &self,
+        name: &str,
+        cond: impl Fn(&HostTask) -> bool,
+    ) -> anyhow::Result<HostTask> {
+        let deadline = tokio::time::Instant::now() + TASK_TIMEOUT;
+        loop {
+            if let Some(t) = self.tasks().get_opt(name).await?
+                && cond(&t)
+            {
+                return Ok(t);
+            }
+            if tokio::time::Instant::now() > deadline {
+                let t = self.tasks().get_opt(name).await?;
+                bail!(
+                    "task {name} did not reach the expected state; last status: {}\noperator log:\n{}",
+                    serde_json::to_string_pretty(&t.and_then(|t| t.status)).unwrap_or_default(),
+                    tail(&self.operator_log(self.starts), 60)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+
+    /// Applies a file of `deploy/examples`.
+    pub async fn apply_example(&self, file: &str) -> anyhow::Result<()> {
+        self.env
+            .apply_yaml_file(repo_root().join("deploy/examples").join(file))
+            .await
+            .with_context(|| format!("applying deploy/examples/{file}"))?;
+        Ok(())
+    }
+
+    /// Applies YAML as the admin.
+    pub async fn apply(&self, yaml: &str) -> anyhow::Result<()> {
+        self.env.apply_yaml(yaml).await?;
+        Ok(())
+    }
+
+    /// A node's /etc.
+    pub fn etc(&self, node: &str) -> anyhow::Result<PathBuf> {
+        Ok(self
+            .env
+            .node_root(node)
+            .context("no node simulator")?
+            .join("etc"))
+    }
+
+    /// Every node's /etc, read into memory.
+    pub fn snapshot(&self) -> anyhow::Result<BTreeMap<String, Tree>> {
+        let mut out = BTreeMap::new();
+        for node in NODES {
+            let dir = self.etc(node)?;
+            let mut tree = Tree::new();
+            read_tree(&dir, &dir, &mut tree)?;
+            out.insert(node.to_string(), tree);
+        }
+        Ok(out)
+    }
+
+    /// Number of the task's Pods, Services and Secrets.
+    pub async fn children(&self, task: &str) -> anyhow::Result<(usize, usize, usize)> {
+        let lp = ListParams::default().labels(&format!("hostplug.dev/task={task}"));
+        let pods = Api::<Pod>::namespaced(self.admin.clone(), NAMESPACE)
+            .list(&lp)
+            .await?
+            .items
+            .into_iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .count();
+        let svcs = Api::<Service>::namespaced(self.admin.clone(), NAMESPACE)
+            .list(&lp)
+            .await?
+            .items
+            .len();
+        let secrets = Api::<Secret>::namespaced(self.admin.clone(), NAMESPACE)
+            .list(&lp)
+            .await?
+            .items
+            .len();
+        Ok((pods, svcs, secrets))
+    }
+
+    /// Stops everything.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        self.kill_operator().await?;
+        self.env.shutdown().await?;
+        Ok(())
+    }
+}
+
+/// The simulated nodes.
+pub const NODES: [&str; 3] = ["master", "node1", "node2"];
+
+fn read_tree(base: &Path, dir: &Path, out: &mut Tree) -> anyhow::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let path = entry.path();
+        let ft = entry.file_type()?;
+        if ft.is_dir() {
+            read_tree(base, &path, out)?;
+        } else if ft.is_file() {
+            let rel = path
+                .strip_prefix(base)
+                .map(|p| p.display().to_string())
+                .unwrap_or_default();
+            out.insert(rel, std::fs::read(&path)?);
+        }
+    }
+    Ok(())
+}
+
+/// The files that differ between two snapshots: (node, path).
+pub fn changed_files(
+    before: &BTreeMap<String, Tree>,
+    after: &BTreeMap<String, Tree>,
+) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (node, a) in after {
+        let empty = Tree::new();
+        let b = before.get(node).unwrap_or(&empty);
+        for (path, content) in a {
+            if b.get(path) != Some(content) {
+                out.push((node.clone(), path.clone()));
+            }
+        }
+        for path in b.keys() {
+            if !a.contains_key(path) {
+                out.push((node.clone(), path.clone()));
+            }
+        }
+    }
+    out
+}
+
+/// The last `n` lines of `s`.
+pub fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Whether a task ended with `state`.
+pub fn state_of(t: &HostTask) -> Option<TaskState> {
+    t.status.as_ref().map(|s| s.state)
+}

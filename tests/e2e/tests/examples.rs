@@ -1,0 +1,96 @@
+//! Every example of `deploy/examples` applied as people would, ending as expected, with
+//! the simulated nodes' /etc trees changing exactly as expected; then cleanup by TTL and
+//! by deletion.
+
+use std::time::Duration;
+
+use hostplug_e2e::{Harness, NODES, changed_files, state_of};
+use hostplug_operator::crd::{NodePhase, TaskState};
+use kube::api::DeleteParams;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn examples_end_as_expected() -> anyhow::Result<()> {
+    let h = Harness::start().await?;
+
+    // Dry run first: every node would change, nothing is written.
+    let before = h.snapshot()?;
+    h.apply_example("ensure-line-dry-run.yaml").await?;
+    let t = h.wait_finished("ensure-ntp-server-dry-run").await?;
+    let st = t.status.clone().unwrap_or_default();
+    assert_eq!(state_of(&t), Some(TaskState::Succeeded), "{:?}", st.msg);
+    assert_eq!(st.nodes.len(), NODES.len());
+    assert!(st.nodes.iter().all(|n| n.changed && n.diff.is_some()), "{st:?}");
+    assert_eq!(changed_files(&before, &h.snapshot()?), vec![], "a dry run changed files");
+
+    // The real thing on all nodes: exactly chrony.conf on each node.
+    let before = h.snapshot()?;
+    h.apply_example("ensure-line-all-nodes.yaml").await?;
+    let t = h.wait_finished("ensure-ntp-server").await?;
+    let st = t.status.clone().unwrap_or_default();
+    assert_eq!(state_of(&t), Some(TaskState::Succeeded), "{:?}", st.msg);
+    assert_eq!(st.msg.as_deref(), Some("3/3 nodes succeeded, 3 changed"));
+    let changed = changed_files(&before, &h.snapshot()?);
+    let expected: Vec<(String, String)> = NODES
+        .iter()
+        .map(|n| (n.to_string(), "chrony.conf".to_string()))
+        .collect();
+    assert_eq!(changed, expected);
+    for node in NODES {
+        let conf = std::fs::read_to_string(h.etc(node)?.join("chrony.conf"))?;
+        assert!(conf.contains("server ntp.example.com iburst\n"), "{node}: {conf}");
+    }
+
+    // Control-plane nodes only: /etc/hosts on master, nothing else anywhere.
+    let before = h.snapshot()?;
+    h.apply_example("edit-control-plane.yaml").await?;
+    let t = h.wait_finished("control-plane-hosts").await?;
+    let st = t.status.clone().unwrap_or_default();
+    assert_eq!(state_of(&t), Some(TaskState::Succeeded), "{:?}", st.msg);
+    assert_eq!(
+        st.nodes.iter().map(|n| n.node.as_str()).collect::<Vec<_>>(),
+        vec!["master"]
+    );
+    assert_eq!(
+        changed_files(&before, &h.snapshot()?),
+        vec![("master".to_string(), "hosts".to_string())]
+    );
+
+    // Read from two named nodes: outputs carry the file, nothing changes.
+    let before = h.snapshot()?;
+    h.apply_example("read-two-nodes.yaml").await?;
+    let t = h.wait_finished("read-os-release").await?;
+    let st = t.status.clone().unwrap_or_default();
+    assert_eq!(state_of(&t), Some(TaskState::Succeeded), "{:?}", st.msg);
+    assert_eq!(st.nodes.len(), 2);
+    for n in &st.nodes {
+        assert_eq!(n.phase, NodePhase::Succeeded);
+        assert!(!n.changed);
+        let out = serde_json::to_string(&n.output)?;
+        assert!(out.contains("hostplug simulated node"), "{out}");
+    }
+    assert_eq!(changed_files(&before, &h.snapshot()?), vec![]);
+
+    // Deleting a task removes its children (owner references; the garbage collector).
+    let (pods, svcs, secrets) = h.children("read-os-release").await?;
+    assert_eq!((pods, svcs, secrets), (2, 2, 2));
+    h.tasks()
+        .delete("read-os-release", &DeleteParams::foreground())
+        .await?;
+    wait_no_children(&h, "read-os-release").await?;
+
+    h.shutdown().await
+}
+
+async fn wait_no_children(h: &Harness, task: &str) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let c = h.children(task).await?;
+        if c == (0, 0, 0) {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            anyhow::bail!("children of {task} remain: {c:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
