@@ -1,1 +1,123 @@
-//! The hostplug test environment.
+//! The hostplug test environment: a real Kubernetes control plane on loopback and a node
+//! simulator playing the kubelet, for the tests and for `make cluster`.
+//!
+//! - [`controlplane`] runs etcd, kube-apiserver and kube-controller-manager (built once by
+//!   `tests/controlplane/build.sh`) with generated certificates, RBAC, Node authorization and
+//!   service-account tokens on, on free loopback ports.
+//! - [`nodesim`] registers fake nodes and runs the containers of their Pods as local
+//!   processes.
+//! - [`Environment`] puts both together for a test: clients as admin or as a
+//!   ServiceAccount, server-side apply of YAML, waiting for conditions, and a teardown that
+//!   leaves no process behind, also when the test fails or panics.
+//!
+//! Nothing here is mocked, and nothing here may touch a real cluster: every client is built
+//! from a kubeconfig this crate wrote for its own control plane.
+
+pub mod controlplane;
+pub mod env;
+pub mod nodesim;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use controlplane::{ControlPlane, K8S_VERSION};
+pub use env::{EnvConfig, Environment, wait_for};
+
+/// What can go wrong while starting, using or stopping a test environment.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The control-plane binaries have not been built (or not completely).
+    #[error(
+        "control-plane binaries missing in {dir}: {missing} — run `make setup` \
+         (it runs tests/controlplane/build.sh), or point HOSTPLUG_CONTROLPLANE_BIN at them"
+    )]
+    BinariesMissing {
+        /// The directory that was searched.
+        dir: PathBuf,
+        /// The binaries not found there.
+        missing: String,
+    },
+    /// A file-system or process operation failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Certificate or key generation failed.
+    #[error("generating certificates: {0}")]
+    Certificate(#[from] rcgen::Error),
+    /// A control-plane process ended while it should have been running.
+    #[error("{name} exited ({status}); last lines of {}:\n{tail}", log.display())]
+    ProcessExited {
+        /// Which process.
+        name: String,
+        /// How it ended.
+        status: String,
+        /// Its log file.
+        log: PathBuf,
+        /// The last lines of that log.
+        tail: String,
+    },
+    /// A process did not become ready in time.
+    #[error("{what} not ready after {timeout:?}; last lines of {}:\n{tail}", log.display())]
+    StartTimeout {
+        /// What was awaited.
+        what: String,
+        /// How long it was awaited.
+        timeout: Duration,
+        /// The log file most likely to say why.
+        log: PathBuf,
+        /// The last lines of that log.
+        tail: String,
+    },
+    /// A request to the Kubernetes API failed.
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    /// A kubeconfig could not be read or turned into a client configuration.
+    #[error("kubeconfig: {0}")]
+    Kubeconfig(#[from] kube::config::KubeconfigError),
+    /// Waiting for a condition failed (not a timeout: the watch itself).
+    #[error("waiting: {0}")]
+    Wait(#[from] kube::runtime::wait::Error),
+    /// A condition did not hold within its time limit.
+    #[error("timed out after {timeout:?} waiting for {what}")]
+    Timeout {
+        /// What was awaited.
+        what: String,
+        /// The time limit.
+        timeout: Duration,
+    },
+    /// YAML could not be parsed or written.
+    #[error("YAML: {0}")]
+    Yaml(#[from] serde_yaml::Error),
+    /// JSON could not be parsed or written.
+    #[error("JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    /// A manifest document cannot be applied as it stands.
+    #[error("manifest document {index}: {reason}")]
+    Manifest {
+        /// The 0-based position of the document in its file.
+        index: usize,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The node simulator failed.
+    #[error("node simulator: {0}")]
+    NodeSim(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// This crate's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// An [`Error::Io`] saying what was being done.
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,48 @@
+//! `make cluster`: a control plane and the simulated nodes in the foreground, for people.
+//! Prints the kubeconfig and how to use kubectl with it; Ctrl-C (or SIGTERM) stops
+//! everything.
+
+use anyhow::Context;
+use hostplug_testenv::{EnvConfig, Environment};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    eprintln!("starting the control plane and the simulated nodes…");
+    let env = Environment::start(EnvConfig::default())
+        .await
+        .context("starting the test environment")?;
+    let kubectl = env.kubectl();
+    let kubectl_dir = kubectl
+        .parent()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    println!(
+        "\nhostplug cluster ready in {:.1}s (Kubernetes {}).\n\n\
+         kubeconfig: {kubeconfig}\n\
+         kubectl:    {kubectl}\n\n\
+         In another shell:\n\
+         \x20 export KUBECONFIG={kubeconfig}\n\
+         \x20 export PATH={kubectl_dir}:$PATH\n\
+         \x20 kubectl get nodes\n\n\
+         Files and logs: {dir}\n\
+         Ctrl-C stops everything.",
+        started.elapsed().as_secs_f64(),
+        hostplug_testenv::K8S_VERSION,
+        kubeconfig = env.kubeconfig_path().display(),
+        kubectl = kubectl.display(),
+        dir = env.dir().display(),
+    );
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("listening for SIGTERM")?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.context("listening for Ctrl-C")?,
+        _ = terminate.recv() => {}
+    }
+    eprintln!("\nstopping…");
+    env.shutdown()
+        .await
+        .context("stopping the test environment")?;
+    eprintln!("stopped.");
+    Ok(())
+}

@@ -1,0 +1,147 @@
+//! `make dev`: the whole hostplug system on this machine — the control plane, the
+//! simulated nodes (worker image mapped to the built `hostplug-worker`), the CRDs, the
+//! operator's RBAC, and the operator itself, run as its ServiceAccount with the built-in
+//! plugins. Prints the kubeconfig and what to type next; Ctrl-C stops everything.
+//!
+//! The operator and worker binaries are expected next to this one (`make dev` builds
+//! them); the built-in plugins in `HOSTPLUG_PLUGIN_DIR` (default `target/plugins`).
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use anyhow::{Context, bail};
+use hostplug_testenv::{EnvConfig, Environment};
+
+/// The worker image the operator puts into worker Pods; the node simulator runs the
+/// local `hostplug-worker` binary for it.
+const WORKER_IMAGE: &str = "ghcr.io/hostplug/worker:dev";
+/// Namespace of the operator and its tasks (deploy/namespace.yaml).
+const NAMESPACE: &str = "hostplug-system";
+/// The operator's ServiceAccount (deploy/rbac/operator.yaml).
+const OPERATOR_SA: &str = "hostplug-operator";
+/// Where the operator serves /metrics and /healthz in the dev environment.
+const OPERATOR_HTTP_ADDR: &str = "127.0.0.1:18080";
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// A binary built next to this one (target/debug/NAME).
+fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe().context("locating hostplug-dev")?;
+    let dir = exe.parent().context("hostplug-dev has no directory")?;
+    let path = dir.join(name);
+    if !path.is_file() {
+        bail!(
+            "{} not found; build it first: cargo build -p hostplug-operator -p hostplug-worker",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let root = repo_root();
+    let operator_bin = sibling_binary("hostplug-operator")?;
+    let worker_bin = sibling_binary("hostplug-worker")?;
+    let plugin_dir = std::env::var_os("HOSTPLUG_PLUGIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target/plugins"));
+    if !plugin_dir.join("etc-file.wasm").is_file() {
+        bail!(
+            "no built-in plugins in {} — run `make plugins` first",
+            plugin_dir.display()
+        );
+    }
+
+    let started = std::time::Instant::now();
+    eprintln!("starting the control plane and the simulated nodes…");
+    let env = Environment::start(EnvConfig::default().with_image(WORKER_IMAGE, &worker_bin))
+        .await
+        .context("starting the test environment")?;
+    for file in [
+        "deploy/namespace.yaml",
+        "deploy/crds/hosttasks.hostplug.dev.yaml",
+        "deploy/crds/hostplugins.hostplug.dev.yaml",
+        "deploy/rbac/operator.yaml",
+    ] {
+        env.apply_yaml_file(root.join(file))
+            .await
+            .with_context(|| format!("applying {file}"))?;
+    }
+    let sa_kubeconfig = env
+        .service_account_kubeconfig(NAMESPACE, OPERATOR_SA)
+        .await
+        .context("making the operator's kubeconfig")?;
+    let log_path = env.dir().join("logs/hostplug-operator.log");
+    if let Some(parent) = log_path.parent() {
+        std::fs::create_dir_all(parent).context("creating the log directory")?;
+    }
+    let log = std::fs::File::create(&log_path).context("creating the operator log")?;
+    let mut operator = tokio::process::Command::new(&operator_bin)
+        .env("KUBECONFIG", &sa_kubeconfig)
+        .env("HOSTPLUG_NAMESPACE", NAMESPACE)
+        .env("HOSTPLUG_WORKER_IMAGE", WORKER_IMAGE)
+        .env("HOSTPLUG_PLUGIN_DIR", &plugin_dir)
+        .env("HOSTPLUG_HTTP_ADDR", OPERATOR_HTTP_ADDR)
+        .env("POD_NAME", "hostplug-operator-dev")
+        .env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "info,kube=warn".into()),
+        )
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().context("duplicating the log file")?)
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {}", operator_bin.display()))?;
+
+    let kubectl = env.kubectl();
+    let kubectl_dir = kubectl
+        .parent()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    println!(
+        "\nhostplug is running ({:.1}s): control plane, nodes master/node1/node2, the operator \
+         as ServiceAccount {NAMESPACE}/{OPERATOR_SA} with the plugins of {plugins}.\n\n\
+         In another shell:\n\
+         \x20 export KUBECONFIG={kubeconfig}\n\
+         \x20 export PATH={kubectl_dir}:$PATH\n\
+         \x20 kubectl get hostplugins\n\
+         \x20 kubectl apply -f {root}/deploy/examples/ensure-line-all-nodes.yaml\n\
+         \x20 kubectl -n {NAMESPACE} get hosttasks -w\n\
+         \x20 kubectl -n {NAMESPACE} get hosttask ensure-ntp-server -o yaml\n\n\
+         Each node's /etc: {dir}/nodes/<node>/etc (see the environment directory)\n\
+         Operator log:     {log}\n\
+         Operator metrics: http://{OPERATOR_HTTP_ADDR}/metrics\n\
+         Files and logs:   {dir}\n\
+         Ctrl-C stops everything.",
+        started.elapsed().as_secs_f64(),
+        plugins = plugin_dir.display(),
+        kubeconfig = env.kubeconfig_path().display(),
+        root = root.canonicalize().unwrap_or(root.clone()).display(),
+        log = log_path.display(),
+        dir = env.dir().display(),
+    );
+    for node in ["master", "node1", "node2"] {
+        if let Some(p) = env.node_root(node) {
+            println!("  {node}: {}/etc", p.display());
+        }
+    }
+
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("listening for SIGTERM")?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.context("listening for Ctrl-C")?,
+        _ = terminate.recv() => {}
+        status = operator.wait() => {
+            eprintln!("the operator exited ({status:?}); see {}", log_path.display());
+        }
+    }
+    eprintln!("\nstopping…");
+    let _ = operator.kill().await;
+    env.shutdown().await.context("stopping the test environment")?;
+    eprintln!("stopped.");
+    Ok(())
+}
