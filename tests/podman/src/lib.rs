@@ -47,6 +47,10 @@ pub struct Options {
     /// Where the temporary directory goes; `None` uses the system's temporary directory.
     /// The socket path must stay under 108 bytes, so keep this short.
     pub parent_dir: Option<PathBuf>,
+    /// Where the Docker API socket goes (its directory is created); `None` puts it in
+    /// the temporary directory. The end-to-end tests put it where a simulated node's
+    /// hostPath `/var/run/docker.sock` resolves. It is removed with the environment.
+    pub socket: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -54,6 +58,7 @@ impl Default for Options {
         Self {
             tie_to_thread: true,
             parent_dir: None,
+            socket: None,
         }
     }
 }
@@ -199,6 +204,15 @@ pub struct DockerEnv {
     counter: std::cell::Cell<u32>,
 }
 
+impl Drop for DockerEnv {
+    fn drop(&mut self) {
+        // Podman removes its socket on SIGTERM; a socket outside the directory must not
+        // outlive the environment even when it was killed.
+        self.service.stop();
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
 impl DockerEnv {
     /// Starts everything with the default [`Options`].
     pub fn start() -> Result<Self> {
@@ -234,7 +248,16 @@ impl DockerEnv {
             http_get_tcp(&addr, "/v2/").is_ok_and(|r| r.status == 200)
         })?;
 
-        let socket = d.join("docker.sock");
+        let socket = match &options.socket {
+            Some(path) => {
+                if let Some(parent) = path.parent() {
+                    std::fs::create_dir_all(parent)
+                        .map_err(err(format!("creating {}", parent.display())))?;
+                }
+                path.clone()
+            }
+            None => d.join("docker.sock"),
+        };
         let mut cmd = podman_command(d);
         cmd.args(["system", "service", "--time=0"])
             .arg(format!("unix://{}", socket.display()));
@@ -385,15 +408,12 @@ impl DockerEnv {
     /// Stops the service and the registry and removes the directory (what dropping
     /// does), reporting a failure to remove it.
     pub fn stop(self) -> Result<()> {
-        let Self {
-            mut service,
-            mut registry,
-            dir,
-            ..
-        } = self;
-        service.stop();
-        registry.stop();
-        dir.close().map_err(err("removing the temporary directory"))
+        let dir = self.dir.path().to_path_buf();
+        drop(self);
+        if dir.exists() {
+            return Err(Error(format!("{} could not be removed", dir.display())));
+        }
+        Ok(())
     }
 }
 
