@@ -273,6 +273,11 @@ fn write_creates_replaces_and_backs_up() {
         "not-found",
     );
     assert!(node.get("/etc/absent").is_none());
+    node.fails(
+        "write",
+        json!({"path": "/etc/ssh", "content": "x"}),
+        "invalid-params",
+    );
 }
 
 #[test]

@@ -162,9 +162,16 @@ impl Definition {
         P: DeserializeOwned + JsonSchema + 'static,
         F: Fn(P, &Context) -> Result<Outcome> + 'static,
     {
+        let name = name.into();
+        // Caught by the plugin's own unit tests (debug builds); in a release component
+        // the first method of that name would win.
+        debug_assert!(
+            self.methods.iter().all(|m| m.name != name),
+            "method `{name}` is defined twice"
+        );
         let handler: Handler = Box::new(move |params, cx| handler(parse_params::<P>(params)?, cx));
         self.methods.push(Method {
-            name: name.into(),
+            name,
             description: description.into(),
             mutates,
             params_schema: params_schema::<P>(),
@@ -326,6 +333,13 @@ mod tests {
         assert!(e.message().contains("lines"), "{e}");
         let e = parse_params::<P>("{not json").unwrap_err();
         assert_eq!(e.kind(), "invalid-params");
+    }
+
+    #[test]
+    #[should_panic(expected = "defined twice")]
+    #[cfg(debug_assertions)]
+    fn duplicate_methods_are_caught_in_tests() {
+        let _ = def().mutating("m", "again", handler);
     }
 
     #[test]
