@@ -29,6 +29,10 @@ PACKAGES=(
   conmon
   docker-registry
   tar
+  # the web console's end-to-end test clicks through the console in headless Chromium,
+  # driven over WebDriver by chromedriver.
+  chromium
+  chromium-driver
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

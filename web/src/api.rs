@@ -1,0 +1,185 @@
+//! The JSON API under `/api/v1`, described by the OpenAPI 3 document served at
+//! `/api/v1/openapi.json` (kept honest by a test that requests every path it lists).
+//!
+//! Authentication: the browser session cookie (state-changing requests then need the
+//! `X-CSRF-Token` header) or `Authorization: Bearer <API token>` (created by an admin on
+//! the Users page). Errors are `{"error": {"status", "code", "message"}}`.
+
+use axum::{
+    Json, Router,
+    extract::{Path, State, rejection::JsonRejection},
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    AppState, actions,
+    auth::{AuthUser, ClientIp},
+    cluster::{NodeView, PluginView, Target, TaskView, parse_target_type},
+    error::{AppError, AppResult},
+};
+
+/// The API routes, relative to `/api/v1`.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/openapi.json", get(openapi))
+        .route("/me", get(me))
+        .route("/plugins", get(list_plugins))
+        .route("/plugins/{name}", get(get_plugin))
+        .route("/tasks", get(list_tasks).post(create_task))
+        .route("/tasks/{name}", get(get_task).delete(delete_task))
+        .route("/nodes", get(list_nodes))
+}
+
+/// Who the caller is.
+#[derive(Debug, Serialize)]
+pub struct Me {
+    /// Username or `token:<name>`.
+    pub name: String,
+    /// Role.
+    pub role: &'static str,
+}
+
+async fn me(user: AuthUser) -> Json<Me> {
+    Json(Me {
+        name: user.name,
+        role: user.role.as_str(),
+    })
+}
+
+async fn list_plugins(
+    State(state): State<AppState>,
+    _user: AuthUser,
+) -> AppResult<Json<Vec<PluginView>>> {
+    Ok(Json(state.cluster.list_plugins().await?))
+}
+
+async fn get_plugin(
+    State(state): State<AppState>,
+    _user: AuthUser,
+    Path(name): Path<String>,
+) -> AppResult<Json<PluginView>> {
+    state
+        .cluster
+        .list_plugins()
+        .await?
+        .into_iter()
+        .find(|p| p.name == name)
+        .map(Json)
+        .ok_or(AppError::NotFound)
+}
+
+async fn list_tasks(
+    State(state): State<AppState>,
+    _user: AuthUser,
+) -> AppResult<Json<Vec<TaskView>>> {
+    Ok(Json(state.cluster.list_tasks().await?))
+}
+
+async fn get_task(
+    State(state): State<AppState>,
+    _user: AuthUser,
+    Path(name): Path<String>,
+) -> AppResult<Json<TaskView>> {
+    state
+        .cluster
+        .get_task(&name)
+        .await?
+        .map(Json)
+        .ok_or(AppError::NotFound)
+}
+
+/// Body of `POST /api/v1/tasks`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateTaskBody {
+    /// Task name; generated when absent.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Plugin (HostPlugin name).
+    pub plugin: String,
+    /// Method.
+    pub method: String,
+    /// Parameters (checked against the method's schema by the operator).
+    #[serde(default = "empty_object")]
+    pub params: serde_json::Value,
+    /// Node names; exactly one of `workers` and `targetType`.
+    #[serde(default)]
+    pub workers: Vec<String>,
+    /// `Master`, `Node` or `All`.
+    #[serde(default)]
+    pub target_type: Option<String>,
+    /// Dry run (default false).
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+fn empty_object() -> serde_json::Value {
+    serde_json::Value::Object(serde_json::Map::new())
+}
+
+async fn create_task(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ClientIp(ip): ClientIp,
+    body: Result<Json<CreateTaskBody>, JsonRejection>,
+) -> AppResult<Response> {
+    user.require(crate::db::Role::Operator)?;
+    let Json(body) = body.map_err(|rejection| AppError::BadRequest(rejection.body_text()))?;
+    let target = match (body.workers.is_empty(), body.target_type.as_deref()) {
+        (false, None) => Target::Nodes(body.workers),
+        (true, Some(role)) => Target::Role(parse_target_type(role).ok_or_else(|| {
+            AppError::BadRequest("targetType is one of Master, Node, All".to_owned())
+        })?),
+        _ => {
+            return Err(AppError::BadRequest(
+                "give exactly one of workers (node names) or targetType".to_owned(),
+            ));
+        }
+    };
+    let task = actions::create_task(
+        &state,
+        &user,
+        &ip,
+        actions::CreateRequest {
+            name: body.name.unwrap_or_default(),
+            plugin: body.plugin,
+            method: body.method,
+            params: body.params,
+            target,
+            dry_run: body.dry_run,
+        },
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(task)).into_response())
+}
+
+async fn delete_task(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ClientIp(ip): ClientIp,
+    Path(name): Path<String>,
+) -> AppResult<StatusCode> {
+    actions::delete_task(&state, &user, &ip, &name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn list_nodes(
+    State(state): State<AppState>,
+    _user: AuthUser,
+) -> AppResult<Json<Vec<NodeView>>> {
+    Ok(Json(state.cluster.list_nodes().await?))
+}
+
+async fn openapi() -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        OPENAPI,
+    )
+        .into_response()
+}
+
+/// The OpenAPI 3 document of this API.
+pub const OPENAPI: &str = include_str!("openapi.json");

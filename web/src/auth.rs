@@ -1,0 +1,416 @@
+//! Passwords, sessions, API tokens, CSRF and login rate limiting.
+//!
+//! - Passwords: argon2id with the crate's default parameters (RFC 9106's second
+//!   recommendation: 19 MiB, 2 passes, 1 lane), hashed and verified on blocking threads.
+//!   Logins for unknown names verify against a fixed dummy hash so that the answer takes
+//!   as long as for a known name.
+//! - Sessions and API tokens: 32 random bytes, base64url; only their SHA-256 is stored.
+//! - CSRF: a synchroniser token per session, required (as the `csrf` form field or the
+//!   `X-CSRF-Token` header) on every non-GET request made with the session cookie; forms
+//!   shown before login (login, register) use a double-submit cookie instead. Requests
+//!   authenticated with an API bearer token need no CSRF token: browsers never attach it
+//!   by themselves.
+//! - Rate limiting: see [`LoginLimiter`].
+//!
+//! This module must never log a password or an unhashed token.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    net::SocketAddr,
+    sync::{Mutex, OnceLock},
+    time::{Duration, Instant},
+};
+
+use argon2::{
+    Argon2, PasswordHash, PasswordHasher, PasswordVerifier,
+    password_hash::{SaltString, rand_core::OsRng},
+};
+use axum::{
+    body::{Body, to_bytes},
+    extract::{ConnectInfo, FromRequestParts, Request, State},
+    http::{HeaderMap, Method, header, request::Parts},
+    middleware::Next,
+    response::{IntoResponse, Response},
+};
+use base64::Engine;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::{
+    AppState,
+    db::{self, Role},
+    error::AppError,
+};
+
+/// Name of the session cookie.
+pub const SESSION_COOKIE: &str = "hp_session";
+/// Name of the double-submit CSRF cookie used by the forms shown before login.
+pub const PRE_SESSION_CSRF_COOKIE: &str = "hp_csrf";
+/// Largest form body the CSRF guard reads; forms here are small, task parameters included.
+pub const MAX_FORM_BYTES: usize = 256 * 1024;
+/// Shortest accepted password. NIST SP 800-63B asks for at least 8.
+pub const MIN_PASSWORD_LEN: usize = 8;
+/// Longest accepted password: bounds the work one login request can cause.
+pub const MAX_PASSWORD_LEN: usize = 256;
+
+/// Hashes a password with argon2id. CPU- and memory-heavy: call from a blocking thread.
+pub fn hash_password(password: &str) -> Result<String, AppError> {
+    let salt = SaltString::generate(&mut OsRng);
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|hash| hash.to_string())
+        .map_err(|err| AppError::internal(anyhow::anyhow!("hashing a password: {err}")))
+}
+
+/// Verifies a password against a stored PHC string. Blocking, like [`hash_password`].
+pub fn verify_password(stored: &str, password: &str) -> bool {
+    PasswordHash::new(stored)
+        .map(|parsed| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &parsed)
+                .is_ok()
+        })
+        .unwrap_or(false)
+}
+
+/// A hash of a random password, verified against when the account does not exist so
+/// that unknown names cost the same time as wrong passwords.
+pub fn dummy_hash() -> &'static str {
+    static DUMMY: OnceLock<String> = OnceLock::new();
+    DUMMY.get_or_init(|| {
+        hash_password(&new_token()).unwrap_or_else(|_| {
+            // Never reached in practice; a fixed valid PHC string keeps the timing similar.
+            "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$0pVKMAeo9vjpTZBXn6HIDsGrLI8OQXfQ9QNBuRFBdw4".to_owned()
+        })
+    })
+}
+
+/// A fresh random secret: 32 bytes from the OS generator, base64url without padding.
+pub fn new_token() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// How a secret is stored: hex SHA-256. The secrets have 256 bits of entropy, so a fast
+/// hash is enough; what matters is that a copy of the database cannot be replayed.
+pub fn token_hash(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// Constant-time string comparison for secrets.
+pub fn secrets_equal(a: &str, b: &str) -> bool {
+    a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
+}
+
+/// Reads one cookie from the request headers.
+pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value.to_owned())
+}
+
+/// Builds a `Set-Cookie` value. Always HttpOnly and SameSite=Lax (Lax, not Strict, so
+/// that following a link to the console from elsewhere still shows the user logged in;
+/// every state change needs a CSRF token anyway).
+pub fn set_cookie(name: &str, value: &str, max_age: Option<i64>, secure: bool) -> String {
+    let mut cookie = format!("{name}={value}; Path=/; HttpOnly; SameSite=Lax");
+    if let Some(age) = max_age {
+        cookie.push_str(&format!("; Max-Age={age}"));
+    }
+    if secure {
+        cookie.push_str("; Secure");
+    }
+    cookie
+}
+
+/// Who is making the request.
+#[derive(Debug, Clone)]
+pub struct AuthUser {
+    /// Account id, or `None` for an API token.
+    pub user_id: Option<i64>,
+    /// Display name: the username, or `token:<name>`.
+    pub name: String,
+    /// What they may do.
+    pub role: Role,
+    /// The session's CSRF token (empty for API tokens).
+    pub csrf: String,
+    /// The session token's hash, to end it on logout.
+    pub session_hash: Option<String>,
+}
+
+impl AuthUser {
+    /// Fails with 403 unless the role is at least `role`.
+    pub fn require(&self, role: Role) -> Result<(), AppError> {
+        if self.role >= role {
+            Ok(())
+        } else {
+            Err(AppError::Forbidden)
+        }
+    }
+}
+
+/// The authentication found for this request, stored in the request extensions by
+/// [`authenticate`].
+#[derive(Debug, Clone, Default)]
+pub struct MaybeUser(pub Option<AuthUser>);
+
+/// The client's address as seen by the console.
+#[derive(Debug, Clone)]
+pub struct ClientIp(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for MaybeUser {
+    type Rejection = AppError;
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, AppError> {
+        Ok(parts
+            .extensions
+            .get::<MaybeUser>()
+            .cloned()
+            .unwrap_or_default())
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for AuthUser {
+    type Rejection = AppError;
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, AppError> {
+        parts
+            .extensions
+            .get::<MaybeUser>()
+            .and_then(|user| user.0.clone())
+            .ok_or(AppError::Unauthorized)
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+    type Rejection = AppError;
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, AppError> {
+        Ok(client_ip(parts))
+    }
+}
+
+fn client_ip(parts: &Parts) -> ClientIp {
+    // X-Forwarded-For is not trusted: behind a NodePort there is no proxy that sets it,
+    // and trusting it would let anyone pick their own rate-limit bucket.
+    ClientIp(
+        parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|info| info.0.ip().to_string())
+            .unwrap_or_else(|| "unknown".to_owned()),
+    )
+}
+
+/// Middleware: resolves the session cookie or bearer token into a [`MaybeUser`], then
+/// enforces CSRF on every state-changing request.
+pub async fn authenticate(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    match authenticate_inner(state, request).await {
+        Ok(request) => next.run(request).await,
+        Err(err) => err.into_response(),
+    }
+}
+
+async fn authenticate_inner(state: AppState, request: Request) -> Result<Request, AppError> {
+    let (mut parts, body) = request.into_parts();
+    let bearer = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .map(|token| token.trim().to_owned());
+    let user = if let Some(token) = bearer {
+        let hash = token_hash(&token);
+        let found = state
+            .db
+            .call(move |conn| Ok(db::token_by_hash(conn, &hash)?))
+            .await?;
+        // A wrong bearer token is an error, not an anonymous request: scripts should
+        // learn at once that their token is bad.
+        let found = found.ok_or(AppError::Unauthorized)?;
+        Some(AuthUser {
+            user_id: None,
+            name: format!("token:{}", found.name),
+            role: found.role,
+            csrf: String::new(),
+            session_hash: None,
+        })
+    } else if let Some(token) = cookie(&parts.headers, SESSION_COOKIE) {
+        let hash = token_hash(&token);
+        let lookup = hash.clone();
+        let session = state
+            .db
+            .call(move |conn| Ok(db::session_by_hash(conn, &lookup)?))
+            .await?;
+        session.map(|session| AuthUser {
+            user_id: Some(session.user.id),
+            name: session.user.username,
+            role: session.user.role,
+            csrf: session.csrf_token,
+            session_hash: Some(hash),
+        })
+    } else {
+        None
+    };
+
+    let state_changing = !matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
+    let is_bearer = user.as_ref().is_some_and(|u| u.session_hash.is_none());
+    let body = if state_changing && !is_bearer {
+        let expected = match &user {
+            Some(user) => Some(user.csrf.clone()),
+            None => cookie(&parts.headers, PRE_SESSION_CSRF_COOKIE),
+        };
+        let bytes = to_bytes(body, MAX_FORM_BYTES)
+            .await
+            .map_err(|_| AppError::BadRequest("request body too large".to_owned()))?;
+        let provided = parts
+            .headers
+            .get("x-csrf-token")
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned)
+            .or_else(|| form_field(&parts.headers, &bytes, "csrf"));
+        match (expected, provided) {
+            (Some(expected), Some(provided))
+                if !expected.is_empty() && secrets_equal(&expected, &provided) => {}
+            _ => return Err(AppError::Csrf),
+        }
+        Body::from(bytes)
+    } else {
+        body
+    };
+    parts.extensions.insert(MaybeUser(user));
+    let ip = client_ip(&parts);
+    parts.extensions.insert(ip);
+    Ok(Request::from_parts(parts, body))
+}
+
+fn form_field(headers: &HeaderMap, body: &[u8], name: &str) -> Option<String> {
+    let is_form = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("application/x-www-form-urlencoded"));
+    if !is_form {
+        return None;
+    }
+    let pairs: Vec<(String, String)> = serde_urlencoded_pairs(body);
+    pairs
+        .into_iter()
+        .find(|(key, _)| key == name)
+        .map(|(_, value)| value)
+}
+
+/// Parses an `application/x-www-form-urlencoded` body into pairs, keeping repeats and
+/// order (checkbox groups send one pair per ticked box). Malformed bodies give no pairs.
+pub fn serde_urlencoded_pairs(body: &[u8]) -> Vec<(String, String)> {
+    serde_urlencoded::from_bytes(body).unwrap_or_default()
+}
+
+/// Per-account and per-address limits on failed logins.
+///
+/// Numbers (documented in the README): an account accepts at most
+/// [`MAX_FAILURES_PER_ACCOUNT`] failed logins per [`FAILURE_WINDOW`]; one client address at
+/// most [`MAX_FAILURES_PER_IP`] per window across all names. While a limit is reached,
+/// every login for that account or from that address — right password or not — is refused
+/// with 429, so the limit cannot be used to test passwords. A successful login clears the
+/// account's counter. Kept in memory: a restart forgets it, which is acceptable for a
+/// single-replica console.
+#[derive(Debug, Default)]
+pub struct LoginLimiter {
+    failures: Mutex<HashMap<String, VecDeque<Instant>>>,
+}
+
+/// Failed logins one account may have per window.
+pub const MAX_FAILURES_PER_ACCOUNT: usize = 5;
+/// Failed logins one client address may have per window (several people behind one NAT).
+pub const MAX_FAILURES_PER_IP: usize = 20;
+/// The sliding window for both limits.
+pub const FAILURE_WINDOW: Duration = Duration::from_secs(15 * 60);
+/// Keys kept at most; beyond this, the oldest-looking entries are dropped first.
+const MAX_TRACKED_KEYS: usize = 10_000;
+
+impl LoginLimiter {
+    fn keys(username: &str, ip: &str) -> [(String, usize); 2] {
+        [
+            (
+                format!("user:{}", username.to_lowercase()),
+                MAX_FAILURES_PER_ACCOUNT,
+            ),
+            (format!("ip:{ip}"), MAX_FAILURES_PER_IP),
+        ]
+    }
+
+    /// Whether a login may be attempted now; `Err(seconds)` says how long to wait.
+    pub fn check(&self, username: &str, ip: &str) -> Result<(), u64> {
+        let now = Instant::now();
+        let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let mut wait = 0u64;
+        for (key, limit) in Self::keys(username, ip) {
+            if let Some(times) = map.get_mut(&key) {
+                while times
+                    .front()
+                    .is_some_and(|t| now.duration_since(*t) > FAILURE_WINDOW)
+                {
+                    times.pop_front();
+                }
+                if times.len() >= limit
+                    && let Some(oldest) = times.front()
+                {
+                    let left = FAILURE_WINDOW.saturating_sub(now.duration_since(*oldest));
+                    wait = wait.max(left.as_secs().max(1));
+                }
+            }
+        }
+        if wait > 0 { Err(wait) } else { Ok(()) }
+    }
+
+    /// Records a failed login.
+    pub fn record_failure(&self, username: &str, ip: &str) {
+        let now = Instant::now();
+        let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= MAX_TRACKED_KEYS {
+            map.retain(|_, times| {
+                times
+                    .back()
+                    .is_some_and(|t| now.duration_since(*t) <= FAILURE_WINDOW)
+            });
+        }
+        for (key, _) in Self::keys(username, ip) {
+            map.entry(key).or_default().push_back(now);
+        }
+    }
+
+    /// Clears an account's failures after a successful login.
+    pub fn record_success(&self, username: &str) {
+        let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        map.remove(&format!("user:{}", username.to_lowercase()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hashes_are_argon2id_and_verify() {
+        let hash = hash_password("correct horse").expect("hash");
+        assert!(hash.starts_with("$argon2id$"));
+        assert!(verify_password(&hash, "correct horse"));
+        assert!(!verify_password(&hash, "wrong horse"));
+        assert!(!verify_password("not a hash", "x"));
+    }
+
+    #[test]
+    fn limiter_blocks_after_the_account_limit() {
+        let limiter = LoginLimiter::default();
+        for _ in 0..MAX_FAILURES_PER_ACCOUNT {
+            assert!(limiter.check("Alice", "1.2.3.4").is_ok());
+            limiter.record_failure("Alice", "1.2.3.4");
+        }
+        assert!(limiter.check("alice", "5.6.7.8").is_err());
+        assert!(limiter.check("bob", "5.6.7.8").is_ok());
+    }
+}
