@@ -209,6 +209,7 @@ impl Drop for DockerEnv {
         // Podman removes its socket on SIGTERM; a socket outside the directory must not
         // outlive the environment even when it was killed.
         self.service.stop();
+        self.registry.stop();
         let _ = std::fs::remove_file(&self.socket);
     }
 }
