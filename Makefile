@@ -45,6 +45,7 @@ test: plugins lint
 	$(CARGO) test --workspace --no-fail-fast
 
 dev: plugins
+	$(CARGO) build -p hostplug-operator -p hostplug-worker --bins
 	$(CARGO) run -p hostplug-testenv --bin hostplug-dev
 
 cluster: setup
