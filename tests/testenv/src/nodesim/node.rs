@@ -8,6 +8,7 @@ use std::path::Path;
 
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
@@ -118,7 +119,7 @@ fn node_status(node: &SimNode, version: &str, now: Timestamp, transition: Timest
     let condition = |type_: &str, status: &str, reason: &str, message: &str| {
         json!({
             "type": type_, "status": status, "reason": reason, "message": message,
-            "lastHeartbeatTime": now.to_string(), "lastTransitionTime": transition.to_string(),
+            "lastHeartbeatTime": Time(now), "lastTransitionTime": Time(transition),
         })
     };
     json!({
@@ -206,7 +207,7 @@ async fn renew_lease(client: &kube::Client, node: &SimNode) -> Result<()> {
         "spec": {
             "holderIdentity": name,
             "leaseDurationSeconds": LEASE_DURATION_SECONDS,
-            "renewTime": Timestamp::now().to_string(),
+            "renewTime": MicroTime(Timestamp::now()),
         },
     });
     if let Some(uid) = uid {
