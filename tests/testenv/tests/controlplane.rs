@@ -224,3 +224,26 @@ async fn deleting_an_owner_collects_its_dependents() {
     .expect("the garbage collector deletes the dependent");
     env.shutdown().await.expect("shutdown");
 }
+
+#[tokio::test]
+async fn a_panicking_test_leaves_no_process_behind() {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let failing_test = tokio::spawn(async move {
+        let env = start().await;
+        let seen = (env.control_plane().process_ids(), env.dir().to_owned());
+        tx.send(seen).expect("report the process ids");
+        panic!("a test failing on purpose, with its environment running");
+    });
+    assert!(failing_test.await.is_err(), "the task panicked");
+    let (pids, dir) = rx.await.expect("the process ids");
+    assert_eq!(pids.len(), 3, "{pids:?}");
+    for pid in pids {
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "process {pid} outlived the panicking test"
+        );
+    }
+    // A panicking test keeps its directory for inspection; this one was on purpose.
+    assert!(dir.join("logs/kube-apiserver.log").is_file());
+    std::fs::remove_dir_all(&dir).expect("remove the kept directory");
+}

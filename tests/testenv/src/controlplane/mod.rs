@@ -307,6 +307,12 @@ impl ControlPlane {
         self.dir.join("logs").join(format!("{process}.log"))
     }
 
+    /// The process ids of etcd, kube-apiserver and kube-controller-manager (each also the
+    /// id of its process group).
+    pub fn process_ids(&self) -> Vec<u32> {
+        self.processes.iter().map(ManagedProcess::id).collect()
+    }
+
     /// Stops every process, last started first, each with a grace period.
     pub async fn shutdown(mut self) {
         self.processes.reverse();
