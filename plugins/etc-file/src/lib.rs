@@ -125,9 +125,9 @@ fn target(path: &str) -> Result<PathBuf> {
     fs::resolve_symlinks(&fs::etc_path(path)?)
 }
 
-/// The common shape of every editing method: read the file, let `change` compute the
-/// new content from the old (`None` = missing; returning `None` leaves a missing file
-/// missing), then report, or write with an optional backup.
+/// The common shape of every editing method: follow the path to its target, let
+/// `change` compute the new content from the old (`None` = missing; returning `None`
+/// leaves a missing file missing), then report, or write with an optional backup.
 fn edit_file(
     cx: &Context,
     path: &str,
@@ -136,50 +136,32 @@ fn edit_file(
     change: impl FnOnce(Option<&str>) -> Result<Option<String>>,
 ) -> Result<Outcome> {
     let path = target(path)?;
+    let options = fs::EditOptions {
+        dry_run: cx.dry_run(),
+        backup,
+        strategy,
+    };
+    let edit = fs::edit_text(&path, options, change)?;
     let name = display(&path);
-    let old = fs::read_text(&path)?;
-    let new = change(old.as_deref())?;
-    let created = old.is_none();
-    let diff = match &new {
-        Some(new) => diff::unified(&name, old.as_deref(), Some(new)),
-        None => None,
-    };
-    let (Some(new), Some(diff)) = (new, diff) else {
-        return Ok(Outcome::unchanged(EditOutput {
-            path: name,
-            bytes: old.as_ref().map_or(0, String::len),
-            backup: None,
-            created: false,
-        }));
-    };
-    let mut saved = None;
-    if !cx.dry_run() {
-        if backup && let Some(old) = &old {
-            saved = Some(display(&fs::backup(&path, old.as_bytes())?));
-        }
-        // A new file has no mode or owner to keep: always create it atomically.
-        let strategy = if created {
-            WriteStrategy::Atomic
-        } else {
-            strategy
-        };
-        fs::write(&path, new.as_bytes(), strategy)?;
+    let saved = edit.backup.as_deref().map(display);
+    if edit.changed && !cx.dry_run() {
+        let note = saved.as_deref().map(|b| format!(" (backup {b})"));
         log::info(format!(
             "{}: {name}{}",
             cx.method(),
-            saved
-                .as_deref()
-                .map(|b| format!(" (backup {b})"))
-                .unwrap_or_default()
+            note.unwrap_or_default()
         ));
     }
-    Ok(Outcome::changed(EditOutput {
-        path: name,
-        bytes: new.len(),
-        backup: saved,
-        created,
-    })
-    .with_diff(Some(diff)))
+    Ok(Outcome::new(
+        edit.changed,
+        EditOutput {
+            path: name,
+            bytes: edit.bytes,
+            backup: saved,
+            created: edit.created,
+        },
+    )
+    .with_diff(edit.diff))
 }
 
 fn missing(path: &str) -> Error {

@@ -260,6 +260,89 @@ pub fn backup(path: &Path, contents: &[u8]) -> Result<PathBuf> {
     )))
 }
 
+/// Options of [`edit_text`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EditOptions {
+    /// Report only: compute the change and its diff, write nothing (no backup either).
+    pub dry_run: bool,
+    /// Keep the old content with [`backup`] before changing an existing file.
+    pub backup: bool,
+    /// How an existing file is rewritten; a new file is always created atomically.
+    pub strategy: WriteStrategy,
+}
+
+/// What [`edit_text`] did (or, in a dry run, would do).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TextEdit {
+    /// Whether the content changed (or would change).
+    pub changed: bool,
+    /// Whether the file did not exist before and was (or would be) created.
+    pub created: bool,
+    /// Size of the content after the edit, in bytes.
+    pub bytes: usize,
+    /// The backup made, if any.
+    pub backup: Option<PathBuf>,
+    /// The unified diff of the change; `None` when nothing changed.
+    pub diff: Option<String>,
+}
+
+/// The read-change-write cycle of an idempotent text edit: reads `path` (`None` when it
+/// does not exist), lets `change` compute the new content (returning `None` leaves a
+/// missing file missing), and when the content differs writes it with a backup if asked,
+/// unless this is a dry run. The diff is labelled with `path`.
+///
+/// ```no_run
+/// use hostplug_sdk::fs::{EditOptions, edit_text, etc_path};
+/// let path = etc_path("/etc/motd")?;
+/// let edit = edit_text(&path, EditOptions::default(), |_old| Ok(Some("hi\n".into())))?;
+/// assert!(edit.diff.is_some() == edit.changed);
+/// # Ok::<(), hostplug_sdk::Error>(())
+/// ```
+pub fn edit_text(
+    path: &Path,
+    options: EditOptions,
+    change: impl FnOnce(Option<&str>) -> Result<Option<String>>,
+) -> Result<TextEdit> {
+    let old = read_text(path)?;
+    let new = change(old.as_deref())?;
+    let name = path.to_string_lossy();
+    let diff = new
+        .as_deref()
+        .and_then(|new| crate::diff::unified(&name, old.as_deref(), Some(new)));
+    let (Some(new), Some(diff)) = (new, diff) else {
+        return Ok(TextEdit {
+            changed: false,
+            created: false,
+            bytes: old.as_ref().map_or(0, String::len),
+            backup: None,
+            diff: None,
+        });
+    };
+    let created = old.is_none();
+    let mut saved = None;
+    if !options.dry_run {
+        if options.backup
+            && let Some(old) = &old
+        {
+            saved = Some(backup(path, old.as_bytes())?);
+        }
+        // A new file has no mode or owner to keep: always create it atomically.
+        let strategy = if created {
+            WriteStrategy::Atomic
+        } else {
+            options.strategy
+        };
+        write(path, new.as_bytes(), strategy)?;
+    }
+    Ok(TextEdit {
+        changed: true,
+        created,
+        bytes: new.len(),
+        backup: saved,
+        diff: Some(diff),
+    })
+}
+
 /// Removes the file at `path`; `Ok(false)` when it did not exist.
 pub fn remove_file(path: &Path) -> Result<bool> {
     match fs::remove_file(path) {
@@ -355,6 +438,28 @@ mod tests {
         assert_eq!(fs::read(&b2).unwrap(), b"two\n");
         // Only the file and its two backups: no temporary file left behind.
         assert_eq!(fs::read_dir(&dir).unwrap().count(), 3);
+        // edit_text: dry run reports, a real run writes with a backup, a repeat is a no-op.
+        let upper = |old: Option<&str>| Ok(old.map(str::to_uppercase));
+        let dry = EditOptions {
+            dry_run: true,
+            backup: true,
+            ..EditOptions::default()
+        };
+        let e = edit_text(&f, dry, upper).unwrap();
+        assert!(e.changed && e.backup.is_none());
+        assert_eq!(read_text(&f).unwrap().as_deref(), Some("two\n"));
+        let real = EditOptions {
+            backup: true,
+            ..EditOptions::default()
+        };
+        let e = edit_text(&f, real, upper).unwrap();
+        assert!(e.changed && !e.created && e.diff.as_deref().is_some_and(|d| d.contains("+TWO")));
+        let saved = e.backup.unwrap();
+        assert_eq!(fs::read(&saved).unwrap(), b"two\n");
+        fs::remove_file(saved).unwrap();
+        assert_eq!(read_text(&f).unwrap().as_deref(), Some("TWO\n"));
+        let e = edit_text(&f, real, upper).unwrap();
+        assert!(!e.changed && e.diff.is_none() && e.backup.is_none());
         assert!(remove_file(&f).unwrap());
         assert!(!remove_file(&f).unwrap());
         assert_eq!(read_text(&f).unwrap(), None);
