@@ -186,13 +186,17 @@ pub(crate) struct Response {
 pub(crate) struct DockerClient {
     socket: PathBuf,
     policy: DockerPolicy,
+    /// In a dry run only `GET` requests go out: the sandbox, not the plugin, keeps a
+    /// dry run from changing the node.
+    read_only: bool,
 }
 
 impl DockerClient {
-    pub(crate) fn new(socket: &Path, policy: DockerPolicy) -> Self {
+    pub(crate) fn new(socket: &Path, policy: DockerPolicy, read_only: bool) -> Self {
         Self {
             socket: socket.to_path_buf(),
             policy,
+            read_only,
         }
     }
 
@@ -205,6 +209,11 @@ impl DockerClient {
         deadline: Instant,
     ) -> Result<Response, String> {
         self.policy.check(method, path)?;
+        if self.read_only && method != "GET" {
+            return Err(format!(
+                "denied: {method} is not allowed in a dry run (only GET requests are)"
+            ));
+        }
         let body = body.unwrap_or_default();
         if body.len() > self.policy.max_request_bytes {
             return Err(format!(

@@ -34,6 +34,9 @@ pub(crate) struct HostInner {
     pub(crate) config: Arc<HostConfig>,
     disk: Option<ArtifactStore>,
     plugins: Mutex<HashMap<Digest, Arc<Plugin>>>,
+    /// Held while compiling, so that concurrent loads of one module compile it once
+    /// (compilation is parallel inside wasmtime already).
+    compiling: Mutex<()>,
 }
 
 impl std::fmt::Debug for HostInner {
@@ -90,6 +93,7 @@ impl Host {
                 config: Arc::new(config),
                 disk,
                 plugins: Mutex::default(),
+                compiling: Mutex::default(),
             }),
         })
     }
@@ -113,6 +117,14 @@ impl Host {
                 actual: digest,
             });
         }
+        if let Some(p) = self.cached(&digest) {
+            return Ok(p);
+        }
+        let _compiling = self
+            .inner
+            .compiling
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         if let Some(p) = self.cached(&digest) {
             return Ok(p);
         }

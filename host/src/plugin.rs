@@ -5,7 +5,7 @@
 //!
 //! This module must never grant more than the call's [`Grants`]: the WASI context starts
 //! empty (no env, args, sockets or stdio) and only `/etc` may be preopened, read-only in
-//! dry runs. Nothing a plugin does may end anything but its own call.
+//! dry runs; docker calls in dry runs may only read. Nothing a plugin does may end anything but its own call.
 
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -115,7 +115,8 @@ impl Plugin {
     /// Runs one operation with exactly `grants`. Blocking: from async code call it in
     /// `tokio::task::spawn_blocking`.
     ///
-    /// A dry run gets /etc read-only whatever `grants.etc` says. A trap, a timeout or an
+    /// A dry run gets /etc read-only whatever `grants.etc` says, and its docker calls
+    /// are limited to `GET` (reads) whatever the policy allows. A trap, a timeout or an
     /// out-of-memory ends this call only (kinds `trap`, `timeout`, `resource-limit`);
     /// the plugin stays usable.
     pub fn invoke(
@@ -264,7 +265,7 @@ impl Plugin {
             docker: grants
                 .docker
                 .as_deref()
-                .map(|socket| DockerClient::new(socket, self.config.docker.clone())),
+                .map(|socket| DockerClient::new(socket, self.config.docker.clone(), dry_run)),
             deadline: Instant::now() + deadline,
         })
     }

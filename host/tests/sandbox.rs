@@ -325,6 +325,24 @@ fn docker_allow_list_and_chunked_responses() {
         assert_eq!(e.kind, ErrorKind::Denied, "{method} {path}: {e}");
     }
 
+    // A dry run may only read, even on allowed routes.
+    for (method, path) in [
+        ("POST", "/images/create?fromImage=nginx&tag=1"),
+        ("DELETE", "/images/nginx:1"),
+        ("POST", "/images/prune"),
+    ] {
+        let e = call(
+            &plugin,
+            "docker",
+            json!({"method": method, "path": path}),
+            true,
+            &grants,
+        )
+        .expect_err("mutating docker call in a dry run");
+        assert_eq!(e.kind, ErrorKind::Denied, "{method} {path}: {e}");
+        assert!(e.message.contains("dry run"), "{e}");
+    }
+
     let o = call(
         &plugin,
         "docker",
