@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Builds the test control plane — etcd, kube-apiserver, kube-controller-manager and
-# kubectl — from their Go modules at pinned versions, and caches the binaries outside the
-# repository:
+# Builds the test control plane — etcd, kube-apiserver, kube-controller-manager,
+# kube-scheduler and kubectl — from their Go modules at pinned versions, and caches the
+# binaries outside the repository:
 #
 #   ${HOSTPLUG_CACHE:-$HOME/.cache/hostplug}/controlplane/k8s-<version>/bin/
 #
@@ -13,7 +13,7 @@
 # version. Kubernetes' own go.mod points its staging modules (k8s.io/api, apiserver, …) at
 # ./staging, so the scratch module replaces each of them with the published module of the
 # same release (k8s.io/X v0.N.M for Kubernetes v1.N.M). etcd is built in the same module,
-# at the version Kubernetes' go.mod requires for go.etcd.io/etcd/client/v3, so the four
+# at the version Kubernetes' go.mod requires for go.etcd.io/etcd/client/v3, so all the
 # binaries share one build and one set of dependencies.
 #
 # The last line printed on stdout is the bin directory.
@@ -22,7 +22,7 @@ set -euo pipefail
 # Keep in step with the k8s-openapi feature in the root Cargo.toml (v1_36).
 K8S_VERSION="1.36.3"
 STAGING_VERSION="0.${K8S_VERSION#1.}"
-BINARIES=(etcd kube-apiserver kube-controller-manager kubectl)
+BINARIES=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl)
 
 CACHE="${HOSTPLUG_CACHE:-$HOME/.cache/hostplug}/controlplane"
 DEST="$CACHE/k8s-$K8S_VERSION"
@@ -36,6 +36,16 @@ complete() {
   for b in "${BINARIES[@]}"; do [ -x "$BIN/$b" ] || return 1; done
 }
 
+if complete; then
+  echo "$BIN"
+  exit 0
+fi
+
+# One build at a time (several engineers or CI steps may run `make setup` at once); the
+# build that waited finds the binaries there.
+mkdir -p "$DEST"
+exec 9>"$DEST/.build.lock"
+flock 9
 if complete; then
   echo "$BIN"
   exit 0
@@ -86,6 +96,7 @@ import (
 	_ "go.etcd.io/etcd/server/v3/etcdmain"
 	_ "k8s.io/kubernetes/cmd/kube-apiserver/app"
 	_ "k8s.io/kubernetes/cmd/kube-controller-manager/app"
+	_ "k8s.io/kubernetes/cmd/kube-scheduler/app"
 	_ "k8s.io/kubectl/pkg/cmd"
 )
 GO
@@ -103,11 +114,12 @@ done
 TMP="$DEST/bin.tmp"
 rm -rf "$TMP"
 mkdir -p "$TMP"
-say "go build (etcd, kube-apiserver, kube-controller-manager, kubectl)"
+say "go build (${BINARIES[*]})"
 go build -trimpath -ldflags "$ldflags" -o "$TMP/" \
   go.etcd.io/etcd/server/v3 \
   k8s.io/kubernetes/cmd/kube-apiserver \
   k8s.io/kubernetes/cmd/kube-controller-manager \
+  k8s.io/kubernetes/cmd/kube-scheduler \
   k8s.io/kubernetes/cmd/kubectl
 # go names a binary after the last path element; etcd's main package is server/v3.
 if [ -x "$TMP/v3" ]; then mv "$TMP/v3" "$TMP/etcd"; fi

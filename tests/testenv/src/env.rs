@@ -129,7 +129,14 @@ impl Environment {
         } else {
             EnvDir::Temp(temp)
         };
-        let control_plane = ControlPlane::start(dir.path()).await?;
+        let control_plane = match ControlPlane::start(dir.path()).await {
+            Ok(control_plane) => control_plane,
+            Err(e) => {
+                // The error names log files: keep them.
+                keep(dir);
+                return Err(e);
+            }
+        };
         let admin = control_plane.admin_client().await?;
         let kubeconfig = control_plane.admin_kubeconfig().to_owned();
         let mut env = Environment {
@@ -145,10 +152,15 @@ impl Environment {
                 work_dir: env.dir().join("nodesim"),
                 image_map: config.image_map,
             };
-            let sim = NodeSimulator::start(env.admin.clone(), sim_config)
-                .await
-                .map_err(|e| Error::NodeSim(Box::new(e)))?;
-            env.nodes = Some(sim);
+            match NodeSimulator::start(env.admin.clone(), sim_config).await {
+                Ok(sim) => env.nodes = Some(sim),
+                Err(e) => {
+                    if let Some(dir) = env.dir.take() {
+                        env.dir = Some(EnvDir::Kept(keep(dir)));
+                    }
+                    return Err(Error::NodeSim(Box::new(e)));
+                }
+            }
         }
         Ok(env)
     }
@@ -337,15 +349,24 @@ impl Drop for Environment {
         drop(self.nodes.take());
         drop(self.control_plane.take());
         if std::thread::panicking()
-            && let Some(EnvDir::Temp(temp)) = self.dir.take()
+            && let Some(dir) = self.dir.take()
         {
-            let kept = temp.keep();
-            eprintln!(
-                "hostplug test environment kept for inspection: {} (logs in logs/)",
-                kept.display()
-            );
+            keep(dir);
         }
     }
+}
+
+/// Keeps an environment's directory (after a failure) and says where it is.
+fn keep(dir: EnvDir) -> PathBuf {
+    let path = match dir {
+        EnvDir::Temp(temp) => temp.keep(),
+        EnvDir::Kept(path) => path,
+    };
+    eprintln!(
+        "hostplug test environment kept for inspection: {} (logs in logs/)",
+        path.display()
+    );
+    path
 }
 
 /// Waits until `condition` holds for object `name` of `api`, at most `timeout`. Returns the

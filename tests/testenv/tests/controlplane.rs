@@ -1,11 +1,12 @@
 //! The control plane and the harness, against real etcd, kube-apiserver and
-//! kube-controller-manager (built by `make setup`). No nodes: the node simulator has its
-//! own tests. Each test starts a private environment; they run in parallel.
+//! kube-controller-manager and kube-scheduler (built by `make setup`). Mostly without nodes:
+//! the node simulator has its own tests. Each test starts a private environment; they run
+//! in parallel.
 
 use std::time::Duration;
 
 use hostplug_testenv::{EnvConfig, Environment};
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Namespace, Pod, PodSpec, ServiceAccount};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{DeleteParams, ListParams, ObjectMeta, PostParams};
 use kube::runtime::conditions;
@@ -236,7 +237,7 @@ async fn a_panicking_test_leaves_no_process_behind() {
     });
     assert!(failing_test.await.is_err(), "the task panicked");
     let (pids, dir) = rx.await.expect("the process ids");
-    assert_eq!(pids.len(), 3, "{pids:?}");
+    assert_eq!(pids.len(), 4, "{pids:?}");
     for pid in pids {
         assert!(
             !std::path::Path::new(&format!("/proc/{pid}")).exists(),
@@ -246,4 +247,53 @@ async fn a_panicking_test_leaves_no_process_behind() {
     // A panicking test keeps its directory for inspection; this one was on purpose.
     assert!(dir.join("logs/kube-apiserver.log").is_file());
     std::fs::remove_dir_all(&dir).expect("remove the kept directory");
+}
+
+#[tokio::test]
+async fn the_scheduler_places_pods_on_worker_nodes_only() {
+    let env = Environment::start(EnvConfig::default())
+        .await
+        .expect("start the control plane and the nodes");
+    let pods: Api<Pod> = Api::namespaced(env.admin_client(), "default");
+    for name in ["unplaced-1", "unplaced-2", "unplaced-3"] {
+        let pod = Pod {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                ..Default::default()
+            },
+            spec: Some(PodSpec {
+                containers: vec![Container {
+                    name: "main".into(),
+                    image: Some("registry.invalid/unmapped:1".into()),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        pods.create(&PostParams::default(), &pod)
+            .await
+            .expect("create a Pod without nodeName");
+        let scheduled = env
+            .wait_for(
+                &pods,
+                name,
+                |p: Option<&Pod>| {
+                    p.and_then(|p| p.spec.as_ref())
+                        .and_then(|s| s.node_name.as_ref())
+                        .is_some()
+                },
+                Duration::from_secs(60),
+            )
+            .await
+            .expect("the scheduler binds the Pod")
+            .expect("the Pod exists");
+        let node = scheduled
+            .spec
+            .and_then(|s| s.node_name)
+            .expect("a node name");
+        // `master` carries the control-plane taint, which the Pod does not tolerate.
+        assert!(node == "node1" || node == "node2", "{name} went to {node}");
+    }
+    env.shutdown().await.expect("shutdown");
 }

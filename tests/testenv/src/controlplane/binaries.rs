@@ -80,6 +80,11 @@ impl Binaries {
         self.dir.join("kube-controller-manager")
     }
 
+    /// kube-scheduler.
+    pub fn kube_scheduler(&self) -> PathBuf {
+        self.dir.join("kube-scheduler")
+    }
+
     /// kubectl of the same release (never the machine's own, which is older).
     pub fn kubectl(&self) -> PathBuf {
         self.dir.join("kubectl")

@@ -1,5 +1,5 @@
-//! A Kubernetes control plane on loopback: etcd, kube-apiserver and kube-controller-manager
-//! as child processes, started in a directory of their own.
+//! A Kubernetes control plane on loopback: etcd, kube-apiserver, kube-controller-manager and
+//! kube-scheduler as child processes, started in a directory of their own.
 //!
 //! Ports are picked free at start, so several control planes can run at once (tests run in
 //! parallel threads). The API server runs with RBAC and Node authorization, signs
@@ -51,7 +51,8 @@ pub struct ControlPlane {
     server: String,
     pki: Pki,
     admin_kubeconfig: PathBuf,
-    /// In start order: etcd, kube-apiserver, kube-controller-manager. Stopped in reverse.
+    /// In start order: etcd, kube-apiserver, kube-controller-manager, kube-scheduler.
+    /// Stopped in reverse.
     processes: Vec<ManagedProcess>,
 }
 
@@ -86,6 +87,15 @@ impl ControlPlane {
             &pki.ca.cert,
             "system:kube-controller-manager",
             &pki.controller_manager,
+        )?;
+
+        let scheduler_kubeconfig = dir.join("kube-scheduler.kubeconfig");
+        write_cert_kubeconfig(
+            &scheduler_kubeconfig,
+            &server,
+            &pki.ca.cert,
+            "system:kube-scheduler",
+            &pki.scheduler,
         )?;
 
         let mut cp = ControlPlane {
@@ -176,6 +186,27 @@ impl ControlPlane {
             "kube-controller-manager",
             &cp.binaries.kube_controller_manager(),
             &kcm_args,
+        )?;
+        let scheduler_args = vec![
+            format!("--kubeconfig={}", scheduler_kubeconfig.display()),
+            format!(
+                "--authentication-kubeconfig={}",
+                scheduler_kubeconfig.display()
+            ),
+            format!(
+                "--authorization-kubeconfig={}",
+                scheduler_kubeconfig.display()
+            ),
+            "--bind-address=127.0.0.1".to_owned(),
+            "--secure-port=0".to_owned(),
+            "--leader-elect=false".to_owned(),
+            "--profiling=false".to_owned(),
+            "--v=1".to_owned(),
+        ];
+        cp.spawn(
+            "kube-scheduler",
+            &cp.binaries.kube_scheduler(),
+            &scheduler_args,
         )?;
         cp.wait_for_controllers(&admin).await?;
         Ok(cp)
@@ -302,13 +333,14 @@ impl ControlPlane {
         write_kubeconfig(path, &self.server, &self.pki.ca.cert, user, user_entry)
     }
 
-    /// The log file of a process (`etcd`, `kube-apiserver`, `kube-controller-manager`).
+    /// The log file of a process (`etcd`, `kube-apiserver`, `kube-controller-manager`,
+    /// `kube-scheduler`).
     pub fn log_file(&self, process: &str) -> PathBuf {
         self.dir.join("logs").join(format!("{process}.log"))
     }
 
-    /// The process ids of etcd, kube-apiserver and kube-controller-manager (each also the
-    /// id of its process group).
+    /// The process ids of etcd, kube-apiserver, kube-controller-manager and kube-scheduler
+    /// (each also the id of its process group).
     pub fn process_ids(&self) -> Vec<u32> {
         self.processes.iter().map(ManagedProcess::id).collect()
     }

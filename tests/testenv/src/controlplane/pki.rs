@@ -1,7 +1,8 @@
 //! Certificates and keys for one control plane, generated at start.
 //!
 //! A CA signs the API server's serving certificate (127.0.0.1 and localhost) and the client
-//! certificates of the admin (group `system:masters`) and of kube-controller-manager. A
+//! certificates of the admin (group `system:masters`), kube-controller-manager and
+//! kube-scheduler. A
 //! separate key pair signs service-account tokens. Keys are ECDSA P-256, which Go's TLS,
 //! kube-apiserver's token signer (ES256) and rustls all accept. Nothing here is
 //! meant to be secret beyond the life of the environment: files are written with mode 0600
@@ -39,6 +40,8 @@ pub struct Pki {
     pub admin: CertFiles,
     /// kube-controller-manager's client certificate (CN=system:kube-controller-manager).
     pub controller_manager: CertFiles,
+    /// kube-scheduler's client certificate (CN=system:kube-scheduler).
+    pub scheduler: CertFiles,
     /// The private key that signs service-account tokens.
     pub service_account_key: PathBuf,
     /// Its public key, with which the API server verifies tokens.
@@ -108,6 +111,16 @@ impl Pki {
             ExtendedKeyUsagePurpose::ClientAuth,
         )?;
 
+        let scheduler = issue(
+            dir,
+            "kube-scheduler",
+            &ca,
+            "system:kube-scheduler",
+            None,
+            &[],
+            ExtendedKeyUsagePurpose::ClientAuth,
+        )?;
+
         let sa = KeyPair::generate()?;
         let service_account_key = dir.join("sa.key");
         write_private(&service_account_key, &sa.serialize_pem())?;
@@ -119,6 +132,7 @@ impl Pki {
             apiserver,
             admin,
             controller_manager,
+            scheduler,
             service_account_key,
             service_account_pub,
         })
