@@ -45,7 +45,7 @@ test: plugins lint
 	$(CARGO) test --workspace --no-fail-fast
 
 dev: plugins
-	$(CARGO) build -p hostplug-operator -p hostplug-worker --bins
+	$(CARGO) build -p hostplug-operator -p hostplug-worker -p hostplug-web --bins
 	$(CARGO) run -p hostplug-testenv --bin hostplug-dev
 
 cluster: setup
@@ -53,6 +53,7 @@ cluster: setup
 
 bench: plugins
 	$(CARGO) bench -p hostplug-host
+	$(CARGO) bench -p hostplug-worker --bench idle_rss
 
 clean:
 	$(CARGO) clean

@@ -344,3 +344,42 @@ async fn failing_plugins_do_not_break_the_next_call() -> anyhow::Result<()> {
     );
     worker.stop().await
 }
+
+#[tokio::test]
+async fn write_access_dry_run_then_real_change() -> anyhow::Result<()> {
+    let worker = Worker::start(EtcAccess::Write, Limits::default()).await?;
+    let file = worker.etc.path().join("chrony.conf");
+    std::fs::write(&file, "pool 2.debian.pool.ntp.org iburst\n")?;
+    let module = plugin("etc-file");
+    assert_eq!(worker.upload(&module).await?.status(), StatusCode::CREATED);
+    let params =
+        serde_json::json!({"path": "/etc/chrony.conf", "line": "server ntp.example.com iburst"});
+    let invoke = |dry_run: bool| {
+        let body = serde_json::json!({"digest": format!("sha256:{}", hex_digest(&module)), "method": "ensure-line", "params": params, "dryRun": dry_run});
+        worker
+            .client
+            .post(worker.url("/v1/invoke"))
+            .bearer_auth(TOKEN)
+            .json(&body)
+            .send()
+    };
+
+    // A dry run reports the change and its diff, and leaves the file alone.
+    let response = invoke(true).await?;
+    assert_eq!(response.status(), StatusCode::OK);
+    let out: InvokeResponse = response.json().await?;
+    assert!(out.changed);
+    let diff = out.diff.unwrap_or_default();
+    assert!(diff.contains("+server ntp.example.com iburst"), "{diff}");
+    assert_eq!(
+        std::fs::read_to_string(&file)?,
+        "pool 2.debian.pool.ntp.org iburst\n"
+    );
+
+    let out: InvokeResponse = invoke(false).await?.json().await?;
+    assert!(out.changed);
+    assert!(std::fs::read_to_string(&file)?.contains("server ntp.example.com iburst\n"));
+    let out: InvokeResponse = invoke(false).await?.json().await?;
+    assert!(!out.changed, "second identical call must report no change");
+    worker.stop().await
+}
