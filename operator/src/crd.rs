@@ -117,8 +117,17 @@ impl Default for RolloutSpec {
     printcolumn(name = "State", type_ = "string", json_path = ".status.state"),
     printcolumn(name = "Plugin", type_ = "string", json_path = ".spec.http.api"),
     printcolumn(name = "Method", type_ = "string", json_path = ".spec.http.method"),
-    printcolumn(name = "Nodes", type_ = "string", description = "nodes done/total", json_path = ".status.progress"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Nodes",
+        type_ = "string",
+        description = "nodes done/total",
+        json_path = ".status.progress"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[x_kube(validation = Rule::new(
     "(has(self.workers) && size(self.workers) > 0) != has(self.targetType)"
@@ -366,9 +375,22 @@ pub struct PluginSource {
     printcolumn(name = "Ready", type_ = "boolean", json_path = ".status.ready"),
     printcolumn(name = "Version", type_ = "string", json_path = ".status.info.version"),
     printcolumn(name = "Etc", type_ = "string", json_path = ".spec.capabilities.etc"),
-    printcolumn(name = "Docker", type_ = "boolean", json_path = ".spec.capabilities.docker"),
-    printcolumn(name = "Digest", type_ = "string", json_path = ".status.digest", priority = 1),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Docker",
+        type_ = "boolean",
+        json_path = ".spec.capabilities.docker"
+    ),
+    printcolumn(
+        name = "Digest",
+        type_ = "string",
+        json_path = ".status.digest",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[x_kube(validation = Rule::new("has(self.source.builtin) || has(self.sha256)")
     .message("spec.sha256 is required for a plugin that is not built in"))]

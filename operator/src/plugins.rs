@@ -23,8 +23,8 @@ use serde_json::json;
 use tracing::{info, warn};
 
 use crate::crd::{
-    Capabilities, EtcAccess, HostPlugin, HostPluginSpec, HostPluginStatus, MethodInfo,
-    PluginInfo, PluginSource,
+    Capabilities, EtcAccess, HostPlugin, HostPluginSpec, HostPluginStatus, MethodInfo, PluginInfo,
+    PluginSource,
 };
 use crate::{Context, Error, FIELD_MANAGER, Result};
 
@@ -177,7 +177,9 @@ impl PluginStore {
         match (&spec.source.builtin, &spec.source.config_map) {
             (Some(name), None) => {
                 if !valid_builtin_name(name) {
-                    return Err(format!("spec.source.builtin: {name:?} is not a plugin name"));
+                    return Err(format!(
+                        "spec.source.builtin: {name:?} is not a plugin name"
+                    ));
                 }
                 let path = self.dir.join(format!("{name}.wasm"));
                 read_capped(&path).await

@@ -12,9 +12,10 @@ use std::collections::BTreeMap;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{
     Capabilities as LinuxCapabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
-    EnvVarSource, HTTPGetAction, HostPathVolumeSource, ObjectFieldSelector, Pod, PodSecurityContext,
-    PodSpec, Probe, ResourceRequirements, SeccompProfile, Secret, SecretVolumeSource,
-    SecurityContext, Service, ServicePort, ServiceSpec, Toleration, Volume, VolumeMount,
+    EnvVarSource, HTTPGetAction, HostPathVolumeSource, ObjectFieldSelector, Pod,
+    PodSecurityContext, PodSpec, Probe, ResourceRequirements, SeccompProfile, Secret,
+    SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec, Toleration, Volume,
+    VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
@@ -227,7 +228,10 @@ pub fn pod(w: &WorkerSpec<'_>) -> Pod {
             "HOSTPLUG_TLS_CERT",
             format!("{SECRET_MOUNT}/{SECRET_CERT_KEY}"),
         ),
-        env("HOSTPLUG_TLS_KEY", format!("{SECRET_MOUNT}/{SECRET_KEY_KEY}")),
+        env(
+            "HOSTPLUG_TLS_KEY",
+            format!("{SECRET_MOUNT}/{SECRET_KEY_KEY}"),
+        ),
         env(
             "HOSTPLUG_TOKEN_FILE",
             format!("{SECRET_MOUNT}/{SECRET_TOKEN_KEY}"),
@@ -501,18 +505,19 @@ mod tests {
         assert_eq!(sc.allow_privilege_escalation, Some(false));
         let caps = sc.capabilities.expect("caps");
         assert_eq!(caps.drop, Some(vec!["ALL".to_string()]));
-        assert_eq!(
-            caps.add,
-            Some(vec!["CHOWN".into(), "FOWNER".into()])
-        );
+        assert_eq!(caps.add, Some(vec!["CHOWN".into(), "FOWNER".into()]));
         assert_eq!(
             sc.seccomp_profile.map(|s| s.type_),
             Some("RuntimeDefault".into())
         );
         let ps = p.spec.expect("spec");
         assert_eq!(ps.node_name.as_deref(), Some("node1"));
-        assert!(ps.tolerations.expect("tolerations").iter().any(|t| t.key.as_deref()
-            == Some("node-role.kubernetes.io/control-plane")));
+        assert!(
+            ps.tolerations
+                .expect("tolerations")
+                .iter()
+                .any(|t| t.key.as_deref() == Some("node-role.kubernetes.io/control-plane"))
+        );
         assert_eq!(ps.automount_service_account_token, Some(false));
     }
 
@@ -583,7 +588,10 @@ mod tests {
         let s = service(&w);
         assert_eq!(s.metadata.name.as_deref(), Some("set-ntp-node1"));
         assert_eq!(
-            s.metadata.owner_references.as_ref().map(|o| o[0].uid.as_str()),
+            s.metadata
+                .owner_references
+                .as_ref()
+                .map(|o| o[0].uid.as_str()),
             Some("u1")
         );
         let sec = secret(&w, "tok", "cert", "key");

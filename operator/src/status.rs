@@ -148,10 +148,7 @@ pub fn summarise(status: &mut HostTaskStatus, dry_run: bool, now: &Time) {
                 c.succeeded, c.failed
             );
             if c.skipped > 0 {
-                msg.push_str(&format!(
-                    ", {} skipped (too many failures)",
-                    c.skipped
-                ));
+                msg.push_str(&format!(", {} skipped (too many failures)", c.skipped));
             }
             msg.push_str(&format!(", {changed}"));
             if let Some(first) = status.nodes.iter().find(|n| n.phase == NodePhase::Failed) {
@@ -264,7 +261,11 @@ mod tests {
         assert_eq!(s.progress.as_deref(), Some("2/2"));
         assert_eq!(s.pods, vec!["t-a".to_string(), "t-b".to_string()]);
         assert!(s.finished_at.is_some());
-        assert!(s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+        assert!(
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True")
+        );
     }
 
     #[test]
@@ -282,7 +283,10 @@ mod tests {
         summarise(&mut s, true, &now());
         assert_eq!(s.state, TaskState::Failed);
         let msg = s.msg.unwrap_or_default();
-        assert!(msg.contains("1 failed") && msg.contains("1 skipped"), "{msg}");
+        assert!(
+            msg.contains("1 failed") && msg.contains("1 skipped"),
+            "{msg}"
+        );
         assert!(msg.contains("b: worker unreachable"), "{msg}");
         assert!(msg.contains("1 would change"), "{msg}");
     }
@@ -310,7 +314,10 @@ mod tests {
         cap_results(&mut nodes);
         let diff = nodes[0].diff.clone().unwrap_or_default();
         assert!(diff.len() < MAX_DIFF_BYTES + 100 && diff.contains("truncated"));
-        assert_eq!(nodes[0].output.as_ref().and_then(|o| o.get("truncated")), Some(&serde_json::json!(true)));
+        assert_eq!(
+            nodes[0].output.as_ref().and_then(|o| o.get("truncated")),
+            Some(&serde_json::json!(true))
+        );
         let mut many: Vec<NodeResult> = (0..100)
             .map(|i| {
                 let mut n = node(&format!("n{i}"), NodePhase::Succeeded, true);
@@ -319,7 +326,10 @@ mod tests {
             })
             .collect();
         cap_results(&mut many);
-        let total: usize = many.iter().map(|n| n.diff.as_ref().map_or(0, String::len)).sum();
+        let total: usize = many
+            .iter()
+            .map(|n| n.diff.as_ref().map_or(0, String::len))
+            .sum();
         assert!(total <= MAX_TOTAL_RESULT_BYTES, "{total}");
         assert!(many[99].diff.is_none());
     }

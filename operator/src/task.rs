@@ -31,8 +31,8 @@ use tracing::{info, warn};
 
 use crate::client::{CallError, Credentials, WorkerClient};
 use crate::crd::{
-    HostPlugin, HostTask, HostTaskStatus, NodePhase, NodeResult, PluginRef, RolloutSpec,
-    TaskState, labels,
+    HostPlugin, HostTask, HostTaskStatus, NodePhase, NodeResult, PluginRef, RolloutSpec, TaskState,
+    labels,
 };
 use crate::plugins::LoadedPlugin;
 use crate::resources::{self, WorkerSpec};
@@ -182,11 +182,7 @@ async fn publish(ctx: &Context, task: &HostTask, type_: EventType, reason: &str,
         action: "Reconcile".into(),
         secondary: None,
     };
-    if let Err(e) = ctx
-        .recorder
-        .publish(&ev, &task.object_ref(&()))
-        .await
-    {
+    if let Err(e) = ctx.recorder.publish(&ev, &task.object_ref(&())).await {
         warn!(error = %e, "publishing an event failed");
     }
 }
@@ -242,7 +238,11 @@ async fn reconcile(cached: Arc<HostTask>, ctx: Arc<Context>) -> Result<Action> {
     let mut newly_failed: Vec<(String, String)> = Vec::new();
 
     // 1. Outcomes of calls that returned.
-    for n in status.nodes.iter_mut().filter(|n| n.phase == NodePhase::Running) {
+    for n in status
+        .nodes
+        .iter_mut()
+        .filter(|n| n.phase == NodePhase::Running)
+    {
         match ctx.take_run(&key(&n.node)) {
             Some(Run::Done(out)) => {
                 n.phase = if out.ok {
@@ -274,9 +274,17 @@ async fn reconcile(cached: Arc<HostTask>, ctx: Arc<Context>) -> Result<Action> {
 
     // 2. Workers that are starting.
     let pods = list_children::<Pod>(&ctx, &ns, &name).await?;
-    let node_names: Vec<String> = list_nodes(&ctx).await?.into_iter().map(|n| n.name).collect();
+    let node_names: Vec<String> = list_nodes(&ctx)
+        .await?
+        .into_iter()
+        .map(|n| n.name)
+        .collect();
     let mut to_run: Vec<(String, String, String)> = Vec::new(); // node, pod name, pod IP
-    for n in status.nodes.iter_mut().filter(|n| n.phase == NodePhase::Starting) {
+    for n in status
+        .nodes
+        .iter_mut()
+        .filter(|n| n.phase == NodePhase::Starting)
+    {
         if !node_names.contains(&n.node) {
             fail(n, &format!("node {} no longer exists", n.node), &now_t);
             newly_failed.push((n.node.clone(), n.message.clone().unwrap_or_default()));
@@ -305,7 +313,10 @@ async fn reconcile(cached: Arc<HostTask>, ctx: Arc<Context>) -> Result<Action> {
             PodState::Waiting(what) => {
                 let started = n.started_at.as_ref().map_or(now_t.0, |t| t.0);
                 let waited = now_t.0.duration_since(started);
-                if waited > SignedDuration::try_from(ctx.config.pod_start_timeout()).unwrap_or(SignedDuration::MAX) {
+                if waited
+                    > SignedDuration::try_from(ctx.config.pod_start_timeout())
+                        .unwrap_or(SignedDuration::MAX)
+                {
                     fail(
                         n,
                         &format!(
@@ -329,7 +340,11 @@ async fn reconcile(cached: Arc<HostTask>, ctx: Arc<Context>) -> Result<Action> {
     let counts = crate::status::Counts::of(&status.nodes);
     let stop = counts.failed > usize::try_from(max_failures).unwrap_or(0);
     if stop {
-        for n in status.nodes.iter_mut().filter(|n| n.phase == NodePhase::Pending) {
+        for n in status
+            .nodes
+            .iter_mut()
+            .filter(|n| n.phase == NodePhase::Pending)
+        {
             n.phase = NodePhase::Skipped;
             n.message = Some(format!(
                 "not started: {} nodes failed, more than rollout.maxFailures {max_failures}",
@@ -340,7 +355,11 @@ async fn reconcile(cached: Arc<HostTask>, ctx: Arc<Context>) -> Result<Action> {
     } else if let (Some(hp), true) = (&hp, plugin_ok) {
         let mut in_flight = counts.in_flight;
         let max_parallel = usize::try_from(max_parallel).unwrap_or(1).max(1);
-        for n in status.nodes.iter_mut().filter(|n| n.phase == NodePhase::Pending) {
+        for n in status
+            .nodes
+            .iter_mut()
+            .filter(|n| n.phase == NodePhase::Pending)
+        {
             if in_flight >= max_parallel {
                 break;
             }
@@ -499,7 +518,10 @@ async fn after_finish(ctx: &Context, task: &HostTask, status: &HostTaskStatus) -
     let Some(ttl) = task.spec.ttl_seconds_after_finished else {
         return Ok(Action::await_change());
     };
-    let finished = status.finished_at.as_ref().map_or(Timestamp::now(), |t| t.0);
+    let finished = status
+        .finished_at
+        .as_ref()
+        .map_or(Timestamp::now(), |t| t.0);
     let due = finished + SignedDuration::from_secs(i64::from(ttl.max(0)));
     let left = Timestamp::now().duration_until(due);
     if left.is_positive() {
@@ -678,13 +700,20 @@ fn pod_state(pod: Option<&Pod>, generation: i64) -> PodState {
                 format!(
                     "exited with code {}{}",
                     t.exit_code,
-                    t.reason.as_ref().map(|r| format!(" ({r})")).unwrap_or_default()
+                    t.reason
+                        .as_ref()
+                        .map(|r| format!(" ({r})"))
+                        .unwrap_or_default()
                 )
             })
             .next()
             .or_else(|| st.message.clone())
             .unwrap_or_default();
-        return PodState::Broken(format!("the worker Pod ended ({phase}) {reason}").trim_end().to_owned());
+        return PodState::Broken(
+            format!("the worker Pod ended ({phase}) {reason}")
+                .trim_end()
+                .to_owned(),
+        );
     }
     for c in st.container_statuses.iter().flatten() {
         if let Some(w) = c.state.as_ref().and_then(|s| s.waiting.as_ref()) {
@@ -749,11 +778,16 @@ async fn spawn_run(
     tokio::spawn(async move {
         let started = std::time::Instant::now();
         let result = match creds {
-            None => Err(CallError::Worker("the worker's Secret is missing or incomplete".into())),
+            None => Err(CallError::Worker(
+                "the worker's Secret is missing or incomplete".into(),
+            )),
             Some(creds) => match WorkerClient::new(&ip, port, &creds) {
                 Err(e) => Err(CallError::Worker(e.to_string())),
                 Ok(client) => {
-                    match client.ensure_module(&loaded.digest.hex(), &loaded.bytes).await {
+                    match client
+                        .ensure_module(&loaded.digest.hex(), &loaded.bytes)
+                        .await
+                    {
                         Err(e) => Err(e),
                         Ok(_) => client.invoke(&req).await,
                     }
@@ -807,7 +841,10 @@ pub async fn run_controller(
     ));
     Controller::new(tasks, watcher::Config::default())
         .owns(Api::<Pod>::namespaced(ctx.client.clone(), &ns), wc.clone())
-        .owns(Api::<Service>::namespaced(ctx.client.clone(), &ns), wc.clone())
+        .owns(
+            Api::<Service>::namespaced(ctx.client.clone(), &ns),
+            wc.clone(),
+        )
         .owns(Api::<Secret>::namespaced(ctx.client.clone(), &ns), wc)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
@@ -845,7 +882,9 @@ impl Runs {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::core::v1::{ContainerState, ContainerStateWaiting, ContainerStatus, PodCondition, PodStatus};
+    use k8s_openapi::api::core::v1::{
+        ContainerState, ContainerStateWaiting, ContainerStatus, PodCondition, PodStatus,
+    };
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
     fn pod(generation: i64, ready: bool, waiting: Option<&str>) -> Pod {
@@ -883,10 +922,21 @@ mod tests {
 
     #[test]
     fn pod_states() {
-        assert_eq!(pod_state(Some(&pod(2, true, None)), 2), PodState::Ready("127.0.1.2".into()));
-        assert!(matches!(pod_state(Some(&pod(2, false, None)), 2), PodState::Waiting(_)));
-        assert!(matches!(pod_state(Some(&pod(1, true, None)), 2), PodState::Waiting(_)));
-        assert!(matches!(pod_state(Some(&pod(2, false, Some("ErrImagePull"))), 2), PodState::Broken(m) if m.contains("ErrImagePull")));
+        assert_eq!(
+            pod_state(Some(&pod(2, true, None)), 2),
+            PodState::Ready("127.0.1.2".into())
+        );
+        assert!(matches!(
+            pod_state(Some(&pod(2, false, None)), 2),
+            PodState::Waiting(_)
+        ));
+        assert!(matches!(
+            pod_state(Some(&pod(1, true, None)), 2),
+            PodState::Waiting(_)
+        ));
+        assert!(
+            matches!(pod_state(Some(&pod(2, false, Some("ErrImagePull"))), 2), PodState::Broken(m) if m.contains("ErrImagePull"))
+        );
         assert!(matches!(pod_state(None, 2), PodState::Broken(_)));
     }
 

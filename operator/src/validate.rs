@@ -423,7 +423,10 @@ mod tests {
     #[test]
     fn pointer_to_field() {
         assert_eq!(field_of_pointer(""), "spec.http.parameter");
-        assert_eq!(field_of_pointer("/a/0/b~1c"), "spec.http.parameter.a[0].b/c");
+        assert_eq!(
+            field_of_pointer("/a/0/b~1c"),
+            "spec.http.parameter.a[0].b/c"
+        );
     }
 
     #[test]

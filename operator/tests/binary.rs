@@ -8,7 +8,12 @@ fn help_lists_the_flags() -> Result<(), Box<dyn std::error::Error>> {
         .output()?;
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout)?;
-    for flag in ["--namespace", "--worker-image", "--plugin-dir", "--lease-seconds"] {
+    for flag in [
+        "--namespace",
+        "--worker-image",
+        "--plugin-dir",
+        "--lease-seconds",
+    ] {
         assert!(text.contains(flag), "{flag} missing from --help:\n{text}");
     }
     Ok(())

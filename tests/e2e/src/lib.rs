@@ -261,6 +261,60 @@ impl Harness {
         Ok(())
     }
 
+    /// Publishes a module as its author would: `hostplug plugin manifest FILE --name NAME
+    /// [--etc E]` applied as it is printed; waits until the operator has looked at it.
+    pub async fn publish_plugin(
+        &self,
+        wasm: &str,
+        name: &str,
+        etc: &str,
+    ) -> anyhow::Result<HostPlugin> {
+        let cli = workspace_binary("hostplug")?;
+        let out = std::process::Command::new(&cli)
+            .args(["plugin", "manifest"])
+            .arg(self.plugin_dir.join(wasm))
+            .args(["--name", name, "--etc", etc])
+            .output()
+            .context("running hostplug plugin manifest")?;
+        if !out.status.success() {
+            bail!(
+                "hostplug plugin manifest failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        self.apply(&String::from_utf8(out.stdout)?).await?;
+        self.wait_plugin_status(name).await
+    }
+
+    /// Waits until a HostPlugin has a status for its current generation.
+    pub async fn wait_plugin_status(&self, name: &str) -> anyhow::Result<HostPlugin> {
+        let api: Api<HostPlugin> = Api::all(self.admin.clone());
+        let deadline = tokio::time::Instant::now() + TASK_TIMEOUT;
+        loop {
+            if let Some(hp) = api.get_opt(name).await?
+                && hp
+                    .status
+                    .as_ref()
+                    .is_some_and(|s| s.observed_generation == hp.metadata.generation)
+            {
+                return Ok(hp);
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("HostPlugin {name} got no status");
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+
+    /// The log of a worker Pod.
+    pub fn worker_log(&self, pod: &str) -> String {
+        self.env
+            .node_simulator()
+            .map(|n| n.container_log(NAMESPACE, pod, "worker"))
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .unwrap_or_default()
+    }
+
     /// A node's /etc.
     pub fn etc(&self, node: &str) -> anyhow::Result<PathBuf> {
         Ok(self

@@ -19,8 +19,15 @@ async fn examples_end_as_expected() -> anyhow::Result<()> {
     let st = t.status.clone().unwrap_or_default();
     assert_eq!(state_of(&t), Some(TaskState::Succeeded), "{:?}", st.msg);
     assert_eq!(st.nodes.len(), NODES.len());
-    assert!(st.nodes.iter().all(|n| n.changed && n.diff.is_some()), "{st:?}");
-    assert_eq!(changed_files(&before, &h.snapshot()?), vec![], "a dry run changed files");
+    assert!(
+        st.nodes.iter().all(|n| n.changed && n.diff.is_some()),
+        "{st:?}"
+    );
+    assert_eq!(
+        changed_files(&before, &h.snapshot()?),
+        vec![],
+        "a dry run changed files"
+    );
 
     // The real thing on all nodes: exactly chrony.conf on each node.
     let before = h.snapshot()?;
@@ -37,7 +44,10 @@ async fn examples_end_as_expected() -> anyhow::Result<()> {
     assert_eq!(changed, expected);
     for node in NODES {
         let conf = std::fs::read_to_string(h.etc(node)?.join("chrony.conf"))?;
-        assert!(conf.contains("server ntp.example.com iburst\n"), "{node}: {conf}");
+        assert!(
+            conf.contains("server ntp.example.com iburst\n"),
+            "{node}: {conf}"
+        );
     }
 
     // Control-plane nodes only: /etc/hosts on master, nothing else anywhere.

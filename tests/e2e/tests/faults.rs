@@ -1,0 +1,187 @@
+//! Faults: maxFailures stops a rollout; a worker killed mid-call fails its node with the
+//! reason while the operator goes on; an operator restarted mid-rollout never runs a
+//! node twice for one generation; the TTL removes a finished task's children.
+
+use std::time::Duration;
+
+use hostplug_e2e::Harness;
+use hostplug_operator::crd::{NodePhase, TaskState};
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
+use kube::api::DeleteParams;
+
+fn task(name: &str, spec: &str) -> String {
+    format!(
+        "apiVersion: hostplug.dev/v1alpha1\nkind: HostTask\nmetadata: {{name: {name}, namespace: hostplug-system}}\nspec:\n{spec}"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_are_contained() -> anyhow::Result<()> {
+    let mut h = Harness::start().await?;
+
+    // maxFailures 0, one node at a time: the first failure stops the rollout.
+    h.apply(&task(
+        "max-failures",
+        "  targetType: All\n  rollout: {maxParallel: 1, maxFailures: 0}\n  http: {api: etc-file, method: read, parameter: {path: /etc/does-not-exist}}\n",
+    ))
+    .await?;
+    let t = h.wait_finished("max-failures").await?;
+    let st = t.status.unwrap_or_default();
+    assert_eq!(st.state, TaskState::Failed);
+    let phases: Vec<NodePhase> = st.nodes.iter().map(|n| n.phase).collect();
+    assert_eq!(
+        phases,
+        vec![NodePhase::Failed, NodePhase::Skipped, NodePhase::Skipped],
+        "{:?}",
+        st.msg
+    );
+    assert!(
+        st.nodes[0]
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("not-found"),
+        "{:?}",
+        st.nodes[0]
+    );
+    assert_eq!(
+        h.children("max-failures").await?.0,
+        1,
+        "skipped nodes got a Pod"
+    );
+
+    // TTL: the children of a finished task go away.
+    h.apply(&task(
+        "short-ttl",
+        "  workers: [node1]\n  ttlSecondsAfterFinished: 2\n  http: {api: etc-file, method: read, parameter: {path: /etc/hostname}}\n",
+    ))
+    .await?;
+    let t = h.wait_finished("short-ttl").await?;
+    assert_eq!(t.status.map(|s| s.state), Some(TaskState::Succeeded));
+    wait_until(Duration::from_secs(60), || async {
+        Ok(h.children("short-ttl").await? == (0, 0, 0))
+    })
+    .await?;
+
+    // A worker killed while its plugin runs: that node fails with the reason.
+    h.publish_plugin("test-spin.wasm", "test-spin", "none")
+        .await?;
+    h.apply(&task(
+        "killed-worker",
+        "  workers: [node1, node2]\n  timeoutSeconds: 15\n  rollout: {maxParallel: 2, maxFailures: 2}\n  http: {api: test-spin, method: spin}\n",
+    ))
+    .await?;
+    h.wait_task("killed-worker", |t| {
+        t.status.as_ref().is_some_and(|s| {
+            s.nodes
+                .iter()
+                .any(|n| n.node == "node1" && n.phase == NodePhase::Running)
+        })
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let pods: Api<Pod> = Api::namespaced(h.admin.clone(), hostplug_e2e::NAMESPACE);
+    pods.delete(
+        "killed-worker-node1",
+        &DeleteParams::default().grace_period(0),
+    )
+    .await?;
+    let t = h.wait_finished("killed-worker").await?;
+    let st = t.status.unwrap_or_default();
+    let node1 = st
+        .nodes
+        .iter()
+        .find(|n| n.node == "node1")
+        .cloned()
+        .unwrap_or_default();
+    let node2 = st
+        .nodes
+        .iter()
+        .find(|n| n.node == "node2")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(node1.phase, NodePhase::Failed);
+    assert!(
+        node1
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("unreachable"),
+        "{node1:?}"
+    );
+    assert_eq!(node2.phase, NodePhase::Failed);
+    assert!(
+        node2
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("timeout"),
+        "{node2:?}"
+    );
+
+    // The operator killed mid-rollout and started again: no node runs twice.
+    h.apply(&task(
+        "restart",
+        "  targetType: All\n  rollout: {maxParallel: 1}\n  http: {api: etc-file, method: ensure-line, parameter: {path: /etc/restart-test.conf, line: once, create: true}}\n",
+    ))
+    .await?;
+    let mid = h
+        .wait_task("restart", |t| {
+            t.status.as_ref().is_some_and(|s| s.nodes_done >= 1)
+        })
+        .await?;
+    h.kill_operator().await?;
+    h.start_operator()?;
+    let t = h.wait_finished("restart").await?;
+    let st = t.status.unwrap_or_default();
+    let done_before: Vec<_> = mid
+        .status
+        .unwrap_or_default()
+        .nodes
+        .into_iter()
+        .filter(|n| n.phase.is_finished())
+        .collect();
+    for before in &done_before {
+        let after = st.nodes.iter().find(|n| n.node == before.node);
+        assert_eq!(
+            after.and_then(|n| n.finished_at.clone()),
+            before.finished_at.clone(),
+            "{} ran again",
+            before.node
+        );
+    }
+    for n in &st.nodes {
+        let pod = n.pod.clone().unwrap_or_default();
+        let invocations = h.worker_log(&pod).matches("invoking").count();
+        assert!(invocations <= 1, "{} invoked {invocations} times", n.node);
+        assert!(
+            n.phase == NodePhase::Succeeded
+                || n.message
+                    .as_deref()
+                    .unwrap_or_default()
+                    .contains("outcome unknown"),
+            "{n:?}"
+        );
+        if n.phase == NodePhase::Succeeded {
+            let file = std::fs::read_to_string(h.etc(&n.node)?.join("restart-test.conf"))?;
+            assert_eq!(file, "once\n", "{}", n.node);
+        }
+    }
+    h.shutdown().await
+}
+
+async fn wait_until<F, Fut>(timeout: Duration, mut f: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<bool>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !f().await? {
+        if tokio::time::Instant::now() > deadline {
+            anyhow::bail!("condition not met within {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    Ok(())
+}
