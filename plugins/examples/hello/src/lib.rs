@@ -2,7 +2,7 @@
 //! builds. `greet` only answers; `set-motd` writes /etc/motd idempotently, with a diff,
 //! a dry run and an atomic write.
 
-use hostplug_sdk::{Context, Definition, Outcome, Plugin, Result, diff, export_plugin, fs};
+use hostplug_sdk::{Context, Definition, Outcome, Plugin, Result, export_plugin, fs};
 use schemars::JsonSchema;
 use serde::Deserialize;
 
@@ -28,18 +28,17 @@ fn greet(p: Greet, _cx: &Context) -> Result<Outcome> {
 
 fn set_motd(p: SetMotd, cx: &Context) -> Result<Outcome> {
     let path = fs::etc_path("/etc/motd")?;
-    let old = fs::read_text(&path)?;
-    let new = format!("{}\n", p.message);
-    let Some(change) = diff::unified("/etc/motd", old.as_deref(), Some(&new)) else {
-        return Ok(Outcome::unchanged(
-            serde_json::json!({ "path": "/etc/motd" }),
-        ));
+    let options = fs::EditOptions {
+        dry_run: cx.dry_run(),
+        ..Default::default()
     };
-    if !cx.dry_run() {
-        fs::write_atomic(&path, new.as_bytes())?;
+    // Read, compute the new content, diff, and write atomically unless a dry run.
+    let edit = fs::edit_text(&path, options, |_old| Ok(Some(format!("{}\n", p.message))))?;
+    if edit.changed && !cx.dry_run() {
         hostplug_sdk::log::info("motd updated");
     }
-    Ok(Outcome::changed(serde_json::json!({ "path": "/etc/motd" })).with_diff(Some(change)))
+    let output = serde_json::json!({ "path": "/etc/motd" });
+    Ok(Outcome::new(edit.changed, output).with_diff(edit.diff))
 }
 
 /// The plugin.
