@@ -6,7 +6,10 @@
 //! serde. It must never grow a dependency on the server side (axum, wasmtime).
 //!
 //! All JSON field names are camelCase. Every route but `GET /healthz` needs
-//! `Authorization: Bearer <token>`.
+//! `Authorization: Bearer <token>`. `POST /v1/invoke` needs
+//! `Content-Type: application/json`; an upload's body is the raw module
+//! (`application/wasm` or `application/octet-stream`, the type is not checked). The
+//! worker speaks HTTP/1.1 and HTTP/2 (ALPN) over TLS only.
 //!
 //! | route | request body | success | errors |
 //! |---|---|---|---|

@@ -383,3 +383,46 @@ async fn write_access_dry_run_then_real_change() -> anyhow::Result<()> {
     assert!(!out.changed, "second identical call must report no change");
     worker.stop().await
 }
+
+#[tokio::test]
+async fn memory_limit_and_plugin_logs_over_https() -> anyhow::Result<()> {
+    let limits = Limits {
+        memory_limit_bytes: 32 * 1024 * 1024,
+        ..Limits::default()
+    };
+    let worker = Worker::start(EtcAccess::None, limits).await?;
+    let hog = plugin("test-hog");
+    let noisy = plugin("test-noisy");
+    assert_eq!(worker.upload(&hog).await?.status(), StatusCode::CREATED);
+    assert_eq!(worker.upload(&noisy).await?.status(), StatusCode::CREATED);
+
+    let response = worker.invoke(&hog, "hog", serde_json::json!({})).await?;
+    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(error_kind(response).await?, ErrorKind::ResourceLimit);
+    assert_eq!(
+        worker
+            .invoke(&hog, "ok", serde_json::json!({}))
+            .await?
+            .status(),
+        StatusCode::OK
+    );
+
+    // What a plugin logs travels with its result, in order, with level and source.
+    let params = serde_json::json!({"stdout": 150, "stderr": 0, "logs": 2, "logSize": 5});
+    let response = worker.invoke(&noisy, "chatter", params).await?;
+    assert_eq!(response.status(), StatusCode::OK);
+    let out: InvokeResponse = response.json().await?;
+    assert_eq!(out.output, serde_json::json!({"done": true}));
+    let from_log: Vec<_> = out.logs.iter().filter(|l| l.source == "log").collect();
+    assert_eq!(from_log.len(), 2, "{:?}", out.logs);
+    assert_eq!(
+        (from_log[0].level.as_str(), from_log[0].message.as_str()),
+        ("debug", "lllll")
+    );
+    assert!(
+        out.logs.iter().any(|l| l.source == "stdout"),
+        "{:?}",
+        out.logs
+    );
+    worker.stop().await
+}
