@@ -41,7 +41,11 @@ impl Guest for TestTrap {
     fn invoke(method: String, _params: String, _dry_run: bool) -> Result<Outcome, PluginError> {
         match method.as_str() {
             "panic" => panic!("test-trap was asked to panic"),
+            // The wasm `unreachable` instruction; native test builds only need to compile.
+            #[cfg(target_arch = "wasm32")]
             "unreachable" => core::arch::wasm32::unreachable(),
+            #[cfg(not(target_arch = "wasm32"))]
+            "unreachable" => std::process::abort(),
             "recurse" => {
                 let n = recurse(std::hint::black_box(1));
                 Ok(Outcome {
