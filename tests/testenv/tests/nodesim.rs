@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use hostplug_testenv::{EnvConfig, Environment};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Node, Pod, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Secret, ServiceAccount};
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::runtime::conditions;
 use kube::{Api, ResourceExt};
@@ -198,6 +198,16 @@ async fn volumes_host_path_per_node_read_only_secret_and_env() {
         .create(&PostParams::default(), &secret)
         .await
         .expect("create the Secret");
+    let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let configmap: ConfigMap = serde_json::from_value(json!({
+        "metadata": {"name": "settings"},
+        "data": {"greeting": "hello", "other": "not mounted"},
+    }))
+    .expect("a ConfigMap");
+    configmaps
+        .create(&PostParams::default(), &configmap)
+        .await
+        .expect("create the ConfigMap");
 
     let script = r#"
         set -u
@@ -212,6 +222,10 @@ async fn volumes_host_path_per_node_read_only_secret_and_env() {
         test -s /var/run/secrets/kubernetes.io/serviceaccount/token || exit 16
         test -s /var/run/secrets/kubernetes.io/serviceaccount/ca.crt || exit 17
         ls /proc/self >/dev/null || exit 18
+        grep -q "CapBnd:.*00000000a80425fb" /proc/self/status || exit 19
+        test "$(cat /config/greeting.txt)" = hello || exit 20
+        test ! -e /config/other || exit 21
+        echo scratch > /scratch/file || exit 22
         exit 0
     "#;
     let extra = json!({
@@ -230,11 +244,15 @@ async fn volumes_host_path_per_node_read_only_secret_and_env() {
                     {"name": "etc", "mountPath": "/host/etc"},
                     {"name": "etc", "mountPath": "/ro/etc", "readOnly": true},
                     {"name": "secret", "mountPath": "/secret"},
+                    {"name": "config", "mountPath": "/config"},
+                    {"name": "scratch", "mountPath": "/scratch"},
                 ],
             }],
             "volumes": [
                 {"name": "etc", "hostPath": {"path": "/etc", "type": "Directory"}},
                 {"name": "secret", "secret": {"secretName": "creds", "defaultMode": 0o400}},
+                {"name": "config", "configMap": {"name": "settings", "items": [{"key": "greeting", "path": "greeting.txt"}]}},
+                {"name": "scratch", "emptyDir": {}},
             ],
         },
     });
@@ -280,6 +298,40 @@ async fn volumes_host_path_per_node_read_only_secret_and_env() {
         !std::path::Path::new("/etc/written-by-pod").exists(),
         "the host's /etc is untouched"
     );
+
+    // A Socket hostPath reaches a real socket in the node's tree (as a Docker socket would).
+    let socket = env.node_root("node2").expect("node2").join("run/test.sock");
+    let listener =
+        std::os::unix::net::UnixListener::bind(&socket).expect("bind a socket in node2's tree");
+    let reader = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().expect("the Pod connects");
+        let mut got = String::new();
+        std::io::Read::read_to_string(&mut stream, &mut got).expect("read");
+        got
+    });
+    let client_pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "socket-client", "namespace": "default"},
+        "spec": {
+            "nodeName": "node2",
+            "restartPolicy": "Never",
+            "automountServiceAccountToken": false,
+            "containers": [{
+                "name": "main",
+                "image": PYTHON_IMAGE,
+                "command": ["python3", "-c",
+                    "import socket; s = socket.socket(socket.AF_UNIX); s.connect('/var/run/docker.sock'); s.sendall(b'ping from pod'); s.close()"],
+                "volumeMounts": [{"name": "sock", "mountPath": "/var/run/docker.sock"}],
+            }],
+            "volumes": [{"name": "sock", "hostPath": {"path": "/run/test.sock", "type": "Socket"}}],
+        },
+    }))
+    .expect("a Pod");
+    pods.create(&PostParams::default(), &client_pod)
+        .await
+        .expect("create the Pod");
+    let done = wait_pod(&env, "socket-client", terminal).await;
+    assert_eq!(phase(&done), "Succeeded", "{:#?}", done.status);
+    assert_eq!(reader.join().expect("the reader thread"), "ping from pod");
     env.shutdown().await.expect("shutdown");
 }
 

@@ -570,7 +570,7 @@ pub(crate) async fn supervise(
                     pid: pgid,
                     env: env.clone(),
                 };
-                let probes = probe::watch(&cx.rt, &container, target, |u| report(u));
+                let probes = probe::watch(&cx.rt, &container, target, &report);
                 tokio::pin!(probes);
                 let grace_for_liveness = pod_grace(&cx.pod);
                 let status = tokio::select! {

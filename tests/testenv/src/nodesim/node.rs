@@ -250,10 +250,10 @@ pub(crate) async fn heartbeat(
         } else {
             register(&client, &node, &version).await
         };
-        if let Err(e) = result {
-            if !shutdown.is_cancelled() {
-                tracing::warn!(node = %node.spec.name, error = %e, "node heartbeat failed");
-            }
+        if let Err(e) = result
+            && !shutdown.is_cancelled()
+        {
+            tracing::warn!(node = %node.spec.name, error = %e, "node heartbeat failed");
         }
     }
 }
