@@ -366,6 +366,13 @@ pub fn remove<T: Transport>(d: &Daemon<'_, T>, p: &params::Remove) -> Result<Out
         // By name with other names left, only that name goes; otherwise the image.
         let by_name = !is_id_of(image, &before.id);
         let last_name = before.repo_tags.len() <= 1;
+        if !by_name && !last_name && !p.force {
+            // What the daemon would answer; a dry run should fail the same way.
+            return Err(Error::failed(format!(
+                "{image} has several names ({}); removing it by ID needs \"force\": true",
+                before.repo_tags.join(", ")
+            )));
+        }
         let goes = !by_name || last_name || p.force;
         return Ok(Outcome::changed(RemoveOutput {
             image: image.to_owned(),

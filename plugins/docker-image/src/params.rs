@@ -40,7 +40,8 @@ pub enum PullPolicy {
     /// Pull only when the image is not on the node (or not for the requested platform).
     #[default]
     IfNotPresent,
-    /// Always ask the registry; `changed` is true only when the image ID changed.
+    /// Always ask the registry; `changed` is true only when the image ID changed. A dry
+    /// run does not ask the registry, so it reports `changed: true` for this policy.
     Always,
 }
 

@@ -545,6 +545,12 @@ fn dry_runs_send_no_mutating_request() {
         run::<Remove>(&f, true, json!({"image": "localhost/tiny:1"}), remove).unwrap();
     assert!(changed);
     assert_eq!(out["deleted"], json!([id(1)]));
+    let e = run::<Remove>(&f, true, json!({"image": id(2)}), remove).unwrap_err();
+    assert!(e.message().contains("force"), "{e}");
+    let (changed, out) =
+        run::<Remove>(&f, true, json!({"image": id(2), "force": true}), remove).unwrap();
+    assert!(changed);
+    assert_eq!(out["deleted"], json!([id(2)]));
     let (changed, out) = run::<Prune>(&f, true, json!({"all": true}), prune).unwrap();
     assert!(changed);
     assert_eq!(out["deleted"].as_array().map(Vec::len), Some(4));
