@@ -433,6 +433,77 @@ fn truncate(s: &str) -> String {
 mod tests {
     use super::*;
 
+    /// Serves one connection on a fresh socket with `response`, after `delay`.
+    fn serve(response: &'static [u8], delay: Duration) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let socket = dir.path().join("d.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&socket).expect("bind");
+        std::thread::spawn(move || {
+            if let Ok((mut stream, _)) = listener.accept() {
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf);
+                std::thread::sleep(delay);
+                let _ = stream.write_all(response);
+            }
+        });
+        (dir, socket)
+    }
+
+    fn get(socket: &Path, policy: DockerPolicy) -> Result<Response, String> {
+        DockerClient::new(socket, policy, false).request(
+            "GET",
+            "/_ping",
+            None,
+            Instant::now() + Duration::from_secs(5),
+        )
+    }
+
+    #[test]
+    fn response_framings() {
+        for (raw, body) in [
+            (&b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nOK"[..], &b"OK"[..]),
+            (
+                b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3;x=y\r\nabc\r\n2\r\nde\r\n0\r\nTrailer: t\r\n\r\n",
+                b"abcde",
+            ),
+            (b"HTTP/1.0 404 Not Found\r\n\r\nno such image", b"no such image"),
+            (b"HTTP/1.1 204 No Content\r\n\r\n", b""),
+        ] {
+            let (_dir, socket) = serve(raw, Duration::ZERO);
+            let r = get(&socket, DockerPolicy::images()).expect("response");
+            assert_eq!(r.body, body, "{}", String::from_utf8_lossy(raw));
+        }
+    }
+
+    #[test]
+    fn oversized_and_slow_responses_fail() {
+        let small = DockerPolicy {
+            max_response_bytes: 4,
+            timeout: Duration::from_millis(200),
+            ..DockerPolicy::images()
+        };
+        for raw in [
+            &b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n12345"[..],
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n3\r\ndef\r\n0\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\n\r\n123456789",
+        ] {
+            let (_dir, socket) = serve(raw, Duration::ZERO);
+            let e = get(&socket, small.clone()).expect_err("oversized");
+            assert!(e.contains("exceeds"), "{e}");
+        }
+        let (_dir, socket) = serve(b"HTTP/1.1 200 OK\r\n\r\n", Duration::from_secs(2));
+        let started = Instant::now();
+        let e = get(&socket, small).expect_err("slow");
+        assert!(e.contains("timed out"), "{e}");
+        assert!(started.elapsed() < Duration::from_secs(1));
+        let e = get(
+            Path::new("/nonexistent/docker.sock"),
+            DockerPolicy::images(),
+        )
+        .expect_err("no socket");
+        assert!(e.contains("docker socket"), "{e}");
+    }
+
     #[test]
     fn image_routes_are_allowed() {
         let p = DockerPolicy::images();
