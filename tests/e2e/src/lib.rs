@@ -82,6 +82,7 @@ pub struct Harness {
     operator_bin: PathBuf,
     sa_kubeconfig: PathBuf,
     plugin_dir: PathBuf,
+    builtin_dir: PathBuf,
     starts: u32,
 }
 
@@ -118,6 +119,16 @@ impl Harness {
             .service_account_kubeconfig(NAMESPACE, OPERATOR_SA)
             .await
             .context("operator kubeconfig")?;
+        // The operator image ships only the real plugins; the test plugins of
+        // target/plugins are published from ConfigMaps by the tests that need them.
+        let builtin_dir = env.dir().join("builtin-plugins");
+        std::fs::create_dir_all(&builtin_dir)?;
+        for name in BUILTIN_PLUGINS {
+            let file = format!("{name}.wasm");
+            if plugin_dir.join(&file).is_file() {
+                std::fs::copy(plugin_dir.join(&file), builtin_dir.join(&file))?;
+            }
+        }
         let admin = env.admin_client();
         let mut h = Self {
             env,
@@ -126,6 +137,7 @@ impl Harness {
             operator_bin,
             sa_kubeconfig,
             plugin_dir,
+            builtin_dir,
             starts: 0,
         };
         h.start_operator()?;
@@ -148,7 +160,7 @@ impl Harness {
             .env("KUBECONFIG", &self.sa_kubeconfig)
             .env("HOSTPLUG_NAMESPACE", NAMESPACE)
             .env("HOSTPLUG_WORKER_IMAGE", WORKER_IMAGE)
-            .env("HOSTPLUG_PLUGIN_DIR", &self.plugin_dir)
+            .env("HOSTPLUG_PLUGIN_DIR", &self.builtin_dir)
             .env("HOSTPLUG_HTTP_ADDR", "127.0.0.1:0")
             .env("HOSTPLUG_LEASE_SECONDS", TEST_LEASE_SECONDS)
             .env(
@@ -366,6 +378,9 @@ impl Harness {
         Ok(())
     }
 }
+
+/// The plugins the operator image ships (`deploy/operator/Dockerfile`).
+pub const BUILTIN_PLUGINS: [&str; 2] = ["etc-file", "docker-image"];
 
 /// The simulated nodes.
 pub const NODES: [&str; 3] = ["master", "node1", "node2"];

@@ -3,7 +3,9 @@
 //! operator's RBAC, and the operator itself, run as its ServiceAccount with the built-in
 //! plugins. Prints the kubeconfig and what to type next; Ctrl-C stops everything.
 //!
-//! The operator and worker binaries are expected next to this one (`make dev` builds
+//! The web console runs too, as its own ServiceAccount, on http://127.0.0.1:18081.
+//!
+//! The operator, worker and console binaries are expected next to this one (`make dev` builds
 //! them); the built-in plugins in `HOSTPLUG_PLUGIN_DIR` (default `target/plugins`).
 
 use std::path::{Path, PathBuf};
@@ -21,6 +23,10 @@ const NAMESPACE: &str = "hostplug-system";
 const OPERATOR_SA: &str = "hostplug-operator";
 /// Where the operator serves /metrics and /healthz in the dev environment.
 const OPERATOR_HTTP_ADDR: &str = "127.0.0.1:18080";
+/// The web console's ServiceAccount (deploy/web/rbac.yaml).
+const CONSOLE_SA: &str = "hostplug-web";
+/// Where the web console listens in the dev environment.
+const CONSOLE_ADDR: &str = "127.0.0.1:18081";
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -33,7 +39,7 @@ fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
     let path = dir.join(name);
     if !path.is_file() {
         bail!(
-            "{} not found; build it first: cargo build -p hostplug-operator -p hostplug-worker",
+            "{} not found; build it first: cargo build -p hostplug-operator -p hostplug-worker -p hostplug-web",
             path.display()
         );
     }
@@ -45,6 +51,7 @@ async fn main() -> anyhow::Result<()> {
     let root = repo_root();
     let operator_bin = sibling_binary("hostplug-operator")?;
     let worker_bin = sibling_binary("hostplug-worker")?;
+    let console_bin = sibling_binary("hostplug-web")?;
     let plugin_dir = std::env::var_os("HOSTPLUG_PLUGIN_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target/plugins"));
@@ -74,6 +81,17 @@ async fn main() -> anyhow::Result<()> {
         .service_account_kubeconfig(NAMESPACE, OPERATOR_SA)
         .await
         .context("making the operator's kubeconfig")?;
+    // Only the plugins the operator image ships; the test plugins next to them are for
+    // publishing from ConfigMaps (`hostplug plugin manifest`).
+    let builtin_dir = env.dir().join("builtin-plugins");
+    std::fs::create_dir_all(&builtin_dir).context("creating the built-in plugin directory")?;
+    for name in ["etc-file", "docker-image"] {
+        let file = format!("{name}.wasm");
+        if plugin_dir.join(&file).is_file() {
+            std::fs::copy(plugin_dir.join(&file), builtin_dir.join(&file))
+                .with_context(|| format!("copying {file}"))?;
+        }
+    }
     let log_path = env.dir().join("logs/hostplug-operator.log");
     if let Some(parent) = log_path.parent() {
         std::fs::create_dir_all(parent).context("creating the log directory")?;
@@ -83,7 +101,7 @@ async fn main() -> anyhow::Result<()> {
         .env("KUBECONFIG", &sa_kubeconfig)
         .env("HOSTPLUG_NAMESPACE", NAMESPACE)
         .env("HOSTPLUG_WORKER_IMAGE", WORKER_IMAGE)
-        .env("HOSTPLUG_PLUGIN_DIR", &plugin_dir)
+        .env("HOSTPLUG_PLUGIN_DIR", &builtin_dir)
         .env("HOSTPLUG_HTTP_ADDR", OPERATOR_HTTP_ADDR)
         .env("POD_NAME", "hostplug-operator-dev")
         .env(
@@ -96,6 +114,46 @@ async fn main() -> anyhow::Result<()> {
         .kill_on_drop(true)
         .spawn()
         .with_context(|| format!("starting {}", operator_bin.display()))?;
+
+    // The web console, as its own ServiceAccount (deploy/web/rbac.yaml), plain HTTP on
+    // loopback (so its cookies are not marked Secure), database in the environment dir.
+    env.apply_yaml_file(root.join("deploy/web/rbac.yaml"))
+        .await
+        .context("applying deploy/web/rbac.yaml")?;
+    let console_kubeconfig = env
+        .service_account_kubeconfig(NAMESPACE, CONSOLE_SA)
+        .await
+        .context("making the console's kubeconfig")?;
+    let console_log_path = env.dir().join("logs/hostplug-web.log");
+    let console_log =
+        std::fs::File::create(&console_log_path).context("creating the console log")?;
+    let mut console = tokio::process::Command::new(&console_bin)
+        .args([
+            "--listen",
+            CONSOLE_ADDR,
+            "--namespace",
+            NAMESPACE,
+            "--secure-cookies",
+            "false",
+        ])
+        .arg("--db-path")
+        .arg(env.dir().join("console/console.db"))
+        .arg("--kubeconfig")
+        .arg(&console_kubeconfig)
+        .env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "info,kube=warn".into()),
+        )
+        .stdin(Stdio::null())
+        .stdout(
+            console_log
+                .try_clone()
+                .context("duplicating the console log")?,
+        )
+        .stderr(console_log)
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {}", console_bin.display()))?;
 
     let kubectl = env.kubectl();
     let kubectl_dir = kubectl
@@ -115,6 +173,8 @@ async fn main() -> anyhow::Result<()> {
          Each node's /etc: {dir}/nodes/<node>/etc (see the environment directory)\n\
          Operator log:     {log}\n\
          Operator metrics: http://{OPERATOR_HTTP_ADDR}/metrics\n\
+         Web console:      http://{CONSOLE_ADDR}/ (the first account registered becomes admin)\n\
+         Console log:      {console_log}\n\
          Files and logs:   {dir}\n\
          Ctrl-C stops everything.",
         started.elapsed().as_secs_f64(),
@@ -122,6 +182,7 @@ async fn main() -> anyhow::Result<()> {
         kubeconfig = env.kubeconfig_path().display(),
         root = root.canonicalize().unwrap_or(root.clone()).display(),
         log = log_path.display(),
+        console_log = console_log_path.display(),
         dir = env.dir().display(),
     );
     for node in ["master", "node1", "node2"] {
@@ -138,10 +199,16 @@ async fn main() -> anyhow::Result<()> {
         status = operator.wait() => {
             eprintln!("the operator exited ({status:?}); see {}", log_path.display());
         }
+        status = console.wait() => {
+            eprintln!("the console exited ({status:?}); see {}", console_log_path.display());
+        }
     }
     eprintln!("\nstopping…");
+    let _ = console.kill().await;
     let _ = operator.kill().await;
-    env.shutdown().await.context("stopping the test environment")?;
+    env.shutdown()
+        .await
+        .context("stopping the test environment")?;
     eprintln!("stopped.");
     Ok(())
 }
