@@ -8,7 +8,6 @@ use hostplug_testenv::{EnvConfig, Environment};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Secret, ServiceAccount};
 use kube::api::{DeleteParams, ListParams, PostParams};
-use kube::runtime::conditions;
 use kube::{Api, ResourceExt};
 use serde_json::json;
 
@@ -399,12 +398,65 @@ async fn a_server_pod_becomes_ready_answers_on_its_ip_and_stops_when_deleted() {
     assert!(processes_with(&ip).is_empty(), "the server process is gone");
     let refused = reqwest::get(format!("http://{ip}:8080/hello.txt")).await;
     assert!(refused.is_err(), "nothing answers on the Pod IP any more");
+
+    // HTTPS readiness (no certificate verification, like the kubelet) with the server's
+    // certificate from a TLS Secret, gated by an exec startup probe inside the container.
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["tls".to_owned()]).expect("a certificate");
+    let secrets: Api<Secret> = Api::namespaced(env.admin_client(), "default");
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "tls"},
+        "type": "kubernetes.io/tls",
+        "stringData": {"tls.crt": certified.cert.pem(), "tls.key": certified.key_pair.serialize_pem()},
+    }))
+    .expect("a Secret");
+    secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("create the Secret");
+    let server = "import http.server, os, ssl\n\
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)\n\
+        ctx.load_cert_chain('/tls/tls.crt', '/tls/tls.key')\n\
+        srv = http.server.HTTPServer((os.environ['POD_IP'], 8443), http.server.SimpleHTTPRequestHandler)\n\
+        srv.socket = ctx.wrap_socket(srv.socket, server_side=True)\n\
+        srv.serve_forever()\n";
+    let tls_pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "tls", "namespace": "default"},
+        "spec": {
+            "nodeName": "node1",
+            "terminationGracePeriodSeconds": 1,
+            "containers": [{
+                "name": "main",
+                "image": PYTHON_IMAGE,
+                "command": ["python3", "-c", server],
+                "env": [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}],
+                "startupProbe": {"exec": {"command": ["/bin/sh", "-c", "test -s /tls/tls.crt && test \"$(hostname)\" = tls"]}, "periodSeconds": 1},
+                "readinessProbe": {"httpGet": {"path": "/", "port": 8443, "scheme": "HTTPS"}, "periodSeconds": 1},
+                "volumeMounts": [{"name": "tls", "mountPath": "/tls", "readOnly": true}],
+            }],
+            "volumes": [{"name": "tls", "secret": {"secretName": "tls", "defaultMode": 0o400}}],
+        },
+    }))
+    .expect("a Pod");
+    pods.create(&PostParams::default(), &tls_pod)
+        .await
+        .expect("create the Pod");
+    let ready_tls = wait_pod(&env, "tls", ready).await;
+    let started = ready_tls
+        .status
+        .and_then(|s| s.container_statuses)
+        .and_then(|c| c.first().and_then(|c| c.started));
+    assert_eq!(started, Some(true));
+    pods.delete("tls", &DeleteParams::default())
+        .await
+        .expect("delete the Pod");
+    wait_pod_gone(&env, "tls").await;
     env.shutdown().await.expect("shutdown");
 }
 
 async fn wait_pod_gone(env: &Environment, name: &str) {
     let pods: Api<Pod> = Api::namespaced(env.admin_client(), "default");
-    env.wait_for(&pods, name, conditions::is_deleted(""), TIMEOUT)
+    env.wait_for(&pods, name, |p: Option<&Pod>| p.is_none(), TIMEOUT)
         .await
         .expect("the Pod is released");
 }
