@@ -226,7 +226,8 @@ fn required_set(schema: &Value) -> Vec<String> {
 
 fn default_text(kind: FieldKind, default: Option<&Value>) -> (String, bool) {
     match (kind, default) {
-        (_, None) => (String::new(), false),
+        // `"default": null` (schemars writes it for optional fields) means "no value".
+        (_, None | Some(Value::Null)) => (String::new(), false),
         (FieldKind::Boolean, Some(v)) => (String::new(), v.as_bool().unwrap_or(false)),
         (FieldKind::Lines, Some(Value::Array(items))) => (
             items
@@ -243,6 +244,26 @@ fn default_text(kind: FieldKind, default: Option<&Value>) -> (String, bool) {
         (_, Some(Value::String(s))) => (s.clone(), false),
         (_, Some(v)) => (v.to_string(), false),
     }
+}
+
+/// A schema's properties in display order: required ones first (in the order of
+/// `required`), then the others by name. (serde_json here keeps objects sorted, so the
+/// plugin's own order is not available.)
+fn ordered_properties(schema: &Value) -> Vec<(&String, &Value)> {
+    let Some(properties) = schema.get("properties").and_then(Value::as_object) else {
+        return Vec::new();
+    };
+    let required = required_set(schema);
+    let mut out: Vec<(&String, &Value)> = required
+        .iter()
+        .filter_map(|name| properties.get_key_value(name))
+        .collect();
+    out.extend(
+        properties
+            .iter()
+            .filter(|(name, _)| !required.contains(name)),
+    );
+    out
 }
 
 /// Builds the form for a method's parameter schema.
@@ -285,10 +306,7 @@ fn push_object(
     items: &mut Vec<FormItem>,
 ) {
     let required = required_set(schema);
-    let Some(properties) = schema.get("properties").and_then(Value::as_object) else {
-        return;
-    };
-    for (name, prop) in properties {
+    for (name, prop) in ordered_properties(schema) {
         let prop = resolve(root, prop);
         let key = format!("{key_prefix}.{name}");
         let path = if path_prefix.is_empty() {
@@ -366,10 +384,7 @@ fn collect_rows(
     depth: usize,
 ) {
     let required = required_set(schema);
-    let Some(properties) = schema.get("properties").and_then(Value::as_object) else {
-        return;
-    };
-    for (name, prop) in properties {
+    for (name, prop) in ordered_properties(schema) {
         let prop = resolve(root, prop);
         let path = if prefix.is_empty() {
             name.clone()
@@ -453,10 +468,7 @@ fn object_from_form(
 ) -> Map<String, Value> {
     let mut out = Map::new();
     let required = required_set(schema);
-    let Some(properties) = schema.get("properties").and_then(Value::as_object) else {
-        return out;
-    };
-    for (name, prop) in properties {
+    for (name, prop) in ordered_properties(schema) {
         let prop = resolve(root, prop);
         let key = format!("{key_prefix}.{name}");
         let path = if path_prefix.is_empty() {
@@ -578,6 +590,7 @@ mod tests {
                 "line": {"type": "string"},
                 "content": {"type": "string"},
                 "mode": {"type": "integer", "default": 420},
+                "regexp": {"type": ["string", "null"], "default": null},
                 "ratio": {"type": "number"},
                 "backup": {"type": "boolean", "default": true},
                 "position": {"type": "string", "enum": ["start", "end"], "default": "end"},
@@ -614,6 +627,14 @@ mod tests {
         );
         let mode = items.iter().find(|i| i.field.path == "mode").expect("mode");
         assert_eq!(mode.field.value, "420");
+        let regexp = items
+            .iter()
+            .find(|i| i.field.path == "regexp")
+            .expect("regexp");
+        assert_eq!(
+            regexp.field.value, "",
+            "a null default leaves the field empty"
+        );
         let path = items.iter().find(|i| i.field.path == "path").expect("path");
         assert!(path.field.required);
         assert_eq!(path.field.help, "File under /etc");

@@ -13,7 +13,7 @@ use base64::Engine;
 use serde_json::{Value, json};
 
 /// The W3C element reference key.
-const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f3a5faa1c6";
+const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 /// Flags for headless Chromium as root on a build machine: no sandbox (root), no GPU, and
 /// nothing that talks to the network on its own.
@@ -92,7 +92,9 @@ impl Browser {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let profile = tempfile::Builder::new().prefix("hostplug-chromium-").tempdir()?;
+        let profile = tempfile::Builder::new()
+            .prefix("hostplug-chromium-")
+            .tempdir()?;
         let mut args: Vec<String> = CHROMIUM_ARGS.iter().map(|s| (*s).to_owned()).collect();
         args.push(format!("--user-data-dir={}", profile.path().display()));
         let caps = json!({"capabilities": {"alwaysMatch": {
@@ -106,7 +108,9 @@ impl Browser {
             driver,
             _profile: profile,
         };
-        let value = browser.call(reqwest::Method::POST, "/session", Some(caps)).await?;
+        let value = browser
+            .call(reqwest::Method::POST, "/session", Some(caps))
+            .await?;
         browser.session = value["sessionId"]
             .as_str()
             .ok_or("no session id")?
@@ -114,7 +118,12 @@ impl Browser {
         Ok(browser)
     }
 
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<Value> {
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value> {
         let url = format!("{}{}", self.base, path);
         let mut request = self.http.request(method, &url);
         if let Some(body) = body {
@@ -124,12 +133,19 @@ impl Browser {
         let status = response.status();
         let value: Value = response.json().await?;
         if !status.is_success() {
-            return Err(format!("WebDriver {path}: {status}: {}", value["value"]["message"]).into());
+            return Err(
+                format!("WebDriver {path}: {status}: {}", value["value"]["message"]).into(),
+            );
         }
         Ok(value["value"].clone())
     }
 
-    async fn session_call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<Value> {
+    async fn session_call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value> {
         let path = format!("/session/{}{}", self.session, path);
         self.call(method, &path, body).await
     }
@@ -143,13 +159,17 @@ impl Browser {
 
     /// The current URL.
     pub async fn url(&self) -> Result<String> {
-        let v = self.session_call(reqwest::Method::GET, "/url", None).await?;
+        let v = self
+            .session_call(reqwest::Method::GET, "/url", None)
+            .await?;
         Ok(v.as_str().unwrap_or_default().to_owned())
     }
 
     /// The page's HTML.
     pub async fn source(&self) -> Result<String> {
-        let v = self.session_call(reqwest::Method::GET, "/source", None).await?;
+        let v = self
+            .session_call(reqwest::Method::GET, "/source", None)
+            .await?;
         Ok(v.as_str().unwrap_or_default().to_owned())
     }
 
@@ -188,8 +208,11 @@ impl Browser {
 
     /// Saves a PNG screenshot of the viewport.
     pub async fn screenshot(&self, path: &Path) -> Result<()> {
-        let v = self.session_call(reqwest::Method::GET, "/screenshot", None).await?;
-        let png = base64::engine::general_purpose::STANDARD.decode(v.as_str().ok_or("no image")?)?;
+        let v = self
+            .session_call(reqwest::Method::GET, "/screenshot", None)
+            .await?;
+        let png =
+            base64::engine::general_purpose::STANDARD.decode(v.as_str().ok_or("no image")?)?;
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
@@ -236,7 +259,11 @@ impl Element<'_> {
     /// Clicks it.
     pub async fn click(&self) -> Result<()> {
         self.browser
-            .session_call(reqwest::Method::POST, &format!("/element/{}/click", self.id), Some(json!({})))
+            .session_call(
+                reqwest::Method::POST,
+                &format!("/element/{}/click", self.id),
+                Some(json!({})),
+            )
             .await
             .map(drop)
     }
@@ -244,7 +271,11 @@ impl Element<'_> {
     /// Clears it and types `text`.
     pub async fn fill(&self, text: &str) -> Result<()> {
         self.browser
-            .session_call(reqwest::Method::POST, &format!("/element/{}/clear", self.id), Some(json!({})))
+            .session_call(
+                reqwest::Method::POST,
+                &format!("/element/{}/clear", self.id),
+                Some(json!({})),
+            )
             .await?;
         self.browser
             .session_call(
@@ -260,7 +291,11 @@ impl Element<'_> {
     pub async fn text(&self) -> Result<String> {
         let v = self
             .browser
-            .session_call(reqwest::Method::GET, &format!("/element/{}/text", self.id), None)
+            .session_call(
+                reqwest::Method::GET,
+                &format!("/element/{}/text", self.id),
+                None,
+            )
             .await?;
         Ok(v.as_str().unwrap_or_default().to_owned())
     }

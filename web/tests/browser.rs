@@ -1,0 +1,354 @@
+//! The console end to end in a real headless Chromium, over WebDriver, against the real
+//! system: control plane, simulated nodes, the operator and its workers (the e2e harness),
+//! and the console binary running as its own ServiceAccount with `deploy/web/rbac.yaml`.
+//!
+//! A person's first session: register the first account (it becomes admin), log in, open
+//! the catalog, create an etc-file task from the form generated from the method's schema
+//! as a dry run, see it succeed with a diff and nothing written, apply it for real, see it
+//! succeed with a diff and the file changed on the node. A screenshot of each page goes to
+//! `target/screenshots/` for review.
+
+mod webdriver;
+
+use std::{
+    path::{Path, PathBuf},
+    process::Stdio,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+use hostplug_e2e::{Harness, NAMESPACE, repo_root};
+use webdriver::Browser;
+
+/// The console's ServiceAccount, from deploy/web/rbac.yaml.
+const CONSOLE_SA: &str = "hostplug-web";
+/// How long a task may take from the browser's point of view.
+const TASK_WAIT: Duration = Duration::from_secs(180);
+const PASSWORD: &str = "a long enough password";
+const LINE: &str = "server ntp.console.example iburst";
+
+fn screenshot_dir() -> PathBuf {
+    repo_root().join("target/screenshots")
+}
+
+struct Console {
+    url: String,
+    _child: tokio::process::Child,
+    log: PathBuf,
+}
+
+/// Starts the `hostplug-web` binary as its ServiceAccount on a free loopback port.
+async fn start_console(h: &Harness) -> anyhow::Result<Console> {
+    h.env
+        .apply_yaml_file(repo_root().join("deploy/web/rbac.yaml"))
+        .await
+        .context("applying deploy/web/rbac.yaml")?;
+    let kubeconfig = h
+        .env
+        .service_account_kubeconfig(NAMESPACE, CONSOLE_SA)
+        .await
+        .context("console kubeconfig")?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let dir = h.env.dir().join("console");
+    std::fs::create_dir_all(&dir)?;
+    let log = dir.join("console.log");
+    let out = std::fs::File::create(&log)?;
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_hostplug-web"))
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .arg("--db-path")
+        .arg(dir.join("console.db"))
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .args(["--namespace", NAMESPACE, "--secure-cookies", "false"])
+        .env("RUST_LOG", "info,hostplug_web=debug")
+        .stdin(Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out)
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting hostplug-web")?;
+    let url = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(r) = reqwest::get(format!("{url}/healthz")).await
+            && r.status().is_success()
+        {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "console did not start: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(Console {
+        url,
+        _child: child,
+        log,
+    })
+}
+
+async fn shot(b: &Browser, name: &str) -> anyhow::Result<()> {
+    b.screenshot(&screenshot_dir().join(format!("{name}.png")))
+        .await
+        .map_err(|e| anyhow::anyhow!("screenshot {name}: {e}"))
+}
+
+/// Waits until the page's `#task-state` reads `state` (the detail page refreshes itself).
+async fn wait_state(b: &Browser, state: &str, console_log: &Path) -> anyhow::Result<()> {
+    let deadline = Instant::now() + TASK_WAIT;
+    loop {
+        let now = b
+            .find("#task-state")
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .text()
+            .await
+            .unwrap_or_default();
+        if now == state {
+            return Ok(());
+        }
+        if now == "Failed" || Instant::now() > deadline {
+            let page = b.source().await.unwrap_or_default();
+            bail!(
+                "task is {now}, expected {state}\npage:\n{page}\nconsole log:\n{}",
+                std::fs::read_to_string(console_log).unwrap_or_default()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+fn wd(e: Box<dyn std::error::Error + Send + Sync>) -> anyhow::Error {
+    anyhow::anyhow!("{e}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_session_in_a_real_browser() -> anyhow::Result<()> {
+    let h = Harness::start().await?;
+    let console = start_console(&h).await?;
+    let b = Browser::start().await.map_err(wd)?;
+    let url = |path: &str| format!("{}{}", console.url, path);
+
+    // Register the first account: it becomes the admin.
+    b.goto(&url("/register")).await.map_err(wd)?;
+    assert!(b.source().await.map_err(wd)?.contains("first account"));
+    b.find("#username")
+        .await
+        .map_err(wd)?
+        .fill("admin")
+        .await
+        .map_err(wd)?;
+    b.find("#password")
+        .await
+        .map_err(wd)?
+        .fill(PASSWORD)
+        .await
+        .map_err(wd)?;
+    b.find("#password2")
+        .await
+        .map_err(wd)?
+        .fill(PASSWORD)
+        .await
+        .map_err(wd)?;
+    shot(&b, "01-register").await?;
+    b.find("#register-submit")
+        .await
+        .map_err(wd)?
+        .click()
+        .await
+        .map_err(wd)?;
+    let notice = b
+        .wait_for("#notice", Duration::from_secs(10))
+        .await
+        .map_err(wd)?
+        .text()
+        .await
+        .map_err(wd)?;
+    assert!(notice.contains("administrator"), "{notice}");
+
+    // Log in.
+    b.find("#username")
+        .await
+        .map_err(wd)?
+        .fill("admin")
+        .await
+        .map_err(wd)?;
+    b.find("#password")
+        .await
+        .map_err(wd)?
+        .fill(PASSWORD)
+        .await
+        .map_err(wd)?;
+    shot(&b, "02-login").await?;
+    b.find("#login-submit")
+        .await
+        .map_err(wd)?
+        .click()
+        .await
+        .map_err(wd)?;
+    b.wait_for("#tasks", Duration::from_secs(10))
+        .await
+        .map_err(wd)?;
+    let who = b
+        .find("#current-user")
+        .await
+        .map_err(wd)?
+        .text()
+        .await
+        .map_err(wd)?;
+    assert_eq!(who, "admin");
+    shot(&b, "03-tasks-empty").await?;
+
+    // The catalog shows etc-file, its capabilities and the ensure-line parameters.
+    b.goto(&url("/plugins")).await.map_err(wd)?;
+    b.wait_for("#plugin-etc-file", Duration::from_secs(10))
+        .await
+        .map_err(wd)?;
+    b.find("#method-etc-file-ensure-line summary")
+        .await
+        .map_err(wd)?
+        .click()
+        .await
+        .map_err(wd)?;
+    let catalog = b.source().await.map_err(wd)?;
+    for needle in [
+        "etc-file",
+        "sha256:",
+        "/etc: write",
+        "ensure-line",
+        "<code>path</code>",
+        "<code>line</code>",
+    ] {
+        assert!(catalog.contains(needle), "catalog lacks {needle}");
+    }
+    shot(&b, "04-catalog").await?;
+
+    // New task: choose plugin and method in the selects; the form comes from the schema.
+    b.goto(&url("/tasks/new")).await.map_err(wd)?;
+    b.find("#plugin-select option[value='etc-file']")
+        .await
+        .map_err(wd)?
+        .click()
+        .await
+        .map_err(wd)?;
+    b.wait_for("#method-select", Duration::from_secs(10))
+        .await
+        .map_err(wd)?;
+    b.find("#method-select option[value='ensure-line']")
+        .await
+        .map_err(wd)?
+        .click()
+        .await
+        .map_err(wd)?;
+    b.wait_for("#task-form", Duration::from_secs(10))
+        .await
+        .map_err(wd)?;
+    b.find("[id='p.path']")
+        .await
+        .map_err(wd)?
+        .fill("/etc/chrony.conf")
+        .await
+        .map_err(wd)?;
+    b.find("[id='p.line']")
+        .await
+        .map_err(wd)?
+        .fill(LINE)
+        .await
+        .map_err(wd)?;
+    b.find("#node-list input[value='node1']")
+        .await
+        .map_err(wd)?
+        .click()
+        .await
+        .map_err(wd)?;
+    shot(&b, "05-new-task-form").await?;
+    let before = std::fs::read_to_string(h.etc("node1")?.join("chrony.conf")).unwrap_or_default();
+
+    // Dry run first: succeeds with a diff, writes nothing.
+    b.find("#dry-run")
+        .await
+        .map_err(wd)?
+        .click()
+        .await
+        .map_err(wd)?;
+    b.wait_for("#task-state", Duration::from_secs(10))
+        .await
+        .map_err(wd)?;
+    assert!(
+        b.url()
+            .await
+            .map_err(wd)?
+            .contains("/tasks/etc-file-ensure-line-dry-")
+    );
+    wait_state(&b, "Succeeded", &console.log).await?;
+    let dry = b.source().await.map_err(wd)?;
+    assert!(dry.contains("would change"), "dry run reports a change");
+    assert!(
+        dry.contains(&format!("<span class=\"add\">+{LINE}</span>")),
+        "diff shown:\n{dry}"
+    );
+    shot(&b, "06-dry-run-succeeded").await?;
+    let after_dry =
+        std::fs::read_to_string(h.etc("node1")?.join("chrony.conf")).unwrap_or_default();
+    assert_eq!(before, after_dry, "a dry run wrote to the node");
+
+    // Apply for real from the dry run's page.
+    b.find("#apply")
+        .await
+        .map_err(wd)?
+        .click()
+        .await
+        .map_err(wd)?;
+    b.accept_dialog().await.map_err(wd)?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while b.url().await.map_err(wd)?.contains("-dry-") {
+        if Instant::now() > deadline {
+            bail!("apply did not open the new task");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    wait_state(&b, "Succeeded", &console.log).await?;
+    let applied = b.source().await.map_err(wd)?;
+    assert!(applied.contains(">changed<"), "node reports changed");
+    assert!(applied.contains(&format!("<span class=\"add\">+{LINE}</span>")));
+    shot(&b, "07-applied-succeeded").await?;
+    let after = std::fs::read_to_string(h.etc("node1")?.join("chrony.conf"))?;
+    assert!(
+        after.contains(&format!("{LINE}\n")),
+        "the node's file: {after}"
+    );
+    let node2 = std::fs::read_to_string(h.etc("node2")?.join("chrony.conf")).unwrap_or_default();
+    assert!(!node2.contains(LINE), "only node1 was targeted");
+
+    // The list shows both tasks, succeeded; the audit log has who did what.
+    b.goto(&url("/tasks")).await.map_err(wd)?;
+    let list = b
+        .find("#task-rows")
+        .await
+        .map_err(wd)?
+        .text()
+        .await
+        .map_err(wd)?;
+    assert_eq!(list.matches("Succeeded").count(), 2, "{list}");
+    assert!(list.contains("1/1"));
+    shot(&b, "08-tasks").await?;
+    b.goto(&url("/admin/audit")).await.map_err(wd)?;
+    let audit = b
+        .find("#audit")
+        .await
+        .map_err(wd)?
+        .text()
+        .await
+        .map_err(wd)?;
+    assert!(audit.contains("task.create") && audit.contains("login") && audit.contains("register"));
+    shot(&b, "09-audit").await?;
+
+    drop(b);
+    h.shutdown().await?;
+    Ok(())
+}
