@@ -1,12 +1,23 @@
 //! `make cluster`: a control plane and the simulated nodes in the foreground, for people.
 //! Prints the kubeconfig and how to use kubectl with it; Ctrl-C (or SIGTERM) stops
-//! everything.
+//! everything. Warnings of the harness and the node simulator go to stderr (`RUST_LOG`
+//! selects more).
 
 use anyhow::Context;
 use hostplug_testenv::{EnvConfig, Environment};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                // kube's client logs every refused /readyz poll during start-up.
+                .unwrap_or_else(|_| {
+                    tracing_subscriber::EnvFilter::new("warn,kube_client::client::builder=off")
+                }),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let started = std::time::Instant::now();
     eprintln!("starting the control plane and the simulated nodes…");
     let env = Environment::start(EnvConfig::default())

@@ -40,6 +40,9 @@ pub const SERVICE_CLUSTER_IP_RANGE: &str = "10.96.0.0/16";
 /// The issuer of service-account tokens.
 pub const SERVICE_ACCOUNT_ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
 
+/// How many times a start is tried when a port picked free was taken meanwhile.
+pub const START_ATTEMPTS: u32 = 3;
+
 /// How often start-up polls for readiness.
 const POLL: Duration = Duration::from_millis(100);
 
@@ -60,7 +63,27 @@ impl ControlPlane {
     /// Starts a control plane in `dir` (created if needed; certificates, data, logs and
     /// kubeconfigs go there) and waits until the API server is ready and the controllers
     /// run (the `default` ServiceAccount exists).
+    ///
+    /// A port picked free can be taken by another program before the process binds it;
+    /// then the start is retried with new ports, up to [`START_ATTEMPTS`] times.
     pub async fn start(dir: &Path) -> Result<Self> {
+        let mut attempt = 1;
+        loop {
+            match Self::start_once(dir).await {
+                Err(e) if attempt < START_ATTEMPTS && is_port_clash(&e) => {
+                    tracing::warn!(attempt, error = %e, "control plane lost a port; retrying");
+                    // etcd bootstrapped with the old URLs cannot start with new ones.
+                    let data = dir.join("etcd");
+                    std::fs::remove_dir_all(&data)
+                        .map_err(|e| Error::io(format!("removing {}", data.display()), e))?;
+                    attempt += 1;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    async fn start_once(dir: &Path) -> Result<Self> {
         let binaries = Binaries::locate()?;
         for sub in ["pki", "etcd", "logs", "apiserver"] {
             let d = dir.join(sub);
@@ -360,6 +383,11 @@ impl Drop for ControlPlane {
             p.stop_blocking(STOP_GRACE);
         }
     }
+}
+
+/// Whether a start failed because a process could not bind its port.
+fn is_port_clash(e: &Error) -> bool {
+    matches!(e, Error::ProcessExited { tail, .. } if tail.contains("address already in use"))
 }
 
 /// Builds a client from a kubeconfig file this crate wrote.
