@@ -58,6 +58,13 @@ pub(crate) fn seed_node_root(root: &Path, node: &str, ip: Ipv4Addr) -> Result<()
         std::fs::create_dir_all(&path)
             .map_err(|e| Error::io("creating a node directory", &path, e))?;
     }
+    // As on a real node, /var/run is a link to /run: a socket placed at either path is
+    // found by a hostPath of the other.
+    let var_run = root.join("var/run");
+    if std::fs::symlink_metadata(&var_run).is_err() {
+        std::os::unix::fs::symlink("../run", &var_run)
+            .map_err(|e| Error::io("linking /var/run to /run", &var_run, e))?;
+    }
     for (rel, content) in files {
         let path = root.join(rel);
         if !path.exists() {
