@@ -165,8 +165,14 @@ async fn nodes_are_registered_ready_and_keep_their_leases() {
     for name in ["master", "node1", "node2"] {
         assert!(names.iter().any(|n| n == name), "{names:?}");
     }
-    // The node lifecycle controller must not take them for dead after its grace period.
+    let renewed = |lease: &Lease| lease.spec.as_ref().and_then(|s| s.renew_time.clone());
+    let first = renewed(&leases.get("node1").await.expect("node1's lease"));
+    assert!(first.is_some());
+    // The heartbeat (every 10 s) renews the lease, and the node lifecycle controller has
+    // put no not-ready or unreachable taint on any node meanwhile.
     tokio::time::sleep(Duration::from_secs(15)).await;
+    let second = renewed(&leases.get("node1").await.expect("node1's lease"));
+    assert!(second > first, "{first:?} → {second:?}");
     for name in ["master", "node1", "node2"] {
         let node = nodes.get(name).await.expect("the node exists");
         let not_ready_taint = node
