@@ -114,20 +114,11 @@ impl Default for RolloutSpec {
     shortname = "ht",
     category = "hostplug",
     doc = "One requested host action: a plugin operation run on the selected nodes.",
-    printcolumn(name = "State", type_ = "string", json_path = ".status.state"),
-    printcolumn(name = "Plugin", type_ = "string", json_path = ".spec.http.api"),
-    printcolumn(name = "Method", type_ = "string", json_path = ".spec.http.method"),
-    printcolumn(
-        name = "Nodes",
-        type_ = "string",
-        description = "nodes done/total",
-        json_path = ".status.progress"
-    ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn = r#"{"name":"State","type":"string","jsonPath":".status.state"}"#,
+    printcolumn = r#"{"name":"Plugin","type":"string","jsonPath":".spec.http.api"}"#,
+    printcolumn = r#"{"name":"Method","type":"string","jsonPath":".spec.http.method"}"#,
+    printcolumn = r#"{"name":"Nodes","type":"string","description":"nodes done/total","jsonPath":".status.progress"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[x_kube(validation = Rule::new(
     "(has(self.workers) && size(self.workers) > 0) != has(self.targetType)"
@@ -372,25 +363,12 @@ pub struct PluginSource {
     shortname = "hp",
     category = "hostplug",
     doc = "One available plugin: a WebAssembly component, its source and its capabilities.",
-    printcolumn(name = "Ready", type_ = "boolean", json_path = ".status.ready"),
-    printcolumn(name = "Version", type_ = "string", json_path = ".status.info.version"),
-    printcolumn(name = "Etc", type_ = "string", json_path = ".spec.capabilities.etc"),
-    printcolumn(
-        name = "Docker",
-        type_ = "boolean",
-        json_path = ".spec.capabilities.docker"
-    ),
-    printcolumn(
-        name = "Digest",
-        type_ = "string",
-        json_path = ".status.digest",
-        priority = 1
-    ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn = r#"{"name":"Ready","type":"boolean","jsonPath":".status.ready"}"#,
+    printcolumn = r#"{"name":"Version","type":"string","jsonPath":".status.info.version"}"#,
+    printcolumn = r#"{"name":"Etc","type":"string","jsonPath":".spec.capabilities.etc"}"#,
+    printcolumn = r#"{"name":"Docker","type":"boolean","jsonPath":".spec.capabilities.docker"}"#,
+    printcolumn = r#"{"name":"Digest","type":"string","jsonPath":".status.digest","priority":1}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[x_kube(validation = Rule::new("has(self.source.builtin) || has(self.sha256)")
     .message("spec.sha256 is required for a plugin that is not built in"))]

@@ -225,10 +225,9 @@ impl Harness {
     /// Waits until a task's current generation ended; returns it.
     pub async fn wait_finished(&self, name: &str) -> anyhow::Result<HostTask> {
         self.wait_task(name, |t| {
-            let gen_done = t.status.as_ref().is_some_and(|s| {
+            t.status.as_ref().is_some_and(|s| {
                 s.observed_generation == t.metadata.generation && s.state.is_finished()
-            });
-            gen_done
+            })
         })
         .await
     }

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use hostplug_e2e::{Harness, NODES, changed_files, state_of};
 use hostplug_operator::crd::{NodePhase, TaskState};
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
 use kube::api::DeleteParams;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -79,6 +81,28 @@ async fn examples_end_as_expected() -> anyhow::Result<()> {
         assert!(out.contains("hostplug simulated node"), "{out}");
     }
     assert_eq!(changed_files(&before, &h.snapshot()?), vec![]);
+
+    // A worker refuses requests without its token.
+    let pods: Api<Pod> = Api::namespaced(h.admin.clone(), hostplug_e2e::NAMESPACE);
+    let pod = pods.get("read-os-release-node1").await?;
+    let ip = pod.status.and_then(|s| s.pod_ip).unwrap_or_default();
+    let http = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .no_proxy()
+        .build()?;
+    let resp = http
+        .post(format!("https://{ip}:8443/v1/invoke"))
+        .json(&serde_json::json!({"digest": "0".repeat(64), "method": "read", "params": {"path": "/etc/hostname"}}))
+        .send()
+        .await?;
+    assert_eq!(resp.status().as_u16(), 401);
+    let resp = http
+        .post(format!("https://{ip}:8443/v1/invoke"))
+        .bearer_auth("not-the-token-not-the-token")
+        .json(&serde_json::json!({"digest": "0".repeat(64), "method": "read"}))
+        .send()
+        .await?;
+    assert_eq!(resp.status().as_u16(), 401);
 
     // Deleting a task removes its children (owner references; the garbage collector).
     let (pods, svcs, secrets) = h.children("read-os-release").await?;
