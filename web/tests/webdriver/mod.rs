@@ -27,7 +27,7 @@ pub const CHROMIUM_ARGS: &[&str] = &[
     "--disable-sync",
     "--disable-quic",
     "--disable-dev-shm-usage",
-    "--window-size=1360,1000",
+    "--window-size=1360,1300",
 ];
 
 /// A running chromedriver and one browser session; both end on drop.
