@@ -549,6 +549,30 @@ async fn exit_codes_restarts_and_unknown_images_are_reported() {
         .unwrap_or_default();
     assert!(message.contains("registry.example/missing:1"), "{message}");
 
+    // A Pod deleted outright (grace period 0) disappears at once: its process is killed.
+    let sleeper = shell_pod("sleeper", "node1", "exec sleep 987654", json!({}));
+    pods.create(&PostParams::default(), &sleeper)
+        .await
+        .expect("create");
+    wait_pod(&env, "sleeper", |p| {
+        p.is_some_and(|p| phase(p) == "Running")
+    })
+    .await;
+    assert_eq!(processes_with("sleep 987654").len(), 1);
+    let now = DeleteParams {
+        grace_period_seconds: Some(0),
+        ..DeleteParams::default()
+    };
+    pods.delete("sleeper", &now).await.expect("delete");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !processes_with("sleep 987654").is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the process outlived its Pod"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
     // Pods that never ran or already ended are released at once.
     for name in ["fails", "restarts", "no-image"] {
         pods.delete(name, &DeleteParams::default())
