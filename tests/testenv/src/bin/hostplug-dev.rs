@@ -170,7 +170,6 @@ async fn main() -> anyhow::Result<()> {
          \x20 kubectl apply -f {root}/deploy/examples/ensure-line-all-nodes.yaml\n\
          \x20 kubectl -n {NAMESPACE} get hosttasks -w\n\
          \x20 kubectl -n {NAMESPACE} get hosttask ensure-ntp-server -o yaml\n\n\
-         Each node's /etc: {dir}/nodes/<node>/etc (see the environment directory)\n\
          Operator log:     {log}\n\
          Operator metrics: http://{OPERATOR_HTTP_ADDR}/metrics\n\
          Web console:      http://{CONSOLE_ADDR}/ (the first account registered becomes admin)\n\
@@ -185,6 +184,7 @@ async fn main() -> anyhow::Result<()> {
         console_log = console_log_path.display(),
         dir = env.dir().display(),
     );
+    println!("Each simulated node's /etc:");
     for node in ["master", "node1", "node2"] {
         if let Some(p) = env.node_root(node) {
             println!("  {node}: {}/etc", p.display());
