@@ -8,7 +8,7 @@ use hostplug_e2e::{Harness, NODES, changed_files, state_of};
 use hostplug_operator::crd::{NodePhase, TaskState};
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
-use kube::api::DeleteParams;
+use kube::api::{DeleteParams, Patch, PatchParams};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn examples_end_as_expected() -> anyhow::Result<()> {
@@ -48,6 +48,34 @@ async fn examples_end_as_expected() -> anyhow::Result<()> {
         let conf = std::fs::read_to_string(h.etc(node)?.join("chrony.conf"))?;
         assert!(
             conf.contains("server ntp.example.com iburst\n"),
+            "{node}: {conf}"
+        );
+    }
+
+    // A new generation runs again, with Pods made for it.
+    let before = h.snapshot()?;
+    h.tasks()
+        .patch(
+            "ensure-ntp-server",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"http": {"parameter": {
+                "line": "server ntp.example.com iburst prefer"}}}})),
+        )
+        .await?;
+    let t = h.wait_finished("ensure-ntp-server").await?;
+    let st = t.status.clone().unwrap_or_default();
+    assert_eq!(st.observed_generation, Some(2));
+    assert_eq!(st.msg.as_deref(), Some("3/3 nodes succeeded, 3 changed"));
+    assert_eq!(changed_files(&before, &h.snapshot()?).len(), 3);
+    for node in NODES {
+        let conf = std::fs::read_to_string(h.etc(node)?.join("chrony.conf"))?;
+        assert_eq!(
+            conf.matches("server ntp.example.com").count(),
+            1,
+            "{node}: {conf}"
+        );
+        assert!(
+            conf.contains("server ntp.example.com iburst prefer\n"),
             "{node}: {conf}"
         );
     }
