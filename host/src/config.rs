@@ -102,8 +102,10 @@ pub struct HostConfig {
     pub limits: Limits,
     /// What the docker import may do when the capability is granted.
     pub docker: DockerPolicy,
-    /// Use wasmtime's pooling allocator for instances. Off by default: measured on the
-    /// benchmark it brings nothing for one-shot invocations with on-thread WASI I/O
-    /// (see the README's numbers).
+    /// Use wasmtime's pooling allocator for instances (at most 64 component instances
+    /// at once). Off by default. On `make bench` (etc-file, 2 busy cores) it cut the
+    /// median of an invocation from ~370–520 µs to ~240–290 µs for `ensure-line` and did
+    /// little for `read`; a process that runs many invocations (the worker) may turn it
+    /// on, a one-shot CLI gains nothing.
     pub pooling_allocator: bool,
 }
