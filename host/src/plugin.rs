@@ -202,17 +202,24 @@ impl Plugin {
         store.set_epoch_deadline(deadline_ticks(deadline));
         store.epoch_deadline_trap();
 
-        let result = self
-            .pre
-            .instantiate(&mut store)
-            .and_then(|bindings| call(&bindings, &mut store));
+        let mut instantiated = false;
+        let result = self.pre.instantiate(&mut store).and_then(|bindings| {
+            instantiated = true;
+            call(&bindings, &mut store)
+        });
         let state = store.into_data();
         let (err_bytes, err_dropped) = stderr.take();
         let last_stderr = stderr_tail(&err_bytes);
         let result = match result {
             Ok(Ok(r)) => Ok(r),
             Ok(Err(plugin_error)) => Err(from_plugin_error(plugin_error)),
-            Err(e) => Err(classify(&e, &state, deadline, last_stderr.as_deref())),
+            Err(e) => Err(classify(
+                &e,
+                &state,
+                deadline,
+                last_stderr.as_deref(),
+                instantiated,
+            )),
         };
         let logs = state.logs.finish(stdout.take(), (err_bytes, err_dropped));
         (result, logs)
@@ -304,6 +311,7 @@ fn classify(
     state: &StoreState,
     deadline: Duration,
     last_stderr: Option<&str>,
+    instantiated: bool,
 ) -> InvokeError {
     let trap = e.downcast_ref::<Trap>().copied();
     let (kind, message) = if trap == Some(Trap::Interrupt) {
@@ -327,14 +335,17 @@ fn classify(
     } else if let Some(trap) = trap {
         (ErrorKind::Trap, format!("the plugin trapped: {trap}"))
     } else {
-        let first = format!("{e:#}");
-        (
-            ErrorKind::Trap,
-            format!(
-                "the plugin failed: {}",
-                first.lines().next().unwrap_or_default()
-            ),
-        )
+        let text = format!("{e:#}");
+        let first = text.lines().next().unwrap_or_default();
+        if instantiated {
+            (ErrorKind::Trap, format!("the plugin failed: {first}"))
+        } else {
+            // Not the plugin's doing: e.g. the instance pool is exhausted.
+            (
+                ErrorKind::Internal,
+                format!("could not instantiate the plugin: {first}"),
+            )
+        }
     };
     let mut message = match (kind, last_stderr) {
         (ErrorKind::Trap, Some(line)) => format!("{message} (stderr: {line})"),
