@@ -352,7 +352,21 @@ async fn reconcile(cached: Arc<HostTask>, ctx: Arc<Context>) -> Result<Action> {
             ));
             n.finished_at = Some(now_t.clone());
         }
-    } else if let (Some(hp), true) = (&hp, plugin_ok) {
+    } else if !plugin_ok {
+        // The plugin vanished or changed under a running generation: nothing more starts.
+        for n in status
+            .nodes
+            .iter_mut()
+            .filter(|n| n.phase == NodePhase::Pending)
+        {
+            fail(
+                n,
+                "not started: the plugin changed or vanished during the rollout",
+                &now_t,
+            );
+            newly_failed.push((n.node.clone(), n.message.clone().unwrap_or_default()));
+        }
+    } else if let Some(hp) = &hp {
         let mut in_flight = counts.in_flight;
         let max_parallel = usize::try_from(max_parallel).unwrap_or(1).max(1);
         for n in status
