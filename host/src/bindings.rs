@@ -2,7 +2,7 @@
 //! `wasmtime::component::bindgen!`.
 //!
 //! Generated code only: hand-written logic never goes here (the host imports are
-//! implemented in `plugin.rs`).
+//! implemented in `plugin.rs`, the `files` logic in `files.rs`).
 
 #![allow(missing_debug_implementations)] // generated types; the macro does not derive Debug on all
 
@@ -12,4 +12,5 @@ wasmtime::component::bindgen!({
 });
 
 pub use hostplug::plugin::docker::Response as DockerResponse;
+pub use hostplug::plugin::files::Attributes as FileAttributes;
 pub use hostplug::plugin::log::Level;

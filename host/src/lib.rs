@@ -37,6 +37,7 @@ mod config;
 mod digest;
 pub mod docker;
 mod error;
+mod files;
 mod grants;
 mod host;
 mod invocation;

@@ -1,5 +1,5 @@
 //! `Plugin`: one loaded component, and the running of its exports — a fresh `Store` per
-//! call, WASI built from the call's grants, the host imports (`docker`, `log`), the
+//! call, WASI built from the call's grants, the host imports (`docker`, `files`, `log`), the
 //! memory limiter, the epoch deadline and the mapping of every failure to an
 //! [`ErrorKind`].
 //!
@@ -18,6 +18,7 @@ use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use crate::bindings::{self, HostAction, HostActionPre, PluginError};
 use crate::config::EPOCH_TICK;
 use crate::docker::DockerClient;
+use crate::files::EtcFiles;
 use crate::stdio::CappedPipe;
 use crate::{
     Digest, Error, ErrorKind, EtcAccess, Grants, HostConfig, Invocation, InvokeError,
@@ -273,6 +274,7 @@ impl Plugin {
                 .docker
                 .as_deref()
                 .map(|socket| DockerClient::new(socket, self.config.docker.clone(), dry_run)),
+            files: EtcFiles::new(grants.etc, grants.etc_dir.as_deref(), dry_run),
             deadline: Instant::now() + deadline,
         })
     }
@@ -368,6 +370,7 @@ pub(crate) struct StoreState {
     limiter: Limiter,
     logs: LogSink,
     docker: Option<DockerClient>,
+    files: EtcFiles,
     deadline: Instant,
 }
 
@@ -410,6 +413,26 @@ impl bindings::hostplug::plugin::docker::Host for StoreState {
                 status: r.status,
                 body: r.body,
             })
+    }
+}
+
+impl bindings::hostplug::plugin::files::Host for StoreState {
+    fn stat(&mut self, path: String) -> std::result::Result<bindings::FileAttributes, String> {
+        self.files.stat(&path).map(|a| bindings::FileAttributes {
+            mode: a.mode,
+            uid: a.uid,
+            gid: a.gid,
+        })
+    }
+
+    fn set_attributes(
+        &mut self,
+        path: String,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+    ) -> std::result::Result<(), String> {
+        self.files.set_attributes(&path, mode, uid, gid)
     }
 }
 

@@ -111,9 +111,21 @@ impl Node {
         method: &str,
         params: Value,
     ) -> Result<Value, Failure> {
+        self.run_component(&component(), write, dry_run, method, params)
+    }
+
+    /// `hostplug plugin run <wasm> --etc <etc> [--write] [--dry-run] …`.
+    fn run_component(
+        &self,
+        wasm: &Path,
+        write: bool,
+        dry_run: bool,
+        method: &str,
+        params: Value,
+    ) -> Result<Value, Failure> {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_hostplug"));
         cmd.args(["plugin", "run"])
-            .arg(component())
+            .arg(wasm)
             .arg("--etc")
             .arg(self.etc())
             .arg("--cache-dir")
@@ -298,16 +310,248 @@ fn write_in_place_keeps_the_inode() {
     assert_eq!(node.get("/etc/shadow").as_deref(), Some("root:!:1::::::\n"));
 }
 
+/// Mode, owner and group of a host file.
+fn attributes(path: &Path) -> (u32, u32, u32) {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::symlink_metadata(path).expect("stat");
+    (m.mode() & 0o7777, m.uid(), m.gid())
+}
+
+fn chmod(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
 #[test]
-fn write_refuses_mode_honestly() {
+fn atomic_edits_keep_mode_and_owner() {
+    use std::os::unix::fs::MetadataExt;
     let node = Node::new();
-    let msg = node.fails(
+    node.put("/etc/shadow", "root:*:1::::::\n");
+    let host = node.host_path("/etc/shadow");
+    chmod(&host, 0o640);
+    // The tests run as root: give the file an owner the worker is not.
+    std::os::unix::fs::chown(&host, Some(1234), Some(1234)).expect("chown");
+    let inode = std::fs::metadata(&host).expect("stat").ino();
+
+    // The default (atomic) write, with a backup: a new inode, the same attributes.
+    let v = node.ok(
         "write",
-        json!({"path": "/etc/motd", "content": "x", "mode": "0600"}),
-        "invalid-params",
+        json!({"path": "/etc/shadow", "content": "root:!:1::::::\n", "backup": true}),
     );
-    assert!(msg.contains("mode"), "{msg}");
-    assert!(node.get("/etc/motd").is_none());
+    assert_eq!(v["changed"], true, "{v}");
+    assert_eq!(v["output"]["mode"], "0640", "{v}");
+    assert_ne!(
+        std::fs::metadata(&host).expect("stat").ino(),
+        inode,
+        "not atomic"
+    );
+    assert_eq!(attributes(&host), (0o640, 1234, 1234));
+    let backup = v["output"]["backup"].as_str().expect("backup");
+    assert_eq!(attributes(&node.host_path(backup)), (0o640, 1234, 1234));
+    // Every other editing method writes atomically by default too.
+    node.idempotent(
+        "ensure-line",
+        json!({"path": "/etc/shadow", "line": "daemon:*:1::::::"}),
+    );
+    node.idempotent(
+        "replace",
+        json!({"path": "/etc/shadow", "regexp": "^daemon:\\*", "replacement": "daemon:!"}),
+    );
+    node.idempotent(
+        "ensure-block",
+        json!({"path": "/etc/shadow", "block": "bin:*:1::::::"}),
+    );
+    node.idempotent(
+        "ensure-block",
+        json!({"path": "/etc/shadow", "state": "absent"}),
+    );
+    node.idempotent(
+        "remove-line",
+        json!({"path": "/etc/shadow", "regexp": "^daemon:"}),
+    );
+    assert_eq!(attributes(&host), (0o640, 1234, 1234));
+    assert_eq!(node.get("/etc/shadow").as_deref(), Some("root:!:1::::::\n"));
+    // `read` reports them.
+    let v = node.ok("read", json!({"path": "/etc/shadow"}));
+    assert_eq!(v["output"]["mode"], "0640");
+    assert_eq!(v["output"]["uid"], 1234);
+    assert_eq!(v["output"]["gid"], 1234);
+    // No temporary file left: the file and its backup only.
+    assert_eq!(node.names("/etc").len(), 3, "{:?}", node.names("/etc"));
+
+    // A new file: 0644, whatever the process umask made of the temporary file.
+    node.ok("write", json!({"path": "/etc/motd", "content": "hi\n"}));
+    assert_eq!(attributes(&node.host_path("/etc/motd")).0, 0o644);
+}
+
+#[test]
+fn write_sets_the_mode_asked_for() {
+    let node = Node::new();
+    // A new file.
+    let v = node.idempotent(
+        "write",
+        json!({"path": "/etc/secret", "content": "s\n", "mode": "0600"}),
+    );
+    assert_eq!(v["output"]["mode"], "0600", "{v}");
+    let host = node.host_path("/etc/secret");
+    assert_eq!(attributes(&host).0, 0o600);
+
+    // Same content, another mode: a change, with git-style mode lines as the diff; a dry
+    // run only reports it.
+    let params = json!({"path": "/etc/secret", "content": "s\n", "mode": 416});
+    let dry = node
+        .run_with(true, true, "write", params.clone())
+        .expect("dry run");
+    assert_eq!(dry["changed"], true, "{dry}");
+    assert_eq!(dry["diff"], "old mode 0600\nnew mode 0640\n", "{dry}");
+    assert_eq!(attributes(&host).0, 0o600);
+    let v = node.idempotent("write", params);
+    assert_eq!(v["output"]["mode"], "0640", "{v}");
+    assert_eq!(attributes(&host).0, 0o640);
+
+    // New content and a mode, in place: the inode stays, the mode changes.
+    let v = node.idempotent(
+        "write",
+        json!({"path": "/etc/secret", "content": "t\n", "mode": "0o400", "atomic": false}),
+    );
+    assert!(
+        v["diff"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("old mode 0640\nnew mode 0400\n--- a/etc/secret")),
+        "{v}"
+    );
+    assert_eq!(attributes(&host).0, 0o400);
+    assert_eq!(node.get("/etc/secret").as_deref(), Some("t\n"));
+
+    // Bad modes are refused before anything is written, naming the field.
+    for mode in [
+        json!("0999"),
+        json!("4755"),
+        json!("02644"),
+        json!(644),
+        json!(true),
+    ] {
+        let msg = node.fails(
+            "write",
+            json!({"path": "/etc/other", "content": "x", "mode": mode}),
+            "invalid-params",
+        );
+        assert!(msg.contains("mode"), "{mode}: {msg}");
+    }
+    assert!(node.get("/etc/other").is_none());
+}
+
+fn test_escape() -> PathBuf {
+    let path = plugin_dir().join("test-escape.wasm");
+    assert!(
+        path.is_file(),
+        "{} is missing: run `make plugins`",
+        path.display()
+    );
+    path
+}
+
+#[test]
+fn read_only_grants_and_dry_runs_cannot_set_attributes() {
+    let node = Node::new();
+    node.put("/etc/hosts", "x\n");
+    let host = node.host_path("/etc/hosts");
+    chmod(&host, 0o644);
+    let wasm = test_escape();
+    let chmod_params = json!({"path": "/etc/hosts", "mode": 0o600, "uid": 1234});
+    for (write, dry_run) in [(false, false), (true, true), (false, true)] {
+        let f = node
+            .run_component(&wasm, write, dry_run, "chmod", chmod_params.clone())
+            .expect_err("set-attributes must be refused");
+        assert_eq!(f.kind, "denied", "write {write} dry {dry_run}: {f:?}");
+        assert_eq!(attributes(&host).0, 0o644);
+        assert_eq!(attributes(&host).1, 0);
+        // stat is allowed with a read grant and in dry runs.
+        let v = node
+            .run_component(&wasm, write, dry_run, "stat", json!({"path": "/etc/hosts"}))
+            .expect("stat");
+        assert_eq!(v["output"]["mode"], 0o644);
+    }
+    // And etc-file's mode with a read-only grant fails as denied.
+    let f = node
+        .run_with(
+            false,
+            false,
+            "write",
+            json!({"path": "/etc/hosts", "content": "x\n", "mode": "0600"}),
+        )
+        .expect_err("read-only chmod");
+    assert_eq!(f.kind, "denied", "{f:?}");
+    assert_eq!(attributes(&host).0, 0o644);
+    // With the write grant the same call works, and setuid is refused by the host.
+    node.run_component(&wasm, true, false, "chmod", chmod_params)
+        .expect("chmod with a write grant");
+    assert_eq!(attributes(&host), (0o600, 1234, 0));
+    let f = node
+        .run_component(
+            &wasm,
+            true,
+            false,
+            "chmod",
+            json!({"path": "/etc/hosts", "mode": 0o4755}),
+        )
+        .expect_err("setuid");
+    assert_eq!(f.kind, "denied", "{f:?}");
+    assert_eq!(attributes(&host).0, 0o600);
+}
+
+#[test]
+fn symlinks_out_of_etc_cannot_be_chmodded() {
+    let node = Node::new();
+    let outside = node.dir.path().join("outside");
+    let secret = outside.join("secret.txt");
+    chmod(&secret, 0o600);
+    std::os::unix::fs::symlink("../outside/secret.txt", node.etc().join("rel-link"))
+        .expect("symlink");
+    std::os::unix::fs::symlink(&secret, node.etc().join("abs-link")).expect("symlink");
+    std::os::unix::fs::symlink("../outside", node.etc().join("dir-link")).expect("symlink");
+    std::os::unix::fs::symlink("..", node.etc().join("ssh/up")).expect("symlink");
+    let wasm = test_escape();
+    for path in [
+        "/etc/rel-link",
+        "/etc/abs-link",
+        "/etc/dir-link/secret.txt",
+        "/etc/dir-link",
+        "/etc/ssh/up/rel-link",
+        "/etc/../outside/secret.txt",
+        "../outside/secret.txt",
+        secret.to_str().expect("utf-8"),
+    ] {
+        let f = node
+            .run_component(
+                &wasm,
+                true,
+                false,
+                "chmod",
+                json!({"path": path, "mode": 0o666, "uid": 1234, "gid": 1234}),
+            )
+            .expect_err("escape");
+        assert_eq!(f.kind, "denied", "{path}: {f:?}");
+        let f = node
+            .run_component(&wasm, true, false, "stat", json!({"path": path}))
+            .expect_err("escape");
+        assert_eq!(f.kind, "denied", "{path}: {f:?}");
+        assert_eq!(attributes(&secret), (0o600, 0, 0), "{path}");
+        assert_eq!(attributes(&outside).1, 0, "{path}");
+        node.outside_untouched();
+    }
+    // etc-file refuses to give a link out of /etc a mode, too.
+    for path in ["/etc/rel-link", "/etc/abs-link", "/etc/dir-link/secret.txt"] {
+        node.run_with(
+            true,
+            false,
+            "write",
+            json!({"path": path, "content": "secret\n", "mode": "0666"}),
+        )
+        .expect_err("escape through etc-file");
+        assert_eq!(attributes(&secret), (0o600, 0, 0), "{path}");
+        node.outside_untouched();
+    }
 }
 
 #[test]

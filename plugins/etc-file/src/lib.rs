@@ -10,8 +10,9 @@
 //!   so a repeated call changes nothing;
 //! - returns a unified diff of every change; in a dry run it returns that diff and
 //!   writes nothing (the host also mounts /etc read-only then);
-//! - writes atomically by default (see [`hostplug_sdk::fs`] for what WASI cannot keep),
-//!   and can keep a timestamped `.bak` copy first.
+//! - writes atomically by default, keeping the file's mode, owner and group (through the
+//!   host's `files` import, see [`hostplug_sdk::fs`]), and can keep a timestamped `.bak`
+//!   copy first (with the same mode, owner and group).
 //!
 //! The text logic lives in [`edit`] and is unit-tested natively; this module is the I/O
 //! around it.
@@ -84,6 +85,10 @@ struct ReadOutput {
     path: String,
     content: String,
     size: usize,
+    /// Permission bits as four octal digits, e.g. "0644".
+    mode: String,
+    uid: u32,
+    gid: u32,
 }
 
 /// Output of the editing methods.
@@ -97,6 +102,9 @@ struct EditOutput {
     backup: Option<String>,
     /// True when the file did not exist before.
     created: bool,
+    /// The file's mode after the call (in a dry run: what it would be), e.g. "0640";
+    /// null when the file does not exist.
+    mode: Option<String>,
 }
 
 /// Output of `delete`.
@@ -133,6 +141,7 @@ fn edit_file(
     path: &str,
     backup: bool,
     strategy: WriteStrategy,
+    mode: Option<u32>,
     change: impl FnOnce(Option<&str>) -> Result<Option<String>>,
 ) -> Result<Outcome> {
     let path = target(path)?;
@@ -140,6 +149,7 @@ fn edit_file(
         dry_run: cx.dry_run(),
         backup,
         strategy,
+        mode,
     };
     let edit = fs::edit_text(&path, options, change)?;
     let name = display(&path);
@@ -159,6 +169,7 @@ fn edit_file(
             bytes: edit.bytes,
             backup: saved,
             created: edit.created,
+            mode: edit.mode.map(fs::format_mode),
         },
     )
     .with_diff(edit.diff))
@@ -175,38 +186,58 @@ fn read(p: params::Read, _cx: &Context) -> Result<Outcome> {
     let name = display(&path);
     let content =
         fs::read_text(&path)?.ok_or_else(|| Error::not_found(format!("{name}: no such file")))?;
+    let attributes =
+        fs::stat(&path)?.ok_or_else(|| Error::not_found(format!("{name}: no such file")))?;
     Ok(Outcome::unchanged(ReadOutput {
         path: name,
         size: content.len(),
         content,
+        mode: fs::format_mode(attributes.mode),
+        uid: attributes.uid,
+        gid: attributes.gid,
     }))
 }
 
-/// Checks a `mode` parameter. The sandbox cannot set permissions (WASI has no such
-/// call), so a valid mode is refused too, rather than silently ignored.
-fn check_mode(mode: &str) -> Result<()> {
-    let digits = mode.strip_prefix("0o").unwrap_or(mode);
-    if digits.is_empty() || digits.len() > 4 || !digits.chars().all(|c| ('0'..='7').contains(&c)) {
+/// Checks a `mode` parameter: permission bits only, no setuid, setgid or sticky bit (a
+/// sticky regular file means nothing on Linux, and an integer such as 644 that was meant
+/// as octal would set it). Errors name the field.
+fn check_mode(mode: &params::Mode) -> Result<u32> {
+    let value = match mode {
+        params::Mode::Octal(text) => fs::parse_mode(text)?,
+        params::Mode::Value(value) => {
+            fs::check_mode(*value)?;
+            *value
+        }
+    };
+    if value & 0o1000 != 0 {
+        let hint = match mode {
+            params::Mode::Value(v) => format!(
+                "; {v} is {} in octal: give a mode as a string such as \"0644\"",
+                fs::format_mode(*v)
+            ),
+            params::Mode::Octal(_) => String::new(),
+        };
         return Err(Error::invalid_params(format!(
-            "mode: `{mode}` is not an octal file mode such as \"0644\""
+            "mode: the sticky bit (01000) is not for files{hint}"
         )));
     }
-    Err(Error::invalid_params(
-        "mode: setting a file mode is not supported yet: WASI gives plugins no way to \
-         change permissions; leave mode out (atomic writes create files 0644, \
-         \"atomic\": false keeps the existing mode)",
-    ))
+    Ok(value)
 }
 
 fn write(p: params::Write, cx: &Context) -> Result<Outcome> {
-    if let Some(mode) = &p.mode {
-        check_mode(mode)?;
-    }
+    let mode = p.mode.as_ref().map(check_mode).transpose()?;
     let path = p.path.clone();
-    edit_file(cx, &p.path, p.backup, strategy(p.atomic), |old| match old {
-        None if !p.create => Err(missing(&path)),
-        _ => Ok(Some(p.content)),
-    })
+    edit_file(
+        cx,
+        &p.path,
+        p.backup,
+        strategy(p.atomic),
+        mode,
+        |old| match old {
+            None if !p.create => Err(missing(&path)),
+            _ => Ok(Some(p.content)),
+        },
+    )
 }
 
 fn ensure_line(p: params::EnsureLine, cx: &Context) -> Result<Outcome> {
@@ -217,7 +248,7 @@ fn ensure_line(p: params::EnsureLine, cx: &Context) -> Result<Outcome> {
         .transpose()?;
     let at = Position::from_params(p.insertafter.as_deref(), p.insertbefore.as_deref())?;
     let path = p.path.clone();
-    edit_file(cx, &p.path, p.backup, strategy(p.atomic), |old| {
+    edit_file(cx, &p.path, p.backup, strategy(p.atomic), None, |old| {
         let old = match old {
             Some(old) => old,
             None if p.create => "",
@@ -230,7 +261,7 @@ fn ensure_line(p: params::EnsureLine, cx: &Context) -> Result<Outcome> {
 fn remove_line(p: params::RemoveLine, cx: &Context) -> Result<Outcome> {
     let regexp = edit::compile("regexp", &p.regexp)?;
     // A missing file has no line to remove: nothing to do.
-    edit_file(cx, &p.path, p.backup, strategy(p.atomic), |old| {
+    edit_file(cx, &p.path, p.backup, strategy(p.atomic), None, |old| {
         Ok(old.map(|old| edit::remove_lines(old, &regexp)))
     })
 }
@@ -238,7 +269,7 @@ fn remove_line(p: params::RemoveLine, cx: &Context) -> Result<Outcome> {
 fn replace(p: params::Replace, cx: &Context) -> Result<Outcome> {
     let regexp = edit::compile_multiline("regexp", &p.regexp)?;
     let path = p.path.clone();
-    edit_file(cx, &p.path, p.backup, strategy(p.atomic), |old| {
+    edit_file(cx, &p.path, p.backup, strategy(p.atomic), None, |old| {
         let old = old.ok_or_else(|| Error::not_found(format!("{path}: no such file")))?;
         Ok(Some(edit::replace(old, &regexp, &p.replacement)))
     })
@@ -249,7 +280,7 @@ fn ensure_block(p: params::EnsureBlock, cx: &Context) -> Result<Outcome> {
     let at = Position::from_params(p.insertafter.as_deref(), p.insertbefore.as_deref())?;
     let present = p.state == State::Present;
     let path = p.path.clone();
-    edit_file(cx, &p.path, p.backup, strategy(p.atomic), |old| {
+    edit_file(cx, &p.path, p.backup, strategy(p.atomic), None, |old| {
         let old = match old {
             Some(old) => old,
             // A missing file has no block to remove.
@@ -360,14 +391,32 @@ mod tests {
             )
             .unwrap_err();
         assert!(e.message().starts_with("regexp:"), "{e}");
-        let e = EtcFile::definition()
-            .invoke(
-                "write",
-                r#"{"path":"/etc/x","content":"a","mode":"0644"}"#,
-                false,
-            )
-            .unwrap_err();
-        assert!(e.message().starts_with("mode:"), "{e}");
+        for mode in [
+            r#""0964""#,
+            r#""4755""#,
+            r#""12345""#,
+            "644",
+            "2048",
+            r#""""#,
+        ] {
+            let e = EtcFile::definition()
+                .invoke(
+                    "write",
+                    &format!(r#"{{"path":"/etc/x","content":"a","mode":{mode}}}"#),
+                    false,
+                )
+                .unwrap_err();
+            assert!(e.message().starts_with("mode:"), "{mode}: {e}");
+        }
+        assert_eq!(
+            check_mode(&params::Mode::Octal("0640".into())).unwrap(),
+            0o640
+        );
+        assert_eq!(
+            check_mode(&params::Mode::Octal("0o600".into())).unwrap(),
+            0o600
+        );
+        assert_eq!(check_mode(&params::Mode::Value(420)).unwrap(), 0o644);
         let e = EtcFile::definition()
             .invoke("write", r#"{"path":"/etc/x"}"#, false)
             .unwrap_err();

@@ -21,6 +21,16 @@ fn default_end() -> String {
     "END".to_string()
 }
 
+/// A file mode parameter: an octal string ("0640") or an integer value (416).
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Mode {
+    /// Octal digits, optionally prefixed by `0o`: "0640", "640", "0o640".
+    Octal(String),
+    /// The mode's numeric value, e.g. 416 for 0640 (JSON has no octal numbers).
+    Value(u32),
+}
+
 /// Parameters of `read`.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -37,10 +47,12 @@ pub struct Write {
     pub path: String,
     /// The complete new content of the file (UTF-8 text).
     pub content: String,
-    /// File mode as an octal string, e.g. "0644". Not supported yet: the WASI sandbox
-    /// cannot set permissions, so giving it is refused rather than silently ignored.
+    /// File mode: an octal string such as "0640", or an integer holding the mode's value
+    /// as in Kubernetes' `defaultMode` (420 = 0644). Permission bits only: setuid, setgid
+    /// and sticky are refused. Without it an existing file keeps its mode and a new file
+    /// gets 0644. A different mode is a change even when the content is the same.
     #[serde(default)]
-    pub mode: Option<String>,
+    pub mode: Option<Mode>,
     /// Create the file when it does not exist (default true); when false a missing file
     /// is a not-found error.
     #[serde(default = "yes")]
@@ -49,10 +61,9 @@ pub struct Write {
     /// output names it.
     #[serde(default)]
     pub backup: bool,
-    /// Replace the file atomically (temporary file + rename; default true). The new file
-    /// then has mode 0644 and the worker's owner, because WASI cannot read or set modes
-    /// and owners. Set false to rewrite the file in place, keeping its mode and owner
-    /// (for files such as /etc/shadow), at the price of atomicity.
+    /// Replace the file atomically (temporary file + rename; default true), keeping its
+    /// mode, owner and group (not its inode, so hard links are broken). Set false to
+    /// rewrite the file in place, keeping its inode, at the price of atomicity.
     #[serde(default = "yes")]
     pub atomic: bool,
 }
@@ -85,8 +96,8 @@ pub struct EnsureLine {
     /// output names it.
     #[serde(default)]
     pub backup: bool,
-    /// Replace the file atomically (default true); false rewrites it in place, keeping
-    /// mode and owner. See `write`.
+    /// Replace the file atomically (default true), keeping mode, owner and group; false
+    /// rewrites it in place, keeping its inode. See `write`.
     #[serde(default = "yes")]
     pub atomic: bool,
 }
@@ -104,8 +115,8 @@ pub struct RemoveLine {
     /// Before changing the file, keep a copy of it as `<path>.<UTC timestamp>.bak`.
     #[serde(default)]
     pub backup: bool,
-    /// Replace the file atomically (default true); false rewrites it in place, keeping
-    /// mode and owner. See `write`.
+    /// Replace the file atomically (default true), keeping mode, owner and group; false
+    /// rewrites it in place, keeping its inode. See `write`.
     #[serde(default = "yes")]
     pub atomic: bool,
 }
@@ -125,8 +136,8 @@ pub struct Replace {
     /// Before changing the file, keep a copy of it as `<path>.<UTC timestamp>.bak`.
     #[serde(default)]
     pub backup: bool,
-    /// Replace the file atomically (default true); false rewrites it in place, keeping
-    /// mode and owner. See `write`.
+    /// Replace the file atomically (default true), keeping mode, owner and group; false
+    /// rewrites it in place, keeping its inode. See `write`.
     #[serde(default = "yes")]
     pub atomic: bool,
 }
@@ -179,8 +190,8 @@ pub struct EnsureBlock {
     /// Before changing the file, keep a copy of it as `<path>.<UTC timestamp>.bak`.
     #[serde(default)]
     pub backup: bool,
-    /// Replace the file atomically (default true); false rewrites it in place, keeping
-    /// mode and owner. See `write`.
+    /// Replace the file atomically (default true), keeping mode, owner and group; false
+    /// rewrites it in place, keeping its inode. See `write`.
     #[serde(default = "yes")]
     pub atomic: bool,
 }

@@ -7,20 +7,22 @@
 //!   sandbox refuses too (a path outside any preopen is not found, a `..` or a symlink
 //!   leading out is denied); this is the first line of defence and gives a clear error.
 //! - [`write_atomic`] writes a temporary file in the same directory and renames it over
-//!   the target, so readers see the old or the new content, never a mix.
+//!   the target, so readers see the old or the new content, never a mix; the new file
+//!   keeps the mode, owner and group of the one it replaces.
+//! - [`stat`] and [`set_attributes`] read and set a file's mode, owner and group.
 //!
-//! # Limits of WASI preview 2
+//! # Modes and owners
 //!
-//! `wasi:filesystem` has no notion of Unix permissions or ownership: a plugin can neither
-//! read a file's mode, owner or group, nor set them (`std::fs::set_permissions` and
-//! `std::os::unix` are not available on `wasm32-wasip2`). Consequences:
-//!
-//! - A file created by the plugin (including the temporary file of [`write_atomic`])
-//!   gets the host process's defaults: mode `0666` less its umask (normally `0644`),
-//!   owned by the user the worker runs as.
-//! - So an atomic replace does **not** preserve the mode and ownership of the file it
-//!   replaces. [`write_in_place`] does (it rewrites the same inode), at the price of
-//!   atomicity. Choose per file; see [`WriteStrategy`].
+//! `wasi:filesystem` has no notion of Unix permissions or ownership
+//! (`std::fs::set_permissions` and `std::os::unix` are not available on
+//! `wasm32-wasip2`), so the host offers the `files` import for files under /etc:
+//! [`stat`] needs the `etc` capability, [`set_attributes`] needs `etc: write` and is
+//! refused in dry runs, and neither may set the setuid or setgid bits. A file created
+//! through WASI gets the worker's defaults (mode `0666` less its umask, owned by the
+//! worker's user); [`write_atomic`] therefore sets the mode, owner and group of the
+//! file it replaces (or `0644` for a new file, or the mode asked for) on its temporary
+//! file **before** writing any content into it, then renames it. Outside the host (in
+//! native unit tests) the same helpers use `std::os::unix` directly.
 
 use std::fs;
 use std::io::{self, Write};
@@ -127,6 +129,149 @@ pub fn resolve_symlinks(path: &Path) -> Result<PathBuf> {
     )))
 }
 
+/// A file's permission bits (`mode & 0o7777`) and numeric owner and group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attributes {
+    /// Permission bits, e.g. `0o640`.
+    pub mode: u32,
+    /// Numeric owner.
+    pub uid: u32,
+    /// Numeric group.
+    pub gid: u32,
+}
+
+/// The mode of a file [`write_atomic`] creates when none is asked for.
+pub const DEFAULT_MODE: u32 = 0o644;
+
+/// The mode, owner and group of the file at `path` (symbolic links followed while they
+/// stay under /etc); `Ok(None)` when it does not exist. Without the `etc` capability
+/// this is [`Error::Denied`].
+pub fn stat(path: &Path) -> Result<Option<Attributes>> {
+    match imp::stat(path) {
+        Ok(a) => Ok(Some(a)),
+        Err(e) if e.kind() == "not-found" => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Sets the mode (permission bits only, never setuid/setgid) and/or the owner and group
+/// of the file at `path`; `None` keeps that attribute. Needs `etc: write`; refused
+/// ([`Error::Denied`]) in dry runs and for a read-only grant.
+pub fn set_attributes(
+    path: &Path,
+    mode: Option<u32>,
+    uid: Option<u32>,
+    gid: Option<u32>,
+) -> Result<()> {
+    imp::set_attributes(path, mode, uid, gid)
+}
+
+/// `mode` as four octal digits, e.g. `"0640"`.
+pub fn format_mode(mode: u32) -> String {
+    format!("{mode:04o}")
+}
+
+/// Maps an error string of the host's `files` import onto an [`Error`]; the host starts
+/// refusals with `denied:`, missing files with `not-found:`, bad values with `invalid:`.
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+fn import_error(message: &str) -> Error {
+    if let Some(rest) = message.strip_prefix("denied:") {
+        Error::denied(rest.trim_start())
+    } else if let Some(rest) = message.strip_prefix("not-found:") {
+        Error::not_found(rest.trim_start())
+    } else if let Some(rest) = message.strip_prefix("invalid:") {
+        Error::invalid_params(rest.trim_start())
+    } else {
+        Error::failed(message)
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+mod imp {
+    use super::{Attributes, Path, Result, import_error};
+    use crate::bindings::hostplug::plugin::files;
+
+    pub(super) fn stat(path: &Path) -> Result<Attributes> {
+        files::stat(&path.to_string_lossy())
+            .map(|a| Attributes {
+                mode: a.mode,
+                uid: a.uid,
+                gid: a.gid,
+            })
+            .map_err(|m| import_error(&m))
+    }
+
+    pub(super) fn set_attributes(
+        path: &Path,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+    ) -> Result<()> {
+        files::set_attributes(&path.to_string_lossy(), mode, uid, gid).map_err(|m| import_error(&m))
+    }
+}
+
+/// Natively (unit tests of plugins) the paths are the machine's own.
+#[cfg(all(not(target_arch = "wasm32"), unix))]
+mod imp {
+    use super::{Attributes, Error, Path, Result};
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    pub(super) fn stat(path: &Path) -> Result<Attributes> {
+        let m = std::fs::metadata(path).map_err(|e| Error::io(path, &e))?;
+        Ok(Attributes {
+            mode: m.mode() & 0o7777,
+            uid: m.uid(),
+            gid: m.gid(),
+        })
+    }
+
+    pub(super) fn set_attributes(
+        path: &Path,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+    ) -> Result<()> {
+        if uid.is_some() || gid.is_some() {
+            std::os::unix::fs::chown(path, uid, gid).map_err(|e| Error::io(path, &e))?;
+        }
+        if let Some(mode) = mode {
+            if mode & !0o1777 != 0 {
+                return Err(Error::denied(format!(
+                    "mode {mode:#o}: only permission bits, never setuid or setgid"
+                )));
+            }
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+                .map_err(|e| Error::io(path, &e))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(all(not(target_arch = "wasm32"), not(unix)))]
+mod imp {
+    use super::{Attributes, Error, Path, Result};
+
+    pub(super) fn stat(path: &Path) -> Result<Attributes> {
+        Err(Error::failed(format!(
+            "{}: modes need Unix",
+            path.display()
+        )))
+    }
+
+    pub(super) fn set_attributes(
+        path: &Path,
+        _mode: Option<u32>,
+        _uid: Option<u32>,
+        _gid: Option<u32>,
+    ) -> Result<()> {
+        Err(Error::failed(format!(
+            "{}: modes need Unix",
+            path.display()
+        )))
+    }
+}
+
 /// Reads a UTF-8 text file; `Ok(None)` when it does not exist. A directory is
 /// [`Error::InvalidParams`], a file that is not UTF-8 [`Error::Failed`].
 pub fn read_text(path: &Path) -> Result<Option<String>> {
@@ -149,8 +294,8 @@ pub fn read_text(path: &Path) -> Result<Option<String>> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum WriteStrategy {
     /// Temporary file in the same directory, then rename over the target: readers never
-    /// see a half-written file. The result has the sandbox's default mode and owner (see
-    /// the module docs).
+    /// see a half-written file. The new file keeps the mode, owner and group of the old
+    /// one; the inode (and so any hard link) is not kept.
     #[default]
     Atomic,
     /// Truncate and rewrite the existing file: keeps its mode, owner and inode (and hard
@@ -160,16 +305,52 @@ pub enum WriteStrategy {
 
 /// Writes `contents` to `path` with the given strategy.
 pub fn write(path: &Path, contents: &[u8], strategy: WriteStrategy) -> Result<()> {
+    write_with_mode(path, contents, strategy, None)
+}
+
+/// Writes `contents` to `path` with the given strategy and, when `mode` is given, leaves
+/// the file with that mode (otherwise an existing file keeps its mode, a new one gets
+/// [`DEFAULT_MODE`] when written atomically).
+pub fn write_with_mode(
+    path: &Path,
+    contents: &[u8],
+    strategy: WriteStrategy,
+    mode: Option<u32>,
+) -> Result<()> {
     match strategy {
-        WriteStrategy::Atomic => write_atomic(path, contents),
-        WriteStrategy::InPlace => write_in_place(path, contents),
+        WriteStrategy::Atomic => write_atomic_with_mode(path, contents, mode),
+        WriteStrategy::InPlace => {
+            write_in_place(path, contents)?;
+            match mode {
+                Some(mode) => set_attributes(path, Some(mode), None, None),
+                None => Ok(()),
+            }
+        }
     }
 }
 
-/// Replaces `path` atomically: writes a temporary file next to it (same directory, so the
-/// rename cannot cross filesystems), flushes it to disk, and renames it over `path`. On
-/// any error the temporary file is removed and `path` is untouched.
+/// Replaces `path` atomically: creates a temporary file next to it (same directory, so the
+/// rename cannot cross filesystems), gives it the mode, owner and group of the file it
+/// replaces (a new file: mode [`DEFAULT_MODE`], the worker's owner), writes and flushes
+/// the content, and renames it over `path`. On any error the temporary file is removed
+/// and `path` is untouched.
 pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
+    write_atomic_with_mode(path, contents, None)
+}
+
+/// [`write_atomic`], leaving the file with `mode` when given.
+pub fn write_atomic_with_mode(path: &Path, contents: &[u8], mode: Option<u32>) -> Result<()> {
+    replace_atomic(path, contents, stat(path)?, mode)
+}
+
+/// Atomically replaces (or creates) `path`, with the owner and group of `old` and
+/// `mode`, or the mode of `old`, or [`DEFAULT_MODE`].
+fn replace_atomic(
+    path: &Path,
+    contents: &[u8],
+    old: Option<Attributes>,
+    mode: Option<u32>,
+) -> Result<()> {
     let dir = path
         .parent()
         .ok_or_else(|| Error::invalid_params(format!("{}: has no directory", path.display())))?;
@@ -179,6 +360,13 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
         .to_string_lossy()
         .into_owned();
     let (tmp, mut file) = create_temp(dir, &name)?;
+    // Attributes first, content second: the temporary file must never hold the new
+    // content with looser permissions than the file it replaces (think /etc/shadow).
+    if let Err(e) = copy_attributes(&tmp, old, mode) {
+        drop(file);
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
     let written = file
         .write_all(contents)
         .and_then(|()| file.sync_all())
@@ -196,6 +384,27 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
         let _ = d.sync_all();
     }
     Ok(())
+}
+
+/// Gives the new temporary file `tmp` the owner and group of `old` (only where they
+/// differ, so that no ownership change is asked for needlessly) and `mode`, or the mode
+/// of `old`, or [`DEFAULT_MODE`].
+fn copy_attributes(tmp: &Path, old: Option<Attributes>, mode: Option<u32>) -> Result<()> {
+    let now = stat(tmp)?
+        .ok_or_else(|| Error::failed(format!("{}: vanished while writing", tmp.display())))?;
+    let (uid, gid) = match old {
+        Some(old) => (
+            (old.uid != now.uid).then_some(old.uid),
+            (old.gid != now.gid).then_some(old.gid),
+        ),
+        None => (None, None),
+    };
+    let mode = mode.or(old.map(|o| o.mode)).unwrap_or(DEFAULT_MODE);
+    let mode = (mode != now.mode || uid.is_some() || gid.is_some()).then_some(mode);
+    if mode.is_none() && uid.is_none() && gid.is_none() {
+        return Ok(());
+    }
+    set_attributes(tmp, mode, uid, gid)
 }
 
 /// Rewrites `path` in place (truncate, write, sync), creating it if missing. Keeps the
@@ -235,8 +444,10 @@ fn create_temp(dir: &Path, name: &str) -> Result<(PathBuf, fs::File)> {
 
 /// Saves `contents` (the current content of `path`) as `<path>.<UTC timestamp>.bak`, e.g.
 /// `/etc/chrony.conf.20260102T030405Z.bak`, adding `.1`, `.2`, … before `.bak` when that
-/// name is taken. Returns the backup's path.
+/// name is taken. The backup gets the mode, owner and group of `path` (a copy of
+/// /etc/shadow is as secret as the original). Returns the backup's path.
 pub fn backup(path: &Path, contents: &[u8]) -> Result<PathBuf> {
+    let attributes = stat(path)?;
     let stamp = utc_timestamp(SystemTime::now());
     let base = path.as_os_str().to_string_lossy().into_owned();
     for n in 0..1000u32 {
@@ -247,7 +458,7 @@ pub fn backup(path: &Path, contents: &[u8]) -> Result<PathBuf> {
         };
         match fs::symlink_metadata(&candidate) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                write_atomic(&candidate, contents)?;
+                replace_atomic(&candidate, contents, attributes, None)?;
                 return Ok(candidate);
             }
             Err(e) => return Err(Error::io(&candidate, &e)),
@@ -269,6 +480,10 @@ pub struct EditOptions {
     pub backup: bool,
     /// How an existing file is rewritten; a new file is always created atomically.
     pub strategy: WriteStrategy,
+    /// The mode the file must have (permission bits); `None` keeps an existing file's
+    /// mode and gives a new one [`DEFAULT_MODE`]. A mode that differs is a change even
+    /// when the content does not.
+    pub mode: Option<u32>,
 }
 
 /// What [`edit_text`] did (or, in a dry run, would do).
@@ -282,8 +497,12 @@ pub struct TextEdit {
     pub bytes: usize,
     /// The backup made, if any.
     pub backup: Option<PathBuf>,
-    /// The unified diff of the change; `None` when nothing changed.
+    /// The unified diff of the change, preceded by `old mode …`/`new mode …` lines (as
+    /// in git) when the mode changes; `None` when nothing changed.
     pub diff: Option<String>,
+    /// The file's mode after the edit (in a dry run: what it would be); `None` when the
+    /// file does not exist afterwards.
+    pub mode: Option<u32>,
 }
 
 /// The read-change-write cycle of an idempotent text edit: reads `path` (`None` when it
@@ -303,36 +522,64 @@ pub fn edit_text(
     options: EditOptions,
     change: impl FnOnce(Option<&str>) -> Result<Option<String>>,
 ) -> Result<TextEdit> {
+    if let Some(mode) = options.mode {
+        check_mode(mode)?;
+    }
     let old = read_text(path)?;
     let new = change(old.as_deref())?;
     let name = path.to_string_lossy();
-    let diff = new
+    let old_mode = match &old {
+        Some(_) => stat(path)?.map(|a| a.mode),
+        None => None,
+    };
+    let content_diff = new
         .as_deref()
         .and_then(|new| crate::diff::unified(&name, old.as_deref(), Some(new)));
-    let (Some(new), Some(diff)) = (new, diff) else {
+    // Only an existing file that stays can have its mode changed without new content.
+    let mode_change = match (old_mode, options.mode) {
+        (Some(was), Some(want)) if was != want && new.is_some() => Some((was, want)),
+        _ => None,
+    };
+    let (Some(new), true) = (new, content_diff.is_some() || mode_change.is_some()) else {
         return Ok(TextEdit {
             changed: false,
             created: false,
             bytes: old.as_ref().map_or(0, String::len),
             backup: None,
             diff: None,
+            mode: old_mode,
         });
     };
+    let diff = match mode_change {
+        Some((was, want)) => format!(
+            "old mode {}\nnew mode {}\n{}",
+            format_mode(was),
+            format_mode(want),
+            content_diff.as_deref().unwrap_or_default()
+        ),
+        None => content_diff.clone().unwrap_or_default(),
+    };
     let created = old.is_none();
+    let final_mode = options.mode.or(old_mode).unwrap_or(DEFAULT_MODE);
     let mut saved = None;
     if !options.dry_run {
-        if options.backup
-            && let Some(old) = &old
-        {
-            saved = Some(backup(path, old.as_bytes())?);
-        }
-        // A new file has no mode or owner to keep: always create it atomically.
-        let strategy = if created {
-            WriteStrategy::Atomic
+        if content_diff.is_none() {
+            // Same content, another mode: no rewrite needed.
+            set_attributes(path, options.mode, None, None)?;
         } else {
-            options.strategy
-        };
-        write(path, new.as_bytes(), strategy)?;
+            if options.backup
+                && let Some(old) = &old
+            {
+                saved = Some(backup(path, old.as_bytes())?);
+            }
+            // A new file has no mode or owner to keep: always create it atomically.
+            let strategy = if created {
+                WriteStrategy::Atomic
+            } else {
+                options.strategy
+            };
+            write_with_mode(path, new.as_bytes(), strategy, options.mode)?;
+        }
     }
     Ok(TextEdit {
         changed: true,
@@ -340,7 +587,41 @@ pub fn edit_text(
         bytes: new.len(),
         backup: saved,
         diff: Some(diff),
+        mode: Some(final_mode),
     })
+}
+
+/// Checks that `mode` holds only permission bits and not the setuid or setgid bits, which
+/// the host refuses to set (see `wit/hostplug.wit`).
+pub fn check_mode(mode: u32) -> Result<()> {
+    if mode & !0o7777 != 0 {
+        return Err(Error::invalid_params(format!(
+            "mode: {mode:#o} is not a file mode; give permission bits such as \"0644\""
+        )));
+    }
+    if mode & 0o6000 != 0 {
+        return Err(Error::invalid_params(format!(
+            "mode: {} sets the setuid or setgid bit, which plugins may not set",
+            format_mode(mode)
+        )));
+    }
+    Ok(())
+}
+
+/// Parses an octal mode string such as `"0640"`, `"640"` or `"0o640"` (1 to 4 octal
+/// digits after an optional `0o`) and checks it with [`check_mode`]. Errors name the
+/// field `mode`.
+pub fn parse_mode(text: &str) -> Result<u32> {
+    let digits = text.strip_prefix("0o").unwrap_or(text);
+    if digits.is_empty() || digits.len() > 4 || !digits.chars().all(|c| ('0'..='7').contains(&c)) {
+        return Err(Error::invalid_params(format!(
+            "mode: `{text}` is not an octal file mode such as \"0644\""
+        )));
+    }
+    let mode = u32::from_str_radix(digits, 8)
+        .map_err(|_| Error::invalid_params(format!("mode: `{text}` is not an octal file mode")))?;
+    check_mode(mode)?;
+    Ok(mode)
 }
 
 /// Removes the file at `path`; `Ok(false)` when it did not exist.

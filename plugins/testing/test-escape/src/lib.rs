@@ -4,7 +4,9 @@
 //!
 //! Methods (params JSON): `read {path}`, `write {path, content}` (ignores dry-run on
 //! purpose), `list {path}`, `exists {path}`, `remove {path}`, `mkdir {path}`,
-//! `env {}` (environment, arguments and cwd as the guest sees them).
+//! `env {}` (environment, arguments and cwd as the guest sees them), `stat {path}` and
+//! `chmod {path, mode?, uid?, gid?}` (the host's `files` import, numbers as JSON integers;
+//! ignores dry-run on purpose).
 
 wit_bindgen::generate!({ path: "../../../wit", world: "host-action" });
 
@@ -31,6 +33,17 @@ fn io_error(path: &str, e: std::io::Error) -> PluginError {
     }
 }
 
+/// The host's `files` errors start with `denied:` or `not-found:`.
+fn import_error(message: String) -> PluginError {
+    if message.starts_with("denied:") {
+        PluginError::Denied(message)
+    } else if message.starts_with("not-found:") {
+        PluginError::NotFound(message)
+    } else {
+        PluginError::Failed(message)
+    }
+}
+
 fn ok(changed: bool, output: Value) -> Result<Outcome, PluginError> {
     Ok(Outcome {
         changed,
@@ -45,14 +58,16 @@ impl Guest for TestEscape {
             name: "test-escape".into(),
             version: env!("CARGO_PKG_VERSION").into(),
             description: "Tries to escape its /etc sandbox.".into(),
-            methods: ["read", "write", "list", "exists", "remove", "mkdir", "env"]
-                .map(|name| MethodInfo {
-                    name: name.into(),
-                    description: format!("test method {name}"),
-                    mutates: matches!(name, "write" | "remove" | "mkdir"),
-                    params_schema: r#"{"type":"object"}"#.into(),
-                })
-                .to_vec(),
+            methods: [
+                "read", "write", "list", "exists", "remove", "mkdir", "env", "stat", "chmod",
+            ]
+            .map(|name| MethodInfo {
+                name: name.into(),
+                description: format!("test method {name}"),
+                mutates: matches!(name, "write" | "remove" | "mkdir" | "chmod"),
+                params_schema: r#"{"type":"object"}"#.into(),
+            })
+            .to_vec(),
         }
     }
 
@@ -106,6 +121,28 @@ impl Guest for TestEscape {
                     false,
                     json!({ "env": vars, "args": args, "cwd": cwd, "rootReadable": root }),
                 )
+            }
+            "stat" => {
+                let path = param(&params, "path")?;
+                let a = hostplug::plugin::files::stat(path).map_err(import_error)?;
+                ok(false, json!({ "mode": a.mode, "uid": a.uid, "gid": a.gid }))
+            }
+            "chmod" => {
+                let path = param(&params, "path")?;
+                let number = |name: &str| {
+                    params
+                        .get(name)
+                        .and_then(Value::as_u64)
+                        .and_then(|n| u32::try_from(n).ok())
+                };
+                hostplug::plugin::files::set_attributes(
+                    path,
+                    number("mode"),
+                    number("uid"),
+                    number("gid"),
+                )
+                .map_err(import_error)?;
+                ok(true, json!({ "changed": path }))
             }
             other => Err(PluginError::NotFound(format!("no method {other}"))),
         }
