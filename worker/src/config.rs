@@ -36,6 +36,15 @@ pub const DEFAULT_MAX_CONCURRENT_INVOCATIONS: usize = 4;
 /// also never exceeds the invocation's own deadline.
 pub const DEFAULT_QUEUE_WAIT_MS: u64 = 10_000;
 
+/// Compilations running at once: 1. Compiling is CPU-bound (Cranelift uses the cores
+/// it gets) and happens once per module per worker; one at a time keeps invocations
+/// responsive and makes "compile each digest once" hold under concurrent uploads.
+pub const MAX_CONCURRENT_COMPILES: usize = 1;
+
+/// Pause after a failed `accept` (typically EMFILE) before trying again: 100 ms, so the
+/// accept loop does not spin while connections close and free descriptors.
+pub const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
+
 /// Deadline of an invocation that names none: 60 s, the default of
 /// `HostTask.spec.timeoutSeconds`.
 pub const DEFAULT_INVOKE_TIMEOUT_MS: u64 = 60_000;

@@ -4,9 +4,8 @@
 //! `spawn_blocking`, with the request's tracing span carried over. A semaphore bounds the
 //! invocations running at once; a request that cannot get a slot within the queue wait
 //! (or its own deadline, if shorter) is answered 503 `busy` instead of piling up.
-//! Compiles are serialised by a second, single-slot semaphore: they are CPU-bound, and
-//! running them one at a time also makes "compile each digest once" hold under
-//! concurrent uploads of the same module.
+//! Compiles are bounded by a second semaphore ([`MAX_CONCURRENT_COMPILES`]), which also
+//! makes "compile each digest once" hold under concurrent uploads of the same module.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -31,7 +30,10 @@ use tower_http::trace::TraceLayer;
 use tracing::Instrument as _;
 
 use crate::auth::{self, BearerToken};
-use crate::config::{HEADER_READ_TIMEOUT, Limits, SHUTDOWN_GRACE, TLS_HANDSHAKE_TIMEOUT};
+use crate::config::{
+    ACCEPT_ERROR_BACKOFF, HEADER_READ_TIMEOUT, Limits, MAX_CONCURRENT_COMPILES, SHUTDOWN_GRACE,
+    TLS_HANDSHAKE_TIMEOUT,
+};
 use crate::error::{ApiError, Error, Result};
 use crate::runtime::{Call, Digest, Loaded, PluginRuntime, RuntimeError};
 use crate::types::{ErrorKind, Health, InvokeRequest, InvokeResponse, UploadResponse};
@@ -46,8 +48,8 @@ struct Inner {
     runtime: Arc<dyn PluginRuntime>,
     token: BearerToken,
     limits: Limits,
-    /// Held by the blocking task itself (owned permits), so a client that hangs up
-    /// does not free a slot while its plugin still runs.
+    // Both semaphores hand out owned permits that move into the blocking task, so a
+    // client that hangs up does not free a slot while its plugin still runs.
     invoke_slots: Arc<Semaphore>,
     compile_slot: Arc<Semaphore>,
 }
@@ -69,7 +71,7 @@ impl AppState {
                 runtime,
                 token,
                 invoke_slots: Arc::new(Semaphore::new(slots)),
-                compile_slot: Arc::new(Semaphore::new(1)),
+                compile_slot: Arc::new(Semaphore::new(MAX_CONCURRENT_COMPILES)),
                 limits,
             }),
         }
@@ -386,7 +388,7 @@ impl Server {
                     Err(e) => {
                         // Typically EMFILE; back off instead of spinning.
                         tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
                         continue;
                     }
                 },
