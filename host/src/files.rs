@@ -216,11 +216,11 @@ mod tests {
     #[test]
     fn guest_paths() {
         assert_eq!(
-            relative_to_etc("/etc/./ssh/../hosts").unwrap(),
+            relative_to_etc("/etc/./ssh/../hosts").expect("ok"),
             PathBuf::from("hosts")
         );
         assert_eq!(
-            relative_to_etc("/etc/ssh/sshd_config").unwrap(),
+            relative_to_etc("/etc/ssh/sshd_config").expect("ok"),
             PathBuf::from("ssh/sshd_config")
         );
         for bad in [
@@ -239,26 +239,39 @@ mod tests {
     fn modes() {
         assert!(check_mode(0o640).is_ok());
         assert!(check_mode(0o1777).is_ok());
-        assert!(check_mode(0o4755).unwrap_err().starts_with("denied:"));
-        assert!(check_mode(0o2755).unwrap_err().starts_with("denied:"));
-        assert!(check_mode(0o10644).unwrap_err().starts_with("invalid:"));
+        assert!(
+            check_mode(0o4755)
+                .expect_err("refused")
+                .starts_with("denied:")
+        );
+        assert!(
+            check_mode(0o2755)
+                .expect_err("refused")
+                .starts_with("denied:")
+        );
+        assert!(
+            check_mode(0o10644)
+                .expect_err("refused")
+                .starts_with("invalid:")
+        );
     }
 
     #[test]
     fn grants_and_links() {
-        let tmp = tempfile::tempdir().unwrap();
+        let tmp = tempfile::tempdir().expect("ok");
         let etc = tmp.path().join("etc");
-        std::fs::create_dir_all(etc.join("sub")).unwrap();
-        std::fs::write(tmp.path().join("outside"), "x").unwrap();
-        std::fs::write(etc.join("f"), "x").unwrap();
-        std::os::unix::fs::symlink("f", etc.join("in-link")).unwrap();
-        std::os::unix::fs::symlink("../outside", etc.join("out-link")).unwrap();
-        std::os::unix::fs::symlink(tmp.path().join("outside"), etc.join("abs-link")).unwrap();
-        std::os::unix::fs::symlink("..", etc.join("sub/up")).unwrap();
-        std::fs::set_permissions(etc.join("f"), std::fs::Permissions::from_mode(0o640)).unwrap();
+        std::fs::create_dir_all(etc.join("sub")).expect("ok");
+        std::fs::write(tmp.path().join("outside"), "x").expect("ok");
+        std::fs::write(etc.join("f"), "x").expect("ok");
+        std::os::unix::fs::symlink("f", etc.join("in-link")).expect("ok");
+        std::os::unix::fs::symlink("../outside", etc.join("out-link")).expect("ok");
+        std::os::unix::fs::symlink(tmp.path().join("outside"), etc.join("abs-link")).expect("ok");
+        std::os::unix::fs::symlink("..", etc.join("sub/up")).expect("ok");
+        std::fs::set_permissions(etc.join("f"), std::fs::Permissions::from_mode(0o640))
+            .expect("ok");
         let outside_mode = || {
             std::fs::metadata(tmp.path().join("outside"))
-                .unwrap()
+                .expect("ok")
                 .mode()
                 & 0o7777
         };
@@ -267,7 +280,7 @@ mod tests {
         let none = EtcFiles::new(EtcAccess::None, Some(&etc), false);
         assert!(
             none.stat("/etc/f")
-                .unwrap_err()
+                .expect_err("refused")
                 .starts_with("denied: no etc access")
         );
         assert!(
@@ -276,16 +289,16 @@ mod tests {
         );
 
         let read = EtcFiles::new(EtcAccess::Read, Some(&etc), false);
-        assert_eq!(read.stat("/etc/f").unwrap().mode, 0o640);
-        assert_eq!(read.stat("/etc/in-link").unwrap().mode, 0o640);
+        assert_eq!(read.stat("/etc/f").expect("ok").mode, 0o640);
+        assert_eq!(read.stat("/etc/in-link").expect("ok").mode, 0o640);
         assert!(
             read.stat("/etc/missing")
-                .unwrap_err()
+                .expect_err("refused")
                 .starts_with("not-found:")
         );
         assert!(
             read.set_attributes("/etc/f", Some(0o600), None, None)
-                .unwrap_err()
+                .expect_err("refused")
                 .starts_with("denied:")
         );
 
@@ -293,15 +306,15 @@ mod tests {
         assert!(dry.stat("/etc/f").is_ok());
         assert!(
             dry.set_attributes("/etc/f", Some(0o600), None, None)
-                .unwrap_err()
+                .expect_err("refused")
                 .starts_with("denied:")
         );
 
         let write = EtcFiles::new(EtcAccess::Write, Some(&etc), false);
         write
             .set_attributes("/etc/in-link", Some(0o600), None, None)
-            .unwrap();
-        assert_eq!(write.stat("/etc/f").unwrap().mode, 0o600);
+            .expect("ok");
+        assert_eq!(write.stat("/etc/f").expect("ok").mode, 0o600);
         for escape in [
             "/etc/out-link",
             "/etc/abs-link",
@@ -310,17 +323,20 @@ mod tests {
         ] {
             let e = write
                 .set_attributes(escape, Some(0o777), Some(0), Some(0))
-                .unwrap_err();
+                .expect_err("refused");
             assert!(e.starts_with("denied:"), "{escape}: {e}");
             assert!(
-                write.stat(escape).unwrap_err().starts_with("denied:"),
+                write
+                    .stat(escape)
+                    .expect_err("refused")
+                    .starts_with("denied:"),
                 "{escape}"
             );
         }
         assert!(
             write
                 .set_attributes("/etc/f", Some(0o4755), None, None)
-                .unwrap_err()
+                .expect_err("refused")
                 .starts_with("denied:")
         );
         assert_eq!(outside_mode(), before);

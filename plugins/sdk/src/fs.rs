@@ -697,6 +697,79 @@ mod tests {
     }
 
     #[test]
+    fn modes() {
+        assert_eq!(parse_mode("0640").expect("mode"), 0o640);
+        assert_eq!(parse_mode("600").expect("mode"), 0o600);
+        assert_eq!(parse_mode("0o1777").expect("mode"), 0o1777);
+        for bad in ["", "0o", "0800", "12345", "4755", "2644", "rw-r--r--"] {
+            let e = parse_mode(bad).expect_err(bad);
+            assert!(e.message().starts_with("mode:"), "{bad}: {e}");
+        }
+        assert_eq!(format_mode(0o640), "0640");
+        assert_eq!(import_error("denied: no etc access").kind(), "denied");
+        assert_eq!(import_error("not-found: /etc/x").kind(), "not-found");
+        assert_eq!(import_error("invalid: uid").kind(), "invalid-params");
+        assert_eq!(import_error("EIO").kind(), "failed");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn atomic_writes_keep_mode_and_owner() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("hostplug-sdk-modes-{}", std::process::id()));
+        fs::create_dir_all(&dir).expect("mkdir");
+        let f = dir.join("shadow");
+        write_atomic(&f, b"one\n").expect("write");
+        let created = stat(&f).expect("stat").expect("exists");
+        assert_eq!(created.mode, DEFAULT_MODE);
+        fs::set_permissions(&f, fs::Permissions::from_mode(0o640)).expect("chmod");
+        // As root (the CI), give the file another owner, which the write must keep.
+        let owner = if created.uid == 0 {
+            std::os::unix::fs::chown(&f, Some(1234), Some(1234)).expect("chown");
+            (1234, 1234)
+        } else {
+            (created.uid, created.gid)
+        };
+        write_atomic(&f, b"two\n").expect("write");
+        let a = stat(&f).expect("stat").expect("exists");
+        assert_eq!((a.mode, a.uid, a.gid), (0o640, owner.0, owner.1));
+        let saved = backup(&f, b"two\n").expect("backup");
+        let b = stat(&saved).expect("stat").expect("exists");
+        assert_eq!((b.mode, b.uid, b.gid), (0o640, owner.0, owner.1));
+        fs::remove_file(saved).expect("rm");
+
+        // Same content, another mode: a change with git-style mode lines only.
+        let keep = |old: Option<&str>| Ok(old.map(str::to_owned));
+        let opts = EditOptions {
+            mode: Some(0o600),
+            ..EditOptions::default()
+        };
+        let e = edit_text(&f, opts, keep).expect("edit");
+        assert!(e.changed);
+        assert_eq!(e.diff.as_deref(), Some("old mode 0640\nnew mode 0600\n"));
+        assert_eq!(e.mode, Some(0o600));
+        assert_eq!(stat(&f).expect("stat").map(|a| a.mode), Some(0o600));
+        let e = edit_text(&f, opts, keep).expect("edit");
+        assert!(!e.changed && e.diff.is_none());
+        // New content and a mode.
+        let opts = EditOptions {
+            mode: Some(0o400),
+            ..EditOptions::default()
+        };
+        let e = edit_text(&f, opts, |_| Ok(Some("three\n".into()))).expect("edit");
+        assert!(
+            e.diff
+                .as_deref()
+                .is_some_and(|d| d.starts_with("old mode 0600\nnew mode 0400\n---"))
+        );
+        let a = stat(&f).expect("stat").expect("exists");
+        assert_eq!((a.mode, a.uid, a.gid), (0o400, owner.0, owner.1));
+        assert_eq!(stat(&dir.join("missing")).expect("stat"), None);
+        assert_eq!(fs::read_dir(&dir).expect("ls").count(), 1);
+        fs::remove_dir_all(&dir).expect("rm");
+    }
+
+    #[test]
     fn timestamps() {
         assert_eq!(utc_timestamp(UNIX_EPOCH), "19700101T000000Z");
         // 2024-02-29T12:34:56Z, a leap day.
