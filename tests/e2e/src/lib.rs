@@ -179,6 +179,21 @@ impl Harness {
         Ok(())
     }
 
+    /// Starts a second operator replica next to the running one (same ServiceAccount);
+    /// the caller owns it (dropping it kills it).
+    pub fn start_replica(&mut self) -> anyhow::Result<tokio::process::Child> {
+        let first = self.operator.take();
+        self.start_operator()?;
+        let replica = self.operator.take().context("replica not started")?;
+        self.operator = first;
+        Ok(replica)
+    }
+
+    /// The number of operator starts so far (the log of the latest is `operator_log(n)`).
+    pub fn operator_starts(&self) -> u32 {
+        self.starts
+    }
+
     /// Kills the operator (SIGKILL: no clean shutdown, the Lease is not released).
     pub async fn kill_operator(&mut self) -> anyhow::Result<()> {
         if let Some(mut c) = self.operator.take() {

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use hostplug_e2e::Harness;
 use hostplug_operator::crd::{NodePhase, TaskState};
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::api::DeleteParams;
@@ -168,6 +169,36 @@ async fn faults_are_contained() -> anyhow::Result<()> {
             assert_eq!(file, "once\n", "{}", n.node);
         }
     }
+
+    // A second replica next to the leader: it waits on the Lease, the task runs once.
+    let _replica = h.start_replica()?;
+    let replica_log = h.operator_starts();
+    h.apply(&task(
+        "two-replicas",
+        "  targetType: All\n  http: {api: etc-file, method: ensure-line, parameter: {path: /etc/replicas.conf, line: once, create: true}}\n",
+    ))
+    .await?;
+    let t = h.wait_finished("two-replicas").await?;
+    let st = t.status.unwrap_or_default();
+    assert_eq!(st.state, TaskState::Succeeded, "{:?}", st.msg);
+    for n in &st.nodes {
+        let pod = n.pod.clone().unwrap_or_default();
+        assert_eq!(
+            h.worker_log(&pod).matches("invoking").count(),
+            1,
+            "{}",
+            n.node
+        );
+    }
+    let log = h.operator_log(replica_log);
+    assert!(!log.contains("became leader"), "the replica acted:\n{log}");
+    let leases: Api<Lease> = Api::namespaced(h.admin.clone(), hostplug_e2e::NAMESPACE);
+    let holder = leases
+        .get("hostplug-operator")
+        .await?
+        .spec
+        .and_then(|s| s.holder_identity);
+    assert_eq!(holder.as_deref(), Some("operator-2"));
     h.shutdown().await
 }
 
