@@ -337,6 +337,50 @@ async fn first_session_in_a_real_browser() -> anyhow::Result<()> {
     assert_eq!(list.matches("Succeeded").count(), 2, "{list}");
     assert!(list.contains("1/1"));
     shot(&b, "08-tasks").await?;
+    // The list's live refresh (a watch on HostTasks, as the console's ServiceAccount)
+    // is healthy: the indicator would turn "stale" on an error.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let live = b.source().await.map_err(wd)?;
+    assert!(live.contains("class=\"muted live\""), "live refresh failed");
+
+    // Delete the dry run from its page (the delete verb of the console's Role).
+    let dry_name = list
+        .split_whitespace()
+        .find(|w| w.contains("-dry-"))
+        .context("dry run in the list")?
+        .to_owned();
+    b.goto(&url(&format!("/tasks/{dry_name}")))
+        .await
+        .map_err(wd)?;
+    b.find("#delete")
+        .await
+        .map_err(wd)?
+        .click()
+        .await
+        .map_err(wd)?;
+    b.accept_dialog().await.map_err(wd)?;
+    b.wait_for("#tasks", Duration::from_secs(10))
+        .await
+        .map_err(wd)?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let rows = b
+            .find("#task-rows")
+            .await
+            .map_err(wd)?
+            .text()
+            .await
+            .map_err(wd)?;
+        if !rows.contains(&dry_name) {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("{dry_name} still listed after deletion: {rows}");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    b.goto(&url("/admin/users")).await.map_err(wd)?;
+    shot(&b, "10-users").await?;
     b.goto(&url("/admin/audit")).await.map_err(wd)?;
     let audit = b
         .find("#audit")
@@ -346,6 +390,7 @@ async fn first_session_in_a_real_browser() -> anyhow::Result<()> {
         .await
         .map_err(wd)?;
     assert!(audit.contains("task.create") && audit.contains("login") && audit.contains("register"));
+    assert!(audit.contains("task.delete"), "{audit}");
     shot(&b, "09-audit").await?;
 
     drop(b);
