@@ -61,6 +61,29 @@ fn pre_session_csrf(headers: &HeaderMap) -> (String, bool) {
     }
 }
 
+/// Renders a page shown before login (login, registration) with its pre-session CSRF
+/// token, and sets the token's cookie when the token is new.
+fn render_pre_session<T: Template>(
+    state: &AppState,
+    headers: &HeaderMap,
+    status: StatusCode,
+    page: impl FnOnce(String) -> T,
+) -> AppResult<Response> {
+    let (csrf, fresh) = pre_session_csrf(headers);
+    let mut response = render(&page(csrf.clone()))?;
+    *response.status_mut() = status;
+    if fresh {
+        let cookie = auth::set_cookie(
+            auth::PRE_SESSION_CSRF_COOKIE,
+            &csrf,
+            None,
+            state.config.secure_cookies,
+        );
+        response = with_cookie(response, &cookie);
+    }
+    Ok(response)
+}
+
 fn with_cookie(mut response: Response, cookie: &str) -> Response {
     if let Ok(value) = HeaderValue::from_str(cookie) {
         response.headers_mut().append(header::SET_COOKIE, value);
@@ -95,29 +118,14 @@ fn login_page(
     notice: Option<String>,
     status: StatusCode,
 ) -> AppResult<Response> {
-    let (csrf, fresh) = pre_session_csrf(headers);
-    let page = LoginPage {
+    render_pre_session(state, headers, status, |csrf| LoginPage {
         nav: Nav::default(),
-        csrf: csrf.clone(),
+        csrf,
         username,
         next,
         error,
         notice,
-    };
-    let mut response = render(&page)?;
-    *response.status_mut() = status;
-    if fresh {
-        response = with_cookie(
-            response,
-            &auth::set_cookie(
-                auth::PRE_SESSION_CSRF_COOKIE,
-                &csrf,
-                None,
-                state.config.secure_cookies,
-            ),
-        );
-    }
-    Ok(response)
+    })
 }
 
 /// `GET /login`.
@@ -313,29 +321,14 @@ fn register_page(
     open: bool,
     status: StatusCode,
 ) -> AppResult<Response> {
-    let (csrf, fresh) = pre_session_csrf(headers);
-    let page = RegisterPage {
+    render_pre_session(state, headers, status, |csrf| RegisterPage {
         nav: Nav::default(),
-        csrf: csrf.clone(),
+        csrf,
         username,
         error,
         first,
         open,
-    };
-    let mut response = render(&page)?;
-    *response.status_mut() = status;
-    if fresh {
-        response = with_cookie(
-            response,
-            &auth::set_cookie(
-                auth::PRE_SESSION_CSRF_COOKIE,
-                &csrf,
-                None,
-                state.config.secure_cookies,
-            ),
-        );
-    }
-    Ok(response)
+    })
 }
 
 /// `GET /register`.
