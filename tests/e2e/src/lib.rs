@@ -15,17 +15,15 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use hostplug_operator::crd::{HostPlugin, HostTask, TaskState};
-use hostplug_testenv::{EnvConfig, Environment};
+use hostplug_testenv::Environment;
+use hostplug_testenv::hostplug::{OperatorInstall, install_operator, start_environment};
 use k8s_openapi::api::core::v1::{Pod, Secret, Service};
 use kube::api::ListParams;
 use kube::{Api, Client};
 
-/// The worker image the operator uses; mapped to the local worker binary.
-pub const WORKER_IMAGE: &str = "ghcr.io/hostplug/worker:dev";
-/// Namespace of the operator, its tasks and their children.
-pub const NAMESPACE: &str = "hostplug-system";
-/// The operator's ServiceAccount.
-pub const OPERATOR_SA: &str = "hostplug-operator";
+// The worker image, namespace, ServiceAccount and built-in plugins, shared with `make dev`.
+pub use hostplug_testenv::hostplug::{BUILTIN_PLUGINS, NAMESPACE, OPERATOR_SA, WORKER_IMAGE};
+
 /// Lease duration for tests: 4 s, so a restarted operator takes over quickly after a
 /// kill (the production default is 15 s).
 const TEST_LEASE_SECONDS: &str = "4";
@@ -80,9 +78,8 @@ pub struct Harness {
     pub admin: Client,
     operator: Option<tokio::process::Child>,
     operator_bin: PathBuf,
-    sa_kubeconfig: PathBuf,
+    install: OperatorInstall,
     plugin_dir: PathBuf,
-    builtin_dir: PathBuf,
     starts: u32,
 }
 
@@ -101,43 +98,16 @@ impl Harness {
         let operator_bin = workspace_binary("hostplug-operator")?;
         let worker_bin = workspace_binary("hostplug-worker")?;
         let plugin_dir = plugin_dir()?;
-        let env = Environment::start(EnvConfig::default().with_image(WORKER_IMAGE, &worker_bin))
-            .await
-            .context("starting the environment")?;
-        let root = repo_root();
-        for file in [
-            "deploy/namespace.yaml",
-            "deploy/crds/hosttasks.hostplug.dev.yaml",
-            "deploy/crds/hostplugins.hostplug.dev.yaml",
-            "deploy/rbac/operator.yaml",
-        ] {
-            env.apply_yaml_file(root.join(file))
-                .await
-                .with_context(|| format!("applying {file}"))?;
-        }
-        let sa_kubeconfig = env
-            .service_account_kubeconfig(NAMESPACE, OPERATOR_SA)
-            .await
-            .context("operator kubeconfig")?;
-        // The operator image ships only the real plugins; the test plugins of
-        // target/plugins are published from ConfigMaps by the tests that need them.
-        let builtin_dir = env.dir().join("builtin-plugins");
-        std::fs::create_dir_all(&builtin_dir)?;
-        for name in BUILTIN_PLUGINS {
-            let file = format!("{name}.wasm");
-            if plugin_dir.join(&file).is_file() {
-                std::fs::copy(plugin_dir.join(&file), builtin_dir.join(&file))?;
-            }
-        }
+        let env = start_environment(&worker_bin).await?;
+        let install = install_operator(&env, &repo_root(), &plugin_dir).await?;
         let admin = env.admin_client();
         let mut h = Self {
             env,
             admin,
             operator: None,
             operator_bin,
-            sa_kubeconfig,
+            install,
             plugin_dir,
-            builtin_dir,
             starts: 0,
         };
         h.start_operator()?;
@@ -156,11 +126,9 @@ impl Harness {
             std::fs::create_dir_all(p)?;
         }
         let log = std::fs::File::create(&log_path)?;
-        let child = tokio::process::Command::new(&self.operator_bin)
-            .env("KUBECONFIG", &self.sa_kubeconfig)
-            .env("HOSTPLUG_NAMESPACE", NAMESPACE)
-            .env("HOSTPLUG_WORKER_IMAGE", WORKER_IMAGE)
-            .env("HOSTPLUG_PLUGIN_DIR", &self.builtin_dir)
+        let child = self
+            .install
+            .command(&self.operator_bin)
             .env("HOSTPLUG_HTTP_ADDR", "127.0.0.1:0")
             .env("HOSTPLUG_LEASE_SECONDS", TEST_LEASE_SECONDS)
             .env(
@@ -392,9 +360,6 @@ impl Harness {
         Ok(())
     }
 }
-
-/// The plugins the operator image ships (`deploy/operator/Dockerfile`).
-pub const BUILTIN_PLUGINS: [&str; 2] = ["etc-file", "docker-image"];
 
 /// The simulated nodes.
 pub const NODES: [&str; 3] = ["master", "node1", "node2"];

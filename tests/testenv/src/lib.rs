@@ -9,12 +9,15 @@
 //! - [`Environment`] puts both together for a test: clients as admin or as a
 //!   ServiceAccount, server-side apply of YAML, waiting for conditions, and a teardown that
 //!   leaves no process behind, also when the test fails or panics.
+//! - [`hostplug`] installs hostplug's CRDs, RBAC and built-in plugins into an environment,
+//!   for the e2e harness and `make dev`.
 //!
 //! Nothing here is mocked, and nothing here may touch a real cluster: every client is built
 //! from a kubeconfig this crate wrote for its own control plane.
 
 pub mod controlplane;
 pub mod env;
+pub mod hostplug;
 pub mod nodesim;
 
 use std::path::PathBuf;

@@ -12,15 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use anyhow::{Context, bail};
-use hostplug_testenv::{EnvConfig, Environment};
+use hostplug_testenv::hostplug::{NAMESPACE, OPERATOR_SA, install_operator, start_environment};
 
-/// The worker image the operator puts into worker Pods; the node simulator runs the
-/// local `hostplug-worker` binary for it.
-const WORKER_IMAGE: &str = "ghcr.io/hostplug/worker:dev";
-/// Namespace of the operator and its tasks (deploy/namespace.yaml).
-const NAMESPACE: &str = "hostplug-system";
-/// The operator's ServiceAccount (deploy/rbac/operator.yaml).
-const OPERATOR_SA: &str = "hostplug-operator";
 /// Where the operator serves /metrics and /healthz in the dev environment.
 const OPERATOR_HTTP_ADDR: &str = "127.0.0.1:18080";
 /// The web console's ServiceAccount (deploy/web/rbac.yaml).
@@ -64,44 +57,15 @@ async fn main() -> anyhow::Result<()> {
 
     let started = std::time::Instant::now();
     eprintln!("starting the control plane and the simulated nodes…");
-    let env = Environment::start(EnvConfig::default().with_image(WORKER_IMAGE, &worker_bin))
-        .await
-        .context("starting the test environment")?;
-    for file in [
-        "deploy/namespace.yaml",
-        "deploy/crds/hosttasks.hostplug.dev.yaml",
-        "deploy/crds/hostplugins.hostplug.dev.yaml",
-        "deploy/rbac/operator.yaml",
-    ] {
-        env.apply_yaml_file(root.join(file))
-            .await
-            .with_context(|| format!("applying {file}"))?;
-    }
-    let sa_kubeconfig = env
-        .service_account_kubeconfig(NAMESPACE, OPERATOR_SA)
-        .await
-        .context("making the operator's kubeconfig")?;
-    // Only the plugins the operator image ships; the test plugins next to them are for
-    // publishing from ConfigMaps (`hostplug plugin manifest`).
-    let builtin_dir = env.dir().join("builtin-plugins");
-    std::fs::create_dir_all(&builtin_dir).context("creating the built-in plugin directory")?;
-    for name in ["etc-file", "docker-image"] {
-        let file = format!("{name}.wasm");
-        if plugin_dir.join(&file).is_file() {
-            std::fs::copy(plugin_dir.join(&file), builtin_dir.join(&file))
-                .with_context(|| format!("copying {file}"))?;
-        }
-    }
+    let env = start_environment(&worker_bin).await?;
+    let install = install_operator(&env, &root, &plugin_dir).await?;
     let log_path = env.dir().join("logs/hostplug-operator.log");
     if let Some(parent) = log_path.parent() {
         std::fs::create_dir_all(parent).context("creating the log directory")?;
     }
     let log = std::fs::File::create(&log_path).context("creating the operator log")?;
-    let mut operator = tokio::process::Command::new(&operator_bin)
-        .env("KUBECONFIG", &sa_kubeconfig)
-        .env("HOSTPLUG_NAMESPACE", NAMESPACE)
-        .env("HOSTPLUG_WORKER_IMAGE", WORKER_IMAGE)
-        .env("HOSTPLUG_PLUGIN_DIR", &builtin_dir)
+    let mut operator = install
+        .command(&operator_bin)
         .env("HOSTPLUG_HTTP_ADDR", OPERATOR_HTTP_ADDR)
         .env("POD_NAME", "hostplug-operator-dev")
         .env(

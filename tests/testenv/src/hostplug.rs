@@ -1,0 +1,105 @@
+//! Installing hostplug into an [`Environment`]: the steps the e2e harness
+//! (`tests/e2e`) and `make dev` (`hostplug-dev`) share — the environment with the worker
+//! image mapped to the built worker, the namespace, the CRDs and the operator's RBAC from
+//! `deploy/`, the operator's ServiceAccount kubeconfig, and the built-in plugin directory.
+//! Starting the operator process stays with the callers (they run it with different
+//! settings); [`OperatorInstall::command`] sets what both give it.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+use crate::{EnvConfig, Environment};
+
+/// The worker image the operator puts into worker Pods; the node simulator runs the
+/// local `hostplug-worker` binary for it.
+pub const WORKER_IMAGE: &str = "ghcr.io/hostplug/worker:dev";
+/// Namespace of the operator, its tasks and their children (deploy/namespace.yaml).
+pub const NAMESPACE: &str = "hostplug-system";
+/// The operator's ServiceAccount (deploy/rbac/operator.yaml).
+pub const OPERATOR_SA: &str = "hostplug-operator";
+/// The plugins the operator image ships (`deploy/operator/Dockerfile`).
+pub const BUILTIN_PLUGINS: [&str; 2] = ["etc-file", "docker-image"];
+/// The manifests applied before the operator starts, relative to the repository root, in
+/// order: the namespace, the CRDs, the operator's RBAC.
+pub const OPERATOR_MANIFESTS: [&str; 4] = [
+    "deploy/namespace.yaml",
+    "deploy/crds/hosttasks.hostplug.dev.yaml",
+    "deploy/crds/hostplugins.hostplug.dev.yaml",
+    "deploy/rbac/operator.yaml",
+];
+/// The built-in plugin directory's name inside the environment directory.
+const BUILTIN_DIR: &str = "builtin-plugins";
+
+/// Starts the control plane and the simulated nodes, with [`WORKER_IMAGE`] mapped to
+/// `worker_bin`.
+pub async fn start_environment(worker_bin: &Path) -> anyhow::Result<Environment> {
+    Environment::start(EnvConfig::default().with_image(WORKER_IMAGE, worker_bin))
+        .await
+        .context("starting the test environment")
+}
+
+/// What [`install_operator`] prepared for the operator process.
+#[derive(Debug, Clone)]
+pub struct OperatorInstall {
+    /// A kubeconfig for the operator's ServiceAccount ([`NAMESPACE`]/[`OPERATOR_SA`]).
+    pub sa_kubeconfig: PathBuf,
+    /// The operator's built-in plugin directory (only [`BUILTIN_PLUGINS`]).
+    pub builtin_dir: PathBuf,
+}
+
+impl OperatorInstall {
+    /// A command running `operator_bin` as the operator's ServiceAccount, in [`NAMESPACE`],
+    /// with [`WORKER_IMAGE`] and the built-in plugins; the caller adds the rest (HTTP
+    /// address, Pod name, logging, stdio).
+    pub fn command(&self, operator_bin: &Path) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new(operator_bin);
+        cmd.env("KUBECONFIG", &self.sa_kubeconfig)
+            .env("HOSTPLUG_NAMESPACE", NAMESPACE)
+            .env("HOSTPLUG_WORKER_IMAGE", WORKER_IMAGE)
+            .env("HOSTPLUG_PLUGIN_DIR", &self.builtin_dir);
+        cmd
+    }
+}
+
+/// Applies [`OPERATOR_MANIFESTS`] from `repo_root`, makes the operator's ServiceAccount
+/// kubeconfig, and copies the [`BUILTIN_PLUGINS`] found in `plugin_dir` into a built-in
+/// plugin directory in the environment directory.
+///
+/// Only the plugins the operator image ships go there; the test plugins next to them in
+/// `plugin_dir` are published from ConfigMaps by whoever needs them.
+pub async fn install_operator(
+    env: &Environment,
+    repo_root: &Path,
+    plugin_dir: &Path,
+) -> anyhow::Result<OperatorInstall> {
+    for file in OPERATOR_MANIFESTS {
+        env.apply_yaml_file(repo_root.join(file))
+            .await
+            .with_context(|| format!("applying {file}"))?;
+    }
+    let sa_kubeconfig = env
+        .service_account_kubeconfig(NAMESPACE, OPERATOR_SA)
+        .await
+        .context("making the operator's kubeconfig")?;
+    let builtin_dir = env.dir().join(BUILTIN_DIR);
+    std::fs::create_dir_all(&builtin_dir).with_context(|| {
+        format!(
+            "creating the built-in plugin directory {}",
+            builtin_dir.display()
+        )
+    })?;
+    for name in BUILTIN_PLUGINS {
+        let file = format!("{name}.wasm");
+        let from = plugin_dir.join(&file);
+        if from.is_file() {
+            std::fs::copy(&from, builtin_dir.join(&file)).with_context(|| {
+                format!("copying {} to {}", from.display(), builtin_dir.display())
+            })?;
+        }
+    }
+    Ok(OperatorInstall {
+        sa_kubeconfig,
+        builtin_dir,
+    })
+}
