@@ -81,6 +81,7 @@ pub struct Harness {
     install: OperatorInstall,
     plugin_dir: PathBuf,
     starts: u32,
+    operator_env: Vec<(String, String)>,
 }
 
 impl std::fmt::Debug for Harness {
@@ -95,6 +96,12 @@ impl std::fmt::Debug for Harness {
 impl Harness {
     /// Starts everything and waits until the built-in etc-file plugin is ready.
     pub async fn start() -> anyhow::Result<Self> {
+        Self::start_with_operator_env(&[]).await
+    }
+
+    /// Like [`Harness::start`], with extra environment for every operator start; it is
+    /// set after the harness's own, so it overrides it (e.g. `HOSTPLUG_WORKER_IMAGE`).
+    pub async fn start_with_operator_env(operator_env: &[(&str, &str)]) -> anyhow::Result<Self> {
         let operator_bin = workspace_binary("hostplug-operator")?;
         let worker_bin = workspace_binary("hostplug-worker")?;
         let plugin_dir = plugin_dir()?;
@@ -109,6 +116,10 @@ impl Harness {
             install,
             plugin_dir,
             starts: 0,
+            operator_env: operator_env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         h.start_operator()?;
         h.wait_plugin_ready("etc-file").await?;
@@ -126,17 +137,17 @@ impl Harness {
             std::fs::create_dir_all(p)?;
         }
         let log = std::fs::File::create(&log_path)?;
-        let child = self
-            .install
-            .command(&self.operator_bin)
-            .env("HOSTPLUG_HTTP_ADDR", "127.0.0.1:0")
+        let mut cmd = self.install.command(&self.operator_bin);
+        cmd.env("HOSTPLUG_HTTP_ADDR", "127.0.0.1:0")
             .env("HOSTPLUG_LEASE_SECONDS", TEST_LEASE_SECONDS)
             .env(
                 "HOSTPLUG_POD_START_TIMEOUT_SECONDS",
                 TEST_POD_START_TIMEOUT_SECONDS,
             )
             .env("POD_NAME", format!("operator-{}", self.starts))
-            .env("RUST_LOG", "info,kube=warn,hostplug_operator=debug")
+            .env("RUST_LOG", "info,kube=warn,hostplug_operator=debug");
+        cmd.envs(self.operator_env.iter().map(|(k, v)| (k, v)));
+        let child = cmd
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
