@@ -5,45 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-
-/// How the node's /etc is visible to the plugin (HostPlugin `spec.capabilities.etc`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum EtcAccess {
-    /// `/etc` does not exist for the plugin.
-    #[default]
-    None,
-    /// `/etc` is preopened read-only.
-    Read,
-    /// `/etc` is preopened read-write, except in dry runs, which always get read-only.
-    Write,
-}
-
-impl EtcAccess {
-    /// The lowercase name (`none`, `read`, `write`).
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::None => "none",
-            Self::Read => "read",
-            Self::Write => "write",
-        }
-    }
-}
-
-impl std::str::FromStr for EtcAccess {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "none" => Ok(Self::None),
-            "read" => Ok(Self::Read),
-            "write" => Ok(Self::Write),
-            other => Err(format!(
-                "unknown etc access {other:?}: expected none, read or write"
-            )),
-        }
-    }
-}
+use crate::EtcAccess;
 
 /// What one invocation may reach on the node. Everything not granted here is denied:
 /// there are no other preopens, no environment, no arguments, no sockets and no

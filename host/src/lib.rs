@@ -34,7 +34,6 @@ mod bindings;
 mod cache;
 pub mod cli;
 mod config;
-mod digest;
 pub mod docker;
 mod error;
 mod files;
@@ -46,12 +45,14 @@ mod plugin;
 mod stdio;
 
 pub use config::*;
-pub use digest::Digest;
 pub use docker::{DockerPolicy, DockerRoute};
-pub use error::{Error, ErrorKind, InvokeError, Result};
-pub use grants::{EtcAccess, Grants};
+pub use error::{Error, Result};
+pub use grants::Grants;
 pub use host::Host;
-pub use invocation::{
-    Invocation, InvokeOutcome, LogLevel, LogRecord, LogSource, MethodInfo, PluginInfo,
+/// The shared contracts the host speaks, defined once in `hostplug-api`.
+pub use hostplug_api::{
+    Digest, ErrorKind, EtcAccess, InvokeError, InvokeOutcome, LogLevel, LogRecord, LogSource,
+    MethodInfo, PluginInfo,
 };
+pub use invocation::Invocation;
 pub use plugin::{LoadSource, Plugin};

@@ -101,7 +101,7 @@ impl Plugin {
                 name: m.name,
                 description: m.description,
                 mutates: m.mutates,
-                params_schema,
+                params_schema: Some(params_schema),
             });
         }
         let info = PluginInfo {
@@ -175,7 +175,7 @@ impl Plugin {
             output,
             diff: outcome.diff,
             logs,
-            duration: started.elapsed(),
+            duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         })
     }
 

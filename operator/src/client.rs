@@ -1,5 +1,5 @@
-//! `WorkerClient`: the operator's side of the worker protocol (DESIGN.md, "Worker HTTP
-//! protocol"), and the credentials it uses.
+//! `WorkerClient`: the operator's side of the worker protocol (`hostplug_api::protocol`;
+//! docs/architecture.md, "Contracts"), and the credentials it uses.
 //!
 //! Every worker has its own self-signed certificate and bearer token, made here and
 //! stored in the node's Secret. The client trusts exactly that certificate (pinned by
@@ -9,7 +9,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use hostplug_worker::types::{ErrorBody, InvokeRequest, InvokeResponse};
+use hostplug_api::protocol::{
+    InvokeError, InvokeOutcome, InvokeRequest, RefusedCall, read_invoke_answer,
+};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::pki_types::pem::PemObject;
@@ -65,18 +67,14 @@ impl Credentials {
     }
 }
 
-/// Why a node's call did not produce an outcome.
+/// Why a node's call did not produce an [`InvokeOutcome`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CallError {
     /// The worker could not be reached or did not answer in time.
     Unreachable(String),
-    /// The plugin ran and failed (`kind`: the worker's error kind).
-    Plugin {
-        /// Error kind, kebab-case.
-        kind: String,
-        /// Readable message.
-        message: String,
-    },
+    /// The plugin ran and failed: the node's result, with its typed kind and the tail of
+    /// what the plugin logged.
+    Plugin(InvokeError),
     /// The worker refused the request or failed.
     Worker(String),
 }
@@ -85,9 +83,24 @@ impl std::fmt::Display for CallError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Unreachable(m) => write!(f, "worker unreachable: {m}"),
-            Self::Plugin { kind, message } => write!(f, "plugin failed ({kind}): {message}"),
+            Self::Plugin(e) => write!(f, "plugin failed ({}): {}", e.kind, e.message),
             Self::Worker(m) => write!(f, "worker error: {m}"),
         }
+    }
+}
+
+impl From<RefusedCall> for CallError {
+    fn from(refused: RefusedCall) -> Self {
+        let RefusedCall {
+            status,
+            kind,
+            message,
+        } = refused;
+        let message = truncate(&message);
+        Self::Worker(match kind {
+            Some(kind) => format!("{status} {kind}: {message}"),
+            None => format!("{status}: {message}"),
+        })
     }
 }
 
@@ -166,8 +179,9 @@ impl WorkerClient {
         }
     }
 
-    /// Runs one invocation and returns its outcome.
-    pub async fn invoke(&self, req: &InvokeRequest) -> Result<InvokeResponse, CallError> {
+    /// Runs one invocation and returns its outcome; a plugin that ran and failed is
+    /// [`CallError::Plugin`] with the worker's typed error.
+    pub async fn invoke(&self, req: &InvokeRequest) -> Result<InvokeOutcome, CallError> {
         let deadline = Duration::from_millis(req.timeout_ms.unwrap_or(0)) + INVOKE_SLACK;
         let resp = self
             .http
@@ -178,12 +192,14 @@ impl WorkerClient {
             .send()
             .await
             .map_err(transport)?;
-        if resp.status().is_success() {
-            resp.json::<InvokeResponse>()
-                .await
-                .map_err(|e| CallError::Worker(format!("unreadable answer: {e}")))
-        } else {
-            Err(worker_error(resp).await)
+        let status = resp.status().as_u16();
+        let body = resp.bytes().await.map_err(transport)?;
+        match read_invoke_answer(status, &body)? {
+            Ok(outcome) => Ok(outcome),
+            Err(mut failure) => {
+                failure.message = truncate(&failure.message);
+                Err(CallError::Plugin(failure))
+            }
         }
     }
 }
@@ -203,23 +219,13 @@ fn transport(e: reqwest::Error) -> CallError {
     }
 }
 
+/// The error of a failed upload (an upload's answer is never a node's result).
 async fn worker_error(resp: reqwest::Response) -> CallError {
     let status = resp.status().as_u16();
     let body = resp.bytes().await.unwrap_or_default();
-    match serde_json::from_slice::<ErrorBody>(&body) {
-        Ok(b) if b.error.kind.is_invocation_outcome() => CallError::Plugin {
-            kind: b.error.kind.to_string(),
-            message: truncate(&b.error.message),
-        },
-        Ok(b) => CallError::Worker(format!(
-            "{status} {}: {}",
-            b.error.kind,
-            truncate(&b.error.message)
-        )),
-        Err(_) => CallError::Worker(format!(
-            "{status}: {}",
-            truncate(&String::from_utf8_lossy(&body))
-        )),
+    match read_invoke_answer(status, &body) {
+        Err(refused) => refused.into(),
+        Ok(_) => CallError::Worker(format!("{status}: unexpected answer to an upload")),
     }
 }
 

@@ -1,47 +1,36 @@
-//! The hostplug operator: the `HostTask` and `HostPlugin` custom resources and, with the
-//! default `controller` feature, the controller that runs plugins on nodes through worker
-//! Pods.
-//!
-//! Without the `controller` feature this crate is only [`crd`], the API types, so the web
-//! console can use them without linking wasmtime or the controller.
+//! The hostplug operator: the controller that runs `HostTask`s on nodes through worker
+//! Pods and reports `HostPlugin`s. The resources themselves, the worker protocol and the
+//! worker Pod's settings are defined in `hostplug-api`.
 //!
 //! The controller never touches a node itself: every host action happens inside a worker
 //! Pod, in the Wasm sandbox, with the mounts the plugin's capabilities allow. The
 //! operator's own Wasm engine only ever calls `describe`, with no host access.
 
-pub mod crd;
+/// The custom resources, re-exported from `hostplug-api` only for the console, which
+/// still imports them from here (`hostplug_operator::crd`); remove once it uses
+/// `hostplug_api::crd` itself.
+pub use hostplug_api::crd;
 
-#[cfg(feature = "controller")]
 pub mod client;
-#[cfg(feature = "controller")]
 mod error;
-#[cfg(feature = "controller")]
 pub mod leader;
-#[cfg(feature = "controller")]
 pub mod metrics;
-#[cfg(feature = "controller")]
 pub mod plugins;
-#[cfg(feature = "controller")]
 pub mod resources;
-#[cfg(feature = "controller")]
 pub mod status;
-#[cfg(feature = "controller")]
 pub mod task;
-#[cfg(feature = "controller")]
 pub mod validate;
 
-#[cfg(feature = "controller")]
 pub use controller::*;
-#[cfg(feature = "controller")]
 pub use error::{Error, Result};
 
-#[cfg(feature = "controller")]
 mod controller {
     use std::net::SocketAddr;
     use std::path::PathBuf;
     use std::sync::Arc;
     use std::time::Duration;
 
+    use hostplug_api::LogFormat;
     use kube::Client;
     use kube::runtime::events::{Recorder, Reporter};
     use tracing::{error, info};
@@ -109,6 +98,9 @@ mod controller {
         /// Where the operator's Wasm engine keeps precompiled modules (none: memory only).
         #[arg(long, env = "HOSTPLUG_CACHE_DIR")]
         pub cache_dir: Option<PathBuf>,
+        /// Log format: `text` or `json` (one object per line, for a log pipeline).
+        #[arg(long, env = "HOSTPLUG_LOG_FORMAT", default_value_t = LogFormat::Text)]
+        pub log_format: LogFormat,
     }
 
     impl Config {
@@ -187,7 +179,7 @@ mod controller {
         );
         tokio::select! {
             r = elector.acquire() => r?,
-            _ = shutdown_signal() => { http.abort(); return Ok(()); }
+            _ = hostplug_process::shutdown_signal() => { http.abort(); return Ok(()); }
         }
         metrics.set_leader(true);
 
@@ -240,7 +232,7 @@ mod controller {
         ));
         let outcome = tokio::select! {
             lost = elector.hold() => Err(lost),
-            _ = shutdown_signal() => Ok(()),
+            _ = hostplug_process::shutdown_signal() => Ok(()),
         };
         let _ = stop_tx.send(true);
         let _ = tasks.await;
@@ -251,17 +243,5 @@ mod controller {
         }
         http.abort();
         outcome
-    }
-
-    async fn shutdown_signal() {
-        use tokio::signal::unix::{SignalKind, signal};
-        let Ok(mut term) = signal(SignalKind::terminate()) else {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        };
-        tokio::select! {
-            _ = term.recv() => {},
-            _ = tokio::signal::ctrl_c() => {},
-        }
     }
 }

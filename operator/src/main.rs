@@ -4,13 +4,8 @@ use clap::Parser;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,kube=warn".into()),
-        )
-        .init();
     let config = hostplug_operator::Config::parse();
+    hostplug_process::init_tracing(config.log_format, hostplug_process::DEFAULT_FILTER);
     hostplug_operator::run(config).await?;
     Ok(())
 }

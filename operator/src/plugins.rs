@@ -13,6 +13,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
+use hostplug_api::crd::{
+    Capabilities, EtcAccess, HostPlugin, HostPluginSpec, HostPluginStatus, PluginInfo, PluginSource,
+};
+use hostplug_api::worker::DEFAULT_MAX_MODULE_BYTES;
 use hostplug_host::{Digest, Host};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Patch, PatchParams};
@@ -22,10 +26,6 @@ use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
 
-use crate::crd::{
-    Capabilities, EtcAccess, HostPlugin, HostPluginSpec, HostPluginStatus, MethodInfo, PluginInfo,
-    PluginSource,
-};
 use crate::{Context, Error, FIELD_MANAGER, Result};
 
 /// How often a HostPlugin is looked at again when nothing changed: 5 min, so an edited
@@ -33,8 +33,9 @@ use crate::{Context, Error, FIELD_MANAGER, Result};
 const PLUGIN_RESYNC: Duration = Duration::from_secs(300);
 /// Retry interval after a failure to load: 30 s.
 const PLUGIN_RETRY: Duration = Duration::from_secs(30);
-/// Largest module the operator reads: 32 MiB, the worker's upload limit.
-const MAX_MODULE_BYTES: u64 = 32 * 1024 * 1024;
+/// Largest module the operator reads: the worker's upload limit, since a larger one could
+/// never be shipped.
+const MAX_MODULE_BYTES: u64 = DEFAULT_MAX_MODULE_BYTES as u64;
 
 /// A plugin ready to be shipped to workers.
 #[derive(Debug)]
@@ -165,7 +166,7 @@ impl PluginStore {
         let loaded = Arc::new(LoadedPlugin {
             digest: actual,
             bytes,
-            info: convert_info(info),
+            info,
         });
         if let Ok(mut map) = self.loaded.lock() {
             map.insert(name, (hp.spec.clone(), loaded.clone()));
@@ -230,24 +231,6 @@ async fn read_capped(path: &Path) -> Result<Vec<u8>, String> {
         .map_err(|e| format!("built-in plugin {}: {e}", path.display()))
 }
 
-fn convert_info(info: hostplug_host::PluginInfo) -> PluginInfo {
-    PluginInfo {
-        name: info.name,
-        version: info.version,
-        description: info.description,
-        methods: info
-            .methods
-            .into_iter()
-            .map(|m| MethodInfo {
-                name: m.name,
-                description: m.description,
-                mutates: m.mutates,
-                params_schema: Some(m.params_schema),
-            })
-            .collect(),
-    }
-}
-
 /// Creates or updates the HostPlugin of every built-in plugin (server-side apply with
 /// the operator's field manager, so the spec follows the image).
 pub async fn install_builtins(client: &Client, store: &PluginStore) -> Result<()> {
@@ -300,12 +283,7 @@ async fn reconcile(hp: Arc<HostPlugin>, ctx: Arc<Context>) -> Result<Action> {
             digest: Some(p.digest.to_string()),
             size: i64::try_from(p.bytes.len()).ok(),
             ready: true,
-            message: Some(format!(
-                "{} {}: {} methods",
-                p.info.name,
-                p.info.version,
-                p.info.methods.len()
-            )),
+            message: Some(p.info.to_string()),
             info: Some(p.info.clone()),
             observed_generation: hp.metadata.generation,
         },

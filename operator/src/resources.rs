@@ -1,8 +1,10 @@
 //! The Kubernetes objects the operator creates per task and node: a Secret with the
 //! worker's token and TLS key pair, the worker Pod and a headless Service.
 //!
-//! Pure builders, unit-tested per capability. The Pod gets only what the plugin's
-//! capabilities need (/etc read-only or read-write, read-only for dry runs; the docker
+//! Pure builders, unit-tested per capability. The worker's settings, the Secret's keys
+//! and the mount paths are the worker Pod's contract in `hostplug_api::worker`: the Pod's
+//! environment is [`WorkerSettings::env`], which the worker reads back. The Pod gets
+//! only what the plugin's capabilities need (/etc read-only or read-write, read-only for dry runs; the docker
 //! socket only with `docker`); it is never privileged, drops every Linux capability but
 //! the few that writing root-owned files needs, has a read-only root filesystem and the
 //! RuntimeDefault seccomp profile.
@@ -22,31 +24,15 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use sha2::{Digest as _, Sha256};
 
-use crate::crd::{Capabilities, EtcAccess, labels};
+use hostplug_api::crd::{Capabilities, EtcAccess, labels};
+use hostplug_api::worker::paths::{
+    CACHE_MOUNT, DOCKER_MOUNT, ETC_MOUNT, NODE_DOCKER_SOCKET, NODE_ETC, SECRET_MOUNT,
+};
+use hostplug_api::worker::{WorkerSettings, secret_keys};
 
-/// Secret key of the bearer token.
-pub const SECRET_TOKEN_KEY: &str = "token";
-/// Secret key of the worker's certificate (PEM).
-pub const SECRET_CERT_KEY: &str = "tls.crt";
-/// Secret key of the worker's private key (PEM).
-pub const SECRET_KEY_KEY: &str = "tls.key";
-
-/// Where the task Secret is mounted in the worker.
-const SECRET_MOUNT: &str = "/run/hostplug/secret";
-/// Where the node's /etc is mounted in the worker (the worker's default `--etc-dir`).
-const ETC_MOUNT: &str = "/host/etc";
-/// The Docker socket on a node.
-pub const NODE_DOCKER_SOCKET: &str = "/var/run/docker.sock";
-/// Where the Docker socket is mounted in the worker.
-const DOCKER_MOUNT: &str = "/host/run/docker.sock";
-/// The worker's module cache (an emptyDir, since the root filesystem is read-only).
-const CACHE_MOUNT: &str = "/var/cache/hostplug";
 /// Size cap of the cache emptyDir: 256 MiB holds a few precompiled modules (a
 /// precompiled component is a few times its module size) with room to spare.
 const CACHE_SIZE_LIMIT: &str = "256Mi";
-/// Memory limit of a worker container: 640 MiB = the worker's 4 invocation slots × 128
-/// MiB linear memory plus ~128 MiB for the runtime, compiled code and buffers.
-const WORKER_MEMORY_LIMIT: &str = "640Mi";
 /// Memory request of an idle worker: 32 MiB (what an idle worker measures, rounded up).
 const WORKER_MEMORY_REQUEST: &str = "32Mi";
 /// CPU request: 10m. A worker idles between a few millisecond-long calls.
@@ -152,9 +138,9 @@ fn meta(w: &WorkerSpec<'_>, extra: &[(&str, &str)]) -> ObjectMeta {
 /// The Secret holding the worker's token and TLS key pair.
 pub fn secret(w: &WorkerSpec<'_>, token: &str, cert_pem: &str, key_pem: &str) -> Secret {
     let data = [
-        (SECRET_TOKEN_KEY, token),
-        (SECRET_CERT_KEY, cert_pem),
-        (SECRET_KEY_KEY, key_pem),
+        (secret_keys::TOKEN, token),
+        (secret_keys::CERT, cert_pem),
+        (secret_keys::KEY, key_pem),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), ByteString(v.as_bytes().to_vec())))
@@ -170,25 +156,22 @@ pub fn secret(w: &WorkerSpec<'_>, token: &str, cert_pem: &str, key_pem: &str) ->
 
 /// How the worker may reach /etc on this node for this task.
 pub fn etc_access(caps: &Capabilities, dry_run: bool) -> EtcAccess {
-    match (caps.etc, dry_run) {
-        (EtcAccess::Write, true) => EtcAccess::Read,
-        (e, _) => e,
-    }
+    caps.etc.for_run(dry_run)
 }
 
-fn etc_flag(e: EtcAccess) -> &'static str {
-    match e {
-        EtcAccess::None => "none",
-        EtcAccess::Read => "read",
-        EtcAccess::Write => "write",
-    }
+/// The worker's settings in the Pod of `w`.
+pub fn worker_settings(w: &WorkerSpec<'_>) -> WorkerSettings {
+    WorkerSettings::in_pod(w.port, w.capabilities, w.dry_run, w.max_invoke_timeout_ms)
 }
 
-fn env(name: &str, value: impl Into<String>) -> EnvVar {
-    EnvVar {
-        name: name.to_owned(),
-        value: Some(value.into()),
-        value_from: None,
+/// A quantity of bytes in the binary unit Kubernetes prints (`640Mi`), or plain bytes
+/// when it is not a whole number of MiB.
+fn mebibytes(bytes: u64) -> Quantity {
+    const MIB: u64 = 1024 * 1024;
+    if bytes.is_multiple_of(MIB) {
+        Quantity(format!("{}Mi", bytes / MIB))
+    } else {
+        Quantity(bytes.to_string())
     }
 }
 
@@ -211,40 +194,25 @@ pub fn pod(w: &WorkerSpec<'_>) -> Pod {
     let etc = etc_access(w.capabilities, w.dry_run);
     let needs_root = etc != EtcAccess::None || w.capabilities.docker;
     let generation = w.generation.to_string();
-    let mut env_vars = vec![
-        EnvVar {
-            name: "POD_IP".to_owned(),
-            value: None,
-            value_from: Some(EnvVarSource {
-                field_ref: Some(ObjectFieldSelector {
-                    field_path: "status.podIP".to_owned(),
-                    api_version: None,
-                }),
-                ..EnvVarSource::default()
+    let settings = worker_settings(w);
+    // POD_IP first: the kubelet expands `$(POD_IP)` in HOSTPLUG_LISTEN only from
+    // variables defined before it.
+    let mut env_vars = vec![EnvVar {
+        name: "POD_IP".to_owned(),
+        value: None,
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: "status.podIP".to_owned(),
+                api_version: None,
             }),
-        },
-        env("HOSTPLUG_LISTEN", format!("$(POD_IP):{}", w.port)),
-        env(
-            "HOSTPLUG_TLS_CERT",
-            format!("{SECRET_MOUNT}/{SECRET_CERT_KEY}"),
-        ),
-        env(
-            "HOSTPLUG_TLS_KEY",
-            format!("{SECRET_MOUNT}/{SECRET_KEY_KEY}"),
-        ),
-        env(
-            "HOSTPLUG_TOKEN_FILE",
-            format!("{SECRET_MOUNT}/{SECRET_TOKEN_KEY}"),
-        ),
-        env("HOSTPLUG_ETC_DIR", ETC_MOUNT),
-        env("HOSTPLUG_ETC_ACCESS", etc_flag(etc)),
-        env("HOSTPLUG_CACHE_DIR", CACHE_MOUNT),
-        env("HOSTPLUG_LOG_FORMAT", "json"),
-        env(
-            "HOSTPLUG_MAX_INVOKE_TIMEOUT_MS",
-            w.max_invoke_timeout_ms.to_string(),
-        ),
-    ];
+            ..EnvVarSource::default()
+        }),
+    }];
+    env_vars.extend(settings.env().into_iter().map(|(name, value)| EnvVar {
+        name: name.to_owned(),
+        value: Some(value),
+        value_from: None,
+    }));
     let mut mounts = vec![
         VolumeMount {
             name: "secret".to_owned(),
@@ -289,14 +257,13 @@ pub fn pod(w: &WorkerSpec<'_>) -> Pod {
         volumes.push(Volume {
             name: "etc".to_owned(),
             host_path: Some(HostPathVolumeSource {
-                path: "/etc".to_owned(),
+                path: NODE_ETC.to_owned(),
                 type_: Some("Directory".to_owned()),
             }),
             ..Volume::default()
         });
     }
     if w.capabilities.docker {
-        env_vars.push(env("HOSTPLUG_DOCKER_SOCKET", DOCKER_MOUNT));
         mounts.push(VolumeMount {
             name: "docker".to_owned(),
             mount_path: DOCKER_MOUNT.to_owned(),
@@ -347,7 +314,7 @@ pub fn pod(w: &WorkerSpec<'_>) -> Pod {
             limits: Some(
                 [(
                     "memory".to_owned(),
-                    Quantity(WORKER_MEMORY_LIMIT.to_owned()),
+                    mebibytes(settings.limits.container_memory_bytes()),
                 )]
                 .into(),
             ),
@@ -567,6 +534,62 @@ mod tests {
             env_of(&p, "HOSTPLUG_DOCKER_SOCKET").as_deref(),
             Some(DOCKER_MOUNT)
         );
+    }
+
+    /// The worker reads back exactly the settings the operator meant, from the Pod as
+    /// rendered, for every capability combination.
+    #[test]
+    fn the_worker_reads_back_the_pods_settings() -> Result<(), hostplug_api::Error> {
+        for etc in EtcAccess::ALL {
+            for docker in [false, true] {
+                for dry_run in [false, true] {
+                    let caps = Capabilities { etc, docker };
+                    let w = spec(&caps, dry_run);
+                    let p = pod(&w);
+                    let container = &p.spec.as_ref().expect("spec").containers[0];
+                    let vars: Vec<(String, String)> = container
+                        .env
+                        .iter()
+                        .flatten()
+                        .filter_map(|e| Some((e.name.clone(), e.value.clone()?)))
+                        .collect();
+                    let read = WorkerSettings::from_env(|name| {
+                        vars.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone())
+                    })?;
+                    assert_eq!(read, worker_settings(&w), "{caps} dry_run={dry_run}");
+                    assert_eq!(read.etc_access, etc_access(&caps, dry_run));
+                    assert_eq!(read.listen, "$(POD_IP):8443");
+                    assert_eq!(
+                        container
+                            .env
+                            .as_ref()
+                            .and_then(|e| e.first())
+                            .map(|e| e.name.as_str()),
+                        Some("POD_IP"),
+                        "POD_IP must precede HOSTPLUG_LISTEN for $(POD_IP) to expand"
+                    );
+                    let mounted: Vec<String> = mounts(&p).into_iter().map(|(m, _)| m).collect();
+                    for file in [&read.tls_cert, &read.tls_key, &read.token_file] {
+                        assert!(file.starts_with(SECRET_MOUNT), "{}", file.display());
+                    }
+                    assert!(mounted.contains(&read.cache_dir.display().to_string()));
+                    if read.etc_access != EtcAccess::None {
+                        assert!(mounted.contains(&read.etc_dir.display().to_string()));
+                    }
+                    if let Some(socket) = &read.docker_socket {
+                        assert!(mounted.contains(&socket.display().to_string()));
+                    }
+                    let memory = container
+                        .resources
+                        .as_ref()
+                        .and_then(|r| r.limits.as_ref())
+                        .and_then(|l| l.get("memory"))
+                        .map(|q| q.0.clone());
+                    assert_eq!(memory.as_deref(), Some("640Mi"));
+                }
+            }
+        }
+        Ok(())
     }
 
     #[test]

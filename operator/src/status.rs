@@ -6,7 +6,7 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-use crate::crd::{HostTaskStatus, NodePhase, NodeResult, TaskState};
+use hostplug_api::crd::{HostTaskStatus, NodePhase, NodeResult, TaskState};
 
 /// Largest diff kept per node: 16 KiB. A task on 100 nodes then stays below ~1.6 MiB
 /// only if diffs are rare; the total cap below guards the rest.

@@ -17,7 +17,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use hostplug_worker::types::InvokeRequest;
+use hostplug_api::protocol::InvokeRequest;
+use hostplug_api::worker::secret_keys;
 use k8s_openapi::api::core::v1::{Node, Pod, Secret, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
@@ -30,14 +31,14 @@ use serde_json::json;
 use tracing::{info, warn};
 
 use crate::client::{CallError, Credentials, WorkerClient};
-use crate::crd::{
-    HostPlugin, HostTask, HostTaskStatus, NodePhase, NodeResult, PluginRef, RolloutSpec, TaskState,
-    labels,
-};
 use crate::plugins::LoadedPlugin;
 use crate::resources::{self, WorkerSpec};
 use crate::validate::{self, Invalid, NodeView};
 use crate::{Context, Error, FIELD_MANAGER, Result};
+use hostplug_api::crd::{
+    HostPlugin, HostTask, HostTaskStatus, NodePhase, NodeResult, PluginRef, RolloutSpec, TaskState,
+    labels,
+};
 
 /// How often a task in flight is looked at even without a watch event: 2 s. Pod and
 /// task events trigger reconciles sooner; this catches what no event announces (the
@@ -773,8 +774,8 @@ async fn spawn_run(
                 .and_then(|b| String::from_utf8(b.0.clone()).ok())
         };
         Some(Credentials {
-            token: get(resources::SECRET_TOKEN_KEY)?,
-            cert_pem: get(resources::SECRET_CERT_KEY)?,
+            token: get(secret_keys::TOKEN)?,
+            cert_pem: get(secret_keys::CERT)?,
             key_pem: String::new(),
         })
     });

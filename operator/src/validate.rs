@@ -12,7 +12,9 @@ use std::fmt;
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
-use crate::crd::{EtcAccess, HostPluginSpec, HostTaskSpec, MethodInfo, PluginInfo, TargetType};
+use hostplug_api::crd::{
+    EtcAccess, HostPluginSpec, HostTaskSpec, MethodInfo, PluginInfo, TargetType,
+};
 
 /// Labels that mark a control-plane node (the second is the pre-1.24 spelling).
 pub const CONTROL_PLANE_LABELS: [&str; 2] = [
@@ -304,7 +306,7 @@ pub fn selector_matches(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::{Capabilities, HttpSpec, PluginSource};
+    use hostplug_api::crd::{Capabilities, HttpSpec, PluginSource};
     use serde_json::json;
 
     fn spec(method: &str, params: serde_json::Value) -> HostTaskSpec {

@@ -10,6 +10,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
+use hostplug_api::EtcAccess;
+use hostplug_api::worker::{Limits, LogFormat, WorkerSettings};
 use sha2::Digest as _;
 
 const TOKEN: &str = "idle-rss-bench-token-0123456789";
@@ -66,14 +68,20 @@ async fn main() -> anyhow::Result<()> {
         probe.local_addr()?.port()
     };
 
+    let settings = WorkerSettings {
+        listen: format!("127.0.0.1:{port}"),
+        tls_cert: dir.path().join("tls.crt"),
+        tls_key: dir.path().join("tls.key"),
+        token_file: dir.path().join("token"),
+        etc_dir: etc.clone(),
+        etc_access: EtcAccess::Read,
+        docker_socket: None,
+        cache_dir: dir.path().join("cache"),
+        log_format: LogFormat::Text,
+        limits: Limits::default(),
+    };
     let child = Command::new(env!("CARGO_BIN_EXE_hostplug-worker"))
-        .env("HOSTPLUG_LISTEN", format!("127.0.0.1:{port}"))
-        .env("HOSTPLUG_TLS_CERT", dir.path().join("tls.crt"))
-        .env("HOSTPLUG_TLS_KEY", dir.path().join("tls.key"))
-        .env("HOSTPLUG_TOKEN_FILE", dir.path().join("token"))
-        .env("HOSTPLUG_ETC_DIR", &etc)
-        .env("HOSTPLUG_ETC_ACCESS", "read")
-        .env("HOSTPLUG_CACHE_DIR", dir.path().join("cache"))
+        .envs(settings.env())
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .spawn()

@@ -12,7 +12,7 @@ use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
-use crate::types::{ErrorBody, ErrorDetail, ErrorKind, LogLine};
+use hostplug_api::protocol::{ErrorBody, ErrorKind, InvokeError, LogRecord};
 
 /// Failures of starting or running the worker.
 #[derive(Debug, thiserror::Error)]
@@ -70,7 +70,7 @@ pub struct ApiError {
     status: StatusCode,
     kind: ErrorKind,
     message: String,
-    logs: Vec<LogLine>,
+    logs: Vec<LogRecord>,
 }
 
 impl ApiError {
@@ -85,7 +85,7 @@ impl ApiError {
     }
 
     /// The same error carrying what the plugin logged before it failed.
-    pub fn with_logs(mut self, logs: Vec<LogLine>) -> Self {
+    pub fn with_logs(mut self, logs: Vec<LogRecord>) -> Self {
         self.logs = logs;
         self
     }
@@ -151,7 +151,7 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = ErrorBody {
-            error: ErrorDetail {
+            error: InvokeError {
                 kind: self.kind,
                 message: self.message,
                 logs: self.logs,

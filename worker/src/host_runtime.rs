@@ -1,21 +1,20 @@
 //! [`HostRuntime`]: the [`PluginRuntime`] over `hostplug-host`, with this worker's grants.
 //!
-//! The grants are fixed at start-up from the configuration (one worker serves one task,
-//! and its Pod mounts exactly what that task's plugin may touch); no request can widen
-//! them. Host errors are translated into wire kinds here and nowhere else.
+//! The grants are fixed at start-up from the settings (one worker serves one task, and
+//! its Pod mounts exactly what that task's plugin may touch); no request can widen them.
+//! The host speaks the protocol's types ([`InvokeOutcome`], [`InvokeError`]); this
+//! module only cuts their logs to the tail an answer carries.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use hostplug_host::{
-    ErrorKind as HostKind, Grants, Host, HostConfig, Invocation, InvokeError, InvokeOutcome,
-    LogLevel, LogRecord, LogSource,
-};
+use hostplug_api::protocol::log_tail;
+use hostplug_api::{ErrorKind, EtcAccess, InvokeError, InvokeOutcome};
+use hostplug_host::{Grants, Host, HostConfig, Invocation};
 
-use crate::config::{Config, EtcAccess};
+use crate::config::WorkerSettings;
 use crate::error::{Error, Result};
 use crate::runtime::{Call, Digest, Loaded, PluginRuntime, RuntimeError};
-use crate::types::{ErrorKind, InvokeResponse, LogLine};
 
 /// The plugin runtime of a real worker: one [`Host`] (engine, in-memory and on-disk
 /// component cache) and the grants of this worker.
@@ -29,16 +28,11 @@ impl HostRuntime {
     /// A runtime for `config`: its cache dir, memory limit, deadlines and grants. Fails
     /// when /etc access is granted but the etc dir is not a directory, so a Pod with a
     /// wrong mount fails at start, not at the first invocation.
-    pub fn new(config: &Config) -> Result<Self> {
-        let etc = match config.etc_access {
-            EtcAccess::None => hostplug_host::EtcAccess::None,
-            EtcAccess::Read => hostplug_host::EtcAccess::Read,
-            EtcAccess::Write => hostplug_host::EtcAccess::Write,
-        };
-        if etc != hostplug_host::EtcAccess::None && !config.etc_dir.is_dir() {
+    pub fn new(config: &WorkerSettings) -> Result<Self> {
+        let etc = config.etc_access;
+        if etc != EtcAccess::None && !config.etc_dir.is_dir() {
             return Err(Error::Config(format!(
-                "etc access is {} but {} is not a directory",
-                etc.as_str(),
+                "etc access is {etc} but {} is not a directory",
                 config.etc_dir.display()
             )));
         }
@@ -61,7 +55,7 @@ impl HostRuntime {
         let host = Host::new(host_config).map_err(Error::Host)?;
         let grants = Grants {
             etc,
-            etc_dir: (etc != hostplug_host::EtcAccess::None).then(|| config.etc_dir.clone()),
+            etc_dir: (etc != EtcAccess::None).then(|| config.etc_dir.clone()),
             docker: config.docker_socket.clone(),
         };
         Ok(Self {
@@ -90,11 +84,11 @@ impl PluginRuntime for HostRuntime {
                 tracing::debug!(%digest, source = ?plugin.source(), load_ms = plugin.load_duration().as_millis() as u64, "module ready");
                 Ok(Loaded::Compiled)
             }
-            Err(e) => Err(RuntimeError::new(kind(e.kind()), e.to_string())),
+            Err(e) => Err(RuntimeError::new(e.kind(), e.to_string())),
         }
     }
 
-    fn invoke(&self, digest: &Digest, call: &Call) -> Result<InvokeResponse, RuntimeError> {
+    fn invoke(&self, digest: &Digest, call: &Call) -> Result<InvokeOutcome, RuntimeError> {
         let Some(plugin) = self.host.cached(digest) else {
             return Err(RuntimeError::new(
                 ErrorKind::UnknownPlugin,
@@ -114,68 +108,12 @@ impl PluginRuntime for HostRuntime {
     }
 }
 
-fn response(outcome: InvokeOutcome) -> InvokeResponse {
-    InvokeResponse {
-        changed: outcome.changed,
-        output: outcome.output,
-        diff: outcome.diff,
-        logs: outcome.logs.into_iter().map(log_line).collect(),
-        duration_ms: u64::try_from(outcome.duration.as_millis()).unwrap_or(u64::MAX),
-    }
+fn response(mut outcome: InvokeOutcome) -> InvokeOutcome {
+    outcome.logs = log_tail(std::mem::take(&mut outcome.logs));
+    outcome
 }
 
-fn invoke_error(e: InvokeError) -> RuntimeError {
-    RuntimeError {
-        kind: kind(e.kind),
-        message: e.message,
-        logs: e.logs.into_iter().map(log_line).collect(),
-    }
-}
-
-fn log_line(record: LogRecord) -> LogLine {
-    let level = match record.level {
-        LogLevel::Debug => "debug",
-        LogLevel::Info => "info",
-        LogLevel::Warn => "warn",
-        LogLevel::Error => "error",
-    };
-    let source = match record.source {
-        LogSource::Log => "log",
-        LogSource::Stdout => "stdout",
-        LogSource::Stderr => "stderr",
-        LogSource::Host => "host",
-    };
-    LogLine {
-        level: level.into(),
-        source: source.into(),
-        message: record.message,
-    }
-}
-
-/// The wire kind of a host error kind (the names are the same; the worker adds its own).
-fn kind(kind: HostKind) -> ErrorKind {
-    match kind {
-        HostKind::InvalidParams => ErrorKind::InvalidParams,
-        HostKind::NotFound => ErrorKind::NotFound,
-        HostKind::Denied => ErrorKind::Denied,
-        HostKind::Failed => ErrorKind::Failed,
-        HostKind::BadModule => ErrorKind::BadModule,
-        HostKind::DigestMismatch => ErrorKind::DigestMismatch,
-        HostKind::Trap => ErrorKind::Trap,
-        HostKind::Timeout => ErrorKind::Timeout,
-        HostKind::ResourceLimit => ErrorKind::ResourceLimit,
-        HostKind::Internal => ErrorKind::Internal,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_host_kind_keeps_its_wire_name() {
-        for host_kind in HostKind::ALL {
-            assert_eq!(kind(host_kind).as_str(), host_kind.as_str());
-        }
-    }
+fn invoke_error(mut e: InvokeError) -> RuntimeError {
+    e.logs = log_tail(std::mem::take(&mut e.logs));
+    e
 }

@@ -8,9 +8,9 @@
 
 use std::time::Duration;
 
-use crate::types::{ErrorKind, InvokeResponse, LogLine};
+use hostplug_api::{InvokeError, InvokeOutcome};
 
-pub use hostplug_host::Digest;
+pub use hostplug_api::Digest;
 
 /// One invocation as the runtime sees it.
 #[derive(Debug, Clone)]
@@ -34,31 +34,12 @@ pub enum Loaded {
     AlreadyHeld,
 }
 
-/// A failure from the runtime, with the kind the client sees.
+/// A failure from the runtime: the protocol's [`InvokeError`], whose kind decides the
+/// answer's status.
 ///
-/// For [`ErrorKind::Internal`] the message is for the worker's log only; the route
+/// For [`hostplug_api::ErrorKind::Internal`] the message is for the worker's log only; the route
 /// answers a generic text instead.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{kind}: {message}")]
-pub struct RuntimeError {
-    /// The kind.
-    pub kind: ErrorKind,
-    /// The message.
-    pub message: String,
-    /// What the plugin logged before it failed, if it ran.
-    pub logs: Vec<LogLine>,
-}
-
-impl RuntimeError {
-    /// A new error without logs.
-    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Self {
-            kind,
-            message: message.into(),
-            logs: Vec::new(),
-        }
-    }
-}
+pub type RuntimeError = InvokeError;
 
 /// What the routes need from a Wasm host. Implementations are shared by all requests.
 pub trait PluginRuntime: Send + Sync + 'static {
@@ -68,10 +49,12 @@ pub trait PluginRuntime: Send + Sync + 'static {
 
     /// Compiles (or loads from the on-disk cache) and keeps the module. `bytes` has
     /// already been checked to hash to `digest`. Blocking. A bad module is an
-    /// [`ErrorKind::BadModule`] error and leaves every other module untouched.
+    /// [`hostplug_api::ErrorKind::BadModule`] error and leaves every other module untouched.
     fn load(&self, digest: &Digest, bytes: &[u8]) -> Result<Loaded, RuntimeError>;
 
     /// Runs one invocation of a held module. Blocking, up to `call.timeout`.
-    /// An unknown digest is [`ErrorKind::UnknownPlugin`].
-    fn invoke(&self, digest: &Digest, call: &Call) -> Result<InvokeResponse, RuntimeError>;
+    /// An unknown digest is [`hostplug_api::ErrorKind::UnknownPlugin`]. The logs of the outcome and of
+    /// an invocation's error are the tail the answer carries
+    /// ([`hostplug_api::protocol::log_tail`]).
+    fn invoke(&self, digest: &Digest, call: &Call) -> Result<InvokeOutcome, RuntimeError>;
 }

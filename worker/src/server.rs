@@ -36,7 +36,7 @@ use crate::config::{
 };
 use crate::error::{ApiError, Error, Result};
 use crate::runtime::{Call, Digest, Loaded, PluginRuntime, RuntimeError};
-use crate::types::{ErrorKind, Health, InvokeRequest, InvokeResponse, UploadResponse};
+use hostplug_api::protocol::{ErrorKind, Health, InvokeOutcome, InvokeRequest, UploadResponse};
 
 /// Everything the routes share; cheap to clone.
 #[derive(Clone)]
@@ -90,7 +90,7 @@ impl AppState {
     }
 }
 
-/// The worker's routes; see [`crate::types`] for the protocol. No socket, no TLS: tests
+/// The worker's routes; see [`hostplug_api::protocol`] for the protocol. No socket, no TLS: tests
 /// drive it with `tower::ServiceExt::oneshot`.
 pub fn app(state: AppState) -> Router {
     let limits = state.limits().clone();
@@ -105,7 +105,7 @@ pub fn app(state: AppState) -> Router {
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
+            state.token().clone(),
             auth::require_token,
         ));
     Router::new()
@@ -220,7 +220,7 @@ async fn upload_plugin(
 async fn invoke(
     State(state): State<AppState>,
     request: std::result::Result<Json<InvokeRequest>, JsonRejection>,
-) -> Result<Json<InvokeResponse>, ApiError> {
+) -> Result<Json<InvokeOutcome>, ApiError> {
     let started = Instant::now();
     let Json(request) = request
         .map_err(|r| body_rejection(r.status(), r.body_text(), state.limits().max_request_bytes))?;
@@ -305,7 +305,7 @@ fn body_rejection(status: StatusCode, text: String, limit: usize) -> ApiError {
     }
 }
 
-/// The answer for a runtime failure: its kind decides the status (see [`crate::types`]).
+/// The answer for a runtime failure: its kind decides the status (see [`hostplug_api::protocol`]).
 fn runtime_error(e: RuntimeError) -> ApiError {
     let status = match e.kind {
         ErrorKind::UnknownPlugin => StatusCode::NOT_FOUND,
@@ -432,33 +432,5 @@ impl Server {
             tracing::warn!("requests still running after the grace period; stopping anyway");
         }
         Ok(())
-    }
-}
-
-/// Resolves on SIGTERM or Ctrl-C.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::warn!(error = %e, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
     }
 }

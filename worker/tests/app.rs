@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
+use hostplug_api::protocol::{ErrorBody, ErrorKind, InvokeOutcome, UploadResponse};
 use hostplug_worker::runtime::{Call, Digest, Loaded, PluginRuntime, RuntimeError};
-use hostplug_worker::types::{ErrorBody, ErrorKind, InvokeResponse, UploadResponse};
 use hostplug_worker::{AppState, BearerToken, Limits, app};
 use http_body_util::BodyExt as _;
 use tower::ServiceExt as _;
@@ -47,7 +47,7 @@ impl PluginRuntime for FakeRuntime {
         })
     }
 
-    fn invoke(&self, _digest: &Digest, call: &Call) -> Result<InvokeResponse, RuntimeError> {
+    fn invoke(&self, _digest: &Digest, call: &Call) -> Result<InvokeOutcome, RuntimeError> {
         let params: serde_json::Value = serde_json::from_str(&call.params)
             .map_err(|e| RuntimeError::new(ErrorKind::InvalidParams, e.to_string()))?;
         match call.method.as_str() {
@@ -69,7 +69,7 @@ impl PluginRuntime for FakeRuntime {
             }
             _ => {}
         }
-        Ok(InvokeResponse {
+        Ok(InvokeOutcome {
             changed: call.dry_run,
             output: params,
             diff: None,
@@ -333,7 +333,7 @@ async fn invoke_answers_and_maps_errors() -> anyhow::Result<()> {
     let body = serde_json::json!({"digest": format!("sha256:{}", Digest::of(&module).hex()), "method": "echo", "params": {"a": 1}, "dryRun": true, "timeoutMs": 5000}).to_string();
     let (status, body) = send(&state, request("POST", "/v1/invoke", body, Some(TOKEN))?).await?;
     assert_eq!(status, StatusCode::OK);
-    let out: InvokeResponse = serde_json::from_slice(&body)?;
+    let out: InvokeOutcome = serde_json::from_slice(&body)?;
     assert!(out.changed);
     assert_eq!(out.output, serde_json::json!({"a": 1}));
 

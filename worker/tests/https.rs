@@ -9,8 +9,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use hostplug_worker::types::{ErrorBody, ErrorKind, Health, InvokeResponse, UploadResponse};
-use hostplug_worker::{Config, EtcAccess, Limits, LogFormat};
+use hostplug_api::protocol::{
+    ErrorBody, ErrorKind, Health, InvokeOutcome, LogSource, UploadResponse,
+};
+use hostplug_worker::{EtcAccess, Limits, LogFormat, WorkerSettings};
 use reqwest::StatusCode;
 use sha2::Digest as _;
 
@@ -60,8 +62,8 @@ impl Worker {
         std::fs::write(dir.path().join("tls.crt"), &cert_pem)?;
         std::fs::write(dir.path().join("tls.key"), cert.key_pair.serialize_pem())?;
         std::fs::write(dir.path().join("token"), format!("{TOKEN}\n"))?;
-        let config = Config {
-            listen: "127.0.0.1:0".parse()?,
+        let config = WorkerSettings {
+            listen: "127.0.0.1:0".into(),
             tls_cert: dir.path().join("tls.crt"),
             tls_key: dir.path().join("tls.key"),
             token_file: dir.path().join("token"),
@@ -264,7 +266,7 @@ async fn etc_file_read_and_concurrent_invocations() -> anyhow::Result<()> {
         )
         .await?;
     assert_eq!(response.status(), StatusCode::OK);
-    let out: InvokeResponse = response.json().await?;
+    let out: InvokeOutcome = response.json().await?;
     assert!(!out.changed);
     assert!(out.output.to_string().contains("node-1"), "{}", out.output);
 
@@ -367,7 +369,7 @@ async fn write_access_dry_run_then_real_change() -> anyhow::Result<()> {
     // A dry run reports the change and its diff, and leaves the file alone.
     let response = invoke(true).await?;
     assert_eq!(response.status(), StatusCode::OK);
-    let out: InvokeResponse = response.json().await?;
+    let out: InvokeOutcome = response.json().await?;
     assert!(out.changed);
     let diff = out.diff.unwrap_or_default();
     assert!(diff.contains("+server ntp.example.com iburst"), "{diff}");
@@ -376,10 +378,10 @@ async fn write_access_dry_run_then_real_change() -> anyhow::Result<()> {
         "pool 2.debian.pool.ntp.org iburst\n"
     );
 
-    let out: InvokeResponse = invoke(false).await?.json().await?;
+    let out: InvokeOutcome = invoke(false).await?.json().await?;
     assert!(out.changed);
     assert!(std::fs::read_to_string(&file)?.contains("server ntp.example.com iburst\n"));
-    let out: InvokeResponse = invoke(false).await?.json().await?;
+    let out: InvokeOutcome = invoke(false).await?.json().await?;
     assert!(!out.changed, "second identical call must report no change");
     worker.stop().await
 }
@@ -411,16 +413,20 @@ async fn memory_limit_and_plugin_logs_over_https() -> anyhow::Result<()> {
     let params = serde_json::json!({"stdout": 150, "stderr": 0, "logs": 2, "logSize": 5});
     let response = worker.invoke(&noisy, "chatter", params).await?;
     assert_eq!(response.status(), StatusCode::OK);
-    let out: InvokeResponse = response.json().await?;
+    let out: InvokeOutcome = response.json().await?;
     assert_eq!(out.output, serde_json::json!({"done": true}));
-    let from_log: Vec<_> = out.logs.iter().filter(|l| l.source == "log").collect();
+    let from_log: Vec<_> = out
+        .logs
+        .iter()
+        .filter(|l| l.source == LogSource::Log)
+        .collect();
     assert_eq!(from_log.len(), 2, "{:?}", out.logs);
     assert_eq!(
         (from_log[0].level.as_str(), from_log[0].message.as_str()),
         ("debug", "lllll")
     );
     assert!(
-        out.logs.iter().any(|l| l.source == "stdout"),
+        out.logs.iter().any(|l| l.source == LogSource::Stdout),
         "{:?}",
         out.logs
     );

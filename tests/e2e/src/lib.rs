@@ -14,7 +14,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use hostplug_operator::crd::{HostPlugin, HostTask, TaskState};
+use hostplug_api::crd::{HostPlugin, HostTask, TaskState};
 use hostplug_testenv::Environment;
 use hostplug_testenv::hostplug::{OperatorInstall, install_operator, start_environment};
 use k8s_openapi::api::core::v1::{Pod, Secret, Service};

@@ -4,8 +4,8 @@
 //! the image ID in its status, the daemon must hold that image, a second run must
 //! change nothing, and a dry-run prune must report IDs and remove none.
 
+use hostplug_api::crd::{NodePhase, TaskState};
 use hostplug_e2e::{Harness, state_of};
-use hostplug_operator::crd::{NodePhase, TaskState};
 use hostplug_podman::{DockerEnv, Options};
 
 /// The registry address the docker examples use; the test puts its own in its place.

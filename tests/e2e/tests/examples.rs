@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
+use hostplug_api::crd::{NodePhase, TaskState};
 use hostplug_e2e::{Harness, NODES, changed_files, state_of};
-use hostplug_operator::crd::{NodePhase, TaskState};
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams};

@@ -6,8 +6,8 @@
 //! The worker image is one setting of the operator, so this cannot make only one node's
 //! Pod fail; it shows the failure is reported per node and does not stop the rollout.
 
+use hostplug_api::crd::{NodePhase, TaskState};
 use hostplug_e2e::{Harness, changed_files};
-use hostplug_operator::crd::{NodePhase, TaskState};
 
 /// An image the node simulator's image map has no entry for (not even by repository).
 const UNMAPPED_IMAGE: &str = "ghcr.io/hostplug/not-in-the-image-map:dev";

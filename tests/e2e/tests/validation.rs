@@ -3,8 +3,8 @@
 //! API server with a clear message. Also: plugins published from a ConfigMap are pinned
 //! by sha256.
 
+use hostplug_api::crd::{HostPlugin, TaskState};
 use hostplug_e2e::{Harness, changed_files};
-use hostplug_operator::crd::{HostPlugin, TaskState};
 use kube::Api;
 use kube::api::{Patch, PatchParams};
 

@@ -2,10 +2,10 @@
 //! `HostPlugin` (cluster-scoped, one available plugin), group `hostplug.dev`, version
 //! `v1alpha1`.
 //!
-//! These types are the API. They compile without the controller (`default-features =
-//! false`) so other components (the web console) can read and write them cheaply. The CRD
-//! YAML in `deploy/crds/` is generated from them by the `crdgen` binary and a test fails
-//! when it drifts. Field names follow the seed design (`spec.workers`, `spec.targetType`,
+//! These types are the API; the operator, the console and the tests read and write them
+//! through this crate. The CRD YAML in `deploy/crds/` is generated from them by the
+//! `crdgen` binary (`cargo run -p hostplug-api --bin crdgen -- deploy/crds`) and a test
+//! fails when it drifts. Field names follow the seed design (`spec.workers`, `spec.targetType`,
 //! `spec.http.{port,api,method,parameter}`, `status.state`, `status.msg`, `status.pods`);
 //! renaming one is a breaking API change.
 //!
@@ -18,13 +18,16 @@ use kube::{CustomResource, CustomResourceExt, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use crate::plugin::{Capabilities, EtcAccess, MethodInfo, PluginInfo};
+
 /// API group of both resources.
 pub const GROUP: &str = "hostplug.dev";
 /// API version of both resources.
 pub const VERSION: &str = "v1alpha1";
 
-/// The worker port when `spec.http.port` is not given; DESIGN.md fixes 8443.
-pub const DEFAULT_WORKER_PORT: i32 = 8443;
+/// The worker port when `spec.http.port` is not given: the worker's own default port
+/// ([`crate::worker::DEFAULT_PORT`]).
+pub const DEFAULT_WORKER_PORT: i32 = crate::worker::DEFAULT_PORT as i32;
 /// Per-node deadline when `spec.timeoutSeconds` is not given: long enough for a docker
 /// pull on a slow link, short enough that a stuck node is noticed within a minute.
 pub const DEFAULT_TIMEOUT_SECONDS: i32 = 60;
@@ -232,6 +235,11 @@ pub struct NodeResult {
     /// Why the node failed, or a note.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// The last lines the plugin logged on this node (its `log` import, stdout and
+    /// stderr), oldest first, as `[level] source: text`; the worker sends at most
+    /// `protocol::MAX_LOG_TAIL_LINES` of them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub logs: Vec<String>,
     /// When the node started (worker Pod created).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "time_schema")]
@@ -291,31 +299,6 @@ pub struct HostTaskStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "conditions_schema")]
     pub conditions: Vec<Condition>,
-}
-
-/// How a plugin may reach the node's /etc.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, Default)]
-#[serde(rename_all = "camelCase")]
-pub enum EtcAccess {
-    /// /etc is not mounted.
-    #[default]
-    None,
-    /// /etc is mounted and preopened read-only.
-    Read,
-    /// /etc is mounted read-write (read-only for dry runs).
-    Write,
-}
-
-/// What a plugin is allowed to touch on the node.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
-#[serde(rename_all = "camelCase")]
-pub struct Capabilities {
-    /// Access to the node's /etc.
-    #[serde(default)]
-    pub etc: EtcAccess,
-    /// Whether the node's Docker socket is mounted and the docker import works.
-    #[serde(default)]
-    pub docker: bool,
 }
 
 /// A module held in a ConfigMap.
@@ -386,49 +369,6 @@ pub struct HostPluginSpec {
     pub capabilities: Capabilities,
 }
 
-/// One operation of a plugin, as its `describe` export reports it.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
-#[serde(rename_all = "camelCase")]
-pub struct MethodInfo {
-    /// Operation name, used in `HostTask.spec.http.method`.
-    pub name: String,
-    /// One sentence for people.
-    #[serde(default)]
-    pub description: String,
-    /// Whether the operation can change the node.
-    #[serde(default)]
-    pub mutates: bool,
-    /// JSON Schema of the parameters.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "any_json")]
-    pub params_schema: Option<serde_json::Value>,
-}
-
-/// What a plugin says about itself.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
-#[serde(rename_all = "camelCase")]
-pub struct PluginInfo {
-    /// The plugin's own name.
-    #[serde(default)]
-    pub name: String,
-    /// Semantic version.
-    #[serde(default)]
-    pub version: String,
-    /// What the plugin is for.
-    #[serde(default)]
-    pub description: String,
-    /// Its operations.
-    #[serde(default)]
-    pub methods: Vec<MethodInfo>,
-}
-
-impl PluginInfo {
-    /// The method called `name`, if the plugin has one.
-    pub fn method(&self, name: &str) -> Option<&MethodInfo> {
-        self.methods.iter().find(|m| m.name == name)
-    }
-}
-
 /// Observed state of a HostPlugin. Written only by the operator.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
 #[serde(rename_all = "camelCase")]
@@ -454,7 +394,7 @@ pub struct HostPluginStatus {
 }
 
 /// Any JSON value, kept as it is by the API server.
-fn any_json(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+pub(crate) fn any_json(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({
         "x-kubernetes-preserve-unknown-fields": true
     })
@@ -542,7 +482,7 @@ mod tests {
     use super::*;
 
     /// The checked-in CRDs are what the types generate; regenerate with
-    /// `cargo run -p hostplug-operator --bin crdgen -- deploy/crds`.
+    /// `cargo run -p hostplug-api --bin crdgen -- deploy/crds`.
     #[test]
     fn checked_in_crds_match_the_types() -> Result<(), Box<dyn std::error::Error>> {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/crds");
@@ -551,7 +491,7 @@ mod tests {
             assert!(
                 on_disk == yaml,
                 "deploy/crds/{file} drifted from the Rust types; run \
-                 `cargo run -p hostplug-operator --bin crdgen -- deploy/crds`"
+                 `cargo run -p hostplug-api --bin crdgen -- deploy/crds`"
             );
         }
         Ok(())

@@ -1,10 +1,10 @@
 //! Prints the hostplug CRDs as YAML, or writes them into a directory (`crdgen DIR`).
-//! `deploy/crds/` is generated with `cargo run -p hostplug-operator --bin crdgen -- deploy/crds`.
+//! `deploy/crds/` is generated with `cargo run -p hostplug-api --bin crdgen -- deploy/crds`.
 
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let docs = match hostplug_operator::crd::crd_yaml() {
+    let docs = match hostplug_api::crd::crd_yaml() {
         Ok(docs) => docs,
         Err(e) => {
             eprintln!("crdgen: {e}");

@@ -1,0 +1,55 @@
+//! `hostplug-api`: the contracts between the parts of hostplug, each defined once.
+//!
+//! * [`crd`]: the `HostTask` and `HostPlugin` custom resources (CEL rules, printer
+//!   columns; `deploy/crds/` is generated from them by the `crdgen` binary).
+//! * [`plugin`]: what a plugin is and may do: [`Digest`], [`Capabilities`],
+//!   [`EtcAccess`], [`PluginInfo`], [`MethodInfo`].
+//! * [`protocol`]: the worker protocol between operator and worker, and the shapes the
+//!   Wasm host produces ([`InvokeOutcome`], [`InvokeError`], [`ErrorKind`], [`LogRecord`]).
+//! * [`worker`]: the worker Pod's contract ([`WorkerSettings`]: variable names, Secret
+//!   keys, mount paths, limits).
+//!
+//! Types only: serde, schemars and the kube derive. This crate must never depend on a
+//! Kubernetes client, an async runtime, an HTTP framework or the Wasm engine, so that
+//! every part (the console included) can use it cheaply. Every value with a text form
+//! has exactly one `Display` and one `FromStr`.
+
+pub mod crd;
+pub mod plugin;
+pub mod protocol;
+pub mod worker;
+
+pub use plugin::{Capabilities, Digest, EtcAccess, MethodInfo, PluginInfo};
+pub use protocol::{
+    ErrorKind, InvokeError, InvokeOutcome, InvokeResult, LogLevel, LogRecord, LogSource,
+};
+pub use worker::{LogFormat, WorkerSettings};
+
+/// Values that do not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// A string that should have been a sha256 digest was not.
+    #[error("invalid digest {input:?}: expected 64 hex digits, optionally prefixed by `sha256:`")]
+    InvalidDigest {
+        /// The offending input (cut to 80 characters).
+        input: String,
+    },
+    /// A value is not one of its type's text forms.
+    #[error("invalid {what} {input:?}: expected {expected}")]
+    InvalidValue {
+        /// What was parsed, e.g. "etc access".
+        what: &'static str,
+        /// The offending input (cut to 80 characters).
+        input: String,
+        /// The accepted forms.
+        expected: &'static str,
+    },
+    /// A worker setting is missing or wrong.
+    #[error("{name} {problem}")]
+    Setting {
+        /// The environment variable.
+        name: &'static str,
+        /// What is wrong with it.
+        problem: String,
+    },
+}

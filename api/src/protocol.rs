@@ -1,0 +1,670 @@
+//! The worker protocol (operator → worker over HTTPS): the one contract between
+//! `hostplug-worker` and its client in `hostplug-operator`, and the shapes the Wasm host
+//! produces ([`InvokeOutcome`], [`InvokeError`], [`LogRecord`], [`ErrorKind`]). The host,
+//! the worker and the operator use these same types; nothing translates between them.
+//!
+//! All JSON field names are camelCase, error kinds kebab-case. Every route but
+//! `GET /healthz` needs `Authorization: Bearer <token>`. `POST /v1/invoke` needs
+//! `Content-Type: application/json`; an upload's body is the raw module
+//! (`application/wasm` or `application/octet-stream`, the type is not checked). The
+//! worker speaks HTTP/1.1 and HTTP/2 (ALPN) over TLS only.
+//!
+//! | route | request body | success | errors |
+//! |---|---|---|---|
+//! | `GET /healthz` | — | 200 [`Health`] | — |
+//! | `HEAD /v1/plugins/{sha256}` | — | 200 (held) / 404 (not held), no body | 400, 401 |
+//! | `PUT /v1/plugins/{sha256}` | the component's bytes | 201 [`UploadResponse`] (compiled now) / 200 (already held) | 400, 401, 413, 422, 500 |
+//! | `POST /v1/invoke` | [`InvokeRequest`] | 200 [`InvokeOutcome`] | 400, 401, 404, 413, 422 [`InvokeError`], 500, 503 |
+//!
+//! `{sha256}` is the module's SHA-256 as 64 hex digits, optionally prefixed with
+//! `sha256:` (URL-encoded or not); the invoke request's `digest` likewise. Answers spell
+//! digests `sha256:<64 lowercase hex>`.
+//!
+//! An invocation's answer is a `Result`: 200 with an [`InvokeOutcome`] when the plugin
+//! succeeded, 422 with an [`ErrorBody`] whose kind
+//! [is an invocation outcome](ErrorKind::is_invocation_outcome) when it ran and failed —
+//! both are the node's result, and both carry the tail of what the plugin logged
+//! ([`MAX_LOG_TAIL_LINES`], [`MAX_LOG_TAIL_BYTES`]). [`read_invoke_answer`] turns an answer
+//! into that `Result`. Every other status means the call did not produce a result:
+//!
+//! | status | kinds | meaning for the client |
+//! |---|---|---|
+//! | 400 | `bad-request` | the request is malformed; do not retry unchanged |
+//! | 401 | `unauthorized` | missing or wrong bearer token |
+//! | 404 | `unknown-plugin` | the worker does not hold that digest: upload it, then retry |
+//! | 404 / 405 | `no-route`, `method-not-allowed` | no such route |
+//! | 413 | `payload-too-large` | body above the worker's limit for that route |
+//! | 422 | `digest-mismatch`, `bad-module` | the uploaded module was refused |
+//! | 422 | `invalid-params`, `not-found`, `denied`, `failed`, `trap`, `timeout`, `resource-limit` | the invocation ran and failed; this is the node's result, retrying will not help |
+//! | 500 | `internal` | the worker failed; the message is deliberately short, the worker's log has details |
+//! | 503 | `busy` | all invocation slots stayed taken for the worker's queue wait; retry later |
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::Error;
+
+/// Most log lines an invocation's answer carries: the last 20. Enough to see why a
+/// plugin failed; the node's result in the task status keeps them, so they must stay
+/// small (a task may run on hundreds of nodes).
+pub const MAX_LOG_TAIL_LINES: usize = 20;
+/// Most bytes of log text an invocation's answer carries: 4 KiB, for the same reason.
+/// Longer single lines are cut.
+pub const MAX_LOG_TAIL_BYTES: usize = 4 * 1024;
+
+/// `POST /v1/invoke` request body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InvokeRequest {
+    /// SHA-256 of a module uploaded before: 64 hex digits, optionally `sha256:`-prefixed.
+    /// Kept as text so that a malformed digest is answered with a clear 400.
+    pub digest: String,
+    /// The plugin's operation, e.g. `ensure-line`.
+    pub method: String,
+    /// The operation's parameters; handed to the plugin as a JSON document. Absent means
+    /// `{}`.
+    #[serde(default = "empty_object")]
+    pub params: serde_json::Value,
+    /// Report what would change and change nothing (the sandbox makes /etc read-only).
+    #[serde(default)]
+    pub dry_run: bool,
+    /// Wall-clock budget of this invocation in milliseconds, waiting for a free slot
+    /// included. Absent means the worker's default; values above the worker's maximum are
+    /// capped to it; 0 is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+}
+
+fn empty_object() -> serde_json::Value {
+    serde_json::Value::Object(serde_json::Map::new())
+}
+
+/// What a successful invocation did: the host's result and the `POST /v1/invoke` 200 body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InvokeOutcome {
+    /// True when the node was changed (in a dry run: would have been).
+    pub changed: bool,
+    /// The operation's result. Plugins return a JSON document; should one return text
+    /// that is not JSON, it arrives here as a JSON string.
+    pub output: serde_json::Value,
+    /// Unified diff of file changes, when the operation edits files (`null` otherwise).
+    #[serde(default)]
+    pub diff: Option<String>,
+    /// What the plugin logged (its `log` import, then its captured stdout and stderr
+    /// lines), in order. On the wire: the tail ([`log_tail`]).
+    #[serde(default)]
+    pub logs: Vec<LogRecord>,
+    /// Wall-clock time of the invocation in milliseconds, store creation included.
+    pub duration_ms: u64,
+}
+
+impl InvokeOutcome {
+    /// [`Self::duration_ms`] as a duration.
+    pub fn duration(&self) -> Duration {
+        Duration::from_millis(self.duration_ms)
+    }
+}
+
+/// Why an invocation (or an upload, or `describe`) did not produce an outcome: a kind
+/// for programs, a message for people and, when a plugin ran, what it logged before it
+/// failed. The host returns it, the worker answers it inside an [`ErrorBody`], the
+/// operator's client reads it back; the same type all the way.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{kind}: {message}")]
+pub struct InvokeError {
+    /// What kind of failure; see the module docs for the status that goes with each.
+    pub kind: ErrorKind,
+    /// A readable sentence for people. Never carries the worker's internals.
+    pub message: String,
+    /// For invocations that ran: what the plugin logged before it failed (on the wire:
+    /// the tail, [`log_tail`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub logs: Vec<LogRecord>,
+}
+
+impl InvokeError {
+    /// An error of `kind` with `message` and no logs.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+            logs: Vec::new(),
+        }
+    }
+}
+
+/// The node's result of one invocation that ran: what it did, or why it failed.
+pub type InvokeResult = Result<InvokeOutcome, InvokeError>;
+
+/// Severity of a log record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    /// Detail for plugin authors.
+    Debug,
+    /// Normal progress.
+    Info,
+    /// Something odd, the operation went on.
+    Warn,
+    /// Something failed.
+    Error,
+}
+
+impl LogLevel {
+    /// Every level, least severe first.
+    pub const ALL: [LogLevel; 4] = [Self::Debug, Self::Info, Self::Warn, Self::Error];
+
+    /// The lowercase name, as serialised.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Debug => "debug",
+            Self::Info => "info",
+            Self::Warn => "warn",
+            Self::Error => "error",
+        }
+    }
+}
+
+impl fmt::Display for LogLevel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for LogLevel {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        Self::ALL
+            .into_iter()
+            .find(|l| l.as_str() == s)
+            .ok_or_else(|| Error::InvalidValue {
+                what: "log level",
+                input: s.chars().take(80).collect(),
+                expected: "debug, info, warn or error",
+            })
+    }
+}
+
+/// Where a log record came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogSource {
+    /// The `log` import.
+    Log,
+    /// The guest's stdout (one record per line).
+    Stdout,
+    /// The guest's stderr (one record per line).
+    Stderr,
+    /// The host itself (e.g. that logs were truncated).
+    Host,
+}
+
+impl LogSource {
+    /// Every source.
+    pub const ALL: [LogSource; 4] = [Self::Log, Self::Stdout, Self::Stderr, Self::Host];
+
+    /// The lowercase name, as serialised.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Log => "log",
+            Self::Stdout => "stdout",
+            Self::Stderr => "stderr",
+            Self::Host => "host",
+        }
+    }
+}
+
+impl fmt::Display for LogSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for LogSource {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        Self::ALL
+            .into_iter()
+            .find(|l| l.as_str() == s)
+            .ok_or_else(|| Error::InvalidValue {
+                what: "log source",
+                input: s.chars().take(80).collect(),
+                expected: "log, stdout, stderr or host",
+            })
+    }
+}
+
+/// One line a plugin logged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogRecord {
+    /// Severity.
+    pub level: LogLevel,
+    /// Origin.
+    pub source: LogSource,
+    /// The text.
+    pub message: String,
+}
+
+impl fmt::Display for LogRecord {
+    /// `[level] source: text`, the form a task's node result shows.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "[{}] {}: {}", self.level, self.source, self.message)
+    }
+}
+
+/// The tail of `records` an answer carries: the last records within
+/// [`MAX_LOG_TAIL_LINES`] and [`MAX_LOG_TAIL_BYTES`] (a longer last line is cut), preceded
+/// by a `host` note saying how many earlier ones were left out.
+pub fn log_tail(mut records: Vec<LogRecord>) -> Vec<LogRecord> {
+    let mut bytes = 0usize;
+    let mut keep = 0usize;
+    for record in records.iter_mut().rev() {
+        if keep == MAX_LOG_TAIL_LINES || bytes >= MAX_LOG_TAIL_BYTES {
+            break;
+        }
+        let room = MAX_LOG_TAIL_BYTES - bytes;
+        if record.message.len() > room {
+            let mut end = room;
+            while !record.message.is_char_boundary(end) {
+                end -= 1;
+            }
+            record.message.truncate(end);
+        }
+        bytes += record.message.len();
+        keep += 1;
+    }
+    let dropped = records.len() - keep;
+    let mut tail = records.split_off(dropped);
+    if dropped > 0 {
+        tail.insert(
+            0,
+            LogRecord {
+                level: LogLevel::Info,
+                source: LogSource::Host,
+                message: format!("{dropped} earlier log lines not sent"),
+            },
+        );
+    }
+    tail
+}
+
+/// `PUT /v1/plugins/{sha256}` success body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UploadResponse {
+    /// The module's digest, `sha256:<64 lowercase hex>`.
+    pub digest: String,
+    /// Size of the uploaded module in bytes.
+    pub size: u64,
+    /// False when the worker already held this module (status 200) and nothing was
+    /// compiled; true when it was compiled by this request (status 201).
+    pub compiled: bool,
+}
+
+/// `GET /healthz` body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Health {
+    /// Always `ok` when the worker answers.
+    pub status: String,
+    /// The worker's crate version.
+    pub version: String,
+}
+
+/// Every error response's body: `{"error": {"kind": …, "message": …, "logs": […]}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: InvokeError,
+}
+
+/// The kinds of failure, kebab-case on the wire. The host reports the plugin's and its
+/// own; the worker adds those of the HTTP layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ErrorKind {
+    /// 400: malformed request (JSON, digest syntax, parameters of the request itself).
+    BadRequest,
+    /// 401: missing or wrong bearer token.
+    Unauthorized,
+    /// 404: no such route.
+    NoRoute,
+    /// 405: the route exists, the method does not.
+    MethodNotAllowed,
+    /// 413: the body exceeds the route's limit.
+    PayloadTooLarge,
+    /// 404: the invoked digest was never uploaded to this worker.
+    UnknownPlugin,
+    /// 422: the uploaded bytes do not hash to the expected digest; nothing was loaded.
+    DigestMismatch,
+    /// 422: the bytes are not a valid `host-action` component.
+    BadModule,
+    /// 422, plugin: the parameters do not fit the method.
+    InvalidParams,
+    /// 422, plugin: something the operation needs does not exist (file, image, method).
+    NotFound,
+    /// 422, plugin or host: the sandbox or the host refused an access (read-only /etc, a
+    /// docker path not allowed, a capability not granted).
+    Denied,
+    /// 422, plugin: the operation failed for another reason.
+    Failed,
+    /// 422, host: the plugin trapped (panic, `unreachable`, stack overflow, …).
+    Trap,
+    /// 422, host: the invocation ran past its deadline and was stopped.
+    Timeout,
+    /// 422, host: the plugin exceeded a resource limit (memory, output size).
+    ResourceLimit,
+    /// 503: every invocation slot stayed taken; retry later.
+    Busy,
+    /// 500: the host or the worker itself failed.
+    Internal,
+    /// A kind this version of the types does not know (sent by a newer worker).
+    #[serde(other)]
+    Unknown,
+}
+
+impl ErrorKind {
+    /// Every kind, in declaration order.
+    pub const ALL: [ErrorKind; 18] = [
+        Self::BadRequest,
+        Self::Unauthorized,
+        Self::NoRoute,
+        Self::MethodNotAllowed,
+        Self::PayloadTooLarge,
+        Self::UnknownPlugin,
+        Self::DigestMismatch,
+        Self::BadModule,
+        Self::InvalidParams,
+        Self::NotFound,
+        Self::Denied,
+        Self::Failed,
+        Self::Trap,
+        Self::Timeout,
+        Self::ResourceLimit,
+        Self::Busy,
+        Self::Internal,
+        Self::Unknown,
+    ];
+
+    /// The kebab-case wire name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::BadRequest => "bad-request",
+            Self::Unauthorized => "unauthorized",
+            Self::NoRoute => "no-route",
+            Self::MethodNotAllowed => "method-not-allowed",
+            Self::PayloadTooLarge => "payload-too-large",
+            Self::UnknownPlugin => "unknown-plugin",
+            Self::DigestMismatch => "digest-mismatch",
+            Self::BadModule => "bad-module",
+            Self::InvalidParams => "invalid-params",
+            Self::NotFound => "not-found",
+            Self::Denied => "denied",
+            Self::Failed => "failed",
+            Self::Trap => "trap",
+            Self::Timeout => "timeout",
+            Self::ResourceLimit => "resource-limit",
+            Self::Busy => "busy",
+            Self::Internal => "internal",
+            Self::Unknown => "unknown",
+        }
+    }
+
+    /// True for the kinds a plugin reports itself (its `plugin-error` variant).
+    pub const fn is_plugin_error(self) -> bool {
+        matches!(
+            self,
+            Self::InvalidParams | Self::NotFound | Self::Denied | Self::Failed
+        )
+    }
+
+    /// True for the kinds that are the outcome of an invocation that ran (status 422):
+    /// the node's result, not a transport or worker problem.
+    pub const fn is_invocation_outcome(self) -> bool {
+        matches!(
+            self,
+            Self::InvalidParams
+                | Self::NotFound
+                | Self::Denied
+                | Self::Failed
+                | Self::Trap
+                | Self::Timeout
+                | Self::ResourceLimit
+        )
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for ErrorKind {
+    type Err = Error;
+    /// The wire name; `unknown` parses, other unknown names are refused (serde, unlike
+    /// this, maps them to [`ErrorKind::Unknown`]).
+    fn from_str(s: &str) -> Result<Self, Error> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| Error::InvalidValue {
+                what: "error kind",
+                input: s.chars().take(80).collect(),
+                expected: "a kebab-case kind of the worker protocol",
+            })
+    }
+}
+
+/// Why a `POST /v1/invoke` answer is not a node's result: the call was refused or the
+/// worker failed ([`read_invoke_answer`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{status}{}: {message}", kind.map(|k| format!(" {k}")).unwrap_or_default())]
+pub struct RefusedCall {
+    /// The HTTP status.
+    pub status: u16,
+    /// The error kind, when the body was an [`ErrorBody`].
+    pub kind: Option<ErrorKind>,
+    /// The worker's message, or the start of an unreadable body.
+    pub message: String,
+}
+
+/// Longest unreadable body quoted in a [`RefusedCall`]: 512 bytes, enough to recognise a
+/// proxy's error page without carrying it.
+const MAX_QUOTED_BODY: usize = 512;
+
+/// Reads a `POST /v1/invoke` answer: `Ok(Ok(outcome))` for 200, `Ok(Err(error))` for a 422
+/// whose kind is an invocation outcome (the plugin ran and failed), and `Err` for every
+/// answer that is not a node's result.
+pub fn read_invoke_answer(status: u16, body: &[u8]) -> Result<InvokeResult, RefusedCall> {
+    if status == 200 {
+        return serde_json::from_slice::<InvokeOutcome>(body)
+            .map(Ok)
+            .map_err(|e| RefusedCall {
+                status,
+                kind: None,
+                message: format!("unreadable answer: {e}"),
+            });
+    }
+    match serde_json::from_slice::<ErrorBody>(body) {
+        Ok(b) if status == 422 && b.error.kind.is_invocation_outcome() => Ok(Err(b.error)),
+        Ok(b) => Err(RefusedCall {
+            status,
+            kind: Some(b.error.kind),
+            message: b.error.message,
+        }),
+        Err(_) => {
+            let text = String::from_utf8_lossy(body);
+            let mut end = text.len().min(MAX_QUOTED_BODY);
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            Err(RefusedCall {
+                status,
+                kind: None,
+                message: text[..end].to_owned(),
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(source: LogSource, message: &str) -> LogRecord {
+        LogRecord {
+            level: LogLevel::Info,
+            source,
+            message: message.into(),
+        }
+    }
+
+    #[test]
+    fn invoke_request_defaults_and_camel_case() -> serde_json::Result<()> {
+        let req: InvokeRequest =
+            serde_json::from_str(r#"{"digest":"abc","method":"read","dryRun":true}"#)?;
+        assert_eq!(req.params, serde_json::json!({}));
+        assert!(req.dry_run);
+        assert_eq!(req.timeout_ms, None);
+        let back = serde_json::to_value(&req)?;
+        assert_eq!(
+            back,
+            serde_json::json!({"digest":"abc","method":"read","params":{},"dryRun":true})
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn error_kinds_are_kebab_case_and_unknown_tolerated() -> serde_json::Result<()> {
+        let body: ErrorBody = serde_json::from_str(
+            r#"{"error":{"kind":"unknown-plugin","message":"upload it first"}}"#,
+        )?;
+        assert_eq!(body.error.kind, ErrorKind::UnknownPlugin);
+        let future: InvokeError = serde_json::from_str(r#"{"kind":"brand-new","message":""}"#)?;
+        assert_eq!(future.kind, ErrorKind::Unknown);
+        assert_eq!(
+            serde_json::to_value(ErrorKind::ResourceLimit)?,
+            serde_json::json!("resource-limit")
+        );
+        let e = InvokeError::new(ErrorKind::ResourceLimit, "too big");
+        assert_eq!(
+            serde_json::to_string(&e)?,
+            r#"{"kind":"resource-limit","message":"too big"}"#
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn every_kind_has_one_text_form() -> Result<(), Box<dyn std::error::Error>> {
+        for kind in ErrorKind::ALL {
+            assert_eq!(
+                serde_json::to_value(kind)?,
+                serde_json::json!(kind.as_str())
+            );
+            assert_eq!(kind.to_string().parse::<ErrorKind>()?, kind);
+        }
+        assert!("brand-new".parse::<ErrorKind>().is_err());
+        for level in LogLevel::ALL {
+            assert_eq!(level.to_string().parse::<LogLevel>()?, level);
+            assert_eq!(
+                serde_json::to_value(level)?,
+                serde_json::json!(level.as_str())
+            );
+        }
+        for source in LogSource::ALL {
+            assert_eq!(source.to_string().parse::<LogSource>()?, source);
+            assert_eq!(
+                serde_json::to_value(source)?,
+                serde_json::json!(source.as_str())
+            );
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn outcome_serialises_camel_case_with_duration_ms() -> serde_json::Result<()> {
+        let outcome = InvokeOutcome {
+            changed: true,
+            output: serde_json::json!({"ok": 1}),
+            diff: None,
+            logs: vec![LogRecord {
+                level: LogLevel::Warn,
+                source: LogSource::Stderr,
+                message: "careful".into(),
+            }],
+            duration_ms: 7,
+        };
+        let value = serde_json::to_value(&outcome)?;
+        assert_eq!(
+            value,
+            serde_json::json!({"changed": true, "output": {"ok": 1}, "diff": null, "durationMs": 7,
+                "logs": [{"level": "warn", "source": "stderr", "message": "careful"}]})
+        );
+        assert_eq!(outcome.logs[0].to_string(), "[warn] stderr: careful");
+        assert_eq!(outcome.duration(), Duration::from_millis(7));
+        Ok(())
+    }
+
+    #[test]
+    fn log_tail_keeps_the_last_lines_and_says_what_it_dropped() {
+        let few: Vec<_> = (0..3)
+            .map(|i| record(LogSource::Log, &format!("{i}")))
+            .collect();
+        assert_eq!(log_tail(few.clone()), few);
+
+        let many: Vec<_> = (0..100)
+            .map(|i| record(LogSource::Stdout, &format!("line {i}")))
+            .collect();
+        let tail = log_tail(many);
+        assert_eq!(tail.len(), MAX_LOG_TAIL_LINES + 1);
+        assert_eq!(tail[0].source, LogSource::Host);
+        assert_eq!(tail[0].message, "80 earlier log lines not sent");
+        assert_eq!(tail[MAX_LOG_TAIL_LINES].message, "line 99");
+
+        let big = vec![
+            record(LogSource::Stdout, &"a".repeat(MAX_LOG_TAIL_BYTES)),
+            record(LogSource::Stdout, &"é".repeat(MAX_LOG_TAIL_BYTES)),
+        ];
+        let tail = log_tail(big);
+        let bytes: usize = tail
+            .iter()
+            .filter(|r| r.source != LogSource::Host)
+            .map(|r| r.message.len())
+            .sum();
+        assert!(bytes <= MAX_LOG_TAIL_BYTES, "{bytes}");
+        assert_eq!(tail[0].message, "1 earlier log lines not sent");
+    }
+
+    #[test]
+    fn invoke_answers_read_as_results() -> Result<(), Box<dyn std::error::Error>> {
+        let ok = br#"{"changed":false,"output":{},"durationMs":3}"#;
+        assert!(matches!(read_invoke_answer(200, ok)?, Ok(o) if o.duration_ms == 3));
+
+        let failed = br#"{"error":{"kind":"denied","message":"read-only","logs":[{"level":"error","source":"log","message":"no"}]}}"#;
+        let Err(e) = read_invoke_answer(422, failed)? else {
+            return Err("a 422 denied is the node's failure".into());
+        };
+        assert_eq!(e.kind, ErrorKind::Denied);
+        assert_eq!(e.logs.len(), 1);
+
+        let refused = br#"{"error":{"kind":"digest-mismatch","message":"m"}}"#;
+        let err = read_invoke_answer(422, refused).err();
+        assert_eq!(err.and_then(|e| e.kind), Some(ErrorKind::DigestMismatch));
+
+        let busy = read_invoke_answer(503, br#"{"error":{"kind":"busy","message":"later"}}"#);
+        assert_eq!(
+            busy.err().map(|e| e.to_string()).as_deref(),
+            Some("503 busy: later")
+        );
+
+        let html = read_invoke_answer(502, "<html>é</html>".repeat(100).as_bytes());
+        let err = html.err().ok_or("a 502 page is refused")?;
+        assert!(err.kind.is_none() && err.message.len() <= MAX_QUOTED_BODY);
+        Ok(())
+    }
+}

@@ -1,0 +1,627 @@
+//! The worker Pod's contract: every setting of `hostplug-worker` as one struct
+//! ([`WorkerSettings`]) that the operator renders into the Pod's environment
+//! ([`WorkerSettings::env`]) and the worker reads back ([`WorkerSettings::from_env`]),
+//! with the variable names ([`env`]), the Secret's keys ([`secret_keys`]), the mount
+//! paths ([`paths`]) and the limits ([`Limits`]), the container's memory limit included
+//! ([`Limits::container_memory_bytes`]).
+//!
+//! Both sides use these names and values and nothing else, so the Pod the operator makes
+//! and the worker that runs in it cannot disagree. Pure data: nothing here reads files,
+//! touches the process environment or talks to a cluster.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::Error;
+use crate::plugin::{Capabilities, EtcAccess};
+
+/// Port of the worker protocol (`HostTask.spec.http.port` defaults to it).
+pub const DEFAULT_PORT: u16 = 8443;
+
+/// Largest module a `PUT /v1/plugins/{sha256}` accepts, and the largest the operator
+/// reads: 32 MiB. Release components built with the SDK are 0.1–2 MiB; 32 MiB leaves
+/// room for plugins with big dependencies while keeping a single upload from exhausting
+/// a Pod with a modest memory limit (the body is held in memory while it is hashed and
+/// compiled).
+pub const DEFAULT_MAX_MODULE_BYTES: usize = 32 * 1024 * 1024;
+
+/// Largest body any other route accepts (an invoke request): 2 MiB. Parameters are small
+/// JSON documents; the biggest realistic one is etc-file's `write` with a whole file,
+/// and files under /etc are kilobytes.
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 2 * 1024 * 1024;
+
+/// Invocations that run at once: 4. The operator sends one invocation at a time per
+/// worker; 4 leaves room for retries that overlap a slow call, while bounding memory at
+/// 4 × the per-invocation memory limit.
+pub const DEFAULT_MAX_CONCURRENT_INVOCATIONS: usize = 4;
+
+/// How long an invocation waits for a free slot before the worker answers 503 `busy`:
+/// 10 s. Long enough to ride out a burst of parallel calls (each typically takes
+/// milliseconds), short enough that a client never hangs on a stuck worker. The wait
+/// also never exceeds the invocation's own deadline.
+pub const DEFAULT_QUEUE_WAIT_MS: u64 = 10_000;
+
+/// Deadline of an invocation that names none: 60 s, the default of
+/// `HostTask.spec.timeoutSeconds`.
+pub const DEFAULT_INVOKE_TIMEOUT_MS: u64 = 60_000;
+
+/// Longest deadline a client may ask for: 10 min. Requests above it are capped, so a
+/// plugin can never hold a slot for longer. The operator sets it to the task's timeout.
+pub const DEFAULT_MAX_INVOKE_TIMEOUT_MS: u64 = 600_000;
+
+/// Linear memory one invocation may grow to: 128 MiB. The built-in plugins need a few
+/// MiB; 128 MiB fits a docker-image plugin holding an image list.
+pub const DEFAULT_MEMORY_LIMIT_BYTES: usize = 128 * 1024 * 1024;
+
+/// Memory of a worker beyond its invocations' linear memories: 128 MiB for the runtime,
+/// the compiled code of a few modules, an upload being hashed and compiled
+/// ([`DEFAULT_MAX_MODULE_BYTES`]) and request buffers. An idle worker measures about
+/// 12 MiB, one with a compiled module about 40 MiB.
+pub const RUNTIME_MEMORY_BYTES: u64 = 128 * 1024 * 1024;
+
+/// Shortest bearer token the worker accepts: 16 bytes. The operator generates 32 random
+/// bytes; a shorter token is a deployment mistake and the worker refuses to start.
+pub const MIN_TOKEN_BYTES: usize = 16;
+
+/// The environment variables of the worker, one per setting.
+pub mod env {
+    /// Address and port to listen on, e.g. `$(POD_IP):8443` in the Pod.
+    pub const LISTEN: &str = "HOSTPLUG_LISTEN";
+    /// PEM file with the server certificate (chain), leaf first.
+    pub const TLS_CERT: &str = "HOSTPLUG_TLS_CERT";
+    /// PEM file with the server's private key (PKCS#8, PKCS#1 or SEC1).
+    pub const TLS_KEY: &str = "HOSTPLUG_TLS_KEY";
+    /// File holding the bearer token clients must present.
+    pub const TOKEN_FILE: &str = "HOSTPLUG_TOKEN_FILE";
+    /// The node's /etc as mounted into the Pod.
+    pub const ETC_DIR: &str = "HOSTPLUG_ETC_DIR";
+    /// How plugins may see the etc dir: `none`, `read` or `write`.
+    pub const ETC_ACCESS: &str = "HOSTPLUG_ETC_ACCESS";
+    /// The node's Docker API socket as mounted into the Pod; unset: no docker access.
+    pub const DOCKER_SOCKET: &str = "HOSTPLUG_DOCKER_SOCKET";
+    /// Directory for precompiled modules.
+    pub const CACHE_DIR: &str = "HOSTPLUG_CACHE_DIR";
+    /// Log format: `text` or `json`.
+    pub const LOG_FORMAT: &str = "HOSTPLUG_LOG_FORMAT";
+    /// Largest module upload, bytes.
+    pub const MAX_MODULE_BYTES: &str = "HOSTPLUG_MAX_MODULE_BYTES";
+    /// Largest request body of every other route, bytes.
+    pub const MAX_REQUEST_BYTES: &str = "HOSTPLUG_MAX_REQUEST_BYTES";
+    /// Invocations running at once.
+    pub const MAX_CONCURRENT_INVOCATIONS: &str = "HOSTPLUG_MAX_CONCURRENT_INVOCATIONS";
+    /// How long an invocation waits for a free slot, milliseconds.
+    pub const QUEUE_WAIT_MS: &str = "HOSTPLUG_QUEUE_WAIT_MS";
+    /// Deadline of an invocation that names none, milliseconds.
+    pub const INVOKE_TIMEOUT_MS: &str = "HOSTPLUG_INVOKE_TIMEOUT_MS";
+    /// Longest deadline a request may ask for, milliseconds.
+    pub const MAX_INVOKE_TIMEOUT_MS: &str = "HOSTPLUG_MAX_INVOKE_TIMEOUT_MS";
+    /// Linear memory one invocation may use, bytes.
+    pub const MEMORY_LIMIT_BYTES: &str = "HOSTPLUG_MEMORY_LIMIT_BYTES";
+
+    /// Every variable with its meaning, for `hostplug-worker --help` and the docs.
+    pub const ALL: [(&str, &str); 16] = [
+        (
+            LISTEN,
+            "address and port to listen on (default 0.0.0.0:8443)",
+        ),
+        (
+            TLS_CERT,
+            "PEM file with the server certificate chain (required)",
+        ),
+        (TLS_KEY, "PEM file with the server's private key (required)"),
+        (
+            TOKEN_FILE,
+            "file with the bearer token clients must present (required)",
+        ),
+        (
+            ETC_DIR,
+            "the node's /etc as mounted into the Pod (default /host/etc)",
+        ),
+        (ETC_ACCESS, "none, read or write (default none)"),
+        (
+            DOCKER_SOCKET,
+            "the node's Docker API socket; unset: no docker access",
+        ),
+        (
+            CACHE_DIR,
+            "directory for precompiled modules (default /var/cache/hostplug)",
+        ),
+        (LOG_FORMAT, "text or json (default text)"),
+        (
+            MAX_MODULE_BYTES,
+            "largest module upload in bytes (default 32 MiB)",
+        ),
+        (
+            MAX_REQUEST_BYTES,
+            "largest other request body in bytes (default 2 MiB)",
+        ),
+        (
+            MAX_CONCURRENT_INVOCATIONS,
+            "invocations running at once (default 4)",
+        ),
+        (
+            QUEUE_WAIT_MS,
+            "wait for a free invocation slot, ms (default 10000)",
+        ),
+        (
+            INVOKE_TIMEOUT_MS,
+            "deadline of an invocation naming none, ms (default 60000)",
+        ),
+        (
+            MAX_INVOKE_TIMEOUT_MS,
+            "longest deadline a request may ask for, ms (default 600000)",
+        ),
+        (
+            MEMORY_LIMIT_BYTES,
+            "linear memory of one invocation in bytes (default 128 MiB)",
+        ),
+    ];
+}
+
+/// The keys of the task Secret the worker's credentials live in.
+pub mod secret_keys {
+    /// The bearer token.
+    pub const TOKEN: &str = "token";
+    /// The worker's certificate (PEM).
+    pub const CERT: &str = "tls.crt";
+    /// The worker's private key (PEM).
+    pub const KEY: &str = "tls.key";
+}
+
+/// Where things are, on the node and inside the worker container.
+pub mod paths {
+    /// Where the Secret with token and key pair is mounted in the worker.
+    pub const SECRET_MOUNT: &str = "/run/hostplug/secret";
+    /// The node's /etc (the hostPath source).
+    pub const NODE_ETC: &str = "/etc";
+    /// Where the node's /etc is mounted in the worker (the default etc dir).
+    pub const ETC_MOUNT: &str = "/host/etc";
+    /// The Docker socket on a node (the hostPath source).
+    pub const NODE_DOCKER_SOCKET: &str = "/var/run/docker.sock";
+    /// Where the Docker socket is mounted in the worker.
+    pub const DOCKER_MOUNT: &str = "/host/run/docker.sock";
+    /// The worker's module cache (an emptyDir: the root filesystem is read-only).
+    pub const CACHE_MOUNT: &str = "/var/cache/hostplug";
+}
+
+/// Log output format of a binary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, for the cluster's log pipeline.
+    Json,
+}
+
+impl LogFormat {
+    /// The lowercase name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Text => "text",
+            Self::Json => "json",
+        }
+    }
+}
+
+impl fmt::Display for LogFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for LogFormat {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        [Self::Text, Self::Json]
+            .into_iter()
+            .find(|f| f.as_str() == s)
+            .ok_or_else(|| Error::InvalidValue {
+                what: "log format",
+                input: s.chars().take(80).collect(),
+                expected: "text or json",
+            })
+    }
+}
+
+/// The worker's resource limits; see the `DEFAULT_*` constants for why each default is
+/// what it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest module upload, bytes.
+    pub max_module_bytes: usize,
+    /// Largest request body of every other route, bytes.
+    pub max_request_bytes: usize,
+    /// Invocations running at once.
+    pub max_concurrent_invocations: usize,
+    /// How long an invocation waits for a free slot before 503 `busy`, milliseconds.
+    pub queue_wait_ms: u64,
+    /// Deadline of an invocation that names none, milliseconds.
+    pub invoke_timeout_ms: u64,
+    /// Longest deadline a request may ask for, milliseconds; longer ones are capped.
+    pub max_invoke_timeout_ms: u64,
+    /// Linear memory one invocation may use, bytes.
+    pub memory_limit_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_module_bytes: DEFAULT_MAX_MODULE_BYTES,
+            max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+            max_concurrent_invocations: DEFAULT_MAX_CONCURRENT_INVOCATIONS,
+            queue_wait_ms: DEFAULT_QUEUE_WAIT_MS,
+            invoke_timeout_ms: DEFAULT_INVOKE_TIMEOUT_MS,
+            max_invoke_timeout_ms: DEFAULT_MAX_INVOKE_TIMEOUT_MS,
+            memory_limit_bytes: DEFAULT_MEMORY_LIMIT_BYTES,
+        }
+    }
+}
+
+impl Limits {
+    /// The deadline for a request that asked for `requested_ms` (None: the default),
+    /// capped at the maximum. `Some(0)` is the caller's to refuse.
+    pub fn invoke_timeout(&self, requested_ms: Option<u64>) -> Duration {
+        let ms = requested_ms
+            .unwrap_or(self.invoke_timeout_ms)
+            .min(self.max_invoke_timeout_ms);
+        Duration::from_millis(ms)
+    }
+
+    /// The queue wait as a duration.
+    pub fn queue_wait(&self) -> Duration {
+        Duration::from_millis(self.queue_wait_ms)
+    }
+
+    /// The memory limit of the worker container: every invocation slot at its full
+    /// linear memory plus [`RUNTIME_MEMORY_BYTES`]. With the defaults, 4 × 128 MiB +
+    /// 128 MiB = 640 MiB.
+    pub fn container_memory_bytes(&self) -> u64 {
+        let slots = u64::try_from(self.max_concurrent_invocations).unwrap_or(u64::MAX);
+        let per = u64::try_from(self.memory_limit_bytes).unwrap_or(u64::MAX);
+        slots
+            .saturating_mul(per)
+            .saturating_add(RUNTIME_MEMORY_BYTES)
+    }
+
+    /// Refuses a zero limit, naming its variable.
+    pub fn check(&self) -> Result<(), Error> {
+        let zero = [
+            (env::MAX_MODULE_BYTES, self.max_module_bytes == 0),
+            (env::MAX_REQUEST_BYTES, self.max_request_bytes == 0),
+            (
+                env::MAX_CONCURRENT_INVOCATIONS,
+                self.max_concurrent_invocations == 0,
+            ),
+            (env::INVOKE_TIMEOUT_MS, self.invoke_timeout_ms == 0),
+            (env::MAX_INVOKE_TIMEOUT_MS, self.max_invoke_timeout_ms == 0),
+            (env::MEMORY_LIMIT_BYTES, self.memory_limit_bytes == 0),
+        ];
+        match zero.iter().find(|(_, is_zero)| *is_zero) {
+            Some((name, _)) => Err(Error::Setting {
+                name,
+                problem: "must be above 0".into(),
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Every setting of a worker. The operator builds it with [`WorkerSettings::in_pod`] and
+/// renders [`WorkerSettings::env`] into the Pod; the worker reads it with
+/// [`WorkerSettings::from_env`]; tests build it directly.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerSettings {
+    /// Address and port to listen on. In a Pod `$(POD_IP):<port>`, which the kubelet
+    /// expands; the worker parses what it gets as a socket address.
+    pub listen: String,
+    /// PEM file with the server certificate (chain), leaf first.
+    pub tls_cert: PathBuf,
+    /// PEM file with the server's private key.
+    pub tls_key: PathBuf,
+    /// File holding the bearer token clients must present; surrounding whitespace is
+    /// ignored.
+    pub token_file: PathBuf,
+    /// The node's /etc as mounted into this Pod (hostPath).
+    pub etc_dir: PathBuf,
+    /// How plugins may see the etc dir. Must match how the Pod mounts it: the mount is the
+    /// outer fence, this setting the inner one.
+    pub etc_access: EtcAccess,
+    /// The node's Docker (or Podman) API socket; `None`: plugins get no docker access.
+    pub docker_socket: Option<PathBuf>,
+    /// Directory for precompiled modules (an emptyDir), so a restarted worker process
+    /// does not compile again.
+    pub cache_dir: PathBuf,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Limits.
+    pub limits: Limits,
+}
+
+impl WorkerSettings {
+    /// The settings of a worker Pod listening on `port` for a plugin with `capabilities`:
+    /// credentials from the Secret mount, /etc and the docker socket at their mount paths
+    /// when the capabilities ask for them (/etc read-only in a dry run), JSON logs, and
+    /// invocation deadlines up to `max_invoke_timeout_ms`.
+    pub fn in_pod(
+        port: i32,
+        capabilities: &Capabilities,
+        dry_run: bool,
+        max_invoke_timeout_ms: u64,
+    ) -> Self {
+        let secret = |key: &str| PathBuf::from(format!("{}/{key}", paths::SECRET_MOUNT));
+        Self {
+            listen: format!("$(POD_IP):{port}"),
+            tls_cert: secret(secret_keys::CERT),
+            tls_key: secret(secret_keys::KEY),
+            token_file: secret(secret_keys::TOKEN),
+            etc_dir: PathBuf::from(paths::ETC_MOUNT),
+            etc_access: capabilities.etc.for_run(dry_run),
+            docker_socket: capabilities
+                .docker
+                .then(|| PathBuf::from(paths::DOCKER_MOUNT)),
+            cache_dir: PathBuf::from(paths::CACHE_MOUNT),
+            log_format: LogFormat::Json,
+            limits: Limits {
+                max_invoke_timeout_ms,
+                ..Limits::default()
+            },
+        }
+    }
+
+    /// Every setting as an environment variable, in [`env::ALL`] order; an unset docker
+    /// socket is left out.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        let path = |p: &PathBuf| p.display().to_string();
+        let l = &self.limits;
+        let mut vars = vec![
+            (env::LISTEN, self.listen.clone()),
+            (env::TLS_CERT, path(&self.tls_cert)),
+            (env::TLS_KEY, path(&self.tls_key)),
+            (env::TOKEN_FILE, path(&self.token_file)),
+            (env::ETC_DIR, path(&self.etc_dir)),
+            (env::ETC_ACCESS, self.etc_access.to_string()),
+        ];
+        if let Some(socket) = &self.docker_socket {
+            vars.push((env::DOCKER_SOCKET, path(socket)));
+        }
+        vars.extend([
+            (env::CACHE_DIR, path(&self.cache_dir)),
+            (env::LOG_FORMAT, self.log_format.to_string()),
+            (env::MAX_MODULE_BYTES, l.max_module_bytes.to_string()),
+            (env::MAX_REQUEST_BYTES, l.max_request_bytes.to_string()),
+            (
+                env::MAX_CONCURRENT_INVOCATIONS,
+                l.max_concurrent_invocations.to_string(),
+            ),
+            (env::QUEUE_WAIT_MS, l.queue_wait_ms.to_string()),
+            (env::INVOKE_TIMEOUT_MS, l.invoke_timeout_ms.to_string()),
+            (
+                env::MAX_INVOKE_TIMEOUT_MS,
+                l.max_invoke_timeout_ms.to_string(),
+            ),
+            (env::MEMORY_LIMIT_BYTES, l.memory_limit_bytes.to_string()),
+        ]);
+        vars
+    }
+
+    /// Reads the settings from environment variables through `lookup` (the worker passes
+    /// `std::env::var`); unset variables take their defaults, the three credential files
+    /// are required. An empty value counts as unset. Errors name the variable.
+    pub fn from_env(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, Error> {
+        let get = |name: &str| lookup(name).filter(|v| !v.is_empty());
+        let required = |name: &'static str| {
+            get(name).map(PathBuf::from).ok_or(Error::Setting {
+                name,
+                problem: "is required".into(),
+            })
+        };
+        fn parsed<T: FromStr>(
+            name: &'static str,
+            value: Option<String>,
+            default: T,
+        ) -> Result<T, Error>
+        where
+            T::Err: fmt::Display,
+        {
+            match value {
+                None => Ok(default),
+                Some(v) => v.parse().map_err(|e| Error::Setting {
+                    name,
+                    problem: format!("{v:?} is not valid: {e}"),
+                }),
+            }
+        }
+        let d = Limits::default();
+        let limits = Limits {
+            max_module_bytes: parsed(
+                env::MAX_MODULE_BYTES,
+                get(env::MAX_MODULE_BYTES),
+                d.max_module_bytes,
+            )?,
+            max_request_bytes: parsed(
+                env::MAX_REQUEST_BYTES,
+                get(env::MAX_REQUEST_BYTES),
+                d.max_request_bytes,
+            )?,
+            max_concurrent_invocations: parsed(
+                env::MAX_CONCURRENT_INVOCATIONS,
+                get(env::MAX_CONCURRENT_INVOCATIONS),
+                d.max_concurrent_invocations,
+            )?,
+            queue_wait_ms: parsed(env::QUEUE_WAIT_MS, get(env::QUEUE_WAIT_MS), d.queue_wait_ms)?,
+            invoke_timeout_ms: parsed(
+                env::INVOKE_TIMEOUT_MS,
+                get(env::INVOKE_TIMEOUT_MS),
+                d.invoke_timeout_ms,
+            )?,
+            max_invoke_timeout_ms: parsed(
+                env::MAX_INVOKE_TIMEOUT_MS,
+                get(env::MAX_INVOKE_TIMEOUT_MS),
+                d.max_invoke_timeout_ms,
+            )?,
+            memory_limit_bytes: parsed(
+                env::MEMORY_LIMIT_BYTES,
+                get(env::MEMORY_LIMIT_BYTES),
+                d.memory_limit_bytes,
+            )?,
+        };
+        Ok(Self {
+            listen: get(env::LISTEN).unwrap_or_else(|| format!("0.0.0.0:{DEFAULT_PORT}")),
+            tls_cert: required(env::TLS_CERT)?,
+            tls_key: required(env::TLS_KEY)?,
+            token_file: required(env::TOKEN_FILE)?,
+            etc_dir: get(env::ETC_DIR)
+                .map_or_else(|| PathBuf::from(paths::ETC_MOUNT), PathBuf::from),
+            etc_access: parsed(env::ETC_ACCESS, get(env::ETC_ACCESS), EtcAccess::None)?,
+            docker_socket: get(env::DOCKER_SOCKET).map(PathBuf::from),
+            cache_dir: get(env::CACHE_DIR)
+                .map_or_else(|| PathBuf::from(paths::CACHE_MOUNT), PathBuf::from),
+            log_format: parsed(env::LOG_FORMAT, get(env::LOG_FORMAT), LogFormat::Text)?,
+            limits,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lookup(vars: Vec<(&'static str, String)>) -> impl Fn(&str) -> Option<String> {
+        move |name| {
+            vars.iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| v.clone())
+        }
+    }
+
+    #[test]
+    fn pod_settings_round_trip_through_the_environment() -> Result<(), Error> {
+        for etc in EtcAccess::ALL {
+            for docker in [false, true] {
+                for dry_run in [false, true] {
+                    let caps = Capabilities { etc, docker };
+                    let settings = WorkerSettings::in_pod(9443, &caps, dry_run, 30_000);
+                    let back = WorkerSettings::from_env(lookup(settings.env()))?;
+                    assert_eq!(back, settings, "{caps} dry_run={dry_run}");
+                }
+            }
+        }
+        let custom = WorkerSettings {
+            listen: "127.0.0.1:0".into(),
+            tls_cert: "/c".into(),
+            tls_key: "/k".into(),
+            token_file: "/t".into(),
+            etc_dir: "/x/etc".into(),
+            etc_access: EtcAccess::Read,
+            docker_socket: Some("/d.sock".into()),
+            cache_dir: "/cache".into(),
+            log_format: LogFormat::Text,
+            limits: Limits {
+                max_module_bytes: 1,
+                max_request_bytes: 2,
+                max_concurrent_invocations: 3,
+                queue_wait_ms: 4,
+                invoke_timeout_ms: 5,
+                max_invoke_timeout_ms: 6,
+                memory_limit_bytes: 7,
+            },
+        };
+        assert_eq!(WorkerSettings::from_env(lookup(custom.env()))?, custom);
+        Ok(())
+    }
+
+    #[test]
+    fn every_variable_is_documented_and_rendered() {
+        let caps = Capabilities {
+            etc: EtcAccess::Write,
+            docker: true,
+        };
+        let names: Vec<_> = WorkerSettings::in_pod(8443, &caps, false, 1)
+            .env()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        let documented: Vec<_> = env::ALL.iter().map(|(n, _)| *n).collect();
+        assert_eq!(names, documented);
+    }
+
+    #[test]
+    fn pod_settings_follow_capabilities() {
+        let caps = Capabilities {
+            etc: EtcAccess::Write,
+            docker: false,
+        };
+        let s = WorkerSettings::in_pod(8443, &caps, true, 1000);
+        assert_eq!(s.etc_access, EtcAccess::Read, "dry runs never write");
+        assert_eq!(s.docker_socket, None);
+        assert_eq!(s.listen, "$(POD_IP):8443");
+        assert_eq!(s.token_file, PathBuf::from("/run/hostplug/secret/token"));
+        assert_eq!(s.limits.max_invoke_timeout_ms, 1000);
+    }
+
+    #[test]
+    fn defaults_and_errors_name_the_variable() -> Result<(), Error> {
+        let minimal = vec![
+            (env::TLS_CERT, "/c.pem".to_owned()),
+            (env::TLS_KEY, "/k.pem".to_owned()),
+            (env::TOKEN_FILE, "/t".to_owned()),
+            (env::ETC_ACCESS, "write".to_owned()),
+        ];
+        let s = WorkerSettings::from_env(lookup(minimal.clone()))?;
+        assert_eq!(s.listen, "0.0.0.0:8443");
+        assert_eq!(s.etc_access, EtcAccess::Write);
+        assert_eq!(s.etc_dir, PathBuf::from("/host/etc"));
+        assert!(s.docker_socket.is_none());
+        assert_eq!(s.limits, Limits::default());
+
+        let missing = WorkerSettings::from_env(lookup(minimal[1..].to_vec()));
+        assert_eq!(
+            missing.err().map(|e| e.to_string()).as_deref(),
+            Some("HOSTPLUG_TLS_CERT is required")
+        );
+        let mut bad = minimal.clone();
+        bad.push((env::MAX_CONCURRENT_INVOCATIONS, "four".into()));
+        let err = WorkerSettings::from_env(lookup(bad))
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            err.as_deref()
+                .is_some_and(|e| e.starts_with("HOSTPLUG_MAX_CONCURRENT_INVOCATIONS")),
+            "{err:?}"
+        );
+        let mut bad = minimal;
+        bad[3] = (env::ETC_ACCESS, "rw".into());
+        let err = WorkerSettings::from_env(lookup(bad))
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            err.as_deref()
+                .is_some_and(|e| e.contains("HOSTPLUG_ETC_ACCESS")),
+            "{err:?}"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn limits_derive_the_container_memory_and_cap_timeouts() {
+        let limits = Limits::default();
+        assert_eq!(limits.container_memory_bytes(), 640 * 1024 * 1024);
+        assert_eq!(limits.invoke_timeout(None), Duration::from_secs(60));
+        assert_eq!(
+            limits.invoke_timeout(Some(10 * DEFAULT_MAX_INVOKE_TIMEOUT_MS)),
+            Duration::from_millis(DEFAULT_MAX_INVOKE_TIMEOUT_MS)
+        );
+        assert!(limits.check().is_ok());
+        let zero = Limits {
+            memory_limit_bytes: 0,
+            ..Limits::default()
+        };
+        assert_eq!(
+            zero.check().err().map(|e| e.to_string()).as_deref(),
+            Some("HOSTPLUG_MEMORY_LIMIT_BYTES must be above 0")
+        );
+    }
+}
