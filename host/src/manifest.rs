@@ -5,12 +5,10 @@
 //! Pure rendering: this module must never contact a cluster or write files.
 
 use base64::Engine as _;
+use hostplug_api::crd::{Capabilities, ConfigMapSource, HostPlugin, HostPluginSpec, PluginSource};
 use serde_json::json;
 
 use crate::{Digest, Error, EtcAccess, Result};
-
-/// API group/version of the HostPlugin resource.
-pub const API_VERSION: &str = "hostplug.dev/v1alpha1";
 
 /// Namespace the ConfigMap goes to when none is given.
 pub const DEFAULT_NAMESPACE: &str = "hostplug-system";
@@ -46,26 +44,42 @@ pub fn render(module: &[u8], req: &ManifestRequest<'_>) -> Result<String> {
     }
     let digest = Digest::of(module);
     let cm_name = format!("plugin-{}", req.name);
-    let labels = json!({
-        "app.kubernetes.io/part-of": "hostplug",
-        "hostplug.dev/plugin": req.name,
-    });
+    let labels: std::collections::BTreeMap<String, String> = [
+        ("app.kubernetes.io/part-of", "hostplug"),
+        ("hostplug.dev/plugin", req.name),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
     let config_map = json!({
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": {"name": cm_name, "namespace": req.namespace, "labels": labels},
+        "metadata": {"name": &cm_name, "namespace": req.namespace, "labels": &labels},
         "binaryData": {CONFIGMAP_KEY: base64::engine::general_purpose::STANDARD.encode(module)},
     });
-    let host_plugin = json!({
-        "apiVersion": API_VERSION,
-        "kind": "HostPlugin",
-        "metadata": {"name": req.name, "labels": labels},
-        "spec": {
-            "source": {"configMap": {"namespace": req.namespace, "name": cm_name, "key": CONFIGMAP_KEY}},
-            "sha256": digest.hex(),
-            "capabilities": {"etc": req.etc.as_str(), "docker": req.docker},
+    let mut host_plugin = HostPlugin::new(
+        req.name,
+        HostPluginSpec {
+            source: PluginSource {
+                builtin: None,
+                config_map: Some(ConfigMapSource {
+                    namespace: req.namespace.to_owned(),
+                    name: cm_name,
+                    key: CONFIGMAP_KEY.to_owned(),
+                }),
+            },
+            sha256: Some(digest.hex()),
+            capabilities: Capabilities {
+                etc: req.etc,
+                docker: req.docker,
+            },
         },
-    });
+    );
+    host_plugin.metadata.labels = Some(labels);
+    let host_plugin = serde_json::to_value(&host_plugin).map_err(|e| Error::Encode {
+        what: "HostPlugin",
+        message: e.to_string(),
+    })?;
     let mut out = String::new();
     for doc in [config_map, host_plugin] {
         out.push_str("---\n");
@@ -109,6 +123,10 @@ mod tests {
         );
         assert_eq!(docs[1]["spec"]["capabilities"]["etc"], "read");
         assert!(docs[1]["metadata"].get("namespace").is_none());
+        assert_eq!(docs[1]["apiVersion"], "hostplug.dev/v1alpha1");
+        assert_eq!(docs[1]["kind"], "HostPlugin");
+        assert_eq!(docs[1]["metadata"]["labels"]["hostplug.dev/plugin"], "demo");
+        assert!(docs[1].get("status").is_none(), "{:?}", docs[1]);
         Ok(())
     }
 
