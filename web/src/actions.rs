@@ -86,8 +86,7 @@ fn check_request(request: &TaskRequest, plugins: &[crate::cluster::PluginView]) 
     }
     if spec.node_selector.is_some() && spec.target_type.is_none() {
         return Err(AppError::BadRequest(
-            "nodeSelector narrows a role target; it cannot be combined with node names"
-                .to_owned(),
+            "nodeSelector narrows a role target; it cannot be combined with node names".to_owned(),
         ));
     }
     if !(1..=65535).contains(&spec.http.port) {
@@ -198,7 +197,11 @@ pub async fn edit_task(
         "generation {} → {}{}",
         current.generation,
         view.generation,
-        if request.spec.dry_run { " (dry run)" } else { "" }
+        if request.spec.dry_run {
+            " (dry run)"
+        } else {
+            ""
+        }
     );
     record(state, &user.name, "task.edit", name, &detail, ip).await?;
     Ok(view)

@@ -29,9 +29,9 @@ use axum::{
 };
 
 use crate::{
-    state::AppState,
     db::{self, Role},
     error::AppError,
+    state::AppState,
 };
 
 /// Name of the session cookie.

@@ -13,7 +13,9 @@
 use std::{collections::BTreeMap, sync::Mutex};
 
 use async_trait::async_trait;
-use hostplug_operator::crd::{EtcAccess, HostPlugin, HostTask, HostTaskSpec, NodePhase, TargetType};
+use hostplug_operator::crd::{
+    EtcAccess, HostPlugin, HostTask, HostTaskSpec, NodePhase, TargetType,
+};
 use k8s_openapi::api::core::v1::Node;
 use kube::{
     Api, Client, ResourceExt,
@@ -228,7 +230,12 @@ pub trait Cluster: Send + Sync + std::fmt::Debug {
 }
 
 /// Builds the HostTask object: the spec as given, the console's label and who asked.
-pub fn task_object(name: &str, spec: &HostTaskSpec, requested_by: &str, namespace: &str) -> HostTask {
+pub fn task_object(
+    name: &str,
+    spec: &HostTaskSpec,
+    requested_by: &str,
+    namespace: &str,
+) -> HostTask {
     let mut object = HostTask::new(name, spec.clone());
     object.metadata = ObjectMeta {
         name: Some(name.to_owned()),

@@ -586,7 +586,8 @@ pub struct ApiToken {
     pub owner_id: Option<i64>,
 }
 
-const TOKEN_COLUMNS: &str = "t.id, t.name, t.role, t.created_by, t.created_at, t.revoked, t.expires_at, t.owner_id";
+const TOKEN_COLUMNS: &str =
+    "t.id, t.name, t.role, t.created_by, t.created_at, t.revoked, t.expires_at, t.owner_id";
 
 fn token_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ApiToken> {
     let role: String = row.get(2)?;
@@ -634,7 +635,10 @@ pub fn token_by_hash(conn: &Connection, token_hash: &str) -> rusqlite::Result<Op
             params![token_hash, now()],
             |row| {
                 let owner_role: String = row.get(8)?;
-                Ok((token_from_row(row)?, Role::parse(&owner_role).unwrap_or(Role::Viewer)))
+                Ok((
+                    token_from_row(row)?,
+                    Role::parse(&owner_role).unwrap_or(Role::Viewer),
+                ))
             },
         )
         .optional()?;
@@ -726,7 +730,15 @@ mod tests {
             anyhow::bail!("no admin");
         };
         create_token(&conn, "ci", "live", Role::Admin, owner, "alice", now() + 60)?;
-        create_token(&conn, "old", "expired", Role::Admin, owner, "alice", now() - 1)?;
+        create_token(
+            &conn,
+            "old",
+            "expired",
+            Role::Admin,
+            owner,
+            "alice",
+            now() - 1,
+        )?;
         assert!(token_by_hash(&conn, "live")?.is_some());
         assert!(token_by_hash(&conn, "expired")?.is_none());
         set_role(&conn, owner, Role::Viewer)?;

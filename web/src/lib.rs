@@ -37,7 +37,11 @@ use axum::{
 };
 
 pub use crate::state::{AppState, DEFAULT_SESSION_TTL, WebConfig};
-use crate::{db::Db, error::AppError, pages::{account, admin, catalog, tasks}};
+use crate::{
+    db::Db,
+    error::AppError,
+    pages::{account, admin, catalog, tasks},
+};
 
 const APP_CSS: &str = include_str!("../static/app.css");
 const APP_JS: &str = include_str!("../static/app.js");
@@ -85,7 +89,10 @@ pub fn app(state: AppState) -> Router {
     let pages = Router::new()
         .route("/", get(account::index))
         .route("/healthz", get(|| async { "ok" }))
-        .route("/login", get(account::login_form).post(account::login_submit))
+        .route(
+            "/login",
+            get(account::login_form).post(account::login_submit),
+        )
         .route("/logout", post(account::logout))
         .route(
             "/register",
@@ -231,7 +238,9 @@ pub async fn run(mut config: WebConfig) -> anyhow::Result<()> {
     let client = kube_client(&config).await?;
     let cluster = Arc::new(cluster::KubeCluster::new(client, config.namespace.clone()));
     let transport = if config.insecure_http {
-        tracing::warn!("serving plain HTTP (--insecure-http): put a TLS-terminating proxy in front");
+        tracing::warn!(
+            "serving plain HTTP (--insecure-http): put a TLS-terminating proxy in front"
+        );
         Transport::Http
     } else {
         let from_dir = config.tls_dir.as_ref().and_then(|dir| {

@@ -54,7 +54,11 @@ impl SlidingWindow {
         let mut map = self.attempts.lock().unwrap_or_else(|p| p.into_inner());
         if map.len() >= MAX_TRACKED_KEYS {
             let window = self.window;
-            map.retain(|_, times| times.back().is_some_and(|t| now.duration_since(*t) <= window));
+            map.retain(|_, times| {
+                times
+                    .back()
+                    .is_some_and(|t| now.duration_since(*t) <= window)
+            });
         }
         let mut wait = 0u64;
         for (key, limit) in keys {

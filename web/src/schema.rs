@@ -271,8 +271,10 @@ fn ordered_properties(schema: &Value) -> Vec<(&String, &Value)> {
         .filter_map(|(name, prop)| stated_order(prop).map(|n| (n, name, prop)))
         .collect();
     stated.sort_by_key(|(n, _, _)| *n);
-    let mut out: Vec<(&String, &Value)> =
-        stated.into_iter().map(|(_, name, prop)| (name, prop)).collect();
+    let mut out: Vec<(&String, &Value)> = stated
+        .into_iter()
+        .map(|(_, name, prop)| (name, prop))
+        .collect();
     let placed = |out: &Vec<(&String, &Value)>, name: &String| out.iter().any(|(n, _)| *n == name);
     for name in &required {
         if let Some((key, prop)) = properties.get_key_value(name)

@@ -24,4 +24,3 @@ pub fn token_hash(token: &str) -> String {
 pub fn secrets_equal(a: &str, b: &str) -> bool {
     a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
 }
-

@@ -69,14 +69,17 @@ pub fn parse(text: &str) -> Result<Option<LabelSelector>, String> {
     let mut labels = BTreeMap::new();
     let mut expressions = Vec::new();
     for requirement in requirements(text) {
-        let bad = || format!("cannot read {requirement:?} (use key=value, key!=value, key in (a,b), key notin (a,b), key or !key)");
-        let expression = |key: &str, operator: &str, values: Option<Vec<String>>| {
-            LabelSelectorRequirement {
+        let bad = || {
+            format!(
+                "cannot read {requirement:?} (use key=value, key!=value, key in (a,b), key notin (a,b), key or !key)"
+            )
+        };
+        let expression =
+            |key: &str, operator: &str, values: Option<Vec<String>>| LabelSelectorRequirement {
                 key: key.to_owned(),
                 operator: operator.to_owned(),
                 values,
-            }
-        };
+            };
         if let Some((key, value)) = requirement.split_once("!=") {
             let (key, value) = (key.trim(), value.trim());
             if !valid_key(key) || !valid_value(value) {

@@ -231,6 +231,8 @@ pub struct TaskPage {
     pub finished: bool,
     pub can_apply: bool,
     pub can_rerun: bool,
+    /// The status describes an older generation than the spec (just edited).
+    pub stale: bool,
 }
 
 /// A plugin and its methods in the new-task chooser.

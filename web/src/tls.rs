@@ -46,8 +46,8 @@ pub struct TlsMaterial {
 
 /// Reads a certificate chain and key from PEM files.
 pub fn from_files(cert: &Path, key: &Path) -> anyhow::Result<TlsMaterial> {
-    let cert_pem =
-        std::fs::read(cert).with_context(|| format!("reading TLS certificate {}", cert.display()))?;
+    let cert_pem = std::fs::read(cert)
+        .with_context(|| format!("reading TLS certificate {}", cert.display()))?;
     let key_pem =
         std::fs::read(key).with_context(|| format!("reading TLS key {}", key.display()))?;
     from_pem(&cert_pem, &key_pem)
@@ -121,15 +121,15 @@ pub async fn serve(
         };
         let acceptor = acceptor.clone();
         let builder = Arc::clone(&builder);
-        let service = app
-            .clone()
-            .map_request(move |request: hyper::Request<hyper::body::Incoming>| {
-                let mut request = request.map(axum::body::Body::new);
-                request
-                    .extensions_mut()
-                    .insert(ConnectInfo::<SocketAddr>(peer));
-                request
-            });
+        let service =
+            app.clone()
+                .map_request(move |request: hyper::Request<hyper::body::Incoming>| {
+                    let mut request = request.map(axum::body::Body::new);
+                    request
+                        .extensions_mut()
+                        .insert(ConnectInfo::<SocketAddr>(peer));
+                    request
+                });
         let watcher = graceful.watcher();
         tokio::spawn(async move {
             let stream =

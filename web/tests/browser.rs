@@ -182,10 +182,7 @@ async fn first_session_in_a_real_browser() -> anyhow::Result<()> {
             .is_err(),
         "the console answered plain HTTP"
     );
-    let login = insecure_client()?
-        .get(url("/login"))
-        .send()
-        .await?;
+    let login = insecure_client()?.get(url("/login")).send().await?;
     let cookie = login
         .headers()
         .get("set-cookie")
@@ -196,7 +193,12 @@ async fn first_session_in_a_real_browser() -> anyhow::Result<()> {
 
     // Register the first account with the setup token from the log: it becomes the admin.
     b.goto(&url("/register")).await.map_err(wd)?;
-    assert!(b.source().await.map_err(wd)?.contains("No administrator yet"));
+    assert!(
+        b.source()
+            .await
+            .map_err(wd)?
+            .contains("No administrator yet")
+    );
     b.find("#username")
         .await
         .map_err(wd)?

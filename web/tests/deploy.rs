@@ -147,7 +147,10 @@ fn deployment_and_service_are_well_formed() -> TestResult {
                         assert!(!args.contains(off), "the manifest sets --{off}");
                     }
                     for var in ["HOSTPLUG_WEB_INSECURE_HTTP", "HOSTPLUG_WEB_SECURE_COOKIES"] {
-                        assert!(!env.iter().any(|e| e.name == var), "the manifest sets {var}");
+                        assert!(
+                            !env.iter().any(|e| e.name == var),
+                            "the manifest sets {var}"
+                        );
                     }
                     assert!(args.contains("--tls-dir="), "certificate from a Secret");
                     assert!(args.contains("--bootstrap-token-file="), "bootstrap Secret");
@@ -190,9 +193,15 @@ fn exposing_the_console_is_opt_in() -> TestResult {
         .iter()
         .filter_map(|r| r.as_str().map(str::to_owned))
         .collect();
-    assert!(!resources.iter().any(|r| r.contains("nodeport")), "{resources:?}");
+    assert!(
+        !resources.iter().any(|r| r.contains("nodeport")),
+        "{resources:?}"
+    );
     let nodeport = documents("nodeport.yaml")?;
     let service: Service = serde_yaml::from_value(nodeport.first().ok_or("service")?.clone())?;
-    assert_eq!(service.spec.ok_or("spec")?.type_.as_deref(), Some("NodePort"));
+    assert_eq!(
+        service.spec.ok_or("spec")?.type_.as_deref(),
+        Some("NodePort")
+    );
     Ok(())
 }

@@ -524,7 +524,10 @@ pub async fn password_submit(
     let stored = Some(stored);
     if !auth::verify_password_blocking(stored, form.current).await? {
         actions::record(&state, &user.name, "password.failed", &user.name, "", &ip).await?;
-        return page(StatusCode::BAD_REQUEST, "The current password is not right.");
+        return page(
+            StatusCode::BAD_REQUEST,
+            "The current password is not right.",
+        );
     }
     state.limiter.succeeded(attempt);
     if let Some(problem) = password_problem(&form.password, &form.password2) {

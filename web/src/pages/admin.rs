@@ -221,7 +221,11 @@ pub async fn create_token(
     let expires = db::now().saturating_add(days.saturating_mul(86_400));
     state
         .db
-        .call(move |conn| Ok(db::create_token(conn, &n, &hash, role, owner, &by, expires)?))
+        .call(move |conn| {
+            Ok(db::create_token(
+                conn, &n, &hash, role, owner, &by, expires,
+            )?)
+        })
         .await?;
     actions::record(
         &state,

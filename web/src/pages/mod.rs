@@ -29,7 +29,11 @@ const PATH_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
 
 /// A redirect to `/tasks/<name>`, the name percent-encoded as a path segment.
 pub fn redirect_to_task(name: &str) -> Response {
-    Redirect::to(&format!("/tasks/{}", utf8_percent_encode(name, PATH_SEGMENT))).into_response()
+    Redirect::to(&format!(
+        "/tasks/{}",
+        utf8_percent_encode(name, PATH_SEGMENT)
+    ))
+    .into_response()
 }
 
 /// Renders a template as an HTML response.

@@ -31,8 +31,8 @@ use crate::{
     schema, selector,
     state::AppState,
     templates::{
-        NewTaskPage, NodeCard, PluginChoice, SpecFields, TaskPage, TaskRow, TaskRowsFragment,
-        TasksPage, Nav, age, diff_lines, state_class,
+        Nav, NewTaskPage, NodeCard, PluginChoice, SpecFields, TaskPage, TaskRow, TaskRowsFragment,
+        TasksPage, age, diff_lines, state_class,
     },
 };
 
@@ -132,7 +132,12 @@ pub async fn task_detail(
         .replace('\n', ", ");
     let rollout = task.spec.rollout.as_ref().map_or_else(
         || format!("default (maxParallel {DEFAULT_MAX_PARALLEL}, maxFailures 0)"),
-        |r| format!("maxParallel {}, maxFailures {}", r.max_parallel, r.max_failures),
+        |r| {
+            format!(
+                "maxParallel {}, maxFailures {}",
+                r.max_parallel, r.max_failures
+            )
+        },
     );
     let can_write = user.role >= Role::Operator;
     let page = TaskPage {
@@ -147,6 +152,7 @@ pub async fn task_detail(
         finished,
         can_apply: task.dry_run && task.state == "Succeeded" && can_write,
         can_rerun: finished && can_write,
+        stale: task.observed_generation != Some(task.generation),
         task,
     };
     render(&page)
@@ -189,9 +195,18 @@ fn spec_help() -> &'static BTreeMap<&'static str, String> {
         [
             ("http.port", "/properties/http/properties/port"),
             ("timeoutSeconds", "/properties/timeoutSeconds"),
-            ("rollout.maxParallel", "/properties/rollout/properties/maxParallel"),
-            ("rollout.maxFailures", "/properties/rollout/properties/maxFailures"),
-            ("ttlSecondsAfterFinished", "/properties/ttlSecondsAfterFinished"),
+            (
+                "rollout.maxParallel",
+                "/properties/rollout/properties/maxParallel",
+            ),
+            (
+                "rollout.maxFailures",
+                "/properties/rollout/properties/maxFailures",
+            ),
+            (
+                "ttlSecondsAfterFinished",
+                "/properties/ttlSecondsAfterFinished",
+            ),
             ("nodeSelector", "/properties/nodeSelector"),
             ("dryRun", "/properties/dryRun"),
         ]
@@ -217,12 +232,18 @@ fn get_pair(pairs: &[(String, String)], key: &str) -> Option<String> {
 
 /// The form pairs that show `spec` in the new-task form (parameters through the
 /// method's schema).
-fn pairs_from_spec(spec: &HostTaskSpec, params_schema: &serde_json::Value) -> Vec<(String, String)> {
+fn pairs_from_spec(
+    spec: &HostTaskSpec,
+    params_schema: &serde_json::Value,
+) -> Vec<(String, String)> {
     let mut pairs = vec![
         ("plugin".to_owned(), spec.http.api.clone()),
         ("method".to_owned(), spec.http.method.clone()),
         ("port".to_owned(), spec.http.port.to_string()),
-        ("timeout_seconds".to_owned(), spec.timeout_seconds.to_string()),
+        (
+            "timeout_seconds".to_owned(),
+            spec.timeout_seconds.to_string(),
+        ),
     ];
     match spec.target_type {
         Some(role) => {
@@ -571,7 +592,13 @@ pub async fn create_task(
     match result {
         Ok(task) => Ok(redirect_to_task(&task.name)),
         Err(AppError::BadRequest(message) | AppError::Conflict(message)) => {
-            new_task_page(&state, &user, failed(vec![message]), StatusCode::BAD_REQUEST).await
+            new_task_page(
+                &state,
+                &user,
+                failed(vec![message]),
+                StatusCode::BAD_REQUEST,
+            )
+            .await
         }
         Err(other) => Err(other),
     }

@@ -92,12 +92,7 @@ async fn main() -> anyhow::Result<()> {
     let console_log =
         std::fs::File::create(&console_log_path).context("creating the console log")?;
     let mut console = tokio::process::Command::new(&console_bin)
-        .args([
-            "--listen",
-            CONSOLE_ADDR,
-            "--namespace",
-            NAMESPACE,
-        ])
+        .args(["--listen", CONSOLE_ADDR, "--namespace", NAMESPACE])
         .arg("--db-path")
         .arg(env.dir().join("console/console.db"))
         .arg("--kubeconfig")
