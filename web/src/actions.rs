@@ -1,14 +1,15 @@
 //! Task creation and deletion shared by the HTML pages and the JSON API, so both enforce
 //! the same roles, checks and audit entries.
 
+use hostplug_operator::crd::{HostTaskSpec, MAX_TIMEOUT_SECONDS};
 use rand::Rng;
 
 use crate::{
-    AppState,
     auth::AuthUser,
-    cluster::{NewTask, Target, TaskView},
+    cluster::{TaskRequest, TaskView},
     db::{self, Role},
     error::{AppError, AppResult},
+    state::AppState,
 };
 
 /// Longest task name accepted: worker Pods are named `<task>-<node>` and Kubernetes
@@ -54,21 +55,62 @@ pub fn generate_task_name(plugin: &str, method: &str, dry_run: bool) -> String {
     }
 }
 
-/// What a caller asks to create.
-#[derive(Debug, Clone)]
-pub struct CreateRequest {
-    /// Name, or empty to generate one.
-    pub name: String,
-    /// Plugin.
-    pub plugin: String,
-    /// Method.
-    pub method: String,
-    /// Parameters.
-    pub params: serde_json::Value,
-    /// Target.
-    pub target: Target,
-    /// Dry run?
-    pub dry_run: bool,
+/// Checks a request before it reaches the cluster: plugin and method exist, the target
+/// is one of node names or a role, a node selector only narrows a role, the numbers are
+/// in range. The API server checks the same (CRD schema and CEL rules); checking here
+/// gives the user a message that names the form field.
+fn check_request(request: &TaskRequest, plugins: &[crate::cluster::PluginView]) -> AppResult<()> {
+    let spec = &request.spec;
+    let plugin = plugins
+        .iter()
+        .find(|p| p.name == spec.http.api)
+        .ok_or_else(|| AppError::BadRequest(format!("unknown plugin {:?}", spec.http.api)))?;
+    if plugin.method(&spec.http.method).is_none() {
+        return Err(AppError::BadRequest(format!(
+            "plugin {:?} has no method {:?}",
+            plugin.name, spec.http.method
+        )));
+    }
+    match (spec.workers.is_empty(), spec.target_type.is_some()) {
+        (true, false) => {
+            return Err(AppError::BadRequest(
+                "choose at least one node, or target by role".to_owned(),
+            ));
+        }
+        (false, true) => {
+            return Err(AppError::BadRequest(
+                "give node names or a role, not both".to_owned(),
+            ));
+        }
+        _ => {}
+    }
+    if spec.node_selector.is_some() && spec.target_type.is_none() {
+        return Err(AppError::BadRequest(
+            "nodeSelector narrows a role target; it cannot be combined with node names".to_owned(),
+        ));
+    }
+    if !(1..=65535).contains(&spec.http.port) {
+        return Err(AppError::BadRequest("port: 1 to 65535".to_owned()));
+    }
+    if !(1..=MAX_TIMEOUT_SECONDS).contains(&spec.timeout_seconds) {
+        return Err(AppError::BadRequest(format!(
+            "timeoutSeconds: 1 to {MAX_TIMEOUT_SECONDS}"
+        )));
+    }
+    if let Some(rollout) = &spec.rollout {
+        if rollout.max_parallel < 1 {
+            return Err(AppError::BadRequest("maxParallel: at least 1".to_owned()));
+        }
+        if rollout.max_failures < 0 {
+            return Err(AppError::BadRequest("maxFailures: at least 0".to_owned()));
+        }
+    }
+    if spec.ttl_seconds_after_finished.is_some_and(|ttl| ttl < 0) {
+        return Err(AppError::BadRequest(
+            "ttlSecondsAfterFinished: at least 0".to_owned(),
+        ));
+    }
+    Ok(())
 }
 
 /// Checks and creates a task, and records it in the audit log.
@@ -76,29 +118,14 @@ pub async fn create_task(
     state: &AppState,
     user: &AuthUser,
     ip: &str,
-    request: CreateRequest,
+    request: TaskRequest,
 ) -> AppResult<TaskView> {
     user.require(Role::Operator)?;
     let plugins = state.cluster.list_plugins().await?;
-    let plugin = plugins
-        .iter()
-        .find(|p| p.name == request.plugin)
-        .ok_or_else(|| AppError::BadRequest(format!("unknown plugin {:?}", request.plugin)))?;
-    if plugin.method(&request.method).is_none() {
-        return Err(AppError::BadRequest(format!(
-            "plugin {:?} has no method {:?}",
-            plugin.name, request.method
-        )));
-    }
-    if let Target::Nodes(nodes) = &request.target
-        && nodes.is_empty()
-    {
-        return Err(AppError::BadRequest(
-            "choose at least one node, or target by role".to_owned(),
-        ));
-    }
+    check_request(&request, &plugins)?;
+    let spec = &request.spec;
     let name = if request.name.is_empty() {
-        generate_task_name(&request.plugin, &request.method, request.dry_run)
+        generate_task_name(&spec.http.api, &spec.http.method, spec.dry_run)
     } else if valid_task_name(&request.name) {
         request.name.clone()
     } else {
@@ -106,30 +133,77 @@ pub async fn create_task(
             "a task name is lowercase letters, digits and '-', at most {MAX_TASK_NAME} characters"
         )));
     };
-    let target_text = match &request.target {
-        Target::Nodes(nodes) => format!("nodes {}", nodes.join(",")),
-        Target::Role(role) => format!("role {role:?}"),
+    let target_text = match &spec.target_type {
+        None => format!("nodes {}", spec.workers.join(",")),
+        Some(role) => format!("role {role:?}"),
     };
-    let view = state
-        .cluster
-        .create_task(NewTask {
-            name: name.clone(),
-            plugin: request.plugin.clone(),
-            method: request.method.clone(),
-            params: request.params,
-            target: request.target,
-            dry_run: request.dry_run,
-            requested_by: user.name.clone(),
-        })
-        .await?;
+    let view = state.cluster.create_task(&name, spec, &user.name).await?;
     let detail = format!(
         "{}/{} {}{}",
-        request.plugin,
-        request.method,
+        spec.http.api,
+        spec.http.method,
         target_text,
-        if request.dry_run { " (dry run)" } else { "" }
+        if spec.dry_run { " (dry run)" } else { "" }
     );
     record(state, &user.name, "task.create", &name, &detail, ip).await?;
+    Ok(view)
+}
+
+/// Which role may see what the nodes returned (outputs and diffs, which may hold file
+/// contents read from /etc): those who may run tasks. Viewers see phases and messages.
+pub const SEE_RESULTS: Role = Role::Operator;
+
+/// Withholds node results from callers whose role may not see them.
+pub fn visible_to(user: &AuthUser, mut task: TaskView) -> TaskView {
+    if user.role < SEE_RESULTS {
+        task.hide_results();
+    }
+    task
+}
+
+/// Replaces a finished task's spec (a new generation of the same task), after the same
+/// checks as creation, and records it.
+pub async fn edit_task(
+    state: &AppState,
+    user: &AuthUser,
+    ip: &str,
+    name: &str,
+    spec: HostTaskSpec,
+) -> AppResult<TaskView> {
+    user.require(Role::Operator)?;
+    let current = state
+        .cluster
+        .get_task(name)
+        .await?
+        .ok_or(AppError::NotFound)?;
+    let finished = matches!(current.state.as_str(), "Succeeded" | "Failed")
+        && current.observed_generation == Some(current.generation);
+    if !finished {
+        return Err(AppError::Conflict(
+            "the task is still running; edit it when it has ended".to_owned(),
+        ));
+    }
+    let plugins = state.cluster.list_plugins().await?;
+    let request = TaskRequest {
+        name: name.to_owned(),
+        spec,
+    };
+    check_request(&request, &plugins)?;
+    let view = state
+        .cluster
+        .update_task(name, &request.spec, &user.name)
+        .await?;
+    let detail = format!(
+        "generation {} → {}{}",
+        current.generation,
+        view.generation,
+        if request.spec.dry_run {
+            " (dry run)"
+        } else {
+            ""
+        }
+    );
+    record(state, &user.name, "task.edit", name, &detail, ip).await?;
     Ok(view)
 }
 

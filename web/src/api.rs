@@ -14,11 +14,17 @@ use axum::{
 };
 use serde::{Deserialize, Serialize};
 
+use hostplug_operator::crd::{
+    DEFAULT_TIMEOUT_SECONDS, DEFAULT_WORKER_PORT, HostTaskSpec, HttpSpec, RolloutSpec,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+
 use crate::{
-    AppState, actions,
+    actions::{self, visible_to},
     auth::{AuthUser, ClientIp},
-    cluster::{NodeView, PluginView, Target, TaskView, parse_target_type},
+    cluster::{NodeView, PluginView, TaskRequest, TaskView, parse_target_type},
     error::{AppError, AppResult},
+    state::AppState,
 };
 
 /// The API routes, relative to `/api/v1`.
@@ -73,21 +79,24 @@ async fn get_plugin(
 
 async fn list_tasks(
     State(state): State<AppState>,
-    _user: AuthUser,
+    user: AuthUser,
 ) -> AppResult<Json<Vec<TaskView>>> {
-    Ok(Json(state.cluster.list_tasks().await?))
+    let tasks = state.cluster.list_tasks().await?;
+    Ok(Json(
+        tasks.into_iter().map(|t| visible_to(&user, t)).collect(),
+    ))
 }
 
 async fn get_task(
     State(state): State<AppState>,
-    _user: AuthUser,
+    user: AuthUser,
     Path(name): Path<String>,
 ) -> AppResult<Json<TaskView>> {
     state
         .cluster
         .get_task(&name)
         .await?
-        .map(Json)
+        .map(|t| Json(visible_to(&user, t)))
         .ok_or(AppError::NotFound)
 }
 
@@ -111,9 +120,24 @@ pub struct CreateTaskBody {
     /// `Master`, `Node` or `All`.
     #[serde(default)]
     pub target_type: Option<String>,
+    /// Narrows `targetType` by node labels (a Kubernetes label selector).
+    #[serde(default)]
+    pub node_selector: Option<LabelSelector>,
     /// Dry run (default false).
     #[serde(default)]
     pub dry_run: bool,
+    /// Per-node deadline in seconds (default 60).
+    #[serde(default)]
+    pub timeout_seconds: Option<i32>,
+    /// Parallelism and failure budget.
+    #[serde(default)]
+    pub rollout: Option<RolloutSpec>,
+    /// Clean-up delay after the task ends, in seconds.
+    #[serde(default)]
+    pub ttl_seconds_after_finished: Option<i32>,
+    /// Worker port (default 8443).
+    #[serde(default)]
+    pub port: Option<i32>,
 }
 
 fn empty_object() -> serde_json::Value {
@@ -128,31 +152,39 @@ async fn create_task(
 ) -> AppResult<Response> {
     user.require(crate::db::Role::Operator)?;
     let Json(body) = body.map_err(|rejection| AppError::BadRequest(rejection.body_text()))?;
-    let target = match (body.workers.is_empty(), body.target_type.as_deref()) {
-        (false, None) => Target::Nodes(body.workers),
-        (true, Some(role)) => Target::Role(parse_target_type(role).ok_or_else(|| {
-            AppError::BadRequest("targetType is one of Master, Node, All".to_owned())
-        })?),
+    let (workers, target_type) = match (body.workers.is_empty(), body.target_type.as_deref()) {
+        (false, None) => (body.workers, None),
+        (true, Some(role)) => (
+            Vec::new(),
+            Some(parse_target_type(role).ok_or_else(|| {
+                AppError::BadRequest("targetType is one of Master, Node, All".to_owned())
+            })?),
+        ),
         _ => {
             return Err(AppError::BadRequest(
                 "give exactly one of workers (node names) or targetType".to_owned(),
             ));
         }
     };
-    let task = actions::create_task(
-        &state,
-        &user,
-        &ip,
-        actions::CreateRequest {
-            name: body.name.unwrap_or_default(),
-            plugin: body.plugin,
-            method: body.method,
-            params: body.params,
-            target,
+    let request = TaskRequest {
+        name: body.name.unwrap_or_default(),
+        spec: HostTaskSpec {
+            workers,
+            target_type,
+            node_selector: body.node_selector,
+            http: HttpSpec {
+                port: body.port.unwrap_or(DEFAULT_WORKER_PORT),
+                api: body.plugin,
+                method: body.method,
+                parameter: Some(body.params),
+            },
             dry_run: body.dry_run,
+            timeout_seconds: body.timeout_seconds.unwrap_or(DEFAULT_TIMEOUT_SECONDS),
+            rollout: body.rollout,
+            ttl_seconds_after_finished: body.ttl_seconds_after_finished,
         },
-    )
-    .await?;
+    };
+    let task = actions::create_task(&state, &user, &ip, request).await?;
     Ok((StatusCode::CREATED, Json(task)).into_response())
 }
 

@@ -10,16 +10,11 @@
 //!   shown before login (login, register) use a double-submit cookie instead. Requests
 //!   authenticated with an API bearer token need no CSRF token: browsers never attach it
 //!   by themselves.
-//! - Rate limiting: see [`LoginLimiter`].
+//! - Rate limiting: see [`crate::limits`].
 //!
 //! This module must never log a password or an unhashed token.
 
-use std::{
-    collections::{HashMap, VecDeque},
-    net::SocketAddr,
-    sync::{Mutex, OnceLock},
-    time::{Duration, Instant},
-};
+use std::{net::SocketAddr, sync::OnceLock};
 
 use argon2::{
     Argon2, PasswordHash, PasswordHasher, PasswordVerifier,
@@ -32,15 +27,11 @@ use axum::{
     middleware::Next,
     response::{IntoResponse, Response},
 };
-use base64::Engine;
-use rand::RngCore;
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 
 use crate::{
-    AppState,
     db::{self, Role},
     error::AppError,
+    state::AppState,
 };
 
 /// Name of the session cookie.
@@ -54,8 +45,21 @@ pub const MIN_PASSWORD_LEN: usize = 8;
 /// Longest accepted password: bounds the work one login request can cause.
 pub const MAX_PASSWORD_LEN: usize = 256;
 
-/// Hashes a password with argon2id. CPU- and memory-heavy: call from a blocking thread.
+/// Refuses slow password work on a thread that holds the database connection: every
+/// other request would wait for it (see [`db::in_db_call`]).
+fn not_in_db_call() -> Result<(), AppError> {
+    if db::in_db_call() {
+        return Err(AppError::internal(anyhow::anyhow!(
+            "argon2 called while holding the database connection"
+        )));
+    }
+    Ok(())
+}
+
+/// Hashes a password with argon2id. CPU- and memory-heavy: call from a blocking thread
+/// that does not hold the database (or use [`hash_password_blocking`]).
 pub fn hash_password(password: &str) -> Result<String, AppError> {
+    not_in_db_call()?;
     let salt = SaltString::generate(&mut OsRng);
     Argon2::default()
         .hash_password(password.as_bytes(), &salt)
@@ -63,8 +67,13 @@ pub fn hash_password(password: &str) -> Result<String, AppError> {
         .map_err(|err| AppError::internal(anyhow::anyhow!("hashing a password: {err}")))
 }
 
-/// Verifies a password against a stored PHC string. Blocking, like [`hash_password`].
+/// Verifies a password against a stored PHC string. Blocking, like [`hash_password`];
+/// never true on a thread that holds the database.
 pub fn verify_password(stored: &str, password: &str) -> bool {
+    if not_in_db_call().is_err() {
+        tracing::error!("argon2 verification refused: the database connection is held");
+        return false;
+    }
     PasswordHash::new(stored)
         .map(|parsed| {
             Argon2::default()
@@ -72,6 +81,34 @@ pub fn verify_password(stored: &str, password: &str) -> bool {
                 .is_ok()
         })
         .unwrap_or(false)
+}
+
+/// [`hash_password`] on a blocking thread, in the caller's tracing span.
+pub async fn hash_password_blocking(password: String) -> Result<String, AppError> {
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || span.in_scope(|| hash_password(&password)))
+        .await
+        .map_err(AppError::internal)?
+}
+
+/// [`verify_password`] on a blocking thread, in the caller's tracing span. Without a
+/// stored hash (unknown account) the [`dummy_hash`] is verified, so the answer takes as
+/// long. A password longer than [`MAX_PASSWORD_LEN`] never verifies, but costs the same.
+pub async fn verify_password_blocking(
+    stored: Option<String>,
+    password: String,
+) -> Result<bool, AppError> {
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || {
+        span.in_scope(|| {
+            let too_long = password.len() > MAX_PASSWORD_LEN;
+            let checked = if too_long { "" } else { password.as_str() };
+            let verified = verify_password(stored.as_deref().unwrap_or(dummy_hash()), checked);
+            verified && !too_long && stored.is_some()
+        })
+    })
+    .await
+    .map_err(AppError::internal)
 }
 
 /// A hash of a random password, verified against when the account does not exist so
@@ -86,23 +123,7 @@ pub fn dummy_hash() -> &'static str {
     })
 }
 
-/// A fresh random secret: 32 bytes from the OS generator, base64url without padding.
-pub fn new_token() -> String {
-    let mut bytes = [0u8; 32];
-    rand::rngs::OsRng.fill_bytes(&mut bytes);
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-}
-
-/// How a secret is stored: hex SHA-256. The secrets have 256 bits of entropy, so a fast
-/// hash is enough; what matters is that a copy of the database cannot be replayed.
-pub fn token_hash(token: &str) -> String {
-    hex::encode(Sha256::digest(token.as_bytes()))
-}
-
-/// Constant-time string comparison for secrets.
-pub fn secrets_equal(a: &str, b: &str) -> bool {
-    a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
-}
+pub use crate::secret::{new_token, secrets_equal, token_hash};
 
 /// Reads one cookie from the request headers.
 pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
@@ -309,87 +330,6 @@ pub fn serde_urlencoded_pairs(body: &[u8]) -> Vec<(String, String)> {
     serde_urlencoded::from_bytes(body).unwrap_or_default()
 }
 
-/// Per-account and per-address limits on failed logins.
-///
-/// Numbers (documented in the README): an account accepts at most
-/// [`MAX_FAILURES_PER_ACCOUNT`] failed logins per [`FAILURE_WINDOW`]; one client address at
-/// most [`MAX_FAILURES_PER_IP`] per window across all names. While a limit is reached,
-/// every login for that account or from that address — right password or not — is refused
-/// with 429, so the limit cannot be used to test passwords. A successful login clears the
-/// account's counter. Kept in memory: a restart forgets it, which is acceptable for a
-/// single-replica console.
-#[derive(Debug, Default)]
-pub struct LoginLimiter {
-    failures: Mutex<HashMap<String, VecDeque<Instant>>>,
-}
-
-/// Failed logins one account may have per window.
-pub const MAX_FAILURES_PER_ACCOUNT: usize = 5;
-/// Failed logins one client address may have per window (several people behind one NAT).
-pub const MAX_FAILURES_PER_IP: usize = 20;
-/// The sliding window for both limits.
-pub const FAILURE_WINDOW: Duration = Duration::from_secs(15 * 60);
-/// Keys kept at most; beyond this, the oldest-looking entries are dropped first.
-const MAX_TRACKED_KEYS: usize = 10_000;
-
-impl LoginLimiter {
-    fn keys(username: &str, ip: &str) -> [(String, usize); 2] {
-        [
-            (
-                format!("user:{}", username.to_lowercase()),
-                MAX_FAILURES_PER_ACCOUNT,
-            ),
-            (format!("ip:{ip}"), MAX_FAILURES_PER_IP),
-        ]
-    }
-
-    /// Whether a login may be attempted now; `Err(seconds)` says how long to wait.
-    pub fn check(&self, username: &str, ip: &str) -> Result<(), u64> {
-        let now = Instant::now();
-        let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        let mut wait = 0u64;
-        for (key, limit) in Self::keys(username, ip) {
-            if let Some(times) = map.get_mut(&key) {
-                while times
-                    .front()
-                    .is_some_and(|t| now.duration_since(*t) > FAILURE_WINDOW)
-                {
-                    times.pop_front();
-                }
-                if times.len() >= limit
-                    && let Some(oldest) = times.front()
-                {
-                    let left = FAILURE_WINDOW.saturating_sub(now.duration_since(*oldest));
-                    wait = wait.max(left.as_secs().max(1));
-                }
-            }
-        }
-        if wait > 0 { Err(wait) } else { Ok(()) }
-    }
-
-    /// Records a failed login.
-    pub fn record_failure(&self, username: &str, ip: &str) {
-        let now = Instant::now();
-        let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        if map.len() >= MAX_TRACKED_KEYS {
-            map.retain(|_, times| {
-                times
-                    .back()
-                    .is_some_and(|t| now.duration_since(*t) <= FAILURE_WINDOW)
-            });
-        }
-        for (key, _) in Self::keys(username, ip) {
-            map.entry(key).or_default().push_back(now);
-        }
-    }
-
-    /// Clears an account's failures after a successful login.
-    pub fn record_success(&self, username: &str) {
-        let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        map.remove(&format!("user:{}", username.to_lowercase()));
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -401,16 +341,5 @@ mod tests {
         assert!(verify_password(&hash, "correct horse"));
         assert!(!verify_password(&hash, "wrong horse"));
         assert!(!verify_password("not a hash", "x"));
-    }
-
-    #[test]
-    fn limiter_blocks_after_the_account_limit() {
-        let limiter = LoginLimiter::default();
-        for _ in 0..MAX_FAILURES_PER_ACCOUNT {
-            assert!(limiter.check("Alice", "1.2.3.4").is_ok());
-            limiter.record_failure("Alice", "1.2.3.4");
-        }
-        assert!(limiter.check("alice", "5.6.7.8").is_err());
-        assert!(limiter.check("bob", "5.6.7.8").is_ok());
     }
 }

@@ -7,13 +7,14 @@
 //! against a real control plane.
 //!
 //! Handlers see plain view types ([`PluginView`], [`TaskView`], …) so templates and the
-//! JSON API do not depend on how the CRD types nest their options.
+//! JSON API do not depend on how the CRD types nest their options; a task view keeps the
+//! whole [`HostTaskSpec`] too, so that a task can be run again exactly as it was.
 
-use std::sync::Mutex;
+use std::{collections::BTreeMap, sync::Mutex};
 
 use async_trait::async_trait;
 use hostplug_operator::crd::{
-    EtcAccess, HostPlugin, HostTask, HostTaskSpec, HttpSpec, NodePhase, TargetType,
+    EtcAccess, HostPlugin, HostTask, HostTaskSpec, NodePhase, TargetType,
 };
 use k8s_openapi::api::core::v1::Node;
 use kube::{
@@ -132,8 +133,30 @@ pub struct TaskView {
     pub nodes_total: i64,
     /// Per-node results.
     pub nodes: Vec<NodeResultView>,
+    /// The spec's generation (1 when created; each edit adds one).
+    pub generation: i64,
+    /// The generation the status describes (behind `generation` until the operator has
+    /// seen an edit).
+    pub observed_generation: Option<i64>,
     /// Digest of the module that ran.
     pub digest: Option<String>,
+    /// The whole spec, as stored.
+    pub spec: HostTaskSpec,
+    /// Whether node outputs and diffs were withheld from this caller (their role may not
+    /// see file contents).
+    pub results_hidden: bool,
+}
+
+impl TaskView {
+    /// Withholds what the nodes returned (outputs and diffs may hold file contents);
+    /// phases, `changed` and messages stay.
+    pub fn hide_results(&mut self) {
+        for node in &mut self.nodes {
+            node.diff = None;
+            node.output = None;
+        }
+        self.results_hidden = true;
+    }
 }
 
 /// One cluster node.
@@ -146,34 +169,31 @@ pub struct NodeView {
     pub control_plane: bool,
     /// Whether its Ready condition is True.
     pub ready: bool,
+    /// Its labels, for choosing a `nodeSelector`.
+    pub labels: BTreeMap<String, String>,
 }
 
-/// Which nodes a new task runs on.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target {
-    /// These nodes, by name.
-    Nodes(Vec<String>),
-    /// By role: `Master`, `Node` or `All`.
-    Role(TargetType),
-}
-
-/// A task to create.
-#[derive(Debug, Clone)]
-pub struct NewTask {
-    /// Task name (DNS-1123 label).
+/// The one request to create a task, from the form, the JSON API, "apply" after a dry
+/// run and "run again": a name and the whole spec.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskRequest {
+    /// Task name (DNS-1123 label), or empty to generate one.
     pub name: String,
-    /// Plugin.
-    pub plugin: String,
-    /// Method.
-    pub method: String,
-    /// Parameters, already shaped by the method's schema.
-    pub params: serde_json::Value,
-    /// Where to run.
-    pub target: Target,
-    /// Dry run?
-    pub dry_run: bool,
-    /// Console user asking for it (recorded as an annotation).
-    pub requested_by: String,
+    /// Everything the task does, exactly as it will be stored.
+    pub spec: HostTaskSpec,
+}
+
+impl TaskRequest {
+    /// The same spec again under a generated name, with `dry_run` as given: what "apply"
+    /// (after a dry run) and "run again" create. Nothing else changes.
+    pub fn rerun(spec: &HostTaskSpec, dry_run: bool) -> Self {
+        let mut spec = spec.clone();
+        spec.dry_run = dry_run;
+        Self {
+            name: String::new(),
+            spec,
+        }
+    }
 }
 
 /// What the console needs from Kubernetes.
@@ -185,8 +205,21 @@ pub trait Cluster: Send + Sync + std::fmt::Debug {
     async fn list_tasks(&self) -> AppResult<Vec<TaskView>>;
     /// One HostTask.
     async fn get_task(&self, name: &str) -> AppResult<Option<TaskView>>;
-    /// Creates a HostTask.
-    async fn create_task(&self, task: NewTask) -> AppResult<TaskView>;
+    /// Replaces the spec of the HostTask `name` (a new generation: the operator runs it
+    /// again), recording who asked.
+    async fn update_task(
+        &self,
+        name: &str,
+        spec: &HostTaskSpec,
+        requested_by: &str,
+    ) -> AppResult<TaskView>;
+    /// Creates a HostTask named `name` (already checked) from `spec`, recording who asked.
+    async fn create_task(
+        &self,
+        name: &str,
+        spec: &HostTaskSpec,
+        requested_by: &str,
+    ) -> AppResult<TaskView>;
     /// Deletes a HostTask; `false` when it did not exist.
     async fn delete_task(&self, name: &str) -> AppResult<bool>;
     /// All nodes.
@@ -196,39 +229,19 @@ pub trait Cluster: Send + Sync + std::fmt::Debug {
     async fn wait_for_task_change(&self, timeout: std::time::Duration) -> AppResult<()>;
 }
 
-/// Builds the HostTask object for a request.
-pub fn task_object(task: &NewTask, namespace: &str) -> HostTask {
-    let (workers, target_type) = match &task.target {
-        Target::Nodes(nodes) => (nodes.clone(), None),
-        Target::Role(role) => (Vec::new(), Some(*role)),
-    };
-    let spec = HostTaskSpec {
-        workers,
-        target_type,
-        node_selector: None,
-        http: HttpSpec {
-            port: hostplug_operator::crd::DEFAULT_WORKER_PORT,
-            api: task.plugin.clone(),
-            method: task.method.clone(),
-            parameter: Some(task.params.clone()),
-        },
-        dry_run: task.dry_run,
-        timeout_seconds: hostplug_operator::crd::DEFAULT_TIMEOUT_SECONDS,
-        rollout: None,
-        ttl_seconds_after_finished: None,
-    };
-    let mut object = HostTask::new(&task.name, spec);
+/// Builds the HostTask object: the spec as given, the console's label and who asked.
+pub fn task_object(
+    name: &str,
+    spec: &HostTaskSpec,
+    requested_by: &str,
+    namespace: &str,
+) -> HostTask {
+    let mut object = HostTask::new(name, spec.clone());
     object.metadata = ObjectMeta {
-        name: Some(task.name.clone()),
+        name: Some(name.to_owned()),
         namespace: Some(namespace.to_owned()),
         labels: Some([(CREATED_BY_LABEL.to_owned(), "hostplug-web".to_owned())].into()),
-        annotations: Some(
-            [(
-                REQUESTED_BY_ANNOTATION.to_owned(),
-                task.requested_by.clone(),
-            )]
-            .into(),
-        ),
+        annotations: Some([(REQUESTED_BY_ANNOTATION.to_owned(), requested_by.to_owned())].into()),
         ..ObjectMeta::default()
     };
     object
@@ -325,6 +338,10 @@ pub fn task_view(task: &HostTask) -> TaskView {
         nodes_total,
         nodes,
         digest: status.plugin.map(|p| p.digest),
+        generation: task.metadata.generation.unwrap_or(1),
+        observed_generation: status.observed_generation,
+        spec: task.spec.clone(),
+        results_hidden: false,
     }
 }
 
@@ -374,6 +391,7 @@ pub fn plugin_view(plugin: &HostPlugin) -> PluginView {
 pub fn node_view(node: &Node) -> NodeView {
     let labels = node.labels();
     NodeView {
+        labels: labels.clone(),
         name: node.name_any(),
         control_plane: labels.contains_key("node-role.kubernetes.io/control-plane")
             || labels.contains_key("node-role.kubernetes.io/master"),
@@ -462,14 +480,45 @@ impl Cluster for KubeCluster {
         Ok(task.as_ref().map(task_view))
     }
 
-    async fn create_task(&self, task: NewTask) -> AppResult<TaskView> {
-        let object = task_object(&task, &self.namespace);
+    async fn create_task(
+        &self,
+        name: &str,
+        spec: &HostTaskSpec,
+        requested_by: &str,
+    ) -> AppResult<TaskView> {
+        let object = task_object(name, spec, requested_by, &self.namespace);
         let created = self
             .tasks()
             .create(&PostParams::default(), &object)
             .await
             .map_err(map_kube_error)?;
         Ok(task_view(&created))
+    }
+
+    async fn update_task(
+        &self,
+        name: &str,
+        spec: &HostTaskSpec,
+        requested_by: &str,
+    ) -> AppResult<TaskView> {
+        let api = self.tasks();
+        // Read, change, replace: the resourceVersion makes a concurrent change a 409
+        // instead of a lost update.
+        let mut task = api.get(name).await.map_err(map_kube_error)?;
+        task.spec = spec.clone();
+        task.annotations_mut()
+            .insert(REQUESTED_BY_ANNOTATION.to_owned(), requested_by.to_owned());
+        task.status = None;
+        let replaced = api
+            .replace(name, &PostParams::default(), &task)
+            .await
+            .map_err(|err| match map_kube_error(err) {
+                AppError::Conflict(_) => AppError::Conflict(
+                    "the task changed meanwhile; reload it and edit again".to_owned(),
+                ),
+                other => other,
+            })?;
+        Ok(task_view(&replaced))
     }
 
     async fn delete_task(&self, name: &str) -> AppResult<bool> {
@@ -557,20 +606,47 @@ impl Cluster for InMemoryCluster {
             .map(task_view))
     }
 
-    async fn create_task(&self, task: NewTask) -> AppResult<TaskView> {
+    async fn create_task(
+        &self,
+        name: &str,
+        spec: &HostTaskSpec,
+        requested_by: &str,
+    ) -> AppResult<TaskView> {
         let mut tasks = Self::lock(&self.tasks);
-        if tasks.iter().any(|t| t.name_any() == task.name) {
+        if tasks.iter().any(|t| t.name_any() == name) {
             return Err(AppError::Conflict(
                 "a task with that name already exists".to_owned(),
             ));
         }
-        let mut object = task_object(&task, &self.namespace);
+        let mut object = task_object(name, spec, requested_by, &self.namespace);
+        object.metadata.generation = Some(1);
         object.metadata.creation_timestamp = Some(
             k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now()),
         );
         let view = task_view(&object);
         tasks.push(object);
         Ok(view)
+    }
+
+    async fn update_task(
+        &self,
+        name: &str,
+        spec: &HostTaskSpec,
+        requested_by: &str,
+    ) -> AppResult<TaskView> {
+        let mut tasks = Self::lock(&self.tasks);
+        let task = tasks
+            .iter_mut()
+            .find(|t| t.name_any() == name)
+            .ok_or(AppError::NotFound)?;
+        if task.spec != *spec {
+            // As the API server does: a spec change is a new generation.
+            task.metadata.generation = Some(task.metadata.generation.unwrap_or(1) + 1);
+        }
+        task.spec = spec.clone();
+        task.annotations_mut()
+            .insert(REQUESTED_BY_ANNOTATION.to_owned(), requested_by.to_owned());
+        Ok(task_view(task))
     }
 
     async fn delete_task(&self, name: &str) -> AppResult<bool> {

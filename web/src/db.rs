@@ -8,7 +8,11 @@
 
 use std::{
     path::Path,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
 };
 
 use rusqlite::{Connection, OptionalExtension, params};
@@ -63,12 +67,56 @@ pub const MIGRATIONS: &[&str] = &[
         revoked     INTEGER NOT NULL DEFAULT 0
     );
     "#,
+    // 3: API tokens belong to an account (and stop working when it is disabled or
+    // deleted) and expire. Tokens made before this get their creator as owner (none when
+    // the creator is gone: such a token stops working) and 90 days from creation.
+    r#"
+    ALTER TABLE api_tokens ADD COLUMN owner_id INTEGER REFERENCES users(id) ON DELETE CASCADE;
+    ALTER TABLE api_tokens ADD COLUMN expires_at INTEGER NOT NULL DEFAULT 0;
+    UPDATE api_tokens SET
+        owner_id = (SELECT id FROM users WHERE users.username = api_tokens.created_by),
+        expires_at = created_at + 90 * 86400;
+    "#,
 ];
+
+/// Longest lifetime of an API token, in days: a leaked token is worth at most this long.
+pub const MAX_TOKEN_DAYS: i64 = 365;
+/// Lifetime of an API token when its creator does not choose one.
+pub const DEFAULT_TOKEN_DAYS: i64 = 90;
+
+thread_local! {
+    /// Set while this thread holds the connection (inside [`Db::call`]).
+    static IN_DB_CALL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether the current thread holds the database connection. Slow work (argon2) checks
+/// this: holding the one connection while hashing would stall every other request.
+pub fn in_db_call() -> bool {
+    IN_DB_CALL.with(std::cell::Cell::get)
+}
+
+struct InDbCall;
+
+impl InDbCall {
+    fn enter() -> Self {
+        IN_DB_CALL.with(|flag| flag.set(true));
+        Self
+    }
+}
+
+impl Drop for InDbCall {
+    fn drop(&mut self) {
+        IN_DB_CALL.with(|flag| flag.set(false));
+    }
+}
 
 /// A handle to the database, cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Db {
     conn: Arc<Mutex<Connection>>,
+    /// The longest time one [`Db::call`] held the connection, in microseconds: every
+    /// other request waits that long, so it must stay small (tests check it).
+    longest_hold_us: Arc<AtomicU64>,
 }
 
 impl Db {
@@ -95,24 +143,42 @@ impl Db {
         migrate(&mut conn)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
+            longest_hold_us: Arc::new(AtomicU64::new(0)),
         })
     }
 
-    /// Runs `f` with the connection on a blocking thread.
+    /// Runs `f` with the connection on a blocking thread. `f` must be quick: every
+    /// request waits for the one connection (password hashing happens outside, see
+    /// [`in_db_call`]).
     pub async fn call<T, F>(&self, f: F) -> AppResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> AppResult<T> + Send + 'static,
     {
         let conn = self.conn.clone();
+        let longest = self.longest_hold_us.clone();
         tokio::task::spawn_blocking(move || {
             let mut guard = conn
                 .lock()
                 .map_err(|_| AppError::internal(anyhow::anyhow!("database mutex poisoned")))?;
-            f(&mut guard)
+            let started = Instant::now();
+            let result = {
+                let _marker = InDbCall::enter();
+                f(&mut guard)
+            };
+            let held = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+            longest.fetch_max(held, Ordering::Relaxed);
+            result
         })
         .await
         .map_err(AppError::internal)?
+    }
+}
+
+impl Db {
+    /// The longest time one call held the connection so far.
+    pub fn longest_hold(&self) -> Duration {
+        Duration::from_micros(self.longest_hold_us.load(Ordering::Relaxed))
     }
 }
 
@@ -235,7 +301,7 @@ pub fn list_users(conn: &Connection) -> rusqlite::Result<Vec<User>> {
 /// What registering an account resulted in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Registered {
-    /// The first account: an active admin.
+    /// The first admin, made with the bootstrap token.
     FirstAdmin(i64),
     /// A later account, with the status it got.
     Account {
@@ -250,27 +316,42 @@ pub enum Registered {
     Closed,
 }
 
-/// Creates an account. The first account ever becomes an active admin; later ones become
-/// viewers, pending until an admin approves them unless approval is switched off.
-/// Runs in an immediate transaction so two first registrations cannot both become admin.
+/// How a new account is made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Registration {
+    /// An ordinary registration: a viewer, pending unless approval is off; refused while
+    /// registration is closed.
+    Ordinary,
+    /// Made with the bootstrap token: an active admin, even while registration is closed.
+    /// Refused (as [`Registered::Closed`]) once an active admin exists.
+    Bootstrap,
+}
+
+/// Creates an account. Nobody becomes admin by being first: only a [`Registration::Bootstrap`]
+/// makes one. Runs in an immediate transaction so that two bootstrap registrations
+/// cannot both become admin.
 pub fn register_user(
     conn: &mut Connection,
     username: &str,
     password_hash: &str,
+    kind: Registration,
 ) -> rusqlite::Result<Registered> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let count: i64 = tx.query_row("SELECT COUNT(*) FROM users", [], |row| row.get(0))?;
-    let result = if count == 0 {
-        tx.execute(
-            "INSERT INTO users (username, password_hash, role, status, created_at)
-             VALUES (?1, ?2, 'admin', 'active', ?3)",
-            params![username, password_hash, now()],
-        )?;
-        Registered::FirstAdmin(tx.last_insert_rowid())
+    let result = if user_by_name(&tx, username)?.is_some() {
+        Registered::NameTaken
+    } else if kind == Registration::Bootstrap {
+        if active_admins(&tx)? > 0 {
+            Registered::Closed
+        } else {
+            tx.execute(
+                "INSERT INTO users (username, password_hash, role, status, created_at)
+                 VALUES (?1, ?2, 'admin', 'active', ?3)",
+                params![username, password_hash, now()],
+            )?;
+            Registered::FirstAdmin(tx.last_insert_rowid())
+        }
     } else if !setting_bool(&tx, SETTING_REGISTRATION_OPEN, true)? {
         Registered::Closed
-    } else if user_by_name(&tx, username)?.is_some() {
-        Registered::NameTaken
     } else {
         let status = if setting_bool(&tx, SETTING_REQUIRE_APPROVAL, true)? {
             "pending"
@@ -289,6 +370,26 @@ pub fn register_user(
     };
     tx.commit()?;
     Ok(result)
+}
+
+/// Replaces an account's password hash and ends its other sessions (`keep` is the
+/// session that asked, or none).
+pub fn set_password(
+    conn: &mut Connection,
+    id: i64,
+    password_hash: &str,
+    keep: Option<&str>,
+) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    tx.execute(
+        "UPDATE users SET password_hash = ?2 WHERE id = ?1",
+        params![id, password_hash],
+    )?;
+    tx.execute(
+        "DELETE FROM sessions WHERE user_id = ?1 AND token_hash IS NOT ?2",
+        params![id, keep],
+    )?;
+    tx.commit()
 }
 
 /// Changes an account's role.
@@ -479,7 +580,14 @@ pub struct ApiToken {
     pub created_at: i64,
     /// Whether it was revoked.
     pub revoked: bool,
+    /// Expiry, Unix seconds.
+    pub expires_at: i64,
+    /// The account it acts for; `None` when that account is gone.
+    pub owner_id: Option<i64>,
 }
+
+const TOKEN_COLUMNS: &str =
+    "t.id, t.name, t.role, t.created_by, t.created_at, t.revoked, t.expires_at, t.owner_id";
 
 fn token_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ApiToken> {
     let role: String = row.get(2)?;
@@ -490,40 +598,61 @@ fn token_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ApiToken> {
         created_by: row.get(3)?,
         created_at: row.get(4)?,
         revoked: row.get::<_, i64>(5)? != 0,
+        expires_at: row.get(6)?,
+        owner_id: row.get(7)?,
     })
 }
 
-/// Stores a new API token by its hash.
+/// Stores a new API token by its hash. It acts for `owner_id` and ends at `expires_at`.
 pub fn create_token(
     conn: &Connection,
     name: &str,
     token_hash: &str,
     role: Role,
+    owner_id: i64,
     created_by: &str,
+    expires_at: i64,
 ) -> rusqlite::Result<i64> {
     conn.execute(
-        "INSERT INTO api_tokens (name, token_hash, role, created_by, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![name, token_hash, role.as_str(), created_by, now()],
+        "INSERT INTO api_tokens (name, token_hash, role, created_by, created_at, owner_id, expires_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![name, token_hash, role.as_str(), created_by, now(), owner_id, expires_at],
     )?;
     Ok(conn.last_insert_rowid())
 }
 
-/// Finds an unrevoked token by hash.
+/// Finds a token that may be used now: not revoked, not expired, and its owner's account
+/// active. Its role is capped at the owner's current role (a demoted owner's tokens are
+/// demoted too).
 pub fn token_by_hash(conn: &Connection, token_hash: &str) -> rusqlite::Result<Option<ApiToken>> {
-    conn.query_row(
-        "SELECT id, name, role, created_by, created_at, revoked FROM api_tokens
-         WHERE token_hash = ?1 AND revoked = 0",
-        params![token_hash],
-        token_from_row,
-    )
-    .optional()
+    let found = conn
+        .query_row(
+            &format!(
+                "SELECT {TOKEN_COLUMNS}, u.role FROM api_tokens t JOIN users u ON u.id = t.owner_id
+                 WHERE t.token_hash = ?1 AND t.revoked = 0 AND t.expires_at > ?2
+                   AND u.status = 'active'"
+            ),
+            params![token_hash, now()],
+            |row| {
+                let owner_role: String = row.get(8)?;
+                Ok((
+                    token_from_row(row)?,
+                    Role::parse(&owner_role).unwrap_or(Role::Viewer),
+                ))
+            },
+        )
+        .optional()?;
+    Ok(found.map(|(mut token, owner_role)| {
+        token.role = token.role.min(owner_role);
+        token
+    }))
 }
 
 /// All tokens, newest first.
 pub fn list_tokens(conn: &Connection) -> rusqlite::Result<Vec<ApiToken>> {
-    let mut stmt = conn.prepare(
-        "SELECT id, name, role, created_by, created_at, revoked FROM api_tokens ORDER BY id DESC",
-    )?;
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {TOKEN_COLUMNS} FROM api_tokens t ORDER BY t.id DESC"
+    ))?;
     stmt.query_map([], token_from_row)?.collect()
 }
 
@@ -550,23 +679,76 @@ mod tests {
     }
 
     #[test]
-    fn first_account_is_admin_later_ones_pending_viewers() -> anyhow::Result<()> {
+    fn only_bootstrap_makes_an_admin_later_accounts_are_pending_viewers() -> anyhow::Result<()> {
+        use Registration::{Bootstrap, Ordinary};
         let mut conn = Connection::open_in_memory()?;
         migrate(&mut conn)?;
+        // Being first is no privilege.
         assert!(matches!(
-            register_user(&mut conn, "alice", "h")?,
-            Registered::FirstAdmin(_)
-        ));
-        assert!(matches!(
-            register_user(&mut conn, "bob", "h")?,
+            register_user(&mut conn, "mallory", "h", Ordinary)?,
             Registered::Account {
                 status: "pending",
                 ..
             }
         ));
-        assert_eq!(register_user(&mut conn, "BOB", "h")?, Registered::NameTaken);
+        assert_eq!(active_admins(&conn)?, 0);
+        assert!(matches!(
+            register_user(&mut conn, "alice", "h", Bootstrap)?,
+            Registered::FirstAdmin(_)
+        ));
+        // Once an admin exists, bootstrap is over.
+        assert_eq!(
+            register_user(&mut conn, "eve", "h", Bootstrap)?,
+            Registered::Closed
+        );
+        assert!(matches!(
+            register_user(&mut conn, "bob", "h", Ordinary)?,
+            Registered::Account {
+                status: "pending",
+                ..
+            }
+        ));
+        assert_eq!(
+            register_user(&mut conn, "BOB", "h", Ordinary)?,
+            Registered::NameTaken
+        );
         set_setting_bool(&conn, SETTING_REGISTRATION_OPEN, false)?;
-        assert_eq!(register_user(&mut conn, "carol", "h")?, Registered::Closed);
+        assert_eq!(
+            register_user(&mut conn, "carol", "h", Ordinary)?,
+            Registered::Closed
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn tokens_end_with_their_owner_and_their_expiry() -> anyhow::Result<()> {
+        let mut conn = Connection::open_in_memory()?;
+        migrate(&mut conn)?;
+        let Registered::FirstAdmin(owner) =
+            register_user(&mut conn, "alice", "h", Registration::Bootstrap)?
+        else {
+            anyhow::bail!("no admin");
+        };
+        create_token(&conn, "ci", "live", Role::Admin, owner, "alice", now() + 60)?;
+        create_token(
+            &conn,
+            "old",
+            "expired",
+            Role::Admin,
+            owner,
+            "alice",
+            now() - 1,
+        )?;
+        assert!(token_by_hash(&conn, "live")?.is_some());
+        assert!(token_by_hash(&conn, "expired")?.is_none());
+        set_role(&conn, owner, Role::Viewer)?;
+        assert_eq!(
+            token_by_hash(&conn, "live")?.map(|t| t.role),
+            Some(Role::Viewer),
+            "a token never has more power than its owner"
+        );
+        set_status(&conn, owner, "disabled")?;
+        assert!(token_by_hash(&conn, "live")?.is_none());
         Ok(())
     }
 }

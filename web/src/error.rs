@@ -6,7 +6,11 @@
 //! leaves the JSON for `/api/`. Internal errors are logged here with their detail; clients
 //! only ever see a short generic message. This module must never put an internal error's
 //! text into a response.
+//!
+//! It depends on no other module of the crate (its error page is its own template), so
+//! every module can use it without an import cycle.
 
+use askama::Template;
 use axum::{
     Json,
     extract::Request,
@@ -15,6 +19,15 @@ use axum::{
     response::{Html, IntoResponse, Redirect, Response},
 };
 use serde::Serialize;
+
+/// What a query value may hold unescaped: RFC 3986 unreserved characters and `/`
+/// (allowed in a query, and it keeps `next=/tasks/x` readable).
+const QUERY_VALUE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~')
+    .remove(b'/');
 
 /// Everything that can go wrong while serving a request.
 #[derive(Debug, thiserror::Error)]
@@ -160,21 +173,22 @@ pub async fn render_errors(request: Request, next: Next) -> Response {
         return response;
     };
     if info.status == StatusCode::UNAUTHORIZED.as_u16() {
+        // Only the path goes into `next`; the login page checks it again before use.
         let next = if path.starts_with('/') && !path.starts_with("//") {
             path
         } else {
             "/".to_owned()
         };
-        let target = format!("/login?next={}", crate::pages::url_encode(&next));
-        return Redirect::to(&target).into_response();
+        let next = percent_encoding::utf8_percent_encode(&next, QUERY_VALUE);
+        return Redirect::to(&format!("/login?next={next}")).into_response();
     }
     let status = StatusCode::from_u16(info.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let page = crate::templates::ErrorPage {
+    let page = ErrorPage {
         status: info.status,
         title: status.canonical_reason().unwrap_or("Error").to_owned(),
         message: info.message.clone(),
     };
-    match askama::Template::render(&page) {
+    match page.render() {
         Ok(body) => {
             let mut html = (status, Html(body)).into_response();
             if let Some(retry) = response.headers().get(header::RETRY_AFTER) {
@@ -188,4 +202,13 @@ pub async fn render_errors(request: Request, next: Next) -> Response {
             (status, info.message).into_response()
         }
     }
+}
+
+/// A standalone error page (it does not extend the layout: it needs no user or CSRF token).
+#[derive(Debug, Template)]
+#[template(path = "error.html")]
+struct ErrorPage {
+    status: u16,
+    title: String,
+    message: String,
 }

@@ -15,11 +15,16 @@ pub mod auth;
 pub mod cluster;
 pub mod db;
 pub mod error;
+pub mod limits;
 pub mod pages;
 pub mod schema;
+pub mod secret;
+pub mod selector;
+pub mod state;
 pub mod templates;
+pub mod tls;
 
-use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use axum::{
@@ -31,87 +36,12 @@ use axum::{
     routing::{get, post},
 };
 
-use crate::{auth::LoginLimiter, cluster::Cluster, db::Db, error::AppError};
-
-/// Default session lifetime: a working day. Sessions end at this age even when in use,
-/// so a stolen cookie is worth at most this long.
-pub const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(12 * 60 * 60);
-
-/// How the console is started.
-#[derive(Debug, Clone, clap::Parser)]
-#[command(name = "hostplug-web", about = "The hostplug web console and JSON API")]
-pub struct WebConfig {
-    /// Address to listen on.
-    #[arg(long, env = "HOSTPLUG_WEB_LISTEN", default_value = "0.0.0.0:8080")]
-    pub listen: SocketAddr,
-    /// SQLite database file; created (with its directory) on first start.
-    #[arg(
-        long,
-        env = "HOSTPLUG_WEB_DB",
-        default_value = "/var/lib/hostplug-web/console.db"
-    )]
-    pub db_path: PathBuf,
-    /// Kubeconfig file; without it the in-cluster ServiceAccount (or the usual
-    /// KUBECONFIG/~/.kube/config inference) is used.
-    #[arg(long, env = "HOSTPLUG_WEB_KUBECONFIG")]
-    pub kubeconfig: Option<PathBuf>,
-    /// Namespace of the HostTasks the console lists and creates.
-    #[arg(
-        long,
-        env = "HOSTPLUG_WEB_NAMESPACE",
-        default_value = "hostplug-system"
-    )]
-    pub namespace: String,
-    /// Mark cookies `Secure`. Turn off only for plain-HTTP development on loopback.
-    #[arg(long, env = "HOSTPLUG_WEB_SECURE_COOKIES", default_value_t = true, action = clap::ArgAction::Set)]
-    pub secure_cookies: bool,
-    /// Session lifetime in seconds.
-    #[arg(long, env = "HOSTPLUG_WEB_SESSION_TTL", default_value_t = DEFAULT_SESSION_TTL.as_secs(), value_parser = clap::value_parser!(u64))]
-    pub session_ttl_secs: u64,
-    /// Set from `session_ttl_secs`; kept as a Duration for the code.
-    #[arg(skip = DEFAULT_SESSION_TTL)]
-    pub session_ttl: Duration,
-}
-
-impl WebConfig {
-    /// A configuration for tests and embedding: loopback, given db path and namespace.
-    pub fn for_tests(db_path: PathBuf, namespace: &str) -> Self {
-        Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            db_path,
-            kubeconfig: None,
-            namespace: namespace.to_owned(),
-            secure_cookies: false,
-            session_ttl_secs: DEFAULT_SESSION_TTL.as_secs(),
-            session_ttl: DEFAULT_SESSION_TTL,
-        }
-    }
-}
-
-/// Everything a handler needs; cheap to clone.
-#[derive(Clone, Debug)]
-pub struct AppState {
-    /// The accounts database.
-    pub db: Db,
-    /// The cluster.
-    pub cluster: Arc<dyn Cluster>,
-    /// Configuration.
-    pub config: Arc<WebConfig>,
-    /// Failed-login limits.
-    pub limiter: Arc<LoginLimiter>,
-}
-
-impl AppState {
-    /// Assembles the state.
-    pub fn new(db: Db, cluster: Arc<dyn Cluster>, config: WebConfig) -> Self {
-        Self {
-            db,
-            cluster,
-            config: Arc::new(config),
-            limiter: Arc::new(LoginLimiter::default()),
-        }
-    }
-}
+pub use crate::state::{AppState, DEFAULT_SESSION_TTL, WebConfig};
+use crate::{
+    db::Db,
+    error::AppError,
+    pages::{account, admin, catalog, tasks},
+};
 
 const APP_CSS: &str = include_str!("../static/app.css");
 const APP_JS: &str = include_str!("../static/app.js");
@@ -157,27 +87,35 @@ fn static_file(content_type: &'static str, body: &'static str) -> Response {
 /// and security headers applied.
 pub fn app(state: AppState) -> Router {
     let pages = Router::new()
-        .route("/", get(pages::index))
+        .route("/", get(account::index))
         .route("/healthz", get(|| async { "ok" }))
-        .route("/login", get(pages::login_form).post(pages::login_submit))
-        .route("/logout", post(pages::logout))
+        .route(
+            "/login",
+            get(account::login_form).post(account::login_submit),
+        )
+        .route("/logout", post(account::logout))
         .route(
             "/register",
-            get(pages::register_form).post(pages::register_submit),
+            get(account::register_form).post(account::register_submit),
         )
-        .route("/plugins", get(pages::plugins))
-        .route("/tasks", get(pages::tasks).post(pages::create_task))
-        .route("/tasks/rows", get(pages::task_rows))
-        .route("/tasks/new", get(pages::new_task))
-        .route("/tasks/{name}", get(pages::task_detail))
-        .route("/tasks/{name}/apply", post(pages::apply_dry_run))
-        .route("/tasks/{name}/delete", post(pages::delete_task))
-        .route("/admin/users", get(pages::users))
-        .route("/admin/users/{id}", post(pages::user_action))
-        .route("/admin/settings", post(pages::settings))
-        .route("/admin/tokens", post(pages::create_token))
-        .route("/admin/tokens/{id}/revoke", post(pages::revoke_token))
-        .route("/admin/audit", get(pages::audit))
+        .route(
+            "/account/password",
+            get(account::password_form).post(account::password_submit),
+        )
+        .route("/plugins", get(catalog::plugins))
+        .route("/tasks", get(tasks::tasks).post(tasks::create_task))
+        .route("/tasks/rows", get(tasks::task_rows))
+        .route("/tasks/new", get(tasks::new_task))
+        .route("/tasks/{name}", get(tasks::task_detail))
+        .route("/tasks/{name}/apply", post(tasks::apply_dry_run))
+        .route("/tasks/{name}/rerun", post(tasks::rerun_task))
+        .route("/tasks/{name}/delete", post(tasks::delete_task))
+        .route("/admin/users", get(admin::users))
+        .route("/admin/users/{id}", post(admin::user_action))
+        .route("/admin/settings", post(admin::settings))
+        .route("/admin/tokens", post(admin::create_token))
+        .route("/admin/tokens/{id}/revoke", post(admin::revoke_token))
+        .route("/admin/audit", get(admin::audit))
         .route(
             "/static/app.css",
             get(|| async { static_file("text/css; charset=utf-8", APP_CSS) }),
@@ -214,22 +152,84 @@ pub async fn kube_client(config: &WebConfig) -> anyhow::Result<kube::Client> {
     Ok(kube::Client::try_from(kube_config)?)
 }
 
+/// How the console is served.
+#[derive(Debug)]
+pub enum Transport {
+    /// HTTPS with this server configuration.
+    Https(Arc<rustls::ServerConfig>),
+    /// Plain HTTP (behind a TLS-terminating proxy, or loopback development).
+    Http,
+}
+
 /// Serves `state` on an already bound listener until `shutdown` resolves.
 pub async fn serve(
     listener: tokio::net::TcpListener,
+    transport: Transport,
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    axum::serve(
-        listener,
-        app(state).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await?;
+    match transport {
+        Transport::Https(tls) => tls::serve(listener, tls, app(state), shutdown).await,
+        Transport::Http => {
+            axum::serve(
+                listener,
+                app(state).into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(shutdown)
+            .await?;
+            Ok(())
+        }
+    }
+}
+
+/// Arms the bootstrap token when no active admin exists: the token from
+/// `--bootstrap-token-file`, or a fresh one printed in the log.
+pub async fn arm_bootstrap(state: &AppState) -> anyhow::Result<()> {
+    let admins = state
+        .db
+        .call(|conn| Ok(db::active_admins(conn)?))
+        .await
+        .map_err(|err| anyhow::anyhow!("counting admins: {err}"))?;
+    if admins > 0 {
+        return Ok(());
+    }
+    let from_file = match &state.config.bootstrap_token_file {
+        Some(path) => match std::fs::read_to_string(path) {
+            Ok(text) => Some(text.trim().to_owned()),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => None,
+            Err(err) => {
+                return Err(err).with_context(|| format!("reading {}", path.display()));
+            }
+        },
+        None => None,
+    };
+    match from_file {
+        Some(token) if token.len() >= state::MIN_BOOTSTRAP_TOKEN_LEN => {
+            state.bootstrap.arm(&token);
+            tracing::warn!(
+                "no administrator yet: register at /register with the setup token from the bootstrap Secret"
+            );
+        }
+        Some(_) => anyhow::bail!(
+            "the bootstrap token file holds fewer than {} characters",
+            state::MIN_BOOTSTRAP_TOKEN_LEN
+        ),
+        None => {
+            let token = secret::new_token();
+            state.bootstrap.arm(&token);
+            // Printed once, on purpose: whoever can read the console's log may become
+            // its first admin (the same people who could read the Secret).
+            tracing::warn!(
+                setup_token = %token,
+                "no administrator yet: register at /register with this one-time setup token"
+            );
+        }
+    }
     Ok(())
 }
 
-/// Runs the console: opens (and migrates) the database, connects to the cluster, serves
+/// Runs the console: opens (and migrates) the database, connects to the cluster, arms
+/// the bootstrap token if there is no admin, serves HTTPS (or plain HTTP when asked)
 /// until SIGINT or SIGTERM.
 pub async fn run(mut config: WebConfig) -> anyhow::Result<()> {
     config.session_ttl = Duration::from_secs(config.session_ttl_secs);
@@ -237,12 +237,44 @@ pub async fn run(mut config: WebConfig) -> anyhow::Result<()> {
         .with_context(|| format!("opening database {}", config.db_path.display()))?;
     let client = kube_client(&config).await?;
     let cluster = Arc::new(cluster::KubeCluster::new(client, config.namespace.clone()));
+    let transport = if config.insecure_http {
+        tracing::warn!(
+            "serving plain HTTP (--insecure-http): put a TLS-terminating proxy in front"
+        );
+        Transport::Http
+    } else {
+        let from_dir = config.tls_dir.as_ref().and_then(|dir| {
+            let (cert, key) = (dir.join("tls.crt"), dir.join("tls.key"));
+            (cert.exists() && key.exists()).then_some((cert, key))
+        });
+        let material = match (&config.tls_cert, &config.tls_key, from_dir) {
+            (Some(cert), Some(key), _) => tls::from_files(cert, key)?,
+            (_, _, Some((cert, key))) => tls::from_files(&cert, &key)?,
+            _ => {
+                let namespace = &config.namespace;
+                let material = tls::self_signed(vec![
+                    "hostplug-web".to_owned(),
+                    format!("hostplug-web.{namespace}"),
+                    format!("hostplug-web.{namespace}.svc"),
+                    "localhost".to_owned(),
+                    "127.0.0.1".to_owned(),
+                ])?;
+                tracing::warn!(
+                    fingerprint = %material.fingerprint,
+                    "no --tls-cert given: serving a self-signed certificate (check this SHA-256 fingerprint in the browser)"
+                );
+                material
+            }
+        };
+        Transport::Https(material.config)
+    };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
-    tracing::info!(addr = %listener.local_addr()?, namespace = %config.namespace, "console listening");
+    tracing::info!(addr = %listener.local_addr()?, namespace = %config.namespace, https = !config.insecure_http, "console listening");
     let state = AppState::new(db, cluster, config);
-    serve(listener, state, shutdown_signal()).await
+    arm_bootstrap(&state).await?;
+    serve(listener, transport, state, shutdown_signal()).await
 }
 
 async fn shutdown_signal() {

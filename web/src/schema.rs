@@ -246,23 +246,48 @@ fn default_text(kind: FieldKind, default: Option<&Value>) -> (String, bool) {
     }
 }
 
-/// A schema's properties in display order: required ones first (in the order of
-/// `required`), then the others by name. (serde_json here keeps objects sorted, so the
-/// plugin's own order is not available.)
+/// A property's place when the schema states one: `propertyOrder` (the json-editor
+/// keyword) or `x-order`, both integers on the property.
+fn stated_order(schema: &Value) -> Option<i64> {
+    schema
+        .get("propertyOrder")
+        .or_else(|| schema.get("x-order"))
+        .and_then(Value::as_i64)
+}
+
+/// A schema's properties in display order. Object keys reach the console sorted (JSON
+/// objects have no order: serde_json sorts them, and so does the Kubernetes API server
+/// when it stores the HostPlugin's status), so the plugin's own order survives only where
+/// the schema states it: properties with `propertyOrder`/`x-order` come first, by that
+/// number; then required ones in the order of `required` (an array, which keeps its
+/// order); then the rest by name.
 fn ordered_properties(schema: &Value) -> Vec<(&String, &Value)> {
     let Some(properties) = schema.get("properties").and_then(Value::as_object) else {
         return Vec::new();
     };
     let required = required_set(schema);
-    let mut out: Vec<(&String, &Value)> = required
+    let mut stated: Vec<(i64, &String, &Value)> = properties
         .iter()
-        .filter_map(|name| properties.get_key_value(name))
+        .filter_map(|(name, prop)| stated_order(prop).map(|n| (n, name, prop)))
         .collect();
-    out.extend(
-        properties
-            .iter()
-            .filter(|(name, _)| !required.contains(name)),
-    );
+    stated.sort_by_key(|(n, _, _)| *n);
+    let mut out: Vec<(&String, &Value)> = stated
+        .into_iter()
+        .map(|(_, name, prop)| (name, prop))
+        .collect();
+    let placed = |out: &Vec<(&String, &Value)>, name: &String| out.iter().any(|(n, _)| *n == name);
+    for name in &required {
+        if let Some((key, prop)) = properties.get_key_value(name)
+            && !placed(&out, key)
+        {
+            out.push((key, prop));
+        }
+    }
+    for (name, prop) in properties {
+        if !placed(&out, name) {
+            out.push((name, prop));
+        }
+    }
     out
 }
 
@@ -409,6 +434,60 @@ fn collect_rows(
         if is_expandable_object(prop) && depth < MAX_DEPTH {
             collect_rows(root, prop, &path, rows, depth + 1);
         }
+    }
+}
+
+/// The form pairs that show `params` in the form built by [`form_items`]: the reverse of
+/// [`params_from_form`], used to fill the form from an existing task.
+pub fn form_pairs(schema: &Value, params: &Value) -> Vec<(String, String)> {
+    let root = schema;
+    let top = resolve(root, schema);
+    let mut pairs = Vec::new();
+    if is_expandable_object(top) {
+        pairs_of_object(root, top, PARAM_PREFIX, params, 0, &mut pairs);
+    } else if !params.is_null() {
+        pairs.push((
+            PARAM_PREFIX.to_owned(),
+            serde_json::to_string_pretty(params).unwrap_or_default(),
+        ));
+    }
+    pairs
+}
+
+fn pairs_of_object(
+    root: &Value,
+    schema: &Value,
+    key_prefix: &str,
+    value: &Value,
+    depth: usize,
+    pairs: &mut Vec<(String, String)>,
+) {
+    for (name, prop) in ordered_properties(schema) {
+        let prop = resolve(root, prop);
+        let Some(item) = value.get(name) else {
+            continue;
+        };
+        let key = format!("{key_prefix}.{name}");
+        if is_expandable_object(prop) && depth < MAX_DEPTH {
+            pairs_of_object(root, prop, &key, item, depth + 1, pairs);
+            continue;
+        }
+        let text = match (kind_of(root, prop, name), item) {
+            (FieldKind::Boolean, Value::Bool(true)) => "on".to_owned(),
+            (FieldKind::Boolean, _) => continue,
+            (FieldKind::Lines, Value::Array(items)) => items
+                .iter()
+                .map(|i| match i {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                })
+                .collect::<Vec<_>>()
+                .join("\n"),
+            (FieldKind::Json, other) => serde_json::to_string_pretty(other).unwrap_or_default(),
+            (_, Value::String(s)) => s.clone(),
+            (_, other) => other.to_string(),
+        };
+        pairs.push((key, text));
     }
 }
 
@@ -677,6 +756,37 @@ mod tests {
         let errors = params_from_form(&schema(), &pairs).expect_err("invalid");
         assert!(errors.iter().any(|e| e.starts_with("mode:")));
         assert!(errors.iter().any(|e| e.starts_with("position:")));
+    }
+
+    #[test]
+    fn form_pairs_read_back_into_the_same_params() {
+        let params = json!({
+            "path": "/etc/chrony.conf", "line": "server ntp iburst", "mode": 384,
+            "ratio": 0.5, "backup": true, "position": "start", "tags": ["a", "b"],
+            "ports": [80, 443], "owner": {"user": "root"}, "extra": [{"x": 1}]
+        });
+        let pairs = form_pairs(&schema(), &params);
+        assert_eq!(params_from_form(&schema(), &pairs), Ok(params));
+    }
+
+    #[test]
+    fn stated_order_comes_first_then_required_then_names() {
+        let schema = json!({
+            "type": "object",
+            "required": ["zeta", "alpha"],
+            "properties": {
+                "alpha": {"type": "string"},
+                "beta": {"type": "string"},
+                "zeta": {"type": "string"},
+                "last": {"type": "string", "propertyOrder": 2},
+                "first": {"type": "string", "x-order": 1}
+            }
+        });
+        let order: Vec<String> = form_items(&schema)
+            .into_iter()
+            .map(|i| i.field.path)
+            .collect();
+        assert_eq!(order, ["first", "last", "zeta", "alpha", "beta"]);
     }
 
     #[test]

@@ -20,7 +20,7 @@ pub struct Nav {
     pub role: &'static str,
     /// Session CSRF token for the logout form and page forms.
     pub csrf: String,
-    /// Active tab: `tasks`, `plugins`, `new`, `users`, `audit`.
+    /// Active tab: `tasks`, `plugins`, `new`, `users`, `audit`, `account`.
     pub active: &'static str,
     /// Whether the user may create and delete tasks.
     pub can_write: bool,
@@ -222,10 +222,17 @@ pub struct TaskPage {
     pub state_class: &'static str,
     pub age: String,
     pub target: String,
+    /// The node selector, one requirement after another, or empty.
+    pub selector: String,
+    /// Rollout limits in words.
+    pub rollout: String,
     pub params: String,
     pub nodes: Vec<NodeCard>,
     pub finished: bool,
     pub can_apply: bool,
+    pub can_rerun: bool,
+    /// The status describes an older generation than the spec (just edited).
+    pub stale: bool,
 }
 
 /// A plugin and its methods in the new-task chooser.
@@ -252,7 +259,30 @@ pub struct NewTaskPage {
     pub target: String,
     pub role: String,
     pub name: String,
+    pub settings: SpecFields,
     pub errors: Vec<String>,
+    /// The task being edited (a new generation of it), if this is an edit.
+    pub editing: Option<String>,
+}
+
+/// The HostTask spec fields of the new-task form besides target and parameters: values
+/// as typed (or the CRD's defaults), help text from the CRD's schema.
+#[derive(Debug, Clone)]
+pub struct SpecFields {
+    pub port: String,
+    pub timeout_seconds: String,
+    pub max_parallel: String,
+    pub max_failures: String,
+    pub ttl_seconds_after_finished: String,
+    pub node_selector: String,
+    pub help_port: String,
+    pub help_timeout: String,
+    pub help_max_parallel: String,
+    pub help_max_failures: String,
+    pub help_ttl: String,
+    pub help_selector: String,
+    pub default_max_parallel: i32,
+    pub max_timeout: i32,
 }
 
 impl NewTaskPage {
@@ -280,6 +310,8 @@ pub struct TokenRow {
     pub role: &'static str,
     pub created_by: String,
     pub created: String,
+    pub expires: String,
+    pub expired: bool,
     pub revoked: bool,
 }
 
@@ -294,6 +326,14 @@ pub struct UsersPage {
     pub require_approval: bool,
     pub new_token: Option<String>,
     pub notice: Option<String>,
+}
+
+/// The password change page.
+#[derive(Debug, Template)]
+#[template(path = "password.html")]
+pub struct PasswordPage {
+    pub nav: Nav,
+    pub error: Option<String>,
 }
 
 /// An audit entry as shown.
@@ -313,15 +353,6 @@ pub struct AuditRow {
 pub struct AuditPage {
     pub nav: Nav,
     pub entries: Vec<AuditRow>,
-}
-
-/// A standalone error page.
-#[derive(Debug, Template)]
-#[template(path = "error.html")]
-pub struct ErrorPage {
-    pub status: u16,
-    pub title: String,
-    pub message: String,
 }
 
 #[cfg(test)]

@@ -2,7 +2,9 @@
 //! system: control plane, simulated nodes, the operator and its workers (the e2e harness),
 //! and the console binary running as its own ServiceAccount with `deploy/web/rbac.yaml`.
 //!
-//! A person's first session: register the first account (it becomes admin), log in, open
+//! A person's first session: register the first account with the setup token from the
+//! console's log (it becomes admin; the console serves HTTPS with a self-signed
+//! certificate and Secure cookies, its defaults), log in, open
 //! the catalog, create an etc-file task from the form generated from the method's schema
 //! as a dry run, see it succeed with a diff and nothing written, apply it for real, see it
 //! succeed with a diff and the file changed on the node. A screenshot of each page goes to
@@ -35,9 +37,44 @@ struct Console {
     url: String,
     _child: tokio::process::Child,
     log: PathBuf,
+    /// The one-time setup token the console printed in its log.
+    setup_token: String,
 }
 
-/// Starts the `hostplug-web` binary as its ServiceAccount on a free loopback port.
+/// An HTTP client for the console's self-signed certificate.
+fn insecure_client() -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?)
+}
+
+/// Finds `setup_token=<token>` in the console's log (colour codes, if any, removed).
+fn setup_token_in(log: &str) -> Option<String> {
+    let mut plain = String::with_capacity(log.len());
+    let mut chars = log.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            plain.push(c);
+        }
+    }
+    let start = plain.find("setup_token=")? + "setup_token=".len();
+    let token: String = plain[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .collect();
+    (!token.is_empty()).then_some(token)
+}
+
+/// Starts the `hostplug-web` binary as its ServiceAccount on a free loopback port, with
+/// its defaults: HTTPS with a self-signed certificate, Secure cookies, and a one-time
+/// setup token in its log.
 async fn start_console(h: &Harness) -> anyhow::Result<Console> {
     h.env
         .apply_yaml_file(repo_root().join("deploy/web/rbac.yaml"))
@@ -61,7 +98,7 @@ async fn start_console(h: &Harness) -> anyhow::Result<Console> {
         .arg(dir.join("console.db"))
         .arg("--kubeconfig")
         .arg(&kubeconfig)
-        .args(["--namespace", NAMESPACE, "--secure-cookies", "false"])
+        .args(["--namespace", NAMESPACE])
         .env("RUST_LOG", "info,hostplug_web=debug")
         .stdin(Stdio::null())
         .stdout(out.try_clone()?)
@@ -69,10 +106,11 @@ async fn start_console(h: &Harness) -> anyhow::Result<Console> {
         .kill_on_drop(true)
         .spawn()
         .context("starting hostplug-web")?;
-    let url = format!("http://127.0.0.1:{port}");
+    let url = format!("https://127.0.0.1:{port}");
+    let client = insecure_client()?;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if let Ok(r) = reqwest::get(format!("{url}/healthz")).await
+        if let Ok(r) = client.get(format!("{url}/healthz")).send().await
             && r.status().is_success()
         {
             break;
@@ -85,10 +123,13 @@ async fn start_console(h: &Harness) -> anyhow::Result<Console> {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    let setup_token = setup_token_in(&std::fs::read_to_string(&log)?)
+        .context("no setup token in the console's log")?;
     Ok(Console {
         url,
         _child: child,
         log,
+        setup_token,
     })
 }
 
@@ -134,9 +175,30 @@ async fn first_session_in_a_real_browser() -> anyhow::Result<()> {
     let b = Browser::start().await.map_err(wd)?;
     let url = |path: &str| format!("{}{}", console.url, path);
 
-    // Register the first account: it becomes the admin.
+    // Plain HTTP is not served, and cookies are Secure.
+    assert!(
+        reqwest::get(console.url.replace("https://", "http://") + "/healthz")
+            .await
+            .is_err(),
+        "the console answered plain HTTP"
+    );
+    let login = insecure_client()?.get(url("/login")).send().await?;
+    let cookie = login
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(cookie.contains("; Secure"), "{cookie}");
+
+    // Register the first account with the setup token from the log: it becomes the admin.
     b.goto(&url("/register")).await.map_err(wd)?;
-    assert!(b.source().await.map_err(wd)?.contains("first account"));
+    assert!(
+        b.source()
+            .await
+            .map_err(wd)?
+            .contains("No administrator yet")
+    );
     b.find("#username")
         .await
         .map_err(wd)?
@@ -153,6 +215,12 @@ async fn first_session_in_a_real_browser() -> anyhow::Result<()> {
         .await
         .map_err(wd)?
         .fill(PASSWORD)
+        .await
+        .map_err(wd)?;
+    b.find("#setup-token")
+        .await
+        .map_err(wd)?
+        .fill(&console.setup_token)
         .await
         .map_err(wd)?;
     shot(&b, "01-register").await?;
@@ -266,6 +334,19 @@ async fn first_session_in_a_real_browser() -> anyhow::Result<()> {
         .click()
         .await
         .map_err(wd)?;
+    // Rollout limits and timeout: "apply" must keep them.
+    for (field, value) in [
+        ("#max-parallel", "1"),
+        ("#max-failures", "0"),
+        ("#ttl-seconds", "3600"),
+    ] {
+        b.find(field)
+            .await
+            .map_err(wd)?
+            .fill(value)
+            .await
+            .map_err(wd)?;
+    }
     shot(&b, "05-new-task-form").await?;
     let before = std::fs::read_to_string(h.etc("node1")?.join("chrony.conf")).unwrap_or_default();
 
@@ -285,6 +366,8 @@ async fn first_session_in_a_real_browser() -> anyhow::Result<()> {
             .map_err(wd)?
             .contains("/tasks/etc-file-ensure-line-dry-")
     );
+    let dry_url = b.url().await.map_err(wd)?;
+    let dry_task = dry_url.rsplit('/').next().unwrap_or_default().to_owned();
     wait_state(&b, "Succeeded", &console.log).await?;
     let dry = b.source().await.map_err(wd)?;
     assert!(dry.contains("would change"), "dry run reports a change");
@@ -313,6 +396,18 @@ async fn first_session_in_a_real_browser() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     wait_state(&b, "Succeeded", &console.log).await?;
+    // The applied task is the dry run's spec with only dryRun flipped.
+    let applied_url = b.url().await.map_err(wd)?;
+    let applied_task = applied_url.rsplit('/').next().unwrap_or_default();
+    let dry_spec = h.tasks().get(&dry_task).await?.spec;
+    let applied_spec = h.tasks().get(applied_task).await?.spec;
+    assert!(dry_spec.dry_run && !applied_spec.dry_run);
+    let mut expected = dry_spec.clone();
+    expected.dry_run = false;
+    assert_eq!(applied_spec, expected, "apply changed more than dryRun");
+    let rollout = applied_spec.rollout.clone().context("rollout kept")?;
+    assert_eq!((rollout.max_parallel, rollout.max_failures), (1, 0));
+    assert_eq!(applied_spec.ttl_seconds_after_finished, Some(3600));
     let applied = b.source().await.map_err(wd)?;
     assert!(applied.contains(">changed<"), "node reports changed");
     assert!(applied.contains(&format!("<span class=\"add\">+{LINE}</span>")));

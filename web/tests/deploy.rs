@@ -1,6 +1,6 @@
 //! `deploy/web/` parses into the Kubernetes types it claims to be, and the console's RBAC
 //! grants exactly what DESIGN.md allows: get/list/watch HostTasks and HostPlugins,
-//! create/delete HostTasks, list Nodes — nothing else. (The browser test applies the same
+//! create/update/delete HostTasks, list Nodes — nothing else. (The browser test applies the same
 //! RBAC to a real API server and runs the console under it.)
 
 use std::{collections::BTreeSet, path::Path};
@@ -98,6 +98,7 @@ fn rbac_is_exactly_what_the_console_needs() -> TestResult {
             "hostplug.dev/hosttasks:delete",
             "hostplug.dev/hosttasks:get",
             "hostplug.dev/hosttasks:list",
+            "hostplug.dev/hosttasks:update",
             "hostplug.dev/hosttasks:watch",
         ])
     );
@@ -139,10 +140,33 @@ fn deployment_and_service_are_well_formed() -> TestResult {
                             .iter()
                             .any(|m| m.mount_path == "/var/lib/hostplug-web")
                     );
+                    // HTTPS and Secure cookies are the defaults; nothing turns them off.
+                    let args = c.args.clone().unwrap_or_default().join(" ");
+                    let env: Vec<_> = c.env.clone().unwrap_or_default();
+                    for off in ["insecure-http", "secure-cookies"] {
+                        assert!(!args.contains(off), "the manifest sets --{off}");
+                    }
+                    for var in ["HOSTPLUG_WEB_INSECURE_HTTP", "HOSTPLUG_WEB_SECURE_COOKIES"] {
+                        assert!(
+                            !env.iter().any(|e| e.name == var),
+                            "the manifest sets {var}"
+                        );
+                    }
+                    assert!(args.contains("--tls-dir="), "certificate from a Secret");
+                    assert!(args.contains("--bootstrap-token-file="), "bootstrap Secret");
+                    let probe = c.readiness_probe.clone().ok_or("readiness")?;
+                    assert_eq!(
+                        probe.http_get.ok_or("httpGet")?.scheme.as_deref(),
+                        Some("HTTPS")
+                    );
                 }
                 "Service" => {
                     let s: Service = serde_yaml::from_value(doc)?;
-                    assert_eq!(s.spec.ok_or("spec")?.type_.as_deref(), Some("NodePort"));
+                    assert_eq!(
+                        s.spec.ok_or("spec")?.type_.as_deref(),
+                        Some("ClusterIP"),
+                        "the console is not exposed beyond the cluster by default"
+                    );
                 }
                 other => panic!("unexpected kind {other}"),
             }
@@ -154,6 +178,30 @@ fn deployment_and_service_are_well_formed() -> TestResult {
             .iter()
             .map(|s| (*s).to_owned())
             .collect()
+    );
+    Ok(())
+}
+
+#[test]
+fn exposing_the_console_is_opt_in() -> TestResult {
+    let kustomization = documents("kustomization.yaml")?;
+    let resources: Vec<String> = kustomization
+        .first()
+        .and_then(|k| k.get("resources"))
+        .and_then(|r| r.as_sequence())
+        .ok_or("resources")?
+        .iter()
+        .filter_map(|r| r.as_str().map(str::to_owned))
+        .collect();
+    assert!(
+        !resources.iter().any(|r| r.contains("nodeport")),
+        "{resources:?}"
+    );
+    let nodeport = documents("nodeport.yaml")?;
+    let service: Service = serde_yaml::from_value(nodeport.first().ok_or("service")?.clone())?;
+    assert_eq!(
+        service.spec.ok_or("spec")?.type_.as_deref(),
+        Some("NodePort")
     );
     Ok(())
 }

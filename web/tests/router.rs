@@ -11,12 +11,14 @@ use axum::{
     http::{Method, Request, StatusCode, header},
 };
 use hostplug_operator::crd::{
-    Capabilities, EtcAccess, HostPlugin, HostPluginSpec, HostPluginStatus, MethodInfo, PluginInfo,
-    PluginSource,
+    Capabilities, EtcAccess, HostPlugin, HostPluginSpec, HostPluginStatus, HostTask, HostTaskSpec,
+    HostTaskStatus, HttpSpec, MethodInfo, NodePhase, NodeResult, PluginInfo, PluginSource,
+    RolloutSpec, TargetType, TaskState,
 };
 use hostplug_web::{AppState, WebConfig, app, cluster::InMemoryCluster, db::Db};
 use http_body_util::BodyExt;
 use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
 use kube::api::ObjectMeta;
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -77,9 +79,13 @@ fn node(name: &str) -> Node {
     }
 }
 
+/// The bootstrap token the test console is armed with.
+const SETUP_TOKEN: &str = "test-setup-token-0123456789";
+
 struct TestApp {
     router: Router,
     cluster: Arc<InMemoryCluster>,
+    state: AppState,
 }
 
 impl TestApp {
@@ -105,9 +111,11 @@ impl TestApp {
         let mut config = WebConfig::for_tests("unused.db".into(), "hostplug-system");
         config.session_ttl = ttl;
         let state = AppState::new(Db::open_in_memory().expect("db"), cluster.clone(), config);
+        state.bootstrap.arm(SETUP_TOKEN);
         Self {
-            router: app(state),
+            router: app(state.clone()),
             cluster,
+            state,
         }
     }
 
@@ -258,6 +266,21 @@ impl Client {
         .await
     }
 
+    /// Registers with the bootstrap token (the first admin).
+    async fn register_admin(&mut self, username: &str, password: &str) -> Response {
+        self.get("/register").await;
+        self.post_form(
+            "/register",
+            &[
+                ("username", username),
+                ("password", password),
+                ("password2", password),
+                ("setup_token", SETUP_TOKEN),
+            ],
+        )
+        .await
+    }
+
     async fn login(&mut self, username: &str, password: &str) -> Response {
         self.get("/login").await;
         let response = self
@@ -287,7 +310,7 @@ const PW: &str = "correct horse battery";
 
 async fn admin(app: &TestApp) -> Client {
     let mut admin = app.client([10, 0, 0, 1]);
-    let r = admin.register("alice", PW).await;
+    let r = admin.register_admin("alice", PW).await;
     assert_eq!(r.status, StatusCode::SEE_OTHER);
     assert_eq!(r.location(), "/login?registered=admin");
     let r = admin.login("alice", PW).await;
@@ -296,12 +319,41 @@ async fn admin(app: &TestApp) -> Client {
 }
 
 #[tokio::test]
-async fn first_account_is_admin_later_ones_wait_for_approval() -> TestResult {
+async fn first_admin_needs_the_setup_token_later_accounts_wait_for_approval() -> TestResult {
     let app = TestApp::new();
-    let mut alice = app.client([10, 0, 0, 1]);
-    let page = alice.get("/register").await;
-    assert!(page.body.contains("first account"));
+    let mut mallory = app.client([10, 0, 0, 66]);
+    let page = mallory.get("/register").await;
+    assert!(page.body.contains("No administrator yet"));
+    assert!(page.body.contains("name=\"setup_token\""));
+    // Being first is no privilege: without the token, an ordinary pending account.
+    let r = mallory.register("mallory", PW).await;
+    assert_eq!(r.location(), "/login?registered=pending");
+    assert_eq!(
+        mallory.login("mallory", PW).await.status,
+        StatusCode::FORBIDDEN
+    );
+    // A wrong token is refused and makes nobody admin.
+    mallory.get("/register").await;
+    let r = mallory
+        .post_form(
+            "/register",
+            &[
+                ("username", "mallory2"),
+                ("password", PW),
+                ("password2", PW),
+                ("setup_token", "guessed-token-guessed-token"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
     let mut alice = admin(&app).await;
+    // The token is used up.
+    let mut late = app.client([10, 0, 0, 67]);
+    assert!(!late.get("/register").await.body.contains("setup_token"));
+    let r = late.register_admin("eve", PW).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let me = alice.get("/api/v1/me").await.body;
+    assert_eq!(me, r#"{"name":"alice","role":"admin"}"#);
     let users = alice.get("/admin/users").await;
     assert_eq!(users.status, StatusCode::OK);
     assert!(users.body.contains("alice"));
@@ -352,9 +404,9 @@ async fn first_account_is_admin_later_ones_wait_for_approval() -> TestResult {
     assert!(audit.body.contains("user.approve"));
     assert!(audit.body.contains("<code>login</code>"));
 
-    // The last admin cannot demote herself.
+    // The last admin cannot demote herself (mallory is account 1, alice 2).
     let r = alice
-        .post_form("/admin/users/1", &[("action", "role"), ("role", "viewer")])
+        .post_form("/admin/users/2", &[("action", "role"), ("role", "viewer")])
         .await;
     assert_eq!(r.status, StatusCode::CONFLICT);
     Ok(())
@@ -405,7 +457,7 @@ async fn wrong_password_and_unknown_user_look_the_same() -> TestResult {
 async fn session_cookie_is_httponly_and_samesite() -> TestResult {
     let app = TestApp::new();
     let mut c = app.client([10, 0, 0, 1]);
-    c.register("alice", PW).await;
+    c.register_admin("alice", PW).await;
     c.get("/login").await;
     let r = c
         .post_form(
@@ -665,7 +717,7 @@ async fn login_is_rate_limited_per_account_and_per_ip() -> TestResult {
     let app = TestApp::new();
     admin(&app).await;
     let mut attacker = app.client([192, 0, 2, 1]);
-    for _ in 0..hostplug_web::auth::MAX_FAILURES_PER_ACCOUNT {
+    for _ in 0..hostplug_web::limits::MAX_FAILURES_PER_ACCOUNT {
         let r = attacker.login("alice", "guess guess").await;
         assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     }
@@ -681,7 +733,7 @@ async fn login_is_rate_limited_per_account_and_per_ip() -> TestResult {
 
     // Per address: many names from one address.
     let mut sprayer = app.client([198, 51, 100, 7]);
-    for i in 0..hostplug_web::auth::MAX_FAILURES_PER_IP {
+    for i in 0..hostplug_web::limits::MAX_FAILURES_PER_IP {
         let r = sprayer.login(&format!("user{i}"), "guess guess").await;
         assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     }
@@ -755,7 +807,7 @@ async fn script_and_sql_shaped_input_is_stored_and_shown_escaped() -> TestResult
 async fn sessions_expire_and_logout_ends_them() -> TestResult {
     let app = TestApp::with_ttl(Duration::from_secs(0));
     let mut c = app.client([10, 0, 0, 1]);
-    c.register("alice", PW).await;
+    c.register_admin("alice", PW).await;
     c.get("/login").await;
     let r = c
         .post_form("/login", &[("username", "alice"), ("password", PW)])
@@ -915,5 +967,610 @@ async fn pages_render_and_errors_are_html_for_browsers() -> TestResult {
     let r = anon.get("/plugins").await;
     assert_eq!(r.location(), "/login?next=/plugins");
     assert_eq!(anon.get("/static/app.css").await.status, StatusCode::OK);
+    Ok(())
+}
+
+/// A dry run with every HostTaskSpec field set (the struct literal has no `..`: a field
+/// added to the spec breaks this test until it is set here too).
+fn full_dry_run_spec() -> HostTaskSpec {
+    HostTaskSpec {
+        workers: Vec::new(),
+        target_type: Some(TargetType::Node),
+        node_selector: Some(LabelSelector {
+            match_labels: Some([("disk".to_owned(), "ssd".to_owned())].into()),
+            match_expressions: Some(vec![LabelSelectorRequirement {
+                key: "zone".to_owned(),
+                operator: "In".to_owned(),
+                values: Some(vec!["a".to_owned(), "b".to_owned()]),
+            }]),
+        }),
+        http: HttpSpec {
+            port: 9443,
+            api: "etc-file".to_owned(),
+            method: "ensure-line".to_owned(),
+            parameter: Some(json!({"path": "/etc/chrony.conf", "line": "server ntp", "mode": 384})),
+        },
+        dry_run: true,
+        timeout_seconds: 123,
+        rollout: Some(RolloutSpec {
+            max_parallel: 2,
+            max_failures: 1,
+        }),
+        ttl_seconds_after_finished: Some(600),
+    }
+}
+
+/// Puts a finished task straight into the stand-in cluster.
+fn put_task(app: &TestApp, name: &str, spec: HostTaskSpec, status: HostTaskStatus) -> TestResult {
+    let mut task = HostTask::new(name, spec);
+    task.metadata.namespace = Some("hostplug-system".to_owned());
+    task.status = Some(status);
+    app.cluster.tasks.lock().map_err(|_| "lock")?.push(task);
+    Ok(())
+}
+
+fn succeeded_with_diff() -> HostTaskStatus {
+    HostTaskStatus {
+        state: TaskState::Succeeded,
+        nodes: vec![NodeResult {
+            node: "node1".to_owned(),
+            phase: NodePhase::Succeeded,
+            changed: true,
+            diff: Some("--- a\n+++ b\n+SECRET-LINE-FROM-ETC\n".to_owned()),
+            output: Some(json!({"content": "SECRET-OUTPUT-FROM-ETC"})),
+            message: Some("changed".to_owned()),
+            ..NodeResult::default()
+        }],
+        nodes_done: 1,
+        nodes_total: 1,
+        observed_generation: Some(1),
+        ..HostTaskStatus::default()
+    }
+}
+
+fn spec_of(app: &TestApp, name: &str) -> Result<HostTaskSpec, Box<dyn std::error::Error>> {
+    Ok(app
+        .cluster
+        .tasks
+        .lock()
+        .map_err(|_| "lock")?
+        .iter()
+        .find(|t| t.metadata.name.as_deref() == Some(name))
+        .ok_or("no such task")?
+        .spec
+        .clone())
+}
+
+#[tokio::test]
+async fn apply_runs_exactly_the_dry_run_with_only_dry_run_flipped() -> TestResult {
+    let app = TestApp::new();
+    let mut alice = admin(&app).await;
+    let dry = full_dry_run_spec();
+    put_task(&app, "dry-1", dry.clone(), succeeded_with_diff())?;
+    let page = alice.get("/tasks/dry-1").await;
+    assert!(page.body.contains("id=\"apply\""), "{}", page.body);
+    assert!(page.body.contains("disk=ssd, zone in (a, b)"));
+    assert!(page.body.contains("maxParallel 2, maxFailures 1"));
+    let r = alice.post_form("/tasks/dry-1/apply", &[]).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let applied_name = r.location().strip_prefix("/tasks/").ok_or("redirect")?;
+    assert!(!applied_name.contains("-dry-"), "{applied_name}");
+    let applied = spec_of(&app, applied_name)?;
+    let mut expected = dry.clone();
+    expected.dry_run = false;
+    assert_eq!(applied, expected, "every field but dryRun is the dry run's");
+    // Applying something that is no dry run is refused.
+    let r = alice
+        .post_form(&format!("/tasks/{applied_name}/apply"), &[])
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+
+    // "Run again" copies the whole spec too, dry run included.
+    let r = alice.post_form("/tasks/dry-1/rerun", &[]).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let again = spec_of(
+        &app,
+        r.location().strip_prefix("/tasks/").ok_or("redirect")?,
+    )?;
+    assert_eq!(again, dry);
+
+    // "Edit as new task" fills the form with every field of the spec.
+    let form = alice.get("/tasks/new?from=dry-1").await;
+    assert_eq!(form.status, StatusCode::OK);
+    for needle in [
+        "id=\"worker-port\" value=\"9443\"",
+        "id=\"timeout-seconds\" value=\"123\"",
+        "id=\"max-parallel\" value=\"2\"",
+        "id=\"max-failures\" value=\"1\"",
+        "id=\"ttl-seconds\" value=\"600\"",
+        "disk=ssd\nzone in (a, b)</textarea>",
+        "id=\"target-role\" checked",
+        "value=\"/etc/chrony.conf\"",
+        "id=\"p.mode\" value=\"384\"",
+    ] {
+        assert!(form.body.contains(needle), "form lacks {needle}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_form_sets_every_hosttask_field() -> TestResult {
+    let app = TestApp::new();
+    let mut alice = admin(&app).await;
+    let page = alice
+        .get("/tasks/new?plugin=etc-file&method=ensure-line")
+        .await;
+    for field in [
+        "name=\"port\"",
+        "name=\"timeout_seconds\"",
+        "name=\"max_parallel\"",
+        "name=\"max_failures\"",
+        "name=\"ttl_seconds_after_finished\"",
+        "name=\"node_selector\"",
+    ] {
+        assert!(page.body.contains(field), "form lacks {field}");
+    }
+    // Help text comes from the CRD's schema.
+    assert!(
+        page.body.contains("Deadline of one node"),
+        "CRD description shown"
+    );
+    let r = alice
+        .post_form(
+            "/tasks",
+            &[
+                ("plugin", "etc-file"),
+                ("method", "ensure-line"),
+                ("p.path", "/etc/chrony.conf"),
+                ("p.line", "server ntp"),
+                ("p.mode", "384"),
+                ("target", "role"),
+                ("role", "Node"),
+                ("node_selector", "disk=ssd\nzone in (a, b)"),
+                ("port", "9443"),
+                ("timeout_seconds", "123"),
+                ("max_parallel", "2"),
+                ("max_failures", "1"),
+                ("ttl_seconds_after_finished", "600"),
+                ("name", "full"),
+                ("mode", "dry-run"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    assert_eq!(spec_of(&app, "full")?, full_dry_run_spec());
+
+    // Field errors name the field and keep the input.
+    let r = alice
+        .post_form(
+            "/tasks",
+            &[
+                ("plugin", "etc-file"),
+                ("method", "ensure-line"),
+                ("p.path", "/etc/x"),
+                ("p.line", "y"),
+                ("target", "nodes"),
+                ("nodes", "node1"),
+                ("node_selector", "disk=ssd"),
+                ("max_parallel", "0"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.body.contains("nodeSelector: narrows a role target"));
+    assert!(
+        r.body
+            .contains("rollout.maxParallel: a whole number from 1")
+    );
+    assert!(r.body.contains("disk=ssd</textarea>"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_api_sets_every_hosttask_field() -> TestResult {
+    let app = TestApp::new();
+    let mut alice = admin(&app).await;
+    let body = json!({
+        "name": "api-full", "plugin": "etc-file", "method": "ensure-line",
+        "params": {"path": "/etc/chrony.conf", "line": "server ntp", "mode": 384},
+        "targetType": "Node",
+        "nodeSelector": {"matchLabels": {"disk": "ssd"},
+                         "matchExpressions": [{"key": "zone", "operator": "In", "values": ["a", "b"]}]},
+        "port": 9443, "timeoutSeconds": 123, "rollout": {"maxParallel": 2, "maxFailures": 1},
+        "ttlSecondsAfterFinished": 600, "dryRun": true
+    });
+    let r = alice.json(Method::POST, "/api/v1/tasks", body).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert_eq!(spec_of(&app, "api-full")?, full_dry_run_spec());
+    Ok(())
+}
+
+#[tokio::test]
+async fn viewers_see_no_outputs_or_diffs() -> TestResult {
+    let app = TestApp::new();
+    let mut alice = admin(&app).await;
+    put_task(&app, "read-etc", full_dry_run_spec(), succeeded_with_diff())?;
+    alice
+        .post_form("/admin/settings", &[("registration_open", "on")])
+        .await;
+    let mut v = app.client([10, 0, 0, 5]);
+    v.register("victor", PW).await;
+    assert_eq!(v.login("victor", PW).await.status, StatusCode::SEE_OTHER);
+    let page = v.get("/tasks/read-etc").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("Succeeded"));
+    assert!(page.body.contains("id=\"results-hidden\""));
+    let api = v.get("/api/v1/tasks/read-etc").await.body;
+    let list = v.get("/api/v1/tasks").await.body;
+    for text in [&page.body, &api, &list] {
+        assert!(!text.contains("SECRET-LINE-FROM-ETC"), "viewer sees a diff");
+        assert!(
+            !text.contains("SECRET-OUTPUT-FROM-ETC"),
+            "viewer sees output"
+        );
+    }
+    // Operators and admins do see them.
+    let page = alice.get("/tasks/read-etc").await.body;
+    assert!(page.contains("SECRET-LINE-FROM-ETC") && page.contains("SECRET-OUTPUT-FROM-ETC"));
+    assert!(
+        alice
+            .get("/api/v1/tasks/read-etc")
+            .await
+            .body
+            .contains("SECRET-LINE-FROM-ETC")
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn fifty_concurrent_bad_logins_do_not_all_get_checked() -> TestResult {
+    let app = TestApp::new();
+    admin(&app).await;
+    let mut attempts = Vec::new();
+    for i in 0..50u8 {
+        let mut c = app.client([203, 0, 113, i]);
+        c.get("/login").await;
+        attempts.push(tokio::spawn(async move {
+            c.post_form(
+                "/login",
+                &[("username", "alice"), ("password", "guess guess")],
+            )
+            .await
+            .status
+        }));
+    }
+    let mut checked = 0;
+    let mut refused = 0;
+    for attempt in attempts {
+        match attempt.await? {
+            StatusCode::UNAUTHORIZED => checked += 1,
+            StatusCode::TOO_MANY_REQUESTS => refused += 1,
+            other => return Err(format!("unexpected {other}").into()),
+        }
+    }
+    assert_eq!(
+        checked,
+        hostplug_web::limits::MAX_FAILURES_PER_ACCOUNT,
+        "only the account's budget of guesses is checked"
+    );
+    assert_eq!(refused, 50 - checked);
+    Ok(())
+}
+
+#[tokio::test]
+async fn two_hundred_registrations_from_one_address_are_limited() -> TestResult {
+    let app = TestApp::new();
+    let mut alice = admin(&app).await;
+    alice
+        .post_form("/admin/settings", &[("registration_open", "on")])
+        .await;
+    let mut c = app.client([198, 51, 100, 99]);
+    c.get("/register").await;
+    let mut created = 0;
+    let mut limited = 0;
+    for i in 0..200 {
+        let name = format!("bot{i}");
+        let r = c
+            .post_form(
+                "/register",
+                &[("username", &name), ("password", PW), ("password2", PW)],
+            )
+            .await;
+        match r.status {
+            StatusCode::SEE_OTHER => created += 1,
+            StatusCode::TOO_MANY_REQUESTS => {
+                assert!(r.headers.contains_key(header::RETRY_AFTER));
+                limited += 1;
+            }
+            other => return Err(format!("unexpected {other}: {}", r.body).into()),
+        }
+    }
+    assert_eq!(created, hostplug_web::limits::MAX_REGISTRATIONS_PER_IP);
+    assert_eq!(limited, 200 - created);
+    let users = alice.get("/admin/users").await.body;
+    assert_eq!(users.matches("data-user=\"bot").count(), created);
+    // Another address may still register.
+    let mut other = app.client([198, 51, 100, 100]);
+    assert_eq!(
+        other.register("human", PW).await.status,
+        StatusCode::SEE_OTHER
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn password_hashing_never_holds_the_database() -> TestResult {
+    let app = TestApp::new();
+    // One argon2 hash, timed here, is what a request would wait for if hashing held the
+    // connection.
+    let started = std::time::Instant::now();
+    hostplug_web::auth::hash_password(PW)?;
+    let one_hash = started.elapsed();
+    let mut alice = admin(&app).await; // register (hash) and login (verify)
+    alice.login("alice", "wrong password").await;
+    let mut bob = app.client([10, 0, 0, 2]);
+    bob.register("bob", PW).await;
+    let held = app.state.db.longest_hold();
+    eprintln!("longest database hold {held:?}; one argon2 hash {one_hash:?}");
+    assert!(
+        held < one_hash / 2,
+        "the connection was held {held:?}; one hash takes {one_hash:?}"
+    );
+    // And argon2 refuses to run while the connection is held.
+    let refused = app
+        .state
+        .db
+        .call(|_| Ok(hostplug_web::auth::hash_password(PW).is_err()))
+        .await
+        .map_err(|e| e.to_string())?;
+    assert!(refused);
+    Ok(())
+}
+
+#[tokio::test]
+async fn no_open_redirect_after_login() -> TestResult {
+    let app = TestApp::new();
+    admin(&app).await;
+    for next in [
+        "//evil.example",
+        "/\\evil.example",
+        "/%09/evil.example",
+        "/%5C/evil.example",
+        "https://evil.example/",
+    ] {
+        let mut c = app.client([10, 0, 0, 1]);
+        c.get("/login").await;
+        let r = c
+            .post_form(
+                "/login",
+                &[("username", "alice"), ("password", PW), ("next", next)],
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::SEE_OTHER);
+        assert_eq!(r.location(), "/tasks", "next={next:?}");
+    }
+    Ok(())
+}
+
+fn token_from(body: &str) -> Result<String, Box<dyn std::error::Error>> {
+    let start = body.find("id=\"new-token\">").ok_or("token shown")? + "id=\"new-token\">".len();
+    Ok(body[start..start + 43].to_owned())
+}
+
+#[tokio::test]
+async fn api_tokens_expire_and_end_with_their_owner() -> TestResult {
+    let app = TestApp::new();
+    let mut alice = admin(&app).await;
+    alice
+        .post_form("/admin/settings", &[("registration_open", "on")])
+        .await;
+    // A second admin makes a token; alice disables her.
+    let mut carol = app.client([10, 0, 0, 3]);
+    carol.register("carol", PW).await;
+    let users = alice.get("/admin/users").await.body;
+    let carol_id = users
+        .split("action=\"/admin/users/")
+        .filter_map(|s| s.split('"').next())
+        .last()
+        .ok_or("no user form")?
+        .to_owned();
+    alice
+        .post_form(
+            &format!("/admin/users/{carol_id}"),
+            &[("action", "role"), ("role", "admin")],
+        )
+        .await;
+    assert_eq!(carol.login("carol", PW).await.status, StatusCode::SEE_OTHER);
+    let r = carol
+        .post_form(
+            "/admin/tokens",
+            &[("name", "ci"), ("role", "admin"), ("days", "30")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let mut script = app.client([10, 0, 0, 8]);
+    script.bearer = Some(token_from(&r.body)?);
+    assert_eq!(script.get("/api/v1/me").await.status, StatusCode::OK);
+    alice
+        .post_form(
+            &format!("/admin/users/{carol_id}"),
+            &[("action", "disable")],
+        )
+        .await;
+    assert_eq!(
+        script.get("/api/v1/me").await.status,
+        StatusCode::UNAUTHORIZED,
+        "a disabled owner's token stops working"
+    );
+
+    // Alice's own token works until it expires.
+    let r = alice
+        .post_form(
+            "/admin/tokens",
+            &[("name", "short"), ("role", "viewer"), ("days", "1")],
+        )
+        .await;
+    let mut script = app.client([10, 0, 0, 9]);
+    script.bearer = Some(token_from(&r.body)?);
+    assert_eq!(script.get("/api/v1/me").await.status, StatusCode::OK);
+    app.state
+        .db
+        .call(|conn| {
+            conn.execute(
+                "UPDATE api_tokens SET expires_at = ?1 WHERE name = 'short'",
+                [hostplug_web::db::now() - 1],
+            )?;
+            Ok(())
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    assert_eq!(
+        script.get("/api/v1/me").await.status,
+        StatusCode::UNAUTHORIZED,
+        "an expired token stops working"
+    );
+    // Lifetimes are bounded.
+    let r = alice
+        .post_form(
+            "/admin/tokens",
+            &[("name", "forever"), ("role", "viewer"), ("days", "100000")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    Ok(())
+}
+
+#[tokio::test]
+async fn password_change_needs_the_current_one_and_ends_sessions() -> TestResult {
+    let app = TestApp::new();
+    let mut alice = admin(&app).await;
+    let mut other_session = app.client([10, 0, 0, 2]);
+    assert_eq!(
+        other_session.login("alice", PW).await.status,
+        StatusCode::SEE_OTHER
+    );
+    let page = alice.get("/account/password").await;
+    assert_eq!(page.status, StatusCode::OK);
+    const NEW: &str = "an even better passphrase";
+    let r = alice
+        .post_form(
+            "/account/password",
+            &[
+                ("current", "not it at all"),
+                ("password", NEW),
+                ("password2", NEW),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.body.contains("current password is not right"));
+    let r = alice
+        .post_form(
+            "/account/password",
+            &[
+                ("current", PW),
+                ("password", NEW),
+                ("password2", "different"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let r = alice
+        .post_form(
+            "/account/password",
+            &[("current", PW), ("password", NEW), ("password2", NEW)],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    assert_eq!(r.location(), "/login?registered=password");
+    assert_eq!(
+        other_session.get("/tasks").await.status,
+        StatusCode::SEE_OTHER
+    );
+    assert_eq!(alice.get("/tasks").await.status, StatusCode::SEE_OTHER);
+    let mut c = app.client([10, 0, 0, 3]);
+    assert_eq!(c.login("alice", PW).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(c.login("alice", NEW).await.status, StatusCode::SEE_OTHER);
+    let audit = c.get("/admin/audit").await.body;
+    assert!(audit.contains("password.change"));
+    Ok(())
+}
+
+#[test]
+fn defaults_are_https_and_secure_cookies() {
+    use clap::Parser;
+    let config = WebConfig::parse_from(["hostplug-web"]);
+    assert!(!config.insecure_http, "HTTPS by default");
+    assert!(config.secure_cookies, "Secure cookies by default");
+}
+
+#[tokio::test]
+async fn edit_makes_a_new_generation_of_the_same_task() -> TestResult {
+    let app = TestApp::new();
+    let mut alice = admin(&app).await;
+    put_task(&app, "edit-me", full_dry_run_spec(), succeeded_with_diff())?;
+    let page = alice.get("/tasks/edit-me").await.body;
+    assert!(page.contains("id=\"edit\""));
+    let form = alice.get("/tasks/new?edit=edit-me").await;
+    assert_eq!(form.status, StatusCode::OK);
+    assert!(form.body.contains("name=\"edit\" value=\"edit-me\""));
+    assert!(form.body.contains("id=\"max-parallel\" value=\"2\""));
+    let r = alice
+        .post_form(
+            "/tasks",
+            &[
+                ("edit", "edit-me"),
+                ("plugin", "etc-file"),
+                ("method", "ensure-line"),
+                ("p.path", "/etc/chrony.conf"),
+                ("p.line", "server ntp"),
+                ("p.mode", "384"),
+                ("target", "role"),
+                ("role", "Node"),
+                ("node_selector", "disk=ssd\nzone in (a, b)"),
+                ("port", "9443"),
+                ("timeout_seconds", "123"),
+                ("max_parallel", "5"),
+                ("max_failures", "1"),
+                ("ttl_seconds_after_finished", "600"),
+                ("mode", "apply"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    assert_eq!(r.location(), "/tasks/edit-me");
+    let mut expected = full_dry_run_spec();
+    expected.dry_run = false;
+    expected.rollout = Some(RolloutSpec {
+        max_parallel: 5,
+        max_failures: 1,
+    });
+    assert_eq!(spec_of(&app, "edit-me")?, expected);
+    assert_eq!(
+        app.cluster.tasks.lock().map_err(|_| "lock")?.len(),
+        1,
+        "no new task"
+    );
+    let page = alice.get("/tasks/edit-me").await.body;
+    assert!(page.contains("2 (edited)"), "{page}");
+    // Until the operator has run generation 2, it cannot be edited again.
+    let r = alice
+        .post_form(
+            "/tasks",
+            &[
+                ("edit", "edit-me"),
+                ("plugin", "etc-file"),
+                ("method", "ensure-line"),
+                ("p.path", "/etc/x"),
+                ("p.line", "y"),
+                ("target", "nodes"),
+                ("nodes", "node1"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.body.contains("still running"));
+    let audit = alice.get("/admin/audit").await.body;
+    assert!(audit.contains("task.edit") && audit.contains("generation 1 → 2"));
     Ok(())
 }

@@ -99,6 +99,8 @@ impl Browser {
         args.push(format!("--user-data-dir={}", profile.path().display()));
         let caps = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
+            // The console under test serves a self-signed certificate made at start.
+            "acceptInsecureCerts": true,
             "goog:chromeOptions": {"binary": chromium, "args": args}
         }}});
         let mut browser = Self {

@@ -3,7 +3,7 @@
 //! operator's RBAC, and the operator itself, run as its ServiceAccount with the built-in
 //! plugins. Prints the kubeconfig and what to type next; Ctrl-C stops everything.
 //!
-//! The web console runs too, as its own ServiceAccount, on http://127.0.0.1:18081.
+//! The web console runs too, as its own ServiceAccount, on https://127.0.0.1:18081.
 //!
 //! The operator, worker and console binaries are expected next to this one (`make dev` builds
 //! them); the built-in plugins in `HOSTPLUG_PLUGIN_DIR` (default `target/plugins`).
@@ -92,14 +92,7 @@ async fn main() -> anyhow::Result<()> {
     let console_log =
         std::fs::File::create(&console_log_path).context("creating the console log")?;
     let mut console = tokio::process::Command::new(&console_bin)
-        .args([
-            "--listen",
-            CONSOLE_ADDR,
-            "--namespace",
-            NAMESPACE,
-            "--secure-cookies",
-            "false",
-        ])
+        .args(["--listen", CONSOLE_ADDR, "--namespace", NAMESPACE])
         .arg("--db-path")
         .arg(env.dir().join("console/console.db"))
         .arg("--kubeconfig")
@@ -136,7 +129,8 @@ async fn main() -> anyhow::Result<()> {
          \x20 kubectl -n {NAMESPACE} get hosttask ensure-ntp-server -o yaml\n\n\
          Operator log:     {log}\n\
          Operator metrics: http://{OPERATOR_HTTP_ADDR}/metrics\n\
-         Web console:      http://{CONSOLE_ADDR}/ (the first account registered becomes admin)\n\
+         Web console:      https://{CONSOLE_ADDR}/ (self-signed certificate; the first admin \
+         registers with the setup token printed in the console log)\n\
          Console log:      {console_log}\n\
          Files and logs:   {dir}\n\
          Ctrl-C stops everything.",
