@@ -6,11 +6,6 @@
 //! Pod, in the Wasm sandbox, with the mounts the plugin's capabilities allow. The
 //! operator's own Wasm engine only ever calls `describe`, with no host access.
 
-/// The custom resources, re-exported from `hostplug-api` only for the console, which
-/// still imports them from here (`hostplug_operator::crd`); remove once it uses
-/// `hostplug_api::crd` itself.
-pub use hostplug_api::crd;
-
 pub mod client;
 mod error;
 pub mod leader;

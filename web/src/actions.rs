@@ -1,7 +1,7 @@
 //! Task creation and deletion shared by the HTML pages and the JSON API, so both enforce
 //! the same roles, checks and audit entries.
 
-use hostplug_operator::crd::{HostTaskSpec, MAX_TIMEOUT_SECONDS};
+use hostplug_api::crd::{HostTaskSpec, MAX_TIMEOUT_SECONDS};
 use rand::Rng;
 
 use crate::{

@@ -14,7 +14,7 @@ use axum::{
 };
 use serde::{Deserialize, Serialize};
 
-use hostplug_operator::crd::{
+use hostplug_api::crd::{
     DEFAULT_TIMEOUT_SECONDS, DEFAULT_WORKER_PORT, HostTaskSpec, HttpSpec, RolloutSpec,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;

@@ -13,9 +13,7 @@
 use std::{collections::BTreeMap, sync::Mutex};
 
 use async_trait::async_trait;
-use hostplug_operator::crd::{
-    EtcAccess, HostPlugin, HostTask, HostTaskSpec, NodePhase, TargetType,
-};
+use hostplug_api::crd::{EtcAccess, HostPlugin, HostTask, HostTaskSpec, NodePhase, TargetType};
 use k8s_openapi::api::core::v1::Node;
 use kube::{
     Api, Client, ResourceExt,

@@ -274,28 +274,11 @@ pub async fn run(mut config: WebConfig) -> anyhow::Result<()> {
     tracing::info!(addr = %listener.local_addr()?, namespace = %config.namespace, https = !config.insecure_http, "console listening");
     let state = AppState::new(db, cluster, config);
     arm_bootstrap(&state).await?;
-    serve(listener, transport, state, shutdown_signal()).await
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(term) => term,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
-    }
+    serve(
+        listener,
+        transport,
+        state,
+        hostplug_process::shutdown_signal(),
+    )
+    .await
 }

@@ -1,5 +1,5 @@
 //! `deploy/web/` parses into the Kubernetes types it claims to be, and the console's RBAC
-//! grants exactly what DESIGN.md allows: get/list/watch HostTasks and HostPlugins,
+//! grants exactly what docs/architecture.md allows: get/list/watch HostTasks and HostPlugins,
 //! create/update/delete HostTasks, list Nodes — nothing else. (The browser test applies the same
 //! RBAC to a real API server and runs the console under it.)
 

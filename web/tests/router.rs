@@ -10,7 +10,7 @@ use axum::{
     extract::ConnectInfo,
     http::{Method, Request, StatusCode, header},
 };
-use hostplug_operator::crd::{
+use hostplug_api::crd::{
     Capabilities, EtcAccess, HostPlugin, HostPluginSpec, HostPluginStatus, HostTask, HostTaskSpec,
     HostTaskStatus, HttpSpec, MethodInfo, NodePhase, NodeResult, PluginInfo, PluginSource,
     RolloutSpec, TargetType, TaskState,

@@ -14,7 +14,7 @@ use axum::{
     http::StatusCode,
     response::Response,
 };
-use hostplug_operator::crd::{
+use hostplug_api::crd::{
     DEFAULT_MAX_PARALLEL, DEFAULT_TIMEOUT_SECONDS, DEFAULT_WORKER_PORT, HostTask, HostTaskSpec,
     HttpSpec, RolloutSpec,
 };
@@ -344,7 +344,7 @@ pub fn spec_from_form(
         pairs,
         "timeout_seconds",
         "timeoutSeconds",
-        1..=hostplug_operator::crd::MAX_TIMEOUT_SECONDS,
+        1..=hostplug_api::crd::MAX_TIMEOUT_SECONDS,
         &mut errors,
     )
     .unwrap_or(DEFAULT_TIMEOUT_SECONDS);
@@ -466,7 +466,7 @@ async fn new_task_page(
             .unwrap_or_default(),
         help_selector: help.get("nodeSelector").cloned().unwrap_or_default(),
         default_max_parallel: DEFAULT_MAX_PARALLEL,
-        max_timeout: hostplug_operator::crd::MAX_TIMEOUT_SECONDS,
+        max_timeout: hostplug_api::crd::MAX_TIMEOUT_SECONDS,
     };
     let page = NewTaskPage {
         nav: Nav::for_user(user, "new"),
@@ -690,7 +690,7 @@ mod tests {
             spec,
             HostTaskSpec {
                 workers: Vec::new(),
-                target_type: Some(hostplug_operator::crd::TargetType::All),
+                target_type: Some(hostplug_api::crd::TargetType::All),
                 node_selector: selector,
                 http: HttpSpec {
                     port: 9443,
