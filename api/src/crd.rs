@@ -37,6 +37,11 @@ pub const MAX_TIMEOUT_SECONDS: i32 = 3600;
 /// Nodes in flight when `spec.rollout.maxParallel` is not given; 10 keeps a large rollout
 /// moving while a bad change fails on at most 10 nodes before `maxFailures` stops it.
 pub const DEFAULT_MAX_PARALLEL: i32 = 10;
+/// Upper bound of `spec.rollout.maxParallel`: 1000. Each node in flight is a worker Pod,
+/// a Service, a Secret and an open HTTPS call from the operator; beyond a thousand at
+/// once the operator's connections and the API server's write rate are the bottleneck,
+/// and a bad change would fail on that many nodes before `maxFailures` can stop it.
+pub const MAX_MAX_PARALLEL: i32 = 1000;
 
 /// Which nodes a task targets by role when `spec.workers` is empty.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
@@ -87,7 +92,7 @@ fn default_max_parallel() -> i32 {
 pub struct RolloutSpec {
     /// At most this many nodes are in flight (worker starting or plugin running) at once.
     #[serde(default = "default_max_parallel")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = MAX_MAX_PARALLEL))]
     pub max_parallel: i32,
     /// Once more than this many nodes failed, no new node starts.
     #[serde(default)]
@@ -516,6 +521,24 @@ spec:
         assert_eq!(task.spec.timeout_seconds, DEFAULT_TIMEOUT_SECONDS);
         assert!(!task.spec.dry_run);
         assert_eq!(task.spec.workers, vec!["node1", "node2"]);
+        Ok(())
+    }
+
+    /// The OpenAPI schema of `spec.<path>` in the HostTask CRD.
+    fn task_field_schema(path: &[&str]) -> Result<serde_json::Value, serde_json::Error> {
+        let crd = serde_json::to_value(HostTask::crd())?;
+        let mut at = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
+        for p in path {
+            at = &at["properties"][*p];
+        }
+        Ok(at.clone())
+    }
+
+    #[test]
+    fn max_parallel_has_a_maximum() -> Result<(), serde_json::Error> {
+        let s = task_field_schema(&["rollout", "maxParallel"])?;
+        assert_eq!(s["minimum"].as_f64(), Some(1.0), "{s}");
+        assert_eq!(s["maximum"].as_f64(), Some(f64::from(MAX_MAX_PARALLEL)), "{s}");
         Ok(())
     }
 
