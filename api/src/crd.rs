@@ -28,6 +28,11 @@ pub const VERSION: &str = "v1alpha1";
 /// The worker port when `spec.http.port` is not given: the worker's own default port
 /// ([`crate::worker::DEFAULT_PORT`]).
 pub const DEFAULT_WORKER_PORT: i32 = crate::worker::DEFAULT_PORT as i32;
+/// Lowest `spec.http.port`: 1024. Ports below are privileged, and the worker container
+/// drops every capability including `NET_BIND_SERVICE` (and runs as a non-root user
+/// when the plugin needs neither /etc nor docker), so it could not bind them: such a task
+/// would fail on every node with a bind error instead of being refused up front.
+pub const MIN_WORKER_PORT: i32 = 1024;
 /// Per-node deadline when `spec.timeoutSeconds` is not given: long enough for a docker
 /// pull on a slow link, short enough that a stuck node is noticed within a minute.
 pub const DEFAULT_TIMEOUT_SECONDS: i32 = 60;
@@ -59,9 +64,11 @@ pub enum TargetType {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HttpSpec {
-    /// Port the worker Pod listens on.
+    /// Port the worker Pod listens on, 1024 or above: the worker drops every capability
+    /// (and runs as non-root for plugins without /etc or docker access), so it cannot
+    /// bind a privileged port.
     #[serde(default = "default_port")]
-    #[schemars(range(min = 1, max = 65535))]
+    #[schemars(range(min = MIN_WORKER_PORT, max = 65535))]
     pub port: i32,
     /// Name of the plugin (a HostPlugin) to run.
     #[schemars(length(min = 1, max = 253))]
@@ -539,6 +546,17 @@ spec:
         let s = task_field_schema(&["rollout", "maxParallel"])?;
         assert_eq!(s["minimum"].as_f64(), Some(1.0), "{s}");
         assert_eq!(s["maximum"].as_f64(), Some(f64::from(MAX_MAX_PARALLEL)), "{s}");
+        Ok(())
+    }
+
+    #[test]
+    fn worker_port_is_unprivileged() -> Result<(), serde_json::Error> {
+        let s = task_field_schema(&["http", "port"])?;
+        assert_eq!(s["minimum"].as_f64(), Some(f64::from(MIN_WORKER_PORT)), "{s}");
+        assert_eq!(s["maximum"].as_f64(), Some(65535.0), "{s}");
+        let doc = s["description"].as_str().unwrap_or_default();
+        assert!(doc.contains("1024"), "{doc}");
+        assert!(DEFAULT_WORKER_PORT >= MIN_WORKER_PORT);
         Ok(())
     }
 
