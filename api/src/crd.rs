@@ -545,14 +545,22 @@ spec:
     fn max_parallel_has_a_maximum() -> Result<(), serde_json::Error> {
         let s = task_field_schema(&["rollout", "maxParallel"])?;
         assert_eq!(s["minimum"].as_f64(), Some(1.0), "{s}");
-        assert_eq!(s["maximum"].as_f64(), Some(f64::from(MAX_MAX_PARALLEL)), "{s}");
+        assert_eq!(
+            s["maximum"].as_f64(),
+            Some(f64::from(MAX_MAX_PARALLEL)),
+            "{s}"
+        );
         Ok(())
     }
 
     #[test]
     fn worker_port_is_unprivileged() -> Result<(), serde_json::Error> {
         let s = task_field_schema(&["http", "port"])?;
-        assert_eq!(s["minimum"].as_f64(), Some(f64::from(MIN_WORKER_PORT)), "{s}");
+        assert_eq!(
+            s["minimum"].as_f64(),
+            Some(f64::from(MIN_WORKER_PORT)),
+            "{s}"
+        );
         assert_eq!(s["maximum"].as_f64(), Some(65535.0), "{s}");
         let doc = s["description"].as_str().unwrap_or_default();
         assert!(doc.contains("1024"), "{doc}");

@@ -162,7 +162,7 @@ impl PluginStore {
         })
         .await
         .map_err(|e| format!("loading the module failed: {e}"))?
-        .map_err(|e| format!("the module does not load: {e}"))?;
+        .map_err(|e| load_error_message(&bytes, &e.to_string()))?;
         let loaded = Arc::new(LoadedPlugin {
             digest: actual,
             bytes,
@@ -189,8 +189,10 @@ impl PluginStore {
                 let api: Api<ConfigMap> = Api::namespaced(client.clone(), &cm.namespace);
                 let obj = api.get_opt(&cm.name).await.map_err(|e| {
                     format!(
-                        "spec.source.configMap: reading ConfigMap {}/{}: {e}",
-                        cm.namespace, cm.name
+                        "spec.source.configMap: reading ConfigMap {}/{}: {}",
+                        cm.namespace,
+                        cm.name,
+                        kube_error_line(&e)
                     )
                 })?;
                 let obj = obj.ok_or_else(|| {
@@ -212,6 +214,49 @@ impl PluginStore {
             }
             _ => Err("spec.source: set exactly one of builtin or configMap".into()),
         }
+    }
+}
+
+/// The first bytes of every binary WebAssembly module or component.
+const WASM_MAGIC: &[u8] = b"\0asm";
+
+/// The HostPlugin status message of a module that does not load. Bytes that are not
+/// binary Wasm are also tried as the text format, whose parser error (e.g. "expected
+/// `(`") says nothing to someone who put a script or a README into the ConfigMap; those
+/// are reported as not a WebAssembly component.
+fn load_error_message(bytes: &[u8], error: &str) -> String {
+    let text_format = bytes
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|b| *b == b'(');
+    if bytes.starts_with(WASM_MAGIC) || text_format {
+        format!("the module does not load: {error}")
+    } else {
+        "the module is not a WebAssembly component: it does not start with the Wasm magic \
+         bytes (\\0asm); build it with `cargo build --target wasm32-wasip2`"
+            .to_owned()
+    }
+}
+
+/// One readable line for a Kubernetes API error: the server's message, reason and HTTP
+/// code, instead of the `Debug` structure that `kube::Error`'s `Display` includes.
+fn kube_error_line(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => {
+            let message = s.message.lines().next().unwrap_or_default();
+            match (s.reason.is_empty(), s.code) {
+                (false, 0) => format!("{message} ({})", s.reason),
+                (false, code) => format!("{message} ({}, HTTP {code})", s.reason),
+                (true, 0) => message.to_owned(),
+                (true, code) => format!("{message} (HTTP {code})"),
+            }
+        }
+        other => other
+            .to_string()
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_owned(),
     }
 }
 
@@ -339,4 +384,41 @@ pub async fn run_controller(
         .run(reconcile, error_policy, ctx)
         .for_each(|_| futures::future::ready(()))
         .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn non_wasm_module_is_named_as_such() {
+        let m = load_error_message(b"#!/bin/sh\necho hi\n", "expected `(`");
+        assert!(m.contains("not a WebAssembly component"), "{m}");
+        assert!(!m.contains("expected `(`"), "{m}");
+        // A real Wasm or text-format module keeps the loader's own error.
+        let m = load_error_message(b"\0asm\x0d\0\x01\0", "invalid section");
+        assert!(m.contains("invalid section"), "{m}");
+        let m = load_error_message(b"  (component (bad))", "unknown operator");
+        assert!(m.contains("unknown operator"), "{m}");
+    }
+
+    #[test]
+    fn forbidden_config_map_read_is_one_readable_line() {
+        let status = kube::core::Status::failure(
+            "configmaps \"mod\" is forbidden: User \"system:serviceaccount:hostplug-system:\
+             hostplug-operator\" cannot get resource \"configmaps\" in API group \"\" in \
+             the namespace \"team-a\"",
+            "Forbidden",
+        )
+        .with_code(403);
+        let line = kube_error_line(&kube::Error::Api(status.boxed()));
+        assert!(!line.contains('\n'), "{line}");
+        assert!(!line.contains("Status {"), "{line}");
+        assert!(!line.contains("StatusSummary"), "{line}");
+        assert!(
+            line.starts_with("configmaps \"mod\" is forbidden"),
+            "{line}"
+        );
+        assert!(line.ends_with("(Forbidden, HTTP 403)"), "{line}");
+    }
 }
