@@ -564,7 +564,7 @@ spec:
         assert_eq!(s["maximum"].as_f64(), Some(65535.0), "{s}");
         let doc = s["description"].as_str().unwrap_or_default();
         assert!(doc.contains("1024"), "{doc}");
-        assert!(DEFAULT_WORKER_PORT >= MIN_WORKER_PORT);
+        const { assert!(DEFAULT_WORKER_PORT >= MIN_WORKER_PORT) };
         Ok(())
     }
 
