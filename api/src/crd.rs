@@ -28,6 +28,11 @@ pub const VERSION: &str = "v1alpha1";
 /// The worker port when `spec.http.port` is not given: the worker's own default port
 /// ([`crate::worker::DEFAULT_PORT`]).
 pub const DEFAULT_WORKER_PORT: i32 = crate::worker::DEFAULT_PORT as i32;
+/// Lowest `spec.http.port`: 1024. Ports below are privileged, and the worker container
+/// drops every capability including `NET_BIND_SERVICE` (and runs as a non-root user
+/// when the plugin needs neither /etc nor docker), so it could not bind them: such a task
+/// would fail on every node with a bind error instead of being refused up front.
+pub const MIN_WORKER_PORT: i32 = 1024;
 /// Per-node deadline when `spec.timeoutSeconds` is not given: long enough for a docker
 /// pull on a slow link, short enough that a stuck node is noticed within a minute.
 pub const DEFAULT_TIMEOUT_SECONDS: i32 = 60;
@@ -37,6 +42,11 @@ pub const MAX_TIMEOUT_SECONDS: i32 = 3600;
 /// Nodes in flight when `spec.rollout.maxParallel` is not given; 10 keeps a large rollout
 /// moving while a bad change fails on at most 10 nodes before `maxFailures` stops it.
 pub const DEFAULT_MAX_PARALLEL: i32 = 10;
+/// Upper bound of `spec.rollout.maxParallel`: 1000. Each node in flight is a worker Pod,
+/// a Service, a Secret and an open HTTPS call from the operator; beyond a thousand at
+/// once the operator's connections and the API server's write rate are the bottleneck,
+/// and a bad change would fail on that many nodes before `maxFailures` can stop it.
+pub const MAX_MAX_PARALLEL: i32 = 1000;
 
 /// Which nodes a task targets by role when `spec.workers` is empty.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
@@ -54,9 +64,11 @@ pub enum TargetType {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HttpSpec {
-    /// Port the worker Pod listens on.
+    /// Port the worker Pod listens on, 1024 or above: the worker drops every capability
+    /// (and runs as non-root for plugins without /etc or docker access), so it cannot
+    /// bind a privileged port.
     #[serde(default = "default_port")]
-    #[schemars(range(min = 1, max = 65535))]
+    #[schemars(range(min = MIN_WORKER_PORT, max = 65535))]
     pub port: i32,
     /// Name of the plugin (a HostPlugin) to run.
     #[schemars(length(min = 1, max = 253))]
@@ -87,7 +99,7 @@ fn default_max_parallel() -> i32 {
 pub struct RolloutSpec {
     /// At most this many nodes are in flight (worker starting or plugin running) at once.
     #[serde(default = "default_max_parallel")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = MAX_MAX_PARALLEL))]
     pub max_parallel: i32,
     /// Once more than this many nodes failed, no new node starts.
     #[serde(default)]
@@ -516,6 +528,43 @@ spec:
         assert_eq!(task.spec.timeout_seconds, DEFAULT_TIMEOUT_SECONDS);
         assert!(!task.spec.dry_run);
         assert_eq!(task.spec.workers, vec!["node1", "node2"]);
+        Ok(())
+    }
+
+    /// The OpenAPI schema of `spec.<path>` in the HostTask CRD.
+    fn task_field_schema(path: &[&str]) -> Result<serde_json::Value, serde_json::Error> {
+        let crd = serde_json::to_value(HostTask::crd())?;
+        let mut at = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
+        for p in path {
+            at = &at["properties"][*p];
+        }
+        Ok(at.clone())
+    }
+
+    #[test]
+    fn max_parallel_has_a_maximum() -> Result<(), serde_json::Error> {
+        let s = task_field_schema(&["rollout", "maxParallel"])?;
+        assert_eq!(s["minimum"].as_f64(), Some(1.0), "{s}");
+        assert_eq!(
+            s["maximum"].as_f64(),
+            Some(f64::from(MAX_MAX_PARALLEL)),
+            "{s}"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn worker_port_is_unprivileged() -> Result<(), serde_json::Error> {
+        let s = task_field_schema(&["http", "port"])?;
+        assert_eq!(
+            s["minimum"].as_f64(),
+            Some(f64::from(MIN_WORKER_PORT)),
+            "{s}"
+        );
+        assert_eq!(s["maximum"].as_f64(), Some(65535.0), "{s}");
+        let doc = s["description"].as_str().unwrap_or_default();
+        assert!(doc.contains("1024"), "{doc}");
+        const { assert!(DEFAULT_WORKER_PORT >= MIN_WORKER_PORT) };
         Ok(())
     }
 

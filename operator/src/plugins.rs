@@ -2,7 +2,8 @@
 //! plugin's self-description, and the HostPlugin controller that reports it.
 //!
 //! Built-in plugins are the `*.wasm` files of the operator's plugin directory; their
-//! HostPlugin objects are created or updated at start-up. ConfigMap-sourced plugins must
+//! HostPlugin objects are created at start-up when absent; an administrator's later
+//! change is kept (only the digest pin follows the image). ConfigMap-sourced plugins must
 //! name their sha256; a module with another digest is refused. `describe` runs in the
 //! operator's own Wasm engine with no host access at all (no /etc, no docker). A module
 //! that fails to load is reported on its own HostPlugin and affects no other.
@@ -19,7 +20,7 @@ use hostplug_api::crd::{
 use hostplug_api::worker::DEFAULT_MAX_MODULE_BYTES;
 use hostplug_host::{Digest, Host};
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{Patch, PatchParams};
+use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
@@ -162,7 +163,7 @@ impl PluginStore {
         })
         .await
         .map_err(|e| format!("loading the module failed: {e}"))?
-        .map_err(|e| format!("the module does not load: {e}"))?;
+        .map_err(|e| load_error_message(&bytes, &e.to_string()))?;
         let loaded = Arc::new(LoadedPlugin {
             digest: actual,
             bytes,
@@ -189,8 +190,10 @@ impl PluginStore {
                 let api: Api<ConfigMap> = Api::namespaced(client.clone(), &cm.namespace);
                 let obj = api.get_opt(&cm.name).await.map_err(|e| {
                     format!(
-                        "spec.source.configMap: reading ConfigMap {}/{}: {e}",
-                        cm.namespace, cm.name
+                        "spec.source.configMap: reading ConfigMap {}/{}: {}",
+                        cm.namespace,
+                        cm.name,
+                        kube_error_line(&e)
                     )
                 })?;
                 let obj = obj.ok_or_else(|| {
@@ -215,6 +218,49 @@ impl PluginStore {
     }
 }
 
+/// The first bytes of every binary WebAssembly module or component.
+const WASM_MAGIC: &[u8] = b"\0asm";
+
+/// The HostPlugin status message of a module that does not load. Bytes that are not
+/// binary Wasm are also tried as the text format, whose parser error (e.g. "expected
+/// `(`") says nothing to someone who put a script or a README into the ConfigMap; those
+/// are reported as not a WebAssembly component.
+fn load_error_message(bytes: &[u8], error: &str) -> String {
+    let text_format = bytes
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|b| *b == b'(');
+    if bytes.starts_with(WASM_MAGIC) || text_format {
+        format!("the module does not load: {error}")
+    } else {
+        "the module is not a WebAssembly component: it does not start with the Wasm magic \
+         bytes (\\0asm); build it with `cargo build --target wasm32-wasip2`"
+            .to_owned()
+    }
+}
+
+/// One readable line for a Kubernetes API error: the server's message, reason and HTTP
+/// code, instead of the `Debug` structure that `kube::Error`'s `Display` includes.
+fn kube_error_line(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => {
+            let message = s.message.lines().next().unwrap_or_default();
+            match (s.reason.is_empty(), s.code) {
+                (false, 0) => format!("{message} ({})", s.reason),
+                (false, code) => format!("{message} ({}, HTTP {code})", s.reason),
+                (true, 0) => message.to_owned(),
+                (true, code) => format!("{message} (HTTP {code})"),
+            }
+        }
+        other => other
+            .to_string()
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_owned(),
+    }
+}
+
 async fn read_capped(path: &Path) -> Result<Vec<u8>, String> {
     let meta = tokio::fs::metadata(path)
         .await
@@ -231,8 +277,49 @@ async fn read_capped(path: &Path) -> Result<Vec<u8>, String> {
         .map_err(|e| format!("built-in plugin {}: {e}", path.display()))
 }
 
-/// Creates or updates the HostPlugin of every built-in plugin (server-side apply with
-/// the operator's field manager, so the spec follows the image).
+/// What start-up does with the HostPlugin of one built-in plugin.
+#[derive(Debug, Clone, PartialEq)]
+enum BuiltinInstall {
+    /// There is none: create it with the image's spec.
+    Create(HostPluginSpec),
+    /// It is the built-in pinned to another digest (the image was upgraded): set only
+    /// `spec.sha256`, keeping everything an administrator changed.
+    UpdateSha256(String),
+    /// Leave it as it is: an administrator's capabilities, source or unpinned digest win.
+    Keep,
+}
+
+/// Decides [`BuiltinInstall`] for built-in `name` whose file has digest `digest_hex`,
+/// given the HostPlugin of that name if one exists.
+fn builtin_install(
+    name: &str,
+    digest_hex: &str,
+    existing: Option<&HostPluginSpec>,
+) -> BuiltinInstall {
+    match existing {
+        None => BuiltinInstall::Create(HostPluginSpec {
+            source: PluginSource {
+                builtin: Some(name.to_owned()),
+                config_map: None,
+            },
+            sha256: Some(digest_hex.to_owned()),
+            capabilities: builtin_capabilities(name),
+        }),
+        Some(spec)
+            if spec.source.builtin.as_deref() == Some(name)
+                && spec.source.config_map.is_none()
+                && spec.sha256.as_deref().is_some_and(|s| s != digest_hex) =>
+        {
+            BuiltinInstall::UpdateSha256(digest_hex.to_owned())
+        }
+        Some(_) => BuiltinInstall::Keep,
+    }
+}
+
+/// Creates the HostPlugin of every built-in plugin that has none. An existing one is
+/// not overwritten: an administrator may have narrowed its capabilities or pointed it
+/// elsewhere, and that must survive an operator restart. Only the digest pin of an
+/// unchanged built-in follows the image (see [`builtin_install`]).
 pub async fn install_builtins(client: &Client, store: &PluginStore) -> Result<()> {
     let api: Api<HostPlugin> = Api::all(client.clone());
     for (name, path) in store.builtins()? {
@@ -244,32 +331,40 @@ pub async fn install_builtins(client: &Client, store: &PluginStore) -> Result<()
             }
         };
         let digest = Digest::of(&bytes);
-        let hp = HostPlugin::new(
-            &name,
-            HostPluginSpec {
-                source: PluginSource {
-                    builtin: Some(name.clone()),
-                    config_map: None,
-                },
-                sha256: Some(digest.hex()),
-                capabilities: builtin_capabilities(&name),
-            },
-        );
-        let mut value = serde_json::to_value(&hp).map_err(|source| Error::Serialize {
-            context: "HostPlugin",
-            source,
-        })?;
-        if let Some(obj) = value.as_object_mut() {
-            obj.remove("status");
+        let existing = api
+            .get_opt(&name)
+            .await
+            .map_err(Error::kube(format!("reading built-in HostPlugin {name}")))?;
+        match builtin_install(&name, &digest.hex(), existing.as_ref().map(|hp| &hp.spec)) {
+            BuiltinInstall::Create(spec) => {
+                match api
+                    .create(&PostParams::default(), &HostPlugin::new(&name, spec))
+                    .await
+                {
+                    Ok(_) => info!(plugin = %name, %digest, "built-in plugin installed"),
+                    // Created meanwhile (another replica): theirs is kept like any other.
+                    Err(kube::Error::Api(s)) if s.is_already_exists() => {}
+                    Err(e) => {
+                        return Err(Error::kube(format!("creating built-in HostPlugin {name}"))(
+                            e,
+                        ));
+                    }
+                }
+            }
+            BuiltinInstall::UpdateSha256(hex) => {
+                api.patch(
+                    &name,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"spec": {"sha256": hex}})),
+                )
+                .await
+                .map_err(Error::kube(format!("updating built-in HostPlugin {name}")))?;
+                info!(plugin = %name, %digest, "built-in plugin pinned to the image's module");
+            }
+            BuiltinInstall::Keep => {
+                info!(plugin = %name, "built-in HostPlugin exists; kept as it is");
+            }
         }
-        api.patch(
-            &name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(value),
-        )
-        .await
-        .map_err(Error::kube(format!("applying built-in HostPlugin {name}")))?;
-        info!(plugin = %name, %digest, "built-in plugin installed");
     }
     Ok(())
 }
@@ -339,4 +434,78 @@ pub async fn run_controller(
         .run(reconcile, error_policy, ctx)
         .for_each(|_| futures::future::ready(()))
         .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_is_created_when_absent_and_admin_edits_are_kept() {
+        let BuiltinInstall::Create(spec) = builtin_install("etc-file", "aa", None) else {
+            panic!("an absent built-in is created");
+        };
+        assert_eq!(spec.capabilities, builtin_capabilities("etc-file"));
+        assert_eq!(spec.sha256.as_deref(), Some("aa"));
+        // The administrator narrowed etc-file to read-only: a restart keeps that.
+        let mut narrowed = spec.clone();
+        narrowed.capabilities.etc = EtcAccess::Read;
+        assert_eq!(
+            builtin_install("etc-file", "aa", Some(&narrowed)),
+            BuiltinInstall::Keep
+        );
+        // A new image changes only the digest pin, never the capabilities.
+        assert_eq!(
+            builtin_install("etc-file", "bb", Some(&narrowed)),
+            BuiltinInstall::UpdateSha256("bb".into())
+        );
+        // Pointed at a ConfigMap, or unpinned, by the administrator: kept.
+        let mut elsewhere = narrowed.clone();
+        elsewhere.source = PluginSource {
+            builtin: None,
+            config_map: None,
+        };
+        assert_eq!(
+            builtin_install("etc-file", "bb", Some(&elsewhere)),
+            BuiltinInstall::Keep
+        );
+        let mut unpinned = narrowed;
+        unpinned.sha256 = None;
+        assert_eq!(
+            builtin_install("etc-file", "bb", Some(&unpinned)),
+            BuiltinInstall::Keep
+        );
+    }
+
+    #[test]
+    fn non_wasm_module_is_named_as_such() {
+        let m = load_error_message(b"#!/bin/sh\necho hi\n", "expected `(`");
+        assert!(m.contains("not a WebAssembly component"), "{m}");
+        assert!(!m.contains("expected `(`"), "{m}");
+        // A real Wasm or text-format module keeps the loader's own error.
+        let m = load_error_message(b"\0asm\x0d\0\x01\0", "invalid section");
+        assert!(m.contains("invalid section"), "{m}");
+        let m = load_error_message(b"  (component (bad))", "unknown operator");
+        assert!(m.contains("unknown operator"), "{m}");
+    }
+
+    #[test]
+    fn forbidden_config_map_read_is_one_readable_line() {
+        let status = kube::core::Status::failure(
+            "configmaps \"mod\" is forbidden: User \"system:serviceaccount:hostplug-system:\
+             hostplug-operator\" cannot get resource \"configmaps\" in API group \"\" in \
+             the namespace \"team-a\"",
+            "Forbidden",
+        )
+        .with_code(403);
+        let line = kube_error_line(&kube::Error::Api(status.boxed()));
+        assert!(!line.contains('\n'), "{line}");
+        assert!(!line.contains("Status {"), "{line}");
+        assert!(!line.contains("StatusSummary"), "{line}");
+        assert!(
+            line.starts_with("configmaps \"mod\" is forbidden"),
+            "{line}"
+        );
+        assert!(line.ends_with("(Forbidden, HTTP 403)"), "{line}");
+    }
 }

@@ -20,6 +20,16 @@ pub const MAX_MESSAGE_BYTES: usize = 2 * 1024;
 /// small entries. Beyond it, later nodes keep only their phase and message.
 pub const MAX_TOTAL_RESULT_BYTES: usize = 512 * 1024;
 
+/// Budget for a task's serialized `status.nodes` plus the `status.pods` list derived
+/// from it: 1 MiB. etcd refuses objects above 1.5 MiB, after which every status write
+/// fails and the task is stuck; the remaining half MiB holds the spec, metadata, managed
+/// fields and the summary (message and conditions are each capped at
+/// [`MAX_MESSAGE_BYTES`]). 5000 nodes with short entries take about 0.7 MiB.
+pub const MAX_NODES_STATUS_BYTES: usize = 1024 * 1024;
+/// A node message under budget pressure: 256 bytes, still enough for the first line of
+/// a worker's error.
+pub const MAX_MESSAGE_BYTES_UNDER_PRESSURE: usize = 256;
+
 /// `s` cut to at most `max` bytes on a character boundary, with a note when cut.
 pub fn truncate_str(s: &str, max: usize) -> String {
     if s.len() <= max {
@@ -76,6 +86,70 @@ pub fn cap_results(nodes: &mut [NodeResult]) {
             }));
         } else {
             used += size;
+        }
+    }
+    fit_nodes_budget(nodes);
+}
+
+/// Serialized size of `nodes` plus the `status.pods` list [`summarise`] derives from
+/// them.
+fn nodes_status_bytes(nodes: &[NodeResult]) -> usize {
+    let entries = serde_json::to_vec(nodes).map_or(usize::MAX, |v| v.len());
+    let pods: usize = nodes
+        .iter()
+        .filter_map(|n| n.pod.as_ref())
+        .map(|p| p.len() + 3)
+        .sum();
+    entries.saturating_add(pods)
+}
+
+/// Makes `nodes` fit [`MAX_NODES_STATUS_BYTES`], dropping details in order of least
+/// use: first everything but phase, pod and `changed` of succeeded nodes (so counts
+/// stay), then the logs of the others, then their messages are shortened, and at last
+/// messages, diffs, outputs and the times of ended nodes are dropped, except on the
+/// first failed node, which the task's summary message quotes. Node entries themselves are never dropped: the controller
+/// keeps its per-node bookkeeping in them.
+fn fit_nodes_budget(nodes: &mut [NodeResult]) {
+    let over = |nodes: &[NodeResult]| nodes_status_bytes(nodes) > MAX_NODES_STATUS_BYTES;
+    if !over(nodes) {
+        return;
+    }
+    for n in nodes.iter_mut().filter(|n| n.phase == NodePhase::Succeeded) {
+        n.diff = None;
+        n.output = None;
+        n.message = None;
+        n.logs.clear();
+        n.started_at = None;
+        n.finished_at = None;
+    }
+    if !over(nodes) {
+        return;
+    }
+    for n in nodes.iter_mut() {
+        n.logs.clear();
+    }
+    if !over(nodes) {
+        return;
+    }
+    for n in nodes.iter_mut() {
+        if let Some(m) = n.message.take() {
+            n.message = Some(truncate_str(&m, MAX_MESSAGE_BYTES_UNDER_PRESSURE));
+        }
+    }
+    if !over(nodes) {
+        return;
+    }
+    let first_failed = nodes.iter().position(|n| n.phase == NodePhase::Failed);
+    for (i, n) in nodes.iter_mut().enumerate() {
+        n.diff = None;
+        n.output = None;
+        if Some(i) != first_failed {
+            n.message = None;
+            // Ended nodes only: a running node's start time is its deadline's origin.
+            if matches!(n.phase, NodePhase::Failed | NodePhase::Skipped) {
+                n.started_at = None;
+                n.finished_at = None;
+            }
         }
     }
 }
@@ -303,6 +377,71 @@ mod tests {
         summarise(&mut s, false, &now());
         assert_eq!(s.state, TaskState::Running);
         assert!(s.finished_at.is_none());
+    }
+
+    #[test]
+    fn status_of_5000_nodes_with_long_messages_fits_the_budget() {
+        let long = "worker error: ".to_owned() + &"x".repeat(2 * MAX_MESSAGE_BYTES);
+        let mut nodes: Vec<NodeResult> = (0..5000)
+            .map(|i| {
+                let phase = if i % 5 == 4 {
+                    NodePhase::Failed
+                } else {
+                    NodePhase::Succeeded
+                };
+                let mut n = node(
+                    &format!("worker-node-{i:05}.example.internal"),
+                    phase,
+                    i % 2 == 0,
+                );
+                n.pod = Some(format!(
+                    "a-long-task-name-for-the-test-worker-node-{i:05}-7f3a9"
+                ));
+                n.message = Some(long.clone());
+                n.diff = Some("-old\n+new\n".repeat(200));
+                n.logs = (0..20)
+                    .map(|l| format!("log line {l} {}", "y".repeat(100)))
+                    .collect();
+                n.started_at = Some(now());
+                n.finished_at = Some(now());
+                n
+            })
+            .collect();
+        cap_results(&mut nodes);
+        let mut s = HostTaskStatus {
+            observed_generation: Some(1),
+            nodes,
+            ..HostTaskStatus::default()
+        };
+        summarise(&mut s, false, &now());
+        let size = serde_json::to_vec(&s).map_or(usize::MAX, |v| v.len());
+        eprintln!("status of 5000 nodes: {size} bytes");
+        assert!(
+            size <= MAX_NODES_STATUS_BYTES + 4 * MAX_MESSAGE_BYTES + 1024,
+            "status is {size} bytes"
+        );
+        // Counts and phases survive; the summary still names the first failure.
+        assert_eq!(s.nodes.len(), 5000);
+        let msg = s.msg.clone().unwrap_or_default();
+        assert!(
+            msg.starts_with("4000/5000 nodes succeeded, 1000 failed, 2000 changed"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("worker-node-00004.example.internal: worker error"),
+            "{msg}"
+        );
+        assert_eq!(s.pods.len(), 5000);
+    }
+
+    #[test]
+    fn small_statuses_keep_all_details() {
+        let mut n = node("a", NodePhase::Succeeded, true);
+        n.message = Some("ok".into());
+        n.logs = vec!["line".into()];
+        let mut nodes = vec![n.clone()];
+        cap_results(&mut nodes);
+        assert_eq!(nodes[0], n);
     }
 
     #[test]
