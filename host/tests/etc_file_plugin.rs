@@ -880,3 +880,170 @@ fn invalid_params_name_the_field() {
     node.fails("no-such-method", json!({}), "not-found");
     assert_eq!(node.get("/etc/hosts").as_deref(), Some("a\n"));
 }
+
+/// A control-plane node's sensitive files, with links to them planted in /etc.
+fn sensitive_node() -> Node {
+    let node = Node::new();
+    for dir in ["kubernetes/pki", "kubernetes/manifests", "sub"] {
+        std::fs::create_dir_all(node.etc().join(dir)).expect("mkdir");
+    }
+    for (guest, content) in [
+        ("/etc/shadow", "root:$6$hash:19000::::::\n"),
+        ("/etc/gshadow", "root:::\n"),
+        (
+            "/etc/kubernetes/admin.conf",
+            "apiVersion: v1\nkind: Config\n",
+        ),
+        ("/etc/kubernetes/pki/ca.key", "KEY\n"),
+        ("/etc/kubernetes/manifests/etcd.yaml", "kind: Pod\n"),
+        ("/etc/ssh/ssh_host_ed25519_key", "KEY\n"),
+    ] {
+        node.put(guest, content);
+    }
+    for (link, target) in [
+        ("innocent", "shadow"),
+        ("sub/up", "../kubernetes/admin.conf"),
+        ("k8s", "kubernetes"),
+        ("static", "kubernetes/manifests"),
+    ] {
+        std::os::unix::fs::symlink(target, node.etc().join(link)).expect("symlink");
+    }
+    node
+}
+
+/// Every etc-file method on every sensitive path, directly and through links planted in
+/// /etc: refused by the host (not by the plugin) with `denied`, a message that says
+/// why, and nothing on the node changed.
+#[test]
+fn sensitive_paths_are_refused_through_every_method() {
+    let node = sensitive_node();
+    let snapshot = |node: &Node| {
+        [
+            "/etc/shadow",
+            "/etc/gshadow",
+            "/etc/kubernetes/admin.conf",
+            "/etc/kubernetes/pki/ca.key",
+            "/etc/kubernetes/manifests/etcd.yaml",
+            "/etc/ssh/ssh_host_ed25519_key",
+        ]
+        .map(|g| node.get(g))
+    };
+    let before = snapshot(&node);
+    let secrets = [
+        "/etc/shadow",
+        "/etc/gshadow",
+        "/etc/kubernetes/admin.conf",
+        "/etc/kubernetes/pki/ca.key",
+        "/etc/ssh/ssh_host_ed25519_key",
+        "/etc/innocent",
+        "/etc/sub/up",
+        "/etc/k8s/admin.conf",
+        "/etc/k8s/pki/ca.key",
+        "/etc/sub/../kubernetes/admin.conf",
+    ];
+    let calls = |path: &str| {
+        [
+            ("read", json!({"path": path})),
+            ("write", json!({"path": path, "content": "x\n"})),
+            (
+                "write",
+                json!({"path": path, "content": "x\n", "atomic": false}),
+            ),
+            ("ensure-line", json!({"path": path, "line": "x"})),
+            ("remove-line", json!({"path": path, "regexp": "root"})),
+            (
+                "replace",
+                json!({"path": path, "regexp": "root", "replacement": "toor"}),
+            ),
+            ("ensure-block", json!({"path": path, "block": "x"})),
+            ("delete", json!({"path": path})),
+        ]
+    };
+    for path in secrets {
+        for (method, params) in calls(path) {
+            if method == "delete" && ["/etc/innocent", "/etc/sub/up"].contains(&path) {
+                // Deleting a planted link removes the link, never what it points to.
+                continue;
+            }
+            let message = node.fails(method, params, "denied");
+            assert!(
+                message.contains("sensitive path"),
+                "{method} {path}: the message should say why: {message}"
+            );
+        }
+    }
+    // Static Pod manifests: readable, never written, created or removed.
+    for path in [
+        "/etc/kubernetes/manifests/etcd.yaml",
+        "/etc/kubernetes/manifests/x.yaml",
+        "/etc/static/x.yaml",
+        "/etc/k8s/manifests/x.yaml",
+    ] {
+        for (method, params) in calls(path).into_iter().skip(1) {
+            let message = node.fails(method, params, "denied");
+            assert!(
+                message.contains("sensitive path"),
+                "{method} {path}: {message}"
+            );
+        }
+    }
+    for link in ["/etc/innocent", "/etc/sub/up"] {
+        let v = node.ok("delete", json!({"path": link}));
+        assert_eq!(v["output"]["deleted"], true, "{v}");
+        assert!(
+            v["diff"].as_str().is_some_and(|d| !d.contains("root")),
+            "{v}"
+        );
+    }
+    let v = node.ok(
+        "read",
+        json!({"path": "/etc/kubernetes/manifests/etcd.yaml"}),
+    );
+    assert_eq!(v["output"]["content"], "kind: Pod\n", "{v}");
+    assert_eq!(snapshot(&node), before, "a sensitive file changed");
+    assert!(node.get("/etc/kubernetes/manifests/x.yaml").is_none());
+    node.outside_untouched();
+    // Everything else under /etc works as before.
+    node.ok("write", json!({"path": "/etc/motd", "content": "hi\n"}));
+    node.ok("read", json!({"path": "/etc/motd"}));
+}
+
+/// An administrator's explicit allow opens exactly what it names.
+#[test]
+fn an_explicit_allow_opens_a_sensitive_path() {
+    let node = sensitive_node();
+    let run = |allow: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_hostplug"));
+        cmd.args(["plugin", "run"])
+            .arg(component())
+            .arg("--etc")
+            .arg(node.etc())
+            .arg("--write")
+            .arg("--cache-dir")
+            .arg(cache_dir())
+            .args(["--method", "write", "--params"])
+            .arg(
+                json!({"path": "/etc/kubernetes/manifests/x.yaml", "content": "kind: Pod\n"})
+                    .to_string(),
+            );
+        for a in allow {
+            cmd.args(["--allow-sensitive", a]);
+        }
+        cmd.output().expect("hostplug")
+    };
+    assert!(!run(&[]).status.success());
+    let out = run(&["/etc/kubernetes/manifests/*.yaml"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(
+        node.get("/etc/kubernetes/manifests/x.yaml").as_deref(),
+        Some("kind: Pod\n")
+    );
+    assert_eq!(
+        node.get("/etc/shadow").as_deref(),
+        Some("root:$6$hash:19000::::::\n")
+    );
+}

@@ -56,19 +56,38 @@ pub struct PluginStore {
     loaded: Mutex<HashMap<String, (HostPluginSpec, Arc<LoadedPlugin>)>>,
 }
 
-/// Capabilities of the built-in plugins, by name. A built-in plugin not listed gets
-/// none: it can only compute.
-pub fn builtin_capabilities(name: &str) -> Capabilities {
-    match name {
-        "etc-file" => Capabilities {
-            etc: EtcAccess::Write,
-            docker: false,
-        },
-        "docker-image" => Capabilities {
-            etc: EtcAccess::None,
-            docker: true,
-        },
-        _ => Capabilities::default(),
+/// Cap on a built-in plugin's capabilities file: 64 KiB (it is a few lines of JSON).
+const MAX_CAPABILITIES_FILE_BYTES: u64 = 64 << 10;
+
+/// The capabilities a built-in plugin declares next to its module: `<name>.capabilities.json`
+/// beside `<name>.wasm`, in the shape of `HostPlugin.spec.capabilities` (copied there from
+/// `plugins/<name>/capabilities.json` by `make plugins` and the operator image). A plugin
+/// without the file gets none: it can only compute. A file that cannot be read or does
+/// not parse also gives none, with a warning: never more than declared.
+pub fn builtin_capabilities(module: &Path) -> Capabilities {
+    use std::io::Read;
+    let path = module.with_extension("capabilities.json");
+    let read = || -> std::result::Result<Option<Capabilities>, String> {
+        let file = match std::fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e.to_string()),
+        };
+        let mut text = String::new();
+        file.take(MAX_CAPABILITIES_FILE_BYTES)
+            .read_to_string(&mut text)
+            .map_err(|e| e.to_string())?;
+        serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| e.to_string())
+    };
+    match read() {
+        Ok(caps) => caps.unwrap_or_default(),
+        Err(e) => {
+            warn!(path = %path.display(), error = %e,
+                "ignoring an unreadable capabilities file: the built-in plugin gets no capabilities");
+            Capabilities::default()
+        }
     }
 }
 
@@ -269,7 +288,7 @@ pub async fn install_builtins(client: &Client, store: &PluginStore) -> Result<()
                     config_map: None,
                 },
                 sha256: Some(digest.hex()),
-                capabilities: builtin_capabilities(&name),
+                capabilities: builtin_capabilities(&path),
             },
         );
         let mut value = serde_json::to_value(&hp).map_err(|source| Error::Serialize {
@@ -361,4 +380,47 @@ pub async fn run_controller(
         .run(reconcile, error_policy, ctx)
         .for_each(|_| futures::future::ready(()))
         .await;
+}
+
+#[cfg(test)]
+mod builtin_capability_tests {
+    use super::*;
+
+    /// The real declarations in `plugins/<name>/capabilities.json`, read the way the
+    /// operator reads them beside each module.
+    #[test]
+    fn built_in_plugins_declare_their_capabilities_next_to_the_module() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let plugins = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins");
+        for name in ["etc-file", "docker-image"] {
+            std::fs::copy(
+                plugins.join(name).join("capabilities.json"),
+                tmp.path().join(format!("{name}.capabilities.json")),
+            )
+            .expect("copy");
+        }
+        let caps = |name: &str| builtin_capabilities(&tmp.path().join(format!("{name}.wasm")));
+        assert_eq!(
+            caps("etc-file"),
+            Capabilities {
+                etc: EtcAccess::Write,
+                docker: false,
+            }
+        );
+        assert_eq!(
+            caps("docker-image"),
+            Capabilities {
+                etc: EtcAccess::None,
+                docker: true,
+            }
+        );
+        // No declaration, or one that does not parse: nothing.
+        assert_eq!(caps("test-spin"), Capabilities::default());
+        std::fs::write(
+            tmp.path().join("bad.capabilities.json"),
+            "{\"etc\": \"root\"}",
+        )
+        .expect("write");
+        assert_eq!(caps("bad"), Capabilities::default());
+    }
 }
