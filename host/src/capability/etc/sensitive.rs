@@ -94,15 +94,16 @@ impl EtcPolicy {
 
     /// Whether a rename or removal of the directory `rel` would move or drop something
     /// a deny pattern covers (renaming `/etc/kubernetes` would make `pki/` readable under
-    /// a new name). Allows are not consulted: moving a protected tree is never needed.
+    /// a new name). A pattern that matches `rel` itself was already decided by
+    /// [`check`](Self::check) (an allowed `manifests/**` covers what is below too);
+    /// otherwise allows are not consulted: moving a protected tree is never needed.
     pub(crate) fn check_tree(&self, rel: &Path) -> Result<(), String> {
         self.check(rel, Access::Write)?;
         let parts = rel_components(rel);
-        let below = self
-            .deny
-            .iter()
-            .chain(&self.deny_write)
-            .any(|p| pattern_components(p).is_ok_and(|pat| could_match_below(&pat, &parts)));
+        let below = self.deny.iter().chain(&self.deny_write).any(|p| {
+            pattern_components(p)
+                .is_ok_and(|pat| !match_components(&pat, &parts) && could_match_below(&pat, &parts))
+        });
         if below {
             return Err(format!(
                 "denied: {}: holds sensitive paths; the host refuses to move or remove it",
@@ -258,6 +259,21 @@ mod tests {
         ] {
             assert!(p.check_tree(Path::new(tree)).is_err(), "{tree}");
         }
+        let manifests = EtcPolicy {
+            sensitive_allow: vec!["/etc/kubernetes/manifests/**".to_owned()],
+            ..EtcPolicy::default()
+        };
+        assert!(
+            manifests
+                .check_tree(Path::new("kubernetes/manifests/.x.tmp"))
+                .is_ok()
+        );
+        assert!(manifests.check_tree(Path::new("kubernetes")).is_err());
+        assert!(
+            EtcPolicy::default()
+                .check_tree(Path::new("kubernetes/manifests/x"))
+                .is_err()
+        );
         for tree in ["default", "kubernetes/addons", "ssh/sshd_config.d"] {
             assert!(p.check_tree(Path::new(tree)).is_ok(), "{tree}");
         }
