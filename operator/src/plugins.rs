@@ -23,7 +23,7 @@ use serde_json::json;
 use tracing::{info, warn};
 
 use crate::crd::{
-    Capabilities, EtcAccess, HostPlugin, HostPluginSpec, HostPluginStatus, MethodInfo, PluginInfo,
+    Capabilities, HostPlugin, HostPluginSpec, HostPluginStatus, MethodInfo, PluginInfo,
     PluginSource,
 };
 use crate::{Context, Error, FIELD_MANAGER, Result};
@@ -385,6 +385,7 @@ pub async fn run_controller(
 #[cfg(test)]
 mod builtin_capability_tests {
     use super::*;
+    use crate::crd::EtcAccess;
 
     /// The real declarations in `plugins/<name>/capabilities.json`, read the way the
     /// operator reads them beside each module.
