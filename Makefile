@@ -29,6 +29,10 @@ plugins: setup
 	mkdir -p $(PLUGIN_OUT)
 	for f in $(TARGET_DIR)/plugins/wasm32-wasip2/release/*.wasm; do \
 	  n=$$(basename $$f .wasm); cp $$f $(PLUGIN_OUT)/$${n//_/-}.wasm; done
+	# A built-in plugin declares its capabilities next to its code; the operator reads
+	# <name>.capabilities.json beside <name>.wasm (none: no capabilities).
+	for c in $(ROOT)/plugins/*/capabilities.json; do \
+	  n=$$(basename $$(dirname $$c)); cp $$c $(PLUGIN_OUT)/$$n.capabilities.json; done
 	ls -l $(PLUGIN_OUT)
 
 build: plugins

@@ -2,13 +2,16 @@
 //! `wasmtime::component::bindgen!`.
 //!
 //! Generated code only: hand-written logic never goes here (the host imports are
-//! implemented in `plugin.rs`, the `files` logic in `files.rs`).
+//! implemented in `plugin.rs` and `capability/`).
 
 #![allow(missing_debug_implementations)] // generated types; the macro does not derive Debug on all
 
 wasmtime::component::bindgen!({
     path: "../wit",
     world: "host-action",
+    // Exports are called on an async store so that a timer can end a call that waits
+    // in a host function; the host's own imports stay synchronous.
+    exports: { default: async },
 });
 
 pub use hostplug::plugin::docker::Response as DockerResponse;

@@ -12,7 +12,8 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::manifest::{self, ManifestRequest};
 use crate::{
-    Digest, Error, EtcAccess, Grants, Host, HostConfig, Invocation, InvokeError, InvokeOutcome,
+    Digest, Error, EtcAccess, EtcPolicy, Grants, Host, HostConfig, Invocation, InvokeError,
+    InvokeOutcome,
 };
 
 /// hostplug — the plugin author's tool.
@@ -92,6 +93,10 @@ pub struct RunArgs {
     /// Deadline in seconds.
     #[arg(long)]
     pub timeout: Option<u64>,
+    /// Allow a sensitive path under /etc that the host refuses by default (a glob such as
+    /// `/etc/kubernetes/manifests/**`); repeatable. See SECURITY.md.
+    #[arg(long = "allow-sensitive", value_name = "GLOB")]
+    pub allow_sensitive: Vec<String>,
 }
 
 /// `hostplug plugin manifest`
@@ -157,10 +162,17 @@ pub fn run(cli: Cli) -> Output {
     result.unwrap_or_else(Output::error)
 }
 
-fn host_and_plugin(m: &ModuleArgs) -> Result<std::sync::Arc<crate::Plugin>, Error> {
+fn host_and_plugin(
+    m: &ModuleArgs,
+    allow_sensitive: &[String],
+) -> Result<std::sync::Arc<crate::Plugin>, Error> {
     let expected = m.sha256.as_deref().map(str::parse::<Digest>).transpose()?;
     let host = Host::new(HostConfig {
         cache_dir: m.cache_dir.clone(),
+        etc: EtcPolicy {
+            sensitive_allow: allow_sensitive.to_vec(),
+            ..EtcPolicy::default()
+        },
         ..HostConfig::default()
     })?;
     host.load_file(&m.file, expected.as_ref())
@@ -176,13 +188,13 @@ fn to_json<T: serde::Serialize>(v: &T) -> Result<String, Error> {
 }
 
 fn describe(a: DescribeArgs) -> Result<Output, InvokeError> {
-    let plugin = host_and_plugin(&a.module)?;
+    let plugin = host_and_plugin(&a.module, &[])?;
     let info = plugin.describe()?;
     Ok(Output::ok(to_json(&info)?))
 }
 
 fn run_method(a: RunArgs) -> Result<Output, InvokeError> {
-    let plugin = host_and_plugin(&a.module)?;
+    let plugin = host_and_plugin(&a.module, &a.allow_sensitive)?;
     let mut grants = match &a.etc {
         Some(dir) => Grants::etc(
             dir,

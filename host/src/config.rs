@@ -1,19 +1,37 @@
-//! Host configuration: the cache directory, the per-invocation limits and the docker
-//! policy, each limit a named constant with the reason for its default.
+//! Host configuration: the cache directory, the per-invocation limits and each
+//! capability's policy, each limit a named constant with the reason for its default.
+//! The capabilities' own limits live with them (`capability/docker.rs`).
 //!
 //! Plain data only: this module must never touch the file system or the engine.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::docker::DockerPolicy;
+use crate::capability::docker::DockerPolicy;
+use crate::capability::etc::EtcPolicy;
 
-/// Default cap on a plugin's linear memory: 128 MiB. A file plugin holds a few copies of
-/// a file under /etc (rarely over 1 MiB) and a docker plugin a response of at most
-/// [`DEFAULT_DOCKER_MAX_RESPONSE_BYTES`] plus its parsed form; 128 MiB leaves room for
+/// Default cap on all memory of one invocation's store: 128 MiB, the linear memories of
+/// every core instance of the component together (a component may define several, and
+/// each would otherwise get the whole cap). A file plugin holds a few copies of a file
+/// under /etc (rarely over 1 MiB) and a docker plugin a response of at most
+/// [`DEFAULT_DOCKER_MAX_RESPONSE_BYTES`](crate::DEFAULT_DOCKER_MAX_RESPONSE_BYTES) plus its parsed form; 128 MiB leaves room for
 /// both while a worker running several invocations at once stays far below a Pod's
 /// usual memory limit.
 pub const DEFAULT_MAX_MEMORY_BYTES: usize = 128 << 20;
+
+/// Cap on the core instances of one store: 64. A Rust plugin built by `wit-bindgen` and
+/// `wasm-tools component new` has under ten (the main module, the WASI adapter, shims);
+/// the cap stops a component from instantiating without bound.
+pub const MAX_INSTANCES: usize = 64;
+
+/// Cap on the linear memories of one store: 8. A plugin has one or two (the adapter's);
+/// the total size is capped by [`DEFAULT_MAX_MEMORY_BYTES`] anyway, the count bounds the
+/// bookkeeping.
+pub const MAX_MEMORIES: usize = 8;
+
+/// Cap on the tables of one store: 32. A plugin has a few (indirect calls, the
+/// adapter's and the shims' tables).
+pub const MAX_TABLES: usize = 32;
 
 /// Default wall-clock deadline of one invocation: 30 s. Editing a file takes
 /// milliseconds; pulling an image through the docker import is the slow case, and a
@@ -27,6 +45,12 @@ pub const MAX_DEADLINE: Duration = Duration::from_secs(600);
 /// Deadline of `describe`: 5 s. It builds a few JSON schemas and touches nothing.
 pub const DESCRIBE_DEADLINE: Duration = Duration::from_secs(5);
 
+/// Memory cap of `describe`: 32 MiB for the whole store. A description is a few
+/// kilobytes of JSON schemas; a Rust plugin starts with about 1–2 MiB (stack and data).
+/// The operator describes every HostPlugin in its own process, so a bad module must not
+/// be able to take the usual 128 MiB of an invocation there.
+pub const DESCRIBE_MAX_MEMORY_BYTES: usize = 32 << 20;
+
 /// Default cap on an outcome's `output` plus `diff`: 256 KiB. Both end up in a
 /// HostTask's status, once per node, and the API server refuses objects over 1.5 MiB.
 pub const DEFAULT_MAX_OUTPUT_BYTES: usize = 256 << 10;
@@ -36,33 +60,22 @@ pub const DEFAULT_MAX_OUTPUT_BYTES: usize = 256 << 10;
 /// is dropped and the drop is noted in a final `host` record.
 pub const DEFAULT_MAX_LOG_BYTES: usize = 64 << 10;
 
-/// Default cap on the elements of one Wasm table: 100 000. Rust plugins use a few
-/// hundred entries; the cap stops a plugin from growing tables without bound.
+/// Default cap on the elements of all tables of one store together: 100 000. Rust
+/// plugins use a few hundred entries; the cap stops a plugin from growing tables
+/// without bound.
 pub const DEFAULT_MAX_TABLE_ELEMENTS: usize = 100_000;
 
 /// Period of the epoch ticker that enforces deadlines: 10 ms. Deadlines are enforced
 /// with this granularity; a shorter tick costs more wake-ups for no practical gain.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
-/// Default request body cap of the docker import: 1 MiB (image endpoints take JSON
-/// parameters or nothing).
-pub const DEFAULT_DOCKER_MAX_REQUEST_BYTES: usize = 1 << 20;
-
-/// Default response body cap of the docker import: 16 MiB (an image list of a busy node
-/// is a few MiB; a pull's progress stream is long but the plugin only needs its end).
-pub const DEFAULT_DOCKER_MAX_RESPONSE_BYTES: usize = 16 << 20;
-
-/// Default time limit of one docker call: 120 s (pulling a large image). A call never
-/// runs past the invocation's deadline either.
-pub const DEFAULT_DOCKER_TIMEOUT: Duration = Duration::from_secs(120);
-
 /// Limits applied to every invocation. See the `DEFAULT_*` constants for the reasons
 /// behind each default.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
-    /// Cap on the plugin's linear memory, in bytes.
+    /// Cap on all linear memories of one invocation together, in bytes.
     pub max_memory_bytes: usize,
-    /// Cap on the elements of one table.
+    /// Cap on the elements of all tables of one invocation together.
     pub max_table_elements: usize,
     /// Deadline when the invocation does not ask for one.
     pub default_deadline: Duration,
@@ -70,6 +83,8 @@ pub struct Limits {
     pub max_deadline: Duration,
     /// Deadline of `describe`.
     pub describe_deadline: Duration,
+    /// Cap on all memory of a `describe` call, in bytes.
+    pub describe_max_memory_bytes: usize,
     /// Cap on `output` plus `diff`, in bytes; beyond it the invocation fails with
     /// `resource-limit`.
     pub max_output_bytes: usize,
@@ -85,6 +100,7 @@ impl Default for Limits {
             default_deadline: DEFAULT_DEADLINE,
             max_deadline: MAX_DEADLINE,
             describe_deadline: DESCRIBE_DEADLINE,
+            describe_max_memory_bytes: DESCRIBE_MAX_MEMORY_BYTES,
             max_output_bytes: DEFAULT_MAX_OUTPUT_BYTES,
             max_log_bytes: DEFAULT_MAX_LOG_BYTES,
         }
@@ -102,6 +118,11 @@ pub struct HostConfig {
     pub limits: Limits,
     /// What the docker import may do when the capability is granted.
     pub docker: DockerPolicy,
+    /// The sensitive paths under /etc that stay out of reach when the etc capability is
+    /// granted (WASI and the `files` import alike), and an administrator's explicit
+    /// allows. A worker runs one HostPlugin's invocations, so its host carries that
+    /// plugin's allows.
+    pub etc: EtcPolicy,
     /// Use wasmtime's pooling allocator for instances (at most 64 component instances
     /// at once). Off by default. On `make bench` (etc-file, 2 busy cores) it cut the
     /// median of an invocation from ~370–520 µs to ~240–290 µs for `ensure-line` and did

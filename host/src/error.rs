@@ -37,6 +37,10 @@ pub enum Error {
     /// The engine could not be set up or failed internally.
     #[error("wasm engine: {0}")]
     Engine(String),
+    /// A [`HostConfig`](crate::HostConfig) value makes no sense; the message names the
+    /// field.
+    #[error("invalid host configuration: {0}")]
+    Config(String),
     /// A file-system operation of the host failed.
     #[error("{context}: {source}")]
     Io {
@@ -66,7 +70,9 @@ impl Error {
             Self::InvalidDigest(_) => ErrorKind::InvalidParams,
             Self::DigestMismatch { .. } => ErrorKind::DigestMismatch,
             Self::BadModule { .. } => ErrorKind::BadModule,
-            Self::Engine(_) | Self::Io { .. } | Self::Encode { .. } => ErrorKind::Internal,
+            Self::Engine(_) | Self::Config(_) | Self::Io { .. } | Self::Encode { .. } => {
+                ErrorKind::Internal
+            }
             Self::Invoke(e) => e.kind,
         }
     }

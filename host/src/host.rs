@@ -53,6 +53,8 @@ fn engine_config(config: &HostConfig) -> Config {
     let mut c = Config::new();
     c.wasm_component_model(true);
     c.epoch_interruption(true);
+    // Calls run as futures (`*_async`) so that a timer can end one stuck in a host call;
+    // wasmtime 48 supports async calls on every engine.
     // Plugins are compiled once and run many times: optimise for speed.
     c.cranelift_opt_level(wasmtime::OptLevel::Speed);
     if config.pooling_allocator {
@@ -70,17 +72,13 @@ fn engine_config(config: &HostConfig) -> Config {
 impl Host {
     /// A host with `config`: builds the engine and the linker and starts the epoch
     /// ticker.
+    /// Errors: `Config` when a capability's policy makes no sense, `Engine`, `Io`.
     pub fn new(config: HostConfig) -> Result<Self> {
+        crate::capability::validate(&config)?;
         let engine =
             Engine::new(&engine_config(&config)).map_err(|e| Error::Engine(format!("{e:#}")))?;
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
-            .map_err(|e| Error::Engine(format!("linking WASI: {e:#}")))?;
-        crate::bindings::HostAction::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
-            &mut linker,
-            |s| s,
-        )
-        .map_err(|e| Error::Engine(format!("linking host imports: {e:#}")))?;
+        crate::capability::link(&mut linker)?;
         let disk = match &config.cache_dir {
             Some(dir) => Some(ArtifactStore::open(dir, &engine)?),
             None => None,

@@ -23,20 +23,24 @@
 //!   driven by a ticker thread, a memory limiter per store.
 //! * Components are compiled once per [`Digest`], kept in memory and, with
 //!   [`HostConfig::cache_dir`], precompiled on disk so that a restart does not recompile.
-//! * Each call gets a fresh `Store` from an `InstancePre` made once per component.
-//! * Calls are blocking (a synchronous store); async callers use
-//!   `tokio::task::spawn_blocking`.
+//! * Each call gets a fresh `Store` from an `InstancePre` made once per component, with
+//!   its memory, tables and instances capped per store.
+//! * Calls are blocking for the caller (async callers use `tokio::task::spawn_blocking`);
+//!   inside, the store is async and the call runs under a timer, so the deadline also
+//!   ends a plugin that waits in a host call (a WASI sleep or poll).
+//! * Each host capability (`etc`, `docker`, `log`) is a unit in [`capability`] with its
+//!   policy, imports and limits; the sensitive paths under /etc are refused by the host
+//!   unless the configuration allows them.
 //!
 //! This crate must never give a plugin access it was not granted: no ambient preopens,
 //! environment, arguments, sockets or stdio, ever.
 
 mod bindings;
 mod cache;
+pub mod capability;
 pub mod cli;
 mod config;
-pub mod docker;
 mod error;
-mod files;
 mod grants;
 mod host;
 mod invocation;
@@ -44,8 +48,13 @@ pub mod manifest;
 mod plugin;
 mod stdio;
 
+pub use capability::docker;
+pub use capability::docker::{
+    DEFAULT_DOCKER_MAX_REQUEST_BYTES, DEFAULT_DOCKER_MAX_RESPONSE_BYTES, DEFAULT_DOCKER_TIMEOUT,
+    DockerPolicy, DockerRoute,
+};
+pub use capability::etc::{DEFAULT_DENY, DEFAULT_DENY_WRITE, EtcPolicy};
 pub use config::*;
-pub use docker::{DockerPolicy, DockerRoute};
 pub use error::{Error, Result};
 pub use grants::Grants;
 pub use host::Host;

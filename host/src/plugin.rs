@@ -1,7 +1,12 @@
 //! `Plugin`: one loaded component, and the running of its exports — a fresh `Store` per
-//! call, WASI built from the call's grants, the host imports (`docker`, `files`, `log`), the
-//! memory limiter, the epoch deadline and the mapping of every failure to an
-//! [`ErrorKind`].
+//! call, each capability prepared from the call's grants (WASI with `/etc`, the `docker`,
+//! `files` and `log` imports), the per-store limiter, the deadline and the mapping of
+//! every failure to an [`ErrorKind`].
+//!
+//! The deadline is enforced twice: the epoch deadline interrupts guest code, and the call
+//! itself runs as a future under a timer, so a plugin waiting inside a host call (a WASI
+//! `poll` on a monotonic-clock sleep) is stopped too: dropping the future abandons the
+//! store, which is never used again.
 //!
 //! This module must never grant more than the call's [`Grants`]: the WASI context starts
 //! empty (no env, args, sockets or stdio) and only `/etc` may be preopened, read-only in
@@ -15,10 +20,14 @@ use wasmtime::component::{Component, ResourceTable};
 use wasmtime::{Engine, ResourceLimiter, Store, Trap};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use crate::bindings::{self, HostAction, HostActionPre, PluginError};
-use crate::config::EPOCH_TICK;
-use crate::docker::DockerClient;
-use crate::files::EtcFiles;
+use wasmtime_wasi::filesystem::WasiFilesystemCtxView;
+
+use crate::bindings::{self, HostActionPre, PluginError};
+use crate::capability::docker::DockerClient;
+use crate::capability::etc::files::EtcFiles;
+use crate::capability::etc::wasi_fs::{EtcGuard, GuardedFs};
+use crate::capability::log::LogSink;
+use crate::config::{EPOCH_TICK, MAX_INSTANCES, MAX_MEMORIES, MAX_TABLES};
 use crate::stdio::CappedPipe;
 use crate::{
     Digest, Error, ErrorKind, EtcAccess, Grants, HostConfig, Invocation, InvokeError,
@@ -85,11 +94,17 @@ impl Plugin {
         if let Some(info) = self.info.get() {
             return Ok(info.clone());
         }
-        let deadline = self.config.limits.describe_deadline;
-        let (result, _logs) = self.run(&Grants::none(), true, deadline, |bindings, store| {
-            bindings.call_describe(store).map(Ok)
-        });
-        let raw = result?;
+        let limits = &self.config.limits;
+        let (result, _logs) = self.run(
+            &Grants::none(),
+            true,
+            limits.describe_deadline,
+            limits.describe_max_memory_bytes,
+            Export::Describe,
+        );
+        let Returned::Info(raw) = result? else {
+            return Err(Error::Engine("describe returned an outcome".into()));
+        };
         let mut methods = Vec::with_capacity(raw.methods.len());
         for m in raw.methods {
             let params_schema =
@@ -131,16 +146,21 @@ impl Plugin {
             .deadline
             .unwrap_or(limits.default_deadline)
             .min(limits.max_deadline);
-        let (result, mut logs) = self.run(grants, invocation.dry_run, deadline, |b, store| {
-            b.call_invoke(
-                store,
-                &invocation.method,
-                &invocation.params,
-                invocation.dry_run,
-            )
-        });
+        let (result, mut logs) = self.run(
+            grants,
+            invocation.dry_run,
+            deadline,
+            limits.max_memory_bytes,
+            Export::Invoke(invocation),
+        );
         let outcome = match result {
-            Ok(outcome) => outcome,
+            Ok(Returned::Outcome(outcome)) => outcome,
+            Ok(Returned::Info(_)) => {
+                return Err(InvokeError::new(
+                    ErrorKind::Internal,
+                    "invoke returned a description",
+                ));
+            }
             Err(mut e) => {
                 e.logs = logs;
                 return Err(e);
@@ -179,22 +199,28 @@ impl Plugin {
         })
     }
 
-    /// Runs `call` in a fresh store set up from `grants`, and maps every failure to an
+    /// Runs `export` in a fresh store set up from `grants`, under `deadline` and a
+    /// memory cap of `max_memory_bytes` for the whole store, and maps every failure to an
     /// [`InvokeError`]. Returns the logs in either case.
-    fn run<R>(
+    fn run(
         &self,
         grants: &Grants,
         dry_run: bool,
         deadline: Duration,
-        call: impl FnOnce(
-            &HostAction,
-            &mut Store<StoreState>,
-        ) -> wasmtime::Result<std::result::Result<R, PluginError>>,
-    ) -> (std::result::Result<R, InvokeError>, Vec<LogRecord>) {
+        max_memory_bytes: usize,
+        export: Export<'_>,
+    ) -> (std::result::Result<Returned, InvokeError>, Vec<LogRecord>) {
         let limits = &self.config.limits;
         let stdout = CappedPipe::new(limits.max_log_bytes);
         let stderr = CappedPipe::new(limits.max_log_bytes);
-        let state = match self.store_state(grants, dry_run, deadline, &stdout, &stderr) {
+        let state = match self.store_state(
+            grants,
+            dry_run,
+            deadline,
+            max_memory_bytes,
+            &stdout,
+            &stderr,
+        ) {
             Ok(s) => s,
             Err(e) => return (Err(e), Vec::new()),
         };
@@ -204,17 +230,40 @@ impl Plugin {
         store.epoch_deadline_trap();
 
         let mut instantiated = false;
-        let result = self.pre.instantiate(&mut store).and_then(|bindings| {
+        let call = async {
+            let bindings = self.pre.instantiate_async(&mut store).await?;
             instantiated = true;
-            call(&bindings, &mut store)
-        });
+            match export {
+                Export::Describe => bindings
+                    .call_describe(&mut store)
+                    .await
+                    .map(|info| Ok(Returned::Info(info))),
+                Export::Invoke(inv) => bindings
+                    .call_invoke(&mut store, &inv.method, &inv.params, inv.dry_run)
+                    .await
+                    .map(|r| r.map(Returned::Outcome)),
+            }
+        };
+        // The timer ends a call that is stuck in a host function, where the epoch
+        // deadline cannot reach it; dropping the future abandons the store.
+        // (The timer is made inside the runtime: it needs its time driver.)
+        let timed =
+            wasmtime_wasi::runtime::in_tokio(
+                async move { tokio::time::timeout(deadline, call).await },
+            );
         let state = store.into_data();
         let (err_bytes, err_dropped) = stderr.take();
         let last_stderr = stderr_tail(&err_bytes);
-        let result = match result {
-            Ok(Ok(r)) => Ok(r),
-            Ok(Err(plugin_error)) => Err(from_plugin_error(plugin_error)),
-            Err(e) => Err(classify(
+        let result = match timed {
+            Err(_elapsed) => Err(InvokeError::new(
+                ErrorKind::Timeout,
+                format!(
+                    "the plugin ran past its deadline of {deadline:?} and was stopped (it was waiting in a host call)"
+                ),
+            )),
+            Ok(Ok(Ok(r))) => Ok(r),
+            Ok(Ok(Err(plugin_error))) => Err(from_plugin_error(plugin_error)),
+            Ok(Err(e)) => Err(classify(
                 &e,
                 &state,
                 deadline,
@@ -222,6 +271,17 @@ impl Plugin {
                 instantiated,
             )),
         };
+        // A plugin reports a refused path as its own `denied` error, with the OS's
+        // words; add the host's reason.
+        let result = result.map_err(|mut e| {
+            if let Some(refusal) = state.logs.first_refusal()
+                && e.kind == ErrorKind::Denied
+                && !e.message.contains(refusal)
+            {
+                e.message = format!("{} (the host refused: {refusal})", e.message);
+            }
+            e
+        });
         let logs = state.logs.finish(stdout.take(), (err_bytes, err_dropped));
         (result, logs)
     }
@@ -231,6 +291,7 @@ impl Plugin {
         grants: &Grants,
         dry_run: bool,
         deadline: Duration,
+        max_memory_bytes: usize,
         stdout: &CappedPipe,
         stderr: &CappedPipe,
     ) -> std::result::Result<StoreState, InvokeError> {
@@ -247,6 +308,7 @@ impl Plugin {
             (EtcAccess::Read, _) | (EtcAccess::Write, true) => Some(FsPerms::ReadOnly),
             (EtcAccess::Write, false) => Some(FsPerms::ReadWrite),
         };
+        let mut etc_dir = None;
         if let Some(perms) = perms {
             let dir = grants.etc_dir.as_ref().ok_or_else(|| {
                 InvokeError::new(
@@ -260,13 +322,23 @@ impl Plugin {
                     format!("cannot open the etc directory {}: {e}", dir.display()),
                 )
             })?;
+            etc_dir = Some(dir.as_path());
         }
+        let policy = Arc::new(self.config.etc.clone());
+        let etc_guard = EtcGuard::new(etc_dir, policy.clone()).map_err(|e| {
+            InvokeError::new(
+                ErrorKind::Internal,
+                format!("cannot open the etc directory: {e}"),
+            )
+        })?;
         Ok(StoreState {
             wasi: b.build(),
             table: ResourceTable::new(),
             limiter: Limiter {
-                max_memory_bytes: limits.max_memory_bytes,
+                max_memory_bytes,
                 max_table_elements: limits.max_table_elements,
+                memory_bytes: 0,
+                table_elements: 0,
                 memory_exhausted: false,
             },
             logs: LogSink::new(limits.max_log_bytes),
@@ -274,7 +346,8 @@ impl Plugin {
                 .docker
                 .as_deref()
                 .map(|socket| DockerClient::new(socket, self.config.docker.clone(), dry_run)),
-            files: EtcFiles::new(grants.etc, grants.etc_dir.as_deref(), dry_run),
+            files: EtcFiles::new(grants.etc, grants.etc_dir.as_deref(), dry_run, policy),
+            etc_guard,
             deadline: Instant::now() + deadline,
         })
     }
@@ -325,7 +398,7 @@ fn classify(
         (
             ErrorKind::ResourceLimit,
             format!(
-                "out of memory: the plugin reached its linear memory limit of {} bytes",
+                "out of memory: the plugin reached its memory limit of {} bytes (all its linear memories together)",
                 state.limiter.max_memory_bytes
             ),
         )
@@ -363,15 +436,44 @@ fn classify(
     InvokeError::new(kind, message)
 }
 
-/// The data of one store.
+/// Which export a store runs.
+#[derive(Clone, Copy)]
+enum Export<'a> {
+    Describe,
+    Invoke(&'a Invocation),
+}
+
+/// What an export returned.
+enum Returned {
+    Info(bindings::hostplug::plugin::types::PluginInfo),
+    Outcome(bindings::hostplug::plugin::types::Outcome),
+}
+
+/// The data of one store: WASI, the limiter, and each capability's per-call state (the
+/// capabilities' imports are implemented on it in `capability/`).
 pub(crate) struct StoreState {
     wasi: WasiCtx,
     table: ResourceTable,
     limiter: Limiter,
-    logs: LogSink,
-    docker: Option<DockerClient>,
-    files: EtcFiles,
-    deadline: Instant,
+    pub(crate) logs: LogSink,
+    pub(crate) docker: Option<DockerClient>,
+    pub(crate) files: EtcFiles,
+    etc_guard: EtcGuard,
+    pub(crate) deadline: Instant,
+}
+
+impl StoreState {
+    /// The view the guarded `wasi:filesystem/types` works on.
+    pub(crate) fn guarded_fs(&mut self) -> GuardedFs<'_> {
+        GuardedFs {
+            inner: WasiFilesystemCtxView {
+                ctx: self.wasi.filesystem(),
+                table: &mut self.table,
+            },
+            guard: &self.etc_guard,
+            logs: &mut self.logs,
+        }
+    }
 }
 
 impl WasiView for StoreState {
@@ -385,151 +487,96 @@ impl WasiView for StoreState {
 
 impl bindings::hostplug::plugin::types::Host for StoreState {}
 
-impl bindings::hostplug::plugin::log::Host for StoreState {
-    fn log(&mut self, level: bindings::Level, message: String) {
-        let level = match level {
-            bindings::Level::Debug => LogLevel::Debug,
-            bindings::Level::Info => LogLevel::Info,
-            bindings::Level::Warn => LogLevel::Warn,
-            bindings::Level::Error => LogLevel::Error,
-        };
-        self.logs.push(level, LogSource::Log, message);
-    }
-}
-
-impl bindings::hostplug::plugin::docker::Host for StoreState {
-    fn request(
-        &mut self,
-        method: String,
-        path: String,
-        body: Option<Vec<u8>>,
-    ) -> std::result::Result<bindings::DockerResponse, String> {
-        let Some(client) = &self.docker else {
-            return Err("denied: this plugin has no docker capability".to_owned());
-        };
-        client
-            .request(&method, &path, body.as_deref(), self.deadline)
-            .map(|r| bindings::DockerResponse {
-                status: r.status,
-                body: r.body,
-            })
-    }
-}
-
-impl bindings::hostplug::plugin::files::Host for StoreState {
-    fn stat(&mut self, path: String) -> std::result::Result<bindings::FileAttributes, String> {
-        self.files.stat(&path).map(|a| bindings::FileAttributes {
-            mode: a.mode,
-            uid: a.uid,
-            gid: a.gid,
-        })
-    }
-
-    fn set_attributes(
-        &mut self,
-        path: String,
-        mode: Option<u32>,
-        uid: Option<u32>,
-        gid: Option<u32>,
-    ) -> std::result::Result<(), String> {
-        self.files.set_attributes(&path, mode, uid, gid)
-    }
-}
-
-/// Caps linear memory and tables, and remembers when the cap was hit so that the trap
-/// that usually follows is reported as `resource-limit`.
+/// Caps the memory and table elements of the whole store (every linear memory and every
+/// table of every core instance together) and the number of instances, memories and
+/// tables, and remembers when the memory cap was hit so that the trap that usually
+/// follows is reported as `resource-limit`.
 struct Limiter {
     max_memory_bytes: usize,
     max_table_elements: usize,
+    /// Bytes of all memories of the store so far.
+    memory_bytes: usize,
+    /// Elements of all tables of the store so far.
+    table_elements: usize,
     memory_exhausted: bool,
 }
 
 impl ResourceLimiter for Limiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.max_memory_bytes {
+        // A new memory arrives with `current` 0, a growing one with its size so far.
+        let total = self
+            .memory_bytes
+            .saturating_sub(current)
+            .saturating_add(desired);
+        if total > self.max_memory_bytes {
             self.memory_exhausted = true;
             return Ok(false);
         }
+        self.memory_bytes = total;
         Ok(true)
     }
 
     fn table_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        Ok(desired <= self.max_table_elements)
+        let total = self
+            .table_elements
+            .saturating_sub(current)
+            .saturating_add(desired);
+        if total > self.max_table_elements {
+            return Ok(false);
+        }
+        self.table_elements = total;
+        Ok(true)
+    }
+
+    fn instances(&self) -> usize {
+        MAX_INSTANCES
+    }
+
+    fn memories(&self) -> usize {
+        MAX_MEMORIES
+    }
+
+    fn tables(&self) -> usize {
+        MAX_TABLES
     }
 }
 
-/// Log records of one call, capped in total bytes.
-struct LogSink {
-    records: Vec<LogRecord>,
-    bytes: usize,
-    cap: usize,
-    dropped: usize,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-impl LogSink {
-    fn new(cap: usize) -> Self {
-        Self {
-            records: Vec::new(),
-            bytes: 0,
-            cap,
-            dropped: 0,
-        }
-    }
-
-    fn push(&mut self, level: LogLevel, source: LogSource, mut message: String) {
-        let room = self.cap.saturating_sub(self.bytes);
-        if message.len() > room {
-            let mut cut = room;
-            while !message.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            self.dropped += message.len() - cut;
-            message.truncate(cut);
-        }
-        if message.is_empty() {
-            return;
-        }
-        self.bytes += message.len();
-        self.records.push(LogRecord {
-            level,
-            source,
-            message,
-        });
-    }
-
-    /// Appends stdout and stderr line by line, then notes what was dropped.
-    fn finish(mut self, stdout: (Vec<u8>, usize), stderr: (Vec<u8>, usize)) -> Vec<LogRecord> {
-        for ((bytes, dropped), source, level) in [
-            (stdout, LogSource::Stdout, LogLevel::Info),
-            (stderr, LogSource::Stderr, LogLevel::Warn),
-        ] {
-            self.dropped += dropped;
-            for line in String::from_utf8_lossy(&bytes).lines() {
-                if !line.is_empty() {
-                    self.push(level, source, line.to_owned());
-                }
-            }
-        }
-        if self.dropped > 0 {
-            self.records.push(LogRecord {
-                level: LogLevel::Warn,
-                source: LogSource::Host,
-                message: format!(
-                    "logs truncated: {} bytes dropped beyond the limit of {} bytes",
-                    self.dropped, self.cap
-                ),
-            });
-        }
-        self.records
+    #[test]
+    fn the_limiter_counts_every_memory_of_the_store() {
+        let mut l = Limiter {
+            max_memory_bytes: 100,
+            max_table_elements: 10,
+            memory_bytes: 0,
+            table_elements: 0,
+            memory_exhausted: false,
+        };
+        assert!(l.memory_growing(0, 40, None).expect("ok"));
+        assert!(l.memory_growing(0, 40, None).expect("ok"));
+        assert!(
+            !l.memory_growing(0, 40, None).expect("ok"),
+            "a third memory"
+        );
+        assert!(l.memory_exhausted);
+        assert!(
+            l.memory_growing(40, 60, None).expect("ok"),
+            "grow one to 60"
+        );
+        assert!(!l.memory_growing(60, 70, None).expect("ok"));
+        assert!(l.table_growing(0, 6, None).expect("ok"));
+        assert!(!l.table_growing(0, 6, None).expect("ok"));
     }
 }

@@ -412,7 +412,7 @@ fn endpoints_outside_the_allow_list_are_denied() {
     let env = start();
     let mut config = HostConfig::default();
     config.docker.allow = vec![
-        DockerRoute::new("GET", "/images/json"),
+        DockerRoute::new("GET", "/images/json").with_query(["all", "filters"]),
         DockerRoute::new("GET", "/images/{name}/json"),
     ];
     let host = Host::new(config).expect("host");

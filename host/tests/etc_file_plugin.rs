@@ -296,18 +296,18 @@ fn write_creates_replaces_and_backs_up() {
 fn write_in_place_keeps_the_inode() {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let node = Node::new();
-    node.put("/etc/shadow", "root:*:1::::::\n");
-    let host = node.host_path("/etc/shadow");
+    node.put("/etc/subgid", "root:*:1::::::\n");
+    let host = node.host_path("/etc/subgid");
     std::fs::set_permissions(&host, std::fs::Permissions::from_mode(0o640)).expect("chmod");
     let before = std::fs::metadata(&host).expect("stat");
     node.idempotent(
         "write",
-        json!({"path": "/etc/shadow", "content": "root:!:1::::::\n", "atomic": false}),
+        json!({"path": "/etc/subgid", "content": "root:!:1::::::\n", "atomic": false}),
     );
     let after = std::fs::metadata(&host).expect("stat");
     assert_eq!(after.ino(), before.ino());
     assert_eq!(after.mode() & 0o7777, 0o640);
-    assert_eq!(node.get("/etc/shadow").as_deref(), Some("root:!:1::::::\n"));
+    assert_eq!(node.get("/etc/subgid").as_deref(), Some("root:!:1::::::\n"));
 }
 
 /// Mode, owner and group of a host file.
@@ -326,8 +326,8 @@ fn chmod(path: &Path, mode: u32) {
 fn atomic_edits_keep_mode_and_owner() {
     use std::os::unix::fs::MetadataExt;
     let node = Node::new();
-    node.put("/etc/shadow", "root:*:1::::::\n");
-    let host = node.host_path("/etc/shadow");
+    node.put("/etc/subgid", "root:*:1::::::\n");
+    let host = node.host_path("/etc/subgid");
     chmod(&host, 0o640);
     // The tests run as root: give the file an owner the worker is not.
     std::os::unix::fs::chown(&host, Some(1234), Some(1234)).expect("chown");
@@ -336,7 +336,7 @@ fn atomic_edits_keep_mode_and_owner() {
     // The default (atomic) write, with a backup: a new inode, the same attributes.
     let v = node.ok(
         "write",
-        json!({"path": "/etc/shadow", "content": "root:!:1::::::\n", "backup": true}),
+        json!({"path": "/etc/subgid", "content": "root:!:1::::::\n", "backup": true}),
     );
     assert_eq!(v["changed"], true, "{v}");
     assert_eq!(v["output"]["mode"], "0640", "{v}");
@@ -351,28 +351,28 @@ fn atomic_edits_keep_mode_and_owner() {
     // Every other editing method writes atomically by default too.
     node.idempotent(
         "ensure-line",
-        json!({"path": "/etc/shadow", "line": "daemon:*:1::::::"}),
+        json!({"path": "/etc/subgid", "line": "daemon:*:1::::::"}),
     );
     node.idempotent(
         "replace",
-        json!({"path": "/etc/shadow", "regexp": "^daemon:\\*", "replacement": "daemon:!"}),
+        json!({"path": "/etc/subgid", "regexp": "^daemon:\\*", "replacement": "daemon:!"}),
     );
     node.idempotent(
         "ensure-block",
-        json!({"path": "/etc/shadow", "block": "bin:*:1::::::"}),
+        json!({"path": "/etc/subgid", "block": "bin:*:1::::::"}),
     );
     node.idempotent(
         "ensure-block",
-        json!({"path": "/etc/shadow", "state": "absent"}),
+        json!({"path": "/etc/subgid", "state": "absent"}),
     );
     node.idempotent(
         "remove-line",
-        json!({"path": "/etc/shadow", "regexp": "^daemon:"}),
+        json!({"path": "/etc/subgid", "regexp": "^daemon:"}),
     );
     assert_eq!(attributes(&host), (0o640, 1234, 1234));
-    assert_eq!(node.get("/etc/shadow").as_deref(), Some("root:!:1::::::\n"));
+    assert_eq!(node.get("/etc/subgid").as_deref(), Some("root:!:1::::::\n"));
     // `read` reports them.
-    let v = node.ok("read", json!({"path": "/etc/shadow"}));
+    let v = node.ok("read", json!({"path": "/etc/subgid"}));
     assert_eq!(v["output"]["mode"], "0640");
     assert_eq!(v["output"]["uid"], 1234);
     assert_eq!(v["output"]["gid"], 1234);
@@ -879,4 +879,193 @@ fn invalid_params_name_the_field() {
     assert!(msg.starts_with("regexp"), "{msg}");
     node.fails("no-such-method", json!({}), "not-found");
     assert_eq!(node.get("/etc/hosts").as_deref(), Some("a\n"));
+}
+
+/// A control-plane node's sensitive files, with links to them planted in /etc.
+fn sensitive_node() -> Node {
+    let node = Node::new();
+    for dir in ["kubernetes/pki", "kubernetes/manifests", "sub"] {
+        std::fs::create_dir_all(node.etc().join(dir)).expect("mkdir");
+    }
+    for (guest, content) in [
+        ("/etc/shadow", "root:$6$hash:19000::::::\n"),
+        ("/etc/gshadow", "root:::\n"),
+        (
+            "/etc/kubernetes/admin.conf",
+            "apiVersion: v1\nkind: Config\n",
+        ),
+        ("/etc/kubernetes/pki/ca.key", "KEY\n"),
+        (
+            "/etc/kubernetes/manifests/etcd.yaml",
+            "kind: Pod\nuser: root\n",
+        ),
+        ("/etc/ssh/ssh_host_ed25519_key", "KEY\n"),
+    ] {
+        node.put(guest, content);
+    }
+    for (link, target) in [
+        ("innocent", "shadow"),
+        ("sub/up", "../kubernetes/admin.conf"),
+        ("k8s", "kubernetes"),
+        ("static", "kubernetes/manifests"),
+    ] {
+        std::os::unix::fs::symlink(target, node.etc().join(link)).expect("symlink");
+    }
+    node
+}
+
+/// Every etc-file method on every sensitive path, directly and through links planted in
+/// /etc: refused by the host (not by the plugin) with `denied`, a message that says
+/// why, and nothing on the node changed.
+#[test]
+fn sensitive_paths_are_refused_through_every_method() {
+    let node = sensitive_node();
+    let snapshot = |node: &Node| {
+        [
+            "/etc/shadow",
+            "/etc/gshadow",
+            "/etc/kubernetes/admin.conf",
+            "/etc/kubernetes/pki/ca.key",
+            "/etc/kubernetes/manifests/etcd.yaml",
+            "/etc/ssh/ssh_host_ed25519_key",
+        ]
+        .map(|g| node.get(g))
+    };
+    let before = snapshot(&node);
+    let secrets = [
+        "/etc/shadow",
+        "/etc/gshadow",
+        "/etc/kubernetes/admin.conf",
+        "/etc/kubernetes/pki/ca.key",
+        "/etc/ssh/ssh_host_ed25519_key",
+        "/etc/innocent",
+        "/etc/sub/up",
+        "/etc/k8s/admin.conf",
+        "/etc/k8s/pki/ca.key",
+        "/etc/sub/../kubernetes/admin.conf",
+    ];
+    let calls = |path: &str| {
+        [
+            ("read", json!({"path": path})),
+            ("write", json!({"path": path, "content": "x\n"})),
+            (
+                "write",
+                json!({"path": path, "content": "x\n", "atomic": false}),
+            ),
+            ("ensure-line", json!({"path": path, "line": "x"})),
+            ("remove-line", json!({"path": path, "regexp": "root"})),
+            (
+                "replace",
+                json!({"path": path, "regexp": "root", "replacement": "toor"}),
+            ),
+            ("ensure-block", json!({"path": path, "block": "x"})),
+            ("delete", json!({"path": path})),
+        ]
+    };
+    for path in secrets {
+        for (method, params) in calls(path) {
+            if method == "delete" && ["/etc/innocent", "/etc/sub/up"].contains(&path) {
+                // Deleting a planted link removes the link, never what it points to.
+                continue;
+            }
+            let message = node.fails(method, params, "denied");
+            assert!(
+                message.contains("sensitive path"),
+                "{method} {path}: the message should say why: {message}"
+            );
+        }
+    }
+    // Static Pod manifests: readable, never changed, created or removed.
+    for path in [
+        "/etc/kubernetes/manifests/etcd.yaml",
+        "/etc/static/etcd.yaml",
+        "/etc/k8s/manifests/etcd.yaml",
+    ] {
+        for (method, params) in calls(path).into_iter().skip(1) {
+            let message = node.fails(method, params, "denied");
+            assert!(
+                message.contains("sensitive path"),
+                "{method} {path}: {message}"
+            );
+        }
+    }
+    for path in [
+        "/etc/kubernetes/manifests/x.yaml",
+        "/etc/static/x.yaml",
+        "/etc/k8s/manifests/x.yaml",
+    ] {
+        for params in [
+            json!({"path": path, "content": "kind: Pod\n"}),
+            json!({"path": path, "content": "kind: Pod\n", "atomic": false}),
+        ] {
+            let message = node.fails("write", params, "denied");
+            assert!(message.contains("sensitive path"), "{path}: {message}");
+        }
+        let message = node.fails(
+            "ensure-line",
+            json!({"path": path, "line": "kind: Pod", "create": true}),
+            "denied",
+        );
+        assert!(message.contains("sensitive path"), "{path}: {message}");
+    }
+    for link in ["/etc/innocent", "/etc/sub/up"] {
+        let v = node.ok("delete", json!({"path": link}));
+        assert_eq!(v["output"]["deleted"], true, "{v}");
+        assert!(
+            v["diff"].as_str().is_some_and(|d| !d.contains("root")),
+            "{v}"
+        );
+    }
+    let v = node.ok(
+        "read",
+        json!({"path": "/etc/kubernetes/manifests/etcd.yaml"}),
+    );
+    assert_eq!(v["output"]["content"], "kind: Pod\nuser: root\n", "{v}");
+    assert_eq!(snapshot(&node), before, "a sensitive file changed");
+    assert!(node.get("/etc/kubernetes/manifests/x.yaml").is_none());
+    node.outside_untouched();
+    // Everything else under /etc works as before.
+    node.ok("write", json!({"path": "/etc/motd", "content": "hi\n"}));
+    node.ok("read", json!({"path": "/etc/motd"}));
+}
+
+/// An administrator's explicit allow opens exactly what it names.
+#[test]
+fn an_explicit_allow_opens_a_sensitive_path() {
+    let node = sensitive_node();
+    let run = |allow: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_hostplug"));
+        cmd.args(["plugin", "run"])
+            .arg(component())
+            .arg("--etc")
+            .arg(node.etc())
+            .arg("--write")
+            .arg("--cache-dir")
+            .arg(cache_dir())
+            .args(["--method", "write", "--params"])
+            .arg(
+                json!({"path": "/etc/kubernetes/manifests/x.yaml", "content": "kind: Pod\n"})
+                    .to_string(),
+            );
+        for a in allow {
+            cmd.args(["--allow-sensitive", a]);
+        }
+        cmd.output().expect("hostplug")
+    };
+    assert!(!run(&[]).status.success());
+    // (An atomic write also creates a temporary file in the directory.)
+    let out = run(&["/etc/kubernetes/manifests/**"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(
+        node.get("/etc/kubernetes/manifests/x.yaml").as_deref(),
+        Some("kind: Pod\n")
+    );
+    assert_eq!(
+        node.get("/etc/shadow").as_deref(),
+        Some("root:$6$hash:19000::::::\n")
+    );
 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use hostplug_api::crd::{
-    Capabilities, EtcAccess, HostPlugin, HostPluginSpec, HostPluginStatus, PluginInfo, PluginSource,
+    Capabilities, HostPlugin, HostPluginSpec, HostPluginStatus, PluginInfo, PluginSource,
 };
 use hostplug_api::worker::DEFAULT_MAX_MODULE_BYTES;
 use hostplug_host::{Digest, Host};
@@ -58,19 +58,38 @@ pub struct PluginStore {
     loaded: Mutex<HashMap<String, (HostPluginSpec, Arc<LoadedPlugin>)>>,
 }
 
-/// Capabilities of the built-in plugins, by name. A built-in plugin not listed gets
-/// none: it can only compute.
-pub fn builtin_capabilities(name: &str) -> Capabilities {
-    match name {
-        "etc-file" => Capabilities {
-            etc: EtcAccess::Write,
-            docker: false,
-        },
-        "docker-image" => Capabilities {
-            etc: EtcAccess::None,
-            docker: true,
-        },
-        _ => Capabilities::default(),
+/// Cap on a built-in plugin's capabilities file: 64 KiB (it is a few lines of JSON).
+const MAX_CAPABILITIES_FILE_BYTES: u64 = 64 << 10;
+
+/// The capabilities a built-in plugin declares next to its module: `<name>.capabilities.json`
+/// beside `<name>.wasm`, in the shape of `HostPlugin.spec.capabilities` (copied there from
+/// `plugins/<name>/capabilities.json` by `make plugins` and the operator image). A plugin
+/// without the file gets none: it can only compute. A file that cannot be read or does
+/// not parse also gives none, with a warning: never more than declared.
+pub fn builtin_capabilities(module: &Path) -> Capabilities {
+    use std::io::Read;
+    let path = module.with_extension("capabilities.json");
+    let read = || -> std::result::Result<Option<Capabilities>, String> {
+        let file = match std::fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e.to_string()),
+        };
+        let mut text = String::new();
+        file.take(MAX_CAPABILITIES_FILE_BYTES)
+            .read_to_string(&mut text)
+            .map_err(|e| e.to_string())?;
+        serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| e.to_string())
+    };
+    match read() {
+        Ok(caps) => caps.unwrap_or_default(),
+        Err(e) => {
+            warn!(path = %path.display(), error = %e,
+                "ignoring an unreadable capabilities file: the built-in plugin gets no capabilities");
+            Capabilities::default()
+        }
     }
 }
 
@@ -294,6 +313,7 @@ enum BuiltinInstall {
 fn builtin_install(
     name: &str,
     digest_hex: &str,
+    capabilities: Capabilities,
     existing: Option<&HostPluginSpec>,
 ) -> BuiltinInstall {
     match existing {
@@ -303,7 +323,7 @@ fn builtin_install(
                 config_map: None,
             },
             sha256: Some(digest_hex.to_owned()),
-            capabilities: builtin_capabilities(name),
+            capabilities,
         }),
         Some(spec)
             if spec.source.builtin.as_deref() == Some(name)
@@ -335,7 +355,12 @@ pub async fn install_builtins(client: &Client, store: &PluginStore) -> Result<()
             .get_opt(&name)
             .await
             .map_err(Error::kube(format!("reading built-in HostPlugin {name}")))?;
-        match builtin_install(&name, &digest.hex(), existing.as_ref().map(|hp| &hp.spec)) {
+        match builtin_install(
+            &name,
+            &digest.hex(),
+            builtin_capabilities(&path),
+            existing.as_ref().map(|hp| &hp.spec),
+        ) {
             BuiltinInstall::Create(spec) => {
                 match api
                     .create(&PostParams::default(), &HostPlugin::new(&name, spec))
@@ -439,24 +464,33 @@ pub async fn run_controller(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hostplug_api::crd::EtcAccess;
+
+    /// etc-file's declared capabilities.
+    fn write() -> Capabilities {
+        Capabilities {
+            etc: EtcAccess::Write,
+            docker: false,
+        }
+    }
 
     #[test]
     fn builtin_is_created_when_absent_and_admin_edits_are_kept() {
-        let BuiltinInstall::Create(spec) = builtin_install("etc-file", "aa", None) else {
+        let BuiltinInstall::Create(spec) = builtin_install("etc-file", "aa", write(), None) else {
             panic!("an absent built-in is created");
         };
-        assert_eq!(spec.capabilities, builtin_capabilities("etc-file"));
+        assert_eq!(spec.capabilities, write());
         assert_eq!(spec.sha256.as_deref(), Some("aa"));
         // The administrator narrowed etc-file to read-only: a restart keeps that.
         let mut narrowed = spec.clone();
         narrowed.capabilities.etc = EtcAccess::Read;
         assert_eq!(
-            builtin_install("etc-file", "aa", Some(&narrowed)),
+            builtin_install("etc-file", "aa", write(), Some(&narrowed)),
             BuiltinInstall::Keep
         );
         // A new image changes only the digest pin, never the capabilities.
         assert_eq!(
-            builtin_install("etc-file", "bb", Some(&narrowed)),
+            builtin_install("etc-file", "bb", write(), Some(&narrowed)),
             BuiltinInstall::UpdateSha256("bb".into())
         );
         // Pointed at a ConfigMap, or unpinned, by the administrator: kept.
@@ -466,13 +500,13 @@ mod tests {
             config_map: None,
         };
         assert_eq!(
-            builtin_install("etc-file", "bb", Some(&elsewhere)),
+            builtin_install("etc-file", "bb", write(), Some(&elsewhere)),
             BuiltinInstall::Keep
         );
         let mut unpinned = narrowed;
         unpinned.sha256 = None;
         assert_eq!(
-            builtin_install("etc-file", "bb", Some(&unpinned)),
+            builtin_install("etc-file", "bb", write(), Some(&unpinned)),
             BuiltinInstall::Keep
         );
     }
@@ -507,5 +541,49 @@ mod tests {
             "{line}"
         );
         assert!(line.ends_with("(Forbidden, HTTP 403)"), "{line}");
+    }
+}
+
+#[cfg(test)]
+mod builtin_capability_tests {
+    use super::*;
+    use hostplug_api::crd::EtcAccess;
+
+    /// The real declarations in `plugins/<name>/capabilities.json`, read the way the
+    /// operator reads them beside each module.
+    #[test]
+    fn built_in_plugins_declare_their_capabilities_next_to_the_module() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let plugins = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins");
+        for name in ["etc-file", "docker-image"] {
+            std::fs::copy(
+                plugins.join(name).join("capabilities.json"),
+                tmp.path().join(format!("{name}.capabilities.json")),
+            )
+            .expect("copy");
+        }
+        let caps = |name: &str| builtin_capabilities(&tmp.path().join(format!("{name}.wasm")));
+        assert_eq!(
+            caps("etc-file"),
+            Capabilities {
+                etc: EtcAccess::Write,
+                docker: false,
+            }
+        );
+        assert_eq!(
+            caps("docker-image"),
+            Capabilities {
+                etc: EtcAccess::None,
+                docker: true,
+            }
+        );
+        // No declaration, or one that does not parse: nothing.
+        assert_eq!(caps("test-spin"), Capabilities::default());
+        std::fs::write(
+            tmp.path().join("bad.capabilities.json"),
+            "{\"etc\": \"root\"}",
+        )
+        .expect("write");
+        assert_eq!(caps("bad"), Capabilities::default());
     }
 }

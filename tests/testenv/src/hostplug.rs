@@ -90,12 +90,14 @@ pub async fn install_operator(
         )
     })?;
     for name in BUILTIN_PLUGINS {
-        let file = format!("{name}.wasm");
-        let from = plugin_dir.join(&file);
-        if from.is_file() {
-            std::fs::copy(&from, builtin_dir.join(&file)).with_context(|| {
-                format!("copying {} to {}", from.display(), builtin_dir.display())
-            })?;
+        // The module and the capabilities it declares (`make plugins` puts both there).
+        for file in [format!("{name}.wasm"), format!("{name}.capabilities.json")] {
+            let from = plugin_dir.join(&file);
+            if from.is_file() {
+                std::fs::copy(&from, builtin_dir.join(&file)).with_context(|| {
+                    format!("copying {} to {}", from.display(), builtin_dir.display())
+                })?;
+            }
         }
     }
     Ok(OperatorInstall {

@@ -1,5 +1,7 @@
 //! Test plugin: `spin` loops forever without calling the host (only epoch interruption
-//! can stop it); `ok` succeeds.
+//! can stop it); `sleep` sleeps for an hour inside one host call (`wasi:io/poll` on a
+//! monotonic-clock subscription), where epoch interruption cannot reach it; `ok`
+//! succeeds.
 
 wit_bindgen::generate!({ path: "../../../wit", world: "host-action" });
 
@@ -12,8 +14,8 @@ impl Guest for TestSpin {
         PluginInfo {
             name: "test-spin".into(),
             version: env!("CARGO_PKG_VERSION").into(),
-            description: "Loops forever on request.".into(),
-            methods: ["spin", "ok"]
+            description: "Loops or sleeps forever on request.".into(),
+            methods: ["spin", "sleep", "ok"]
                 .map(|name| MethodInfo {
                     name: name.into(),
                     description: format!("test method {name}"),
@@ -31,6 +33,14 @@ impl Guest for TestSpin {
                 loop {
                     n = std::hint::black_box(n.wrapping_add(1));
                 }
+            }
+            "sleep" => {
+                std::thread::sleep(std::time::Duration::from_secs(3600));
+                Ok(Outcome {
+                    changed: false,
+                    output: r#"{"slept":true}"#.into(),
+                    diff: None,
+                })
             }
             "ok" => Ok(Outcome {
                 changed: false,

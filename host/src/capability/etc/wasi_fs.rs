@@ -1,0 +1,502 @@
+//! `wasi:filesystem/types` with the sensitive paths taken out: a host implementation
+//! that checks each path-taking call against the [`EtcPolicy`] and then hands it to
+//! wasmtime-wasi's own implementation (which keeps its sandbox: the preopen, read-only
+//! in dry runs, no `..` or links leading out).
+//!
+//! wasmtime-wasi's preopens have no path filter, so the check has to sit in front of
+//! every call that names a path. For `descriptor + path` the host works out:
+//! * where the descriptor really is (`/proc/thread-self/fd`: a directory renamed or
+//!   reached through a link is seen where it is, not where the plugin thinks);
+//! * the path lexically joined to it (`..` applied);
+//! * the same with every symbolic link of the parent resolved by the kernel
+//!   (`openat2(RESOLVE_IN_ROOT)` from the etc directory), and, when the call follows
+//!   links, of the path itself.
+//!
+//! The call is refused (`access`, and a `host` log record naming the path) when any of
+//! these is sensitive for what the call does; a rename or removal is also refused when
+//! it would move a directory holding sensitive paths. An opened descriptor is checked
+//! once more where it really is, and closed if that is sensitive. A plugin runs
+//! single-threaded, so nothing of its own can change a link between the check and the
+//! call. Two plugins writing the same /etc at once could race a link swap against each
+//! other's creation of a file; reads and attribute changes are checked on the opened
+//! descriptor and are not affected.
+//!
+//! Calls that take no path (read, write, stat of an open descriptor, ...) pass straight
+//! through: their descriptor was checked when it was opened. This module must never
+//! widen what wasmtime-wasi allows.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+
+use rustix::fs::{Mode, OFlags, ResolveFlags};
+use wasmtime::component::{HasData, Resource};
+use wasmtime_wasi::filesystem::{Descriptor, WasiFilesystemCtxView};
+use wasmtime_wasi::p2::bindings::filesystem::types::{
+    self, ErrorCode, HostDescriptor, HostDirectoryEntryStream,
+};
+use wasmtime_wasi::p2::{DynInputStream, DynOutputStream, FsError, FsResult};
+
+use super::sensitive::{Access, EtcPolicy};
+use super::{fd_path, rel_in_root};
+use crate::capability::log::LogSink;
+
+/// What the etc capability needs per store to check paths: the etc directory (opened
+/// as a path only) and its real path, and the policy.
+#[derive(Debug)]
+pub(crate) struct EtcGuard {
+    root: Option<(OwnedFd, PathBuf)>,
+    policy: Arc<EtcPolicy>,
+}
+
+impl EtcGuard {
+    /// A guard for the etc directory `dir` (the one preopened as `/etc`), or for no
+    /// directory when the invocation has no etc grant.
+    pub(crate) fn new(dir: Option<&Path>, policy: Arc<EtcPolicy>) -> std::io::Result<Self> {
+        let root = match dir {
+            None => None,
+            Some(dir) => {
+                let fd = rustix::fs::open(
+                    dir,
+                    OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )?;
+                let real = fd_path(fd.as_fd())?;
+                Some((fd, real))
+            }
+        };
+        Ok(Self { root, policy })
+    }
+
+    /// Every path the call on `path` below `dir_rel` may reach, relative to /etc.
+    fn targets(&self, dir_rel: &Path, path: &str, follow: bool) -> Result<Vec<PathBuf>, ErrorCode> {
+        let Some((root, _)) = &self.root else {
+            return Err(ErrorCode::NotPermitted);
+        };
+        let lexical = join_lexically(dir_rel, path).ok_or(ErrorCode::NotPermitted)?;
+        let mut out = vec![lexical.clone()];
+        let resolve = |rel: &Path, flags: OFlags| -> Option<PathBuf> {
+            let rel = if rel.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                rel
+            };
+            let fd = rustix::fs::openat2(
+                root,
+                rel,
+                flags | OFlags::PATH | OFlags::CLOEXEC,
+                Mode::empty(),
+                ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+            )
+            .ok()?;
+            let real = fd_path(fd.as_fd()).ok()?;
+            rel_in_root(&self.root.as_ref()?.1, &real)
+        };
+        if let (Some(parent), Some(name)) = (lexical.parent(), lexical.file_name())
+            && let Some(real_parent) = resolve(parent, OFlags::DIRECTORY)
+        {
+            out.push(real_parent.join(name));
+        }
+        if follow && let Some(real) = resolve(&lexical, OFlags::empty()) {
+            out.push(real);
+        }
+        Ok(out)
+    }
+}
+
+/// `path` (a WASI relative path) joined to `dir` with `.` and `..` applied; `None` when
+/// it is absolute or climbs above /etc (wasmtime-wasi refuses those too).
+fn join_lexically(dir: &Path, path: &str) -> Option<PathBuf> {
+    if path.starts_with('/') {
+        return None;
+    }
+    let joined = dir.join(path);
+    let mut parts: Vec<&std::ffi::OsStr> = Vec::new();
+    for c in joined.components() {
+        match c {
+            Component::Normal(s) => parts.push(s),
+            Component::CurDir => {}
+            Component::ParentDir => {
+                parts.pop()?;
+            }
+            Component::RootDir | Component::Prefix(_) => return None,
+        }
+    }
+    Some(parts.iter().collect())
+}
+
+/// [`HasData`] of the guarded filesystem, for `add_to_linker`.
+#[derive(Debug)]
+pub(crate) struct GuardedFilesystem;
+
+impl HasData for GuardedFilesystem {
+    type Data<'a> = GuardedFs<'a>;
+}
+
+/// wasmtime-wasi's filesystem view plus the guard and the invocation's logs.
+pub(crate) struct GuardedFs<'a> {
+    pub(crate) inner: WasiFilesystemCtxView<'a>,
+    pub(crate) guard: &'a EtcGuard,
+    pub(crate) logs: &'a mut LogSink,
+}
+
+/// How a call treats the path it names.
+#[derive(Clone, Copy)]
+enum Use {
+    /// Read or write what is there.
+    Plain(Access),
+    /// Rename or remove it (with whatever it holds).
+    Tree,
+}
+
+impl GuardedFs<'_> {
+    /// Where the descriptor `fd` really is, relative to /etc.
+    fn dir_rel(&mut self, fd: &Resource<Descriptor>) -> FsResult<PathBuf> {
+        let root = &self.guard.root.as_ref().ok_or(ErrorCode::NotPermitted)?.1;
+        let real = match self.inner.table.get(fd)? {
+            Descriptor::Dir(d) => fd_path(d.dir.as_fd()),
+            Descriptor::File(f) => fd_path(f.file.as_fd()),
+        }
+        .map_err(|_| ErrorCode::NotPermitted)?;
+        Ok(rel_in_root(root, &real).ok_or(ErrorCode::NotPermitted)?)
+    }
+
+    /// Refuses the call on `path` below `fd` when any target of it is sensitive.
+    fn check(
+        &mut self,
+        fd: &Resource<Descriptor>,
+        path: &str,
+        follow: bool,
+        how: Use,
+    ) -> FsResult<()> {
+        let dir = self.dir_rel(fd)?;
+        for target in self.guard.targets(&dir, path, follow)? {
+            let verdict = match how {
+                Use::Plain(access) => self.guard.policy.check(&target, access),
+                Use::Tree => self.guard.policy.check_tree(&target),
+            };
+            if let Err(message) = verdict {
+                return Err(self.refuse(message));
+            }
+        }
+        Ok(())
+    }
+
+    fn refuse(&mut self, message: String) -> FsError {
+        self.logs.refusal(message);
+        ErrorCode::Access.into()
+    }
+}
+
+fn follows(flags: types::PathFlags) -> bool {
+    flags.contains(types::PathFlags::SYMLINK_FOLLOW)
+}
+
+impl types::Host for GuardedFs<'_> {
+    fn convert_error_code(&mut self, err: FsError) -> wasmtime::Result<ErrorCode> {
+        types::Host::convert_error_code(&mut self.inner, err)
+    }
+
+    fn filesystem_error_code(
+        &mut self,
+        err: Resource<wasmtime::Error>,
+    ) -> wasmtime::Result<Option<ErrorCode>> {
+        types::Host::filesystem_error_code(&mut self.inner, err)
+    }
+}
+
+impl HostDescriptor for GuardedFs<'_> {
+    async fn advise(
+        &mut self,
+        fd: Resource<Descriptor>,
+        offset: types::Filesize,
+        len: types::Filesize,
+        advice: types::Advice,
+    ) -> FsResult<()> {
+        HostDescriptor::advise(&mut self.inner, fd, offset, len, advice).await
+    }
+
+    async fn sync_data(&mut self, fd: Resource<Descriptor>) -> FsResult<()> {
+        HostDescriptor::sync_data(&mut self.inner, fd).await
+    }
+
+    async fn get_flags(&mut self, fd: Resource<Descriptor>) -> FsResult<types::DescriptorFlags> {
+        HostDescriptor::get_flags(&mut self.inner, fd).await
+    }
+
+    async fn get_type(&mut self, fd: Resource<Descriptor>) -> FsResult<types::DescriptorType> {
+        HostDescriptor::get_type(&mut self.inner, fd).await
+    }
+
+    async fn set_size(&mut self, fd: Resource<Descriptor>, size: types::Filesize) -> FsResult<()> {
+        HostDescriptor::set_size(&mut self.inner, fd, size).await
+    }
+
+    async fn set_times(
+        &mut self,
+        fd: Resource<Descriptor>,
+        atim: types::NewTimestamp,
+        mtim: types::NewTimestamp,
+    ) -> FsResult<()> {
+        HostDescriptor::set_times(&mut self.inner, fd, atim, mtim).await
+    }
+
+    async fn read(
+        &mut self,
+        fd: Resource<Descriptor>,
+        len: types::Filesize,
+        offset: types::Filesize,
+    ) -> FsResult<(Vec<u8>, bool)> {
+        HostDescriptor::read(&mut self.inner, fd, len, offset).await
+    }
+
+    async fn write(
+        &mut self,
+        fd: Resource<Descriptor>,
+        buf: Vec<u8>,
+        offset: types::Filesize,
+    ) -> FsResult<types::Filesize> {
+        HostDescriptor::write(&mut self.inner, fd, buf, offset).await
+    }
+
+    async fn read_directory(
+        &mut self,
+        fd: Resource<Descriptor>,
+    ) -> FsResult<Resource<types::DirectoryEntryStream>> {
+        HostDescriptor::read_directory(&mut self.inner, fd).await
+    }
+
+    async fn sync(&mut self, fd: Resource<Descriptor>) -> FsResult<()> {
+        HostDescriptor::sync(&mut self.inner, fd).await
+    }
+
+    async fn create_directory_at(
+        &mut self,
+        fd: Resource<Descriptor>,
+        path: String,
+    ) -> FsResult<()> {
+        self.check(&fd, &path, false, Use::Plain(Access::Write))?;
+        HostDescriptor::create_directory_at(&mut self.inner, fd, path).await
+    }
+
+    async fn stat(&mut self, fd: Resource<Descriptor>) -> FsResult<types::DescriptorStat> {
+        HostDescriptor::stat(&mut self.inner, fd).await
+    }
+
+    async fn stat_at(
+        &mut self,
+        fd: Resource<Descriptor>,
+        path_flags: types::PathFlags,
+        path: String,
+    ) -> FsResult<types::DescriptorStat> {
+        self.check(&fd, &path, follows(path_flags), Use::Plain(Access::Read))?;
+        HostDescriptor::stat_at(&mut self.inner, fd, path_flags, path).await
+    }
+
+    async fn set_times_at(
+        &mut self,
+        fd: Resource<Descriptor>,
+        path_flags: types::PathFlags,
+        path: String,
+        atim: types::NewTimestamp,
+        mtim: types::NewTimestamp,
+    ) -> FsResult<()> {
+        self.check(&fd, &path, follows(path_flags), Use::Plain(Access::Write))?;
+        HostDescriptor::set_times_at(&mut self.inner, fd, path_flags, path, atim, mtim).await
+    }
+
+    async fn link_at(
+        &mut self,
+        fd: Resource<Descriptor>,
+        old_path_flags: types::PathFlags,
+        old_path: String,
+        new_descriptor: Resource<Descriptor>,
+        new_path: String,
+    ) -> FsResult<()> {
+        // A second name for a sensitive file would be a way around every path check.
+        self.check(
+            &fd,
+            &old_path,
+            follows(old_path_flags),
+            Use::Plain(Access::Write),
+        )?;
+        self.check(&new_descriptor, &new_path, false, Use::Plain(Access::Write))?;
+        HostDescriptor::link_at(
+            &mut self.inner,
+            fd,
+            old_path_flags,
+            old_path,
+            new_descriptor,
+            new_path,
+        )
+        .await
+    }
+
+    async fn open_at(
+        &mut self,
+        fd: Resource<Descriptor>,
+        path_flags: types::PathFlags,
+        path: String,
+        oflags: types::OpenFlags,
+        flags: types::DescriptorFlags,
+    ) -> FsResult<Resource<Descriptor>> {
+        let writes = flags
+            .intersects(types::DescriptorFlags::WRITE | types::DescriptorFlags::MUTATE_DIRECTORY)
+            || oflags.intersects(types::OpenFlags::CREATE | types::OpenFlags::TRUNCATE);
+        let access = if writes { Access::Write } else { Access::Read };
+        self.check(&fd, &path, follows(path_flags), Use::Plain(access))?;
+        let opened =
+            HostDescriptor::open_at(&mut self.inner, fd, path_flags, path, oflags, flags).await?;
+        // Where it really is, whatever the links said.
+        let rel = self.dir_rel(&opened)?;
+        if let Err(message) = self.guard.policy.check(&rel, access) {
+            HostDescriptor::drop(&mut self.inner, opened).map_err(FsError::trap)?;
+            return Err(self.refuse(message));
+        }
+        Ok(opened)
+    }
+
+    fn drop(&mut self, fd: Resource<Descriptor>) -> wasmtime::Result<()> {
+        HostDescriptor::drop(&mut self.inner, fd)
+    }
+
+    async fn readlink_at(&mut self, fd: Resource<Descriptor>, path: String) -> FsResult<String> {
+        self.check(&fd, &path, false, Use::Plain(Access::Read))?;
+        HostDescriptor::readlink_at(&mut self.inner, fd, path).await
+    }
+
+    async fn remove_directory_at(
+        &mut self,
+        fd: Resource<Descriptor>,
+        path: String,
+    ) -> FsResult<()> {
+        self.check(&fd, &path, false, Use::Tree)?;
+        HostDescriptor::remove_directory_at(&mut self.inner, fd, path).await
+    }
+
+    async fn rename_at(
+        &mut self,
+        fd: Resource<Descriptor>,
+        old_path: String,
+        new_fd: Resource<Descriptor>,
+        new_path: String,
+    ) -> FsResult<()> {
+        self.check(&fd, &old_path, false, Use::Tree)?;
+        self.check(&new_fd, &new_path, false, Use::Tree)?;
+        HostDescriptor::rename_at(&mut self.inner, fd, old_path, new_fd, new_path).await
+    }
+
+    async fn symlink_at(
+        &mut self,
+        fd: Resource<Descriptor>,
+        src_path: String,
+        dest_path: String,
+    ) -> FsResult<()> {
+        // The link's target is only text; whatever opens through the link is checked.
+        self.check(&fd, &dest_path, false, Use::Plain(Access::Write))?;
+        HostDescriptor::symlink_at(&mut self.inner, fd, src_path, dest_path).await
+    }
+
+    async fn unlink_file_at(&mut self, fd: Resource<Descriptor>, path: String) -> FsResult<()> {
+        self.check(&fd, &path, false, Use::Plain(Access::Write))?;
+        HostDescriptor::unlink_file_at(&mut self.inner, fd, path).await
+    }
+
+    fn read_via_stream(
+        &mut self,
+        fd: Resource<Descriptor>,
+        offset: types::Filesize,
+    ) -> FsResult<Resource<DynInputStream>> {
+        HostDescriptor::read_via_stream(&mut self.inner, fd, offset)
+    }
+
+    fn write_via_stream(
+        &mut self,
+        fd: Resource<Descriptor>,
+        offset: types::Filesize,
+    ) -> FsResult<Resource<DynOutputStream>> {
+        HostDescriptor::write_via_stream(&mut self.inner, fd, offset)
+    }
+
+    fn append_via_stream(
+        &mut self,
+        fd: Resource<Descriptor>,
+    ) -> FsResult<Resource<DynOutputStream>> {
+        HostDescriptor::append_via_stream(&mut self.inner, fd)
+    }
+
+    async fn is_same_object(
+        &mut self,
+        a: Resource<Descriptor>,
+        b: Resource<Descriptor>,
+    ) -> wasmtime::Result<bool> {
+        HostDescriptor::is_same_object(&mut self.inner, a, b).await
+    }
+
+    async fn metadata_hash(
+        &mut self,
+        fd: Resource<Descriptor>,
+    ) -> FsResult<types::MetadataHashValue> {
+        HostDescriptor::metadata_hash(&mut self.inner, fd).await
+    }
+
+    async fn metadata_hash_at(
+        &mut self,
+        fd: Resource<Descriptor>,
+        path_flags: types::PathFlags,
+        path: String,
+    ) -> FsResult<types::MetadataHashValue> {
+        self.check(&fd, &path, follows(path_flags), Use::Plain(Access::Read))?;
+        HostDescriptor::metadata_hash_at(&mut self.inner, fd, path_flags, path).await
+    }
+}
+
+impl HostDirectoryEntryStream for GuardedFs<'_> {
+    async fn read_directory_entry(
+        &mut self,
+        stream: Resource<types::DirectoryEntryStream>,
+    ) -> FsResult<Option<types::DirectoryEntry>> {
+        HostDirectoryEntryStream::read_directory_entry(&mut self.inner, stream).await
+    }
+
+    fn drop(&mut self, stream: Resource<types::DirectoryEntryStream>) -> wasmtime::Result<()> {
+        HostDirectoryEntryStream::drop(&mut self.inner, stream)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lexical_joins() {
+        let j = |d: &str, p: &str| join_lexically(Path::new(d), p);
+        assert_eq!(j("", "shadow"), Some(PathBuf::from("shadow")));
+        assert_eq!(j("ssh", "../shadow"), Some(PathBuf::from("shadow")));
+        assert_eq!(
+            j("a/b", "./../../kubernetes/./admin.conf"),
+            Some(PathBuf::from("kubernetes/admin.conf"))
+        );
+        assert_eq!(j("", ".."), None);
+        assert_eq!(j("ssh", "/etc/shadow"), None);
+    }
+
+    #[test]
+    fn targets_follow_links_inside() {
+        let tmp = tempfile::tempdir().expect("ok");
+        let etc = tmp.path().join("etc");
+        std::fs::create_dir_all(etc.join("kubernetes")).expect("ok");
+        std::fs::write(etc.join("shadow"), "x").expect("ok");
+        std::os::unix::fs::symlink("shadow", etc.join("innocent")).expect("ok");
+        std::os::unix::fs::symlink("kubernetes", etc.join("k")).expect("ok");
+        let guard = EtcGuard::new(Some(&etc), Arc::default()).expect("guard");
+        let t = guard.targets(Path::new(""), "innocent", true).expect("ok");
+        assert!(t.contains(&PathBuf::from("shadow")), "{t:?}");
+        let t = guard
+            .targets(Path::new(""), "k/admin.conf", false)
+            .expect("ok");
+        assert!(t.contains(&PathBuf::from("kubernetes/admin.conf")), "{t:?}");
+        let t = guard.targets(Path::new(""), "innocent", false).expect("ok");
+        assert!(!t.contains(&PathBuf::from("shadow")), "{t:?}");
+    }
+}
