@@ -43,6 +43,7 @@ mod host;
 mod invocation;
 pub mod manifest;
 mod plugin;
+mod precompiled;
 mod stdio;
 
 pub use config::*;

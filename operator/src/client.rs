@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use hostplug_worker::types::{ErrorBody, InvokeRequest, InvokeResponse};
+use hostplug_worker::types::{ENGINE_HEADER, ErrorBody, ErrorKind, InvokeRequest, InvokeResponse};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::pki_types::pem::PemObject;
@@ -77,6 +77,8 @@ pub enum CallError {
         /// Readable message.
         message: String,
     },
+    /// Every invocation slot of the worker stayed taken (503 `busy`); nothing ran.
+    Busy(String),
     /// The worker refused the request or failed.
     Worker(String),
 }
@@ -86,6 +88,7 @@ impl std::fmt::Display for CallError {
         match self {
             Self::Unreachable(m) => write!(f, "worker unreachable: {m}"),
             Self::Plugin { kind, message } => write!(f, "plugin failed ({kind}): {message}"),
+            Self::Busy(m) => write!(f, "worker busy: {m}"),
             Self::Worker(m) => write!(f, "worker error: {m}"),
         }
     }
@@ -133,8 +136,17 @@ impl WorkerClient {
         })
     }
 
-    /// Uploads the module unless the worker holds it already. Returns whether it was sent.
-    pub async fn ensure_module(&self, digest_hex: &str, module: &[u8]) -> Result<bool, CallError> {
+    /// Uploads the module unless the worker holds it already. With `precompiled` (the
+    /// engine fingerprint and the artifact the operator compiled), that is sent first so
+    /// the worker need not compile; when the worker cannot use it, the module follows.
+    /// Returns how the worker got it: `None` (held already), `Some(true)` (precompiled),
+    /// `Some(false)` (module, compiled by the worker).
+    pub async fn ensure_module(
+        &self,
+        digest_hex: &str,
+        module: &[u8],
+        precompiled: Option<(&str, &[u8])>,
+    ) -> Result<Option<bool>, CallError> {
         let url = format!("{}/v1/plugins/{digest_hex}", self.base);
         let head = self
             .http
@@ -145,9 +157,27 @@ impl WorkerClient {
             .await
             .map_err(transport)?;
         match head.status().as_u16() {
-            200 => return Ok(false),
+            200 => return Ok(None),
             404 => {}
             s => return Err(CallError::Worker(format!("HEAD {url} answered {s}"))),
+        }
+        if let Some((fingerprint, artifact)) = precompiled {
+            let put = self
+                .http
+                .put(format!("{url}/precompiled"))
+                .bearer_auth(&self.token)
+                .timeout(UPLOAD_TIMEOUT)
+                .header("content-type", "application/octet-stream")
+                .header(ENGINE_HEADER, fingerprint)
+                .body(artifact.to_vec())
+                .send()
+                .await
+                .map_err(transport)?;
+            if put.status().is_success() {
+                return Ok(Some(true));
+            }
+            let refused = worker_error(put).await;
+            tracing::info!(error = %refused, "the worker did not take the precompiled module; sending the module");
         }
         let put = self
             .http
@@ -160,7 +190,7 @@ impl WorkerClient {
             .await
             .map_err(transport)?;
         if put.status().is_success() {
-            Ok(true)
+            Ok(Some(false))
         } else {
             Err(worker_error(put).await)
         }
@@ -211,6 +241,7 @@ async fn worker_error(resp: reqwest::Response) -> CallError {
             kind: b.error.kind.to_string(),
             message: truncate(&b.error.message),
         },
+        Ok(b) if b.error.kind == ErrorKind::Busy => CallError::Busy(truncate(&b.error.message)),
         Ok(b) => CallError::Worker(format!(
             "{status} {}: {}",
             b.error.kind,

@@ -141,6 +141,12 @@ pub struct Config {
     )]
     pub cache_dir: PathBuf,
 
+    /// File on the node (a hostPath shared by every worker Pod of the node) that
+    /// mutating invocations lock exclusively while they run, so changes on one node
+    /// never interleave. Used only when this worker may change the node.
+    #[arg(long, env = "HOSTPLUG_NODE_LOCK_FILE")]
+    pub node_lock_file: Option<PathBuf>,
+
     /// Log format.
     #[arg(long, env = "HOSTPLUG_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

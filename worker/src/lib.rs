@@ -22,6 +22,10 @@ mod error;
 #[cfg(feature = "server")]
 pub mod host_runtime;
 #[cfg(feature = "server")]
+pub mod node_lock;
+#[cfg(feature = "server")]
+pub mod outcomes;
+#[cfg(feature = "server")]
 pub mod runtime;
 #[cfg(feature = "server")]
 pub mod server;
@@ -73,7 +77,19 @@ pub async fn bind(config: &Config) -> Result<Server> {
         cache_dir = %config.cache_dir.display(),
         "plugin host ready"
     );
-    let state = AppState::new(std::sync::Arc::new(runtime), token, config.limits.clone());
+    let mut state = AppState::new(std::sync::Arc::new(runtime), token, config.limits.clone());
+    let may_change_node = config.etc_access == EtcAccess::Write || config.docker_socket.is_some();
+    match (&config.node_lock_file, may_change_node) {
+        (Some(path), true) => {
+            tracing::info!(node_lock = %path.display(), "mutating invocations take the node lock");
+            state = state.with_node_lock(node_lock::NodeLock::new(path));
+        }
+        (None, true) => tracing::warn!(
+            "this worker may change its node but has no --node-lock-file: its changes do not \
+             exclude those of other workers on the node"
+        ),
+        (_, false) => {}
+    }
     Server::bind(config.listen, tls, app(state)).await
 }
 

@@ -70,6 +70,7 @@ impl Worker {
             docker_socket: None,
             cache_dir: dir.path().join("cache"),
             log_format: LogFormat::Text,
+            node_lock_file: None,
             limits,
         };
         let server = hostplug_worker::bind(&config).await?;

@@ -1,5 +1,6 @@
 //! Test plugin: `spin` loops forever without calling the host (only epoch interruption
-//! can stop it); `ok` succeeds.
+//! can stop it); `ok` succeeds; `sleep` waits `{"ms": N}` milliseconds (default 2000) and
+//! succeeds, so a test can catch calls in flight.
 
 wit_bindgen::generate!({ path: "../../../wit", world: "host-action" });
 
@@ -13,7 +14,7 @@ impl Guest for TestSpin {
             name: "test-spin".into(),
             version: env!("CARGO_PKG_VERSION").into(),
             description: "Loops forever on request.".into(),
-            methods: ["spin", "ok"]
+            methods: ["spin", "ok", "sleep"]
                 .map(|name| MethodInfo {
                     name: name.into(),
                     description: format!("test method {name}"),
@@ -24,13 +25,26 @@ impl Guest for TestSpin {
         }
     }
 
-    fn invoke(method: String, _params: String, _dry_run: bool) -> Result<Outcome, PluginError> {
+    fn invoke(method: String, params: String, _dry_run: bool) -> Result<Outcome, PluginError> {
         match method.as_str() {
             "spin" => {
                 let mut n: u64 = 0;
                 loop {
                     n = std::hint::black_box(n.wrapping_add(1));
                 }
+            }
+            "sleep" => {
+                let ms = params
+                    .split(|c: char| !c.is_ascii_digit())
+                    .find(|s| !s.is_empty())
+                    .and_then(|s| s.parse::<u64>().ok())
+                    .unwrap_or(2000);
+                std::thread::sleep(std::time::Duration::from_millis(ms));
+                Ok(Outcome {
+                    changed: false,
+                    output: format!(r#"{{"slept_ms":{ms}}}"#),
+                    diff: None,
+                })
             }
             "ok" => Ok(Outcome {
                 changed: false,
