@@ -39,8 +39,8 @@ async fn run_concurrently(
     h: &Harness,
     tasks: &[(String, String)],
 ) -> anyhow::Result<Vec<HostTask>> {
-    futures::future::try_join_all(tasks.iter().map(|(name, spec)| h.apply(&task(name, spec))))
-        .await?;
+    let yamls: Vec<String> = tasks.iter().map(|(name, spec)| task(name, spec)).collect();
+    futures::future::try_join_all(yamls.iter().map(|y| h.apply(y))).await?;
     let mut done = Vec::new();
     for (name, _) in tasks {
         let t = h.wait_finished(name).await?;
@@ -238,29 +238,25 @@ async fn an_operator_killed_mid_rollout_runs_no_node_twice() -> anyhow::Result<(
     let uid = h.tasks().get("restart-20").await?.uid().unwrap_or_default();
     let id = |node: &str| format!("{uid}/1/{node}");
     // Wait until at least five nodes are mid-call: Running and started in their worker.
-    let mut in_call = Vec::new();
-    wait_until(Duration::from_secs(120), || {
-        let tasks = h.tasks();
-        let h = &h;
-        let in_call = &mut in_call;
-        async move {
-            let t = tasks.get("restart-20").await?;
-            let running: Vec<String> = t
-                .status
-                .unwrap_or_default()
-                .nodes
-                .into_iter()
-                .filter(|n| n.phase == NodePhase::Running)
-                .map(|n| n.node)
-                .collect();
-            *in_call = running
-                .into_iter()
-                .filter(|n| h.runs_of(&id(n)) == 1)
-                .collect();
-            Ok(in_call.len() >= 5)
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    let in_call: Vec<String> = loop {
+        let t = h.tasks().get("restart-20").await?;
+        let mid: Vec<String> = t
+            .status
+            .unwrap_or_default()
+            .nodes
+            .into_iter()
+            .filter(|n| n.phase == NodePhase::Running && h.runs_of(&id(&n.node)) == 1)
+            .map(|n| n.node)
+            .collect();
+        if mid.len() >= 5 {
+            break mid;
         }
-    })
-    .await?;
+        if tokio::time::Instant::now() > deadline {
+            anyhow::bail!("never 5 nodes mid-call: {mid:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     h.kill_operator().await?;
     h.start_operator()?;
     let t = h.wait_finished("restart-20").await?;
