@@ -58,6 +58,8 @@ cluster: setup
 bench: plugins
 	$(CARGO) bench -p hostplug-host
 	$(CARGO) bench -p hostplug-worker --bench idle_rss
+	$(CARGO) build --release -p hostplug-operator -p hostplug-worker --bins
+	$(CARGO) bench -p hostplug-e2e --bench rollout
 
 clean:
 	$(CARGO) clean

@@ -14,7 +14,9 @@
 //! | `GET /healthz` | — | 200 [`Health`] | — |
 //! | `HEAD /v1/plugins/{sha256}` | — | 200 (held) / 404 (not held), no body | 400, 401 |
 //! | `PUT /v1/plugins/{sha256}` | the component's bytes | 201 [`UploadResponse`] (compiled now) / 200 (already held) | 400, 401, 413, 422, 500 |
+//! | `PUT /v1/plugins/{sha256}/precompiled` | the operator's precompiled artifact, header [`ENGINE_HEADER`] | 201 [`UploadResponse`] / 200 (already held) | 400, 401, 413, 422 (`bad-module`: not usable here; upload the module instead) |
 //! | `POST /v1/invoke` | [`InvokeRequest`] | 200 [`InvokeOutcome`] | 400, 401, 404, 413, 422 [`InvokeError`], 500, 503 |
+//! | `GET /v1/invocations/{id}` | — | 200 [`InvocationStatus`] / 404 `unknown-invocation` | 401 |
 //!
 //! `{sha256}` is the module's SHA-256 as 64 hex digits, optionally prefixed with
 //! `sha256:` (URL-encoded or not); the invoke request's `digest` likewise. Answers spell
@@ -32,6 +34,7 @@
 //! | 400 | `bad-request` | the request is malformed; do not retry unchanged |
 //! | 401 | `unauthorized` | missing or wrong bearer token |
 //! | 404 | `unknown-plugin` | the worker does not hold that digest: upload it, then retry |
+//! | 404 | `unknown-invocation` | (`GET /v1/invocations/{id}`) never ran here, or forgotten |
 //! | 404 / 405 | `no-route`, `method-not-allowed` | no such route |
 //! | 413 | `payload-too-large` | body above the worker's limit for that route |
 //! | 422 | `digest-mismatch`, `bad-module` | the uploaded module was refused |
@@ -55,6 +58,10 @@ pub const MAX_LOG_TAIL_LINES: usize = 20;
 /// Longer single lines are cut.
 pub const MAX_LOG_TAIL_BYTES: usize = 4 * 1024;
 
+/// Header of `PUT /v1/plugins/{sha256}/precompiled`: the engine fingerprint the
+/// artifact was compiled for (`hostplug_host::Host::engine_fingerprint`).
+pub const ENGINE_HEADER: &str = "x-hostplug-engine";
+
 /// `POST /v1/invoke` request body.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -76,6 +83,33 @@ pub struct InvokeRequest {
     /// capped to it; 0 is refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
+    /// Names this invocation for exactly-once delivery (the operator sends
+    /// `<task uid>/<generation>/<node>`). The worker remembers the outcome of every named
+    /// invocation that ran (bounded, with a TTL): a request repeating a name gets the
+    /// stored outcome instead of a second run, and one repeating the name of an
+    /// invocation still running waits for it. Absent: no deduplication.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invocation_id: Option<String>,
+}
+
+/// `GET /v1/invocations/{id}` success body: what the worker knows of a named invocation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InvocationStatus {
+    /// The invocation id asked about.
+    pub invocation_id: String,
+    /// Where it is.
+    pub state: InvocationState,
+}
+
+/// Where a named invocation is, as far as this worker knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InvocationState {
+    /// It is running now; repeating the invoke request waits for its outcome.
+    Running,
+    /// It ran; repeating the invoke request answers its stored outcome.
+    Done,
 }
 
 fn empty_object() -> serde_json::Value {
@@ -362,6 +396,8 @@ pub enum ErrorKind {
     Busy,
     /// 500: the host or the worker itself failed.
     Internal,
+    /// 404: `GET /v1/invocations/{id}` for an id this worker never ran or forgot.
+    UnknownInvocation,
     /// A kind this version of the types does not know (sent by a newer worker).
     #[serde(other)]
     Unknown,
@@ -369,7 +405,7 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// Every kind, in declaration order.
-    pub const ALL: [ErrorKind; 18] = [
+    pub const ALL: [ErrorKind; 19] = [
         Self::BadRequest,
         Self::Unauthorized,
         Self::NoRoute,
@@ -387,6 +423,7 @@ impl ErrorKind {
         Self::ResourceLimit,
         Self::Busy,
         Self::Internal,
+        Self::UnknownInvocation,
         Self::Unknown,
     ];
 
@@ -410,6 +447,7 @@ impl ErrorKind {
             Self::ResourceLimit => "resource-limit",
             Self::Busy => "busy",
             Self::Internal => "internal",
+            Self::UnknownInvocation => "unknown-invocation",
             Self::Unknown => "unknown",
         }
     }

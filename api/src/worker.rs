@@ -83,6 +83,8 @@ pub mod env {
     pub const DOCKER_SOCKET: &str = "HOSTPLUG_DOCKER_SOCKET";
     /// Directory for precompiled modules.
     pub const CACHE_DIR: &str = "HOSTPLUG_CACHE_DIR";
+    /// File on the node that mutating invocations lock exclusively; unset: no node lock.
+    pub const NODE_LOCK_FILE: &str = "HOSTPLUG_NODE_LOCK_FILE";
     /// Log format: `text` or `json`.
     pub const LOG_FORMAT: &str = "HOSTPLUG_LOG_FORMAT";
     /// Largest module upload, bytes.
@@ -101,7 +103,7 @@ pub mod env {
     pub const MEMORY_LIMIT_BYTES: &str = "HOSTPLUG_MEMORY_LIMIT_BYTES";
 
     /// Every variable with its meaning, for `hostplug-worker --help` and the docs.
-    pub const ALL: [(&str, &str); 16] = [
+    pub const ALL: [(&str, &str); 17] = [
         (
             LISTEN,
             "address and port to listen on (default 0.0.0.0:8443)",
@@ -127,6 +129,10 @@ pub mod env {
         (
             CACHE_DIR,
             "directory for precompiled modules (default /var/cache/hostplug)",
+        ),
+        (
+            NODE_LOCK_FILE,
+            "node-wide lock file of mutating invocations; unset: no node lock",
         ),
         (LOG_FORMAT, "text or json (default text)"),
         (
@@ -184,6 +190,14 @@ pub mod paths {
     pub const DOCKER_MOUNT: &str = "/host/run/docker.sock";
     /// The worker's module cache (an emptyDir: the root filesystem is read-only).
     pub const CACHE_MOUNT: &str = "/var/cache/hostplug";
+    /// The node directory holding the node lock, shared by every worker Pod that may
+    /// change the node (under /run: a tmpfs on most nodes, so the lock file never outlives
+    /// a boot).
+    pub const NODE_LOCK_DIR: &str = "/run/hostplug";
+    /// Where the node lock directory is mounted in the worker.
+    pub const NODE_LOCK_MOUNT: &str = "/run/hostplug/node";
+    /// The lock file mutating invocations `flock`, inside [`NODE_LOCK_MOUNT`].
+    pub const NODE_LOCK_FILE: &str = "/run/hostplug/node/mutate.lock";
 }
 
 /// Log output format of a binary.
@@ -334,6 +348,10 @@ pub struct WorkerSettings {
     /// Directory for precompiled modules (an emptyDir), so a restarted worker process
     /// does not compile again.
     pub cache_dir: PathBuf,
+    /// File on the node (a hostPath shared by every worker Pod of the node) that
+    /// mutating invocations lock exclusively while they run, so changes on one node never
+    /// interleave. Used only when this worker may change the node; `None`: no node lock.
+    pub node_lock_file: Option<PathBuf>,
     /// Log format.
     pub log_format: LogFormat,
     /// Limits.
@@ -352,7 +370,7 @@ impl WorkerSettings {
         max_invoke_timeout_ms: u64,
     ) -> Self {
         let secret = |key: &str| PathBuf::from(format!("{}/{key}", paths::SECRET_MOUNT));
-        Self {
+        let mut settings = Self {
             listen: format!("$(POD_IP):{port}"),
             tls_cert: secret(secret_keys::CERT),
             tls_key: secret(secret_keys::KEY),
@@ -363,16 +381,27 @@ impl WorkerSettings {
                 .docker
                 .then(|| PathBuf::from(paths::DOCKER_MOUNT)),
             cache_dir: PathBuf::from(paths::CACHE_MOUNT),
+            node_lock_file: None,
             log_format: LogFormat::Json,
             limits: Limits {
                 max_invoke_timeout_ms,
                 ..Limits::default()
             },
+        };
+        if settings.may_change_node() {
+            settings.node_lock_file = Some(PathBuf::from(paths::NODE_LOCK_FILE));
         }
+        settings
+    }
+
+    /// True when plugins in this worker may change the node (/etc writable or the docker
+    /// socket mounted): such a worker takes the node lock for mutating invocations.
+    pub fn may_change_node(&self) -> bool {
+        self.etc_access == EtcAccess::Write || self.docker_socket.is_some()
     }
 
     /// Every setting as an environment variable, in [`env::ALL`] order; an unset docker
-    /// socket is left out.
+    /// socket or node lock file is left out.
     pub fn env(&self) -> Vec<(&'static str, String)> {
         let path = |p: &PathBuf| p.display().to_string();
         let l = &self.limits;
@@ -389,6 +418,11 @@ impl WorkerSettings {
         }
         vars.extend([
             (env::CACHE_DIR, path(&self.cache_dir)),
+        ]);
+        if let Some(lock) = &self.node_lock_file {
+            vars.push((env::NODE_LOCK_FILE, path(lock)));
+        }
+        vars.extend([
             (env::LOG_FORMAT, self.log_format.to_string()),
             (env::MAX_MODULE_BYTES, l.max_module_bytes.to_string()),
             (env::MAX_REQUEST_BYTES, l.max_request_bytes.to_string()),
@@ -479,6 +513,7 @@ impl WorkerSettings {
             docker_socket: get(env::DOCKER_SOCKET).map(PathBuf::from),
             cache_dir: get(env::CACHE_DIR)
                 .map_or_else(|| PathBuf::from(paths::CACHE_MOUNT), PathBuf::from),
+            node_lock_file: get(env::NODE_LOCK_FILE).map(PathBuf::from),
             log_format: parsed(env::LOG_FORMAT, get(env::LOG_FORMAT), LogFormat::Text)?,
             limits,
         })
@@ -518,6 +553,7 @@ mod tests {
             etc_access: EtcAccess::Read,
             docker_socket: Some("/d.sock".into()),
             cache_dir: "/cache".into(),
+            node_lock_file: Some("/run/lock".into()),
             log_format: LogFormat::Text,
             limits: Limits {
                 max_module_bytes: 1,
@@ -560,6 +596,13 @@ mod tests {
         assert_eq!(s.listen, "$(POD_IP):8443");
         assert_eq!(s.token_file, PathBuf::from("/run/hostplug/secret/token"));
         assert_eq!(s.limits.max_invoke_timeout_ms, 1000);
+        assert_eq!(s.node_lock_file, None, "a read-only worker takes no node lock");
+        let s = WorkerSettings::in_pod(8443, &caps, false, 1000);
+        assert_eq!(
+            s.node_lock_file,
+            Some(PathBuf::from(paths::NODE_LOCK_FILE)),
+            "a worker that may change the node takes the node lock"
+        );
     }
 
     #[test]

@@ -32,7 +32,7 @@ pub(crate) struct HostInner {
     pub(crate) engine: Engine,
     pub(crate) linker: Linker<StoreState>,
     pub(crate) config: Arc<HostConfig>,
-    disk: Option<ArtifactStore>,
+    pub(crate) disk: Option<ArtifactStore>,
     plugins: Mutex<HashMap<Digest, Arc<Plugin>>>,
     /// Held while compiling, so that concurrent loads of one module compile it once
     /// (compilation is parallel inside wasmtime already).
@@ -179,7 +179,7 @@ impl Host {
         self.inner.plugins.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn remember(&self, plugin: Plugin) -> Arc<Plugin> {
+    pub(crate) fn remember(&self, plugin: Plugin) -> Arc<Plugin> {
         self.lock()
             .entry(plugin.digest)
             .or_insert_with(|| Arc::new(plugin))
@@ -187,7 +187,7 @@ impl Host {
     }
 
     /// Pre-instantiates `component` against the linker and checks its exports.
-    fn prepare(
+    pub(crate) fn prepare(
         &self,
         digest: Digest,
         component: Component,

@@ -46,6 +46,7 @@ mod host;
 mod invocation;
 pub mod manifest;
 mod plugin;
+mod precompiled;
 mod stdio;
 
 pub use capability::docker;

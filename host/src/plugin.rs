@@ -45,6 +45,9 @@ pub enum LoadSource {
     Compiled,
     /// Loaded precompiled from the cache directory (no compilation).
     DiskCache,
+    /// Loaded from an artifact a trusted peer compiled with an identical engine (the
+    /// operator, over the worker's authenticated channel; see `Host::load_precompiled`).
+    Shipped,
 }
 
 /// A loaded, pre-instantiated plugin. Obtain one from [`Host::load`](crate::Host::load)

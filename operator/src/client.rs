@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hostplug_api::protocol::{
-    InvokeError, InvokeOutcome, InvokeRequest, RefusedCall, read_invoke_answer,
+    ENGINE_HEADER, ErrorKind, InvokeError, InvokeOutcome, InvokeRequest, RefusedCall,
+    read_invoke_answer,
 };
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::WebPkiSupportedAlgorithms;
@@ -75,6 +76,8 @@ pub enum CallError {
     /// The plugin ran and failed: the node's result, with its typed kind and the tail of
     /// what the plugin logged.
     Plugin(InvokeError),
+    /// Every invocation slot of the worker stayed taken (503 `busy`); nothing ran.
+    Busy(String),
     /// The worker refused the request or failed.
     Worker(String),
 }
@@ -84,6 +87,7 @@ impl std::fmt::Display for CallError {
         match self {
             Self::Unreachable(m) => write!(f, "worker unreachable: {m}"),
             Self::Plugin(e) => write!(f, "plugin failed ({}): {}", e.kind, e.message),
+            Self::Busy(m) => write!(f, "worker busy: {m}"),
             Self::Worker(m) => write!(f, "worker error: {m}"),
         }
     }
@@ -97,6 +101,9 @@ impl From<RefusedCall> for CallError {
             message,
         } = refused;
         let message = truncate(&message);
+        if kind == Some(ErrorKind::Busy) {
+            return Self::Busy(message);
+        }
         Self::Worker(match kind {
             Some(kind) => format!("{status} {kind}: {message}"),
             None => format!("{status}: {message}"),
@@ -146,8 +153,17 @@ impl WorkerClient {
         })
     }
 
-    /// Uploads the module unless the worker holds it already. Returns whether it was sent.
-    pub async fn ensure_module(&self, digest_hex: &str, module: &[u8]) -> Result<bool, CallError> {
+    /// Uploads the module unless the worker holds it already. With `precompiled` (the
+    /// engine fingerprint and the artifact the operator compiled), that is sent first so
+    /// the worker need not compile; when the worker cannot use it, the module follows.
+    /// Returns how the worker got it: `None` (held already), `Some(true)` (precompiled),
+    /// `Some(false)` (module, compiled by the worker).
+    pub async fn ensure_module(
+        &self,
+        digest_hex: &str,
+        module: &[u8],
+        precompiled: Option<(&str, &[u8])>,
+    ) -> Result<Option<bool>, CallError> {
         let url = format!("{}/v1/plugins/{digest_hex}", self.base);
         let head = self
             .http
@@ -158,9 +174,27 @@ impl WorkerClient {
             .await
             .map_err(transport)?;
         match head.status().as_u16() {
-            200 => return Ok(false),
+            200 => return Ok(None),
             404 => {}
             s => return Err(CallError::Worker(format!("HEAD {url} answered {s}"))),
+        }
+        if let Some((fingerprint, artifact)) = precompiled {
+            let put = self
+                .http
+                .put(format!("{url}/precompiled"))
+                .bearer_auth(&self.token)
+                .timeout(UPLOAD_TIMEOUT)
+                .header("content-type", "application/octet-stream")
+                .header(ENGINE_HEADER, fingerprint)
+                .body(artifact.to_vec())
+                .send()
+                .await
+                .map_err(transport)?;
+            if put.status().is_success() {
+                return Ok(Some(true));
+            }
+            let refused = worker_error(put).await;
+            tracing::info!(error = %refused, "the worker did not take the precompiled module; sending the module");
         }
         let put = self
             .http
@@ -173,7 +207,7 @@ impl WorkerClient {
             .await
             .map_err(transport)?;
         if put.status().is_success() {
-            Ok(true)
+            Ok(Some(false))
         } else {
             Err(worker_error(put).await)
         }

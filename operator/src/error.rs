@@ -59,6 +59,9 @@ pub enum Error {
     /// A blocking job (loading a plugin) panicked or was cancelled.
     #[error("background job failed")]
     Join(#[source] tokio::task::JoinError),
+    /// A status write lost to a newer write of the task (resourceVersion conflict).
+    #[error("HostTask {0} changed since it was read; not written")]
+    Conflict(String),
     /// The leader Lease was lost or could not be renewed in time.
     #[error("lost the leader lease {lease} (not renewed within {within:?})")]
     LostLease {

@@ -11,7 +11,9 @@ mod error;
 pub mod leader;
 pub mod metrics;
 pub mod plugins;
+pub mod pool;
 pub mod resources;
+pub mod rollout;
 pub mod status;
 pub mod task;
 pub mod validate;
@@ -26,14 +28,18 @@ mod controller {
     use std::time::Duration;
 
     use hostplug_api::LogFormat;
+    use k8s_openapi::api::core::v1::{Node, Pod};
     use kube::Client;
     use kube::runtime::events::{Recorder, Reporter};
+    use kube::runtime::reflector::{self, ObjectRef, Store};
     use tracing::{error, info};
 
+    use hostplug_api::crd::HostTask;
     use crate::leader::{LeaderConfig, LeaderElector};
     use crate::metrics::Metrics;
     use crate::plugins::PluginStore;
-    use crate::task::{Run, RunKey, Runs};
+    use crate::pool::{PoolConfig, WorkerPool};
+    use crate::task::Runs;
     use crate::{Error, Result};
 
     /// The field manager of every server-side apply the operator makes.
@@ -45,6 +51,14 @@ mod controller {
     /// Default wait for a worker Pod to become Ready: 120 s, enough to pull a worker
     /// image on a fresh node; after that the node fails as "pending too long".
     pub const DEFAULT_POD_START_TIMEOUT_SECONDS: u64 = 120;
+    /// Default time an unused worker Pod stays: 300 s. A warm worker costs ~32 MiB on its
+    /// node; five minutes covers a burst of tasks (an operator applying several in a row)
+    /// and a retry after a fix, while a quiet cluster sheds its workers soon.
+    pub const DEFAULT_WORKER_IDLE_SECONDS: u64 = 300;
+    /// Default number of worker Pods created at once: 50. Each creation is two API
+    /// requests; 50 in flight starts a 200-node rollout's workers in a few rounds without
+    /// flooding the API server.
+    pub const DEFAULT_WORKER_START_PARALLEL: usize = 50;
 
     /// The operator's configuration (flags, each with an environment variable).
     #[derive(Debug, Clone, clap::Parser)]
@@ -96,6 +110,21 @@ mod controller {
         /// Log format: `text` or `json` (one object per line, for a log pipeline).
         #[arg(long, env = "HOSTPLUG_LOG_FORMAT", default_value_t = LogFormat::Text)]
         pub log_format: LogFormat,
+        /// Seconds an unused worker Pod stays before it is removed; 0 gives every task its
+        /// own worker Pods, removed when the task ends.
+        #[arg(
+            long,
+            env = "HOSTPLUG_WORKER_IDLE_SECONDS",
+            default_value_t = DEFAULT_WORKER_IDLE_SECONDS
+        )]
+        pub worker_idle_seconds: u64,
+        /// Worker Pods created at once.
+        #[arg(
+            long,
+            env = "HOSTPLUG_WORKER_START_PARALLEL",
+            default_value_t = DEFAULT_WORKER_START_PARALLEL
+        )]
+        pub worker_start_parallel: usize,
     }
 
     impl Config {
@@ -117,7 +146,17 @@ mod controller {
         pub plugins: PluginStore,
         /// Counters.
         pub metrics: Arc<Metrics>,
-        runs: Runs,
+        /// The worker pool.
+        pub pool: Arc<WorkerPool>,
+        /// The Node cache.
+        pub nodes: Store<Node>,
+        /// The worker Pod cache.
+        pub pods: Store<Pod>,
+        /// Precompiled plugins for the workers.
+        pub artifacts: crate::pool::Artifacts,
+        /// Wakes a task's reconcile.
+        pub wake: futures::channel::mpsc::UnboundedSender<ObjectRef<HostTask>>,
+        pub(crate) runs: Runs,
     }
 
     impl std::fmt::Debug for Context {
@@ -129,24 +168,23 @@ mod controller {
         }
     }
 
-    impl Context {
-        pub(crate) fn take_run(&self, key: &RunKey) -> Option<Run> {
-            self.runs.take(key)
-        }
-        pub(crate) fn insert_run(&self, key: RunKey, run: Run) {
-            self.runs.insert(key, run);
-        }
-        pub(crate) fn forget_runs(&self, uid: &str) {
-            self.runs.forget(uid);
-        }
-    }
-
     /// Runs the operator until SIGTERM/SIGINT or until the leader Lease is lost.
     pub async fn run(config: Config) -> Result<()> {
-        let client = Client::try_default()
-            .await
-            .map_err(Error::kube("connecting to the API server"))?;
         let metrics = Arc::new(Metrics::default());
+        let kube_config = kube::Config::infer().await.map_err(|e| Error::Kube {
+            context: "reading the kubeconfig".into(),
+            source: kube::Error::InferConfig(e),
+        })?;
+        let counter = metrics.clone();
+        let client = kube::client::ClientBuilder::try_from(kube_config)
+            .map_err(Error::kube("connecting to the API server"))?
+            .with_layer(&tower::util::MapRequestLayer::new(
+                move |req: http::Request<kube::client::Body>| {
+                    counter.api_request();
+                    req
+                },
+            ))
+            .build();
         let http = tokio::spawn({
             let metrics = metrics.clone();
             let addr = config.http_addr;
@@ -204,14 +242,39 @@ mod controller {
                 instance: Some(identity),
             },
         );
+        let (wake, wake_rx) = futures::channel::mpsc::unbounded();
+        let (pods, pods_writer) = reflector::store();
+        let (nodes, nodes_writer) = reflector::store();
+        let pool = Arc::new(WorkerPool::new(
+            client.clone(),
+            PoolConfig {
+                namespace: config.namespace.clone(),
+                image: config.worker_image.clone(),
+                idle: Duration::from_secs(config.worker_idle_seconds),
+                start_parallel: config.worker_start_parallel,
+            },
+            pods.clone(),
+            nodes.clone(),
+            wake.clone(),
+        ));
         let ctx = Arc::new(Context {
             client,
             config,
             recorder,
             plugins,
             metrics: metrics.clone(),
+            pool,
+            nodes,
+            pods,
+            wake,
+            artifacts: crate::pool::Artifacts::default(),
             runs: Runs::default(),
         });
+        let caches = crate::task::Caches {
+            pods: pods_writer,
+            nodes: nodes_writer,
+            wake: wake_rx,
+        };
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|s| *s).await;
@@ -219,6 +282,7 @@ mod controller {
         info!("operator running");
         let tasks = tokio::spawn(crate::task::run_controller(
             ctx.clone(),
+            caches,
             stopped(stop_rx.clone()),
         ));
         let hps = tokio::spawn(crate::plugins::run_controller(

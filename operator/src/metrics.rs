@@ -21,6 +21,7 @@ pub struct Metrics {
     nodes_failed: AtomicU64,
     invocations: AtomicU64,
     invocation_micros: AtomicU64,
+    api_requests: AtomicU64,
     leader: AtomicBool,
 }
 
@@ -50,6 +51,10 @@ impl Metrics {
             Ordering::Relaxed,
         );
     }
+    /// One request to the Kubernetes API server (watches count once, when opened).
+    pub fn api_request(&self) {
+        self.api_requests.fetch_add(1, Ordering::Relaxed);
+    }
     /// Whether this replica leads.
     pub fn set_leader(&self, leader: bool) {
         self.leader.store(leader, Ordering::Relaxed);
@@ -76,6 +81,9 @@ impl Metrics {
              # HELP hostplug_invocation_seconds_total Time spent in plugin calls, upload included.\n\
              # TYPE hostplug_invocation_seconds_total counter\n\
              hostplug_invocation_seconds_total {secs}\n\
+             # HELP hostplug_api_requests_total Requests sent to the Kubernetes API server.\n\
+             # TYPE hostplug_api_requests_total counter\n\
+             hostplug_api_requests_total {}\n\
              # HELP hostplug_leader Whether this replica holds the leader lease.\n\
              # TYPE hostplug_leader gauge\n\
              hostplug_leader {}\n",
@@ -84,6 +92,7 @@ impl Metrics {
             g(&self.nodes_succeeded),
             g(&self.nodes_failed),
             g(&self.invocations),
+            g(&self.api_requests),
             u8::from(self.leader.load(Ordering::Relaxed)),
         )
     }

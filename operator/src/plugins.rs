@@ -112,6 +112,11 @@ impl PluginStore {
         }
     }
 
+    /// The Wasm host that compiled the plugins (its artifacts go to workers).
+    pub fn host(&self) -> &Host {
+        &self.host
+    }
+
     /// The built-in plugins in the plugin directory: (name, file).
     pub fn builtins(&self) -> Result<Vec<(String, PathBuf)>> {
         let rd = std::fs::read_dir(&self.dir).map_err(|source| Error::Io {

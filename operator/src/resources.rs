@@ -1,13 +1,15 @@
-//! The Kubernetes objects the operator creates per task and node: a Secret with the
-//! worker's token and TLS key pair, the worker Pod and a headless Service.
+//! The Kubernetes objects of one pooled worker (see [`crate::pool`]): a Secret with the
+//! worker's token and TLS key pair, and the worker Pod.
 //!
-//! Pure builders, unit-tested per capability. The worker's settings, the Secret's keys
-//! and the mount paths are the worker Pod's contract in `hostplug_api::worker`: the Pod's
-//! environment is [`WorkerSettings::env`], which the worker reads back. The Pod gets
-//! only what the plugin's capabilities need (/etc read-only or read-write, read-only for dry runs; the docker
-//! socket only with `docker`); it is never privileged, drops every Linux capability but
-//! the few that writing root-owned files needs, has a read-only root filesystem and the
-//! RuntimeDefault seccomp profile.
+//! Pure builders, unit-tested per access profile. The worker's settings, the Secret's
+//! keys and the mount paths are the worker Pod's contract in `hostplug_api::worker`: the
+//! Pod's environment is [`WorkerSettings::env`], which the worker reads back. The Pod gets
+//! only what its profile needs (/etc read-only or read-write; the docker socket only with
+//! `docker`); it is never privileged, drops every Linux capability but the few that
+//! writing root-owned files needs, has a read-only root filesystem and the RuntimeDefault
+//! seccomp profile. A Pod that may change its node (read-write /etc or docker) also mounts
+//! the node's lock directory, so its mutating invocations exclude every other worker's on
+//! the node.
 
 use std::collections::BTreeMap;
 
@@ -16,17 +18,17 @@ use k8s_openapi::api::core::v1::{
     Capabilities as LinuxCapabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
     EnvVarSource, HTTPGetAction, HostPathVolumeSource, ObjectFieldSelector, Pod,
     PodSecurityContext, PodSpec, Probe, ResourceRequirements, SeccompProfile, Secret,
-    SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec, Toleration, Volume,
-    VolumeMount,
+    SecretVolumeSource, SecurityContext, Toleration, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use sha2::{Digest as _, Sha256};
 
 use hostplug_api::crd::{Capabilities, EtcAccess, labels};
 use hostplug_api::worker::paths::{
-    CACHE_MOUNT, DOCKER_MOUNT, ETC_MOUNT, NODE_DOCKER_SOCKET, NODE_ETC, SECRET_MOUNT,
+    CACHE_MOUNT, DOCKER_MOUNT, ETC_MOUNT, NODE_DOCKER_SOCKET, NODE_ETC, NODE_LOCK_DIR,
+    NODE_LOCK_MOUNT, SECRET_MOUNT,
 };
 use hostplug_api::worker::{WorkerSettings, secret_keys};
 
@@ -47,27 +49,25 @@ const MAX_CHILD_NAME: usize = 63;
 /// "nonroot" uid of distroless images.
 const NON_ROOT_UID: i64 = 65532;
 
-/// Everything the builders need to know about one task on one node.
+/// Everything the builders need to know about one pooled worker.
 #[derive(Debug, Clone)]
 pub struct WorkerSpec<'a> {
-    /// Task name.
-    pub task: &'a str,
-    /// Task namespace (children live next to the task).
+    /// Name of the Pod and its Secret.
+    pub name: &'a str,
+    /// Namespace of the operator.
     pub namespace: &'a str,
-    /// Owner reference to the task.
-    pub owner: OwnerReference,
-    /// Task generation the Pod is made for.
-    pub generation: i64,
+    /// Labels of both objects.
+    pub labels: BTreeMap<String, String>,
     /// Target node.
     pub node: &'a str,
     /// Worker image.
     pub image: &'a str,
     /// Worker port.
     pub port: i32,
-    /// The plugin's capabilities.
-    pub capabilities: &'a Capabilities,
-    /// Whether the task is a dry run (then /etc is read-only whatever the capability).
-    pub dry_run: bool,
+    /// How /etc is mounted.
+    pub etc: EtcAccess,
+    /// Whether the docker socket is mounted.
+    pub docker: bool,
     /// Per-invocation deadline the worker accepts at most, ms.
     pub max_invoke_timeout_ms: u64,
 }
@@ -99,13 +99,14 @@ pub fn child_name(task: &str, node: &str) -> String {
     name
 }
 
-/// Labels of every child object of `task` for `node`.
-pub fn child_labels(task: &str, node: &str) -> BTreeMap<String, String> {
+/// Labels of every pooled worker object on `node` with access `profile`.
+pub fn worker_labels(node: &str, profile: &str) -> BTreeMap<String, String> {
     [
         ("app.kubernetes.io/managed-by", labels::MANAGED_BY),
         ("app.kubernetes.io/name", "hostplug"),
-        (labels::TASK, task),
+        (labels::COMPONENT, labels::COMPONENT_WORKER),
         (labels::NODE, &label_value(node)),
+        (labels::PROFILE, profile),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -113,7 +114,7 @@ pub fn child_labels(task: &str, node: &str) -> BTreeMap<String, String> {
 }
 
 /// A label value for an arbitrary string (node names may be up to 253 characters).
-fn label_value(s: &str) -> String {
+pub fn label_value(s: &str) -> String {
     if s.len() <= 63 {
         s.to_owned()
     } else {
@@ -121,16 +122,11 @@ fn label_value(s: &str) -> String {
     }
 }
 
-fn meta(w: &WorkerSpec<'_>, extra: &[(&str, &str)]) -> ObjectMeta {
-    let mut labels = child_labels(w.task, w.node);
-    for (k, v) in extra {
-        labels.insert((*k).to_owned(), (*v).to_owned());
-    }
+fn meta(w: &WorkerSpec<'_>) -> ObjectMeta {
     ObjectMeta {
-        name: Some(child_name(w.task, w.node)),
+        name: Some(w.name.to_owned()),
         namespace: Some(w.namespace.to_owned()),
-        labels: Some(labels),
-        owner_references: Some(vec![w.owner.clone()]),
+        labels: Some(w.labels.clone()),
         ..ObjectMeta::default()
     }
 }
@@ -146,7 +142,7 @@ pub fn secret(w: &WorkerSpec<'_>, token: &str, cert_pem: &str, key_pem: &str) ->
     .map(|(k, v)| (k.to_owned(), ByteString(v.as_bytes().to_vec())))
     .collect();
     Secret {
-        metadata: meta(w, &[]),
+        metadata: meta(w),
         type_: Some("Opaque".to_owned()),
         data: Some(data),
         immutable: Some(true),
@@ -154,14 +150,19 @@ pub fn secret(w: &WorkerSpec<'_>, token: &str, cert_pem: &str, key_pem: &str) ->
     }
 }
 
-/// How the worker may reach /etc on this node for this task.
-pub fn etc_access(caps: &Capabilities, dry_run: bool) -> EtcAccess {
-    caps.etc.for_run(dry_run)
+/// How a call may reach /etc: the plugin's grant, but read-only for a dry run and for a
+/// method that does not change the node.
+pub fn etc_access(caps: &Capabilities, dry_run: bool, mutates: bool) -> EtcAccess {
+    caps.etc.for_run(dry_run || !mutates)
 }
 
 /// The worker's settings in the Pod of `w`.
 pub fn worker_settings(w: &WorkerSpec<'_>) -> WorkerSettings {
-    WorkerSettings::in_pod(w.port, w.capabilities, w.dry_run, w.max_invoke_timeout_ms)
+    let profile = Capabilities {
+        etc: w.etc,
+        docker: w.docker,
+    };
+    WorkerSettings::in_pod(w.port, &profile, false, w.max_invoke_timeout_ms)
 }
 
 /// A quantity of bytes in the binary unit Kubernetes prints (`640Mi`), or plain bytes
@@ -190,10 +191,9 @@ pub fn linux_capabilities(etc: EtcAccess) -> Vec<String> {
 
 /// The worker Pod, pinned to its node.
 pub fn pod(w: &WorkerSpec<'_>) -> Pod {
-    let name = child_name(w.task, w.node);
-    let etc = etc_access(w.capabilities, w.dry_run);
-    let needs_root = etc != EtcAccess::None || w.capabilities.docker;
-    let generation = w.generation.to_string();
+    let name = w.name.to_owned();
+    let etc = w.etc;
+    let needs_root = etc != EtcAccess::None || w.docker;
     let settings = worker_settings(w);
     // POD_IP first: the kubelet expands `$(POD_IP)` in HOSTPLUG_LISTEN only from
     // variables defined before it.
@@ -263,7 +263,26 @@ pub fn pod(w: &WorkerSpec<'_>) -> Pod {
             ..Volume::default()
         });
     }
-    if w.capabilities.docker {
+    if let Some(lock) = &settings.node_lock_file {
+        let dir = lock.parent().map_or_else(
+            || NODE_LOCK_MOUNT.to_owned(),
+            |d| d.display().to_string(),
+        );
+        mounts.push(VolumeMount {
+            name: "node-lock".to_owned(),
+            mount_path: dir,
+            ..VolumeMount::default()
+        });
+        volumes.push(Volume {
+            name: "node-lock".to_owned(),
+            host_path: Some(HostPathVolumeSource {
+                path: NODE_LOCK_DIR.to_owned(),
+                type_: Some("DirectoryOrCreate".to_owned()),
+            }),
+            ..Volume::default()
+        });
+    }
+    if w.docker {
         mounts.push(VolumeMount {
             name: "docker".to_owned(),
             mount_path: DOCKER_MOUNT.to_owned(),
@@ -340,13 +359,7 @@ pub fn pod(w: &WorkerSpec<'_>) -> Pod {
         ..Container::default()
     };
     Pod {
-        metadata: meta(
-            w,
-            &[
-                (labels::COMPONENT, labels::COMPONENT_WORKER),
-                (labels::GENERATION, &generation),
-            ],
-        ),
+        metadata: meta(w),
         spec: Some(PodSpec {
             node_name: Some(w.node.to_owned()),
             restart_policy: Some("Never".to_owned()),
@@ -381,52 +394,20 @@ pub fn pod(w: &WorkerSpec<'_>) -> Pod {
     }
 }
 
-/// The headless Service in front of the worker Pod (DNS name for people and tools; the
-/// operator itself dials the Pod IP and pins the certificate).
-pub fn service(w: &WorkerSpec<'_>) -> Service {
-    let mut selector = child_labels(w.task, w.node);
-    selector.remove("app.kubernetes.io/managed-by");
-    selector.remove("app.kubernetes.io/name");
-    Service {
-        metadata: meta(w, &[]),
-        spec: Some(ServiceSpec {
-            cluster_ip: Some("None".to_owned()),
-            selector: Some(selector),
-            ports: Some(vec![ServicePort {
-                name: Some("https".to_owned()),
-                port: w.port,
-                target_port: Some(IntOrString::String("https".to_owned())),
-                protocol: Some("TCP".to_owned()),
-                ..ServicePort::default()
-            }]),
-            ..ServiceSpec::default()
-        }),
-        status: None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn spec<'a>(caps: &'a Capabilities, dry_run: bool) -> WorkerSpec<'a> {
+    fn spec(caps: &Capabilities, dry_run: bool) -> WorkerSpec<'static> {
         WorkerSpec {
-            task: "set-ntp",
+            name: "hpw-node1-etc-write-1a2b3c",
             namespace: "hostplug-system",
-            owner: OwnerReference {
-                api_version: "hostplug.dev/v1alpha1".into(),
-                kind: "HostTask".into(),
-                name: "set-ntp".into(),
-                uid: "u1".into(),
-                controller: Some(true),
-                block_owner_deletion: Some(true),
-            },
-            generation: 3,
+            labels: worker_labels("node1", "etc-write"),
             node: "node1",
             image: "ghcr.io/hostplug/worker:dev",
             port: 8443,
-            capabilities: caps,
-            dry_run,
+            etc: etc_access(caps, dry_run, true),
+            docker: caps.docker,
             max_invoke_timeout_ms: 60_000,
         }
     }
@@ -557,7 +538,7 @@ mod tests {
                         vars.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone())
                     })?;
                     assert_eq!(read, worker_settings(&w), "{caps} dry_run={dry_run}");
-                    assert_eq!(read.etc_access, etc_access(&caps, dry_run));
+                    assert_eq!(read.etc_access, etc_access(&caps, dry_run, true));
                     assert_eq!(read.listen, "$(POD_IP):8443");
                     assert_eq!(
                         container
@@ -593,9 +574,7 @@ mod tests {
     }
 
     #[test]
-    fn children_share_a_valid_name_and_owner() {
-        let caps = Capabilities::default();
-        let w = spec(&caps, false);
+    fn names_are_valid_and_labels_say_node_and_profile() {
         assert_eq!(child_name("set-ntp", "node1"), "set-ntp-node1");
         let long = child_name(&"t".repeat(60), "node.example.com");
         assert!(long.len() <= MAX_CHILD_NAME, "{long}");
@@ -606,19 +585,48 @@ mod tests {
         assert_ne!(
             child_name("a", "b.c"),
             child_name("a", "b-c"),
-            "distinct nodes must not share children"
+            "distinct nodes must not share workers"
         );
-        let s = service(&w);
-        assert_eq!(s.metadata.name.as_deref(), Some("set-ntp-node1"));
-        assert_eq!(
-            s.metadata
-                .owner_references
-                .as_ref()
-                .map(|o| o[0].uid.as_str()),
-            Some("u1")
-        );
+        let caps = Capabilities::default();
+        let w = spec(&caps, false);
+        let p = pod(&w);
         let sec = secret(&w, "tok", "cert", "key");
-        assert_eq!(sec.metadata.name, s.metadata.name);
-        assert_eq!(pod(&w).metadata.name, s.metadata.name);
+        assert_eq!(sec.metadata.name, p.metadata.name);
+        let l = p.metadata.labels.clone().unwrap_or_default();
+        assert_eq!(l.get(labels::NODE).map(String::as_str), Some("node1"));
+        assert_eq!(
+            l.get(labels::PROFILE).map(String::as_str),
+            Some("etc-write")
+        );
+        assert_eq!(
+            l.get(labels::COMPONENT).map(String::as_str),
+            Some(labels::COMPONENT_WORKER)
+        );
+        assert!(
+            p.metadata.owner_references.is_none(),
+            "the pool owns workers, not a task"
+        );
+    }
+
+    #[test]
+    fn only_workers_that_may_change_the_node_mount_the_node_lock() {
+        let write = Capabilities {
+            etc: EtcAccess::Write,
+            docker: false,
+        };
+        let p = pod(&spec(&write, false));
+        assert!(mounts(&p).contains(&(NODE_LOCK_MOUNT.into(), false)));
+        assert_eq!(
+            env_of(&p, "HOSTPLUG_NODE_LOCK_FILE").as_deref(),
+            Some(hostplug_api::worker::paths::NODE_LOCK_FILE)
+        );
+        for (caps, dry_run) in [(write.clone(), true), (Capabilities::default(), false)] {
+            let p = pod(&spec(&caps, dry_run));
+            assert!(!mounts(&p).iter().any(|(m, _)| m == NODE_LOCK_MOUNT));
+            assert_eq!(env_of(&p, "HOSTPLUG_NODE_LOCK_FILE"), None);
+        }
+        // A read-only method of a write plugin runs read-only.
+        assert_eq!(etc_access(&write, false, false), EtcAccess::Read);
+        assert_eq!(etc_access(&write, false, true), EtcAccess::Write);
     }
 }

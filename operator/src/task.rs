@@ -1,114 +1,125 @@
 //! The HostTask controller.
 //!
-//! Each reconcile drives a per-node state machine one step and returns: Pending → (Secret,
-//! Pod, Service created) Starting → (Pod Ready; status written) Running → (plugin call
-//! returned, in a spawned job) Succeeded | Failed; Skipped when the rollout stopped. Long
-//! work (the plugin call) never blocks a reconcile: it runs in a spawned job whose
-//! outcome waits in memory until the next reconcile writes it into the status.
+//! Each reconcile reads the task, gathers what the rollout needs to know (the task's
+//! pooled workers from the Pod cache, its calls from memory, the nodes from the Node
+//! cache), lets the pure state machine [`crate::rollout::step`] decide, writes the status
+//! and then carries out the decisions: ask the [`WorkerPool`] for workers, send calls.
+//! A call runs in a spawned job; when it returns, its outcome waits in memory and the job
+//! wakes the task's reconcile at once (through the controller's trigger channel), as does
+//! a change of a worker Pod the task waits on. No poll drives the rollout; a slow
+//! fallback requeue only catches what no event announces (the start timeout).
 //!
 //! The status is the record, written in one place ([`write_status`]) by server-side
-//! apply: a node is marked Running *before* its call is sent, and its outcome is written
-//! before more nodes start. After an operator restart, a node found Running with no job
-//! in memory is not called again (it may have run): it fails with "outcome unknown", so
-//! no node ever runs twice for one generation.
+//! apply, fenced by the resourceVersion the reconcile read: a deposed leader's write
+//! fails instead of overwriting its successor's. A node is marked Running *before* its
+//! call is sent. Every call carries the invocation id `<task uid>/<generation>/<node>`;
+//! after an operator restart a Running node is resumed by sending the same call to the
+//! same worker, which answers the stored outcome instead of running again. So a node
+//! runs at most once per generation, and a restart fails no node whose worker lives.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
+use futures::channel::mpsc::UnboundedReceiver;
 use hostplug_api::protocol::InvokeRequest;
-use hostplug_api::worker::secret_keys;
-use k8s_openapi::api::core::v1::{Node, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use k8s_openapi::jiff::{SignedDuration, Timestamp};
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType};
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef, store::Writer};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
 
-use crate::client::{CallError, Credentials, WorkerClient};
+use crate::client::CallError;
+use hostplug_api::crd::{
+    HostPlugin, HostTask, HostTaskStatus, NodePhase, NodeResult, PluginRef, TaskState, labels,
+};
 use crate::plugins::LoadedPlugin;
-use crate::resources::{self, WorkerSpec};
+use crate::pool::{Profile, WorkerKey, WorkerPool};
+use crate::rollout::{self, Action as Step, CallState, NodeOutcome, Observed, Success};
 use crate::validate::{self, Invalid, NodeView};
 use crate::{Context, Error, FIELD_MANAGER, Result};
-use hostplug_api::crd::{
-    HostPlugin, HostTask, HostTaskStatus, NodePhase, NodeResult, PluginRef, RolloutSpec, TaskState,
-    labels,
-};
 
-/// How often a task in flight is looked at even without a watch event: 2 s. Pod and
-/// task events trigger reconciles sooner; this catches what no event announces (the
-/// start timeout).
-const POLL_INTERVAL: Duration = Duration::from_secs(2);
-/// How often a task with plugin calls in flight is looked at: 500 ms. A finished call's
-/// outcome waits in memory until then; this bounds the delay it adds per node.
-const RUNNING_POLL_INTERVAL: Duration = Duration::from_millis(500);
-/// Retry interval after a failed reconcile: 5 s, quick enough for a conflict, slow
-/// enough not to hammer an API server that refuses.
+/// How often a task in flight is looked at without any event: 5 s. Call outcomes and
+/// worker Pod changes wake the task at once; this only catches the start timeout and
+/// nodes that vanish.
+const FALLBACK_REQUEUE: Duration = Duration::from_secs(5);
+/// Retry interval after a failed reconcile: 5 s, slow enough not to hammer an API
+/// server that refuses.
 const ERROR_REQUEUE: Duration = Duration::from_secs(5);
-/// Container waiting reasons that mean the worker will never start.
-const FATAL_WAITING_REASONS: [&str; 6] = [
-    "ErrImagePull",
-    "ImagePullBackOff",
-    "InvalidImageName",
-    "CreateContainerConfigError",
-    "CreateContainerError",
-    "CrashLoopBackOff",
-];
+/// Retry after a status write lost to a newer one (409): 50 ms; the next reconcile reads
+/// the newer status and decides again.
+const CONFLICT_REQUEUE: Duration = Duration::from_millis(50);
+/// Attempts at one call while the worker lives but the connection failed or the worker
+/// was busy: 4. Safe because a repeated invocation id is answered from the worker's
+/// outcome store, never run twice.
+const CALL_ATTEMPTS: u32 = 4;
+/// Pause before the second attempt; doubled for each further one (250 ms, 500 ms, 1 s).
+const CALL_RETRY_PAUSE: Duration = Duration::from_millis(250);
 
 /// Identifies one node's plugin call: task uid, generation, node.
 pub type RunKey = (String, i64, String);
-
-/// A node's plugin call as the spawned job sees it.
-#[derive(Debug, Clone)]
-pub enum Run {
-    /// The call is in flight.
-    InFlight,
-    /// The call returned.
-    Done(Box<NodeOutcome>),
-}
-
-/// What a node's call produced.
-#[derive(Debug, Clone)]
-pub struct NodeOutcome {
-    /// Whether it succeeded.
-    pub ok: bool,
-    /// Whether the node changed.
-    pub changed: bool,
-    /// Diff.
-    pub diff: Option<String>,
-    /// Output.
-    pub output: Option<serde_json::Value>,
-    /// Failure reason or note.
-    pub message: Option<String>,
-    /// When it ended.
-    pub finished_at: Timestamp,
-}
 
 fn now() -> Time {
     Time(Timestamp::now())
 }
 
+/// Why a status write did not happen.
+enum WriteError {
+    /// Someone wrote the task since it was read (409): read again.
+    Conflict,
+    /// Anything else.
+    Other(Error),
+}
+
 /// Writes a task's status: the only place that does. Server-side apply with the
-/// operator's field manager; lists are replaced whole.
-pub async fn write_status(api: &Api<HostTask>, name: &str, status: &HostTaskStatus) -> Result<()> {
+/// operator's field manager, fenced by the resourceVersion of `task` (the object the
+/// decision was made from); lists are replaced whole.
+pub async fn write_status(
+    api: &Api<HostTask>,
+    task: &HostTask,
+    status: &HostTaskStatus,
+) -> Result<()> {
+    match write_fenced(api, task, status).await {
+        Ok(()) => Ok(()),
+        Err(WriteError::Other(e)) => Err(e),
+        Err(WriteError::Conflict) => Err(Error::Conflict(task.name_any())),
+    }
+}
+
+async fn write_fenced(
+    api: &Api<HostTask>,
+    task: &HostTask,
+    status: &HostTaskStatus,
+) -> Result<(), WriteError> {
+    let name = task.name_any();
     let patch = json!({
         "apiVersion": "hostplug.dev/v1alpha1",
         "kind": "HostTask",
+        "metadata": {"resourceVersion": task.resource_version()},
         "status": status,
     });
-    api.patch_status(
-        name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(patch),
-    )
-    .await
-    .map_err(Error::kube(format!("writing status of HostTask {name}")))?;
-    Ok(())
+    match api
+        .patch_status(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(patch),
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 409 => Err(WriteError::Conflict),
+        Err(e) => Err(WriteError::Other(Error::Kube {
+            context: format!("writing status of HostTask {name}"),
+            source: e,
+        })),
+    }
 }
 
 /// Everything validation needs, fetched.
@@ -154,7 +165,7 @@ async fn resolve(ctx: &Context, task: &HostTask) -> Result<Result<Resolved, Inva
     if let Err(e) = validate::check_capabilities(spec, name, &hp.spec, method) {
         return Ok(Err(e));
     }
-    let nodes = list_nodes(ctx).await?;
+    let nodes = list_nodes(ctx);
     let targets = match validate::target_nodes(spec, &nodes) {
         Ok(t) => t,
         Err(e) => return Ok(Err(e)),
@@ -166,13 +177,13 @@ async fn resolve(ctx: &Context, task: &HostTask) -> Result<Result<Resolved, Inva
     }))
 }
 
-async fn list_nodes(ctx: &Context) -> Result<Vec<NodeView>> {
-    let api: Api<Node> = Api::all(ctx.client.clone());
-    let list = api
-        .list(&ListParams::default())
-        .await
-        .map_err(Error::kube("listing nodes"))?;
-    Ok(list.items.iter().filter_map(NodeView::from_node).collect())
+/// The cluster's nodes, from the Node cache.
+fn list_nodes(ctx: &Context) -> Vec<NodeView> {
+    ctx.nodes
+        .state()
+        .iter()
+        .filter_map(|n| NodeView::from_node(n))
+        .collect()
 }
 
 async fn publish(ctx: &Context, task: &HostTask, type_: EventType, reason: &str, note: String) {
@@ -197,27 +208,34 @@ async fn reconcile(cached: Arc<HostTask>, ctx: Arc<Context>) -> Result<Action> {
     let name = cached.name_any();
     let api: Api<HostTask> = Api::namespaced(ctx.client.clone(), &ns);
     // The cache may lag behind our own last status write; the status is the record, so
-    // read the newest one.
+    // read the newest one (its resourceVersion fences the write below).
     let Some(task) = api
         .get_opt(&name)
         .await
         .map_err(Error::kube(format!("reading HostTask {name}")))?
     else {
+        ctx.pool.forget_waiter(&ObjectRef::new(&name).within(&ns));
+        if ctx.pool.per_task() {
+            ctx.pool.release_task(&name);
+        }
         return Ok(Action::await_change());
     };
     let uid = task.uid().ok_or(Error::MissingObjectKey(".metadata.uid"))?;
     if task.metadata.deletion_timestamp.is_some() {
-        ctx.forget_runs(&uid);
-        return Ok(Action::await_change());
+        ctx.runs.forget(&uid);
+        return Ok(after_finish(&ctx, &task));
     }
     let generation = task.metadata.generation.unwrap_or(0);
     let mut status = task.status.clone().unwrap_or_default();
 
     if status.observed_generation != Some(generation) {
-        return start_generation(&ctx, &api, &task, generation).await;
+        return match start_generation(&ctx, &api, &task, generation).await {
+            Err(Error::Conflict(_)) => Ok(Action::requeue(CONFLICT_REQUEUE)),
+            other => other,
+        };
     }
     if status.state.is_finished() {
-        return after_finish(&ctx, &task, &status).await;
+        return Ok(after_finish(&ctx, &task));
     }
     let plugin_api: Api<HostPlugin> = Api::all(ctx.client.clone());
     let hp = plugin_api
@@ -233,224 +251,135 @@ async fn reconcile(cached: Arc<HostTask>, ctx: Arc<Context>) -> Result<Action> {
         (Some(_), Some(l)) => pinned.as_deref() == Some(l.digest.to_string().as_str()),
         _ => false,
     };
+    let caps = hp
+        .as_ref()
+        .map(|h| h.spec.capabilities.clone())
+        .unwrap_or_default();
+    let mutates = loaded
+        .as_ref()
+        .and_then(|l| l.info.method(&task.spec.http.method))
+        .is_none_or(|m| m.mutates);
+    let profile = Profile {
+        etc: crate::resources::etc_access(&caps, task.spec.dry_run, mutates),
+        docker: caps.docker,
+    };
+    let key_of = |node: &str| WorkerKey {
+        node: node.to_owned(),
+        profile,
+        port: task.spec.http.port,
+        task: ctx.pool.per_task().then(|| name.clone()),
+    };
 
-    let now_t = now();
-    let key = |node: &str| -> RunKey { (uid.clone(), generation, node.to_owned()) };
-    let mut newly_failed: Vec<(String, String)> = Vec::new();
-
-    // 1. Outcomes of calls that returned.
-    for n in status
-        .nodes
-        .iter_mut()
-        .filter(|n| n.phase == NodePhase::Running)
-    {
-        match ctx.take_run(&key(&n.node)) {
-            Some(Run::Done(out)) => {
-                n.phase = if out.ok {
-                    NodePhase::Succeeded
-                } else {
-                    NodePhase::Failed
-                };
-                n.changed = out.changed;
-                n.diff = out.diff;
-                n.output = out.output;
-                n.message = out.message;
-                n.finished_at = Some(Time(out.finished_at));
-                if !out.ok {
-                    newly_failed.push((n.node.clone(), n.message.clone().unwrap_or_default()));
-                }
-            }
-            Some(Run::InFlight) => {}
-            None => {
-                fail(
-                    n,
-                    "outcome unknown: the operator restarted while the plugin was running on \
-                     this node; it is not run again so that it never runs twice for one generation",
-                    &now_t,
-                );
-                newly_failed.push((n.node.clone(), n.message.clone().unwrap_or_default()));
-            }
-        }
-    }
-
-    // 2. Workers that are starting.
-    let pods = list_children::<Pod>(&ctx, &ns, &name).await?;
-    let node_names: Vec<String> = list_nodes(&ctx)
-        .await?
-        .into_iter()
-        .map(|n| n.name)
-        .collect();
-    let mut to_run: Vec<(String, String, String)> = Vec::new(); // node, pod name, pod IP
-    for n in status
-        .nodes
-        .iter_mut()
-        .filter(|n| n.phase == NodePhase::Starting)
-    {
-        if !node_names.contains(&n.node) {
-            fail(n, &format!("node {} no longer exists", n.node), &now_t);
-            newly_failed.push((n.node.clone(), n.message.clone().unwrap_or_default()));
+    // What the rollout looks at.
+    let me = ObjectRef::from_obj(&task);
+    let existing: std::collections::HashSet<String> =
+        ctx.nodes.state().iter().map(|n| n.name_any()).collect();
+    let calls = ctx.runs.of(&uid, generation);
+    let mut workers = BTreeMap::new();
+    let mut pods = BTreeMap::new();
+    for n in &status.nodes {
+        if n.phase.is_finished() {
             continue;
         }
-        let pod_name = resources::child_name(&name, &n.node);
-        let pod = pods.get(&pod_name);
-        match pod_state(pod, generation) {
-            PodState::Ready(ip) => {
-                if plugin_ok {
-                    n.phase = NodePhase::Running;
-                    to_run.push((n.node.clone(), pod_name, ip));
-                } else {
-                    fail(
-                        n,
-                        "the plugin changed or vanished during the rollout; not run",
-                        &now_t,
-                    );
-                    newly_failed.push((n.node.clone(), n.message.clone().unwrap_or_default()));
-                }
-            }
-            PodState::Broken(reason) => {
-                fail(n, &format!("worker Pod cannot start: {reason}"), &now_t);
-                newly_failed.push((n.node.clone(), n.message.clone().unwrap_or_default()));
-            }
-            PodState::Waiting(what) => {
-                let started = n.started_at.as_ref().map_or(now_t.0, |t| t.0);
-                let waited = now_t.0.duration_since(started);
-                if waited
-                    > SignedDuration::try_from(ctx.config.pod_start_timeout())
-                        .unwrap_or(SignedDuration::MAX)
-                {
-                    fail(
-                        n,
-                        &format!(
-                            "worker Pod not Ready after {}s ({what})",
-                            ctx.config.pod_start_timeout().as_secs()
-                        ),
-                        &now_t,
-                    );
-                    newly_failed.push((n.node.clone(), n.message.clone().unwrap_or_default()));
-                }
+        if existing.contains(&n.node) {
+            let current = ctx.pool.current(&key_of(&n.node), &me).map(|pod| {
+                let st = ctx.pool.worker_state(&pod);
+                (pod, st)
+            });
+            workers.insert(n.node.clone(), current);
+        }
+        if n.phase == NodePhase::Running
+            && let Some(pod) = &n.pod
+        {
+            pods.insert(pod.clone(), ctx.pool.worker_state(pod));
+        }
+    }
+    let observed = Observed {
+        now: Timestamp::now(),
+        plugin_ok,
+        workers,
+        pods,
+        calls: calls.clone(),
+        start_timeout: ctx.config.pod_start_timeout(),
+    };
+    let rollout_spec = task.spec.rollout.clone().unwrap_or_default();
+    let steps = rollout::step(&mut status, &rollout_spec, &observed);
+
+    // Workers first (they take seconds to start), then the record, then the calls.
+    for s in &steps {
+        if let Step::EnsureWorker { node } = s {
+            let pod = ctx.pool.ensure(&key_of(node), me.clone());
+            if let Some(n) = status
+                .nodes
+                .iter_mut()
+                .find(|n| &n.node == node && n.phase == NodePhase::Starting)
+            {
+                n.pod = Some(pod);
             }
         }
     }
-
-    // 3. Start more nodes, or stop the rollout.
-    let rollout = task.spec.rollout.clone().unwrap_or_default();
-    let RolloutSpec {
-        max_parallel,
-        max_failures,
-    } = rollout;
-    let counts = crate::status::Counts::of(&status.nodes);
-    let stop = counts.failed > usize::try_from(max_failures).unwrap_or(0);
-    if stop {
-        for n in status
-            .nodes
-            .iter_mut()
-            .filter(|n| n.phase == NodePhase::Pending)
-        {
-            n.phase = NodePhase::Skipped;
-            n.message = Some(format!(
-                "not started: {} nodes failed, more than rollout.maxFailures {max_failures}",
-                counts.failed
-            ));
-            n.finished_at = Some(now_t.clone());
-        }
-    } else if !plugin_ok {
-        // The plugin vanished or changed under a running generation: nothing more starts.
-        for n in status
-            .nodes
-            .iter_mut()
-            .filter(|n| n.phase == NodePhase::Pending)
-        {
-            fail(
-                n,
-                "not started: the plugin changed or vanished during the rollout",
-                &now_t,
-            );
-            newly_failed.push((n.node.clone(), n.message.clone().unwrap_or_default()));
-        }
-    } else if let Some(hp) = &hp {
-        let mut in_flight = counts.in_flight;
-        let max_parallel = usize::try_from(max_parallel).unwrap_or(1).max(1);
-        for n in status
-            .nodes
-            .iter_mut()
-            .filter(|n| n.phase == NodePhase::Pending)
-        {
-            if in_flight >= max_parallel {
-                break;
-            }
-            if !node_names.contains(&n.node) {
-                fail(n, &format!("node {} no longer exists", n.node), &now_t);
-                newly_failed.push((n.node.clone(), n.message.clone().unwrap_or_default()));
-                continue;
-            }
-            match ensure_children(&ctx, &task, hp, &n.node, generation, &pods).await? {
-                true => {
-                    n.phase = NodePhase::Starting;
-                    n.pod = Some(resources::child_name(&name, &n.node));
-                    n.started_at = Some(now_t.clone());
-                    in_flight += 1;
-                }
-                false => {
-                    // An old generation's Pod is still going away; try again soon.
-                    in_flight += 1;
-                }
-            }
-        }
-    }
-
-    // 4. Write the record before any call goes out.
     crate::status::cap_results(&mut status.nodes);
-    crate::status::summarise(&mut status, task.spec.dry_run, &now_t);
-    write_status(&api, &name, &status).await?;
-    for (node, msg) in &newly_failed {
-        ctx.metrics.node_finished(false);
-        publish(
-            &ctx,
-            &task,
-            EventType::Warning,
-            "NodeFailed",
-            format!("{node}: {msg}"),
-        )
-        .await;
+    crate::status::summarise(&mut status, task.spec.dry_run, &now());
+    match write_fenced(&api, &task, &status).await {
+        Ok(()) => {}
+        Err(WriteError::Conflict) => {
+            // Nothing was recorded, so nothing is sent; outcomes stay in memory.
+            return Ok(Action::requeue(CONFLICT_REQUEUE));
+        }
+        Err(WriteError::Other(e)) => return Err(e),
     }
+    // Outcomes now in the status leave memory.
+    ctx.runs.written(&uid, generation, &status, &calls);
 
-    // 5. Send the calls.
-    if let Some(loaded) = &loaded {
-        for (node, pod_name, ip) in to_run {
-            spawn_run(&ctx, &task, loaded.clone(), key(&node), &pod_name, &ip).await?;
+    for s in steps {
+        match s {
+            Step::EnsureWorker { .. } => {}
+            Step::Call { node, pod, resume } => {
+                if let Some(loaded) = &loaded {
+                    spawn_run(
+                        &ctx,
+                        &task,
+                        loaded.clone(),
+                        &uid,
+                        generation,
+                        &node,
+                        &pod,
+                        resume,
+                    );
+                }
+            }
+            Step::NodeFailed { node, message } => {
+                ctx.metrics.node_finished(false);
+                publish(
+                    &ctx,
+                    &task,
+                    EventType::Warning,
+                    "NodeFailed",
+                    format!("{node}: {message}"),
+                )
+                .await;
+            }
+            Step::NodeSucceeded { .. } => ctx.metrics.node_finished(true),
         }
     }
 
     if status.state.is_finished() {
-        let ev_type = if status.state == TaskState::Succeeded {
-            EventType::Normal
-        } else {
-            EventType::Warning
-        };
+        let ok = status.state == TaskState::Succeeded;
         publish(
             &ctx,
             &task,
-            ev_type,
-            if status.state == TaskState::Succeeded {
-                "Succeeded"
+            if ok {
+                EventType::Normal
             } else {
-                "Failed"
+                EventType::Warning
             },
+            if ok { "Succeeded" } else { "Failed" },
             status.msg.clone().unwrap_or_default(),
         )
         .await;
-        return after_finish(&ctx, &task, &status).await;
+        return Ok(after_finish(&ctx, &task));
     }
-    if status.nodes.iter().any(|n| n.phase == NodePhase::Running) {
-        return Ok(Action::requeue(RUNNING_POLL_INTERVAL));
-    }
-    Ok(Action::requeue(POLL_INTERVAL))
-}
-
-fn fail(n: &mut NodeResult, message: &str, now: &Time) {
-    n.phase = NodePhase::Failed;
-    n.message = Some(message.to_owned());
-    n.finished_at = Some(now.clone());
+    Ok(Action::requeue(FALLBACK_REQUEUE))
 }
 
 /// A new generation: validate, then record the target nodes as Pending (or the task as
@@ -462,9 +391,6 @@ async fn start_generation(
     generation: i64,
 ) -> Result<Action> {
     let name = task.name_any();
-    let ns = task.namespace().unwrap_or_default();
-    // Children of an older generation are stale (their mounts may differ).
-    delete_children(ctx, &ns, &name).await?;
     let now_t = now();
     let mut status = HostTaskStatus {
         observed_generation: Some(generation),
@@ -482,7 +408,7 @@ async fn start_generation(
                 &invalid.to_string(),
                 &now_t,
             );
-            write_status(api, &name, &status).await?;
+            write_status(api, task, &status).await?;
             info!(task = %name, problem = %invalid, "task refused");
             publish(
                 ctx,
@@ -508,7 +434,7 @@ async fn start_generation(
                 })
                 .collect();
             crate::status::summarise(&mut status, task.spec.dry_run, &now_t);
-            write_status(api, &name, &status).await?;
+            write_status(api, task, &status).await?;
             publish(
                 ctx,
                 task,
@@ -528,313 +454,105 @@ async fn start_generation(
     }
 }
 
-/// A finished task: remove its children once the TTL passed.
-async fn after_finish(ctx: &Context, task: &HostTask, status: &HostTaskStatus) -> Result<Action> {
-    let Some(ttl) = task.spec.ttl_seconds_after_finished else {
-        return Ok(Action::await_change());
-    };
-    let finished = status
-        .finished_at
-        .as_ref()
-        .map_or(Timestamp::now(), |t| t.0);
-    let due = finished + SignedDuration::from_secs(i64::from(ttl.max(0)));
-    let left = Timestamp::now().duration_until(due);
-    if left.is_positive() {
-        return Ok(Action::requeue(
-            Duration::try_from(left).unwrap_or(POLL_INTERVAL) + Duration::from_millis(100),
-        ));
+/// A finished task: it no longer waits on workers; with per-task workers
+/// (`--worker-idle-seconds 0`) they go now. Pooled workers outlive the task (the pool
+/// removes them when idle), so `ttlSecondsAfterFinished` has nothing left to remove.
+fn after_finish(ctx: &Context, task: &HostTask) -> Action {
+    ctx.pool.forget_waiter(&ObjectRef::from_obj(task));
+    if ctx.pool.per_task() {
+        ctx.pool.release_task(&task.name_any());
     }
-    let ns = task.namespace().unwrap_or_default();
-    delete_children(ctx, &ns, &task.name_any()).await?;
-    Ok(Action::await_change())
+    Action::await_change()
 }
 
-/// Lists a task's children of one kind, by name.
-async fn list_children<K>(ctx: &Context, ns: &str, task: &str) -> Result<BTreeMap<String, K>>
-where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug,
-{
-    let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
-    let lp = ListParams::default().labels(&format!("{}={task}", labels::TASK));
-    let list = api
-        .list(&lp)
-        .await
-        .map_err(Error::kube(format!("listing children of {task}")))?;
-    Ok(list
-        .items
-        .into_iter()
-        .filter_map(|o| Some((o.meta().name.clone()?, o)))
-        .collect())
+/// The invocation id of a node's call: the same for every attempt and every operator
+/// process, so a worker recognises a repeat.
+pub fn invocation_id(uid: &str, generation: i64, node: &str) -> String {
+    format!("{uid}/{generation}/{node}")
 }
 
-/// Deletes every Pod, Service and Secret of a task.
-async fn delete_children(ctx: &Context, ns: &str, task: &str) -> Result<()> {
-    let dp = DeleteParams::background();
-    macro_rules! delete_all {
-        ($k:ty) => {{
-            let api: Api<$k> = Api::namespaced(ctx.client.clone(), ns);
-            for name in list_children::<$k>(ctx, ns, task).await?.into_keys() {
-                match api.delete(&name, &dp).await {
-                    Ok(_) => {}
-                    Err(kube::Error::Api(e)) if e.code == 404 => {}
-                    Err(e) => {
-                        return Err(Error::Kube {
-                            context: format!("deleting {name}"),
-                            source: e,
-                        });
-                    }
-                }
-            }
-        }};
-    }
-    delete_all!(Pod);
-    delete_all!(Service);
-    delete_all!(Secret);
-    Ok(())
-}
-
-/// Creates the Secret, Pod and Service of a node unless they exist. Returns false when
-/// an old generation's Pod of the same name is still there (it is being deleted).
-async fn ensure_children(
-    ctx: &Context,
-    task: &HostTask,
-    hp: &HostPlugin,
-    node: &str,
-    generation: i64,
-    pods: &BTreeMap<String, Pod>,
-) -> Result<bool> {
-    let name = task.name_any();
-    let ns = task.namespace().unwrap_or_default();
-    let child = resources::child_name(&name, node);
-    if let Some(p) = pods.get(&child) {
-        let gen_label = p
-            .labels()
-            .get(labels::GENERATION)
-            .and_then(|g| g.parse::<i64>().ok());
-        if gen_label != Some(generation) {
-            let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
-            if p.metadata.deletion_timestamp.is_none() {
-                let _ = api.delete(&child, &DeleteParams::background()).await;
-            }
-            return Ok(false);
-        }
-    }
-    let owner = task
-        .controller_owner_ref(&())
-        .ok_or(Error::MissingObjectKey(".metadata.uid"))?;
-    let timeout_ms = u64::try_from(task.spec.timeout_seconds.max(1)).unwrap_or(60) * 1000;
-    let spec = WorkerSpec {
-        task: &name,
-        namespace: &ns,
-        owner,
-        generation,
-        node,
-        image: &ctx.config.worker_image,
-        port: task.spec.http.port,
-        capabilities: &hp.spec.capabilities,
-        dry_run: task.spec.dry_run,
-        max_invoke_timeout_ms: timeout_ms,
-    };
-    let pp = PostParams {
-        field_manager: Some(FIELD_MANAGER.into()),
-        ..PostParams::default()
-    };
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
-    if secrets
-        .get_opt(&child)
-        .await
-        .map_err(Error::kube(format!("reading Secret {child}")))?
-        .is_none()
-    {
-        let creds = Credentials::generate(&child)?;
-        let secret = resources::secret(&spec, &creds.token, &creds.cert_pem, &creds.key_pem);
-        create_if_absent(&secrets, &pp, &secret, &child).await?;
-    }
-    let services: Api<Service> = Api::namespaced(ctx.client.clone(), &ns);
-    create_if_absent(&services, &pp, &resources::service(&spec), &child).await?;
-    if !pods.contains_key(&child) {
-        let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
-        create_if_absent(&pods_api, &pp, &resources::pod(&spec), &child).await?;
-    }
-    Ok(true)
-}
-
-async fn create_if_absent<K>(api: &Api<K>, pp: &PostParams, obj: &K, name: &str) -> Result<()>
-where
-    K: Resource + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    match api.create(pp, obj).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
-        Err(e) => Err(Error::Kube {
-            context: format!("creating {name}"),
-            source: e,
-        }),
-    }
-}
-
-/// Where a worker Pod is.
-#[derive(Debug, PartialEq, Eq)]
-enum PodState {
-    /// Ready, at this IP.
-    Ready(String),
-    /// Will never become Ready; why.
-    Broken(String),
-    /// Not Ready yet; what it is doing.
-    Waiting(String),
-}
-
-fn pod_state(pod: Option<&Pod>, generation: i64) -> PodState {
-    let Some(pod) = pod else {
-        return PodState::Broken("the worker Pod disappeared".into());
-    };
-    let gen_label = pod
-        .labels()
-        .get(labels::GENERATION)
-        .and_then(|g| g.parse::<i64>().ok());
-    if gen_label != Some(generation) {
-        return PodState::Waiting("an older worker Pod is going away".into());
-    }
-    if pod.metadata.deletion_timestamp.is_some() {
-        return PodState::Broken("the worker Pod is being deleted".into());
-    }
-    let Some(st) = &pod.status else {
-        return PodState::Waiting("no status yet".into());
-    };
-    let phase = st.phase.clone().unwrap_or_else(|| "Pending".into());
-    if phase == "Failed" || phase == "Succeeded" {
-        let reason = st
-            .container_statuses
-            .iter()
-            .flatten()
-            .filter_map(|c| c.state.as_ref()?.terminated.as_ref())
-            .map(|t| {
-                format!(
-                    "exited with code {}{}",
-                    t.exit_code,
-                    t.reason
-                        .as_ref()
-                        .map(|r| format!(" ({r})"))
-                        .unwrap_or_default()
-                )
-            })
-            .next()
-            .or_else(|| st.message.clone())
-            .unwrap_or_default();
-        return PodState::Broken(
-            format!("the worker Pod ended ({phase}) {reason}")
-                .trim_end()
-                .to_owned(),
-        );
-    }
-    for c in st.container_statuses.iter().flatten() {
-        if let Some(w) = c.state.as_ref().and_then(|s| s.waiting.as_ref()) {
-            let reason = w.reason.clone().unwrap_or_default();
-            if FATAL_WAITING_REASONS.contains(&reason.as_str()) {
-                return PodState::Broken(format!(
-                    "{reason}: {}",
-                    w.message.clone().unwrap_or_default()
-                ));
-            }
-        }
-    }
-    let ready = st
-        .conditions
-        .iter()
-        .flatten()
-        .any(|c| c.type_ == "Ready" && c.status == "True");
-    match (ready, &st.pod_ip) {
-        (true, Some(ip)) if !ip.is_empty() => PodState::Ready(ip.clone()),
-        _ => PodState::Waiting(format!("phase {phase}")),
-    }
-}
-
-/// Starts one node's plugin call in the background.
-async fn spawn_run(
+/// Sends one node's call in the background; its outcome goes to memory and wakes the
+/// task.
+#[allow(clippy::too_many_arguments)]
+fn spawn_run(
     ctx: &Arc<Context>,
     task: &HostTask,
     loaded: Arc<LoadedPlugin>,
-    key: RunKey,
-    pod_name: &str,
-    ip: &str,
-) -> Result<()> {
-    let ns = task.namespace().unwrap_or_default();
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
-    let secret = secrets
-        .get_opt(pod_name)
-        .await
-        .map_err(Error::kube(format!("reading Secret {pod_name}")))?;
-    let creds = secret.and_then(|s| {
-        let data = s.data?;
-        let get = |k: &str| {
-            data.get(k)
-                .and_then(|b| String::from_utf8(b.0.clone()).ok())
-        };
-        Some(Credentials {
-            token: get(secret_keys::TOKEN)?,
-            cert_pem: get(secret_keys::CERT)?,
-            key_pem: String::new(),
-        })
-    });
+    uid: &str,
+    generation: i64,
+    node: &str,
+    pod: &str,
+    resume: bool,
+) {
+    let key: RunKey = (uid.to_owned(), generation, node.to_owned());
     let req = InvokeRequest {
         digest: loaded.digest.to_string(),
         method: task.spec.http.method.clone(),
         params: validate::params_of(&task.spec),
         dry_run: task.spec.dry_run,
         timeout_ms: Some(u64::try_from(task.spec.timeout_seconds.max(1)).unwrap_or(60) * 1000),
+        invocation_id: Some(invocation_id(uid, generation, node)),
     };
+    if resume {
+        info!(task = %task.name_any(), %node, %pod, "resuming a call of an earlier operator process");
+    }
     let port = task.spec.http.port;
-    let ip = ip.to_owned();
-    ctx.insert_run(key.clone(), Run::InFlight);
-    let ctx2 = ctx.clone();
+    let pod = pod.to_owned();
+    let me = ObjectRef::from_obj(task);
+    ctx.runs.insert(key.clone(), CallState::InFlight);
+    ctx.pool.begin_call(&pod);
+    let ctx = Arc::clone(ctx);
     tokio::spawn(async move {
         let started = std::time::Instant::now();
-        let result = match creds {
-            None => Err(CallError::Worker(
-                "the worker's Secret is missing or incomplete".into(),
-            )),
-            Some(creds) => match WorkerClient::new(&ip, port, &creds) {
-                Err(e) => Err(CallError::Worker(e.to_string())),
-                Ok(client) => {
-                    match client
-                        .ensure_module(&loaded.digest.hex(), &loaded.bytes)
-                        .await
-                    {
-                        Err(e) => Err(e),
-                        Ok(_) => client.invoke(&req).await,
-                    }
-                }
-            },
-        };
-        ctx2.metrics.invocation(started.elapsed());
-        let outcome = match result {
-            Ok(r) => NodeOutcome {
-                ok: true,
-                changed: r.changed,
-                diff: r.diff,
-                output: Some(r.output),
-                message: None,
-                finished_at: Timestamp::now(),
-            },
-            Err(e) => NodeOutcome {
-                ok: false,
-                changed: false,
-                diff: None,
-                output: None,
-                message: Some(e.to_string()),
-                finished_at: Timestamp::now(),
-            },
-        };
-        if outcome.ok {
-            ctx2.metrics.node_finished(true);
-        }
-        // The next reconcile (at most RUNNING_POLL_INTERVAL away) writes it down.
-        ctx2.insert_run(key, Run::Done(Box::new(outcome)));
+        let outcome = call(&ctx, &pod, port, &loaded, &req).await;
+        ctx.metrics.invocation(started.elapsed());
+        ctx.pool.end_call(&pod);
+        ctx.runs
+            .insert(key, CallState::Done(outcome, Timestamp::now()));
+        let _ = ctx.wake.unbounded_send(me);
     });
-    Ok(())
+}
+
+/// One node's call, retried while the worker lives and the failure says nothing ran
+/// to completion on our side (connection lost, busy). Repeats carry the same invocation
+/// id, so the worker runs the plugin at most once.
+async fn call(
+    ctx: &Context,
+    pod: &str,
+    port: i32,
+    loaded: &LoadedPlugin,
+    req: &InvokeRequest,
+) -> NodeOutcome {
+    let pool: &WorkerPool = &ctx.pool;
+    let artifact = ctx.artifacts.get(ctx.plugins.host(), &loaded.digest).await;
+    let mut pause = CALL_RETRY_PAUSE;
+    let mut attempt = 1;
+    loop {
+        let result = async {
+            let conn = pool.conn(pod, port).await?;
+            conn.ensure_module(
+                &loaded.digest.hex(),
+                &loaded.bytes,
+                artifact.as_ref().map(|(f, a)| (f.as_str(), a.as_slice())),
+            )
+            .await?;
+            conn.client.invoke(req).await
+        }
+        .await;
+        match result {
+            Ok(r) => return Ok(Success::from(r)),
+            Err(e @ (CallError::Unreachable(_) | CallError::Busy(_)))
+                if attempt < CALL_ATTEMPTS
+                    && pool.worker_state(pod) == rollout::WorkerState::Ready =>
+            {
+                warn!(%pod, attempt, error = %e, "call failed; sending it again");
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 fn error_policy(task: Arc<HostTask>, err: &Error, ctx: Arc<Context>) -> Action {
@@ -843,141 +561,167 @@ fn error_policy(task: Arc<HostTask>, err: &Error, ctx: Arc<Context>) -> Action {
     Action::requeue(ERROR_REQUEUE)
 }
 
-/// Runs the HostTask controller until `shutdown` resolves.
+/// The caches the controller and the pool read, filled by [`run_controller`].
+pub struct Caches {
+    /// Writer of the worker Pod cache.
+    pub pods: Writer<Pod>,
+    /// Writer of the Node cache.
+    pub nodes: Writer<Node>,
+    /// Tasks to reconcile now (call finished, worker changed).
+    pub wake: UnboundedReceiver<ObjectRef<HostTask>>,
+}
+
+impl std::fmt::Debug for Caches {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Caches").finish_non_exhaustive()
+    }
+}
+
+/// Runs the HostTask controller, the worker Pod and Node reflectors and the pool's
+/// sweeper until `shutdown` resolves.
 pub async fn run_controller(
     ctx: Arc<Context>,
+    caches: Caches,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let ns = ctx.config.namespace.clone();
     let tasks: Api<HostTask> = Api::namespaced(ctx.client.clone(), &ns);
     let wc = watcher::Config::default().labels(&format!(
-        "app.kubernetes.io/managed-by={}",
-        labels::MANAGED_BY
+        "app.kubernetes.io/managed-by={},{}={}",
+        labels::MANAGED_BY,
+        labels::COMPONENT,
+        labels::COMPONENT_WORKER
     ));
-    Controller::new(tasks, watcher::Config::default())
-        .owns(Api::<Pod>::namespaced(ctx.client.clone(), &ns), wc.clone())
-        .owns(
-            Api::<Service>::namespaced(ctx.client.clone(), &ns),
-            wc.clone(),
+    let pods = {
+        let pool = Arc::clone(&ctx.pool);
+        reflector::reflector(
+            caches.pods,
+            watcher(Api::<Pod>::namespaced(ctx.client.clone(), &ns), wc),
         )
-        .owns(Api::<Secret>::namespaced(ctx.client.clone(), &ns), wc)
+        .default_backoff()
+        .touched_objects()
+        .for_each(move |p| {
+            if let Ok(p) = p {
+                pool.on_pod_event(&p);
+            }
+            futures::future::ready(())
+        })
+    };
+    let nodes = reflector::reflector(
+        caches.nodes,
+        watcher(
+            Api::<Node>::all(ctx.client.clone()),
+            watcher::Config::default(),
+        ),
+    )
+    .default_backoff()
+    .touched_objects()
+    .for_each(|_| futures::future::ready(()));
+    let pods = tokio::spawn(pods);
+    let nodes = tokio::spawn(nodes);
+    if ctx.pods.wait_until_ready().await.is_err() || ctx.nodes.wait_until_ready().await.is_err() {
+        warn!("the Pod or Node cache never filled");
+    }
+    ctx.pool.adopt_existing();
+    let sweeper = tokio::spawn(Arc::clone(&ctx.pool).run_sweeper());
+    Controller::new(tasks, watcher::Config::default())
+        .reconcile_on(caches.wake)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|_| futures::future::ready(()))
         .await;
+    sweeper.abort();
+    pods.abort();
+    nodes.abort();
 }
 
-/// In-memory runs of the process, shared by reconciles and spawned calls.
+/// In-memory calls of the process, shared by reconciles and spawned calls.
 #[derive(Debug, Default)]
-pub struct Runs(std::sync::Mutex<HashMap<RunKey, Run>>);
+pub struct Runs(std::sync::Mutex<HashMap<RunKey, CallState>>);
 
 impl Runs {
-    /// Records a run's state.
-    pub fn insert(&self, key: RunKey, run: Run) {
-        if let Ok(mut m) = self.0.lock() {
-            m.insert(key, run);
-        }
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<RunKey, CallState>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
-    /// Takes a finished run, or reports one in flight (which stays).
-    pub fn take(&self, key: &RunKey) -> Option<Run> {
-        let mut m = self.0.lock().ok()?;
-        match m.get(key)? {
-            Run::InFlight => Some(Run::InFlight),
-            Run::Done(_) => m.remove(key),
-        }
+    /// Records a call's state.
+    pub fn insert(&self, key: RunKey, run: CallState) {
+        self.lock().insert(key, run);
     }
-    /// Drops every run of a task.
+    /// The calls of one task generation, by node.
+    pub fn of(&self, uid: &str, generation: i64) -> BTreeMap<String, CallState> {
+        self.lock()
+            .iter()
+            .filter(|(k, _)| k.0 == uid && k.1 == generation)
+            .map(|(k, v)| (k.2.clone(), v.clone()))
+            .collect()
+    }
+    /// Drops the finished calls whose outcome `status` now records (those in `seen`
+    /// that were done and whose node is finished).
+    pub fn written(
+        &self,
+        uid: &str,
+        generation: i64,
+        status: &HostTaskStatus,
+        seen: &BTreeMap<String, CallState>,
+    ) {
+        let mut m = self.lock();
+        for n in status.nodes.iter().filter(|n| n.phase.is_finished()) {
+            if matches!(seen.get(&n.node), Some(CallState::Done(..))) {
+                m.remove(&(uid.to_owned(), generation, n.node.clone()));
+            }
+        }
+        // Older generations' calls are never read again.
+        m.retain(|k, _| k.0 != uid || k.1 >= generation);
+    }
+    /// Drops every call of a task.
     pub fn forget(&self, uid: &str) {
-        if let Ok(mut m) = self.0.lock() {
-            m.retain(|k, _| k.0 != uid);
-        }
+        self.lock().retain(|k, _| k.0 != uid);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::core::v1::{
-        ContainerState, ContainerStateWaiting, ContainerStatus, PodCondition, PodStatus,
-    };
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-
-    fn pod(generation: i64, ready: bool, waiting: Option<&str>) -> Pod {
-        Pod {
-            metadata: ObjectMeta {
-                labels: Some([(labels::GENERATION.to_string(), generation.to_string())].into()),
-                ..ObjectMeta::default()
-            },
-            spec: None,
-            status: Some(PodStatus {
-                phase: Some("Running".into()),
-                pod_ip: Some("127.0.1.2".into()),
-                conditions: Some(vec![PodCondition {
-                    type_: "Ready".into(),
-                    status: if ready { "True" } else { "False" }.into(),
-                    ..PodCondition::default()
-                }]),
-                container_statuses: waiting.map(|r| {
-                    vec![ContainerStatus {
-                        name: "worker".into(),
-                        state: Some(ContainerState {
-                            waiting: Some(ContainerStateWaiting {
-                                reason: Some(r.into()),
-                                message: Some("no such image".into()),
-                            }),
-                            ..ContainerState::default()
-                        }),
-                        ..ContainerStatus::default()
-                    }]
-                }),
-                ..PodStatus::default()
-            }),
-        }
-    }
 
     #[test]
-    fn pod_states() {
-        assert_eq!(
-            pod_state(Some(&pod(2, true, None)), 2),
-            PodState::Ready("127.0.1.2".into())
-        );
-        assert!(matches!(
-            pod_state(Some(&pod(2, false, None)), 2),
-            PodState::Waiting(_)
-        ));
-        assert!(matches!(
-            pod_state(Some(&pod(1, true, None)), 2),
-            PodState::Waiting(_)
-        ));
-        assert!(
-            matches!(pod_state(Some(&pod(2, false, Some("ErrImagePull"))), 2), PodState::Broken(m) if m.contains("ErrImagePull"))
-        );
-        assert!(matches!(pod_state(None, 2), PodState::Broken(_)));
-    }
-
-    #[test]
-    fn runs_keep_in_flight_and_hand_out_done_once() {
+    fn runs_keep_outcomes_until_written() {
         let runs = Runs::default();
         let k: RunKey = ("u".into(), 1, "n".into());
-        assert!(runs.take(&k).is_none());
-        runs.insert(k.clone(), Run::InFlight);
-        assert!(matches!(runs.take(&k), Some(Run::InFlight)));
-        assert!(matches!(runs.take(&k), Some(Run::InFlight)));
+        assert!(runs.of("u", 1).is_empty());
+        runs.insert(k.clone(), CallState::InFlight);
+        assert_eq!(runs.of("u", 1).get("n"), Some(&CallState::InFlight));
         runs.insert(
             k.clone(),
-            Run::Done(Box::new(NodeOutcome {
-                ok: true,
-                changed: false,
-                diff: None,
-                output: None,
-                message: None,
-                finished_at: Timestamp::now(),
-            })),
+            CallState::Done(
+                Ok(Success {
+                    changed: false,
+                    diff: None,
+                    output: serde_json::json!({}),
+                    logs: vec![],
+                }),
+                Timestamp::now(),
+            ),
         );
-        assert!(matches!(runs.take(&k), Some(Run::Done(_))));
-        assert!(runs.take(&k).is_none());
-        runs.insert(k.clone(), Run::InFlight);
+        let seen = runs.of("u", 1);
+        // Not yet recorded (the node is still Running in the status): kept.
+        let mut status = HostTaskStatus {
+            nodes: vec![hostplug_api::crd::NodeResult {
+                node: "n".into(),
+                phase: NodePhase::Running,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        runs.written("u", 1, &status, &seen);
+        assert_eq!(runs.of("u", 1).len(), 1);
+        status.nodes[0].phase = NodePhase::Succeeded;
+        runs.written("u", 1, &status, &seen);
+        assert!(runs.of("u", 1).is_empty());
+        runs.insert(k, CallState::InFlight);
         runs.forget("u");
-        assert!(runs.take(&k).is_none());
+        assert!(runs.of("u", 1).is_empty());
+        assert_eq!(invocation_id("u", 3, "node1"), "u/3/node1");
     }
 }

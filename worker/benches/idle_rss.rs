@@ -77,6 +77,7 @@ async fn main() -> anyhow::Result<()> {
         etc_access: EtcAccess::Read,
         docker_socket: None,
         cache_dir: dir.path().join("cache"),
+        node_lock_file: None,
         log_format: LogFormat::Text,
         limits: Limits::default(),
     };

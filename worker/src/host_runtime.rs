@@ -88,6 +88,24 @@ impl PluginRuntime for HostRuntime {
         }
     }
 
+    fn load_precompiled(
+        &self,
+        digest: &Digest,
+        fingerprint: &str,
+        artifact: &[u8],
+    ) -> Result<Loaded, RuntimeError> {
+        if self.host.cached(digest).is_some() {
+            return Ok(Loaded::AlreadyHeld);
+        }
+        match self.host.load_precompiled(digest, fingerprint, artifact) {
+            Ok(plugin) => {
+                tracing::debug!(%digest, source = ?plugin.source(), load_ms = plugin.load_duration().as_millis() as u64, "precompiled module ready");
+                Ok(Loaded::Compiled)
+            }
+            Err(e) => Err(RuntimeError::new(e.kind(), e.to_string())),
+        }
+    }
+
     fn invoke(&self, digest: &Digest, call: &Call) -> Result<InvokeOutcome, RuntimeError> {
         let Some(plugin) = self.host.cached(digest) else {
             return Err(RuntimeError::new(

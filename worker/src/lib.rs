@@ -15,6 +15,8 @@ pub mod auth;
 pub mod config;
 mod error;
 pub mod host_runtime;
+pub mod node_lock;
+pub mod outcomes;
 pub mod runtime;
 pub mod server;
 pub mod tls;
@@ -57,6 +59,18 @@ pub async fn bind(settings: &WorkerSettings) -> Result<Server> {
         cache_dir = %settings.cache_dir.display(),
         "plugin host ready"
     );
-    let state = AppState::new(std::sync::Arc::new(runtime), token, settings.limits.clone());
+    let mut state = AppState::new(std::sync::Arc::new(runtime), token, settings.limits.clone());
+    match (&settings.node_lock_file, settings.may_change_node()) {
+        (Some(path), true) => {
+            tracing::info!(node_lock = %path.display(), "mutating invocations take the node lock");
+            state = state.with_node_lock(node_lock::NodeLock::new(path));
+        }
+        (None, true) => tracing::warn!(
+            "this worker may change its node but has no {}: its changes do not exclude those \
+             of other workers on the node",
+            hostplug_api::worker::env::NODE_LOCK_FILE
+        ),
+        (_, false) => {}
+    }
     Server::bind(listen, tls, app(state)).await
 }

@@ -52,6 +52,25 @@ pub trait PluginRuntime: Send + Sync + 'static {
     /// [`hostplug_api::ErrorKind::BadModule`] error and leaves every other module untouched.
     fn load(&self, digest: &Digest, bytes: &[u8]) -> Result<Loaded, RuntimeError>;
 
+    /// Loads the module `digest` from an artifact the operator compiled with an engine of
+    /// `fingerprint` (sent over the authenticated channel). Blocking. Refused
+    /// ([`ErrorKind::BadModule`]) when this runtime cannot use it: the operator then
+    /// uploads the module itself. The default refuses always.
+    fn load_precompiled(
+        &self,
+        digest: &Digest,
+        fingerprint: &str,
+        artifact: &[u8],
+    ) -> Result<Loaded, RuntimeError> {
+        let _ = (fingerprint, artifact);
+        Err(RuntimeError::new(
+            ErrorKind::BadModule,
+            format!(
+                "this worker does not load precompiled artifacts ({digest}); upload the module"
+            ),
+        ))
+    }
+
     /// Runs one invocation of a held module. Blocking, up to `call.timeout`.
     /// An unknown digest is [`hostplug_api::ErrorKind::UnknownPlugin`]. The logs of the outcome and of
     /// an invocation's error are the tail the answer carries

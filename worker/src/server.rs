@@ -6,6 +6,12 @@
 //! (or its own deadline, if shorter) is answered 503 `busy` instead of piling up.
 //! Compiles are bounded by a second semaphore ([`MAX_CONCURRENT_COMPILES`]), which also
 //! makes "compile each digest once" hold under concurrent uploads of the same module.
+//!
+//! A named invocation (one with an `invocationId`) runs at most once: its outcome is kept
+//! in the [`OutcomeStore`] by the blocking task that ran it, so even a client that hung
+//! up mid-call finds it there when it asks again. A mutating invocation (this worker may
+//! change the node and the request is no dry run) holds the node-wide [`NodeLock`] while
+//! it runs.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,6 +29,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
@@ -35,8 +42,12 @@ use crate::config::{
     TLS_HANDSHAKE_TIMEOUT,
 };
 use crate::error::{ApiError, Error, Result};
+use crate::node_lock::{LockError, NodeLock};
+use crate::outcomes::{self, Begin, MAX_INVOCATION_ID_BYTES, Outcome, OutcomeStore};
 use crate::runtime::{Call, Digest, Loaded, PluginRuntime, RuntimeError};
-use hostplug_api::protocol::{ErrorKind, Health, InvokeOutcome, InvokeRequest, UploadResponse};
+use hostplug_api::protocol::{
+    ErrorKind, Health, InvocationStatus, InvokeOutcome, InvokeRequest, UploadResponse,
+};
 
 /// Everything the routes share; cheap to clone.
 #[derive(Clone)]
@@ -52,6 +63,9 @@ struct Inner {
     // client that hangs up does not free a slot while its plugin still runs.
     invoke_slots: Arc<Semaphore>,
     compile_slot: Arc<Semaphore>,
+    outcomes: OutcomeStore,
+    /// Taken by mutating invocations; `None` when this worker cannot change its node.
+    node_lock: Option<NodeLock>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -73,7 +87,33 @@ impl AppState {
                 invoke_slots: Arc::new(Semaphore::new(slots)),
                 compile_slot: Arc::new(Semaphore::new(MAX_CONCURRENT_COMPILES)),
                 limits,
+                outcomes: OutcomeStore::default(),
+                node_lock: None,
             }),
+        }
+    }
+
+    /// The same state, with mutating invocations (those that are no dry run) holding
+    /// `lock` while they run. Give it to a worker that may change its node.
+    #[must_use]
+    pub fn with_node_lock(self, lock: NodeLock) -> Self {
+        let inner = match Arc::try_unwrap(self.inner) {
+            Ok(mut inner) => {
+                inner.node_lock = Some(lock);
+                inner
+            }
+            Err(shared) => Inner {
+                runtime: Arc::clone(&shared.runtime),
+                token: shared.token.clone(),
+                limits: shared.limits.clone(),
+                invoke_slots: Arc::clone(&shared.invoke_slots),
+                compile_slot: Arc::clone(&shared.compile_slot),
+                outcomes: shared.outcomes.clone(),
+                node_lock: Some(lock),
+            },
+        };
+        Self {
+            inner: Arc::new(inner),
         }
     }
 
@@ -101,7 +141,16 @@ pub fn app(state: AppState) -> Router {
                 .head(has_plugin)
                 .layer(DefaultBodyLimit::max(limits.max_module_bytes)),
         )
+        .route(
+            "/v1/plugins/{sha256}/precompiled",
+            put(upload_precompiled).layer(DefaultBodyLimit::max(
+                limits
+                    .max_module_bytes
+                    .saturating_mul(PRECOMPILED_SIZE_FACTOR),
+            )),
+        )
         .route("/v1/invoke", post(invoke))
+        .route("/v1/invocations/{id}", get(invocation_status))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
@@ -216,7 +265,95 @@ async fn upload_plugin(
     })
 }
 
-/// `POST /v1/invoke`: run one operation of a held module.
+/// `GET /v1/invocations/{id}`: whether a named invocation runs or ran here.
+async fn invocation_status(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<InvocationStatus>, ApiError> {
+    match state.inner.outcomes.state(&id) {
+        Some(s) => Ok(Json(InvocationStatus {
+            invocation_id: id,
+            state: s,
+        })),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            ErrorKind::UnknownInvocation,
+            "this worker has not run that invocation, or has forgotten it",
+        )),
+    }
+}
+
+/// The answer for an outcome, stored or fresh.
+fn answer(outcome: &Outcome) -> Result<Json<InvokeOutcome>, ApiError> {
+    match outcome {
+        Ok(response) => Ok(Json(response.clone())),
+        Err(e) => Err(runtime_error(e.clone())),
+    }
+}
+
+/// How much larger than the module limit a precompiled artifact may be: 8×. Native
+/// code and its metadata are a few times the size of the Wasm they came from.
+const PRECOMPILED_SIZE_FACTOR: usize = 8;
+
+/// `PUT /v1/plugins/{sha256}/precompiled`: load the operator's precompiled artifact of
+/// module `sha256`. Only this authenticated route (the operator holds the token) and the
+/// worker's own compiler ever produce code the worker runs.
+async fn upload_precompiled(
+    State(state): State<AppState>,
+    Path(sha256): Path<String>,
+    headers: axum::http::HeaderMap,
+    body: std::result::Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let digest = parse_digest(&sha256)?;
+    let fingerprint = headers
+        .get(hostplug_api::protocol::ENGINE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "the {} header must name the engine fingerprint",
+                hostplug_api::protocol::ENGINE_HEADER
+            ))
+        })?
+        .to_owned();
+    let limit = state
+        .limits()
+        .max_module_bytes
+        .saturating_mul(PRECOMPILED_SIZE_FACTOR);
+    let body = body.map_err(|r| body_rejection(r.status(), r.body_text(), limit))?;
+    let size = body.len() as u64;
+    if holds(&state, digest).await? {
+        let body = UploadResponse {
+            digest: digest.to_string(),
+            size,
+            compiled: false,
+        };
+        return Ok((StatusCode::OK, Json(body)).into_response());
+    }
+    let permit = Arc::clone(&state.inner.compile_slot)
+        .acquire_owned()
+        .await
+        .map_err(|e| ApiError::internal("waiting to load", &e))?;
+    let runtime = state.runtime();
+    let loaded = run_blocking("loading a precompiled module", move || {
+        let _permit = permit;
+        runtime.load_precompiled(&digest, &fingerprint, &body)
+    })
+    .await?
+    .map_err(runtime_error)?;
+    tracing::info!(%digest, size, ?loaded, "precompiled plugin loaded");
+    let status = match loaded {
+        Loaded::Compiled => StatusCode::CREATED,
+        Loaded::AlreadyHeld => StatusCode::OK,
+    };
+    let body = UploadResponse {
+        digest: digest.to_string(),
+        size,
+        compiled: loaded == Loaded::Compiled,
+    };
+    Ok((status, Json(body)).into_response())
+}
+
+/// `POST /v1/invoke`: run one operation of a held module (a named one at most once).
 async fn invoke(
     State(state): State<AppState>,
     request: std::result::Result<Json<InvokeRequest>, JsonRejection>,
@@ -231,11 +368,39 @@ async fn invoke(
     if request.method.is_empty() {
         return Err(ApiError::bad_request("method must not be empty"));
     }
+    if let Some(id) = &request.invocation_id
+        && (id.is_empty() || id.len() > MAX_INVOCATION_ID_BYTES)
+    {
+        return Err(ApiError::bad_request(format!(
+            "invocationId must be 1 to {MAX_INVOCATION_ID_BYTES} bytes"
+        )));
+    }
     let params = serde_json::to_string(&request.params)
         .map_err(|e| ApiError::internal("encoding parameters", &e))?;
     if !holds(&state, digest).await? {
         return Err(unknown_plugin(&digest));
     }
+
+    let invocation_id = request.invocation_id.clone().unwrap_or_default();
+    let ticket = match &request.invocation_id {
+        None => None,
+        Some(id) => match state.inner.outcomes.begin(id) {
+            Begin::Run(ticket) => Some(ticket),
+            Begin::Done(outcome) => {
+                tracing::info!(%digest, invocation_id = %id, "repeated invocation: answering its stored outcome");
+                return answer(&outcome);
+            }
+            Begin::Wait(rx) => {
+                tracing::info!(%digest, invocation_id = %id, "repeated invocation: waiting for the run in flight");
+                return match outcomes::wait(rx).await {
+                    Some(outcome) => answer(&outcome),
+                    // The first request ended before its plugin ran: nothing ran, so the
+                    // client may send it again.
+                    None => Err(ApiError::busy()),
+                };
+            }
+        },
+    };
 
     let timeout = state.limits().invoke_timeout(request.timeout_ms);
     let wait = state.limits().queue_wait().min(timeout);
@@ -259,29 +424,57 @@ async fn invoke(
         ));
     };
 
-    let call = Call {
+    let lock = state.inner.node_lock.clone().filter(|_| !request.dry_run);
+    let mut call = Call {
         method: request.method,
         params,
         dry_run: request.dry_run,
         timeout: left,
     };
-    tracing::info!(%digest, method = %call.method, dry_run = call.dry_run, timeout_ms = left.as_millis() as u64, "invoking");
     let runtime = state.runtime();
+    // Everything from here runs in the blocking task, the ticket included: a client that
+    // hangs up does not stop the plugin, and its outcome is still recorded.
     let result = run_blocking("running a plugin", move || {
         let _permit = permit;
-        runtime.invoke(&digest, &call)
+        let guard = match &lock {
+            Some(lock) => Some(lock.acquire(call.timeout)?),
+            None => None,
+        };
+        if let Some(g) = &guard {
+            call.timeout = call.timeout.saturating_sub(g.waited).max(Duration::from_millis(1));
+        }
+        tracing::info!(%digest, method = %call.method, dry_run = call.dry_run, invocation_id = %invocation_id, node_lock = guard.is_some(), timeout_ms = call.timeout.as_millis() as u64, "invoking");
+        let outcome = runtime.invoke(&digest, &call);
+        drop(guard);
+        Ok::<_, LockError>(match ticket {
+            Some(ticket) => ticket.finish(outcome),
+            None => Arc::new(outcome),
+        })
     })
     .await?;
-    match result {
+    let outcome = match result {
+        Ok(outcome) => outcome,
+        Err(LockError::Timeout { waited_ms }) => {
+            tracing::warn!(%digest, waited_ms, "node lock not free before the deadline");
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                ErrorKind::Timeout,
+                format!(
+                    "other changes on this node held the node lock for {waited_ms} ms, until the deadline; not run"
+                ),
+            ));
+        }
+        Err(e) => return Err(ApiError::internal("taking the node lock", &e)),
+    };
+    match outcome.as_ref() {
         Ok(response) => {
             tracing::info!(%digest, changed = response.changed, duration_ms = response.duration_ms, "invocation succeeded");
-            Ok(Json(response))
         }
         Err(e) => {
             tracing::info!(%digest, kind = %e.kind, "invocation failed");
-            Err(runtime_error(e))
         }
     }
+    answer(&outcome)
 }
 
 fn unknown_plugin(digest: &Digest) -> ApiError {

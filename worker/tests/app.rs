@@ -3,13 +3,17 @@
 //! exercised over HTTPS in `https.rs`.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
-use hostplug_api::protocol::{ErrorBody, ErrorKind, InvokeOutcome, UploadResponse};
+use hostplug_worker::node_lock::NodeLock;
 use hostplug_worker::runtime::{Call, Digest, Loaded, PluginRuntime, RuntimeError};
+use hostplug_api::protocol::{
+    ErrorBody, ErrorKind, InvocationState, InvocationStatus, InvokeOutcome, UploadResponse,
+};
 use hostplug_worker::{AppState, BearerToken, Limits, app};
 use http_body_util::BodyExt as _;
 use tower::ServiceExt as _;
@@ -22,6 +26,10 @@ const TOKEN: &str = "test-token-0123456789";
 struct FakeRuntime {
     held: Mutex<HashSet<Digest>>,
     loads: Mutex<usize>,
+    /// Invocations run, and the most that ever ran at once.
+    runs: AtomicUsize,
+    inside: AtomicUsize,
+    most_at_once: AtomicUsize,
 }
 
 impl PluginRuntime for FakeRuntime {
@@ -48,6 +56,17 @@ impl PluginRuntime for FakeRuntime {
     }
 
     fn invoke(&self, _digest: &Digest, call: &Call) -> Result<InvokeOutcome, RuntimeError> {
+        self.runs.fetch_add(1, Ordering::SeqCst);
+        let now = self.inside.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most_at_once.fetch_max(now, Ordering::SeqCst);
+        let result = self.run(call);
+        self.inside.fetch_sub(1, Ordering::SeqCst);
+        result
+    }
+}
+
+impl FakeRuntime {
+    fn run(&self, call: &Call) -> Result<InvokeOutcome, RuntimeError> {
         let params: serde_json::Value = serde_json::from_str(&call.params)
             .map_err(|e| RuntimeError::new(ErrorKind::InvalidParams, e.to_string()))?;
         match call.method.as_str() {
@@ -421,5 +440,194 @@ async fn over_capacity_answers_busy() -> anyhow::Result<()> {
             StatusCode::SERVICE_UNAVAILABLE
         ]
     );
+    Ok(())
+}
+
+fn named(
+    module: &[u8],
+    method: &str,
+    params: serde_json::Value,
+    id: &str,
+    dry_run: bool,
+) -> String {
+    serde_json::json!({
+        "digest": Digest::of(module).hex(),
+        "method": method,
+        "params": params,
+        "invocationId": id,
+        "dryRun": dry_run,
+    })
+    .to_string()
+}
+
+#[tokio::test]
+async fn a_named_invocation_runs_once() -> anyhow::Result<()> {
+    let runtime = Arc::new(FakeRuntime::default());
+    let state = state(runtime.clone())?;
+    let module = b"m".to_vec();
+    upload(&state, &module).await?;
+
+    let status_of = |id: &str| {
+        request(
+            "GET",
+            &format!("/v1/invocations/{id}"),
+            Body::empty(),
+            Some(TOKEN),
+        )
+    };
+    let (status, body) = send(&state, status_of("t1")?).await?;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(error_of(&body)?.error.kind, ErrorKind::UnknownInvocation);
+
+    // Two requests with one id at once: one run, both get its outcome.
+    let body = named(
+        &module,
+        "sleep",
+        serde_json::json!({"ms": 300}),
+        "t1",
+        false,
+    );
+    let a = {
+        let (state, body) = (state.clone(), body.clone());
+        tokio::spawn(async move {
+            send(&state, request("POST", "/v1/invoke", body, Some(TOKEN))?).await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let (status, seen) = send(&state, status_of("t1")?).await?;
+    assert_eq!(status, StatusCode::OK);
+    let seen: InvocationStatus = serde_json::from_slice(&seen)?;
+    assert_eq!(seen.state, InvocationState::Running);
+    let (status_b, body_b) = send(
+        &state,
+        request("POST", "/v1/invoke", body.clone(), Some(TOKEN))?,
+    )
+    .await?;
+    let (status_a, body_a) = a.await??;
+    assert_eq!((status_a, status_b), (StatusCode::OK, StatusCode::OK));
+    assert_eq!(body_a, body_b);
+    // Later, too: the stored outcome, no second run.
+    let (status_c, body_c) =
+        send(&state, request("POST", "/v1/invoke", body, Some(TOKEN))?).await?;
+    assert_eq!((status_c, &body_c), (StatusCode::OK, &body_a));
+    assert_eq!(runtime.runs.load(Ordering::SeqCst), 1);
+    let (_, seen) = send(&state, status_of("t1")?).await?;
+    let seen: InvocationStatus = serde_json::from_slice(&seen)?;
+    assert_eq!(seen.state, InvocationState::Done);
+
+    // A failure is an outcome too: repeated, it is answered, not run again.
+    let fail = named(&module, "fail", serde_json::json!({}), "t2", false);
+    for _ in 0..2 {
+        let (status, body) = send(
+            &state,
+            request("POST", "/v1/invoke", fail.clone(), Some(TOKEN))?,
+        )
+        .await?;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(error_of(&body)?.error.kind, ErrorKind::InvalidParams);
+    }
+    assert_eq!(runtime.runs.load(Ordering::SeqCst), 2);
+
+    // Another id runs; no id never deduplicates.
+    let plain = invoke_body(&module, "echo", serde_json::json!({}));
+    for _ in 0..2 {
+        let (status, _) = send(
+            &state,
+            request("POST", "/v1/invoke", plain.clone(), Some(TOKEN))?,
+        )
+        .await?;
+        assert_eq!(status, StatusCode::OK);
+    }
+    assert_eq!(runtime.runs.load(Ordering::SeqCst), 4);
+    let (status, _) = send(
+        &state,
+        request(
+            "POST",
+            "/v1/invoke",
+            named(&module, "echo", serde_json::json!({}), "", false),
+            Some(TOKEN),
+        )?,
+    )
+    .await?;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "an empty id is refused");
+    Ok(())
+}
+
+#[tokio::test]
+async fn mutating_invocations_take_the_node_lock_and_reads_do_not() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let lock = NodeLock::new(dir.path().join("mutate.lock"));
+    let module = b"m".to_vec();
+    // Two workers of one node (two states, one lock file), two slots each.
+    let runtime = Arc::new(FakeRuntime::default());
+    let workers = [
+        state(runtime.clone())?.with_node_lock(lock.clone()),
+        state(runtime.clone())?.with_node_lock(lock.clone()),
+    ];
+    for w in &workers {
+        upload(w, &module).await?;
+    }
+    let burst = |dry_run: bool| {
+        let calls: Vec<_> = (0..4)
+            .map(|i| {
+                let state = workers[i % 2].clone();
+                let body = named(
+                    &module,
+                    "sleep",
+                    serde_json::json!({"ms": 150}),
+                    &format!("{dry_run}-{i}"),
+                    dry_run,
+                );
+                tokio::spawn(async move {
+                    send(&state, request("POST", "/v1/invoke", body, Some(TOKEN))?).await
+                })
+            })
+            .collect();
+        async move {
+            for c in calls {
+                let (status, body) = c.await??;
+                assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+            }
+            anyhow::Ok(())
+        }
+    };
+    burst(false).await?;
+    assert_eq!(
+        runtime.most_at_once.load(Ordering::SeqCst),
+        1,
+        "changes interleaved"
+    );
+    burst(true).await?;
+    assert!(
+        runtime.most_at_once.load(Ordering::SeqCst) > 1,
+        "dry runs were serialised"
+    );
+
+    // A change that cannot get the lock before its deadline is not run, and not stored.
+    let held = lock.acquire(Duration::from_secs(1))?;
+    let body = serde_json::json!({
+        "digest": Digest::of(&module).hex(), "method": "echo", "invocationId": "late", "timeoutMs": 100
+    })
+    .to_string();
+    let (status, body_late) = send(
+        &workers[0],
+        request("POST", "/v1/invoke", body.clone(), Some(TOKEN))?,
+    )
+    .await?;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(error_of(&body_late)?.error.kind, ErrorKind::Timeout);
+    drop(held);
+    let runs = runtime.runs.load(Ordering::SeqCst);
+    let (status, _) = send(
+        &workers[0],
+        request("POST", "/v1/invoke", body, Some(TOKEN))?,
+    )
+    .await?;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "the id was free to run once the lock was"
+    );
+    assert_eq!(runtime.runs.load(Ordering::SeqCst), runs + 1);
     Ok(())
 }

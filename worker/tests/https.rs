@@ -71,7 +71,9 @@ impl Worker {
             etc_access,
             docker_socket: None,
             cache_dir: dir.path().join("cache"),
+            node_lock_file: None,
             log_format: LogFormat::Text,
+            node_lock_file: None,
             limits,
         };
         let server = hostplug_worker::bind(&config).await?;

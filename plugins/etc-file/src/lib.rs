@@ -142,7 +142,7 @@ fn edit_file(
     backup: bool,
     strategy: WriteStrategy,
     mode: Option<u32>,
-    change: impl FnOnce(Option<&str>) -> Result<Option<String>>,
+    change: impl FnMut(Option<&str>) -> Result<Option<String>>,
 ) -> Result<Outcome> {
     let path = target(path)?;
     let options = fs::EditOptions {
@@ -235,7 +235,7 @@ fn write(p: params::Write, cx: &Context) -> Result<Outcome> {
         mode,
         |old| match old {
             None if !p.create => Err(missing(&path)),
-            _ => Ok(Some(p.content)),
+            _ => Ok(Some(p.content.clone())),
         },
     )
 }

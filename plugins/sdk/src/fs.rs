@@ -9,6 +9,14 @@
 //! - [`write_atomic`] writes a temporary file in the same directory and renames it over
 //!   the target, so readers see the old or the new content, never a mix; the new file
 //!   keeps the mode, owner and group of the one it replaces.
+//! - [`write_atomic_if_unchanged`] compares the file with the content a change was
+//!   computed from just before the rename, and does not rename when someone changed it
+//!   meanwhile; [`edit_text`] then reads again and recomputes (up to
+//!   [`MAX_EDIT_ATTEMPTS`] times) and reports a conflict after that, so a concurrent
+//!   change is never silently overwritten. The compare and the rename are two steps:
+//!   the worker's node lock keeps hostplug's own writers out of that window; the check
+//!   catches the others (a person or a tool editing the file), except one landing in the
+//!   microseconds between the two steps.
 //! - [`stat`] and [`set_attributes`] read and set a file's mode, owner and group.
 //!
 //! # Modes and owners
@@ -340,17 +348,46 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
 
 /// [`write_atomic`], leaving the file with `mode` when given.
 pub fn write_atomic_with_mode(path: &Path, contents: &[u8], mode: Option<u32>) -> Result<()> {
-    replace_atomic(path, contents, stat(path)?, mode)
+    replace_atomic(path, contents, stat(path)?, mode, None).map(|_| ())
+}
+
+/// How many times [`edit_text`] reads, recomputes and tries to write a file that keeps
+/// changing under it: 5. Each attempt takes milliseconds; a file that changes five times
+/// in a row while one edit is computed is being fought over, which is reported.
+pub const MAX_EDIT_ATTEMPTS: usize = 5;
+
+/// [`write_atomic_with_mode`], but only when `path` still holds `expected` (`None`: it
+/// must still not exist) right before the rename. Returns `Ok(false)`, with `path`
+/// untouched, when it does not: someone changed the file since `expected` was read.
+pub fn write_atomic_if_unchanged(
+    path: &Path,
+    contents: &[u8],
+    expected: Option<&[u8]>,
+    mode: Option<u32>,
+) -> Result<bool> {
+    replace_atomic(path, contents, stat(path)?, mode, Some(expected))
+}
+
+/// The current bytes of `path`; `None` when it does not exist.
+fn current_bytes(path: &Path) -> Result<Option<Vec<u8>>> {
+    match fs::read(path) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io(path, &e)),
+    }
 }
 
 /// Atomically replaces (or creates) `path`, with the owner and group of `old` and
-/// `mode`, or the mode of `old`, or [`DEFAULT_MODE`].
+/// `mode`, or the mode of `old`, or [`DEFAULT_MODE`]. With `expected`, only when `path`
+/// holds exactly that (`Some(None)`: does not exist) right before the rename; returns
+/// whether it replaced.
 fn replace_atomic(
     path: &Path,
     contents: &[u8],
     old: Option<Attributes>,
     mode: Option<u32>,
-) -> Result<()> {
+    expected: Option<Option<&[u8]>>,
+) -> Result<bool> {
     let dir = path
         .parent()
         .ok_or_else(|| Error::invalid_params(format!("{}: has no directory", path.display())))?;
@@ -367,14 +404,27 @@ fn replace_atomic(
         let _ = fs::remove_file(&tmp);
         return Err(e);
     }
-    let written = file
-        .write_all(contents)
-        .and_then(|()| file.sync_all())
-        .and_then(|()| {
-            drop(file);
-            fs::rename(&tmp, path)
-        });
+    let written = file.write_all(contents).and_then(|()| file.sync_all());
+    drop(file);
     if let Err(e) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err(Error::io(path, &e));
+    }
+    if let Some(expected) = expected {
+        let unchanged = current_bytes(path).map(|now| now.as_deref() == expected);
+        match unchanged {
+            Ok(true) => {}
+            Ok(false) => {
+                let _ = fs::remove_file(&tmp);
+                return Ok(false);
+            }
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                return Err(e);
+            }
+        }
+    }
+    if let Err(e) = fs::rename(&tmp, path) {
         let _ = fs::remove_file(&tmp);
         return Err(Error::io(path, &e));
     }
@@ -383,7 +433,7 @@ fn replace_atomic(
     if let Ok(d) = fs::File::open(dir) {
         let _ = d.sync_all();
     }
-    Ok(())
+    Ok(true)
 }
 
 /// Gives the new temporary file `tmp` the owner and group of `old` (only where they
@@ -458,7 +508,7 @@ pub fn backup(path: &Path, contents: &[u8]) -> Result<PathBuf> {
         };
         match fs::symlink_metadata(&candidate) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                replace_atomic(&candidate, contents, attributes, None)?;
+                replace_atomic(&candidate, contents, attributes, None, None)?;
                 return Ok(candidate);
             }
             Err(e) => return Err(Error::io(&candidate, &e)),
@@ -520,11 +570,30 @@ pub struct TextEdit {
 pub fn edit_text(
     path: &Path,
     options: EditOptions,
-    change: impl FnOnce(Option<&str>) -> Result<Option<String>>,
+    mut change: impl FnMut(Option<&str>) -> Result<Option<String>>,
 ) -> Result<TextEdit> {
     if let Some(mode) = options.mode {
         check_mode(mode)?;
     }
+    for _ in 0..MAX_EDIT_ATTEMPTS {
+        if let Some(edit) = try_edit_text(path, options, &mut change)? {
+            return Ok(edit);
+        }
+    }
+    Err(Error::failed(format!(
+        "{}: changed by someone else {MAX_EDIT_ATTEMPTS} times while this edit was computed; \
+         nothing written",
+        path.display()
+    )))
+}
+
+/// One read-change-write attempt of [`edit_text`]; `Ok(None)` when the file changed
+/// between the read and the write (nothing was written; read again).
+fn try_edit_text(
+    path: &Path,
+    options: EditOptions,
+    change: &mut impl FnMut(Option<&str>) -> Result<Option<String>>,
+) -> Result<Option<TextEdit>> {
     let old = read_text(path)?;
     let new = change(old.as_deref())?;
     let name = path.to_string_lossy();
@@ -541,14 +610,14 @@ pub fn edit_text(
         _ => None,
     };
     let (Some(new), true) = (new, content_diff.is_some() || mode_change.is_some()) else {
-        return Ok(TextEdit {
+        return Ok(Some(TextEdit {
             changed: false,
             created: false,
             bytes: old.as_ref().map_or(0, String::len),
             backup: None,
             diff: None,
             mode: old_mode,
-        });
+        }));
     };
     let diff = match mode_change {
         Some((was, want)) => format!(
@@ -567,28 +636,44 @@ pub fn edit_text(
             // Same content, another mode: no rewrite needed.
             set_attributes(path, options.mode, None, None)?;
         } else {
-            if options.backup
-                && let Some(old) = &old
-            {
-                saved = Some(backup(path, old.as_bytes())?);
-            }
             // A new file has no mode or owner to keep: always create it atomically.
             let strategy = if created {
                 WriteStrategy::Atomic
             } else {
                 options.strategy
             };
-            write_with_mode(path, new.as_bytes(), strategy, options.mode)?;
+            let expected = old.as_deref().map(str::as_bytes);
+            if strategy == WriteStrategy::InPlace && current_bytes(path)?.as_deref() != expected {
+                return Ok(None);
+            }
+            if options.backup
+                && let Some(old) = &old
+            {
+                saved = Some(backup(path, old.as_bytes())?);
+            }
+            match strategy {
+                WriteStrategy::Atomic => {
+                    if !write_atomic_if_unchanged(path, new.as_bytes(), expected, options.mode)? {
+                        if let Some(b) = saved.take() {
+                            let _ = fs::remove_file(b);
+                        }
+                        return Ok(None);
+                    }
+                }
+                WriteStrategy::InPlace => {
+                    write_with_mode(path, new.as_bytes(), strategy, options.mode)?;
+                }
+            }
         }
     }
-    Ok(TextEdit {
+    Ok(Some(TextEdit {
         changed: true,
         created,
         bytes: new.len(),
         backup: saved,
         diff: Some(diff),
         mode: Some(final_mode),
-    })
+    }))
 }
 
 /// Checks that `mode` holds only permission bits and not the setuid or setgid bits, which
@@ -818,5 +903,52 @@ mod tests {
         assert!(!remove_file(&f).unwrap());
         assert_eq!(read_text(&f).unwrap(), None);
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_concurrent_change_is_never_overwritten() -> Result<()> {
+        let dir = std::env::temp_dir().join(format!("hostplug-sdk-cas-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, &e))?;
+        let path = dir.join("conf");
+        fs::write(&path, "a\n").map_err(|e| Error::io(&path, &e))?;
+        // The first computation races with another writer that appends "b"; the edit
+        // must notice, read again and keep "b".
+        let mut calls = 0;
+        let edit = edit_text(&path, EditOptions::default(), |old| {
+            calls += 1;
+            if calls == 1 {
+                fs::write(&path, "a\nb\n").map_err(|e| Error::io(&path, &e))?;
+            }
+            Ok(old.map(|o| format!("{o}c\n")))
+        })?;
+        assert_eq!(calls, 2);
+        assert!(edit.changed);
+        assert_eq!(fs::read_to_string(&path).ok().as_deref(), Some("a\nb\nc\n"));
+        assert!(
+            edit.diff
+                .as_deref()
+                .is_some_and(|d| d.contains("+c") && !d.contains("+b"))
+        );
+
+        // A writer that never stops wins: reported, and its content stays.
+        let mut n = 0;
+        let fought = edit_text(&path, EditOptions::default(), |old| {
+            n += 1;
+            fs::write(&path, format!("x{n}\n")).map_err(|e| Error::io(&path, &e))?;
+            Ok(old.map(|o| format!("{o}mine\n")))
+        });
+        assert!(fought.is_err_and(|e| e.message().contains("changed by someone else")));
+        assert_eq!(n, MAX_EDIT_ATTEMPTS);
+        let left = fs::read_to_string(&path).map_err(|e| Error::io(&path, &e))?;
+        assert!(!left.contains("mine"), "{left}");
+        let stray = fs::read_dir(&dir)
+            .map_err(|e| Error::io(&dir, &e))?
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+            .count();
+        assert_eq!(stray, 0, "temporary files are removed");
+        let _ = fs::remove_dir_all(&dir);
+        Ok(())
     }
 }

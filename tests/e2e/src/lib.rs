@@ -15,8 +15,9 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use hostplug_api::crd::{HostPlugin, HostTask, TaskState};
-use hostplug_testenv::Environment;
 use hostplug_testenv::hostplug::{OperatorInstall, install_operator, start_environment};
+use hostplug_testenv::nodesim::NodeSpec;
+use hostplug_testenv::{EnvConfig, Environment};
 use k8s_openapi::api::core::v1::{Pod, Secret, Service};
 use kube::api::ListParams;
 use kube::{Api, Client};
@@ -102,10 +103,34 @@ impl Harness {
     /// Like [`Harness::start`], with extra environment for every operator start; it is
     /// set after the harness's own, so it overrides it (e.g. `HOSTPLUG_WORKER_IMAGE`).
     pub async fn start_with_operator_env(operator_env: &[(&str, &str)]) -> anyhow::Result<Self> {
+        Self::start_with(None, operator_env).await
+    }
+
+    /// Like [`Harness::start_with_operator_env`] with `workers` worker nodes
+    /// (`node1`…`nodeN`) next to `master` instead of the default two (`None`).
+    pub async fn start_with(
+        workers: Option<usize>,
+        operator_env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let operator_bin = workspace_binary("hostplug-operator")?;
         let worker_bin = workspace_binary("hostplug-worker")?;
         let plugin_dir = plugin_dir()?;
-        let env = start_environment(&worker_bin).await?;
+        let env = match workers {
+            None => start_environment(&worker_bin).await?,
+            Some(n) => {
+                let mut nodes = vec![NodeSpec::control_plane("master")];
+                nodes.extend((1..=n).map(|i| NodeSpec::worker(format!("node{i}"))));
+                Environment::start(
+                    EnvConfig {
+                        nodes: Some(nodes),
+                        ..EnvConfig::default()
+                    }
+                    .with_image(WORKER_IMAGE, &worker_bin),
+                )
+                .await
+                .context("starting the test environment")?
+            }
+        };
         let install = install_operator(&env, &repo_root(), &plugin_dir).await?;
         let admin = env.admin_client();
         let mut h = Self {
@@ -166,6 +191,11 @@ impl Harness {
         let replica = self.operator.take().context("replica not started")?;
         self.operator = first;
         Ok(replica)
+    }
+
+    /// The process id of the running operator.
+    pub fn operator_pid(&self) -> Option<u32> {
+        self.operator.as_ref().and_then(tokio::process::Child::id)
     }
 
     /// The number of operator starts so far (the log of the latest is `operator_log(n)`).
@@ -309,6 +339,53 @@ impl Harness {
             }
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
+    }
+
+    /// The names of the live (not being deleted) worker Pods, by node.
+    pub async fn worker_pods(&self) -> anyhow::Result<BTreeMap<String, Vec<String>>> {
+        let lp = ListParams::default().labels("app.kubernetes.io/component=worker");
+        let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for p in Api::<Pod>::namespaced(self.admin.clone(), NAMESPACE)
+            .list(&lp)
+            .await?
+            .items
+        {
+            if p.metadata.deletion_timestamp.is_some() {
+                continue;
+            }
+            let node = p
+                .spec
+                .as_ref()
+                .and_then(|s| s.node_name.clone())
+                .unwrap_or_default();
+            out.entry(node)
+                .or_default()
+                .push(p.metadata.name.unwrap_or_default());
+        }
+        Ok(out)
+    }
+
+    /// How many times worker logs say they started the invocation `id` (the operator's
+    /// `<task uid>/<generation>/<node>`), over every worker Pod that ever ran (their logs
+    /// outlive them).
+    pub fn runs_of(&self, id: &str) -> usize {
+        let Some(sim) = self.env.node_simulator() else {
+            return 0;
+        };
+        // logs/<namespace>/<pod>/<container>.log: every Pod's directory under the namespace's.
+        let probe = sim.container_log(NAMESPACE, "probe", "worker");
+        let Some(ns_dir) = probe.parent().and_then(Path::parent) else {
+            return 0;
+        };
+        let mut n = 0;
+        for entry in std::fs::read_dir(ns_dir).into_iter().flatten().flatten() {
+            let log = std::fs::read_to_string(entry.path().join("worker.log")).unwrap_or_default();
+            n += log
+                .lines()
+                .filter(|l| l.contains("\"invoking\"") && l.contains(id))
+                .count();
+        }
+        n
     }
 
     /// The log of a worker Pod.

@@ -41,8 +41,12 @@ async fn worker_pod_that_cannot_start_fails_its_node() -> anyhow::Result<()> {
             "{n:?}"
         );
     }
-    // The first failure did not stop the rollout: both nodes got a Pod.
-    assert_eq!(h.children("pod-start").await?.0, 2, "a node got no Pod");
+    // The first failure did not stop the rollout: both nodes got a worker Pod.
+    let workers = h.worker_pods().await?;
+    assert!(
+        workers.contains_key("node1") && workers.contains_key("node2"),
+        "a node got no Pod: {workers:?}"
+    );
     assert!(
         started.elapsed() < std::time::Duration::from_secs(60),
         "took {:?}",

@@ -1,0 +1,796 @@
+//! The worker pool: at most one warm worker Pod per node and access profile, shared by
+//! every task, owned by the operator (by labels, not by owner references to tasks).
+//!
+//! A task asks for the worker of its (node, profile) with [`WorkerPool::ensure`]; the pool
+//! creates its Secret and Pod in the background (bounded by
+//! [`WorkerPool::start_parallel`]) and wakes the tasks waiting on it when the Pod changes
+//! (the Pod reflector's events come in through [`WorkerPool::on_pod_event`]). Idle workers
+//! are removed after `--worker-idle-seconds`; with 0, each task gets its own workers,
+//! removed when it ends ([`WorkerPool::release_task`]). A worker whose Pod died is
+//! replaced on the next `ensure`; the workers of a deleted node are removed.
+//!
+//! After an operator restart the pool adopts the worker Pods it finds (their labels say
+//! node and profile; their Secret holds the credentials), so a new leader keeps using the
+//! warm workers and can ask them for the outcomes of calls in flight.
+//!
+//! The pool never deletes a worker while a call to it is in flight.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use futures::channel::mpsc::UnboundedSender;
+use k8s_openapi::api::core::v1::{Node, Pod, Secret};
+use kube::api::{DeleteParams, PostParams};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Api, Client, ResourceExt};
+use tokio::sync::Semaphore;
+use tracing::{info, warn};
+
+use crate::client::{CallError, Credentials, WorkerClient};
+use hostplug_api::EtcAccess;
+use hostplug_api::crd::{HostTask, labels};
+use crate::resources::{self, WorkerSpec};
+use crate::rollout::WorkerState;
+use crate::{Error, FIELD_MANAGER, Result};
+
+/// Container waiting reasons that mean the worker will never start.
+const FATAL_WAITING_REASONS: [&str; 6] = [
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "InvalidImageName",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+    "CrashLoopBackOff",
+];
+
+/// Longest deadline a pooled worker accepts for one invocation: 24 h, the CRD's upper
+/// bound of `timeoutSeconds`, since one worker serves every task of its node and profile.
+pub const MAX_INVOKE_TIMEOUT_MS: u64 = 24 * 3600 * 1000;
+
+/// Shortest pause between two sweeps for idle and orphaned workers: 200 ms, so a test's
+/// short idle time is honoured closely without spinning.
+const MIN_SWEEP_INTERVAL: Duration = Duration::from_millis(200);
+/// Longest pause between two sweeps: 10 s; a worker lingers at most that long past its
+/// idle time.
+const MAX_SWEEP_INTERVAL: Duration = Duration::from_secs(10);
+
+/// What a worker may touch: how /etc is mounted and whether the docker socket is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Profile {
+    /// /etc mount.
+    pub etc: EtcAccess,
+    /// Docker socket.
+    pub docker: bool,
+}
+
+impl Profile {
+    /// The label value, e.g. `etc-write` or `etc-none-docker`.
+    pub fn label(self) -> String {
+        let etc = match self.etc {
+            EtcAccess::None => "etc-none",
+            EtcAccess::Read => "etc-read",
+            EtcAccess::Write => "etc-write",
+        };
+        if self.docker {
+            format!("{etc}-docker")
+        } else {
+            etc.to_owned()
+        }
+    }
+
+    /// The profile a label value names.
+    pub fn from_label(s: &str) -> Option<Self> {
+        let (etc, docker) = match s.strip_suffix("-docker") {
+            Some(rest) => (rest, true),
+            None => (s, false),
+        };
+        let etc = match etc {
+            "etc-none" => EtcAccess::None,
+            "etc-read" => EtcAccess::Read,
+            "etc-write" => EtcAccess::Write,
+            _ => return None,
+        };
+        Some(Self { etc, docker })
+    }
+}
+
+/// Which worker serves a call.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct WorkerKey {
+    /// Node.
+    pub node: String,
+    /// Access profile.
+    pub profile: Profile,
+    /// Worker port.
+    pub port: i32,
+    /// With `--worker-idle-seconds 0`: the task (name) the worker belongs to.
+    pub task: Option<String>,
+}
+
+struct PoolWorker {
+    pod: String,
+    last_used: Instant,
+    calls: usize,
+    /// Created by this process and not yet seen in the Pod cache.
+    creating: bool,
+    /// Its Pod was Ready once: a later failure means it died (replace it), not that it
+    /// cannot start (then its nodes fail with the reason instead of a loop of new Pods).
+    was_ready: bool,
+    /// Tasks to wake when the Pod changes.
+    waiters: HashSet<ObjectRef<HostTask>>,
+}
+
+/// A connection to one worker: its client and the modules it is known to hold.
+#[derive(Debug)]
+pub struct WorkerConn {
+    /// The client.
+    pub client: WorkerClient,
+    held: Mutex<HashSet<String>>,
+}
+
+impl WorkerConn {
+    /// Uploads the module (precompiled when `precompiled` is given and the worker takes
+    /// it) unless this worker is known to hold it.
+    pub async fn ensure_module(
+        &self,
+        digest_hex: &str,
+        module: &[u8],
+        precompiled: Option<(&str, &[u8])>,
+    ) -> Result<(), CallError> {
+        if lock(&self.held).contains(digest_hex) {
+            return Ok(());
+        }
+        let how = self
+            .client
+            .ensure_module(digest_hex, module, precompiled)
+            .await?;
+        if let Some(shipped) = how {
+            tracing::debug!(
+                digest = digest_hex,
+                precompiled = shipped,
+                "module sent to a worker"
+            );
+        }
+        lock(&self.held).insert(digest_hex.to_owned());
+        Ok(())
+    }
+}
+
+/// The operator's precompiled artifacts, by module digest, made once per plugin from the
+/// component the operator compiled for `describe`.
+#[derive(Default)]
+pub struct Artifacts {
+    made: Mutex<HashMap<hostplug_host::Digest, Option<Arc<Vec<u8>>>>>,
+}
+
+impl std::fmt::Debug for Artifacts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Artifacts").finish_non_exhaustive()
+    }
+}
+
+impl Artifacts {
+    /// The engine fingerprint and artifact of `digest`, serialized on first use (off
+    /// the async threads); `None` when the host cannot serialize it (then workers
+    /// compile the module themselves).
+    pub async fn get(
+        &self,
+        host: &hostplug_host::Host,
+        digest: &hostplug_host::Digest,
+    ) -> Option<(String, Arc<Vec<u8>>)> {
+        let fingerprint = host.engine_fingerprint();
+        if let Some(made) = lock(&self.made).get(digest) {
+            return made.clone().map(|a| (fingerprint, a));
+        }
+        let (h, d) = (host.clone(), *digest);
+        let made = tokio::task::spawn_blocking(move || h.precompiled_artifact(&d))
+            .await
+            .ok()
+            .flatten()
+            .and_then(|r| match r {
+                Ok(bytes) => Some(Arc::new(bytes)),
+                Err(e) => {
+                    warn!(%digest, error = %e, "cannot serialize a plugin; workers compile it");
+                    None
+                }
+            });
+        lock(&self.made).insert(*digest, made.clone());
+        made.map(|a| (fingerprint, a))
+    }
+}
+
+#[derive(Default)]
+struct PoolState {
+    workers: HashMap<WorkerKey, PoolWorker>,
+    by_pod: HashMap<String, WorkerKey>,
+    conns: HashMap<String, Arc<WorkerConn>>,
+}
+
+/// The pool; shared by all reconciles.
+pub struct WorkerPool {
+    client: Client,
+    namespace: String,
+    image: String,
+    idle: Duration,
+    starts: Arc<Semaphore>,
+    pods: Store<Pod>,
+    nodes: Store<Node>,
+    state: Mutex<PoolState>,
+    wake: UnboundedSender<ObjectRef<HostTask>>,
+}
+
+impl std::fmt::Debug for WorkerPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerPool")
+            .field("namespace", &self.namespace)
+            .field("idle", &self.idle)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section is a few map operations that leave the maps consistent.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Settings of the pool.
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    /// Namespace of the worker Pods.
+    pub namespace: String,
+    /// Worker image.
+    pub image: String,
+    /// How long an unused worker stays; zero: per-task workers.
+    pub idle: Duration,
+    /// Worker Pods being created at once.
+    pub start_parallel: usize,
+}
+
+impl WorkerPool {
+    /// A pool over the worker Pod and Node caches; `wake` reaches the task controller.
+    pub fn new(
+        client: Client,
+        config: PoolConfig,
+        pods: Store<Pod>,
+        nodes: Store<Node>,
+        wake: UnboundedSender<ObjectRef<HostTask>>,
+    ) -> Self {
+        Self {
+            client,
+            namespace: config.namespace,
+            image: config.image,
+            idle: config.idle,
+            starts: Arc::new(Semaphore::new(config.start_parallel.max(1))),
+            pods,
+            nodes,
+            state: Mutex::new(PoolState::default()),
+            wake,
+        }
+    }
+
+    /// Whether each task gets its own workers (`--worker-idle-seconds 0`).
+    pub fn per_task(&self) -> bool {
+        self.idle.is_zero()
+    }
+
+    /// Worker Pods being created at once.
+    pub fn start_parallel(&self) -> usize {
+        self.starts.available_permits()
+    }
+
+    fn pod(&self, name: &str) -> Option<Arc<Pod>> {
+        self.pods.get(&ObjectRef::new(name).within(&self.namespace))
+    }
+
+    /// Adopts the worker Pods in the cache (after a restart), so they are reused and
+    /// swept like the ones this process made.
+    pub fn adopt_existing(&self) {
+        let mut st = lock(&self.state);
+        for pod in self.pods.state() {
+            let Some(name) = pod.metadata.name.clone() else {
+                continue;
+            };
+            if st.by_pod.contains_key(&name) || pod.metadata.deletion_timestamp.is_some() {
+                continue;
+            }
+            let l = pod.labels();
+            let (Some(node), Some(profile)) = (
+                pod.spec.as_ref().and_then(|s| s.node_name.clone()),
+                l.get(labels::PROFILE).and_then(|p| Profile::from_label(p)),
+            ) else {
+                continue;
+            };
+            let port = pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.containers.first())
+                .and_then(|c| c.ports.as_ref()?.first().map(|p| p.container_port))
+                .unwrap_or(8443);
+            let key = WorkerKey {
+                node,
+                profile,
+                port,
+                task: l.get(labels::TASK).cloned(),
+            };
+            if st.workers.contains_key(&key) {
+                continue;
+            }
+            info!(pod = %name, ?key, "adopting a worker");
+            st.by_pod.insert(name.clone(), key.clone());
+            st.workers.insert(
+                key,
+                PoolWorker {
+                    pod: name,
+                    last_used: Instant::now(),
+                    calls: 0,
+                    creating: false,
+                    was_ready: true,
+                    waiters: HashSet::new(),
+                },
+            );
+        }
+    }
+
+    /// The worker serving `key`, if there is one (never creates one); marks it used and
+    /// `waiter` as waiting on it.
+    pub fn current(&self, key: &WorkerKey, waiter: &ObjectRef<HostTask>) -> Option<String> {
+        let mut st = lock(&self.state);
+        let w = st.workers.get_mut(key)?;
+        w.last_used = Instant::now();
+        if !w.waiters.contains(waiter) {
+            w.waiters.insert(waiter.clone());
+        }
+        Some(w.pod.clone())
+    }
+
+    /// The worker serving `key`, created when there is none (or it died); `waiter` is
+    /// woken when its Pod changes. Returns the Pod name.
+    pub fn ensure(self: &Arc<Self>, key: &WorkerKey, waiter: ObjectRef<HostTask>) -> String {
+        let mut st = lock(&self.state);
+        if let Some(w) = st.workers.get_mut(key) {
+            let dead = !w.creating
+                && w.calls == 0
+                && match self.state_of_pod(&w.pod, false) {
+                    WorkerState::Gone => true,
+                    WorkerState::Broken(_) => w.was_ready,
+                    WorkerState::Ready | WorkerState::Starting(_) => false,
+                };
+            if !dead {
+                w.last_used = Instant::now();
+                w.waiters.insert(waiter);
+                return w.pod.clone();
+            }
+            let old = w.pod.clone();
+            info!(pod = %old, node = %key.node, "replacing a dead worker");
+            st.workers.remove(key);
+            st.by_pod.remove(&old);
+            st.conns.remove(&old);
+            self.spawn_delete(old);
+        }
+        let suffix: u32 = rand::random();
+        let name = resources::child_name(
+            "hpw",
+            &format!("{}-{}-{suffix:08x}", key.node, key.profile.label()),
+        );
+        st.by_pod.insert(name.clone(), key.clone());
+        st.workers.insert(
+            key.clone(),
+            PoolWorker {
+                pod: name.clone(),
+                last_used: Instant::now(),
+                calls: 0,
+                creating: true,
+                was_ready: false,
+                waiters: [waiter].into(),
+            },
+        );
+        drop(st);
+        let pool = Arc::clone(self);
+        let key = key.clone();
+        let pod = name.clone();
+        tokio::spawn(async move {
+            let permit = Arc::clone(&pool.starts).acquire_owned().await;
+            let created = pool.create(&key, &pod).await;
+            drop(permit);
+            let waiters = {
+                let mut st = lock(&pool.state);
+                let waiters = match st.workers.get(&key) {
+                    Some(w) if w.pod == pod => w.waiters.iter().cloned().collect(),
+                    _ => Vec::new(),
+                };
+                if let Err(e) = &created {
+                    warn!(pod = %pod, error = %e, "creating a worker failed");
+                    st.workers.remove(&key);
+                    st.by_pod.remove(&pod);
+                }
+                waiters
+            };
+            if created.is_err() {
+                for w in waiters {
+                    let _ = pool.wake.unbounded_send(w);
+                }
+            }
+        });
+        name
+    }
+
+    async fn create(&self, key: &WorkerKey, name: &str) -> Result<()> {
+        let mut labels = resources::worker_labels(&key.node, &key.profile.label());
+        if let Some(task) = &key.task {
+            labels.insert(labels::TASK.to_owned(), resources::label_value(task));
+        }
+        let spec = WorkerSpec {
+            name,
+            namespace: &self.namespace,
+            labels,
+            node: &key.node,
+            image: &self.image,
+            port: key.port,
+            etc: key.profile.etc,
+            docker: key.profile.docker,
+            max_invoke_timeout_ms: MAX_INVOKE_TIMEOUT_MS,
+        };
+        let creds = Credentials::generate(name)?;
+        let pp = PostParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..PostParams::default()
+        };
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &self.namespace);
+        secrets
+            .create(
+                &pp,
+                &resources::secret(&spec, &creds.token, &creds.cert_pem, &creds.key_pem),
+            )
+            .await
+            .map_err(Error::kube(format!("creating Secret {name}")))?;
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
+        pods.create(&pp, &resources::pod(&spec))
+            .await
+            .map_err(Error::kube(format!("creating Pod {name}")))?;
+        info!(pod = %name, node = %key.node, profile = %key.profile.label(), "worker created");
+        Ok(())
+    }
+
+    fn spawn_delete(&self, name: String) {
+        let client = self.client.clone();
+        let ns = self.namespace.clone();
+        tokio::spawn(async move {
+            delete_worker(&client, &ns, &name).await;
+        });
+    }
+
+    /// The state of the worker Pod `name` from the cache.
+    pub fn worker_state(&self, name: &str) -> WorkerState {
+        let creating = {
+            let st = lock(&self.state);
+            st.by_pod
+                .get(name)
+                .and_then(|k| st.workers.get(k))
+                .is_some_and(|w| w.pod == name && w.creating)
+        };
+        self.state_of_pod(name, creating)
+    }
+
+    fn state_of_pod(&self, name: &str, creating: bool) -> WorkerState {
+        match self.pod(name) {
+            Some(p) => pod_state(&p),
+            None if creating => WorkerState::Starting("the worker Pod is being created".into()),
+            None => WorkerState::Gone,
+        }
+    }
+
+    /// The IP of a Ready worker Pod.
+    pub fn pod_ip(&self, name: &str) -> Option<String> {
+        self.pod(name)?
+            .status
+            .as_ref()?
+            .pod_ip
+            .clone()
+            .filter(|ip| !ip.is_empty())
+    }
+
+    /// Wakes the tasks waiting on the worker Pod `pod` (a reflector event).
+    pub fn on_pod_event(&self, pod: &Pod) {
+        let Some(name) = pod.metadata.name.as_deref() else {
+            return;
+        };
+        let mut st = lock(&self.state);
+        let Some(key) = st.by_pod.get(name).cloned() else {
+            return;
+        };
+        let Some(w) = st.workers.get_mut(&key) else {
+            return;
+        };
+        w.creating = false;
+        if pod_state(pod) == WorkerState::Ready {
+            w.was_ready = true;
+        }
+        for t in &w.waiters {
+            let _ = self.wake.unbounded_send(t.clone());
+        }
+    }
+
+    /// A task no longer waits on any worker (it finished or went away).
+    pub fn forget_waiter(&self, task: &ObjectRef<HostTask>) {
+        let mut st = lock(&self.state);
+        for w in st.workers.values_mut() {
+            w.waiters.remove(task);
+        }
+    }
+
+    /// A call to `pod` starts: the worker is in use until [`Self::end_call`].
+    pub fn begin_call(&self, pod: &str) {
+        let mut st = lock(&self.state);
+        if let Some(k) = st.by_pod.get(pod).cloned()
+            && let Some(w) = st.workers.get_mut(&k)
+        {
+            w.calls += 1;
+            w.last_used = Instant::now();
+        }
+    }
+
+    /// A call to `pod` ended.
+    pub fn end_call(&self, pod: &str) {
+        let mut st = lock(&self.state);
+        if let Some(k) = st.by_pod.get(pod).cloned()
+            && let Some(w) = st.workers.get_mut(&k)
+        {
+            w.calls = w.calls.saturating_sub(1);
+            w.last_used = Instant::now();
+        }
+    }
+
+    /// The connection to worker `pod` (credentials read from its Secret once).
+    pub async fn conn(&self, pod: &str, port: i32) -> Result<Arc<WorkerConn>, CallError> {
+        if let Some(c) = lock(&self.state).conns.get(pod) {
+            return Ok(Arc::clone(c));
+        }
+        let ip = self
+            .pod_ip(pod)
+            .ok_or_else(|| CallError::Unreachable(format!("worker Pod {pod} has no IP")))?;
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &self.namespace);
+        let secret = secrets
+            .get_opt(pod)
+            .await
+            .map_err(|e| CallError::Worker(format!("reading the worker's Secret: {e}")))?;
+        let creds = secret
+            .and_then(|s| {
+                let data = s.data?;
+                let get = |k: &str| {
+                    data.get(k)
+                        .and_then(|b| String::from_utf8(b.0.clone()).ok())
+                };
+                Some(Credentials {
+                    token: get(hostplug_api::worker::secret_keys::TOKEN)?,
+                    cert_pem: get(hostplug_api::worker::secret_keys::CERT)?,
+                    key_pem: String::new(),
+                })
+            })
+            .ok_or_else(|| {
+                CallError::Worker("the worker's Secret is missing or incomplete".into())
+            })?;
+        let client =
+            WorkerClient::new(&ip, port, &creds).map_err(|e| CallError::Worker(e.to_string()))?;
+        let conn = Arc::new(WorkerConn {
+            client,
+            held: Mutex::new(HashSet::new()),
+        });
+        lock(&self.state)
+            .conns
+            .insert(pod.to_owned(), Arc::clone(&conn));
+        Ok(conn)
+    }
+
+    /// Removes the per-task workers of `task` (`--worker-idle-seconds 0`).
+    pub fn release_task(&self, task: &str) {
+        let gone: Vec<String> = {
+            let mut st = lock(&self.state);
+            let keys: Vec<WorkerKey> = st
+                .workers
+                .iter()
+                .filter(|(k, w)| k.task.as_deref() == Some(task) && w.calls == 0)
+                .map(|(k, _)| k.clone())
+                .collect();
+            keys.iter().filter_map(|k| remove(&mut st, k)).collect()
+        };
+        for pod in gone {
+            info!(pod = %pod, %task, "removing the task's worker");
+            self.spawn_delete(pod);
+        }
+    }
+
+    /// One sweep: removes workers idle for longer than the idle time, workers of nodes
+    /// that no longer exist, and dead workers nobody uses.
+    pub fn sweep(&self) {
+        let nodes: HashSet<String> = self.nodes.state().iter().map(|n| n.name_any()).collect();
+        let gone: Vec<(String, &'static str)> = {
+            let mut st = lock(&self.state);
+            let keys: Vec<(WorkerKey, &'static str)> = st
+                .workers
+                .iter()
+                .filter(|(_, w)| w.calls == 0 && !w.creating)
+                .filter_map(|(k, w)| {
+                    if !nodes.contains(&k.node) {
+                        Some((k.clone(), "its node is gone"))
+                    } else if k.task.is_none() && w.last_used.elapsed() > self.idle {
+                        Some((k.clone(), "idle"))
+                    } else if matches!(
+                        self.state_of_pod(&w.pod, false),
+                        WorkerState::Broken(_) | WorkerState::Gone
+                    ) && w.last_used.elapsed() > MAX_SWEEP_INTERVAL
+                    {
+                        Some((k.clone(), "its Pod died"))
+                    } else {
+                        None
+                    }
+                })
+                .collect();
+            keys.iter()
+                .filter_map(|(k, why)| remove(&mut st, k).map(|p| (p, *why)))
+                .collect()
+        };
+        for (pod, why) in gone {
+            info!(pod = %pod, reason = why, "removing a worker");
+            self.spawn_delete(pod);
+        }
+    }
+
+    /// Sweeps until the process ends.
+    pub async fn run_sweeper(self: Arc<Self>) {
+        let every = (self.idle / 2).clamp(MIN_SWEEP_INTERVAL, MAX_SWEEP_INTERVAL);
+        loop {
+            tokio::time::sleep(every).await;
+            self.sweep();
+        }
+    }
+
+    /// Pod names of the pool, for tests and metrics.
+    pub fn pods(&self) -> BTreeMap<String, String> {
+        let st = lock(&self.state);
+        st.workers
+            .iter()
+            .map(|(k, w)| (w.pod.clone(), k.node.clone()))
+            .collect()
+    }
+}
+
+fn remove(st: &mut PoolState, key: &WorkerKey) -> Option<String> {
+    let w = st.workers.remove(key)?;
+    st.by_pod.remove(&w.pod);
+    st.conns.remove(&w.pod);
+    Some(w.pod)
+}
+
+async fn delete_worker(client: &Client, ns: &str, name: &str) {
+    let dp = DeleteParams::background();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    for r in [
+        pods.delete(name, &dp).await.map(|_| ()),
+        secrets.delete(name, &dp).await.map(|_| ()),
+    ] {
+        match r {
+            Ok(()) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => warn!(pod = %name, error = %e, "deleting a worker failed"),
+        }
+    }
+}
+
+/// Where a worker Pod is, from its status.
+pub fn pod_state(pod: &Pod) -> WorkerState {
+    if pod.metadata.deletion_timestamp.is_some() {
+        return WorkerState::Broken("the worker Pod is being deleted".into());
+    }
+    let Some(st) = &pod.status else {
+        return WorkerState::Starting("no status yet".into());
+    };
+    let phase = st.phase.clone().unwrap_or_else(|| "Pending".into());
+    if phase == "Failed" || phase == "Succeeded" {
+        let reason = st
+            .container_statuses
+            .iter()
+            .flatten()
+            .filter_map(|c| c.state.as_ref()?.terminated.as_ref())
+            .map(|t| {
+                format!(
+                    "exited with code {}{}",
+                    t.exit_code,
+                    t.reason
+                        .as_ref()
+                        .map(|r| format!(" ({r})"))
+                        .unwrap_or_default()
+                )
+            })
+            .next()
+            .or_else(|| st.message.clone())
+            .unwrap_or_default();
+        return WorkerState::Broken(
+            format!("the worker Pod ended ({phase}) {reason}")
+                .trim_end()
+                .to_owned(),
+        );
+    }
+    for c in st.container_statuses.iter().flatten() {
+        if let Some(w) = c.state.as_ref().and_then(|s| s.waiting.as_ref()) {
+            let reason = w.reason.clone().unwrap_or_default();
+            if FATAL_WAITING_REASONS.contains(&reason.as_str()) {
+                return WorkerState::Broken(format!(
+                    "{reason}: {}",
+                    w.message.clone().unwrap_or_default()
+                ));
+            }
+        }
+    }
+    let ready = st
+        .conditions
+        .iter()
+        .flatten()
+        .any(|c| c.type_ == "Ready" && c.status == "True");
+    match (ready, &st.pod_ip) {
+        (true, Some(ip)) if !ip.is_empty() => WorkerState::Ready,
+        _ => WorkerState::Starting(format!("phase {phase}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{
+        ContainerState, ContainerStateWaiting, ContainerStatus, PodCondition, PodStatus,
+    };
+
+    fn pod(ready: bool, waiting: Option<&str>) -> Pod {
+        Pod {
+            metadata: Default::default(),
+            spec: None,
+            status: Some(PodStatus {
+                phase: Some("Running".into()),
+                pod_ip: Some("127.0.1.2".into()),
+                conditions: Some(vec![PodCondition {
+                    type_: "Ready".into(),
+                    status: if ready { "True" } else { "False" }.into(),
+                    ..PodCondition::default()
+                }]),
+                container_statuses: waiting.map(|r| {
+                    vec![ContainerStatus {
+                        name: "worker".into(),
+                        state: Some(ContainerState {
+                            waiting: Some(ContainerStateWaiting {
+                                reason: Some(r.into()),
+                                message: Some("no such image".into()),
+                            }),
+                            ..ContainerState::default()
+                        }),
+                        ..ContainerStatus::default()
+                    }]
+                }),
+                ..PodStatus::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn pod_states() {
+        assert_eq!(pod_state(&pod(true, None)), WorkerState::Ready);
+        assert!(matches!(
+            pod_state(&pod(false, None)),
+            WorkerState::Starting(_)
+        ));
+        assert!(
+            matches!(pod_state(&pod(false, Some("ErrImagePull"))), WorkerState::Broken(m) if m.contains("ErrImagePull"))
+        );
+    }
+
+    #[test]
+    fn profiles_round_trip_through_labels() {
+        for etc in [EtcAccess::None, EtcAccess::Read, EtcAccess::Write] {
+            for docker in [false, true] {
+                let p = Profile { etc, docker };
+                assert_eq!(Profile::from_label(&p.label()), Some(p));
+            }
+        }
+        assert_eq!(Profile::from_label("etc-all"), None);
+    }
+}

@@ -1,0 +1,276 @@
+//! The worker pool, the node lock and exactly-once delivery, end to end: concurrent
+//! tasks editing one file on the same nodes lose no line; warm workers are reused,
+//! replaced when they die and removed when idle (or per task with idle 0); an operator
+//! SIGKILLed while calls are in flight resumes them without running any node twice.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use hostplug_e2e::{Harness, state_of};
+use hostplug_api::crd::{HostTask, NodePhase, TaskState};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::DeleteParams;
+use kube::{Api, ResourceExt};
+
+fn task(name: &str, spec: &str) -> String {
+    format!(
+        "apiVersion: hostplug.dev/v1alpha1\nkind: HostTask\nmetadata: {{name: {name}, namespace: hostplug-system}}\nspec:\n{spec}"
+    )
+}
+
+async fn wait_until<F, Fut>(timeout: Duration, mut f: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<bool>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !f().await? {
+        if tokio::time::Instant::now() > deadline {
+            anyhow::bail!("condition not met within {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    Ok(())
+}
+
+/// Applies all tasks at once, waits for each and checks it succeeded on every node with
+/// a diff adding `expect(i)`; returns the finished tasks.
+async fn run_concurrently(
+    h: &Harness,
+    tasks: &[(String, String)],
+) -> anyhow::Result<Vec<HostTask>> {
+    let yamls: Vec<String> = tasks.iter().map(|(name, spec)| task(name, spec)).collect();
+    futures::future::try_join_all(yamls.iter().map(|y| h.apply(y))).await?;
+    let mut done = Vec::new();
+    for (name, _) in tasks {
+        let t = h.wait_finished(name).await?;
+        let st = t.status.clone().unwrap_or_default();
+        assert_eq!(st.state, TaskState::Succeeded, "{name}: {:?}", st.msg);
+        assert_eq!(st.nodes.len(), 3, "{name}");
+        done.push(t);
+    }
+    Ok(done)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_are_never_lost() -> anyhow::Result<()> {
+    let h = Harness::start().await?;
+    const TASKS: usize = 20;
+
+    // 20 tasks, each adding its own line to one file on the same three nodes.
+    let tasks: Vec<(String, String)> = (0..TASKS)
+        .map(|i| {
+            (
+                format!("line-{i}"),
+                format!(
+                    "  targetType: All\n  rollout: {{maxParallel: 3}}\n  http: {{api: etc-file, method: ensure-line, parameter: {{path: /etc/concurrent.conf, line: line-{i}, create: true}}}}\n"
+                ),
+            )
+        })
+        .collect();
+    let done = run_concurrently(&h, &tasks).await?;
+    for node in hostplug_e2e::NODES {
+        let file = std::fs::read_to_string(h.etc(node)?.join("concurrent.conf"))?;
+        for i in 0..TASKS {
+            assert!(
+                file.lines().any(|l| l == format!("line-{i}")),
+                "{node} lost line-{i}:\n{file}"
+            );
+        }
+        assert_eq!(file.lines().count(), TASKS, "{node}:\n{file}");
+    }
+    // Each node's reported change agrees with the file: every task added its line.
+    for (i, t) in done.iter().enumerate() {
+        for n in &t.status.clone().unwrap_or_default().nodes {
+            assert_eq!(n.phase, NodePhase::Succeeded);
+            assert!(n.changed, "line-{i} on {}: {n:?}", n.node);
+            let diff = n.diff.clone().unwrap_or_default();
+            assert!(
+                diff.lines().any(|l| l == format!("+line-{i}")),
+                "line-{i} on {}: {diff}",
+                n.node
+            );
+            let added = diff
+                .lines()
+                .filter(|l| l.starts_with('+') && !l.starts_with("+++"))
+                .count();
+            assert_eq!(
+                added, 1,
+                "line-{i} on {} added more than its line: {diff}",
+                n.node
+            );
+        }
+    }
+
+    // Two different methods on one file at once: lines and blocks, none lost.
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        tasks.push((
+            format!("mixed-line-{i}"),
+            format!(
+                "  targetType: All\n  http: {{api: etc-file, method: ensure-line, parameter: {{path: /etc/mixed.conf, line: keep-{i}, create: true}}}}\n"
+            ),
+        ));
+        tasks.push((
+            format!("mixed-block-{i}"),
+            format!(
+                "  targetType: All\n  http: {{api: etc-file, method: ensure-block, parameter: {{path: /etc/mixed.conf, marker: \"# {{mark}} block-{i}\", block: \"value-{i}\", create: true}}}}\n"
+            ),
+        ));
+    }
+    run_concurrently(&h, &tasks).await?;
+    for node in hostplug_e2e::NODES {
+        let file = std::fs::read_to_string(h.etc(node)?.join("mixed.conf"))?;
+        for i in 0..8 {
+            assert!(
+                file.lines().any(|l| l == format!("keep-{i}")),
+                "{node} lost keep-{i}:\n{file}"
+            );
+            assert!(
+                file.lines().any(|l| l == format!("value-{i}")),
+                "{node} lost block-{i}:\n{file}"
+            );
+        }
+    }
+    h.shutdown().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_are_reused_replaced_and_removed_when_idle() -> anyhow::Result<()> {
+    const IDLE: u64 = 8;
+    let h = Harness::start_with(None, &[("HOSTPLUG_WORKER_IDLE_SECONDS", "8")]).await?;
+    let read = "  targetType: All\n  http: {api: etc-file, method: read, parameter: {path: /etc/hostname}}\n";
+
+    h.apply(&task("first", read)).await?;
+    let first = h.wait_finished("first").await?;
+    assert_eq!(state_of(&first), Some(TaskState::Succeeded));
+    let warm = h.worker_pods().await?;
+    assert_eq!(warm.len(), 3, "{warm:?}");
+
+    // A second task runs on the same Pods; none is created.
+    h.apply(&task("second", read)).await?;
+    let second = h.wait_finished("second").await?;
+    assert_eq!(state_of(&second), Some(TaskState::Succeeded));
+    assert_eq!(
+        h.worker_pods().await?,
+        warm,
+        "the second task made new workers"
+    );
+    let served: Vec<String> = second.status.clone().unwrap_or_default().pods;
+    for p in &served {
+        assert!(
+            warm.values().flatten().any(|w| w == p),
+            "{p} is not a warm worker"
+        );
+    }
+
+    // A worker killed between tasks is replaced.
+    let killed = warm["node1"][0].clone();
+    let pods: Api<Pod> = Api::namespaced(h.admin.clone(), hostplug_e2e::NAMESPACE);
+    pods.delete(&killed, &DeleteParams::default().grace_period(0))
+        .await?;
+    wait_until(Duration::from_secs(30), || async {
+        Ok(!h
+            .worker_pods()
+            .await?
+            .values()
+            .flatten()
+            .any(|p| p == &killed))
+    })
+    .await?;
+    h.apply(&task("third", read)).await?;
+    let third = h.wait_finished("third").await?;
+    let st = third.status.clone().unwrap_or_default();
+    assert_eq!(st.state, TaskState::Succeeded, "{:?}", st.msg);
+    let node1 = st.nodes.iter().find(|n| n.node == "node1").cloned();
+    let node1_pod = node1.and_then(|n| n.pod).unwrap_or_default();
+    assert!(!node1_pod.is_empty() && node1_pod != killed, "{node1_pod}");
+
+    // Idle workers go after the idle time.
+    let idle_from = tokio::time::Instant::now();
+    wait_until(Duration::from_secs(IDLE + 30), || async {
+        Ok(h.worker_pods().await?.is_empty())
+    })
+    .await?;
+    assert!(
+        idle_from.elapsed() >= Duration::from_secs(IDLE - 2),
+        "workers went before their idle time: {:?}",
+        idle_from.elapsed()
+    );
+    h.shutdown().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_zero_gives_each_task_its_own_workers() -> anyhow::Result<()> {
+    let h = Harness::start_with(None, &[("HOSTPLUG_WORKER_IDLE_SECONDS", "0")]).await?;
+    let read = "  workers: [node1, node2]\n  http: {api: etc-file, method: read, parameter: {path: /etc/hostname}}\n";
+    h.apply(&task("own-1", read)).await?;
+    let one = h.wait_finished("own-1").await?;
+    assert_eq!(state_of(&one), Some(TaskState::Succeeded));
+    let pods_one = one.status.clone().unwrap_or_default().pods;
+    assert_eq!(pods_one.len(), 2);
+    // Removed when the task ends.
+    wait_until(Duration::from_secs(30), || async {
+        let live = h.worker_pods().await?;
+        Ok(!live.values().flatten().any(|p| pods_one.contains(p)))
+    })
+    .await?;
+    h.apply(&task("own-2", read)).await?;
+    let two = h.wait_finished("own-2").await?;
+    assert_eq!(state_of(&two), Some(TaskState::Succeeded));
+    for p in two.status.clone().unwrap_or_default().pods {
+        assert!(!pods_one.contains(&p), "{p} served both tasks");
+    }
+    h.shutdown().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_killed_mid_rollout_runs_no_node_twice() -> anyhow::Result<()> {
+    const NODES: usize = 20;
+    let mut h = Harness::start_with(Some(NODES), &[]).await?;
+    h.publish_plugin("test-spin.wasm", "test-spin", "none")
+        .await?;
+    h.apply(&task(
+        "restart-20",
+        "  targetType: All\n  timeoutSeconds: 60\n  rollout: {maxParallel: 10, maxFailures: 0}\n  http: {api: test-spin, method: sleep, parameter: {ms: 4000}}\n",
+    ))
+    .await?;
+    let uid = h.tasks().get("restart-20").await?.uid().unwrap_or_default();
+    let id = |node: &str| format!("{uid}/1/{node}");
+    // Wait until at least five nodes are mid-call: Running and started in their worker.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    let in_call: Vec<String> = loop {
+        let t = h.tasks().get("restart-20").await?;
+        let mid: Vec<String> = t
+            .status
+            .unwrap_or_default()
+            .nodes
+            .into_iter()
+            .filter(|n| n.phase == NodePhase::Running && h.runs_of(&id(&n.node)) == 1)
+            .map(|n| n.node)
+            .collect();
+        if mid.len() >= 5 {
+            break mid;
+        }
+        if tokio::time::Instant::now() > deadline {
+            anyhow::bail!("never 5 nodes mid-call: {mid:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    h.kill_operator().await?;
+    h.start_operator()?;
+    let t = h.wait_finished("restart-20").await?;
+    let st = t.status.unwrap_or_default();
+    assert_eq!(st.state, TaskState::Succeeded, "{:?}", st.msg);
+    assert_eq!(st.nodes.len(), NODES + 1, "every node, master included");
+    let mut runs = BTreeMap::new();
+    for n in &st.nodes {
+        assert_eq!(n.phase, NodePhase::Succeeded, "{n:?}");
+        runs.insert(n.node.clone(), h.runs_of(&id(&n.node)));
+    }
+    assert!(
+        runs.values().all(|r| *r == 1),
+        "every node runs exactly once: {runs:?} (mid-call at the kill: {in_call:?})"
+    );
+    h.shutdown().await
+}
