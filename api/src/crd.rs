@@ -473,6 +473,9 @@ pub mod labels {
     pub const COMPONENT: &str = "app.kubernetes.io/component";
     /// Value of [`COMPONENT`] on worker Pods.
     pub const COMPONENT_WORKER: &str = "worker";
+    /// The access profile of a pooled worker (`etc-none`, `etc-read`, `etc-write`, each
+    /// with `-docker` when the docker socket is mounted).
+    pub const PROFILE: &str = "hostplug.dev/profile";
 }
 
 /// The CRD YAML of both resources as `deploy/crds/` holds it, one document each.

@@ -416,9 +416,7 @@ impl WorkerSettings {
         if let Some(socket) = &self.docker_socket {
             vars.push((env::DOCKER_SOCKET, path(socket)));
         }
-        vars.extend([
-            (env::CACHE_DIR, path(&self.cache_dir)),
-        ]);
+        vars.extend([(env::CACHE_DIR, path(&self.cache_dir))]);
         if let Some(lock) = &self.node_lock_file {
             vars.push((env::NODE_LOCK_FILE, path(lock)));
         }
@@ -596,7 +594,10 @@ mod tests {
         assert_eq!(s.listen, "$(POD_IP):8443");
         assert_eq!(s.token_file, PathBuf::from("/run/hostplug/secret/token"));
         assert_eq!(s.limits.max_invoke_timeout_ms, 1000);
-        assert_eq!(s.node_lock_file, None, "a read-only worker takes no node lock");
+        assert_eq!(
+            s.node_lock_file, None,
+            "a read-only worker takes no node lock"
+        );
         let s = WorkerSettings::in_pod(8443, &caps, false, 1000);
         assert_eq!(
             s.node_lock_file,

@@ -34,13 +34,13 @@ mod controller {
     use kube::runtime::reflector::{self, ObjectRef, Store};
     use tracing::{error, info};
 
-    use hostplug_api::crd::HostTask;
     use crate::leader::{LeaderConfig, LeaderElector};
     use crate::metrics::Metrics;
     use crate::plugins::PluginStore;
     use crate::pool::{PoolConfig, WorkerPool};
     use crate::task::Runs;
     use crate::{Error, Result};
+    use hostplug_api::crd::HostTask;
 
     /// The field manager of every server-side apply the operator makes.
     pub const FIELD_MANAGER: &str = "hostplug-operator";

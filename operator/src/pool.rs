@@ -28,11 +28,11 @@ use tokio::sync::Semaphore;
 use tracing::{info, warn};
 
 use crate::client::{CallError, Credentials, WorkerClient};
-use hostplug_api::EtcAccess;
-use hostplug_api::crd::{HostTask, labels};
 use crate::resources::{self, WorkerSpec};
 use crate::rollout::WorkerState;
 use crate::{Error, FIELD_MANAGER, Result};
+use hostplug_api::EtcAccess;
+use hostplug_api::crd::{HostTask, labels};
 
 /// Container waiting reasons that mean the worker will never start.
 const FATAL_WAITING_REASONS: [&str; 6] = [

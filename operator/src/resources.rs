@@ -264,10 +264,9 @@ pub fn pod(w: &WorkerSpec<'_>) -> Pod {
         });
     }
     if let Some(lock) = &settings.node_lock_file {
-        let dir = lock.parent().map_or_else(
-            || NODE_LOCK_MOUNT.to_owned(),
-            |d| d.display().to_string(),
-        );
+        let dir = lock
+            .parent()
+            .map_or_else(|| NODE_LOCK_MOUNT.to_owned(), |d| d.display().to_string());
         mounts.push(VolumeMount {
             name: "node-lock".to_owned(),
             mount_path: dir,

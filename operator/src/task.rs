@@ -37,14 +37,14 @@ use serde_json::json;
 use tracing::{info, warn};
 
 use crate::client::CallError;
-use hostplug_api::crd::{
-    HostPlugin, HostTask, HostTaskStatus, NodePhase, NodeResult, PluginRef, TaskState, labels,
-};
 use crate::plugins::LoadedPlugin;
 use crate::pool::{Profile, WorkerKey, WorkerPool};
 use crate::rollout::{self, Action as Step, CallState, NodeOutcome, Observed, Success};
 use crate::validate::{self, Invalid, NodeView};
 use crate::{Context, Error, FIELD_MANAGER, Result};
+use hostplug_api::crd::{
+    HostPlugin, HostTask, HostTaskStatus, NodePhase, NodeResult, PluginRef, TaskState, labels,
+};
 
 /// How often a task in flight is looked at without any event: 5 s. Call outcomes and
 /// worker Pod changes wake the task at once; this only catches the start timeout and

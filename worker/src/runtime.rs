@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use hostplug_api::{InvokeError, InvokeOutcome};
+use hostplug_api::{ErrorKind, InvokeError, InvokeOutcome};
 
 pub use hostplug_api::Digest;
 

@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
-use hostplug_worker::node_lock::NodeLock;
-use hostplug_worker::runtime::{Call, Digest, Loaded, PluginRuntime, RuntimeError};
 use hostplug_api::protocol::{
     ErrorBody, ErrorKind, InvocationState, InvocationStatus, InvokeOutcome, UploadResponse,
 };
+use hostplug_worker::node_lock::NodeLock;
+use hostplug_worker::runtime::{Call, Digest, Loaded, PluginRuntime, RuntimeError};
 use hostplug_worker::{AppState, BearerToken, Limits, app};
 use http_body_util::BodyExt as _;
 use tower::ServiceExt as _;

@@ -73,7 +73,6 @@ impl Worker {
             cache_dir: dir.path().join("cache"),
             node_lock_file: None,
             log_format: LogFormat::Text,
-            node_lock_file: None,
             limits,
         };
         let server = hostplug_worker::bind(&config).await?;

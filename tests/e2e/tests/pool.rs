@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use hostplug_e2e::{Harness, state_of};
 use hostplug_api::crd::{HostTask, NodePhase, TaskState};
+use hostplug_e2e::{Harness, state_of};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::DeleteParams;
 use kube::{Api, ResourceExt};
