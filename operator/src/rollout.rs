@@ -576,7 +576,7 @@ mod tests {
                 .as_deref()
                 .is_some_and(|m| m.contains("ErrImagePull"))
         );
-        o.now = o.now + SignedDuration::from_secs(61);
+        o.now += SignedDuration::from_secs(61);
         step(&mut s, &rollout(3, 3), &o);
         assert_eq!(phases(&s), vec![Failed, Failed, Failed]);
         assert!(
