@@ -377,12 +377,14 @@ impl Harness {
         let Some(ns_dir) = probe.parent().and_then(Path::parent) else {
             return 0;
         };
+        // Quoted, as the JSON log line holds it: `…/node1` must not count `…/node10`.
+        let quoted = format!("\"{id}\"");
         let mut n = 0;
         for entry in std::fs::read_dir(ns_dir).into_iter().flatten().flatten() {
             let log = std::fs::read_to_string(entry.path().join("worker.log")).unwrap_or_default();
             n += log
                 .lines()
-                .filter(|l| l.contains("\"invoking\"") && l.contains(id))
+                .filter(|l| l.contains("\"invoking\"") && l.contains(&quoted))
                 .count();
         }
         n
