@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use hostplug_api::protocol::InvokeRequest;
+use hostplug_api::protocol::{InvokeOutcome, InvokeRequest, LogRecord};
 use hostplug_api::worker::secret_keys;
 use k8s_openapi::api::core::v1::{Node, Pod, Secret, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -72,21 +72,19 @@ pub enum Run {
     Done(Box<NodeOutcome>),
 }
 
-/// What a node's call produced.
+/// What a node's call produced: the plugin's typed outcome, or why there is none (the
+/// plugin failed with a typed kind, or the worker could not be reached or refused).
 #[derive(Debug, Clone)]
 pub struct NodeOutcome {
-    /// Whether it succeeded.
-    pub ok: bool,
-    /// Whether the node changed.
-    pub changed: bool,
-    /// Diff.
-    pub diff: Option<String>,
-    /// Output.
-    pub output: Option<serde_json::Value>,
-    /// Failure reason or note.
-    pub message: Option<String>,
+    /// The call's result, kept typed until it is written into the node's status.
+    pub result: std::result::Result<InvokeOutcome, CallError>,
     /// When it ended.
     pub finished_at: Timestamp,
+}
+
+/// The plugin's log tail as the node's status shows it: `[level] source: text`.
+fn log_lines(logs: &[LogRecord]) -> Vec<String> {
+    logs.iter().map(ToString::to_string).collect()
 }
 
 fn now() -> Time {
@@ -246,18 +244,29 @@ async fn reconcile(cached: Arc<HostTask>, ctx: Arc<Context>) -> Result<Action> {
     {
         match ctx.take_run(&key(&n.node)) {
             Some(Run::Done(out)) => {
-                n.phase = if out.ok {
-                    NodePhase::Succeeded
-                } else {
-                    NodePhase::Failed
-                };
-                n.changed = out.changed;
-                n.diff = out.diff;
-                n.output = out.output;
-                n.message = out.message;
                 n.finished_at = Some(Time(out.finished_at));
-                if !out.ok {
-                    newly_failed.push((n.node.clone(), n.message.clone().unwrap_or_default()));
+                match out.result {
+                    Ok(o) => {
+                        n.phase = NodePhase::Succeeded;
+                        n.changed = o.changed;
+                        n.logs = log_lines(&o.logs);
+                        n.diff = o.diff;
+                        n.output = Some(o.output);
+                        n.message = None;
+                    }
+                    Err(e) => {
+                        n.phase = NodePhase::Failed;
+                        n.changed = false;
+                        n.diff = None;
+                        n.output = None;
+                        n.logs = match &e {
+                            CallError::Plugin(ie) => log_lines(&ie.logs),
+                            _ => Vec::new(),
+                        };
+                        let message = e.to_string();
+                        newly_failed.push((n.node.clone(), message.clone()));
+                        n.message = Some(message);
+                    }
                 }
             }
             Some(Run::InFlight) => {}
@@ -810,27 +819,13 @@ async fn spawn_run(
             },
         };
         ctx2.metrics.invocation(started.elapsed());
-        let outcome = match result {
-            Ok(r) => NodeOutcome {
-                ok: true,
-                changed: r.changed,
-                diff: r.diff,
-                output: Some(r.output),
-                message: None,
-                finished_at: Timestamp::now(),
-            },
-            Err(e) => NodeOutcome {
-                ok: false,
-                changed: false,
-                diff: None,
-                output: None,
-                message: Some(e.to_string()),
-                finished_at: Timestamp::now(),
-            },
-        };
-        if outcome.ok {
+        if result.is_ok() {
             ctx2.metrics.node_finished(true);
         }
+        let outcome = NodeOutcome {
+            result,
+            finished_at: Timestamp::now(),
+        };
         // The next reconcile (at most RUNNING_POLL_INTERVAL away) writes it down.
         ctx2.insert_run(key, Run::Done(Box::new(outcome)));
     });
@@ -966,11 +961,7 @@ mod tests {
         runs.insert(
             k.clone(),
             Run::Done(Box::new(NodeOutcome {
-                ok: true,
-                changed: false,
-                diff: None,
-                output: None,
-                message: None,
+                result: Err(CallError::Worker("test".into())),
                 finished_at: Timestamp::now(),
             })),
         );
