@@ -14,6 +14,34 @@
 //! every part (the console included) can use it cheaply. Every value with a text form
 //! has exactly one `Display` and one `FromStr`.
 
+/// Implements `Display` (the type's `as_str`) and `FromStr` (its inverse over the type's
+/// `ALL`) for an enum with a text form: the one place that says how every such value of
+/// the API prints and parses, and what a bad one is told.
+macro_rules! text_form {
+    ($ty:ty, $what:literal, $expected:literal) => {
+        impl ::std::fmt::Display for $ty {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl ::std::str::FromStr for $ty {
+            type Err = $crate::Error;
+
+            fn from_str(s: &str) -> Result<Self, $crate::Error> {
+                Self::ALL
+                    .into_iter()
+                    .find(|v| v.as_str() == s)
+                    .ok_or_else(|| $crate::Error::InvalidValue {
+                        what: $what,
+                        input: s.chars().take(80).collect(),
+                        expected: $expected,
+                    })
+            }
+        }
+    };
+}
+
 pub mod crd;
 pub mod plugin;
 pub mod protocol;

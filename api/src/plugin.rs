@@ -122,27 +122,6 @@ impl EtcAccess {
     }
 }
 
-impl fmt::Display for EtcAccess {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for EtcAccess {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Self, Error> {
-        Self::ALL
-            .into_iter()
-            .find(|a| a.as_str() == s)
-            .ok_or_else(|| Error::InvalidValue {
-                what: "etc access",
-                input: s.chars().take(80).collect(),
-                expected: "none, read or write",
-            })
-    }
-}
-
 /// What a plugin is allowed to touch on the node.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
 #[serde(rename_all = "camelCase")]
@@ -154,6 +133,8 @@ pub struct Capabilities {
     #[serde(default)]
     pub docker: bool,
 }
+
+text_form!(EtcAccess, "etc access", "none, read or write");
 
 impl fmt::Display for Capabilities {
     /// `etc=<access>,docker=<bool>`, e.g. `etc=write,docker=false`.

@@ -43,12 +43,9 @@
 //! | 503 | `busy` | all invocation slots stayed taken for the worker's queue wait; retry later |
 
 use std::fmt;
-use std::str::FromStr;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-
-use crate::Error;
 
 /// Most log lines an invocation's answer carries: the last 20. Enough to see why a
 /// plugin failed; the node's result in the task status keeps them, so they must stay
@@ -203,25 +200,7 @@ impl LogLevel {
     }
 }
 
-impl fmt::Display for LogLevel {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for LogLevel {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self, Error> {
-        Self::ALL
-            .into_iter()
-            .find(|l| l.as_str() == s)
-            .ok_or_else(|| Error::InvalidValue {
-                what: "log level",
-                input: s.chars().take(80).collect(),
-                expected: "debug, info, warn or error",
-            })
-    }
-}
+text_form!(LogLevel, "log level", "debug, info, warn or error");
 
 /// Where a log record came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -252,26 +231,6 @@ impl LogSource {
     }
 }
 
-impl fmt::Display for LogSource {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for LogSource {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self, Error> {
-        Self::ALL
-            .into_iter()
-            .find(|l| l.as_str() == s)
-            .ok_or_else(|| Error::InvalidValue {
-                what: "log source",
-                input: s.chars().take(80).collect(),
-                expected: "log, stdout, stderr or host",
-            })
-    }
-}
-
 /// One line a plugin logged.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogRecord {
@@ -282,6 +241,8 @@ pub struct LogRecord {
     /// The text.
     pub message: String,
 }
+
+text_form!(LogSource, "log source", "log, stdout, stderr or host");
 
 impl fmt::Display for LogRecord {
     /// `[level] source: text`, the form a task's node result shows.
@@ -476,27 +437,13 @@ impl ErrorKind {
     }
 }
 
-impl fmt::Display for ErrorKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for ErrorKind {
-    type Err = Error;
-    /// The wire name; `unknown` parses, other unknown names are refused (serde, unlike
-    /// this, maps them to [`ErrorKind::Unknown`]).
-    fn from_str(s: &str) -> Result<Self, Error> {
-        Self::ALL
-            .into_iter()
-            .find(|k| k.as_str() == s)
-            .ok_or_else(|| Error::InvalidValue {
-                what: "error kind",
-                input: s.chars().take(80).collect(),
-                expected: "a kebab-case kind of the worker protocol",
-            })
-    }
-}
+// The wire name; `unknown` parses, other unknown names are refused (serde, unlike
+// `FromStr`, maps them to `ErrorKind::Unknown`).
+text_form!(
+    ErrorKind,
+    "error kind",
+    "a kebab-case kind of the worker protocol"
+);
 
 /// Why a `POST /v1/invoke` answer is not a node's result: the call was refused or the
 /// worker failed ([`read_invoke_answer`]).

@@ -211,6 +211,9 @@ pub enum LogFormat {
 }
 
 impl LogFormat {
+    /// Every format.
+    pub const ALL: [LogFormat; 2] = [Self::Text, Self::Json];
+
     /// The lowercase name.
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -220,25 +223,7 @@ impl LogFormat {
     }
 }
 
-impl fmt::Display for LogFormat {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for LogFormat {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self, Error> {
-        [Self::Text, Self::Json]
-            .into_iter()
-            .find(|f| f.as_str() == s)
-            .ok_or_else(|| Error::InvalidValue {
-                what: "log format",
-                input: s.chars().take(80).collect(),
-                expected: "text or json",
-            })
-    }
-}
+text_form!(LogFormat, "log format", "text or json");
 
 /// The worker's resource limits; see the `DEFAULT_*` constants for why each default is
 /// what it is.

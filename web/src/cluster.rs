@@ -13,7 +13,7 @@
 use std::{collections::BTreeMap, sync::Mutex};
 
 use async_trait::async_trait;
-use hostplug_api::crd::{EtcAccess, HostPlugin, HostTask, HostTaskSpec, NodePhase, TargetType};
+use hostplug_api::crd::{HostPlugin, HostTask, HostTaskSpec, NodePhase, TargetType};
 use k8s_openapi::api::core::v1::Node;
 use kube::{
     Api, Client, ResourceExt,
@@ -363,12 +363,7 @@ pub fn plugin_view(plugin: &HostPlugin) -> PluginView {
         ready: status.ready,
         message: status.message.unwrap_or_default(),
         source,
-        etc: match plugin.spec.capabilities.etc {
-            EtcAccess::None => "none",
-            EtcAccess::Read => "read",
-            EtcAccess::Write => "write",
-        }
-        .to_owned(),
+        etc: plugin.spec.capabilities.etc.to_string(),
         docker: plugin.spec.capabilities.docker,
         methods: info
             .methods

@@ -38,6 +38,17 @@ async fn examples_end_as_expected() -> anyhow::Result<()> {
     let st = t.status.clone().unwrap_or_default();
     assert_eq!(state_of(&t), Some(TaskState::Succeeded), "{:?}", st.msg);
     assert_eq!(st.msg.as_deref(), Some("3/3 nodes succeeded, 3 changed"));
+    // What the plugin logged on each node reaches the node's result.
+    for n in &st.nodes {
+        assert!(
+            n.logs
+                .iter()
+                .any(|l| l.contains("ensure-line") && l.contains("chrony.conf")),
+            "{}: logs {:?}",
+            n.node,
+            n.logs
+        );
+    }
     let changed = changed_files(&before, &h.snapshot()?);
     let expected: Vec<(String, String)> = NODES
         .iter()
