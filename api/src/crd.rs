@@ -166,7 +166,9 @@ pub struct HostTaskSpec {
     /// Parallelism and failure budget.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<RolloutSpec>,
-    /// The task's worker Pods, Services and Secrets are removed this long after it ends.
+    /// The HostTask itself is deleted this many seconds after it finished (as Kubernetes
+    /// does for a Job). Unset keeps it until someone deletes it. Worker Pods do not
+    /// depend on it: they belong to the operator's pool and go when idle.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub ttl_seconds_after_finished: Option<i32>,

@@ -27,7 +27,7 @@ use hostplug_api::protocol::InvokeRequest;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Patch, PatchParams};
+use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::{self, ObjectRef, store::Writer};
@@ -235,7 +235,7 @@ async fn reconcile(cached: Arc<HostTask>, ctx: Arc<Context>) -> Result<Action> {
         };
     }
     if status.state.is_finished() {
-        return Ok(after_finish(&ctx, &task));
+        return expire(&ctx, &api, &task, &status).await;
     }
     let plugin_api: Api<HostPlugin> = Api::all(ctx.client.clone());
     let hp = plugin_api
@@ -463,6 +463,45 @@ fn after_finish(ctx: &Context, task: &HostTask) -> Action {
         ctx.pool.release_task(&task.name_any());
     }
     Action::await_change()
+}
+
+/// A finished task whose `ttlSecondsAfterFinished` has passed since `status.finishedAt`
+/// is deleted, as Kubernetes deletes a finished Job; before that, the reconcile comes
+/// back when it is due. Deletion is preconditioned on the task's uid, so a task created
+/// again under the same name is never removed for its predecessor's TTL.
+async fn expire(
+    ctx: &Context,
+    api: &Api<HostTask>,
+    task: &HostTask,
+    status: &HostTaskStatus,
+) -> Result<Action> {
+    let action = after_finish(ctx, task);
+    let (Some(ttl), Some(finished)) = (
+        task.spec.ttl_seconds_after_finished,
+        status.finished_at.as_ref(),
+    ) else {
+        return Ok(action);
+    };
+    let due = finished.0.as_second().saturating_add(i64::from(ttl));
+    let left = due.saturating_sub(Timestamp::now().as_second());
+    if left > 0 {
+        return Ok(Action::requeue(Duration::from_secs(left.unsigned_abs())));
+    }
+    let name = task.name_any();
+    let params = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: task.uid(),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    };
+    match api.delete(&name, &params).await {
+        Ok(_) => info!(task = %name, ttl, "finished task deleted after ttlSecondsAfterFinished"),
+        // Already gone, or a new task now holds the name.
+        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
+        Err(e) => return Err(Error::kube(format!("deleting expired HostTask {name}"))(e)),
+    }
+    Ok(Action::await_change())
 }
 
 /// The invocation id of a node's call: the same for every attempt and every operator

@@ -1,7 +1,8 @@
 //! The worker pool, the node lock and exactly-once delivery, end to end: concurrent
 //! tasks editing one file on the same nodes lose no line; warm workers are reused,
 //! replaced when they die and removed when idle (or per task with idle 0); an operator
-//! SIGKILLed while calls are in flight resumes them without running any node twice.
+//! SIGKILLed while calls are in flight resumes them without running any node twice; a
+//! finished task goes after its `ttlSecondsAfterFinished`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -220,6 +221,35 @@ async fn idle_zero_gives_each_task_its_own_workers() -> anyhow::Result<()> {
     assert_eq!(state_of(&two), Some(TaskState::Succeeded));
     for p in two.status.clone().unwrap_or_default().pods {
         assert!(!pods_one.contains(&p), "{p} served both tasks");
+    }
+    h.shutdown().await
+}
+
+/// `ttlSecondsAfterFinished` deletes the finished task, as Kubernetes does for a Job; a
+/// task without it stays. The warm worker that served it stays in the pool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_task_is_deleted_after_its_ttl() -> anyhow::Result<()> {
+    let h = Harness::start().await?;
+    let read = "  workers: [node1]\n  http: {api: etc-file, method: read, parameter: {path: /etc/hostname}}\n";
+    h.apply(&task("keep", read)).await?;
+    h.apply(&task("expire", &format!("{read}  ttlSecondsAfterFinished: 2\n")))
+        .await?;
+    let kept = h.wait_finished("keep").await?;
+    assert_eq!(state_of(&kept), Some(TaskState::Succeeded));
+    let expired = h.wait_finished("expire").await?;
+    assert_eq!(state_of(&expired), Some(TaskState::Succeeded));
+    let served = expired.status.clone().unwrap_or_default().pods;
+    wait_until(Duration::from_secs(30), || async {
+        Ok(h.tasks().get_opt("expire").await?.is_none())
+    })
+    .await?;
+    assert!(h.tasks().get_opt("keep").await?.is_some(), "a task without a TTL stays");
+    let live = h.worker_pods().await?;
+    for p in &served {
+        assert!(
+            live.values().flatten().any(|l| l == p),
+            "worker {p} went with the task"
+        );
     }
     h.shutdown().await
 }
