@@ -71,8 +71,24 @@ impl PublicKey {
     pub fn from_pem(pem: &str) -> Result<Self> {
         let der = SubjectPublicKeyInfoDer::from_pem_slice(pem.as_bytes())
             .map_err(|e| Error::InvalidKey(format!("not a PEM PUBLIC KEY: {e}")))?;
+        Self::from_der(der.as_ref())
+    }
+
+    /// Every `PUBLIC KEY` block of `text` (a key file may hold several); none is an error.
+    pub fn all_from_pem(text: &str) -> Result<Vec<Self>> {
+        let mut keys = Vec::new();
+        for der in SubjectPublicKeyInfoDer::pem_slice_iter(text.as_bytes()) {
+            let der = der.map_err(|e| Error::InvalidKey(format!("not a PEM PUBLIC KEY: {e}")))?;
+            keys.push(Self::from_der(der.as_ref())?);
+        }
+        if keys.is_empty() {
+            return Err(Error::InvalidKey("no PEM PUBLIC KEY block".to_owned()));
+        }
+        Ok(keys)
+    }
+
+    fn from_der(der: &[u8]) -> Result<Self> {
         let point = der
-            .as_ref()
             .strip_prefix(P256_SPKI_PREFIX.as_slice())
             .filter(|p| p.len() == 65 && p[0] == 4)
             .ok_or_else(|| Error::InvalidKey("not an ECDSA P-256 public key".to_owned()))?;
@@ -364,6 +380,13 @@ mod tests {
         assert!(public.verify(b"m", &sig));
         assert!(!public.verify(b"n", &sig));
         assert!(PublicKey::from_pem(&private_pem).is_err());
+        let (second, _) = SigningKey::generate().expect("key");
+        let both = format!("{}{}", public.to_pem(), second.public_key().to_pem());
+        assert_eq!(
+            PublicKey::all_from_pem(&both).expect("two keys"),
+            vec![public.clone(), second.public_key()]
+        );
+        assert!(PublicKey::all_from_pem("no keys here").is_err());
         assert!(SigningKey::from_pem(&public.to_pem()).is_err());
     }
 

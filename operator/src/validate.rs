@@ -359,9 +359,11 @@ mod tests {
             source: PluginSource {
                 builtin: Some("etc-file".into()),
                 config_map: None,
+                oci: None,
             },
             sha256: None,
             capabilities: Capabilities { etc, docker: false },
+            signature: None,
         }
     }
 
