@@ -37,6 +37,7 @@
 
 mod bindings;
 mod cache;
+pub mod author;
 pub mod capability;
 pub mod cli;
 mod config;
@@ -45,6 +46,7 @@ mod grants;
 mod host;
 mod invocation;
 pub mod manifest;
+pub mod params;
 mod plugin;
 mod precompiled;
 mod stdio;
