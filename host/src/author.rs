@@ -66,7 +66,11 @@ fn runtime() -> Result<tokio::runtime::Runtime, InvokeError> {
         .map_err(|e| io_error("starting the async runtime".into(), e))
 }
 
-fn client(r: &Reference, insecure: bool, creds: Option<Credentials>) -> Result<RegistryClient, InvokeError> {
+fn client(
+    r: &Reference,
+    insecure: bool,
+    creds: Option<Credentials>,
+) -> Result<RegistryClient, InvokeError> {
     RegistryClient::new(&r.registry, insecure, creds).map_err(oci_error)
 }
 
@@ -75,7 +79,12 @@ fn parse_ref(s: &str) -> Result<Reference, InvokeError> {
 }
 
 /// Pushes `module` to `reference`; returns the reference pinned by manifest digest.
-pub fn push(module: &[u8], reference: &str, insecure: bool, creds: Option<Credentials>) -> Result<Reference, InvokeError> {
+pub fn push(
+    module: &[u8],
+    reference: &str,
+    insecure: bool,
+    creds: Option<Credentials>,
+) -> Result<Reference, InvokeError> {
     if module.len() as u64 > MAX_PUSH_BYTES {
         return Err(InvokeError::new(
             ErrorKind::PayloadTooLarge,
@@ -93,12 +102,19 @@ pub fn push(module: &[u8], reference: &str, insecure: bool, creds: Option<Creden
         ));
     }
     let c = client(&r, insecure, creds)?;
-    runtime()?.block_on(c.push_wasm(&r, module)).map_err(oci_error)
+    runtime()?
+        .block_on(c.push_wasm(&r, module))
+        .map_err(oci_error)
 }
 
 /// Signs `reference` (pinned by digest) with the PKCS#8 key in `key_file`; returns the
 /// signature tag.
-pub fn sign(reference: &str, key_file: &Path, insecure: bool, creds: Option<Credentials>) -> Result<String, InvokeError> {
+pub fn sign(
+    reference: &str,
+    key_file: &Path,
+    insecure: bool,
+    creds: Option<Credentials>,
+) -> Result<String, InvokeError> {
     let r = parse_ref(reference)?;
     let pem = std::fs::read_to_string(key_file)
         .map_err(|e| io_error(format!("reading {}", key_file.display()), e))?;
@@ -124,7 +140,12 @@ pub fn read_public_keys(files: &[PathBuf]) -> Result<Vec<PublicKey>, InvokeError
 
 /// Verifies that `reference` has a signature by one of `keys` (the artifact is pulled and
 /// its digests checked first); returns the pinned reference and the signing key.
-pub fn verify(reference: &str, keys: &[PublicKey], insecure: bool, creds: Option<Credentials>) -> Result<(Reference, PublicKey), InvokeError> {
+pub fn verify(
+    reference: &str,
+    keys: &[PublicKey],
+    insecure: bool,
+    creds: Option<Credentials>,
+) -> Result<(Reference, PublicKey), InvokeError> {
     let r = parse_ref(reference)?;
     let c = client(&r, insecure, creds)?;
     runtime()?.block_on(async {
@@ -179,7 +200,10 @@ pub struct OciManifestRequest<'a> {
 /// The HostPlugin (YAML) of a module published at `req.image`. A tag-only reference is
 /// pinned with the module's own sha256 (`module`), so the cluster runs exactly the module
 /// the author has.
-pub fn render_oci_manifest(module: &[u8], req: &OciManifestRequest<'_>) -> Result<String, InvokeError> {
+pub fn render_oci_manifest(
+    module: &[u8],
+    req: &OciManifestRequest<'_>,
+) -> Result<String, InvokeError> {
     let r = parse_ref(req.image)?;
     let sha256 = r.digest.is_none().then(|| Digest::of(module).hex());
     let mut hp = HostPlugin::new(
@@ -206,7 +230,10 @@ pub fn render_oci_manifest(module: &[u8], req: &OciManifestRequest<'_>) -> Resul
     );
     hp.metadata.labels = Some(
         [
-            ("app.kubernetes.io/part-of".to_owned(), "hostplug".to_owned()),
+            (
+                "app.kubernetes.io/part-of".to_owned(),
+                "hostplug".to_owned(),
+            ),
             ("hostplug.dev/plugin".to_owned(), req.name.to_owned()),
         ]
         .into_iter()
@@ -221,7 +248,9 @@ pub fn render_oci_manifest(module: &[u8], req: &OciManifestRequest<'_>) -> Resul
 /// binary was built from, when it is still there.
 pub fn default_sdk_path() -> Option<PathBuf> {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/sdk");
-    p.join("Cargo.toml").is_file().then(|| p.canonicalize().unwrap_or(p))
+    p.join("Cargo.toml")
+        .is_file()
+        .then(|| p.canonicalize().unwrap_or(p))
 }
 
 /// Whether `name` is a plugin name `plugin new` accepts: lowercase letters, digits and
@@ -260,10 +289,15 @@ pub fn scaffold(name: &str, dir: &Path, sdk: &Path) -> Result<Vec<PathBuf>, Invo
     if dir.exists() {
         return Err(InvokeError::new(
             ErrorKind::BadRequest,
-            format!("{} exists already; plugin new only creates a new directory", dir.display()),
+            format!(
+                "{} exists already; plugin new only creates a new directory",
+                dir.display()
+            ),
         ));
     }
-    let sdk = sdk.canonicalize().map_err(|e| io_error(format!("{}", sdk.display()), e))?;
+    let sdk = sdk
+        .canonicalize()
+        .map_err(|e| io_error(format!("{}", sdk.display()), e))?;
     let files = scaffold_files(name, &sdk);
     let mut written = Vec::new();
     for (rel, text) in &files {
@@ -272,7 +306,8 @@ pub fn scaffold(name: &str, dir: &Path, sdk: &Path) -> Result<Vec<PathBuf>, Invo
             std::fs::create_dir_all(parent)
                 .map_err(|e| io_error(format!("creating {}", parent.display()), e))?;
         }
-        std::fs::write(&path, text).map_err(|e| io_error(format!("writing {}", path.display()), e))?;
+        std::fs::write(&path, text)
+            .map_err(|e| io_error(format!("writing {}", path.display()), e))?;
         written.push(path);
     }
     Ok(written)
@@ -421,20 +456,31 @@ mod tests {
             docker: false,
         };
         let yaml = render_oci_manifest(b"module", &req).expect("renders");
-        let hp: HostPlugin = serde_yaml::from_str(yaml.trim_start_matches("---\n")).expect("parses");
-        assert_eq!(hp.spec.sha256.as_deref(), Some(Digest::of(b"module").hex().as_str()));
+        let hp: HostPlugin =
+            serde_yaml::from_str(yaml.trim_start_matches("---\n")).expect("parses");
+        assert_eq!(
+            hp.spec.sha256.as_deref(),
+            Some(Digest::of(b"module").hex().as_str())
+        );
         let oci = hp.spec.source.oci.expect("oci");
         assert_eq!(oci.image, "r.example:5000/plugins/p:1");
         assert!(oci.insecure);
         assert_eq!(oci.pull_secret.as_deref(), Some("regcred"));
         assert_eq!(
-            PublicKey::from_pem(&hp.spec.signature.expect("signature").public_keys[0]).expect("key"),
+            PublicKey::from_pem(&hp.spec.signature.expect("signature").public_keys[0])
+                .expect("key"),
             key.public_key()
         );
         // Pinned by digest: no spec.sha256 needed.
         let pinned = format!("r.example/p@sha256:{}", "a".repeat(64));
-        let yaml = render_oci_manifest(b"module", &OciManifestRequest { image: &pinned, ..req })
-            .expect("renders");
+        let yaml = render_oci_manifest(
+            b"module",
+            &OciManifestRequest {
+                image: &pinned,
+                ..req
+            },
+        )
+        .expect("renders");
         assert!(!yaml.contains("sha256: "), "{yaml}");
     }
 }

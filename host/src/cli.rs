@@ -337,9 +337,12 @@ fn check_params_like_the_operator(
     let Some(m) = info.methods.iter().find(|m| m.name == method) else {
         return Ok(());
     };
-    crate::params::check_params(m.params_schema.as_ref(), &m.name, &value, "params").map_err(
-        |e| InvokeError::new(hostplug_api::protocol::ErrorKind::InvalidParams, e.to_string()),
-    )
+    crate::params::check_params(m.params_schema.as_ref(), &m.name, &value, "params").map_err(|e| {
+        InvokeError::new(
+            hostplug_api::protocol::ErrorKind::InvalidParams,
+            e.to_string(),
+        )
+    })
 }
 
 /// Reads `file` and checks that it loads and describes, as the operator will.
@@ -382,13 +385,16 @@ fn render_manifest(a: ManifestArgs) -> Result<Output, InvokeError> {
 }
 
 fn new_plugin(a: NewArgs) -> Result<Output, InvokeError> {
-    let sdk = a.sdk_path.or_else(author::default_sdk_path).ok_or_else(|| {
-        InvokeError::new(
-            hostplug_api::protocol::ErrorKind::BadRequest,
-            "no SDK found: pass --sdk-path (plugins/sdk of a hostplug checkout) or set \
+    let sdk = a
+        .sdk_path
+        .or_else(author::default_sdk_path)
+        .ok_or_else(|| {
+            InvokeError::new(
+                hostplug_api::protocol::ErrorKind::BadRequest,
+                "no SDK found: pass --sdk-path (plugins/sdk of a hostplug checkout) or set \
              HOSTPLUG_SDK_PATH",
-        )
-    })?;
+            )
+        })?;
     let dir = a.dir.unwrap_or_else(|| PathBuf::from(&a.name));
     let written = author::scaffold(&a.name, &dir, &sdk)?;
     let mut out = String::new();

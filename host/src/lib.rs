@@ -35,9 +35,9 @@
 //! This crate must never give a plugin access it was not granted: no ambient preopens,
 //! environment, arguments, sockets or stdio, ever.
 
+pub mod author;
 mod bindings;
 mod cache;
-pub mod author;
 pub mod capability;
 pub mod cli;
 mod config;

@@ -38,18 +38,37 @@ fn run_refuses_parameters_that_break_the_schema_naming_the_field() {
     let m = module.to_str().expect("utf-8 path");
     let etc = tmp.path().to_str().expect("utf-8");
     let o = run(hostplug(&[
-        "plugin", "run", m, "--etc", etc, "--method", "read", "--params", r#"{"path": 7}"#,
+        "plugin",
+        "run",
+        m,
+        "--etc",
+        etc,
+        "--method",
+        "read",
+        "--params",
+        r#"{"path": 7}"#,
     ])
     .arg("--timeout")
     .arg("30"));
     let (out, err) = text(&o);
     assert_eq!(o.status.code(), Some(1), "{out}{err}");
-    assert!(err.contains("invalid-params") || out.contains("invalid-params"), "{out}{err}");
+    assert!(
+        err.contains("invalid-params") || out.contains("invalid-params"),
+        "{out}{err}"
+    );
     assert!(err.contains("params.path:"), "{err}");
     assert!(err.contains("not of type \"string\""), "{err}");
     // An unknown field is named too (the schema forbids additional properties).
     let o = run(hostplug(&[
-        "plugin", "run", m, "--etc", etc, "--method", "read", "--params", r#"{"pth": "/etc/x"}"#,
+        "plugin",
+        "run",
+        m,
+        "--etc",
+        etc,
+        "--method",
+        "read",
+        "--params",
+        r#"{"pth": "/etc/x"}"#,
     ]));
     let (out, err) = text(&o);
     assert_eq!(o.status.code(), Some(1), "{out}{err}");
@@ -57,7 +76,15 @@ fn run_refuses_parameters_that_break_the_schema_naming_the_field() {
     // Valid parameters still run (and fail only on the missing file).
     std::fs::write(tmp.path().join("hosts"), "127.0.0.1 localhost\n").expect("write");
     let o = run(hostplug(&[
-        "plugin", "run", m, "--etc", etc, "--method", "read", "--params", r#"{"path": "/etc/hosts"}"#,
+        "plugin",
+        "run",
+        m,
+        "--etc",
+        etc,
+        "--method",
+        "read",
+        "--params",
+        r#"{"path": "/etc/hosts"}"#,
     ]));
     let (out, err) = text(&o);
     assert_eq!(o.status.code(), Some(0), "{out}{err}");
@@ -73,21 +100,42 @@ fn push_sign_verify_and_manifest_against_a_registry_with_htpasswd() {
     let target = format!("{}/plugins/etc-file:0.1.0", registry.addr());
 
     // Without the password: refused, with the reason.
-    let o = run(hostplug(&["plugin", "push", m, &target, "--insecure", "--username", "author"]));
+    let o = run(hostplug(&[
+        "plugin",
+        "push",
+        m,
+        &target,
+        "--insecure",
+        "--username",
+        "author",
+    ]));
     let (_, err) = text(&o);
     assert_eq!(o.status.code(), Some(1));
     assert!(err.contains("HOSTPLUG_REGISTRY_PASSWORD"), "{err}");
-    let o = run(hostplug(&["plugin", "push", m, &target, "--insecure", "--username", "author"])
-        .env("HOSTPLUG_REGISTRY_PASSWORD", "wrong"));
+    let o = run(hostplug(&[
+        "plugin",
+        "push",
+        m,
+        &target,
+        "--insecure",
+        "--username",
+        "author",
+    ])
+    .env("HOSTPLUG_REGISTRY_PASSWORD", "wrong"));
     let (_, err) = text(&o);
     assert_eq!(o.status.code(), Some(1));
-    assert!(err.contains("unauthorized") && err.contains("rejected"), "{err}");
+    assert!(
+        err.contains("unauthorized") && err.contains("rejected"),
+        "{err}"
+    );
     assert!(!err.contains("wrong"), "{err}");
 
     let push = |extra: &[&str]| {
-        let o = run(hostplug(&["plugin", "push", m, &target, "--username", "author"])
-            .args(extra)
-            .env("HOSTPLUG_REGISTRY_PASSWORD", "pw-1234"));
+        let o = run(
+            hostplug(&["plugin", "push", m, &target, "--username", "author"])
+                .args(extra)
+                .env("HOSTPLUG_REGISTRY_PASSWORD", "pw-1234"),
+        );
         (o.status.code(), text(&o))
     };
     // Not marked insecure: no plain HTTP.
@@ -101,7 +149,12 @@ fn push_sign_verify_and_manifest_against_a_registry_with_htpasswd() {
 
     // keygen writes a private key only its owner can read.
     let prefix = tmp.path().join("signer");
-    let o = run(hostplug(&["plugin", "keygen", "--out", prefix.to_str().expect("utf-8")]));
+    let o = run(hostplug(&[
+        "plugin",
+        "keygen",
+        "--out",
+        prefix.to_str().expect("utf-8"),
+    ]));
     assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
     let key = prefix.with_extension("key");
     let public = prefix.with_extension("pub");
@@ -109,19 +162,34 @@ fn push_sign_verify_and_manifest_against_a_registry_with_htpasswd() {
     let mode = std::fs::metadata(&key).expect("key").permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
     let other = tmp.path().join("other");
-    let o = run(hostplug(&["plugin", "keygen", "--out", other.to_str().expect("utf-8")]));
+    let o = run(hostplug(&[
+        "plugin",
+        "keygen",
+        "--out",
+        other.to_str().expect("utf-8"),
+    ]));
     assert_eq!(o.status.code(), Some(0));
     // keygen never overwrites a private key.
-    let o = run(hostplug(&["plugin", "keygen", "--out", prefix.to_str().expect("utf-8")]));
+    let o = run(hostplug(&[
+        "plugin",
+        "keygen",
+        "--out",
+        prefix.to_str().expect("utf-8"),
+    ]));
     assert_eq!(o.status.code(), Some(1));
 
     let with_auth = |c: &mut Command| -> Output {
-        run(c.args(["--insecure", "--username", "author"])
+        run(c
+            .args(["--insecure", "--username", "author"])
             .env("HOSTPLUG_REGISTRY_PASSWORD", "pw-1234"))
     };
     let verify = |key: &Path| {
         with_auth(&mut hostplug(&[
-            "plugin", "verify", &pinned, "--key", key.to_str().expect("utf-8"),
+            "plugin",
+            "verify",
+            &pinned,
+            "--key",
+            key.to_str().expect("utf-8"),
         ]))
     };
     let o = verify(&public);
@@ -129,10 +197,19 @@ fn push_sign_verify_and_manifest_against_a_registry_with_htpasswd() {
     assert_eq!(o.status.code(), Some(1));
     assert!(err.contains("not signed"), "{err}");
 
-    let o = with_auth(&mut hostplug(&["plugin", "sign", &pinned, "--key", key.to_str().expect("utf-8")]));
+    let o = with_auth(&mut hostplug(&[
+        "plugin",
+        "sign",
+        &pinned,
+        "--key",
+        key.to_str().expect("utf-8"),
+    ]));
     let (out, err) = text(&o);
     assert_eq!(o.status.code(), Some(0), "{err}");
-    assert!(out.trim().starts_with("sha256-") && out.trim().ends_with(".sig"), "{out}");
+    assert!(
+        out.trim().starts_with("sha256-") && out.trim().ends_with(".sig"),
+        "{out}"
+    );
 
     let o = verify(&public);
     let (out, err) = text(&o);
@@ -140,18 +217,37 @@ fn push_sign_verify_and_manifest_against_a_registry_with_htpasswd() {
     assert!(out.contains("is signed by sha256:"), "{out}");
     // By tag too: the tag resolves to the signed digest.
     let o = with_auth(&mut hostplug(&[
-        "plugin", "verify", &target, "--key", public.to_str().expect("utf-8"),
+        "plugin",
+        "verify",
+        &target,
+        "--key",
+        public.to_str().expect("utf-8"),
     ]));
     assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
     let o = verify(&other.with_extension("pub"));
     let (_, err) = text(&o);
     assert_eq!(o.status.code(), Some(1));
-    assert!(err.contains("denied") && err.contains("none of the trusted keys"), "{err}");
+    assert!(
+        err.contains("denied") && err.contains("none of the trusted keys"),
+        "{err}"
+    );
 
     // The HostPlugin for the cluster.
     let o = run(hostplug(&[
-        "plugin", "manifest", m, "--name", "etc-file-oci", "--etc", "read", "--oci", &pinned,
-        "--insecure", "--pull-secret", "regcred", "--public-key", public.to_str().expect("utf-8"),
+        "plugin",
+        "manifest",
+        m,
+        "--name",
+        "etc-file-oci",
+        "--etc",
+        "read",
+        "--oci",
+        &pinned,
+        "--insecure",
+        "--pull-secret",
+        "regcred",
+        "--public-key",
+        public.to_str().expect("utf-8"),
     ]));
     let (yaml, err) = text(&o);
     assert_eq!(o.status.code(), Some(0), "{err}");
@@ -190,7 +286,13 @@ fn scaffold_builds_and_runs() {
         .map(|t| PathBuf::from(t).join("plugins"))
         .unwrap_or_else(|| tmp.path().join("target"));
     let build = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["build", "--release", "--target", "wasm32-wasip2", "--offline"])
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--offline",
+        ])
         .arg("--target-dir")
         .arg(&target)
         .current_dir(&dir)
@@ -205,17 +307,27 @@ fn scaffold_builds_and_runs() {
         }
     }
     let _cleanup = RemoveOnDrop(wasm.clone());
-    assert!(build.status.success(), "{}", String::from_utf8_lossy(&build.stderr));
-    let o = run(hostplug(&["plugin", "run"])
-        .arg(&wasm)
-        .args(["--method", "hello", "--params", r#"{"name": "node1"}"#]));
+    assert!(
+        build.status.success(),
+        "{}",
+        String::from_utf8_lossy(&build.stderr)
+    );
+    let o = run(hostplug(&["plugin", "run"]).arg(&wasm).args([
+        "--method",
+        "hello",
+        "--params",
+        r#"{"name": "node1"}"#,
+    ]));
     let (out, err) = text(&o);
     assert_eq!(o.status.code(), Some(0), "{out}{err}");
     assert!(out.contains("hello, node1!"), "{out}");
     // The schema the scaffold declares is enforced before the plugin runs.
-    let o = run(hostplug(&["plugin", "run"])
-        .arg(&wasm)
-        .args(["--method", "hello", "--params", r#"{"name": ""}"#]));
+    let o = run(hostplug(&["plugin", "run"]).arg(&wasm).args([
+        "--method",
+        "hello",
+        "--params",
+        r#"{"name": ""}"#,
+    ]));
     let (_, err) = text(&o);
     assert_eq!(o.status.code(), Some(1));
     assert!(err.contains("params.name:"), "{err}");

@@ -181,7 +181,10 @@ impl RegistryClient {
         let authorization = if challenge.to_ascii_lowercase().starts_with("bearer") {
             format!("Bearer {}", self.token(&challenge, what).await?)
         } else {
-            let c = self.credentials.as_ref().ok_or_else(|| self.no_credentials(what))?;
+            let c = self
+                .credentials
+                .as_ref()
+                .ok_or_else(|| self.no_credentials(what))?;
             basic(c)
         };
         let resp = build()
@@ -260,7 +263,9 @@ impl RegistryClient {
             status: 200,
             body: format!("token response: {e}"),
         })?;
-        t.token.or(t.access_token).ok_or_else(|| self.no_credentials(what))
+        t.token
+            .or(t.access_token)
+            .ok_or_else(|| self.no_credentials(what))
     }
 
     async fn check(&self, resp: Response, what: &str) -> Result<Response> {
@@ -286,8 +291,12 @@ impl RegistryClient {
     /// Fetches the manifest `reference` names (by digest when pinned, else by tag) and
     /// checks it against the pinned digest.
     pub async fn manifest(&self, reference: &Reference) -> Result<FetchedManifest> {
-        self.manifest_at(reference, reference.manifest_ref(), reference.digest.as_deref())
-            .await
+        self.manifest_at(
+            reference,
+            reference.manifest_ref(),
+            reference.digest.as_deref(),
+        )
+        .await
     }
 
     async fn manifest_at(
@@ -300,9 +309,10 @@ impl RegistryClient {
         let url = self.url(&format!("v2/{}/manifests/{at}", reference.repository))?;
         let resp = self
             .send(&what, || {
-                self.http
-                    .get(url.clone())
-                    .header(ACCEPT, format!("{MANIFEST_MEDIA_TYPE}, {DOCKER_MANIFEST_MEDIA_TYPE}"))
+                self.http.get(url.clone()).header(
+                    ACCEPT,
+                    format!("{MANIFEST_MEDIA_TYPE}, {DOCKER_MANIFEST_MEDIA_TYPE}"),
+                )
             })
             .await?;
         let resp = self.check(resp, &what).await?;
@@ -325,7 +335,12 @@ impl RegistryClient {
     }
 
     /// Reads blob `desc` of `repository`, at most `limit` bytes, checked against its digest.
-    pub async fn blob(&self, reference: &Reference, desc: &Descriptor, limit: u64) -> Result<Vec<u8>> {
+    pub async fn blob(
+        &self,
+        reference: &Reference,
+        desc: &Descriptor,
+        limit: u64,
+    ) -> Result<Vec<u8>> {
         let what = format!("blob {}@{}", reference.repository_path(), desc.digest);
         if desc.size > limit {
             return Err(Error::TooLarge {
@@ -340,7 +355,10 @@ impl RegistryClient {
                 problem: format!("layer digest {:?} is not a sha256 digest", desc.digest),
             });
         }
-        let url = self.url(&format!("v2/{}/blobs/{}", reference.repository, desc.digest))?;
+        let url = self.url(&format!(
+            "v2/{}/blobs/{}",
+            reference.repository, desc.digest
+        ))?;
         let resp = self.send(&what, || self.http.get(url.clone())).await?;
         let resp = self.check(resp, &what).await?;
         let bytes = read_capped(resp, limit, &what, &self.registry).await?;
@@ -392,7 +410,12 @@ impl RegistryClient {
 
     /// Uploads `bytes` as a blob of `reference`'s repository unless it is there already;
     /// returns its descriptor.
-    pub async fn push_blob(&self, reference: &Reference, media_type: &str, bytes: &[u8]) -> Result<Descriptor> {
+    pub async fn push_blob(
+        &self,
+        reference: &Reference,
+        media_type: &str,
+        bytes: &[u8],
+    ) -> Result<Descriptor> {
         let digest = sha256_digest(bytes);
         let desc = Descriptor {
             media_type: media_type.to_owned(),
@@ -441,7 +464,12 @@ impl RegistryClient {
 
     /// Puts `manifest` at `tag` (or at its own digest when `tag` is `None`); returns the
     /// manifest's digest.
-    pub async fn push_manifest(&self, reference: &Reference, tag: Option<&str>, manifest: &Manifest) -> Result<String> {
+    pub async fn push_manifest(
+        &self,
+        reference: &Reference,
+        tag: Option<&str>,
+        manifest: &Manifest,
+    ) -> Result<String> {
         let bytes = serde_json::to_vec(manifest).map_err(|e| Error::Registry {
             registry: self.registry.clone(),
             what: "manifest".to_owned(),
@@ -498,7 +526,11 @@ impl RegistryClient {
     }
 
     /// The manifest at `tag`, or `None` when the tag does not exist.
-    pub async fn manifest_if_any(&self, reference: &Reference, tag: &str) -> Result<Option<FetchedManifest>> {
+    pub async fn manifest_if_any(
+        &self,
+        reference: &Reference,
+        tag: &str,
+    ) -> Result<Option<FetchedManifest>> {
         match self.manifest_at(reference, tag, None).await {
             Ok(m) => Ok(Some(m)),
             Err(Error::NotFound { .. }) => Ok(None),
@@ -541,7 +573,12 @@ fn parse_challenge(header: &str) -> Vec<(String, String)> {
     out
 }
 
-async fn read_capped(mut resp: Response, limit: u64, what: &str, registry: &str) -> Result<Vec<u8>> {
+async fn read_capped(
+    mut resp: Response,
+    limit: u64,
+    what: &str,
+    registry: &str,
+) -> Result<Vec<u8>> {
     if let Some(len) = resp.content_length()
         && len > limit
     {

@@ -50,8 +50,8 @@ const MAX_SIGNATURES_CHECKED: usize = 32;
 /// DER prefix of a P-256 SubjectPublicKeyInfo (id-ecPublicKey, prime256v1, BIT STRING of
 /// 66 bytes): what precedes the 65-byte uncompressed point.
 const P256_SPKI_PREFIX: [u8; 26] = [
-    0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08,
-    0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
+    0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a,
+    0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
 ];
 
 /// An ECDSA P-256 public key.
@@ -204,11 +204,19 @@ pub fn payload(reference: &Reference, manifest_digest: &str) -> Vec<u8> {
 /// Signs the artifact `reference` (which must be pinned by digest) with `key` and adds
 /// the signature to its signature manifest, keeping the signatures already there.
 /// Returns the signature tag.
-pub async fn sign(client: &RegistryClient, reference: &Reference, key: &SigningKey) -> Result<String> {
-    let digest = reference.digest.clone().ok_or_else(|| Error::InvalidReference {
-        reference: reference.to_string(),
-        problem: "sign a reference pinned by digest (…@sha256:<hex>), as `plugin push` prints".into(),
-    })?;
+pub async fn sign(
+    client: &RegistryClient,
+    reference: &Reference,
+    key: &SigningKey,
+) -> Result<String> {
+    let digest = reference
+        .digest
+        .clone()
+        .ok_or_else(|| Error::InvalidReference {
+            reference: reference.to_string(),
+            problem: "sign a reference pinned by digest (…@sha256:<hex>), as `plugin push` prints"
+                .into(),
+        })?;
     // The artifact must exist (and be what the digest says) before it is vouched for.
     client.manifest(reference).await?;
     let tag = signature_tag(&digest);
@@ -243,7 +251,9 @@ pub async fn sign(client: &RegistryClient, reference: &Reference, key: &SigningK
         config,
         layers,
     };
-    client.push_manifest(reference, Some(&tag), &manifest).await?;
+    client
+        .push_manifest(reference, Some(&tag), &manifest)
+        .await?;
     Ok(tag)
 }
 
@@ -398,7 +408,10 @@ mod tests {
         let p = payload(&r, D);
         let sig = key.sign(&p).expect("signs");
         let trusted = [key.public_key()];
-        assert_eq!(check_layer(&layer(&sig), &p, D, &trusted), Ok(key.public_key()));
+        assert_eq!(
+            check_layer(&layer(&sig), &p, D, &trusted),
+            Ok(key.public_key())
+        );
         // Another key, or a payload for another artifact, does not verify.
         let e = check_layer(&layer(&sig), &p, D, &[other.public_key()]).expect_err("other key");
         assert!(e.contains("none of the trusted keys"), "{e}");
@@ -415,7 +428,10 @@ mod tests {
     fn payload_has_cosign_shape() {
         let r: Reference = "127.0.0.1:5000/plugins/x:1".parse().expect("ref");
         let v: serde_json::Value = serde_json::from_slice(&payload(&r, D)).expect("json");
-        assert_eq!(v["critical"]["identity"]["docker-reference"], "127.0.0.1:5000/plugins/x");
+        assert_eq!(
+            v["critical"]["identity"]["docker-reference"],
+            "127.0.0.1:5000/plugins/x"
+        );
         assert_eq!(v["critical"]["image"]["docker-manifest-digest"], D);
         assert_eq!(v["critical"]["type"], PAYLOAD_TYPE);
         assert!(v["optional"].is_null());

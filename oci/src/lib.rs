@@ -30,8 +30,7 @@ pub use reference::Reference;
 /// Media type of the manifest of a Wasm artifact (a plain OCI image manifest).
 pub const MANIFEST_MEDIA_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
 /// Media type of a Docker v2 manifest, accepted when pulling signatures.
-pub const DOCKER_MANIFEST_MEDIA_TYPE: &str =
-    "application/vnd.docker.distribution.manifest.v2+json";
+pub const DOCKER_MANIFEST_MEDIA_TYPE: &str = "application/vnd.docker.distribution.manifest.v2+json";
 /// Media type of the config blob of a Wasm artifact.
 pub const WASM_CONFIG_MEDIA_TYPE: &str = "application/vnd.wasm.config.v0+json";
 /// Media type of the layer holding the component.
@@ -154,6 +153,8 @@ pub fn sha256_digest(bytes: &[u8]) -> String {
 /// Whether `s` is `sha256:` followed by 64 lowercase hex digits.
 pub fn is_sha256_digest(s: &str) -> bool {
     s.strip_prefix("sha256:").is_some_and(|h| {
-        h.len() == 64 && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        h.len() == 64
+            && h.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     })
 }

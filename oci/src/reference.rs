@@ -98,7 +98,9 @@ impl FromStr for Reference {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
         {
-            return Err(bad("the registry host has characters a host name cannot have"));
+            return Err(bad(
+                "the registry host has characters a host name cannot have",
+            ));
         }
         // A tag follows the last ':' of the path (the registry's port is before the '/').
         let (repository, tag) = match path.rsplit_once(':') {
@@ -109,9 +111,9 @@ impl FromStr for Reference {
             || repository.starts_with('/')
             || repository.ends_with('/')
             || repository.contains("//")
-            || !repository.bytes().all(|b| {
-                b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-/".contains(&b)
-            })
+            || !repository
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-/".contains(&b))
         {
             return Err(bad(
                 "the repository must be lowercase letters, digits, '.', '_', '-' and '/'",
@@ -154,7 +156,10 @@ mod tests {
         assert_eq!(r.tag.as_deref(), Some("1.0"));
         assert_eq!(r.digest.as_deref(), Some(D));
         assert_eq!(r.manifest_ref(), D);
-        assert_eq!(r.to_string(), format!("127.0.0.1:5000/team/etc-file:1.0@{D}"));
+        assert_eq!(
+            r.to_string(),
+            format!("127.0.0.1:5000/team/etc-file:1.0@{D}")
+        );
         let r: Reference = "registry.example/p".parse().expect("parses");
         assert_eq!((r.tag, r.digest), (None, None));
     }

@@ -238,15 +238,16 @@ mod controller {
             source,
         })?;
         let cluster_keys = match &config.signature_keys {
-            Some(path) => crate::oci::OciSettings::read_cluster_keys(path).map_err(Error::Config)?,
+            Some(path) => {
+                crate::oci::OciSettings::read_cluster_keys(path).map_err(Error::Config)?
+            }
             None => Vec::new(),
         };
-        let plugins = PluginStore::new(host, config.plugin_dir.clone()).with_oci(
-            crate::oci::OciSettings {
+        let plugins =
+            PluginStore::new(host, config.plugin_dir.clone()).with_oci(crate::oci::OciSettings {
                 namespace: config.namespace.clone(),
                 cluster_keys,
-            },
-        );
+            });
         if let Err(e) = crate::plugins::install_builtins(&client, &plugins).await {
             error!(error = %e, "installing the built-in plugins failed");
         }

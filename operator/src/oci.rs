@@ -37,7 +37,8 @@ impl OciSettings {
         std::fs::File::open(path)
             .and_then(|f| f.take(MAX_KEY_FILE_BYTES).read_to_string(&mut text))
             .map_err(|e| format!("--signature-keys {}: {e}", path.display()))?;
-        PublicKey::all_from_pem(&text).map_err(|e| format!("--signature-keys {}: {e}", path.display()))
+        PublicKey::all_from_pem(&text)
+            .map_err(|e| format!("--signature-keys {}: {e}", path.display()))
     }
 }
 
@@ -118,13 +119,18 @@ fn auth_host(key: &str) -> &str {
 }
 
 /// The credentials for `registry` in pull secret `secret` (named `name` in messages).
-pub fn credentials_from_secret(name: &str, secret: &Secret, registry: &str) -> Result<Credentials, String> {
+pub fn credentials_from_secret(
+    name: &str,
+    secret: &Secret,
+    registry: &str,
+) -> Result<Credentials, String> {
     use base64::Engine as _;
     let field = "spec.source.oci.pullSecret";
     let data = secret.data.clone().unwrap_or_default();
     if let Some(json) = data.get(".dockerconfigjson") {
-        let config: DockerConfig = serde_json::from_slice(&json.0)
-            .map_err(|e| format!("{field}: Secret {name}: .dockerconfigjson does not parse: {e}"))?;
+        let config: DockerConfig = serde_json::from_slice(&json.0).map_err(|e| {
+            format!("{field}: Secret {name}: .dockerconfigjson does not parse: {e}")
+        })?;
         let auth = config
             .auths
             .iter()
@@ -257,7 +263,10 @@ mod tests {
         let c = credentials_from_secret("s", &s, "other.example").expect("auth field");
         assert_eq!((c.username.as_str(), c.password.as_str()), ("u2", "p2"));
         let e = credentials_from_secret("s", &s, "third.example").expect_err("none");
-        assert!(e.contains("spec.source.oci.pullSecret") && e.contains("third.example"), "{e}");
+        assert!(
+            e.contains("spec.source.oci.pullSecret") && e.contains("third.example"),
+            "{e}"
+        );
         let plain = secret(&[("username", "a"), ("password", "b")]);
         let c = credentials_from_secret("s", &plain, "any").expect("keys");
         assert_eq!(c.username, "a");
@@ -297,7 +306,9 @@ mod tests {
         assert_eq!(key_sets(&spec, &cluster).expect("two sets").len(), 2);
 
         spec.signature = Some(SignaturePolicy {
-            public_keys: vec!["-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n".into()],
+            public_keys: vec![
+                "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n".into(),
+            ],
         });
         let e = key_sets(&spec, &none).expect_err("bad key");
         assert!(e.starts_with("spec.signature.publicKeys[0]:"), "{e}");
@@ -315,7 +326,10 @@ mod tests {
         spec.signature = None;
         assert!(key_sets(&spec, &none).expect("no policy").is_empty());
         let e = key_sets(&spec, &cluster).expect_err("cluster policy");
-        assert!(e.contains("--signature-keys") && e.contains("push it to a registry"), "{e}");
+        assert!(
+            e.contains("--signature-keys") && e.contains("push it to a registry"),
+            "{e}"
+        );
         // Built-ins ship in the operator image and are exempt.
         spec.source = PluginSource {
             builtin: Some("etc-file".into()),

@@ -188,9 +188,11 @@ impl PluginStore {
                 None
             }
             None => {
-                return Err("spec.sha256 is required for a plugin that is not built in (or an \
+                return Err(
+                    "spec.sha256 is required for a plugin that is not built in (or an \
                      OCI image pinned by @sha256:)"
-                    .into());
+                        .into(),
+                );
             }
         };
         let actual = Digest::of(&bytes);
@@ -225,7 +227,11 @@ impl PluginStore {
     async fn fetch(&self, client: &Client, spec: &HostPluginSpec) -> Result<Vec<u8>, String> {
         // A policy that cannot be met is reported before anything is read.
         crate::oci::key_sets(spec, &self.oci)?;
-        match (&spec.source.builtin, &spec.source.config_map, &spec.source.oci) {
+        match (
+            &spec.source.builtin,
+            &spec.source.config_map,
+            &spec.source.oci,
+        ) {
             (None, None, Some(oci)) => {
                 crate::oci::fetch(client, &self.oci, spec, oci, MAX_MODULE_BYTES).await
             }
