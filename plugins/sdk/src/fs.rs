@@ -718,6 +718,55 @@ pub fn remove_file(path: &Path) -> Result<bool> {
     }
 }
 
+/// Cap on the entries [`list_dir`] returns: 10 000, far above any directory under /etc,
+/// low enough that a planted directory of millions of files cannot exhaust the plugin's
+/// memory.
+pub const MAX_DIR_ENTRIES: usize = 10_000;
+
+/// The names of the entries of directory `path`, sorted; `Ok(None)` when it does not
+/// exist. A file is [`Error::InvalidParams`]; more than [`MAX_DIR_ENTRIES`] entries is
+/// [`Error::Failed`].
+pub fn list_dir(path: &Path) -> Result<Option<Vec<String>>> {
+    let entries = match fs::read_dir(path) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.kind() == io::ErrorKind::NotADirectory || path.is_file() => {
+            return Err(Error::invalid_params(format!(
+                "{}: is a file, not a directory",
+                path.display()
+            )));
+        }
+        Err(e) => return Err(Error::io(path, &e)),
+    };
+    let mut names = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io(path, &e))?;
+        if names.len() == MAX_DIR_ENTRIES {
+            return Err(Error::failed(format!(
+                "{}: more than {MAX_DIR_ENTRIES} entries",
+                path.display()
+            )));
+        }
+        names.push(entry.file_name().to_string_lossy().into_owned());
+    }
+    names.sort();
+    Ok(Some(names))
+}
+
+/// Creates directory `path` (its parent must exist) and gives it `mode` (through the
+/// `files` import, since WASI cannot set modes); `Ok(false)` and nothing changed when a
+/// directory is there already. Not for dry runs: check [`stat`] first and report instead.
+pub fn create_dir(path: &Path, mode: u32) -> Result<bool> {
+    check_mode(mode)?;
+    match fs::create_dir(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && path.is_dir() => return Ok(false),
+        Err(e) => return Err(Error::io(path, &e)),
+    }
+    set_attributes(path, Some(mode), None, None)?;
+    Ok(true)
+}
+
 /// `time` as `YYYYMMDDTHHMMSSZ` in UTC (times before 1970 read as 1970).
 pub fn utc_timestamp(time: SystemTime) -> String {
     let secs = time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
@@ -749,6 +798,29 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
 
 #[cfg(test)]
 mod tests {
+    /// Natively, where `set_attributes` uses the machine's own `chmod`.
+    #[cfg(not(target_arch = "wasm32"))]
+    #[test]
+    fn lists_and_creates_directories() {
+        let tmp = std::env::temp_dir().join(format!("hostplug-sdk-dir-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        assert_eq!(super::list_dir(&tmp).expect("missing"), None);
+        assert!(super::create_dir(&tmp, 0o750).expect("created"));
+        assert!(!super::create_dir(&tmp, 0o750).expect("exists"));
+        std::fs::write(tmp.join("b.conf"), "").expect("write");
+        std::fs::write(tmp.join("a.conf"), "").expect("write");
+        assert_eq!(
+            super::list_dir(&tmp).expect("lists"),
+            Some(vec!["a.conf".to_owned(), "b.conf".to_owned()])
+        );
+        let e = super::list_dir(&tmp.join("a.conf")).expect_err("a file");
+        assert_eq!(e.kind(), "invalid-params");
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&tmp).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o750);
+        std::fs::remove_dir_all(&tmp).expect("cleanup");
+    }
+
     use super::*;
     use std::time::Duration;
 
