@@ -452,3 +452,88 @@ async fn cluster_wide_signature_keys_refuse_unsigned_and_config_map_plugins() ->
     drop(registry);
     h.shutdown().await
 }
+
+/// The second third-party-style plugin, `plugins/examples/sysctl`, published the way an
+/// outsider would (push, manifest --oci) and run by HostTasks: `set` writes
+/// /etc/sysctl.d/99-hostplug.conf on the node, again changes nothing, `list` reads it back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sysctl_plugin_from_a_registry_sets_kernel_parameters_on_a_node() -> anyhow::Result<()> {
+    let registry = Registry::start(None)?;
+    let reg = registry.addr().to_owned();
+    let wasm = module("sysctl-conf")?;
+    let pinned = cli(&[
+        "plugin",
+        "push",
+        path(&wasm),
+        &format!("{reg}/examples/sysctl-conf:0.1.0"),
+        "--insecure",
+    ])?
+    .trim()
+    .to_owned();
+    let h = Harness::start().await?;
+    let yaml = cli(&[
+        "plugin",
+        "manifest",
+        path(&wasm),
+        "--name",
+        "sysctl",
+        "--etc",
+        "write",
+        "--oci",
+        &pinned,
+        "--insecure",
+    ])?;
+    h.apply(&yaml).await?;
+    let hp = h.wait_plugin_ready("sysctl").await?;
+    let methods: Vec<String> = hp
+        .status
+        .and_then(|s| s.info)
+        .map(|i| i.methods.into_iter().map(|m| m.name).collect())
+        .unwrap_or_default();
+    assert_eq!(methods, ["list", "set", "unset"]);
+
+    let set = |name: &str| {
+        format!(
+            "apiVersion: hostplug.dev/v1alpha1\nkind: HostTask\nmetadata: {{name: {name}, namespace: hostplug-system}}\n\
+             spec:\n  workers: [node1]\n  http: {{api: sysctl, method: set, parameter: {{key: net.ipv4.ip_forward, value: \"1\"}}}}\n"
+        )
+    };
+    let conf = h.etc("node1")?.join("sysctl.d/99-hostplug.conf");
+    for (name, changed) in [("sysctl-set", true), ("sysctl-set-again", false)] {
+        h.apply(&set(name)).await?;
+        let t = h.wait_finished(name).await?;
+        let st = t.status.unwrap_or_default();
+        assert_eq!(st.state, TaskState::Succeeded, "{name}: {:?}", st.msg);
+        assert_eq!(st.nodes[0].changed, changed, "{name}");
+    }
+    assert_eq!(std::fs::read_to_string(&conf)?, "net.ipv4.ip_forward = 1\n");
+
+    h.apply(
+        "apiVersion: hostplug.dev/v1alpha1\nkind: HostTask\nmetadata: {name: sysctl-list, namespace: hostplug-system}\n\
+         spec:\n  workers: [node1]\n  http: {api: sysctl, method: list, parameter: {key: net/ipv4/ip_forward}}\n",
+    )
+    .await?;
+    let t = h.wait_finished("sysctl-list").await?;
+    let st = t.status.unwrap_or_default();
+    assert_eq!(st.state, TaskState::Succeeded, "{:?}", st.msg);
+    let out = st.nodes[0].output.clone().unwrap_or_default();
+    assert_eq!(out[0]["key"], "net.ipv4.ip_forward", "{out}");
+    assert_eq!(out[0]["value"], "1", "{out}");
+
+    // The schema's pattern is enforced before any node is touched.
+    h.apply(
+        "apiVersion: hostplug.dev/v1alpha1\nkind: HostTask\nmetadata: {name: sysctl-bad, namespace: hostplug-system}\n\
+         spec:\n  workers: [node1]\n  http: {api: sysctl, method: set, parameter: {key: net.ipv4.ip_forward, value: \"1\", file: ../passwd}}\n",
+    )
+    .await?;
+    let t = h.wait_finished("sysctl-bad").await?;
+    let st = t.status.unwrap_or_default();
+    assert_eq!(st.state, TaskState::Failed);
+    assert!(
+        st.msg
+            .unwrap_or_default()
+            .starts_with("spec.http.parameter.file: ")
+    );
+    drop(registry);
+    h.shutdown().await
+}
