@@ -1,4 +1,4 @@
-//! cosign-compatible key-based signatures of an artifact.
+//! Key-based signatures of an artifact in cosign's format.
 //!
 //! The format is cosign's (`cosign sign --key`): for an artifact whose manifest digest
 //! is `sha256:<hex>`, a manifest at tag `sha256-<hex>.sig` in the same repository has
@@ -8,8 +8,12 @@
 //! annotation `dev.cosignproject.cosign/signature`. Keys are PEM: the public key as
 //! SubjectPublicKeyInfo (`PUBLIC KEY`, what `cosign generate-key-pair` writes to
 //! `cosign.pub`), the private key as unencrypted PKCS#8 (`PRIVATE KEY`, which
-//! `cosign import-key-pair` accepts). So `cosign verify --key` accepts what
-//! `hostplug plugin sign` wrote, and hostplug accepts what `cosign sign --key` wrote.
+//! `cosign import-key-pair` accepts). The format follows cosign's published layout
+//! (`pkg/oci/static`, `pkg/cosign/payload`); it has not been cross-checked against a cosign
+//! binary here (none is available offline). Expected interplay: `cosign verify --key
+//! hostplug.pub --insecure-ignore-tlog` accepts what `hostplug plugin sign` wrote (there is
+//! no Rekor entry), and hostplug accepts what `cosign sign --key` wrote (its Rekor bundle
+//! annotation is ignored).
 //!
 //! Not covered: keyless signing (Fulcio certificates) and the Rekor transparency log, which
 //! need the public Sigstore services; cosign's encrypted private-key format; signatures of

@@ -1,6 +1,6 @@
 //! Plugins as OCI artifacts: pushing and pulling a WebAssembly component in the Wasm OCI
 //! artifact layout (the one `wkg`, `wasm-tools` and the `oci-wasm` crate use), and
-//! cosign-compatible key-based signatures stored next to it.
+//! key-based signatures in cosign's format, stored next to it.
 //!
 //! Used by the operator (to resolve `HostPlugin.spec.source.oci`) and by the `hostplug`
 //! CLI (`plugin push|sign|verify|keygen`). Everything a registry returns is checked
