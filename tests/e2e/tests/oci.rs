@@ -388,6 +388,34 @@ async fn oci_plugins_run_only_when_pulled_intact_and_signed() -> anyhow::Result<
             "{name}: {msg}"
         );
     }
+
+    // What cannot be pinned or verified never reaches the operator: the API server refuses it.
+    let refused = [
+        (
+            oci_plugin("oci-unpinned", &tag1, None, None, &[]),
+            "spec.sha256 is required",
+        ),
+        (
+            json!({"apiVersion": "hostplug.dev/v1alpha1", "kind": "HostPlugin",
+                   "metadata": {"name": "cm-signed"},
+                   "spec": {"source": {"configMap": {"namespace": "hostplug-system", "name": "x"}},
+                            "sha256": "0".repeat(64),
+                            "signature": {"publicKeys": [author_pub.clone()]}}})
+            .to_string(),
+            "spec.signature needs spec.source.oci",
+        ),
+        (
+            json!({"apiVersion": "hostplug.dev/v1alpha1", "kind": "HostPlugin",
+                   "metadata": {"name": "two-sources"},
+                   "spec": {"source": {"builtin": "etc-file", "oci": {"image": pinned}}}})
+            .to_string(),
+            "exactly one of spec.source.builtin, spec.source.configMap or spec.source.oci",
+        ),
+    ];
+    for (yaml, expected) in refused {
+        let e = h.apply(&yaml).await.expect_err(expected);
+        assert!(format!("{e:#}").contains(expected), "{e:#}");
+    }
     drop(registry);
     h.shutdown().await
 }
