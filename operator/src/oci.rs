@@ -228,9 +228,15 @@ pub async fn pull_verified(
         .await
         .map_err(|e| format!("spec.source.oci: {e}"))?;
     for set in sets {
-        cosign::verify(&client, reference, &pulled.manifest_digest, &set.keys)
+        let key = cosign::verify(&client, reference, &pulled.manifest_digest, &set.keys)
             .await
             .map_err(|e| format!("{}: {e}; refused", set.origin))?;
+        tracing::info!(
+            reference = %pulled.reference,
+            key = %key.fingerprint(),
+            policy = set.origin,
+            "module signature verified"
+        );
     }
     Ok(pulled.bytes)
 }

@@ -475,6 +475,8 @@ async fn cluster_wide_signature_keys_refuse_unsigned_and_config_map_plugins() ->
     ])?;
     nudge(&h, "etc-cluster", 1).await?;
     h.wait_plugin_ready("etc-cluster").await?;
+    let log = h.operator_log(h.operator_starts());
+    assert!(log.contains("module signature verified"), "{log}");
     let (state, msg, _) = run_task(&h, "read-cluster-signed", "etc-cluster").await?;
     assert_eq!(state, TaskState::Succeeded, "{msg}");
     drop(registry);
