@@ -334,10 +334,34 @@ fn default_key() -> String {
     "plugin.wasm".to_owned()
 }
 
+/// A module stored in an OCI registry as a Wasm artifact (the layout `wkg`, `wasm-tools`
+/// and `hostplug plugin push` write: config `application/vnd.wasm.config.v0+json`, one
+/// `application/wasm` layer).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OciSource {
+    /// `registry[:port]/repository[:tag][@sha256:<hex>]`. The registry is always named
+    /// (there is no default registry). Pin it by manifest digest (`…@sha256:<hex>`, what
+    /// `hostplug plugin push` prints), or name a tag and set `spec.sha256` to the
+    /// module's digest.
+    #[schemars(length(min = 1, max = 512))]
+    pub image: String,
+    /// Name of a Secret in the operator's namespace holding the registry credentials:
+    /// type `kubernetes.io/dockerconfigjson` (`kubectl create secret docker-registry`), or
+    /// keys `username` and `password`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_secret: Option<String>,
+    /// Talk plain HTTP to the registry (a registry on a trusted network without TLS).
+    /// Digests are still checked.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure: bool,
+}
+
 /// Where a plugin's module comes from; exactly one of the fields.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
-#[x_kube(validation = Rule::new("has(self.builtin) != has(self.configMap)")
-    .message("exactly one of spec.source.builtin or spec.source.configMap must be set"))]
+#[x_kube(validation = Rule::new(
+    "(has(self.builtin) ? 1 : 0) + (has(self.configMap) ? 1 : 0) + (has(self.oci) ? 1 : 0) == 1"
+).message("exactly one of spec.source.builtin, spec.source.configMap or spec.source.oci must be set"))]
 #[serde(rename_all = "camelCase")]
 pub struct PluginSource {
     /// A plugin shipped inside the operator image, by name.
@@ -346,6 +370,20 @@ pub struct PluginSource {
     /// A module stored in a ConfigMap.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_map: Option<ConfigMapSource>,
+    /// A module stored in an OCI registry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oci: Option<OciSource>,
+}
+
+/// Which signatures a module needs before it is used.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SignaturePolicy {
+    /// PEM public keys (ECDSA P-256, `PUBLIC KEY`: `hostplug plugin keygen` or
+    /// `cosign generate-key-pair` output). The artifact needs a cosign-format signature
+    /// by at least one of them in its registry; otherwise the plugin is not ready.
+    #[schemars(length(min = 1, max = 16))]
+    pub public_keys: Vec<String>,
 }
 
 /// One available plugin.
@@ -367,8 +405,11 @@ pub struct PluginSource {
     printcolumn = r#"{"name":"Digest","type":"string","jsonPath":".status.digest","priority":1}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
-#[x_kube(validation = Rule::new("has(self.source.builtin) || has(self.sha256)")
-    .message("spec.sha256 is required for a plugin that is not built in"))]
+#[x_kube(validation = Rule::new(
+    "has(self.source.builtin) || has(self.sha256) || (has(self.source.oci) && self.source.oci.image.contains('@sha256:'))"
+).message("spec.sha256 is required for a plugin that is not built in (or an OCI image pinned by @sha256:)"))]
+#[x_kube(validation = Rule::new("!has(self.signature) || has(self.source.oci)")
+    .message("spec.signature needs spec.source.oci: signatures are stored in the registry"))]
 #[serde(rename_all = "camelCase")]
 pub struct HostPluginSpec {
     /// Where the module comes from.
@@ -381,6 +422,10 @@ pub struct HostPluginSpec {
     /// What the plugin may touch on the node.
     #[serde(default)]
     pub capabilities: Capabilities,
+    /// Signatures the module needs (OCI sources only); unset: none beyond the operator's
+    /// cluster-wide keys, if it has any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<SignaturePolicy>,
 }
 
 /// Observed state of a HostPlugin. Written only by the operator.
@@ -580,7 +625,10 @@ spec:
         assert!(crd.contains("exactly one of spec.workers"));
         assert!(crd.contains("x-kubernetes-preserve-unknown-fields"));
         let hp = serde_json::to_string(&HostPlugin::crd())?;
-        assert!(hp.contains("exactly one of spec.source.builtin or spec.source.configMap"));
+        assert!(hp.contains(
+            "exactly one of spec.source.builtin, spec.source.configMap or spec.source.oci"
+        ));
+        assert!(hp.contains("spec.signature needs spec.source.oci"));
         assert!(hp.contains(r#""enum":["none","read","write"]"#), "{hp}");
         Ok(())
     }

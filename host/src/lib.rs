@@ -35,6 +35,7 @@
 //! This crate must never give a plugin access it was not granted: no ambient preopens,
 //! environment, arguments, sockets or stdio, ever.
 
+pub mod author;
 mod bindings;
 mod cache;
 pub mod capability;
@@ -45,6 +46,7 @@ mod grants;
 mod host;
 mod invocation;
 pub mod manifest;
+pub mod params;
 mod plugin;
 mod precompiled;
 mod stdio;

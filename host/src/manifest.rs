@@ -67,12 +67,14 @@ pub fn render(module: &[u8], req: &ManifestRequest<'_>) -> Result<String> {
                     name: cm_name,
                     key: CONFIGMAP_KEY.to_owned(),
                 }),
+                oci: None,
             },
             sha256: Some(digest.hex()),
             capabilities: Capabilities {
                 etc: req.etc,
                 docker: req.docker,
             },
+            signature: None,
         },
     );
     host_plugin.metadata.labels = Some(labels);

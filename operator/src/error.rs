@@ -59,6 +59,9 @@ pub enum Error {
     /// A blocking job (loading a plugin) panicked or was cancelled.
     #[error("background job failed")]
     Join(#[source] tokio::task::JoinError),
+    /// The operator's configuration cannot be used (e.g. a key file that does not parse).
+    #[error("configuration: {0}")]
+    Config(String),
     /// A status write lost to a newer write of the task (resourceVersion conflict).
     #[error("HostTask {0} changed since it was read; not written")]
     Conflict(String),

@@ -10,6 +10,7 @@ pub mod client;
 mod error;
 pub mod leader;
 pub mod metrics;
+pub mod oci;
 pub mod plugins;
 pub mod pool;
 pub mod resources;
@@ -125,6 +126,11 @@ mod controller {
             default_value_t = DEFAULT_WORKER_START_PARALLEL
         )]
         pub worker_start_parallel: usize,
+        /// A file of PEM public keys (ECDSA P-256): when set, every plugin that is not
+        /// built in must come from an OCI registry and carry a cosign-format signature by
+        /// one of them, in addition to its own `spec.signature`.
+        #[arg(long, env = "HOSTPLUG_SIGNATURE_KEYS")]
+        pub signature_keys: Option<PathBuf>,
     }
 
     impl Config {
@@ -231,7 +237,17 @@ mod controller {
             plugin: "(engine)".into(),
             source,
         })?;
-        let plugins = PluginStore::new(host, config.plugin_dir.clone());
+        let cluster_keys = match &config.signature_keys {
+            Some(path) => {
+                crate::oci::OciSettings::read_cluster_keys(path).map_err(Error::Config)?
+            }
+            None => Vec::new(),
+        };
+        let plugins =
+            PluginStore::new(host, config.plugin_dir.clone()).with_oci(crate::oci::OciSettings {
+                namespace: config.namespace.clone(),
+                cluster_keys,
+            });
         if let Err(e) = crate::plugins::install_builtins(&client, &plugins).await {
             error!(error = %e, "installing the built-in plugins failed");
         }

@@ -22,10 +22,6 @@ pub const CONTROL_PLANE_LABELS: [&str; 2] = [
     "node-role.kubernetes.io/master",
 ];
 
-/// Parameter errors listed in one message: 5. Enough to fix a task in one go, short
-/// enough that the status message stays readable.
-const MAX_REPORTED_PARAM_ERRORS: usize = 5;
-
 /// Why a task cannot run: the field at fault and the problem, for people.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Invalid {
@@ -121,60 +117,29 @@ pub fn params_of(spec: &HostTaskSpec) -> serde_json::Value {
         .unwrap_or_else(|| serde_json::Value::Object(serde_json::Map::new()))
 }
 
-/// Checks the parameters against the method's JSON Schema.
+/// Checks the parameters against the method's JSON Schema, with the check `hostplug
+/// plugin run` applies too ([`hostplug_host::params`]).
 pub fn check_params(spec: &HostTaskSpec, method: &MethodInfo) -> Result<(), Invalid> {
-    let Some(schema) = &method.params_schema else {
-        return Ok(());
-    };
-    let validator = jsonschema::validator_for(schema).map_err(|e| {
-        Invalid::new(
-            "spec.http.method",
-            format!(
-                "method {:?} has an invalid parameter schema: {e}",
-                method.name
-            ),
-        )
-    })?;
-    let params = params_of(spec);
-    let mut errors = validator.iter_errors(&params).peekable();
-    let Some(first) = errors.peek() else {
-        return Ok(());
-    };
-    let field = field_of_pointer(first.instance_path.as_str());
-    let problems: Vec<String> = errors
-        .take(MAX_REPORTED_PARAM_ERRORS)
-        .map(|e| {
-            let at = field_of_pointer(e.instance_path.as_str());
-            if at == field {
-                e.to_string()
-            } else {
-                format!("{at}: {e}")
-            }
-        })
-        .collect();
-    Err(Invalid::new(
-        field,
-        format!(
-            "does not match the parameters of {:?}: {}",
-            method.name,
-            problems.join("; ")
-        ),
-    ))
+    use hostplug_host::params::{self, ParamsError};
+    params::check_params(
+        method.params_schema.as_ref(),
+        &method.name,
+        &params_of(spec),
+        PARAMS_FIELD,
+    )
+    .map_err(|e| match e {
+        e @ ParamsError::BadSchema { .. } => Invalid::new("spec.http.method", e.to_string()),
+        ParamsError::Invalid { field, problem } => Invalid::new(field, problem),
+    })
 }
 
+/// Where a task's parameters are, as errors name them.
+const PARAMS_FIELD: &str = "spec.http.parameter";
+
 /// `spec.http.parameter` plus a JSON pointer, in dotted form (`/a/0/b` → `.a[0].b`).
+#[cfg(test)]
 fn field_of_pointer(pointer: &str) -> String {
-    let mut out = String::from("spec.http.parameter");
-    for seg in pointer.split('/').skip(1) {
-        let seg = seg.replace("~1", "/").replace("~0", "~");
-        if !seg.is_empty() && seg.bytes().all(|b| b.is_ascii_digit()) {
-            out.push_str(&format!("[{seg}]"));
-        } else {
-            out.push('.');
-            out.push_str(&seg);
-        }
-    }
-    out
+    hostplug_host::params::field_of_pointer(PARAMS_FIELD, pointer)
 }
 
 /// Checks that the plugin may do what the method does: a method that changes the node
@@ -359,9 +324,11 @@ mod tests {
             source: PluginSource {
                 builtin: Some("etc-file".into()),
                 config_map: None,
+                oci: None,
             },
             sha256: None,
             capabilities: Capabilities { etc, docker: false },
+            signature: None,
         }
     }
 

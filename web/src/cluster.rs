@@ -60,7 +60,7 @@ pub struct PluginView {
     pub ready: bool,
     /// Status message.
     pub message: String,
-    /// `builtin:<name>` or `configmap:<ns>/<name>`.
+    /// `builtin:<name>`, `configmap:<ns>/<name>` or `oci:<image reference>`.
     pub source: String,
     /// `none`, `read` or `write`.
     pub etc: String,
@@ -351,6 +351,8 @@ pub fn plugin_view(plugin: &HostPlugin) -> PluginView {
         format!("builtin:{builtin}")
     } else if let Some(cm) = &plugin.spec.source.config_map {
         format!("configmap:{}/{}", cm.namespace, cm.name)
+    } else if let Some(oci) = &plugin.spec.source.oci {
+        format!("oci:{}", oci.image)
     } else {
         "unknown".to_owned()
     };
@@ -656,5 +658,33 @@ impl Cluster for InMemoryCluster {
     async fn wait_for_task_change(&self, timeout: std::time::Duration) -> AppResult<()> {
         tokio::time::sleep(timeout.min(std::time::Duration::from_millis(50))).await;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod source_tests {
+    use super::*;
+    use hostplug_api::crd::{Capabilities, HostPluginSpec, OciSource, PluginSource};
+
+    #[test]
+    fn an_oci_plugin_shows_its_image() {
+        let hp = HostPlugin::new(
+            "p",
+            HostPluginSpec {
+                source: PluginSource {
+                    builtin: None,
+                    config_map: None,
+                    oci: Some(OciSource {
+                        image: "r.example/p:1".into(),
+                        pull_secret: None,
+                        insecure: false,
+                    }),
+                },
+                sha256: Some("a".repeat(64)),
+                capabilities: Capabilities::default(),
+                signature: None,
+            },
+        );
+        assert_eq!(plugin_view(&hp).source, "oci:r.example/p:1");
     }
 }

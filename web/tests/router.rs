@@ -32,12 +32,14 @@ fn etc_file_plugin() -> HostPlugin {
             source: PluginSource {
                 builtin: Some("etc-file".to_owned()),
                 config_map: None,
+                oci: None,
             },
             sha256: None,
             capabilities: Capabilities {
                 etc: EtcAccess::Write,
                 docker: false,
             },
+            signature: None,
         },
     );
     plugin.status = Some(HostPluginStatus {

@@ -587,6 +587,77 @@ pub fn edit_text(
     )))
 }
 
+/// What [`edit_files`] did (or, in a dry run, would do).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FilesEdit {
+    /// Each file's edit, in the order given.
+    pub edits: Vec<(PathBuf, TextEdit)>,
+    /// Whether any file changed (or would change).
+    pub changed: bool,
+    /// The diffs of the changed files, one after the other; `None` when nothing changed.
+    pub diff: Option<String>,
+}
+
+/// An idempotent edit of several files that belong together (a configuration file and
+/// its drop-in, a unit and its environment file, …). Every file is read and every new
+/// content computed first, so a `change` that fails for any of them writes nothing at
+/// all; then each changed file is written as [`edit_text`] writes it (backup, mode,
+/// compare-before-rename), in the order given, each only if it still holds what was read.
+///
+/// Not a transaction: a file system gives none. If a later write fails, the earlier ones
+/// stay, and the error (kind `failed`) names the files already written.
+pub fn edit_files(
+    paths: &[PathBuf],
+    options: EditOptions,
+    mut change: impl FnMut(&Path, Option<&str>) -> Result<Option<String>>,
+) -> Result<FilesEdit> {
+    let mut planned = Vec::with_capacity(paths.len());
+    for path in paths {
+        let old = read_text(path)?;
+        let new = change(path, old.as_deref())?;
+        planned.push((path.clone(), old, new));
+    }
+    let mut edits: Vec<(PathBuf, TextEdit)> = Vec::with_capacity(planned.len());
+    for (path, old, new) in planned {
+        let edit = edit_text(&path, options, |current| {
+            if current == old.as_deref() {
+                Ok(new.clone())
+            } else {
+                Err(Error::failed(format!(
+                    "{}: changed by someone else while the edit was computed",
+                    path.display()
+                )))
+            }
+        });
+        match edit {
+            Ok(e) => edits.push((path, e)),
+            Err(e) => {
+                let written: Vec<String> = edits
+                    .iter()
+                    .filter(|(_, e)| e.changed && !options.dry_run)
+                    .map(|(p, _)| p.display().to_string())
+                    .collect();
+                if written.is_empty() {
+                    return Err(e);
+                }
+                return Err(Error::failed(format!(
+                    "{e}; already written: {}",
+                    written.join(", ")
+                )));
+            }
+        }
+    }
+    let diffs: Vec<&str> = edits
+        .iter()
+        .filter_map(|(_, e)| e.diff.as_deref())
+        .collect();
+    Ok(FilesEdit {
+        changed: edits.iter().any(|(_, e)| e.changed),
+        diff: (!diffs.is_empty()).then(|| diffs.concat()),
+        edits,
+    })
+}
+
 /// One read-change-write attempt of [`edit_text`]; `Ok(None)` when the file changed
 /// between the read and the write (nothing was written; read again).
 fn try_edit_text(
@@ -718,6 +789,55 @@ pub fn remove_file(path: &Path) -> Result<bool> {
     }
 }
 
+/// Cap on the entries [`list_dir`] returns: 10 000, far above any directory under /etc,
+/// low enough that a planted directory of millions of files cannot exhaust the plugin's
+/// memory.
+pub const MAX_DIR_ENTRIES: usize = 10_000;
+
+/// The names of the entries of directory `path`, sorted; `Ok(None)` when it does not
+/// exist. A file is [`Error::InvalidParams`]; more than [`MAX_DIR_ENTRIES`] entries is
+/// [`Error::Failed`].
+pub fn list_dir(path: &Path) -> Result<Option<Vec<String>>> {
+    let entries = match fs::read_dir(path) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.kind() == io::ErrorKind::NotADirectory || path.is_file() => {
+            return Err(Error::invalid_params(format!(
+                "{}: is a file, not a directory",
+                path.display()
+            )));
+        }
+        Err(e) => return Err(Error::io(path, &e)),
+    };
+    let mut names = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io(path, &e))?;
+        if names.len() == MAX_DIR_ENTRIES {
+            return Err(Error::failed(format!(
+                "{}: more than {MAX_DIR_ENTRIES} entries",
+                path.display()
+            )));
+        }
+        names.push(entry.file_name().to_string_lossy().into_owned());
+    }
+    names.sort();
+    Ok(Some(names))
+}
+
+/// Creates directory `path` (its parent must exist) and gives it `mode` (through the
+/// `files` import, since WASI cannot set modes); `Ok(false)` and nothing changed when a
+/// directory is there already. Not for dry runs: check [`stat`] first and report instead.
+pub fn create_dir(path: &Path, mode: u32) -> Result<bool> {
+    check_mode(mode)?;
+    match fs::create_dir(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && path.is_dir() => return Ok(false),
+        Err(e) => return Err(Error::io(path, &e)),
+    }
+    set_attributes(path, Some(mode), None, None)?;
+    Ok(true)
+}
+
 /// `time` as `YYYYMMDDTHHMMSSZ` in UTC (times before 1970 read as 1970).
 pub fn utc_timestamp(time: SystemTime) -> String {
     let secs = time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
@@ -749,6 +869,71 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
 
 #[cfg(test)]
 mod tests {
+    #[cfg(not(target_arch = "wasm32"))]
+    #[test]
+    fn several_files_are_all_computed_before_any_is_written() {
+        use super::{EditOptions, Error, edit_files};
+        let tmp = std::env::temp_dir().join(format!("hostplug-sdk-files-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir(&tmp).expect("mkdir");
+        let a = tmp.join("a.conf");
+        let b = tmp.join("b.conf");
+        std::fs::write(&a, "x=1\n").expect("write");
+        let paths = [a.clone(), b.clone()];
+        // The second file's change fails: the first is not written either.
+        let e = edit_files(&paths, EditOptions::default(), |p, _| {
+            if p == b.as_path() {
+                Err(Error::invalid_params("b: refused"))
+            } else {
+                Ok(Some("x=2\n".into()))
+            }
+        })
+        .expect_err("refused");
+        assert_eq!(e.kind(), "invalid-params");
+        assert_eq!(std::fs::read_to_string(&a).expect("a"), "x=1\n");
+        // A dry run reports both diffs and writes nothing.
+        let set = |_: &std::path::Path, _: Option<&str>| Ok(Some("x=2\n".to_owned()));
+        let dry = EditOptions {
+            dry_run: true,
+            ..EditOptions::default()
+        };
+        let r = edit_files(&paths, dry, set).expect("dry run");
+        assert!(r.changed);
+        let diff = r.diff.expect("diff");
+        assert!(diff.contains("a.conf") && diff.contains("b.conf"), "{diff}");
+        assert!(!b.exists());
+        // For real, then again: idempotent.
+        let r = edit_files(&paths, EditOptions::default(), set).expect("edit");
+        assert!(r.changed && r.edits[1].1.created);
+        assert_eq!(std::fs::read_to_string(&b).expect("b"), "x=2\n");
+        let r = edit_files(&paths, EditOptions::default(), set).expect("again");
+        assert!(!r.changed && r.diff.is_none());
+        std::fs::remove_dir_all(&tmp).expect("cleanup");
+    }
+
+    /// Natively, where `set_attributes` uses the machine's own `chmod`.
+    #[cfg(not(target_arch = "wasm32"))]
+    #[test]
+    fn lists_and_creates_directories() {
+        let tmp = std::env::temp_dir().join(format!("hostplug-sdk-dir-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        assert_eq!(super::list_dir(&tmp).expect("missing"), None);
+        assert!(super::create_dir(&tmp, 0o750).expect("created"));
+        assert!(!super::create_dir(&tmp, 0o750).expect("exists"));
+        std::fs::write(tmp.join("b.conf"), "").expect("write");
+        std::fs::write(tmp.join("a.conf"), "").expect("write");
+        assert_eq!(
+            super::list_dir(&tmp).expect("lists"),
+            Some(vec!["a.conf".to_owned(), "b.conf".to_owned()])
+        );
+        let e = super::list_dir(&tmp.join("a.conf")).expect_err("a file");
+        assert_eq!(e.kind(), "invalid-params");
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&tmp).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o750);
+        std::fs::remove_dir_all(&tmp).expect("cleanup");
+    }
+
     use super::*;
     use std::time::Duration;
 

@@ -105,3 +105,32 @@ pub mod __private {
             .map_err(Into::into)
     }
 }
+
+#[cfg(test)]
+mod packaging_tests {
+    /// The WIT the SDK is generated from is a copy (the published crate must be
+    /// self-contained); it must be the repository's contract, byte for byte.
+    #[test]
+    fn wit_copy_is_the_repository_contract() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let copy = std::fs::read_to_string(dir.join("wit/hostplug.wit")).expect("sdk/wit");
+        let original = std::fs::read_to_string(dir.join("../../wit/hostplug.wit"))
+            .expect("wit/ of the repository");
+        assert_eq!(
+            copy, original,
+            "plugins/sdk/wit/hostplug.wit differs from wit/hostplug.wit: copy it again"
+        );
+    }
+
+    /// The SDK's version is the WIT package version it implements.
+    #[test]
+    fn version_follows_the_wit_package() {
+        let wit = include_str!("../wit/hostplug.wit");
+        let version = wit
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("package hostplug:plugin@"))
+            .and_then(|v| v.strip_suffix(';'))
+            .expect("a package line");
+        assert_eq!(version, env!("CARGO_PKG_VERSION"));
+    }
+}

@@ -282,17 +282,44 @@ pub fn parse_params<P: DeserializeOwned>(params: &str) -> Result<P> {
 
 /// The JSON Schema (draft 2020-12) of `P`, as JSON text.
 pub fn params_schema<P: JsonSchema>() -> String {
-    let schema = SchemaSettings::draft2020_12()
+    let mut schema = SchemaSettings::draft2020_12()
         .into_generator()
         .into_root_schema_for::<P>();
+    // schemars titles every root schema with the type's name; for the SDK's own
+    // `NoParams` that would show an SDK type name in every plugin's method table.
+    if P::schema_id() == <NoParams as JsonSchema>::schema_id() {
+        schema.remove("title");
+    }
     // A schemars schema is a JSON value; serialising it cannot fail.
     serde_json::to_string(&schema).unwrap_or_else(|_| "{}".to_string())
 }
 
 /// Parameters of a method that takes none. Unknown fields are refused.
-#[derive(Debug, Clone, Copy, Default, serde::Deserialize, JsonSchema)]
+///
+/// Its schema is a bare empty object: no title or description of its own (the method's
+/// description is what a reader needs), unlike a derived schema, which would carry this
+/// doc comment into every plugin that uses it.
+#[derive(Debug, Clone, Copy, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NoParams {}
+
+impl JsonSchema for NoParams {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "NoParams".into()
+    }
+
+    fn schema_id() -> std::borrow::Cow<'static, str> {
+        concat!(module_path!(), "::NoParams").into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "object",
+            "properties": {},
+            "additionalProperties": false,
+        })
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -340,6 +367,19 @@ mod tests {
     #[cfg(debug_assertions)]
     fn duplicate_methods_are_caught_in_tests() {
         let _ = def().mutating("m", "again", handler);
+    }
+
+    #[test]
+    fn no_params_schema_has_no_sdk_title_or_description() {
+        let s: serde_json::Value =
+            serde_json::from_str(&params_schema::<NoParams>()).expect("json");
+        assert_eq!(s["type"], "object");
+        assert_eq!(s["additionalProperties"], false);
+        assert!(s.get("title").is_none(), "{s}");
+        assert!(s.get("description").is_none(), "{s}");
+        // Other types keep their title.
+        let p: serde_json::Value = serde_json::from_str(&params_schema::<P>()).expect("json");
+        assert_eq!(p["title"], "P");
     }
 
     #[test]

@@ -16,6 +16,8 @@
 //!
 //! This crate must never talk to anything but the processes it started.
 
+pub mod registry;
+
 use std::fmt::Write as _;
 use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -65,7 +67,7 @@ impl Default for Options {
 
 /// Errors of the fixture: what failed, with the process's own output when there is one.
 #[derive(Debug)]
-pub struct Error(String);
+pub struct Error(pub(crate) String);
 
 impl std::fmt::Display for Error {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

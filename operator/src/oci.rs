@@ -1,0 +1,347 @@
+//! HostPlugin modules from OCI registries (`spec.source.oci`): the pull secret, the pull
+//! itself (every digest checked, see `hostplug_oci`), and the signature policy — the
+//! HostPlugin's own `spec.signature` keys and the operator's cluster-wide keys
+//! (`--signature-keys`), each of which must be satisfied by a cosign-format signature.
+//!
+//! Errors are strings for the HostPlugin's status, each naming the field at fault. The
+//! module is returned only once every check passed; nothing here runs it.
+
+use std::path::Path;
+
+use hostplug_api::crd::{HostPluginSpec, OciSource};
+use hostplug_oci::{Credentials, PublicKey, Reference, RegistryClient, cosign};
+use k8s_openapi::api::core::v1::Secret;
+use kube::{Api, Client};
+use serde::Deserialize;
+
+/// Cap on the operator's signature key file: 64 KiB (a P-256 key is ~180 bytes of PEM).
+const MAX_KEY_FILE_BYTES: u64 = 64 << 10;
+
+/// The operator's settings for OCI sources.
+#[derive(Debug, Clone, Default)]
+pub struct OciSettings {
+    /// Namespace of pull secrets: the operator's own, so a HostPlugin (cluster-scoped,
+    /// created by whoever may create HostPlugins) cannot make the operator read a Secret
+    /// anywhere else.
+    pub namespace: String,
+    /// Keys of the cluster-wide policy: when non-empty, every plugin that is not built in
+    /// must come from a registry and be signed by one of them.
+    pub cluster_keys: Vec<PublicKey>,
+}
+
+impl OciSettings {
+    /// Reads the cluster-wide keys from `path` (one or more PEM `PUBLIC KEY` blocks).
+    pub fn read_cluster_keys(path: &Path) -> Result<Vec<PublicKey>, String> {
+        use std::io::Read as _;
+        let mut text = String::new();
+        std::fs::File::open(path)
+            .and_then(|f| f.take(MAX_KEY_FILE_BYTES).read_to_string(&mut text))
+            .map_err(|e| format!("--signature-keys {}: {e}", path.display()))?;
+        PublicKey::all_from_pem(&text)
+            .map_err(|e| format!("--signature-keys {}: {e}", path.display()))
+    }
+}
+
+/// A set of keys one of which must have signed the module, and where the set came from.
+#[derive(Debug, Clone)]
+pub struct KeySet {
+    /// `spec.signature` or the operator's flag, for messages.
+    pub origin: &'static str,
+    /// The keys.
+    pub keys: Vec<PublicKey>,
+}
+
+/// Where the cluster-wide keys come from, as messages name it.
+pub const CLUSTER_POLICY: &str = "the operator's signature policy (--signature-keys)";
+
+/// The key sets `spec` must satisfy under `settings`. A policy that cannot be met (keys
+/// that do not parse, a required signature on a ConfigMap module) is an error.
+pub fn key_sets(spec: &HostPluginSpec, settings: &OciSettings) -> Result<Vec<KeySet>, String> {
+    let mut sets = Vec::new();
+    if let Some(policy) = &spec.signature {
+        if spec.source.oci.is_none() {
+            return Err(
+                "spec.signature: only spec.source.oci modules carry signatures (stored in the registry)"
+                    .to_owned(),
+            );
+        }
+        let mut keys = Vec::new();
+        for (i, pem) in policy.public_keys.iter().enumerate() {
+            keys.push(
+                PublicKey::from_pem(pem)
+                    .map_err(|e| format!("spec.signature.publicKeys[{i}]: {e}"))?,
+            );
+        }
+        if keys.is_empty() {
+            return Err("spec.signature.publicKeys: name at least one key".to_owned());
+        }
+        sets.push(KeySet {
+            origin: "spec.signature",
+            keys,
+        });
+    }
+    if !settings.cluster_keys.is_empty() && spec.source.builtin.is_none() {
+        if spec.source.oci.is_none() {
+            return Err(format!(
+                "spec.source: {CLUSTER_POLICY} requires signed plugins; a ConfigMap module \
+                 cannot be signed: push it to a registry (`hostplug plugin push`) and sign it"
+            ));
+        }
+        sets.push(KeySet {
+            origin: CLUSTER_POLICY,
+            keys: settings.cluster_keys.clone(),
+        });
+    }
+    Ok(sets)
+}
+
+/// `~/.docker/config.json` shape of a `kubernetes.io/dockerconfigjson` Secret.
+#[derive(Deserialize)]
+struct DockerConfig {
+    #[serde(default)]
+    auths: std::collections::BTreeMap<String, DockerAuth>,
+}
+
+#[derive(Deserialize)]
+struct DockerAuth {
+    username: Option<String>,
+    password: Option<String>,
+    auth: Option<String>,
+}
+
+/// The host part of a `auths` key (`https://r.example/v1/` → `r.example`).
+fn auth_host(key: &str) -> &str {
+    let k = key
+        .strip_prefix("https://")
+        .or_else(|| key.strip_prefix("http://"))
+        .unwrap_or(key);
+    k.split('/').next().unwrap_or(k)
+}
+
+/// The credentials for `registry` in pull secret `secret` (named `name` in messages).
+pub fn credentials_from_secret(
+    name: &str,
+    secret: &Secret,
+    registry: &str,
+) -> Result<Credentials, String> {
+    use base64::Engine as _;
+    let field = "spec.source.oci.pullSecret";
+    let data = secret.data.clone().unwrap_or_default();
+    if let Some(json) = data.get(".dockerconfigjson") {
+        let config: DockerConfig = serde_json::from_slice(&json.0).map_err(|e| {
+            format!("{field}: Secret {name}: .dockerconfigjson does not parse: {e}")
+        })?;
+        let auth = config
+            .auths
+            .iter()
+            .find(|(k, _)| auth_host(k) == registry)
+            .map(|(_, a)| a)
+            .ok_or_else(|| format!("{field}: Secret {name} has no credentials for {registry}"))?;
+        if let (Some(u), Some(p)) = (&auth.username, &auth.password) {
+            return Ok(Credentials {
+                username: u.clone(),
+                password: p.clone(),
+            });
+        }
+        let decoded = auth
+            .auth
+            .as_deref()
+            .and_then(|a| base64::engine::general_purpose::STANDARD.decode(a).ok())
+            .and_then(|a| String::from_utf8(a).ok())
+            .ok_or_else(|| {
+                format!("{field}: Secret {name}: the entry for {registry} has no username/password or auth")
+            })?;
+        let (u, p) = decoded.split_once(':').ok_or_else(|| {
+            format!("{field}: Secret {name}: the auth of {registry} is not user:password")
+        })?;
+        return Ok(Credentials {
+            username: u.to_owned(),
+            password: p.to_owned(),
+        });
+    }
+    let text = |k: &str| {
+        data.get(k)
+            .and_then(|v| String::from_utf8(v.0.clone()).ok())
+    };
+    match (text("username"), text("password")) {
+        (Some(username), Some(password)) => Ok(Credentials { username, password }),
+        _ => Err(format!(
+            "{field}: Secret {name} has neither .dockerconfigjson nor username and password keys"
+        )),
+    }
+}
+
+/// Fetches the module of OCI source `src`: reads the pull secret from the operator's
+/// namespace, then [`pull_verified`].
+pub async fn fetch(
+    client: &Client,
+    settings: &OciSettings,
+    spec: &HostPluginSpec,
+    src: &OciSource,
+    max_bytes: u64,
+) -> Result<Vec<u8>, String> {
+    let sets = key_sets(spec, settings)?;
+    let reference: Reference = src
+        .image
+        .parse()
+        .map_err(|e| format!("spec.source.oci.image: {e}"))?;
+    let credentials = match &src.pull_secret {
+        None => None,
+        Some(name) => {
+            let api: Api<Secret> = Api::namespaced(client.clone(), &settings.namespace);
+            let secret = api
+                .get_opt(name)
+                .await
+                .map_err(|e| {
+                    format!(
+                        "spec.source.oci.pullSecret: reading Secret {}/{name}: {}",
+                        settings.namespace,
+                        crate::plugins::kube_error_line(&e)
+                    )
+                })?
+                .ok_or_else(|| {
+                    format!(
+                        "spec.source.oci.pullSecret: Secret {}/{name} does not exist (pull \
+                         secrets are read from the operator's namespace)",
+                        settings.namespace
+                    )
+                })?;
+            Some(credentials_from_secret(name, &secret, &reference.registry)?)
+        }
+    };
+    pull_verified(&reference, src.insecure, credentials, &sets, max_bytes).await
+}
+
+/// Pulls `reference` and checks every key set against the signatures stored next to it.
+/// Only a module that passed everything is returned.
+pub async fn pull_verified(
+    reference: &Reference,
+    insecure: bool,
+    credentials: Option<Credentials>,
+    sets: &[KeySet],
+    max_bytes: u64,
+) -> Result<Vec<u8>, String> {
+    let client = RegistryClient::new(&reference.registry, insecure, credentials)
+        .map_err(|e| format!("spec.source.oci: {e}"))?;
+    let pulled = client
+        .pull_wasm(reference, max_bytes)
+        .await
+        .map_err(|e| format!("spec.source.oci: {e}"))?;
+    for set in sets {
+        let key = cosign::verify(&client, reference, &pulled.manifest_digest, &set.keys)
+            .await
+            .map_err(|e| format!("{}: {e}; refused", set.origin))?;
+        tracing::info!(
+            reference = %pulled.reference,
+            key = %key.fingerprint(),
+            policy = set.origin,
+            "module signature verified"
+        );
+    }
+    Ok(pulled.bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hostplug_api::crd::{Capabilities, ConfigMapSource, PluginSource, SignaturePolicy};
+    use k8s_openapi::ByteString;
+
+    fn secret(pairs: &[(&str, &str)]) -> Secret {
+        Secret {
+            data: Some(
+                pairs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
+                    .collect(),
+            ),
+            ..Secret::default()
+        }
+    }
+
+    #[test]
+    fn pull_secret_formats() {
+        let dockercfg = r#"{"auths":{"https://r.example:5000/v1/":{"username":"u","password":"p"},
+            "other.example":{"auth":"dTI6cDI="}}}"#;
+        let s = secret(&[(".dockerconfigjson", dockercfg)]);
+        let c = credentials_from_secret("s", &s, "r.example:5000").expect("by host");
+        assert_eq!((c.username.as_str(), c.password.as_str()), ("u", "p"));
+        let c = credentials_from_secret("s", &s, "other.example").expect("auth field");
+        assert_eq!((c.username.as_str(), c.password.as_str()), ("u2", "p2"));
+        let e = credentials_from_secret("s", &s, "third.example").expect_err("none");
+        assert!(
+            e.contains("spec.source.oci.pullSecret") && e.contains("third.example"),
+            "{e}"
+        );
+        let plain = secret(&[("username", "a"), ("password", "b")]);
+        let c = credentials_from_secret("s", &plain, "any").expect("keys");
+        assert_eq!(c.username, "a");
+        let e = credentials_from_secret("s", &secret(&[("token", "x")]), "r").expect_err("no keys");
+        assert!(e.contains("neither"), "{e}");
+    }
+
+    #[test]
+    fn signature_policy_applies_per_plugin_and_cluster_wide() {
+        let (key, _) = hostplug_oci::SigningKey::generate().expect("key");
+        let oci = PluginSource {
+            builtin: None,
+            config_map: None,
+            oci: Some(OciSource {
+                image: "r.example/p:1".into(),
+                pull_secret: None,
+                insecure: false,
+            }),
+        };
+        let mut spec = HostPluginSpec {
+            source: oci,
+            sha256: None,
+            capabilities: Capabilities::default(),
+            signature: Some(SignaturePolicy {
+                public_keys: vec![key.public_key().to_pem()],
+            }),
+        };
+        let none = OciSettings::default();
+        let sets = key_sets(&spec, &none).expect("one set");
+        assert_eq!(sets.len(), 1);
+        assert_eq!(sets[0].origin, "spec.signature");
+
+        let cluster = OciSettings {
+            namespace: "ns".into(),
+            cluster_keys: vec![key.public_key()],
+        };
+        assert_eq!(key_sets(&spec, &cluster).expect("two sets").len(), 2);
+
+        spec.signature = Some(SignaturePolicy {
+            public_keys: vec![
+                "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n".into(),
+            ],
+        });
+        let e = key_sets(&spec, &none).expect_err("bad key");
+        assert!(e.starts_with("spec.signature.publicKeys[0]:"), "{e}");
+
+        // A ConfigMap module cannot satisfy a signature requirement of either kind.
+        spec.source = PluginSource {
+            builtin: None,
+            config_map: Some(ConfigMapSource {
+                namespace: "n".into(),
+                name: "m".into(),
+                key: "plugin.wasm".into(),
+            }),
+            oci: None,
+        };
+        spec.signature = None;
+        assert!(key_sets(&spec, &none).expect("no policy").is_empty());
+        let e = key_sets(&spec, &cluster).expect_err("cluster policy");
+        assert!(
+            e.contains("--signature-keys") && e.contains("push it to a registry"),
+            "{e}"
+        );
+        // Built-ins ship in the operator image and are exempt.
+        spec.source = PluginSource {
+            builtin: Some("etc-file".into()),
+            config_map: None,
+            oci: None,
+        };
+        assert!(key_sets(&spec, &cluster).expect("builtin").is_empty());
+    }
+}
