@@ -420,6 +420,86 @@ async fn first_session_in_a_real_browser() -> anyhow::Result<()> {
     let node2 = std::fs::read_to_string(h.etc("node2")?.join("chrony.conf")).unwrap_or_default();
     assert!(!node2.contains(LINE), "only node1 was targeted");
 
+    // A running rollout followed live: three nodes one after the other, each sleeping
+    // in the plugin, watched on the task's page through its live stream (not polling)
+    // from 0 % through the steps in between to 100 %.
+    h.publish_plugin("test-spin.wasm", "test-spin", "none")
+        .await?;
+    h.apply(&format!(
+        "apiVersion: hostplug.dev/v1alpha1\nkind: HostTask\nmetadata: {{name: live-rollout, namespace: {NAMESPACE}}}\n\
+         spec: {{targetType: All, http: {{api: test-spin, method: sleep, parameter: {{ms: 1500}}}}, rollout: {{maxParallel: 1}}}}\n"
+    ))
+    .await?;
+    b.goto(&url("/tasks/live-rollout")).await.map_err(wd)?;
+    let mut seen_percent: Vec<String> = Vec::new();
+    let mut seen_live: Vec<String> = Vec::new();
+    let mut mid_shot = false;
+    let deadline = Instant::now() + TASK_WAIT;
+    loop {
+        let percent = b
+            .find("#task-percent")
+            .await
+            .map_err(wd)?
+            .text()
+            .await
+            .unwrap_or_default();
+        let live = b
+            .find("#live-status")
+            .await
+            .map_err(wd)?
+            .text()
+            .await
+            .unwrap_or_default();
+        let state = b
+            .find("#task-state")
+            .await
+            .map_err(wd)?
+            .text()
+            .await
+            .unwrap_or_default();
+        if seen_percent.last() != Some(&percent) {
+            seen_percent.push(percent.clone());
+        }
+        if seen_live.last() != Some(&live) {
+            seen_live.push(live.clone());
+        }
+        if !mid_shot && percent != "0 %" && percent != "100 %" {
+            shot(&b, "07a-live-progress").await?;
+            mid_shot = true;
+        }
+        if state == "Succeeded" && live == "Finished." {
+            break;
+        }
+        if state == "Failed" || Instant::now() > deadline {
+            bail!(
+                "live rollout is {state} ({percent}, {live}); seen {seen_percent:?} {seen_live:?}\n{}",
+                b.source().await.unwrap_or_default()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    assert_eq!(
+        seen_percent.last().map(String::as_str),
+        Some("100 %"),
+        "{seen_percent:?}"
+    );
+    assert!(
+        seen_percent.iter().any(|p| p == "33 %" || p == "66 %"),
+        "no step between 0 and 100 % seen: {seen_percent:?}"
+    );
+    assert!(
+        seen_live.iter().any(|l| l.starts_with("Live:")),
+        "the page did not follow the live stream: {seen_live:?}"
+    );
+    let done = b.source().await.map_err(wd)?;
+    assert_eq!(
+        done.matches("data-node=").count(),
+        6,
+        "3 nodes in the strip and 3 cards"
+    );
+    assert!(done.contains("3/3 nodes"), "{done}");
+    shot(&b, "07b-live-finished").await?;
+
     // The list shows both tasks, succeeded; the audit log has who did what.
     b.goto(&url("/tasks")).await.map_err(wd)?;
     let list = b
@@ -429,7 +509,7 @@ async fn first_session_in_a_real_browser() -> anyhow::Result<()> {
         .text()
         .await
         .map_err(wd)?;
-    assert_eq!(list.matches("Succeeded").count(), 2, "{list}");
+    assert_eq!(list.matches("Succeeded").count(), 3, "{list}");
     assert!(list.contains("1/1"));
     shot(&b, "08-tasks").await?;
     // The list's live refresh (a watch on HostTasks, as the console's ServiceAccount)
