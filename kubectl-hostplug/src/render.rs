@@ -76,13 +76,14 @@ fn phase_colour(phase: NodePhase) -> &'static str {
     }
 }
 
-/// The wall time a node took, `1.2s`, when it ended.
+/// The wall time a node took, when it ended: `3s`, or `<1s` (the API's timestamps have
+/// whole seconds).
 fn took(n: &NodeResult) -> String {
     match (&n.started_at, &n.finished_at) {
-        (Some(s), Some(f)) => {
-            let ms = f.0.as_millisecond().saturating_sub(s.0.as_millisecond());
-            format!("{:.1}s", ms as f64 / 1000.0)
-        }
+        (Some(s), Some(f)) => match f.0.as_second().saturating_sub(s.0.as_second()) {
+            0 => "<1s".to_owned(),
+            secs => format!("{secs}s"),
+        },
         _ => "-".to_owned(),
     }
 }
