@@ -151,14 +151,36 @@ fn names<'a>(it: impl Iterator<Item = &'a str>) -> String {
     }
 }
 
-/// The parameters a method's schema declares, flattened (`owner.name`), required first
-/// (each group in the schema's property order).
+/// The parameters a method's schema declares, flattened (`owner.name`), in the plugin's
+/// own order where the schema states it (see [`ordered`]).
 pub fn params_of(schema: &Value) -> Vec<ParamSummary> {
     let mut out = Vec::new();
     collect(schema, schema, "", true, 0, &mut out);
-    // Stable: the schema's order is kept within each group.
-    out.sort_by_key(|p| !p.required);
     out
+}
+
+/// A property's stated place: `x-order` (what the hostplug SDK writes: the field's place
+/// in its struct) or `propertyOrder`.
+fn stated_order(prop: &Value) -> Option<i64> {
+    prop.get("x-order")
+        .or_else(|| prop.get("propertyOrder"))
+        .and_then(Value::as_i64)
+}
+
+/// An object's properties in display order: JSON objects reach us with sorted keys (the
+/// API server sorts them), so the plugin's order survives only where the schema states it.
+/// Stated ones first by that number, then required ones, then the rest by name — the
+/// console's rule too.
+fn ordered<'a>(props: &'a Map<String, Value>, required: &[&str]) -> Vec<(&'a String, &'a Value)> {
+    let mut list: Vec<(&String, &Value)> = props.iter().collect();
+    list.sort_by_key(|(name, prop)| {
+        (
+            stated_order(prop).unwrap_or(i64::MAX),
+            !required.contains(&name.as_str()),
+            (*name).clone(),
+        )
+    });
+    list
 }
 
 fn collect(
@@ -178,7 +200,7 @@ fn collect(
         .and_then(Value::as_array)
         .map(|r| r.iter().filter_map(Value::as_str).collect())
         .unwrap_or_default();
-    for (name, prop) in props {
+    for (name, prop) in ordered(props, &required) {
         let prop = resolve(root, prop);
         let path = if prefix.is_empty() {
             name.clone()
@@ -353,16 +375,15 @@ mod tests {
             .iter()
             .map(|p| (p.name.as_str(), p.kind.as_str(), p.required))
             .collect();
-        // Required first; each group keeps the schema's order (alphabetical here, as
-        // serde_json's map keeps it).
+        // No stated order: required first, then by name (nested ones inline).
         assert_eq!(
             got,
             [
                 ("owner.name", "string", true),
+                ("owner.uid", "integer", false),
                 ("path", "string", true),
                 ("lines", "array of string", false),
                 ("mode", "string | integer", false),
-                ("owner.uid", "integer", false),
                 ("policy", "enum", false),
                 ("state", "enum", false),
             ]
@@ -382,6 +403,22 @@ mod tests {
             .find(|p| p.name == "state")
             .and_then(|p| p.default.clone());
         assert_eq!(state, Some(json!("present")));
+    }
+
+    #[test]
+    fn the_plugins_own_order_wins_where_stated() {
+        let s = json!({
+            "type": "object",
+            "required": ["path"],
+            "properties": {
+                "zeta": {"type": "string", "x-order": 0},
+                "path": {"type": "string", "x-order": 1},
+                "alpha": {"type": "string", "x-order": 2},
+                "unstated": {"type": "string"}
+            }
+        });
+        let names: Vec<String> = params_of(&s).into_iter().map(|p| p.name).collect();
+        assert_eq!(names, ["zeta", "path", "alpha", "unstated"]);
     }
 
     #[test]

@@ -316,6 +316,14 @@ async fn first_session_in_a_real_browser() -> anyhow::Result<()> {
     b.wait_for("#task-form", Duration::from_secs(10))
         .await
         .map_err(wd)?;
+    // The parameters come in the plugin's own order (etc-file declares path, line,
+    // regexp, …), not alphabetically.
+    let form = b.source().await.map_err(wd)?;
+    let at = |id: &str| form.find(&format!("id=\"p.{id}\"")).unwrap_or(usize::MAX);
+    assert!(
+        at("path") < at("line") && at("line") < at("regexp") && at("regexp") < at("atomic"),
+        "form fields out of the schema's order"
+    );
     b.find("[id='p.path']")
         .await
         .map_err(wd)?

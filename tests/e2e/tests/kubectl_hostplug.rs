@@ -143,6 +143,15 @@ async fn kubectl_hostplug_runs_follows_and_explains() -> anyhow::Result<()> {
         "{out}"
     );
     assert!(out.contains("METHOD:  ensure-line (mutates"), "{out}");
+    // In the plugin's own order (etc-file declares path, line, regexp, …), not by name.
+    let order: Vec<&str> = out
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("NAME"))
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next())
+        .take(3)
+        .collect();
+    assert_eq!(order, ["path", "line", "regexp"], "{out}");
 
     // Unknown names: exit 2, what exists named, no task created.
     let tasks_before = task_count(&h).await?;
