@@ -7,8 +7,10 @@
 //! certificate and Secure cookies, its defaults), log in, open
 //! the catalog, create an etc-file task from the form generated from the method's schema
 //! as a dry run, see it succeed with a diff and nothing written, apply it for real, see it
-//! succeed with a diff and the file changed on the node. A screenshot of each page goes to
-//! `target/screenshots/` for review.
+//! succeed with a diff and the file changed on the node; edit it (a new generation of the
+//! same task, run again); follow a three-node rollout live on its page from 0 % to
+//! 100 %. The form's parameters come in the plugin's own order. A screenshot of each page
+//! goes to `target/screenshots/` for review.
 
 mod webdriver;
 
@@ -427,6 +429,86 @@ async fn first_session_in_a_real_browser() -> anyhow::Result<()> {
     );
     let node2 = std::fs::read_to_string(h.etc("node2")?.join("chrony.conf")).unwrap_or_default();
     assert!(!node2.contains(LINE), "only node1 was targeted");
+
+    // Edit the applied task: the same task, a new generation, run again on its node.
+    const LINE2: &str = "server ntp2.console.example iburst";
+    b.find("#edit")
+        .await
+        .map_err(wd)?
+        .click()
+        .await
+        .map_err(wd)?;
+    b.wait_for("#task-form", Duration::from_secs(10))
+        .await
+        .map_err(wd)?;
+    b.find("[id='p.line']")
+        .await
+        .map_err(wd)?
+        .fill(LINE2)
+        .await
+        .map_err(wd)?;
+    shot(&b, "07c-edit-form").await?;
+    b.find("#apply-now")
+        .await
+        .map_err(wd)?
+        .click()
+        .await
+        .map_err(wd)?;
+    b.accept_dialog().await.map_err(wd)?;
+    let edited = h
+        .wait_task(applied_task, |t| {
+            t.metadata.generation == Some(2)
+                && t.status
+                    .as_ref()
+                    .is_some_and(|s| s.observed_generation == Some(2) && s.state.is_finished())
+        })
+        .await?;
+    let st = edited.status.clone().unwrap_or_default();
+    assert_eq!(edited.metadata.generation, Some(2));
+    assert_eq!(st.observed_generation, Some(2), "{st:?}");
+    assert_eq!(st.state, hostplug_api::crd::TaskState::Succeeded, "{st:?}");
+    let mut expected = applied_spec.clone();
+    if let Some(p) = expected.http.parameter.as_mut() {
+        p["line"] = serde_json::json!(LINE2);
+    }
+    assert_eq!(edited.spec, expected, "the edit changed more than the line");
+    // The page (the same task's) shows the new generation succeeded.
+    let deadline = Instant::now() + TASK_WAIT;
+    loop {
+        let generation = b
+            .find("#task-generation")
+            .await
+            .map_err(wd)?
+            .text()
+            .await
+            .unwrap_or_default();
+        let state = b
+            .find("#task-state")
+            .await
+            .map_err(wd)?
+            .text()
+            .await
+            .unwrap_or_default();
+        if generation == "2 (edited)" && state == "Succeeded" {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("edited task shows generation {generation:?}, state {state}");
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(
+        b.url()
+            .await
+            .map_err(wd)?
+            .ends_with(&format!("/tasks/{applied_task}"))
+    );
+    shot(&b, "07d-edited-succeeded").await?;
+    let after = std::fs::read_to_string(h.etc("node1")?.join("chrony.conf"))?;
+    assert!(
+        after.contains(&format!("{LINE2}\n")),
+        "the node's file: {after}"
+    );
 
     // A running rollout followed live: three nodes one after the other, each sleeping
     // in the plugin, watched on the task's page through its live stream (not polling)
