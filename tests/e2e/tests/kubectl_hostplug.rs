@@ -318,6 +318,31 @@ async fn kubectl_hostplug_runs_follows_and_explains() -> anyhow::Result<()> {
         "a dry run wrote"
     );
 
+    // On a terminal (a pty from util-linux `script`): the live progress bar is drawn
+    // while the rollout runs, and the diff comes coloured.
+    let command = format!(
+        "'{}' --kubeconfig '{}' run etc-file ensure-line --nodes node1 \
+         --param path=/etc/chrony.conf --param 'line=server tty.example' \
+         --dry-run --wait --name cli-tty",
+        cli.bin.display(),
+        cli.kubeconfig.display()
+    );
+    let o = tokio::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env("TERM", "xterm-256color")
+        .env_remove("NO_COLOR")
+        .env_remove("KUBECONFIG")
+        .output()
+        .await?;
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    let tty = text(&o.stdout);
+    assert!(tty.contains("cli-tty ["), "no progress bar drawn: {tty:?}");
+    assert!(tty.contains(" nodes "), "{tty:?}");
+    assert!(
+        tty.contains("\x1b[32m+server tty.example\x1b[0m"),
+        "diff not coloured on a terminal: {tty:?}"
+    );
+
     // A task that fails on its node: exit 1, the node's error printed.
     let o = cli
         .run(&[
