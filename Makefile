@@ -7,6 +7,7 @@
 #   make dev      the whole system on this machine (control plane, nodes, operator, console)
 #   make cluster  just the control plane and simulated nodes, in the foreground
 #   make bench    benchmark programs; they print numbers
+#   make install  kubectl-hostplug (the `kubectl hostplug` plugin) into $(PREFIX)/bin
 #
 # CARGO_TARGET_DIR may point outside the clone (CI keeps it in ~/.cache/hostplug) so that
 # a fresh clone reuses earlier builds. The built plugins always land in ./target/plugins.
@@ -19,7 +20,7 @@ TARGET_DIR := $(or $(CARGO_TARGET_DIR),$(ROOT)/target)
 PLUGIN_OUT := $(ROOT)/target/plugins
 export HOSTPLUG_PLUGIN_DIR ?= $(PLUGIN_OUT)
 
-.PHONY: setup plugins build lint test test-unit dev cluster bench clean
+.PHONY: setup plugins build lint test test-unit dev cluster bench install clean
 
 setup:
 	$(ROOT)/scripts/setup.sh
@@ -60,6 +61,15 @@ bench: plugins
 	$(CARGO) bench -p hostplug-worker --bench idle_rss
 	$(CARGO) build --release -p hostplug-operator -p hostplug-worker --bins
 	$(CARGO) bench -p hostplug-e2e --bench rollout
+
+# `kubectl hostplug`: kubectl runs any kubectl-<name> on the PATH as `kubectl <name>`.
+# A debug build (the house rule keeps release builds to the benches); it only talks to the
+# API server, so speed does not matter. PREFIX=~/.local installs without root.
+PREFIX ?= /usr/local
+install:
+	$(CARGO) build --workspace --bin kubectl-hostplug
+	install -D -m 0755 $(TARGET_DIR)/debug/kubectl-hostplug $(DESTDIR)$(PREFIX)/bin/kubectl-hostplug
+	@echo "installed $(DESTDIR)$(PREFIX)/bin/kubectl-hostplug; try: kubectl hostplug plugins"
 
 clean:
 	$(CARGO) clean

@@ -6,6 +6,8 @@
 //!   [`EtcAccess`], [`PluginInfo`], [`MethodInfo`].
 //! * [`protocol`]: the worker protocol between operator and worker, and the shapes the
 //!   Wasm host produces ([`InvokeOutcome`], [`InvokeError`], [`ErrorKind`], [`LogRecord`]).
+//! * [`selector`]: label selectors as people type them (`kubectl -l` syntax), for the
+//!   console and `kubectl hostplug`.
 //! * [`worker`]: the worker Pod's contract ([`WorkerSettings`]: variable names, Secret
 //!   keys, mount paths, limits).
 //!
@@ -45,6 +47,7 @@ macro_rules! text_form {
 pub mod crd;
 pub mod plugin;
 pub mod protocol;
+pub mod selector;
 pub mod worker;
 
 pub use plugin::{Capabilities, Digest, EtcAccess, MethodInfo, PluginInfo};

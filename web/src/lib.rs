@@ -40,7 +40,7 @@ pub use crate::state::{AppState, DEFAULT_SESSION_TTL, WebConfig};
 use crate::{
     db::Db,
     error::AppError,
-    pages::{account, admin, catalog, tasks},
+    pages::{account, admin, catalog, live, tasks},
 };
 
 const APP_CSS: &str = include_str!("../static/app.css");
@@ -107,6 +107,7 @@ pub fn app(state: AppState) -> Router {
         .route("/tasks/rows", get(tasks::task_rows))
         .route("/tasks/new", get(tasks::new_task))
         .route("/tasks/{name}", get(tasks::task_detail))
+        .route("/tasks/{name}/live", get(live::task_live))
         .route("/tasks/{name}/apply", post(tasks::apply_dry_run))
         .route("/tasks/{name}/rerun", post(tasks::rerun_task))
         .route("/tasks/{name}/delete", post(tasks::delete_task))

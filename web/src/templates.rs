@@ -233,6 +233,24 @@ pub struct TaskPage {
     pub can_rerun: bool,
     /// The status describes an older generation than the spec (just edited).
     pub stale: bool,
+    /// Nodes ended of nodes targeted, in percent (0 before the operator counted them).
+    pub percent: i64,
+    /// What is moving now, e.g. `1 starting, 2 running`; empty when nothing is.
+    pub in_flight: String,
+}
+
+/// The live part of a task's page alone (`task_detail.html`), as `/tasks/{name}/live`
+/// sends it: the same data as [`TaskPage`], rendered without the page around it.
+#[derive(Debug, Template)]
+#[template(path = "task_detail.html")]
+pub struct TaskDetailFragment(pub TaskPage);
+
+impl std::ops::Deref for TaskDetailFragment {
+    type Target = TaskPage;
+
+    fn deref(&self) -> &TaskPage {
+        &self.0
+    }
 }
 
 /// A plugin and its methods in the new-task chooser.

@@ -74,10 +74,20 @@
     loop(0);
   }
 
-  // A task's detail refreshes until the task has finished.
+  // A running task's page follows the rollout live: server-sent events from
+  // /tasks/{name}/live carry the re-rendered progress, node phases and results each time
+  // the task changes, and `end` when it has ended. Without EventSource, or when the
+  // stream cannot be opened (the console bounds open streams), the page polls itself.
   var detail = document.querySelector("#task-detail[data-refresh]");
-  if (detail) {
+  var liveStatus = document.getElementById("live-status");
+  var setLive = function (state, text) {
+    if (!liveStatus) { return; }
+    liveStatus.setAttribute("data-state", state);
+    liveStatus.textContent = text;
+  };
+  var poll = function () {
     var period = parseInt(detail.getAttribute("data-refresh"), 10) || 3000;
+    setLive("polling", "Refreshing every " + Math.round(period / 1000) + " s.");
     var refresh = function () {
       fetch(window.location.pathname, { credentials: "same-origin" })
         .then(function (response) { return response.ok ? response.text() : Promise.reject(); })
@@ -87,10 +97,38 @@
           if (!fresh) { return; }
           detail.innerHTML = fresh.innerHTML;
           if (fresh.hasAttribute("data-refresh")) { setTimeout(refresh, period); }
-          else { detail.removeAttribute("data-refresh"); }
+          else { detail.removeAttribute("data-refresh"); setLive("ended", "Finished."); }
         })
         .catch(function () { setTimeout(refresh, period * 2); });
     };
     setTimeout(refresh, period);
+  };
+  if (detail && window.EventSource && detail.getAttribute("data-live")) {
+    var source = new EventSource(detail.getAttribute("data-live"));
+    var opened = false;
+    source.addEventListener("open", function () {
+      opened = true;
+      setLive("live", "Live: following the rollout.");
+    });
+    source.addEventListener("detail", function (event) {
+      detail.innerHTML = event.data;
+    });
+    source.addEventListener("end", function () {
+      source.close();
+      detail.removeAttribute("data-refresh");
+      setLive("ended", "Finished.");
+    });
+    source.addEventListener("error", function () {
+      // Never opened (refused, too many streams): poll instead. A stream that was open
+      // reconnects by itself.
+      if (!opened || source.readyState === EventSource.CLOSED) {
+        source.close();
+        if (detail.hasAttribute("data-refresh")) { poll(); }
+      } else {
+        setLive("connecting", "Reconnecting…");
+      }
+    });
+  } else if (detail) {
+    poll();
   }
 })();

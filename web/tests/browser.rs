@@ -7,8 +7,10 @@
 //! certificate and Secure cookies, its defaults), log in, open
 //! the catalog, create an etc-file task from the form generated from the method's schema
 //! as a dry run, see it succeed with a diff and nothing written, apply it for real, see it
-//! succeed with a diff and the file changed on the node. A screenshot of each page goes to
-//! `target/screenshots/` for review.
+//! succeed with a diff and the file changed on the node; edit it (a new generation of the
+//! same task, run again); follow a three-node rollout live on its page from 0 % to
+//! 100 %. The form's parameters come in the plugin's own order. A screenshot of each page
+//! goes to `target/screenshots/` for review.
 
 mod webdriver;
 
@@ -316,6 +318,14 @@ async fn first_session_in_a_real_browser() -> anyhow::Result<()> {
     b.wait_for("#task-form", Duration::from_secs(10))
         .await
         .map_err(wd)?;
+    // The parameters come in the plugin's own order (etc-file declares path, line,
+    // regexp, …), not alphabetically.
+    let form = b.source().await.map_err(wd)?;
+    let at = |id: &str| form.find(&format!("id=\"p.{id}\"")).unwrap_or(usize::MAX);
+    assert!(
+        at("path") < at("line") && at("line") < at("regexp") && at("regexp") < at("atomic"),
+        "form fields out of the schema's order"
+    );
     b.find("[id='p.path']")
         .await
         .map_err(wd)?
@@ -420,6 +430,166 @@ async fn first_session_in_a_real_browser() -> anyhow::Result<()> {
     let node2 = std::fs::read_to_string(h.etc("node2")?.join("chrony.conf")).unwrap_or_default();
     assert!(!node2.contains(LINE), "only node1 was targeted");
 
+    // Edit the applied task: the same task, a new generation, run again on its node.
+    const LINE2: &str = "server ntp2.console.example iburst";
+    b.find("#edit")
+        .await
+        .map_err(wd)?
+        .click()
+        .await
+        .map_err(wd)?;
+    b.wait_for("#task-form", Duration::from_secs(10))
+        .await
+        .map_err(wd)?;
+    b.find("[id='p.line']")
+        .await
+        .map_err(wd)?
+        .fill(LINE2)
+        .await
+        .map_err(wd)?;
+    shot(&b, "07c-edit-form").await?;
+    b.find("#apply-now")
+        .await
+        .map_err(wd)?
+        .click()
+        .await
+        .map_err(wd)?;
+    b.accept_dialog().await.map_err(wd)?;
+    let edited = h
+        .wait_task(applied_task, |t| {
+            t.metadata.generation == Some(2)
+                && t.status
+                    .as_ref()
+                    .is_some_and(|s| s.observed_generation == Some(2) && s.state.is_finished())
+        })
+        .await?;
+    let st = edited.status.clone().unwrap_or_default();
+    assert_eq!(edited.metadata.generation, Some(2));
+    assert_eq!(st.observed_generation, Some(2), "{st:?}");
+    assert_eq!(st.state, hostplug_api::crd::TaskState::Succeeded, "{st:?}");
+    let mut expected = applied_spec.clone();
+    if let Some(p) = expected.http.parameter.as_mut() {
+        p["line"] = serde_json::json!(LINE2);
+    }
+    assert_eq!(edited.spec, expected, "the edit changed more than the line");
+    // The page (the same task's) shows the new generation succeeded.
+    let deadline = Instant::now() + TASK_WAIT;
+    loop {
+        let generation = b
+            .find("#task-generation")
+            .await
+            .map_err(wd)?
+            .text()
+            .await
+            .unwrap_or_default();
+        let state = b
+            .find("#task-state")
+            .await
+            .map_err(wd)?
+            .text()
+            .await
+            .unwrap_or_default();
+        if generation == "2 (edited)" && state == "Succeeded" {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("edited task shows generation {generation:?}, state {state}");
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(
+        b.url()
+            .await
+            .map_err(wd)?
+            .ends_with(&format!("/tasks/{applied_task}"))
+    );
+    shot(&b, "07d-edited-succeeded").await?;
+    let after = std::fs::read_to_string(h.etc("node1")?.join("chrony.conf"))?;
+    assert!(
+        after.contains(&format!("{LINE2}\n")),
+        "the node's file: {after}"
+    );
+
+    // A running rollout followed live: three nodes one after the other, each sleeping
+    // in the plugin, watched on the task's page through its live stream (not polling)
+    // from 0 % through the steps in between to 100 %.
+    h.publish_plugin("test-spin.wasm", "test-spin", "none")
+        .await?;
+    h.apply(&format!(
+        "apiVersion: hostplug.dev/v1alpha1\nkind: HostTask\nmetadata: {{name: live-rollout, namespace: {NAMESPACE}}}\n\
+         spec: {{targetType: All, http: {{api: test-spin, method: sleep, parameter: {{ms: 1500}}}}, rollout: {{maxParallel: 1}}}}\n"
+    ))
+    .await?;
+    b.goto(&url("/tasks/live-rollout")).await.map_err(wd)?;
+    let mut seen_percent: Vec<String> = Vec::new();
+    let mut seen_live: Vec<String> = Vec::new();
+    let mut mid_shot = false;
+    let deadline = Instant::now() + TASK_WAIT;
+    loop {
+        let percent = b
+            .find("#task-percent")
+            .await
+            .map_err(wd)?
+            .text()
+            .await
+            .unwrap_or_default();
+        let live = b
+            .find("#live-status")
+            .await
+            .map_err(wd)?
+            .text()
+            .await
+            .unwrap_or_default();
+        let state = b
+            .find("#task-state")
+            .await
+            .map_err(wd)?
+            .text()
+            .await
+            .unwrap_or_default();
+        if seen_percent.last() != Some(&percent) {
+            seen_percent.push(percent.clone());
+        }
+        if seen_live.last() != Some(&live) {
+            seen_live.push(live.clone());
+        }
+        if !mid_shot && percent != "0 %" && percent != "100 %" {
+            shot(&b, "07a-live-progress").await?;
+            mid_shot = true;
+        }
+        if state == "Succeeded" && live == "Finished." {
+            break;
+        }
+        if state == "Failed" || Instant::now() > deadline {
+            bail!(
+                "live rollout is {state} ({percent}, {live}); seen {seen_percent:?} {seen_live:?}\n{}",
+                b.source().await.unwrap_or_default()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    assert_eq!(
+        seen_percent.last().map(String::as_str),
+        Some("100 %"),
+        "{seen_percent:?}"
+    );
+    assert!(
+        seen_percent.iter().any(|p| p == "33 %" || p == "66 %"),
+        "no step between 0 and 100 % seen: {seen_percent:?}"
+    );
+    assert!(
+        seen_live.iter().any(|l| l.starts_with("Live:")),
+        "the page did not follow the live stream: {seen_live:?}"
+    );
+    let done = b.source().await.map_err(wd)?;
+    assert_eq!(
+        done.matches("data-node=").count(),
+        6,
+        "3 nodes in the strip and 3 cards"
+    );
+    assert!(done.contains("3/3 nodes"), "{done}");
+    shot(&b, "07b-live-finished").await?;
+
     // The list shows both tasks, succeeded; the audit log has who did what.
     b.goto(&url("/tasks")).await.map_err(wd)?;
     let list = b
@@ -429,7 +599,7 @@ async fn first_session_in_a_real_browser() -> anyhow::Result<()> {
         .text()
         .await
         .map_err(wd)?;
-    assert_eq!(list.matches("Succeeded").count(), 2, "{list}");
+    assert_eq!(list.matches("Succeeded").count(), 3, "{list}");
     assert!(list.contains("1/1"));
     shot(&b, "08-tasks").await?;
     // The list's live refresh (a watch on HostTasks, as the console's ServiceAccount)

@@ -1576,3 +1576,59 @@ async fn edit_makes_a_new_generation_of_the_same_task() -> TestResult {
     assert!(audit.contains("task.edit") && audit.contains("generation 1 → 2"));
     Ok(())
 }
+
+/// The live stream of a task's page: the same fragment the page shows (progress at
+/// 100 % for an ended task, outputs and diffs only for operators), then `end`; no
+/// stream for a missing task or without a session.
+#[tokio::test]
+async fn live_stream_sends_the_page_fragment_then_end() -> TestResult {
+    let app = TestApp::new();
+    let mut alice = admin(&app).await;
+    put_task(&app, "read-etc", full_dry_run_spec(), succeeded_with_diff())?;
+    let r = alice.get("/tasks/read-etc/live").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(
+        r.headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok()),
+        Some("text/event-stream")
+    );
+    let detail = r.body.find("event: detail").ok_or("no detail event")?;
+    let end = r.body.find("event: end").ok_or("no end event")?;
+    assert!(detail < end, "{}", r.body);
+    assert!(r.body.contains("id=\"task-progress\""), "{}", r.body);
+    assert!(r.body.contains("100 %"), "{}", r.body);
+    assert!(
+        r.body.contains("SECRET-LINE-FROM-ETC"),
+        "operators see the diff"
+    );
+    // The fragment is not a page: no layout around it.
+    assert!(!r.body.contains("<!doctype html>"));
+
+    alice
+        .post_form("/admin/settings", &[("registration_open", "on")])
+        .await;
+    let mut v = app.client([10, 0, 0, 5]);
+    v.register("victor", PW).await;
+    assert_eq!(v.login("victor", PW).await.status, StatusCode::SEE_OTHER);
+    let r = v.get("/tasks/read-etc/live").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.body.contains("id=\"results-hidden\""), "{}", r.body);
+    assert!(
+        !r.body.contains("SECRET-LINE-FROM-ETC"),
+        "viewer sees a diff"
+    );
+    assert!(
+        !r.body.contains("SECRET-OUTPUT-FROM-ETC"),
+        "viewer sees output"
+    );
+
+    assert_eq!(
+        alice.get("/tasks/nope/live").await.status,
+        StatusCode::NOT_FOUND
+    );
+    let mut anon = app.client([10, 0, 0, 1]);
+    let r = anon.get("/tasks/read-etc/live").await;
+    assert!(r.location().starts_with("/login"), "{:?}", r.status);
+    Ok(())
+}

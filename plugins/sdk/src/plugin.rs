@@ -280,7 +280,15 @@ pub fn parse_params<P: DeserializeOwned>(params: &str) -> Result<P> {
     })
 }
 
-/// The JSON Schema (draft 2020-12) of `P`, as JSON text.
+/// The keyword that carries a property's place in its struct: `x-order`, 0-based, on
+/// every property of every object. JSON objects have no order (the Kubernetes API server
+/// stores a HostPlugin's status with its keys sorted), so the order in which a plugin
+/// declares its parameters reaches the console and `kubectl hostplug` only this way; it
+/// is an annotation that validators ignore.
+pub const ORDER_KEYWORD: &str = "x-order";
+
+/// The JSON Schema (draft 2020-12) of `P`, as JSON text, with [`ORDER_KEYWORD`] on each
+/// property in the order the fields are declared.
 pub fn params_schema<P: JsonSchema>() -> String {
     let mut schema = SchemaSettings::draft2020_12()
         .into_generator()
@@ -290,8 +298,32 @@ pub fn params_schema<P: JsonSchema>() -> String {
     if P::schema_id() == <NoParams as JsonSchema>::schema_id() {
         schema.remove("title");
     }
-    // A schemars schema is a JSON value; serialising it cannot fail.
-    serde_json::to_string(&schema).unwrap_or_else(|_| "{}".to_string())
+    let mut value = schema.to_value();
+    number_properties(&mut value);
+    // A JSON value; serialising it cannot fail.
+    serde_json::to_string(&value).unwrap_or_else(|_| "{}".to_string())
+}
+
+/// Adds [`ORDER_KEYWORD`] to every property of every object schema inside `v` (the
+/// workspace's serde_json keeps insertion order, so `properties` is in declaration
+/// order here).
+fn number_properties(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(map) => {
+            if let Some(serde_json::Value::Object(props)) = map.get_mut("properties") {
+                for (i, prop) in props.values_mut().enumerate() {
+                    if let serde_json::Value::Object(p) = prop {
+                        p.insert(ORDER_KEYWORD.to_owned(), serde_json::Value::from(i));
+                    }
+                }
+            }
+            for child in map.values_mut() {
+                number_properties(child);
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(number_properties),
+        _ => {}
+    }
 }
 
 /// Parameters of a method that takes none. Unknown fields are refused.
@@ -412,5 +444,8 @@ mod tests {
         assert_eq!(schema["properties"]["line"]["description"], "A line.");
         assert_eq!(schema["required"], serde_json::json!(["line"]));
         assert_eq!(schema["additionalProperties"], false);
+        // Declaration order (line, count), not the alphabetical one.
+        assert_eq!(schema["properties"]["line"][ORDER_KEYWORD], 0);
+        assert_eq!(schema["properties"]["count"][ORDER_KEYWORD], 1);
     }
 }

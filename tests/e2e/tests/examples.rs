@@ -1,11 +1,16 @@
 //! Every example of `deploy/examples` applied as people would, ending as expected, with
 //! the simulated nodes' /etc trees changing exactly as expected; then cleanup by TTL and
-//! by deletion.
+//! by deletion. And every file of `deploy/examples` applied unmodified, all at once, to
+//! the environment `make dev` sets up (a Docker API on node1 and node2, the examples'
+//! registry on loopback), each ending Succeeded.
 
 use std::time::Duration;
 
 use hostplug_api::crd::{NodePhase, TaskState};
-use hostplug_e2e::{Harness, NODES, changed_files, state_of};
+use hostplug_e2e::{Harness, NODES, changed_files, repo_root, state_of};
+use hostplug_testenv::hostplug::{
+    DOCKER_NODES, EXAMPLE_IMAGES, EXAMPLE_REGISTRY, start_node_docker,
+};
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams};
@@ -175,4 +180,68 @@ async fn wait_task_gone(h: &Harness, task: &str) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// `kubectl apply -f deploy/examples/` in `make dev`, as it prints it: every HostTask of
+/// every file ends Succeeded, and the pull example's image is on node1 afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_example_succeeds_in_the_make_dev_setup() -> anyhow::Result<()> {
+    let h = Harness::start().await?;
+    h.wait_plugin_ready("docker-image").await?;
+    // The same set-up `hostplug-dev` makes.
+    let dockers = tokio::task::block_in_place(|| {
+        DOCKER_NODES
+            .iter()
+            .map(|n| start_node_docker(&h.env, n))
+            .collect::<anyhow::Result<Vec<_>>>()
+    })?;
+
+    let dir = repo_root().join("deploy/examples");
+    let mut files: Vec<String> = std::fs::read_dir(&dir)?
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .filter(|f| f.ends_with(".yaml") || f.ends_with(".yml"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 6, "{files:?}");
+    let mut tasks = Vec::new();
+    for file in &files {
+        let text = std::fs::read_to_string(dir.join(file))?;
+        for doc in serde_yaml::Deserializer::from_str(&text) {
+            let v = <serde_yaml::Value as serde::Deserialize>::deserialize(doc)?;
+            if v["kind"].as_str() == Some("HostTask") {
+                let name = v["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned();
+                tasks.push((file.clone(), name));
+            }
+        }
+        h.apply_example(file).await?;
+    }
+    assert!(
+        tasks.iter().any(|(f, _)| f.contains("docker")),
+        "no docker example among {tasks:?}"
+    );
+    for (file, name) in &tasks {
+        let t = h.wait_finished(name).await?;
+        let st = t.status.clone().unwrap_or_default();
+        assert_eq!(
+            state_of(&t),
+            Some(TaskState::Succeeded),
+            "deploy/examples/{file} ({name}): {:?} {:?}",
+            st.msg,
+            st.nodes
+                .iter()
+                .map(|n| (&n.node, n.phase, &n.message))
+                .collect::<Vec<_>>()
+        );
+        assert!(!st.nodes.is_empty(), "{file}: no node ran");
+    }
+    let image = format!("{EXAMPLE_REGISTRY}/{}", EXAMPLE_IMAGES[0]);
+    assert!(
+        dockers[0].image_id(&image)?.is_some(),
+        "{image} not on node1 after the pull example"
+    );
+    tokio::task::block_in_place(|| drop(dockers));
+    h.shutdown().await
 }

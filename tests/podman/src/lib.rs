@@ -53,6 +53,11 @@ pub struct Options {
     /// the temporary directory. The end-to-end tests put it where a simulated node's
     /// hostPath `/var/run/docker.sock` resolves. It is removed with the environment.
     pub socket: Option<PathBuf>,
+    /// Registry names (`host:port`) that pulls resolve to the local registry, through a
+    /// `prefix`/`location` rewrite in `registries.conf`: an image named
+    /// `registry.example:5000/team/app:1.0` in an example is pulled from the loopback
+    /// registry as `team/app:1.0`, and nothing leaves the machine.
+    pub registry_aliases: Vec<String>,
 }
 
 impl Default for Options {
@@ -61,6 +66,7 @@ impl Default for Options {
             tie_to_thread: true,
             parent_dir: None,
             socket: None,
+            registry_aliases: Vec::new(),
         }
     }
 }
@@ -236,7 +242,12 @@ impl DockerEnv {
         let down_port = free_port()?;
         let registry_addr = format!("127.0.0.1:{registry_port}");
         let down_registry_addr = format!("127.0.0.1:{down_port}");
-        write_configs(d, &registry_addr, &down_registry_addr)?;
+        write_configs(
+            d,
+            &registry_addr,
+            &down_registry_addr,
+            &options.registry_aliases,
+        )?;
 
         let mut cmd = Command::new("docker-registry");
         cmd.arg("serve").arg(d.join("registry.yml"));
@@ -445,7 +456,7 @@ fn podman_command(dir: &Path) -> Command {
 }
 
 /// Writes containers.conf, storage.conf, registries.conf and the registry's config.
-fn write_configs(d: &Path, registry: &str, down: &str) -> Result<()> {
+fn write_configs(d: &Path, registry: &str, down: &str, aliases: &[String]) -> Result<()> {
     for sub in ["storage", "run", "tmp", "registry-data"] {
         std::fs::create_dir_all(d.join(sub)).map_err(err("creating directories"))?;
     }
@@ -470,11 +481,17 @@ fn write_configs(d: &Path, registry: &str, down: &str) -> Result<()> {
         d.join("storage").display(),
         d.join("run").display()
     );
-    let registries = format!(
+    let mut registries = format!(
         "unqualified-search-registries = []\n\
          [[registry]]\nlocation = \"{registry}\"\ninsecure = true\n\
          [[registry]]\nlocation = \"{down}\"\ninsecure = true\n"
     );
+    for alias in aliases {
+        let _ = write!(
+            registries,
+            "[[registry]]\nprefix = \"{alias}\"\nlocation = \"{registry}\"\ninsecure = true\n"
+        );
+    }
     let registry_yml = format!(
         "version: 0.1\n\
          log:\n  level: warn\n\

@@ -105,3 +105,48 @@ pub async fn install_operator(
         builtin_dir,
     })
 }
+
+/// The registry the docker examples of `deploy/examples` name; [`start_node_docker`]
+/// makes it resolve to a registry on loopback, so the examples run as printed.
+pub const EXAMPLE_REGISTRY: &str = "registry.example:5000";
+/// The nodes `make dev` gives a Docker Engine API (the docker examples target node1).
+pub const DOCKER_NODES: [&str; 2] = ["node1", "node2"];
+/// The images the docker examples pull, as `repository:tag` in [`EXAMPLE_REGISTRY`];
+/// [`start_node_docker`] pushes each (a tiny image, nothing runs it).
+pub const EXAMPLE_IMAGES: [&str; 1] = ["team/app:1.0"];
+
+/// Gives simulated node `node` a Docker Engine API at its `/var/run/docker.sock`:
+/// Podman's Docker API service with its own storage, and a registry on loopback that
+/// [`EXAMPLE_REGISTRY`] resolves to, holding [`EXAMPLE_IMAGES`] (not on the node yet, so
+/// the pull example pulls). Blocking (it waits for Podman): call it from
+/// `tokio::task::block_in_place` in async code. Stopping: drop the returned value.
+pub fn start_node_docker(
+    env: &Environment,
+    node: &str,
+) -> anyhow::Result<hostplug_podman::DockerEnv> {
+    let root = env
+        .node_root(node)
+        .with_context(|| format!("no simulated node {node}"))?;
+    let docker = hostplug_podman::DockerEnv::start_with(&hostplug_podman::Options {
+        socket: Some(root.join("var/run/docker.sock")),
+        registry_aliases: vec![EXAMPLE_REGISTRY.to_owned()],
+        // Stopped by drop; a thread-bound kill would fire when the runtime thread that
+        // started it parks.
+        tie_to_thread: false,
+        ..hostplug_podman::Options::default()
+    })
+    .with_context(|| format!("starting Podman's Docker API for {node}"))?;
+    for image in EXAMPLE_IMAGES {
+        let local = format!("localhost/{image}");
+        docker
+            .make_image(&local, &[("hostplug.dev/example", "true")])
+            .with_context(|| format!("making {local}"))?;
+        docker
+            .push(&local, image)
+            .with_context(|| format!("pushing {image} to the loopback registry"))?;
+        docker
+            .podman(&["rmi", &local])
+            .with_context(|| format!("removing {local} from {node}"))?;
+    }
+    Ok(docker)
+}

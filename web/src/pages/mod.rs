@@ -9,6 +9,7 @@
 pub mod account;
 pub mod admin;
 pub mod catalog;
+pub mod live;
 pub mod tasks;
 
 use askama::Template;

@@ -88,12 +88,39 @@ pub async fn task_detail(
     user: AuthUser,
     Path(name): Path<String>,
 ) -> AppResult<Response> {
+    render(&task_page(&state, &user, &name).await?)
+}
+
+/// Nodes ended of nodes targeted, in percent, rounded down (100 only when all ended).
+pub fn percent_done(done: i64, total: i64) -> i64 {
+    if total <= 0 {
+        0
+    } else {
+        (done.clamp(0, total) * 100) / total
+    }
+}
+
+/// `1 starting, 2 running, 1 failed`: the nodes in motion (and failed ones, which a
+/// rollout with a failure budget goes on past).
+pub fn in_flight(nodes: &[crate::cluster::NodeResultView]) -> String {
+    ["Starting", "Running", "Failed"]
+        .iter()
+        .filter_map(|phase| {
+            let n = nodes.iter().filter(|r| r.phase == *phase).count();
+            (n > 0).then(|| format!("{n} {}", phase.to_lowercase()))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The data of a task's page (and of its live fragment) as `user` may see it.
+pub async fn task_page(state: &AppState, user: &AuthUser, name: &str) -> AppResult<TaskPage> {
     let task = state
         .cluster
-        .get_task(&name)
+        .get_task(name)
         .await?
         .ok_or(AppError::NotFound)?;
-    let task = visible_to(&user, task);
+    let task = visible_to(user, task);
     let nodes = task
         .nodes
         .iter()
@@ -140,8 +167,8 @@ pub async fn task_detail(
         },
     );
     let can_write = user.role >= Role::Operator;
-    let page = TaskPage {
-        nav: Nav::for_user(&user, "tasks"),
+    Ok(TaskPage {
+        nav: Nav::for_user(user, "tasks"),
         state_class: state_class(&task.state),
         age: age(task.created),
         target,
@@ -153,9 +180,14 @@ pub async fn task_detail(
         can_apply: task.dry_run && task.state == "Succeeded" && can_write,
         can_rerun: finished && can_write,
         stale: task.observed_generation != Some(task.generation),
+        percent: if task.observed_generation == Some(task.generation) {
+            percent_done(task.nodes_done, task.nodes_total)
+        } else {
+            0
+        },
+        in_flight: in_flight(&task.nodes),
         task,
-    };
-    render(&page)
+    })
 }
 
 /// Query of the new-task page.
@@ -659,6 +691,16 @@ pub async fn delete_task(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn percent_is_done_of_total_and_100_only_at_the_end() {
+        assert_eq!(percent_done(0, 0), 0);
+        assert_eq!(percent_done(1, 3), 33);
+        assert_eq!(percent_done(2, 3), 66);
+        assert_eq!(percent_done(999, 1000), 99);
+        assert_eq!(percent_done(3, 3), 100);
+        assert_eq!(percent_done(5, 3), 100);
+    }
 
     fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
         list.iter()

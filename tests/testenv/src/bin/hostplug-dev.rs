@@ -4,6 +4,10 @@
 //! plugins. Prints the kubeconfig and what to type next; Ctrl-C stops everything.
 //!
 //! The web console runs too, as its own ServiceAccount, on https://127.0.0.1:18081.
+//! node1 and node2 get a Docker Engine API at their `/var/run/docker.sock` (Podman's
+//! Docker API service) and `registry.example:5000` resolves to a registry on loopback
+//! holding the images the docker examples pull, so every file of `deploy/examples` runs
+//! as printed.
 //!
 //! The operator, worker and console binaries are expected next to this one (`make dev` builds
 //! them); the built-in plugins in `HOSTPLUG_PLUGIN_DIR` (default `target/plugins`).
@@ -12,7 +16,10 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use anyhow::{Context, bail};
-use hostplug_testenv::hostplug::{NAMESPACE, OPERATOR_SA, install_operator, start_environment};
+use hostplug_testenv::hostplug::{
+    DOCKER_NODES, EXAMPLE_REGISTRY, NAMESPACE, OPERATOR_SA, install_operator, start_environment,
+    start_node_docker,
+};
 
 /// Where the operator serves /metrics and /healthz in the dev environment.
 const OPERATOR_HTTP_ADDR: &str = "127.0.0.1:18080";
@@ -59,6 +66,17 @@ async fn main() -> anyhow::Result<()> {
     eprintln!("starting the control plane and the simulated nodes…");
     let env = start_environment(&worker_bin).await?;
     let install = install_operator(&env, &root, &plugin_dir).await?;
+    eprintln!("starting Podman's Docker API on {DOCKER_NODES:?} and a registry on loopback…");
+    let mut dockers = Vec::new();
+    for node in DOCKER_NODES {
+        match tokio::task::block_in_place(|| start_node_docker(&env, node)) {
+            Ok(d) => dockers.push((node, d)),
+            // Everything else still works; only the docker examples need it.
+            Err(e) => eprintln!(
+                "warning: no Docker API on {node} (the docker examples will fail there): {e:#}"
+            ),
+        }
+    }
     let log_path = env.dir().join("logs/hostplug-operator.log");
     if let Some(parent) = log_path.parent() {
         std::fs::create_dir_all(parent).context("creating the log directory")?;
@@ -126,12 +144,16 @@ async fn main() -> anyhow::Result<()> {
          \x20 kubectl get hostplugins\n\
          \x20 kubectl apply -f {root}/deploy/examples/ensure-line-all-nodes.yaml\n\
          \x20 kubectl -n {NAMESPACE} get hosttasks -w\n\
-         \x20 kubectl -n {NAMESPACE} get hosttask ensure-ntp-server -o yaml\n\n\
+         \x20 kubectl -n {NAMESPACE} get hosttask ensure-ntp-server -o yaml\n\
+         \x20 kubectl apply -f {root}/deploy/examples/    # every example, docker ones too\n\
+         \x20 kubectl hostplug plugins                  # after `make install`\n\n\
          Operator log:     {log}\n\
          Operator metrics: http://{OPERATOR_HTTP_ADDR}/metrics\n\
          Web console:      https://{CONSOLE_ADDR}/ (self-signed certificate; the first admin \
          registers with the setup token printed in the console log)\n\
          Console log:      {console_log}\n\
+         Docker API:       {docker} (images pulled from {EXAMPLE_REGISTRY} come from a \
+         registry on loopback)\n\
          Files and logs:   {dir}\n\
          Ctrl-C stops everything.",
         started.elapsed().as_secs_f64(),
@@ -141,6 +163,15 @@ async fn main() -> anyhow::Result<()> {
         log = log_path.display(),
         console_log = console_log_path.display(),
         dir = env.dir().display(),
+        docker = if dockers.is_empty() {
+            "none (see the warnings above)".to_owned()
+        } else {
+            dockers
+                .iter()
+                .map(|(n, _)| format!("{n}:/var/run/docker.sock"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        },
     );
     println!("Each simulated node's /etc:");
     for node in ["master", "node1", "node2"] {
@@ -164,6 +195,7 @@ async fn main() -> anyhow::Result<()> {
     eprintln!("\nstopping…");
     let _ = console.kill().await;
     let _ = operator.kill().await;
+    tokio::task::block_in_place(|| drop(dockers));
     env.shutdown()
         .await
         .context("stopping the test environment")?;

@@ -1,0 +1,18 @@
+//! The `kubectl-hostplug` binary: parses the command line and hands over to
+//! [`kubectl_hostplug::run`]; errors are printed with their causes and exit 2.
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let cli = kubectl_hostplug::Cli::parse();
+    match kubectl_hostplug::run(cli).await {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(kubectl_hostplug::EXIT_ERROR)
+        }
+    }
+}

@@ -1,0 +1,393 @@
+//! `kubectl hostplug` as an administrator uses it, against the real control plane and
+//! the simulated nodes, authenticated as a user holding only `deploy/rbac/task-runner.yaml`
+//! (no extra privilege): the catalog and `explain`; `run --wait` changing exactly the
+//! targeted nodes' files; a dry run changing nothing; exit codes (0 succeeded, 1 the task
+//! failed, 2 the command could not run); `-o json|yaml` parsed; unknown plugins, methods
+//! and parameters refused with what exists named, and no task created for them.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use hostplug_api::crd::{HostTask, NodePhase, TaskState};
+use hostplug_e2e::{Harness, NAMESPACE, changed_files, repo_root, workspace_binary};
+use kube::api::ListParams;
+
+/// The user the CLI runs as: a ServiceAccount bound to the documented task-runner roles.
+const USER: &str = "alice";
+
+struct Cli {
+    bin: PathBuf,
+    kubeconfig: PathBuf,
+}
+
+impl Cli {
+    async fn run(&self, args: &[&str]) -> anyhow::Result<Output> {
+        Ok(tokio::process::Command::new(&self.bin)
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(args)
+            .env_remove("KUBECONFIG")
+            .env_remove("HOSTPLUG_NAMESPACE")
+            .output()
+            .await?)
+    }
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn show(o: &Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        o.status.code(),
+        text(&o.stdout),
+        text(&o.stderr)
+    )
+}
+
+async fn task_count(h: &Harness) -> anyhow::Result<usize> {
+    Ok(h.tasks().list(&ListParams::default()).await?.items.len())
+}
+
+async fn user_kubeconfig(h: &Harness) -> anyhow::Result<PathBuf> {
+    h.env
+        .apply_yaml_file(repo_root().join("deploy/rbac/task-runner.yaml"))
+        .await?;
+    h.apply(&format!(
+        r#"
+apiVersion: v1
+kind: ServiceAccount
+metadata: {{name: {USER}, namespace: {NAMESPACE}}}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {{name: {USER}-runs-tasks, namespace: {NAMESPACE}}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: hostplug-task-runner}}
+subjects: [{{kind: ServiceAccount, name: {USER}, namespace: {NAMESPACE}}}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {{name: {USER}-reads-plugins}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: hostplug-plugin-reader}}
+subjects: [{{kind: ServiceAccount, name: {USER}, namespace: {NAMESPACE}}}]
+"#
+    ))
+    .await?;
+    Ok(h.env.service_account_kubeconfig(NAMESPACE, USER).await?)
+}
+
+fn read_conf(h: &Harness, node: &str) -> anyhow::Result<String> {
+    Ok(std::fs::read_to_string(
+        h.etc(node)?.join(Path::new("chrony.conf")),
+    )?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_hostplug_runs_follows_and_explains() -> anyhow::Result<()> {
+    let h = Harness::start().await?;
+    let cli = Cli {
+        bin: workspace_binary("kubectl-hostplug")?,
+        kubeconfig: user_kubeconfig(&h).await?,
+    };
+
+    // The catalog, as JSON: etc-file with its methods and their parameters.
+    let o = cli.run(&["plugins", "-o", "json"]).await?;
+    assert!(o.status.success(), "{}", show(&o));
+    let catalog: serde_json::Value = serde_json::from_slice(&o.stdout)?;
+    let etc_file = catalog
+        .as_array()
+        .and_then(|a| a.iter().find(|p| p["name"] == "etc-file"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(etc_file["ready"], true, "{catalog}");
+    let ensure = etc_file["methods"]
+        .as_array()
+        .and_then(|m| m.iter().find(|m| m["name"] == "ensure-line"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(ensure["mutates"], true, "{ensure}");
+    let mut required: Vec<&str> = ensure["params"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["required"] == true)
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    required.sort_unstable();
+    assert_eq!(required, ["line", "path"], "{ensure}");
+    // … and as text.
+    let o = cli.run(&["plugins"]).await?;
+    println!("{}", show(&o));
+    assert!(o.status.success(), "{}", show(&o));
+    let out = text(&o.stdout);
+    assert!(out.contains("ensure-line (mutates)"), "{out}");
+    assert!(
+        out.contains("path* string")
+            && out.contains("line* string")
+            && out.contains("create boolean =false"),
+        "{out}"
+    );
+
+    // explain: every parameter with its description.
+    let o = cli.run(&["explain", "etc-file", "ensure-line"]).await?;
+    println!("{}", show(&o));
+    assert!(o.status.success(), "{}", show(&o));
+    let out = text(&o.stdout);
+    let regexp = out
+        .lines()
+        .find(|l| l.trim_start().starts_with("regexp"))
+        .unwrap_or_default();
+    assert!(
+        regexp.contains("optional") && regexp.contains("Regular expression"),
+        "{out}"
+    );
+    assert!(out.contains("METHOD:  ensure-line (mutates"), "{out}");
+    // In the plugin's own order (etc-file declares path, line, regexp, …), not by name.
+    let order: Vec<&str> = out
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("NAME"))
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next())
+        .take(3)
+        .collect();
+    assert_eq!(order, ["path", "line", "regexp"], "{out}");
+
+    // Unknown names: exit 2, what exists named, no task created.
+    let tasks_before = task_count(&h).await?;
+    let o = cli
+        .run(&["run", "nope", "read", "--nodes", "node1", "--wait"])
+        .await?;
+    assert_eq!(o.status.code(), Some(2), "{}", show(&o));
+    let err = text(&o.stderr);
+    assert!(
+        err.contains("no plugin \"nope\"") && err.contains("etc-file"),
+        "{err}"
+    );
+    let o = cli
+        .run(&["run", "etc-file", "frobnicate", "--nodes", "node1"])
+        .await?;
+    assert_eq!(o.status.code(), Some(2), "{}", show(&o));
+    let err = text(&o.stderr);
+    assert!(
+        err.contains("no method \"frobnicate\"")
+            && err.contains("ensure-line")
+            && err.contains("read"),
+        "{err}"
+    );
+    let o = cli.run(&["explain", "etc-file", "frobnicate"]).await?;
+    assert_eq!(o.status.code(), Some(2), "{}", show(&o));
+    let o = cli
+        .run(&[
+            "run",
+            "etc-file",
+            "read",
+            "--nodes",
+            "node1",
+            "--param",
+            "path=/etc/hosts",
+            "--param",
+            "colour=red",
+        ])
+        .await?;
+    assert_eq!(o.status.code(), Some(2), "{}", show(&o));
+    let err = text(&o.stderr);
+    assert!(
+        err.contains("parameter colour") && err.contains("path"),
+        "{err}"
+    );
+    let o = cli
+        .run(&[
+            "run",
+            "etc-file",
+            "ensure-line",
+            "--nodes",
+            "node1",
+            "--param",
+            "path=/etc/x",
+        ])
+        .await?;
+    assert_eq!(o.status.code(), Some(2), "{}", show(&o));
+    assert!(text(&o.stderr).contains("line"), "{}", show(&o));
+    assert_eq!(
+        task_count(&h).await?,
+        tasks_before,
+        "a refused command created a task"
+    );
+
+    // run --wait on two named nodes, -o json: exactly their chrony.conf changes.
+    let line = "server ntp.cli.example iburst";
+    let before = h.snapshot()?;
+    let o = cli
+        .run(&[
+            "run",
+            "etc-file",
+            "ensure-line",
+            "--nodes",
+            "node1,node2",
+            "--param",
+            "path=/etc/chrony.conf",
+            "--param",
+            &format!("line={line}"),
+            "--max-parallel",
+            "1",
+            "--wait",
+            "-o",
+            "json",
+        ])
+        .await?;
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    let task: HostTask = serde_json::from_slice(&o.stdout)?;
+    let st = task.status.clone().unwrap_or_default();
+    assert_eq!(st.state, TaskState::Succeeded, "{st:?}");
+    assert_eq!(st.msg.as_deref(), Some("2/2 nodes succeeded, 2 changed"));
+    assert!(
+        st.nodes
+            .iter()
+            .all(|n| n.changed && n.diff.as_deref().is_some_and(|d| d.contains(line)))
+    );
+    assert_eq!(
+        changed_files(&before, &h.snapshot()?),
+        [
+            ("node1".to_owned(), "chrony.conf".to_owned()),
+            ("node2".to_owned(), "chrony.conf".to_owned())
+        ]
+    );
+    for node in ["node1", "node2"] {
+        assert!(
+            read_conf(&h, node)?.contains(&format!("{line}\n")),
+            "{node}"
+        );
+    }
+    let name = task.metadata.name.clone().unwrap_or_default();
+    assert!(name.starts_with("etc-file-ensure-line-"), "{name}");
+    assert_eq!(task.spec.rollout.map(|r| r.max_parallel), Some(1));
+
+    // status of it, as YAML and as text.
+    let o = cli.run(&["status", &name, "-o", "yaml"]).await?;
+    assert!(o.status.success(), "{}", show(&o));
+    let again: HostTask = serde_yaml::from_slice(&o.stdout)?;
+    assert_eq!(again.status, task.status);
+    let o = cli.run(&["status", &name]).await?;
+    println!("{}", show(&o));
+    let out = text(&o.stdout);
+    assert!(out.contains("State:    Succeeded"), "{out}");
+    let row = out
+        .lines()
+        .find(|l| l.starts_with("node2 "))
+        .unwrap_or_default();
+    assert!(row.contains("Succeeded") && row.contains("yes"), "{out}");
+    assert!(out.contains(&format!("+{line}")), "{out}");
+    assert!(!out.contains('\x1b'), "colour off a terminal: {out:?}");
+
+    // A dry run with a selector on every node, as text: diffs shown, nothing written,
+    // one progress line per phase change on stderr (not a terminal).
+    let before = h.snapshot()?;
+    let o = cli
+        .run(&[
+            "run",
+            "etc-file",
+            "ensure-line",
+            "--selector",
+            "kubernetes.io/os=linux",
+            "--param",
+            "path=/etc/chrony.conf",
+            "--param",
+            "line=server dry.example",
+            "--dry-run",
+            "--wait",
+            "--name",
+            "cli-dry-run",
+        ])
+        .await?;
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    let out = text(&o.stdout);
+    assert!(
+        out.contains("(dry run)") && out.contains("+server dry.example"),
+        "{out}"
+    );
+    for node in ["master", "node1", "node2"] {
+        assert!(out.contains(&format!("== {node} ==")), "{out}");
+    }
+    println!("{}", show(&o));
+    let err = text(&o.stderr);
+    assert!(err.contains("cli-dry-run: node1 Succeeded"), "{err}");
+    assert_eq!(
+        changed_files(&before, &h.snapshot()?),
+        vec![],
+        "a dry run wrote"
+    );
+
+    // On a terminal (a pty from util-linux `script`): the live progress bar is drawn
+    // while the rollout runs, and the diff comes coloured.
+    let command = format!(
+        "'{}' --kubeconfig '{}' run etc-file ensure-line --nodes node1 \
+         --param path=/etc/chrony.conf --param 'line=server tty.example' \
+         --dry-run --wait --name cli-tty",
+        cli.bin.display(),
+        cli.kubeconfig.display()
+    );
+    let o = tokio::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env("TERM", "xterm-256color")
+        .env_remove("NO_COLOR")
+        .env_remove("KUBECONFIG")
+        .output()
+        .await?;
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    let tty = text(&o.stdout);
+    assert!(tty.contains("cli-tty ["), "no progress bar drawn: {tty:?}");
+    assert!(tty.contains(" nodes "), "{tty:?}");
+    assert!(
+        tty.contains("\x1b[32m+server tty.example\x1b[0m"),
+        "diff not coloured on a terminal: {tty:?}"
+    );
+
+    // A task that fails on its node: exit 1, the node's error printed.
+    let o = cli
+        .run(&[
+            "run",
+            "etc-file",
+            "read",
+            "--nodes",
+            "node1",
+            "--param",
+            "path=/etc/no-such-file",
+            "--wait",
+        ])
+        .await?;
+    println!("{}", show(&o));
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    let out = text(&o.stdout);
+    assert!(out.contains("State:    Failed"), "{out}");
+    assert!(out.contains("no such file"), "{out}");
+    // Without --wait: created, exit 0, the task named.
+    let o = cli
+        .run(&[
+            "run",
+            "etc-file",
+            "read",
+            "--target",
+            "master",
+            "-p",
+            "path=/etc/hostname",
+            "-o",
+            "json",
+        ])
+        .await?;
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    let created: HostTask = serde_json::from_slice(&o.stdout)?;
+    let name = created.metadata.name.unwrap_or_default();
+    let t = h.wait_finished(&name).await?;
+    let st = t.status.unwrap_or_default();
+    assert_eq!(st.state, TaskState::Succeeded);
+    assert_eq!(
+        st.nodes
+            .iter()
+            .map(|n| (n.node.as_str(), n.phase))
+            .collect::<Vec<_>>(),
+        [("master", NodePhase::Succeeded)]
+    );
+
+    h.shutdown().await
+}
