@@ -232,8 +232,11 @@ async fn a_finished_task_is_deleted_after_its_ttl() -> anyhow::Result<()> {
     let h = Harness::start().await?;
     let read = "  workers: [node1]\n  http: {api: etc-file, method: read, parameter: {path: /etc/hostname}}\n";
     h.apply(&task("keep", read)).await?;
-    h.apply(&task("expire", &format!("{read}  ttlSecondsAfterFinished: 2\n")))
-        .await?;
+    h.apply(&task(
+        "expire",
+        &format!("{read}  ttlSecondsAfterFinished: 2\n"),
+    ))
+    .await?;
     let kept = h.wait_finished("keep").await?;
     assert_eq!(state_of(&kept), Some(TaskState::Succeeded));
     let expired = h.wait_finished("expire").await?;
@@ -243,7 +246,10 @@ async fn a_finished_task_is_deleted_after_its_ttl() -> anyhow::Result<()> {
         Ok(h.tasks().get_opt("expire").await?.is_none())
     })
     .await?;
-    assert!(h.tasks().get_opt("keep").await?.is_some(), "a task without a TTL stays");
+    assert!(
+        h.tasks().get_opt("keep").await?.is_some(),
+        "a task without a TTL stays"
+    );
     let live = h.worker_pods().await?;
     for p in &served {
         assert!(
