@@ -418,7 +418,7 @@ fn time_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
 }
 
 /// A standard `metav1.LabelSelector`.
-fn label_selector_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+pub(crate) fn label_selector_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({
         "type": "object",
         "description": "A standard label selector: matchLabels and matchExpressions, ANDed.",
@@ -478,7 +478,7 @@ pub mod labels {
     pub const PROFILE: &str = "hostplug.dev/profile";
 }
 
-/// The CRD YAML of both resources as `deploy/crds/` holds it, one document each.
+/// The CRD YAML of the resources (HostTask, HostPlugin, HostTaskPolicy) as `deploy/crds/` holds it, one document each.
 pub fn crd_yaml() -> Result<BTreeMap<&'static str, String>, serde_yaml::Error> {
     let mut out = BTreeMap::new();
     out.insert(
@@ -488,6 +488,10 @@ pub fn crd_yaml() -> Result<BTreeMap<&'static str, String>, serde_yaml::Error> {
     out.insert(
         "hostplugins.hostplug.dev.yaml",
         serde_yaml::to_string(&HostPlugin::crd())?,
+    );
+    out.insert(
+        "hosttaskpolicies.hostplug.dev.yaml",
+        serde_yaml::to_string(&crate::policy::HostTaskPolicy::crd())?,
     );
     Ok(out)
 }

@@ -11,6 +11,7 @@ mod error;
 pub mod leader;
 pub mod metrics;
 pub mod plugins;
+pub mod policy;
 pub mod pool;
 pub mod resources;
 pub mod rollout;
@@ -68,7 +69,8 @@ mod controller {
         about = "The hostplug operator: runs HostTasks on nodes through worker Pods."
     )]
     pub struct Config {
-        /// Namespace of HostTasks, worker Pods, Services, Secrets, Events and the Lease.
+        /// Namespace of the worker Pods, their Secrets and the Lease. HostTasks are
+        /// watched in every namespace; outside this one they need a HostTaskPolicy.
         #[arg(long, env = "HOSTPLUG_NAMESPACE", default_value = "hostplug-system")]
         pub namespace: String,
         /// Image of the worker Pods.
@@ -125,6 +127,16 @@ mod controller {
             default_value_t = DEFAULT_WORKER_START_PARALLEL
         )]
         pub worker_start_parallel: usize,
+        /// Whether HostTasks in the operator's own namespace (`--namespace`) run without
+        /// a HostTaskPolicy. Tasks in any other namespace run only when a policy allows
+        /// them; with `false`, the own namespace needs a policy too.
+        #[arg(
+            long,
+            env = "HOSTPLUG_TRUST_OWN_NAMESPACE",
+            default_value_t = true,
+            action = clap::ArgAction::Set
+        )]
+        pub trust_own_namespace: bool,
     }
 
     impl Config {

@@ -216,7 +216,7 @@ async fn reconcile(cached: Arc<HostTask>, ctx: Arc<Context>) -> Result<Action> {
     else {
         ctx.pool.forget_waiter(&ObjectRef::new(&name).within(&ns));
         if ctx.pool.per_task() {
-            ctx.pool.release_task(&name);
+            ctx.pool.release_task(&per_task_key(&ns, &name));
         }
         return Ok(Action::await_change());
     };
@@ -267,7 +267,7 @@ async fn reconcile(cached: Arc<HostTask>, ctx: Arc<Context>) -> Result<Action> {
         node: node.to_owned(),
         profile,
         port: task.spec.http.port,
-        task: ctx.pool.per_task().then(|| name.clone()),
+        task: ctx.pool.per_task().then(|| per_task_key(&ns, &name)),
     };
 
     // What the rollout looks at.
@@ -396,6 +396,11 @@ async fn start_generation(
         observed_generation: Some(generation),
         ..HostTaskStatus::default()
     };
+    // The namespace, plugin and method rules first: a namespace no policy covers learns
+    // nothing about the plugins (validation would tell).
+    if let Err(denied) = crate::policy::check(ctx, task, false, &[]).await? {
+        return deny(ctx, api, task, status, &denied).await;
+    }
     match resolve(ctx, task).await? {
         Err(invalid) => {
             status.state = TaskState::Failed;
@@ -421,6 +426,20 @@ async fn start_generation(
             Ok(Action::await_change())
         }
         Ok(r) => {
+            // The policy: may this namespace run this, there? Decided before any worker.
+            let mutating = !task.spec.dry_run
+                && r.loaded
+                    .info
+                    .method(&task.spec.http.method)
+                    .is_none_or(|m| m.mutates);
+            let nodes = list_nodes(ctx);
+            let targets: Vec<NodeView> = nodes
+                .into_iter()
+                .filter(|n| r.targets.contains(&n.name))
+                .collect();
+            if let Err(denied) = crate::policy::check(ctx, task, mutating, &targets).await? {
+                return deny(ctx, api, task, status, &denied).await;
+            }
             status.plugin = Some(PluginRef {
                 name: r.plugin.name_any(),
                 digest: r.loaded.digest.to_string(),
@@ -454,15 +473,55 @@ async fn start_generation(
     }
 }
 
+/// A task no policy allows: Failed with reason `PolicyDenied` and an Event, before any
+/// worker is asked for.
+async fn deny(
+    ctx: &Context,
+    api: &Api<HostTask>,
+    task: &HostTask,
+    mut status: HostTaskStatus,
+    denied: &crate::policy::Denied,
+) -> Result<Action> {
+    let now_t = now();
+    let msg = denied.to_string();
+    status.state = TaskState::Failed;
+    status.msg = Some(msg.clone());
+    status.finished_at = Some(now_t.clone());
+    status.progress = Some("0/0".into());
+    crate::status::set_conditions(&mut status, TaskState::Failed, &msg, &now_t);
+    for c in &mut status.conditions {
+        c.reason = POLICY_DENIED.into();
+    }
+    write_status(api, task, &status).await?;
+    info!(task = %task.name_any(), namespace = ?task.namespace(), problem = %msg, "task denied by policy");
+    publish(ctx, task, EventType::Warning, POLICY_DENIED, msg).await;
+    Ok(Action::await_change())
+}
+
+/// Reason of the conditions and the Event of a task no HostTaskPolicy allows.
+pub const POLICY_DENIED: &str = "PolicyDenied";
+
 /// A finished task: it no longer waits on workers; with per-task workers
 /// (`--worker-idle-seconds 0`) they go now. Pooled workers outlive the task (the pool
 /// removes them when idle), so `ttlSecondsAfterFinished` has nothing left to remove.
 fn after_finish(ctx: &Context, task: &HostTask) -> Action {
     ctx.pool.forget_waiter(&ObjectRef::from_obj(task));
     if ctx.pool.per_task() {
-        ctx.pool.release_task(&task.name_any());
+        ctx.pool.release_task(&per_task_key(
+            &task.namespace().unwrap_or_default(),
+            &task.name_any(),
+        ));
     }
     Action::await_change()
+}
+
+/// The key of a task's own workers (`--worker-idle-seconds 0`), as their
+/// `hostplug.dev/task` label holds it: `<namespace>.<name>` (a namespace has no dots, so
+/// two tasks of the same name in different namespaces differ), hashed when longer than a
+/// label value may be. The label is read back when workers are adopted after a restart,
+/// so the key is the label value itself.
+pub fn per_task_key(namespace: &str, name: &str) -> String {
+    crate::resources::label_value(&format!("{namespace}.{name}"))
 }
 
 /// The invocation id of a node's call: the same for every attempt and every operator
@@ -585,7 +644,9 @@ pub async fn run_controller(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let ns = ctx.config.namespace.clone();
-    let tasks: Api<HostTask> = Api::namespaced(ctx.client.clone(), &ns);
+    // Every namespace: a task outside the operator's own gets a status either way (run
+    // under a HostTaskPolicy, or Failed with PolicyDenied).
+    let tasks: Api<HostTask> = Api::all(ctx.client.clone());
     let wc = watcher::Config::default().labels(&format!(
         "app.kubernetes.io/managed-by={},{}={}",
         labels::MANAGED_BY,
