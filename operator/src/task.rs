@@ -186,6 +186,11 @@ fn list_nodes(ctx: &Context) -> Vec<NodeView> {
         .collect()
 }
 
+/// Longest task name the event recorder can name an Event after: 236. It calls an Event
+/// `<object name>.<nanoseconds in hex>` (up to 16 digits), and a name has at most 253
+/// characters; a HostTask's name may have 253 itself.
+const MAX_RECORDER_NAME: usize = 253 - 17;
+
 async fn publish(ctx: &Context, task: &HostTask, type_: EventType, reason: &str, note: String) {
     let ev = Event {
         type_,
@@ -194,9 +199,64 @@ async fn publish(ctx: &Context, task: &HostTask, type_: EventType, reason: &str,
         action: "Reconcile".into(),
         secondary: None,
     };
-    if let Err(e) = ctx.recorder.publish(&ev, &task.object_ref(&())).await {
+    let reference = task.object_ref(&());
+    let published = if task.name_any().len() > MAX_RECORDER_NAME {
+        publish_long_name(ctx, &ev, &reference).await
+    } else {
+        ctx.recorder
+            .publish(&ev, &reference)
+            .await
+            .map_err(|e| e.to_string())
+    };
+    if let Err(e) = published {
         warn!(error = %e, "publishing an event failed");
     }
+}
+
+/// Creates an Event about an object whose name is too long for the recorder's naming:
+/// the same fields, named like the recorder names them but after the shortened name.
+async fn publish_long_name(
+    ctx: &Context,
+    ev: &Event,
+    reference: &k8s_openapi::api::core::v1::ObjectReference,
+) -> std::result::Result<(), String> {
+    use k8s_openapi::api::events::v1::Event as ApiEvent;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+    let name = reference.name.clone().unwrap_or_default();
+    let prefix: String = name.chars().take(MAX_RECORDER_NAME).collect();
+    let prefix = prefix.trim_end_matches(['.', '-']);
+    let ns = reference.namespace.clone().unwrap_or_default();
+    let event = ApiEvent {
+        metadata: ObjectMeta {
+            // A cut valid subdomain without a trailing '.' or '-' is one; the suffix is
+            // a label of its own, as the recorder makes it.
+            name: Some(format!("{prefix}.{:x}", Timestamp::now().as_nanosecond())),
+            namespace: Some(ns.clone()),
+            ..ObjectMeta::default()
+        },
+        event_time: Some(MicroTime(Timestamp::now())),
+        type_: Some(match ev.type_ {
+            EventType::Normal => "Normal".into(),
+            EventType::Warning => "Warning".into(),
+        }),
+        reason: Some(ev.reason.clone()),
+        note: ev.note.clone(),
+        action: Some(ev.action.clone()),
+        regarding: Some(reference.clone()),
+        reporting_controller: Some(FIELD_MANAGER.into()),
+        reporting_instance: Some(
+            ctx.config
+                .identity
+                .clone()
+                .unwrap_or_else(|| FIELD_MANAGER.into()),
+        ),
+        ..ApiEvent::default()
+    };
+    Api::<ApiEvent>::namespaced(ctx.client.clone(), &ns)
+        .create(&kube::api::PostParams::default(), &event)
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 /// Reconciles one HostTask.
