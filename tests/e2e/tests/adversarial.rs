@@ -200,7 +200,7 @@ async fn absurd_sizes_and_odd_encodings_end_clearly() -> anyhow::Result<()> {
     let long_path = format!("/etc/{}", "a".repeat(5000));
     let deep_path = format!("/etc/{}x", "d/".repeat(2000));
     let huge_line = "x".repeat(1 << 20);
-    let failing = vec![
+    let failing = [
         ("nul-path", "read", json!({"path": "/etc/hosts\u{0}x"})),
         (
             "nul-write",
@@ -247,7 +247,7 @@ async fn absurd_sizes_and_odd_encodings_end_clearly() -> anyhow::Result<()> {
 
     // These end either way, with the node's files as they were (a dry run) or changed
     // only as asked.
-    let ending = vec![
+    let ending = [
         ("binary", "read", json!({"path": "/etc/adv-binary"}), false),
         (
             "huge-line",
