@@ -459,6 +459,15 @@ fn conditions_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     })
 }
 
+/// Annotations a HostTask may carry.
+pub mod annotations {
+    /// `"true"`: the task's results are sensitive (e.g. a read of a file holding
+    /// credentials). The operator never stores them: each node's output, diff and log
+    /// tail are replaced in the status by their size and sha256 (equal hashes on two
+    /// nodes still show equal content). Errors and the `changed` flag stay.
+    pub const SENSITIVE_OUTPUT: &str = "hostplug.dev/sensitive-output";
+}
+
 /// Labels put on every object the operator creates for a task.
 pub mod labels {
     /// `app.kubernetes.io/managed-by` value.

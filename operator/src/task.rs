@@ -274,6 +274,9 @@ async fn reconcile(cached: Arc<HostTask>, ctx: Arc<Context>) -> Result<Action> {
         .await
         .map_err(Error::kube(format!("reading HostTask {name}")))?
     else {
+        if let Some(uid) = cached.uid() {
+            ctx.runs.forget(&uid);
+        }
         ctx.pool.forget_waiter(&ObjectRef::new(&name).within(&ns));
         if ctx.pool.per_task() {
             ctx.pool.release_task(&per_task_key(&ns, &name));
@@ -377,6 +380,13 @@ async fn reconcile(cached: Arc<HostTask>, ctx: Arc<Context>) -> Result<Action> {
                 n.pod = Some(pod);
             }
         }
+    }
+    if task
+        .annotations()
+        .get(hostplug_api::crd::annotations::SENSITIVE_OUTPUT)
+        .is_some_and(|v| v == "true")
+    {
+        crate::status::redact(&mut status.nodes);
     }
     crate::status::cap_results(&mut status.nodes);
     crate::status::summarise(&mut status, task.spec.dry_run, &now());
@@ -626,8 +636,10 @@ fn spawn_run(
         let outcome = call(&ctx, &pod, port, &loaded, &req).await;
         ctx.metrics.invocation(started.elapsed());
         ctx.pool.end_call(&pod);
+        // Only if still wanted: a call of a superseded generation or a deleted task
+        // was dropped from the record meanwhile, and its outcome goes with it.
         ctx.runs
-            .insert(key, CallState::Done(outcome, Timestamp::now()));
+            .complete(key, CallState::Done(outcome, Timestamp::now()));
         let _ = ctx.wake.unbounded_send(me);
     });
 }
@@ -770,6 +782,13 @@ impl Runs {
     pub fn insert(&self, key: RunKey, run: CallState) {
         self.lock().insert(key, run);
     }
+    /// Records a call's end, if the call is still recorded: one of a superseded
+    /// generation or a forgotten task is dropped, not kept forever.
+    pub fn complete(&self, key: RunKey, run: CallState) {
+        if let Some(v) = self.lock().get_mut(&key) {
+            *v = run;
+        }
+    }
     /// The calls of one task generation, by node.
     pub fn of(&self, uid: &str, generation: i64) -> BTreeMap<String, CallState> {
         self.lock()
@@ -840,9 +859,23 @@ mod tests {
         status.nodes[0].phase = NodePhase::Succeeded;
         runs.written("u", 1, &status, &seen);
         assert!(runs.of("u", 1).is_empty());
-        runs.insert(k, CallState::InFlight);
+        runs.insert(k.clone(), CallState::InFlight);
         runs.forget("u");
         assert!(runs.of("u", 1).is_empty());
+        // A call that ends after its task was forgotten leaves nothing behind.
+        runs.complete(k.clone(), CallState::InFlight);
+        assert!(runs.of("u", 1).is_empty());
         assert_eq!(invocation_id("u", 3, "node1"), "u/3/node1");
+
+        // A newer generation's record drops the older generation's calls, in flight or
+        // done, and their late outcomes.
+        runs.insert(k.clone(), CallState::InFlight);
+        runs.insert(("other".into(), 1, "n".into()), CallState::InFlight);
+        let newer = HostTaskStatus::default();
+        runs.written("u", 2, &newer, &BTreeMap::new());
+        assert!(runs.of("u", 1).is_empty());
+        runs.complete(k, CallState::InFlight);
+        assert!(runs.of("u", 1).is_empty());
+        assert_eq!(runs.of("other", 1).len(), 1, "another task's call stays");
     }
 }

@@ -376,3 +376,41 @@ async fn a_worker_stores_nothing_for_a_caller_without_its_token() -> anyhow::Res
     assert!(put.status().is_success(), "{}", put.status());
     h.shutdown().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sensitive_results_never_reach_the_status() -> anyhow::Result<()> {
+    let h = Harness::start().await?;
+    let etc = h.etc("node1")?;
+    std::fs::write(etc.join("adv-cred"), "password=hunter2-adversarial\n")?;
+    let mut doc: Value = serde_yaml::from_str(&task(
+        "sensitive-read",
+        "read",
+        &json!({"path": "/etc/adv-cred"}),
+        false,
+    )?)?;
+    doc["metadata"]["annotations"] =
+        json!({hostplug_api::crd::annotations::SENSITIVE_OUTPUT: "true"});
+    h.apply(&serde_yaml::to_string(&doc)?).await?;
+    // And a change whose diff would show the secret.
+    doc["metadata"]["name"] = json!("sensitive-edit");
+    doc["spec"]["http"] = json!({"api": "etc-file", "method": "ensure-line",
+        "parameter": {"path": "/etc/adv-cred", "line": "token=hunter3-adversarial"}});
+    h.apply(&serde_yaml::to_string(&doc)?).await?;
+    for name in ["sensitive-read", "sensitive-edit"] {
+        let t = h.wait_finished(name).await?;
+        let st = t.status.clone().unwrap_or_default();
+        assert_eq!(st.state, TaskState::Succeeded, "{name}: {:?}", st.msg);
+        let text = status_text(&t);
+        assert!(!text.contains("hunter"), "{name} stored the secret: {text}");
+        let out = st.nodes.first().and_then(|n| n.output.clone());
+        assert_eq!(
+            out.map(|o| o["redacted"].clone()),
+            Some(json!(true)),
+            "{text}"
+        );
+    }
+    // The edit itself happened.
+    let now = std::fs::read_to_string(etc.join("adv-cred"))?;
+    assert!(now.contains("token=hunter3-adversarial"), "{now}");
+    h.shutdown().await
+}
