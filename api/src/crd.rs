@@ -465,7 +465,7 @@ fn time_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
 }
 
 /// A standard `metav1.LabelSelector`.
-fn label_selector_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+pub(crate) fn label_selector_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({
         "type": "object",
         "description": "A standard label selector: matchLabels and matchExpressions, ANDed.",
@@ -506,6 +506,15 @@ fn conditions_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     })
 }
 
+/// Annotations a HostTask may carry.
+pub mod annotations {
+    /// `"true"`: the task's results are sensitive (e.g. a read of a file holding
+    /// credentials). The operator never stores them: each node's output, diff and log
+    /// tail are replaced in the status by their size and sha256 (equal hashes on two
+    /// nodes still show equal content). Errors and the `changed` flag stay.
+    pub const SENSITIVE_OUTPUT: &str = "hostplug.dev/sensitive-output";
+}
+
 /// Labels put on every object the operator creates for a task.
 pub mod labels {
     /// `app.kubernetes.io/managed-by` value.
@@ -525,7 +534,7 @@ pub mod labels {
     pub const PROFILE: &str = "hostplug.dev/profile";
 }
 
-/// The CRD YAML of both resources as `deploy/crds/` holds it, one document each.
+/// The CRD YAML of the resources (HostTask, HostPlugin, HostTaskPolicy) as `deploy/crds/` holds it, one document each.
 pub fn crd_yaml() -> Result<BTreeMap<&'static str, String>, serde_yaml::Error> {
     let mut out = BTreeMap::new();
     out.insert(
@@ -535,6 +544,10 @@ pub fn crd_yaml() -> Result<BTreeMap<&'static str, String>, serde_yaml::Error> {
     out.insert(
         "hostplugins.hostplug.dev.yaml",
         serde_yaml::to_string(&HostPlugin::crd())?,
+    );
+    out.insert(
+        "hosttaskpolicies.hostplug.dev.yaml",
+        serde_yaml::to_string(&crate::policy::HostTaskPolicy::crd())?,
     );
     Ok(out)
 }

@@ -2,6 +2,7 @@
 //!
 //! * [`crd`]: the `HostTask` and `HostPlugin` custom resources (CEL rules, printer
 //!   columns; `deploy/crds/` is generated from them by the `crdgen` binary).
+//! * [`policy`]: the `HostTaskPolicy` resource (which namespaces may run what, where).
 //! * [`plugin`]: what a plugin is and may do: [`Digest`], [`Capabilities`],
 //!   [`EtcAccess`], [`PluginInfo`], [`MethodInfo`].
 //! * [`protocol`]: the worker protocol between operator and worker, and the shapes the
@@ -46,6 +47,7 @@ macro_rules! text_form {
 
 pub mod crd;
 pub mod plugin;
+pub mod policy;
 pub mod protocol;
 pub mod selector;
 pub mod worker;

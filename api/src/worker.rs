@@ -101,9 +101,12 @@ pub mod env {
     pub const MAX_INVOKE_TIMEOUT_MS: &str = "HOSTPLUG_MAX_INVOKE_TIMEOUT_MS";
     /// Linear memory one invocation may use, bytes.
     pub const MEMORY_LIMIT_BYTES: &str = "HOSTPLUG_MEMORY_LIMIT_BYTES";
+    /// The worker exits after this long without an authenticated request, milliseconds;
+    /// 0: never.
+    pub const IDLE_EXIT_MS: &str = "HOSTPLUG_IDLE_EXIT_MS";
 
     /// Every variable with its meaning, for `hostplug-worker --help` and the docs.
-    pub const ALL: [(&str, &str); 17] = [
+    pub const ALL: [(&str, &str); 18] = [
         (
             LISTEN,
             "address and port to listen on (default 0.0.0.0:8443)",
@@ -162,6 +165,10 @@ pub mod env {
         (
             MEMORY_LIMIT_BYTES,
             "linear memory of one invocation in bytes (default 128 MiB)",
+        ),
+        (
+            IDLE_EXIT_MS,
+            "exit after this long without an authenticated request, ms (default 0: never)",
         ),
     ];
 }
@@ -243,6 +250,10 @@ pub struct Limits {
     pub max_invoke_timeout_ms: u64,
     /// Linear memory one invocation may use, bytes.
     pub memory_limit_bytes: usize,
+    /// The worker exits after this long without an authenticated request and with no
+    /// invocation running, milliseconds; 0: never. The operator sets it above its own
+    /// idle removal, so a worker it can no longer remove (operator down) still ends.
+    pub idle_exit_ms: u64,
 }
 
 impl Default for Limits {
@@ -255,6 +266,7 @@ impl Default for Limits {
             invoke_timeout_ms: DEFAULT_INVOKE_TIMEOUT_MS,
             max_invoke_timeout_ms: DEFAULT_MAX_INVOKE_TIMEOUT_MS,
             memory_limit_bytes: DEFAULT_MEMORY_LIMIT_BYTES,
+            idle_exit_ms: 0,
         }
     }
 }
@@ -420,6 +432,7 @@ impl WorkerSettings {
                 l.max_invoke_timeout_ms.to_string(),
             ),
             (env::MEMORY_LIMIT_BYTES, l.memory_limit_bytes.to_string()),
+            (env::IDLE_EXIT_MS, l.idle_exit_ms.to_string()),
         ]);
         vars
     }
@@ -484,6 +497,7 @@ impl WorkerSettings {
                 get(env::MEMORY_LIMIT_BYTES),
                 d.memory_limit_bytes,
             )?,
+            idle_exit_ms: parsed(env::IDLE_EXIT_MS, get(env::IDLE_EXIT_MS), d.idle_exit_ms)?,
         };
         Ok(Self {
             listen: get(env::LISTEN).unwrap_or_else(|| format!("0.0.0.0:{DEFAULT_PORT}")),
@@ -546,6 +560,7 @@ mod tests {
                 invoke_timeout_ms: 5,
                 max_invoke_timeout_ms: 6,
                 memory_limit_bytes: 7,
+                idle_exit_ms: 8,
             },
         };
         assert_eq!(WorkerSettings::from_env(lookup(custom.env()))?, custom);

@@ -35,6 +35,12 @@ const UPLOAD_TIMEOUT: Duration = Duration::from_secs(60);
 const INVOKE_SLACK: Duration = Duration::from_secs(5);
 /// Longest worker error message kept: 2 KiB. Messages end up in the task's status.
 const MAX_ERROR_MESSAGE: usize = 2048;
+/// Largest worker answer the operator reads: 4 MiB. A real answer carries at most the
+/// host's output and diff cap (256 KiB together) and 4 KiB of log tail, JSON-escaped
+/// (at most 6× for control characters): about 1.6 MiB. Anything larger comes from a
+/// broken or hostile worker, and reading it whole would let one node's worker exhaust
+/// the operator's memory, so the node fails instead.
+pub const MAX_WORKER_RESPONSE_BYTES: usize = 4 << 20;
 
 /// A worker's credentials, as kept in its Secret.
 #[derive(Clone)]
@@ -227,7 +233,7 @@ impl WorkerClient {
             .await
             .map_err(transport)?;
         let status = resp.status().as_u16();
-        let body = resp.bytes().await.map_err(transport)?;
+        let body = read_capped(resp).await?;
         match read_invoke_answer(status, &body)? {
             Ok(outcome) => Ok(outcome),
             Err(mut failure) => {
@@ -253,10 +259,36 @@ fn transport(e: reqwest::Error) -> CallError {
     }
 }
 
+/// A worker's answer, read up to [`MAX_WORKER_RESPONSE_BYTES`]; a larger one is refused
+/// (as soon as it is seen to be larger, so no more than the cap is ever held).
+async fn read_capped(mut resp: reqwest::Response) -> Result<Vec<u8>, CallError> {
+    let too_large = || {
+        CallError::Worker(format!(
+            "the worker's answer is larger than {} MiB, which no hostplug worker sends; \
+             the answer was dropped",
+            MAX_WORKER_RESPONSE_BYTES >> 20
+        ))
+    };
+    if resp
+        .content_length()
+        .is_some_and(|n| n > MAX_WORKER_RESPONSE_BYTES as u64)
+    {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(transport)? {
+        if body.len() + chunk.len() > MAX_WORKER_RESPONSE_BYTES {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
 /// The error of a failed upload (an upload's answer is never a node's result).
 async fn worker_error(resp: reqwest::Response) -> CallError {
     let status = resp.status().as_u16();
-    let body = resp.bytes().await.unwrap_or_default();
+    let body = read_capped(resp).await.unwrap_or_default();
     match read_invoke_answer(status, &body) {
         Err(refused) => refused.into(),
         Ok(_) => CallError::Worker(format!("{status}: unexpected answer to an upload")),
@@ -328,6 +360,118 @@ mod tests {
         assert!(a.cert_pem.starts_with("-----BEGIN CERTIFICATE-----"));
         assert!(!format!("{a:?}").contains(&a.token));
         WorkerClient::new("127.0.0.1", 8443, &a)?;
+        Ok(())
+    }
+
+    /// A TLS server with `creds` on loopback that answers one request with `body_len`
+    /// bytes of JSON (a string), chunked; it stops writing when the client goes away.
+    async fn answering_worker(
+        creds: &Credentials,
+        body_len: usize,
+    ) -> std::result::Result<u16, Box<dyn std::error::Error>> {
+        use rustls::pki_types::PrivateKeyDer;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let cert = CertificateDer::from_pem_slice(creds.cert_pem.as_bytes())?;
+        let key = PrivateKeyDer::from_pem_slice(creds.key_pem.as_bytes())?;
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(vec![cert], key)?;
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let port = listener.local_addr()?.port();
+        tokio::spawn(async move {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let Ok(mut tls) = acceptor.accept(tcp).await else {
+                return;
+            };
+            // The request: headers, then Content-Length bytes.
+            let mut got = Vec::new();
+            let mut buf = [0u8; 4096];
+            loop {
+                let Ok(n) = tls.read(&mut buf).await else {
+                    return;
+                };
+                if n == 0 {
+                    return;
+                }
+                got.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&got).to_ascii_lowercase();
+                if let Some(end) = text.find("\r\n\r\n") {
+                    let len = text
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse::<usize>().ok())
+                        .unwrap_or(0);
+                    if got.len() >= end + 4 + len {
+                        break;
+                    }
+                }
+            }
+            let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                        transfer-encoding: chunked\r\n\r\n";
+            if tls.write_all(head.as_bytes()).await.is_err() {
+                return;
+            }
+            let piece = vec![b'x'; 64 << 10];
+            let mut body = vec![b'"'];
+            let mut sent = 0;
+            while sent < body_len {
+                let n = piece.len().min(body_len - sent);
+                body.extend_from_slice(&piece[..n]);
+                sent += n;
+                if sent >= body_len {
+                    body.push(b'"');
+                }
+                let chunk = format!("{:x}\r\n", body.len());
+                if tls.write_all(chunk.as_bytes()).await.is_err()
+                    || tls.write_all(&body).await.is_err()
+                    || tls.write_all(b"\r\n").await.is_err()
+                {
+                    return;
+                }
+                body.clear();
+            }
+            let _ = tls.write_all(b"0\r\n\r\n").await;
+            let _ = tls.shutdown().await;
+        });
+        Ok(port)
+    }
+
+    fn request() -> InvokeRequest {
+        InvokeRequest {
+            digest: format!("sha256:{}", "0".repeat(64)),
+            method: "read".into(),
+            params: serde_json::json!({}),
+            dry_run: false,
+            timeout_ms: Some(10_000),
+            invocation_id: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn an_answer_over_the_cap_fails_the_call()
+    -> std::result::Result<(), Box<dyn std::error::Error>> {
+        let creds = Credentials::generate("big")?;
+        // 64 MiB announced chunk by chunk: the client stops at the cap.
+        let port = answering_worker(&creds, 64 << 20).await?;
+        let client = WorkerClient::new("127.0.0.1", i32::from(port), &creds)?;
+        let err = client.invoke(&request()).await.err();
+        let msg = err.as_ref().map(ToString::to_string).unwrap_or_default();
+        assert!(
+            matches!(err, Some(CallError::Worker(_))) && msg.contains("larger than 4 MiB"),
+            "{err:?}"
+        );
+        // Under the cap the same answer is read whole (and is not an outcome).
+        let port = answering_worker(&creds, 1 << 20).await?;
+        let client = WorkerClient::new("127.0.0.1", i32::from(port), &creds)?;
+        let err = client.invoke(&request()).await.err();
+        let msg = err.as_ref().map(ToString::to_string).unwrap_or_default();
+        assert!(!msg.contains("larger than"), "{msg}");
         Ok(())
     }
 }

@@ -12,6 +12,7 @@ pub mod leader;
 pub mod metrics;
 pub mod oci;
 pub mod plugins;
+pub mod policy;
 pub mod pool;
 pub mod resources;
 pub mod rollout;
@@ -69,7 +70,8 @@ mod controller {
         about = "The hostplug operator: runs HostTasks on nodes through worker Pods."
     )]
     pub struct Config {
-        /// Namespace of HostTasks, worker Pods, Services, Secrets, Events and the Lease.
+        /// Namespace of the worker Pods, their Secrets and the Lease. HostTasks are
+        /// watched in every namespace; outside this one they need a HostTaskPolicy.
         #[arg(long, env = "HOSTPLUG_NAMESPACE", default_value = "hostplug-system")]
         pub namespace: String,
         /// Image of the worker Pods.
@@ -131,6 +133,16 @@ mod controller {
         /// one of them, in addition to its own `spec.signature`.
         #[arg(long, env = "HOSTPLUG_SIGNATURE_KEYS")]
         pub signature_keys: Option<PathBuf>,
+        /// Whether HostTasks in the operator's own namespace (`--namespace`) run without
+        /// a HostTaskPolicy. Tasks in any other namespace run only when a policy allows
+        /// them; with `false`, the own namespace needs a policy too.
+        #[arg(
+            long,
+            env = "HOSTPLUG_TRUST_OWN_NAMESPACE",
+            default_value_t = true,
+            action = clap::ArgAction::Set
+        )]
+        pub trust_own_namespace: bool,
     }
 
     impl Config {

@@ -48,6 +48,21 @@ const FATAL_WAITING_REASONS: [&str; 6] = [
 /// bound of `timeoutSeconds`, since one worker serves every task of its node and profile.
 pub const MAX_INVOKE_TIMEOUT_MS: u64 = 24 * 3600 * 1000;
 
+/// Shortest time a worker stays up on its own without a request: 10 minutes. With
+/// per-task workers (`--worker-idle-seconds 0`) the operator removes them when their task
+/// ends; this bounds those it cannot remove (operator down) without cutting into the
+/// pauses between a task's calls.
+pub const MIN_WORKER_IDLE_EXIT: Duration = Duration::from_secs(600);
+
+/// How long a worker with no request stays up on its own, when the operator does not
+/// remove it (operator down, a removal lost): twice the pool's idle time plus a minute,
+/// at least [`MIN_WORKER_IDLE_EXIT`]. While the operator runs, its own removal (at the
+/// idle time, checked every [`MAX_SWEEP_INTERVAL`] at most) always comes first; the
+/// worker's exit only bounds the workers nobody removes.
+pub fn worker_idle_exit(idle: Duration) -> Duration {
+    (idle.saturating_mul(2) + Duration::from_secs(60)).max(MIN_WORKER_IDLE_EXIT)
+}
+
 /// Shortest pause between two sweeps for idle and orphaned workers: 200 ms, so a test's
 /// short idle time is honoured closely without spinning.
 const MIN_SWEEP_INTERVAL: Duration = Duration::from_millis(200);
@@ -430,6 +445,8 @@ impl WorkerPool {
             etc: key.profile.etc,
             docker: key.profile.docker,
             max_invoke_timeout_ms: MAX_INVOKE_TIMEOUT_MS,
+            idle_exit_ms: u64::try_from(worker_idle_exit(self.idle).as_millis())
+                .unwrap_or(u64::MAX),
         };
         let creds = Credentials::generate(name)?;
         let pp = PostParams {
@@ -737,9 +754,24 @@ pub fn pod_state(pod: &Pod) -> WorkerState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
     use k8s_openapi::api::core::v1::{
         ContainerState, ContainerStateWaiting, ContainerStatus, PodCondition, PodStatus,
     };
+
+    #[test]
+    fn workers_exit_on_their_own_only_after_the_pool_removes_them() {
+        for idle in [0, 1, 60, 300, 3600] {
+            let idle = Duration::from_secs(idle);
+            let exit = worker_idle_exit(idle);
+            assert!(exit >= MIN_WORKER_IDLE_EXIT);
+            assert!(exit > idle + MAX_SWEEP_INTERVAL, "{idle:?} → {exit:?}");
+        }
+        assert_eq!(
+            worker_idle_exit(Duration::from_secs(300)),
+            Duration::from_secs(660)
+        );
+    }
 
     fn pod(ready: bool, waiting: Option<&str>) -> Pod {
         Pod {

@@ -70,6 +70,9 @@ pub struct WorkerSpec<'a> {
     pub docker: bool,
     /// Per-invocation deadline the worker accepts at most, ms.
     pub max_invoke_timeout_ms: u64,
+    /// The worker exits after this long without a request, ms (0: never); see
+    /// `pool::worker_idle_exit`.
+    pub idle_exit_ms: u64,
 }
 
 /// The name of a task's child objects for one node: `<task>-<node>`, made a valid
@@ -162,7 +165,9 @@ pub fn worker_settings(w: &WorkerSpec<'_>) -> WorkerSettings {
         etc: w.etc,
         docker: w.docker,
     };
-    WorkerSettings::in_pod(w.port, &profile, false, w.max_invoke_timeout_ms)
+    let mut settings = WorkerSettings::in_pod(w.port, &profile, false, w.max_invoke_timeout_ms);
+    settings.limits.idle_exit_ms = w.idle_exit_ms;
+    settings
 }
 
 /// A quantity of bytes in the binary unit Kubernetes prints (`640Mi`), or plain bytes
@@ -408,6 +413,7 @@ mod tests {
             etc: etc_access(caps, dry_run, true),
             docker: caps.docker,
             max_invoke_timeout_ms: 60_000,
+            idle_exit_ms: 660_000,
         }
     }
 
@@ -446,6 +452,11 @@ mod tests {
         assert!(mounts(&p).contains(&(ETC_MOUNT.into(), false)));
         assert!(!mounts(&p).iter().any(|(m, _)| m == DOCKER_MOUNT));
         assert_eq!(env_of(&p, "HOSTPLUG_ETC_ACCESS").as_deref(), Some("write"));
+        // The worker ends on its own if nobody removes it.
+        assert_eq!(
+            env_of(&p, "HOSTPLUG_IDLE_EXIT_MS").as_deref(),
+            Some("660000")
+        );
         let sc = sc(&p);
         assert_eq!(sc.privileged, Some(false));
         assert_eq!(sc.read_only_root_filesystem, Some(true));

@@ -60,6 +60,44 @@ pub fn cap_output(output: serde_json::Value, max: usize) -> serde_json::Value {
     }
 }
 
+/// The note that replaces a sensitive task's log tail.
+const REDACTED_LOGS: &str =
+    "[info] hostplug: log tail not stored (the task's results are sensitive)";
+
+/// Replaces every node's output, diff and log tail by their size and sha256, for a task
+/// whose results are sensitive (`hostplug.dev/sensitive-output`): what the plugin saw
+/// never reaches the status. Idempotent: redacted entries stay as they are.
+pub fn redact(nodes: &mut [NodeResult]) {
+    use sha2::{Digest as _, Sha256};
+    let summary = |bytes: &[u8]| {
+        serde_json::json!({
+            "redacted": true,
+            "bytes": bytes.len(),
+            "sha256": hex::encode(Sha256::digest(bytes)),
+        })
+    };
+    for n in nodes.iter_mut() {
+        if let Some(o) = &n.output
+            && o.get("redacted") != Some(&serde_json::Value::Bool(true))
+        {
+            let text = serde_json::to_string(o).unwrap_or_default();
+            n.output = Some(summary(text.as_bytes()));
+        }
+        if let Some(d) = &n.diff
+            && !d.starts_with("(redacted")
+        {
+            n.diff = Some(format!(
+                "(redacted: {} bytes, sha256 {})",
+                d.len(),
+                hex::encode(Sha256::digest(d.as_bytes()))
+            ));
+        }
+        if !n.logs.is_empty() && n.logs != [REDACTED_LOGS] {
+            n.logs = vec![REDACTED_LOGS.to_owned()];
+        }
+    }
+}
+
 /// Caps sizes across all nodes: each entry's own limits, then the task-wide budget.
 pub fn cap_results(nodes: &mut [NodeResult]) {
     let mut used = 0usize;
@@ -305,6 +343,31 @@ fn set_condition(conds: &mut Vec<Condition>, mut new: Condition) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sensitive_results_are_replaced_by_size_and_hash() {
+        let mut nodes = vec![NodeResult {
+            node: "n1".into(),
+            phase: NodePhase::Succeeded,
+            changed: true,
+            output: Some(serde_json::json!({"content": "password=hunter2"})),
+            diff: Some("-a\n+password=hunter2\n".into()),
+            logs: vec!["[info] plugin: read password=hunter2".into()],
+            message: Some("ok".into()),
+            ..NodeResult::default()
+        }];
+        redact(&mut nodes);
+        let once = nodes.clone();
+        redact(&mut nodes);
+        assert_eq!(nodes, once, "redacting twice changes nothing");
+        let text = serde_json::to_string(&nodes).unwrap_or_default();
+        assert!(!text.contains("hunter2"), "{text}");
+        let out = nodes[0].output.clone().unwrap_or_default();
+        assert_eq!(out["redacted"], true);
+        assert_eq!(out["sha256"].as_str().map(str::len), Some(64));
+        assert!(nodes[0].changed);
+        assert_eq!(nodes[0].message.as_deref(), Some("ok"));
+    }
 
     fn now() -> Time {
         Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH)

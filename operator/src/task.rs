@@ -186,6 +186,11 @@ fn list_nodes(ctx: &Context) -> Vec<NodeView> {
         .collect()
 }
 
+/// Longest task name the event recorder can name an Event after: 236. It calls an Event
+/// `<object name>.<nanoseconds in hex>` (up to 16 digits), and a name has at most 253
+/// characters; a HostTask's name may have 253 itself.
+const MAX_RECORDER_NAME: usize = 253 - 17;
+
 async fn publish(ctx: &Context, task: &HostTask, type_: EventType, reason: &str, note: String) {
     let ev = Event {
         type_,
@@ -194,9 +199,64 @@ async fn publish(ctx: &Context, task: &HostTask, type_: EventType, reason: &str,
         action: "Reconcile".into(),
         secondary: None,
     };
-    if let Err(e) = ctx.recorder.publish(&ev, &task.object_ref(&())).await {
+    let reference = task.object_ref(&());
+    let published = if task.name_any().len() > MAX_RECORDER_NAME {
+        publish_long_name(ctx, &ev, &reference).await
+    } else {
+        ctx.recorder
+            .publish(&ev, &reference)
+            .await
+            .map_err(|e| e.to_string())
+    };
+    if let Err(e) = published {
         warn!(error = %e, "publishing an event failed");
     }
+}
+
+/// Creates an Event about an object whose name is too long for the recorder's naming:
+/// the same fields, named like the recorder names them but after the shortened name.
+async fn publish_long_name(
+    ctx: &Context,
+    ev: &Event,
+    reference: &k8s_openapi::api::core::v1::ObjectReference,
+) -> std::result::Result<(), String> {
+    use k8s_openapi::api::events::v1::Event as ApiEvent;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+    let name = reference.name.clone().unwrap_or_default();
+    let prefix: String = name.chars().take(MAX_RECORDER_NAME).collect();
+    let prefix = prefix.trim_end_matches(['.', '-']);
+    let ns = reference.namespace.clone().unwrap_or_default();
+    let event = ApiEvent {
+        metadata: ObjectMeta {
+            // A cut valid subdomain without a trailing '.' or '-' is one; the suffix is
+            // a label of its own, as the recorder makes it.
+            name: Some(format!("{prefix}.{:x}", Timestamp::now().as_nanosecond())),
+            namespace: Some(ns.clone()),
+            ..ObjectMeta::default()
+        },
+        event_time: Some(MicroTime(Timestamp::now())),
+        type_: Some(match ev.type_ {
+            EventType::Normal => "Normal".into(),
+            EventType::Warning => "Warning".into(),
+        }),
+        reason: Some(ev.reason.clone()),
+        note: ev.note.clone(),
+        action: Some(ev.action.clone()),
+        regarding: Some(reference.clone()),
+        reporting_controller: Some(FIELD_MANAGER.into()),
+        reporting_instance: Some(
+            ctx.config
+                .identity
+                .clone()
+                .unwrap_or_else(|| FIELD_MANAGER.into()),
+        ),
+        ..ApiEvent::default()
+    };
+    Api::<ApiEvent>::namespaced(ctx.client.clone(), &ns)
+        .create(&kube::api::PostParams::default(), &event)
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 /// Reconciles one HostTask.
@@ -214,9 +274,12 @@ async fn reconcile(cached: Arc<HostTask>, ctx: Arc<Context>) -> Result<Action> {
         .await
         .map_err(Error::kube(format!("reading HostTask {name}")))?
     else {
+        if let Some(uid) = cached.uid() {
+            ctx.runs.forget(&uid);
+        }
         ctx.pool.forget_waiter(&ObjectRef::new(&name).within(&ns));
         if ctx.pool.per_task() {
-            ctx.pool.release_task(&name);
+            ctx.pool.release_task(&per_task_key(&ns, &name));
         }
         return Ok(Action::await_change());
     };
@@ -267,7 +330,7 @@ async fn reconcile(cached: Arc<HostTask>, ctx: Arc<Context>) -> Result<Action> {
         node: node.to_owned(),
         profile,
         port: task.spec.http.port,
-        task: ctx.pool.per_task().then(|| name.clone()),
+        task: ctx.pool.per_task().then(|| per_task_key(&ns, &name)),
     };
 
     // What the rollout looks at.
@@ -317,6 +380,13 @@ async fn reconcile(cached: Arc<HostTask>, ctx: Arc<Context>) -> Result<Action> {
                 n.pod = Some(pod);
             }
         }
+    }
+    if task
+        .annotations()
+        .get(hostplug_api::crd::annotations::SENSITIVE_OUTPUT)
+        .is_some_and(|v| v == "true")
+    {
+        crate::status::redact(&mut status.nodes);
     }
     crate::status::cap_results(&mut status.nodes);
     crate::status::summarise(&mut status, task.spec.dry_run, &now());
@@ -396,6 +466,11 @@ async fn start_generation(
         observed_generation: Some(generation),
         ..HostTaskStatus::default()
     };
+    // The namespace, plugin and method rules first: a namespace no policy covers learns
+    // nothing about the plugins (validation would tell).
+    if let Err(denied) = crate::policy::check(ctx, task, false, &[]).await? {
+        return deny(ctx, api, task, status, &denied).await;
+    }
     match resolve(ctx, task).await? {
         Err(invalid) => {
             status.state = TaskState::Failed;
@@ -421,6 +496,20 @@ async fn start_generation(
             Ok(Action::await_change())
         }
         Ok(r) => {
+            // The policy: may this namespace run this, there? Decided before any worker.
+            let mutating = !task.spec.dry_run
+                && r.loaded
+                    .info
+                    .method(&task.spec.http.method)
+                    .is_none_or(|m| m.mutates);
+            let nodes = list_nodes(ctx);
+            let targets: Vec<NodeView> = nodes
+                .into_iter()
+                .filter(|n| r.targets.contains(&n.name))
+                .collect();
+            if let Err(denied) = crate::policy::check(ctx, task, mutating, &targets).await? {
+                return deny(ctx, api, task, status, &denied).await;
+            }
             status.plugin = Some(PluginRef {
                 name: r.plugin.name_any(),
                 digest: r.loaded.digest.to_string(),
@@ -454,13 +543,44 @@ async fn start_generation(
     }
 }
 
+/// A task no policy allows: Failed with reason `PolicyDenied` and an Event, before any
+/// worker is asked for.
+async fn deny(
+    ctx: &Context,
+    api: &Api<HostTask>,
+    task: &HostTask,
+    mut status: HostTaskStatus,
+    denied: &crate::policy::Denied,
+) -> Result<Action> {
+    let now_t = now();
+    let msg = denied.to_string();
+    status.state = TaskState::Failed;
+    status.msg = Some(msg.clone());
+    status.finished_at = Some(now_t.clone());
+    status.progress = Some("0/0".into());
+    crate::status::set_conditions(&mut status, TaskState::Failed, &msg, &now_t);
+    for c in &mut status.conditions {
+        c.reason = POLICY_DENIED.into();
+    }
+    write_status(api, task, &status).await?;
+    info!(task = %task.name_any(), namespace = ?task.namespace(), problem = %msg, "task denied by policy");
+    publish(ctx, task, EventType::Warning, POLICY_DENIED, msg).await;
+    Ok(Action::await_change())
+}
+
+/// Reason of the conditions and the Event of a task no HostTaskPolicy allows.
+pub const POLICY_DENIED: &str = "PolicyDenied";
+
 /// A finished task: it no longer waits on workers; with per-task workers
 /// (`--worker-idle-seconds 0`) they go now. Pooled workers outlive the task (the pool
 /// removes them when idle), so `ttlSecondsAfterFinished` has nothing left to remove.
 fn after_finish(ctx: &Context, task: &HostTask) -> Action {
     ctx.pool.forget_waiter(&ObjectRef::from_obj(task));
     if ctx.pool.per_task() {
-        ctx.pool.release_task(&task.name_any());
+        ctx.pool.release_task(&per_task_key(
+            &task.namespace().unwrap_or_default(),
+            &task.name_any(),
+        ));
     }
     Action::await_change()
 }
@@ -502,6 +622,15 @@ async fn expire(
         Err(e) => return Err(Error::kube(format!("deleting expired HostTask {name}"))(e)),
     }
     Ok(Action::await_change())
+}
+
+/// The key of a task's own workers (`--worker-idle-seconds 0`), as their
+/// `hostplug.dev/task` label holds it: `<namespace>.<name>` (a namespace has no dots, so
+/// two tasks of the same name in different namespaces differ), hashed when longer than a
+/// label value may be. The label is read back when workers are adopted after a restart,
+/// so the key is the label value itself.
+pub fn per_task_key(namespace: &str, name: &str) -> String {
+    crate::resources::label_value(&format!("{namespace}.{name}"))
 }
 
 /// The invocation id of a node's call: the same for every attempt and every operator
@@ -546,8 +675,10 @@ fn spawn_run(
         let outcome = call(&ctx, &pod, port, &loaded, &req).await;
         ctx.metrics.invocation(started.elapsed());
         ctx.pool.end_call(&pod);
+        // Only if still wanted: a call of a superseded generation or a deleted task
+        // was dropped from the record meanwhile, and its outcome goes with it.
         ctx.runs
-            .insert(key, CallState::Done(outcome, Timestamp::now()));
+            .complete(key, CallState::Done(outcome, Timestamp::now()));
         let _ = ctx.wake.unbounded_send(me);
     });
 }
@@ -624,7 +755,9 @@ pub async fn run_controller(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let ns = ctx.config.namespace.clone();
-    let tasks: Api<HostTask> = Api::namespaced(ctx.client.clone(), &ns);
+    // Every namespace: a task outside the operator's own gets a status either way (run
+    // under a HostTaskPolicy, or Failed with PolicyDenied).
+    let tasks: Api<HostTask> = Api::all(ctx.client.clone());
     let wc = watcher::Config::default().labels(&format!(
         "app.kubernetes.io/managed-by={},{}={}",
         labels::MANAGED_BY,
@@ -687,6 +820,13 @@ impl Runs {
     /// Records a call's state.
     pub fn insert(&self, key: RunKey, run: CallState) {
         self.lock().insert(key, run);
+    }
+    /// Records a call's end, if the call is still recorded: one of a superseded
+    /// generation or a forgotten task is dropped, not kept forever.
+    pub fn complete(&self, key: RunKey, run: CallState) {
+        if let Some(v) = self.lock().get_mut(&key) {
+            *v = run;
+        }
     }
     /// The calls of one task generation, by node.
     pub fn of(&self, uid: &str, generation: i64) -> BTreeMap<String, CallState> {
@@ -758,9 +898,23 @@ mod tests {
         status.nodes[0].phase = NodePhase::Succeeded;
         runs.written("u", 1, &status, &seen);
         assert!(runs.of("u", 1).is_empty());
-        runs.insert(k, CallState::InFlight);
+        runs.insert(k.clone(), CallState::InFlight);
         runs.forget("u");
         assert!(runs.of("u", 1).is_empty());
+        // A call that ends after its task was forgotten leaves nothing behind.
+        runs.complete(k.clone(), CallState::InFlight);
+        assert!(runs.of("u", 1).is_empty());
         assert_eq!(invocation_id("u", 3, "node1"), "u/3/node1");
+
+        // A newer generation's record drops the older generation's calls, in flight or
+        // done, and their late outcomes.
+        runs.insert(k.clone(), CallState::InFlight);
+        runs.insert(("other".into(), 1, "n".into()), CallState::InFlight);
+        let newer = HostTaskStatus::default();
+        runs.written("u", 2, &newer, &BTreeMap::new());
+        assert!(runs.of("u", 1).is_empty());
+        runs.complete(k, CallState::InFlight);
+        assert!(runs.of("u", 1).is_empty());
+        assert_eq!(runs.of("other", 1).len(), 1, "another task's call stays");
     }
 }

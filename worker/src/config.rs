@@ -33,6 +33,32 @@ pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a client has to send an HTTP/1 request head: 30 s, for the same reason.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Connections served at once: 64. The operator holds a few per worker (one pool of
+/// HTTP/2 or keep-alive connections); every connection costs a task and TLS buffers, so
+/// a peer opening thousands (only the operator may reach the port, but a NetworkPolicy
+/// can be missing) must not exhaust the worker's memory or descriptors. Connections
+/// beyond are closed at once, before the TLS handshake.
+pub const MAX_CONNECTIONS: usize = 64;
+
+/// HTTP/2 keep-alive ping interval: 20 s, and the time a ping may go unanswered: 10 s.
+/// A peer that vanished (its node rebooted, a half-open connection) frees its
+/// connection within half a minute instead of never.
+pub const H2_KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(20);
+/// See [`H2_KEEP_ALIVE_INTERVAL`].
+pub const H2_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// HTTP/2 streams one connection may open at once: 32, well above the invocation slots
+/// (the rest wait as 503 `busy` anyway), far below hyper's default of 200.
+pub const H2_MAX_CONCURRENT_STREAMS: u32 = 32;
+
+/// Largest HTTP/2 header list: 16 KiB. The protocol's requests carry a few short
+/// headers (a bearer token, a content type, an engine fingerprint).
+pub const H2_MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
+
+/// Longest pause between two looks at whether the worker has been idle for its
+/// `idle_exit_ms`: 5 s, so it exits at most that long late.
+pub const MAX_IDLE_CHECK_INTERVAL: Duration = Duration::from_secs(5);
+
 /// How long a shutdown (SIGTERM) waits for requests in flight: 20 s, inside the 30 s
 /// default `terminationGracePeriodSeconds` of a Pod.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);

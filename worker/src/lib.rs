@@ -60,6 +60,7 @@ pub async fn bind(settings: &WorkerSettings) -> Result<Server> {
         "plugin host ready"
     );
     let mut state = AppState::new(std::sync::Arc::new(runtime), token, settings.limits.clone());
+    let idle_exit = std::time::Duration::from_millis(settings.limits.idle_exit_ms);
     match (&settings.node_lock_file, settings.may_change_node()) {
         (Some(path), true) => {
             tracing::info!(node_lock = %path.display(), "mutating invocations take the node lock");
@@ -72,5 +73,7 @@ pub async fn bind(settings: &WorkerSettings) -> Result<Server> {
         ),
         (_, false) => {}
     }
-    Server::bind(listen, tls, app(state)).await
+    Ok(Server::bind(listen, tls, app(state.clone()))
+        .await?
+        .exit_when_idle(state, idle_exit))
 }

@@ -38,8 +38,9 @@ use tracing::Instrument as _;
 
 use crate::auth::{self, BearerToken};
 use crate::config::{
-    ACCEPT_ERROR_BACKOFF, HEADER_READ_TIMEOUT, Limits, MAX_CONCURRENT_COMPILES, SHUTDOWN_GRACE,
-    TLS_HANDSHAKE_TIMEOUT,
+    ACCEPT_ERROR_BACKOFF, H2_KEEP_ALIVE_INTERVAL, H2_KEEP_ALIVE_TIMEOUT, H2_MAX_CONCURRENT_STREAMS,
+    H2_MAX_HEADER_LIST_BYTES, HEADER_READ_TIMEOUT, Limits, MAX_CONCURRENT_COMPILES,
+    MAX_CONNECTIONS, MAX_IDLE_CHECK_INTERVAL, SHUTDOWN_GRACE, TLS_HANDSHAKE_TIMEOUT,
 };
 use crate::error::{ApiError, Error, Result};
 use crate::node_lock::{LockError, NodeLock};
@@ -66,6 +67,50 @@ struct Inner {
     outcomes: OutcomeStore,
     /// Taken by mutating invocations; `None` when this worker cannot change its node.
     node_lock: Option<NodeLock>,
+    /// When the last authenticated request ended, and how many are in flight.
+    activity: Arc<Activity>,
+}
+
+/// Authenticated requests in flight and the time the last one ended, for the idle exit
+/// (health probes and refused requests do not count: they keep no worker alive).
+#[derive(Debug)]
+struct Activity {
+    since: Instant,
+    last_ms: std::sync::atomic::AtomicU64,
+    in_flight: std::sync::atomic::AtomicUsize,
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Self {
+            since: Instant::now(),
+            last_ms: std::sync::atomic::AtomicU64::new(0),
+            in_flight: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+}
+
+impl Activity {
+    fn touch(&self) {
+        let ms = u64::try_from(self.since.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms
+            .fetch_max(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Counts an authenticated request as activity while it runs and when it ends.
+async fn track_activity(
+    State(activity): State<Arc<Activity>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    use std::sync::atomic::Ordering;
+    activity.in_flight.fetch_add(1, Ordering::SeqCst);
+    activity.touch();
+    let resp = next.run(req).await;
+    activity.touch();
+    activity.in_flight.fetch_sub(1, Ordering::SeqCst);
+    resp
 }
 
 impl std::fmt::Debug for AppState {
@@ -89,6 +134,7 @@ impl AppState {
                 limits,
                 outcomes: OutcomeStore::default(),
                 node_lock: None,
+                activity: Arc::new(Activity::default()),
             }),
         }
     }
@@ -110,11 +156,29 @@ impl AppState {
                 compile_slot: Arc::clone(&shared.compile_slot),
                 outcomes: shared.outcomes.clone(),
                 node_lock: Some(lock),
+                activity: Arc::clone(&shared.activity),
             },
         };
         Self {
             inner: Arc::new(inner),
         }
+    }
+
+    /// How long the worker has been idle: no authenticated request in flight, no plugin
+    /// running or compiling (a client may have hung up on one), for this long since the
+    /// last request ended. `None` while busy.
+    pub fn idle_for(&self) -> Option<Duration> {
+        use std::sync::atomic::Ordering;
+        let a = &self.inner.activity;
+        let busy = a.in_flight.load(Ordering::SeqCst) > 0
+            || self.inner.invoke_slots.available_permits()
+                < self.inner.limits.max_concurrent_invocations
+            || self.inner.compile_slot.available_permits() < MAX_CONCURRENT_COMPILES;
+        if busy {
+            return None;
+        }
+        let last = Duration::from_millis(a.last_ms.load(Ordering::Relaxed));
+        Some(a.since.elapsed().saturating_sub(last))
     }
 
     pub(crate) fn token(&self) -> &BearerToken {
@@ -153,6 +217,11 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/invocations/{id}", get(invocation_status))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
+        // Inside the token check: only authenticated requests keep the worker alive.
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state.inner.activity),
+            track_activity,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.token().clone(),
             auth::require_token,
@@ -527,6 +596,8 @@ pub struct Server {
     listener: TcpListener,
     tls: TlsAcceptor,
     app: Router,
+    /// Exit once the state has been idle this long ([`Server::exit_when_idle`]).
+    idle_exit: Option<(AppState, Duration)>,
 }
 
 impl std::fmt::Debug for Server {
@@ -551,7 +622,16 @@ impl Server {
             listener,
             tls: TlsAcceptor::from(tls),
             app,
+            idle_exit: None,
         })
+    }
+
+    /// Makes [`Server::serve`] end by itself once `state` (the app's) has been idle for
+    /// `after` (see [`AppState::idle_for`]); `after` zero: never.
+    #[must_use]
+    pub fn exit_when_idle(mut self, state: AppState, after: Duration) -> Self {
+        self.idle_exit = (!after.is_zero()).then_some((state, after));
+        self
     }
 
     /// The bound address.
@@ -570,12 +650,40 @@ impl Server {
             .http1()
             .timer(TokioTimer::new())
             .header_read_timeout(HEADER_READ_TIMEOUT);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .keep_alive_interval(H2_KEEP_ALIVE_INTERVAL)
+            .keep_alive_timeout(H2_KEEP_ALIVE_TIMEOUT)
+            .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
+            .max_header_list_size(H2_MAX_HEADER_LIST_BYTES);
         let builder = Arc::new(builder);
+        let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
         tracing::info!(addr = ?self.listener.local_addr().ok(), "worker listening (https)");
+        let idle_check = self
+            .idle_exit
+            .as_ref()
+            .map_or(MAX_IDLE_CHECK_INTERVAL, |(_, after)| {
+                (*after / 4).clamp(Duration::from_millis(50), MAX_IDLE_CHECK_INTERVAL)
+            });
+        let mut idle_ticks = tokio::time::interval(idle_check);
+        idle_ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
         tokio::pin!(shutdown);
         loop {
             let (tcp, peer) = tokio::select! {
+                _ = idle_ticks.tick(), if self.idle_exit.is_some() => {
+                    if let Some((state, after)) = &self.idle_exit
+                        && state.idle_for().is_some_and(|idle| idle >= *after)
+                    {
+                        tracing::info!(
+                            idle_seconds = after.as_secs(),
+                            "no request for the idle time; exiting (the operator did not remove this worker)"
+                        );
+                        break;
+                    }
+                    continue;
+                }
                 accepted = self.listener.accept() => match accepted {
                     Ok(conn) => conn,
                     Err(e) => {
@@ -587,6 +695,11 @@ impl Server {
                 },
                 () = &mut shutdown => break,
             };
+            let Ok(permit) = Arc::clone(&connections).try_acquire_owned() else {
+                tracing::warn!(%peer, max = MAX_CONNECTIONS, "too many connections; closing this one");
+                drop(tcp);
+                continue;
+            };
             let tls = self.tls.clone();
             let builder = Arc::clone(&builder);
             let service = TowerToHyperService::new(self.app.clone());
@@ -594,6 +707,7 @@ impl Server {
             let span = tracing::debug_span!("connection", %peer);
             tokio::spawn(
                 async move {
+                    let _permit = permit;
                     let stream =
                         match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.accept(tcp)).await {
                             Ok(Ok(stream)) => stream,

@@ -433,3 +433,86 @@ async fn memory_limit_and_plugin_logs_over_https() -> anyhow::Result<()> {
     );
     worker.stop().await
 }
+
+/// Whether the worker's serve task ended within `within`.
+async fn ended_within(worker: &mut Worker, within: Duration) -> bool {
+    tokio::time::timeout(within, &mut worker.task).await.is_ok()
+}
+
+#[tokio::test]
+async fn an_idle_worker_exits_by_itself() -> anyhow::Result<()> {
+    let idle = Duration::from_millis(1500);
+    let mut worker = Worker::start(
+        EtcAccess::None,
+        Limits {
+            idle_exit_ms: 1500,
+            ..Limits::default()
+        },
+    )
+    .await?;
+    let head_url = worker.url(&format!("/v1/plugins/{}", "0".repeat(64)));
+    // Authenticated requests keep it alive well past the idle time.
+    let busy_until = tokio::time::Instant::now() + idle * 2;
+    while tokio::time::Instant::now() < busy_until {
+        let r = worker
+            .client
+            .head(&head_url)
+            .bearer_auth(TOKEN)
+            .send()
+            .await?;
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(!worker.task.is_finished(), "exited while in use");
+    // Health probes and requests without the token do not: it ends on its own.
+    let probes = async {
+        loop {
+            let _ = worker.client.get(worker.url("/healthz")).send().await;
+            let _ = worker.client.head(&head_url).send().await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    tokio::select! {
+        () = probes => {}
+        () = tokio::time::sleep(idle) => {}
+    }
+    assert!(
+        ended_within(&mut worker, Duration::from_secs(5)).await,
+        "an idle worker did not exit"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn connections_beyond_the_cap_are_closed_at_once() -> anyhow::Result<()> {
+    use tokio::io::AsyncReadExt;
+    let worker = Worker::start(EtcAccess::None, Limits::default()).await?;
+    // Connections that never start their TLS handshake hold every slot…
+    let mut held = Vec::new();
+    for _ in 0..hostplug_worker::config::MAX_CONNECTIONS {
+        held.push(tokio::net::TcpStream::connect(worker.addr).await?);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // …so the next one is closed right away instead of waiting for its handshake.
+    let mut extra = tokio::net::TcpStream::connect(worker.addr).await?;
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(Duration::from_secs(3), extra.read(&mut buf)).await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "a connection over the cap was kept: {read:?}"
+    );
+    // Once they go, the worker serves again.
+    drop(held);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match worker.client.get(worker.url("/healthz")).send().await {
+            Ok(r) if r.status() == StatusCode::OK => break,
+            other => anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "the worker did not serve again: {other:?}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    worker.stop().await
+}

@@ -246,9 +246,19 @@ impl Harness {
         }
     }
 
+    /// The HostTask API of another namespace.
+    pub fn tasks_in(&self, namespace: &str) -> Api<HostTask> {
+        Api::namespaced(self.admin.clone(), namespace)
+    }
+
     /// Waits until a task's current generation ended; returns it.
     pub async fn wait_finished(&self, name: &str) -> anyhow::Result<HostTask> {
-        self.wait_task(name, |t| {
+        self.wait_finished_in(NAMESPACE, name).await
+    }
+
+    /// Like [`Harness::wait_finished`] for a task in `namespace`.
+    pub async fn wait_finished_in(&self, namespace: &str, name: &str) -> anyhow::Result<HostTask> {
+        self.wait_task_in(namespace, name, |t| {
             t.status.as_ref().is_some_and(|s| {
                 s.observed_generation == t.metadata.generation && s.state.is_finished()
             })
@@ -262,15 +272,26 @@ impl Harness {
         name: &str,
         cond: impl Fn(&HostTask) -> bool,
     ) -> anyhow::Result<HostTask> {
+        self.wait_task_in(NAMESPACE, name, cond).await
+    }
+
+    /// Like [`Harness::wait_task`] for a task in `namespace`.
+    pub async fn wait_task_in(
+        &self,
+        namespace: &str,
+        name: &str,
+        cond: impl Fn(&HostTask) -> bool,
+    ) -> anyhow::Result<HostTask> {
+        let tasks = self.tasks_in(namespace);
         let deadline = tokio::time::Instant::now() + TASK_TIMEOUT;
         loop {
-            if let Some(t) = self.tasks().get_opt(name).await?
+            if let Some(t) = tasks.get_opt(name).await?
                 && cond(&t)
             {
                 return Ok(t);
             }
             if tokio::time::Instant::now() > deadline {
-                let t = self.tasks().get_opt(name).await?;
+                let t = tasks.get_opt(name).await?;
                 bail!(
                     "task {name} did not reach the expected state; last status: {}\noperator log:\n{}",
                     serde_json::to_string_pretty(&t.and_then(|t| t.status)).unwrap_or_default(),
@@ -422,7 +443,8 @@ impl Harness {
 
     /// Number of the task's Pods, Services and Secrets.
     pub async fn children(&self, task: &str) -> anyhow::Result<(usize, usize, usize)> {
-        let lp = ListParams::default().labels(&format!("hostplug.dev/task={task}"));
+        // Per-task workers carry `<namespace>.<name>` (`task::per_task_key`).
+        let lp = ListParams::default().labels(&format!("hostplug.dev/task={NAMESPACE}.{task}"));
         let pods = Api::<Pod>::namespaced(self.admin.clone(), NAMESPACE)
             .list(&lp)
             .await?

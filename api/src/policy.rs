@@ -1,0 +1,152 @@
+//! `HostTaskPolicy` (cluster-scoped, group `hostplug.dev`): which namespaces may run which
+//! plugins and methods, mutating or not, on which nodes.
+//!
+//! Creating a `HostTask` is running a plugin as root on nodes, so the right to create
+//! one in a namespace is not enough: the operator runs a task outside its own namespace
+//! only when a policy covers it. Each policy is one grant; a task runs when at least one
+//! policy allows all of it (namespace, plugin, method, mutating, nodes). Without any
+//! policy, a namespace runs nothing. The operator's own namespace runs everything unless
+//! the operator is started with `--trust-own-namespace=false`.
+//!
+//! Types only; the operator evaluates them (`hostplug_operator::policy`) before any node
+//! is touched and says which rule was missing.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::crd::TargetType;
+
+/// The value that matches any plugin or method name in a policy.
+pub const ANY: &str = "*";
+
+/// Upper bound of each list of a policy (namespaces, plugins, methods): 256. A policy
+/// longer than that is several grants in one and belongs in several policies; the bound
+/// keeps the evaluation per task cheap and the object far below etcd's size limit.
+pub const MAX_POLICY_LIST: usize = 256;
+
+/// One grant: HostTasks in these namespaces may run these plugins' methods on these
+/// nodes.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "hostplug.dev",
+    version = "v1alpha1",
+    kind = "HostTaskPolicy",
+    plural = "hosttaskpolicies",
+    derive = "PartialEq",
+    shortname = "htp",
+    category = "hostplug",
+    doc = "Which namespaces may run which plugins and methods, mutating or not, on which nodes. \
+           HostTasks outside the operator's namespace run only when a policy allows them.",
+    printcolumn = r#"{"name":"Namespaces","type":"string","jsonPath":".spec.namespaces"}"#,
+    printcolumn = r#"{"name":"Plugins","type":"string","jsonPath":".spec.plugins"}"#,
+    printcolumn = r#"{"name":"Methods","type":"string","jsonPath":".spec.methods"}"#,
+    printcolumn = r#"{"name":"Mutating","type":"boolean","jsonPath":".spec.allowMutating"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[x_kube(validation = Rule::new(
+    "(has(self.namespaces) && size(self.namespaces) > 0) || has(self.namespaceSelector)"
+).message("a HostTaskPolicy must name its namespaces: spec.namespaces or spec.namespaceSelector"))]
+#[serde(rename_all = "camelCase")]
+pub struct HostTaskPolicySpec {
+    /// Namespaces, by name, whose HostTasks this policy covers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_POLICY_LIST))]
+    pub namespaces: Vec<String>,
+    /// Namespaces, by label, whose HostTasks this policy covers (in addition to
+    /// `namespaces`). An empty selector `{}` matches every namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::crd::label_selector_schema")]
+    pub namespace_selector: Option<LabelSelector>,
+    /// HostPlugin names these namespaces may run; `*` is any plugin.
+    #[schemars(length(min = 1, max = MAX_POLICY_LIST))]
+    pub plugins: Vec<String>,
+    /// Method names they may call; `*` (the default) is any method of those plugins.
+    #[serde(default = "any_method")]
+    #[schemars(length(min = 1, max = MAX_POLICY_LIST))]
+    pub methods: Vec<String>,
+    /// Whether methods that change nodes may run. Off by default: the namespaces may
+    /// only run read-only methods, and dry runs of the others (a dry run mounts /etc
+    /// read-only and changes nothing).
+    #[serde(default)]
+    pub allow_mutating: bool,
+    /// The nodes their tasks may target.
+    #[serde(default)]
+    pub nodes: NodeRule,
+}
+
+/// The nodes a policy lets its tasks target. Every node a task selects must stay
+/// within: a task that selects one node outside is refused as a whole.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeRule {
+    /// Roles of the nodes: `Node` (not control plane, the default), `Master` (control
+    /// plane, which holds the cluster's keys: grant it on purpose) or `All`.
+    #[serde(default = "default_target_types")]
+    #[schemars(length(min = 1, max = 3))]
+    pub target_types: Vec<TargetType>,
+    /// Every target node must also match this selector.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::crd::label_selector_schema")]
+    pub node_selector: Option<LabelSelector>,
+}
+
+impl Default for NodeRule {
+    fn default() -> Self {
+        Self {
+            target_types: default_target_types(),
+            node_selector: None,
+        }
+    }
+}
+
+fn any_method() -> Vec<String> {
+    vec![ANY.to_owned()]
+}
+
+fn default_target_types() -> Vec<TargetType> {
+    vec![TargetType::Node]
+}
+
+/// Whether a policy list (`plugins`, `methods`) holds `name` or [`ANY`].
+pub fn list_allows(list: &[String], name: &str) -> bool {
+    list.iter().any(|p| p == ANY || p == name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::CustomResourceExt;
+
+    #[test]
+    fn defaults_are_read_only_on_worker_nodes() -> Result<(), serde_yaml::Error> {
+        let p: HostTaskPolicy = serde_yaml::from_str(
+            r#"
+apiVersion: hostplug.dev/v1alpha1
+kind: HostTaskPolicy
+metadata: {name: team-a-read}
+spec:
+  namespaces: [team-a]
+  plugins: [etc-file]
+"#,
+        )?;
+        assert_eq!(p.spec.methods, vec!["*"]);
+        assert!(!p.spec.allow_mutating);
+        assert_eq!(p.spec.nodes.target_types, vec![TargetType::Node]);
+        assert!(p.spec.nodes.node_selector.is_none());
+        assert!(list_allows(&p.spec.methods, "read"));
+        assert!(list_allows(&p.spec.plugins, "etc-file"));
+        assert!(!list_allows(&p.spec.plugins, "docker-image"));
+        Ok(())
+    }
+
+    #[test]
+    fn schema_requires_namespaces_and_plugins() -> Result<(), serde_json::Error> {
+        let crd = serde_json::to_string(&HostTaskPolicy::crd())?;
+        assert!(crd.contains("must name its namespaces"), "{crd}");
+        assert!(crd.contains(r#""scope":"Cluster""#), "{crd}");
+        assert!(crd.contains(r#""required":["plugins"]"#), "{crd}");
+        Ok(())
+    }
+}
