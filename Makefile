@@ -47,6 +47,9 @@ lint: setup
 
 test: plugins lint
 	cd $(ROOT)/plugins && $(CARGO) test --workspace --target-dir $(TARGET_DIR)/plugins
+	# Binaries of packages without tests of their own (kubectl-hostplug) are run by the
+	# e2e tests; `cargo test` builds only those of packages with integration tests.
+	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace --no-fail-fast
 
 dev: plugins
