@@ -447,7 +447,7 @@ async fn reconcile(cached: Arc<HostTask>, ctx: Arc<Context>) -> Result<Action> {
             status.msg.clone().unwrap_or_default(),
         )
         .await;
-        return Ok(after_finish(&ctx, &task));
+        return expire(&ctx, &api, &task, &status).await;
     }
     Ok(Action::requeue(FALLBACK_REQUEUE))
 }

@@ -558,6 +558,18 @@ async fn first_session_in_a_real_browser() -> anyhow::Result<()> {
             mid_shot = true;
         }
         if state == "Succeeded" && live == "Finished." {
+            // The three reads above are not atomic: the last fragment may have replaced
+            // the page between reading the percent and the state. Read it once more.
+            let last = b
+                .find("#task-percent")
+                .await
+                .map_err(wd)?
+                .text()
+                .await
+                .unwrap_or_default();
+            if seen_percent.last() != Some(&last) {
+                seen_percent.push(last);
+            }
             break;
         }
         if state == "Failed" || Instant::now() > deadline {
