@@ -413,12 +413,12 @@ pub(crate) fn any_json(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
 }
 
 /// A `metav1.Time`: an RFC 3339 timestamp.
-fn time_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+pub(crate) fn time_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({"type": "string", "format": "date-time"})
 }
 
 /// A standard `metav1.LabelSelector`.
-fn label_selector_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+pub(crate) fn label_selector_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({
         "type": "object",
         "description": "A standard label selector: matchLabels and matchExpressions, ANDed.",
@@ -441,7 +441,7 @@ fn label_selector_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema 
 }
 
 /// A list of standard `metav1.Condition`s.
-fn conditions_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+pub(crate) fn conditions_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({
         "type": "array",
         "items": {
@@ -488,6 +488,10 @@ pub fn crd_yaml() -> Result<BTreeMap<&'static str, String>, serde_yaml::Error> {
     out.insert(
         "hostplugins.hostplug.dev.yaml",
         serde_yaml::to_string(&HostPlugin::crd())?,
+    );
+    out.insert(
+        "hoststates.hostplug.dev.yaml",
+        serde_yaml::to_string(&crate::state::HostState::crd())?,
     );
     Ok(out)
 }

@@ -2,6 +2,8 @@
 //!
 //! * [`crd`]: the `HostTask` and `HostPlugin` custom resources (CEL rules, printer
 //!   columns; `deploy/crds/` is generated from them by the `crdgen` binary).
+//! * [`state`]: the `HostState` custom resource (a desired host state, checked and
+//!   optionally enforced on every selected node).
 //! * [`plugin`]: what a plugin is and may do: [`Digest`], [`Capabilities`],
 //!   [`EtcAccess`], [`PluginInfo`], [`MethodInfo`].
 //! * [`protocol`]: the worker protocol between operator and worker, and the shapes the
@@ -45,6 +47,7 @@ macro_rules! text_form {
 pub mod crd;
 pub mod plugin;
 pub mod protocol;
+pub mod state;
 pub mod worker;
 
 pub use plugin::{Capabilities, Digest, EtcAccess, MethodInfo, PluginInfo};

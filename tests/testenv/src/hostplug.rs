@@ -22,10 +22,11 @@ pub const OPERATOR_SA: &str = "hostplug-operator";
 pub const BUILTIN_PLUGINS: [&str; 2] = ["etc-file", "docker-image"];
 /// The manifests applied before the operator starts, relative to the repository root, in
 /// order: the namespace, the CRDs, the operator's RBAC.
-pub const OPERATOR_MANIFESTS: [&str; 4] = [
+pub const OPERATOR_MANIFESTS: [&str; 5] = [
     "deploy/namespace.yaml",
     "deploy/crds/hosttasks.hostplug.dev.yaml",
     "deploy/crds/hostplugins.hostplug.dev.yaml",
+    "deploy/crds/hoststates.hostplug.dev.yaml",
     "deploy/rbac/operator.yaml",
 ];
 /// The built-in plugin directory's name inside the environment directory.
