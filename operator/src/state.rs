@@ -719,45 +719,67 @@ async fn write_status(
     }
 }
 
-async fn publish(ctx: &Context, state: &HostState, type_: EventType, reason: &str, note: String) {
+/// Publishes an Event about `state`; with `node`, the Node is its related object, so
+/// repeats for one node are counted as a series of one Event, and distinct nodes are
+/// distinct Events (the recorder merges Events of equal reason and objects).
+async fn publish(
+    ctx: &Context,
+    state: &HostState,
+    type_: EventType,
+    reason: &str,
+    node: Option<&str>,
+    note: String,
+) {
     let ev = Event {
         type_,
         reason: reason.into(),
         note: Some(crate::status::truncate_str(&note, 1000)),
         action: "Check".into(),
-        secondary: None,
+        secondary: node.map(|n| k8s_openapi::api::core::v1::ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Node".into()),
+            name: Some(n.to_owned()),
+            ..Default::default()
+        }),
     };
     if let Err(e) = ctx.recorder.publish(&ev, &state.object_ref(&())).await {
         warn!(error = %e, "publishing an event failed");
     }
 }
 
-/// `node1 (steps 0, 2), node2 (step 1)` for at most [`MAX_EVENT_NODES`] nodes.
-fn describe_nodes<'a>(items: impl Iterator<Item = (&'a str, &'a [StepDrift])>) -> String {
-    let all: Vec<String> = items
-        .map(|(n, d)| {
-            let steps: Vec<String> = d.iter().map(|d| d.step.to_string()).collect();
-            if steps.is_empty() {
-                n.to_owned()
-            } else {
-                format!(
-                    "{n} (step{} {})",
-                    if steps.len() == 1 { "" } else { "s" },
-                    steps.join(", ")
-                )
-            }
-        })
-        .collect();
-    let mut out = all
-        .iter()
-        .take(MAX_EVENT_NODES)
-        .cloned()
-        .collect::<Vec<_>>()
-        .join(", ");
-    if all.len() > MAX_EVENT_NODES {
-        out.push_str(&format!(" and {} more", all.len() - MAX_EVENT_NODES));
+/// One Event per node for the first [`MAX_EVENT_NODES`] of `items` (node, note), then one
+/// Event counting the rest.
+async fn publish_nodes(
+    ctx: &Context,
+    state: &HostState,
+    type_: EventType,
+    reason: &str,
+    items: &[(String, String)],
+) {
+    for (node, note) in items.iter().take(MAX_EVENT_NODES) {
+        publish(ctx, state, type_, reason, Some(node), note.clone()).await;
     }
-    out
+    if items.len() > MAX_EVENT_NODES {
+        publish(
+            ctx,
+            state,
+            type_,
+            reason,
+            None,
+            format!("and {} more nodes", items.len() - MAX_EVENT_NODES),
+        )
+        .await;
+    }
+}
+
+/// `step 0` or `steps 0, 2`.
+fn steps_text(drift: &[StepDrift]) -> String {
+    let steps: Vec<String> = drift.iter().map(|d| d.step.to_string()).collect();
+    format!(
+        "step{} {}",
+        if steps.len() == 1 { "" } else { "s" },
+        steps.join(", ")
+    )
 }
 
 // ---------------------------------------------------------------------------------------
@@ -903,6 +925,7 @@ async fn round(
                     &current,
                     EventType::Warning,
                     "ValidationFailed",
+                    None,
                     invalid.to_string(),
                 )
                 .await;
@@ -926,6 +949,7 @@ async fn round(
                     &current,
                     EventType::Warning,
                     "ValidationFailed",
+                    None,
                     e.to_string(),
                 )
                 .await;
@@ -1046,30 +1070,29 @@ async fn round(
         }
         status.nodes.push(n);
     }
-    if !newly_drifted.is_empty() {
-        publish(
-            ctx,
-            &current,
-            EventType::Warning,
-            "DriftDetected",
-            format!(
-                "drift on {} node{}: {}{}",
-                newly_drifted.len(),
-                if newly_drifted.len() == 1 { "" } else { "s" },
-                describe_nodes(
-                    newly_drifted
-                        .iter()
-                        .map(|(n, d)| (n.as_str(), d.as_slice()))
-                ),
+    let drift_notes: Vec<(String, String)> = newly_drifted
+        .iter()
+        .map(|(n, d)| {
+            let note = format!(
+                "{n}: {} would change the node{}",
+                steps_text(d),
                 if spec.mode == StateMode::Audit {
                     " (Audit: not corrected)"
                 } else {
                     ""
                 }
-            ),
-        )
-        .await;
-    }
+            );
+            (n.clone(), note)
+        })
+        .collect();
+    publish_nodes(
+        ctx,
+        &current,
+        EventType::Warning,
+        "DriftDetected",
+        &drift_notes,
+    )
+    .await;
 
     if spec.mode == StateMode::Enforce {
         enforce(
@@ -1104,6 +1127,7 @@ async fn round(
             &current,
             EventType::Warning,
             "Conflict",
+            None,
             status
                 .conditions
                 .iter()
@@ -1224,31 +1248,16 @@ async fn enforce(
                 }
             }
         }
-        if !fixed.is_empty() {
-            publish(
-                ctx,
-                current,
-                EventType::Normal,
-                "Corrected",
-                format!(
-                    "corrected {} node{}: {}",
-                    fixed.len(),
-                    if fixed.len() == 1 { "" } else { "s" },
-                    describe_nodes(fixed.iter().map(|(n, d)| (n.as_str(), d.as_slice())))
-                ),
-            )
-            .await;
-        }
-        for (node, e) in &failed {
-            publish(
-                ctx,
-                current,
-                EventType::Warning,
-                "CorrectionFailed",
-                format!("{node}: {e}"),
-            )
-            .await;
-        }
+        let notes: Vec<(String, String)> = fixed
+            .iter()
+            .map(|(n, d)| (n.clone(), format!("{n}: corrected {}", steps_text(d))))
+            .collect();
+        publish_nodes(ctx, current, EventType::Normal, "Corrected", &notes).await;
+        let notes: Vec<(String, String)> = failed
+            .iter()
+            .map(|(n, e)| (n.clone(), format!("{n}: {e}")))
+            .collect();
+        publish_nodes(ctx, current, EventType::Warning, "CorrectionFailed", &notes).await;
         if failures > rollout.max_failures {
             stopped = true;
         }
