@@ -418,3 +418,76 @@ async fn two_states_on_one_file_conflict_and_never_fight() -> anyhow::Result<()>
     }
     h.shutdown().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_killed_mid_correction_neither_loses_nor_repeats_it() -> anyhow::Result<()> {
+    let mut h = Harness::start().await?;
+    h.publish_plugin("test-slow-write.wasm", "test-slow-write", "write")
+        .await?;
+    // Each correction takes 6 s inside the worker: long enough to kill the operator
+    // while all three are in flight.
+    h.apply(
+        "apiVersion: hostplug.dev/v1alpha1\nkind: HostState\nmetadata: {name: slow}\nspec:\n  targetType: All\n  mode: Enforce\n  intervalSeconds: 10\n  rollout: {maxParallel: 3}\n  steps:\n  - {api: test-slow-write, method: set, parameter: {path: /etc/slow.conf, content: \"wanted\\n\", ms: 6000}}\n",
+    )
+    .await?;
+    let s = wait_state(&h, "slow", "correcting every node", |s| {
+        let got = syncs(s);
+        got.len() == NODES.len() && got.iter().all(|(_, sync)| *sync == NodeSync::Correcting)
+    })
+    .await?;
+    let ids: Vec<(String, String)> = s
+        .status
+        .unwrap_or_default()
+        .nodes
+        .into_iter()
+        .map(|n| {
+            (
+                n.node,
+                format!("{}/s0", n.pending_correction.unwrap_or_default()),
+            )
+        })
+        .collect();
+    // Kill it once every correction runs in its worker.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !ids.iter().all(|(_, id)| h.runs_of(id) == 1) {
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the corrections never started: {ids:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for (node, _) in &ids {
+        assert!(
+            !h.etc(node)?.join("slow.conf.writes").exists(),
+            "{node} finished before the kill; the test needs a longer sleep"
+        );
+    }
+    h.kill_operator().await?;
+    h.start_operator()?;
+    let s = wait_state(&h, "slow", "in sync after the restart", |s| {
+        all_in_sync(s, &NODES)
+    })
+    .await?;
+    for n in s.status.unwrap_or_default().nodes {
+        assert_eq!(n.corrections, 1, "{n:?}");
+        assert_eq!(n.pending_correction, None, "{n:?}");
+    }
+    for (node, id) in &ids {
+        assert_eq!(h.runs_of(id), 1, "{node}: the correction ran again");
+        assert_eq!(
+            std::fs::read_to_string(h.etc(node)?.join("slow.conf"))?,
+            "wanted\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(h.etc(node)?.join("slow.conf.writes"))?,
+            "write\n",
+            "{node}: written more than once"
+        );
+    }
+    assert!(
+        h.operator_log(2)
+            .contains("resuming a correction of an earlier operator process"),
+        "the second operator did not resume"
+    );
+    h.shutdown().await
+}
