@@ -60,6 +60,7 @@ bench: plugins
 	$(CARGO) bench -p hostplug-worker --bench idle_rss
 	$(CARGO) build --release -p hostplug-operator -p hostplug-worker --bins
 	$(CARGO) bench -p hostplug-e2e --bench rollout
+	$(CARGO) bench -p hostplug-e2e --bench state
 
 clean:
 	$(CARGO) clean

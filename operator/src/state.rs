@@ -382,6 +382,8 @@ struct MetricsInner {
     nodes: BTreeMap<String, [u64; 3]>,
     checks: BTreeMap<String, u64>,
     corrections: BTreeMap<String, u64>,
+    rounds: BTreeMap<String, u64>,
+    writes: BTreeMap<String, u64>,
     buckets: [u64; LATENCY_BUCKETS.len()],
     sum: f64,
     count: u64,
@@ -411,6 +413,14 @@ impl StateMetrics {
             .corrections
             .entry(state.to_owned())
             .or_default() += 1;
+    }
+    /// A round of `state` started (after validation).
+    pub fn round(&self, state: &str) {
+        *lock(&self.0).rounds.entry(state.to_owned()).or_default() += 1;
+    }
+    /// A status write of `state` went through.
+    pub fn status_write(&self, state: &str) {
+        *lock(&self.0).writes.entry(state.to_owned()).or_default() += 1;
     }
     /// The node counts of `state` after a round.
     pub fn set_nodes(&self, state: &str, in_sync: i32, drifted: i32, failed: i32) {
@@ -447,6 +457,17 @@ impl StateMetrics {
             let _ = writeln!(
                 s,
                 "hostplug_state_corrections_total{{state=\"{name}\"}} {v}"
+            );
+        }
+        s.push_str("# HELP hostplug_state_rounds_total Check rounds of a HostState.\n# TYPE hostplug_state_rounds_total counter\n");
+        for (name, v) in &m.rounds {
+            let _ = writeln!(s, "hostplug_state_rounds_total{{state=\"{name}\"}} {v}");
+        }
+        s.push_str("# HELP hostplug_state_status_writes_total Status writes of a HostState.\n# TYPE hostplug_state_status_writes_total counter\n");
+        for (name, v) in &m.writes {
+            let _ = writeln!(
+                s,
+                "hostplug_state_status_writes_total{{state=\"{name}\"}} {v}"
             );
         }
         s.push_str("# HELP hostplug_state_check_seconds Time of one node's check, every step.\n# TYPE hostplug_state_check_seconds histogram\n");
@@ -708,6 +729,7 @@ async fn write_status(
         .await
     {
         Ok(written) => {
+            ctx.metrics.states.status_write(&name);
             *current = written;
             Ok(())
         }
@@ -934,6 +956,7 @@ async fn round(
         }
     };
 
+    ctx.metrics.states.round(name);
     let views = node_views(ctx);
     let selected = match selected_nodes(&spec, &views) {
         Ok(s) => s,
@@ -1661,6 +1684,8 @@ mod tests {
         m.check("chrony", Duration::from_millis(3));
         m.check("chrony", Duration::from_millis(300));
         m.correction("chrony");
+        m.round("chrony");
+        m.status_write("chrony");
         m.set_nodes("chrony", 2, 1, 0);
         let text = m.render();
         assert!(
@@ -1669,6 +1694,8 @@ mod tests {
         );
         assert!(text.contains("hostplug_state_checks_total{state=\"chrony\"} 2\n"));
         assert!(text.contains("hostplug_state_corrections_total{state=\"chrony\"} 1\n"));
+        assert!(text.contains("hostplug_state_rounds_total{state=\"chrony\"} 1\n"));
+        assert!(text.contains("hostplug_state_status_writes_total{state=\"chrony\"} 1\n"));
         assert!(text.contains("hostplug_state_check_seconds_bucket{le=\"0.005\"} 1\n"));
         assert!(text.contains("hostplug_state_check_seconds_bucket{le=\"0.5\"} 2\n"));
         assert!(text.contains("hostplug_state_check_seconds_count 2\n"));
