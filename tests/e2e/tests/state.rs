@@ -430,9 +430,13 @@ async fn an_operator_killed_mid_correction_neither_loses_nor_repeats_it() -> any
         "apiVersion: hostplug.dev/v1alpha1\nkind: HostState\nmetadata: {name: slow}\nspec:\n  targetType: All\n  mode: Enforce\n  intervalSeconds: 10\n  rollout: {maxParallel: 3}\n  steps:\n  - {api: test-slow-write, method: set, parameter: {path: /etc/slow.conf, content: \"wanted\\n\", ms: 6000}}\n",
     )
     .await?;
-    let s = wait_state(&h, "slow", "correcting every node", |s| {
-        let got = syncs(s);
-        got.len() == NODES.len() && got.iter().all(|(_, sync)| *sync == NodeSync::Correcting)
+    // Usually all three nodes are corrected in one batch; on a loaded machine a node
+    // whose worker was slow to start is corrected in a later round. The nodes caught
+    // Correcting are the ones the kill interrupts.
+    let s = wait_state(&h, "slow", "correcting a node", |s| {
+        syncs(s)
+            .iter()
+            .any(|(_, sync)| *sync == NodeSync::Correcting)
     })
     .await?;
     let ids: Vec<(String, String)> = s
@@ -440,13 +444,9 @@ async fn an_operator_killed_mid_correction_neither_loses_nor_repeats_it() -> any
         .unwrap_or_default()
         .nodes
         .into_iter()
-        .map(|n| {
-            (
-                n.node,
-                format!("{}/s0", n.pending_correction.unwrap_or_default()),
-            )
-        })
+        .filter_map(|n| Some((n.node, format!("{}/s0", n.pending_correction?))))
         .collect();
+    anyhow::ensure!(!ids.is_empty(), "no correction recorded");
     // Kill it once every correction runs in its worker.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while !ids.iter().all(|(_, id)| h.runs_of(id) == 1) {
