@@ -1352,9 +1352,15 @@ pub async fn run_controller(
         async move {
             if store.wait_until_ready().await.is_err()
                 || ctx.nodes.wait_until_ready().await.is_err()
+                || ctx.pods.wait_until_ready().await.is_err()
             {
-                warn!("the HostState or Node cache never filled");
+                warn!("the HostState, Node or worker Pod cache never filled");
             }
+            // The pool must know the workers of the previous operator process before any
+            // runner asks for one: a correction resumed after a restart has to reach the
+            // worker that holds its outcome, not a new one. Idempotent, so it does not
+            // matter that the task controller adopts them too.
+            ctx.pool.adopt_existing();
             let mut runners: HashMap<String, (String, tokio::task::JoinHandle<()>)> =
                 HashMap::new();
             loop {

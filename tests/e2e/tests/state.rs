@@ -462,12 +462,18 @@ async fn an_operator_killed_mid_correction_neither_loses_nor_repeats_it() -> any
             "{node} finished before the kill; the test needs a longer sleep"
         );
     }
+    let workers = h.worker_pods().await?;
     h.kill_operator().await?;
     h.start_operator()?;
     let s = wait_state(&h, "slow", "in sync after the restart", |s| {
         all_in_sync(s, &NODES)
     })
     .await?;
+    assert_eq!(
+        h.worker_pods().await?,
+        workers,
+        "the new operator adopted the warm workers instead of starting others"
+    );
     for n in s.status.unwrap_or_default().nodes {
         assert_eq!(n.corrections, 1, "{n:?}");
         assert_eq!(n.pending_correction, None, "{n:?}");
