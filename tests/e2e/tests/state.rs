@@ -4,7 +4,8 @@
 //! labels move it out of the selector, and stops altogether when the state is deleted.
 //! Audit reports drift with the diff and writes nothing; a bad step is refused naming the
 //! field. Two states on one file are reported as a conflict on both and the file is not
-//! rewritten back and forth.
+//! rewritten back and forth, also when they reach it through different plugins
+//! (flip-flop). An operator killed mid-correction neither loses nor repeats it.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
@@ -494,6 +495,57 @@ async fn an_operator_killed_mid_correction_neither_loses_nor_repeats_it() -> any
         h.operator_log(2)
             .contains("resuming a correction of an earlier operator process"),
         "the second operator did not resume"
+    );
+    h.shutdown().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_states_undoing_each_other_are_stopped_after_one_round_each() -> anyhow::Result<()> {
+    let h = Harness::start().await?;
+    h.publish_plugin("test-slow-write.wasm", "test-slow-write", "write")
+        .await?;
+    // Two plugins on one file: the path rule (same plugin and path) cannot see it; the
+    // flip-flop rule does once each state has corrected the other's change once.
+    let yaml = |name: &str, step: &str| {
+        format!(
+            "apiVersion: hostplug.dev/v1alpha1\nkind: HostState\nmetadata: {{name: {name}}}\nspec:\n  workers: [node1]\n  mode: Enforce\n  intervalSeconds: 10\n  steps:\n  - {step}\n"
+        )
+    };
+    h.apply(&yaml(
+        "flip",
+        "{api: test-slow-write, method: set, parameter: {path: /etc/flip.conf, content: \"a\\n\"}}",
+    ))
+    .await?;
+    wait_state(&h, "flip", "in sync", |s| all_in_sync(s, &["node1"])).await?;
+    h.apply(&yaml(
+        "flop",
+        "{api: etc-file, method: write, parameter: {path: /etc/flip.conf, content: \"b\\n\"}}",
+    ))
+    .await?;
+    for (me, other) in [("flip", "flop"), ("flop", "flip")] {
+        wait_state(&h, me, "reporting the flip-flop", |s| {
+            s.status
+                .as_ref()
+                .is_some_and(|st| st.conflicts.iter().any(|c| c == other))
+        })
+        .await?;
+    }
+    let file = h.etc("node1")?.join("flip.conf");
+    let meta = std::fs::metadata(&file)?;
+    let writes = std::fs::read_to_string(h.etc("node1")?.join("flip.conf.writes"))?;
+    tokio::time::sleep(INTERVAL * 2 + Duration::from_secs(3)).await;
+    let later = std::fs::metadata(&file)?;
+    assert_eq!(
+        (later.ino(), later.mtime_nsec()),
+        (meta.ino(), meta.mtime_nsec()),
+        "the file is still rewritten back and forth"
+    );
+    // flip wrote twice at most: its first correction and the one undoing flop's once.
+    let count = writes.lines().count();
+    assert!((1..=2).contains(&count), "flip wrote {count} times");
+    assert_eq!(
+        std::fs::read_to_string(h.etc("node1")?.join("flip.conf.writes"))?,
+        writes
     );
     h.shutdown().await
 }
