@@ -1350,17 +1350,15 @@ pub async fn run_controller(
         let ctx = Arc::clone(&ctx);
         let store = store.clone();
         async move {
-            if store.wait_until_ready().await.is_err()
-                || ctx.nodes.wait_until_ready().await.is_err()
-                || ctx.pods.wait_until_ready().await.is_err()
-            {
-                warn!("the HostState, Node or worker Pod cache never filled");
+            if store.wait_until_ready().await.is_err() {
+                warn!("the HostState cache never filled");
             }
-            // The pool must know the workers of the previous operator process before any
-            // runner asks for one: a correction resumed after a restart has to reach the
-            // worker that holds its outcome, not a new one. Idempotent, so it does not
-            // matter that the task controller adopts them too.
-            ctx.pool.adopt_existing();
+            // The task controller fills the Node and worker Pod caches and then adopts the
+            // previous process's workers; runners start after that, so a correction resumed
+            // after a restart reaches the worker holding its outcome. (Waiting on those
+            // caches here as well would steal the task controller's wake-up: a reflector
+            // store wakes only the last of several concurrent waiters.)
+            ctx.pool.wait_adopted().await;
             let mut runners: HashMap<String, (String, tokio::task::JoinHandle<()>)> =
                 HashMap::new();
             loop {
