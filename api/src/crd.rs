@@ -460,7 +460,7 @@ pub(crate) fn any_json(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
 }
 
 /// A `metav1.Time`: an RFC 3339 timestamp.
-fn time_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+pub(crate) fn time_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({"type": "string", "format": "date-time"})
 }
 
@@ -488,7 +488,7 @@ pub(crate) fn label_selector_schema(_: &mut schemars::SchemaGenerator) -> schema
 }
 
 /// A list of standard `metav1.Condition`s.
-fn conditions_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+pub(crate) fn conditions_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({
         "type": "array",
         "items": {
@@ -548,6 +548,8 @@ pub fn crd_yaml() -> Result<BTreeMap<&'static str, String>, serde_yaml::Error> {
     out.insert(
         "hosttaskpolicies.hostplug.dev.yaml",
         serde_yaml::to_string(&crate::policy::HostTaskPolicy::crd())?,
+        "hoststates.hostplug.dev.yaml",
+        serde_yaml::to_string(&crate::state::HostState::crd())?,
     );
     Ok(out)
 }

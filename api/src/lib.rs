@@ -3,6 +3,8 @@
 //! * [`crd`]: the `HostTask` and `HostPlugin` custom resources (CEL rules, printer
 //!   columns; `deploy/crds/` is generated from them by the `crdgen` binary).
 //! * [`policy`]: the `HostTaskPolicy` resource (which namespaces may run what, where).
+//! * [`state`]: the `HostState` custom resource (a desired host state, checked and
+//!   optionally enforced on every selected node).
 //! * [`plugin`]: what a plugin is and may do: [`Digest`], [`Capabilities`],
 //!   [`EtcAccess`], [`PluginInfo`], [`MethodInfo`].
 //! * [`protocol`]: the worker protocol between operator and worker, and the shapes the
@@ -50,6 +52,7 @@ pub mod plugin;
 pub mod policy;
 pub mod protocol;
 pub mod selector;
+pub mod state;
 pub mod worker;
 
 pub use plugin::{Capabilities, Digest, EtcAccess, MethodInfo, PluginInfo};

@@ -1,5 +1,6 @@
 //! The hostplug operator: the controller that runs `HostTask`s on nodes through worker
-//! Pods and reports `HostPlugin`s. The resources themselves, the worker protocol and the
+//! Pods, keeps `HostState`s checked (and enforced) on their nodes, and reports
+//! `HostPlugin`s. The resources themselves, the worker protocol and the
 //! worker Pod's settings are defined in `hostplug-api`.
 //!
 //! The controller never touches a node itself: every host action happens inside a worker
@@ -16,6 +17,7 @@ pub mod policy;
 pub mod pool;
 pub mod resources;
 pub mod rollout;
+pub mod state;
 pub mod status;
 pub mod task;
 pub mod validate;
@@ -315,8 +317,9 @@ mod controller {
         ));
         let hps = tokio::spawn(crate::plugins::run_controller(
             ctx.clone(),
-            stopped(stop_rx),
+            stopped(stop_rx.clone()),
         ));
+        let states = tokio::spawn(crate::state::run_controller(ctx.clone(), stopped(stop_rx)));
         let outcome = tokio::select! {
             lost = elector.hold() => Err(lost),
             _ = hostplug_process::shutdown_signal() => Ok(()),
@@ -324,6 +327,7 @@ mod controller {
         let _ = stop_tx.send(true);
         let _ = tasks.await;
         let _ = hps.await;
+        let _ = states.await;
         metrics.set_leader(false);
         if outcome.is_ok() {
             elector.release().await;

@@ -23,6 +23,8 @@ pub struct Metrics {
     invocation_micros: AtomicU64,
     api_requests: AtomicU64,
     leader: AtomicBool,
+    /// The HostState controller's metrics (per state), rendered after these.
+    pub states: crate::state::StateMetrics,
 }
 
 impl Metrics {
@@ -64,7 +66,7 @@ impl Metrics {
     pub fn render(&self) -> String {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let secs = g(&self.invocation_micros) as f64 / 1e6;
-        format!(
+        let mut out = format!(
             "# HELP hostplug_reconciles_total HostTask reconciles started.\n\
              # TYPE hostplug_reconciles_total counter\n\
              hostplug_reconciles_total {}\n\
@@ -94,7 +96,9 @@ impl Metrics {
             g(&self.invocations),
             g(&self.api_requests),
             u8::from(self.leader.load(Ordering::Relaxed)),
-        )
+        );
+        out.push_str(&self.states.render());
+        out
     }
 }
 

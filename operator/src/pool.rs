@@ -233,6 +233,8 @@ pub struct WorkerPool {
     nodes: Store<Node>,
     state: Mutex<PoolState>,
     wake: UnboundedSender<ObjectRef<HostTask>>,
+    /// Set once [`WorkerPool::adopt_existing`] ran (the caches were filled first).
+    adopted: tokio::sync::watch::Sender<bool>,
 }
 
 impl std::fmt::Debug for WorkerPool {
@@ -281,6 +283,7 @@ impl WorkerPool {
             nodes,
             state: Mutex::new(PoolState::default()),
             wake,
+            adopted: tokio::sync::watch::channel(false).0,
         }
     }
 
@@ -345,6 +348,17 @@ impl WorkerPool {
                 },
             );
         }
+        drop(st);
+        self.adopted.send_replace(true);
+    }
+
+    /// Waits until [`Self::adopt_existing`] ran once, i.e. the worker Pod and Node caches
+    /// are filled and the previous process's workers are known. Any number of tasks may
+    /// wait (unlike a reflector `Store`'s `wait_until_ready`, whose single waker lets only
+    /// the last of several concurrent waiters wake).
+    pub async fn wait_adopted(&self) {
+        let mut rx = self.adopted.subscribe();
+        let _ = rx.wait_for(|adopted| *adopted).await;
     }
 
     /// The worker serving `key`, if there is one (never creates one); marks it used and

@@ -685,8 +685,8 @@ fn spawn_run(
 
 /// One node's call, retried while the worker lives and the failure says nothing ran
 /// to completion on our side (connection lost, busy). Repeats carry the same invocation
-/// id, so the worker runs the plugin at most once.
-async fn call(
+/// id, so the worker runs the plugin at most once. Also used by [`crate::state`].
+pub(crate) async fn call(
     ctx: &Context,
     pod: &str,
     port: i32,

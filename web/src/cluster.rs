@@ -14,10 +14,11 @@ use std::{collections::BTreeMap, sync::Mutex};
 
 use async_trait::async_trait;
 use hostplug_api::crd::{HostPlugin, HostTask, HostTaskSpec, NodePhase, TargetType};
+use hostplug_api::state::{HostState, StateMode};
 use k8s_openapi::api::core::v1::Node;
 use kube::{
     Api, Client, ResourceExt,
-    api::{DeleteParams, ListParams, ObjectMeta, PostParams},
+    api::{DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams},
 };
 use serde::Serialize;
 
@@ -225,6 +226,11 @@ pub trait Cluster: Send + Sync + std::fmt::Debug {
     /// Waits until some HostTask changes or `timeout` passes (used to refresh lists
     /// promptly without polling the API server from every browser).
     async fn wait_for_task_change(&self, timeout: std::time::Duration) -> AppResult<()>;
+    /// All HostStates, by name.
+    async fn list_states(&self) -> AppResult<Vec<HostState>>;
+    /// Sets a HostState's `spec.mode` (a new generation: the operator checks at once);
+    /// `false` when there is no such state.
+    async fn set_state_mode(&self, name: &str, mode: StateMode) -> AppResult<bool>;
 }
 
 /// Builds the HostTask object: the spec as given, the console's label and who asked.
@@ -537,6 +543,30 @@ impl Cluster for KubeCluster {
         Ok(nodes)
     }
 
+    async fn list_states(&self) -> AppResult<Vec<HostState>> {
+        let api: Api<HostState> = Api::all(self.client.clone());
+        let mut states = api
+            .list(&ListParams::default())
+            .await
+            .map_err(map_kube_error)?
+            .items;
+        states.sort_by_key(ResourceExt::name_any);
+        Ok(states)
+    }
+
+    async fn set_state_mode(&self, name: &str, mode: StateMode) -> AppResult<bool> {
+        let api: Api<HostState> = Api::all(self.client.clone());
+        let patch = serde_json::json!({"spec": {"mode": mode}});
+        match api
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(kube::Error::Api(e)) if e.code == 404 => Ok(false),
+            Err(e) => Err(map_kube_error(e)),
+        }
+    }
+
     async fn wait_for_task_change(&self, timeout: std::time::Duration) -> AppResult<()> {
         use futures::StreamExt;
         use kube::api::{WatchEvent, WatchParams};
@@ -572,6 +602,8 @@ pub struct InMemoryCluster {
     pub tasks: Mutex<Vec<HostTask>>,
     /// Nodes.
     pub nodes: Mutex<Vec<Node>>,
+    /// HostStates.
+    pub states: Mutex<Vec<HostState>>,
 }
 
 impl InMemoryCluster {
@@ -653,6 +685,21 @@ impl Cluster for InMemoryCluster {
 
     async fn list_nodes(&self) -> AppResult<Vec<NodeView>> {
         Ok(Self::lock(&self.nodes).iter().map(node_view).collect())
+    }
+
+    async fn list_states(&self) -> AppResult<Vec<HostState>> {
+        let mut states = Self::lock(&self.states).clone();
+        states.sort_by_key(ResourceExt::name_any);
+        Ok(states)
+    }
+
+    async fn set_state_mode(&self, name: &str, mode: StateMode) -> AppResult<bool> {
+        let mut states = Self::lock(&self.states);
+        let Some(state) = states.iter_mut().find(|s| s.name_any() == name) else {
+            return Ok(false);
+        };
+        state.spec.mode = mode;
+        Ok(true)
     }
 
     async fn wait_for_task_change(&self, timeout: std::time::Duration) -> AppResult<()> {

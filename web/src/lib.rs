@@ -40,7 +40,7 @@ pub use crate::state::{AppState, DEFAULT_SESSION_TTL, WebConfig};
 use crate::{
     db::Db,
     error::AppError,
-    pages::{account, admin, catalog, live, tasks},
+    pages::{account, admin, catalog, live, states, tasks},
 };
 
 const APP_CSS: &str = include_str!("../static/app.css");
@@ -103,6 +103,8 @@ pub fn app(state: AppState) -> Router {
             get(account::password_form).post(account::password_submit),
         )
         .route("/plugins", get(catalog::plugins))
+        .route("/states", get(states::states))
+        .route("/states/{name}/mode/{mode}", post(states::set_mode))
         .route("/tasks", get(tasks::tasks).post(tasks::create_task))
         .route("/tasks/rows", get(tasks::task_rows))
         .route("/tasks/new", get(tasks::new_task))

@@ -109,6 +109,8 @@ fn rbac_is_exactly_what_the_console_needs() -> TestResult {
             "hostplug.dev/hostplugins:get",
             "hostplug.dev/hostplugins:list",
             "hostplug.dev/hostplugins:watch",
+            "hostplug.dev/hoststates:list",
+            "hostplug.dev/hoststates:patch",
         ])
     );
     Ok(())

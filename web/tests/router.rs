@@ -1632,3 +1632,77 @@ async fn live_stream_sends_the_page_fragment_then_end() -> TestResult {
     assert!(r.location().starts_with("/login"), "{:?}", r.status);
     Ok(())
 }
+
+#[tokio::test]
+async fn states_show_drift_and_only_operators_switch_the_mode() -> TestResult {
+    let app = TestApp::new();
+    let state: hostplug_api::state::HostState = serde_json::from_value(json!({
+        "apiVersion": "hostplug.dev/v1alpha1", "kind": "HostState",
+        "metadata": {"name": "chrony"},
+        "spec": {"targetType": "Node", "mode": "Audit",
+                 "steps": [{"api": "etc-file", "method": "ensure-line",
+                            "parameter": {"path": "/etc/chrony.conf", "line": "server x"}}]},
+        "status": {"sync": "1/2", "nodes": [
+            {"node": "node1", "sync": "InSync"},
+            {"node": "node2", "sync": "Drifted",
+             "drift": [{"step": 0, "diff": "+server x <b>"}]}
+        ]}
+    }))?;
+    app.cluster.states.lock().map_err(|_| "lock")?.push(state);
+    let mut alice = admin(&app).await;
+    alice
+        .post_form("/admin/settings", &[("registration_open", "on")])
+        .await;
+    let mut v = app.client([10, 0, 0, 6]);
+    v.register("vera", PW).await;
+    v.login("vera", PW).await;
+
+    // A viewer sees every node's sync and the diff (escaped), but no switch.
+    let page = v.get("/states").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(
+        page.body
+            .contains("data-node=\"node2\" data-sync=\"Drifted\"")
+    );
+    assert!(page.body.contains("+server x &#60;b&#62;"), "{}", page.body);
+    assert!(!page.body.contains("+server x <b>"));
+    assert!(page.body.contains("1/2 in sync"));
+    assert!(!page.body.contains("id=\"switch-chrony\""));
+    assert_eq!(
+        v.post_form("/states/chrony/mode/Enforce", &[]).await.status,
+        StatusCode::FORBIDDEN
+    );
+    let mode = |app: &TestApp| -> Result<String, &'static str> {
+        Ok(app.cluster.states.lock().map_err(|_| "lock")?[0]
+            .spec
+            .mode
+            .to_string())
+    };
+    assert_eq!(mode(&app)?, "Audit");
+
+    // An operator-level user switches it; a bad mode and an unknown state are refused.
+    assert!(
+        alice
+            .get("/states")
+            .await
+            .body
+            .contains("id=\"switch-chrony\"")
+    );
+    let r = alice.post_form("/states/chrony/mode/Enforce", &[]).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    assert_eq!(mode(&app)?, "Enforce");
+    assert_eq!(
+        alice
+            .post_form("/states/chrony/mode/enforce", &[])
+            .await
+            .status,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        alice.post_form("/states/nope/mode/Audit", &[]).await.status,
+        StatusCode::NOT_FOUND
+    );
+    let audit = alice.get("/admin/audit").await.body;
+    assert!(audit.contains("state.mode"), "{audit}");
+    Ok(())
+}

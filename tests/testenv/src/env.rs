@@ -192,6 +192,18 @@ impl Environment {
         self.nodes.as_ref()
     }
 
+    /// Adds a simulated node while the environment runs (a machine joining the cluster).
+    pub async fn add_node(&mut self, spec: NodeSpec) -> Result<()> {
+        let sim = self.nodes.as_mut().ok_or_else(|| {
+            Error::NodeSim(Box::new(crate::nodesim::Error::Config(
+                "the environment runs the control plane only".into(),
+            )))
+        })?;
+        sim.add_node(spec)
+            .await
+            .map_err(|e| Error::NodeSim(Box::new(e)))
+    }
+
     /// The root directory of simulated node `node` (its `etc/` is the node's /etc).
     pub fn node_root(&self, node: &str) -> Option<PathBuf> {
         self.nodes.as_ref().map(|n| n.node_root(node))

@@ -27,6 +27,7 @@ pub const OPERATOR_MANIFESTS: [&str; 5] = [
     "deploy/crds/hosttasks.hostplug.dev.yaml",
     "deploy/crds/hostplugins.hostplug.dev.yaml",
     "deploy/crds/hosttaskpolicies.hostplug.dev.yaml",
+    "deploy/crds/hoststates.hostplug.dev.yaml",
     "deploy/rbac/operator.yaml",
 ];
 /// The built-in plugin directory's name inside the environment directory.

@@ -584,3 +584,49 @@ async fn exit_codes_restarts_and_unknown_images_are_reported() {
     }
     env.shutdown().await.expect("shutdown");
 }
+
+#[tokio::test]
+async fn a_node_added_while_running_joins_ready_with_its_labels() {
+    let mut env = start().await;
+    let mut spec = hostplug_testenv::nodesim::NodeSpec::worker("node3");
+    spec.labels.insert("pool".into(), "late".into());
+    env.add_node(spec.clone()).await.expect("add node3");
+    let nodes: Api<Node> = Api::all(env.admin_client());
+    let node = nodes.get("node3").await.expect("node3 is registered");
+    assert_eq!(node.labels().get("pool").map(String::as_str), Some("late"));
+    let ready = node
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
+        .map(|c| c.status.clone());
+    assert_eq!(ready.as_deref(), Some("True"));
+    let root = env.node_root("node3").expect("a node simulator");
+    assert!(root.join("etc/hostname").is_file(), "{}", root.display());
+    let sim = env.node_simulator().expect("a node simulator");
+    assert_ne!(sim.node_ip("node3"), sim.node_ip("node2"));
+    assert!(sim.node_ip("node3").is_some());
+    // A name already taken is refused, and nothing changes.
+    assert!(env.add_node(spec).await.is_err());
+    // A Pod bound to the new node runs there.
+    let pods: Api<Pod> = Api::namespaced(env.admin_client(), "default");
+    let pod: Pod = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "on-node3"},
+        "spec": {"nodeName": "node3", "restartPolicy": "Never",
+                 "containers": [{"name": "c", "image": SHELL_IMAGE, "command": ["/bin/sh", "-c", "exit 0"]}]}
+    }))
+    .expect("a Pod");
+    pods.create(&PostParams::default(), &pod)
+        .await
+        .expect("create the Pod");
+    let done = |p: Option<&Pod>| {
+        p.and_then(|p| p.status.as_ref())
+            .and_then(|s| s.phase.as_deref())
+            == Some("Succeeded")
+    };
+    env.wait_for(&pods, "on-node3", done, TIMEOUT)
+        .await
+        .expect("the Pod on node3 ran");
+    env.shutdown().await.expect("shutdown");
+}

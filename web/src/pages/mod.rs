@@ -1,5 +1,6 @@
 //! The HTML pages, by area: [`account`] (login, registration, password), [`tasks`] (list,
-//! detail, new task, apply, run again, delete), [`catalog`] (plugins) and [`admin`]
+//! detail, new task, apply, run again, delete), [`catalog`] (plugins), [`states`]
+//! (HostStates, Audit/Enforce switch) and [`admin`]
 //! (users, settings, API tokens, audit log).
 //!
 //! Handlers are thin: they check the role, call the cluster or the database, and render a
@@ -10,6 +11,7 @@ pub mod account;
 pub mod admin;
 pub mod catalog;
 pub mod live;
+pub mod states;
 pub mod tasks;
 
 use askama::Template;

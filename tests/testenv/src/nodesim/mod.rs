@@ -212,6 +212,8 @@ impl NodeSpec {
 pub struct NodeSimulator {
     runtime: Arc<Runtime>,
     tasks: Vec<JoinHandle<()>>,
+    /// The API server's version, reported as each node's kubelet version.
+    version: String,
 }
 
 impl NodeSimulator {
@@ -224,27 +226,43 @@ impl NodeSimulator {
             .await
             .map_err(|e| Error::kube("reading the API server version", e))?;
         let mut tasks = Vec::new();
-        for node in runtime.nodes.values() {
-            node::seed_node_root(
-                &runtime.node_root(&node.spec.name),
-                &node.spec.name,
-                node.ip,
-            )?;
-            node::register(&runtime.client, node, &version.git_version).await?;
-            tasks.push(tokio::spawn(node::heartbeat(
-                runtime.client.clone(),
-                node.clone(),
-                version.git_version.clone(),
-                runtime.shutdown.clone(),
-            )));
+        let nodes: Vec<SimNode> = runtime.nodes().values().cloned().collect();
+        for node in &nodes {
+            tasks.push(start_node(&runtime, node, &version.git_version).await?);
         }
         tasks.push(tokio::spawn(pod::run(runtime.clone())));
         tracing::info!(
-            nodes = ?runtime.nodes.keys().collect::<Vec<_>>(),
+            nodes = ?nodes.iter().map(|n| &n.spec.name).collect::<Vec<_>>(),
             block = %runtime.block,
             "node simulator started"
         );
-        Ok(NodeSimulator { runtime, tasks })
+        Ok(NodeSimulator {
+            runtime,
+            tasks,
+            version: version.git_version,
+        })
+    }
+
+    /// Adds a node while the simulator runs, as a machine joining the cluster: registers
+    /// it (Ready, with its labels and taints), seeds its file tree and starts its
+    /// heartbeat; Pods bound to it run from then on.
+    pub async fn add_node(&mut self, spec: NodeSpec) -> Result<()> {
+        let node = {
+            let mut nodes = self.runtime.nodes_mut();
+            let node = new_sim_node(&self.runtime.block, nodes.len(), spec)?;
+            if nodes.contains_key(&node.spec.name) {
+                return Err(Error::Config(format!(
+                    "node {} appears twice",
+                    node.spec.name
+                )));
+            }
+            nodes.insert(node.spec.name.clone(), node.clone());
+            node
+        };
+        let task = start_node(&self.runtime, &node, &self.version).await?;
+        self.tasks.push(task);
+        tracing::info!(node = %node.spec.name, ip = %node.ip, "node added");
+        Ok(())
     }
 
     /// The root of a node's file system tree: hostPath volumes of Pods on that node resolve
@@ -260,7 +278,7 @@ impl NodeSimulator {
 
     /// The address of a node (`InternalIP`, and `status.hostIP` of its Pods).
     pub fn node_ip(&self, node: &str) -> Option<Ipv4Addr> {
-        self.runtime.nodes.get(node).map(|n| n.ip)
+        self.runtime.nodes().get(node).map(|n| n.ip)
     }
 
     /// Stops every container process (SIGKILL) and waits for it, stops the heartbeats and
@@ -300,7 +318,8 @@ pub(crate) struct Runtime {
     pub(crate) client: kube::Client,
     pub(crate) work_dir: PathBuf,
     image_map: HashMap<String, PathBuf>,
-    pub(crate) nodes: BTreeMap<String, SimNode>,
+    /// The simulated nodes; [`NodeSimulator::add_node`] adds to them while running.
+    nodes: std::sync::RwLock<BTreeMap<String, SimNode>>,
     block: AddressBlock,
     pub(crate) processes: ProcessTable,
     pub(crate) http: reqwest::Client,
@@ -340,16 +359,9 @@ impl Runtime {
         let block = AddressBlock::reserve()?;
         let mut nodes = BTreeMap::new();
         for (i, spec) in config.nodes.into_iter().enumerate() {
-            let host = u8::try_from(i + 1)
-                .ok()
-                .filter(|h| *h < 255)
-                .ok_or_else(|| Error::Config("at most 254 nodes".into()))?;
-            if spec.name.is_empty() || spec.name.contains('/') || spec.name.starts_with('.') {
-                return Err(Error::Config(format!("invalid node name {:?}", spec.name)));
-            }
-            let ip = block.address(0, host);
-            let name = spec.name.clone();
-            if nodes.insert(name.clone(), SimNode { spec, ip }).is_some() {
+            let node = new_sim_node(&block, i, spec)?;
+            let name = node.spec.name.clone();
+            if nodes.insert(name.clone(), node).is_some() {
                 return Err(Error::Config(format!("node {name} appears twice")));
             }
         }
@@ -362,7 +374,7 @@ impl Runtime {
             client,
             work_dir,
             image_map: config.image_map,
-            nodes,
+            nodes: std::sync::RwLock::new(nodes),
             block,
             processes: ProcessTable::default(),
             http,
@@ -372,6 +384,15 @@ impl Runtime {
 
     pub(crate) fn node_root(&self, node: &str) -> PathBuf {
         self.work_dir.join("nodes").join(node).join("root")
+    }
+
+    /// The simulated nodes (a read lock: do not hold it across an await).
+    pub(crate) fn nodes(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, SimNode>> {
+        self.nodes.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn nodes_mut(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, SimNode>> {
+        self.nodes.write().unwrap_or_else(PoisonError::into_inner)
     }
 
     pub(crate) fn container_log(&self, namespace: &str, pod: &str, container: &str) -> PathBuf {
@@ -407,6 +428,41 @@ impl Runtime {
     pub(crate) fn next_pod_ip(&self) -> Option<Ipv4Addr> {
         self.block.next_pod_address()
     }
+}
+
+/// The `index`th node (0-based) of `block`: its name checked, its address assigned.
+fn new_sim_node(block: &AddressBlock, index: usize, spec: NodeSpec) -> Result<SimNode> {
+    let host = u8::try_from(index + 1)
+        .ok()
+        .filter(|h| *h < 255)
+        .ok_or_else(|| Error::Config("at most 254 nodes".into()))?;
+    if spec.name.is_empty() || spec.name.contains('/') || spec.name.starts_with('.') {
+        return Err(Error::Config(format!("invalid node name {:?}", spec.name)));
+    }
+    Ok(SimNode {
+        ip: block.address(0, host),
+        spec,
+    })
+}
+
+/// Seeds a node's file tree, registers it and starts its heartbeat.
+async fn start_node(
+    runtime: &Arc<Runtime>,
+    node: &SimNode,
+    version: &str,
+) -> Result<JoinHandle<()>> {
+    node::seed_node_root(
+        &runtime.node_root(&node.spec.name),
+        &node.spec.name,
+        node.ip,
+    )?;
+    node::register(&runtime.client, node, version).await?;
+    Ok(tokio::spawn(node::heartbeat(
+        runtime.client.clone(),
+        node.clone(),
+        version.to_owned(),
+        runtime.shutdown.clone(),
+    )))
 }
 
 /// An image reference without its `@digest` and `:tag`.

@@ -92,7 +92,7 @@ fn apply(rt: &Arc<Runtime>, pods: &mut HashMap<String, PodHandle>, pod: Pod) {
     let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) else {
         return;
     };
-    if !rt.nodes.contains_key(node) {
+    if !rt.nodes().contains_key(node) {
         return;
     }
     let Some(uid) = pod.metadata.uid.clone() else {
@@ -269,7 +269,7 @@ impl PodWorker {
         let spec = pod.spec.clone().unwrap_or_default();
         let node = spec.node_name.clone().unwrap_or_default();
         let host_ip = rt
-            .nodes
+            .nodes()
             .get(&node)
             .map_or(std::net::Ipv4Addr::LOCALHOST, |n| n.ip);
         let already_terminal = matches!(
