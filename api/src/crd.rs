@@ -548,6 +548,8 @@ pub fn crd_yaml() -> Result<BTreeMap<&'static str, String>, serde_yaml::Error> {
     out.insert(
         "hosttaskpolicies.hostplug.dev.yaml",
         serde_yaml::to_string(&crate::policy::HostTaskPolicy::crd())?,
+    );
+    out.insert(
         "hoststates.hostplug.dev.yaml",
         serde_yaml::to_string(&crate::state::HostState::crd())?,
     );
