@@ -22,7 +22,7 @@ pub const OPERATOR_SA: &str = "hostplug-operator";
 pub const BUILTIN_PLUGINS: [&str; 2] = ["etc-file", "docker-image"];
 /// The manifests applied before the operator starts, relative to the repository root, in
 /// order: the namespace, the CRDs, the operator's RBAC.
-pub const OPERATOR_MANIFESTS: [&str; 5] = [
+pub const OPERATOR_MANIFESTS: [&str; 6] = [
     "deploy/namespace.yaml",
     "deploy/crds/hosttasks.hostplug.dev.yaml",
     "deploy/crds/hostplugins.hostplug.dev.yaml",
