@@ -96,15 +96,20 @@ pub fn parse(text: &str) -> Vec<Assignment> {
         .collect()
 }
 
-/// `text` with `key` set to `value`: the first assignment of the key is rewritten (only if
-/// its value differs), later ones removed, or a line appended.
-pub fn set_in(text: &str, key: &str, value: &str) -> String {
+/// The lines of `text` (0-based) that assign `key`, in order.
+fn lines_assigning(text: &str, key: &str) -> Vec<usize> {
     let wanted = normalize(key);
-    let matching: Vec<usize> = parse(text)
+    parse(text)
         .into_iter()
         .filter(|a| normalize(&a.key) == wanted)
         .map(|a| a.line)
-        .collect();
+        .collect()
+}
+
+/// `text` with `key` set to `value`: the first assignment of the key is rewritten (only if
+/// its value differs), later ones removed, or a line appended.
+pub fn set_in(text: &str, key: &str, value: &str) -> String {
+    let matching = lines_assigning(text, key);
     let mut out = String::new();
     for (i, l) in text.lines().enumerate() {
         match matching.first() {
@@ -132,12 +137,7 @@ pub fn set_in(text: &str, key: &str, value: &str) -> String {
 
 /// `text` without any assignment of `key`.
 pub fn unset_in(text: &str, key: &str) -> String {
-    let wanted = normalize(key);
-    let drop: Vec<usize> = parse(text)
-        .into_iter()
-        .filter(|a| normalize(&a.key) == wanted)
-        .map(|a| a.line)
-        .collect();
+    let drop = lines_assigning(text, key);
     let mut out = String::new();
     for (i, l) in text.lines().enumerate() {
         if !drop.contains(&i) {
