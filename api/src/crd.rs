@@ -172,6 +172,23 @@ pub struct HostTaskSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub ttl_seconds_after_finished: Option<i32>,
+    /// Registry credentials for the plugin (its `registry-auth` import): a Secret in the
+    /// task's namespace. Only plugins whose HostPlugin declares `registryAuth` may get
+    /// them; the credentials go to the worker inside the call, never into the status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry_auth: Option<RegistryAuth>,
+}
+
+/// Where a task's registry credentials are (`spec.registryAuth`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RegistryAuth {
+    /// Name of a Secret of type `kubernetes.io/dockerconfigjson` (key `.dockerconfigjson`,
+    /// the imagePullSecrets format: `kubectl create secret docker-registry`) in the task's
+    /// namespace. The operator reads it when it dispatches the task; a missing or
+    /// malformed Secret fails the task.
+    #[schemars(length(min = 1, max = 253))]
+    pub secret_name: String,
 }
 
 /// Lifecycle of a task.

@@ -9,6 +9,8 @@
 //!   [`EtcAccess`], [`PluginInfo`], [`MethodInfo`].
 //! * [`protocol`]: the worker protocol between operator and worker, and the shapes the
 //!   Wasm host produces ([`InvokeOutcome`], [`InvokeError`], [`ErrorKind`], [`LogRecord`]).
+//! * [`registry_auth`]: registry credentials of a task (`spec.registryAuth`), parsed from
+//!   a `.dockerconfigjson`, with `Debug` forms that never show a password.
 //! * [`selector`]: label selectors as people type them (`kubectl -l` syntax), for the
 //!   console and `kubectl hostplug`.
 //! * [`worker`]: the worker Pod's contract ([`WorkerSettings`]: variable names, Secret
@@ -51,6 +53,7 @@ pub mod crd;
 pub mod plugin;
 pub mod policy;
 pub mod protocol;
+pub mod registry_auth;
 pub mod selector;
 pub mod state;
 pub mod worker;

@@ -132,14 +132,24 @@ pub struct Capabilities {
     /// Whether the node's Docker socket is mounted and the docker import works.
     #[serde(default)]
     pub docker: bool,
+    /// Whether the plugin may receive registry credentials (its `registry-auth` import)
+    /// from a task's `spec.registryAuth` Secret. Without it a task naming a Secret is
+    /// refused, and the import answers nothing.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub registry_auth: bool,
 }
 
 text_form!(EtcAccess, "etc access", "none, read or write");
 
 impl fmt::Display for Capabilities {
-    /// `etc=<access>,docker=<bool>`, e.g. `etc=write,docker=false`.
+    /// `etc=<access>,docker=<bool>`, e.g. `etc=write,docker=false`, then
+    /// `,registryAuth=true` when declared.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "etc={},docker={}", self.etc, self.docker)
+        write!(f, "etc={},docker={}", self.etc, self.docker)?;
+        if self.registry_auth {
+            f.write_str(",registryAuth=true")?;
+        }
+        Ok(())
     }
 }
 
@@ -151,13 +161,16 @@ impl FromStr for Capabilities {
         let invalid = || Error::InvalidValue {
             what: "capabilities",
             input: s.chars().take(80).collect(),
-            expected: "etc=<none|read|write>,docker=<true|false>",
+            expected: "etc=<none|read|write>,docker=<true|false>[,registryAuth=<true|false>]",
         };
         let mut caps = Self::default();
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             match part.split_once('=') {
                 Some(("etc", v)) => caps.etc = v.parse()?,
                 Some(("docker", v)) => caps.docker = v.parse().map_err(|_| invalid())?,
+                Some(("registryAuth", v)) => {
+                    caps.registry_auth = v.parse().map_err(|_| invalid())?;
+                }
                 _ => return Err(invalid()),
             }
         }
@@ -292,9 +305,16 @@ mod tests {
         let caps = Capabilities {
             etc: EtcAccess::Read,
             docker: true,
+            ..Capabilities::default()
         };
         assert_eq!(caps.to_string(), "etc=read,docker=true");
         assert_eq!(caps.to_string().parse::<Capabilities>()?, caps);
+        let auth = Capabilities {
+            registry_auth: true,
+            ..caps.clone()
+        };
+        assert_eq!(auth.to_string(), "etc=read,docker=true,registryAuth=true");
+        assert_eq!(auth.to_string().parse::<Capabilities>()?, auth);
         assert_eq!("".parse::<Capabilities>()?, Capabilities::default());
         assert!("etc=read,net=true".parse::<Capabilities>().is_err());
         Ok(())

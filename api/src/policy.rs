@@ -74,6 +74,13 @@ pub struct HostTaskPolicySpec {
     /// The nodes their tasks may target.
     #[serde(default)]
     pub nodes: NodeRule,
+    /// Secret names these namespaces' tasks may name in `spec.registryAuth.secretName`
+    /// (always a Secret in the task's own namespace); `*` is any. Empty (the default):
+    /// tasks with `spec.registryAuth` are not allowed by this policy, since the operator
+    /// reads the Secret with its own rights and hands the credentials to a plugin.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_POLICY_LIST))]
+    pub registry_auth_secrets: Vec<String>,
 }
 
 /// The nodes a policy lets its tasks target. Every node a task selects must stay
@@ -138,6 +145,8 @@ spec:
         assert!(list_allows(&p.spec.methods, "read"));
         assert!(list_allows(&p.spec.plugins, "etc-file"));
         assert!(!list_allows(&p.spec.plugins, "docker-image"));
+        assert!(p.spec.registry_auth_secrets.is_empty());
+        assert!(!list_allows(&p.spec.registry_auth_secrets, "creds"));
         Ok(())
     }
 

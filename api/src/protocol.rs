@@ -87,6 +87,13 @@ pub struct InvokeRequest {
     /// invocation still running waits for it. Absent: no deduplication.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub invocation_id: Option<String>,
+    /// Registry credentials for the plugin's `registry-auth` import, from the task's
+    /// `spec.registryAuth` Secret; sent only when the plugin's HostPlugin declares
+    /// `registryAuth`. Not part of `params`, which are shown in status and console; the
+    /// worker never logs them and forgets them when the call ends. Absent: the import
+    /// answers `none` for every registry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry_auth: Option<crate::registry_auth::RegistryCredentials>,
 }
 
 /// `GET /v1/invocations/{id}` success body: what the worker knows of a named invocation.

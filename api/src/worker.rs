@@ -205,6 +205,13 @@ pub mod paths {
     pub const NODE_LOCK_MOUNT: &str = "/run/hostplug/node";
     /// The lock file mutating invocations `flock`, inside [`NODE_LOCK_MOUNT`].
     pub const NODE_LOCK_FILE: &str = "/run/hostplug/node/mutate.lock";
+
+    /// The node's image archive directory (the hostPath source, created when missing):
+    /// where docker-image's `save` writes and `load` reads tar files. Mounted into every
+    /// worker Pod that has the docker socket, as part of that capability.
+    pub const NODE_IMAGE_ARCHIVES: &str = "/var/lib/hostplug/image-archives";
+    /// Where the image archive directory is mounted in the worker.
+    pub const IMAGE_ARCHIVES_MOUNT: &str = "/host/image-archives";
 }
 
 /// Log output format of a binary.
@@ -534,7 +541,11 @@ mod tests {
         for etc in EtcAccess::ALL {
             for docker in [false, true] {
                 for dry_run in [false, true] {
-                    let caps = Capabilities { etc, docker };
+                    let caps = Capabilities {
+                        etc,
+                        docker,
+                        ..Default::default()
+                    };
                     let settings = WorkerSettings::in_pod(9443, &caps, dry_run, 30_000);
                     let back = WorkerSettings::from_env(lookup(settings.env()))?;
                     assert_eq!(back, settings, "{caps} dry_run={dry_run}");
@@ -572,6 +583,7 @@ mod tests {
         let caps = Capabilities {
             etc: EtcAccess::Write,
             docker: true,
+            ..Default::default()
         };
         let names: Vec<_> = WorkerSettings::in_pod(8443, &caps, false, 1)
             .env()
@@ -587,6 +599,7 @@ mod tests {
         let caps = Capabilities {
             etc: EtcAccess::Write,
             docker: false,
+            ..Default::default()
         };
         let s = WorkerSettings::in_pod(8443, &caps, true, 1000);
         assert_eq!(s.etc_access, EtcAccess::Read, "dry runs never write");

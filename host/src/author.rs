@@ -222,6 +222,7 @@ pub fn render_oci_manifest(
             capabilities: Capabilities {
                 etc: req.etc,
                 docker: req.docker,
+                ..Default::default()
             },
             signature: (!req.public_keys.is_empty()).then(|| SignaturePolicy {
                 public_keys: req.public_keys.iter().map(PublicKey::to_pem).collect(),

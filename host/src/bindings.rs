@@ -14,6 +14,7 @@ wasmtime::component::bindgen!({
     exports: { default: async },
 });
 
+pub use hostplug::plugin::docker::Archive as DockerArchive;
 pub use hostplug::plugin::docker::Response as DockerResponse;
 pub use hostplug::plugin::files::Attributes as FileAttributes;
 pub use hostplug::plugin::log::Level;

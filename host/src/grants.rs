@@ -1,9 +1,13 @@
-//! Capabilities granted to one invocation: `/etc` access and the docker socket.
+//! Capabilities granted to one invocation: `/etc` access, the docker socket and the
+//! task's registry credentials.
 //!
 //! Deny by default: `Grants::default()` gives nothing. This module only describes grants;
 //! the WASI context is built from them in `plugin.rs`, and nothing here may widen one.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use hostplug_api::registry_auth::RegistryCredentials;
 
 use crate::EtcAccess;
 
@@ -19,6 +23,13 @@ pub struct Grants {
     pub etc_dir: Option<PathBuf>,
     /// The docker socket the docker import talks to; `None` denies every docker call.
     pub docker: Option<PathBuf>,
+    /// The node's image archive directory (as mounted) for the docker import's
+    /// `save-archive` and `load-archive`; only used with `docker`. `None` refuses both.
+    pub image_archives: Option<PathBuf>,
+    /// The task's registry credentials for the `registry-auth` import; `None` answers
+    /// `none` for every registry. Set per call (the worker's are fixed at start, these
+    /// come with each request). `Debug` shows registries only.
+    pub registry_auth: Option<Arc<RegistryCredentials>>,
 }
 
 impl Grants {
@@ -32,13 +43,25 @@ impl Grants {
         Self {
             etc: access,
             etc_dir: Some(dir.as_ref().to_path_buf()),
-            docker: None,
+            ..Self::default()
         }
     }
 
     /// These grants plus the docker socket at `socket`.
     pub fn with_docker(mut self, socket: impl AsRef<Path>) -> Self {
         self.docker = Some(socket.as_ref().to_path_buf());
+        self
+    }
+
+    /// These grants plus the image archive directory `dir` (with `docker`).
+    pub fn with_image_archives(mut self, dir: impl AsRef<Path>) -> Self {
+        self.image_archives = Some(dir.as_ref().to_path_buf());
+        self
+    }
+
+    /// These grants plus registry credentials for the `registry-auth` import.
+    pub fn with_registry_auth(mut self, credentials: Arc<RegistryCredentials>) -> Self {
+        self.registry_auth = Some(credentials);
         self
     }
 }

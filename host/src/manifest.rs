@@ -73,6 +73,7 @@ pub fn render(module: &[u8], req: &ManifestRequest<'_>) -> Result<String> {
             capabilities: Capabilities {
                 etc: req.etc,
                 docker: req.docker,
+                ..Default::default()
             },
             signature: None,
         },

@@ -345,11 +345,12 @@ impl Plugin {
                 memory_exhausted: false,
             },
             logs: LogSink::new(limits.max_log_bytes),
-            docker: grants
-                .docker
-                .as_deref()
-                .map(|socket| DockerClient::new(socket, self.config.docker.clone(), dry_run)),
+            docker: grants.docker.as_deref().map(|socket| {
+                DockerClient::new(socket, self.config.docker.clone(), dry_run)
+                    .with_archives(grants.image_archives.as_deref())
+            }),
             files: EtcFiles::new(grants.etc, grants.etc_dir.as_deref(), dry_run, policy),
+            registry_auth: grants.registry_auth.clone(),
             etc_guard,
             deadline: Instant::now() + deadline,
         })
@@ -461,6 +462,8 @@ pub(crate) struct StoreState {
     pub(crate) logs: LogSink,
     pub(crate) docker: Option<DockerClient>,
     pub(crate) files: EtcFiles,
+    /// The `registry-auth` import's credentials (`None`: it answers `none`).
+    pub(crate) registry_auth: Option<Arc<hostplug_api::registry_auth::RegistryCredentials>>,
     etc_guard: EtcGuard,
     pub(crate) deadline: Instant,
 }

@@ -16,11 +16,13 @@ mod common;
 use std::process::Command;
 use std::sync::{Arc, OnceLock};
 
+use hostplug_api::registry_auth::RegistryCredentials;
 use hostplug_host::{
     DockerPolicy, DockerRoute, ErrorKind, Grants, Host, HostConfig, Invocation, InvokeError,
     InvokeOutcome, Plugin,
 };
 use hostplug_podman::DockerEnv;
+use hostplug_podman::registry::Registry;
 use serde_json::{Value, json};
 
 fn plugin() -> &'static Arc<Plugin> {
@@ -98,7 +100,14 @@ fn describe_lists_every_method() {
     let info = plugin().describe().expect("describe");
     assert_eq!(info.name, "docker-image");
     let names: Vec<&str> = info.methods.iter().map(|m| m.name.as_str()).collect();
-    assert_eq!(names, ["list", "inspect", "pull", "tag", "remove", "prune"]);
+    assert_eq!(
+        names,
+        [
+            "list", "inspect", "pull", "tag", "remove", "prune", "push", "login"
+        ]
+    );
+    assert!(info.method("push").expect("push").mutates);
+    assert!(!info.method("login").expect("login").mutates);
     let pull = info.method("pull").expect("pull");
     assert!(pull.mutates);
     assert_eq!(
@@ -461,4 +470,305 @@ fn cli_runs_the_plugin_against_the_socket() {
     assert_eq!(out.status.code(), Some(1));
     let v: Value = serde_json::from_slice(&out.stdout).expect("JSON");
     assert_eq!(v["error"]["kind"], "not-found", "{v}");
+}
+
+/// The user and password of the htpasswd registry, and a wrong password.
+const USER: &str = "pusher";
+const PASSWORD: &str = "Pw-0f-the-test-registry";
+const WRONG: &str = "Not-the-password-9";
+
+/// Credentials as a task's `.dockerconfigjson` Secret would hold them, for `registry`.
+fn credentials(registry: &str, password: &str) -> Arc<RegistryCredentials> {
+    use base64::Engine as _;
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{password}"));
+    let file = json!({"auths": {registry: {"auth": auth}}}).to_string();
+    Arc::new(RegistryCredentials::from_docker_config_json(file.as_bytes()).expect("docker config"))
+}
+
+/// A Podman service and an htpasswd registry beside it that the service may reach over
+/// plain HTTP as `localhost:<port>` (the name Podman's `/auth` needs for plain HTTP).
+fn with_auth_registry() -> (DockerEnv, Registry, String) {
+    let env = start();
+    let registry = Registry::start(Some((USER, PASSWORD))).expect("htpasswd registry");
+    let name = format!("localhost:{}", registry.port());
+    env.trust_registry(&name).expect("trust");
+    env.trust_registry(registry.addr()).expect("trust");
+    (env, registry, name)
+}
+
+fn call_with(
+    env: &DockerEnv,
+    method: &str,
+    params: Value,
+    dry_run: bool,
+    creds: Option<Arc<RegistryCredentials>>,
+) -> Result<InvokeOutcome, InvokeError> {
+    let mut inv = Invocation::new(method, params.to_string());
+    inv.dry_run = dry_run;
+    let mut grants = Grants::none().with_docker(env.socket());
+    if let Some(c) = creds {
+        grants = grants.with_registry_auth(c);
+    }
+    plugin().invoke(&inv, &grants)
+}
+
+/// Everything an invocation returned, as text, to look for a password in.
+fn all_text(r: &Result<InvokeOutcome, InvokeError>) -> String {
+    match r {
+        Ok(o) => format!("{} {:?} {:?}", o.output, o.diff, o.logs),
+        Err(e) => format!("{} {:?}", e.message, e.logs),
+    }
+}
+
+#[test]
+fn push_needs_the_right_credentials_and_never_shows_them() {
+    let (env, registry, name) = with_auth_registry();
+    let id = env.make_image("localhost/app:1", &[]).expect("image");
+    let target = format!("{name}/team/app");
+    ok(
+        &env,
+        "tag",
+        json!({"source": "localhost/app:1", "repository": target, "tag": "1"}),
+    );
+    let push = json!({"image": format!("{target}:1")});
+
+    // No credentials: the registry refuses, nothing is pushed.
+    let r = call_with(&env, "push", push.clone(), false, None);
+    let e = r.as_ref().expect_err("anonymous push");
+    assert_eq!(e.kind, ErrorKind::Denied, "{e}");
+    assert!(e.message.contains("pushing"), "{e}");
+    // Wrong credentials: the same, and the wrong password is nowhere.
+    let r = call_with(
+        &env,
+        "push",
+        push.clone(),
+        false,
+        Some(credentials(&name, WRONG)),
+    );
+    let e = r.as_ref().expect_err("wrong password");
+    assert_eq!(e.kind, ErrorKind::Denied, "{e}");
+    assert!(!all_text(&r).contains(WRONG), "{}", all_text(&r));
+    assert_eq!(
+        registry
+            .tags("team/app", Some((USER, PASSWORD)))
+            .expect("tags"),
+        None,
+        "nothing was pushed"
+    );
+
+    // A dry run with the right ones: reports, pushes nothing.
+    let r = call_with(
+        &env,
+        "push",
+        push.clone(),
+        true,
+        Some(credentials(&name, PASSWORD)),
+    );
+    let out = r.as_ref().expect("dry run");
+    assert!(out.changed);
+    assert_eq!(out.output["authenticated"], true, "{}", out.output);
+    assert_eq!(
+        registry
+            .tags("team/app", Some((USER, PASSWORD)))
+            .expect("tags"),
+        None
+    );
+
+    // The right ones: pushed, the image is in the registry, the password nowhere.
+    let r = call_with(
+        &env,
+        "push",
+        push.clone(),
+        false,
+        Some(credentials(&name, PASSWORD)),
+    );
+    let out = r.as_ref().expect("push");
+    assert!(out.changed, "{}", out.output);
+    assert_eq!(out.output["id"], id);
+    assert_eq!(out.output["registry"], name);
+    assert!(
+        out.output["digest"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("sha256:")),
+        "{}",
+        out.output
+    );
+    assert!(!all_text(&r).contains(PASSWORD), "{}", all_text(&r));
+    assert_eq!(
+        registry
+            .tags("team/app", Some((USER, PASSWORD)))
+            .expect("tags"),
+        Some(vec!["1".to_owned()])
+    );
+    // The registry itself still wants the password.
+    assert!(registry.tags("team/app", None).is_err());
+
+    // Pull it back with the credentials: the image is authenticated and present.
+    env.podman(&["rmi", "-f", &id]).expect("rmi");
+    let pull = json!({"image": format!("{target}:1")});
+    let e = call_with(&env, "pull", pull.clone(), false, None).expect_err("anonymous pull");
+    assert_eq!(e.kind, ErrorKind::Denied, "{e}");
+    let r = call_with(
+        &env,
+        "pull",
+        pull,
+        false,
+        Some(credentials(&name, PASSWORD)),
+    );
+    let out = r.as_ref().expect("pull");
+    assert!(out.changed);
+    assert_eq!(out.output["authenticated"], true);
+    assert_eq!(out.output["id"], id);
+    assert!(!all_text(&r).contains(PASSWORD));
+}
+
+#[test]
+fn login_checks_credentials_against_the_registry() {
+    let (env, _registry, name) = with_auth_registry();
+    let login = json!({"registry": name});
+    let r = call_with(
+        &env,
+        "login",
+        login.clone(),
+        false,
+        Some(credentials(&name, PASSWORD)),
+    );
+    let out = r.as_ref().expect("login");
+    assert!(!out.changed);
+    assert_eq!(out.output["checked"], true);
+    assert_eq!(out.output["username"], USER);
+    assert_eq!(out.output["status"], "Login Succeeded", "{}", out.output);
+    assert!(!all_text(&r).contains(PASSWORD));
+
+    let r = call_with(
+        &env,
+        "login",
+        login.clone(),
+        false,
+        Some(credentials(&name, WRONG)),
+    );
+    let e = r.as_ref().expect_err("wrong password");
+    assert_eq!(e.kind, ErrorKind::Denied, "{e}");
+    assert!(e.message.contains(USER) && e.message.contains(&name), "{e}");
+    assert!(!all_text(&r).contains(WRONG));
+
+    // No credentials for that registry: the field and the fix are named.
+    let e = call_with(&env, "login", login.clone(), false, None).expect_err("none");
+    assert_eq!(e.kind, ErrorKind::InvalidParams, "{e}");
+    assert!(e.message.contains("spec.registryAuth"), "{e}");
+    // A dry run does not ask the registry.
+    let out =
+        call_with(&env, "login", login, true, Some(credentials(&name, WRONG))).expect("dry run");
+    assert_eq!(out.output["checked"], false);
+}
+
+/// The threat: a plugin asks the host for credentials of every registry it can think
+/// of. Without a registry-auth grant it gets nothing; with one it gets only the entry
+/// of the registry it named, never a list.
+#[test]
+fn registry_auth_answers_only_what_was_granted_and_asked() {
+    let escape = common::load(common::host(), "test-escape");
+    let probe = json!({"registries": ["localhost:5000", "docker.io", "index.docker.io", ""]});
+    let run = |grants: &Grants| {
+        escape
+            .invoke(&Invocation::new("registry-auth", probe.to_string()), grants)
+            .expect("probe")
+            .output
+    };
+    let out = run(&Grants::none());
+    assert!(
+        out["found"]
+            .as_object()
+            .expect("map")
+            .values()
+            .all(Value::is_null),
+        "{out}"
+    );
+    let creds = credentials("localhost:5000", PASSWORD);
+    let out = run(&Grants::none().with_registry_auth(creds));
+    assert_eq!(
+        out["found"]["localhost:5000"]["password"], PASSWORD,
+        "{out}"
+    );
+    assert_eq!(out["found"]["docker.io"], Value::Null, "{out}");
+    assert_eq!(out["found"][""], Value::Null, "{out}");
+    // Docker Hub's names are one registry.
+    let hub = credentials("https://index.docker.io/v1/", PASSWORD);
+    let out = run(&Grants::none().with_registry_auth(hub));
+    assert_eq!(out["found"]["docker.io"]["username"], USER, "{out}");
+    assert_eq!(out["found"]["index.docker.io"]["username"], USER, "{out}");
+    assert_eq!(out["found"]["localhost:5000"], Value::Null, "{out}");
+}
+
+/// `save` into the image archive directory and `load` back: the image returns with the
+/// same ID; repeating either changes nothing; a dry run writes nothing; a name that is
+/// a path is refused; without the directory the host refuses.
+#[test]
+fn save_and_load_round_trip_through_the_archive_directory() {
+    let env = start();
+    let archives = tempfile::tempdir().expect("tempdir");
+    let id = env.make_image("localhost/app:1.0", &[]).expect("image");
+    let grants = Grants::none()
+        .with_docker(env.socket())
+        .with_image_archives(archives.path());
+    let run = |method: &str, params: Value, dry_run: bool| {
+        let mut inv = Invocation::new(method, params.to_string());
+        inv.dry_run = dry_run;
+        plugin().invoke(&inv, &grants)
+    };
+    let save = json!({"image": "localhost/app:1.0", "file": "app-1.0.tar"});
+    let tar = archives.path().join("app-1.0.tar");
+
+    let out = run("save", save.clone(), true).expect("dry run");
+    assert!(out.changed);
+    assert!(!tar.exists(), "a dry run wrote the archive");
+
+    let out = run("save", save.clone(), false).expect("save");
+    assert!(out.changed, "{}", out.output);
+    assert_eq!(out.output["id"], id);
+    let bytes = std::fs::metadata(&tar).expect("the archive").len();
+    assert_eq!(out.output["bytes"], bytes);
+    assert!(bytes > 1024, "{bytes}");
+    let out = run("save", save.clone(), false).expect("save again");
+    assert!(!out.changed, "the same image saved again changed the file");
+
+    env.podman(&["rmi", "-f", &id]).expect("rmi");
+    assert!(state(&env).is_empty());
+    let load = json!({"file": "app-1.0.tar"});
+    let out = run("load", load.clone(), true).expect("dry run");
+    assert!(out.changed);
+    assert!(state(&env).is_empty(), "a dry run loaded");
+    let out = run("load", load.clone(), false).expect("load");
+    assert!(out.changed, "{}", out.output);
+    assert_eq!(out.output["newIds"], json!([id]), "{}", out.output);
+    assert_eq!(
+        env.image_id("localhost/app:1.0").expect("inspect"),
+        Some(id.clone())
+    );
+    let out = run("load", load, false).expect("load again");
+    assert!(!out.changed, "{}", out.output);
+
+    for bad in ["../etc/passwd.tar", "/tmp/x.tar", ".hidden.tar", "app.tgz"] {
+        let e = run(
+            "save",
+            json!({"image": "localhost/app:1.0", "file": bad}),
+            false,
+        )
+        .expect_err(bad);
+        assert_eq!(e.kind, ErrorKind::InvalidParams, "{bad}: {e}");
+    }
+    let e = run("load", json!({"file": "missing.tar"}), false).expect_err("missing");
+    assert_eq!(e.kind, ErrorKind::NotFound, "{e}");
+    let e = run(
+        "save",
+        json!({"image": "localhost/nope:1", "file": "n.tar"}),
+        false,
+    )
+    .expect_err("missing image");
+    assert_eq!(e.kind, ErrorKind::NotFound, "{e}");
+
+    // Without the archive directory (docker only): refused by the host.
+    let e = call(&env, "save", save, false).expect_err("no archive directory");
+    assert_eq!(e.kind, ErrorKind::Denied, "{e}");
+    assert!(e.message.contains("image archive directory"), "{e}");
 }

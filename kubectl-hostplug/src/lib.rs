@@ -373,6 +373,7 @@ pub fn spec_of(args: &RunArgs, parameter: serde_json::Value) -> Result<HostTaskS
             .unwrap_or(hostplug_api::crd::DEFAULT_TIMEOUT_SECONDS),
         rollout,
         ttl_seconds_after_finished: args.ttl,
+        registry_auth: None,
     })
 }
 

@@ -356,6 +356,7 @@ mod tests {
                 timeout_seconds: 60,
                 rollout: None,
                 ttl_seconds_after_finished: None,
+                registry_auth: None,
             },
         );
         t.metadata.generation = Some(1);

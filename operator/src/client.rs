@@ -86,6 +86,9 @@ pub enum CallError {
     Busy(String),
     /// The worker refused the request or failed.
     Worker(String),
+    /// The operator did not send the call: what it needed for it was missing (e.g. the
+    /// task's registry credentials Secret went away after validation).
+    NotSent(String),
 }
 
 impl std::fmt::Display for CallError {
@@ -95,6 +98,7 @@ impl std::fmt::Display for CallError {
             Self::Plugin(e) => write!(f, "plugin failed ({}): {}", e.kind, e.message),
             Self::Busy(m) => write!(f, "worker busy: {m}"),
             Self::Worker(m) => write!(f, "worker error: {m}"),
+            Self::NotSent(m) => write!(f, "not sent: {m}"),
         }
     }
 }
@@ -450,6 +454,7 @@ mod tests {
             dry_run: false,
             timeout_ms: Some(10_000),
             invocation_id: None,
+            registry_auth: None,
         }
     }
 

@@ -15,6 +15,7 @@ pub mod oci;
 pub mod plugins;
 pub mod policy;
 pub mod pool;
+pub mod registry_auth;
 pub mod resources;
 pub mod rollout;
 pub mod state;

@@ -92,6 +92,7 @@ pub fn builtin_capabilities(module: &Path) -> Capabilities {
             Capabilities::default()
         }
     }
+    ..Default::default()
 }
 
 /// Whether `name` is a safe built-in plugin name (it becomes a file name).
@@ -512,6 +513,7 @@ mod tests {
         Capabilities {
             etc: EtcAccess::Write,
             docker: false,
+            ..Default::default()
         }
     }
 
@@ -610,6 +612,7 @@ mod builtin_capability_tests {
             Capabilities {
                 etc: EtcAccess::Write,
                 docker: false,
+                ..Default::default()
             }
         );
         assert_eq!(
@@ -617,6 +620,8 @@ mod builtin_capability_tests {
             Capabilities {
                 etc: EtcAccess::None,
                 docker: true,
+                registry_auth: true,
+                ..Default::default()
             }
         );
         // No declaration, or one that does not parse: nothing.

@@ -29,6 +29,8 @@ pub enum Missing {
     Plugin,
     /// … nor the method.
     Method,
+    /// … the task names a registry credentials Secret no policy lists.
+    RegistryAuth,
     /// … the method changes nodes and no policy allows mutating methods.
     Mutating,
     /// … a target node is outside every policy's nodes.
@@ -42,6 +44,7 @@ impl Missing {
             Self::Namespace => "namespace",
             Self::Plugin => "plugin",
             Self::Method => "method",
+            Self::RegistryAuth => "registryAuth",
             Self::Mutating => "mutating",
             Self::Nodes => "nodes",
         }
@@ -79,6 +82,8 @@ pub struct Request<'a> {
     pub plugin: &'a str,
     /// The method.
     pub method: &'a str,
+    /// The Secret the task's `spec.registryAuth` names, if any.
+    pub registry_secret: Option<&'a str>,
     /// Whether the call may change nodes (a mutating method, not a dry run).
     pub mutating: bool,
     /// The nodes the task selected.
@@ -146,6 +151,17 @@ pub fn evaluate<'p>(policies: &'p [HostTaskPolicy], req: &Request<'_>) -> Result
                 detail: format!(
                     "HostTaskPolicy {name} allows plugin {:?} but not its method {:?}",
                     req.plugin, req.method
+                ),
+            });
+            continue;
+        }
+        if let Some(secret) = req.registry_secret
+            && !list_allows(&p.spec.registry_auth_secrets, secret)
+        {
+            note(Denied {
+                missing: Missing::RegistryAuth,
+                detail: format!(
+                    "the task names registry credentials Secret {secret:?}                      (spec.registryAuth.secretName) and HostTaskPolicy {name} does not list                      it in registryAuthSecrets"
                 ),
             });
             continue;
@@ -230,6 +246,11 @@ pub async fn check(
         namespace_labels: &namespace_labels,
         plugin: &task.spec.http.api,
         method: &task.spec.http.method,
+        registry_secret: task
+            .spec
+            .registry_auth
+            .as_ref()
+            .map(|a| a.secret_name.as_str()),
         mutating,
         targets,
     };
@@ -280,9 +301,34 @@ mod tests {
             namespace_labels: labels,
             plugin,
             method,
+            registry_secret: None,
             mutating,
             targets,
         }
+    }
+
+    #[test]
+    fn registry_auth_needs_the_secret_listed() {
+        let none = BTreeMap::new();
+        let n = [node("n1", false, &[])];
+        let open = policy(
+            "open",
+            "{namespaces: [team-a], plugins: ['*'], allowMutating: true}",
+        );
+        let listed = policy(
+            "listed",
+            "{namespaces: [team-a], plugins: ['*'], allowMutating: true, registryAuthSecrets: [push-creds]}",
+        );
+        let mut r = req("team-a", &none, "docker-image", "push", true, &n);
+        assert_eq!(evaluate(std::slice::from_ref(&open), &r), Ok("open"));
+        r.registry_secret = Some("push-creds");
+        let d = evaluate(std::slice::from_ref(&open), &r).expect_err("not listed");
+        assert_eq!(d.missing, Missing::RegistryAuth);
+        assert!(d.to_string().contains("\"push-creds\""), "{d}");
+        assert_eq!(evaluate(&[open.clone(), listed.clone()], &r), Ok("listed"));
+        r.registry_secret = Some("other");
+        let d = evaluate(&[listed], &r).expect_err("another Secret");
+        assert!(d.to_string().contains("registryAuthSecrets"), "{d}");
     }
 
     #[test]

@@ -164,6 +164,7 @@ pub fn worker_settings(w: &WorkerSpec<'_>) -> WorkerSettings {
     let profile = Capabilities {
         etc: w.etc,
         docker: w.docker,
+        ..Default::default()
     };
     let mut settings = WorkerSettings::in_pod(w.port, &profile, false, w.max_invoke_timeout_ms);
     settings.limits.idle_exit_ms = w.idle_exit_ms;
@@ -297,6 +298,20 @@ pub fn pod(w: &WorkerSpec<'_>) -> Pod {
             host_path: Some(HostPathVolumeSource {
                 path: NODE_DOCKER_SOCKET.to_owned(),
                 type_: Some("Socket".to_owned()),
+            }),
+            ..Volume::default()
+        });
+        // The docker capability's image archive directory (save/load), on the node.
+        mounts.push(VolumeMount {
+            name: "image-archives".to_owned(),
+            mount_path: hostplug_api::worker::paths::IMAGE_ARCHIVES_MOUNT.to_owned(),
+            ..VolumeMount::default()
+        });
+        volumes.push(Volume {
+            name: "image-archives".to_owned(),
+            host_path: Some(HostPathVolumeSource {
+                path: hostplug_api::worker::paths::NODE_IMAGE_ARCHIVES.to_owned(),
+                type_: Some("DirectoryOrCreate".to_owned()),
             }),
             ..Volume::default()
         });
@@ -447,6 +462,7 @@ mod tests {
         let caps = Capabilities {
             etc: EtcAccess::Write,
             docker: false,
+            ..Default::default()
         };
         let p = pod(&spec(&caps, false));
         assert!(mounts(&p).contains(&(ETC_MOUNT.into(), false)));
@@ -484,6 +500,7 @@ mod tests {
         let caps = Capabilities {
             etc: EtcAccess::Write,
             docker: false,
+            ..Default::default()
         };
         let p = pod(&spec(&caps, true));
         assert!(mounts(&p).contains(&(ETC_MOUNT.into(), true)));
@@ -512,15 +529,29 @@ mod tests {
     }
 
     #[test]
-    fn docker_capability_mounts_the_socket_only() {
+    fn docker_capability_mounts_the_socket_and_the_archive_directory_only() {
+        use hostplug_api::worker::paths::{IMAGE_ARCHIVES_MOUNT, NODE_IMAGE_ARCHIVES};
         let caps = Capabilities {
             etc: EtcAccess::None,
             docker: true,
+            ..Default::default()
         };
         let p = pod(&spec(&caps, false));
         let m = mounts(&p);
         assert!(m.iter().any(|(p, _)| p == DOCKER_MOUNT));
+        assert!(m.iter().any(|(p, _)| p == IMAGE_ARCHIVES_MOUNT));
         assert!(!m.iter().any(|(p, _)| p == ETC_MOUNT));
+        let archives = p
+            .spec
+            .as_ref()
+            .and_then(|s| s.volumes.as_ref())
+            .and_then(|v| v.iter().find(|v| v.name == "image-archives"))
+            .and_then(|v| v.host_path.as_ref())
+            .map(|h| h.path.as_str());
+        assert_eq!(archives, Some(NODE_IMAGE_ARCHIVES));
+        // Without docker, no archive directory.
+        let none = pod(&spec(&Capabilities::default(), false));
+        assert!(!mounts(&none).iter().any(|(p, _)| p == IMAGE_ARCHIVES_MOUNT));
         assert_eq!(
             env_of(&p, "HOSTPLUG_DOCKER_SOCKET").as_deref(),
             Some(DOCKER_MOUNT)
@@ -534,7 +565,11 @@ mod tests {
         for etc in EtcAccess::ALL {
             for docker in [false, true] {
                 for dry_run in [false, true] {
-                    let caps = Capabilities { etc, docker };
+                    let caps = Capabilities {
+                        etc,
+                        docker,
+                        ..Default::default()
+                    };
                     let w = spec(&caps, dry_run);
                     let p = pod(&w);
                     let container = &p.spec.as_ref().expect("spec").containers[0];
@@ -623,6 +658,7 @@ mod tests {
         let write = Capabilities {
             etc: EtcAccess::Write,
             docker: false,
+            ..Default::default()
         };
         let p = pod(&spec(&write, false));
         assert!(mounts(&p).contains(&(NODE_LOCK_MOUNT.into(), false)));

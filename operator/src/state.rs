@@ -623,6 +623,7 @@ async fn call_step(
         dry_run: correction.is_none(),
         timeout_ms: Some(u64::try_from(timeout_seconds.max(1)).unwrap_or(60) * 1000),
         invocation_id: correction,
+        registry_auth: None,
     };
     ctx.pool.begin_call(&pod);
     let started = Instant::now();
@@ -1453,7 +1454,11 @@ mod tests {
         let hp: HostPluginSpec = serde_json::from_value(json!({"source": {"builtin": "etc-file"}}))
             .unwrap_or_else(|e| panic!("{e}"));
         let hp = HostPluginSpec {
-            capabilities: Capabilities { etc, docker: false },
+            capabilities: Capabilities {
+                etc,
+                docker: false,
+                ..Default::default()
+            },
             ..hp
         };
         let info = PluginInfo {

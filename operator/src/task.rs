@@ -165,6 +165,16 @@ async fn resolve(ctx: &Context, task: &HostTask) -> Result<Result<Resolved, Inva
     if let Err(e) = validate::check_capabilities(spec, name, &hp.spec, method) {
         return Ok(Err(e));
     }
+    if let Err(e) = crate::registry_auth::check_declared(spec, name, &hp.spec) {
+        return Ok(Err(e));
+    }
+    // The Secret is read now so that a missing or malformed one fails the task before
+    // any node is touched; the credentials are dropped here and read again per call.
+    if let Err(e) =
+        crate::registry_auth::read(&ctx.client, &task.namespace().unwrap_or_default(), spec).await
+    {
+        return Ok(Err(e));
+    }
     let nodes = list_nodes(ctx);
     let targets = match validate::target_nodes(spec, &nodes) {
         Ok(t) => t,
@@ -415,6 +425,7 @@ async fn reconcile(cached: Arc<HostTask>, ctx: Arc<Context>) -> Result<Action> {
                         &node,
                         &pod,
                         resume,
+                        caps.registry_auth,
                     );
                 }
             }
@@ -651,16 +662,20 @@ fn spawn_run(
     node: &str,
     pod: &str,
     resume: bool,
+    registry_auth_declared: bool,
 ) {
     let key: RunKey = (uid.to_owned(), generation, node.to_owned());
-    let req = InvokeRequest {
+    let mut req = InvokeRequest {
         digest: loaded.digest.to_string(),
         method: task.spec.http.method.clone(),
         params: validate::params_of(&task.spec),
         dry_run: task.spec.dry_run,
         timeout_ms: Some(u64::try_from(task.spec.timeout_seconds.max(1)).unwrap_or(60) * 1000),
         invocation_id: Some(invocation_id(uid, generation, node)),
+        registry_auth: None,
     };
+    let namespace = task.namespace().unwrap_or_default();
+    let spec = task.spec.clone();
     if resume {
         info!(task = %task.name_any(), %node, %pod, "resuming a call of an earlier operator process");
     }
@@ -672,7 +687,24 @@ fn spawn_run(
     let ctx = Arc::clone(ctx);
     tokio::spawn(async move {
         let started = std::time::Instant::now();
-        let outcome = call(&ctx, &pod, port, &loaded, &req).await;
+        // The credentials are read per call (a rotated Secret is used at once) and live
+        // only in this request; validation already checked the plugin declares them.
+        let creds = if spec.registry_auth.is_some() && !registry_auth_declared {
+            Err(Invalid {
+                field: "spec.registryAuth".into(),
+                problem: "the HostPlugin no longer declares the registryAuth capability".into(),
+            })
+        } else {
+            crate::registry_auth::read(&ctx.client, &namespace, &spec).await
+        };
+        let outcome = match creds {
+            Ok(creds) => {
+                req.registry_auth = creds;
+                call(&ctx, &pod, port, &loaded, &req).await
+            }
+            Err(invalid) => Err(CallError::NotSent(invalid.to_string())),
+        };
+        drop(req);
         ctx.metrics.invocation(started.elapsed());
         ctx.pool.end_call(&pod);
         // Only if still wanted: a call of a superseded generation or a deleted task

@@ -289,6 +289,7 @@ mod tests {
             timeout_seconds: 60,
             rollout: None,
             ttl_seconds_after_finished: None,
+            registry_auth: None,
         }
     }
 
@@ -327,7 +328,11 @@ mod tests {
                 oci: None,
             },
             sha256: None,
-            capabilities: Capabilities { etc, docker: false },
+            capabilities: Capabilities {
+                etc,
+                docker: false,
+                ..Default::default()
+            },
             signature: None,
         }
     }

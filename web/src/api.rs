@@ -182,6 +182,7 @@ async fn create_task(
             timeout_seconds: body.timeout_seconds.unwrap_or(DEFAULT_TIMEOUT_SECONDS),
             rollout: body.rollout,
             ttl_seconds_after_finished: body.ttl_seconds_after_finished,
+            registry_auth: None,
         },
     };
     let task = actions::create_task(&state, &user, &ip, request).await?;

@@ -38,6 +38,7 @@ fn etc_file_plugin() -> HostPlugin {
             capabilities: Capabilities {
                 etc: EtcAccess::Write,
                 docker: false,
+                ..Default::default()
             },
             signature: None,
         },
@@ -999,6 +1000,7 @@ fn full_dry_run_spec() -> HostTaskSpec {
             max_failures: 1,
         }),
         ttl_seconds_after_finished: Some(600),
+        registry_auth: None,
     }
 }
 

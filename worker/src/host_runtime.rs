@@ -2,6 +2,8 @@
 //!
 //! The grants are fixed at start-up from the settings (one worker serves one task, and
 //! its Pod mounts exactly what that task's plugin may touch); no request can widen them.
+//! The one per-call addition is the task's registry credentials, which the operator
+//! sends inside the invoke request only for plugins that declare `registryAuth`.
 //! The host speaks the protocol's types ([`InvokeOutcome`], [`InvokeError`]); this
 //! module only cuts their logs to the tail an answer carries.
 
@@ -57,6 +59,15 @@ impl HostRuntime {
             etc,
             etc_dir: (etc != EtcAccess::None).then(|| config.etc_dir.clone()),
             docker: config.docker_socket.clone(),
+            // The docker capability's image archive directory, when the Pod mounts it.
+            image_archives: config
+                .docker_socket
+                .as_ref()
+                .map(|_| {
+                    std::path::PathBuf::from(hostplug_api::worker::paths::IMAGE_ARCHIVES_MOUNT)
+                })
+                .filter(|dir| dir.is_dir()),
+            registry_auth: None,
         };
         Ok(Self {
             host,
@@ -119,8 +130,20 @@ impl PluginRuntime for HostRuntime {
             dry_run: call.dry_run,
             deadline: Some(call.timeout),
         };
+        // The worker's grants are fixed; the registry credentials come with the call.
+        let with_auth;
+        let grants = match &call.registry_auth {
+            None => &*self.grants,
+            Some(creds) => {
+                with_auth = Grants {
+                    registry_auth: Some(Arc::clone(creds)),
+                    ..(*self.grants).clone()
+                };
+                &with_auth
+            }
+        };
         plugin
-            .invoke(&invocation, &self.grants)
+            .invoke(&invocation, grants)
             .map(response)
             .map_err(invoke_error)
     }

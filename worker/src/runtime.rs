@@ -23,6 +23,9 @@ pub struct Call {
     pub dry_run: bool,
     /// Time left for the plugin to run.
     pub timeout: Duration,
+    /// The task's registry credentials for the plugin's `registry-auth` import, from
+    /// the request (never from the worker's settings). `Debug` shows registries only.
+    pub registry_auth: Option<std::sync::Arc<hostplug_api::registry_auth::RegistryCredentials>>,
 }
 
 /// What loading a module did.

@@ -499,6 +499,8 @@ async fn invoke(
         params,
         dry_run: request.dry_run,
         timeout: left,
+        // Only for this call; never logged (the log line below names the method only).
+        registry_auth: request.registry_auth.map(Arc::new),
     };
     let runtime = state.runtime();
     // Everything from here runs in the blocking task, the ticket included: a client that

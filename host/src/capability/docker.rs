@@ -110,8 +110,9 @@ pub struct DockerPolicy {
 }
 
 impl DockerPolicy {
-    /// The image endpoints: list, inspect, pull, tag, remove, prune, plus ping and
-    /// version. No containers, exec, volumes, networks, build, load or system calls.
+    /// The image endpoints: list, inspect, pull, tag, remove, prune, push, plus ping,
+    /// version and `/auth` (a login check). No containers, exec, volumes, networks,
+    /// build, save, load or system calls.
     ///
     /// Query keys are allow-listed per route too: `POST /images/create` takes only
     /// `fromImage`, `tag` and `platform` (a pull), never `fromSrc`, `repo`, `message` or
@@ -131,6 +132,10 @@ impl DockerPolicy {
             ("POST", "/images/{name}/tag", &["repo", "tag"]),
             ("DELETE", "/images/{name}", &["force", "noprune"]),
             ("POST", "/images/prune", &["filters"]),
+            // Push to a registry (credentials in X-Registry-Auth) and check credentials
+            // against a registry (`/auth`, credentials in the body).
+            ("POST", "/images/{name}/push", &["tag"]),
+            ("POST", "/auth", &[]),
         ]
         .into_iter()
         .map(|(m, p, q)| DockerRoute::new(m, p).with_query(q.iter().copied()))
@@ -290,6 +295,9 @@ pub(crate) struct DockerClient {
     /// In a dry run only `GET` requests go out: the sandbox, not the plugin, keeps a
     /// dry run from changing the node.
     read_only: bool,
+    /// The node's image archive directory as mounted, for `save-archive` and
+    /// `load-archive`; `None` refuses both.
+    archives: Option<PathBuf>,
 }
 
 impl DockerClient {
@@ -298,7 +306,14 @@ impl DockerClient {
             socket: socket.to_path_buf(),
             policy,
             read_only,
+            archives: None,
         }
+    }
+
+    /// This client with the image archive directory `dir`.
+    pub(crate) fn with_archives(mut self, dir: Option<&Path>) -> Self {
+        self.archives = dir.map(Path::to_path_buf);
+        self
     }
 
     /// One request, no later than `deadline`. Errors are messages for the plugin.
@@ -309,7 +324,21 @@ impl DockerClient {
         body: Option<&[u8]>,
         deadline: Instant,
     ) -> Result<Response, String> {
+        self.request_with_headers(method, path, &[], body, deadline)
+    }
+
+    /// One request with extra headers (see [`check_headers`]), no later than
+    /// `deadline`. Errors are messages for the plugin; they never quote a header value.
+    pub(crate) fn request_with_headers(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(String, String)],
+        body: Option<&[u8]>,
+        deadline: Instant,
+    ) -> Result<Response, String> {
         self.policy.check(method, path)?;
+        let content_type = check_headers(headers)?;
         if self.read_only && method != "GET" {
             return Err(format!(
                 "denied: {method} is not allowed in a dry run (only GET requests are)"
@@ -338,8 +367,16 @@ impl DockerClient {
             self.policy.api_version
         );
         if !body.is_empty() || matches!(method, "POST" | "PUT") {
-            head.push_str("Content-Type: application/json\r\n");
+            head.push_str(&format!(
+                "Content-Type: {}\r\n",
+                content_type.unwrap_or("application/json")
+            ));
             head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        }
+        for (name, value) in headers {
+            if name.eq_ignore_ascii_case(REGISTRY_AUTH_HEADER) {
+                head.push_str(&format!("{REGISTRY_AUTH_HEADER}: {value}\r\n"));
+            }
         }
         head.push_str("\r\n");
         set_timeouts(&stream, deadline)?;
@@ -354,6 +391,61 @@ impl DockerClient {
             self.policy.max_response_bytes,
         )
     }
+}
+
+/// The header a push or a private pull carries its credentials in.
+pub const REGISTRY_AUTH_HEADER: &str = "X-Registry-Auth";
+
+/// Content types a plugin may send: JSON (the default) and a tar archive
+/// (`POST /images/load`).
+const ALLOWED_CONTENT_TYPES: [&str; 2] = ["application/json", "application/x-tar"];
+
+/// Cap on an `X-Registry-Auth` value: 16 KiB, room for a base64url JSON of a long token.
+const MAX_REGISTRY_AUTH_BYTES: usize = 16 << 10;
+
+/// Checks a plugin's extra headers: at most one `X-Registry-Auth` (base64url characters
+/// only, so nothing can end the header line) and at most one `Content-Type` from
+/// [`ALLOWED_CONTENT_TYPES`]; names compare case-insensitively. Returns the content
+/// type asked for. Errors start with `denied:` and never quote a value.
+pub(crate) fn check_headers(headers: &[(String, String)]) -> Result<Option<&'static str>, String> {
+    let mut content_type = None;
+    let mut auth = false;
+    for (name, value) in headers {
+        if name.eq_ignore_ascii_case(REGISTRY_AUTH_HEADER) {
+            if std::mem::replace(&mut auth, true) {
+                return Err(format!("denied: header {REGISTRY_AUTH_HEADER} given twice"));
+            }
+            if value.is_empty()
+                || value.len() > MAX_REGISTRY_AUTH_BYTES
+                || !value
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'='))
+            {
+                return Err(format!(
+                    "denied: header {REGISTRY_AUTH_HEADER} must be 1 to {MAX_REGISTRY_AUTH_BYTES} base64url characters"
+                ));
+            }
+        } else if name.eq_ignore_ascii_case("content-type") {
+            let allowed = ALLOWED_CONTENT_TYPES
+                .into_iter()
+                .find(|t| value.eq_ignore_ascii_case(t))
+                .ok_or_else(|| {
+                    format!(
+                        "denied: Content-Type must be one of {}",
+                        ALLOWED_CONTENT_TYPES.join(", ")
+                    )
+                })?;
+            if content_type.replace(allowed).is_some() {
+                return Err("denied: header Content-Type given twice".to_owned());
+            }
+        } else {
+            return Err(format!(
+                "denied: header {:?} is not allowed (only {REGISTRY_AUTH_HEADER} and Content-Type)",
+                name.chars().take(40).collect::<String>()
+            ));
+        }
+    }
+    Ok(content_type)
 }
 
 fn remaining(deadline: Instant) -> Result<Duration, String> {
@@ -381,9 +473,36 @@ fn read_response(
     deadline: Instant,
     max_body: usize,
 ) -> Result<Response, String> {
+    let head = read_head(r, deadline)?;
+    let mut body = Vec::new();
+    read_body(r, method, &head, deadline, max_body as u64, &mut body)?;
+    Ok(Response {
+        status: head.status,
+        body,
+    })
+}
+
+/// A response's status and headers (names lower case), and what is left of the head
+/// budget for trailers.
+struct Head {
+    status: u16,
+    headers: Vec<(String, String)>,
+    budget: usize,
+}
+
+impl Head {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Reads the status line and headers, skipping interim 1xx responses.
+fn read_head(r: &mut BufReader<UnixStream>, deadline: Instant) -> Result<Head, String> {
     let mut head_budget = MAX_HEAD_BYTES;
-    // Skip interim 1xx responses.
-    let (status, headers) = loop {
+    loop {
         let line = read_line(r, deadline, &mut head_budget)?;
         let mut parts = line.splitn(3, ' ');
         let version = parts.next().unwrap_or_default();
@@ -406,36 +525,64 @@ fn read_response(
         if (100..200).contains(&status) {
             continue;
         }
-        break (status, headers);
-    };
-    let header = |name: &str| {
-        headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    };
+        return Ok(Head {
+            status,
+            headers,
+            budget: head_budget,
+        });
+    }
+}
+
+/// Where a response body goes: memory, or a file being written.
+trait Sink {
+    /// Bytes taken so far.
+    fn taken(&self) -> u64;
+    /// Takes `bytes`.
+    fn put(&mut self, bytes: &[u8]) -> Result<(), String>;
+}
+
+impl Sink for Vec<u8> {
+    fn taken(&self) -> u64 {
+        self.len() as u64
+    }
+    fn put(&mut self, bytes: &[u8]) -> Result<(), String> {
+        self.extend_from_slice(bytes);
+        Ok(())
+    }
+}
+
+/// Reads the body of the response `head` into `sink`, at most `max_body` bytes.
+fn read_body(
+    r: &mut BufReader<UnixStream>,
+    method: &str,
+    head: &Head,
+    deadline: Instant,
+    max_body: u64,
+    sink: &mut dyn Sink,
+) -> Result<(), String> {
+    let mut head_budget = head.budget;
     let too_big = || format!("docker: response body exceeds the limit of {max_body} bytes");
-    let mut body = Vec::new();
-    if method == "HEAD" || status == 204 || status == 304 {
+    if method == "HEAD" || head.status == 204 || head.status == 304 {
         // no body
-    } else if header("transfer-encoding")
+    } else if head
+        .header("transfer-encoding")
         .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"))
     {
         loop {
             let mut line_budget = MAX_CHUNK_LINE_BYTES;
             let line = read_line(r, deadline, &mut line_budget)?;
             let size_hex = line.split(';').next().unwrap_or_default().trim();
-            let size = usize::from_str_radix(size_hex, 16)
+            let size = u64::from_str_radix(size_hex, 16)
                 .map_err(|_| format!("docker: malformed chunk size {:?}", truncate(&line)))?;
             if size == 0 {
                 // Trailers, then the final empty line.
                 while !read_line(r, deadline, &mut head_budget)?.is_empty() {}
                 break;
             }
-            if body.len() + size > max_body {
+            if sink.taken().saturating_add(size) > max_body {
                 return Err(too_big());
             }
-            read_exact(r, &mut body, size, deadline)?;
+            read_exact(r, sink, size, deadline)?;
             let mut crlf = [0u8; 2];
             set_timeouts(r.get_ref(), deadline)?;
             r.read_exact(&mut crlf)
@@ -444,14 +591,14 @@ fn read_response(
                 return Err("docker: malformed chunk terminator".to_owned());
             }
         }
-    } else if let Some(len) = header("content-length") {
-        let len: usize = len
+    } else if let Some(len) = head.header("content-length") {
+        let len: u64 = len
             .parse()
             .map_err(|_| format!("docker: malformed content-length {len:?}"))?;
         if len > max_body {
             return Err(too_big());
         }
-        read_exact(r, &mut body, len, deadline)?;
+        read_exact(r, sink, len, deadline)?;
     } else {
         // Until the connection closes.
         loop {
@@ -460,21 +607,21 @@ fn read_response(
             if buf.is_empty() {
                 break;
             }
-            if body.len() + buf.len() > max_body {
+            if sink.taken().saturating_add(buf.len() as u64) > max_body {
                 return Err(too_big());
             }
-            body.extend_from_slice(buf);
+            sink.put(buf)?;
             let n = buf.len();
             r.consume(n);
         }
     }
-    Ok(Response { status, body })
+    Ok(())
 }
 
 fn read_exact(
     r: &mut BufReader<UnixStream>,
-    out: &mut Vec<u8>,
-    mut n: usize,
+    out: &mut dyn Sink,
+    mut n: u64,
     deadline: Instant,
 ) -> Result<(), String> {
     while n > 0 {
@@ -483,10 +630,10 @@ fn read_exact(
         if buf.is_empty() {
             return Err("docker: connection closed in the middle of the body".to_owned());
         }
-        let take = buf.len().min(n);
-        out.extend_from_slice(&buf[..take]);
+        let take = buf.len().min(usize::try_from(n).unwrap_or(usize::MAX));
+        out.put(&buf[..take])?;
         r.consume(take);
-        n -= take;
+        n -= take as u64;
     }
     Ok(())
 }
@@ -531,6 +678,310 @@ fn truncate(s: &str) -> String {
     s.chars().take(100).collect()
 }
 
+/// Largest image archive `save-archive` writes and `load-archive` sends: 8 GiB. Node
+/// images run to a few GiB; the bound keeps a plugin from filling the node's disk with
+/// one call. The call's deadline bounds it too.
+pub const MAX_ARCHIVE_BYTES: u64 = 8 << 30;
+
+/// Longest archive file name: 128 bytes.
+const MAX_ARCHIVE_NAME_BYTES: usize = 128;
+
+/// What `save-archive` wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ArchiveInfo {
+    pub bytes: u64,
+    pub sha256: String,
+    pub replaced: bool,
+}
+
+/// An archive file name: a plain name (letters, digits, `.`, `_`, `-`; not starting
+/// with `.`) ending in `.tar`, so it can only ever name a file directly in the archive
+/// directory. Errors start with `invalid:`.
+pub(crate) fn check_archive_name(file: &str) -> Result<(), String> {
+    let ok = file.len() <= MAX_ARCHIVE_NAME_BYTES
+        && file.len() > ".tar".len()
+        && file.ends_with(".tar")
+        && !file.starts_with('.')
+        && file
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid: archive file {:?}: a plain file name of letters, digits, '.', '_' and '-', \
+             not starting with '.', ending in .tar, at most {MAX_ARCHIVE_NAME_BYTES} bytes",
+            file.chars().take(60).collect::<String>()
+        ))
+    }
+}
+
+/// Percent-encodes one path segment (an image reference holds `/` and `:`).
+fn encode_segment(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Opens an existing file without following a symbolic link at its last component.
+fn open_no_follow(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(path)
+}
+
+/// A file being written, hashed as it goes.
+struct FileSink {
+    file: std::fs::File,
+    hasher: sha2::Sha256,
+    taken: u64,
+}
+
+impl Sink for FileSink {
+    fn taken(&self) -> u64 {
+        self.taken
+    }
+    fn put(&mut self, bytes: &[u8]) -> Result<(), String> {
+        use sha2::Digest as _;
+        self.file
+            .write_all(bytes)
+            .map_err(|e| format!("writing the archive: {e}"))?;
+        self.hasher.update(bytes);
+        self.taken += bytes.len() as u64;
+        Ok(())
+    }
+}
+
+/// The sha256 of the regular file at `path` (not following a link), if there is one.
+fn file_sha256(path: &Path) -> Option<(u64, String)> {
+    use sha2::Digest as _;
+    let mut f = open_no_follow(path).ok()?;
+    if !f.metadata().ok()?.is_file() {
+        return None;
+    }
+    let mut hasher = sha2::Sha256::new();
+    let n = std::io::copy(&mut f, &mut hasher).ok()?;
+    Some((n, format!("sha256:{}", hex::encode(hasher.finalize()))))
+}
+
+impl DockerClient {
+    fn archive_dir(&self, what: &str) -> Result<&Path, String> {
+        if self.read_only {
+            return Err(format!(
+                "denied: {what} is not allowed in a dry run (it changes the node)"
+            ));
+        }
+        self.archives.as_deref().ok_or_else(|| {
+            "denied: this worker has no image archive directory (it comes with the docker \
+             capability when the node's /var/lib/hostplug/image-archives is mounted)"
+                .to_owned()
+        })
+    }
+
+    /// Connects and sends a request head (and nothing of a body yet).
+    fn send_head(
+        &self,
+        method: &str,
+        path: &str,
+        extra: &str,
+        deadline: Instant,
+    ) -> Result<UnixStream, String> {
+        validate_path(path)?;
+        let mut stream = UnixStream::connect(&self.socket)
+            .map_err(|e| format!("docker socket {}: {e}", self.socket.display()))?;
+        let head = format!(
+            "{method} /{}{path} HTTP/1.1\r\nHost: docker\r\nUser-Agent: hostplug\r\nConnection: close\r\n{extra}\r\n",
+            self.policy.api_version
+        );
+        set_timeouts(&stream, deadline)?;
+        stream
+            .write_all(head.as_bytes())
+            .map_err(|e| format!("docker socket: {e}"))?;
+        Ok(stream)
+    }
+
+    /// `GET /images/{image}/get` streamed into `file` in the archive directory: written
+    /// to a temporary file, hashed, then renamed over `file` unless `file` already held
+    /// exactly these bytes (then nothing changes and `replaced` is false).
+    pub(crate) fn save_archive(
+        &self,
+        image: &str,
+        file: &str,
+        deadline: Instant,
+    ) -> Result<ArchiveInfo, String> {
+        use sha2::Digest as _;
+        let dir = self.archive_dir("save-archive")?.to_path_buf();
+        check_archive_name(file)?;
+        if image.is_empty() || image.len() > 512 {
+            return Err("invalid: image must be 1 to 512 bytes".to_owned());
+        }
+        let deadline = deadline.min(Instant::now() + self.policy.timeout);
+        let path = format!("/images/{}/get", encode_segment(image));
+        let stream = self.send_head("GET", &path, "Accept: application/x-tar\r\n", deadline)?;
+        let mut reader = BufReader::new(stream);
+        let head = read_head(&mut reader, deadline)?;
+        if head.status != 200 {
+            let mut body = Vec::new();
+            read_body(&mut reader, "GET", &head, deadline, 64 << 10, &mut body)?;
+            let text = String::from_utf8_lossy(&body);
+            let message = serde_json::from_str::<serde_json::Value>(&text)
+                .ok()
+                .and_then(|v| v["message"].as_str().map(str::to_owned))
+                .unwrap_or_else(|| text.trim().to_owned());
+            let kind = if head.status == 404 {
+                "not-found: "
+            } else {
+                ""
+            };
+            return Err(format!(
+                "{kind}docker: HTTP {}: {}",
+                head.status,
+                truncate(&message)
+            ));
+        }
+        let tmp = dir.join(format!(
+            ".{file}.{}.tmp",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or_default()
+        ));
+        let created = {
+            use std::os::unix::fs::OpenOptionsExt as _;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)
+                .map_err(|e| format!("creating {}: {e}", tmp.display()))?
+        };
+        let mut sink = FileSink {
+            file: created,
+            hasher: sha2::Sha256::new(),
+            taken: 0,
+        };
+        let written = read_body(
+            &mut reader,
+            "GET",
+            &head,
+            deadline,
+            MAX_ARCHIVE_BYTES,
+            &mut sink,
+        )
+        .and_then(|()| {
+            sink.file
+                .sync_all()
+                .map_err(|e| format!("writing the archive: {e}"))
+        });
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+        let sha256 = format!("sha256:{}", hex::encode(sink.hasher.finalize()));
+        let bytes = sink.taken;
+        let target = dir.join(file);
+        if file_sha256(&target).is_some_and(|(n, h)| n == bytes && h == sha256) {
+            let _ = std::fs::remove_file(&tmp);
+            return Ok(ArchiveInfo {
+                bytes,
+                sha256,
+                replaced: false,
+            });
+        }
+        std::fs::rename(&tmp, &target).map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            format!("saving {}: {e}", target.display())
+        })?;
+        Ok(ArchiveInfo {
+            bytes,
+            sha256,
+            replaced: true,
+        })
+    }
+
+    /// Sends `file` of the archive directory to `POST /images/load?quiet=1`; returns the
+    /// daemon's answer (JSON lines such as `{"stream":"Loaded image: …"}`).
+    pub(crate) fn load_archive(&self, file: &str, deadline: Instant) -> Result<String, String> {
+        let dir = self.archive_dir("load-archive")?;
+        check_archive_name(file)?;
+        let path = dir.join(file);
+        let mut f = open_no_follow(&path).map_err(|e| {
+            if e.kind() == IoKind::NotFound {
+                format!("not-found: no archive {file} in the image archive directory")
+            } else {
+                format!("opening {}: {e}", path.display())
+            }
+        })?;
+        let meta = f
+            .metadata()
+            .map_err(|e| format!("reading {}: {e}", path.display()))?;
+        if !meta.is_file() {
+            return Err(format!("invalid: {file} is not a regular file"));
+        }
+        if meta.len() > MAX_ARCHIVE_BYTES {
+            return Err(format!(
+                "denied: {file} has {} bytes, more than the limit of {MAX_ARCHIVE_BYTES}",
+                meta.len()
+            ));
+        }
+        let deadline = deadline.min(Instant::now() + self.policy.timeout);
+        let mut stream = self.send_head(
+            "POST",
+            "/images/load?quiet=1",
+            &format!(
+                "Accept: application/json\r\nContent-Type: application/x-tar\r\nContent-Length: {}\r\n",
+                meta.len()
+            ),
+            deadline,
+        )?;
+        let mut left = meta.len();
+        let mut buf = vec![0u8; 64 << 10];
+        while left > 0 {
+            set_timeouts(&stream, deadline)?;
+            let n = f
+                .read(&mut buf)
+                .map_err(|e| format!("reading {}: {e}", path.display()))?;
+            if n == 0 {
+                return Err(format!("{file} shrank while it was being sent"));
+            }
+            let n = n.min(usize::try_from(left).unwrap_or(usize::MAX));
+            stream.write_all(&buf[..n]).map_err(|e| {
+                if matches!(e.kind(), IoKind::WouldBlock | IoKind::TimedOut) {
+                    "docker call timed out".to_owned()
+                } else {
+                    format!("docker socket: {e}")
+                }
+            })?;
+            left -= n as u64;
+        }
+        stream.flush().map_err(|e| format!("docker socket: {e}"))?;
+        let mut reader = BufReader::new(stream);
+        let r = read_response(
+            &mut reader,
+            "POST",
+            deadline,
+            self.policy.max_response_bytes,
+        )?;
+        let text = String::from_utf8_lossy(&r.body).into_owned();
+        if r.status != 200 {
+            let message = serde_json::from_str::<serde_json::Value>(&text)
+                .ok()
+                .and_then(|v| v["message"].as_str().map(str::to_owned))
+                .unwrap_or_else(|| text.trim().to_owned());
+            return Err(format!("docker: HTTP {}: {}", r.status, truncate(&message)));
+        }
+        Ok(text)
+    }
+}
+
 /// The `docker` import: refused without the capability, otherwise the client of this
 /// call (policy, dry-run rule, deadline).
 impl crate::bindings::hostplug::plugin::docker::Host for crate::plugin::StoreState {
@@ -549,6 +1000,48 @@ impl crate::bindings::hostplug::plugin::docker::Host for crate::plugin::StoreSta
                 status: r.status,
                 body: r.body,
             })
+    }
+
+    fn request_with_headers(
+        &mut self,
+        method: String,
+        path: String,
+        headers: Vec<(String, String)>,
+        body: Option<Vec<u8>>,
+    ) -> Result<crate::bindings::DockerResponse, String> {
+        let Some(client) = &self.docker else {
+            return Err("denied: this plugin has no docker capability".to_owned());
+        };
+        client
+            .request_with_headers(&method, &path, &headers, body.as_deref(), self.deadline)
+            .map(|r| crate::bindings::DockerResponse {
+                status: r.status,
+                body: r.body,
+            })
+    }
+
+    fn save_archive(
+        &mut self,
+        image: String,
+        file: String,
+    ) -> Result<crate::bindings::DockerArchive, String> {
+        let Some(client) = &self.docker else {
+            return Err("denied: this plugin has no docker capability".to_owned());
+        };
+        client
+            .save_archive(&image, &file, self.deadline)
+            .map(|a| crate::bindings::DockerArchive {
+                bytes: a.bytes,
+                sha256: a.sha256,
+                replaced: a.replaced,
+            })
+    }
+
+    fn load_archive(&mut self, file: String) -> Result<String, String> {
+        let Some(client) = &self.docker else {
+            return Err("denied: this plugin has no docker capability".to_owned());
+        };
+        client.load_archive(&file, self.deadline)
     }
 }
 
@@ -754,6 +1247,8 @@ mod tests {
             ),
             ("DELETE", "/images/nginx?force=false&noprune=false"),
             ("GET", "/version?"),
+            ("POST", "/images/localhost:5000/team/app/push?tag=1.0"),
+            ("POST", "/auth"),
         ] {
             assert_eq!(p.check(m, path), Ok(()), "{m} {path}");
         }
@@ -776,7 +1271,6 @@ mod tests {
             ("get", "/images/json"),
             ("DELETE", "/images"),
             ("GET", "/images/{name}/json#x"),
-            ("POST", "/images/json/push"),
             // Query keys outside the route's list: an import from a URL under any name,
             // and keys spelt so that only the daemon would decode them.
             (
@@ -791,6 +1285,9 @@ mod tests {
             ("GET", "/_ping?x=1"),
             ("GET", "/images/nginx/json?x=1"),
             ("DELETE", "/images/nginx?force=true&filters=x"),
+            ("POST", "/images/nginx/push?tag=1&all=true"),
+            ("POST", "/auth?x=1"),
+            ("GET", "/images/nginx/get"),
         ] {
             let r = p.check(m, path);
             assert!(
@@ -798,5 +1295,83 @@ mod tests {
                 "{m} {path}: {r:?}"
             );
         }
+    }
+
+    #[test]
+    fn only_registry_auth_and_content_type_headers_pass() {
+        let h = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect()
+        };
+        assert_eq!(check_headers(&[]), Ok(None));
+        assert_eq!(
+            check_headers(&h(&[
+                ("x-registry-auth", "eyJ1c2VybmFtZSI6InUifQ=="),
+                ("Content-Type", "application/x-tar")
+            ])),
+            Ok(Some("application/x-tar"))
+        );
+        for bad in [
+            h(&[("Authorization", "Bearer x")]),
+            h(&[("X-Registry-Auth", "a\r\nX-Injected: 1")]),
+            h(&[("X-Registry-Auth", "a b")]),
+            h(&[("X-Registry-Auth", "")]),
+            h(&[("X-Registry-Auth", "a"), ("x-registry-auth", "b")]),
+            h(&[("Content-Type", "text/plain")]),
+            h(&[("Host", "evil")]),
+        ] {
+            let e = check_headers(&bad).expect_err("refused");
+            assert!(e.starts_with("denied:"), "{e}");
+            assert!(!e.contains("X-Injected") && !e.contains("Bearer"), "{e}");
+        }
+    }
+
+    /// The header goes out as sent, after the host's own; a refused one never reaches
+    /// the daemon.
+    #[test]
+    fn registry_auth_header_reaches_the_daemon() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let socket = dir.path().join("d.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&socket).expect("bind");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for mut stream in listener.incoming().flatten() {
+                let mut buf = [0u8; 4096];
+                let n = stream.read(&mut buf).unwrap_or(0);
+                let _ = tx.send(String::from_utf8_lossy(&buf[..n]).into_owned());
+                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}");
+            }
+        });
+        let client = DockerClient::new(&socket, DockerPolicy::images(), false);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let r = client
+            .request_with_headers(
+                "POST",
+                "/images/r.example/app/push?tag=1",
+                &[("X-Registry-Auth".into(), "eyJ9".into())],
+                None,
+                deadline,
+            )
+            .expect("a push");
+        assert_eq!(r.status, 200);
+        let head = rx.recv_timeout(Duration::from_secs(5)).expect("request");
+        assert!(
+            head.starts_with("POST /v1.41/images/r.example/app/push?tag=1 HTTP/1.1\r\n"),
+            "{head}"
+        );
+        assert!(head.contains("\r\nX-Registry-Auth: eyJ9\r\n"), "{head}");
+        let e = client
+            .request_with_headers(
+                "POST",
+                "/images/r.example/app/push?tag=1",
+                &[("Cookie".into(), "x".into())],
+                None,
+                deadline,
+            )
+            .expect_err("refused");
+        assert!(e.starts_with("denied:"), "{e}");
+        assert!(rx.recv_timeout(Duration::from_millis(200)).is_err());
     }
 }

@@ -6,6 +6,7 @@
 //! | `etc`      | [`EtcPolicy`]          | `wasi:filesystem` (guarded), `files`      | [`Grants::etc`]     |
 //! | `docker`   | [`DockerPolicy`]       | `docker`                                  | [`Grants::docker`]  |
 //! | `log`      | `Limits::max_log_bytes`| `log`, stdout, stderr                     | always              |
+//! | `registry-auth` | — (per call)      | `registry-auth`                           | [`Grants::registry_auth`] |
 //!
 //! 1. **link** once per [`Host`](crate::Host) ([`link`]): every import is in the linker
 //!    whether or not a plugin is granted it; an ungranted call is refused at run time.
@@ -21,10 +22,12 @@
 //! [`Grants`]: crate::Grants
 //! [`Grants::etc`]: crate::Grants::etc
 //! [`Grants::docker`]: crate::Grants::docker
+//! [`Grants::registry_auth`]: crate::Grants::registry_auth
 
 pub mod docker;
 pub mod etc;
 pub(crate) mod log;
+pub(crate) mod registry_auth;
 
 use wasmtime::component::{HasSelf, Linker};
 

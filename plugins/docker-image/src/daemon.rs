@@ -8,24 +8,99 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use hostplug_sdk::docker::{self, Method, Response};
+use hostplug_sdk::registry_auth::{self, Credential};
 use hostplug_sdk::{Error, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// Sends one Docker Engine API request (path relative to the API version).
+/// Sends one Docker Engine API request (path relative to the API version), and looks
+/// up registry credentials.
 pub trait Transport {
     /// One request; HTTP error statuses come back as a [`Response`], a refusal or a
     /// transport failure as an [`Error`].
     fn request(&self, method: Method, path: &str, body: Option<&[u8]>) -> Result<Response>;
+
+    /// One request with extra headers (`X-Registry-Auth`, `Content-Type`). Transports
+    /// that cannot send headers refuse any.
+    fn request_with_headers(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> Result<Response> {
+        if headers.is_empty() {
+            self.request(method, path, body)
+        } else {
+            Err(Error::failed("this transport sends no extra headers"))
+        }
+    }
+
+    /// The task's credential for `registry`, if any (the host's `registry-auth`).
+    fn credential(&self, registry: &str) -> Option<Credential> {
+        let _ = registry;
+        None
+    }
+
+    /// `docker save` of `image` into `file` of the node's image archive directory.
+    fn save_archive(&self, image: &str, file: &str) -> Result<docker::Archive> {
+        let _ = (image, file);
+        Err(Error::denied(
+            "this transport has no image archive directory",
+        ))
+    }
+
+    /// `docker load` of `file` from the node's image archive directory.
+    fn load_archive(&self, file: &str) -> Result<String> {
+        let _ = file;
+        Err(Error::denied(
+            "this transport has no image archive directory",
+        ))
+    }
 }
 
-/// The host's `docker` import.
+/// The host's `docker` and `registry-auth` imports.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct HostDocker;
 
 impl Transport for HostDocker {
     fn request(&self, method: Method, path: &str, body: Option<&[u8]>) -> Result<Response> {
         docker::request(method, path, body)
+    }
+
+    fn request_with_headers(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> Result<Response> {
+        docker::request_with_headers(method, path, headers, body)
+    }
+
+    fn credential(&self, registry: &str) -> Option<Credential> {
+        registry_auth::lookup(registry)
+    }
+
+    fn save_archive(&self, image: &str, file: &str) -> Result<docker::Archive> {
+        docker::save_archive(image, file)
+    }
+
+    fn load_archive(&self, file: &str) -> Result<String> {
+        docker::load_archive(file)
+    }
+}
+
+/// The `X-Registry-Auth` header of a request to `registry`, when the task has a
+/// credential for it. The value holds the password: it goes to the daemon only.
+struct RegistryAuth(Option<String>);
+
+impl RegistryAuth {
+    fn headers(&self) -> Vec<(&'static str, &str)> {
+        self.0
+            .as_deref()
+            .map(|v| vec![("X-Registry-Auth", v)])
+            .unwrap_or_default()
     }
 }
 
@@ -236,13 +311,64 @@ impl<'t, T: Transport> Daemon<'t, T> {
 
     /// Sends a mutating request, unless this is a dry run.
     fn mutate(&self, method: Method, path: &str) -> Result<Response> {
+        self.mutate_with(method, path, &[], None)
+    }
+
+    /// Sends a request that is not a read (a mutation, or a login check), with headers
+    /// and a body, unless this is a dry run.
+    fn mutate_with(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> Result<Response> {
         if self.dry_run {
             return Err(Error::failed(format!(
                 "internal error: the plugin tried {} {path} in a dry run; nothing was sent",
                 method.as_str()
             )));
         }
-        self.transport.request(method, path, None)
+        self.transport
+            .request_with_headers(method, path, headers, body)
+    }
+
+    /// `docker save` into the archive directory, unless this is a dry run.
+    pub fn save_archive(&self, image: &str, file: &str) -> Result<docker::Archive> {
+        if self.dry_run {
+            return Err(Error::failed(
+                "internal error: the plugin tried save-archive in a dry run; nothing was written",
+            ));
+        }
+        self.transport.save_archive(image, file)
+    }
+
+    /// `docker load` from the archive directory, unless this is a dry run; the names
+    /// (or IDs) the daemon reports loaded.
+    pub fn load_archive(&self, file: &str) -> Result<Vec<String>> {
+        if self.dry_run {
+            return Err(Error::failed(
+                "internal error: the plugin tried load-archive in a dry run; nothing was loaded",
+            ));
+        }
+        let answer = self.transport.load_archive(file)?;
+        if let Some(message) = stream_error(answer.as_bytes()) {
+            return Err(Error::failed(format!("loading {file}: {message}")));
+        }
+        Ok(loaded_names(&answer))
+    }
+
+    /// The task's credential for `registry` (see [`Transport::credential`]).
+    pub fn credential(&self, registry: &str) -> Option<Credential> {
+        self.transport.credential(registry)
+    }
+
+    /// The `X-Registry-Auth` value for `registry`, when there is a credential.
+    fn registry_auth(&self, registry: &str) -> RegistryAuth {
+        RegistryAuth(
+            self.credential(registry)
+                .map(|c| docker::registry_auth_header(&c.username, &c.password, registry)),
+        )
     }
 
     /// `GET /version`: whether the daemon is Podman (whose Docker API differs in prune).
@@ -286,7 +412,15 @@ impl<'t, T: Transport> Daemon<'t, T> {
     /// `POST /images/create?fromImage=…&tag=…[&platform=…]`. The daemon streams JSON
     /// progress lines and reports a failed pull as an `error` line after a 200 status,
     /// so the stream is read to its end.
-    pub fn pull(&self, repository: &str, tag: &str, platform: Option<&str>) -> Result<()> {
+    /// With a credential for `registry` it goes along in `X-Registry-Auth`; returns
+    /// whether one did.
+    pub fn pull(
+        &self,
+        registry: &str,
+        repository: &str,
+        tag: &str,
+        platform: Option<&str>,
+    ) -> Result<bool> {
         let mut path = format!(
             "/images/create?fromImage={}&tag={}",
             docker::encode(repository),
@@ -299,13 +433,98 @@ impl<'t, T: Transport> Daemon<'t, T> {
             "{repository}{}{tag}",
             if tag.contains(':') { '@' } else { ':' }
         );
+        let auth = self.registry_auth(registry);
         let r = self
-            .mutate(Method::Post, &path)?
+            .mutate_with(Method::Post, &path, &auth.headers(), None)?
             .error_for_status()
             .map_err(|e| pull_error(&reference, e.message()))?;
         match stream_error(&r.body) {
             Some(message) => Err(pull_error(&reference, &message)),
-            None => Ok(()),
+            None => Ok(auth.0.is_some()),
+        }
+    }
+
+    /// `POST /images/{repository}/push?tag=…`, with the task's credential for
+    /// `registry` in `X-Registry-Auth` when there is one. Like a pull, a failed push
+    /// may answer 200 and report the failure in the stream, so the stream is read to its
+    /// end. Returns the manifest digest the daemon reports (when it does) and whether a
+    /// credential went along.
+    pub fn push(
+        &self,
+        registry: &str,
+        repository: &str,
+        tag: &str,
+    ) -> Result<(Option<String>, bool)> {
+        let path = format!(
+            "/images/{}/push?tag={}",
+            docker::encode(repository),
+            docker::encode(tag)
+        );
+        let reference = format!("{repository}:{tag}");
+        let auth = self.registry_auth(registry);
+        let r = self
+            .mutate_with(Method::Post, &path, &auth.headers(), None)?
+            .error_for_status()
+            .map_err(|e| push_error(&reference, e.message()))?;
+        if let Some(message) = stream_error(&r.body) {
+            return Err(push_error(&reference, &message));
+        }
+        Ok((stream_digest(&r.body), auth.0.is_some()))
+    }
+
+    /// `POST /auth`: asks the daemon to log in to `registry` with `credential` and
+    /// answers whether the registry accepted it. Changes nothing on the node (the daemon
+    /// keeps no credentials from it), but is a `POST`, so not in a dry run.
+    pub fn login(&self, registry: &str, credential: &Credential) -> Result<LoginResult> {
+        let body = serde_json::json!({
+            "username": credential.username,
+            "password": credential.password,
+            "serveraddress": registry,
+        })
+        .to_string();
+        let r = self.mutate_with(
+            Method::Post,
+            "/auth",
+            &[("Content-Type", "application/json")],
+            Some(body.as_bytes()),
+        )?;
+        #[derive(Deserialize)]
+        struct Answer {
+            #[serde(default, rename = "Status")]
+            status: Option<String>,
+            #[serde(default)]
+            message: Option<String>,
+        }
+        let answer: Answer = serde_json::from_slice(&r.body).unwrap_or(Answer {
+            status: None,
+            message: Some(r.text()),
+        });
+        if r.is_success() {
+            return Ok(LoginResult::Accepted(
+                answer
+                    .status
+                    .unwrap_or_else(|| "Login Succeeded".to_owned()),
+            ));
+        }
+        let message = answer.message.unwrap_or_default();
+        let lower = message.to_ascii_lowercase();
+        if r.status == 401
+            || [
+                "401",
+                "unauthorized",
+                "denied",
+                "incorrect username or password",
+            ]
+            .iter()
+            .any(|w| lower.contains(w))
+        {
+            Ok(LoginResult::Refused(message))
+        } else {
+            Err(Error::failed(format!(
+                "logging in to {registry}: docker: HTTP {}: {}",
+                r.status,
+                message.trim()
+            )))
         }
     }
 
@@ -342,6 +561,73 @@ impl<'t, T: Transport> Daemon<'t, T> {
     pub fn prune(&self, filters: &Filters) -> Result<PruneReport> {
         let path = format!("/images/prune{}", filters.query(true));
         self.mutate(Method::Post, &path)?.error_for_status()?.json()
+    }
+}
+
+/// The images a load reports: `Loaded image: NAME` or `Loaded image ID: sha256:…`
+/// lines in `stream` messages (Docker and Podman), or Podman's `Loaded image(s): a,b`.
+pub fn loaded_names(answer: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for line in serde_json::Deserializer::from_str(answer)
+        .into_iter::<Value>()
+        .map_while(std::result::Result::ok)
+    {
+        let Some(stream) = line["stream"].as_str() else {
+            continue;
+        };
+        for text in stream.lines() {
+            let rest = text
+                .strip_prefix("Loaded image ID: ")
+                .or_else(|| text.strip_prefix("Loaded image(s): "))
+                .or_else(|| text.strip_prefix("Loaded image: "));
+            if let Some(rest) = rest {
+                out.extend(
+                    rest.split(',')
+                        .map(str::trim)
+                        .filter(|n| !n.is_empty())
+                        .map(str::to_owned),
+                );
+            }
+        }
+    }
+    out
+}
+
+/// What a registry said to a login.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoginResult {
+    /// Accepted, with the daemon's status text.
+    Accepted(String),
+    /// Refused, with the daemon's message.
+    Refused(String),
+}
+
+/// The manifest digest a push reports: Docker's `aux.Digest`, or the `…: digest:
+/// sha256:… size: N` status line both Docker and Podman write.
+fn stream_digest(body: &[u8]) -> Option<String> {
+    serde_json::Deserializer::from_slice(body)
+        .into_iter::<Value>()
+        .map_while(std::result::Result::ok)
+        .filter_map(|line| {
+            if let Some(d) = line["aux"]["Digest"].as_str() {
+                return Some(d.to_owned());
+            }
+            let status = line["status"].as_str()?;
+            let after = status.split("digest: ").nth(1)?;
+            let digest = after.split_whitespace().next()?;
+            digest.starts_with("sha256:").then(|| digest.to_owned())
+        })
+        .last()
+}
+
+/// Like [`pull_error`], for a push: refused credentials → denied, a registry that is
+/// down → failed, saying so.
+pub fn push_error(reference: &str, message: &str) -> Error {
+    let e = pull_error(reference, message);
+    let text = e.message().replacen("pulling ", "pushing ", 1);
+    match e.kind() {
+        "denied" => Error::denied(text),
+        _ => Error::failed(text),
     }
 }
 
@@ -441,6 +727,45 @@ mod tests {
         );
         assert_eq!(down.kind(), "failed");
         assert!(down.message().contains("down or unreachable"), "{down}");
+    }
+
+    #[test]
+    fn load_answers_name_what_was_loaded() {
+        assert_eq!(
+            loaded_names("{\"stream\":\"Loaded image: localhost/app:1.0\\n\"}\n"),
+            ["localhost/app:1.0"]
+        );
+        assert_eq!(
+            loaded_names("{\"stream\":\"Loaded image(s): a:1,b:2\\n\"}"),
+            ["a:1", "b:2"]
+        );
+        assert_eq!(
+            loaded_names("{\"stream\":\"Loaded image ID: sha256:ab\\n\"}"),
+            ["sha256:ab"]
+        );
+        assert!(loaded_names("").is_empty());
+    }
+
+    #[test]
+    fn push_digest_and_errors() {
+        let podman = br#"{"status":"The push refers to repository [localhost:5000/t:1]"}
+{"status":"1: digest: sha256:7872931534fe851df0f8635e3ea1c8dbaabaa1e805d811e00767edb2df6a3d12 size: 341"}
+"#;
+        assert_eq!(
+            stream_digest(podman).as_deref(),
+            Some("sha256:7872931534fe851df0f8635e3ea1c8dbaabaa1e805d811e00767edb2df6a3d12")
+        );
+        let docker = br#"{"status":"Pushed"}
+{"progressDetail":{},"aux":{"Tag":"1","Digest":"sha256:abc","Size":3}}
+"#;
+        assert_eq!(stream_digest(docker).as_deref(), Some("sha256:abc"));
+        assert_eq!(stream_digest(b"{}"), None);
+        let e = push_error(
+            "localhost:5000/t:1",
+            "checking whether a blob exists: unauthorized: authentication required",
+        );
+        assert_eq!(e.kind(), "denied");
+        assert!(e.message().starts_with("pushing localhost:5000/t:1"), "{e}");
     }
 
     #[test]

@@ -1,8 +1,13 @@
 //! docker-image: the built-in hostplug plugin for container images on a node, through
 //! the node's Docker Engine API (Docker, or Podman's Docker-compatible service).
 //!
-//! Methods: `list`, `inspect`, `pull`, `tag`, `remove`, `prune` (parameters in
-//! [`params`]). Every mutating method:
+//! Methods: `list`, `inspect`, `pull`, `tag`, `remove`, `prune`, `push`, `login`,
+//! `save`, `load` (parameters in [`params`]). `save` and `load` use the node's image
+//! archive directory through the host (the plugin names a file, never a path, and never
+//! sees the bytes). Registry credentials come from the task's
+//! `spec.registryAuth` Secret through the host's `registry-auth` import, one registry at
+//! a time; they go to the daemon only (`X-Registry-Auth`, or the body of `/auth`) and
+//! never into an output, a log line or an error. Every mutating method:
 //!
 //! - looks first and acts only when the node is not already as asked, so a repeated
 //!   call changes nothing;
@@ -44,8 +49,9 @@ impl Plugin for DockerImage {
         Definition::new(
             "docker-image",
             env!("CARGO_PKG_VERSION"),
-            "Lists, inspects, pulls, tags, removes and prunes container images through the \
-             node's Docker Engine API socket, idempotently, with dry runs.",
+            "Lists, inspects, pulls, tags, removes, prunes and pushes container images through \
+             the node's Docker Engine API socket, idempotently, with dry runs; registry \
+             credentials come from the task's spec.registryAuth Secret.",
         )
         .read_only(
             "list",
@@ -76,6 +82,26 @@ impl Plugin for DockerImage {
             "prune",
             "Removes dangling images, or every image no container uses, optionally only those with given labels.",
             |p, cx| prune(&host(cx), &p),
+        )
+        .mutating(
+            "push",
+            "Pushes an image on the node to its registry, with the task's registry credentials when it has some.",
+            |p, cx| push(&host(cx), &p),
+        )
+        .read_only(
+            "login",
+            "Checks the task's registry credentials against a registry through the daemon; stores nothing.",
+            |p, cx| login(&host(cx), &p),
+        )
+        .mutating(
+            "save",
+            "Saves an image as a tar file in the node's image archive directory (/var/lib/hostplug/image-archives).",
+            |p, cx| save(&host(cx), &p),
+        )
+        .mutating(
+            "load",
+            "Loads images from a tar file in the node's image archive directory into the daemon.",
+            |p, cx| load(&host(cx), &p),
         )
     }
 }
@@ -176,6 +202,9 @@ struct PullOutput {
     previous_id: Option<String>,
     /// Whether the registry was asked (or, in a dry run, would be).
     pulled: bool,
+    /// Whether the task's credentials for the image's registry went along (or, in a dry
+    /// run, would).
+    authenticated: bool,
 }
 
 fn check_platform(platform: &str) -> Result<()> {
@@ -232,6 +261,7 @@ pub fn pull<T: Transport>(d: &Daemon<'_, T>, p: &params::Pull) -> Result<Outcome
             id: previous_id.clone(),
             previous_id,
             pulled: false,
+            authenticated: false,
         }));
     }
     if d.dry_run() {
@@ -242,10 +272,11 @@ pub fn pull<T: Transport>(d: &Daemon<'_, T>, p: &params::Pull) -> Result<Outcome
             id: previous_id.clone(),
             previous_id,
             pulled: true,
+            authenticated: d.credential(r.registry()).is_some(),
         }));
     }
     let tag = r.tag_or_digest().unwrap_or("latest");
-    d.pull(&r.repository, tag, p.platform.as_deref())?;
+    let authenticated = d.pull(r.registry(), &r.repository, tag, p.platform.as_deref())?;
     let after = d.inspect(&name)?.ok_or_else(|| {
         Error::failed(format!(
             "pulling {name}: the daemon reported success but has no such image afterwards"
@@ -264,6 +295,7 @@ pub fn pull<T: Transport>(d: &Daemon<'_, T>, p: &params::Pull) -> Result<Outcome
             id: Some(after.id),
             previous_id,
             pulled: true,
+            authenticated,
         },
     ))
 }
@@ -510,6 +542,322 @@ pub fn prune<T: Transport>(d: &Daemon<'_, T>, p: &params::Prune) -> Result<Outco
             in_use,
         },
     ))
+}
+
+/// Output of `push`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PushOutput {
+    /// The reference pushed, `repository:tag`.
+    image: String,
+    /// The registry it went to.
+    registry: String,
+    /// The local image ID pushed.
+    id: String,
+    /// The manifest digest the registry now holds under that tag (as the daemon
+    /// reports; null in a dry run or when the daemon does not say).
+    digest: Option<String>,
+    /// Whether the task's credentials for that registry went along (in a dry run:
+    /// would).
+    authenticated: bool,
+}
+
+/// `push`: the local image must exist. The registry is asked every time (the Docker
+/// API cannot tell beforehand whether it holds the same manifest), so `changed` is
+/// true unless the registry's digest for the tag is one the image already carried in
+/// its `RepoDigests` for that repository before the push (pushed before, or pulled
+/// from there): then the push only confirmed what was there.
+pub fn push<T: Transport>(d: &Daemon<'_, T>, p: &params::Push) -> Result<Outcome> {
+    let mut r = Reference::parse(&p.image).map_err(invalid("image"))?;
+    if r.digest.is_some() {
+        return Err(Error::invalid_params(format!(
+            "image: `{}` names a digest; a push sends a tag: name the image by repository:tag",
+            p.image
+        )));
+    }
+    match (&r.tag, &p.tag) {
+        (None, Some(tag)) => {
+            reference::check_tag(tag).map_err(invalid("tag"))?;
+            r.tag = Some(tag.clone());
+        }
+        (Some(own), Some(tag)) if own != tag => {
+            return Err(Error::invalid_params(format!(
+                "tag: `{}` already names a tag; leave `tag` out or drop it from `image`",
+                p.image
+            )));
+        }
+        _ => {}
+    }
+    let r = r.or_latest();
+    let registry = r.registry().to_owned();
+    if registry == reference::DEFAULT_REGISTRY && !p.image.starts_with("docker.io/") {
+        log::info(format!(
+            "{} names no registry: it goes to Docker Hub (docker.io)",
+            p.image
+        ));
+    }
+    let name = r.to_string();
+    let tag = r.tag.clone().unwrap_or_else(|| "latest".to_owned());
+    let local = d.inspect(&name)?.ok_or_else(|| missing(&name))?;
+    let authenticated = d.credential(&registry).is_some();
+    if d.dry_run() {
+        return Ok(Outcome::changed(PushOutput {
+            image: name,
+            registry,
+            id: local.id,
+            digest: None,
+            authenticated,
+        }));
+    }
+    let (digest, authenticated) = d.push(&registry, &r.repository, &tag)?;
+    let known = digest.as_deref().is_some_and(|digest| {
+        local.repo_digests.iter().any(|rd| {
+            rd.split_once('@')
+                .is_some_and(|(repo, dg)| repo == r.repository && dg == digest)
+        })
+    });
+    log::info(format!(
+        "pushed {name} ({}) to {registry}{}{}",
+        local.id,
+        digest
+            .as_deref()
+            .map(|d| format!(" as {d}"))
+            .unwrap_or_default(),
+        if known { " (already there)" } else { "" }
+    ));
+    Ok(Outcome::new(
+        !known,
+        PushOutput {
+            image: name,
+            registry,
+            id: local.id,
+            digest,
+            authenticated,
+        },
+    ))
+}
+
+/// Output of `login`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct LoginOutput {
+    /// The registry checked.
+    registry: String,
+    /// The username of the credential (never the password).
+    username: String,
+    /// Whether the registry was asked (false in a dry run).
+    checked: bool,
+    /// The daemon's answer, e.g. "Login Succeeded".
+    status: Option<String>,
+}
+
+/// `login`: asks the daemon to log in to the registry with the task's credential for
+/// it; a refusal is `denied` (naming the registry and the username, never the
+/// password). In a dry run it only says whether there is a credential.
+pub fn login<T: Transport>(d: &Daemon<'_, T>, p: &params::Login) -> Result<Outcome> {
+    let registry = p.registry.trim();
+    let host_ok = !registry.is_empty()
+        && registry.len() <= 253
+        && registry
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':'));
+    if !host_ok {
+        return Err(Error::invalid_params(format!(
+            "registry: `{}` is not host[:port], e.g. \"registry.example:5000\"",
+            p.registry.chars().take(100).collect::<String>()
+        )));
+    }
+    let credential = d.credential(registry).ok_or_else(|| {
+        Error::invalid_params(format!(
+            "registry: the task has no credentials for {registry}: name a Secret with an \
+             entry for it in spec.registryAuth.secretName (and use a HostPlugin that \
+             declares registryAuth)"
+        ))
+    })?;
+    if d.dry_run() {
+        return Ok(Outcome::unchanged(LoginOutput {
+            registry: registry.to_owned(),
+            username: credential.username,
+            checked: false,
+            status: None,
+        }));
+    }
+    match d.login(registry, &credential)? {
+        daemon::LoginResult::Accepted(status) => {
+            log::info(format!(
+                "{registry} accepted the credentials of {}",
+                credential.username
+            ));
+            Ok(Outcome::unchanged(LoginOutput {
+                registry: registry.to_owned(),
+                username: credential.username,
+                checked: true,
+                status: Some(status),
+            }))
+        }
+        daemon::LoginResult::Refused(message) => Err(Error::denied(format!(
+            "{registry} refused the credentials of {} from spec.registryAuth: {}",
+            credential.username,
+            redact(&message, &credential.password)
+        ))),
+    }
+}
+
+/// Where the node's image archive directory is (for outputs; the plugin never opens it).
+const ARCHIVE_DIR: &str = "/var/lib/hostplug/image-archives";
+
+/// Checks an archive file name as the host does, to fail early naming the field.
+fn check_archive_file(file: &str) -> Result<()> {
+    let ok = file.len() > ".tar".len()
+        && file.len() <= 128
+        && file.ends_with(".tar")
+        && !file.starts_with('.')
+        && file
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid_params(format!(
+            "file: `{}` is not an archive name: letters, digits, '.', '_' and '-', not \
+             starting with '.', ending in .tar, at most 128 bytes (a name in {ARCHIVE_DIR}, \
+             not a path)",
+            file.chars().take(100).collect::<String>()
+        )))
+    }
+}
+
+/// Output of `save`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SaveOutput {
+    image: String,
+    /// The image ID saved.
+    id: String,
+    /// The file, in the node's archive directory.
+    path: String,
+    /// Size of the tar file (null in a dry run).
+    bytes: Option<u64>,
+    /// `sha256:…` of the tar file (null in a dry run).
+    sha256: Option<String>,
+}
+
+/// `save`: the image must exist; `changed` when the file did not already hold exactly
+/// the bytes the daemon produced (a repeated save of the same image changes nothing).
+pub fn save<T: Transport>(d: &Daemon<'_, T>, p: &params::Save) -> Result<Outcome> {
+    let image = reference::check_image(&p.image).map_err(invalid("image"))?;
+    check_archive_file(&p.file)?;
+    let found = d.inspect(image)?.ok_or_else(|| missing(image))?;
+    let path = format!("{ARCHIVE_DIR}/{}", p.file);
+    if d.dry_run() {
+        // Whether the file would change is only known from the bytes; say it would.
+        return Ok(Outcome::changed(SaveOutput {
+            image: image.to_owned(),
+            id: found.id,
+            path,
+            bytes: None,
+            sha256: None,
+        }));
+    }
+    let archive = d.save_archive(image, &p.file)?;
+    log::info(format!(
+        "saved {image} ({}) as {path}: {} bytes{}",
+        found.id,
+        archive.bytes,
+        if archive.replaced { "" } else { " (unchanged)" }
+    ));
+    Ok(Outcome::new(
+        archive.replaced,
+        SaveOutput {
+            image: image.to_owned(),
+            id: found.id,
+            path,
+            bytes: Some(archive.bytes),
+            sha256: Some(archive.sha256),
+        },
+    ))
+}
+
+/// Output of `load`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct LoadOutput {
+    path: String,
+    /// What the daemon reports loaded (names, or IDs of unnamed images); empty in a dry
+    /// run.
+    loaded: Vec<String>,
+    /// The image IDs those names point at afterwards.
+    ids: Vec<String>,
+    /// Image IDs that were not on the node before.
+    new_ids: Vec<String>,
+}
+
+/// `load`: `changed` when the node's images (IDs and their names) differ afterwards; a
+/// repeated load of the same file changes nothing. A dry run cannot read the file (the
+/// host opens the archive directory only for real calls) and reports that it would load.
+pub fn load<T: Transport>(d: &Daemon<'_, T>, p: &params::Load) -> Result<Outcome> {
+    check_archive_file(&p.file)?;
+    let path = format!("{ARCHIVE_DIR}/{}", p.file);
+    if d.dry_run() {
+        return Ok(Outcome::changed(LoadOutput {
+            path,
+            loaded: Vec::new(),
+            ids: Vec::new(),
+            new_ids: Vec::new(),
+        }));
+    }
+    let snapshot = |d: &Daemon<'_, T>| -> Result<BTreeSet<(String, Vec<String>)>> {
+        Ok(d.list(&Filters::default(), true)?
+            .into_iter()
+            .map(|i| {
+                let mut tags = i.repo_tags;
+                tags.sort();
+                (i.id, tags)
+            })
+            .collect())
+    };
+    let before = snapshot(d)?;
+    let loaded = d.load_archive(&p.file)?;
+    let after = snapshot(d)?;
+    let mut ids = Vec::new();
+    for name in &loaded {
+        if let Some(found) = d.inspect(name)? {
+            ids.push(found.id);
+        }
+    }
+    let before_ids: BTreeSet<&String> = before.iter().map(|(id, _)| id).collect();
+    let new_ids: Vec<String> = after
+        .iter()
+        .map(|(id, _)| id)
+        .filter(|id| !before_ids.contains(id))
+        .cloned()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let changed = before != after;
+    log::info(format!(
+        "loaded {path}: {}{}",
+        loaded.join(", "),
+        if changed { "" } else { " (unchanged)" }
+    ));
+    Ok(Outcome::new(
+        changed,
+        LoadOutput {
+            path,
+            loaded,
+            ids,
+            new_ids,
+        },
+    ))
+}
+
+/// `message` with every occurrence of `secret` replaced, in case a daemon echoes it.
+fn redact(message: &str, secret: &str) -> String {
+    if secret.is_empty() {
+        message.to_owned()
+    } else {
+        message.replace(secret, "<redacted>")
+    }
 }
 
 #[cfg(test)]

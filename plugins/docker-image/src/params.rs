@@ -129,3 +129,49 @@ pub struct Prune {
     #[serde(default)]
     pub label_not: Vec<String>,
 }
+
+/// Parameters of `push`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Push {
+    /// The image on the node to push, named with its registry, e.g.
+    /// "registry.example:5000/team/app:1.0" (give it that name first with `tag`). It may
+    /// carry a tag; otherwise `tag` (default "latest") is pushed. Credentials for its
+    /// registry come from the task's `spec.registryAuth` Secret, if it has one.
+    pub image: String,
+    /// The tag to push when `image` has none; default "latest".
+    #[serde(default)]
+    pub tag: Option<String>,
+}
+
+/// Parameters of `login`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Login {
+    /// The registry to check the task's credentials against, `host[:port]` (e.g.
+    /// "registry.example:5000", or "docker.io"). The credentials are the entry for this
+    /// registry in the task's `spec.registryAuth` Secret; nothing is stored on the node.
+    pub registry: String,
+}
+
+/// Parameters of `save`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Save {
+    /// The image on the node to save: a reference or an image ID.
+    pub image: String,
+    /// The tar file to write in the node's image archive directory
+    /// (/var/lib/hostplug/image-archives): a plain name ending in ".tar", e.g.
+    /// "app-1.0.tar". An existing file with other content is replaced.
+    pub file: String,
+}
+
+/// Parameters of `load`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Load {
+    /// The tar file to load from the node's image archive directory
+    /// (/var/lib/hostplug/image-archives), e.g. "app-1.0.tar" (what `save` or
+    /// `docker save` wrote).
+    pub file: String,
+}

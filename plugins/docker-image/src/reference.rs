@@ -12,6 +12,9 @@ use std::fmt;
 /// and a tag at 128; 512 leaves room for a registry host and a digest.
 pub const MAX_REFERENCE_BYTES: usize = 512;
 
+/// The registry of a reference that names none (Docker Hub).
+pub const DEFAULT_REGISTRY: &str = "docker.io";
+
 /// Longest tag, as the distribution spec allows.
 const MAX_TAG_BYTES: usize = 128;
 
@@ -64,6 +67,16 @@ impl Reference {
             self.tag = Some("latest".to_owned());
         }
         self
+    }
+
+    /// The registry the reference names (`host[:port]`, the first path component when
+    /// it looks like a host: it has a `.` or `:` or is `localhost`), or `docker.io` for a
+    /// short name, as `docker pull` resolves it. Credentials are looked up by this.
+    pub fn registry(&self) -> &str {
+        match self.repository.split_once('/') {
+            Some((first, _)) if first.contains(['.', ':']) || first == "localhost" => first,
+            _ => DEFAULT_REGISTRY,
+        }
     }
 
     /// What the pull's `tag` query parameter carries: the digest when there is one
@@ -263,5 +276,19 @@ mod tests {
         assert!(check_repository("localhost/tiny").is_ok());
         assert!(check_repository("registry.example.com:443/a/b").is_ok());
         assert!(check_repository("tiny:1").is_err());
+    }
+
+    #[test]
+    fn registry_of_a_reference() {
+        for (r, want) in [
+            ("nginx", "docker.io"),
+            ("library/nginx:1", "docker.io"),
+            ("localhost:5000/app", "localhost:5000"),
+            ("localhost/app", "localhost"),
+            ("registry.example/team/app:v1", "registry.example"),
+        ] {
+            let parsed = Reference::parse(r).expect(r);
+            assert_eq!(parsed.registry(), want, "{r}");
+        }
     }
 }

@@ -568,7 +568,12 @@ fn dry_runs_send_no_mutating_request() {
 fn describe_has_every_method_with_a_schema() {
     let d = DockerImage::definition();
     let names: Vec<&str> = d.methods().iter().map(|m| m.name()).collect();
-    assert_eq!(names, ["list", "inspect", "pull", "tag", "remove", "prune"]);
+    assert_eq!(
+        names,
+        [
+            "list", "inspect", "pull", "tag", "remove", "prune", "push", "login", "save", "load"
+        ]
+    );
     for m in d.methods() {
         let schema: Value = serde_json::from_str(m.params_schema()).unwrap();
         assert_eq!(schema["additionalProperties"], false, "{}", m.name());
@@ -576,4 +581,184 @@ fn describe_has_every_method_with_a_schema() {
     let pull: Value = serde_json::from_str(d.methods()[2].params_schema()).unwrap();
     assert_eq!(pull["required"], json!(["image"]));
     assert!(pull.to_string().contains("if-not-present"));
+}
+
+/// A daemon that records what it was sent (headers and bodies too) and answers every
+/// push and login as told; credentials as a task's Secret would give them.
+struct Recorder {
+    sent: RefCell<Vec<(String, Vec<(String, String)>, Option<Vec<u8>>)>>,
+    login_status: u16,
+}
+
+impl Transport for Recorder {
+    fn request(&self, method: Method, path: &str, body: Option<&[u8]>) -> Result<Response> {
+        self.request_with_headers(method, path, &[], body)
+    }
+
+    fn request_with_headers(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> Result<Response> {
+        self.sent.borrow_mut().push((
+            format!("{} {path}", method.as_str()),
+            headers
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            body.map(<[u8]>::to_vec),
+        ));
+        let (status, body): (u16, &[u8]) = match (method, path.split('?').next().unwrap_or("")) {
+            (Method::Get, p) if p.ends_with("/json") => (
+                200,
+                br#"{"Id":"sha256:1","RepoTags":["localhost:5000/team/app:1"],"RepoDigests":[],"Os":"linux","Architecture":"amd64"}"#,
+            ),
+            (Method::Post, "/auth") if self.login_status == 200 => {
+                (200, br#"{"Status":"Login Succeeded"}"#)
+            }
+            (Method::Post, "/auth") => (
+                500,
+                br#"{"message":"login attempt to localhost:5000 failed with status: 401 Unauthorized"}"#,
+            ),
+            (Method::Post, _) => (200, b"{\"status\":\"1: digest: sha256:abc size: 3\"}\n"),
+            _ => (404, b"{}"),
+        };
+        Ok(Response {
+            status,
+            body: body.to_vec(),
+        })
+    }
+
+    fn credential(&self, registry: &str) -> Option<hostplug_sdk::registry_auth::Credential> {
+        (registry == "localhost:5000").then(|| hostplug_sdk::registry_auth::Credential {
+            username: "alice".into(),
+            password: "s3cr3t".into(),
+        })
+    }
+}
+
+fn recorder(login_status: u16) -> Recorder {
+    Recorder {
+        sent: RefCell::new(Vec::new()),
+        login_status,
+    }
+}
+
+#[test]
+fn push_sends_the_registry_credential_in_a_header_only() {
+    let t = recorder(200);
+    let out = push(
+        &Daemon::new(&t, false),
+        &params::Push {
+            image: "localhost:5000/team/app:1".into(),
+            tag: None,
+        },
+    )
+    .unwrap();
+    let text = out.output().unwrap().to_string();
+    assert!(
+        !text.contains("s3cr3t") && text.contains("\"authenticated\":true"),
+        "{text}"
+    );
+    assert!(text.contains("sha256:abc"), "{text}");
+    let sent = t.sent.borrow();
+    let (line, headers, _) = sent.last().unwrap();
+    assert_eq!(
+        line,
+        "POST /images/localhost%3A5000%2Fteam%2Fapp/push?tag=1"
+    );
+    assert_eq!(headers.len(), 1);
+    assert_eq!(headers[0].0, "X-Registry-Auth");
+    assert!(!headers[0].1.contains("s3cr3t"), "base64url, not plain");
+
+    // Another registry: no credential, no header.
+    let t = recorder(200);
+    let e = push(
+        &Daemon::new(&t, false),
+        &params::Push {
+            image: "registry.example/team/app@sha256:abc".into(),
+            tag: None,
+        },
+    )
+    .unwrap_err();
+    assert_eq!(e.kind(), "invalid-params");
+    // A dry run sends nothing but reads.
+    let t = recorder(200);
+    push(
+        &Daemon::new(&t, true),
+        &params::Push {
+            image: "localhost:5000/team/app".into(),
+            tag: Some("1".into()),
+        },
+    )
+    .unwrap();
+    assert!(
+        t.sent
+            .borrow()
+            .iter()
+            .all(|(l, _, _)| l.starts_with("GET "))
+    );
+}
+
+#[test]
+fn login_reports_without_the_password() {
+    let t = recorder(200);
+    let out = login(
+        &Daemon::new(&t, false),
+        &params::Login {
+            registry: "localhost:5000".into(),
+        },
+    )
+    .unwrap();
+    let text = out.output().unwrap().to_string();
+    assert!(
+        text.contains("Login Succeeded") && !text.contains("s3cr3t"),
+        "{text}"
+    );
+    let sent = t.sent.borrow();
+    let (line, headers, body) = &sent[0];
+    assert_eq!(line, "POST /auth");
+    assert_eq!(
+        headers,
+        &[("Content-Type".to_owned(), "application/json".to_owned())]
+    );
+    let body: Value = serde_json::from_slice(body.as_deref().unwrap()).unwrap();
+    assert_eq!(body["serveraddress"], "localhost:5000");
+
+    let t = recorder(500);
+    let e = login(
+        &Daemon::new(&t, false),
+        &params::Login {
+            registry: "localhost:5000".into(),
+        },
+    )
+    .unwrap_err();
+    assert_eq!(e.kind(), "denied");
+    assert!(
+        e.message().contains("alice") && !e.message().contains("s3cr3t"),
+        "{e}"
+    );
+
+    let e = login(
+        &Daemon::new(&recorder(200), false),
+        &params::Login {
+            registry: "quay.io".into(),
+        },
+    )
+    .unwrap_err();
+    assert_eq!(e.kind(), "invalid-params");
+    assert!(e.message().contains("spec.registryAuth.secretName"), "{e}");
+
+    // A dry run asks nobody.
+    let t = recorder(200);
+    login(
+        &Daemon::new(&t, true),
+        &params::Login {
+            registry: "localhost:5000".into(),
+        },
+    )
+    .unwrap();
+    assert!(t.sent.borrow().is_empty());
 }

@@ -90,6 +90,109 @@ impl Response {
     }
 }
 
+/// Sends one request with extra headers: the host allows only `X-Registry-Auth` (see
+/// [`registry_auth_header`]) and `Content-Type` (`application/json` or
+/// `application/x-tar`); anything else is [`Error::Denied`].
+pub fn request_with_headers(
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> Result<Response> {
+    imp_headers(method.as_str(), path, headers, body)
+}
+
+/// What [`save_archive`] wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Archive {
+    /// Size of the tar file in bytes.
+    pub bytes: u64,
+    /// `sha256:<hex>` of the tar file.
+    pub sha256: String,
+    /// False when the file already held exactly these bytes (nothing was written).
+    pub replaced: bool,
+}
+
+/// `docker save` into the node's image archive directory: the host streams image `image`
+/// into the tar file `file` (a plain name ending in `.tar`). Refused in a dry run, and
+/// without the docker capability or the directory ([`Error::Denied`]); a missing image is
+/// [`Error::NotFound`].
+pub fn save_archive(image: &str, file: &str) -> Result<Archive> {
+    imp_save(image, file)
+}
+
+/// `docker load` from the node's image archive directory: the host streams the tar
+/// file `file` to the daemon; returns the daemon's answer (JSON lines).
+pub fn load_archive(file: &str) -> Result<String> {
+    imp_load(file)
+}
+
+#[cfg(target_arch = "wasm32")]
+fn imp_save(image: &str, file: &str) -> Result<Archive> {
+    crate::bindings::hostplug::plugin::docker::save_archive(image, file)
+        .map(|a| Archive {
+            bytes: a.bytes,
+            sha256: a.sha256,
+            replaced: a.replaced,
+        })
+        .map_err(|m| import_error(&m))
+}
+
+#[cfg(target_arch = "wasm32")]
+fn imp_load(file: &str) -> Result<String> {
+    crate::bindings::hostplug::plugin::docker::load_archive(file).map_err(|m| import_error(&m))
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn imp_save(_image: &str, _file: &str) -> Result<Archive> {
+    Err(import_error(
+        "denied: save-archive exists only inside the hostplug host",
+    ))
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn imp_load(_file: &str) -> Result<String> {
+    Err(import_error(
+        "denied: load-archive exists only inside the hostplug host",
+    ))
+}
+
+/// The `X-Registry-Auth` header value for `username`/`password` at `server` (the
+/// registry's `host[:port]`): base64url of the JSON the Docker API expects. The value
+/// carries the password: never log it.
+pub fn registry_auth_header(username: &str, password: &str, server: &str) -> String {
+    let json = serde_json::json!({
+        "username": username,
+        "password": password,
+        "serveraddress": server,
+    })
+    .to_string();
+    base64url(json.as_bytes())
+}
+
+/// Base64 with the URL-safe alphabet and padding (Go's `base64.URLEncoding`, which the
+/// Docker daemon decodes).
+fn base64url(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
 /// Sends one request. A refusal by the host (no `docker` capability, a path that is not
 /// allowed) is [`Error::Denied`]; a transport failure is [`Error::Failed`].
 pub fn request(method: Method, path: &str, body: Option<&[u8]>) -> Result<Response> {
@@ -141,12 +244,50 @@ fn imp(method: &str, path: &str, body: Option<&[u8]>) -> Result<Response> {
     }
 }
 
+#[cfg(target_arch = "wasm32")]
+fn imp_headers(
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> Result<Response> {
+    let headers: Vec<(String, String)> = headers
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    match crate::bindings::hostplug::plugin::docker::request_with_headers(
+        method, path, &headers, body,
+    ) {
+        Ok(r) => Ok(Response {
+            status: r.status,
+            body: r.body,
+        }),
+        Err(message) => Err(import_error(&message)),
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn imp_headers(
+    method: &str,
+    path: &str,
+    _headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> Result<Response> {
+    imp(method, path, body)
+}
+
 /// The host starts a refusal (no capability, a path outside its allow-list, a body over
-/// its limit) with `denied:`; anything else is a transport failure.
+/// its limit) with `denied:`, a missing image or archive with `not-found:`, a bad
+/// archive name with `invalid:`; anything else is a transport failure.
 fn import_error(message: &str) -> Error {
-    match message.strip_prefix("denied:") {
-        Some(rest) => Error::denied(format!("docker: {}", rest.trim_start())),
-        None => Error::failed(format!("docker: {message}")),
+    if let Some(rest) = message.strip_prefix("denied:") {
+        Error::denied(format!("docker: {}", rest.trim_start()))
+    } else if let Some(rest) = message.strip_prefix("not-found:") {
+        Error::not_found(format!("docker: {}", rest.trim_start()))
+    } else if let Some(rest) = message.strip_prefix("invalid:") {
+        Error::invalid_params(format!("docker: {}", rest.trim_start()))
+    } else {
+        Error::failed(format!("docker: {message}"))
     }
 }
 
@@ -169,6 +310,21 @@ mod tests {
             Error::denied("docker: this plugin has no docker capability")
         );
         assert_eq!(import_error("docker call timed out").kind(), "failed");
+    }
+
+    #[test]
+    fn registry_auth_header_is_base64url_json() {
+        assert_eq!(base64url(b""), "");
+        assert_eq!(base64url(b"f"), "Zg==");
+        assert_eq!(base64url(b"fo"), "Zm8=");
+        assert_eq!(base64url(b"foo"), "Zm9v");
+        assert_eq!(base64url(&[0xfb, 0xff, 0xfe]), "-__-");
+        let h = registry_auth_header("u", "p", "localhost:5000");
+        assert!(
+            h.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'=')),
+            "{h}"
+        );
     }
 
     #[test]

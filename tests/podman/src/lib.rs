@@ -306,6 +306,19 @@ impl DockerEnv {
         &self.registry_addr
     }
 
+    /// Lets the service talk plain HTTP to `registry` (`host:port`, e.g. a
+    /// [`registry::Registry`] with htpasswd started beside it): appends an `insecure` entry to its
+    /// registries.conf, which Podman reads again on each pull or push.
+    pub fn trust_registry(&self, registry: &str) -> Result<()> {
+        let path = self.dir().join("registries.conf");
+        let mut text = std::fs::read_to_string(&path).map_err(err("reading registries.conf"))?;
+        let _ = write!(
+            text,
+            "[[registry]]\nlocation = \"{registry}\"\ninsecure = true\n"
+        );
+        std::fs::write(&path, text).map_err(err("writing registries.conf"))
+    }
+
     /// `127.0.0.1:<port>` where nothing listens, marked insecure like the real one, so a
     /// pull from it fails the way a registry that is down does.
     pub fn down_registry(&self) -> &str {

@@ -6,6 +6,11 @@
 use std::path::Path;
 use std::process::Command;
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
+
+use base64::Engine as _;
+
 use crate::{Error, Process, Result, err, free_port, http_get_tcp, wait_until};
 
 /// bcrypt cost of the test password: 4, the minimum, so the registry checks it quickly.
@@ -65,6 +70,74 @@ impl Registry {
     /// `127.0.0.1:<port>`.
     pub fn addr(&self) -> &str {
         &self.addr
+    }
+
+    /// The port, for naming the registry `localhost:<port>` (Podman's `/auth` speaks
+    /// plain HTTP only to registries named `localhost…`, whatever registries.conf says).
+    pub fn port(&self) -> &str {
+        self.addr.rsplit(':').next().unwrap_or_default()
+    }
+
+    /// The tags the registry holds for `repository` (`GET /v2/<repository>/tags/list`,
+    /// with basic authentication when `credentials` are given): `Ok(None)` when the
+    /// repository is unknown (404), an error for any other failure (401 included, with
+    /// the status in the message).
+    pub fn tags(
+        &self,
+        repository: &str,
+        credentials: Option<(&str, &str)>,
+    ) -> Result<Option<Vec<String>>> {
+        let mut s = TcpStream::connect(&self.addr).map_err(err("connecting to the registry"))?;
+        let timeout = Some(std::time::Duration::from_secs(10));
+        s.set_read_timeout(timeout)
+            .and_then(|()| s.set_write_timeout(timeout))
+            .map_err(err("setting timeouts"))?;
+        let auth = credentials
+            .map(|(u, p)| {
+                format!(
+                    "Authorization: Basic {}\r\n",
+                    base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))
+                )
+            })
+            .unwrap_or_default();
+        write!(
+            s,
+            "GET /v2/{repository}/tags/list HTTP/1.0\r\nHost: {}\r\n{auth}\r\n",
+            self.addr
+        )
+        .map_err(err("asking the registry"))?;
+        let mut raw = String::new();
+        s.take(1 << 20)
+            .read_to_string(&mut raw)
+            .map_err(err("reading the registry's answer"))?;
+        let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+        let status: u16 = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        match status {
+            200 => {
+                let start = body
+                    .find("\"tags\"")
+                    .ok_or_else(|| Error(format!("no tags in {body}")))?;
+                let list = &body[start..];
+                let open = list.find('[').unwrap_or(0);
+                let close = list.find(']').unwrap_or(list.len());
+                Ok(Some(
+                    list[open + 1..close]
+                        .split(',')
+                        .map(|t| t.trim().trim_matches('"').to_owned())
+                        .filter(|t| !t.is_empty())
+                        .collect(),
+                ))
+            }
+            404 => Ok(None),
+            other => Err(Error(format!(
+                "GET /v2/{repository}/tags/list answered {other}: {}",
+                body.trim()
+            ))),
+        }
     }
 
     /// Stops the registry process (the address then refuses connections), keeping the

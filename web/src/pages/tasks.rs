@@ -747,6 +747,7 @@ mod tests {
                     max_failures: 1
                 }),
                 ttl_seconds_after_finished: Some(600),
+                registry_auth: None,
             }
         );
         // And back: the pairs that fill the form read into the same spec.

@@ -59,7 +59,16 @@ impl Guest for TestEscape {
             version: env!("CARGO_PKG_VERSION").into(),
             description: "Tries to escape its /etc sandbox.".into(),
             methods: [
-                "read", "write", "list", "exists", "remove", "mkdir", "env", "stat", "chmod",
+                "read",
+                "write",
+                "list",
+                "exists",
+                "remove",
+                "mkdir",
+                "env",
+                "stat",
+                "chmod",
+                "registry-auth",
             ]
             .map(|name| MethodInfo {
                 name: name.into(),
@@ -143,6 +152,34 @@ impl Guest for TestEscape {
                 )
                 .map_err(import_error)?;
                 ok(true, json!({ "changed": path }))
+            }
+            "registry-auth" => {
+                // Asks for every registry it is told, as a plugin hunting credentials
+                // would, and returns what it got: only a declared plugin of a task with
+                // a Secret may get anything.
+                let registries: Vec<String> = params
+                    .get("registries")
+                    .and_then(Value::as_array)
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|v| v.as_str().map(str::to_owned))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let found: serde_json::Map<String, Value> = registries
+                    .iter()
+                    .map(|r| {
+                        let c = hostplug::plugin::registry_auth::lookup(r);
+                        (
+                            r.clone(),
+                            c.map_or(
+                                Value::Null,
+                                |c| json!({"username": c.username, "password": c.password}),
+                            ),
+                        )
+                    })
+                    .collect();
+                ok(false, json!({ "found": found }))
             }
             other => Err(PluginError::NotFound(format!("no method {other}"))),
         }
