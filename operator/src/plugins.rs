@@ -92,7 +92,6 @@ pub fn builtin_capabilities(module: &Path) -> Capabilities {
             Capabilities::default()
         }
     }
-    ..Default::default()
 }
 
 /// Whether `name` is a safe built-in plugin name (it becomes a file name).

@@ -422,6 +422,7 @@ pub fn spec_from_form(
         timeout_seconds,
         rollout,
         ttl_seconds_after_finished,
+        registry_auth: None,
     })
 }
 
