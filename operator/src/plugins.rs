@@ -620,7 +620,6 @@ mod builtin_capability_tests {
                 etc: EtcAccess::None,
                 docker: true,
                 registry_auth: true,
-                ..Default::default()
             }
         );
         // No declaration, or one that does not parse: nothing.

@@ -583,10 +583,13 @@ fn describe_has_every_method_with_a_schema() {
     assert!(pull.to_string().contains("if-not-present"));
 }
 
+/// One recorded request: `METHOD path`, its extra headers, its body.
+type Sent = (String, Vec<(String, String)>, Option<Vec<u8>>);
+
 /// A daemon that records what it was sent (headers and bodies too) and answers every
 /// push and login as told; credentials as a task's Secret would give them.
 struct Recorder {
-    sent: RefCell<Vec<(String, Vec<(String, String)>, Option<Vec<u8>>)>>,
+    sent: RefCell<Vec<Sent>>,
     login_status: u16,
 }
 

@@ -360,3 +360,99 @@ spec:
     h.shutdown().await?;
     Ok(())
 }
+
+/// Outside the operator's namespace: the operator reads a registry Secret only where a
+/// Role lets it (`deploy/examples/registry-auth-rbac.yaml`, by name), and a task runs
+/// only when a HostTaskPolicy lists the Secret.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_credentials_in_a_team_namespace_need_rbac_and_policy() -> anyhow::Result<()> {
+    let h = Harness::start().await?;
+    h.wait_plugin_ready("docker-image").await?;
+    // node1's Docker socket (the worker Pod mounts it; the dry runs never use it).
+    let node_root = h
+        .env
+        .node_root("node1")
+        .ok_or_else(|| anyhow::anyhow!("no node simulator"))?;
+    let docker = tokio::task::block_in_place(|| {
+        DockerEnv::start_with(&Options {
+            socket: Some(node_root.join("var/run/docker.sock")),
+            ..Options::default()
+        })
+    })?;
+    h.apply_example("registry-auth-rbac.yaml").await?;
+    let secret = |ns: &str, name: &str| {
+        serde_json::json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": name, "namespace": ns},
+            "type": "kubernetes.io/dockerconfigjson",
+            "stringData": {".dockerconfigjson": r#"{"auths": {"localhost:5000": {"username": "u", "password": "team-password-0"}}}"#},
+        })
+        .to_string()
+    };
+    let login = |ns: &str, name: &str, secret: &str| {
+        serde_json::json!({
+            "apiVersion": "hostplug.dev/v1alpha1", "kind": "HostTask",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {
+                "workers": ["node1"], "dryRun": true,
+                "registryAuth": {"secretName": secret},
+                "http": {"api": "docker-image", "method": "login", "parameter": {"registry": "localhost:5000"}},
+            }
+        })
+        .to_string()
+    };
+    h.apply(&secret("team-a", "team-a-registry")).await?;
+    h.apply(&secret("team-a", "other")).await?;
+
+    // The Role and the policy name this Secret: the dry-run login sees the credential.
+    h.apply(&login("team-a", "login-ok", "team-a-registry"))
+        .await?;
+    let t = h.wait_finished_in("team-a", "login-ok").await?;
+    let st = t.status.clone().unwrap_or_default();
+    assert_eq!(state_of(&t), Some(TaskState::Succeeded), "{st:?}");
+    let out = st.nodes[0].output.clone().unwrap_or_default();
+    assert_eq!(out["username"], "u", "{out}");
+
+    // Another Secret of the namespace: the policy does not list it.
+    h.apply(&login("team-a", "login-other", "other")).await?;
+    let t = h.wait_finished_in("team-a", "login-other").await?;
+    let msg = t.status.clone().unwrap_or_default().msg.unwrap_or_default();
+    assert_eq!(state_of(&t), Some(TaskState::Failed));
+    assert!(
+        msg.contains("no registryAuth rule") && msg.contains("\"other\""),
+        "{msg}"
+    );
+
+    // A namespace whose policy allows any Secret but where no Role lets the operator
+    // read one: forbidden, with the hint.
+    h.apply(
+        r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: team-b}
+---
+apiVersion: hostplug.dev/v1alpha1
+kind: HostTaskPolicy
+metadata: {name: team-b-login}
+spec:
+  namespaces: [team-b]
+  plugins: [docker-image]
+  registryAuthSecrets: ["*"]
+"#,
+    )
+    .await?;
+    h.apply(&secret("team-b", "team-b-registry")).await?;
+    h.apply(&login("team-b", "login-unreadable", "team-b-registry"))
+        .await?;
+    let t = h.wait_finished_in("team-b", "login-unreadable").await?;
+    let msg = t.status.clone().unwrap_or_default().msg.unwrap_or_default();
+    assert_eq!(state_of(&t), Some(TaskState::Failed));
+    assert!(
+        msg.contains("spec.registryAuth.secretName") && msg.contains("registry-auth-rbac.yaml"),
+        "{msg}"
+    );
+    assert!(!msg.contains("team-password-0"), "{msg}");
+    tokio::task::block_in_place(|| docker.stop())?;
+    h.shutdown().await?;
+    Ok(())
+}
