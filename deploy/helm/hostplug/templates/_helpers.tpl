@@ -39,14 +39,3 @@ app.kubernetes.io/part-of: hostplug
 {{- end -}}
 {{- printf "%s:%s" .image.repository (toString $tag) -}}
 {{- end }}
-
-{{/*
-An optional operator setting as an environment variable: rendered only when the value is
-set, so that an empty value leaves the operator's own default.
-*/}}
-{{- define "hostplug.optionalEnv" -}}
-{{- if not (eq (toString .value) "") }}
-- name: {{ .name }}
-  value: {{ toString .value | quote }}
-{{- end }}
-{{- end }}
