@@ -50,3 +50,9 @@ fi
 if [ -x "$ROOT/tests/controlplane/build.sh" ]; then
   "$ROOT/tests/controlplane/build.sh"
 fi
+
+# Helm (helm.sh/helm/v4), built from its Go module once and cached by version: the chart
+# tests (tests/e2e/tests/helm.rs) render, lint and install deploy/helm/hostplug with it.
+if [ -x "$ROOT/tests/helm/build.sh" ]; then
+  "$ROOT/tests/helm/build.sh"
+fi

@@ -577,18 +577,21 @@ pub fn crd_yaml() -> Result<BTreeMap<&'static str, String>, serde_yaml::Error> {
 mod tests {
     use super::*;
 
-    /// The checked-in CRDs are what the types generate; regenerate with
-    /// `cargo run -p hostplug-api --bin crdgen -- deploy/crds`.
+    /// The checked-in CRDs — `deploy/crds/` and the Helm chart's `crds/` — are what the
+    /// types generate; regenerate both with
+    /// `cargo run -p hostplug-api --bin crdgen -- deploy/crds deploy/helm/hostplug/crds`.
     #[test]
     fn checked_in_crds_match_the_types() -> Result<(), Box<dyn std::error::Error>> {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/crds");
-        for (file, yaml) in crd_yaml()? {
-            let on_disk = std::fs::read_to_string(dir.join(file))?;
-            assert!(
-                on_disk == yaml,
-                "deploy/crds/{file} drifted from the Rust types; run \
-                 `cargo run -p hostplug-api --bin crdgen -- deploy/crds`"
-            );
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        for dir in ["deploy/crds", "deploy/helm/hostplug/crds"] {
+            for (file, yaml) in crd_yaml()? {
+                let on_disk = std::fs::read_to_string(root.join(dir).join(file))?;
+                assert!(
+                    on_disk == yaml,
+                    "{dir}/{file} drifted from the Rust types; run `cargo run -p \
+                     hostplug-api --bin crdgen -- deploy/crds deploy/helm/hostplug/crds`"
+                );
+            }
         }
         Ok(())
     }

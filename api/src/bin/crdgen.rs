@@ -1,5 +1,6 @@
-//! Prints the hostplug CRDs as YAML, or writes them into a directory (`crdgen DIR`).
-//! `deploy/crds/` is generated with `cargo run -p hostplug-api --bin crdgen -- deploy/crds`.
+//! Prints the hostplug CRDs as YAML, or writes them into directories (`crdgen DIR…`).
+//! `deploy/crds/` and the Helm chart's copy are generated with
+//! `cargo run -p hostplug-api --bin crdgen -- deploy/crds deploy/helm/hostplug/crds`.
 
 use std::process::ExitCode;
 
@@ -11,19 +12,18 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match std::env::args().nth(1) {
-        None => {
-            for yaml in docs.values() {
-                println!("---\n{yaml}");
-            }
+    let dirs: Vec<String> = std::env::args().skip(1).collect();
+    if dirs.is_empty() {
+        for yaml in docs.values() {
+            println!("---\n{yaml}");
         }
-        Some(dir) => {
-            for (file, yaml) in &docs {
-                let path = std::path::Path::new(&dir).join(file);
-                if let Err(e) = std::fs::write(&path, yaml) {
-                    eprintln!("crdgen: writing {}: {e}", path.display());
-                    return ExitCode::FAILURE;
-                }
+    }
+    for dir in &dirs {
+        for (file, yaml) in &docs {
+            let path = std::path::Path::new(dir).join(file);
+            if let Err(e) = std::fs::write(&path, yaml) {
+                eprintln!("crdgen: writing {}: {e}", path.display());
+                return ExitCode::FAILURE;
             }
         }
     }

@@ -15,7 +15,9 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use hostplug_api::crd::{HostPlugin, HostTask, TaskState};
-use hostplug_testenv::hostplug::{OperatorInstall, install_operator, start_environment};
+use hostplug_testenv::hostplug::{
+    OperatorInstall, install_operator, prepare_operator, start_environment,
+};
 use hostplug_testenv::nodesim::NodeSpec;
 use hostplug_testenv::{EnvConfig, Environment};
 use k8s_openapi::api::core::v1::{Pod, Secret, Service};
@@ -132,6 +134,33 @@ impl Harness {
             }
         };
         let install = install_operator(&env, &repo_root(), &plugin_dir).await?;
+        Self::with_installed(env, install, operator_bin, plugin_dir, operator_env).await
+    }
+
+    /// Like [`Harness::start`], with hostplug installed by `helm install` of
+    /// `deploy/helm/hostplug` (release `hostplug` in [`NAMESPACE`], `--set` `values`)
+    /// instead of the manifests: the operator process then runs with the chart's RBAC.
+    pub async fn start_helm(values: &[(&str, &str)]) -> anyhow::Result<Self> {
+        let operator_bin = workspace_binary("hostplug-operator")?;
+        let worker_bin = workspace_binary("hostplug-worker")?;
+        let plugin_dir = plugin_dir()?;
+        let env = start_environment(&worker_bin).await?;
+        hostplug_testenv::helm::helm_install(&env, &repo_root(), NAMESPACE, values, &[])
+            .await
+            .context("installing the chart")?;
+        let install = prepare_operator(&env, &plugin_dir).await?;
+        Self::with_installed(env, install, operator_bin, plugin_dir, &[]).await
+    }
+
+    /// Starts the operator in an environment where hostplug is installed and waits until
+    /// the built-in etc-file plugin is ready.
+    async fn with_installed(
+        env: Environment,
+        install: OperatorInstall,
+        operator_bin: PathBuf,
+        plugin_dir: PathBuf,
+        operator_env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let admin = env.admin_client();
         let mut h = Self {
             env,

@@ -80,6 +80,16 @@ pub async fn install_operator(
             .await
             .with_context(|| format!("applying {file}"))?;
     }
+    prepare_operator(env, plugin_dir).await
+}
+
+/// The operator's ServiceAccount kubeconfig and its built-in plugin directory (as
+/// [`install_operator`] makes them), for an environment where the namespace, CRDs and
+/// RBAC are already installed — e.g. by `helm install` ([`crate::helm`]).
+pub async fn prepare_operator(
+    env: &Environment,
+    plugin_dir: &Path,
+) -> anyhow::Result<OperatorInstall> {
     let sa_kubeconfig = env
         .service_account_kubeconfig(NAMESPACE, OPERATOR_SA)
         .await

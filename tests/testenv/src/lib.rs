@@ -11,12 +11,15 @@
 //!   leaves no process behind, also when the test fails or panics.
 //! - [`hostplug`] installs hostplug's CRDs, RBAC and built-in plugins into an environment,
 //!   for the e2e harness and `make dev`.
+//! - [`helm`] renders, lints and installs the Helm chart (`deploy/helm/hostplug`) into an
+//!   environment.
 //!
 //! Nothing here is mocked, and nothing here may touch a real cluster: every client is built
 //! from a kubeconfig this crate wrote for its own control plane.
 
 pub mod controlplane;
 pub mod env;
+pub mod helm;
 pub mod hostplug;
 pub mod nodesim;
 
