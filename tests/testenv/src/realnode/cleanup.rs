@@ -23,12 +23,20 @@ pub(crate) const OWNER_FILE: &str = "owner.pid";
 /// The cgroup v1 hierarchies a node's cgroup root is created in: every mounted controller
 /// except the unified (v2) one, each once (symlinks such as `cpu,cpuacct` skipped).
 pub(crate) fn hierarchies() -> Vec<PathBuf> {
+    all_hierarchies()
+        .into_iter()
+        .filter(|h| h.file_name().is_none_or(|n| n != "unified"))
+        .collect()
+}
+
+/// Every mounted hierarchy, the unified one included (the kubelet makes its cgroups there
+/// too; they are removed with the others).
+fn all_hierarchies() -> Vec<PathBuf> {
     let Ok(entries) = fs::read_dir(CGROUP_ROOT) else {
         return Vec::new();
     };
     let mut dirs: Vec<PathBuf> = entries
         .flatten()
-        .filter(|e| e.file_name() != "unified")
         .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
         .map(|e| e.path())
         .collect();
@@ -40,7 +48,7 @@ pub(crate) fn hierarchies() -> Vec<PathBuf> {
 /// hierarchy.
 pub(crate) fn cgroup_processes(name: &str) -> Vec<i32> {
     let mut pids = Vec::new();
-    for h in hierarchies() {
+    for h in all_hierarchies() {
         walk(&h.join(name), &mut |dir| {
             if let Ok(text) = fs::read_to_string(dir.join("cgroup.procs")) {
                 pids.extend(text.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
@@ -87,7 +95,7 @@ pub(crate) fn remove_cgroup(name: &str, timeout: Duration) -> Vec<PathBuf> {
     let deadline = Instant::now() + timeout;
     loop {
         let mut left = Vec::new();
-        for h in hierarchies() {
+        for h in all_hierarchies() {
             let mut dirs = Vec::new();
             walk(&h.join(name), &mut |d| dirs.push(d.to_owned()));
             // Children were pushed after their parents.
@@ -207,7 +215,7 @@ pub(crate) fn clean_strays() -> Vec<String> {
         }
     }
     let mut stray_groups: Vec<String> = Vec::new();
-    for h in hierarchies() {
+    for h in all_hierarchies() {
         let Ok(entries) = fs::read_dir(&h) else {
             continue;
         };
