@@ -205,7 +205,7 @@ async fn pods_on_two_real_nodes_see_their_node_each_other_and_the_api_server() {
         pod(
             "client",
             real1.name(),
-            &format!("wget -q -T 10 -O - http://{server_ip}:8080/"),
+            &format!("wget -q -O - http://{server_ip}:8080/"),
             "Never",
         ),
     )
