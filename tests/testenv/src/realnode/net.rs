@@ -165,11 +165,14 @@ pub(crate) fn start_api_relay(
     }))
 }
 
+/// A node as the egress proxy reaches it: its network namespace and address.
+type NodeTarget = (Arc<File>, Ipv4Addr);
+
 /// Where the egress proxy may connect: each node's address and name to its network
 /// namespace and kubelet address.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct EgressTable {
-    nodes: Arc<RwLock<HashMap<String, (Arc<File>, Ipv4Addr)>>>,
+    nodes: Arc<RwLock<HashMap<String, NodeTarget>>>,
 }
 
 impl EgressTable {
@@ -193,7 +196,7 @@ impl EgressTable {
         nodes.remove(&ip.to_string());
     }
 
-    fn lookup(&self, host: &str) -> Option<(Arc<File>, Ipv4Addr)> {
+    fn lookup(&self, host: &str) -> Option<NodeTarget> {
         self.nodes
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
