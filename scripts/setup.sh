@@ -33,6 +33,13 @@ PACKAGES=(
   # driven over WebDriver by chromedriver.
   chromium
   chromium-driver
+  # real test nodes (tests/nodes): network namespaces, veths and bridges (ip), nsenter
+  # (util-linux, above), a C compiler for the pause program, and the static busybox the
+  # real-node test image is made of.
+  iproute2
+  gcc
+  libc6-dev
+  busybox-static
 )
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -55,4 +62,10 @@ fi
 # tests (tests/e2e/tests/helm.rs) render, lint and install deploy/helm/hostplug with it.
 if [ -x "$ROOT/tests/helm/build.sh" ]; then
   "$ROOT/tests/helm/build.sh"
+fi
+
+# Real test nodes: kubelet, containerd, CNI plugins and the pause image, built from their
+# Go modules once and cached by version (tests/nodes/build.sh).
+if [ -x "$ROOT/tests/nodes/build.sh" ]; then
+  "$ROOT/tests/nodes/build.sh"
 fi

@@ -185,8 +185,9 @@ impl ManagedProcess {
         if self.finished {
             return;
         }
-        self.finished = true;
+        // Signal first: signal_group does nothing once `finished` is set.
         self.signal_group(Signal::SIGKILL);
+        self.finished = true;
         if self.exited.is_none() {
             self.exited = self.child.wait().ok();
         }
