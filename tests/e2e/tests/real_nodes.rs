@@ -76,7 +76,10 @@ async fn hostplug_from_deploy_runs_the_examples_on_real_nodes() -> anyhow::Resul
     let env = Environment::start(EnvConfig::control_plane_only().with_real_nodes(REAL_NODES))
         .await
         .context("starting the control plane and the real nodes")?;
-    eprintln!("control plane and {REAL_NODES} real nodes up at {:.1?}", t0.elapsed());
+    eprintln!(
+        "control plane and {REAL_NODES} real nodes up at {:.1?}",
+        t0.elapsed()
+    );
     let nodes: Vec<String> = env
         .real_nodes()
         .iter()
@@ -91,7 +94,10 @@ async fn hostplug_from_deploy_runs_the_examples_on_real_nodes() -> anyhow::Resul
                 .with_context(|| format!("importing {} into {}", image.name, node.name()))?;
         }
     }
-    eprintln!("images imported into {REAL_NODES} nodes in {:.1?}", imported.elapsed());
+    eprintln!(
+        "images imported into {REAL_NODES} nodes in {:.1?}",
+        imported.elapsed()
+    );
     for node in env.real_nodes() {
         std::fs::write(node.etc_dir().join("chrony.conf"), CHRONY_CONF)?;
     }
@@ -114,16 +120,23 @@ async fn hostplug_from_deploy_runs_the_examples_on_real_nodes() -> anyhow::Resul
     wait_deployment_ready(&env, "hostplug-web", 1).await?;
     let plugins: Api<HostPlugin> = Api::all(admin.clone());
     for name in ["etc-file", "docker-image"] {
-        wait_until(&format!("HostPlugin {name} ready"), INSTALL_TIMEOUT, || async {
-            Ok(plugins
-                .get_opt(name)
-                .await?
-                .and_then(|p| p.status)
-                .is_some_and(|s| s.ready))
-        })
+        wait_until(
+            &format!("HostPlugin {name} ready"),
+            INSTALL_TIMEOUT,
+            || async {
+                Ok(plugins
+                    .get_opt(name)
+                    .await?
+                    .and_then(|p| p.status)
+                    .is_some_and(|s| s.ready))
+            },
+        )
         .await?;
     }
-    eprintln!("installed (Pods Ready, plugins registered) in {:.1?}", install.elapsed());
+    eprintln!(
+        "installed (Pods Ready, plugins registered) in {:.1?}",
+        install.elapsed()
+    );
     // The operator and console Pods run on the real nodes, from the images we built.
     let pods: Api<Pod> = Api::namespaced(admin.clone(), NAMESPACE);
     for p in pods
@@ -176,7 +189,11 @@ async fn hostplug_from_deploy_runs_the_examples_on_real_nodes() -> anyhow::Resul
     // The real thing on every node: new workers that may write /etc (cold: new Pods).
     let before = snapshot(&env)?;
     let started = Instant::now();
-    kubectl(&env, &["apply", "-f", &example("ensure-line-all-nodes.yaml")]).await?;
+    kubectl(
+        &env,
+        &["apply", "-f", &example("ensure-line-all-nodes.yaml")],
+    )
+    .await?;
     let t = wait_finished(&tasks, "ensure-ntp-server").await?;
     let cold_write = started.elapsed();
     let st = t.status.clone().unwrap_or_default();
@@ -237,15 +254,22 @@ async fn hostplug_from_deploy_runs_the_examples_on_real_nodes() -> anyhow::Resul
             .join("hosts"),
     )?;
     ensure!(
-        hosts.contains("# BEGIN hostplug registry\n10.0.0.10\tregistry.internal\n# END hostplug registry\n"),
+        hosts.contains(
+            "# BEGIN hostplug registry\n10.0.0.10\tregistry.internal\n# END hostplug registry\n"
+        ),
         "{hosts}"
     );
 
     // Reading two named nodes: the example names node1 and node2; here they are real1
     // and real2 (the only change).
-    let yaml = std::fs::read_to_string(example("read-two-nodes.yaml"))?
-        .replace("workers: [node1, node2]", &format!("workers: [{}]", nodes.join(", ")));
-    ensure!(yaml.contains(&nodes.join(", ")), "read-two-nodes.yaml changed shape");
+    let yaml = std::fs::read_to_string(example("read-two-nodes.yaml"))?.replace(
+        "workers: [node1, node2]",
+        &format!("workers: [{}]", nodes.join(", ")),
+    );
+    ensure!(
+        yaml.contains(&nodes.join(", ")),
+        "read-two-nodes.yaml changed shape"
+    );
     let before = snapshot(&env)?;
     kubectl_stdin(&env, &["apply", "-f", "-"], &yaml).await?;
     let t = wait_finished(&tasks, "read-os-release").await?;
@@ -536,13 +560,29 @@ impl WorkerProcess {
     /// a seccomp filter, a read-only root, /host/etc read-only when `etc_read_only`.
     fn check_confinement(&self, caps: u64, etc_read_only: bool) -> anyhow::Result<()> {
         let pod = &self.pod;
-        ensure!(self.caps("CapEff")? == caps, "{pod}: CapEff {:#x}", self.caps("CapEff")?);
-        ensure!(self.caps("CapPrm")? == caps, "{pod}: CapPrm {:#x}", self.caps("CapPrm")?);
-        ensure!(self.caps("CapBnd")? == caps, "{pod}: CapBnd {:#x}", self.caps("CapBnd")?);
+        ensure!(
+            self.caps("CapEff")? == caps,
+            "{pod}: CapEff {:#x}",
+            self.caps("CapEff")?
+        );
+        ensure!(
+            self.caps("CapPrm")? == caps,
+            "{pod}: CapPrm {:#x}",
+            self.caps("CapPrm")?
+        );
+        ensure!(
+            self.caps("CapBnd")? == caps,
+            "{pod}: CapBnd {:#x}",
+            self.caps("CapBnd")?
+        );
         ensure!(self.caps("CapAmb")? == 0, "{pod}: CapAmb");
         ensure!(self.field("NoNewPrivs")? == "1", "{pod}: NoNewPrivs");
         // 2 = SECCOMP_MODE_FILTER (RuntimeDefault).
-        ensure!(self.field("Seccomp")? == "2", "{pod}: Seccomp {}", self.field("Seccomp")?);
+        ensure!(
+            self.field("Seccomp")? == "2",
+            "{pod}: Seccomp {}",
+            self.field("Seccomp")?
+        );
         let root = self.mount_options("/")?;
         ensure!(root.contains(&"ro"), "{pod}: root mounted {root:?}");
         let etc = self.mount_options("/host/etc")?;

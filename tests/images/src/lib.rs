@@ -434,10 +434,10 @@ impl ImageStore {
             hasher.update(format!("{} {content}\n", input.context_path));
         }
         let key = hex::encode(hasher.finalize());
-        let archive = self
-            .dir
-            .join("archives")
-            .join(format!("{}-{}.tar", image.short(), &key[..16]));
+        let archive =
+            self.dir
+                .join("archives")
+                .join(format!("{}-{}.tar", image.short(), &key[..16]));
 
         let cached = archive.is_file();
         if cached {

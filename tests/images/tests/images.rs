@@ -18,7 +18,7 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use hostplug_images::{
-    BuiltImage, Binaries, Image, ImageStore, NONROOT_UID, builtin_plugins, repo_root,
+    Binaries, BuiltImage, Image, ImageStore, NONROOT_UID, builtin_plugins, repo_root,
 };
 
 /// How long a started container gets to be up and listening: 60 s on a loaded 2-core
@@ -157,14 +157,18 @@ fn there_is_no_shell_in_any_image() {
     for image in Image::ALL {
         with_mounted(image.name(), |root| {
             for shell in [
-                "bin/sh", "bin/bash", "bin/dash", "bin/busybox", "usr/bin/sh", "usr/bin/bash",
-                "usr/bin/dash", "usr/bin/busybox", "usr/bin/perl", "usr/bin/python3",
+                "bin/sh",
+                "bin/bash",
+                "bin/dash",
+                "bin/busybox",
+                "usr/bin/sh",
+                "usr/bin/bash",
+                "usr/bin/dash",
+                "usr/bin/busybox",
+                "usr/bin/perl",
+                "usr/bin/python3",
             ] {
-                assert!(
-                    !root.join(shell).exists(),
-                    "{} has /{shell}",
-                    image.name()
-                );
+                assert!(!root.join(shell).exists(), "{} has /{shell}", image.name());
             }
             // And nothing else executable besides the entrypoint and shared libraries.
             let mut executables = Vec::new();
@@ -201,7 +205,11 @@ fn collect_executables(root: &Path, dir: &Path, out: &mut Vec<String>) {
         if meta.is_dir() {
             collect_executables(root, &entry.path(), out);
         } else if meta.is_file() && meta.permissions().mode() & 0o111 != 0 {
-            let rel = entry.path().strip_prefix(root).expect("under root").to_owned();
+            let rel = entry
+                .path()
+                .strip_prefix(root)
+                .expect("under root")
+                .to_owned();
             out.push(rel.to_string_lossy().into_owned());
         }
     }
