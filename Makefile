@@ -6,6 +6,7 @@
 #   make lint     cargo fmt --check and clippy -D warnings, both workspaces
 #   make dev      the whole system on this machine (control plane, nodes, operator, console)
 #   make cluster  just the control plane and simulated nodes, in the foreground
+#                 (REAL_NODES=2 make cluster adds two real kubelet+containerd nodes)
 #   make bench    benchmark programs; they print numbers
 #   make install  kubectl-hostplug (the `kubectl hostplug` plugin) into $(PREFIX)/bin
 #

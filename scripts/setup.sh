@@ -36,6 +36,13 @@ PACKAGES=(
   # hostplug's own images (tests/images): the distroless base image is made from Debian
   # packages by mmdebstrap, since no image registry can be pulled from.
   mmdebstrap
+  # real test nodes (tests/nodes): network namespaces, veths and bridges (ip), nsenter
+  # (util-linux, above), a C compiler for the pause program, and the static busybox the
+  # real-node test image is made of.
+  iproute2
+  gcc
+  libc6-dev
+  busybox-static
 )
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -52,6 +59,12 @@ fi
 # from their Go modules once and cached by version.
 if [ -x "$ROOT/tests/controlplane/build.sh" ]; then
   "$ROOT/tests/controlplane/build.sh"
+fi
+
+# Real test nodes: kubelet, containerd, CNI plugins and the pause image, built from their
+# Go modules once and cached by version (tests/nodes/build.sh).
+if [ -x "$ROOT/tests/nodes/build.sh" ]; then
+  "$ROOT/tests/nodes/build.sh"
 fi
 
 # The base image of our Dockerfiles (gcr.io/distroless/cc-debian12:nonroot) as a root

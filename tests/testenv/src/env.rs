@@ -22,8 +22,9 @@ use kube::{Api, Client, Resource};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
-use crate::controlplane::{ControlPlane, client_from_kubeconfig};
+use crate::controlplane::{ControlPlane, ControlPlaneOptions, client_from_kubeconfig};
 use crate::nodesim::{NodeSimConfig, NodeSimulator, NodeSpec};
+use crate::realnode::{RealNode, RealNodes};
 use crate::{Error, Result};
 
 /// The field manager of [`Environment::apply_yaml`].
@@ -50,6 +51,9 @@ pub struct EnvConfig {
     pub image_map: HashMap<String, PathBuf>,
     /// Keep the environment's directory after it stops (also set by `HOSTPLUG_KEEP_ENV`).
     pub keep_dir: bool,
+    /// How many real nodes (kubelet + containerd, see [`crate::realnode`]) to start next to
+    /// the simulated ones: `real1`, `real2`, …
+    pub real_nodes: usize,
 }
 
 impl Default for EnvConfig {
@@ -59,6 +63,7 @@ impl Default for EnvConfig {
             nodes: Some(NodeSimConfig::default_nodes(PathBuf::new()).nodes),
             image_map: HashMap::new(),
             keep_dir: std::env::var_os(KEEP_ENV).is_some_and(|v| !v.is_empty() && v != "0"),
+            real_nodes: 0,
         }
     }
 }
@@ -70,6 +75,12 @@ impl EnvConfig {
             nodes: None,
             ..Self::default()
         }
+    }
+
+    /// Also starts `n` real nodes (`real1` … `realN`); see [`crate::realnode`].
+    pub fn with_real_nodes(mut self, n: usize) -> Self {
+        self.real_nodes = n;
+        self
     }
 
     /// Maps a container image to a local executable.
@@ -100,6 +111,7 @@ pub struct Environment {
     // Field order is drop order, but Drop below stops things explicitly anyway:
     // the nodes first (their Pods talk to the API server), then the control plane.
     nodes: Option<NodeSimulator>,
+    real_nodes: Option<RealNodes>,
     control_plane: Option<ControlPlane>,
     admin: Client,
     kubeconfig: PathBuf,
@@ -129,7 +141,22 @@ impl Environment {
         } else {
             EnvDir::Temp(temp)
         };
-        let control_plane = match ControlPlane::start(dir.path()).await {
+        let mut real_nodes = None;
+        if config.real_nodes > 0 {
+            match RealNodes::prepare(dir.path(), config.real_nodes) {
+                Ok(r) => real_nodes = Some(r),
+                Err(e) => {
+                    keep(dir);
+                    return Err(e);
+                }
+            }
+        }
+        let options = ControlPlaneOptions {
+            egress_selector_config: real_nodes
+                .as_ref()
+                .map(|r| r.egress_selector_config().to_owned()),
+        };
+        let control_plane = match ControlPlane::start_with(dir.path(), &options).await {
             Ok(control_plane) => control_plane,
             Err(e) => {
                 // The error names log files: keep them.
@@ -141,6 +168,7 @@ impl Environment {
         let kubeconfig = control_plane.admin_kubeconfig().to_owned();
         let mut env = Environment {
             nodes: None,
+            real_nodes: None,
             control_plane: Some(control_plane),
             admin,
             kubeconfig,
@@ -160,6 +188,16 @@ impl Environment {
                     }
                     return Err(Error::NodeSim(Box::new(e)));
                 }
+            }
+        }
+        if let Some(mut real) = real_nodes {
+            let started = real.start(env.control_plane(), &env.admin).await;
+            env.real_nodes = Some(real);
+            if let Err(e) = started {
+                if let Some(dir) = env.dir.take() {
+                    env.dir = Some(EnvDir::Kept(keep(dir)));
+                }
+                return Err(e);
             }
         }
         Ok(env)
@@ -202,6 +240,17 @@ impl Environment {
         sim.add_node(spec)
             .await
             .map_err(|e| Error::NodeSim(Box::new(e)))
+    }
+
+    /// The real nodes, in order (`real1` first); empty unless
+    /// [`EnvConfig::with_real_nodes`] asked for some.
+    pub fn real_nodes(&self) -> &[RealNode] {
+        self.real_nodes.as_ref().map_or(&[], RealNodes::nodes)
+    }
+
+    /// Real node `name`, if there is one.
+    pub fn real_node(&self, name: &str) -> Option<&RealNode> {
+        self.real_nodes().iter().find(|n| n.name() == name)
     }
 
     /// The root directory of simulated node `node` (its `etc/` is the node's /etc).
@@ -339,7 +388,7 @@ impl Environment {
         wait_for(api, name, condition, timeout).await
     }
 
-    /// Stops the node simulator, then the control plane, and removes the directory (unless
+    /// Stops the node simulator, then the real nodes, then the control plane, and removes the directory (unless
     /// kept). Errors of the node simulator's shutdown are returned after everything stopped.
     pub async fn shutdown(mut self) -> Result<()> {
         let mut result = Ok(());
@@ -348,6 +397,9 @@ impl Environment {
                 .shutdown()
                 .await
                 .map_err(|e| Error::NodeSim(Box::new(e)));
+        }
+        if let Some(mut real) = self.real_nodes.take() {
+            real.stop();
         }
         if let Some(control_plane) = self.control_plane.take() {
             control_plane.shutdown().await;
@@ -359,6 +411,7 @@ impl Environment {
 impl Drop for Environment {
     fn drop(&mut self) {
         drop(self.nodes.take());
+        drop(self.real_nodes.take());
         drop(self.control_plane.take());
         if std::thread::panicking()
             && let Some(dir) = self.dir.take()

@@ -6,6 +6,8 @@
 //!   service-account tokens on, on free loopback ports.
 //! - [`nodesim`] registers fake nodes and runs the containers of their Pods as local
 //!   processes.
+//! - [`realnode`] runs real nodes — kubelet, containerd and runc, each node in namespaces
+//!   of its own — next to the simulated ones, when a test asks for them.
 //! - [`Environment`] puts both together for a test: clients as admin or as a
 //!   ServiceAccount, server-side apply of YAML, waiting for conditions, and a teardown that
 //!   leaves no process behind, also when the test fails or panics.
@@ -19,6 +21,7 @@ pub mod controlplane;
 pub mod env;
 pub mod hostplug;
 pub mod nodesim;
+pub mod realnode;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -110,6 +113,14 @@ pub enum Error {
     /// The node simulator failed.
     #[error("node simulator: {0}")]
     NodeSim(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// A real node (kubelet + containerd, see [`realnode`]) could not start or be used.
+    #[error("real node {node}: {message}")]
+    RealNode {
+        /// The node's name (`-` when it is about all of them).
+        node: String,
+        /// What went wrong.
+        message: String,
+    },
 }
 
 /// This crate's result type.

@@ -1,6 +1,7 @@
 //! `make cluster`: a control plane and the simulated nodes in the foreground, for people.
 //! Prints the kubeconfig and how to use kubectl with it; Ctrl-C (or SIGTERM) stops
-//! everything. Warnings of the harness and the node simulator go to stderr (`RUST_LOG`
+//! everything. `REAL_NODES=N` also starts N real nodes (kubelet + containerd, see
+//! `hostplug_testenv::realnode`; needs root and `make setup`). Warnings of the harness and the node simulator go to stderr (`RUST_LOG`
 //! selects more).
 
 use anyhow::Context;
@@ -19,8 +20,14 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let started = std::time::Instant::now();
-    eprintln!("starting the control plane and the simulated nodes…");
-    let env = Environment::start(EnvConfig::default())
+    let real_nodes: usize = match std::env::var("REAL_NODES") {
+        Ok(v) if !v.is_empty() => v
+            .parse()
+            .with_context(|| format!("REAL_NODES={v:?} is not a number"))?,
+        _ => 0,
+    };
+    eprintln!("starting the control plane, the simulated nodes and {real_nodes} real node(s)…");
+    let env = Environment::start(EnvConfig::default().with_real_nodes(real_nodes))
         .await
         .context("starting the test environment")?;
     let kubectl = env.kubectl();
@@ -36,13 +43,25 @@ async fn main() -> anyhow::Result<()> {
          \x20 export KUBECONFIG={kubeconfig}\n\
          \x20 export PATH={kubectl_dir}:$PATH\n\
          \x20 kubectl get nodes\n\n\
-         Files and logs: {dir}\n\
+         Files and logs: {dir}{real}\n\
          Ctrl-C stops everything.",
         started.elapsed().as_secs_f64(),
         hostplug_testenv::K8S_VERSION,
         kubeconfig = env.kubeconfig_path().display(),
         kubectl = kubectl.display(),
         dir = env.dir().display(),
+        real = env
+            .real_nodes()
+            .iter()
+            .map(|n| format!(
+                "\nReal node {}: {} (Pods {}), /etc = {}, containerd = {}",
+                n.name(),
+                n.ip(),
+                n.pod_cidr(),
+                n.etc_dir().display(),
+                n.containerd_socket().display()
+            ))
+            .collect::<String>(),
     );
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("listening for SIGTERM")?;

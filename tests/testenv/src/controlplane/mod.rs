@@ -37,6 +37,11 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(120);
 /// addresses from it and tests reach Pods by Pod IP.
 pub const SERVICE_CLUSTER_IP_RANGE: &str = "10.96.0.0/16";
 
+/// The first address of [`SERVICE_CLUSTER_IP_RANGE`]: the `kubernetes` Service's ClusterIP,
+/// which the kubelet hands to Pods as `KUBERNETES_SERVICE_HOST`. It is in the API server's
+/// certificate; real nodes answer on it (see [`crate::realnode`]).
+pub const KUBERNETES_SERVICE_IP: &str = "10.96.0.1";
+
 /// The issuer of service-account tokens.
 pub const SERVICE_ACCOUNT_ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
 
@@ -45,6 +50,17 @@ pub const START_ATTEMPTS: u32 = 3;
 
 /// How often start-up polls for readiness.
 const POLL: Duration = Duration::from_millis(100);
+
+/// Choices of how the control plane starts; the default is what tests without real nodes
+/// get.
+#[derive(Debug, Clone, Default)]
+pub struct ControlPlaneOptions {
+    /// An `--egress-selector-config-file` for the API server: with real nodes, its traffic to
+    /// kubelets (logs, exec, port-forward) goes through the environment's proxy, never from
+    /// this machine's network. Also makes the API server present the admin certificate to
+    /// kubelets and reach them by their InternalIP.
+    pub egress_selector_config: Option<PathBuf>,
+}
 
 /// A running control plane. Dropping it stops every process (see [`process`]).
 #[derive(Debug)]
@@ -67,9 +83,14 @@ impl ControlPlane {
     /// A port picked free can be taken by another program before the process binds it;
     /// then the start is retried with new ports, up to [`START_ATTEMPTS`] times.
     pub async fn start(dir: &Path) -> Result<Self> {
+        Self::start_with(dir, &ControlPlaneOptions::default()).await
+    }
+
+    /// [`Self::start`] with `options`.
+    pub async fn start_with(dir: &Path, options: &ControlPlaneOptions) -> Result<Self> {
         let mut attempt = 1;
         loop {
-            match Self::start_once(dir).await {
+            match Self::start_once(dir, options).await {
                 Err(e) if attempt < START_ATTEMPTS && is_port_clash(&e) => {
                     tracing::warn!(attempt, error = %e, "control plane lost a port; retrying");
                     // etcd bootstrapped with the old URLs cannot start with new ones.
@@ -83,7 +104,7 @@ impl ControlPlane {
         }
     }
 
-    async fn start_once(dir: &Path) -> Result<Self> {
+    async fn start_once(dir: &Path, options: &ControlPlaneOptions) -> Result<Self> {
         let binaries = Binaries::locate()?;
         for sub in ["pki", "etcd", "logs", "apiserver"] {
             let d = dir.join(sub);
@@ -148,7 +169,7 @@ impl ControlPlane {
         cp.wait_for_port(etcd_client_port, "etcd").await?;
 
         let pki = &cp.pki;
-        let apiserver_args = vec![
+        let mut apiserver_args = vec![
             format!("--etcd-servers={etcd_client}"),
             "--bind-address=127.0.0.1".to_owned(),
             "--advertise-address=127.0.0.1".to_owned(),
@@ -175,6 +196,14 @@ impl ControlPlane {
             "--profiling=false".to_owned(),
             "--v=1".to_owned(),
         ];
+        if let Some(egress) = &options.egress_selector_config {
+            apiserver_args.extend([
+                format!("--egress-selector-config-file={}", egress.display()),
+                format!("--kubelet-client-certificate={}", pki.admin.cert.display()),
+                format!("--kubelet-client-key={}", pki.admin.key.display()),
+                "--kubelet-preferred-address-types=InternalIP".to_owned(),
+            ]);
+        }
         cp.spawn(
             "kube-apiserver",
             &cp.binaries.kube_apiserver(),

@@ -60,18 +60,8 @@ impl Pki {
         fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
 
         let ca_key = KeyPair::generate()?;
-        let mut params = CertificateParams::new(Vec::<String>::new())?;
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "hostplug-test-ca");
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
         let ca = Authority {
-            cert: params.self_signed(&ca_key)?,
+            cert: ca_params()?.self_signed(&ca_key)?,
             key: ca_key,
         };
         let ca_files = write_pair(dir, "ca", &ca.cert, &ca.key)?;
@@ -84,6 +74,9 @@ impl Pki {
             None,
             &[
                 "127.0.0.1",
+                // The `kubernetes` Service's ClusterIP: Pods on real nodes reach the API
+                // server there (see realnode).
+                super::KUBERNETES_SERVICE_IP,
                 "localhost",
                 "kubernetes",
                 "kubernetes.default",
@@ -137,6 +130,53 @@ impl Pki {
             service_account_pub,
         })
     }
+}
+
+impl Pki {
+    /// Issues a client certificate signed by the CA into `dir` as `<name>.crt/.key`, with
+    /// common name `common_name` and, if given, organization `organization` (a group).
+    /// Used for the kubelets of real nodes (`system:node:NAME` in `system:nodes`).
+    pub fn issue_client(
+        &self,
+        dir: &Path,
+        name: &str,
+        common_name: &str,
+        organization: Option<&str>,
+    ) -> Result<CertFiles> {
+        let pem = fs::read_to_string(&self.ca.key)
+            .map_err(|e| Error::io(format!("reading {}", self.ca.key.display()), e))?;
+        let key = KeyPair::from_pem(&pem)?;
+        // The same name and key as the CA certificate on disk: what a verifier matches.
+        let ca = Authority {
+            cert: ca_params()?.self_signed(&key)?,
+            key,
+        };
+        fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        issue(
+            dir,
+            name,
+            &ca,
+            common_name,
+            organization,
+            &[],
+            ExtendedKeyUsagePurpose::ClientAuth,
+        )
+    }
+}
+
+/// The CA's certificate parameters.
+fn ca_params() -> Result<CertificateParams> {
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "hostplug-test-ca");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    Ok(params)
 }
 
 /// Issues a certificate signed by `ca` and writes it with its new key as `<name>.crt/.key`.
