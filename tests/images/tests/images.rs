@@ -59,13 +59,12 @@ fn built() -> &'static Built {
 }
 
 fn podman(args: &[&str]) -> Output {
-    let out = built()
+    built()
         .store
         .podman()
         .args(args)
         .output()
-        .expect("running podman");
-    out
+        .expect("running podman")
 }
 
 fn podman_ok(args: &[&str]) -> String {

@@ -39,7 +39,9 @@ fn pod(name: &str, node: &str, script: &str, restart: &str) -> serde_json::Value
 async fn create(env: &Environment, pod: serde_json::Value) -> Pod {
     let api: Api<Pod> = Api::namespaced(env.admin_client(), "default");
     let pod: Pod = serde_json::from_value(pod).expect("a Pod");
-    api.create(&PostParams::default(), &pod).await.expect("create the Pod")
+    api.create(&PostParams::default(), &pod)
+        .await
+        .expect("create the Pod")
 }
 
 /// Waits until Pod `name` has succeeded; on failure, says what the Pod and its logs say.
@@ -115,7 +117,10 @@ async fn pods_on_two_real_nodes_see_their_node_each_other_and_the_api_server() {
     for n in [real1, real2] {
         let node = nodes.get(n.name()).await.expect("the Node object");
         let labels: BTreeMap<String, String> = node.labels().clone();
-        assert_eq!(labels.get(REAL_NODE_LABEL).map(String::as_str), Some("true"));
+        assert_eq!(
+            labels.get(REAL_NODE_LABEL).map(String::as_str),
+            Some("true")
+        );
         let status = node.status.expect("a status");
         assert!(
             status
@@ -143,8 +148,11 @@ async fn pods_on_two_real_nodes_see_their_node_each_other_and_the_api_server() {
 
     // hostPath /etc: the Pod on real1 reads and writes real1's scratch /etc, and only that.
     let marker = format!("hostplug-realnode-test-{}", std::process::id());
-    std::fs::write(real1.etc_dir().join(format!("{marker}.in")), "from the test\n")
-        .expect("write into real1's /etc");
+    std::fs::write(
+        real1.etc_dir().join(format!("{marker}.in")),
+        "from the test\n",
+    )
+    .expect("write into real1's /etc");
     let mut etc_pod = pod(
         "etc",
         real1.name(),
@@ -153,15 +161,23 @@ async fn pods_on_two_real_nodes_see_their_node_each_other_and_the_api_server() {
         ),
         "Never",
     );
-    etc_pod["spec"]["volumes"] = json!([{ "name": "etc", "hostPath": { "path": "/etc", "type": "Directory" } }]);
-    etc_pod["spec"]["containers"][0]["volumeMounts"] = json!([{ "name": "etc", "mountPath": "/host/etc" }]);
+    etc_pod["spec"]["volumes"] =
+        json!([{ "name": "etc", "hostPath": { "path": "/etc", "type": "Directory" } }]);
+    etc_pod["spec"]["containers"][0]["volumeMounts"] =
+        json!([{ "name": "etc", "mountPath": "/host/etc" }]);
     create(&env, etc_pod).await;
     wait_succeeded(&env, "etc").await;
     let written = std::fs::read_to_string(real1.etc_dir().join(format!("{marker}.out")))
         .expect("the Pod's file in real1's /etc");
     assert_eq!(written, "from the test\nwritten by the pod\n");
-    assert!(!Path::new("/etc").join(format!("{marker}.out")).exists(), "the machine's /etc was written");
-    assert!(!real2.etc_dir().join(format!("{marker}.out")).exists(), "real2's /etc was written");
+    assert!(
+        !Path::new("/etc").join(format!("{marker}.out")).exists(),
+        "the machine's /etc was written"
+    );
+    assert!(
+        !real2.etc_dir().join(format!("{marker}.out")).exists(),
+        "real2's /etc was written"
+    );
 
     // Pod to Pod across nodes, by Pod IP.
     create(
@@ -214,8 +230,10 @@ async fn pods_on_two_real_nodes_see_their_node_each_other_and_the_api_server() {
         "echo host=$KUBERNETES_SERVICE_HOST port=$KUBERNETES_SERVICE_PORT && /k/kubectl auth whoami -o jsonpath='{.status.userInfo.username}'",
         "Never",
     );
-    in_cluster["spec"]["volumes"] = json!([{ "name": "k", "hostPath": { "path": kubectl_dir, "type": "Directory" } }]);
-    in_cluster["spec"]["containers"][0]["volumeMounts"] = json!([{ "name": "k", "mountPath": "/k", "readOnly": true }]);
+    in_cluster["spec"]["volumes"] =
+        json!([{ "name": "k", "hostPath": { "path": kubectl_dir, "type": "Directory" } }]);
+    in_cluster["spec"]["containers"][0]["volumeMounts"] =
+        json!([{ "name": "k", "mountPath": "/k", "readOnly": true }]);
     create(&env, in_cluster).await;
     wait_succeeded(&env, "in-cluster").await;
     assert_eq!(
@@ -224,7 +242,10 @@ async fn pods_on_two_real_nodes_see_their_node_each_other_and_the_api_server() {
     );
 
     // kubectl logs and exec go through the egress proxy to the kubelet.
-    assert_eq!(kubectl(&env, &["logs", "client"]).await, "hello from server\n");
+    assert_eq!(
+        kubectl(&env, &["logs", "client"]).await,
+        "hello from server\n"
+    );
     assert_eq!(
         kubectl(&env, &["exec", "server", "--", "cat", "/www/index.html"]).await,
         "hello from server\n"
@@ -236,7 +257,11 @@ async fn pods_on_two_real_nodes_see_their_node_each_other_and_the_api_server() {
 fn processes_mentioning(needle: &str) -> Vec<String> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").expect("read /proc").flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
             continue;
         };
         if pid == std::process::id() {
@@ -276,25 +301,54 @@ async fn a_dropped_environment_leaves_no_process_cgroup_or_mount_and_strays_are_
     let env = Environment::start(EnvConfig::control_plane_only().with_real_nodes(1))
         .await
         .expect("start the control plane and a real node");
-    assert!(!stray_dir.exists(), "the stray cgroup {} is still there", stray_dir.display());
+    assert!(
+        !stray_dir.exists(),
+        "the stray cgroup {} is still there",
+        stray_dir.display()
+    );
     let node = &env.real_nodes()[0];
-    create(&env, pod("sleeper", node.name(), "exec sleep 3600", "Always")).await;
+    create(
+        &env,
+        pod("sleeper", node.name(), "exec sleep 3600", "Always"),
+    )
+    .await;
     wait_running(&env, "sleeper").await;
     let dir = node.dir().display().to_string();
     let cgroup = node.cgroup_name().to_owned();
-    assert!(!cgroup_dirs(&cgroup).is_empty(), "the node has no cgroup {cgroup}");
+    assert!(
+        !cgroup_dirs(&cgroup).is_empty(),
+        "the node has no cgroup {cgroup}"
+    );
     let shims = processes_mentioning(&dir);
     assert!(
         shims.iter().any(|p| p.contains("containerd-shim-runc-v2")),
         "no shim of the node runs: {shims:?}"
     );
     let pods: Api<Pod> = Api::namespaced(env.admin_client(), "default");
-    assert_eq!(pods.list(&ListParams::default()).await.expect("list").items.len(), 1);
+    assert_eq!(
+        pods.list(&ListParams::default())
+            .await
+            .expect("list")
+            .items
+            .len(),
+        1
+    );
 
     // Drop, as a failing test would: no shutdown call.
     drop(env);
-    assert_eq!(processes_mentioning(&dir), Vec::<String>::new(), "processes of the node survived");
-    assert_eq!(cgroup_dirs(&cgroup), Vec::<String>::new(), "cgroups of the node survived");
+    assert_eq!(
+        processes_mentioning(&dir),
+        Vec::<String>::new(),
+        "processes of the node survived"
+    );
+    assert_eq!(
+        cgroup_dirs(&cgroup),
+        Vec::<String>::new(),
+        "cgroups of the node survived"
+    );
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("read mountinfo");
-    assert!(!mounts.contains(&dir), "a mount of the node is left: {mounts}");
+    assert!(
+        !mounts.contains(&dir),
+        "a mount of the node is left: {mounts}"
+    );
 }

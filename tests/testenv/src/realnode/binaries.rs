@@ -188,7 +188,11 @@ mod tests {
             format!("PAUSE_IMAGE=\"{PAUSE_IMAGE}\""),
             format!("TEST_IMAGE=\"{TEST_IMAGE}\""),
         ] {
-            assert!(text.contains(&needle), "{} lacks {needle}", script.display());
+            assert!(
+                text.contains(&needle),
+                "{} lacks {needle}",
+                script.display()
+            );
         }
     }
 }

@@ -42,8 +42,8 @@ use kube::{Api, Client};
 pub use binaries::{NodeBinaries, PAUSE_IMAGE, TEST_IMAGE};
 pub use node::{KUBERNETES_SERVICE_PORT, REAL_NODE_LABEL, RealNode};
 
-pub use crate::controlplane::KUBERNETES_SERVICE_IP;
 use crate::controlplane::ControlPlane;
+pub use crate::controlplane::KUBERNETES_SERVICE_IP;
 use crate::controlplane::pki::write_private;
 use crate::controlplane::process::{ManagedProcess, log_tail};
 use crate::{Error, Result};
@@ -87,7 +87,9 @@ impl RealNodes {
             message,
         };
         if count > MAX_REAL_NODES {
-            return Err(fail(format!("at most {MAX_REAL_NODES} real nodes, not {count}")));
+            return Err(fail(format!(
+                "at most {MAX_REAL_NODES} real nodes, not {count}"
+            )));
         }
         if !nix::unistd::geteuid().is_root() {
             return Err(fail(
@@ -109,8 +111,12 @@ impl RealNodes {
         let egress = EgressTable::default();
         let socket = dir.join("egress.sock");
         // The task lives as long as the network thread.
-        net::start_egress_proxy(&net, &socket, egress.clone())
-            .map_err(|e| Error::io(format!("starting the egress proxy on {}", socket.display()), e))?;
+        net::start_egress_proxy(&net, &socket, egress.clone()).map_err(|e| {
+            Error::io(
+                format!("starting the egress proxy on {}", socket.display()),
+                e,
+            )
+        })?;
         let egress_config = dir.join("egress-selector.yaml");
         write_private(
             &egress_config,
@@ -141,7 +147,12 @@ impl RealNodes {
         let fabric = ManagedProcess::spawn(
             "fabric namespace",
             Path::new(UNSHARE),
-            &["--net".into(), "--".into(), "/bin/sleep".into(), "infinity".into()],
+            &[
+                "--net".into(),
+                "--".into(),
+                "/bin/sleep".into(),
+                "infinity".into(),
+            ],
             &[],
             &self.dir.join("fabric.log"),
         )?;
@@ -181,7 +192,11 @@ impl RealNodes {
 
     /// Starts the nodes (`real1`, `real2`, …) against `control_plane` and waits until
     /// each is Ready.
-    pub(crate) async fn start(&mut self, control_plane: &ControlPlane, admin: &Client) -> Result<()> {
+    pub(crate) async fn start(
+        &mut self,
+        control_plane: &ControlPlane,
+        admin: &Client,
+    ) -> Result<()> {
         let api_server: SocketAddr = control_plane
             .server()
             .trim_start_matches("https://")

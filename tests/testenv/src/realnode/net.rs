@@ -244,7 +244,8 @@ async fn serve_connect(mut client: tokio::net::UnixStream, table: &EgressTable) 
             return reply(&mut client, "431 Request Header Fields Too Large").await;
         }
     };
-    let request_line = String::from_utf8_lossy(&head[..find(&head, b"\r\n").unwrap_or(0)]).into_owned();
+    let request_line =
+        String::from_utf8_lossy(&head[..find(&head, b"\r\n").unwrap_or(0)]).into_owned();
     let mut parts = request_line.split_whitespace();
     let (Some("CONNECT"), Some(target)) = (parts.next(), parts.next()) else {
         return reply(&mut client, "405 Method Not Allowed").await;

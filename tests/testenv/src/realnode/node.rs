@@ -122,17 +122,26 @@ impl RealNode {
             "pki",
         ] {
             let d = dir.join(sub);
-            fs::create_dir_all(&d).map_err(|e| Error::io(format!("creating {}", d.display()), e))?;
+            fs::create_dir_all(&d)
+                .map_err(|e| Error::io(format!("creating {}", d.display()), e))?;
         }
         // The node's /etc: a copy of the machine's.
-        run(&name, "/bin/cp", ["-a", "/etc"].iter().map(OsStr::new).chain([dir.join("etc").as_os_str()]))?;
+        run(
+            &name,
+            "/bin/cp",
+            ["-a", "/etc"]
+                .iter()
+                .map(OsStr::new)
+                .chain([dir.join("etc").as_os_str()]),
+        )?;
         for key in SYSCTLS {
             let value = fs::read_to_string(Path::new("/proc/sys").join(key)).unwrap_or_default();
             write_private(&dir.join("sysctl").join(key.replace('/', ".")), &value)?;
         }
         for h in cleanup::hierarchies() {
             let d = h.join(&plan.cgroup);
-            fs::create_dir_all(&d).map_err(|e| Error::io(format!("creating cgroup {}", d.display()), e))?;
+            fs::create_dir_all(&d)
+                .map_err(|e| Error::io(format!("creating cgroup {}", d.display()), e))?;
         }
 
         let holder = ManagedProcess::spawn(
@@ -186,7 +195,10 @@ impl RealNode {
              mount -t tmpfs -o mode=755 tmpfs /run\n"
         );
         for key in SYSCTLS {
-            script += &format!("mount --bind {d}/sysctl/{} /proc/sys/{key}\n", key.replace('/', "."));
+            script += &format!(
+                "mount --bind {d}/sysctl/{} /proc/sys/{key}\n",
+                key.replace('/', ".")
+            );
         }
         script += &format!(
             "ip link set lo up\n\
@@ -214,7 +226,14 @@ impl RealNode {
                 "netns",
                 holder.as_str(),
             ],
-            vec!["link", "set", veth.as_str(), "master", plan.fabric_bridge, "up"],
+            vec![
+                "link",
+                "set",
+                veth.as_str(),
+                "master",
+                plan.fabric_bridge,
+                "up",
+            ],
         ] {
             let mut full = vec!["-t", fabric.as_str(), "-n", "--", ip_cmd.as_str()];
             full.extend(args);
@@ -225,7 +244,16 @@ impl RealNode {
         node.run_inside(&ip_cmd, ["link", "set", "eth0", "up"])?;
         for other in (1..=plan.count).filter(|&o| o != plan.index) {
             let via = node_ip(other).to_string();
-            node.run_inside(&ip_cmd, ["route", "add", pod_cidr(other).as_str(), "via", via.as_str()])?;
+            node.run_inside(
+                &ip_cmd,
+                [
+                    "route",
+                    "add",
+                    pod_cidr(other).as_str(),
+                    "via",
+                    via.as_str(),
+                ],
+            )?;
         }
 
         // The API server at the `kubernetes` Service's address inside the node.
@@ -362,7 +390,10 @@ imageGCLowThresholdPercent: 99
     fn path_env(&self) -> Vec<(String, String)> {
         vec![(
             "PATH".into(),
-            format!("{}:/usr/sbin:/usr/bin:/sbin:/bin", self.binaries.dir().display()),
+            format!(
+                "{}:/usr/sbin:/usr/bin:/sbin:/bin",
+                self.binaries.dir().display()
+            ),
         )]
     }
 
@@ -440,7 +471,10 @@ imageGCLowThresholdPercent: 99
 
     /// Err with the log's tail when the kubelet or containerd has ended.
     pub(crate) fn check_running(&mut self) -> Result<()> {
-        for p in [self.kubelet.as_mut(), self.containerd.as_mut()].into_iter().flatten() {
+        for p in [self.kubelet.as_mut(), self.containerd.as_mut()]
+            .into_iter()
+            .flatten()
+        {
             p.check_running()?;
         }
         Ok(())
@@ -565,7 +599,8 @@ imageGCLowThresholdPercent: 99
             h.kill();
         }
         let (mnt, net) = (self.mnt_ns.clone(), self.net_ns.clone());
-        let left = cleanup::kill_until_gone(|| cleanup::processes_in_namespaces(&mnt, &net), STOP_GRACE);
+        let left =
+            cleanup::kill_until_gone(|| cleanup::processes_in_namespaces(&mnt, &net), STOP_GRACE);
         if !left.is_empty() {
             tracing::warn!(node = %self.name, ?left, "processes of a real node survived SIGKILL");
         }
@@ -595,7 +630,10 @@ fn wait_unshared(pid: u32, kinds: &[&str]) -> std::result::Result<(String, Strin
     let me = i32::try_from(std::process::id()).map_err(|e| e.to_string())?;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let theirs: Vec<Option<String>> = kinds.iter().map(|k| cleanup::namespace_of(pid, k)).collect();
+        let theirs: Vec<Option<String>> = kinds
+            .iter()
+            .map(|k| cleanup::namespace_of(pid, k))
+            .collect();
         let done = kinds
             .iter()
             .zip(&theirs)
@@ -606,7 +644,9 @@ fn wait_unshared(pid: u32, kinds: &[&str]) -> std::result::Result<(String, Strin
             return Ok((mnt, net));
         }
         if Instant::now() > deadline {
-            return Err(format!("process {pid} did not enter new namespaces ({kinds:?})"));
+            return Err(format!(
+                "process {pid} did not enter new namespaces ({kinds:?})"
+            ));
         }
         std::thread::sleep(Duration::from_millis(10));
     }
