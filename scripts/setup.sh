@@ -33,6 +33,9 @@ PACKAGES=(
   # driven over WebDriver by chromedriver.
   chromium
   chromium-driver
+  # hostplug's own images (tests/images): the distroless base image is made from Debian
+  # packages by mmdebstrap, since no image registry can be pulled from.
+  mmdebstrap
   # real test nodes (tests/nodes): network namespaces, veths and bridges (ip), nsenter
   # (util-linux, above), a C compiler for the pause program, and the static busybox the
   # real-node test image is made of.
@@ -69,3 +72,7 @@ fi
 if [ -x "$ROOT/tests/nodes/build.sh" ]; then
   "$ROOT/tests/nodes/build.sh"
 fi
+
+# The base image of our Dockerfiles (gcr.io/distroless/cc-debian12:nonroot) as a root
+# filesystem tar, made once and cached by the script's content.
+"$ROOT/tests/images/distroless-base.sh" >/dev/null

@@ -1,12 +1,15 @@
 //! The operator image ships only the real built-in plugins, each with its capabilities.
 //!
-//! `deploy/operator/Dockerfile` cannot be built here (its base images cannot be pulled on
-//! this machine), so this test reads it: the `plugins` stage names its built-ins in one
-//! `BUILTIN_PLUGINS` argument, builds exactly those packages (never the workspace, which
-//! holds the test plugins and the examples), copies exactly those `.wasm` files and their
-//! `capabilities.json`, and the runtime stage takes nothing else from it. Then it runs the
-//! stage's copy loop with a shell over a stand-in target directory holding every plugin
-//! the workspace builds, and checks what lands in the image's plugin directory.
+//! `deploy/operator/Dockerfile` has two ways to fill the image: `source` compiles in the
+//! build, `prebuilt` takes the files cargo built (what tests/images builds and checks,
+//! including the image's plugin directory). The `source` path needs the Rust image,
+//! which cannot be pulled on this machine, so this test reads it: the `plugins` stage
+//! names its built-ins in one `BUILTIN_PLUGINS` argument, builds exactly those packages
+//! (never the workspace, which holds the test plugins and the examples), copies exactly
+//! those `.wasm` files and their `capabilities.json`, the `source` stage takes its plugin
+//! directory and the runtime stage takes nothing else. Then it runs the stage's copy loop
+//! with a shell over a stand-in target directory holding every plugin the workspace
+//! builds, and checks what lands in the image's plugin directory.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -68,15 +71,21 @@ fn only_the_real_plugins_are_built_in() {
         !stage.contains("rm -f"),
         "no removing of files by name: list what ships instead"
     );
-    // The runtime stage takes the plugin directory from this stage, nothing else.
-    let runtime = &text[text.rfind("\nFROM ").expect("a runtime stage")..];
-    let copies: Vec<&str> = runtime
+    // The `source` stage takes the plugin directory from this stage, nothing else, and
+    // the runtime stage takes it from `source` (or `prebuilt`) as /out/plugins.
+    let copies: Vec<&str> = text
         .lines()
         .filter(|l| l.starts_with("COPY --from=plugins"))
         .collect();
+    assert_eq!(copies, ["COPY --from=plugins /out/plugins/ /out/plugins/"]);
+    let runtime = &text[text.rfind("\nFROM ").expect("a runtime stage")..];
+    let copies: Vec<&str> = runtime
+        .lines()
+        .filter(|l| l.contains("/usr/lib/hostplug/plugins/") && l.starts_with("COPY"))
+        .collect();
     assert_eq!(
         copies,
-        ["COPY --from=plugins /out/plugins/ /usr/lib/hostplug/plugins/"]
+        ["COPY --from=binaries /out/plugins/ /usr/lib/hostplug/plugins/"]
     );
 }
 

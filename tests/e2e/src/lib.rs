@@ -505,7 +505,8 @@ impl Harness {
 /// The simulated nodes.
 pub const NODES: [&str; 3] = ["master", "node1", "node2"];
 
-fn read_tree(base: &Path, dir: &Path, out: &mut Tree) -> anyhow::Result<()> {
+/// Every regular file under `dir` into `out`, keyed by its path relative to `base`.
+pub fn read_tree(base: &Path, dir: &Path, out: &mut Tree) -> anyhow::Result<()> {
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         let path = entry.path();
