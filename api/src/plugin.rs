@@ -132,14 +132,24 @@ pub struct Capabilities {
     /// Whether the node's Docker socket is mounted and the docker import works.
     #[serde(default)]
     pub docker: bool,
+    /// Whether the node's containerd socket is mounted and the containerd import (the CRI
+    /// image service: list, inspect, pull, remove images; read which images containers
+    /// use) works.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub containerd: bool,
 }
 
 text_form!(EtcAccess, "etc access", "none, read or write");
 
 impl fmt::Display for Capabilities {
-    /// `etc=<access>,docker=<bool>`, e.g. `etc=write,docker=false`.
+    /// `etc=<access>,docker=<bool>`, e.g. `etc=write,docker=false`, with
+    /// `,containerd=true` when that capability is granted.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "etc={},docker={}", self.etc, self.docker)
+        write!(f, "etc={},docker={}", self.etc, self.docker)?;
+        if self.containerd {
+            f.write_str(",containerd=true")?;
+        }
+        Ok(())
     }
 }
 
@@ -151,13 +161,14 @@ impl FromStr for Capabilities {
         let invalid = || Error::InvalidValue {
             what: "capabilities",
             input: s.chars().take(80).collect(),
-            expected: "etc=<none|read|write>,docker=<true|false>",
+            expected: "etc=<none|read|write>,docker=<true|false>,containerd=<true|false>",
         };
         let mut caps = Self::default();
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             match part.split_once('=') {
                 Some(("etc", v)) => caps.etc = v.parse()?,
                 Some(("docker", v)) => caps.docker = v.parse().map_err(|_| invalid())?,
+                Some(("containerd", v)) => caps.containerd = v.parse().map_err(|_| invalid())?,
                 _ => return Err(invalid()),
             }
         }
@@ -292,9 +303,16 @@ mod tests {
         let caps = Capabilities {
             etc: EtcAccess::Read,
             docker: true,
+            containerd: false,
         };
         assert_eq!(caps.to_string(), "etc=read,docker=true");
         assert_eq!(caps.to_string().parse::<Capabilities>()?, caps);
+        let cri = Capabilities {
+            containerd: true,
+            ..Capabilities::default()
+        };
+        assert_eq!(cri.to_string(), "etc=none,docker=false,containerd=true");
+        assert_eq!(cri.to_string().parse::<Capabilities>()?, cri);
         assert_eq!("".parse::<Capabilities>()?, Capabilities::default());
         assert!("etc=read,net=true".parse::<Capabilities>().is_err());
         Ok(())

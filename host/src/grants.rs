@@ -1,4 +1,5 @@
-//! Capabilities granted to one invocation: `/etc` access and the docker socket.
+//! Capabilities granted to one invocation: `/etc` access, the docker socket and the
+//! containerd (CRI) socket.
 //!
 //! Deny by default: `Grants::default()` gives nothing. This module only describes grants;
 //! the WASI context is built from them in `plugin.rs`, and nothing here may widen one.
@@ -19,6 +20,9 @@ pub struct Grants {
     pub etc_dir: Option<PathBuf>,
     /// The docker socket the docker import talks to; `None` denies every docker call.
     pub docker: Option<PathBuf>,
+    /// The containerd socket the containerd import (CRI image service) talks to; `None`
+    /// denies every containerd call.
+    pub containerd: Option<PathBuf>,
 }
 
 impl Grants {
@@ -33,12 +37,19 @@ impl Grants {
             etc: access,
             etc_dir: Some(dir.as_ref().to_path_buf()),
             docker: None,
+            containerd: None,
         }
     }
 
     /// These grants plus the docker socket at `socket`.
     pub fn with_docker(mut self, socket: impl AsRef<Path>) -> Self {
         self.docker = Some(socket.as_ref().to_path_buf());
+        self
+    }
+
+    /// These grants plus the containerd socket at `socket`.
+    pub fn with_containerd(mut self, socket: impl AsRef<Path>) -> Self {
+        self.containerd = Some(socket.as_ref().to_path_buf());
         self
     }
 }

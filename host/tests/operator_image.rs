@@ -43,7 +43,7 @@ fn only_the_real_plugins_are_built_in() {
     let text = dockerfile();
     let stage = plugins_stage(&text);
     let names = builtins(stage);
-    assert_eq!(names, ["etc-file", "docker-image"]);
+    assert_eq!(names, ["etc-file", "docker-image", "containerd-image"]);
     for n in &names {
         let dir = repo().join("plugins").join(n);
         assert!(

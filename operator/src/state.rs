@@ -857,6 +857,7 @@ async fn plan(ctx: &Context, state: &HostState) -> Result<Result<Vec<Plan>, Inva
             profile: Profile {
                 etc: crate::resources::etc_access(&hp.spec.capabilities, dry_run, true),
                 docker: hp.spec.capabilities.docker,
+                containerd: hp.spec.capabilities.containerd,
             },
         });
     }
@@ -1453,7 +1454,10 @@ mod tests {
         let hp: HostPluginSpec = serde_json::from_value(json!({"source": {"builtin": "etc-file"}}))
             .unwrap_or_else(|e| panic!("{e}"));
         let hp = HostPluginSpec {
-            capabilities: Capabilities { etc, docker: false },
+            capabilities: Capabilities {
+                etc,
+                ..Capabilities::default()
+            },
             ..hp
         };
         let info = PluginInfo {

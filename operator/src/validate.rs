@@ -327,7 +327,10 @@ mod tests {
                 oci: None,
             },
             sha256: None,
-            capabilities: Capabilities { etc, docker: false },
+            capabilities: Capabilities {
+                etc,
+                ..Capabilities::default()
+            },
             signature: None,
         }
     }

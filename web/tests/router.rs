@@ -38,6 +38,7 @@ fn etc_file_plugin() -> HostPlugin {
             capabilities: Capabilities {
                 etc: EtcAccess::Write,
                 docker: false,
+                containerd: false,
             },
             signature: None,
         },

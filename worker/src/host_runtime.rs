@@ -57,6 +57,7 @@ impl HostRuntime {
             etc,
             etc_dir: (etc != EtcAccess::None).then(|| config.etc_dir.clone()),
             docker: config.docker_socket.clone(),
+            containerd: config.containerd_socket.clone(),
         };
         Ok(Self {
             host,

@@ -5,6 +5,7 @@
 //! |------------|------------------------|-------------------------------------------|---------------------|
 //! | `etc`      | [`EtcPolicy`]          | `wasi:filesystem` (guarded), `files`      | [`Grants::etc`]     |
 //! | `docker`   | [`DockerPolicy`]       | `docker`                                  | [`Grants::docker`]  |
+//! | `containerd` | [`ContainerdPolicy`] | `containerd` (CRI image service)          | [`Grants::containerd`] |
 //! | `log`      | `Limits::max_log_bytes`| `log`, stdout, stderr                     | always              |
 //!
 //! 1. **link** once per [`Host`](crate::Host) ([`link`]): every import is in the linker
@@ -18,10 +19,13 @@
 //!
 //! [`EtcPolicy`]: etc::EtcPolicy
 //! [`DockerPolicy`]: docker::DockerPolicy
+//! [`ContainerdPolicy`]: containerd::ContainerdPolicy
+//! [`Grants::containerd`]: crate::Grants::containerd
 //! [`Grants`]: crate::Grants
 //! [`Grants::etc`]: crate::Grants::etc
 //! [`Grants::docker`]: crate::Grants::docker
 
+pub mod containerd;
 pub mod docker;
 pub mod etc;
 pub(crate) mod log;
@@ -53,5 +57,6 @@ pub(crate) fn link(linker: &mut Linker<StoreState>) -> Result<()> {
 pub(crate) fn validate(config: &HostConfig) -> Result<()> {
     config.etc.validate().map_err(Error::Config)?;
     config.docker.validate().map_err(Error::Config)?;
+    config.containerd.validate().map_err(Error::Config)?;
     Ok(())
 }
