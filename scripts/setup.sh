@@ -33,6 +33,13 @@ PACKAGES=(
   # driven over WebDriver by chromedriver.
   chromium
   chromium-driver
+  # real test nodes (tests/nodes): network namespaces, veths and bridges (ip), nsenter
+  # (util-linux, above), a C compiler for the pause program, and the static busybox the
+  # real-node test image is made of.
+  iproute2
+  gcc
+  libc6-dev
+  busybox-static
 )
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -49,4 +56,10 @@ fi
 # from their Go modules once and cached by version.
 if [ -x "$ROOT/tests/controlplane/build.sh" ]; then
   "$ROOT/tests/controlplane/build.sh"
+fi
+
+# Real test nodes: kubelet, containerd, CNI plugins and the pause image, built from their
+# Go modules once and cached by version (tests/nodes/build.sh).
+if [ -x "$ROOT/tests/nodes/build.sh" ]; then
+  "$ROOT/tests/nodes/build.sh"
 fi
