@@ -61,25 +61,38 @@ pub struct Containerd {
     dir: tempfile::TempDir,
 }
 
-/// The directory with the containerd binaries, or why there is none.
+/// The directory with the containerd binaries: `$HOSTPLUG_CONTAINERD_BIN`, else the
+/// finished build of `tests/nodes/build.sh` under `${HOSTPLUG_CACHE:-~/.cache/hostplug}/nodes`
+/// (the newest, by name), or why there is none.
 pub fn bin_dir() -> Result<PathBuf> {
     if let Some(dir) = std::env::var_os(BIN_ENV) {
         return Ok(PathBuf::from(dir));
     }
-    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from);
-    let nodes = home.join(".cache/hostplug/nodes");
+    let cache = std::env::var_os("HOSTPLUG_CACHE").map_or_else(
+        || {
+            std::env::var_os("HOME")
+                .map_or_else(|| PathBuf::from("/root"), PathBuf::from)
+                .join(".cache/hostplug")
+        },
+        PathBuf::from,
+    );
+    let nodes = cache.join("nodes");
     let mut found: Vec<PathBuf> = std::fs::read_dir(&nodes)
         .into_iter()
         .flatten()
         .flatten()
         .map(|e| e.path().join("bin"))
-        .filter(|b| b.join("containerd").is_file() && b.join("ctr").is_file())
+        .filter(|b| {
+            b.join(".build-complete").is_file()
+                && b.join("containerd").is_file()
+                && b.join("ctr").is_file()
+        })
         .collect();
     found.sort();
     found.pop().ok_or_else(|| {
         Error(format!(
-            "no containerd build: run tests/nodes/build.sh (it caches containerd under {}) or \
-             set {BIN_ENV} to a directory holding containerd and ctr",
+            "no containerd build: run tests/nodes/build.sh (scripts/setup.sh does; it caches \
+             containerd under {}) or set {BIN_ENV} to a directory holding containerd and ctr",
             nodes.display()
         ))
     })
