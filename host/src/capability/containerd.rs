@@ -529,8 +529,8 @@ impl ContainerdClient {
     /// than `deadline` and the policy's timeout.
     fn call<Req, Resp>(&self, path: &'static str, req: Req, deadline: Instant) -> Result<Resp, String>
     where
-        Req: prost::Message + Send + 'static,
-        Resp: prost::Message + Default + Send + 'static,
+        Req: prost::Message + Send + Sync + 'static,
+        Resp: prost::Message + Default + Send + Sync + 'static,
     {
         let left = deadline
             .saturating_duration_since(Instant::now())
@@ -568,8 +568,8 @@ async fn unary<Req, Resp>(
     max_response_bytes: usize,
 ) -> Result<Resp, String>
 where
-    Req: prost::Message + Send + 'static,
-    Resp: prost::Message + Default + Send + 'static,
+    Req: prost::Message + Send + Sync + 'static,
+    Resp: prost::Message + Default + Send + Sync + 'static,
 {
     let socket_path = socket.to_path_buf();
     // The URI is a placeholder: the connector always dials the socket.
