@@ -107,7 +107,9 @@ pub fn check_image<'a>(field: &str, image: &'a str) -> Result<&'a str> {
         return bad(&format!("`{image}` is not an image reference or ID"));
     }
     if image.contains("//") || image.split('/').any(|s| s == ".." || s == ".") {
-        return bad(&format!("`{image}` has an empty, '.' or '..' path component"));
+        return bad(&format!(
+            "`{image}` has an empty, '.' or '..' path component"
+        ));
     }
     Ok(image)
 }
@@ -131,7 +133,11 @@ fn check_tag(tag: &str) -> Result<()> {
 
 /// Whether `image` already carries a tag or a digest (a `:` after the last `/`, or `@`).
 fn has_tag_or_digest(image: &str) -> bool {
-    image.contains('@') || image.rsplit('/').next().is_some_and(|last| last.contains(':'))
+    image.contains('@')
+        || image
+            .rsplit('/')
+            .next()
+            .is_some_and(|last| last.contains(':'))
 }
 
 /// The containers (by name, or ID when unnamed) that use `image`.
@@ -396,7 +402,10 @@ fn keeps(entry: &str, image: &Image) -> bool {
 /// `keep`; `changed` when the set of image IDs shrank.
 pub fn prune<R: Runtime>(n: &Node<'_, R>, p: &params::Prune) -> Result<Outcome> {
     for (i, k) in p.keep.iter().enumerate() {
-        let plain = k.strip_suffix('*').unwrap_or(k);
+        // A prefix may end where a name goes on: "registry/base/*", "app:*".
+        let plain = k
+            .strip_suffix('*')
+            .map_or(k.as_str(), |p| p.trim_end_matches(['/', ':', '@']));
         if !plain.is_empty() {
             check_image(&format!("keep[{i}]"), plain)?;
         } else {
@@ -438,7 +447,11 @@ pub fn prune<R: Runtime>(n: &Node<'_, R>, p: &params::Prune) -> Result<Outcome> 
     let before: BTreeSet<String> = candidates.iter().map(|i| i.id.clone()).collect();
     for image in &candidates {
         if let Err(e) = n.remove(&image.id) {
-            log::warn(format!("prune: kept {} ({}): {e}", image.id, image.repo_tags.join(", ")));
+            log::warn(format!(
+                "prune: kept {} ({}): {e}",
+                image.id,
+                image.repo_tags.join(", ")
+            ));
         }
     }
     let after: BTreeSet<String> = n.list(None)?.into_iter().map(|i| i.id).collect();

@@ -230,7 +230,10 @@ fn pull_is_idempotent_and_dry_runs_do_not_pull() -> Result<()> {
     assert!(o.is_changed());
     assert_eq!(output(&o)["id"], id(9).as_str());
     // Always, same image: asked, unchanged.
-    let o = pull(&Node::new(&f, false), &p("reg:5000/new:1", PullPolicy::Always))?;
+    let o = pull(
+        &Node::new(&f, false),
+        &p("reg:5000/new:1", PullPolicy::Always),
+    )?;
     assert!(!o.is_changed());
     assert_eq!(output(&o)["pulled"], true);
     assert_eq!(mutations(&f).len(), 2);
@@ -328,7 +331,16 @@ fn prune_plans_in_dry_runs_and_keeps_what_it_must() -> Result<()> {
 
 #[test]
 fn references_are_checked_naming_the_field() {
-    for bad in ["", "a b", "app:1\n", "/app", "reg//app", "reg/../app", "app:", "ä"] {
+    for bad in [
+        "",
+        "a b",
+        "app:1\n",
+        "/app",
+        "reg//app",
+        "reg/../app",
+        "app:",
+        "ä",
+    ] {
         let e = check_image("image", bad).expect_err(bad);
         assert!(e.message().starts_with("image:"), "{bad:?}: {e}");
     }
