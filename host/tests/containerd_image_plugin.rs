@@ -18,8 +18,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use hostplug_host::{
-    ContainerdClient, ContainerdPolicy, ErrorKind, Grants, Invocation, InvokeError,
-    InvokeOutcome, Plugin,
+    ContainerdClient, ContainerdPolicy, ErrorKind, Grants, Invocation, InvokeError, InvokeOutcome,
+    Plugin,
 };
 use hostplug_podman::DockerEnv;
 use hostplug_podman::containerd::{Containerd, ContainerdOptions};
@@ -62,10 +62,18 @@ impl Env {
         self.containerd.image_names().expect("ctr images list")
     }
 
-    fn call(&self, method: &str, params: Value, dry_run: bool) -> Result<InvokeOutcome, InvokeError> {
+    fn call(
+        &self,
+        method: &str,
+        params: Value,
+        dry_run: bool,
+    ) -> Result<InvokeOutcome, InvokeError> {
         let mut inv = Invocation::new(method, params.to_string());
         inv.dry_run = dry_run;
-        plugin().invoke(&inv, &Grants::none().with_containerd(self.containerd.socket()))
+        plugin().invoke(
+            &inv,
+            &Grants::none().with_containerd(self.containerd.socket()),
+        )
     }
 
     fn ok(&self, method: &str, params: Value) -> (bool, Value) {
@@ -104,7 +112,10 @@ fn the_capability_talks_cri_to_containerd() {
 
     assert_eq!(client.list_images(None, soon()).expect("list"), Vec::new());
     assert_eq!(client.image_status(&app, soon()).expect("status"), None);
-    assert_eq!(client.images_in_use(soon()).expect("containers"), Vec::new());
+    assert_eq!(
+        client.images_in_use(soon()).expect("containers"),
+        Vec::new()
+    );
     let fs = client.image_fs_info(soon()).expect("image fs info");
     assert!(!fs.is_empty() && !fs[0].mountpoint.is_empty(), "{fs:?}");
 
@@ -125,14 +136,24 @@ fn the_capability_talks_cri_to_containerd() {
         .expect("present");
     assert_eq!(status.id, image_ref);
     assert_eq!(status.repo_tags, vec![app.clone()]);
-    assert!(!status.repo_digests.is_empty() && status.size > 0, "{status:?}");
+    assert!(
+        !status.repo_digests.is_empty() && status.size > 0,
+        "{status:?}"
+    );
     assert!(!status.pinned);
     let listed = client.list_images(None, soon()).expect("list");
     assert_eq!(listed, vec![status.clone()]);
-    let filtered = client.list_images(Some(&app), soon()).expect("list filtered");
+    let filtered = client
+        .list_images(Some(&app), soon())
+        .expect("list filtered");
     assert_eq!(filtered.len(), 1);
     // By ID as well as by name.
-    assert!(client.image_status(&image_ref, soon()).expect("by id").is_some());
+    assert!(
+        client
+            .image_status(&image_ref, soon())
+            .expect("by id")
+            .is_some()
+    );
 
     client.remove_image(&app, soon()).expect("remove");
     assert_eq!(env.names(), Vec::<String>::new());
@@ -140,9 +161,16 @@ fn the_capability_talks_cri_to_containerd() {
         .remove_image(&app, soon())
         .expect("removing a missing image succeeds");
     let e = client
-        .pull_image(&format!("{}/team/missing:1", env.docker.registry()), None, soon())
+        .pull_image(
+            &format!("{}/team/missing:1", env.docker.registry()),
+            None,
+            soon(),
+        )
         .expect_err("missing in the registry");
-    assert!(e.contains("not found") || e.starts_with("not-found:"), "{e}");
+    assert!(
+        e.contains("not found") || e.starts_with("not-found:"),
+        "{e}"
+    );
 
     let nowhere = ContainerdClient::new(
         &env.containerd.dir().join("nowhere.sock"),
@@ -158,7 +186,10 @@ fn describe_lists_every_method() {
     let info = plugin().describe().expect("describe");
     assert_eq!(info.name, "containerd-image");
     let names: Vec<&str> = info.methods.iter().map(|m| m.name.as_str()).collect();
-    assert_eq!(names, ["list", "inspect", "usage", "pull", "remove", "prune"]);
+    assert_eq!(
+        names,
+        ["list", "inspect", "usage", "pull", "remove", "prune"]
+    );
     let mutating: Vec<&str> = info
         .methods
         .iter()
@@ -197,7 +228,10 @@ fn pull_inspect_remove_through_the_host() {
     // Always: asked, same image, unchanged.
     let (changed, out) = env.ok("pull", json!({"image": app, "policy": "always"}));
     assert!(!changed, "{out}");
-    assert_eq!((out["pulled"].clone(), out["id"].clone()), (json!(true), json!(id)));
+    assert_eq!(
+        (out["pulled"].clone(), out["id"].clone()),
+        (json!(true), json!(id))
+    );
 
     let (changed, out) = env.ok("inspect", json!({"image": app}));
     assert!(!changed);
@@ -211,7 +245,10 @@ fn pull_inspect_remove_through_the_host() {
 
     let e = env.fails("inspect", json!({"image": format!("{repo}:2.0")}));
     assert_eq!(e.kind, ErrorKind::NotFound, "{e}");
-    let e = env.fails("pull", json!({"image": format!("{}/team/nope", env.docker.registry())}));
+    let e = env.fails(
+        "pull",
+        json!({"image": format!("{}/team/nope", env.docker.registry())}),
+    );
     assert_eq!(e.kind, ErrorKind::NotFound, "{e}");
     let e = env.fails("pull", json!({"image": "bad image"}));
     assert_eq!(e.kind, ErrorKind::InvalidParams, "{e}");
@@ -279,7 +316,10 @@ fn without_the_capability_every_call_is_denied() {
         ("prune", json!({})),
     ] {
         let e = plugin()
-            .invoke(&Invocation::new(method, params.to_string()), &Grants::none())
+            .invoke(
+                &Invocation::new(method, params.to_string()),
+                &Grants::none(),
+            )
             .expect_err("denied");
         assert_eq!(e.kind, ErrorKind::Denied, "{method}: {e}");
         assert!(e.message.contains("no containerd capability"), "{e}");
@@ -312,7 +352,11 @@ fn cli_runs_the_plugin_against_the_socket() {
             .expect("run hostplug")
     };
     let out = run("pull", json!({"image": app}));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: Value = serde_json::from_slice(&out.stdout).expect("JSON");
     assert_eq!(v["changed"], true, "{v}");
     assert_eq!(env.names(), vec![app.clone()]);

@@ -27,8 +27,8 @@ use sha2::{Digest as _, Sha256};
 
 use hostplug_api::crd::{Capabilities, EtcAccess, labels};
 use hostplug_api::worker::paths::{
-    CACHE_MOUNT, CONTAINERD_MOUNT, DOCKER_MOUNT, ETC_MOUNT, NODE_CONTAINERD_SOCKET,
-    NODE_DOCKER_SOCKET, NODE_ETC, NODE_LOCK_DIR, NODE_LOCK_MOUNT, SECRET_MOUNT,
+    CACHE_MOUNT, CONTAINERD_MOUNT, DOCKER_MOUNT, ETC_MOUNT, NODE_DOCKER_SOCKET, NODE_ETC,
+    NODE_LOCK_DIR, NODE_LOCK_MOUNT, SECRET_MOUNT,
 };
 use hostplug_api::worker::{WorkerSettings, secret_keys};
 
@@ -422,6 +422,7 @@ pub fn pod(w: &WorkerSpec<'_>) -> Pod {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hostplug_api::worker::paths::NODE_CONTAINERD_SOCKET;
 
     fn spec(caps: &Capabilities, dry_run: bool) -> WorkerSpec<'static> {
         WorkerSpec {

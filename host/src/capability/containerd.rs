@@ -507,8 +507,11 @@ impl ContainerdClient {
 
     /// Every container and the image it uses.
     pub fn images_in_use(&self, deadline: Instant) -> Result<Vec<ImageUse>, String> {
-        let resp: cri::ListContainersResponse =
-            self.call(cri::LIST_CONTAINERS, cri::ListContainersRequest {}, deadline)?;
+        let resp: cri::ListContainersResponse = self.call(
+            cri::LIST_CONTAINERS,
+            cri::ListContainersRequest {},
+            deadline,
+        )?;
         Ok(resp
             .containers
             .into_iter()
@@ -527,7 +530,12 @@ impl ContainerdClient {
 
     /// One unary call on a thread of its own (see the module documentation), no later
     /// than `deadline` and the policy's timeout.
-    fn call<Req, Resp>(&self, path: &'static str, req: Req, deadline: Instant) -> Result<Resp, String>
+    fn call<Req, Resp>(
+        &self,
+        path: &'static str,
+        req: Req,
+        deadline: Instant,
+    ) -> Result<Resp, String>
     where
         Req: prost::Message + Send + Sync + 'static,
         Resp: prost::Message + Default + Send + Sync + 'static,
@@ -584,7 +592,8 @@ where
         }))
         .await
         .map_err(|e| {
-            let cause = std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| s.to_string());
+            let cause =
+                std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| s.to_string());
             format!("containerd socket {}: {cause}", socket.display())
         })?;
     let mut grpc = tonic::client::Grpc::new(channel).max_decoding_message_size(max_response_bytes);
@@ -608,7 +617,8 @@ fn status_message(s: tonic::Status) -> String {
         // containerd answers a pull of a reference the registry does not have with
         // `Unknown` and "…failed to resolve reference …: not found".
         tonic::Code::Unknown
-            if message.contains("failed to resolve reference") && message.ends_with("not found") =>
+            if message.contains("failed to resolve reference")
+                && message.ends_with("not found") =>
         {
             format!("not-found: {message}")
         }
@@ -724,9 +734,13 @@ mod tests {
             ContainerdPolicy::default(),
             true,
         );
-        let e = c.pull_image("registry.example/app:1", None, soon()).expect_err("pull");
+        let e = c
+            .pull_image("registry.example/app:1", None, soon())
+            .expect_err("pull");
         assert!(e.starts_with("denied:") && e.contains("dry run"), "{e}");
-        let e = c.remove_image("registry.example/app:1", soon()).expect_err("remove");
+        let e = c
+            .remove_image("registry.example/app:1", soon())
+            .expect_err("remove");
         assert!(e.starts_with("denied:") && e.contains("dry run"), "{e}");
         let e = c.list_images(None, soon()).expect_err("no socket");
         assert!(e.contains("containerd socket"), "{e}");
@@ -739,7 +753,13 @@ mod tests {
             ContainerdPolicy::default(),
             false,
         );
-        for bad in ["", "app:1\nX", "app 1", "äpp", &"a".repeat(MAX_IMAGE_BYTES + 1)] {
+        for bad in [
+            "",
+            "app:1\nX",
+            "app 1",
+            "äpp",
+            &"a".repeat(MAX_IMAGE_BYTES + 1),
+        ] {
             let e = c.image_status(bad, soon()).expect_err(bad);
             assert!(e.starts_with("invalid:"), "{bad:?}: {e}");
         }
@@ -747,7 +767,9 @@ mod tests {
             password: "x".repeat(MAX_AUTH_FIELD_BYTES + 1),
             ..AuthConfig::default()
         };
-        let e = c.pull_image("app:1", Some(&auth), soon()).expect_err("long password");
+        let e = c
+            .pull_image("app:1", Some(&auth), soon())
+            .expect_err("long password");
         assert!(e.contains("auth password"), "{e}");
         assert!(!format!("{auth:?}").contains("xxxx"), "Debug hides secrets");
     }

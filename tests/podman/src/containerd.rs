@@ -13,8 +13,8 @@
 //!
 //! The binaries are the ones `tests/nodes/build.sh` builds (containerd v2.4.2): found in
 //! `$HOSTPLUG_CONTAINERD_BIN` (a directory holding `containerd` and `ctr`), else in
-//! `~/.cache/hostplug/nodes/*/bin`. It uses the `native` snapshotter (plain copies, no
-//! mounts): the tests pull tiny images and run no container, and the NRI plugin is off.
+//! `~/.cache/hostplug/nodes/*/bin`. It uses the overlayfs snapshotter as a node does (its
+//! mounts stay in the private mount namespace); the NRI plugin is off.
 //!
 //! This module must never touch the machine's containerd, its `/etc/containerd`, or any
 //! path outside its temporary directory.
@@ -149,7 +149,7 @@ impl Containerd {
              [metrics]\n  address = ''\n\
              [plugins.'io.containerd.internal.v1.opt']\n  path = '{opt}'\n\
              [plugins.'io.containerd.nri.v1.nri']\n  disable = true\n\
-             [plugins.'io.containerd.cri.v1.images']\n  snapshotter = 'native'\n\
+             [plugins.'io.containerd.cri.v1.images']\n  snapshotter = 'overlayfs'\n\
              [plugins.'io.containerd.cri.v1.images'.registry]\n  config_path = '{certs}'\n\
              [plugins.'io.containerd.cri.v1.runtime'.cni]\n  bin_dirs = ['{cni_bin}']\n  conf_dir = '{cni_conf}'\n",
             root = p("root"),
@@ -160,7 +160,8 @@ impl Containerd {
             cni_bin = p("cni-bin"),
             cni_conf = p("cni-conf"),
         );
-        std::fs::write(d.join("containerd.toml"), config).map_err(err("writing containerd.toml"))?;
+        std::fs::write(d.join("containerd.toml"), config)
+            .map_err(err("writing containerd.toml"))?;
         let mut cmd = Command::new("unshare");
         cmd.args(["--mount", "--propagation", "private", "--"])
             .arg(bin.join("containerd"))
@@ -221,13 +222,14 @@ impl Containerd {
     }
 
     /// The image names (references) in the `k8s.io` namespace, sorted. containerd keeps
-    /// one record per name; CRI adds a `sha256:…` record per image ID, which is left out.
+    /// one record per name; CRI adds a `sha256:…` record per image ID and a `repo@sha256:…`
+    /// one per digest, which are left out.
     pub fn image_names(&self) -> Result<Vec<String>> {
         let mut names: Vec<String> = self
             .ctr(&["images", "list", "--quiet"])?
             .lines()
             .map(str::trim)
-            .filter(|l| !l.is_empty() && !l.starts_with("sha256:"))
+            .filter(|l| !l.is_empty() && !l.starts_with("sha256:") && !l.contains('@'))
             .map(str::to_owned)
             .collect();
         names.sort();

@@ -166,12 +166,14 @@ pub fn start_node_containerd(
     let root = env
         .node_root(node)
         .with_context(|| format!("no simulated node {node}"))?;
-    hostplug_podman::containerd::Containerd::start(&hostplug_podman::containerd::ContainerdOptions {
-        socket: Some(root.join("run/containerd/containerd.sock")),
-        registries: vec![registry.to_owned()],
-        aliases: vec![(EXAMPLE_REGISTRY.to_owned(), registry.to_owned())],
-        // Stopped by drop, as the Docker API above.
-        tie_to_thread: false,
-    })
+    hostplug_podman::containerd::Containerd::start(
+        &hostplug_podman::containerd::ContainerdOptions {
+            socket: Some(root.join("run/containerd/containerd.sock")),
+            registries: vec![registry.to_owned()],
+            aliases: vec![(EXAMPLE_REGISTRY.to_owned(), registry.to_owned())],
+            // Stopped by drop, as the Docker API above.
+            tie_to_thread: false,
+        },
+    )
     .with_context(|| format!("starting containerd for {node}"))
 }

@@ -18,8 +18,8 @@ use std::process::Stdio;
 
 use anyhow::{Context, bail};
 use hostplug_testenv::hostplug::{
-    DOCKER_NODES, EXAMPLE_REGISTRY, NAMESPACE, OPERATOR_SA, install_operator, start_environment, start_node_containerd,
-    start_node_docker,
+    DOCKER_NODES, EXAMPLE_REGISTRY, NAMESPACE, OPERATOR_SA, install_operator, start_environment,
+    start_node_containerd, start_node_docker,
 };
 
 /// Where the operator serves /metrics and /healthz in the dev environment.
