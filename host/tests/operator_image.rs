@@ -150,6 +150,8 @@ fn the_copy_loop_ships_the_built_ins_and_their_capabilities_only() {
     assert_eq!(
         shipped,
         [
+            "containerd-image.capabilities.json",
+            "containerd-image.wasm",
             "docker-image.capabilities.json",
             "docker-image.wasm",
             "etc-file.capabilities.json",
