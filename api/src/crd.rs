@@ -419,6 +419,7 @@ pub struct SignaturePolicy {
     printcolumn = r#"{"name":"Version","type":"string","jsonPath":".status.info.version"}"#,
     printcolumn = r#"{"name":"Etc","type":"string","jsonPath":".spec.capabilities.etc"}"#,
     printcolumn = r#"{"name":"Docker","type":"boolean","jsonPath":".spec.capabilities.docker"}"#,
+    printcolumn = r#"{"name":"Containerd","type":"boolean","jsonPath":".spec.capabilities.containerd"}"#,
     printcolumn = r#"{"name":"Digest","type":"string","jsonPath":".status.digest","priority":1}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]

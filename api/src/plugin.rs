@@ -137,15 +137,23 @@ pub struct Capabilities {
     /// refused, and the import answers nothing.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub registry_auth: bool,
+    /// Whether the node's containerd socket is mounted and the containerd import (the CRI
+    /// image service: list, inspect, pull, remove images; read which images containers
+    /// use) works.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub containerd: bool,
 }
 
 text_form!(EtcAccess, "etc access", "none, read or write");
 
 impl fmt::Display for Capabilities {
     /// `etc=<access>,docker=<bool>`, e.g. `etc=write,docker=false`, then
-    /// `,registryAuth=true` when declared.
+    /// `,containerd=true` and `,registryAuth=true` when declared.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "etc={},docker={}", self.etc, self.docker)?;
+        if self.containerd {
+            f.write_str(",containerd=true")?;
+        }
         if self.registry_auth {
             f.write_str(",registryAuth=true")?;
         }
@@ -161,7 +169,7 @@ impl FromStr for Capabilities {
         let invalid = || Error::InvalidValue {
             what: "capabilities",
             input: s.chars().take(80).collect(),
-            expected: "etc=<none|read|write>,docker=<true|false>[,registryAuth=<true|false>]",
+            expected: "etc=<none|read|write>,docker=<true|false>[,containerd=<true|false>][,registryAuth=<true|false>]",
         };
         let mut caps = Self::default();
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -171,6 +179,7 @@ impl FromStr for Capabilities {
                 Some(("registryAuth", v)) => {
                     caps.registry_auth = v.parse().map_err(|_| invalid())?;
                 }
+                Some(("containerd", v)) => caps.containerd = v.parse().map_err(|_| invalid())?,
                 _ => return Err(invalid()),
             }
         }
@@ -315,6 +324,12 @@ mod tests {
         };
         assert_eq!(auth.to_string(), "etc=read,docker=true,registryAuth=true");
         assert_eq!(auth.to_string().parse::<Capabilities>()?, auth);
+        let cri = Capabilities {
+            containerd: true,
+            ..Capabilities::default()
+        };
+        assert_eq!(cri.to_string(), "etc=none,docker=false,containerd=true");
+        assert_eq!(cri.to_string().parse::<Capabilities>()?, cri);
         assert_eq!("".parse::<Capabilities>()?, Capabilities::default());
         assert!("etc=read,net=true".parse::<Capabilities>().is_err());
         Ok(())

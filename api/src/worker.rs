@@ -81,6 +81,8 @@ pub mod env {
     pub const ETC_ACCESS: &str = "HOSTPLUG_ETC_ACCESS";
     /// The node's Docker API socket as mounted into the Pod; unset: no docker access.
     pub const DOCKER_SOCKET: &str = "HOSTPLUG_DOCKER_SOCKET";
+    /// The node's containerd socket as mounted into the Pod; unset: no containerd access.
+    pub const CONTAINERD_SOCKET: &str = "HOSTPLUG_CONTAINERD_SOCKET";
     /// Directory for precompiled modules.
     pub const CACHE_DIR: &str = "HOSTPLUG_CACHE_DIR";
     /// File on the node that mutating invocations lock exclusively; unset: no node lock.
@@ -106,7 +108,7 @@ pub mod env {
     pub const IDLE_EXIT_MS: &str = "HOSTPLUG_IDLE_EXIT_MS";
 
     /// Every variable with its meaning, for `hostplug-worker --help` and the docs.
-    pub const ALL: [(&str, &str); 18] = [
+    pub const ALL: [(&str, &str); 19] = [
         (
             LISTEN,
             "address and port to listen on (default 0.0.0.0:8443)",
@@ -128,6 +130,10 @@ pub mod env {
         (
             DOCKER_SOCKET,
             "the node's Docker API socket; unset: no docker access",
+        ),
+        (
+            CONTAINERD_SOCKET,
+            "the node's containerd socket (CRI image service); unset: no containerd access",
         ),
         (
             CACHE_DIR,
@@ -195,6 +201,11 @@ pub mod paths {
     pub const NODE_DOCKER_SOCKET: &str = "/var/run/docker.sock";
     /// Where the Docker socket is mounted in the worker.
     pub const DOCKER_MOUNT: &str = "/host/run/docker.sock";
+    /// The containerd socket on a node (the hostPath source): containerd's default
+    /// `grpc.address`, which the kubelet's `--container-runtime-endpoint` names.
+    pub const NODE_CONTAINERD_SOCKET: &str = "/run/containerd/containerd.sock";
+    /// Where the containerd socket is mounted in the worker.
+    pub const CONTAINERD_MOUNT: &str = "/host/run/containerd/containerd.sock";
     /// The worker's module cache (an emptyDir: the root filesystem is read-only).
     pub const CACHE_MOUNT: &str = "/var/cache/hostplug";
     /// The node directory holding the node lock, shared by every worker Pod that may
@@ -349,6 +360,8 @@ pub struct WorkerSettings {
     pub etc_access: EtcAccess,
     /// The node's Docker (or Podman) API socket; `None`: plugins get no docker access.
     pub docker_socket: Option<PathBuf>,
+    /// The node's containerd socket (CRI); `None`: plugins get no containerd access.
+    pub containerd_socket: Option<PathBuf>,
     /// Directory for precompiled modules (an emptyDir), so a restarted worker process
     /// does not compile again.
     pub cache_dir: PathBuf,
@@ -384,6 +397,9 @@ impl WorkerSettings {
             docker_socket: capabilities
                 .docker
                 .then(|| PathBuf::from(paths::DOCKER_MOUNT)),
+            containerd_socket: capabilities
+                .containerd
+                .then(|| PathBuf::from(paths::CONTAINERD_MOUNT)),
             cache_dir: PathBuf::from(paths::CACHE_MOUNT),
             node_lock_file: None,
             log_format: LogFormat::Json,
@@ -401,7 +417,9 @@ impl WorkerSettings {
     /// True when plugins in this worker may change the node (/etc writable or the docker
     /// socket mounted): such a worker takes the node lock for mutating invocations.
     pub fn may_change_node(&self) -> bool {
-        self.etc_access == EtcAccess::Write || self.docker_socket.is_some()
+        self.etc_access == EtcAccess::Write
+            || self.docker_socket.is_some()
+            || self.containerd_socket.is_some()
     }
 
     /// Every setting as an environment variable, in [`env::ALL`] order; an unset docker
@@ -419,6 +437,9 @@ impl WorkerSettings {
         ];
         if let Some(socket) = &self.docker_socket {
             vars.push((env::DOCKER_SOCKET, path(socket)));
+        }
+        if let Some(socket) = &self.containerd_socket {
+            vars.push((env::CONTAINERD_SOCKET, path(socket)));
         }
         vars.extend([(env::CACHE_DIR, path(&self.cache_dir))]);
         if let Some(lock) = &self.node_lock_file {
@@ -515,6 +536,7 @@ impl WorkerSettings {
                 .map_or_else(|| PathBuf::from(paths::ETC_MOUNT), PathBuf::from),
             etc_access: parsed(env::ETC_ACCESS, get(env::ETC_ACCESS), EtcAccess::None)?,
             docker_socket: get(env::DOCKER_SOCKET).map(PathBuf::from),
+            containerd_socket: get(env::CONTAINERD_SOCKET).map(PathBuf::from),
             cache_dir: get(env::CACHE_DIR)
                 .map_or_else(|| PathBuf::from(paths::CACHE_MOUNT), PathBuf::from),
             node_lock_file: get(env::NODE_LOCK_FILE).map(PathBuf::from),
@@ -539,11 +561,12 @@ mod tests {
     #[test]
     fn pod_settings_round_trip_through_the_environment() -> Result<(), Error> {
         for etc in EtcAccess::ALL {
-            for docker in [false, true] {
+            for (docker, containerd) in [(false, false), (true, false), (false, true)] {
                 for dry_run in [false, true] {
                     let caps = Capabilities {
                         etc,
                         docker,
+                        containerd,
                         ..Default::default()
                     };
                     let settings = WorkerSettings::in_pod(9443, &caps, dry_run, 30_000);
@@ -560,6 +583,7 @@ mod tests {
             etc_dir: "/x/etc".into(),
             etc_access: EtcAccess::Read,
             docker_socket: Some("/d.sock".into()),
+            containerd_socket: Some("/c.sock".into()),
             cache_dir: "/cache".into(),
             node_lock_file: Some("/run/lock".into()),
             log_format: LogFormat::Text,
@@ -583,6 +607,7 @@ mod tests {
         let caps = Capabilities {
             etc: EtcAccess::Write,
             docker: true,
+            containerd: true,
             ..Default::default()
         };
         let names: Vec<_> = WorkerSettings::in_pod(8443, &caps, false, 1)
@@ -599,6 +624,7 @@ mod tests {
         let caps = Capabilities {
             etc: EtcAccess::Write,
             docker: false,
+            containerd: false,
             ..Default::default()
         };
         let s = WorkerSettings::in_pod(8443, &caps, true, 1000);

@@ -195,6 +195,8 @@ pub struct OciManifestRequest<'a> {
     pub etc: EtcAccess,
     /// `docker` capability.
     pub docker: bool,
+    /// `containerd` capability.
+    pub containerd: bool,
 }
 
 /// The HostPlugin (YAML) of a module published at `req.image`. A tag-only reference is
@@ -222,6 +224,7 @@ pub fn render_oci_manifest(
             capabilities: Capabilities {
                 etc: req.etc,
                 docker: req.docker,
+                containerd: req.containerd,
                 ..Default::default()
             },
             signature: (!req.public_keys.is_empty()).then(|| SignaturePolicy {
@@ -455,6 +458,7 @@ mod tests {
             public_keys: vec![key.public_key()],
             etc: EtcAccess::Read,
             docker: false,
+            containerd: false,
         };
         let yaml = render_oci_manifest(b"module", &req).expect("renders");
         let hp: HostPlugin =

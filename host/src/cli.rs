@@ -166,6 +166,10 @@ pub struct RunArgs {
     /// Docker Engine API socket for the docker import. Without it docker calls are denied.
     #[arg(long)]
     pub docker_socket: Option<PathBuf>,
+    /// containerd socket for the containerd import (CRI image service). Without it
+    /// containerd calls are denied.
+    #[arg(long)]
+    pub containerd_socket: Option<PathBuf>,
     /// Report what would change, change nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -201,6 +205,9 @@ pub struct ManifestArgs {
     /// Grant the docker capability.
     #[arg(long)]
     pub docker: bool,
+    /// Grant the containerd capability (the node's CRI image service).
+    #[arg(long)]
+    pub containerd: bool,
     /// Emit a HostPlugin pulling the module from this registry reference (as `plugin
     /// push` printed it) instead of a ConfigMap; a tag without a digest is pinned with the
     /// module's sha256.
@@ -311,6 +318,7 @@ fn run_method(a: RunArgs) -> Result<Output, InvokeError> {
         None => Grants::none(),
     };
     grants.docker = a.docker_socket.clone();
+    grants.containerd = a.containerd_socket.clone();
     check_params_like_the_operator(&plugin, &a.method, &a.params)?;
     let invocation = Invocation {
         method: a.method,
@@ -368,6 +376,7 @@ fn render_manifest(a: ManifestArgs) -> Result<Output, InvokeError> {
                 public_keys: author::read_public_keys(&a.public_keys)?,
                 etc: a.etc,
                 docker: a.docker,
+                containerd: a.containerd,
             },
         )?;
         return Ok(Output::ok(yaml));
@@ -379,6 +388,7 @@ fn render_manifest(a: ManifestArgs) -> Result<Output, InvokeError> {
             namespace: &a.namespace,
             etc: a.etc,
             docker: a.docker,
+            containerd: a.containerd,
         },
     )?;
     Ok(Output::ok(yaml))

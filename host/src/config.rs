@@ -7,6 +7,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::capability::containerd::ContainerdPolicy;
 use crate::capability::docker::DockerPolicy;
 use crate::capability::etc::EtcPolicy;
 
@@ -118,6 +119,8 @@ pub struct HostConfig {
     pub limits: Limits,
     /// What the docker import may do when the capability is granted.
     pub docker: DockerPolicy,
+    /// What the containerd import may do when the capability is granted.
+    pub containerd: ContainerdPolicy,
     /// The sensitive paths under /etc that stay out of reach when the etc capability is
     /// granted (WASI and the `files` import alike), and an administrator's explicit
     /// allows. A worker runs one HostPlugin's invocations, so its host carries that

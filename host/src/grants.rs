@@ -1,5 +1,5 @@
-//! Capabilities granted to one invocation: `/etc` access, the docker socket and the
-//! task's registry credentials.
+//! Capabilities granted to one invocation: `/etc` access, the docker socket, the
+//! containerd (CRI) socket and the task's registry credentials.
 //!
 //! Deny by default: `Grants::default()` gives nothing. This module only describes grants;
 //! the WASI context is built from them in `plugin.rs`, and nothing here may widen one.
@@ -30,6 +30,9 @@ pub struct Grants {
     /// `none` for every registry. Set per call (the worker's are fixed at start, these
     /// come with each request). `Debug` shows registries only.
     pub registry_auth: Option<Arc<RegistryCredentials>>,
+    /// The containerd socket the containerd import (CRI image service) talks to; `None`
+    /// denies every containerd call.
+    pub containerd: Option<PathBuf>,
 }
 
 impl Grants {
@@ -62,6 +65,12 @@ impl Grants {
     /// These grants plus registry credentials for the `registry-auth` import.
     pub fn with_registry_auth(mut self, credentials: Arc<RegistryCredentials>) -> Self {
         self.registry_auth = Some(credentials);
+        self
+    }
+
+    /// These grants plus the containerd socket at `socket`.
+    pub fn with_containerd(mut self, socket: impl AsRef<Path>) -> Self {
+        self.containerd = Some(socket.as_ref().to_path_buf());
         self
     }
 }

@@ -28,7 +28,7 @@
 //! * Calls are blocking for the caller (async callers use `tokio::task::spawn_blocking`);
 //!   inside, the store is async and the call runs under a timer, so the deadline also
 //!   ends a plugin that waits in a host call (a WASI sleep or poll).
-//! * Each host capability (`etc`, `docker`, `log`) is a unit in [`capability`] with its
+//! * Each host capability (`etc`, `docker`, `containerd`, `log`) is a unit in [`capability`] with its
 //!   policy, imports and limits; the sensitive paths under /etc are refused by the host
 //!   unless the configuration allows them.
 //!
@@ -51,6 +51,11 @@ mod plugin;
 mod precompiled;
 mod stdio;
 
+pub use capability::containerd;
+pub use capability::containerd::{
+    ContainerdClient, ContainerdPolicy, DEFAULT_CONTAINERD_MAX_RESPONSE_BYTES,
+    DEFAULT_CONTAINERD_TIMEOUT,
+};
 pub use capability::docker;
 pub use capability::docker::{
     DEFAULT_DOCKER_MAX_REQUEST_BYTES, DEFAULT_DOCKER_MAX_RESPONSE_BYTES, DEFAULT_DOCKER_TIMEOUT,

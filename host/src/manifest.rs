@@ -27,6 +27,8 @@ pub struct ManifestRequest<'a> {
     pub etc: EtcAccess,
     /// The `docker` capability.
     pub docker: bool,
+    /// The `containerd` capability.
+    pub containerd: bool,
 }
 
 /// Renders the two documents as YAML for `module`. ConfigMaps hold at most 1 MiB, so
@@ -73,6 +75,7 @@ pub fn render(module: &[u8], req: &ManifestRequest<'_>) -> Result<String> {
             capabilities: Capabilities {
                 etc: req.etc,
                 docker: req.docker,
+                containerd: req.containerd,
                 ..Default::default()
             },
             signature: None,
@@ -107,6 +110,7 @@ mod tests {
                 namespace: DEFAULT_NAMESPACE,
                 etc: EtcAccess::Read,
                 docker: true,
+                containerd: false,
             },
         )?;
         let docs: Vec<serde_json::Value> = serde_yaml::Deserializer::from_str(&yaml)

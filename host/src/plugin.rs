@@ -10,7 +10,7 @@
 //!
 //! This module must never grant more than the call's [`Grants`]: the WASI context starts
 //! empty (no env, args, sockets or stdio) and only `/etc` may be preopened, read-only in
-//! dry runs; docker calls in dry runs may only read. Nothing a plugin does may end anything but its own call.
+//! dry runs; docker and containerd calls in dry runs may only read. Nothing a plugin does may end anything but its own call.
 
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -23,6 +23,7 @@ use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi::filesystem::WasiFilesystemCtxView;
 
 use crate::bindings::{self, HostActionPre, PluginError};
+use crate::capability::containerd::ContainerdClient;
 use crate::capability::docker::DockerClient;
 use crate::capability::etc::files::EtcFiles;
 use crate::capability::etc::wasi_fs::{EtcGuard, GuardedFs};
@@ -349,6 +350,9 @@ impl Plugin {
                 DockerClient::new(socket, self.config.docker.clone(), dry_run)
                     .with_archives(grants.image_archives.as_deref())
             }),
+            containerd: grants.containerd.as_deref().map(|socket| {
+                ContainerdClient::new(socket, self.config.containerd.clone(), dry_run)
+            }),
             files: EtcFiles::new(grants.etc, grants.etc_dir.as_deref(), dry_run, policy),
             registry_auth: grants.registry_auth.clone(),
             etc_guard,
@@ -461,6 +465,7 @@ pub(crate) struct StoreState {
     limiter: Limiter,
     pub(crate) logs: LogSink,
     pub(crate) docker: Option<DockerClient>,
+    pub(crate) containerd: Option<ContainerdClient>,
     pub(crate) files: EtcFiles,
     /// The `registry-auth` import's credentials (`None`: it answers `none`).
     pub(crate) registry_auth: Option<Arc<hostplug_api::registry_auth::RegistryCredentials>>,

@@ -46,7 +46,7 @@ fn only_the_real_plugins_are_built_in() {
     let text = dockerfile();
     let stage = plugins_stage(&text);
     let names = builtins(stage);
-    assert_eq!(names, ["etc-file", "docker-image"]);
+    assert_eq!(names, ["etc-file", "docker-image", "containerd-image"]);
     for n in &names {
         let dir = repo().join("plugins").join(n);
         assert!(
@@ -159,6 +159,8 @@ fn the_copy_loop_ships_the_built_ins_and_their_capabilities_only() {
     assert_eq!(
         shipped,
         [
+            "containerd-image.capabilities.json",
+            "containerd-image.wasm",
             "docker-image.capabilities.json",
             "docker-image.wasm",
             "etc-file.capabilities.json",

@@ -131,6 +131,15 @@ mod controller {
             default_value_t = DEFAULT_WORKER_START_PARALLEL
         )]
         pub worker_start_parallel: usize,
+        /// The containerd socket on the nodes, mounted into the worker Pods of plugins
+        /// with the `containerd` capability (k3s: /run/k3s/containerd/containerd.sock).
+        #[arg(
+            long,
+            env = "HOSTPLUG_NODE_CONTAINERD_SOCKET",
+            default_value = hostplug_api::worker::paths::NODE_CONTAINERD_SOCKET,
+            value_parser = absolute_socket_path
+        )]
+        pub node_containerd_socket: String,
         /// A file of PEM public keys (ECDSA P-256): when set, every plugin that is not
         /// built in must come from an OCI registry and carry a cosign-format signature by
         /// one of them, in addition to its own `spec.signature`.
@@ -146,6 +155,24 @@ mod controller {
             action = clap::ArgAction::Set
         )]
         pub trust_own_namespace: bool,
+    }
+
+    /// `--node-containerd-socket`: an absolute path without `..`, ending in `.sock`; it
+    /// becomes a hostPath of type Socket, so nothing else on the node can be mounted
+    /// through it.
+    fn absolute_socket_path(s: &str) -> Result<String, String> {
+        let p = std::path::Path::new(s);
+        let ok = p.is_absolute()
+            && s.ends_with(".sock")
+            && p.components()
+                .all(|c| !matches!(c, std::path::Component::ParentDir));
+        if ok {
+            Ok(s.to_owned())
+        } else {
+            Err(format!(
+                "{s:?} is not an absolute socket path ending in .sock (e.g. /run/containerd/containerd.sock)"
+            ))
+        }
     }
 
     impl Config {
@@ -283,6 +310,7 @@ mod controller {
                 image: config.worker_image.clone(),
                 idle: Duration::from_secs(config.worker_idle_seconds),
                 start_parallel: config.worker_start_parallel,
+                containerd_socket: config.node_containerd_socket.clone(),
             },
             pods.clone(),
             nodes.clone(),

@@ -512,6 +512,7 @@ mod tests {
         Capabilities {
             etc: EtcAccess::Write,
             docker: false,
+            containerd: false,
             ..Default::default()
         }
     }
@@ -598,7 +599,7 @@ mod builtin_capability_tests {
     fn built_in_plugins_declare_their_capabilities_next_to_the_module() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let plugins = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins");
-        for name in ["etc-file", "docker-image"] {
+        for name in ["etc-file", "docker-image", "containerd-image"] {
             std::fs::copy(
                 plugins.join(name).join("capabilities.json"),
                 tmp.path().join(format!("{name}.capabilities.json")),
@@ -611,6 +612,7 @@ mod builtin_capability_tests {
             Capabilities {
                 etc: EtcAccess::Write,
                 docker: false,
+                containerd: false,
                 ..Default::default()
             }
         );
@@ -620,6 +622,16 @@ mod builtin_capability_tests {
                 etc: EtcAccess::None,
                 docker: true,
                 registry_auth: true,
+                containerd: false,
+            }
+        );
+        assert_eq!(
+            caps("containerd-image"),
+            Capabilities {
+                etc: EtcAccess::None,
+                docker: false,
+                containerd: true,
+                registry_auth: false,
             }
         );
         // No declaration, or one that does not parse: nothing.

@@ -70,32 +70,42 @@ const MIN_SWEEP_INTERVAL: Duration = Duration::from_millis(200);
 /// idle time.
 const MAX_SWEEP_INTERVAL: Duration = Duration::from_secs(10);
 
-/// What a worker may touch: how /etc is mounted and whether the docker socket is.
+/// What a worker may touch: how /etc is mounted and whether the docker and containerd
+/// sockets are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Profile {
     /// /etc mount.
     pub etc: EtcAccess,
     /// Docker socket.
     pub docker: bool,
+    /// containerd socket.
+    pub containerd: bool,
 }
 
 impl Profile {
-    /// The label value, e.g. `etc-write` or `etc-none-docker`.
+    /// The label value, e.g. `etc-write`, `etc-none-docker` or `etc-none-containerd`.
     pub fn label(self) -> String {
         let etc = match self.etc {
             EtcAccess::None => "etc-none",
             EtcAccess::Read => "etc-read",
             EtcAccess::Write => "etc-write",
         };
+        let mut label = etc.to_owned();
         if self.docker {
-            format!("{etc}-docker")
-        } else {
-            etc.to_owned()
+            label.push_str("-docker");
         }
+        if self.containerd {
+            label.push_str("-containerd");
+        }
+        label
     }
 
     /// The profile a label value names.
     pub fn from_label(s: &str) -> Option<Self> {
+        let (s, containerd) = match s.strip_suffix("-containerd") {
+            Some(rest) => (rest, true),
+            None => (s, false),
+        };
         let (etc, docker) = match s.strip_suffix("-docker") {
             Some(rest) => (rest, true),
             None => (s, false),
@@ -106,7 +116,11 @@ impl Profile {
             "etc-write" => EtcAccess::Write,
             _ => return None,
         };
-        Some(Self { etc, docker })
+        Some(Self {
+            etc,
+            docker,
+            containerd,
+        })
     }
 }
 
@@ -227,6 +241,7 @@ pub struct WorkerPool {
     client: Client,
     namespace: String,
     image: String,
+    containerd_socket: String,
     idle: Duration,
     starts: Arc<Semaphore>,
     pods: Store<Pod>,
@@ -262,6 +277,8 @@ pub struct PoolConfig {
     pub idle: Duration,
     /// Worker Pods being created at once.
     pub start_parallel: usize,
+    /// The containerd socket on the nodes (hostPath of the `containerd` capability).
+    pub containerd_socket: String,
 }
 
 impl WorkerPool {
@@ -277,6 +294,7 @@ impl WorkerPool {
             client,
             namespace: config.namespace,
             image: config.image,
+            containerd_socket: config.containerd_socket,
             idle: config.idle,
             starts: Arc::new(Semaphore::new(config.start_parallel.max(1))),
             pods,
@@ -458,6 +476,8 @@ impl WorkerPool {
             port: key.port,
             etc: key.profile.etc,
             docker: key.profile.docker,
+            containerd: key.profile.containerd,
+            node_containerd_socket: &self.containerd_socket,
             max_invoke_timeout_ms: MAX_INVOKE_TIMEOUT_MS,
             idle_exit_ms: u64::try_from(worker_idle_exit(self.idle).as_millis())
                 .unwrap_or(u64::MAX),
@@ -833,8 +853,14 @@ mod tests {
     fn profiles_round_trip_through_labels() {
         for etc in [EtcAccess::None, EtcAccess::Read, EtcAccess::Write] {
             for docker in [false, true] {
-                let p = Profile { etc, docker };
-                assert_eq!(Profile::from_label(&p.label()), Some(p));
+                for containerd in [false, true] {
+                    let p = Profile {
+                        etc,
+                        docker,
+                        containerd,
+                    };
+                    assert_eq!(Profile::from_label(&p.label()), Some(p));
+                }
             }
         }
         assert_eq!(Profile::from_label("etc-all"), None);

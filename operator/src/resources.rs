@@ -5,7 +5,7 @@
 //! keys and the mount paths are the worker Pod's contract in `hostplug_api::worker`: the
 //! Pod's environment is [`WorkerSettings::env`], which the worker reads back. The Pod gets
 //! only what its profile needs (/etc read-only or read-write; the docker socket only with
-//! `docker`); it is never privileged, drops every Linux capability but the few that
+//! `docker`, the containerd socket only with `containerd`); it is never privileged, drops every Linux capability but the few that
 //! writing root-owned files needs, has a read-only root filesystem and the RuntimeDefault
 //! seccomp profile. A Pod that may change its node (read-write /etc or docker) also mounts
 //! the node's lock directory, so its mutating invocations exclude every other worker's on
@@ -27,8 +27,8 @@ use sha2::{Digest as _, Sha256};
 
 use hostplug_api::crd::{Capabilities, EtcAccess, labels};
 use hostplug_api::worker::paths::{
-    CACHE_MOUNT, DOCKER_MOUNT, ETC_MOUNT, NODE_DOCKER_SOCKET, NODE_ETC, NODE_LOCK_DIR,
-    NODE_LOCK_MOUNT, SECRET_MOUNT,
+    CACHE_MOUNT, CONTAINERD_MOUNT, DOCKER_MOUNT, ETC_MOUNT, NODE_DOCKER_SOCKET, NODE_ETC,
+    NODE_LOCK_DIR, NODE_LOCK_MOUNT, SECRET_MOUNT,
 };
 use hostplug_api::worker::{WorkerSettings, secret_keys};
 
@@ -68,6 +68,10 @@ pub struct WorkerSpec<'a> {
     pub etc: EtcAccess,
     /// Whether the docker socket is mounted.
     pub docker: bool,
+    /// Whether the containerd socket is mounted.
+    pub containerd: bool,
+    /// The containerd socket on the node (the hostPath source).
+    pub node_containerd_socket: &'a str,
     /// Per-invocation deadline the worker accepts at most, ms.
     pub max_invoke_timeout_ms: u64,
     /// The worker exits after this long without a request, ms (0: never); see
@@ -164,6 +168,7 @@ pub fn worker_settings(w: &WorkerSpec<'_>) -> WorkerSettings {
     let profile = Capabilities {
         etc: w.etc,
         docker: w.docker,
+        containerd: w.containerd,
         ..Default::default()
     };
     let mut settings = WorkerSettings::in_pod(w.port, &profile, false, w.max_invoke_timeout_ms);
@@ -199,7 +204,8 @@ pub fn linux_capabilities(etc: EtcAccess) -> Vec<String> {
 pub fn pod(w: &WorkerSpec<'_>) -> Pod {
     let name = w.name.to_owned();
     let etc = w.etc;
-    let needs_root = etc != EtcAccess::None || w.docker;
+    // The docker and containerd sockets are root's (mode 0660, group root), like /etc.
+    let needs_root = etc != EtcAccess::None || w.docker || w.containerd;
     let settings = worker_settings(w);
     // POD_IP first: the kubelet expands `$(POD_IP)` in HOSTPLUG_LISTEN only from
     // variables defined before it.
@@ -316,6 +322,21 @@ pub fn pod(w: &WorkerSpec<'_>) -> Pod {
             ..Volume::default()
         });
     }
+    if w.containerd {
+        mounts.push(VolumeMount {
+            name: "containerd".to_owned(),
+            mount_path: CONTAINERD_MOUNT.to_owned(),
+            ..VolumeMount::default()
+        });
+        volumes.push(Volume {
+            name: "containerd".to_owned(),
+            host_path: Some(HostPathVolumeSource {
+                path: w.node_containerd_socket.to_owned(),
+                type_: Some("Socket".to_owned()),
+            }),
+            ..Volume::default()
+        });
+    }
     let container = Container {
         name: "worker".to_owned(),
         image: Some(w.image.to_owned()),
@@ -416,6 +437,7 @@ pub fn pod(w: &WorkerSpec<'_>) -> Pod {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hostplug_api::worker::paths::NODE_CONTAINERD_SOCKET;
 
     fn spec(caps: &Capabilities, dry_run: bool) -> WorkerSpec<'static> {
         WorkerSpec {
@@ -427,6 +449,8 @@ mod tests {
             port: 8443,
             etc: etc_access(caps, dry_run, true),
             docker: caps.docker,
+            containerd: caps.containerd,
+            node_containerd_socket: NODE_CONTAINERD_SOCKET,
             max_invoke_timeout_ms: 60_000,
             idle_exit_ms: 660_000,
         }
@@ -558,16 +582,72 @@ mod tests {
         );
     }
 
-    /// The worker reads back exactly the settings the operator meant, from the Pod as
-    /// rendered, for every capability combination.
+    /// The containerd socket is a hostPath of type Socket, mounted only for a plugin that
+    /// declares `containerd`, and the worker learns where it is; no other profile mounts
+    /// it or names it in the environment.
     #[test]
-    fn the_worker_reads_back_the_pods_settings() -> Result<(), hostplug_api::Error> {
+    fn containerd_socket_is_mounted_only_when_declared() {
+        let cri = Capabilities {
+            containerd: true,
+            ..Capabilities::default()
+        };
+        let p = pod(&spec(&cri, false));
+        let m = mounts(&p);
+        assert!(m.iter().any(|(p, _)| p == CONTAINERD_MOUNT));
+        assert!(!m.iter().any(|(p, _)| p == ETC_MOUNT || p == DOCKER_MOUNT));
+        assert_eq!(
+            env_of(&p, "HOSTPLUG_CONTAINERD_SOCKET").as_deref(),
+            Some(CONTAINERD_MOUNT)
+        );
+        let volumes = p.spec.clone().and_then(|s| s.volumes).unwrap_or_default();
+        let host = volumes
+            .iter()
+            .find(|v| v.name == "containerd")
+            .and_then(|v| v.host_path.clone())
+            .expect("a containerd hostPath");
+        assert_eq!(host.path, NODE_CONTAINERD_SOCKET);
+        assert_eq!(host.type_.as_deref(), Some("Socket"));
+        assert_eq!(sc(&p).run_as_user, Some(0), "the socket is root's");
+        assert_eq!(sc(&p).capabilities.and_then(|c| c.add), None);
+
         for etc in EtcAccess::ALL {
             for docker in [false, true] {
                 for dry_run in [false, true] {
                     let caps = Capabilities {
                         etc,
                         docker,
+                        containerd: false,
+                    };
+                    let p = pod(&spec(&caps, dry_run));
+                    assert!(
+                        !mounts(&p).iter().any(|(m, _)| m == CONTAINERD_MOUNT),
+                        "{caps} dry_run={dry_run}"
+                    );
+                    assert_eq!(env_of(&p, "HOSTPLUG_CONTAINERD_SOCKET"), None, "{caps}");
+                    let volumes = p.spec.and_then(|s| s.volumes).unwrap_or_default();
+                    assert!(
+                        volumes.iter().all(|v| v
+                            .host_path
+                            .as_ref()
+                            .is_none_or(|h| h.path != NODE_CONTAINERD_SOCKET)),
+                        "{caps}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// The worker reads back exactly the settings the operator meant, from the Pod as
+    /// rendered, for every capability combination.
+    #[test]
+    fn the_worker_reads_back_the_pods_settings() -> Result<(), hostplug_api::Error> {
+        for etc in EtcAccess::ALL {
+            for (docker, containerd) in [(false, false), (true, false), (false, true)] {
+                for dry_run in [false, true] {
+                    let caps = Capabilities {
+                        etc,
+                        docker,
+                        containerd,
                         ..Default::default()
                     };
                     let w = spec(&caps, dry_run);
@@ -603,6 +683,9 @@ mod tests {
                         assert!(mounted.contains(&read.etc_dir.display().to_string()));
                     }
                     if let Some(socket) = &read.docker_socket {
+                        assert!(mounted.contains(&socket.display().to_string()));
+                    }
+                    if let Some(socket) = &read.containerd_socket {
                         assert!(mounted.contains(&socket.display().to_string()));
                     }
                     let memory = container

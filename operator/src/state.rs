@@ -858,6 +858,7 @@ async fn plan(ctx: &Context, state: &HostState) -> Result<Result<Vec<Plan>, Inva
             profile: Profile {
                 etc: crate::resources::etc_access(&hp.spec.capabilities, dry_run, true),
                 docker: hp.spec.capabilities.docker,
+                containerd: hp.spec.capabilities.containerd,
             },
         });
     }

@@ -335,6 +335,7 @@ async fn reconcile(cached: Arc<HostTask>, ctx: Arc<Context>) -> Result<Action> {
     let profile = Profile {
         etc: crate::resources::etc_access(&caps, task.spec.dry_run, mutates),
         docker: caps.docker,
+        containerd: caps.containerd,
     };
     let key_of = |node: &str| WorkerKey {
         node: node.to_owned(),

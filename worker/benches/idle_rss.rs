@@ -76,6 +76,7 @@ async fn main() -> anyhow::Result<()> {
         etc_dir: etc.clone(),
         etc_access: EtcAccess::Read,
         docker_socket: None,
+        containerd_socket: None,
         cache_dir: dir.path().join("cache"),
         node_lock_file: None,
         log_format: LogFormat::Text,

@@ -68,6 +68,7 @@ impl HostRuntime {
                 })
                 .filter(|dir| dir.is_dir()),
             registry_auth: None,
+            containerd: config.containerd_socket.clone(),
         };
         Ok(Self {
             host,

@@ -56,6 +56,7 @@ pub async fn bind(settings: &WorkerSettings) -> Result<Server> {
         etc_dir = %settings.etc_dir.display(),
         etc_access = %settings.etc_access,
         docker = settings.docker_socket.is_some(),
+        containerd = settings.containerd_socket.is_some(),
         cache_dir = %settings.cache_dir.display(),
         "plugin host ready"
     );

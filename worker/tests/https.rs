@@ -70,6 +70,7 @@ impl Worker {
             etc_dir: etc.path().to_path_buf(),
             etc_access,
             docker_socket: None,
+            containerd_socket: None,
             cache_dir: dir.path().join("cache"),
             node_lock_file: None,
             log_format: LogFormat::Text,

@@ -5,6 +5,7 @@
 //! |------------|------------------------|-------------------------------------------|---------------------|
 //! | `etc`      | [`EtcPolicy`]          | `wasi:filesystem` (guarded), `files`      | [`Grants::etc`]     |
 //! | `docker`   | [`DockerPolicy`]       | `docker`                                  | [`Grants::docker`]  |
+//! | `containerd` | [`ContainerdPolicy`] | `containerd` (CRI image service)          | [`Grants::containerd`] |
 //! | `log`      | `Limits::max_log_bytes`| `log`, stdout, stderr                     | always              |
 //! | `registry-auth` | — (per call)      | `registry-auth`                           | [`Grants::registry_auth`] |
 //!
@@ -19,11 +20,14 @@
 //!
 //! [`EtcPolicy`]: etc::EtcPolicy
 //! [`DockerPolicy`]: docker::DockerPolicy
+//! [`ContainerdPolicy`]: containerd::ContainerdPolicy
+//! [`Grants::containerd`]: crate::Grants::containerd
 //! [`Grants`]: crate::Grants
 //! [`Grants::etc`]: crate::Grants::etc
 //! [`Grants::docker`]: crate::Grants::docker
 //! [`Grants::registry_auth`]: crate::Grants::registry_auth
 
+pub mod containerd;
 pub mod docker;
 pub mod etc;
 pub(crate) mod log;
@@ -56,5 +60,6 @@ pub(crate) fn link(linker: &mut Linker<StoreState>) -> Result<()> {
 pub(crate) fn validate(config: &HostConfig) -> Result<()> {
     config.etc.validate().map_err(Error::Config)?;
     config.docker.validate().map_err(Error::Config)?;
+    config.containerd.validate().map_err(Error::Config)?;
     Ok(())
 }

@@ -1,15 +1,15 @@
 //! Every example of `deploy/examples` applied as people would, ending as expected, with
 //! the simulated nodes' /etc trees changing exactly as expected; then cleanup by TTL and
 //! by deletion. And every file of `deploy/examples` applied unmodified, all at once, to
-//! the environment `make dev` sets up (a Docker API on node1 and node2, the examples'
-//! registry on loopback), each ending Succeeded.
+//! the environment `make dev` sets up (a Docker API on node1 and node2, a containerd on
+//! node1, the examples' registry on loopback), each ending Succeeded.
 
 use std::time::Duration;
 
 use hostplug_api::crd::{NodePhase, TaskState};
 use hostplug_e2e::{Harness, NODES, changed_files, repo_root, state_of};
 use hostplug_testenv::hostplug::{
-    DOCKER_NODES, EXAMPLE_IMAGES, EXAMPLE_REGISTRY, start_node_docker,
+    DOCKER_NODES, EXAMPLE_IMAGES, EXAMPLE_REGISTRY, start_node_containerd, start_node_docker,
 };
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
@@ -195,6 +195,10 @@ async fn every_example_succeeds_in_the_make_dev_setup() -> anyhow::Result<()> {
             .map(|n| start_node_docker(&h.env, n))
             .collect::<anyhow::Result<Vec<_>>>()
     })?;
+    // node1's containerd, pulling from node1's registry (the containerd examples).
+    let containerd = tokio::task::block_in_place(|| {
+        start_node_containerd(&h.env, DOCKER_NODES[0], dockers[0].registry())
+    })?;
 
     let dir = repo_root().join("deploy/examples");
     let mut files: Vec<String> = std::fs::read_dir(&dir)?
@@ -242,6 +246,13 @@ async fn every_example_succeeds_in_the_make_dev_setup() -> anyhow::Result<()> {
         dockers[0].image_id(&image)?.is_some(),
         "{image} not on node1 after the pull example"
     );
-    tokio::task::block_in_place(|| drop(dockers));
+    assert!(
+        containerd.image_names()?.contains(&image),
+        "{image} not in node1's containerd after the containerd pull example"
+    );
+    tokio::task::block_in_place(|| {
+        drop(containerd);
+        drop(dockers);
+    });
     h.shutdown().await
 }

@@ -16,6 +16,7 @@
 //!
 //! This crate must never talk to anything but the processes it started.
 
+pub mod containerd;
 pub mod registry;
 
 use std::fmt::Write as _;

@@ -162,3 +162,28 @@ pub fn start_node_docker(
     }
     Ok(docker)
 }
+
+/// Gives simulated node `node` a containerd at its `/run/containerd/containerd.sock` (the
+/// hostPath the operator mounts for the `containerd` capability): containerd v2 with its
+/// CRI plugin (tests/podman's `containerd` module, binaries from `tests/nodes/build.sh`),
+/// pulling [`EXAMPLE_REGISTRY`] from `registry` (a loopback registry, e.g. that of
+/// [`start_node_docker`], which holds [`EXAMPLE_IMAGES`]). Blocking; stopping: drop it.
+pub fn start_node_containerd(
+    env: &Environment,
+    node: &str,
+    registry: &str,
+) -> anyhow::Result<hostplug_podman::containerd::Containerd> {
+    let root = env
+        .node_root(node)
+        .with_context(|| format!("no simulated node {node}"))?;
+    hostplug_podman::containerd::Containerd::start(
+        &hostplug_podman::containerd::ContainerdOptions {
+            socket: Some(root.join("run/containerd/containerd.sock")),
+            registries: vec![registry.to_owned()],
+            aliases: vec![(EXAMPLE_REGISTRY.to_owned(), registry.to_owned())],
+            // Stopped by drop, as the Docker API above.
+            tie_to_thread: false,
+        },
+    )
+    .with_context(|| format!("starting containerd for {node}"))
+}

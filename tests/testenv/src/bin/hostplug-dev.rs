@@ -6,8 +6,9 @@
 //! The web console runs too, as its own ServiceAccount, on https://127.0.0.1:18081.
 //! node1 and node2 get a Docker Engine API at their `/var/run/docker.sock` (Podman's
 //! Docker API service) and `registry.example:5000` resolves to a registry on loopback
-//! holding the images the docker examples pull, so every file of `deploy/examples` runs
-//! as printed.
+//! holding the images the docker examples pull; node1 also gets a containerd (CRI) at its
+//! `/run/containerd/containerd.sock` pulling from that registry, so every file of
+//! `deploy/examples` runs as printed.
 //!
 //! The operator, worker and console binaries are expected next to this one (`make dev` builds
 //! them); the built-in plugins in `HOSTPLUG_PLUGIN_DIR` (default `target/plugins`).
@@ -18,7 +19,7 @@ use std::process::Stdio;
 use anyhow::{Context, bail};
 use hostplug_testenv::hostplug::{
     DOCKER_NODES, EXAMPLE_REGISTRY, NAMESPACE, OPERATOR_SA, install_operator, start_environment,
-    start_node_docker,
+    start_node_containerd, start_node_docker,
 };
 
 /// Where the operator serves /metrics and /healthz in the dev environment.
@@ -77,6 +78,21 @@ async fn main() -> anyhow::Result<()> {
             ),
         }
     }
+    // node1's containerd, pulling from node1's registry (the containerd examples).
+    let containerd = match dockers.first() {
+        Some((node, d)) => {
+            match tokio::task::block_in_place(|| start_node_containerd(&env, node, d.registry())) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    eprintln!(
+                        "warning: no containerd on {node} (the containerd examples will fail there): {e:#}"
+                    );
+                    None
+                }
+            }
+        }
+        None => None,
+    };
     let log_path = env.dir().join("logs/hostplug-operator.log");
     if let Some(parent) = log_path.parent() {
         std::fs::create_dir_all(parent).context("creating the log directory")?;
@@ -195,7 +211,10 @@ async fn main() -> anyhow::Result<()> {
     eprintln!("\nstopping…");
     let _ = console.kill().await;
     let _ = operator.kill().await;
-    tokio::task::block_in_place(|| drop(dockers));
+    tokio::task::block_in_place(|| {
+        drop(containerd);
+        drop(dockers);
+    });
     env.shutdown()
         .await
         .context("stopping the test environment")?;

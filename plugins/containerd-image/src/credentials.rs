@@ -1,0 +1,40 @@
+//! Registry credentials for `pull`: the one place that decides what goes into CRI's
+//! `AuthConfig`.
+//!
+//! The operator is to hand an invocation the credentials of the HostTask's
+//! `spec.registryAuth.secretName` (a `kubernetes.io/dockerconfigjson` Secret) through a
+//! `registry-auth` import. Until that import exists in this plugin's world, no
+//! credentials are known and pulls go out anonymously; a registry that wants credentials
+//! then refuses the pull and the error says so.
+
+use hostplug_sdk::Result;
+use hostplug_sdk::containerd::AuthConfig;
+
+/// The credentials to send with a pull of `image`, if any are known for its registry.
+pub fn for_image(image: &str) -> Result<Option<AuthConfig>> {
+    let _registry = registry_of(image);
+    Ok(None)
+}
+
+/// The registry host of a reference as the runtime resolves it: the first path component
+/// when it looks like a host (has a `.` or a `:`, or is `localhost`), else Docker Hub.
+pub fn registry_of(image: &str) -> &str {
+    match image.split_once('/') {
+        Some((first, _)) if first.contains(['.', ':']) || first == "localhost" => first,
+        _ => "docker.io",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registries_of_references() {
+        assert_eq!(registry_of("127.0.0.1:5000/team/app:1"), "127.0.0.1:5000");
+        assert_eq!(registry_of("registry.example/app"), "registry.example");
+        assert_eq!(registry_of("localhost/app"), "localhost");
+        assert_eq!(registry_of("library/nginx:1"), "docker.io");
+        assert_eq!(registry_of("nginx"), "docker.io");
+    }
+}
