@@ -616,7 +616,7 @@ mod tests {
                     let caps = Capabilities {
                         etc,
                         docker,
-                        containerd: false,
+                        ..Default::default()
                     };
                     let p = pod(&spec(&caps, dry_run));
                     assert!(
