@@ -631,7 +631,7 @@ mod builtin_capability_tests {
                 etc: EtcAccess::None,
                 docker: false,
                 containerd: true,
-                registry_auth: false,
+                registry_auth: true,
             }
         );
         // No declaration, or one that does not parse: nothing.

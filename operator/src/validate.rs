@@ -143,7 +143,7 @@ fn field_of_pointer(pointer: &str) -> String {
 }
 
 /// Checks that the plugin may do what the method does: a method that changes the node
-/// needs `etc: write` or `docker`, unless the task is a dry run.
+/// needs `etc: write`, `docker` or `containerd`, unless the task is a dry run.
 pub fn check_capabilities(
     spec: &HostTaskSpec,
     plugin_name: &str,
@@ -151,15 +151,22 @@ pub fn check_capabilities(
     method: &MethodInfo,
 ) -> Result<(), Invalid> {
     let caps = &plugin.capabilities;
-    if method.mutates && !spec.dry_run && caps.etc != EtcAccess::Write && !caps.docker {
+    if method.mutates
+        && !spec.dry_run
+        && caps.etc != EtcAccess::Write
+        && !caps.docker
+        && !caps.containerd
+    {
         return Err(Invalid::new(
             "spec.http.method",
             format!(
                 "method {:?} changes the node, but HostPlugin {plugin_name:?} grants only etc: {}, \
-                 docker: {}; run it with spec.dryRun: true or grant the plugin etc: write",
+                 docker: {}, containerd: {}; run it with spec.dryRun: true or grant the plugin \
+                 etc: write",
                 method.name,
                 etc_name(caps.etc),
-                caps.docker
+                caps.docker,
+                caps.containerd
             ),
         ));
     }

@@ -1,19 +1,27 @@
 //! Registry credentials for `pull`: the one place that decides what goes into CRI's
 //! `AuthConfig`.
 //!
-//! The operator is to hand an invocation the credentials of the HostTask's
-//! `spec.registryAuth.secretName` (a `kubernetes.io/dockerconfigjson` Secret) through a
-//! `registry-auth` import. Until that import exists in this plugin's world, no
-//! credentials are known and pulls go out anonymously; a registry that wants credentials
-//! then refuses the pull and the error says so.
+//! The operator hands an invocation the credentials of the HostTask's
+//! `spec.registryAuth.secretName` (a `kubernetes.io/dockerconfigjson` Secret) through the
+//! `registry-auth` import, when this plugin's HostPlugin declares `registryAuth`. Without
+//! them pulls go out anonymously; a registry that wants credentials then refuses the pull
+//! and the error says so.
 
 use hostplug_sdk::Result;
 use hostplug_sdk::containerd::AuthConfig;
+use hostplug_sdk::registry_auth;
 
 /// The credentials to send with a pull of `image`, if any are known for its registry.
 pub fn for_image(image: &str) -> Result<Option<AuthConfig>> {
-    let _registry = registry_of(image);
-    Ok(None)
+    let registry = registry_of(image);
+    Ok(registry_auth::lookup(registry).map(|c| AuthConfig {
+        username: c.username,
+        password: c.password,
+        auth: String::new(),
+        server_address: registry.to_owned(),
+        identity_token: String::new(),
+        registry_token: String::new(),
+    }))
 }
 
 /// The registry host of a reference as the runtime resolves it: the first path component

@@ -15,8 +15,8 @@
 //! `remove` and `prune` never take an image a container on the node uses (any state) or
 //! one the runtime pins (the sandbox image); `remove` does with `force`.
 //!
-//! Pull credentials come from [`credentials::for_image`], the one place that will read
-//! the registry credentials the operator hands the invocation.
+//! Pull credentials come from [`credentials::for_image`], the one place that reads the
+//! registry credentials the operator hands the invocation (`registry-auth`).
 
 pub mod credentials;
 pub mod params;
