@@ -163,6 +163,19 @@ async fn faults_are_contained() -> anyhow::Result<()> {
     }
 
     // A second replica next to the leader: it waits on the Lease, the task runs once.
+    // The restarted operator leads only once the killed one's Lease has run out; the
+    // task above may have finished before that (the kill can land after the last node),
+    // so wait for it to lead before the replica starts, or both would race for the Lease.
+    let leader_log = h.operator_starts();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !h.operator_log(leader_log).contains("became leader") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the restarted operator never became leader:\n{}",
+            h.operator_log(leader_log)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
     let _replica = h.start_replica()?;
     let replica_log = h.operator_starts();
     h.apply(&task(
