@@ -817,6 +817,35 @@ fn paths_outside_etc_are_refused_and_nothing_is_written() {
     assert!(!Path::new("/tmp/hostplug-etc-file-test").exists());
 }
 
+/// What `read` says of a link out of /etc, as real nodes have it (`/etc/os-release` →
+/// `../usr/lib/os-release` on Debian, Ubuntu and Fedora): refused, naming the link and where
+/// it leads; a link that stays under /etc is followed.
+#[test]
+fn read_names_a_link_that_leads_out_of_etc() {
+    let node = Node::new();
+    std::fs::create_dir_all(node.dir.path().join("usr/lib")).expect("mkdir usr/lib");
+    std::fs::write(node.dir.path().join("usr/lib/os-release"), "ID=debian\n").expect("write");
+    std::os::unix::fs::symlink("../usr/lib/os-release", node.etc().join("os-release"))
+        .expect("symlink");
+    node.put("/etc/hostname", "node1\n");
+    std::os::unix::fs::symlink("hostname", node.etc().join("name-link")).expect("symlink");
+    let f = node
+        .run_with(false, false, "read", json!({"path": "/etc/os-release"}))
+        .expect_err("a read through a link out of /etc");
+    assert_eq!(f.kind, "denied", "{f:?}");
+    assert!(
+        f.message.contains("/etc/os-release: a symbolic link to")
+            && f.message
+                .contains("usr/lib/os-release, which is outside /etc"),
+        "{f:?}"
+    );
+    let v = node
+        .run_with(false, false, "read", json!({"path": "/etc/name-link"}))
+        .expect("a link under /etc is followed");
+    assert_eq!(v["output"]["content"], "node1\n", "{v}");
+    assert_eq!(v["output"]["path"], "/etc/name-link", "{v}");
+}
+
 #[test]
 fn read_only_grant_denies_writes() {
     let node = Node::new();

@@ -182,8 +182,12 @@ fn missing(path: &str) -> Error {
 }
 
 fn read(p: params::Read, _cx: &Context) -> Result<Outcome> {
-    let path = fs::etc_path(&p.path)?;
-    let name = display(&path);
+    let requested = fs::etc_path(&p.path)?;
+    let name = display(&requested);
+    // Links that stay under /etc are followed; one that leads out of it (Debian's and
+    // Fedora's /etc/os-release → ../usr/lib/os-release) is refused with a message that
+    // says so, where the sandbox alone would only say "Operation not permitted".
+    let path = fs::resolve_symlinks(&requested)?;
     let content =
         fs::read_text(&path)?.ok_or_else(|| Error::not_found(format!("{name}: no such file")))?;
     let attributes =

@@ -114,15 +114,19 @@ async fn examples_end_as_expected() -> anyhow::Result<()> {
     // Read from two named nodes: outputs carry the file, nothing changes.
     let before = h.snapshot()?;
     h.apply_example("read-two-nodes.yaml").await?;
-    let t = h.wait_finished("read-os-release").await?;
+    let t = h.wait_finished("read-hostname").await?;
     let st = t.status.clone().unwrap_or_default();
     assert_eq!(state_of(&t), Some(TaskState::Succeeded), "{:?}", st.msg);
     assert_eq!(st.nodes.len(), 2);
     for n in &st.nodes {
         assert_eq!(n.phase, NodePhase::Succeeded);
         assert!(!n.changed);
-        let out = serde_json::to_string(&n.output)?;
-        assert!(out.contains("hostplug simulated node"), "{out}");
+        let content = n.output.as_ref().map(|o| o["content"].clone());
+        assert_eq!(
+            content,
+            Some(serde_json::json!(format!("{}\n", n.node))),
+            "{n:?}"
+        );
     }
     assert_eq!(changed_files(&before, &h.snapshot()?), vec![]);
 
@@ -157,9 +161,9 @@ async fn examples_end_as_expected() -> anyhow::Result<()> {
     // The workers belong to the operator's pool, not to the task: deleting the task
     // leaves them warm for the next one (the pool removes them when idle).
     h.tasks()
-        .delete("read-os-release", &DeleteParams::foreground())
+        .delete("read-hostname", &DeleteParams::foreground())
         .await?;
-    wait_task_gone(&h, "read-os-release").await?;
+    wait_task_gone(&h, "read-hostname").await?;
     let workers = h.worker_pods().await?;
     assert!(
         workers.values().flatten().any(|p| p == &node1_pod),

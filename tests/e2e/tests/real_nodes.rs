@@ -139,17 +139,16 @@ async fn helm_installed_hostplug_runs_the_examples_on_real_nodes() -> anyhow::Re
     );
     let before = snapshot(env)?;
     kubectl_stdin(env, &["apply", "-f", "-"], &yaml).await?;
-    let t = wait_finished(&tasks, "read-os-release").await?;
+    let t = wait_finished(&tasks, "read-hostname").await?;
     let st = t.status.clone().unwrap_or_default();
     ensure!(state_of(&t) == Some(TaskState::Succeeded), "{st:?}");
     for n in &st.nodes {
         let node = env.real_node(&n.node).context("a real node")?;
-        let os_release = std::fs::read_to_string(node.etc_dir().join("os-release"))?;
-        let output = n.output.clone().unwrap_or_default().to_string();
-        let first = os_release.lines().next().unwrap_or_default();
+        let hostname = std::fs::read_to_string(node.etc_dir().join("hostname"))?;
+        let content = n.output.as_ref().map(|o| o["content"].clone());
         ensure!(
-            output.contains(&first.replace('"', "\\\"")),
-            "{}: output {output} lacks {first}",
+            content == Some(serde_json::json!(hostname)),
+            "{}: output {content:?}, /etc/hostname {hostname:?}",
             n.node
         );
     }
