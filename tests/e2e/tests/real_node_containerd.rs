@@ -371,7 +371,12 @@ fn expect_refused(t: &HostTask) -> anyhow::Result<()> {
 async fn images(node: &RealNode) -> anyhow::Result<Vec<String>> {
     let out = tokio::time::timeout(CTR_TIMEOUT, node.ctr(["images", "ls", "-q"]))
         .await
-        .with_context(|| format!("ctr images ls on {}: no answer in {CTR_TIMEOUT:?}", node.name()))??;
+        .with_context(|| {
+            format!(
+                "ctr images ls on {}: no answer in {CTR_TIMEOUT:?}",
+                node.name()
+            )
+        })??;
     Ok(out.lines().map(str::to_owned).collect())
 }
 
