@@ -11,8 +11,8 @@
 //!   without a hosts.toml). Nothing leaves the machine's loopback or the node's namespace;
 //! - a pull without `registryAuth`, and one with a Secret holding a wrong password, end
 //!   Failed with containerd's authorization error and pull nothing (`ctr images ls`);
-//! - a pull with the right Secret ends Succeeded and changed, with the image ID in the
-//!   node's output, the image in real1's containerd and not in real2's;
+//! - a pull with the right Secret ends Succeeded and changed, with the pushed image's ID in
+//!   the node's output, the image in real1's containerd and not in real2's;
 //! - the containerd-image worker Pod mounts the node's containerd socket, the etc-file
 //!   workers do not (their Pod specs);
 //! - apply → finished is printed for each task.
@@ -65,7 +65,7 @@ async fn containerd_image_pulls_with_secret_credentials_on_a_real_node() -> anyh
     // --- the registry ---------------------------------------------------------------------
     // Podman pushes to its registry on this machine's loopback; the node's registry serves
     // the same storage, read-only, with htpasswd.
-    let docker = tokio::task::block_in_place(|| -> anyhow::Result<_> {
+    let (docker, pushed_id) = tokio::task::block_in_place(|| -> anyhow::Result<_> {
         let docker = hostplug_podman::DockerEnv::start_with(&hostplug_podman::Options {
             tie_to_thread: false,
             ..hostplug_podman::Options::default()
@@ -74,7 +74,7 @@ async fn containerd_image_pulls_with_secret_credentials_on_a_real_node() -> anyh
         let id = docker.make_image(&local, &[])?;
         docker.push(&local, &format!("{REPOSITORY}:{TAG}"))?;
         eprintln!("pushed {local} ({id}) to the loopback registry");
-        Ok(docker)
+        Ok((docker, id))
     })?;
     let mut registry =
         NodeRegistry::start(real1, &docker.dir().join("registry-data"), USER, PASSWORD).await?;
@@ -137,7 +137,7 @@ async fn containerd_image_pulls_with_secret_credentials_on_a_real_node() -> anyh
     ensure!(output["pulled"] == true, "{output}");
     ensure!(output["authenticated"] == true, "{output}");
     let id = output["id"].as_str().unwrap_or_default().to_owned();
-    ensure!(id.starts_with("sha256:"), "{output}");
+    ensure!(id == pushed_id, "pulled {id}, pushed {pushed_id}: {output}");
     let on_real1 = images(real1).await?;
     ensure!(
         on_real1.contains(&image) && on_real1.contains(&id),
