@@ -12,7 +12,8 @@
 //! - a pull without `registryAuth`, and one with a Secret holding a wrong password, end
 //!   Failed with containerd's authorization error and pull nothing (`ctr images ls`);
 //! - a pull with the right Secret ends Succeeded and changed, with the pushed image's ID in
-//!   the node's output, the image in real1's containerd and not in real2's;
+//!   the node's output, the image in real1's containerd and not in real2's; again it changes
+//!   nothing, and with `policy: always` it pulls again with the credentials, unchanged;
 //! - the containerd-image worker Pod mounts the node's containerd socket, the etc-file
 //!   workers do not (their Pod specs);
 //! - apply → finished is printed for each task.
@@ -149,6 +150,31 @@ async fn containerd_image_pulls_with_secret_credentials_on_a_real_node() -> anyh
     );
     eprintln!("pull with the Secret's credentials: Succeeded after {pulled:.1?}, {image} is {id}");
 
+    // --- again: present, nothing pulled; with `policy: always`, pulled again (the registry
+    // asked with the credentials once more), the same image, unchanged ------------------------
+    let (t, present) = run_task(
+        &cluster,
+        &pull_task("pull-with-credentials-again", Some("registry-credentials"))?,
+    )
+    .await?;
+    let again = expect_unchanged(&t, &id)?;
+    ensure!(again["pulled"] == false, "{again}");
+    let (name, yaml) = pull_task("pull-with-credentials-always", Some("registry-credentials"))?;
+    let always = (
+        name,
+        replace_once(&yaml, "policy: if-not-present\n", "policy: always\n")?,
+    );
+    let (t, repulled) = run_task(&cluster, &always).await?;
+    let out = expect_unchanged(&t, &id)?;
+    ensure!(
+        out["pulled"] == true && out["authenticated"] == true,
+        "{out}"
+    );
+    eprintln!(
+        "again: present, not pulled, after {present:.1?}; policy always: pulled with the \
+         credentials, unchanged, after {repulled:.1?}"
+    );
+
     // --- the worker Pods: the containerd socket only in the containerd-image worker -----
     let pods = cluster.pods();
     let pull_pod = n.pod.clone().context("node result without a pod")?;
@@ -192,7 +218,8 @@ async fn containerd_image_pulls_with_secret_credentials_on_a_real_node() -> anyh
     eprintln!(
         "apply → finished on a real node, containerd-image pull: without credentials \
          (first containerd task, new worker Pod) {anonymous:.1?} (Failed); wrong password \
-         {wrong:.1?} (Failed); with the Secret's credentials {pulled:.1?} (Succeeded)"
+         {wrong:.1?} (Failed); with the Secret's credentials {pulled:.1?} (Succeeded); \
+         present {present:.1?}; pulled again (policy always) {repulled:.1?}"
     );
     eprintln!("whole test {:.1?}", cluster.t0.elapsed());
     registry.stop().await;
@@ -312,11 +339,7 @@ fn pull_task(name: &str, secret: Option<&str>) -> anyhow::Result<(String, String
         ),
         ("tag: \"1.0\"\n".to_owned(), format!("tag: \"{TAG}\"\n")),
     ] {
-        ensure!(
-            yaml.matches(&from).count() == 1,
-            "pull-image-containerd.yaml changed shape: {from:?}"
-        );
-        yaml = yaml.replace(&from, &to);
+        yaml = replace_once(&yaml, &from, &to)?;
     }
     Ok((name.to_owned(), yaml))
 }
@@ -364,6 +387,32 @@ fn expect_refused(t: &HostTask) -> anyhow::Result<()> {
     );
     eprintln!("  {}: {message}", n.node);
     Ok(())
+}
+
+/// The task succeeded on real1 alone without changing it, the image still `id`; returns
+/// the node's output.
+fn expect_unchanged(t: &HostTask, id: &str) -> anyhow::Result<serde_json::Value> {
+    let st = t.status.clone().unwrap_or_default();
+    ensure!(state_of(t) == Some(TaskState::Succeeded), "{st:?}");
+    ensure!(
+        st.nodes.len() == 1 && st.nodes[0].node == PULL_NODE,
+        "{st:?}"
+    );
+    let n = &st.nodes[0];
+    ensure!(n.phase == NodePhase::Succeeded && !n.changed, "{n:?}");
+    let output = n.output.clone().unwrap_or_default();
+    ensure!(output["id"] == id, "{output}");
+    Ok(output)
+}
+
+/// `text` with the one occurrence of `from` replaced by `to`; an error when `from` is not
+/// there exactly once (the example changed shape).
+fn replace_once(text: &str, from: &str, to: &str) -> anyhow::Result<String> {
+    ensure!(
+        text.matches(from).count() == 1,
+        "pull-image-containerd.yaml changed shape: {from:?}"
+    );
+    Ok(text.replace(from, to))
 }
 
 /// Every image name of the node's containerd in `k8s.io` (`ctr images ls -q`): names,
