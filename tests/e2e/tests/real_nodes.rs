@@ -29,9 +29,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
 use common::{
-    CONTROL_PLANE_NODE, Install, OVERLAY, REAL_NODE_TESTS, REAL_NODES, RealCluster,
-    example, kubectl, kubectl_stdin, snapshot, wait_finished,
-    worker_process,
+    CONTROL_PLANE_NODE, Install, OVERLAY, REAL_NODE_TESTS, REAL_NODES, RealCluster, example,
+    kubectl, kubectl_stdin, snapshot, wait_finished, worker_process,
 };
 use hostplug_api::crd::TaskState;
 use hostplug_e2e::{NAMESPACE, changed_files, repo_root, state_of};

@@ -5,7 +5,6 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -71,10 +70,9 @@ impl RealCluster {
                 i.took
             );
         }
-        let env =
-            Environment::start(EnvConfig::control_plane_only().with_real_nodes(REAL_NODES))
-                .await
-                .context("starting the control plane and the real nodes")?;
+        let env = Environment::start(EnvConfig::control_plane_only().with_real_nodes(REAL_NODES))
+            .await
+            .context("starting the control plane and the real nodes")?;
         eprintln!(
             "control plane and {REAL_NODES} real nodes up at {:.1?}",
             t0.elapsed()
@@ -194,7 +192,11 @@ impl RealCluster {
         let env = &self.env;
         let before = snapshot(env)?;
         let started = Instant::now();
-        kubectl(env, &["apply", "-f", &example("ensure-line-all-nodes.yaml")]).await?;
+        kubectl(
+            env,
+            &["apply", "-f", &example("ensure-line-all-nodes.yaml")],
+        )
+        .await?;
         let t = wait_finished(&self.tasks(), "ensure-ntp-server").await?;
         let took = started.elapsed();
         let st = t.status.clone().unwrap_or_default();
@@ -254,7 +256,11 @@ pub async fn kubectl(env: &Environment, args: &[&str]) -> anyhow::Result<String>
     kubectl_stdin(env, args, "").await
 }
 
-pub async fn kubectl_stdin(env: &Environment, args: &[&str], stdin: &str) -> anyhow::Result<String> {
+pub async fn kubectl_stdin(
+    env: &Environment,
+    args: &[&str],
+    stdin: &str,
+) -> anyhow::Result<String> {
     use tokio::io::AsyncWriteExt;
     let mut child = tokio::process::Command::new(env.kubectl())
         .arg("--kubeconfig")
@@ -305,7 +311,11 @@ where
     }
 }
 
-pub async fn wait_deployment_ready(env: &Environment, name: &str, replicas: i32) -> anyhow::Result<()> {
+pub async fn wait_deployment_ready(
+    env: &Environment,
+    name: &str,
+    replicas: i32,
+) -> anyhow::Result<()> {
     let deployments: Api<Deployment> = Api::namespaced(env.admin_client(), NAMESPACE);
     let waited = wait_until(
         &format!("Deployment {name} with {replicas} ready replicas"),
@@ -490,4 +500,3 @@ impl WorkerProcess {
         Ok(())
     }
 }
-
