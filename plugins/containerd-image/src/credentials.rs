@@ -12,13 +12,20 @@ use hostplug_sdk::containerd::AuthConfig;
 use hostplug_sdk::registry_auth;
 
 /// The credentials to send with a pull of `image`, if any are known for its registry.
+///
+/// `server_address` stays empty, as the kubelet leaves it: containerd's CRI uses the
+/// credentials only for a host with `url.Parse(server_address).Host == host`, and a bare
+/// `host:port` never parses to a host (`127.0.0.1:5000` fails to parse and fails the
+/// pull; `registry.example:5000` parses as a scheme and the pull goes out anonymously).
+/// Empty, containerd sends them to the hosts it resolves this image's registry to (its
+/// hosts.toml mirrors included), which is what the kubelet's pulls do.
 pub fn for_image(image: &str) -> Result<Option<AuthConfig>> {
     let registry = registry_of(image);
     Ok(registry_auth::lookup(registry).map(|c| AuthConfig {
         username: c.username,
         password: c.password,
         auth: String::new(),
-        server_address: registry.to_owned(),
+        server_address: String::new(),
         identity_token: String::new(),
         registry_token: String::new(),
     }))

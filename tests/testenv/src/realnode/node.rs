@@ -4,8 +4,10 @@
 //! Inside the node's mount namespace (private propagation, so nothing reaches the
 //! machine's): `/etc` is a bind mount of a scratch copy in the node directory (a hostPath
 //! `/etc` is the node's, never the machine's), `/var` an overlay whose upper layer is in the
-//! node directory, `/run` a tmpfs, and the `/proc/sys` files the kubelet writes are covered
-//! by scratch files. The kubelet runs with the cgroupfs driver under a cgroup root of its
+//! node directory, `/run` a tmpfs (holding [`NODE_CONTAINERD_SOCKET`], a symlink to the
+//! node's containerd socket: a hostPath of that path, as the containerd-image worker's,
+//! reaches this node's containerd), and the `/proc/sys` files the kubelet writes are
+//! covered by scratch files. The kubelet runs with the cgroupfs driver under a cgroup root of its
 //! own (`hostplug-rn-<test pid>-<seq>-<node>`, made in every v1 hierarchy).
 
 use std::ffi::OsStr;
@@ -28,6 +30,11 @@ use crate::{Error, Result};
 
 /// The label every real node carries (value `true`), to tell them from simulated ones.
 pub const REAL_NODE_LABEL: &str = "hostplug.test/real-node";
+
+/// Where a node's containerd socket is (containerd's default, the operator's default
+/// `--node-containerd-socket`): inside each node a symlink to the socket in the node
+/// directory.
+pub const NODE_CONTAINERD_SOCKET: &str = "/run/containerd/containerd.sock";
 
 /// nsenter (util-linux).
 pub(crate) const NSENTER: &str = "/usr/bin/nsenter";
@@ -192,7 +199,9 @@ impl RealNode {
              hostname {name}\n\
              mount --bind {d}/etc /etc\n\
              mount -t overlay overlay -o lowerdir=/var,upperdir={d}/var-upper,workdir={d}/var-work /var\n\
-             mount -t tmpfs -o mode=755 tmpfs /run\n"
+             mount -t tmpfs -o mode=755 tmpfs /run\n\
+             mkdir -p /run/containerd\n\
+             ln -s {d}/containerd/containerd.sock {NODE_CONTAINERD_SOCKET}\n"
         );
         for key in SYSCTLS {
             script += &format!(
@@ -506,7 +515,8 @@ imageGCLowThresholdPercent: 99
         self.dir.join("etc")
     }
 
-    /// containerd's socket (a path on this machine; the CRI and containerd APIs).
+    /// containerd's socket (a path on this machine; the CRI and containerd APIs). Inside the
+    /// node it is also at [`NODE_CONTAINERD_SOCKET`], a symlink.
     pub fn containerd_socket(&self) -> PathBuf {
         self.dir.join("containerd/containerd.sock")
     }
