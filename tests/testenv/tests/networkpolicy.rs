@@ -28,6 +28,8 @@ const POD_TIMEOUT: Duration = Duration::from_secs(90);
 /// How long one probe waits for the worker's answer (a dropped packet shows as a timeout;
 /// kube-router rejects, which fails at once).
 const PROBE_TIMEOUT_SECONDS: u32 = 3;
+/// How long the worker's httpd may take to answer once its container runs.
+const SERVE_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long the policy may take to be in force after the enforcer reports its chains.
 const ENFORCE_TIMEOUT: Duration = Duration::from_secs(60);
 /// The worker's port (its container port named `https`, which the policy names).
@@ -159,7 +161,16 @@ async fn only_the_operator_reaches_a_worker() -> anyhow::Result<()> {
         .and_then(|s| s.pod_ip)
         .expect("a running Pod has an IP");
 
-    // No enforcer yet: everybody reaches the worker.
+    // No enforcer yet: everybody reaches the worker (once its httpd listens: Running
+    // only says its container started).
+    let deadline = Instant::now() + SERVE_TIMEOUT;
+    while !reaches(&env, CLIENTS[0], &ip).await {
+        assert!(
+            Instant::now() < deadline,
+            "the worker does not answer {SERVE_TIMEOUT:?} after it started"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     for client in CLIENTS {
         assert!(
             reaches(&env, client, &ip).await,
