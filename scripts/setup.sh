@@ -43,6 +43,10 @@ PACKAGES=(
   gcc
   libc6-dev
   busybox-static
+  # NetworkPolicy on real nodes (tests/netpol): kube-router's policy controller programs
+  # iptables and ipset inside each real node's network namespace (never the machine's).
+  iptables
+  ipset
 )
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -71,6 +75,12 @@ fi
 # Go modules once and cached by version (tests/nodes/build.sh).
 if [ -x "$ROOT/tests/nodes/build.sh" ]; then
   "$ROOT/tests/nodes/build.sh"
+fi
+
+# kube-router, whose NetworkPolicy controller enforces deploy/'s NetworkPolicy on the real
+# test nodes, built from its Go module once and cached by version (tests/netpol/build.sh).
+if [ -x "$ROOT/tests/netpol/build.sh" ]; then
+  "$ROOT/tests/netpol/build.sh"
 fi
 
 # The base image of our Dockerfiles (gcr.io/distroless/cc-debian12:nonroot) as a root

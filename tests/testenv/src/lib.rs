@@ -8,6 +8,8 @@
 //!   processes.
 //! - [`realnode`] runs real nodes — kubelet, containerd and runc, each node in namespaces
 //!   of its own — next to the simulated ones, when a test asks for them.
+//! - [`netpol`] enforces NetworkPolicies on the real nodes with kube-router's policy
+//!   controller (built by `tests/netpol/build.sh`), inside each node's namespaces only.
 //! - [`Environment`] puts both together for a test: clients as admin or as a
 //!   ServiceAccount, server-side apply of YAML, waiting for conditions, and a teardown that
 //!   leaves no process behind, also when the test fails or panics.
@@ -23,6 +25,7 @@ pub mod controlplane;
 pub mod env;
 pub mod helm;
 pub mod hostplug;
+pub mod netpol;
 pub mod nodesim;
 pub mod realnode;
 
