@@ -35,11 +35,15 @@ use common::{
 use hostplug_api::crd::TaskState;
 use hostplug_e2e::{NAMESPACE, changed_files, repo_root, state_of};
 use hostplug_testenv::Environment;
+use hostplug_testenv::netpol::PolicyEnforcer;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::Api;
 use tokio::io::AsyncBufReadExt;
 
-/// The whole tour on real nodes, installed with Helm: the console answers, the examples
-/// run (dry run, a write on every node, the control-plane node alone, reading two named
-/// nodes), each worker confined as its Pod spec says, apply → Succeeded measured.
+/// The whole tour on real nodes, installed with Helm, with deploy's NetworkPolicy enforced:
+/// the console answers, the examples run (dry run, a write on every node, the
+/// control-plane node alone, reading two named nodes), each worker confined as its Pod
+/// spec says, apply → Succeeded measured.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn helm_installed_hostplug_runs_the_examples_on_real_nodes() -> anyhow::Result<()> {
     let _one_at_a_time = REAL_NODE_TESTS.lock().await;
@@ -49,6 +53,16 @@ async fn helm_installed_hostplug_runs_the_examples_on_real_nodes() -> anyhow::Re
     let nodes = &cluster.nodes;
     let pods = cluster.pods();
     let tasks = cluster.tasks();
+
+    // deploy's NetworkPolicy (the chart installs it) enforced by kube-router on both
+    // nodes (hostplug_testenv::netpol): every task below reaches its workers through it,
+    // as the operator must on a cluster whose network plugin enforces policies.
+    let policies: Api<NetworkPolicy> = Api::namespaced(env.admin_client(), NAMESPACE);
+    ensure!(
+        policies.get_opt("hostplug-workers").await?.is_some(),
+        "the chart installed no NetworkPolicy hostplug-workers"
+    );
+    let enforcer = PolicyEnforcer::start(env, &repo_root()).await?;
 
     // --- the console, through kubectl port-forward -----------------------------------------
     tokio::time::timeout(Duration::from_secs(120), console_answers(env))
@@ -87,6 +101,17 @@ async fn helm_installed_hostplug_runs_the_examples_on_real_nodes() -> anyhow::Re
             .with_context(|| format!("dry-run worker {pod} on {}", n.node))?;
     }
     eprintln!("dry-run workers confined");
+    // The policy is in force for those workers: kube-router made its per-policy chain on
+    // each node that runs one, so the answers above came through it.
+    for n in &st.nodes {
+        let node = env.real_node(&n.node).context("a real node")?;
+        let rules = hostplug_testenv::netpol::iptables_rules(node).await?;
+        ensure!(
+            rules.contains("KUBE-NWPLCY-"),
+            "no policy chain on {}:\n{rules}",
+            n.node
+        );
+    }
 
     // The real thing on every node: new workers that may write /etc (new Pods).
     let (cold_write, write_workers) = cluster.ensure_line_on_every_node().await?;
@@ -160,6 +185,7 @@ async fn helm_installed_hostplug_runs_the_examples_on_real_nodes() -> anyhow::Re
          write task on a running worker {warm_write:.1?}"
     );
     eprintln!("whole test {:.1?}", cluster.t0.elapsed());
+    drop(enforcer);
     cluster.env.shutdown().await?;
     Ok(())
 }
