@@ -99,6 +99,11 @@ async fn helm_installed_hostplug_runs_the_examples_on_real_nodes() -> anyhow::Re
         let proc = worker_process(env, &pods, &pod).await?;
         proc.check_confinement(0, true)
             .with_context(|| format!("dry-run worker {pod} on {}", n.node))?;
+        eprintln!(
+            "dry-run worker {pod} on {}: VmRSS {} after one task",
+            n.node,
+            proc.field("VmRSS")?
+        );
     }
     eprintln!("dry-run workers confined");
     // The policy is in force for those workers: kube-router made its per-policy chain on

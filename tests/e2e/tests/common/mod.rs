@@ -226,6 +226,11 @@ impl RealCluster {
             let proc = worker_process(env, &self.pods(), &pod).await?;
             proc.check_confinement(CAP_CHOWN | CAP_FOWNER, false)
                 .with_context(|| format!("write worker {pod} on {}", n.node))?;
+            eprintln!(
+                "write worker {pod} on {}: VmRSS {} after one task",
+                n.node,
+                proc.field("VmRSS")?
+            );
             workers.insert(n.node.clone(), pod);
         }
         Ok((took, workers))
