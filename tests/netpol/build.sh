@@ -11,6 +11,7 @@
 # built into a temporary directory and moved into place at the end. The last line printed
 # on stdout is the binary's path.
 set -euo pipefail
+HERE="$(cd "$(dirname "$0")" && pwd)"
 
 KUBE_ROUTER_VERSION="2.1.0"
 
@@ -29,19 +30,22 @@ flock 9
 if complete; then echo "$BIN/kube-router"; exit 0; fi
 
 command -v go >/dev/null || { echo "go is needed to build kube-router (PATH=$PATH)" >&2; exit 1; }
-export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=mod
+export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=readonly
 start=$(date +%s)
 say "building kube-router v$KUBE_ROUTER_VERSION into $BIN"
 WORK="$DEST/src"
 mkdir -p "$WORK"
 cd "$WORK"
 module=github.com/cloudnativelabs/kube-router/v2
-gomod=$(go mod download -json "$module@v$KUBE_ROUTER_VERSION" | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",\{0,1\}$/\1/p')
-[ -f "$gomod" ] || { echo "could not find the go.mod of $module@v$KUBE_ROUTER_VERSION" >&2; exit 1; }
-go_directive=$(awk '$1 == "go" { print $2; exit }' "$gomod")
-printf 'module hostplug.invalid/netpol\n\ngo %s\n\nrequire %s v%s\n' "$go_directive" "$module" "$KUBE_ROUTER_VERSION" > go.mod
-printf '//go:build tools\n\npackage tools\n\nimport _ "%s/cmd/kube-router"\n' "$module" > tools.go
-go mod tidy -e
+# The module list is checked in (tests/netpol/module: go.mod, go.sum, tools.go), made once
+# by `go mod tidy` of a module requiring kube-router v2.1.0. kube-router's own go.mod does
+# not cover every package it imports, so a fresh `tidy` would pick the newest version of
+# those on the day; the checked-in go.sum keeps every build on the same dependencies.
+# (To move to another kube-router: write a go.mod requiring it, `go mod tidy`, copy the
+# three files back.)
+cp "$HERE/module/go.mod" "$HERE/module/go.sum" "$HERE/module/tools.go" .
+grep -q "^require $module v$KUBE_ROUTER_VERSION\$" go.mod \
+  || { echo "tests/netpol/module/go.mod does not require $module v$KUBE_ROUTER_VERSION" >&2; exit 1; }
 TMP="$DEST/bin.tmp"
 rm -rf "$TMP"; mkdir -p "$TMP"
 go build -trimpath -ldflags "-s -w -X $module/pkg/version.Version=v$KUBE_ROUTER_VERSION" \
