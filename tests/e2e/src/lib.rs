@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use hostplug_api::crd::{HostPlugin, HostTask, TaskState};
+use hostplug_api::worker::paths::{CONTAINERD_MOUNT, NODE_CONTAINERD_SOCKET};
 use hostplug_testenv::hostplug::{
     OperatorInstall, install_operator, prepare_operator, start_environment,
 };
@@ -556,4 +557,42 @@ pub fn tail(s: &str, n: usize) -> String {
 /// Whether a task ended with `state`.
 pub fn state_of(t: &HostTask) -> Option<TaskState> {
     t.status.as_ref().map(|s| s.state)
+}
+
+/// Whether a worker Pod's spec mounts the node's containerd socket: a hostPath volume of
+/// it, or a mount at the worker's containerd path.
+pub fn mounts_containerd_socket(p: &Pod) -> bool {
+    let (volume, mount) = containerd_socket_in_spec(p);
+    volume.is_some() || mount
+}
+
+/// The hostPath type of a volume of the node's containerd socket, if the Pod has one, and
+/// whether a container mounts something at the worker's containerd path.
+pub fn containerd_socket_in_spec(p: &Pod) -> (Option<String>, bool) {
+    let Some(spec) = p.spec.as_ref() else {
+        return (None, false);
+    };
+    let volume = spec.volumes.iter().flatten().find_map(|v| {
+        v.host_path
+            .as_ref()
+            .filter(|h| h.path == NODE_CONTAINERD_SOCKET)
+            .map(|h| h.type_.clone().unwrap_or_default())
+    });
+    let mount = spec.containers.iter().any(|c| {
+        c.volume_mounts
+            .iter()
+            .flatten()
+            .any(|m| m.mount_path == CONTAINERD_MOUNT)
+    });
+    (volume, mount)
+}
+
+/// A worker Pod's profile (label `hostplug.dev/profile`, e.g. `etc-write-containerd`);
+/// empty when it has none.
+pub fn worker_profile(p: &Pod) -> String {
+    p.metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get("hostplug.dev/profile").cloned())
+        .unwrap_or_default()
 }

@@ -7,8 +7,7 @@
 //! worker mounts the containerd socket.
 
 use hostplug_api::crd::{NodePhase, TaskState};
-use hostplug_api::worker::paths::{CONTAINERD_MOUNT, NODE_CONTAINERD_SOCKET};
-use hostplug_e2e::{Harness, state_of};
+use hostplug_e2e::{Harness, mounts_containerd_socket, state_of, worker_profile};
 use hostplug_testenv::hostplug::{EXAMPLE_IMAGES, EXAMPLE_REGISTRY, start_node_containerd};
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
@@ -84,30 +83,13 @@ async fn containerd_image_tasks_on_a_node() -> anyhow::Result<()> {
         .await?;
     let mut with_socket = 0;
     for p in &pods.items {
-        let spec = p.spec.clone().unwrap_or_default();
-        let hostpaths: Vec<String> = spec
-            .volumes
-            .iter()
-            .flatten()
-            .filter_map(|v| v.host_path.as_ref().map(|h| h.path.clone()))
-            .collect();
-        let profile = p
-            .metadata
-            .labels
-            .as_ref()
-            .and_then(|l| l.get("hostplug.dev/profile").cloned())
-            .unwrap_or_default();
-        let mounts_it = hostpaths.iter().any(|h| h == NODE_CONTAINERD_SOCKET)
-            || spec.containers.iter().any(|c| {
-                c.volume_mounts
-                    .iter()
-                    .flatten()
-                    .any(|m| m.mount_path == CONTAINERD_MOUNT)
-            });
+        let profile = worker_profile(p);
+        let mounts_it = mounts_containerd_socket(p);
         assert_eq!(
             mounts_it,
             profile.ends_with("-containerd"),
-            "{profile}: {hostpaths:?}"
+            "{profile}: {:?}",
+            hostplug_e2e::containerd_socket_in_spec(p)
         );
         with_socket += usize::from(mounts_it);
     }

@@ -28,9 +28,10 @@ use anyhow::{Context, bail, ensure};
 use common::{Install, REAL_NODE_TESTS, RealCluster, kubectl_stdin, wait_finished};
 use hostplug_api::crd::{HostTask, NodePhase, TaskState};
 use hostplug_api::worker::paths::{CONTAINERD_MOUNT, NODE_CONTAINERD_SOCKET};
-use hostplug_e2e::{NAMESPACE, state_of};
+use hostplug_e2e::{
+    NAMESPACE, containerd_socket_in_spec, mounts_containerd_socket, state_of, worker_profile,
+};
 use hostplug_testenv::realnode::RealNode;
-use k8s_openapi::api::core::v1::Pod;
 use kube::api::ListParams;
 
 /// The node that pulls (the registry runs inside its network namespace).
@@ -201,12 +202,7 @@ async fn containerd_image_pulls_with_secret_credentials_on_a_real_node() -> anyh
         .list(&ListParams::default().labels("app.kubernetes.io/component=worker"))
         .await?;
     for p in &workers.items {
-        let profile = p
-            .metadata
-            .labels
-            .as_ref()
-            .and_then(|l| l.get("hostplug.dev/profile").cloned())
-            .unwrap_or_default();
+        let profile = worker_profile(p);
         ensure!(
             mounts_containerd_socket(p) == profile.ends_with("-containerd"),
             "worker {:?} of profile {profile}: socket mounted {}",
@@ -435,32 +431,4 @@ async fn holds(node: &RealNode, repository: &str) -> anyhow::Result<bool> {
         .await?
         .iter()
         .any(|i| i.contains(&format!("/{repository}"))))
-}
-
-/// Whether a worker Pod's spec mounts the node's containerd socket: a hostPath volume of
-/// it, or a mount at the worker's containerd path.
-fn mounts_containerd_socket(p: &Pod) -> bool {
-    let (volume, mount) = containerd_socket_in_spec(p);
-    volume.is_some() || mount
-}
-
-/// The hostPath type of a volume of the node's containerd socket, if the Pod has one, and
-/// whether a container mounts something at the worker's containerd path.
-fn containerd_socket_in_spec(p: &Pod) -> (Option<String>, bool) {
-    let Some(spec) = p.spec.as_ref() else {
-        return (None, false);
-    };
-    let volume = spec.volumes.iter().flatten().find_map(|v| {
-        v.host_path
-            .as_ref()
-            .filter(|h| h.path == NODE_CONTAINERD_SOCKET)
-            .map(|h| h.type_.clone().unwrap_or_default())
-    });
-    let mount = spec.containers.iter().any(|c| {
-        c.volume_mounts
-            .iter()
-            .flatten()
-            .any(|m| m.mount_path == CONTAINERD_MOUNT)
-    });
-    (volume, mount)
 }
