@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
 use hostplug_api::crd::{HostPlugin, HostTask, TaskState};
-use hostplug_e2e::{NAMESPACE, Tree, changed_files, read_tree, repo_root, state_of};
+use hostplug_e2e::{
+    BUILTIN_PLUGINS, NAMESPACE, Tree, changed_files, read_tree, repo_root, state_of,
+};
 use hostplug_images::{Binaries, ImageStore};
 use hostplug_testenv::{EnvConfig, Environment};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -139,7 +141,7 @@ impl RealCluster {
         wait_deployment_ready(env, "hostplug-operator", 2).await?;
         wait_deployment_ready(env, "hostplug-web", 1).await?;
         let plugins: Api<HostPlugin> = Api::all(admin.clone());
-        for name in ["etc-file", "docker-image", "containerd-image"] {
+        for name in BUILTIN_PLUGINS {
             wait_until(
                 &format!("HostPlugin {name} ready"),
                 INSTALL_TIMEOUT,
