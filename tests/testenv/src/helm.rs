@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 
 use crate::Environment;
-use crate::controlplane::binaries::CACHE_ENV;
+use crate::controlplane::binaries::cache_root;
 
 /// Points at a `helm` binary to use instead of the cached build.
 pub const HELM_ENV: &str = "HOSTPLUG_HELM";
@@ -27,11 +27,7 @@ pub const RELEASE: &str = "hostplug";
 /// Where `tests/helm/build.sh` puts `helm`:
 /// `${HOSTPLUG_CACHE:-$HOME/.cache/hostplug}/helm/helm-<HELM_VERSION>/bin/helm`.
 pub fn default_helm_path() -> PathBuf {
-    let cache = match std::env::var_os(CACHE_ENV) {
-        Some(c) => PathBuf::from(c),
-        None => PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/hostplug"),
-    };
-    cache.join(format!("helm/helm-{HELM_VERSION}/bin/helm"))
+    cache_root().join(format!("helm/helm-{HELM_VERSION}/bin/helm"))
 }
 
 /// The chart at `repo_root`/[`CHART_DIR`] and the `helm` that renders and installs it.

@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::controlplane::SERVICE_CLUSTER_IP_RANGE;
-use crate::controlplane::binaries::CACHE_ENV;
+use crate::controlplane::binaries::cache_root;
 use crate::controlplane::pki::write_private;
 use crate::controlplane::process::{ManagedProcess, STOP_GRACE, log_tail};
 use crate::realnode::{KUBERNETES_SERVICE_IP, KUBERNETES_SERVICE_PORT, RealNode};
@@ -64,11 +64,7 @@ const NAME_PREFIXES: [&str; 6] = [
 
 /// Where `tests/netpol/build.sh` puts kube-router.
 pub fn default_kube_router_path() -> PathBuf {
-    let cache = match std::env::var_os(CACHE_ENV) {
-        Some(c) => PathBuf::from(c),
-        None => PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/hostplug"),
-    };
-    cache.join(format!(
+    cache_root().join(format!(
         "netpol/kube-router-{KUBE_ROUTER_VERSION}/bin/kube-router"
     ))
 }

@@ -91,17 +91,20 @@ impl Binaries {
     }
 }
 
+/// Where the build scripts cache what they build: `${HOSTPLUG_CACHE:-$HOME/.cache/hostplug}`
+/// (`/root` when `HOME` is unset).
+pub fn cache_root() -> PathBuf {
+    match std::env::var_os(CACHE_ENV) {
+        Some(c) => PathBuf::from(c),
+        None => std::env::var_os("HOME")
+            .map_or_else(|| PathBuf::from("/root"), PathBuf::from)
+            .join(".cache/hostplug"),
+    }
+}
+
 /// `${HOSTPLUG_CACHE:-$HOME/.cache/hostplug}/controlplane/k8s-<version>/bin`.
 pub fn default_bin_dir() -> PathBuf {
-    let cache = match std::env::var_os(CACHE_ENV) {
-        Some(c) => PathBuf::from(c),
-        None => {
-            let home =
-                std::env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from);
-            home.join(".cache/hostplug")
-        }
-    };
-    cache
+    cache_root()
         .join("controlplane")
         .join(format!("k8s-{K8S_VERSION}"))
         .join("bin")

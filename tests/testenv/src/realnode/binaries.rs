@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::controlplane::K8S_VERSION;
-use crate::controlplane::binaries::CACHE_ENV;
+use crate::controlplane::binaries::cache_root;
 use crate::{Error, Result};
 
 /// The containerd release; keep in step with `tests/nodes/build.sh` (a unit test checks).
@@ -152,15 +152,6 @@ pub(crate) fn ip_command() -> Option<PathBuf> {
         .iter()
         .map(PathBuf::from)
         .find(|p| p.is_file())
-}
-
-fn cache_root() -> PathBuf {
-    match std::env::var_os(CACHE_ENV) {
-        Some(c) => PathBuf::from(c),
-        None => std::env::var_os("HOME")
-            .map_or_else(|| PathBuf::from("/root"), PathBuf::from)
-            .join(".cache/hostplug"),
-    }
 }
 
 /// `${HOSTPLUG_CACHE:-$HOME/.cache/hostplug}/nodes/k8s-<v>-containerd-<v>-cni-<v>/bin`.
