@@ -13,11 +13,12 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, CustomResourceExt, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use crate::call::{NodeTargets, PluginCall, TargetType};
 pub use crate::plugin::{Capabilities, EtcAccess, MethodInfo, PluginInfo};
 
 /// API group of both resources.
@@ -48,19 +49,8 @@ pub const DEFAULT_MAX_PARALLEL: i32 = 10;
 /// and a bad change would fail on that many nodes before `maxFailures` can stop it.
 pub const MAX_MAX_PARALLEL: i32 = 1000;
 
-/// Which nodes a task targets by role when `spec.workers` is empty.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
-pub enum TargetType {
-    /// Control-plane nodes (label `node-role.kubernetes.io/control-plane`).
-    Master,
-    /// Nodes that are not control-plane nodes.
-    Node,
-    /// Every node.
-    All,
-}
-
-/// What a task runs: the plugin (`api`), its operation (`method`) and its parameters.
-/// The name `http` is the seed design's; the worker is indeed reached over HTTPS.
+/// What a task runs: the plugin call (`api`, `method`, `parameter`) and the worker's
+/// port. The name `http` is the seed design's; the worker is indeed reached over HTTPS.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HttpSpec {
@@ -70,17 +60,19 @@ pub struct HttpSpec {
     #[serde(default = "default_port")]
     #[schemars(range(min = MIN_WORKER_PORT, max = 65535))]
     pub port: i32,
-    /// Name of the plugin (a HostPlugin) to run.
-    #[schemars(length(min = 1, max = 253))]
-    pub api: String,
-    /// The plugin operation to call; one of the HostPlugin's `status.info.methods`.
-    #[schemars(length(min = 1, max = 128))]
-    pub method: String,
-    /// Parameters of the operation, checked against the method's JSON Schema before any
-    /// node is touched.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "any_json")]
-    pub parameter: Option<serde_json::Value>,
+    /// The plugin, its method and the parameters.
+    #[serde(flatten)]
+    pub call: PluginCall,
+}
+
+impl HttpSpec {
+    /// `call` on the default worker port.
+    pub fn new(call: PluginCall) -> Self {
+        Self {
+            port: DEFAULT_WORKER_PORT,
+            call,
+        }
+    }
 }
 
 fn default_port() -> i32 {
@@ -143,17 +135,9 @@ impl Default for RolloutSpec {
 ).message("spec.nodeSelector filters spec.targetType and cannot be combined with spec.workers"))]
 #[serde(rename_all = "camelCase")]
 pub struct HostTaskSpec {
-    /// Explicit node names to run on.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 5000))]
-    pub workers: Vec<String>,
-    /// Select nodes by role when `workers` is empty.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub target_type: Option<TargetType>,
-    /// Extra filter on the nodes chosen by `targetType` (a standard label selector).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "label_selector_schema")]
-    pub node_selector: Option<LabelSelector>,
+    /// The nodes to run on (`workers`, or `targetType` with `nodeSelector`).
+    #[serde(flatten)]
+    pub targets: NodeTargets,
     /// The plugin operation to run.
     pub http: HttpSpec,
     /// Report what would change and change nothing; /etc is mounted read-only.
@@ -615,7 +599,7 @@ spec:
         assert_eq!(task.spec.http.port, DEFAULT_WORKER_PORT);
         assert_eq!(task.spec.timeout_seconds, DEFAULT_TIMEOUT_SECONDS);
         assert!(!task.spec.dry_run);
-        assert_eq!(task.spec.workers, vec!["node1", "node2"]);
+        assert_eq!(task.spec.targets.workers, vec!["node1", "node2"]);
         Ok(())
     }
 

@@ -1,5 +1,8 @@
 //! `hostplug-api`: the contracts between the parts of hostplug, each defined once.
 //!
+//! * [`call`]: the vocabulary of a plugin call every resource shares: [`PluginCall`]
+//!   (plugin, method, parameters), [`NodeTargets`] (which nodes), [`AccessProfile`]
+//!   (what a call may touch, and so which worker serves it), [`Invalid`] (a field error).
 //! * [`crd`]: the `HostTask` and `HostPlugin` custom resources (CEL rules, printer
 //!   columns; `deploy/crds/` is generated from them by the `crdgen` binary).
 //! * [`policy`]: the `HostTaskPolicy` resource (which namespaces may run what, where).
@@ -49,6 +52,7 @@ macro_rules! text_form {
     };
 }
 
+pub mod call;
 pub mod crd;
 pub mod plugin;
 pub mod policy;
@@ -58,6 +62,7 @@ pub mod selector;
 pub mod state;
 pub mod worker;
 
+pub use call::{AccessProfile, Invalid, NodeTargets, NodeView, PluginCall, TargetType};
 pub use plugin::{Capabilities, Digest, EtcAccess, MethodInfo, PluginInfo};
 pub use protocol::{
     ErrorKind, InvokeError, InvokeOutcome, InvokeResult, LogLevel, LogRecord, LogSource,

@@ -16,7 +16,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::crd::TargetType;
+use crate::call::{Invalid, NodeView, TargetType, selector_matches};
 
 /// The value that matches any plugin or method name in a policy.
 pub const ANY: &str = "*";
@@ -97,6 +97,20 @@ pub struct NodeRule {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "crate::crd::label_selector_schema")]
     pub node_selector: Option<LabelSelector>,
+}
+
+impl NodeRule {
+    /// Whether a task may target `node`: its role is one of `targetTypes` and it matches
+    /// `nodeSelector`. A selector that cannot be evaluated allows nothing (the error
+    /// names `spec.nodes.nodeSelector`).
+    pub fn allows(&self, node: &NodeView) -> Result<bool, Invalid> {
+        let by_role = self.target_types.iter().any(|t| t.selects(node));
+        Ok(by_role
+            && match &self.node_selector {
+                Some(sel) => selector_matches(sel, &node.labels, "spec.nodes.nodeSelector")?,
+                None => true,
+            })
+    }
 }
 
 impl Default for NodeRule {

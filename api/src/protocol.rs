@@ -96,6 +96,30 @@ pub struct InvokeRequest {
     pub registry_auth: Option<crate::registry_auth::RegistryCredentials>,
 }
 
+impl InvokeRequest {
+    /// The request for `call` of the module `digest`, with a deadline of
+    /// `timeout_seconds` (at least one second) and, for exactly-once delivery, its
+    /// `invocation_id`. No registry credentials: the caller adds them when the plugin
+    /// declares them.
+    pub fn for_call(
+        digest: &crate::Digest,
+        call: &crate::call::PluginCall,
+        dry_run: bool,
+        timeout_seconds: i32,
+        invocation_id: Option<String>,
+    ) -> Self {
+        Self {
+            digest: digest.to_string(),
+            method: call.method.clone(),
+            params: call.params(),
+            dry_run,
+            timeout_ms: Some(u64::from(timeout_seconds.max(1).unsigned_abs()) * 1000),
+            invocation_id,
+            registry_auth: None,
+        }
+    }
+}
+
 /// `GET /v1/invocations/{id}` success body: what the worker knows of a named invocation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

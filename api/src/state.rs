@@ -2,20 +2,22 @@
 //! state that holds — ordered plugin steps checked on every selected node as dry runs,
 //! and in `Enforce` mode corrected when a check finds drift, new nodes included.
 //!
-//! Node selection reuses HostTask's fields and types (`workers` / `targetType` /
-//! `nodeSelector`), a step is HostTask's `http` without the port (`api`, `method`,
-//! `parameter`), and enforcement uses HostTask's [`RolloutSpec`]. The CRD YAML
+//! It speaks the vocabulary of [`crate::call`], as HostTask does: node selection is
+//! [`NodeTargets`] (`workers` / `targetType` / `nodeSelector`), a step is a
+//! [`PluginCall`] (`api`, `method`, `parameter`: HostTask's `http` without the port), and
+//! enforcement uses HostTask's [`RolloutSpec`], with the same meaning. The CRD YAML
 //! (`deploy/crds/hoststates.hostplug.dev.yaml`) is generated from these types by
 //! `crdgen` with the others.
 //!
 //! Nothing here talks to a cluster or a node.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::crd::{RolloutSpec, TargetType};
+use crate::call::{NodeTargets, PluginCall};
+use crate::crd::RolloutSpec;
 
 /// Check interval when `spec.intervalSeconds` is not given: 240 s. A hand edit is
 /// corrected (or reported) within four minutes, a 1000-node cluster costs about four
@@ -56,24 +58,9 @@ impl StateMode {
 
 text_form!(StateMode, "state mode", "Audit or Enforce");
 
-/// One step of a state: a mutating plugin method whose dry run says whether the node is
-/// as wanted.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct StateStep {
-    /// Name of the plugin (a HostPlugin).
-    #[schemars(length(min = 1, max = 253))]
-    pub api: String,
-    /// The plugin operation: one that changes the node (`mutates: true`), since only
-    /// those have a dry run that reports drift.
-    #[schemars(length(min = 1, max = 128))]
-    pub method: String,
-    /// Parameters of the operation, checked against the method's JSON Schema before any
-    /// node is touched.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "crate::crd::any_json")]
-    pub parameter: Option<serde_json::Value>,
-}
+/// One step of a state: a plugin call whose method changes the node (`mutates: true`),
+/// since only those have a dry run that reports drift.
+pub type StateStep = PluginCall;
 
 fn default_interval() -> i32 {
     DEFAULT_INTERVAL_SECONDS
@@ -108,18 +95,12 @@ fn default_timeout() -> i32 {
 ).message("spec.nodeSelector filters spec.targetType and cannot be combined with spec.workers"))]
 #[serde(rename_all = "camelCase")]
 pub struct HostStateSpec {
-    /// Explicit node names; a named node that does not exist yet is checked once it joins.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 5000))]
-    pub workers: Vec<String>,
-    /// Select nodes by role when `workers` is empty (nodes joining later included).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub target_type: Option<TargetType>,
-    /// Extra filter on the nodes chosen by `targetType` (a standard label selector).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "crate::crd::label_selector_schema")]
-    pub node_selector: Option<LabelSelector>,
-    /// The steps, checked (and corrected) in order.
+    /// The nodes to hold the state on (`workers`, or `targetType` with `nodeSelector`);
+    /// a named node that does not exist yet, or one that joins later and matches, is
+    /// checked once it is there.
+    #[serde(flatten)]
+    pub targets: NodeTargets,
+    /// The steps (plugin calls of mutating methods), checked (and corrected) in order.
     #[schemars(length(min = 1, max = MAX_STEPS))]
     pub steps: Vec<StateStep>,
     /// `Audit` (report drift) or `Enforce` (correct it).
@@ -293,7 +274,10 @@ spec:
         assert_eq!(s.spec.mode, StateMode::Audit);
         assert_eq!(s.spec.interval_seconds, DEFAULT_INTERVAL_SECONDS);
         assert_eq!(s.spec.steps.len(), 1);
-        assert_eq!(s.spec.target_type, Some(TargetType::Node));
+        assert_eq!(
+            s.spec.targets.target_type,
+            Some(crate::call::TargetType::Node)
+        );
         Ok(())
     }
 

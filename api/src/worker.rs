@@ -15,7 +15,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use crate::Error;
-use crate::plugin::{Capabilities, EtcAccess};
+use crate::call::AccessProfile;
+use crate::plugin::EtcAccess;
 
 /// Port of the worker protocol (`HostTask.spec.http.port` defaults to it).
 pub const DEFAULT_PORT: u16 = 8443;
@@ -376,50 +377,48 @@ pub struct WorkerSettings {
 }
 
 impl WorkerSettings {
-    /// The settings of a worker Pod listening on `port` for a plugin with `capabilities`:
-    /// credentials from the Secret mount, /etc and the docker socket at their mount paths
-    /// when the capabilities ask for them (/etc read-only in a dry run), JSON logs, and
-    /// invocation deadlines up to `max_invoke_timeout_ms`.
-    pub fn in_pod(
-        port: i32,
-        capabilities: &Capabilities,
-        dry_run: bool,
-        max_invoke_timeout_ms: u64,
-    ) -> Self {
+    /// The settings of a worker Pod listening on `port` with `profile`'s access:
+    /// credentials from the Secret mount, /etc and the sockets at their mount paths when
+    /// the profile has them, JSON logs, and invocation deadlines up to
+    /// `max_invoke_timeout_ms`.
+    pub fn in_pod(port: i32, profile: AccessProfile, max_invoke_timeout_ms: u64) -> Self {
         let secret = |key: &str| PathBuf::from(format!("{}/{key}", paths::SECRET_MOUNT));
-        let mut settings = Self {
+        Self {
             listen: format!("$(POD_IP):{port}"),
             tls_cert: secret(secret_keys::CERT),
             tls_key: secret(secret_keys::KEY),
             token_file: secret(secret_keys::TOKEN),
             etc_dir: PathBuf::from(paths::ETC_MOUNT),
-            etc_access: capabilities.etc.for_run(dry_run),
-            docker_socket: capabilities
-                .docker
-                .then(|| PathBuf::from(paths::DOCKER_MOUNT)),
-            containerd_socket: capabilities
+            etc_access: profile.etc,
+            docker_socket: profile.docker.then(|| PathBuf::from(paths::DOCKER_MOUNT)),
+            containerd_socket: profile
                 .containerd
                 .then(|| PathBuf::from(paths::CONTAINERD_MOUNT)),
             cache_dir: PathBuf::from(paths::CACHE_MOUNT),
-            node_lock_file: None,
+            node_lock_file: profile
+                .may_change_node()
+                .then(|| PathBuf::from(paths::NODE_LOCK_FILE)),
             log_format: LogFormat::Json,
             limits: Limits {
                 max_invoke_timeout_ms,
                 ..Limits::default()
             },
-        };
-        if settings.may_change_node() {
-            settings.node_lock_file = Some(PathBuf::from(paths::NODE_LOCK_FILE));
         }
-        settings
     }
 
-    /// True when plugins in this worker may change the node (/etc writable or the docker
-    /// socket mounted): such a worker takes the node lock for mutating invocations.
+    /// The access profile these settings grant.
+    pub fn profile(&self) -> AccessProfile {
+        AccessProfile {
+            etc: self.etc_access,
+            docker: self.docker_socket.is_some(),
+            containerd: self.containerd_socket.is_some(),
+        }
+    }
+
+    /// True when plugins in this worker may change the node (/etc writable or a socket
+    /// mounted): such a worker takes the node lock for mutating invocations.
     pub fn may_change_node(&self) -> bool {
-        self.etc_access == EtcAccess::Write
-            || self.docker_socket.is_some()
-            || self.containerd_socket.is_some()
+        self.profile().may_change_node()
     }
 
     /// Every setting as an environment variable, in [`env::ALL`] order; an unset docker
@@ -562,17 +561,15 @@ mod tests {
     fn pod_settings_round_trip_through_the_environment() -> Result<(), Error> {
         for etc in EtcAccess::ALL {
             for (docker, containerd) in [(false, false), (true, false), (false, true)] {
-                for dry_run in [false, true] {
-                    let caps = Capabilities {
-                        etc,
-                        docker,
-                        containerd,
-                        ..Default::default()
-                    };
-                    let settings = WorkerSettings::in_pod(9443, &caps, dry_run, 30_000);
-                    let back = WorkerSettings::from_env(lookup(settings.env()))?;
-                    assert_eq!(back, settings, "{caps} dry_run={dry_run}");
-                }
+                let profile = AccessProfile {
+                    etc,
+                    docker,
+                    containerd,
+                };
+                let settings = WorkerSettings::in_pod(9443, profile, 30_000);
+                let back = WorkerSettings::from_env(lookup(settings.env()))?;
+                assert_eq!(back, settings, "{profile}");
+                assert_eq!(back.profile(), profile);
             }
         }
         let custom = WorkerSettings {
@@ -604,13 +601,12 @@ mod tests {
 
     #[test]
     fn every_variable_is_documented_and_rendered() {
-        let caps = Capabilities {
+        let profile = AccessProfile {
             etc: EtcAccess::Write,
             docker: true,
             containerd: true,
-            ..Default::default()
         };
-        let names: Vec<_> = WorkerSettings::in_pod(8443, &caps, false, 1)
+        let names: Vec<_> = WorkerSettings::in_pod(8443, profile, 1)
             .env()
             .into_iter()
             .map(|(n, _)| n)
@@ -620,14 +616,12 @@ mod tests {
     }
 
     #[test]
-    fn pod_settings_follow_capabilities() {
-        let caps = Capabilities {
+    fn pod_settings_follow_the_profile() {
+        let caps = crate::plugin::Capabilities {
             etc: EtcAccess::Write,
-            docker: false,
-            containerd: false,
             ..Default::default()
         };
-        let s = WorkerSettings::in_pod(8443, &caps, true, 1000);
+        let s = WorkerSettings::in_pod(8443, AccessProfile::for_call(&caps, true, true), 1000);
         assert_eq!(s.etc_access, EtcAccess::Read, "dry runs never write");
         assert_eq!(s.docker_socket, None);
         assert_eq!(s.listen, "$(POD_IP):8443");
@@ -637,7 +631,7 @@ mod tests {
             s.node_lock_file, None,
             "a read-only worker takes no node lock"
         );
-        let s = WorkerSettings::in_pod(8443, &caps, false, 1000);
+        let s = WorkerSettings::in_pod(8443, AccessProfile::for_call(&caps, false, true), 1000);
         assert_eq!(
             s.node_lock_file,
             Some(PathBuf::from(paths::NODE_LOCK_FILE)),

@@ -358,14 +358,18 @@ pub fn spec_of(args: &RunArgs, parameter: serde_json::Value) -> Result<HostTaskS
     });
     let has_params = parameter.as_object().is_none_or(|o| !o.is_empty());
     Ok(HostTaskSpec {
-        workers,
-        target_type,
-        node_selector,
+        targets: hostplug_api::NodeTargets {
+            workers,
+            target_type,
+            node_selector,
+        },
         http: HttpSpec {
             port: hostplug_api::crd::DEFAULT_WORKER_PORT,
-            api: args.plugin.clone(),
-            method: args.method.clone(),
-            parameter: has_params.then_some(parameter),
+            call: hostplug_api::PluginCall {
+                api: args.plugin.clone(),
+                method: args.method.clone(),
+                parameter: has_params.then_some(parameter),
+            },
         },
         dry_run: args.dry_run,
         timeout_seconds: args
@@ -469,8 +473,8 @@ mod tests {
             ]),
             serde_json::json!({"path": "/etc/hostname"}),
         )?;
-        assert_eq!(spec.workers, ["node1", "node2"]);
-        assert_eq!(spec.target_type, None);
+        assert_eq!(spec.targets.workers, ["node1", "node2"]);
+        assert_eq!(spec.targets.target_type, None);
         assert!(spec.dry_run);
         assert_eq!(
             spec.rollout.map(|r| (r.max_parallel, r.max_failures)),
@@ -478,11 +482,11 @@ mod tests {
         );
         assert_eq!(spec.ttl_seconds_after_finished, Some(30));
         let spec = spec_of(&args(&["-l", "disk=ssd"]), catalog::empty_object())?;
-        assert_eq!(spec.target_type, Some(TargetType::All));
-        assert!(spec.node_selector.is_some());
-        assert_eq!(spec.http.parameter, None);
+        assert_eq!(spec.targets.target_type, Some(TargetType::All));
+        assert!(spec.targets.node_selector.is_some());
+        assert_eq!(spec.http.call.parameter, None);
         let spec = spec_of(&args(&["--target", "master"]), catalog::empty_object())?;
-        assert_eq!(spec.target_type, Some(TargetType::Master));
+        assert_eq!(spec.targets.target_type, Some(TargetType::Master));
         Ok(())
     }
 

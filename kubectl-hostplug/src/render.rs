@@ -135,8 +135,8 @@ pub fn task(t: &HostTask, colour: bool) -> String {
     let _ = writeln!(
         out,
         "Plugin:   {} {}{}",
-        t.spec.http.api,
-        t.spec.http.method,
+        t.spec.http.call.api,
+        t.spec.http.call.method,
         if t.spec.dry_run { " (dry run)" } else { "" }
     );
     let _ = writeln!(
@@ -343,14 +343,18 @@ mod tests {
         let mut t = HostTask::new(
             "t1",
             HostTaskSpec {
-                workers: vec!["node1".into(), "node2".into()],
-                target_type: None,
-                node_selector: None,
+                targets: hostplug_api::NodeTargets {
+                    workers: vec!["node1".into(), "node2".into()],
+                    target_type: None,
+                    node_selector: None,
+                },
                 http: HttpSpec {
                     port: 8443,
-                    api: "etc-file".into(),
-                    method: "ensure-line".into(),
-                    parameter: None,
+                    call: hostplug_api::PluginCall {
+                        api: "etc-file".into(),
+                        method: "ensure-line".into(),
+                        parameter: None,
+                    },
                 },
                 dry_run: false,
                 timeout_seconds: 60,

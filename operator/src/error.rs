@@ -62,9 +62,15 @@ pub enum Error {
     /// The operator's configuration cannot be used (e.g. a key file that does not parse).
     #[error("configuration: {0}")]
     Config(String),
-    /// A status write lost to a newer write of the task (resourceVersion conflict).
-    #[error("HostTask {0} changed since it was read; not written")]
-    Conflict(String),
+    /// A status write lost to a newer write of the object (resourceVersion conflict): the
+    /// next reconcile reads the newer object and decides again.
+    #[error("{kind} {name} changed since it was read; not written")]
+    Conflict {
+        /// The object's kind, e.g. `HostState`.
+        kind: String,
+        /// Its name.
+        name: String,
+    },
     /// The leader Lease was lost or could not be renewed in time.
     #[error("lost the leader lease {lease} (not renewed within {within:?})")]
     LostLease {

@@ -7,7 +7,9 @@
 //! Pod, in the Wasm sandbox, with the mounts the plugin's capabilities allow. The
 //! operator's own Wasm engine only ever calls `describe`, with no host access.
 
+pub mod caches;
 pub mod client;
+pub mod dispatch;
 mod error;
 pub mod leader;
 pub mod metrics;
@@ -16,6 +18,7 @@ pub mod plugins;
 pub mod policy;
 pub mod pool;
 pub mod registry_auth;
+pub mod report;
 pub mod resources;
 pub mod rollout;
 pub mod state;
@@ -32,18 +35,19 @@ mod controller {
     use std::sync::Arc;
     use std::time::Duration;
 
-    use hostplug_api::LogFormat;
+    use hostplug_api::{LogFormat, NodeView};
     use k8s_openapi::api::core::v1::{Node, Pod};
     use kube::Client;
-    use kube::runtime::events::{Recorder, Reporter};
-    use kube::runtime::reflector::{self, ObjectRef, Store};
+    use kube::runtime::reflector::{ObjectRef, Store};
     use tracing::{error, info};
 
+    use crate::dispatch::{Artifacts, Calls};
     use crate::leader::{LeaderConfig, LeaderElector};
     use crate::metrics::Metrics;
     use crate::plugins::PluginStore;
     use crate::pool::{PoolConfig, WorkerPool};
-    use crate::task::Runs;
+    use crate::report::Events;
+    use crate::task::RunKey;
     use crate::{Error, Result};
     use hostplug_api::crd::HostTask;
 
@@ -188,8 +192,8 @@ mod controller {
         pub client: Client,
         /// Configuration.
         pub config: Config,
-        /// Event recorder.
-        pub recorder: Recorder,
+        /// The Event publisher.
+        pub events: Events,
         /// Loaded plugins.
         pub plugins: PluginStore,
         /// Counters.
@@ -201,10 +205,22 @@ mod controller {
         /// The worker Pod cache.
         pub pods: Store<Pod>,
         /// Precompiled plugins for the workers.
-        pub artifacts: crate::pool::Artifacts,
+        pub artifacts: Artifacts,
         /// Wakes a task's reconcile.
         pub wake: futures::channel::mpsc::UnboundedSender<ObjectRef<HostTask>>,
-        pub(crate) runs: Runs,
+        /// The tasks' calls of this process.
+        pub(crate) runs: Calls<RunKey>,
+    }
+
+    impl Context {
+        /// The cluster's nodes as selection sees them, from the Node cache.
+        pub fn node_views(&self) -> Vec<NodeView> {
+            self.nodes
+                .state()
+                .iter()
+                .filter_map(|n| crate::validate::node_view(n))
+                .collect()
+        }
     }
 
     impl std::fmt::Debug for Context {
@@ -293,16 +309,9 @@ mod controller {
         if let Err(e) = crate::plugins::install_builtins(&client, &plugins).await {
             error!(error = %e, "installing the built-in plugins failed");
         }
-        let recorder = Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: FIELD_MANAGER.into(),
-                instance: Some(identity),
-            },
-        );
+        let events = crate::report::Events::new(client.clone(), identity);
         let (wake, wake_rx) = futures::channel::mpsc::unbounded();
-        let (pods, pods_writer) = reflector::store();
-        let (nodes, nodes_writer) = reflector::store();
+        let (caches, writers) = crate::caches::stores();
         let pool = Arc::new(WorkerPool::new(
             client.clone(),
             PoolConfig {
@@ -312,28 +321,37 @@ mod controller {
                 start_parallel: config.worker_start_parallel,
                 containerd_socket: config.node_containerd_socket.clone(),
             },
-            pods.clone(),
-            nodes.clone(),
+            caches.pods.clone(),
+            caches.nodes.clone(),
             wake.clone(),
         ));
+        // The caches first, then the previous process's workers, then the controllers:
+        // a call resumed after a restart must reach the worker holding its outcome.
+        let (node_changes, node_changed) = futures::channel::mpsc::unbounded();
+        let cache_tasks = writers
+            .run(
+                &client,
+                &config.namespace,
+                &caches,
+                Arc::clone(&pool),
+                node_changes,
+            )
+            .await;
+        pool.adopt_existing();
+        let sweeper = tokio::spawn(Arc::clone(&pool).run_sweeper());
         let ctx = Arc::new(Context {
             client,
             config,
-            recorder,
+            events,
             plugins,
             metrics: metrics.clone(),
             pool,
-            nodes,
-            pods,
+            nodes: caches.nodes,
+            pods: caches.pods,
             wake,
-            artifacts: crate::pool::Artifacts::default(),
-            runs: Runs::default(),
+            artifacts: Artifacts::default(),
+            runs: Calls::default(),
         });
-        let caches = crate::task::Caches {
-            pods: pods_writer,
-            nodes: nodes_writer,
-            wake: wake_rx,
-        };
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|s| *s).await;
@@ -341,14 +359,18 @@ mod controller {
         info!("operator running");
         let tasks = tokio::spawn(crate::task::run_controller(
             ctx.clone(),
-            caches,
+            wake_rx,
             stopped(stop_rx.clone()),
         ));
         let hps = tokio::spawn(crate::plugins::run_controller(
             ctx.clone(),
             stopped(stop_rx.clone()),
         ));
-        let states = tokio::spawn(crate::state::run_controller(ctx.clone(), stopped(stop_rx)));
+        let states = tokio::spawn(crate::state::run_controller(
+            ctx.clone(),
+            crate::caches::coalesced(node_changed),
+            stopped(stop_rx),
+        ));
         let outcome = tokio::select! {
             lost = elector.hold() => Err(lost),
             _ = hostplug_process::shutdown_signal() => Ok(()),
@@ -357,6 +379,10 @@ mod controller {
         let _ = tasks.await;
         let _ = hps.await;
         let _ = states.await;
+        sweeper.abort();
+        for t in cache_tasks {
+            t.abort();
+        }
         metrics.set_leader(false);
         if outcome.is_ok() {
             elector.release().await;

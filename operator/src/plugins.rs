@@ -27,7 +27,7 @@ use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
 
-use crate::{Context, Error, FIELD_MANAGER, Result};
+use crate::{Context, Error, Result};
 
 /// How often a HostPlugin is looked at again when nothing changed: 5 min, so an edited
 /// ConfigMap (which the operator does not watch) is picked up without a restart.
@@ -435,10 +435,13 @@ pub async fn install_builtins(client: &Client, store: &PluginStore) -> Result<()
     Ok(())
 }
 
+/// Retry after a status write lost to a newer HostPlugin (409): 1 s, by when the cache
+/// holds the newer object.
+const CONFLICT_RETRY: Duration = Duration::from_secs(1);
+
 /// Reconciles one HostPlugin: loads it and writes its status.
 async fn reconcile(hp: Arc<HostPlugin>, ctx: Arc<Context>) -> Result<Action> {
     let name = hp.name_any();
-    let api: Api<HostPlugin> = Api::all(ctx.client.clone());
     let status = match ctx.plugins.resolve(&ctx.client, &hp).await {
         Ok(p) => HostPluginStatus {
             digest: Some(p.digest.to_string()),
@@ -463,18 +466,12 @@ async fn reconcile(hp: Arc<HostPlugin>, ctx: Arc<Context>) -> Result<Action> {
     };
     let ready = status.ready;
     if hp.status.as_ref() != Some(&status) {
-        let patch = json!({
-            "apiVersion": "hostplug.dev/v1alpha1",
-            "kind": "HostPlugin",
-            "status": status,
-        });
-        api.patch_status(
-            &name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(patch),
-        )
-        .await
-        .map_err(Error::kube(format!("writing status of HostPlugin {name}")))?;
+        match crate::report::write_status(&ctx.client, &*hp, &status).await {
+            Ok(_) => {}
+            // The cache lagged behind a newer HostPlugin: decide again on the newer one.
+            Err(Error::Conflict { .. }) => return Ok(Action::requeue(CONFLICT_RETRY)),
+            Err(e) => return Err(e),
+        }
     }
     Ok(Action::requeue(if ready {
         PLUGIN_RESYNC

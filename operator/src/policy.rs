@@ -11,13 +11,14 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use hostplug_api::crd::{HostTask, TargetType};
+use hostplug_api::call::selector_matches;
+use hostplug_api::crd::HostTask;
 use hostplug_api::policy::{HostTaskPolicy, list_allows};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::ListParams;
 use kube::{Api, ResourceExt};
 
-use crate::validate::{NodeView, selector_matches};
+use crate::validate::NodeView;
 use crate::{Context, Error, Result};
 
 /// The rule a task lacks, in the order they are checked.
@@ -97,28 +98,16 @@ pub fn covers_namespace(
     labels: &BTreeMap<String, String>,
 ) -> bool {
     policy.spec.namespaces.iter().any(|n| n == namespace)
-        || policy
-            .spec
-            .namespace_selector
-            .as_ref()
-            .is_some_and(|sel| selector_matches(sel, labels).unwrap_or(false))
+        || policy.spec.namespace_selector.as_ref().is_some_and(|sel| {
+            selector_matches(sel, labels, "spec.namespaceSelector").unwrap_or(false)
+        })
 }
 
 /// The first target node outside `policy`'s nodes, if any.
 fn node_outside<'a>(policy: &HostTaskPolicy, targets: &'a [NodeView]) -> Option<&'a NodeView> {
-    let rule = &policy.spec.nodes;
-    targets.iter().find(|n| {
-        let by_role = rule.target_types.iter().any(|t| match t {
-            TargetType::All => true,
-            TargetType::Master => n.is_control_plane(),
-            TargetType::Node => !n.is_control_plane(),
-        });
-        let by_selector = rule
-            .node_selector
-            .as_ref()
-            .is_none_or(|sel| selector_matches(sel, &n.labels).unwrap_or(false));
-        !(by_role && by_selector)
-    })
+    targets
+        .iter()
+        .find(|n| !policy.spec.nodes.allows(n).unwrap_or(false))
 }
 
 /// Evaluates `req` against every policy: the name of one that allows it all, or the
@@ -244,8 +233,8 @@ pub async fn check(
     let req = Request {
         namespace: &ns,
         namespace_labels: &namespace_labels,
-        plugin: &task.spec.http.api,
-        method: &task.spec.http.method,
+        plugin: &task.spec.http.call.api,
+        method: &task.spec.http.call.method,
         registry_secret: task
             .spec
             .registry_auth

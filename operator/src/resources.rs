@@ -25,7 +25,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use sha2::{Digest as _, Sha256};
 
-use hostplug_api::crd::{Capabilities, EtcAccess, labels};
+use hostplug_api::AccessProfile;
+use hostplug_api::crd::{EtcAccess, labels};
 use hostplug_api::worker::paths::{
     CACHE_MOUNT, CONTAINERD_MOUNT, DOCKER_MOUNT, ETC_MOUNT, NODE_DOCKER_SOCKET, NODE_ETC,
     NODE_LOCK_DIR, NODE_LOCK_MOUNT, SECRET_MOUNT,
@@ -64,12 +65,8 @@ pub struct WorkerSpec<'a> {
     pub image: &'a str,
     /// Worker port.
     pub port: i32,
-    /// How /etc is mounted.
-    pub etc: EtcAccess,
-    /// Whether the docker socket is mounted.
-    pub docker: bool,
-    /// Whether the containerd socket is mounted.
-    pub containerd: bool,
+    /// What the worker may touch: how /etc is mounted, which sockets.
+    pub profile: AccessProfile,
     /// The containerd socket on the node (the hostPath source).
     pub node_containerd_socket: &'a str,
     /// Per-invocation deadline the worker accepts at most, ms.
@@ -157,21 +154,9 @@ pub fn secret(w: &WorkerSpec<'_>, token: &str, cert_pem: &str, key_pem: &str) ->
     }
 }
 
-/// How a call may reach /etc: the plugin's grant, but read-only for a dry run and for a
-/// method that does not change the node.
-pub fn etc_access(caps: &Capabilities, dry_run: bool, mutates: bool) -> EtcAccess {
-    caps.etc.for_run(dry_run || !mutates)
-}
-
 /// The worker's settings in the Pod of `w`.
 pub fn worker_settings(w: &WorkerSpec<'_>) -> WorkerSettings {
-    let profile = Capabilities {
-        etc: w.etc,
-        docker: w.docker,
-        containerd: w.containerd,
-        ..Default::default()
-    };
-    let mut settings = WorkerSettings::in_pod(w.port, &profile, false, w.max_invoke_timeout_ms);
+    let mut settings = WorkerSettings::in_pod(w.port, w.profile, w.max_invoke_timeout_ms);
     settings.limits.idle_exit_ms = w.idle_exit_ms;
     settings
 }
@@ -203,9 +188,9 @@ pub fn linux_capabilities(etc: EtcAccess) -> Vec<String> {
 /// The worker Pod, pinned to its node.
 pub fn pod(w: &WorkerSpec<'_>) -> Pod {
     let name = w.name.to_owned();
-    let etc = w.etc;
+    let etc = w.profile.etc;
     // The docker and containerd sockets are root's (mode 0660, group root), like /etc.
-    let needs_root = etc != EtcAccess::None || w.docker || w.containerd;
+    let needs_root = etc != EtcAccess::None || w.profile.docker || w.profile.containerd;
     let settings = worker_settings(w);
     // POD_IP first: the kubelet expands `$(POD_IP)` in HOSTPLUG_LISTEN only from
     // variables defined before it.
@@ -293,7 +278,7 @@ pub fn pod(w: &WorkerSpec<'_>) -> Pod {
             ..Volume::default()
         });
     }
-    if w.docker {
+    if w.profile.docker {
         mounts.push(VolumeMount {
             name: "docker".to_owned(),
             mount_path: DOCKER_MOUNT.to_owned(),
@@ -322,7 +307,7 @@ pub fn pod(w: &WorkerSpec<'_>) -> Pod {
             ..Volume::default()
         });
     }
-    if w.containerd {
+    if w.profile.containerd {
         mounts.push(VolumeMount {
             name: "containerd".to_owned(),
             mount_path: CONTAINERD_MOUNT.to_owned(),
@@ -409,7 +394,7 @@ pub fn pod(w: &WorkerSpec<'_>) -> Pod {
             host_pid: Some(false),
             host_ipc: Some(false),
             tolerations: Some(
-                crate::validate::CONTROL_PLANE_LABELS
+                hostplug_api::call::CONTROL_PLANE_LABELS
                     .iter()
                     .map(|key| Toleration {
                         key: Some((*key).to_owned()),
@@ -437,6 +422,7 @@ pub fn pod(w: &WorkerSpec<'_>) -> Pod {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hostplug_api::crd::Capabilities;
     use hostplug_api::worker::paths::NODE_CONTAINERD_SOCKET;
 
     fn spec(caps: &Capabilities, dry_run: bool) -> WorkerSpec<'static> {
@@ -447,9 +433,7 @@ mod tests {
             node: "node1",
             image: "ghcr.io/hostplug/worker:dev",
             port: 8443,
-            etc: etc_access(caps, dry_run, true),
-            docker: caps.docker,
-            containerd: caps.containerd,
+            profile: AccessProfile::for_call(caps, dry_run, true),
             node_containerd_socket: NODE_CONTAINERD_SOCKET,
             max_invoke_timeout_ms: 60_000,
             idle_exit_ms: 660_000,
@@ -663,7 +647,10 @@ mod tests {
                         vars.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone())
                     })?;
                     assert_eq!(read, worker_settings(&w), "{caps} dry_run={dry_run}");
-                    assert_eq!(read.etc_access, etc_access(&caps, dry_run, true));
+                    assert_eq!(
+                        read.etc_access,
+                        AccessProfile::for_call(&caps, dry_run, true).etc
+                    );
                     assert_eq!(read.listen, "$(POD_IP):8443");
                     assert_eq!(
                         container
@@ -755,7 +742,13 @@ mod tests {
             assert_eq!(env_of(&p, "HOSTPLUG_NODE_LOCK_FILE"), None);
         }
         // A read-only method of a write plugin runs read-only.
-        assert_eq!(etc_access(&write, false, false), EtcAccess::Read);
-        assert_eq!(etc_access(&write, false, true), EtcAccess::Write);
+        assert_eq!(
+            AccessProfile::for_call(&write, false, false).etc,
+            EtcAccess::Read
+        );
+        assert_eq!(
+            AccessProfile::for_call(&write, false, true).etc,
+            EtcAccess::Write
+        );
     }
 }

@@ -24,46 +24,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
 use hostplug_api::crd::{HostTaskStatus, NodePhase, NodeResult, RolloutSpec};
-use hostplug_api::protocol::InvokeOutcome;
 
 use crate::client::CallError;
+pub use crate::dispatch::{CallState, NodeOutcome, Success};
 use crate::status::Counts;
-
-/// What a call that returned produced: the node's result, kept typed until it is written.
-pub type NodeOutcome = Result<Success, CallError>;
-
-/// A call that succeeded.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Success {
-    /// Whether the node changed (in a dry run: would have).
-    pub changed: bool,
-    /// Unified diff of file changes.
-    pub diff: Option<String>,
-    /// The operation's output.
-    pub output: serde_json::Value,
-    /// The tail of what the plugin logged, as `[level] source: text`.
-    pub logs: Vec<String>,
-}
-
-impl From<InvokeOutcome> for Success {
-    fn from(o: InvokeOutcome) -> Self {
-        Self {
-            changed: o.changed,
-            diff: o.diff,
-            output: o.output,
-            logs: o.logs.iter().map(ToString::to_string).collect(),
-        }
-    }
-}
-
-/// A node's call as this operator process knows it.
-#[derive(Debug, Clone, PartialEq)]
-pub enum CallState {
-    /// Sent; no answer yet.
-    InFlight,
-    /// Returned, at this time.
-    Done(NodeOutcome, Timestamp),
-}
 
 /// Where a worker Pod is.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -63,15 +63,18 @@ fn check_request(request: &TaskRequest, plugins: &[crate::cluster::PluginView]) 
     let spec = &request.spec;
     let plugin = plugins
         .iter()
-        .find(|p| p.name == spec.http.api)
-        .ok_or_else(|| AppError::BadRequest(format!("unknown plugin {:?}", spec.http.api)))?;
-    if plugin.method(&spec.http.method).is_none() {
+        .find(|p| p.name == spec.http.call.api)
+        .ok_or_else(|| AppError::BadRequest(format!("unknown plugin {:?}", spec.http.call.api)))?;
+    if plugin.method(&spec.http.call.method).is_none() {
         return Err(AppError::BadRequest(format!(
             "plugin {:?} has no method {:?}",
-            plugin.name, spec.http.method
+            plugin.name, spec.http.call.method
         )));
     }
-    match (spec.workers.is_empty(), spec.target_type.is_some()) {
+    match (
+        spec.targets.workers.is_empty(),
+        spec.targets.target_type.is_some(),
+    ) {
         (true, false) => {
             return Err(AppError::BadRequest(
                 "choose at least one node, or target by role".to_owned(),
@@ -84,7 +87,7 @@ fn check_request(request: &TaskRequest, plugins: &[crate::cluster::PluginView]) 
         }
         _ => {}
     }
-    if spec.node_selector.is_some() && spec.target_type.is_none() {
+    if spec.targets.node_selector.is_some() && spec.targets.target_type.is_none() {
         return Err(AppError::BadRequest(
             "nodeSelector narrows a role target; it cannot be combined with node names".to_owned(),
         ));
@@ -125,7 +128,7 @@ pub async fn create_task(
     check_request(&request, &plugins)?;
     let spec = &request.spec;
     let name = if request.name.is_empty() {
-        generate_task_name(&spec.http.api, &spec.http.method, spec.dry_run)
+        generate_task_name(&spec.http.call.api, &spec.http.call.method, spec.dry_run)
     } else if valid_task_name(&request.name) {
         request.name.clone()
     } else {
@@ -133,15 +136,15 @@ pub async fn create_task(
             "a task name is lowercase letters, digits and '-', at most {MAX_TASK_NAME} characters"
         )));
     };
-    let target_text = match &spec.target_type {
-        None => format!("nodes {}", spec.workers.join(",")),
+    let target_text = match &spec.targets.target_type {
+        None => format!("nodes {}", spec.targets.workers.join(",")),
         Some(role) => format!("role {role:?}"),
     };
     let view = state.cluster.create_task(&name, spec, &user.name).await?;
     let detail = format!(
         "{}/{} {}{}",
-        spec.http.api,
-        spec.http.method,
+        spec.http.call.api,
+        spec.http.call.method,
         target_text,
         if spec.dry_run { " (dry run)" } else { "" }
     );

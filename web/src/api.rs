@@ -169,14 +169,18 @@ async fn create_task(
     let request = TaskRequest {
         name: body.name.unwrap_or_default(),
         spec: HostTaskSpec {
-            workers,
-            target_type,
-            node_selector: body.node_selector,
+            targets: hostplug_api::NodeTargets {
+                workers,
+                target_type,
+                node_selector: body.node_selector,
+            },
             http: HttpSpec {
                 port: body.port.unwrap_or(DEFAULT_WORKER_PORT),
-                api: body.plugin,
-                method: body.method,
-                parameter: Some(body.params),
+                call: hostplug_api::PluginCall {
+                    api: body.plugin,
+                    method: body.method,
+                    parameter: Some(body.params),
+                },
             },
             dry_run: body.dry_run,
             timeout_seconds: body.timeout_seconds.unwrap_or(DEFAULT_TIMEOUT_SECONDS),

@@ -305,7 +305,7 @@ pub fn task_view(task: &HostTask) -> TaskView {
     } else if !nodes.is_empty() {
         nodes.len() as i64
     } else {
-        task.spec.workers.len() as i64
+        task.spec.targets.workers.len() as i64
     };
     let nodes_done = if status.nodes_done > 0 {
         i64::from(status.nodes_done)
@@ -325,17 +325,22 @@ pub fn task_view(task: &HostTask) -> TaskView {
             .as_ref()
             .map(|t| t.0.as_second()),
         requested_by: task.annotations().get(REQUESTED_BY_ANNOTATION).cloned(),
-        plugin: task.spec.http.api.clone(),
-        method: task.spec.http.method.clone(),
+        plugin: task.spec.http.call.api.clone(),
+        method: task.spec.http.call.method.clone(),
         params: task
             .spec
             .http
+            .call
             .parameter
             .clone()
             .unwrap_or(serde_json::Value::Null),
         dry_run: task.spec.dry_run,
-        workers: task.spec.workers.clone(),
-        target_type: task.spec.target_type.map(|t| target_name(t).to_owned()),
+        workers: task.spec.targets.workers.clone(),
+        target_type: task
+            .spec
+            .targets
+            .target_type
+            .map(|t| target_name(t).to_owned()),
         state,
         msg: status.msg.unwrap_or_default(),
         nodes_done,

@@ -704,9 +704,9 @@ async fn form_generated_from_schema_creates_typed_task() -> TestResult {
     let tasks = app.cluster.tasks.lock().map_err(|_| "lock")?.clone();
     let task = tasks.first().ok_or("no task")?;
     assert!(task.spec.dry_run);
-    assert_eq!(task.spec.workers, ["node1", "node2"]);
+    assert_eq!(task.spec.targets.workers, ["node1", "node2"]);
     assert_eq!(
-        task.spec.http.parameter,
+        task.spec.http.call.parameter,
         Some(json!({"path": "/etc/chrony.conf", "line": "server ntp", "mode": 384}))
     );
     let list = alice.get("/tasks").await;
@@ -977,21 +977,27 @@ async fn pages_render_and_errors_are_html_for_browsers() -> TestResult {
 /// added to the spec breaks this test until it is set here too).
 fn full_dry_run_spec() -> HostTaskSpec {
     HostTaskSpec {
-        workers: Vec::new(),
-        target_type: Some(TargetType::Node),
-        node_selector: Some(LabelSelector {
-            match_labels: Some([("disk".to_owned(), "ssd".to_owned())].into()),
-            match_expressions: Some(vec![LabelSelectorRequirement {
-                key: "zone".to_owned(),
-                operator: "In".to_owned(),
-                values: Some(vec!["a".to_owned(), "b".to_owned()]),
-            }]),
-        }),
+        targets: hostplug_api::NodeTargets {
+            workers: Vec::new(),
+            target_type: Some(TargetType::Node),
+            node_selector: Some(LabelSelector {
+                match_labels: Some([("disk".to_owned(), "ssd".to_owned())].into()),
+                match_expressions: Some(vec![LabelSelectorRequirement {
+                    key: "zone".to_owned(),
+                    operator: "In".to_owned(),
+                    values: Some(vec!["a".to_owned(), "b".to_owned()]),
+                }]),
+            }),
+        },
         http: HttpSpec {
             port: 9443,
-            api: "etc-file".to_owned(),
-            method: "ensure-line".to_owned(),
-            parameter: Some(json!({"path": "/etc/chrony.conf", "line": "server ntp", "mode": 384})),
+            call: hostplug_api::PluginCall {
+                api: "etc-file".to_owned(),
+                method: "ensure-line".to_owned(),
+                parameter: Some(
+                    json!({"path": "/etc/chrony.conf", "line": "server ntp", "mode": 384}),
+                ),
+            },
         },
         dry_run: true,
         timeout_seconds: 123,

@@ -549,3 +549,129 @@ async fn two_states_undoing_each_other_are_stopped_after_one_round_each() -> any
     );
     h.shutdown().await
 }
+
+/// A valid object name (a DNS subdomain) of exactly `len` characters.
+fn long_name(prefix: &str, len: usize) -> String {
+    let mut s = format!("{prefix}-");
+    while s.len() < len {
+        s.push(if s.len() % 60 == 0 { '.' } else { 'x' });
+    }
+    s.truncate(len);
+    if s.ends_with('.') {
+        s.pop();
+        s.push('y');
+    }
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_with_a_253_character_name_gets_its_status_and_events() -> anyhow::Result<()> {
+    let h = Harness::start().await?;
+    let name = long_name("audit", 253);
+    assert_eq!(name.len(), 253);
+    h.apply(&format!(
+        "apiVersion: hostplug.dev/v1alpha1\nkind: HostState\nmetadata: {{name: {name}}}\nspec:\n  workers: [node1]\n  intervalSeconds: 10\n  steps:\n  - {{api: etc-file, method: ensure-line, parameter: {{path: /etc/long-name.conf, line: wanted, create: true}}}}\n"
+    ))
+    .await?;
+    wait_state(&h, &name, "reporting node1 drifted", |s| {
+        syncs(s) == [("node1".to_owned(), NodeSync::Drifted)]
+    })
+    .await?;
+    let deadline = tokio::time::Instant::now() + STATE_TIMEOUT;
+    loop {
+        let evs = events(&h, &name).await?;
+        if evs.iter().any(|e| {
+            e.reason == "DriftDetected"
+                && e.node.as_deref() == Some("node1")
+                && e.note.starts_with("node1: ")
+        }) {
+            break;
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "no DriftDetected Event for the state with a 253-character name: {evs:?}\n{}",
+            tail(&h.operator_log(h.operator_starts()), 40)
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(
+        !h.etc("node1")?.join("long-name.conf").exists(),
+        "Audit wrote the file"
+    );
+    h.shutdown().await
+}
+
+/// How long each write of the parallelism test sleeps before writing: 4 s, long beside
+/// a warm check (milliseconds), so writes that overlap are plain to see.
+const PARALLEL_WRITE_MS: u64 = 4000;
+
+/// The most writes in flight at once on `nodes`, seen from the nodes: each write of
+/// test-slow-write ends with the file's mtime and began `PARALLEL_WRITE_MS` before.
+fn most_at_once(h: &Harness, file: &str) -> anyhow::Result<usize> {
+    let mut spans = Vec::new();
+    for n in NODES {
+        let end = std::fs::metadata(h.etc(n)?.join(file))?.modified()?;
+        let start = end - Duration::from_millis(PARALLEL_WRITE_MS);
+        // A little margin on both sides: a write that starts as another ends is not
+        // "at once".
+        spans.push((
+            start + Duration::from_millis(200),
+            end - Duration::from_millis(200),
+        ));
+    }
+    Ok(spans
+        .iter()
+        .map(|(s, _)| spans.iter().filter(|(a, b)| a <= s && s < b).count())
+        .max()
+        .unwrap_or(0))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_parallel_bounds_a_state_round_as_it_bounds_a_task() -> anyhow::Result<()> {
+    let h = Harness::start().await?;
+    h.publish_plugin("test-slow-write.wasm", "test-slow-write", "write")
+        .await?;
+    let step = |file: &str| {
+        format!(
+            "{{api: test-slow-write, method: set, parameter: {{path: /etc/{file}, content: \"wanted\\n\", ms: {PARALLEL_WRITE_MS}}}}}"
+        )
+    };
+    // Warm the write workers on every node, so the writes below start together.
+    h.apply(
+        "apiVersion: hostplug.dev/v1alpha1\nkind: HostTask\nmetadata: {name: warm, namespace: hostplug-system}\nspec:\n  targetType: All\n  http: {api: test-slow-write, method: set, parameter: {path: /etc/warm.conf, content: \"x\\n\"}}\n"
+    ).await?;
+    h.wait_finished("warm").await?;
+
+    h.apply(&format!(
+        "apiVersion: hostplug.dev/v1alpha1\nkind: HostTask\nmetadata: {{name: two-at-once, namespace: hostplug-system}}\nspec:\n  targetType: All\n  rollout: {{maxParallel: 2}}\n  http: {}\n",
+        step("task.conf")
+    ))
+    .await?;
+    let t = h.wait_finished("two-at-once").await?;
+    assert_eq!(
+        hostplug_e2e::state_of(&t),
+        Some(hostplug_api::crd::TaskState::Succeeded)
+    );
+    let task_most = most_at_once(&h, "task.conf")?;
+
+    h.apply(&format!(
+        "apiVersion: hostplug.dev/v1alpha1\nkind: HostState\nmetadata: {{name: two-at-once}}\nspec:\n  targetType: All\n  mode: Enforce\n  intervalSeconds: 600\n  rollout: {{maxParallel: 2}}\n  steps:\n  - {}\n",
+        step("state.conf")
+    ))
+    .await?;
+    wait_state(&h, "two-at-once", "in sync", |s| all_in_sync(s, &NODES)).await?;
+    let state_most = most_at_once(&h, "state.conf")?;
+    assert_eq!(
+        (task_most, state_most),
+        (2, 2),
+        "maxParallel 2 on three nodes: two writes at once, then the third, for a task and a state alike"
+    );
+    for n in NODES {
+        assert_eq!(
+            std::fs::read_to_string(h.etc(n)?.join("state.conf.writes"))?,
+            "write\n",
+            "{n}: written once"
+        );
+    }
+    h.shutdown().await
+}

@@ -152,6 +152,7 @@ pub async fn task_page(state: &AppState, user: &AuthUser, name: &str) -> AppResu
     };
     let selector = task
         .spec
+        .targets
         .node_selector
         .as_ref()
         .map(selector::format)
@@ -269,25 +270,30 @@ fn pairs_from_spec(
     params_schema: &serde_json::Value,
 ) -> Vec<(String, String)> {
     let mut pairs = vec![
-        ("plugin".to_owned(), spec.http.api.clone()),
-        ("method".to_owned(), spec.http.method.clone()),
+        ("plugin".to_owned(), spec.http.call.api.clone()),
+        ("method".to_owned(), spec.http.call.method.clone()),
         ("port".to_owned(), spec.http.port.to_string()),
         (
             "timeout_seconds".to_owned(),
             spec.timeout_seconds.to_string(),
         ),
     ];
-    match spec.target_type {
+    match spec.targets.target_type {
         Some(role) => {
             pairs.push(("target".to_owned(), "role".to_owned()));
             pairs.push(("role".to_owned(), format!("{role:?}")));
         }
         None => {
             pairs.push(("target".to_owned(), "nodes".to_owned()));
-            pairs.extend(spec.workers.iter().map(|n| ("nodes".to_owned(), n.clone())));
+            pairs.extend(
+                spec.targets
+                    .workers
+                    .iter()
+                    .map(|n| ("nodes".to_owned(), n.clone())),
+            );
         }
     }
-    if let Some(selector) = &spec.node_selector {
+    if let Some(selector) = &spec.targets.node_selector {
         pairs.push(("node_selector".to_owned(), selector::format(selector)));
     }
     if let Some(rollout) = &spec.rollout {
@@ -297,7 +303,7 @@ fn pairs_from_spec(
     if let Some(ttl) = spec.ttl_seconds_after_finished {
         pairs.push(("ttl_seconds_after_finished".to_owned(), ttl.to_string()));
     }
-    if let Some(params) = &spec.http.parameter {
+    if let Some(params) = &spec.http.call.parameter {
         pairs.extend(schema::form_pairs(params_schema, params));
     }
     pairs
@@ -409,14 +415,18 @@ pub fn spec_from_form(
         return Err(errors);
     }
     Ok(HostTaskSpec {
-        workers,
-        target_type,
-        node_selector,
+        targets: hostplug_api::NodeTargets {
+            workers,
+            target_type,
+            node_selector,
+        },
         http: HttpSpec {
             port,
-            api: get("plugin"),
-            method: get("method"),
-            parameter: Some(parameter),
+            call: hostplug_api::PluginCall {
+                api: get("plugin"),
+                method: get("method"),
+                parameter: Some(parameter),
+            },
         },
         dry_run: get("mode") != "apply",
         timeout_seconds,
@@ -732,14 +742,18 @@ mod tests {
         assert_eq!(
             spec,
             HostTaskSpec {
-                workers: Vec::new(),
-                target_type: Some(hostplug_api::crd::TargetType::All),
-                node_selector: selector,
+                targets: hostplug_api::NodeTargets {
+                    workers: Vec::new(),
+                    target_type: Some(hostplug_api::crd::TargetType::All),
+                    node_selector: selector,
+                },
                 http: HttpSpec {
                     port: 9443,
-                    api: "etc-file".to_owned(),
-                    method: "ensure-line".to_owned(),
-                    parameter: Some(serde_json::json!({"path": "/etc/x"})),
+                    call: hostplug_api::PluginCall {
+                        api: "etc-file".to_owned(),
+                        method: "ensure-line".to_owned(),
+                        parameter: Some(serde_json::json!({"path": "/etc/x"})),
+                    },
                 },
                 dry_run: true,
                 timeout_seconds: 120,

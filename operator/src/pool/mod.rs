@@ -1,19 +1,28 @@
 //! The worker pool: at most one warm worker Pod per node and access profile, shared by
-//! every task, owned by the operator (by labels, not by owner references to tasks).
+//! every task and state, owned by the operator (by labels, not by owner references).
 //!
-//! A task asks for the worker of its (node, profile) with [`WorkerPool::ensure`]; the pool
-//! creates its Secret and Pod in the background (bounded by
-//! [`WorkerPool::start_parallel`]) and wakes the tasks waiting on it when the Pod changes
-//! (the Pod reflector's events come in through [`WorkerPool::on_pod_event`]). Idle workers
-//! are removed after `--worker-idle-seconds`; with 0, each task gets its own workers,
-//! removed when it ends ([`WorkerPool::release_task`]). A worker whose Pod died is
-//! replaced on the next `ensure`; the workers of a deleted node are removed.
+//! Whoever needs a worker asks the pool: the task controller with [`WorkerPool::ensure`]
+//! (its rollout watches the worker's state, and the pool wakes the task when the worker's
+//! Pod changes), the HostState controller with [`WorkerPool::lease_ready`], which waits
+//! on the worker's state (the Pod cache's events, never a poll) and returns a
+//! [`WorkerLease`]. Every call to a worker holds a lease; the pool never removes or
+//! replaces a worker while a lease on it lives, and a lease is released when dropped.
+//!
+//! The pool creates a worker's Secret and Pod in the background (bounded by
+//! [`WorkerPool::start_parallel`]). Idle workers are removed after
+//! `--worker-idle-seconds`; with 0, each task gets its own workers, removed when it ends
+//! ([`WorkerPool::release_task`]). A worker whose Pod died is replaced on the next
+//! request; the workers of a deleted node are removed.
 //!
 //! After an operator restart the pool adopts the worker Pods it finds (their labels say
 //! node and profile; their Secret holds the credentials), so a new leader keeps using the
 //! warm workers and can ask them for the outcomes of calls in flight.
-//!
-//! The pool never deletes a worker while a call to it is in flight.
+
+mod lease;
+mod pod_state;
+
+pub use lease::{WorkerConn, WorkerLease};
+pub use pod_state::pod_state;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -31,18 +40,8 @@ use crate::client::{CallError, Credentials, WorkerClient};
 use crate::resources::{self, WorkerSpec};
 use crate::rollout::WorkerState;
 use crate::{Error, FIELD_MANAGER, Result};
-use hostplug_api::EtcAccess;
+use hostplug_api::AccessProfile;
 use hostplug_api::crd::{HostTask, labels};
-
-/// Container waiting reasons that mean the worker will never start.
-const FATAL_WAITING_REASONS: [&str; 6] = [
-    "ErrImagePull",
-    "ImagePullBackOff",
-    "InvalidImageName",
-    "CreateContainerConfigError",
-    "CreateContainerError",
-    "CrashLoopBackOff",
-];
 
 /// Longest deadline a pooled worker accepts for one invocation: 24 h, the CRD's upper
 /// bound of `timeoutSeconds`, since one worker serves every task of its node and profile.
@@ -70,67 +69,13 @@ const MIN_SWEEP_INTERVAL: Duration = Duration::from_millis(200);
 /// idle time.
 const MAX_SWEEP_INTERVAL: Duration = Duration::from_secs(10);
 
-/// What a worker may touch: how /etc is mounted and whether the docker and containerd
-/// sockets are.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Profile {
-    /// /etc mount.
-    pub etc: EtcAccess,
-    /// Docker socket.
-    pub docker: bool,
-    /// containerd socket.
-    pub containerd: bool,
-}
-
-impl Profile {
-    /// The label value, e.g. `etc-write`, `etc-none-docker` or `etc-none-containerd`.
-    pub fn label(self) -> String {
-        let etc = match self.etc {
-            EtcAccess::None => "etc-none",
-            EtcAccess::Read => "etc-read",
-            EtcAccess::Write => "etc-write",
-        };
-        let mut label = etc.to_owned();
-        if self.docker {
-            label.push_str("-docker");
-        }
-        if self.containerd {
-            label.push_str("-containerd");
-        }
-        label
-    }
-
-    /// The profile a label value names.
-    pub fn from_label(s: &str) -> Option<Self> {
-        let (s, containerd) = match s.strip_suffix("-containerd") {
-            Some(rest) => (rest, true),
-            None => (s, false),
-        };
-        let (etc, docker) = match s.strip_suffix("-docker") {
-            Some(rest) => (rest, true),
-            None => (s, false),
-        };
-        let etc = match etc {
-            "etc-none" => EtcAccess::None,
-            "etc-read" => EtcAccess::Read,
-            "etc-write" => EtcAccess::Write,
-            _ => return None,
-        };
-        Some(Self {
-            etc,
-            docker,
-            containerd,
-        })
-    }
-}
-
 /// Which worker serves a call.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct WorkerKey {
     /// Node.
     pub node: String,
     /// Access profile.
-    pub profile: Profile,
+    pub profile: AccessProfile,
     /// Worker port.
     pub port: i32,
     /// With `--worker-idle-seconds 0`: the task (name) the worker belongs to.
@@ -148,84 +93,22 @@ struct PoolWorker {
     was_ready: bool,
     /// Tasks to wake when the Pod changes.
     waiters: HashSet<ObjectRef<HostTask>>,
+    /// Told whenever the Pod changes (and dropped with the worker), for those waiting
+    /// on a lease.
+    changed: tokio::sync::watch::Sender<()>,
 }
 
-/// A connection to one worker: its client and the modules it is known to hold.
-#[derive(Debug)]
-pub struct WorkerConn {
-    /// The client.
-    pub client: WorkerClient,
-    held: Mutex<HashSet<String>>,
-}
-
-impl WorkerConn {
-    /// Uploads the module (precompiled when `precompiled` is given and the worker takes
-    /// it) unless this worker is known to hold it.
-    pub async fn ensure_module(
-        &self,
-        digest_hex: &str,
-        module: &[u8],
-        precompiled: Option<(&str, &[u8])>,
-    ) -> Result<(), CallError> {
-        if lock(&self.held).contains(digest_hex) {
-            return Ok(());
+impl PoolWorker {
+    fn new(pod: String, creating: bool) -> Self {
+        Self {
+            pod,
+            last_used: Instant::now(),
+            calls: 0,
+            creating,
+            was_ready: !creating,
+            waiters: HashSet::new(),
+            changed: tokio::sync::watch::channel(()).0,
         }
-        let how = self
-            .client
-            .ensure_module(digest_hex, module, precompiled)
-            .await?;
-        if let Some(shipped) = how {
-            tracing::debug!(
-                digest = digest_hex,
-                precompiled = shipped,
-                "module sent to a worker"
-            );
-        }
-        lock(&self.held).insert(digest_hex.to_owned());
-        Ok(())
-    }
-}
-
-/// The operator's precompiled artifacts, by module digest, made once per plugin from the
-/// component the operator compiled for `describe`.
-#[derive(Default)]
-pub struct Artifacts {
-    made: Mutex<HashMap<hostplug_host::Digest, Option<Arc<Vec<u8>>>>>,
-}
-
-impl std::fmt::Debug for Artifacts {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Artifacts").finish_non_exhaustive()
-    }
-}
-
-impl Artifacts {
-    /// The engine fingerprint and artifact of `digest`, serialized on first use (off
-    /// the async threads); `None` when the host cannot serialize it (then workers
-    /// compile the module themselves).
-    pub async fn get(
-        &self,
-        host: &hostplug_host::Host,
-        digest: &hostplug_host::Digest,
-    ) -> Option<(String, Arc<Vec<u8>>)> {
-        let fingerprint = host.engine_fingerprint();
-        if let Some(made) = lock(&self.made).get(digest) {
-            return made.clone().map(|a| (fingerprint, a));
-        }
-        let (h, d) = (host.clone(), *digest);
-        let made = tokio::task::spawn_blocking(move || h.precompiled_artifact(&d))
-            .await
-            .ok()
-            .flatten()
-            .and_then(|r| match r {
-                Ok(bytes) => Some(Arc::new(bytes)),
-                Err(e) => {
-                    warn!(%digest, error = %e, "cannot serialize a plugin; workers compile it");
-                    None
-                }
-            });
-        lock(&self.made).insert(*digest, made.clone());
-        made.map(|a| (fingerprint, a))
     }
 }
 
@@ -248,8 +131,6 @@ pub struct WorkerPool {
     nodes: Store<Node>,
     state: Mutex<PoolState>,
     wake: UnboundedSender<ObjectRef<HostTask>>,
-    /// Set once [`WorkerPool::adopt_existing`] ran (the caches were filled first).
-    adopted: tokio::sync::watch::Sender<bool>,
 }
 
 impl std::fmt::Debug for WorkerPool {
@@ -301,7 +182,6 @@ impl WorkerPool {
             nodes,
             state: Mutex::new(PoolState::default()),
             wake,
-            adopted: tokio::sync::watch::channel(false).0,
         }
     }
 
@@ -333,7 +213,8 @@ impl WorkerPool {
             let l = pod.labels();
             let (Some(node), Some(profile)) = (
                 pod.spec.as_ref().and_then(|s| s.node_name.clone()),
-                l.get(labels::PROFILE).and_then(|p| Profile::from_label(p)),
+                l.get(labels::PROFILE)
+                    .and_then(|p| AccessProfile::from_label(p)),
             ) else {
                 continue;
             };
@@ -354,29 +235,8 @@ impl WorkerPool {
             }
             info!(pod = %name, ?key, "adopting a worker");
             st.by_pod.insert(name.clone(), key.clone());
-            st.workers.insert(
-                key,
-                PoolWorker {
-                    pod: name,
-                    last_used: Instant::now(),
-                    calls: 0,
-                    creating: false,
-                    was_ready: true,
-                    waiters: HashSet::new(),
-                },
-            );
+            st.workers.insert(key, PoolWorker::new(name, false));
         }
-        drop(st);
-        self.adopted.send_replace(true);
-    }
-
-    /// Waits until [`Self::adopt_existing`] ran once, i.e. the worker Pod and Node caches
-    /// are filled and the previous process's workers are known. Any number of tasks may
-    /// wait (unlike a reflector `Store`'s `wait_until_ready`, whose single waker lets only
-    /// the last of several concurrent waiters wake).
-    pub async fn wait_adopted(&self) {
-        let mut rx = self.adopted.subscribe();
-        let _ = rx.wait_for(|adopted| *adopted).await;
     }
 
     /// The worker serving `key`, if there is one (never creates one); marks it used and
@@ -393,7 +253,11 @@ impl WorkerPool {
 
     /// The worker serving `key`, created when there is none (or it died); `waiter` is
     /// woken when its Pod changes. Returns the Pod name.
-    pub fn ensure(self: &Arc<Self>, key: &WorkerKey, waiter: ObjectRef<HostTask>) -> String {
+    pub fn ensure(
+        self: &Arc<Self>,
+        key: &WorkerKey,
+        waiter: Option<ObjectRef<HostTask>>,
+    ) -> String {
         let mut st = lock(&self.state);
         if let Some(w) = st.workers.get_mut(key) {
             let dead = !w.creating
@@ -405,7 +269,7 @@ impl WorkerPool {
                 };
             if !dead {
                 w.last_used = Instant::now();
-                w.waiters.insert(waiter);
+                w.waiters.extend(waiter);
                 return w.pod.clone();
             }
             let old = w.pod.clone();
@@ -424,12 +288,8 @@ impl WorkerPool {
         st.workers.insert(
             key.clone(),
             PoolWorker {
-                pod: name.clone(),
-                last_used: Instant::now(),
-                calls: 0,
-                creating: true,
-                was_ready: false,
-                waiters: [waiter].into(),
+                waiters: waiter.into_iter().collect(),
+                ..PoolWorker::new(name.clone(), true)
             },
         );
         drop(st);
@@ -474,9 +334,7 @@ impl WorkerPool {
             node: &key.node,
             image: &self.image,
             port: key.port,
-            etc: key.profile.etc,
-            docker: key.profile.docker,
-            containerd: key.profile.containerd,
+            profile: key.profile,
             node_containerd_socket: &self.containerd_socket,
             max_invoke_timeout_ms: MAX_INVOKE_TIMEOUT_MS,
             idle_exit_ms: u64::try_from(worker_idle_exit(self.idle).as_millis())
@@ -557,6 +415,7 @@ impl WorkerPool {
         if pod_state(pod) == WorkerState::Ready {
             w.was_ready = true;
         }
+        w.changed.send_replace(());
         for t in &w.waiters {
             let _ = self.wake.unbounded_send(t.clone());
         }
@@ -570,8 +429,9 @@ impl WorkerPool {
         }
     }
 
-    /// A call to `pod` starts: the worker is in use until [`Self::end_call`].
-    pub fn begin_call(&self, pod: &str) {
+    /// A call to `pod` starts: the worker is in use until [`Self::end_call`]. Only
+    /// leases call these two, so every begin has its end.
+    fn begin_call(&self, pod: &str) {
         let mut st = lock(&self.state);
         if let Some(k) = st.by_pod.get(pod).cloned()
             && let Some(w) = st.workers.get_mut(&k)
@@ -582,7 +442,7 @@ impl WorkerPool {
     }
 
     /// A call to `pod` ended.
-    pub fn end_call(&self, pod: &str) {
+    fn end_call(&self, pod: &str) {
         let mut st = lock(&self.state);
         if let Some(k) = st.by_pod.get(pod).cloned()
             && let Some(w) = st.workers.get_mut(&k)
@@ -593,7 +453,7 @@ impl WorkerPool {
     }
 
     /// The connection to worker `pod` (credentials read from its Secret once).
-    pub async fn conn(&self, pod: &str, port: i32) -> Result<Arc<WorkerConn>, CallError> {
+    async fn conn(&self, pod: &str, port: i32) -> Result<Arc<WorkerConn>, CallError> {
         if let Some(c) = lock(&self.state).conns.get(pod) {
             return Ok(Arc::clone(c));
         }
@@ -623,10 +483,7 @@ impl WorkerPool {
             })?;
         let client =
             WorkerClient::new(&ip, port, &creds).map_err(|e| CallError::Worker(e.to_string()))?;
-        let conn = Arc::new(WorkerConn {
-            client,
-            held: Mutex::new(HashSet::new()),
-        });
+        let conn = Arc::new(WorkerConn::new(client));
         lock(&self.state)
             .conns
             .insert(pod.to_owned(), Arc::clone(&conn));
@@ -729,69 +586,9 @@ async fn delete_worker(client: &Client, ns: &str, name: &str) {
     }
 }
 
-/// Where a worker Pod is, from its status.
-pub fn pod_state(pod: &Pod) -> WorkerState {
-    if pod.metadata.deletion_timestamp.is_some() {
-        return WorkerState::Broken("the worker Pod is being deleted".into());
-    }
-    let Some(st) = &pod.status else {
-        return WorkerState::Starting("no status yet".into());
-    };
-    let phase = st.phase.clone().unwrap_or_else(|| "Pending".into());
-    if phase == "Failed" || phase == "Succeeded" {
-        let reason = st
-            .container_statuses
-            .iter()
-            .flatten()
-            .filter_map(|c| c.state.as_ref()?.terminated.as_ref())
-            .map(|t| {
-                format!(
-                    "exited with code {}{}",
-                    t.exit_code,
-                    t.reason
-                        .as_ref()
-                        .map(|r| format!(" ({r})"))
-                        .unwrap_or_default()
-                )
-            })
-            .next()
-            .or_else(|| st.message.clone())
-            .unwrap_or_default();
-        return WorkerState::Broken(
-            format!("the worker Pod ended ({phase}) {reason}")
-                .trim_end()
-                .to_owned(),
-        );
-    }
-    for c in st.container_statuses.iter().flatten() {
-        if let Some(w) = c.state.as_ref().and_then(|s| s.waiting.as_ref()) {
-            let reason = w.reason.clone().unwrap_or_default();
-            if FATAL_WAITING_REASONS.contains(&reason.as_str()) {
-                return WorkerState::Broken(format!(
-                    "{reason}: {}",
-                    w.message.clone().unwrap_or_default()
-                ));
-            }
-        }
-    }
-    let ready = st
-        .conditions
-        .iter()
-        .flatten()
-        .any(|c| c.type_ == "Ready" && c.status == "True");
-    match (ready, &st.pod_ip) {
-        (true, Some(ip)) if !ip.is_empty() => WorkerState::Ready,
-        _ => WorkerState::Starting(format!("phase {phase}")),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    use k8s_openapi::api::core::v1::{
-        ContainerState, ContainerStateWaiting, ContainerStatus, PodCondition, PodStatus,
-    };
 
     #[test]
     fn workers_exit_on_their_own_only_after_the_pool_removes_them() {
@@ -805,64 +602,5 @@ mod tests {
             worker_idle_exit(Duration::from_secs(300)),
             Duration::from_secs(660)
         );
-    }
-
-    fn pod(ready: bool, waiting: Option<&str>) -> Pod {
-        Pod {
-            metadata: Default::default(),
-            spec: None,
-            status: Some(PodStatus {
-                phase: Some("Running".into()),
-                pod_ip: Some("127.0.1.2".into()),
-                conditions: Some(vec![PodCondition {
-                    type_: "Ready".into(),
-                    status: if ready { "True" } else { "False" }.into(),
-                    ..PodCondition::default()
-                }]),
-                container_statuses: waiting.map(|r| {
-                    vec![ContainerStatus {
-                        name: "worker".into(),
-                        state: Some(ContainerState {
-                            waiting: Some(ContainerStateWaiting {
-                                reason: Some(r.into()),
-                                message: Some("no such image".into()),
-                            }),
-                            ..ContainerState::default()
-                        }),
-                        ..ContainerStatus::default()
-                    }]
-                }),
-                ..PodStatus::default()
-            }),
-        }
-    }
-
-    #[test]
-    fn pod_states() {
-        assert_eq!(pod_state(&pod(true, None)), WorkerState::Ready);
-        assert!(matches!(
-            pod_state(&pod(false, None)),
-            WorkerState::Starting(_)
-        ));
-        assert!(
-            matches!(pod_state(&pod(false, Some("ErrImagePull"))), WorkerState::Broken(m) if m.contains("ErrImagePull"))
-        );
-    }
-
-    #[test]
-    fn profiles_round_trip_through_labels() {
-        for etc in [EtcAccess::None, EtcAccess::Read, EtcAccess::Write] {
-            for docker in [false, true] {
-                for containerd in [false, true] {
-                    let p = Profile {
-                        etc,
-                        docker,
-                        containerd,
-                    };
-                    assert_eq!(Profile::from_label(&p.label()), Some(p));
-                }
-            }
-        }
-        assert_eq!(Profile::from_label("etc-all"), None);
     }
 }

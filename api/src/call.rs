@@ -1,0 +1,477 @@
+//! The vocabulary of a plugin call, shared by every resource that runs plugins: *what*
+//! runs ([`PluginCall`]: plugin, method, parameters), *where* ([`NodeTargets`]: node
+//! names, or a role with a label selector, chosen among [`NodeView`]s), and *with which
+//! access* ([`AccessProfile`]: how /etc is mounted, which sockets).
+//!
+//! `HostTask` and `HostState` embed these types (flattened, so their YAML keeps its
+//! field names), and the operator's validation, node selection, policy checks and worker
+//! pool take them, so a rule about any of them is written once. Field errors are
+//! [`Invalid`], naming the field as people wrote it (`spec.workers[2]`).
+//!
+//! Pure types and functions: nothing here talks to a cluster or a node.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::plugin::{Capabilities, EtcAccess};
+
+/// Why a resource cannot run: the field at fault and the problem, for people.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {problem}")]
+pub struct Invalid {
+    /// Path of the offending field, e.g. `spec.http.parameter.path`.
+    pub field: String,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+impl Invalid {
+    /// An error about `field`.
+    pub fn new(field: impl Into<String>, problem: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            problem: problem.into(),
+        }
+    }
+}
+
+/// One plugin operation with its parameters: a HostTask's `spec.http` (beside the port)
+/// and each of a HostState's `spec.steps`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PluginCall {
+    /// Name of the plugin (a HostPlugin) to run.
+    #[schemars(length(min = 1, max = 253))]
+    pub api: String,
+    /// The plugin operation to call; one of the HostPlugin's `status.info.methods`.
+    #[schemars(length(min = 1, max = 128))]
+    pub method: String,
+    /// Parameters of the operation, checked against the method's JSON Schema before any
+    /// node is touched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::crd::any_json")]
+    pub parameter: Option<serde_json::Value>,
+}
+
+impl PluginCall {
+    /// A call of `api`'s `method` with `parameter`.
+    pub fn new(
+        api: impl Into<String>,
+        method: impl Into<String>,
+        parameter: Option<serde_json::Value>,
+    ) -> Self {
+        Self {
+            api: api.into(),
+            method: method.into(),
+            parameter,
+        }
+    }
+
+    /// The parameters as sent to the worker (`{}` when absent).
+    pub fn params(&self) -> serde_json::Value {
+        self.parameter
+            .clone()
+            .unwrap_or_else(|| serde_json::Value::Object(serde_json::Map::new()))
+    }
+}
+
+/// Which nodes a task targets by role when `spec.workers` is empty.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum TargetType {
+    /// Control-plane nodes (label `node-role.kubernetes.io/control-plane`).
+    Master,
+    /// Nodes that are not control-plane nodes.
+    Node,
+    /// Every node.
+    All,
+}
+
+impl TargetType {
+    /// Whether a node of this role is selected.
+    pub fn selects(self, node: &NodeView) -> bool {
+        match self {
+            Self::All => true,
+            Self::Master => node.is_control_plane(),
+            Self::Node => !node.is_control_plane(),
+        }
+    }
+}
+
+/// Labels that mark a control-plane node (the second is the pre-1.24 spelling).
+pub const CONTROL_PLANE_LABELS: [&str; 2] = [
+    "node-role.kubernetes.io/control-plane",
+    "node-role.kubernetes.io/master",
+];
+
+/// A node as selection sees it: its name and labels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeView {
+    /// Node name.
+    pub name: String,
+    /// Node labels.
+    pub labels: BTreeMap<String, String>,
+}
+
+impl NodeView {
+    /// Whether the node is a control-plane node.
+    pub fn is_control_plane(&self) -> bool {
+        CONTROL_PLANE_LABELS
+            .iter()
+            .any(|l| self.labels.contains_key(*l))
+    }
+}
+
+/// The nodes a resource runs on: explicit names, or a role filtered by a label selector.
+/// Exactly one of `workers` and `targetType` is set (the CRDs' CEL rules say so).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeTargets {
+    /// Explicit node names.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 5000))]
+    pub workers: Vec<String>,
+    /// Select nodes by role when `workers` is empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_type: Option<TargetType>,
+    /// Extra filter on the nodes chosen by `targetType` (a standard label selector).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::crd::label_selector_schema")]
+    pub node_selector: Option<LabelSelector>,
+}
+
+/// The nodes [`NodeTargets::select`] chose.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Selection {
+    /// Selected existing nodes: `workers` in the order given (without repeats), a role's
+    /// nodes sorted by name.
+    pub nodes: Vec<String>,
+    /// Named workers that are not among the nodes, with their index in `workers`.
+    pub unknown: Vec<(usize, String)>,
+}
+
+impl NodeTargets {
+    /// Targets by role.
+    pub fn role(target_type: TargetType) -> Self {
+        Self {
+            target_type: Some(target_type),
+            ..Self::default()
+        }
+    }
+
+    /// Targets by name.
+    pub fn named(workers: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        Self {
+            workers: workers.into_iter().map(Into::into).collect(),
+            ..Self::default()
+        }
+    }
+
+    /// The nodes among `nodes` these targets select. Fails only on a selector that
+    /// cannot be evaluated (an unknown operator, which the API server lets through).
+    pub fn select(&self, nodes: &[NodeView]) -> Result<Selection, Invalid> {
+        let mut out = Selection::default();
+        if !self.workers.is_empty() {
+            let known: BTreeSet<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
+            let mut seen = BTreeSet::new();
+            for (i, w) in self.workers.iter().enumerate() {
+                if !known.contains(w.as_str()) {
+                    out.unknown.push((i, w.clone()));
+                } else if seen.insert(w.as_str()) {
+                    out.nodes.push(w.clone());
+                }
+            }
+            return Ok(out);
+        }
+        let Some(target) = self.target_type else {
+            return Ok(out);
+        };
+        for node in nodes {
+            if target.selects(node) && self.selector_allows(node)? {
+                out.nodes.push(node.name.clone());
+            }
+        }
+        out.nodes.sort();
+        out.nodes.dedup();
+        Ok(out)
+    }
+
+    /// The nodes a task runs on: every named worker must exist and something must be
+    /// selected; the error names the field.
+    pub fn select_for_task(&self, nodes: &[NodeView]) -> Result<Vec<String>, Invalid> {
+        let sel = self.select(nodes)?;
+        if let Some((i, w)) = sel.unknown.first() {
+            return Err(Invalid::new(
+                format!("spec.workers[{i}]"),
+                format!("node {w:?} does not exist"),
+            ));
+        }
+        if !sel.nodes.is_empty() {
+            return Ok(sel.nodes);
+        }
+        match self.target_type {
+            None => Err(Invalid::new(
+                "spec.workers",
+                "set spec.workers (node names) or spec.targetType (Master, Node, All)",
+            )),
+            Some(target) => {
+                let field = if self.node_selector.is_some() {
+                    "spec.nodeSelector"
+                } else {
+                    "spec.targetType"
+                };
+                Err(Invalid::new(
+                    field,
+                    format!(
+                        "no node matches targetType {target:?}{}",
+                        if self.node_selector.is_some() {
+                            " and the node selector"
+                        } else {
+                            ""
+                        }
+                    ),
+                ))
+            }
+        }
+    }
+
+    fn selector_allows(&self, node: &NodeView) -> Result<bool, Invalid> {
+        match &self.node_selector {
+            Some(sel) => selector_matches(sel, &node.labels, "spec.nodeSelector"),
+            None => Ok(true),
+        }
+    }
+}
+
+/// Whether `labels` match a standard label selector; `field` names the selector in the
+/// error about an operator that cannot be evaluated.
+pub fn selector_matches(
+    sel: &LabelSelector,
+    labels: &BTreeMap<String, String>,
+    field: &str,
+) -> Result<bool, Invalid> {
+    for (k, v) in sel.match_labels.iter().flatten() {
+        if labels.get(k) != Some(v) {
+            return Ok(false);
+        }
+    }
+    for (i, expr) in sel.match_expressions.iter().flatten().enumerate() {
+        let values = expr.values.as_deref().unwrap_or_default();
+        let have = labels.get(&expr.key);
+        let ok = match expr.operator.as_str() {
+            "In" => have.is_some_and(|v| values.contains(v)),
+            "NotIn" => !have.is_some_and(|v| values.contains(v)),
+            "Exists" => have.is_some(),
+            "DoesNotExist" => have.is_none(),
+            other => {
+                return Err(Invalid::new(
+                    format!("{field}.matchExpressions[{i}].operator"),
+                    format!("unknown operator {other:?} (use In, NotIn, Exists, DoesNotExist)"),
+                ));
+            }
+        };
+        if !ok {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// What one call may touch on its node, and so which worker serves it: how /etc is
+/// mounted and whether the docker and containerd sockets are. Calls with the same
+/// profile on a node share a pooled worker; the worker Pod mounts exactly this.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct AccessProfile {
+    /// The /etc mount.
+    pub etc: EtcAccess,
+    /// The docker socket.
+    pub docker: bool,
+    /// The containerd socket.
+    pub containerd: bool,
+}
+
+impl AccessProfile {
+    /// The access of one call of a plugin with `caps`: its grant, but /etc read-only for
+    /// a dry run and for a method that does not change the node.
+    pub fn for_call(caps: &Capabilities, dry_run: bool, mutates: bool) -> Self {
+        Self {
+            etc: caps.etc.for_run(dry_run || !mutates),
+            docker: caps.docker,
+            containerd: caps.containerd,
+        }
+    }
+
+    /// Whether calls with this access may change the node (/etc writable, or a socket of
+    /// a container runtime): such calls take the node lock.
+    pub fn may_change_node(self) -> bool {
+        self.etc == EtcAccess::Write || self.docker || self.containerd
+    }
+
+    /// The label value (`hostplug.dev/profile`), e.g. `etc-write`, `etc-none-docker` or
+    /// `etc-none-containerd`.
+    pub fn label(self) -> String {
+        let mut label = format!("etc-{}", self.etc);
+        if self.docker {
+            label.push_str("-docker");
+        }
+        if self.containerd {
+            label.push_str("-containerd");
+        }
+        label
+    }
+
+    /// The profile a label value names.
+    pub fn from_label(s: &str) -> Option<Self> {
+        let (s, containerd) = match s.strip_suffix("-containerd") {
+            Some(rest) => (rest, true),
+            None => (s, false),
+        };
+        let (etc, docker) = match s.strip_suffix("-docker") {
+            Some(rest) => (rest, true),
+            None => (s, false),
+        };
+        let etc = etc.strip_prefix("etc-")?.parse().ok()?;
+        Some(Self {
+            etc,
+            docker,
+            containerd,
+        })
+    }
+}
+
+impl fmt::Display for AccessProfile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.label())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(name: &str, labels: &[(&str, &str)]) -> NodeView {
+        NodeView {
+            name: name.into(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    fn nodes() -> Vec<NodeView> {
+        vec![
+            view("node2", &[("pool", "b")]),
+            view("master", &[("node-role.kubernetes.io/control-plane", "")]),
+            view("node1", &[("pool", "a")]),
+        ]
+    }
+
+    fn targets(v: serde_json::Value) -> NodeTargets {
+        serde_json::from_value(v.clone()).unwrap_or_else(|e| panic!("{e}: {v}"))
+    }
+
+    #[test]
+    fn roles_and_selectors_select_sorted_nodes() {
+        let sel = |v| targets(v).select(&nodes()).map(|s| s.nodes);
+        assert_eq!(
+            sel(serde_json::json!({"targetType": "Node"})),
+            Ok(vec!["node1".into(), "node2".into()])
+        );
+        assert_eq!(
+            sel(serde_json::json!({"targetType": "Master"})),
+            Ok(vec!["master".into()])
+        );
+        assert_eq!(
+            sel(serde_json::json!({"targetType": "All",
+                "nodeSelector": {"matchExpressions": [{"key": "pool", "operator": "In", "values": ["b"]}]}})),
+            Ok(vec!["node2".into()])
+        );
+        let bad = sel(serde_json::json!({"targetType": "All",
+            "nodeSelector": {"matchExpressions": [{"key": "pool", "operator": "Near"}]}}));
+        assert_eq!(
+            bad.err().map(|e| e.field),
+            Some("spec.nodeSelector.matchExpressions[0].operator".into())
+        );
+    }
+
+    #[test]
+    fn named_workers_keep_their_order_and_report_unknown_ones() {
+        let t = NodeTargets::named(["node2", "node9", "node1", "node2"]);
+        let s = t.select(&nodes());
+        assert_eq!(
+            s,
+            Ok(Selection {
+                nodes: vec!["node2".into(), "node1".into()],
+                unknown: vec![(1, "node9".into())],
+            })
+        );
+        let e = t.select_for_task(&nodes()).err();
+        assert_eq!(
+            e,
+            Some(Invalid::new(
+                "spec.workers[1]",
+                "node \"node9\" does not exist"
+            ))
+        );
+        let none = targets(serde_json::json!({"targetType": "All",
+            "nodeSelector": {"matchLabels": {"pool": "z"}}}));
+        assert_eq!(none.select(&nodes()).map(|s| s.nodes), Ok(vec![]));
+        assert_eq!(
+            none.select_for_task(&nodes()).err().map(|e| e.field),
+            Some("spec.nodeSelector".into())
+        );
+    }
+
+    #[test]
+    fn profiles_round_trip_through_labels() {
+        for etc in EtcAccess::ALL {
+            for docker in [false, true] {
+                for containerd in [false, true] {
+                    let p = AccessProfile {
+                        etc,
+                        docker,
+                        containerd,
+                    };
+                    assert_eq!(AccessProfile::from_label(&p.label()), Some(p));
+                }
+            }
+        }
+        assert_eq!(
+            AccessProfile {
+                etc: EtcAccess::Write,
+                docker: true,
+                containerd: false
+            }
+            .label(),
+            "etc-write-docker"
+        );
+        assert_eq!(AccessProfile::from_label("etc-all"), None);
+        assert_eq!(AccessProfile::from_label("write"), None);
+    }
+
+    #[test]
+    fn a_call_gets_write_access_only_when_it_may_write() {
+        let caps = Capabilities {
+            etc: EtcAccess::Write,
+            docker: true,
+            ..Capabilities::default()
+        };
+        assert_eq!(
+            AccessProfile::for_call(&caps, false, true).etc,
+            EtcAccess::Write
+        );
+        assert_eq!(
+            AccessProfile::for_call(&caps, true, true).etc,
+            EtcAccess::Read
+        );
+        assert_eq!(
+            AccessProfile::for_call(&caps, false, false).etc,
+            EtcAccess::Read
+        );
+        assert!(AccessProfile::for_call(&caps, true, true).docker);
+    }
+}

@@ -1,0 +1,745 @@
+//! The HostState controller: continuous host state, checked on every selected node and
+//! reported (`Audit`) or corrected (`Enforce`).
+//!
+//! A kube-runtime `Controller`, like the HostTask one: each reconcile reads the state,
+//! validates its steps (plugin ready, method known and mutating, parameters valid,
+//! capabilities — the same rules as a task's call, [`crate::validate::check_call`]),
+//! gathers what the round needs (selected nodes from the Node cache, conflicts with
+//! other states, this process's round), lets the pure [`round::step`] decide, writes the
+//! status ([`crate::report::write_status`], only when something besides the check times
+//! changed) and then carries out the decisions: check or correct nodes in spawned jobs
+//! that call workers through the one call path ([`crate::dispatch::send`]) under a lease
+//! on a ready worker ([`crate::pool::WorkerPool::lease_ready`]). A job's result wakes the
+//! state's reconcile; so do a change of the state, a node joining, leaving or changing
+//! its labels, and the requeue at the next round's time. Nothing polls.
+//!
+//! A round starts when the state's generation changes, when the set of selected nodes
+//! changes, and `spec.intervalSeconds` after the last one finished. Two states whose
+//! steps touch the same file on the same node conflict ([`conflicts`]): the node is
+//! reported on both and corrected by neither.
+//!
+//! Deleting a HostState stops its rounds; nodes stay as they are (no finalizer).
+//! Nothing here writes to a node except through a worker call.
+
+pub mod conflicts;
+pub mod round;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use futures::channel::mpsc::{UnboundedReceiver, UnboundedSender};
+use futures::{Stream, StreamExt};
+use hostplug_api::protocol::InvokeRequest;
+use hostplug_api::state::{HostState, HostStateStatus, StateMode, StateStep, StepDrift};
+use hostplug_api::{AccessProfile, crd::DEFAULT_WORKER_PORT};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::runtime::controller::{Action as Requeue, Controller};
+use kube::runtime::events::EventType;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, ResourceExt};
+use tracing::{Instrument, info, info_span, warn};
+
+use crate::dispatch::NodeOutcome;
+use crate::plugins::LoadedPlugin;
+use crate::pool::WorkerKey;
+use crate::report::{set_condition, write_status};
+use crate::validate::{self, CallSite, Invalid, PluginView};
+use crate::{Context, Error, Result};
+use conflicts::{FlipFlops, StateFootprint, file_keys, path_conflicts};
+use hostplug_api::crd::HostPlugin;
+use round::{Action, Checked, Job, Observed, Round};
+
+/// Retry after a failed reconcile (API error): 5 s.
+const ERROR_REQUEUE: Duration = Duration::from_secs(5);
+/// Retry after a status write lost to a newer one (409): 50 ms; the next reconcile reads
+/// the newer object and decides again.
+const CONFLICT_REQUEUE: Duration = Duration::from_millis(50);
+/// Longest wait without any event while a round runs: 60 s. Every job's result wakes the
+/// state at once; this only bounds what no event announces.
+const FALLBACK_REQUEUE: Duration = Duration::from_secs(60);
+/// Nodes named one by one in a reconcile's Events: 20; the rest are counted in one
+/// Event ("and 180 more nodes"), so a round over 1000 nodes does not flood the API.
+const MAX_EVENT_NODES: usize = 20;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// What the HostState reconciles share besides the operator's [`Context`].
+pub struct StateContext {
+    /// The operator's context.
+    pub ctx: Arc<Context>,
+    /// Every HostState (the controller's cache), for conflicts between states.
+    states: Store<HostState>,
+    /// This process's round of each state, by uid.
+    rounds: Mutex<HashMap<String, Round>>,
+    /// Which state corrected which node when.
+    flips: FlipFlops,
+    /// Wakes a state's reconcile (a job returned).
+    wake: UnboundedSender<ObjectRef<HostState>>,
+}
+
+impl std::fmt::Debug for StateContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateContext").finish_non_exhaustive()
+    }
+}
+
+/// A validated step with its plugin and the worker profile it runs on.
+struct Plan {
+    index: usize,
+    step: StateStep,
+    loaded: Arc<LoadedPlugin>,
+    profile: AccessProfile,
+}
+
+/// Resolves and validates every step: the plans, or the first problem.
+async fn plan(ctx: &Context, state: &HostState) -> Result<Result<Vec<Plan>, Invalid>> {
+    let hp_api: Api<HostPlugin> = Api::all(ctx.client.clone());
+    type Found = Option<(HostPlugin, std::result::Result<Arc<LoadedPlugin>, String>)>;
+    let mut plugins: HashMap<String, Found> = HashMap::new();
+    let audit = state.spec.mode == StateMode::Audit;
+    let mut plans = Vec::new();
+    for (i, step) in state.spec.steps.iter().enumerate() {
+        if !plugins.contains_key(&step.api) {
+            let found = match hp_api
+                .get_opt(&step.api)
+                .await
+                .map_err(Error::kube(format!("reading HostPlugin {}", step.api)))?
+            {
+                Some(hp) => {
+                    let loaded = ctx.plugins.resolve(&ctx.client, &hp).await;
+                    Some((hp, loaded))
+                }
+                None => None,
+            };
+            plugins.insert(step.api.clone(), found);
+        }
+        let found = plugins.get(&step.api).and_then(Option::as_ref);
+        let view = PluginView {
+            spec: found.map(|(hp, _)| &hp.spec),
+            loaded: match found.map(|(_, l)| l) {
+                Some(Ok(l)) => Ok(&l.info),
+                Some(Err(e)) => Err(e.as_str()),
+                None => Err("no HostPlugin"),
+            },
+        };
+        if let Err(e) = check_step(i, step, state.spec.mode, view) {
+            return Ok(Err(e));
+        }
+        let Some((hp, Ok(loaded))) = found else {
+            return Ok(Err(Invalid::new(
+                CallSite::Step(i).field("api"),
+                format!("plugin {:?} is not ready", step.api),
+            )));
+        };
+        plans.push(Plan {
+            index: i,
+            step: step.clone(),
+            loaded: Arc::clone(loaded),
+            profile: AccessProfile::for_call(&hp.spec.capabilities, audit, true),
+        });
+    }
+    Ok(Ok(plans))
+}
+
+/// Validates step `i` against its plugin: the rules of every plugin call (plugin ready,
+/// method known, parameters valid, a capability to write when the state enforces), and
+/// the method changes the node: only those have a dry run that can report drift.
+pub fn check_step(
+    i: usize,
+    step: &StateStep,
+    mode: StateMode,
+    plugin: PluginView<'_>,
+) -> Result<(), Invalid> {
+    let audit = mode == StateMode::Audit;
+    let method = validate::check_call(step, CallSite::Step(i), plugin, audit)?;
+    if !method.mutates {
+        return Err(Invalid::new(
+            CallSite::Step(i).field("method"),
+            format!(
+                "method {:?} of plugin {:?} does not change the node (mutates: false), so its \
+                 dry run cannot report drift; a state step must name a mutating method",
+                step.method, step.api
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Reconciles one HostState, in a span naming it.
+async fn reconcile(state: Arc<HostState>, sc: Arc<StateContext>) -> Result<Requeue> {
+    let span = info_span!("reconcile", kind = "HostState", name = state.name_any());
+    let outcome = reconcile_state(&state, &sc).instrument(span).await;
+    match outcome {
+        Err(Error::Conflict { .. }) => Ok(Requeue::requeue(CONFLICT_REQUEUE)),
+        other => other,
+    }
+}
+
+async fn reconcile_state(cached: &HostState, sc: &Arc<StateContext>) -> Result<Requeue> {
+    let ctx = &sc.ctx;
+    ctx.metrics.reconcile();
+    let name = cached.name_any();
+    let api: Api<HostState> = Api::all(ctx.client.clone());
+    let current = api
+        .get_opt(&name)
+        .await
+        .map_err(Error::kube(format!("reading HostState {name}")))?;
+    let Some(state) = current.filter(|s| s.metadata.deletion_timestamp.is_none()) else {
+        if let Some(uid) = cached.uid() {
+            lock(&sc.rounds).remove(&uid);
+        }
+        sc.flips.forget(&name);
+        ctx.metrics.forget_state(&name);
+        info!(state = %name, "HostState gone: no longer checked");
+        return Ok(Requeue::await_change());
+    };
+    let uid = state
+        .uid()
+        .ok_or(Error::MissingObjectKey(".metadata.uid"))?;
+    let generation = state.metadata.generation.unwrap_or(0);
+    let interval =
+        Duration::from_secs(u64::try_from(state.spec.interval_seconds.max(1)).unwrap_or(300));
+    let prior = state.status.clone().unwrap_or_default();
+
+    let plans = match plan(ctx, &state).await? {
+        Ok(p) => p,
+        Err(invalid) => return refuse(ctx, &state, &prior, &invalid, interval).await,
+    };
+    let selected = match state.spec.targets.select(&ctx.node_views()) {
+        Ok(s) => s.nodes,
+        // An unknown selector operator: the API server's schema lets it through.
+        Err(invalid) => return refuse(ctx, &state, &prior, &invalid, interval).await,
+    };
+
+    // This process's round: a new one when due.
+    let now = Timestamp::now();
+    let round = {
+        let mut rounds = lock(&sc.rounds);
+        let old = rounds.get(&uid);
+        if round::round_due(old, generation, &selected, interval, now) {
+            if old.is_some_and(|r| r.generation != generation) {
+                sc.flips.forget(&name);
+            }
+            let id = old.map_or(1, |r| r.id + 1);
+            ctx.metrics.state_round(&name);
+            rounds.insert(
+                uid.clone(),
+                Round {
+                    id,
+                    generation,
+                    started: now,
+                    nodes: selected.clone(),
+                    jobs: BTreeMap::new(),
+                    finished: false,
+                },
+            );
+        }
+        rounds.get(&uid).cloned()
+    };
+    let Some(round) = round else {
+        return Ok(Requeue::requeue(ERROR_REQUEUE));
+    };
+
+    let conflicts = conflicts_of(sc, &state, &selected, &round);
+    let rollout = state.spec.rollout.clone().unwrap_or_default();
+    let mut status = prior.clone();
+    let actions = round::step(
+        &mut status,
+        &Observed {
+            now,
+            uid: &uid,
+            generation,
+            mode: state.spec.mode,
+            rollout: &rollout,
+            selected: &selected,
+            conflicts: &conflicts,
+            round: &round,
+        },
+    );
+    let mut written = state.clone();
+    if round::differs(&prior, &status) {
+        written = write_status(&ctx.client, &state, &status).await?;
+        ctx.metrics.state_status_write(&name);
+    }
+    if prior.conflicts != status.conflicts && !status.conflicts.is_empty() {
+        let note = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "InSync")
+            .map(|c| c.message.clone())
+            .unwrap_or_default();
+        ctx.events
+            .publish(&written, EventType::Warning, "Conflict", None, note)
+            .await;
+    }
+    act(sc, &written, &uid, round.id, actions, Arc::new(plans)).await;
+
+    let finished = lock(&sc.rounds).get(&uid).is_some_and(|r| r.finished);
+    if finished {
+        let next = round
+            .started
+            .as_second()
+            .saturating_add(i64::try_from(interval.as_secs()).unwrap_or(i64::MAX));
+        let left = next.saturating_sub(Timestamp::now().as_second()).max(1);
+        Ok(Requeue::requeue(Duration::from_secs(left.unsigned_abs())))
+    } else {
+        Ok(Requeue::requeue(FALLBACK_REQUEUE))
+    }
+}
+
+/// The nodes other states fight over: the same file on the same node, or a flip-flop
+/// caught between two states' corrections.
+fn conflicts_of(
+    sc: &StateContext,
+    state: &HostState,
+    selected: &[String],
+    round: &Round,
+) -> BTreeMap<String, BTreeSet<String>> {
+    let name = state.name_any();
+    let views = sc.ctx.node_views();
+    let others: Vec<StateFootprint> = sc
+        .states
+        .state()
+        .iter()
+        .filter(|s| s.metadata.deletion_timestamp.is_none())
+        .map(|s| StateFootprint {
+            name: s.name_any(),
+            files: file_keys(&s.spec),
+            nodes: s
+                .spec
+                .targets
+                .select(&views)
+                .map(|sel| sel.nodes)
+                .unwrap_or_default()
+                .into_iter()
+                .collect(),
+        })
+        .collect();
+    let me = StateFootprint {
+        name: name.clone(),
+        files: file_keys(&state.spec),
+        nodes: selected.iter().cloned().collect(),
+    };
+    let mut conflicts = path_conflicts(&me, &others);
+    if state.spec.mode == StateMode::Enforce {
+        // A node found drifted again after another state corrected it since this one
+        // did: the two undo each other.
+        for (node, job) in &round.jobs {
+            if matches!(job, Job::Checked(Ok(d)) if !d.is_empty())
+                && !conflicts.contains_key(node)
+                && let Some(other) = sc.flips.suspect(node, &name)
+            {
+                warn!(state = %name, %node, %other, "two states undo each other's corrections");
+            }
+        }
+    }
+    for (node, others) in sc.flips.of(&name) {
+        if me.nodes.contains(&node) {
+            conflicts.entry(node).or_default().extend(others);
+        }
+    }
+    conflicts
+}
+
+/// A state whose steps or selector cannot be used: its status says which field and why
+/// (and an Event, once), and nothing runs until the next change or interval.
+async fn refuse(
+    ctx: &Context,
+    state: &HostState,
+    prior: &HostStateStatus,
+    invalid: &Invalid,
+    interval: Duration,
+) -> Result<Requeue> {
+    let t = Time(Timestamp::now());
+    let mut status = HostStateStatus {
+        observed_generation: state.metadata.generation,
+        nodes: prior.nodes.clone(),
+        conditions: prior.conditions.clone(),
+        conflicts: prior.conflicts.clone(),
+        ..HostStateStatus::default()
+    };
+    round::summarise(&mut status, state.spec.mode, &t);
+    status.message = Some(invalid.to_string());
+    set_condition(
+        &mut status.conditions,
+        Condition {
+            type_: "InSync".into(),
+            status: "False".into(),
+            reason: "Invalid".into(),
+            message: invalid.to_string(),
+            observed_generation: state.metadata.generation,
+            last_transition_time: t,
+        },
+    );
+    if round::differs(prior, &status) {
+        let written = write_status(&ctx.client, state, &status).await?;
+        ctx.metrics.state_status_write(&state.name_any());
+        info!(state = %state.name_any(), problem = %invalid, "state refused");
+        ctx.events
+            .publish(
+                &written,
+                EventType::Warning,
+                "ValidationFailed",
+                None,
+                invalid.to_string(),
+            )
+            .await;
+    }
+    Ok(Requeue::requeue(interval))
+}
+
+/// Carries out the decisions of one step: Events, then jobs (recorded in the round
+/// before they start).
+async fn act(
+    sc: &Arc<StateContext>,
+    state: &HostState,
+    uid: &str,
+    round_id: u64,
+    actions: Vec<Action>,
+    plans: Arc<Vec<Plan>>,
+) {
+    let ctx = &sc.ctx;
+    let name = state.name_any();
+    let mut by_reason: BTreeMap<&'static str, Vec<(EventType, String, String)>> = BTreeMap::new();
+    for a in actions {
+        match a {
+            Action::Event {
+                type_,
+                reason,
+                node,
+                note,
+            } => by_reason
+                .entry(reason)
+                .or_default()
+                .push((type_, node, note)),
+            Action::RoundFinished => {
+                if let Some(r) = lock(&sc.rounds).get_mut(uid) {
+                    r.finished = true;
+                }
+                let st = state.status.clone().unwrap_or_default();
+                ctx.metrics
+                    .state_nodes(&name, st.nodes_in_sync, st.nodes_drifted, st.nodes_failed);
+            }
+            Action::Check { node } => {
+                start_job(sc, state, uid, round_id, node, Job::Checking, &plans, None);
+            }
+            Action::Correct {
+                node,
+                drift,
+                prefix,
+                resume,
+            } => {
+                if resume {
+                    info!(state = %name, %node, %prefix, "resuming a correction of an earlier operator process");
+                }
+                let correction = Some((drift, prefix));
+                start_job(
+                    sc,
+                    state,
+                    uid,
+                    round_id,
+                    node,
+                    Job::Correcting,
+                    &plans,
+                    correction,
+                );
+            }
+        }
+    }
+    for (reason, items) in by_reason {
+        for (type_, node, note) in items.iter().take(MAX_EVENT_NODES) {
+            ctx.events
+                .publish(state, *type_, reason, Some(node), note.clone())
+                .await;
+        }
+        if items.len() > MAX_EVENT_NODES
+            && let Some((type_, _, _)) = items.first()
+        {
+            let more = format!("and {} more nodes", items.len() - MAX_EVENT_NODES);
+            ctx.events.publish(state, *type_, reason, None, more).await;
+        }
+    }
+}
+
+/// Records a job in the round and runs it in the background; its result goes into the
+/// round (if it is still the current one) and wakes the state.
+#[allow(clippy::too_many_arguments)]
+fn start_job(
+    sc: &Arc<StateContext>,
+    state: &HostState,
+    uid: &str,
+    round_id: u64,
+    node: String,
+    job: Job,
+    plans: &Arc<Vec<Plan>>,
+    correction: Option<(Vec<StepDrift>, String)>,
+) {
+    if let Some(r) = lock(&sc.rounds).get_mut(uid).filter(|r| r.id == round_id) {
+        r.jobs.insert(node.clone(), job);
+    } else {
+        return;
+    }
+    let sc = Arc::clone(sc);
+    let plans = Arc::clone(plans);
+    let (uid, name) = (uid.to_owned(), state.name_any());
+    let timeout = state.spec.timeout_seconds;
+    let me = ObjectRef::from_obj(state);
+    tokio::spawn(async move {
+        let ctx = &sc.ctx;
+        let done = match correction {
+            None => Job::Checked(check_node(ctx, &name, &node, &plans, timeout).await),
+            Some((drift, prefix)) => {
+                let r = correct_node(ctx, &name, &node, &plans, &drift, &prefix, timeout).await;
+                ctx.metrics.state_correction(&name);
+                sc.flips.corrected(&node, &name);
+                Job::Corrected(r)
+            }
+        };
+        if let Some(r) = lock(&sc.rounds).get_mut(&uid).filter(|r| r.id == round_id) {
+            r.jobs.insert(node, done);
+        }
+        let _ = sc.wake.unbounded_send(me);
+    });
+}
+
+/// One step's call on `node`: a dry run (`correction` none) or the correction with that
+/// invocation id, through the pool's ready worker of the step's profile.
+async fn call_step(
+    ctx: &Context,
+    node: &str,
+    plan: &Plan,
+    timeout_seconds: i32,
+    correction: Option<String>,
+) -> NodeOutcome {
+    let key = WorkerKey {
+        node: node.to_owned(),
+        profile: plan.profile,
+        port: DEFAULT_WORKER_PORT,
+        task: None,
+    };
+    let lease = ctx
+        .pool
+        .lease_ready(&key, ctx.config.pod_start_timeout())
+        .await?;
+    let req = InvokeRequest::for_call(
+        &plan.loaded.digest,
+        &plan.step,
+        correction.is_none(),
+        timeout_seconds,
+        correction,
+    );
+    crate::dispatch::send(ctx, &lease, &plan.loaded, &req).await
+}
+
+/// Checks a node: every step as a dry run; a step that would change it is drift.
+async fn check_node(
+    ctx: &Context,
+    state: &str,
+    node: &str,
+    plans: &[Plan],
+    timeout: i32,
+) -> Checked {
+    let started = Instant::now();
+    let mut drift = Vec::new();
+    for p in plans {
+        match call_step(ctx, node, p, timeout, None).await {
+            Ok(s) if s.changed => drift.push(StepDrift {
+                step: i32::try_from(p.index).unwrap_or(i32::MAX),
+                diff: s
+                    .diff
+                    .map(|d| crate::status::truncate_str(&d, round::MAX_DRIFT_DIFF_BYTES)),
+            }),
+            Ok(_) => {}
+            Err(e) => {
+                return Err(format!(
+                    "checking step {} ({}/{}): {e}",
+                    p.index, p.step.api, p.step.method
+                ));
+            }
+        }
+    }
+    ctx.metrics.state_check(state, started.elapsed());
+    Ok(drift)
+}
+
+/// Runs the drifted steps of a node for real, in order, with the ids under `prefix`, then
+/// checks the node again (what the check finds is the result).
+async fn correct_node(
+    ctx: &Context,
+    state: &str,
+    node: &str,
+    plans: &[Plan],
+    drift: &[StepDrift],
+    prefix: &str,
+    timeout: i32,
+) -> Checked {
+    for d in drift {
+        let Some(p) = plans
+            .iter()
+            .find(|p| i32::try_from(p.index).ok() == Some(d.step))
+        else {
+            continue;
+        };
+        let id = format!("{prefix}/s{}", p.index);
+        if let Err(e) = call_step(ctx, node, p, timeout, Some(id)).await {
+            return Err(format!(
+                "correcting step {} ({}/{}): {e}",
+                p.index, p.step.api, p.step.method
+            ));
+        }
+    }
+    check_node(ctx, state, node, plans, timeout).await
+}
+
+fn error_policy(state: Arc<HostState>, err: &Error, sc: Arc<StateContext>) -> Requeue {
+    warn!(state = %state.name_any(), error = %err, "HostState reconcile failed");
+    sc.ctx.metrics.reconcile_error();
+    Requeue::requeue(ERROR_REQUEUE)
+}
+
+/// Runs the HostState controller until `shutdown` resolves. States are reconciled on
+/// their own changes, when `nodes_changed` says the nodes a state might select changed,
+/// when a job returns, and at their next round's time.
+pub async fn run_controller(
+    ctx: Arc<Context>,
+    nodes_changed: impl Stream<Item = ()> + Send + 'static,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let (wake, woken): (_, UnboundedReceiver<ObjectRef<HostState>>) =
+        futures::channel::mpsc::unbounded();
+    let (reader, writer) = reflector::store();
+    let stream = reflector::reflector(
+        writer,
+        watcher(
+            Api::<HostState>::all(ctx.client.clone()),
+            watcher::Config::default(),
+        )
+        .default_backoff()
+        .modify(|s| {
+            // Reconciles read the newest object; conflicts need only the specs.
+            s.status = None;
+            s.metadata.managed_fields = None;
+        }),
+    )
+    .applied_objects();
+    let sc = Arc::new(StateContext {
+        ctx,
+        states: reader.clone(),
+        rounds: Mutex::new(HashMap::new()),
+        flips: FlipFlops::default(),
+        wake,
+    });
+    Controller::for_stream(stream, reader)
+        .reconcile_on(woken)
+        .reconcile_all_on(nodes_changed)
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, sc)
+        .for_each(|_| futures::future::ready(()))
+        .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hostplug_api::crd::{Capabilities, EtcAccess, HostPluginSpec, MethodInfo, PluginInfo};
+    use serde_json::json;
+
+    fn etc_file(etc: EtcAccess) -> (HostPluginSpec, PluginInfo) {
+        let hp: HostPluginSpec = serde_json::from_value(json!({"source": {"builtin": "etc-file"}}))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let hp = HostPluginSpec {
+            capabilities: Capabilities {
+                etc,
+                ..Default::default()
+            },
+            ..hp
+        };
+        let info = PluginInfo {
+            name: "etc-file".into(),
+            methods: vec![
+                MethodInfo {
+                    name: "ensure-line".into(),
+                    mutates: true,
+                    params_schema: Some(json!({
+                        "type": "object", "required": ["path", "line"],
+                        "properties": {"path": {"type": "string"}, "line": {"type": "string"}}
+                    })),
+                    ..MethodInfo::default()
+                },
+                MethodInfo {
+                    name: "read".into(),
+                    mutates: false,
+                    ..MethodInfo::default()
+                },
+            ],
+            ..PluginInfo::default()
+        };
+        (hp, info)
+    }
+
+    fn step(method: &str, parameter: serde_json::Value) -> StateStep {
+        StateStep::new("etc-file", method, Some(parameter))
+    }
+
+    fn field(r: Result<(), Invalid>) -> Option<String> {
+        r.err().map(|e| e.field)
+    }
+
+    #[test]
+    fn a_bad_step_is_named_with_its_field() {
+        let (hp, info) = etc_file(EtcAccess::Write);
+        let ok = PluginView {
+            spec: Some(&hp),
+            loaded: Ok(&info),
+        };
+        let good = step("ensure-line", json!({"path": "/etc/a", "line": "x"}));
+        assert_eq!(check_step(0, &good, StateMode::Enforce, ok), Ok(()));
+        let read = step("read", json!({"path": "/etc/a"}));
+        assert_eq!(
+            field(check_step(2, &read, StateMode::Audit, ok)).as_deref(),
+            Some("spec.steps[2].method"),
+            "a read-only method cannot report drift"
+        );
+        assert_eq!(
+            field(check_step(
+                1,
+                &step("nope", json!({})),
+                StateMode::Audit,
+                ok
+            ))
+            .as_deref(),
+            Some("spec.steps[1].method")
+        );
+        let bad = step("ensure-line", json!({"path": "/etc/a", "line": 5}));
+        assert_eq!(
+            field(check_step(3, &bad, StateMode::Audit, ok)).as_deref(),
+            Some("spec.steps[3].parameter.line")
+        );
+        let missing = PluginView {
+            spec: None,
+            loaded: Err("no HostPlugin"),
+        };
+        assert_eq!(
+            field(check_step(0, &good, StateMode::Audit, missing)).as_deref(),
+            Some("spec.steps[0].api")
+        );
+        // A read-only plugin may audit, not enforce.
+        let (ro, info) = etc_file(EtcAccess::Read);
+        let ro = PluginView {
+            spec: Some(&ro),
+            loaded: Ok(&info),
+        };
+        assert_eq!(check_step(0, &good, StateMode::Audit, ro), Ok(()));
+        let e = check_step(0, &good, StateMode::Enforce, ro).err();
+        assert!(
+            e.as_ref()
+                .is_some_and(|e| e.field == "spec.steps[0].method" && e.problem.contains("Audit")),
+            "{e:?}"
+        );
+    }
+}
