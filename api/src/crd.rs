@@ -534,6 +534,10 @@ pub mod labels {
     /// The access profile of a pooled worker (`etc-none`, `etc-read`, `etc-write`, each
     /// with `-docker` when the docker socket is mounted).
     pub const PROFILE: &str = "hostplug.dev/profile";
+    /// A hash of the Pod the operator made for a worker (everything but its name): an
+    /// operator that would make it differently (an upgrade, other worker settings)
+    /// replaces the worker once it is idle.
+    pub const TEMPLATE: &str = "hostplug.dev/template";
 }
 
 /// The CRD YAML of the resources (HostTask, HostPlugin, HostTaskPolicy) as `deploy/crds/` holds it, one document each.

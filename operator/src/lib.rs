@@ -144,6 +144,16 @@ mod controller {
             value_parser = absolute_socket_path
         )]
         pub node_containerd_socket: String,
+        /// Worker Pods on one node at most (every task's port and access profile makes
+        /// its own): a new one replaces the node's least recently used idle worker, or
+        /// waits while all are busy.
+        #[arg(
+            long,
+            env = "HOSTPLUG_MAX_WORKERS_PER_NODE",
+            default_value_t = crate::pool::DEFAULT_MAX_WORKERS_PER_NODE,
+            value_parser = clap::value_parser!(u16).range(1..)
+        )]
+        pub max_workers_per_node: u16,
         /// A file of PEM public keys (ECDSA P-256): when set, every plugin that is not
         /// built in must come from an OCI registry and carry a cosign-format signature by
         /// one of them, in addition to its own `spec.signature`.
@@ -320,6 +330,7 @@ mod controller {
                 idle: Duration::from_secs(config.worker_idle_seconds),
                 start_parallel: config.worker_start_parallel,
                 containerd_socket: config.node_containerd_socket.clone(),
+                max_per_node: usize::from(config.max_workers_per_node),
             },
             caches.pods.clone(),
             caches.nodes.clone(),

@@ -265,13 +265,24 @@ async fn advance(
     for s in &steps {
         if let Step::EnsureWorker { node } = s {
             let key = worker_key(ctx, task, node, profile);
-            let pod = ctx.pool.ensure(&key, Some(me.clone()));
+            let ensured = ctx.pool.ensure(&key, Some(me.clone()));
             if let Some(n) = status
                 .nodes
                 .iter_mut()
                 .find(|n| &n.node == node && n.phase == NodePhase::Starting)
             {
-                n.pod = Some(pod);
+                match ensured {
+                    Ok(pod) => {
+                        n.pod = Some(pod);
+                        n.message = None;
+                    }
+                    // The node is full of busy workers: it waits, and the start
+                    // timeout counts from when its worker is asked for.
+                    Err(full) => {
+                        n.message = Some(full);
+                        n.started_at = Some(now());
+                    }
+                }
             }
         }
     }

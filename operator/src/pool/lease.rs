@@ -14,8 +14,9 @@ use super::{WorkerKey, WorkerPool, lock};
 use crate::client::{CallError, WorkerClient};
 use crate::rollout::WorkerState;
 
-/// Pause before asking again for a worker whose creation failed: 1 s, so an API server
-/// that refuses is not hammered while the caller's deadline runs.
+/// Pause before asking again for a worker whose creation failed (or for room on a full
+/// node): 1 s, so an API server that refuses is not hammered while the caller's deadline
+/// runs.
 const RECREATE_PAUSE: Duration = Duration::from_secs(1);
 
 /// A connection to one worker: its client and the modules it is known to hold.
@@ -91,15 +92,32 @@ impl WorkerPool {
     /// A lease on the worker serving `key` once it is Ready: the worker is created when
     /// there is none (or it died), and this waits on its Pod's changes (never polling)
     /// for at most `timeout`. Fails when the worker cannot start (the reason named) or
-    /// is not Ready in time.
+    /// is not Ready in time. A call that `resumes` one of an earlier operator process
+    /// goes to the worker that process used, if it still runs (a retiring one), since
+    /// only it holds that call's outcome.
     pub async fn lease_ready(
         self: &Arc<Self>,
         key: &WorkerKey,
         timeout: Duration,
+        resumes: bool,
     ) -> Result<WorkerLease, CallError> {
+        if resumes && let Some(pod) = self.retiring_ready(key) {
+            return Ok(self.lease(&pod, key.port));
+        }
         let deadline = Instant::now() + timeout;
         loop {
-            let pod = self.ensure(key, None);
+            let pod = match self.ensure(key, None) {
+                Ok(pod) => pod,
+                Err(full) => {
+                    if tokio::time::timeout_at(deadline, tokio::time::sleep(RECREATE_PAUSE))
+                        .await
+                        .is_err()
+                    {
+                        return Err(CallError::Unreachable(full));
+                    }
+                    continue;
+                }
+            };
             // Subscribe before looking, so a change between the look and the wait
             // still wakes us.
             let changed = {

@@ -16,7 +16,15 @@
 //!
 //! After an operator restart the pool adopts the worker Pods it finds (their labels say
 //! node and profile; their Secret holds the credentials), so a new leader keeps using the
-//! warm workers and can ask them for the outcomes of calls in flight.
+//! warm workers and can ask them for the outcomes of calls in flight. Each worker Pod is
+//! labelled with a hash of the Pod the operator made ([`labels::TEMPLATE`]): an adopted
+//! worker that differs from what this operator would make now (a new worker image, other
+//! settings, an upgraded operator) serves no new call. It is *retiring*: kept while calls
+//! to it are in flight, and for [`RETIRE_GRACE`] so that calls of the previous process can
+//! be resumed on it, then removed; a fresh worker serves its node and profile instead.
+//!
+//! A node runs at most `--max-workers-per-node` worker Pods: a new one first replaces the
+//! node's least recently used idle worker, and waits while every worker there is busy.
 
 mod lease;
 mod pod_state;
@@ -69,6 +77,21 @@ const MIN_SWEEP_INTERVAL: Duration = Duration::from_millis(200);
 /// idle time.
 const MAX_SWEEP_INTERVAL: Duration = Duration::from_secs(10);
 
+/// How long a retiring worker (one an earlier operator made differently) stays after its
+/// last call: 15 s, time for the new leader's first reconciles to resume the calls the
+/// previous process left in flight on it, which only that worker can answer.
+pub const RETIRE_GRACE: Duration = Duration::from_secs(15);
+
+/// How long a worker must have gone unasked before it is removed to make room on its
+/// node: 1 s, so a worker that just became Ready for someone is not taken away before
+/// their call starts.
+const MIN_EVICT_IDLE: Duration = Duration::from_secs(1);
+
+/// Default of `--max-workers-per-node`: 12, every access profile at the default port
+/// (/etc none, read or write × docker or not × containerd or not) at once; ports chosen
+/// per task make more, and the cap keeps them from piling up as root Pods on a node.
+pub const DEFAULT_MAX_WORKERS_PER_NODE: u16 = 12;
+
 /// Which worker serves a call.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct WorkerKey {
@@ -114,9 +137,40 @@ impl PoolWorker {
 
 #[derive(Default)]
 struct PoolState {
+    /// The worker serving each key.
     workers: HashMap<WorkerKey, PoolWorker>,
+    /// Workers that serve no new call (made differently than this process would), by
+    /// Pod name, with their key.
+    retiring: HashMap<String, (WorkerKey, PoolWorker)>,
     by_pod: HashMap<String, WorkerKey>,
     conns: HashMap<String, Arc<WorkerConn>>,
+    /// Tasks waiting for room on a full node.
+    room_waiters: HashMap<String, HashSet<ObjectRef<HostTask>>>,
+}
+
+impl PoolState {
+    /// The worker whose Pod is `pod`, serving or retiring.
+    fn worker_mut(&mut self, pod: &str) -> Option<&mut PoolWorker> {
+        if let Some(w) = self
+            .by_pod
+            .get(pod)
+            .and_then(|k| self.workers.get_mut(k))
+            .filter(|w| w.pod == pod)
+        {
+            return Some(w);
+        }
+        self.retiring.get_mut(pod).map(|(_, w)| w)
+    }
+
+    /// Worker Pods on `node`, serving and retiring.
+    fn on_node(&self, node: &str) -> usize {
+        self.workers.keys().filter(|k| k.node == node).count()
+            + self
+                .retiring
+                .values()
+                .filter(|(k, _)| k.node == node)
+                .count()
+    }
 }
 
 /// The pool; shared by all reconciles.
@@ -126,6 +180,7 @@ pub struct WorkerPool {
     image: String,
     containerd_socket: String,
     idle: Duration,
+    max_per_node: usize,
     starts: Arc<Semaphore>,
     pods: Store<Pod>,
     nodes: Store<Node>,
@@ -160,6 +215,8 @@ pub struct PoolConfig {
     pub start_parallel: usize,
     /// The containerd socket on the nodes (hostPath of the `containerd` capability).
     pub containerd_socket: String,
+    /// Worker Pods per node at most.
+    pub max_per_node: usize,
 }
 
 impl WorkerPool {
@@ -177,6 +234,7 @@ impl WorkerPool {
             image: config.image,
             containerd_socket: config.containerd_socket,
             idle: config.idle,
+            max_per_node: config.max_per_node.max(1),
             starts: Arc::new(Semaphore::new(config.start_parallel.max(1))),
             pods,
             nodes,
@@ -200,7 +258,8 @@ impl WorkerPool {
     }
 
     /// Adopts the worker Pods in the cache (after a restart), so they are reused and
-    /// swept like the ones this process made.
+    /// swept like the ones this process made; those made differently than this process
+    /// would make them now retire.
     pub fn adopt_existing(&self) {
         let mut st = lock(&self.state);
         for pod in self.pods.state() {
@@ -230,12 +289,16 @@ impl WorkerPool {
                 port,
                 task: l.get(labels::TASK).cloned(),
             };
-            if st.workers.contains_key(&key) {
-                continue;
-            }
-            info!(pod = %name, ?key, "adopting a worker");
+            let current = l.get(labels::TEMPLATE) == Some(&self.template(&key));
             st.by_pod.insert(name.clone(), key.clone());
-            st.workers.insert(key, PoolWorker::new(name, false));
+            if current && !st.workers.contains_key(&key) {
+                info!(pod = %name, ?key, "adopting a worker");
+                st.workers.insert(key, PoolWorker::new(name, false));
+            } else {
+                info!(pod = %name, ?key, "adopting a worker to retire: made differently than this operator makes them");
+                st.retiring
+                    .insert(name.clone(), (key, PoolWorker::new(name, false)));
+            }
         }
     }
 
@@ -252,12 +315,14 @@ impl WorkerPool {
     }
 
     /// The worker serving `key`, created when there is none (or it died); `waiter` is
-    /// woken when its Pod changes. Returns the Pod name.
+    /// woken when its Pod changes. Returns the Pod name, or, when the node already runs
+    /// `--max-workers-per-node` busy workers, why it must wait (`waiter` is woken when
+    /// one is free).
     pub fn ensure(
         self: &Arc<Self>,
         key: &WorkerKey,
         waiter: Option<ObjectRef<HostTask>>,
-    ) -> String {
+    ) -> Result<String, String> {
         let mut st = lock(&self.state);
         if let Some(w) = st.workers.get_mut(key) {
             let dead = !w.creating
@@ -270,14 +335,38 @@ impl WorkerPool {
             if !dead {
                 w.last_used = Instant::now();
                 w.waiters.extend(waiter);
-                return w.pod.clone();
+                return Ok(w.pod.clone());
             }
             let old = w.pod.clone();
             info!(pod = %old, node = %key.node, "replacing a dead worker");
-            st.workers.remove(key);
-            st.by_pod.remove(&old);
-            st.conns.remove(&old);
-            self.spawn_delete(old);
+            if let Some(old) = remove(&mut st, key) {
+                self.spawn_delete(old);
+            }
+        }
+        // On a full node, the least recently used idle worker makes room; it is deleted
+        // before the new one is created, so the node never runs more.
+        let mut make_room = None;
+        if st.on_node(&key.node) >= self.max_per_node {
+            match self.evictable(&st, &key.node) {
+                Some(victim) => {
+                    if let Some(pod) = remove_pod(&mut st, &victim) {
+                        info!(pod = %pod, node = %key.node, "removing an idle worker to make room on its node");
+                        make_room = Some(pod);
+                    }
+                }
+                None => {
+                    st.room_waiters
+                        .entry(key.node.clone())
+                        .or_default()
+                        .extend(waiter);
+                    return Err(format!(
+                        "node {} runs {} worker Pods, the most --max-workers-per-node allows, \
+                         all busy; waiting for one to be free",
+                        key.node,
+                        st.on_node(&key.node)
+                    ));
+                }
+            }
         }
         let suffix: u32 = rand::random();
         let name = resources::child_name(
@@ -297,6 +386,9 @@ impl WorkerPool {
         let key = key.clone();
         let pod = name.clone();
         tokio::spawn(async move {
+            if let Some(old) = make_room {
+                delete_worker(&pool.client, &pool.namespace, &old).await;
+            }
             let permit = Arc::clone(&pool.starts).acquire_owned().await;
             let created = pool.create(&key, &pod).await;
             drop(permit);
@@ -319,15 +411,48 @@ impl WorkerPool {
                 }
             }
         });
-        name
+        Ok(name)
     }
 
-    async fn create(&self, key: &WorkerKey, name: &str) -> Result<()> {
-        let mut labels = resources::worker_labels(&key.node, &key.profile.label());
-        if let Some(task) = &key.task {
-            labels.insert(labels::TASK.to_owned(), resources::label_value(task));
-        }
-        let spec = WorkerSpec {
+    /// The Pod of `node`'s least recently used worker that no call uses and nobody
+    /// waits on (retiring ones past their grace first), if any.
+    fn evictable(&self, st: &PoolState, node: &str) -> Option<String> {
+        let retiring = st
+            .retiring
+            .iter()
+            .filter(|(_, (k, w))| k.node == node && w.calls == 0)
+            .filter(|(_, (_, w))| w.last_used.elapsed() > RETIRE_GRACE)
+            .map(|(pod, _)| pod.clone())
+            .next();
+        retiring.or_else(|| {
+            st.workers
+                .iter()
+                .filter(|(k, w)| k.node == node && w.calls == 0 && !w.creating)
+                // Nobody waits on it (a task whose call is about to start does) and it
+                // was not just asked for (a state's lease about to be taken).
+                .filter(|(_, w)| w.waiters.is_empty() && w.last_used.elapsed() > MIN_EVICT_IDLE)
+                .min_by_key(|(_, w)| w.last_used)
+                .map(|(_, w)| w.pod.clone())
+        })
+    }
+
+    /// A hash of the Pod this process makes for `key` (image, settings, mounts, security
+    /// context: everything but the name), the [`labels::TEMPLATE`] label of its workers.
+    pub fn template(&self, key: &WorkerKey) -> String {
+        use sha2::{Digest as _, Sha256};
+        let spec = self.worker_spec(key, "hostplug-worker", BTreeMap::new());
+        let pod = resources::pod(&spec);
+        let text = serde_json::to_vec(&pod.spec).unwrap_or_default();
+        hex::encode(&Sha256::digest(&text)[..8])
+    }
+
+    fn worker_spec<'a>(
+        &'a self,
+        key: &'a WorkerKey,
+        name: &'a str,
+        labels: BTreeMap<String, String>,
+    ) -> WorkerSpec<'a> {
+        WorkerSpec {
             name,
             namespace: &self.namespace,
             labels,
@@ -339,7 +464,16 @@ impl WorkerPool {
             max_invoke_timeout_ms: MAX_INVOKE_TIMEOUT_MS,
             idle_exit_ms: u64::try_from(worker_idle_exit(self.idle).as_millis())
                 .unwrap_or(u64::MAX),
-        };
+        }
+    }
+
+    async fn create(&self, key: &WorkerKey, name: &str) -> Result<()> {
+        let mut labels = resources::worker_labels(&key.node, &key.profile.label());
+        if let Some(task) = &key.task {
+            labels.insert(labels::TASK.to_owned(), resources::label_value(task));
+        }
+        labels.insert(labels::TEMPLATE.to_owned(), self.template(key));
+        let spec = self.worker_spec(key, name, labels);
         let creds = Credentials::generate(name)?;
         let pp = PostParams {
             field_manager: Some(FIELD_MANAGER.into()),
@@ -371,13 +505,9 @@ impl WorkerPool {
 
     /// The state of the worker Pod `name` from the cache.
     pub fn worker_state(&self, name: &str) -> WorkerState {
-        let creating = {
-            let st = lock(&self.state);
-            st.by_pod
-                .get(name)
-                .and_then(|k| st.workers.get(k))
-                .is_some_and(|w| w.pod == name && w.creating)
-        };
+        let creating = lock(&self.state)
+            .worker_mut(name)
+            .is_some_and(|w| w.creating);
         self.state_of_pod(name, creating)
     }
 
@@ -405,10 +535,7 @@ impl WorkerPool {
             return;
         };
         let mut st = lock(&self.state);
-        let Some(key) = st.by_pod.get(name).cloned() else {
-            return;
-        };
-        let Some(w) = st.workers.get_mut(&key) else {
+        let Some(w) = st.worker_mut(name) else {
             return;
         };
         w.creating = false;
@@ -432,10 +559,7 @@ impl WorkerPool {
     /// A call to `pod` starts: the worker is in use until [`Self::end_call`]. Only
     /// leases call these two, so every begin has its end.
     fn begin_call(&self, pod: &str) {
-        let mut st = lock(&self.state);
-        if let Some(k) = st.by_pod.get(pod).cloned()
-            && let Some(w) = st.workers.get_mut(&k)
-        {
+        if let Some(w) = lock(&self.state).worker_mut(pod) {
             w.calls += 1;
             w.last_used = Instant::now();
         }
@@ -444,11 +568,18 @@ impl WorkerPool {
     /// A call to `pod` ended.
     fn end_call(&self, pod: &str) {
         let mut st = lock(&self.state);
-        if let Some(k) = st.by_pod.get(pod).cloned()
-            && let Some(w) = st.workers.get_mut(&k)
+        let Some(w) = st.worker_mut(pod) else {
+            return;
+        };
+        w.calls = w.calls.saturating_sub(1);
+        w.last_used = Instant::now();
+        if w.calls == 0
+            && let Some(node) = st.by_pod.get(pod).map(|k| k.node.clone())
         {
-            w.calls = w.calls.saturating_sub(1);
-            w.last_used = Instant::now();
+            // A worker free on a full node: whoever waits for room asks again.
+            for t in st.room_waiters.remove(&node).into_iter().flatten() {
+                let _ = self.wake.unbounded_send(t);
+            }
         }
     }
 
@@ -534,9 +665,22 @@ impl WorkerPool {
                     }
                 })
                 .collect();
-            keys.iter()
+            let mut gone: Vec<(String, &'static str)> = keys
+                .iter()
                 .filter_map(|(k, why)| remove(&mut st, k).map(|p| (p, *why)))
-                .collect()
+                .collect();
+            let retired: Vec<String> = st
+                .retiring
+                .iter()
+                .filter(|(_, (_, w))| w.calls == 0 && w.last_used.elapsed() > RETIRE_GRACE)
+                .map(|(pod, _)| pod.clone())
+                .collect();
+            for pod in retired {
+                if let Some(pod) = remove_pod(&mut st, &pod) {
+                    gone.push((pod, "made differently than this operator makes workers"));
+                }
+            }
+            gone
         };
         for (pod, why) in gone {
             info!(pod = %pod, reason = why, "removing a worker");
@@ -553,13 +697,31 @@ impl WorkerPool {
         }
     }
 
-    /// Pod names of the pool, for tests and metrics.
+    /// Pod names of the pool (serving and retiring) with their nodes.
     pub fn pods(&self) -> BTreeMap<String, String> {
         let st = lock(&self.state);
         st.workers
             .iter()
             .map(|(k, w)| (w.pod.clone(), k.node.clone()))
+            .chain(
+                st.retiring
+                    .iter()
+                    .map(|(p, (k, _))| (p.clone(), k.node.clone())),
+            )
             .collect()
+    }
+
+    /// A retiring worker of `key` that is Ready: the one an earlier operator process sent
+    /// its calls to, which alone can answer them when they are resumed.
+    pub(crate) fn retiring_ready(&self, key: &WorkerKey) -> Option<String> {
+        let pods: Vec<String> = lock(&self.state)
+            .retiring
+            .iter()
+            .filter(|(_, (k, _))| k == key)
+            .map(|(p, _)| p.clone())
+            .collect();
+        pods.into_iter()
+            .find(|p| self.state_of_pod(p, false) == WorkerState::Ready)
     }
 }
 
@@ -568,6 +730,17 @@ fn remove(st: &mut PoolState, key: &WorkerKey) -> Option<String> {
     st.by_pod.remove(&w.pod);
     st.conns.remove(&w.pod);
     Some(w.pod)
+}
+
+/// Removes the worker whose Pod is `pod`, serving or retiring.
+fn remove_pod(st: &mut PoolState, pod: &str) -> Option<String> {
+    if let Some((_, w)) = st.retiring.remove(pod) {
+        st.by_pod.remove(&w.pod);
+        st.conns.remove(&w.pod);
+        return Some(w.pod);
+    }
+    let key = st.by_pod.get(pod)?.clone();
+    remove(st, &key)
 }
 
 async fn delete_worker(client: &Client, ns: &str, name: &str) {

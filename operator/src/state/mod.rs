@@ -437,7 +437,7 @@ async fn act(
                 if resume {
                     info!(state = %name, %node, %prefix, "resuming a correction of an earlier operator process");
                 }
-                let correction = Some((drift, prefix));
+                let correction = Some((drift, prefix, resume));
                 start_job(
                     sc,
                     state,
@@ -477,7 +477,7 @@ fn start_job(
     node: String,
     job: Job,
     plans: &Arc<Vec<Plan>>,
-    correction: Option<(Vec<StepDrift>, String)>,
+    correction: Option<(Vec<StepDrift>, String, bool)>,
 ) {
     if let Some(r) = lock(&sc.rounds).get_mut(uid).filter(|r| r.id == round_id) {
         r.jobs.insert(node.clone(), job);
@@ -493,8 +493,9 @@ fn start_job(
         let ctx = &sc.ctx;
         let done = match correction {
             None => Job::Checked(check_node(ctx, &name, &node, &plans, timeout).await),
-            Some((drift, prefix)) => {
-                let r = correct_node(ctx, &name, &node, &plans, &drift, &prefix, timeout).await;
+            Some((drift, prefix, resumes)) => {
+                let r = correct_node(ctx, &name, &node, &plans, &drift, &prefix, timeout, resumes)
+                    .await;
                 ctx.metrics.state_correction(&name);
                 sc.flips.corrected(&node, &name);
                 Job::Corrected(r)
@@ -515,6 +516,7 @@ async fn call_step(
     plan: &Plan,
     timeout_seconds: i32,
     correction: Option<String>,
+    resumes: bool,
 ) -> NodeOutcome {
     let key = WorkerKey {
         node: node.to_owned(),
@@ -524,7 +526,7 @@ async fn call_step(
     };
     let lease = ctx
         .pool
-        .lease_ready(&key, ctx.config.pod_start_timeout())
+        .lease_ready(&key, ctx.config.pod_start_timeout(), resumes)
         .await?;
     let req = InvokeRequest::for_call(
         &plan.loaded.digest,
@@ -547,7 +549,7 @@ async fn check_node(
     let started = Instant::now();
     let mut drift = Vec::new();
     for p in plans {
-        match call_step(ctx, node, p, timeout, None).await {
+        match call_step(ctx, node, p, timeout, None, false).await {
             Ok(s) if s.changed => drift.push(StepDrift {
                 step: i32::try_from(p.index).unwrap_or(i32::MAX),
                 diff: s
@@ -568,7 +570,9 @@ async fn check_node(
 }
 
 /// Runs the drifted steps of a node for real, in order, with the ids under `prefix`, then
-/// checks the node again (what the check finds is the result).
+/// checks the node again (what the check finds is the result). `resumes`: an earlier
+/// operator process recorded this correction.
+#[allow(clippy::too_many_arguments)]
 async fn correct_node(
     ctx: &Context,
     state: &str,
@@ -577,6 +581,7 @@ async fn correct_node(
     drift: &[StepDrift],
     prefix: &str,
     timeout: i32,
+    resumes: bool,
 ) -> Checked {
     for d in drift {
         let Some(p) = plans
@@ -586,7 +591,7 @@ async fn correct_node(
             continue;
         };
         let id = format!("{prefix}/s{}", p.index);
-        if let Err(e) = call_step(ctx, node, p, timeout, Some(id)).await {
+        if let Err(e) = call_step(ctx, node, p, timeout, Some(id), resumes).await {
             return Err(format!(
                 "correcting step {} ({}/{}): {e}",
                 p.index, p.step.api, p.step.method

@@ -213,6 +213,13 @@ impl Harness {
         Ok(())
     }
 
+    /// Sets an environment variable for the operator's next starts (an upgrade or a
+    /// changed setting, as a new Deployment would bring).
+    pub fn set_operator_env(&mut self, key: &str, value: &str) {
+        self.operator_env.retain(|(k, _)| k != key);
+        self.operator_env.push((key.to_owned(), value.to_owned()));
+    }
+
     /// Starts a second operator replica next to the running one (same ServiceAccount);
     /// the caller owns it (dropping it kills it).
     pub fn start_replica(&mut self) -> anyhow::Result<tokio::process::Child> {

@@ -310,3 +310,153 @@ async fn an_operator_killed_mid_rollout_runs_no_node_twice() -> anyhow::Result<(
     );
     h.shutdown().await
 }
+
+/// The HostState API.
+fn states(h: &Harness) -> Api<hostplug_api::state::HostState> {
+    Api::all(h.admin.clone())
+}
+
+/// The nodes of a HostState and their sync state, once its status is of its generation.
+async fn state_nodes(
+    h: &Harness,
+    name: &str,
+) -> anyhow::Result<Vec<hostplug_api::state::NodeStateStatus>> {
+    let s = states(h).get(name).await?;
+    Ok(s.status
+        .filter(|st| st.observed_generation == s.metadata.generation)
+        .map(|st| st.nodes)
+        .unwrap_or_default())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_follow_an_operator_upgrade_without_losing_or_repeating_a_call()
+-> anyhow::Result<()> {
+    use hostplug_api::state::NodeSync;
+    let mut h = Harness::start().await?;
+    h.publish_plugin("test-slow-write.wasm", "test-slow-write", "write")
+        .await?;
+    // Each correction takes 6 s in its worker: long enough to restart the operator,
+    // with other worker settings, while all three are in flight.
+    h.apply(
+        "apiVersion: hostplug.dev/v1alpha1\nkind: HostState\nmetadata: {name: upgrade}\nspec:\n  targetType: All\n  mode: Enforce\n  intervalSeconds: 10\n  rollout: {maxParallel: 3}\n  steps:\n  - {api: test-slow-write, method: set, parameter: {path: /etc/upgrade.conf, content: \"v1\\n\", ms: 6000}}\n",
+    )
+    .await?;
+    // The corrections in flight, once each runs in its worker.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    let ids: Vec<(String, String)> = loop {
+        let ids: Vec<(String, String)> = state_nodes(&h, "upgrade")
+            .await?
+            .into_iter()
+            .filter_map(|n| Some((n.node, format!("{}/s0", n.pending_correction?))))
+            .collect();
+        if !ids.is_empty() && ids.iter().all(|(_, id)| h.runs_of(id) == 1) {
+            break ids;
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "no correction ran: {ids:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let old: Vec<String> = h.worker_pods().await?.into_values().flatten().collect();
+    h.kill_operator().await?;
+    // A new operator that makes its workers differently (another idle time in their
+    // settings): the old workers retire.
+    h.set_operator_env("HOSTPLUG_WORKER_IDLE_SECONDS", "301");
+    h.start_operator()?;
+    wait_until(Duration::from_secs(120), || async {
+        let nodes = state_nodes(&h, "upgrade").await?;
+        Ok(nodes.len() == 3 && nodes.iter().all(|n| n.sync == NodeSync::InSync))
+    })
+    .await?;
+    for (node, id) in &ids {
+        assert_eq!(h.runs_of(id), 1, "{node}: the correction ran again");
+        assert_eq!(
+            std::fs::read_to_string(h.etc(node)?.join("upgrade.conf.writes"))?,
+            "write\n",
+            "{node}: written more than once"
+        );
+    }
+    // Within one interval and the retiring grace, every worker is a new one.
+    wait_until(Duration::from_secs(60), || async {
+        let now: Vec<String> = h.worker_pods().await?.into_values().flatten().collect();
+        Ok(now.len() >= 3 && now.iter().all(|p| !old.contains(p)))
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("old workers stay: {e}; old {old:?}"))?;
+    // The new workers serve: a hand edit is put back by them.
+    std::fs::write(h.etc("node1")?.join("upgrade.conf"), "edited\n")?;
+    wait_until(Duration::from_secs(60), || async {
+        Ok(std::fs::read_to_string(h.etc("node1")?.join("upgrade.conf"))? == "v1\n")
+    })
+    .await?;
+    let log = h.operator_log(2);
+    assert!(
+        log.contains("adopting a worker to retire"),
+        "the new operator did not retire the old workers"
+    );
+    assert!(
+        log.contains("resuming a correction of an earlier operator process"),
+        "the new operator did not resume"
+    );
+    h.shutdown().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_runs_at_most_the_cap_of_worker_pods_whatever_the_ports() -> anyhow::Result<()> {
+    const CAP: usize = 4;
+    const PORTS: u16 = 100;
+    let h = Harness::start_with_operator_env(&[("HOSTPLUG_MAX_WORKERS_PER_NODE", "4")]).await?;
+    // One task per port, all at once, on node1: each port needs a worker of its own.
+    let names: Vec<String> = (0..PORTS).map(|i| format!("port-{i}")).collect();
+    let yamls: Vec<String> = (0..PORTS)
+        .map(|i| {
+            task(
+                &format!("port-{i}"),
+                &format!(
+                    "  workers: [node1]\n  http: {{port: {}, api: etc-file, method: read, parameter: {{path: /etc/hostname}}}}\n",
+                    20000 + i
+                ),
+            )
+        })
+        .collect();
+    let most = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let watch = {
+        let (admin, most) = (h.admin.clone(), std::sync::Arc::clone(&most));
+        tokio::spawn(async move {
+            let pods: Api<Pod> = Api::namespaced(admin, hostplug_e2e::NAMESPACE);
+            let lp = kube::api::ListParams::default().labels("app.kubernetes.io/component=worker");
+            loop {
+                if let Ok(list) = pods.list(&lp).await {
+                    let live = list
+                        .items
+                        .iter()
+                        .filter(|p| p.metadata.deletion_timestamp.is_none())
+                        .filter(|p| {
+                            p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some("node1")
+                        })
+                        .count();
+                    most.fetch_max(live, std::sync::atomic::Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    futures::future::try_join_all(yamls.iter().map(|y| h.apply(y))).await?;
+    for name in &names {
+        let t = h.wait_finished(name).await?;
+        assert_eq!(
+            state_of(&t),
+            Some(TaskState::Succeeded),
+            "{name}: {:?}",
+            t.status.and_then(|s| s.msg)
+        );
+    }
+    watch.abort();
+    let most = most.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        (1..=CAP).contains(&most),
+        "node1 ran {most} worker Pods at once, cap {CAP}"
+    );
+    h.shutdown().await
+}
