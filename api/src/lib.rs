@@ -54,6 +54,7 @@ pub mod plugin;
 pub mod policy;
 pub mod protocol;
 pub mod registry_auth;
+pub mod schema;
 pub mod selector;
 pub mod state;
 pub mod worker;
