@@ -6,7 +6,9 @@
 //!   progress bar, prints each node's result and diff and exits non-zero when it failed;
 //! * `status TASK`: the per-node table and every node's diff and output;
 //! * `plugins`: the catalog, each method with a parameter summary from its schema;
-//! * `explain PLUGIN METHOD`: the method's parameters with their descriptions.
+//! * `explain PLUGIN METHOD`: the method's parameters with their descriptions;
+//! * `__complete WORDS…` (hidden): shell completion for kubectl's
+//!   `kubectl_complete-hostplug` protocol ([`complete`]).
 //!
 //! It talks to the API server as the user, with the user's kubeconfig (`--kubeconfig`,
 //! `KUBECONFIG`, `~/.kube/config`, `--context`) and RBAC: it needs exactly `create`,
@@ -15,6 +17,7 @@
 //! reaches a node or a worker itself.
 
 pub mod catalog;
+pub mod complete;
 pub mod follow;
 pub mod params;
 pub mod render;
@@ -187,6 +190,14 @@ pub enum Command {
         /// The method.
         method: String,
     },
+    /// Shell completion: the candidates for the last of WORDS (kubectl runs this
+    /// through a `kubectl_complete-hostplug` script).
+    #[command(name = "__complete", hide = true)]
+    Complete {
+        /// The words after `hostplug`; the last one is being typed.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        words: Vec<String>,
+    },
 }
 
 /// `run`'s arguments.
@@ -241,6 +252,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         // Flag mistakes first: they need no cluster to be told.
         spec_of(args, catalog::empty_object())?;
     }
+    if let Command::Complete { words } = &cli.command {
+        // Quiet whatever happens: the shell shows every line printed.
+        let plugins = match client(&cli).await {
+            Ok(c) => list_plugins(&c).await.unwrap_or_default(),
+            Err(_) => Vec::new(),
+        };
+        print!("{}", complete::complete(&plugins, words).render());
+        return Ok(0);
+    }
     let client = client(&cli).await?;
     let out = Printer::new(cli.output);
     match &cli.command {
@@ -269,6 +289,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             Ok(0)
         }
         Command::Run(args) => run_task(&client, &cli.namespace, args, &out).await,
+        Command::Complete { .. } => Ok(0),
     }
 }
 

@@ -309,6 +309,21 @@ pub fn explain(p: &PluginSummary, m: &MethodSummary) -> String {
                 kind = format!("{kind} ({})", vals.join(" | "));
             }
             let mut desc = a.description.clone();
+            if !a.value_descriptions.is_empty() {
+                let meanings: Vec<String> = a
+                    .values
+                    .iter()
+                    .zip(&a.value_descriptions)
+                    .filter(|(_, d)| !d.is_empty())
+                    .map(|(v, d)| format!("{v}: {d}"))
+                    .collect();
+                let _ = write!(
+                    desc,
+                    "{}{}",
+                    if desc.is_empty() { "" } else { " — " },
+                    meanings.join("; ")
+                );
+            }
             if let Some(d) = &a.default {
                 let _ = write!(
                     desc,
