@@ -2,6 +2,7 @@
 //! the same roles, checks and audit entries.
 
 use hostplug_api::crd::{HostTaskSpec, MAX_TIMEOUT_SECONDS};
+use hostplug_api::schema;
 use rand::Rng;
 
 use crate::{
@@ -55,22 +56,33 @@ pub fn generate_task_name(plugin: &str, method: &str, dry_run: bool) -> String {
     }
 }
 
-/// Checks a request before it reaches the cluster: plugin and method exist, the target
-/// is one of node names or a role, a node selector only narrows a role, the numbers are
-/// in range. The API server checks the same (CRD schema and CEL rules); checking here
-/// gives the user a message that names the form field.
+/// Checks a request before it reaches the cluster: plugin and method exist, the
+/// parameters match the method's schema, the target is one of node names or a role, a
+/// node selector only narrows a role, the numbers are in range. The API server and the
+/// operator check the same (CRD schema and CEL rules; the parameter schema); checking
+/// here gives the user a message that names the field, and creates nothing.
 fn check_request(request: &TaskRequest, plugins: &[crate::cluster::PluginView]) -> AppResult<()> {
     let spec = &request.spec;
     let plugin = plugins
         .iter()
         .find(|p| p.name == spec.http.api)
         .ok_or_else(|| AppError::BadRequest(format!("unknown plugin {:?}", spec.http.api)))?;
-    if plugin.method(&spec.http.method).is_none() {
+    let Some(method) = plugin.method(&spec.http.method) else {
         return Err(AppError::BadRequest(format!(
             "plugin {:?} has no method {:?}",
             plugin.name, spec.http.method
         )));
-    }
+    };
+    // The operator's check, made here too, so that a task with bad parameters is never
+    // created: the same reader, the same message naming the field.
+    let no_params = serde_json::Value::Object(serde_json::Map::new());
+    schema::check_params(
+        Some(&method.params_schema),
+        &method.name,
+        spec.http.parameter.as_ref().unwrap_or(&no_params),
+        schema::TASK_PARAMETER_FIELD,
+    )
+    .map_err(|e| AppError::BadRequest(e.to_string()))?;
     match (spec.workers.is_empty(), spec.target_type.is_some()) {
         (true, false) => {
             return Err(AppError::BadRequest(

@@ -52,20 +52,43 @@ fn etc_file_plugin() -> HostPlugin {
             name: "etc-file".to_owned(),
             version: "0.1.0".to_owned(),
             description: "Edit files under /etc".to_owned(),
-            methods: vec![MethodInfo {
-                name: "ensure-line".to_owned(),
-                description: "Make sure a line is present".to_owned(),
-                mutates: true,
-                params_schema: Some(json!({
-                    "type": "object",
-                    "required": ["path", "line"],
-                    "properties": {
-                        "path": {"type": "string", "description": "A file under /etc"},
-                        "line": {"type": "string"},
-                        "mode": {"type": "integer", "default": 420}
-                    }
-                })),
-            }],
+            methods: vec![
+                MethodInfo {
+                    name: "ensure-line".to_owned(),
+                    description: "Make sure a line is present".to_owned(),
+                    mutates: true,
+                    params_schema: Some(json!({
+                        "type": "object",
+                        "required": ["path", "line"],
+                        "properties": {
+                            "path": {"type": "string", "description": "A file under /etc"},
+                            "line": {"type": "string"},
+                            "mode": {"type": "integer", "default": 420}
+                        }
+                    })),
+                },
+                MethodInfo {
+                    name: "ensure-block".to_owned(),
+                    description: "Make sure a block is present or absent".to_owned(),
+                    mutates: true,
+                    // What schemars 1 writes for a field of an enum whose variants have
+                    // doc comments.
+                    params_schema: Some(json!({
+                        "type": "object",
+                        "required": ["path"],
+                        "additionalProperties": false,
+                        "properties": {
+                            "path": {"type": "string", "x-order": 0},
+                            "state": {"$ref": "#/$defs/State", "x-order": 1,
+                                      "description": "Whether the block is there."}
+                        },
+                        "$defs": {"State": {"oneOf": [
+                            {"type": "string", "const": "present", "description": "It is in the file."},
+                            {"type": "string", "const": "absent", "description": "It is removed."}
+                        ]}}
+                    })),
+                },
+            ],
         }),
         observed_generation: None,
     });
@@ -681,7 +704,10 @@ async fn form_generated_from_schema_creates_typed_task() -> TestResult {
         )
         .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
-    assert!(r.body.contains("mode: not a whole number"));
+    assert!(
+        r.body
+            .contains("spec.http.parameter.mode: not a whole number")
+    );
     assert!(r.body.contains("value=\"/etc/chrony.conf\""));
 
     let r = alice
@@ -712,6 +738,102 @@ async fn form_generated_from_schema_creates_typed_task() -> TestResult {
     let list = alice.get("/tasks").await;
     assert!(list.body.contains("Pending"));
     assert!(list.body.contains("0/2"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_bad_enum_value_is_refused_naming_the_field_and_nothing_is_created() -> TestResult {
+    let app = TestApp::new();
+    let mut alice = admin(&app).await;
+    let page = alice
+        .get("/tasks/new?plugin=etc-file&method=ensure-block")
+        .await;
+    assert!(
+        page.body.contains("<select name=\"p.state\""),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains(">present — It is in the file.</option>"));
+    assert!(page.body.contains(">absent — It is removed.</option>"));
+
+    // The form: a value outside the enum, as a crafted request would send it.
+    let r = alice
+        .post_form(
+            "/tasks",
+            &[
+                ("plugin", "etc-file"),
+                ("method", "ensure-block"),
+                ("p.path", "/etc/x"),
+                ("p.state", "sideways"),
+                ("target", "nodes"),
+                ("nodes", "node1"),
+                ("mode", "dry-run"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(
+        r.body.contains(
+            "spec.http.parameter.state: must be one of &#34;present&#34;, &#34;absent&#34;"
+        ),
+        "{}",
+        r.body
+    );
+    // The JSON API: the same check, the same words; an unknown name is named too.
+    let r = alice
+        .json(
+            Method::POST,
+            "/api/v1/tasks",
+            json!({"plugin": "etc-file", "method": "ensure-block", "workers": ["node1"],
+                   "params": {"path": "/etc/x", "state": "sideways"}}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+    let body: Value = serde_json::from_str(&r.body)?;
+    assert_eq!(
+        body["error"]["message"],
+        "spec.http.parameter.state: must be one of \"present\", \"absent\""
+    );
+    let r = alice
+        .json(
+            Method::POST,
+            "/api/v1/tasks",
+            json!({"plugin": "etc-file", "method": "ensure-block", "workers": ["node1"],
+                   "params": {"path": "/etc/x", "colour": "red"}}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+    let body: Value = serde_json::from_str(&r.body)?;
+    assert_eq!(
+        body["error"]["message"],
+        "spec.http.parameter.colour: no such parameter; the method takes: path, state"
+    );
+    assert!(
+        app.cluster.tasks.lock().map_err(|_| "lock")?.is_empty(),
+        "a refused request created a task"
+    );
+
+    // A value of the enum is taken.
+    let r = alice
+        .post_form(
+            "/tasks",
+            &[
+                ("plugin", "etc-file"),
+                ("method", "ensure-block"),
+                ("p.path", "/etc/x"),
+                ("p.state", "absent"),
+                ("target", "nodes"),
+                ("nodes", "node1"),
+                ("mode", "dry-run"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let tasks = app.cluster.tasks.lock().map_err(|_| "lock")?.clone();
+    assert_eq!(
+        tasks.first().and_then(|t| t.spec.http.parameter.clone()),
+        Some(json!({"path": "/etc/x", "state": "absent"}))
+    );
     Ok(())
 }
 
