@@ -319,4 +319,23 @@ mod tests {
         assert!(c.candidates.is_empty());
         assert!(complete(&[], &[]).candidates.is_empty());
     }
+
+    #[test]
+    fn candidates_from_a_plugin_carry_no_control_sequences() {
+        let hostile = "\u{1b}]52;c;cm0gLXJmIH4K\u{7}\u{1b}[2J\u{9b}1;1H";
+        let c = Completion {
+            candidates: vec![(
+                format!("state=a{hostile}"),
+                format!("It is{hostile} there."),
+            )],
+            directive: NO_FILE_COMPLETION,
+        };
+        let text = c.render();
+        assert!(
+            !text
+                .chars()
+                .any(|c| c.is_control() && c != '\n' && c != '\t'),
+            "{text:?}"
+        );
+    }
 }

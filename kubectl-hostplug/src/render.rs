@@ -434,4 +434,72 @@ mod tests {
     fn task_text(colour: bool) -> String {
         super::task(&task(), colour)
     }
+
+    /// What a hostile plugin or node could put into text that kubectl prints: OSC 52
+    /// (write the clipboard), CSI (erase the screen, move the cursor), 8-bit CSI and OSC.
+    const HOSTILE: &str = "\u{1b}]52;c;cm0gLXJmIH4K\u{7}\u{1b}[2J\u{9b}1;1H\u{9d}0;title\u{9c}";
+
+    /// No control character but line feed and tab, once the renderer's own colour
+    /// codes are taken out.
+    fn clean_of_controls(text: &str) -> bool {
+        let mut ours = text.to_owned();
+        for code in [RED, GREEN, YELLOW, CYAN, BOLD, RESET] {
+            ours = ours.replace(code, "");
+        }
+        !ours
+            .chars()
+            .any(|c| c.is_control() && c != '\n' && c != '\t')
+    }
+
+    #[test]
+    fn text_from_plugins_and_nodes_reaches_the_terminal_without_control_sequences() {
+        let mut t = task();
+        t.metadata.name = Some(format!("t{HOSTILE}"));
+        t.spec.http.api = format!("p{HOSTILE}");
+        t.spec.http.method = format!("m{HOSTILE}");
+        if let Some(st) = t.status.as_mut() {
+            st.msg = Some(format!("msg{HOSTILE}"));
+            for n in &mut st.nodes {
+                n.node = format!("{}{HOSTILE}", n.node);
+                n.message = Some(format!("failed{HOSTILE}"));
+                n.diff = Some(format!("--- a\n+++ b\n-old{HOSTILE}\n+new{HOSTILE}\n"));
+                n.output = Some(serde_json::json!({"text": HOSTILE}));
+                n.phase = NodePhase::Failed;
+            }
+        }
+        for colour in [false, true] {
+            let text = super::task(&t, colour);
+            assert!(clean_of_controls(&text), "{text:?}");
+            assert!(text.contains("+new") && text.contains("failed"), "{text}");
+        }
+
+        let param = crate::catalog::ParamSummary {
+            name: format!("p{HOSTILE}"),
+            kind: "enum".into(),
+            required: false,
+            default: Some(serde_json::json!(HOSTILE)),
+            values: vec![serde_json::json!(HOSTILE)],
+            value_descriptions: vec![HOSTILE.to_owned()],
+            description: HOSTILE.to_owned(),
+        };
+        let method = MethodSummary {
+            name: format!("m{HOSTILE}"),
+            description: HOSTILE.to_owned(),
+            mutates: true,
+            params: vec![param],
+        };
+        let plugin = PluginSummary {
+            name: format!("p{HOSTILE}"),
+            ready: false,
+            version: Some(HOSTILE.to_owned()),
+            description: HOSTILE.to_owned(),
+            capabilities: "etc=write".into(),
+            message: Some(HOSTILE.to_owned()),
+            methods: vec![method.clone()],
+        };
+        let catalog = plugins(std::slice::from_ref(&plugin));
+        assert!(clean_of_controls(&catalog), "{catalog:?}");
+        let explained = explain(&plugin, &method);
+        assert!(clean_of_controls(&explained), "{explained:?}");
+    }
 }
