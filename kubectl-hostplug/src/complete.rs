@@ -10,13 +10,16 @@
 //! reader, [`hostplug_api::schema`]) and a boolean's `true`/`false`.
 //!
 //! Pure: the caller fetches the HostPlugins. It must never print anything but the answer:
-//! the shell shows every line of it to the user.
+//! the shell shows every line of it to the user, so the plugins' text goes through
+//! [`plain`] first.
 
 use std::fmt::Write as _;
 
 use hostplug_api::crd::HostPlugin;
 use hostplug_api::schema::{Kind, ParamSchema};
 use serde_json::Value;
+
+use crate::terminal::plain;
 
 /// Cobra's directive: do not offer file names.
 pub const NO_FILE_COMPLETION: u8 = 4;
@@ -85,7 +88,12 @@ impl Completion {
     pub fn render(&self) -> String {
         let mut out = String::new();
         for (value, description) in &self.candidates {
-            let description = description.split_whitespace().collect::<Vec<_>>().join(" ");
+            // The plugin's text: no control sequence of its own reaches the terminal.
+            let value = plain(value).replace(['\n', '\t'], " ");
+            let description = plain(description)
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ");
             if description.is_empty() {
                 let _ = writeln!(out, "{value}");
             } else {

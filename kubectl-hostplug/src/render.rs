@@ -2,12 +2,17 @@
 //! output, the plugin catalog and one method's parameters. Colour (diff lines, phases)
 //! only when the caller says so — on a terminal, and not under `NO_COLOR`. Pure
 //! functions returning strings, so tests read exactly what people see.
+//!
+//! Every text that comes from the cluster (a plugin, a node, the API server) passes
+//! through [`plain`] before it is printed, so no control sequence of theirs reaches the
+//! terminal; the colour codes added here are the only ones in the output.
 
 use std::fmt::Write as _;
 
 use hostplug_api::crd::{HostTask, NodePhase, NodeResult, TaskState};
 
 use crate::catalog::{MethodSummary, PluginSummary};
+use crate::terminal::plain;
 
 /// Longest message shown in a table cell; the full text is in `-o yaml`.
 const MAX_CELL_CHARS: usize = 80;
@@ -59,6 +64,7 @@ fn table(header: &[&str], rows: &[Vec<String>]) -> Vec<String> {
 }
 
 fn cell(text: &str) -> String {
+    let text = &plain(text);
     let one_line = text.lines().next().unwrap_or_default();
     let mut s: String = one_line.chars().take(MAX_CELL_CHARS).collect();
     if one_line.chars().count() > MAX_CELL_CHARS || text.lines().count() > 1 {
@@ -91,7 +97,7 @@ fn took(n: &NodeResult) -> String {
 /// A unified diff with `+` green, `-` red and hunk headers cyan when `colour`.
 pub fn diff(text: &str, colour: bool) -> String {
     let mut out = String::new();
-    for l in text.lines() {
+    for l in plain(text).lines() {
         let code = if l.starts_with("+++") || l.starts_with("---") {
             BOLD
         } else if l.starts_with('+') {
@@ -116,7 +122,7 @@ pub fn diff(text: &str, colour: bool) -> String {
 /// The whole report of a task: a summary line, the per-node table, then each node's
 /// diff, output and failure in full.
 pub fn task(t: &HostTask, colour: bool) -> String {
-    let name = t.metadata.name.as_deref().unwrap_or_default();
+    let name = plain(t.metadata.name.as_deref().unwrap_or_default());
     let status = t.status.clone().unwrap_or_default();
     let generation = t.metadata.generation.unwrap_or_default();
     let mut out = String::new();
@@ -135,8 +141,8 @@ pub fn task(t: &HostTask, colour: bool) -> String {
     let _ = writeln!(
         out,
         "Plugin:   {} {}{}",
-        t.spec.http.api,
-        t.spec.http.method,
+        plain(&t.spec.http.api),
+        plain(&t.spec.http.method),
         if t.spec.dry_run { " (dry run)" } else { "" }
     );
     let _ = writeln!(
@@ -146,7 +152,7 @@ pub fn task(t: &HostTask, colour: bool) -> String {
         status
             .msg
             .as_deref()
-            .map(|m| format!(" — {m}"))
+            .map(|m| format!(" — {}", plain(m)))
             .unwrap_or_default()
     );
     let _ = writeln!(
@@ -163,7 +169,7 @@ pub fn task(t: &HostTask, colour: bool) -> String {
         .iter()
         .map(|n| {
             vec![
-                n.node.clone(),
+                plain(&n.node),
                 format!("{:?}", n.phase),
                 if n.changed { "yes" } else { "no" }.to_owned(),
                 took(n),
@@ -193,12 +199,16 @@ pub fn task(t: &HostTask, colour: bool) -> String {
         let _ = writeln!(
             out,
             "\n{}",
-            paint(colour, BOLD, &format!("== {} ==", n.node))
+            paint(colour, BOLD, &format!("== {} ==", plain(&n.node)))
         );
         if n.phase == NodePhase::Failed
             && let Some(m) = &n.message
         {
-            let _ = writeln!(out, "{}", paint(colour, RED, &format!("error: {m}")));
+            let _ = writeln!(
+                out,
+                "{}",
+                paint(colour, RED, &format!("error: {}", plain(m)))
+            );
         }
         if let Some(d) = &n.diff {
             out.push_str(&diff(d, colour));
@@ -207,7 +217,7 @@ pub fn task(t: &HostTask, colour: bool) -> String {
             let _ = writeln!(
                 out,
                 "output: {}",
-                serde_json::to_string_pretty(o).unwrap_or_default()
+                plain(&serde_json::to_string_pretty(o).unwrap_or_default())
             );
         }
     }
@@ -215,8 +225,13 @@ pub fn task(t: &HostTask, colour: bool) -> String {
 }
 
 /// The catalog: each plugin, then its methods with a one-line parameter summary
-/// (`name*` required, `name=default`).
+/// (`name*` required, `name=default`). All of it but the layout is the plugins' text,
+/// and none of it is coloured: the whole is passed through [`plain`].
 pub fn plugins(list: &[PluginSummary]) -> String {
+    plain(&catalog_text(list))
+}
+
+fn catalog_text(list: &[PluginSummary]) -> String {
     if list.is_empty() {
         return "No HostPlugins.\n".to_owned();
     }
@@ -271,8 +286,13 @@ fn param_line(m: &MethodSummary) -> String {
         .join(", ")
 }
 
-/// One method: what it does and every parameter with its description.
+/// One method: what it does and every parameter with its description. Not coloured:
+/// the whole is passed through [`plain`].
 pub fn explain(p: &PluginSummary, m: &MethodSummary) -> String {
+    plain(&explain_text(p, m))
+}
+
+fn explain_text(p: &PluginSummary, m: &MethodSummary) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
