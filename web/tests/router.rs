@@ -1349,6 +1349,50 @@ async fn viewers_see_no_outputs_or_diffs() -> TestResult {
 }
 
 #[tokio::test]
+async fn viewers_see_no_parameters_on_any_page_api_or_stream() -> TestResult {
+    let app = TestApp::new();
+    let mut alice = admin(&app).await;
+    let mut spec = full_dry_run_spec();
+    spec.http.parameter = Some(json!({"path": "/etc/chrony.conf", "line": "SECRET-PARAM-LINE"}));
+    put_task(&app, "with-params", spec, succeeded_with_diff())?;
+    alice
+        .post_form("/admin/settings", &[("registration_open", "on")])
+        .await;
+    let mut v = app.client([10, 0, 0, 7]);
+    v.register("viola", PW).await;
+    assert_eq!(v.login("viola", PW).await.status, StatusCode::SEE_OTHER);
+    for uri in [
+        "/tasks",
+        "/tasks/rows",
+        "/tasks/with-params",
+        "/tasks/with-params/live",
+        "/api/v1/tasks",
+        "/api/v1/tasks/with-params",
+    ] {
+        let r = v.get(uri).await;
+        assert_eq!(r.status, StatusCode::OK, "{uri}");
+        assert!(
+            !r.body.contains("SECRET-PARAM-LINE"),
+            "a viewer sees the parameters at {uri}"
+        );
+        assert!(!r.body.contains("SECRET-LINE-FROM-ETC"), "{uri}");
+    }
+    let page = v.get("/tasks/with-params").await.body;
+    assert!(page.contains("id=\"params-hidden\""), "{page}");
+    // Operators and admins see them.
+    assert!(
+        alice
+            .get("/tasks/with-params")
+            .await
+            .body
+            .contains("SECRET-PARAM-LINE")
+    );
+    let api = alice.get("/api/v1/tasks/with-params").await.body;
+    assert!(api.contains("SECRET-PARAM-LINE"), "{api}");
+    Ok(())
+}
+
+#[tokio::test]
 async fn fifty_concurrent_bad_logins_do_not_all_get_checked() -> TestResult {
     let app = TestApp::new();
     admin(&app).await;
@@ -1773,6 +1817,24 @@ async fn states_show_drift_and_only_operators_switch_the_mode() -> TestResult {
         ]}
     }))?;
     app.cluster.states.lock().map_err(|_| "lock")?.push(state);
+    // A state whose results are sensitive: its diffs are /etc contents nobody should
+    // read in the console.
+    let sensitive: hostplug_api::state::HostState = serde_json::from_value(json!({
+        "apiVersion": "hostplug.dev/v1alpha1", "kind": "HostState",
+        "metadata": {"name": "shadow", "annotations": {"hostplug.dev/sensitive-output": "true"}},
+        "spec": {"targetType": "Node", "mode": "Audit",
+                 "steps": [{"api": "etc-file", "method": "ensure-line",
+                            "parameter": {"path": "/etc/x", "line": "y"}}]},
+        "status": {"sync": "0/1", "nodes": [
+            {"node": "node1", "sync": "Drifted",
+             "drift": [{"step": 0, "diff": "-SECRET-STATE-DIFF"}]}
+        ]}
+    }))?;
+    app.cluster
+        .states
+        .lock()
+        .map_err(|_| "lock")?
+        .push(sensitive);
     let mut alice = admin(&app).await;
     alice
         .post_form("/admin/settings", &[("registration_open", "on")])
@@ -1781,16 +1843,29 @@ async fn states_show_drift_and_only_operators_switch_the_mode() -> TestResult {
     v.register("vera", PW).await;
     v.login("vera", PW).await;
 
-    // A viewer sees every node's sync and the diff (escaped), but no switch.
+    // A viewer sees every node's sync, but no diff (it shows /etc contents) and no
+    // switch.
     let page = v.get("/states").await;
     assert_eq!(page.status, StatusCode::OK);
     assert!(
         page.body
             .contains("data-node=\"node2\" data-sync=\"Drifted\"")
     );
+    assert!(!page.body.contains("+server x"), "viewer sees a drift diff");
+    assert!(page.body.contains("id=\"drift-hidden\""), "{}", page.body);
+    assert!(!page.body.contains("SECRET-STATE-DIFF"));
+    assert!(page.body.contains("1/2 in sync"));
+    // An operator-level user sees the diff (escaped); of the sensitive state, not even
+    // they do.
+    let page = alice.get("/states").await;
     assert!(page.body.contains("+server x &#60;b&#62;"), "{}", page.body);
     assert!(!page.body.contains("+server x <b>"));
-    assert!(page.body.contains("1/2 in sync"));
+    assert!(!page.body.contains("SECRET-STATE-DIFF"), "{}", page.body);
+    assert!(
+        page.body.contains("id=\"drift-sensitive-shadow\""),
+        "{}",
+        page.body
+    );
     assert!(!page.body.contains("id=\"switch-chrony\""));
     assert_eq!(
         v.post_form("/states/chrony/mode/Enforce", &[]).await.status,
