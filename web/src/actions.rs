@@ -161,11 +161,12 @@ pub async fn create_task(
     Ok(view)
 }
 
-/// Which role may see what the nodes returned (outputs and diffs, which may hold file
-/// contents read from /etc): those who may run tasks. Viewers see phases and messages.
+/// Which role may see what may hold file contents read from /etc — what the nodes
+/// returned (outputs, diffs), a task's parameters, a HostState's drift diffs: those who
+/// may run tasks. Viewers see phases, states and messages.
 pub const SEE_RESULTS: Role = Role::Operator;
 
-/// Withholds node results from callers whose role may not see them.
+/// Withholds node results and parameters from callers whose role may not see them.
 pub fn visible_to(user: &AuthUser, mut task: TaskView) -> TaskView {
     if user.role < SEE_RESULTS {
         task.hide_results();

@@ -141,19 +141,22 @@ pub struct TaskView {
     pub digest: Option<String>,
     /// The whole spec, as stored.
     pub spec: HostTaskSpec,
-    /// Whether node outputs and diffs were withheld from this caller (their role may not
-    /// see file contents).
+    /// Whether the parameters and the node outputs and diffs were withheld from this
+    /// caller (their role may not see file contents).
     pub results_hidden: bool,
 }
 
 impl TaskView {
-    /// Withholds what the nodes returned (outputs and diffs may hold file contents);
-    /// phases, `changed` and messages stay.
+    /// Withholds what may hold file contents or secrets: what the nodes returned
+    /// (outputs and diffs) and the parameters (a line to write, a block, a path's
+    /// content), in `params` and in the spec. Phases, `changed` and messages stay.
     pub fn hide_results(&mut self) {
         for node in &mut self.nodes {
             node.diff = None;
             node.output = None;
         }
+        self.params = serde_json::Value::Null;
+        self.spec.http.parameter = None;
         self.results_hidden = true;
     }
 }
