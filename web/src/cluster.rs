@@ -607,6 +607,13 @@ pub struct InMemoryCluster {
     pub nodes: Mutex<Vec<Node>>,
     /// HostStates.
     pub states: Mutex<Vec<HostState>>,
+    /// How long a wait for a task change lasts at most (none: 50 ms); a test sets it to
+    /// hold long polls open.
+    pub change_wait: Mutex<Option<std::time::Duration>>,
+    /// Waits for a task change in progress now.
+    pub waiting: std::sync::atomic::AtomicUsize,
+    /// The most waits for a task change seen in progress at once.
+    pub most_waiting: std::sync::atomic::AtomicUsize,
 }
 
 impl InMemoryCluster {
@@ -706,7 +713,12 @@ impl Cluster for InMemoryCluster {
     }
 
     async fn wait_for_task_change(&self, timeout: std::time::Duration) -> AppResult<()> {
-        tokio::time::sleep(timeout.min(std::time::Duration::from_millis(50))).await;
+        use std::sync::atomic::Ordering;
+        let hold = Self::lock(&self.change_wait).unwrap_or(std::time::Duration::from_millis(50));
+        let now = self.waiting.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most_waiting.fetch_max(now, Ordering::SeqCst);
+        tokio::time::sleep(timeout.min(hold)).await;
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
         Ok(())
     }
 }

@@ -172,6 +172,7 @@ impl Response {
 }
 
 /// A browser-like client: keeps cookies and the last CSRF token seen in a page.
+#[derive(Clone)]
 struct Client {
     router: Router,
     cookies: BTreeMap<String, String>,
@@ -1389,6 +1390,43 @@ async fn viewers_see_no_parameters_on_any_page_api_or_stream() -> TestResult {
     );
     let api = alice.get("/api/v1/tasks/with-params").await.body;
     assert!(api.contains("SECRET-PARAM-LINE"), "{api}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_long_polls_from_one_viewer_are_capped() -> TestResult {
+    let app = TestApp::new();
+    let mut alice = admin(&app).await;
+    alice
+        .post_form("/admin/settings", &[("registration_open", "on")])
+        .await;
+    let mut v = app.client([10, 0, 0, 8]);
+    v.register("vince", PW).await;
+    assert_eq!(v.login("vince", PW).await.status, StatusCode::SEE_OTHER);
+    // Each long poll holds a watch on the API server for as long as it waits.
+    *app.cluster.change_wait.lock().map_err(|_| "lock")? = Some(Duration::from_secs(2));
+    let polls = (0..100).map(|_| {
+        let mut c = v.clone();
+        async move { c.get("/tasks/rows?wait=25").await }
+    });
+    let answers = futures::future::join_all(polls).await;
+    let most = app
+        .cluster
+        .most_waiting
+        .load(std::sync::atomic::Ordering::SeqCst);
+    assert!(most <= 8, "{most} long polls of one viewer waited at once");
+    let ok = answers
+        .iter()
+        .filter(|r| r.status == StatusCode::OK)
+        .count();
+    assert!(ok >= 1, "no long poll was served");
+    for r in answers.iter().filter(|r| r.status != StatusCode::OK) {
+        assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.body);
+        assert!(r.headers.contains_key(header::RETRY_AFTER));
+    }
+    // Another user is not starved by the first one's polls.
+    *app.cluster.change_wait.lock().map_err(|_| "lock")? = None;
+    assert_eq!(alice.get("/tasks/rows?wait=1").await.status, StatusCode::OK);
     Ok(())
 }
 
