@@ -1414,7 +1414,10 @@ async fn a_hundred_long_polls_from_one_viewer_are_capped() -> TestResult {
         .cluster
         .most_waiting
         .load(std::sync::atomic::Ordering::SeqCst);
-    assert!(most <= 8, "{most} long polls of one viewer waited at once");
+    assert!(
+        most <= hostplug_web::limits::MAX_LONG_POLLS_PER_USER,
+        "{most} long polls of one viewer waited at once"
+    );
     let ok = answers
         .iter()
         .filter(|r| r.status == StatusCode::OK)
