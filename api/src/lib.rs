@@ -14,12 +14,17 @@
 //!   Wasm host produces ([`InvokeOutcome`], [`InvokeError`], [`ErrorKind`], [`LogRecord`]).
 //! * [`registry_auth`]: registry credentials of a task (`spec.registryAuth`), parsed from
 //!   a `.dockerconfigjson`, with `Debug` forms that never show a password.
+//! * [`schema`]: the one reader of a method's parameter schema (fields, kinds, enums in
+//!   every form schemars writes, one field order) and the check of parameters against
+//!   it, naming the field; the console, `kubectl hostplug`, the operator and the host use
+//!   it.
 //! * [`selector`]: label selectors as people type them (`kubectl -l` syntax), for the
 //!   console and `kubectl hostplug`.
 //! * [`worker`]: the worker Pod's contract ([`WorkerSettings`]: variable names, Secret
 //!   keys, mount paths, limits).
 //!
-//! Types only: serde, schemars and the kube derive. This crate must never depend on a
+//! Types and pure functions only: serde, schemars, the kube derive and (for the schema
+//! check) jsonschema without remote references. This crate must never depend on a
 //! Kubernetes client, an async runtime, an HTTP framework or the Wasm engine, so that
 //! every part (the console included) can use it cheaply. Every value with a text form
 //! has exactly one `Display` and one `FromStr`.
@@ -58,6 +63,7 @@ pub mod plugin;
 pub mod policy;
 pub mod protocol;
 pub mod registry_auth;
+pub mod schema;
 pub mod selector;
 pub mod state;
 pub mod worker;

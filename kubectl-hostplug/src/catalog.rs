@@ -1,18 +1,16 @@
 //! The plugin catalog as people read it: which plugins exist, their methods and what
 //! each method's parameters are, summarised from the JSON Schemas the plugins describe
-//! themselves with (`HostPlugin.status.info`). Pure functions over fetched HostPlugins;
-//! nothing here talks to a cluster.
+//! themselves with (`HostPlugin.status.info`) through the reader the console and the
+//! operator use too ([`hostplug_api::schema`]: the same kinds, enum values and order).
+//! Pure functions over fetched HostPlugins; nothing here talks to a cluster.
 
 use hostplug_api::crd::HostPlugin;
+use hostplug_api::schema::ParamSchema;
 use hostplug_api::{MethodInfo, PluginInfo};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::Error;
-
-/// How deep nested objects are flattened into dotted parameter names (`owner.name`);
-/// deeper ones are summarised as `object`. Real plugin schemas are two levels at most.
-const MAX_DEPTH: usize = 6;
 
 /// One parameter of a method, as `explain` and `plugins` show it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -31,6 +29,10 @@ pub struct ParamSummary {
     /// The allowed values of an enum.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub values: Vec<Value>,
+    /// What each of `values` means, where the schema says (same order; empty when it
+    /// says nothing of any).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub value_descriptions: Vec<String>,
     /// The schema's description (or title).
     #[serde(skip_serializing_if = "String::is_empty")]
     pub description: String,
@@ -46,7 +48,7 @@ pub struct MethodSummary {
     pub description: String,
     /// Whether it can change the node.
     pub mutates: bool,
-    /// Its parameters, required ones first.
+    /// Its parameters in the one order (nested ones inline, as dotted names).
     pub params: Vec<ParamSummary>,
 }
 
@@ -151,190 +153,38 @@ fn names<'a>(it: impl Iterator<Item = &'a str>) -> String {
     }
 }
 
-/// The parameters a method's schema declares, flattened (`owner.name`), in the plugin's
-/// own order where the schema states it (see [`ordered`]).
+/// The parameters a method's schema declares, flattened (`owner.name`), in the one order
+/// of [`hostplug_api::schema`].
 pub fn params_of(schema: &Value) -> Vec<ParamSummary> {
-    let mut out = Vec::new();
-    collect(schema, schema, "", true, 0, &mut out);
-    out
-}
-
-/// A property's stated place: `x-order` (what the hostplug SDK writes: the field's place
-/// in its struct) or `propertyOrder`.
-fn stated_order(prop: &Value) -> Option<i64> {
-    prop.get("x-order")
-        .or_else(|| prop.get("propertyOrder"))
-        .and_then(Value::as_i64)
-}
-
-/// An object's properties in display order: JSON objects reach us with sorted keys (the
-/// API server sorts them), so the plugin's order survives only where the schema states it.
-/// Stated ones first by that number, then required ones, then the rest by name — the
-/// console's rule too.
-fn ordered<'a>(props: &'a Map<String, Value>, required: &[&str]) -> Vec<(&'a String, &'a Value)> {
-    let mut list: Vec<(&String, &Value)> = props.iter().collect();
-    list.sort_by_key(|(name, prop)| {
-        (
-            stated_order(prop).unwrap_or(i64::MAX),
-            !required.contains(&name.as_str()),
-            (*name).clone(),
-        )
-    });
-    list
-}
-
-fn collect(
-    root: &Value,
-    schema: &Value,
-    prefix: &str,
-    parent_required: bool,
-    depth: usize,
-    out: &mut Vec<ParamSummary>,
-) {
-    let schema = resolve(root, schema);
-    let Some(props) = schema.get("properties").and_then(Value::as_object) else {
-        return;
-    };
-    let required: Vec<&str> = schema
-        .get("required")
-        .and_then(Value::as_array)
-        .map(|r| r.iter().filter_map(Value::as_str).collect())
-        .unwrap_or_default();
-    for (name, prop) in ordered(props, &required) {
-        let prop = resolve(root, prop);
-        let path = if prefix.is_empty() {
-            name.clone()
-        } else {
-            format!("{prefix}.{name}")
-        };
-        let is_required = parent_required && required.contains(&name.as_str());
-        if prop.get("properties").is_some() && depth < MAX_DEPTH {
-            collect(root, prop, &path, is_required, depth + 1, out);
-            continue;
-        }
-        out.push(ParamSummary {
-            name: path,
-            kind: kind_of(root, prop),
-            required: is_required,
-            default: prop.get("default").filter(|d| !d.is_null()).cloned(),
-            values: enum_values(root, prop),
-            // Doc comments arrive wrapped at 90 columns: one line for tables.
-            description: text(prop, "description")
-                .or_else(|| text(prop, "title"))
-                .map(|d| d.split_whitespace().collect::<Vec<_>>().join(" "))
-                .unwrap_or_default(),
-        });
-    }
-}
-
-fn text(v: &Value, key: &str) -> Option<String> {
-    v.get(key).and_then(Value::as_str).map(str::to_owned)
-}
-
-/// Follows a local `$ref` (`#/$defs/x`, `#/definitions/x`); anything else as it is.
-fn resolve<'a>(root: &'a Value, schema: &'a Value) -> &'a Value {
-    let mut at = schema;
-    // A chain of refs is short; the bound keeps a cyclic one from looping.
-    for _ in 0..MAX_DEPTH {
-        match at.get("$ref").and_then(Value::as_str) {
-            Some(r) => match r.strip_prefix('#').and_then(|p| root.pointer(p)) {
-                Some(target) => at = target,
-                None => return at,
-            },
-            None => return at,
-        }
-    }
-    at
-}
-
-/// The alternatives of a `oneOf`/`anyOf`, refs followed, `null` left out (an optional
-/// value is not another type).
-fn alternatives<'a>(root: &'a Value, prop: &'a Value) -> Option<Vec<&'a Value>> {
-    let list = prop
-        .get("oneOf")
-        .or_else(|| prop.get("anyOf"))
-        .and_then(Value::as_array)?;
-    Some(
-        list.iter()
-            .map(|v| resolve(root, v))
-            .filter(|v| v.get("type") != Some(&Value::String("null".to_owned())))
-            .collect(),
-    )
-}
-
-/// The allowed values of an enum: `enum`, or a `oneOf` of `const`s (how schemars
-/// writes an enum whose variants have doc comments).
-pub fn enum_values(root: &Value, prop: &Value) -> Vec<Value> {
-    let prop = resolve(root, prop);
-    if let Some(values) = prop.get("enum").and_then(Value::as_array) {
-        return values.clone();
-    }
-    match alternatives(root, prop) {
-        Some(alts) if !alts.is_empty() => {
-            let mut out = Vec::new();
-            for alt in alts {
-                match (alt.get("const"), alt.get("enum").and_then(Value::as_array)) {
-                    (Some(c), _) => out.push(c.clone()),
-                    (None, Some(e)) => out.extend(e.iter().cloned()),
-                    (None, None) => return Vec::new(),
-                }
+    ParamSchema::read(schema)
+        .leaves()
+        .into_iter()
+        .map(|(f, required)| {
+            let choices = f.kind.choices().unwrap_or_default();
+            let described = choices.iter().any(|c| c.description.is_some());
+            ParamSummary {
+                name: f.path.clone(),
+                kind: f.kind.to_string(),
+                required,
+                default: f.default.clone(),
+                values: choices.iter().map(|c| c.value.clone()).collect(),
+                value_descriptions: if described {
+                    choices
+                        .iter()
+                        .map(|c| {
+                            c.description
+                                .as_deref()
+                                .map(|d| d.split_whitespace().collect::<Vec<_>>().join(" "))
+                                .unwrap_or_default()
+                        })
+                        .collect()
+                } else {
+                    Vec::new()
+                },
+                description: f.summary(),
             }
-            out
-        }
-        _ => Vec::new(),
-    }
-}
-
-/// The type of a property as one word or a few (`array of string`, `string | integer`).
-pub fn kind_of(root: &Value, prop: &Value) -> String {
-    let prop = resolve(root, prop);
-    if !enum_values(root, prop).is_empty() {
-        return "enum".to_owned();
-    }
-    if let Some(alts) = alternatives(root, prop) {
-        let mut kinds: Vec<String> = Vec::new();
-        for k in alts.into_iter().map(|a| kind_of(root, a)) {
-            if !kinds.contains(&k) {
-                kinds.push(k);
-            }
-        }
-        if !kinds.is_empty() {
-            return kinds.join(" | ");
-        }
-    }
-    let ty = match prop.get("type") {
-        Some(Value::String(s)) => s.clone(),
-        // `["string", "null"]`: the first non-null type.
-        Some(Value::Array(a)) => a
-            .iter()
-            .filter_map(Value::as_str)
-            .find(|t| *t != "null")
-            .unwrap_or("any")
-            .to_owned(),
-        _ if prop.get("properties").is_some() => "object".to_owned(),
-        _ => "any".to_owned(),
-    };
-    if ty == "array"
-        && let Some(items) = prop.get("items")
-    {
-        return format!("array of {}", kind_of(root, items));
-    }
-    ty
-}
-
-/// The schema of the parameter at a dotted path (`owner.name`), if the schema declares it.
-pub fn param_schema<'a>(root: &'a Value, path: &str) -> Option<&'a Value> {
-    let mut at = resolve(root, root);
-    for part in path.split('.') {
-        at = resolve(root, at.get("properties")?.get(part)?);
-    }
-    Some(at)
-}
-
-/// Whether the schema allows parameters it does not name at `path`'s parent.
-pub fn closed_object(root: &Value, schema: &Value) -> bool {
-    let schema = resolve(root, schema);
-    schema.get("additionalProperties") == Some(&Value::Bool(false))
+        })
+        .collect()
 }
 
 /// An empty JSON object.
@@ -369,19 +219,20 @@ mod tests {
     }
 
     #[test]
-    fn parameters_are_flattened_with_types_and_required_first() {
+    fn parameters_are_flattened_with_types_in_the_one_order() {
         let params = params_of(&schema());
         let got: Vec<(&str, &str, bool)> = params
             .iter()
             .map(|p| (p.name.as_str(), p.kind.as_str(), p.required))
             .collect();
-        // No stated order: required first, then by name (nested ones inline).
+        // No stated order: required ones in the order of `required`, then by name
+        // (nested ones inline, required only when their object is).
         assert_eq!(
             got,
             [
+                ("path", "string", true),
                 ("owner.name", "string", true),
                 ("owner.uid", "integer", false),
-                ("path", "string", true),
                 ("lines", "array of string", false),
                 ("mode", "string | integer", false),
                 ("policy", "enum", false),
@@ -396,8 +247,14 @@ mod tests {
         let policy = params
             .iter()
             .find(|p| p.name == "policy")
-            .map(|p| p.values.clone());
-        assert_eq!(policy, Some(vec![json!("always"), json!("never")]));
+            .map(|p| (p.values.clone(), p.value_descriptions.clone()));
+        assert_eq!(
+            policy,
+            Some((
+                vec![json!("always"), json!("never")],
+                vec![String::new(), "Never.".to_owned()]
+            ))
+        );
         let state = params
             .iter()
             .find(|p| p.name == "state")
@@ -419,17 +276,6 @@ mod tests {
         });
         let names: Vec<String> = params_of(&s).into_iter().map(|p| p.name).collect();
         assert_eq!(names, ["zeta", "path", "alpha", "unstated"]);
-    }
-
-    #[test]
-    fn nested_parameter_schemas_resolve_refs() {
-        let s = schema();
-        assert_eq!(
-            param_schema(&s, "owner.name").and_then(|v| v.get("type")),
-            Some(&json!("string"))
-        );
-        assert!(param_schema(&s, "owner.nope").is_none());
-        assert!(closed_object(&s, &s));
     }
 
     #[test]

@@ -15,6 +15,7 @@ use kube::runtime::WatchStreamExt as _;
 use kube::runtime::watcher;
 
 use crate::Error;
+use crate::terminal::plain;
 
 /// Watch errors in a row after which `--wait` gives up (with the last error): the watch
 /// retries with backoff, so five failures span several seconds — past a blip of the API
@@ -84,7 +85,7 @@ pub async fn until_finished(
                 note(
                     &bar,
                     quiet,
-                    &format!("watch of {name} failed, retrying: {e}"),
+                    &plain(&format!("watch of {name} failed, retrying: {e}")),
                 );
                 continue;
             }
@@ -102,7 +103,7 @@ pub async fn until_finished(
             for n in &status.nodes {
                 if phases.insert(n.node.clone(), n.phase) != Some(n.phase) && !on_terminal && !quiet
                 {
-                    eprintln!("{name}: {} {:?}", n.node, n.phase);
+                    eprintln!("{}: {} {:?}", plain(name), plain(&n.node), n.phase);
                 }
             }
         }

@@ -6,7 +6,12 @@
 //!   progress bar, prints each node's result and diff and exits non-zero when it failed;
 //! * `status TASK`: the per-node table and every node's diff and output;
 //! * `plugins`: the catalog, each method with a parameter summary from its schema;
-//! * `explain PLUGIN METHOD`: the method's parameters with their descriptions.
+//! * `explain PLUGIN METHOD`: the method's parameters with their descriptions;
+//! * `__complete WORDS…` (hidden): shell completion for kubectl's
+//!   `kubectl_complete-hostplug` protocol ([`complete`]).
+//!
+//! Nothing it prints that came from the cluster (plugin, node and API-server text) keeps
+//! its terminal control sequences ([`terminal`]).
 //!
 //! It talks to the API server as the user, with the user's kubeconfig (`--kubeconfig`,
 //! `KUBECONFIG`, `~/.kube/config`, `--context`) and RBAC: it needs exactly `create`,
@@ -15,9 +20,11 @@
 //! reaches a node or a worker itself.
 
 pub mod catalog;
+pub mod complete;
 pub mod follow;
 pub mod params;
 pub mod render;
+pub mod terminal;
 
 use std::io::IsTerminal as _;
 use std::time::Duration;
@@ -187,6 +194,14 @@ pub enum Command {
         /// The method.
         method: String,
     },
+    /// Shell completion: the candidates for the last of WORDS (kubectl runs this
+    /// through a `kubectl_complete-hostplug` script).
+    #[command(name = "__complete", hide = true)]
+    Complete {
+        /// The words after `hostplug`; the last one is being typed.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        words: Vec<String>,
+    },
 }
 
 /// `run`'s arguments.
@@ -241,6 +256,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         // Flag mistakes first: they need no cluster to be told.
         spec_of(args, catalog::empty_object())?;
     }
+    if let Command::Complete { words } = &cli.command {
+        // Quiet whatever happens: the shell shows every line printed.
+        let plugins = match client(&cli).await {
+            Ok(c) => list_plugins(&c).await.unwrap_or_default(),
+            Err(_) => Vec::new(),
+        };
+        print!("{}", complete::complete(&plugins, words).render());
+        return Ok(0);
+    }
     let client = client(&cli).await?;
     let out = Printer::new(cli.output);
     match &cli.command {
@@ -269,6 +293,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             Ok(0)
         }
         Command::Run(args) => run_task(&client, &cli.namespace, args, &out).await,
+        Command::Complete { .. } => Ok(0),
     }
 }
 
@@ -300,7 +325,7 @@ async fn run_task(
     let name = created.metadata.name.clone().unwrap_or_default();
     if !args.wait {
         out.print(&created, || {
-            format!("hosttask.hostplug.dev/{name} created\n")
+            format!("hosttask.hostplug.dev/{} created\n", terminal::plain(&name))
         })?;
         return Ok(0);
     }
@@ -433,17 +458,32 @@ impl Printer {
 
     fn print<T: Serialize>(&self, value: &T, text: impl FnOnce() -> String) -> anyhow::Result<()> {
         let s = match self.format {
-            Some(Output::Json) => {
-                let mut s = serde_json::to_string_pretty(value).context("writing JSON")?;
-                s.push('\n');
-                s
-            }
-            Some(Output::Yaml) => serde_yaml::to_string(value).context("writing YAML")?,
+            Some(format) => document(format, value)?,
             None => text(),
         };
         print!("{s}");
         Ok(())
     }
+}
+
+/// `value` as one JSON or YAML document. Control characters in its strings are escaped
+/// (JSON: C0 by serde_json, C1 by [`terminal::escape_c1`]; YAML: every non-printable
+/// one by the emitter), so a script gets the exact data and a terminal no sequence.
+pub fn document<T: Serialize>(format: Output, value: &T) -> anyhow::Result<String> {
+    Ok(match format {
+        Output::Json => {
+            let mut s = serde_json::to_string_pretty(value).context("writing JSON")?;
+            s.push('\n');
+            terminal::escape_c1(&s)
+        }
+        Output::Yaml => serde_yaml::to_string(value).context("writing YAML")?,
+    })
+}
+
+/// An error as printed on stderr: with its causes, and without the control sequences of
+/// any text in it that came from the cluster.
+pub fn error_text(e: &anyhow::Error) -> String {
+    terminal::plain(&format!("{e:#}"))
 }
 
 #[cfg(test)]
@@ -487,6 +527,31 @@ mod tests {
         assert_eq!(spec.http.call.parameter, None);
         let spec = spec_of(&args(&["--target", "master"]), catalog::empty_object())?;
         assert_eq!(spec.targets.target_type, Some(TargetType::Master));
+        Ok(())
+    }
+
+    #[test]
+    fn errors_and_documents_carry_no_control_sequences() -> anyhow::Result<()> {
+        let hostile = "\u{1b}]52;c;cm0gLXJmIH4K\u{7}\u{1b}[2J\u{9b}1;1H\u{9d}0;t\u{9c}";
+        let controls = |s: &str| s.chars().any(|c| c.is_control() && c != '\n');
+        let e = anyhow::Error::new(Error::PluginNotReady {
+            name: "p".into(),
+            message: format!("not loaded{hostile}"),
+        })
+        .context(format!("listing{hostile}"));
+        let text = error_text(&e);
+        assert!(!controls(&text), "{text:?}");
+        assert!(text.contains("not loaded"), "{text}");
+        let value = serde_json::json!({"msg": format!("a{hostile}b")});
+        for format in [Output::Json, Output::Yaml] {
+            let doc = document(format, &value)?;
+            assert!(!controls(&doc), "{format:?}: {doc:?}");
+            let back: serde_json::Value = match format {
+                Output::Json => serde_json::from_str(&doc)?,
+                Output::Yaml => serde_yaml::from_str(&doc)?,
+            };
+            assert_eq!(back, value, "{format:?} changed the data");
+        }
         Ok(())
     }
 

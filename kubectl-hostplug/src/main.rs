@@ -1,5 +1,6 @@
 //! The `kubectl-hostplug` binary: parses the command line and hands over to
-//! [`kubectl_hostplug::run`]; errors are printed with their causes and exit 2.
+//! [`kubectl_hostplug::run`]; errors are printed with their causes (without terminal
+//! control sequences) and exit 2.
 
 use std::process::ExitCode;
 
@@ -11,7 +12,7 @@ async fn main() -> ExitCode {
     match kubectl_hostplug::run(cli).await {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", kubectl_hostplug::error_text(&e));
             ExitCode::from(kubectl_hostplug::EXIT_ERROR)
         }
     }

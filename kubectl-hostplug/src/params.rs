@@ -2,33 +2,32 @@
 //! method's JSON Schema, then checked against it, so a mistake is reported with the
 //! parameter's name before any task exists.
 //!
-//! * `key=value`: the value is typed by the schema: a string stays a string (no quoting
-//!   needed), an integer, number or boolean is parsed as one, an array of scalars is
-//!   split on commas (or given as a JSON array), anything else is read as JSON.
+//! * `key=value`: the value is typed by the parameter's kind, as the shared reader
+//!   ([`hostplug_api::schema`]) reads it: a string stays a string (no quoting needed), an
+//!   integer, number or boolean is parsed as one, an enum's value is matched by its text
+//!   (in whatever form schemars wrote the enum), an array of scalars is split on commas
+//!   (or given as a JSON array), anything else is read as JSON.
 //! * `key:=json`: the value is JSON as it is (`mode:=420`, `lines:='["a","b"]'`).
 //! * Dotted keys (`owner.name=root`) fill nested objects.
 
+use hostplug_api::schema::{self, Kind, ParamSchema, ParamsError};
 use serde_json::{Map, Value};
 
 use crate::Error;
-use crate::catalog::{closed_object, kind_of, param_schema, params_of};
-
-/// How many schema violations one error lists: enough to fix a command line in one go,
-/// few enough to read.
-const MAX_REPORTED_ERRORS: usize = 5;
 
 /// Builds the parameter object from `key=value` / `key:=json` arguments. `schema` is the
 /// method's parameter schema (none: every value is a string unless given with `:=`).
 pub fn build(args: &[String], schema: Option<&Value>) -> Result<Value, Error> {
+    let read = schema.map(ParamSchema::read);
     let mut out = Map::new();
     for arg in args {
         let (key, raw, value) = split(arg)?;
-        let value = match (raw, schema) {
+        let value = match (raw, &read) {
             (true, _) => serde_json::from_str(value).map_err(|e| Error::BadParam {
                 name: key.to_owned(),
                 reason: format!("`{key}:=` takes JSON: {e}"),
             })?,
-            (false, Some(schema)) => typed(schema, key, value)?,
+            (false, Some(read)) => typed(read, key, value)?,
             (false, None) => Value::String(value.to_owned()),
         };
         insert(&mut out, key, value)?;
@@ -61,63 +60,56 @@ fn split(arg: &str) -> Result<(&str, bool, &str), Error> {
     Ok((key, raw, value))
 }
 
-/// The value typed by the schema of the parameter at `key`.
-fn typed(root: &Value, key: &str, value: &str) -> Result<Value, Error> {
-    let Some(prop) = param_schema(root, key) else {
+/// The value typed by the kind of the parameter at `key`.
+fn typed(read: &ParamSchema, key: &str, value: &str) -> Result<Value, Error> {
+    let Some(field) = read.field(key) else {
         // Not declared: an open schema takes it as a string; a closed one is told by
         // `check` with the names it knows.
         return Ok(Value::String(value.to_owned()));
     };
+    match &field.kind {
+        Kind::Array(item) if !value.trim_start().starts_with('[') => value
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|part| scalar(item, key, part))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Value::Array),
+        Kind::Array(_) => serde_json::from_str(value).map_err(|e| Error::BadParam {
+            name: key.to_owned(),
+            reason: format!("a JSON array was expected: {e}"),
+        }),
+        kind => scalar(kind, key, value),
+    }
+}
+
+/// One value typed by `kind`: strings as they are, an enum's value by its text (a text
+/// that is none of them is passed on for the schema check to refuse with the values),
+/// numbers and booleans parsed; anything else is JSON if it reads as JSON, else text.
+fn scalar(kind: &Kind, key: &str, value: &str) -> Result<Value, Error> {
     let bad = |what: &str| Error::BadParam {
         name: key.to_owned(),
         reason: format!("{value:?} is not {what}"),
     };
-    let kind = kind_of(root, prop);
-    Ok(match kind.as_str() {
-        "string" => Value::String(value.to_owned()),
-        "integer" => Value::from(value.trim().parse::<i64>().map_err(|_| bad("an integer"))?),
-        "number" => {
+    Ok(match kind {
+        Kind::String => Value::String(value.to_owned()),
+        Kind::Integer => Value::from(value.trim().parse::<i64>().map_err(|_| bad("an integer"))?),
+        Kind::Number => {
             let n: f64 = value.trim().parse().map_err(|_| bad("a number"))?;
             serde_json::Number::from_f64(n)
                 .map(Value::Number)
                 .ok_or_else(|| bad("a finite number"))?
         }
-        "boolean" => Value::Bool(match value.trim() {
+        Kind::Boolean => Value::Bool(match value.trim() {
             "true" | "yes" | "on" | "1" => true,
             "false" | "no" | "off" | "0" => false,
             _ => return Err(bad("a boolean (true or false)")),
         }),
-        // An enum of strings takes the text as it is; of anything else, as JSON.
-        "enum" => {
-            let as_str = Value::String(value.to_owned());
-            let allowed = prop.get("enum").and_then(Value::as_array);
-            if allowed.is_some_and(|a| a.contains(&as_str)) {
-                as_str
-            } else {
-                serde_json::from_str(value).unwrap_or(as_str)
-            }
-        }
-        k if k.starts_with("array") => {
-            if value.trim_start().starts_with('[') {
-                serde_json::from_str(value).map_err(|e| Error::BadParam {
-                    name: key.to_owned(),
-                    reason: format!("a JSON array was expected: {e}"),
-                })?
-            } else {
-                let items = prop.get("items").cloned().unwrap_or(Value::Null);
-                let item_kind = kind_of(root, &items);
-                let parts = value.split(',').map(str::trim).filter(|s| !s.is_empty());
-                Value::Array(
-                    parts
-                        .map(|p| match item_kind.as_str() {
-                            "string" => Ok(Value::String(p.to_owned())),
-                            _ => serde_json::from_str(p).map_err(|_| bad("a list of JSON values")),
-                        })
-                        .collect::<Result<_, _>>()?,
-                )
-            }
-        }
-        // Objects, `any`, unions: JSON if it reads as JSON, else the text.
+        Kind::Enum(choices) => choices
+            .iter()
+            .find(|c| c.label() == value)
+            .map(|c| c.value.clone())
+            .unwrap_or_else(|| Value::String(value.to_owned())),
         _ => serde_json::from_str(value).unwrap_or_else(|_| Value::String(value.to_owned())),
     })
 }
@@ -145,65 +137,24 @@ fn insert(out: &mut Map<String, Value>, key: &str, value: Value) -> Result<(), E
     Ok(())
 }
 
-/// Checks the parameters against the schema; the error names the first wrong parameter
-/// and, for an unknown one, the parameters the method has.
+/// Checks the parameters with the check the operator makes
+/// ([`hostplug_api::schema::check_params`]), naming parameters by their dotted names: an
+/// unknown one with the names the method takes, an enum's wrong value with its values.
 fn check(schema: &Value, params: &Value) -> Result<(), Error> {
-    // Unknown names first: the most common mistake, and the schema error alone would not
-    // say which names exist.
-    if closed_object(schema, schema)
-        && let Some(obj) = params.as_object()
-    {
-        let mut known: Vec<String> = params_of(schema).into_iter().map(|p| p.name).collect();
-        known.sort();
-        let top: Vec<&str> = known
-            .iter()
-            .map(|k| k.split('.').next().unwrap_or(k))
-            .collect();
-        if let Some(unknown) = obj.keys().find(|k| !top.contains(&k.as_str())) {
-            return Err(Error::BadParam {
-                name: unknown.clone(),
-                reason: format!("no such parameter (the method takes: {})", known.join(", ")),
-            });
-        }
-    }
-    let validator = jsonschema::validator_for(schema).map_err(|e| Error::BadParam {
-        name: "(schema)".to_owned(),
-        reason: format!("the method's parameter schema is invalid: {e}"),
-    })?;
-    let mut errors = validator.iter_errors(params).peekable();
-    let Some(first) = errors.peek() else {
-        return Ok(());
-    };
-    let name = dotted(first.instance_path.as_str());
-    let reasons: Vec<String> = errors
-        .take(MAX_REPORTED_ERRORS)
-        .map(|e| {
-            let at = dotted(e.instance_path.as_str());
-            if at == name {
-                e.to_string()
+    schema::check_params(Some(schema), "", params, "").map_err(|e| match e {
+        ParamsError::Invalid { field, problem } => Error::BadParam {
+            name: if field.is_empty() {
+                "(parameters)".to_owned()
             } else {
-                format!("{at}: {e}")
-            }
-        })
-        .collect();
-    Err(Error::BadParam {
-        name: if name.is_empty() {
-            "(parameters)".to_owned()
-        } else {
-            name
+                field
+            },
+            reason: problem,
         },
-        reason: reasons.join("; "),
+        ParamsError::BadSchema { problem, .. } => Error::BadParam {
+            name: "(schema)".to_owned(),
+            reason: format!("the method's parameter schema is invalid: {problem}"),
+        },
     })
-}
-
-/// A JSON pointer as a dotted name (`/owner/name` → `owner.name`).
-fn dotted(pointer: &str) -> String {
-    pointer
-        .split('/')
-        .skip(1)
-        .map(|s| s.replace("~1", "/").replace("~0", "~"))
-        .collect::<Vec<_>>()
-        .join(".")
 }
 
 #[cfg(test)]
@@ -266,9 +217,9 @@ mod tests {
         let e = err(&["path=/x", "mode=rw"]);
         assert!(e.contains("mode") && e.contains("integer"), "{e}");
         let e = err(&["path=/x", "colour=red"]);
-        assert!(
-            e.contains("colour") && e.contains("force, mode, owner.uid, path, tags"),
-            "{e}"
+        assert_eq!(
+            e,
+            "parameter colour: no such parameter; the method takes: path, force, mode, owner, tags"
         );
         let e = err(&["mode=1"]);
         assert!(e.contains("path"), "{e}");
@@ -278,5 +229,30 @@ mod tests {
         assert!(e.contains("twice"), "{e}");
         let e = err(&["path=/a", "mode:=nope"]);
         assert!(e.contains("mode") && e.contains("JSON"), "{e}");
+    }
+
+    #[test]
+    fn a_documented_enum_takes_its_values_by_text_and_names_them_when_wrong() {
+        // What schemars writes for an enum whose variants have doc comments.
+        let schema = json!({
+            "type": "object",
+            "properties": {"state": {"$ref": "#/$defs/State", "x-order": 0},
+                           "levels": {"type": "array", "items": {"$ref": "#/$defs/Level"}}},
+            "$defs": {
+                "State": {"oneOf": [
+                    {"type": "string", "const": "present", "description": "It is there."},
+                    {"type": "string", "const": "absent", "description": "It is gone."}]},
+                "Level": {"oneOf": [{"const": 1, "description": "Low."}, {"const": 2}]}
+            }
+        });
+        let built = build(&args(&["state=absent", "levels=2,1"]), Some(&schema));
+        assert_eq!(
+            built.ok(),
+            Some(json!({"state": "absent", "levels": [2, 1]}))
+        );
+        let e = build(&args(&["state=sideways"]), Some(&schema))
+            .expect_err("not a value")
+            .to_string();
+        assert_eq!(e, "parameter state: must be one of \"present\", \"absent\"");
     }
 }

@@ -2,12 +2,17 @@
 //! output, the plugin catalog and one method's parameters. Colour (diff lines, phases)
 //! only when the caller says so — on a terminal, and not under `NO_COLOR`. Pure
 //! functions returning strings, so tests read exactly what people see.
+//!
+//! Every text that comes from the cluster (a plugin, a node, the API server) passes
+//! through [`plain`] before it is printed, so no control sequence of theirs reaches the
+//! terminal; the colour codes added here are the only ones in the output.
 
 use std::fmt::Write as _;
 
 use hostplug_api::crd::{HostTask, NodePhase, NodeResult, TaskState};
 
 use crate::catalog::{MethodSummary, PluginSummary};
+use crate::terminal::plain;
 
 /// Longest message shown in a table cell; the full text is in `-o yaml`.
 const MAX_CELL_CHARS: usize = 80;
@@ -59,6 +64,7 @@ fn table(header: &[&str], rows: &[Vec<String>]) -> Vec<String> {
 }
 
 fn cell(text: &str) -> String {
+    let text = &plain(text);
     let one_line = text.lines().next().unwrap_or_default();
     let mut s: String = one_line.chars().take(MAX_CELL_CHARS).collect();
     if one_line.chars().count() > MAX_CELL_CHARS || text.lines().count() > 1 {
@@ -91,7 +97,7 @@ fn took(n: &NodeResult) -> String {
 /// A unified diff with `+` green, `-` red and hunk headers cyan when `colour`.
 pub fn diff(text: &str, colour: bool) -> String {
     let mut out = String::new();
-    for l in text.lines() {
+    for l in plain(text).lines() {
         let code = if l.starts_with("+++") || l.starts_with("---") {
             BOLD
         } else if l.starts_with('+') {
@@ -116,7 +122,7 @@ pub fn diff(text: &str, colour: bool) -> String {
 /// The whole report of a task: a summary line, the per-node table, then each node's
 /// diff, output and failure in full.
 pub fn task(t: &HostTask, colour: bool) -> String {
-    let name = t.metadata.name.as_deref().unwrap_or_default();
+    let name = plain(t.metadata.name.as_deref().unwrap_or_default());
     let status = t.status.clone().unwrap_or_default();
     let generation = t.metadata.generation.unwrap_or_default();
     let mut out = String::new();
@@ -135,8 +141,8 @@ pub fn task(t: &HostTask, colour: bool) -> String {
     let _ = writeln!(
         out,
         "Plugin:   {} {}{}",
-        t.spec.http.call.api,
-        t.spec.http.call.method,
+        plain(&t.spec.http.call.api),
+        plain(&t.spec.http.call.method),
         if t.spec.dry_run { " (dry run)" } else { "" }
     );
     let _ = writeln!(
@@ -146,7 +152,7 @@ pub fn task(t: &HostTask, colour: bool) -> String {
         status
             .msg
             .as_deref()
-            .map(|m| format!(" — {m}"))
+            .map(|m| format!(" — {}", plain(m)))
             .unwrap_or_default()
     );
     let _ = writeln!(
@@ -163,7 +169,7 @@ pub fn task(t: &HostTask, colour: bool) -> String {
         .iter()
         .map(|n| {
             vec![
-                n.node.clone(),
+                plain(&n.node),
                 format!("{:?}", n.phase),
                 if n.changed { "yes" } else { "no" }.to_owned(),
                 took(n),
@@ -193,12 +199,16 @@ pub fn task(t: &HostTask, colour: bool) -> String {
         let _ = writeln!(
             out,
             "\n{}",
-            paint(colour, BOLD, &format!("== {} ==", n.node))
+            paint(colour, BOLD, &format!("== {} ==", plain(&n.node)))
         );
         if n.phase == NodePhase::Failed
             && let Some(m) = &n.message
         {
-            let _ = writeln!(out, "{}", paint(colour, RED, &format!("error: {m}")));
+            let _ = writeln!(
+                out,
+                "{}",
+                paint(colour, RED, &format!("error: {}", plain(m)))
+            );
         }
         if let Some(d) = &n.diff {
             out.push_str(&diff(d, colour));
@@ -207,7 +217,7 @@ pub fn task(t: &HostTask, colour: bool) -> String {
             let _ = writeln!(
                 out,
                 "output: {}",
-                serde_json::to_string_pretty(o).unwrap_or_default()
+                plain(&serde_json::to_string_pretty(o).unwrap_or_default())
             );
         }
     }
@@ -215,8 +225,13 @@ pub fn task(t: &HostTask, colour: bool) -> String {
 }
 
 /// The catalog: each plugin, then its methods with a one-line parameter summary
-/// (`name*` required, `name=default`).
+/// (`name*` required, `name=default`). All of it but the layout is the plugins' text,
+/// and none of it is coloured: the whole is passed through [`plain`].
 pub fn plugins(list: &[PluginSummary]) -> String {
+    plain(&catalog_text(list))
+}
+
+fn catalog_text(list: &[PluginSummary]) -> String {
     if list.is_empty() {
         return "No HostPlugins.\n".to_owned();
     }
@@ -271,8 +286,13 @@ fn param_line(m: &MethodSummary) -> String {
         .join(", ")
 }
 
-/// One method: what it does and every parameter with its description.
+/// One method: what it does and every parameter with its description. Not coloured:
+/// the whole is passed through [`plain`].
 pub fn explain(p: &PluginSummary, m: &MethodSummary) -> String {
+    plain(&explain_text(p, m))
+}
+
+fn explain_text(p: &PluginSummary, m: &MethodSummary) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -309,6 +329,21 @@ pub fn explain(p: &PluginSummary, m: &MethodSummary) -> String {
                 kind = format!("{kind} ({})", vals.join(" | "));
             }
             let mut desc = a.description.clone();
+            if !a.value_descriptions.is_empty() {
+                let meanings: Vec<String> = a
+                    .values
+                    .iter()
+                    .zip(&a.value_descriptions)
+                    .filter(|(_, d)| !d.is_empty())
+                    .map(|(v, d)| format!("{v}: {d}"))
+                    .collect();
+                let _ = write!(
+                    desc,
+                    "{}{}",
+                    if desc.is_empty() { "" } else { " — " },
+                    meanings.join("; ")
+                );
+            }
             if let Some(d) = &a.default {
                 let _ = write!(
                     desc,
@@ -422,5 +457,73 @@ mod tests {
 
     fn task_text(colour: bool) -> String {
         super::task(&task(), colour)
+    }
+
+    /// What a hostile plugin or node could put into text that kubectl prints: OSC 52
+    /// (write the clipboard), CSI (erase the screen, move the cursor), 8-bit CSI and OSC.
+    const HOSTILE: &str = "\u{1b}]52;c;cm0gLXJmIH4K\u{7}\u{1b}[2J\u{9b}1;1H\u{9d}0;title\u{9c}";
+
+    /// No control character but line feed and tab, once the renderer's own colour
+    /// codes are taken out.
+    fn clean_of_controls(text: &str) -> bool {
+        let mut ours = text.to_owned();
+        for code in [RED, GREEN, YELLOW, CYAN, BOLD, RESET] {
+            ours = ours.replace(code, "");
+        }
+        !ours
+            .chars()
+            .any(|c| c.is_control() && c != '\n' && c != '\t')
+    }
+
+    #[test]
+    fn text_from_plugins_and_nodes_reaches_the_terminal_without_control_sequences() {
+        let mut t = task();
+        t.metadata.name = Some(format!("t{HOSTILE}"));
+        t.spec.http.call.api = format!("p{HOSTILE}");
+        t.spec.http.call.method = format!("m{HOSTILE}");
+        if let Some(st) = t.status.as_mut() {
+            st.msg = Some(format!("msg{HOSTILE}"));
+            for n in &mut st.nodes {
+                n.node = format!("{}{HOSTILE}", n.node);
+                n.message = Some(format!("failed{HOSTILE}"));
+                n.diff = Some(format!("--- a\n+++ b\n-old{HOSTILE}\n+new{HOSTILE}\n"));
+                n.output = Some(serde_json::json!({"text": HOSTILE}));
+                n.phase = NodePhase::Failed;
+            }
+        }
+        for colour in [false, true] {
+            let text = super::task(&t, colour);
+            assert!(clean_of_controls(&text), "{text:?}");
+            assert!(text.contains("+new") && text.contains("failed"), "{text}");
+        }
+
+        let param = crate::catalog::ParamSummary {
+            name: format!("p{HOSTILE}"),
+            kind: "enum".into(),
+            required: false,
+            default: Some(serde_json::json!(HOSTILE)),
+            values: vec![serde_json::json!(HOSTILE)],
+            value_descriptions: vec![HOSTILE.to_owned()],
+            description: HOSTILE.to_owned(),
+        };
+        let method = MethodSummary {
+            name: format!("m{HOSTILE}"),
+            description: HOSTILE.to_owned(),
+            mutates: true,
+            params: vec![param],
+        };
+        let plugin = PluginSummary {
+            name: format!("p{HOSTILE}"),
+            ready: false,
+            version: Some(HOSTILE.to_owned()),
+            description: HOSTILE.to_owned(),
+            capabilities: "etc=write".into(),
+            message: Some(HOSTILE.to_owned()),
+            methods: vec![method.clone()],
+        };
+        let catalog = plugins(std::slice::from_ref(&plugin));
+        assert!(clean_of_controls(&catalog), "{catalog:?}");
+        let explained = explain(&plugin, &method);
+        assert!(clean_of_controls(&explained), "{explained:?}");
     }
 }

@@ -97,11 +97,12 @@ pub fn check_call<'a>(
     Ok(method)
 }
 
-/// Checks the parameters against the method's JSON Schema, with the check `hostplug
-/// plugin run` applies too ([`hostplug_host::params`]).
+/// Checks the parameters against the method's JSON Schema with the one schema reader
+/// ([`hostplug_api::schema`]), which the console, `kubectl hostplug` and `hostplug
+/// plugin run` use too.
 fn check_params(call: &PluginCall, site: CallSite, method: &MethodInfo) -> Result<(), Invalid> {
-    use hostplug_host::params::{self, ParamsError};
-    params::check_params(
+    use hostplug_api::schema::{self, ParamsError};
+    schema::check_params(
         method.params_schema.as_ref(),
         &method.name,
         &call.params(),

@@ -2,6 +2,7 @@
 //! the same roles, checks and audit entries.
 
 use hostplug_api::crd::{HostTaskSpec, MAX_TIMEOUT_SECONDS};
+use hostplug_api::schema;
 use rand::Rng;
 
 use crate::{
@@ -55,22 +56,32 @@ pub fn generate_task_name(plugin: &str, method: &str, dry_run: bool) -> String {
     }
 }
 
-/// Checks a request before it reaches the cluster: plugin and method exist, the target
-/// is one of node names or a role, a node selector only narrows a role, the numbers are
-/// in range. The API server checks the same (CRD schema and CEL rules); checking here
-/// gives the user a message that names the form field.
+/// Checks a request before it reaches the cluster: plugin and method exist, the
+/// parameters match the method's schema, the target is one of node names or a role, a
+/// node selector only narrows a role, the numbers are in range. The API server and the
+/// operator check the same (CRD schema and CEL rules; the parameter schema); checking
+/// here gives the user a message that names the field, and creates nothing.
 fn check_request(request: &TaskRequest, plugins: &[crate::cluster::PluginView]) -> AppResult<()> {
     let spec = &request.spec;
     let plugin = plugins
         .iter()
         .find(|p| p.name == spec.http.call.api)
         .ok_or_else(|| AppError::BadRequest(format!("unknown plugin {:?}", spec.http.call.api)))?;
-    if plugin.method(&spec.http.call.method).is_none() {
+    let Some(method) = plugin.method(&spec.http.call.method) else {
         return Err(AppError::BadRequest(format!(
             "plugin {:?} has no method {:?}",
             plugin.name, spec.http.call.method
         )));
-    }
+    };
+    // The operator's check, made here too, so that a task with bad parameters is never
+    // created: the same reader, the same message naming the field.
+    schema::check_params(
+        Some(&method.params_schema),
+        &method.name,
+        &spec.http.call.params(),
+        schema::TASK_PARAMETER_FIELD,
+    )
+    .map_err(|e| AppError::BadRequest(e.to_string()))?;
     match (
         spec.targets.workers.is_empty(),
         spec.targets.target_type.is_some(),
@@ -152,11 +163,12 @@ pub async fn create_task(
     Ok(view)
 }
 
-/// Which role may see what the nodes returned (outputs and diffs, which may hold file
-/// contents read from /etc): those who may run tasks. Viewers see phases and messages.
+/// Which role may see what may hold file contents read from /etc — what the nodes
+/// returned (outputs, diffs), a task's parameters, a HostState's drift diffs: those who
+/// may run tasks. Viewers see phases, states and messages.
 pub const SEE_RESULTS: Role = Role::Operator;
 
-/// Withholds node results from callers whose role may not see them.
+/// Withholds node results and parameters from callers whose role may not see them.
 pub fn visible_to(user: &AuthUser, mut task: TaskView) -> TaskView {
     if user.role < SEE_RESULTS {
         task.hide_results();

@@ -111,7 +111,8 @@ pub struct CreateTaskBody {
     pub plugin: String,
     /// Method.
     pub method: String,
-    /// Parameters (checked against the method's schema by the operator).
+    /// Parameters, checked against the method's schema before the task is created (400
+    /// naming the field, e.g. `spec.http.parameter.state: must be one of …`).
     #[serde(default = "empty_object")]
     pub params: serde_json::Value,
     /// Node names; exactly one of `workers` and `targetType`.

@@ -141,19 +141,22 @@ pub struct TaskView {
     pub digest: Option<String>,
     /// The whole spec, as stored.
     pub spec: HostTaskSpec,
-    /// Whether node outputs and diffs were withheld from this caller (their role may not
-    /// see file contents).
+    /// Whether the parameters and the node outputs and diffs were withheld from this
+    /// caller (their role may not see file contents).
     pub results_hidden: bool,
 }
 
 impl TaskView {
-    /// Withholds what the nodes returned (outputs and diffs may hold file contents);
-    /// phases, `changed` and messages stay.
+    /// Withholds what may hold file contents or secrets: what the nodes returned
+    /// (outputs and diffs) and the parameters (a line to write, a block, a path's
+    /// content), in `params` and in the spec. Phases, `changed` and messages stay.
     pub fn hide_results(&mut self) {
         for node in &mut self.nodes {
             node.diff = None;
             node.output = None;
         }
+        self.params = serde_json::Value::Null;
+        self.spec.http.call.parameter = None;
         self.results_hidden = true;
     }
 }
@@ -609,6 +612,13 @@ pub struct InMemoryCluster {
     pub nodes: Mutex<Vec<Node>>,
     /// HostStates.
     pub states: Mutex<Vec<HostState>>,
+    /// How long a wait for a task change lasts at most (none: 50 ms); a test sets it to
+    /// hold long polls open.
+    pub change_wait: Mutex<Option<std::time::Duration>>,
+    /// Waits for a task change in progress now.
+    pub waiting: std::sync::atomic::AtomicUsize,
+    /// The most waits for a task change seen in progress at once.
+    pub most_waiting: std::sync::atomic::AtomicUsize,
 }
 
 impl InMemoryCluster {
@@ -708,7 +718,12 @@ impl Cluster for InMemoryCluster {
     }
 
     async fn wait_for_task_change(&self, timeout: std::time::Duration) -> AppResult<()> {
-        tokio::time::sleep(timeout.min(std::time::Duration::from_millis(50))).await;
+        use std::sync::atomic::Ordering;
+        let hold = Self::lock(&self.change_wait).unwrap_or(std::time::Duration::from_millis(50));
+        let now = self.waiting.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most_waiting.fetch_max(now, Ordering::SeqCst);
+        tokio::time::sleep(timeout.min(hold)).await;
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
         Ok(())
     }
 }

@@ -1,4 +1,5 @@
-//! In-memory rate limits on logins and registrations.
+//! In-memory rate limits on logins and registrations, and the bound on task-list long
+//! polls ([`LongPolls`]).
 //!
 //! Both limits count *attempts* in a sliding window, and an attempt is counted (reserved)
 //! before any work is done for it: the check and the count are one step under one lock, so
@@ -196,6 +197,59 @@ impl RegistrationLimiter {
     }
 }
 
+/// Task-list long polls (`/tasks/rows?wait=`) one user (or API token) may have waiting
+/// at once: each holds an API-server watch for up to 25 s. A person with a few tabs of
+/// the task list open needs one each; 4 covers that, and a script opening a hundred gets
+/// 429 for the rest.
+pub const MAX_LONG_POLLS_PER_USER: usize = 4;
+/// Task-list long polls waiting at once in all: the same bound as the live streams
+/// (`pages::live::MAX_LIVE_STREAMS`), so the console never holds more than 64 + 64
+/// watches on the API server.
+pub const MAX_LONG_POLLS: usize = 64;
+
+/// Counts the long polls waiting now, per user and in all.
+#[derive(Debug, Default)]
+pub struct LongPolls {
+    waiting: Mutex<HashMap<String, usize>>,
+}
+
+/// One long poll's place, given back when it is dropped.
+#[derive(Debug)]
+pub struct LongPoll {
+    polls: std::sync::Arc<LongPolls>,
+    user: String,
+}
+
+impl LongPolls {
+    /// A place for one more long poll of `user`, or `None` when the user (or everyone)
+    /// is at the bound.
+    pub fn try_start(self: &std::sync::Arc<Self>, user: &str) -> Option<LongPoll> {
+        let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        let total: usize = waiting.values().sum();
+        let mine = waiting.get(user).copied().unwrap_or(0);
+        if mine >= MAX_LONG_POLLS_PER_USER || total >= MAX_LONG_POLLS {
+            return None;
+        }
+        waiting.insert(user.to_owned(), mine + 1);
+        Some(LongPoll {
+            polls: self.clone(),
+            user: user.to_owned(),
+        })
+    }
+}
+
+impl Drop for LongPoll {
+    fn drop(&mut self) {
+        let mut waiting = self.polls.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = waiting.get_mut(&self.user) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                waiting.remove(&self.user);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -242,5 +296,21 @@ mod tests {
         }
         assert!(limiter.reserve("3.3.3.3").is_err());
         assert!(limiter.reserve("4.4.4.4").is_ok());
+    }
+
+    #[test]
+    fn long_polls_are_bounded_per_user_and_in_all_and_given_back() {
+        let polls = std::sync::Arc::new(LongPolls::default());
+        let mine: Vec<LongPoll> = (0..MAX_LONG_POLLS_PER_USER)
+            .filter_map(|_| polls.try_start("vince"))
+            .collect();
+        assert_eq!(mine.len(), MAX_LONG_POLLS_PER_USER);
+        assert!(polls.try_start("vince").is_none(), "past the user's bound");
+        drop(mine);
+        assert!(polls.try_start("vince").is_some(), "places are given back");
+        let everyone: Vec<LongPoll> = (0..MAX_LONG_POLLS * 2)
+            .filter_map(|i| polls.try_start(&format!("user{i}")))
+            .collect();
+        assert_eq!(everyone.len(), MAX_LONG_POLLS);
     }
 }

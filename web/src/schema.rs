@@ -1,24 +1,30 @@
-//! JSON Schema → form fields, parameter tables, and back from a submitted form to JSON.
+//! A method's parameters in the console: the new-task form, the catalog's parameter
+//! tables, and back from a submitted form to JSON.
 //!
-//! Plugins describe each method's parameters with a JSON Schema. The console renders the
-//! usual subset: `string`, `number`, `integer`, `boolean`, `enum`, arrays of scalars (one
-//! item per line), nested `object`s (a fieldset per object), `required`, `default`,
-//! `description`, `title`, local `$ref`s. Anything else (`oneOf`, arrays of objects, free
-//! objects) becomes a JSON text area, so every schema can still be filled in. The form is
-//! a flat list of [`FormItem`]s so templates stay simple and autoescaped. The operator
-//! validates the result against the schema again; this module only shapes the input.
+//! What a parameter is — its kind, its allowed values and their descriptions, whether it
+//! is required, its default, its place in the order — comes from the one reader shared
+//! with `kubectl hostplug` and the operator ([`hostplug_api::schema`]); this module only
+//! picks the input that shows each kind: a text box, a text area for file contents, a
+//! number, a checkbox, a `<select>` for every enum (whatever form schemars wrote it in),
+//! one array item per line, a fieldset per nested object, and a JSON text area for the
+//! rest (unions, arrays of objects, free maps), so every schema can still be filled in.
+//! The form is a flat list of [`FormItem`]s so templates stay simple and autoescaped.
+//!
+//! Turning the form into JSON only converts text into values of the field's kind; whether
+//! the result is valid is decided by [`hostplug_api::schema::check_params`], which the
+//! console applies before it creates a task. This module must never judge parameters by
+//! rules of its own.
 
+use hostplug_api::schema::{Choice, Field, Kind, ParamSchema, TASK_PARAMETER_FIELD};
 use serde_json::{Map, Value};
 
 /// Prefix of form field names that carry parameters (`p.path`, `p.owner.name`).
 pub const PARAM_PREFIX: &str = "p";
-/// How deep nested objects are expanded into fieldsets before falling back to JSON.
-const MAX_DEPTH: usize = 6;
 
 /// What kind of input a parameter gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FieldKind {
-    /// `<input type=text>` (or a text area for long strings).
+    /// `<input type=text>`.
     Text,
     /// `<textarea>` for strings that are file contents or blocks.
     LongText,
@@ -28,12 +34,47 @@ pub enum FieldKind {
     Integer,
     /// A checkbox.
     Boolean,
-    /// A `<select>`.
+    /// A `<select>` of the enum's values.
     Enum,
     /// A text area, one array item per line.
     Lines,
     /// A text area holding JSON.
     Json,
+}
+
+impl FieldKind {
+    /// The input for a field.
+    fn of(field: &Field) -> Self {
+        match &field.kind {
+            Kind::Enum(_) => Self::Enum,
+            Kind::String => {
+                let long = ["content", "block", "text", "body"]
+                    .iter()
+                    .any(|w| field.name.eq_ignore_ascii_case(w))
+                    || field.format.as_deref() == Some("textarea");
+                if long { Self::LongText } else { Self::Text }
+            }
+            Kind::Number => Self::Number,
+            Kind::Integer => Self::Integer,
+            Kind::Boolean => Self::Boolean,
+            Kind::Array(item) if item.is_scalar() || item.choices().is_some() => Self::Lines,
+            _ => Self::Json,
+        }
+    }
+
+    /// The input kind's name for templates.
+    fn name(self) -> &'static str {
+        match self {
+            Self::Text => "text",
+            Self::LongText => "longtext",
+            Self::Number => "number",
+            Self::Integer => "integer",
+            Self::Boolean => "boolean",
+            Self::Enum => "enum",
+            Self::Lines => "lines",
+            Self::Json => "json",
+        }
+    }
 }
 
 /// One entry of a generated form: a fieldset boundary or a field.
@@ -43,6 +84,15 @@ pub struct FormItem {
     pub kind: &'static str,
     /// Field or fieldset data (empty for `close`).
     pub field: FormField,
+}
+
+/// One option of an enum's `<select>`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FormOption {
+    /// The value as submitted and shown.
+    pub value: String,
+    /// What it means, from the schema (empty when it says nothing).
+    pub description: String,
 }
 
 /// A form field generated from a schema property.
@@ -65,8 +115,8 @@ pub struct FormField {
     pub value: String,
     /// Initial checkbox state.
     pub checked: bool,
-    /// `enum` options.
-    pub options: Vec<String>,
+    /// An enum's values, with their descriptions.
+    pub options: Vec<FormOption>,
     /// Type label for tables, e.g. `string`, `array of string`.
     pub type_label: String,
     /// Nesting depth (0 for top-level properties).
@@ -90,361 +140,139 @@ pub struct ParamRow {
     pub description: String,
 }
 
-fn resolve<'a>(root: &'a Value, schema: &'a Value) -> &'a Value {
-    let mut current = schema;
-    for _ in 0..8 {
-        let Some(reference) = current.get("$ref").and_then(Value::as_str) else {
-            return current;
-        };
-        let Some(pointer) = reference.strip_prefix('#') else {
-            return current;
-        };
-        match root.pointer(pointer) {
-            Some(target) => current = target,
-            None => return current,
-        }
-    }
-    current
-}
-
-fn type_of(schema: &Value) -> Option<&str> {
-    match schema.get("type") {
-        Some(Value::String(t)) => Some(t.as_str()),
-        Some(Value::Array(types)) => types
-            .iter()
-            .filter_map(Value::as_str)
-            .find(|t| *t != "null"),
-        _ => None,
-    }
-}
-
-fn enum_values(schema: &Value) -> Option<Vec<String>> {
-    let values = schema.get("enum")?.as_array()?;
-    values
+fn options(choices: &[Choice]) -> Vec<FormOption> {
+    choices
         .iter()
-        .map(|v| match v {
-            Value::String(s) => Some(s.clone()),
-            Value::Null => None,
-            other => Some(other.to_string()),
+        .map(|c| FormOption {
+            value: c.label(),
+            description: c
+                .description
+                .as_deref()
+                .map(|d| d.split_whitespace().collect::<Vec<_>>().join(" "))
+                .unwrap_or_default(),
         })
-        .collect::<Option<Vec<_>>>()
-        .or_else(|| {
-            Some(
-                values
-                    .iter()
-                    .filter_map(|v| v.as_str().map(str::to_owned))
-                    .collect(),
-            )
-        })
+        .collect()
 }
 
-fn kind_of(root: &Value, schema: &Value, name: &str) -> FieldKind {
-    if enum_values(schema).is_some_and(|v| !v.is_empty()) {
-        return FieldKind::Enum;
-    }
-    match type_of(schema) {
-        Some("string") => {
-            let long = ["content", "block", "text", "body"]
-                .iter()
-                .any(|w| name.eq_ignore_ascii_case(w))
-                || schema.get("format").and_then(Value::as_str) == Some("textarea");
-            if long {
-                FieldKind::LongText
-            } else {
-                FieldKind::Text
-            }
-        }
-        Some("number") => FieldKind::Number,
-        Some("integer") => FieldKind::Integer,
-        Some("boolean") => FieldKind::Boolean,
-        Some("array") => {
-            let items = schema.get("items").map(|i| resolve(root, i));
-            match items.and_then(type_of) {
-                Some("string" | "number" | "integer" | "boolean") => FieldKind::Lines,
-                _ => FieldKind::Json,
-            }
-        }
-        _ => FieldKind::Json,
-    }
-}
-
-fn input_name(kind: FieldKind) -> &'static str {
-    match kind {
-        FieldKind::Text => "text",
-        FieldKind::LongText => "longtext",
-        FieldKind::Number => "number",
-        FieldKind::Integer => "integer",
-        FieldKind::Boolean => "boolean",
-        FieldKind::Enum => "enum",
-        FieldKind::Lines => "lines",
-        FieldKind::Json => "json",
-    }
-}
-
-fn type_label(root: &Value, schema: &Value) -> String {
-    if let Some(values) = enum_values(schema)
-        && !values.is_empty()
-    {
-        return "enum".to_owned();
-    }
-    match type_of(schema) {
-        Some("array") => {
-            let item = schema
-                .get("items")
-                .map(|i| resolve(root, i))
-                .and_then(type_of)
-                .unwrap_or("any");
-            format!("array of {item}")
-        }
-        Some(t) => t.to_owned(),
-        None if schema.get("oneOf").is_some() || schema.get("anyOf").is_some() => {
-            "one of several shapes".to_owned()
-        }
-        None => "any".to_owned(),
-    }
-}
-
-fn is_expandable_object(schema: &Value) -> bool {
-    type_of(schema) == Some("object")
-        && schema
-            .get("properties")
-            .and_then(Value::as_object)
-            .is_some_and(|p| !p.is_empty())
-}
-
-fn required_set(schema: &Value) -> Vec<String> {
-    schema
-        .get("required")
-        .and_then(Value::as_array)
-        .map(|r| {
-            r.iter()
-                .filter_map(|v| v.as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn default_text(kind: FieldKind, default: Option<&Value>) -> (String, bool) {
-    match (kind, default) {
-        // `"default": null` (schemars writes it for optional fields) means "no value".
-        (_, None | Some(Value::Null)) => (String::new(), false),
-        (FieldKind::Boolean, Some(v)) => (String::new(), v.as_bool().unwrap_or(false)),
-        (FieldKind::Lines, Some(Value::Array(items))) => (
-            items
-                .iter()
-                .map(|i| match i {
-                    Value::String(s) => s.clone(),
-                    other => other.to_string(),
-                })
-                .collect::<Vec<_>>()
-                .join("\n"),
-            false,
-        ),
-        (FieldKind::Json, Some(v)) => (serde_json::to_string_pretty(v).unwrap_or_default(), false),
-        (_, Some(Value::String(s))) => (s.clone(), false),
-        (_, Some(v)) => (v.to_string(), false),
-    }
-}
-
-/// A property's place when the schema states one: `propertyOrder` (the json-editor
-/// keyword) or `x-order`, both integers on the property.
-fn stated_order(schema: &Value) -> Option<i64> {
-    schema
-        .get("propertyOrder")
-        .or_else(|| schema.get("x-order"))
-        .and_then(Value::as_i64)
-}
-
-/// A schema's properties in display order. Object keys reach the console sorted (JSON
-/// objects have no order: serde_json sorts them, and so does the Kubernetes API server
-/// when it stores the HostPlugin's status), so the plugin's own order survives only where
-/// the schema states it: properties with `propertyOrder`/`x-order` come first, by that
-/// number; then required ones in the order of `required` (an array, which keeps its
-/// order); then the rest by name.
-fn ordered_properties(schema: &Value) -> Vec<(&String, &Value)> {
-    let Some(properties) = schema.get("properties").and_then(Value::as_object) else {
-        return Vec::new();
+/// A value as the input of `kind` shows it.
+fn text_of(kind: FieldKind, value: &Value) -> String {
+    let scalar = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
     };
-    let required = required_set(schema);
-    let mut stated: Vec<(i64, &String, &Value)> = properties
-        .iter()
-        .filter_map(|(name, prop)| stated_order(prop).map(|n| (n, name, prop)))
-        .collect();
-    stated.sort_by_key(|(n, _, _)| *n);
-    let mut out: Vec<(&String, &Value)> = stated
-        .into_iter()
-        .map(|(_, name, prop)| (name, prop))
-        .collect();
-    let placed = |out: &Vec<(&String, &Value)>, name: &String| out.iter().any(|(n, _)| *n == name);
-    for name in &required {
-        if let Some((key, prop)) = properties.get_key_value(name)
-            && !placed(&out, key)
-        {
-            out.push((key, prop));
+    match (kind, value) {
+        (FieldKind::Lines, Value::Array(items)) => {
+            items.iter().map(scalar).collect::<Vec<_>>().join("\n")
         }
+        (FieldKind::Json, v) => serde_json::to_string_pretty(v).unwrap_or_default(),
+        (_, v) => scalar(v),
     }
-    for (name, prop) in properties {
-        if !placed(&out, name) {
-            out.push((name, prop));
-        }
-    }
-    out
 }
 
-/// Builds the form for a method's parameter schema.
+/// The JSON form field for parameters that are not an object of named fields.
+fn whole_value_field(read: &ParamSchema) -> FormField {
+    FormField {
+        key: PARAM_PREFIX.to_owned(),
+        label: "Parameters (JSON)".to_owned(),
+        help: read.description.clone().unwrap_or_default(),
+        input: FieldKind::Json.name(),
+        value: "{}".to_owned(),
+        type_label: read.kind.to_string(),
+        ..FormField::default()
+    }
+}
+
+/// Builds the form for a method's parameter schema, in the one field order.
 pub fn form_items(schema: &Value) -> Vec<FormItem> {
+    let read = ParamSchema::read(schema);
     let mut items = Vec::new();
-    let root = schema;
-    let top = resolve(root, schema);
-    if is_expandable_object(top) {
-        push_object(root, top, PARAM_PREFIX, "", 0, &mut items);
-    } else if type_of(top) != Some("object") || top.get("additionalProperties").is_some() {
-        // Not a plain object of named properties: one JSON field for the whole value.
+    if read.is_free_form() {
         items.push(FormItem {
             kind: "field",
-            field: FormField {
-                key: PARAM_PREFIX.to_owned(),
-                path: String::new(),
-                label: "Parameters (JSON)".to_owned(),
-                help: top
-                    .get("description")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_owned(),
-                input: "json",
-                required: false,
-                value: "{}".to_owned(),
-                type_label: type_label(root, top),
-                ..FormField::default()
-            },
+            field: whole_value_field(&read),
         });
+    } else {
+        push_fields(read.fields(), &mut items);
     }
     items
 }
 
-fn push_object(
-    root: &Value,
-    schema: &Value,
-    key_prefix: &str,
-    path_prefix: &str,
-    depth: usize,
-    items: &mut Vec<FormItem>,
-) {
-    let required = required_set(schema);
-    for (name, prop) in ordered_properties(schema) {
-        let prop = resolve(root, prop);
-        let key = format!("{key_prefix}.{name}");
-        let path = if path_prefix.is_empty() {
-            name.clone()
-        } else {
-            format!("{path_prefix}.{name}")
+fn push_fields(fields: &[Field], items: &mut Vec<FormItem>) {
+    for f in fields {
+        let key = format!("{PARAM_PREFIX}.{}", f.path);
+        let base = FormField {
+            key,
+            path: f.path.clone(),
+            label: f.label().to_owned(),
+            help: f.description.clone().unwrap_or_default(),
+            required: f.required,
+            type_label: f.kind.to_string(),
+            depth: f.depth,
+            ..FormField::default()
         };
-        let label = prop
-            .get("title")
-            .and_then(Value::as_str)
-            .unwrap_or(name)
-            .to_owned();
-        let help = prop
-            .get("description")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned();
-        let is_required = required.contains(name);
-        if is_expandable_object(prop) && depth < MAX_DEPTH {
+        if f.is_group() {
             items.push(FormItem {
                 kind: "open",
-                field: FormField {
-                    key: key.clone(),
-                    path: path.clone(),
-                    label,
-                    help,
-                    required: is_required,
-                    depth,
-                    type_label: "object".to_owned(),
-                    ..FormField::default()
-                },
+                field: base,
             });
-            push_object(root, prop, &key, &path, depth + 1, items);
+            push_fields(f.kind.fields(), items);
             items.push(FormItem {
                 kind: "close",
                 field: FormField::default(),
             });
             continue;
         }
-        let kind = kind_of(root, prop, name);
-        let (value, checked) = default_text(kind, prop.get("default"));
+        let kind = FieldKind::of(f);
+        let (value, checked) = match (&f.default, kind) {
+            (None, _) => (String::new(), false),
+            (Some(v), FieldKind::Boolean) => (String::new(), v.as_bool().unwrap_or(false)),
+            (Some(v), kind) => (text_of(kind, v), false),
+        };
+        let choices = match &f.kind {
+            Kind::Array(item) => item.choices(),
+            other => other.choices(),
+        };
         items.push(FormItem {
             kind: "field",
             field: FormField {
-                key,
-                path,
-                label,
-                help,
-                input: input_name(kind),
-                required: is_required,
+                input: kind.name(),
                 value,
                 checked,
-                options: enum_values(prop).unwrap_or_default(),
-                type_label: type_label(root, prop),
-                depth,
+                options: choices.map(options).unwrap_or_default(),
+                ..base
             },
         });
     }
 }
 
-/// The parameter table of a method, for the catalog.
+/// The parameter table of a method, for the catalog: every field in the one order,
+/// each object before its own fields.
 pub fn param_rows(schema: &Value) -> Vec<ParamRow> {
-    let mut rows = Vec::new();
-    let root = schema;
-    let top = resolve(root, schema);
-    collect_rows(root, top, "", &mut rows, 0);
-    rows
-}
-
-fn collect_rows(
-    root: &Value,
-    schema: &Value,
-    prefix: &str,
-    rows: &mut Vec<ParamRow>,
-    depth: usize,
-) {
-    let required = required_set(schema);
-    for (name, prop) in ordered_properties(schema) {
-        let prop = resolve(root, prop);
-        let path = if prefix.is_empty() {
-            name.clone()
-        } else {
-            format!("{prefix}.{name}")
-        };
-        rows.push(ParamRow {
-            path: path.clone(),
-            type_label: type_label(root, prop),
-            required: required.contains(name),
-            default: prop
-                .get("default")
-                .map(Value::to_string)
+    ParamSchema::read(schema)
+        .walk()
+        .into_iter()
+        .map(|f| ParamRow {
+            path: f.path.clone(),
+            type_label: f.kind.to_string(),
+            required: f.required,
+            default: f.default.as_ref().map(Value::to_string).unwrap_or_default(),
+            allowed: f
+                .kind
+                .choices()
+                .map(|c| c.iter().map(Choice::label).collect::<Vec<_>>().join(", "))
                 .unwrap_or_default(),
-            allowed: enum_values(prop).unwrap_or_default().join(", "),
-            description: prop
-                .get("description")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned(),
-        });
-        if is_expandable_object(prop) && depth < MAX_DEPTH {
-            collect_rows(root, prop, &path, rows, depth + 1);
-        }
-    }
+            description: f.summary(),
+        })
+        .collect()
 }
 
 /// The form pairs that show `params` in the form built by [`form_items`]: the reverse of
 /// [`params_from_form`], used to fill the form from an existing task.
 pub fn form_pairs(schema: &Value, params: &Value) -> Vec<(String, String)> {
-    let root = schema;
-    let top = resolve(root, schema);
+    let read = ParamSchema::read(schema);
     let mut pairs = Vec::new();
-    if is_expandable_object(top) {
-        pairs_of_object(root, top, PARAM_PREFIX, params, 0, &mut pairs);
+    if !read.is_free_form() {
+        pairs_of_fields(read.fields(), params, &mut pairs);
     } else if !params.is_null() {
         pairs.push((
             PARAM_PREFIX.to_owned(),
@@ -454,60 +282,34 @@ pub fn form_pairs(schema: &Value, params: &Value) -> Vec<(String, String)> {
     pairs
 }
 
-fn pairs_of_object(
-    root: &Value,
-    schema: &Value,
-    key_prefix: &str,
-    value: &Value,
-    depth: usize,
-    pairs: &mut Vec<(String, String)>,
-) {
-    for (name, prop) in ordered_properties(schema) {
-        let prop = resolve(root, prop);
-        let Some(item) = value.get(name) else {
+fn pairs_of_fields(fields: &[Field], value: &Value, pairs: &mut Vec<(String, String)>) {
+    for f in fields {
+        let Some(item) = value.get(&f.name) else {
             continue;
         };
-        let key = format!("{key_prefix}.{name}");
-        if is_expandable_object(prop) && depth < MAX_DEPTH {
-            pairs_of_object(root, prop, &key, item, depth + 1, pairs);
+        if f.is_group() {
+            pairs_of_fields(f.kind.fields(), item, pairs);
             continue;
         }
-        let text = match (kind_of(root, prop, name), item) {
+        let kind = FieldKind::of(f);
+        let text = match (kind, item) {
             (FieldKind::Boolean, Value::Bool(true)) => "on".to_owned(),
             (FieldKind::Boolean, _) => continue,
-            (FieldKind::Lines, Value::Array(items)) => items
-                .iter()
-                .map(|i| match i {
-                    Value::String(s) => s.clone(),
-                    other => other.to_string(),
-                })
-                .collect::<Vec<_>>()
-                .join("\n"),
-            (FieldKind::Json, other) => serde_json::to_string_pretty(other).unwrap_or_default(),
-            (_, Value::String(s)) => s.clone(),
-            (_, other) => other.to_string(),
+            (kind, item) => text_of(kind, item),
         };
-        pairs.push((key, text));
+        pairs.push((format!("{PARAM_PREFIX}.{}", f.path), text));
     }
 }
 
 /// Builds the parameter JSON from submitted form pairs, guided by the schema. Empty
 /// optional fields are left out so the plugin's defaults apply. Returns the problems
-/// found (one message per field) when some input cannot be converted.
+/// found (one message per field, named `spec.http.parameter.<path>`) when some input
+/// cannot be converted to its field's kind.
 pub fn params_from_form(schema: &Value, pairs: &[(String, String)]) -> Result<Value, Vec<String>> {
-    let root = schema;
-    let top = resolve(root, schema);
+    let read = ParamSchema::read(schema);
     let mut errors = Vec::new();
-    let value = if is_expandable_object(top) {
-        Value::Object(object_from_form(
-            root,
-            top,
-            PARAM_PREFIX,
-            "",
-            0,
-            pairs,
-            &mut errors,
-        ))
+    let value = if !read.is_free_form() {
+        Value::Object(object_from_form(read.fields(), pairs, &mut errors))
     } else {
         let text = lookup(pairs, PARAM_PREFIX).unwrap_or_default();
         if text.trim().is_empty() {
@@ -516,7 +318,7 @@ pub fn params_from_form(schema: &Value, pairs: &[(String, String)]) -> Result<Va
             match serde_json::from_str(text) {
                 Ok(v) => v,
                 Err(err) => {
-                    errors.push(format!("Parameters: not valid JSON ({err})"));
+                    errors.push(format!("{TASK_PARAMETER_FIELD}: not valid JSON ({err})"));
                     Value::Null
                 }
             }
@@ -537,38 +339,26 @@ fn lookup<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
 }
 
 fn object_from_form(
-    root: &Value,
-    schema: &Value,
-    key_prefix: &str,
-    path_prefix: &str,
-    depth: usize,
+    fields: &[Field],
     pairs: &[(String, String)],
     errors: &mut Vec<String>,
 ) -> Map<String, Value> {
     let mut out = Map::new();
-    let required = required_set(schema);
-    for (name, prop) in ordered_properties(schema) {
-        let prop = resolve(root, prop);
-        let key = format!("{key_prefix}.{name}");
-        let path = if path_prefix.is_empty() {
-            name.clone()
-        } else {
-            format!("{path_prefix}.{name}")
-        };
-        let is_required = required.contains(name);
-        if is_expandable_object(prop) && depth < MAX_DEPTH {
-            let child = object_from_form(root, prop, &key, &path, depth + 1, pairs, errors);
-            if !child.is_empty() || is_required {
-                out.insert(name.clone(), Value::Object(child));
+    for f in fields {
+        let key = format!("{PARAM_PREFIX}.{}", f.path);
+        if f.is_group() {
+            let child = object_from_form(f.kind.fields(), pairs, errors);
+            if !child.is_empty() || f.required {
+                out.insert(f.name.clone(), Value::Object(child));
             }
             continue;
         }
-        let kind = kind_of(root, prop, name);
+        let kind = FieldKind::of(f);
         if kind == FieldKind::Boolean {
             // An unticked checkbox sends nothing; send false only when it matters.
             let ticked = lookup(pairs, &key).is_some();
-            if ticked || is_required || prop.get("default").is_some() {
-                out.insert(name.clone(), Value::Bool(ticked));
+            if ticked || f.required || f.default.is_some() {
+                out.insert(f.name.clone(), Value::Bool(ticked));
             }
             continue;
         }
@@ -580,45 +370,37 @@ fn object_from_form(
             raw.trim().to_owned()
         };
         if text.is_empty() {
-            if is_required && matches!(kind, FieldKind::Text | FieldKind::LongText) {
-                out.insert(name.clone(), Value::String(String::new()));
-            } else if is_required {
-                errors.push(format!("{path}: required"));
+            if f.required && matches!(kind, FieldKind::Text | FieldKind::LongText) {
+                out.insert(f.name.clone(), Value::String(String::new()));
+            } else if f.required {
+                errors.push(format!("{TASK_PARAMETER_FIELD}.{}: required", f.path));
             }
             continue;
         }
-        match convert(root, prop, kind, &text) {
+        match convert(&f.kind, kind, &text) {
             Ok(value) => {
-                out.insert(name.clone(), value);
+                out.insert(f.name.clone(), value);
             }
-            Err(problem) => errors.push(format!("{path}: {problem}")),
+            Err(problem) => errors.push(format!("{TASK_PARAMETER_FIELD}.{}: {problem}", f.path)),
         }
     }
     out
 }
 
-fn convert(root: &Value, schema: &Value, kind: FieldKind, text: &str) -> Result<Value, String> {
-    match kind {
+/// The enum value whose text is `text` (numbers stay numbers); another text stays the
+/// text, for the schema check to refuse by name.
+fn choice_value(choices: &[Choice], text: &str) -> Value {
+    choices
+        .iter()
+        .find(|c| c.label() == text)
+        .map(|c| c.value.clone())
+        .unwrap_or_else(|| Value::String(text.to_owned()))
+}
+
+fn convert(kind: &Kind, input: FieldKind, text: &str) -> Result<Value, String> {
+    match input {
         FieldKind::Text | FieldKind::LongText => Ok(Value::String(text.to_owned())),
-        FieldKind::Enum => {
-            let options = enum_values(schema).unwrap_or_default();
-            if !options.iter().any(|o| o == text) {
-                return Err("not one of the allowed values".to_owned());
-            }
-            // Keep the enum value's JSON type (numbers stay numbers).
-            let as_json: Option<Value> = serde_json::from_str(text).ok();
-            let original = schema
-                .get("enum")
-                .and_then(Value::as_array)
-                .and_then(|values| {
-                    values.iter().find(|v| match v {
-                        Value::String(s) => s == text,
-                        other => as_json.as_ref() == Some(*other),
-                    })
-                })
-                .cloned();
-            Ok(original.unwrap_or_else(|| Value::String(text.to_owned())))
-        }
+        FieldKind::Enum => Ok(choice_value(kind.choices().unwrap_or_default(), text)),
         FieldKind::Number => text
             .parse::<f64>()
             .ok()
@@ -631,21 +413,21 @@ fn convert(root: &Value, schema: &Value, kind: FieldKind, text: &str) -> Result<
             .map_err(|_| "not a whole number".to_owned()),
         FieldKind::Boolean => Ok(Value::Bool(text == "on" || text == "true")),
         FieldKind::Lines => {
-            let item_schema = schema
-                .get("items")
-                .map(|i| resolve(root, i))
-                .cloned()
-                .unwrap_or(Value::Null);
-            let item_kind = match type_of(&item_schema) {
-                Some("number") => FieldKind::Number,
-                Some("integer") => FieldKind::Integer,
-                Some("boolean") => FieldKind::Boolean,
+            let item = match kind {
+                Kind::Array(item) => item.as_ref(),
+                other => other,
+            };
+            let item_input = match item {
+                Kind::Number => FieldKind::Number,
+                Kind::Integer => FieldKind::Integer,
+                Kind::Boolean => FieldKind::Boolean,
+                Kind::Enum(_) => FieldKind::Enum,
                 _ => FieldKind::Text,
             };
             text.lines()
                 .map(str::trim)
                 .filter(|l| !l.is_empty())
-                .map(|line| convert(root, &item_schema, item_kind, line))
+                .map(|line| convert(item, item_input, line))
                 .collect::<Result<Vec<_>, _>>()
                 .map(Value::Array)
         }
@@ -673,50 +455,81 @@ mod tests {
                 "ratio": {"type": "number"},
                 "backup": {"type": "boolean", "default": true},
                 "position": {"type": "string", "enum": ["start", "end"], "default": "end"},
+                "state": {"$ref": "#/$defs/State", "description": "Whether it is there."},
                 "tags": {"type": "array", "items": {"type": "string"}},
                 "ports": {"type": "array", "items": {"type": "integer"}},
                 "owner": {"type": "object", "properties": {
                     "user": {"type": "string"}, "uid": {"type": "integer"}}},
                 "extra": {"type": "array", "items": {"type": "object"}}
-            }
+            },
+            "$defs": {"State": {"oneOf": [
+                {"type": "string", "const": "present", "description": "It is in the file."},
+                {"type": "string", "const": "absent", "description": "It is gone."}
+            ]}}
         })
+    }
+
+    fn field<'a>(items: &'a [FormItem], path: &str) -> &'a FormField {
+        &items
+            .iter()
+            .find(|i| i.kind == "field" && i.field.path == path)
+            .unwrap_or_else(|| panic!("no field {path}"))
+            .field
     }
 
     #[test]
     fn form_covers_every_kind() {
         let items = form_items(&schema());
-        let inputs: Vec<(&str, &str)> = items
-            .iter()
-            .filter(|i| i.kind == "field")
-            .map(|i| (i.field.path.as_str(), i.field.input))
-            .collect();
-        assert!(inputs.contains(&("path", "text")));
-        assert!(inputs.contains(&("content", "longtext")));
-        assert!(inputs.contains(&("mode", "integer")));
-        assert!(inputs.contains(&("ratio", "number")));
-        assert!(inputs.contains(&("backup", "boolean")));
-        assert!(inputs.contains(&("position", "enum")));
-        assert!(inputs.contains(&("tags", "lines")));
-        assert!(inputs.contains(&("owner.user", "text")));
-        assert!(inputs.contains(&("extra", "json")));
+        for (path, input) in [
+            ("path", "text"),
+            ("content", "longtext"),
+            ("mode", "integer"),
+            ("ratio", "number"),
+            ("backup", "boolean"),
+            ("position", "enum"),
+            ("state", "enum"),
+            ("tags", "lines"),
+            ("owner.user", "text"),
+            ("extra", "json"),
+        ] {
+            assert_eq!(field(&items, path).input, input, "{path}");
+        }
         assert!(
             items
                 .iter()
                 .any(|i| i.kind == "open" && i.field.path == "owner")
         );
-        let mode = items.iter().find(|i| i.field.path == "mode").expect("mode");
-        assert_eq!(mode.field.value, "420");
-        let regexp = items
-            .iter()
-            .find(|i| i.field.path == "regexp")
-            .expect("regexp");
+        assert_eq!(field(&items, "mode").value, "420");
+        assert_eq!(field(&items, "regexp").value, "", "a null default is none");
+        assert!(field(&items, "path").required);
+        assert_eq!(field(&items, "path").help, "File under /etc");
+    }
+
+    #[test]
+    fn a_documented_enum_is_a_select_with_its_descriptions() {
+        let items = form_items(&schema());
+        let state = field(&items, "state");
+        assert_eq!(state.input, "enum");
         assert_eq!(
-            regexp.field.value, "",
-            "a null default leaves the field empty"
+            state.options,
+            [
+                FormOption {
+                    value: "present".into(),
+                    description: "It is in the file.".into()
+                },
+                FormOption {
+                    value: "absent".into(),
+                    description: "It is gone.".into()
+                },
+            ]
         );
-        let path = items.iter().find(|i| i.field.path == "path").expect("path");
-        assert!(path.field.required);
-        assert_eq!(path.field.help, "File under /etc");
+        assert_eq!(state.help, "Whether it is there.");
+        let rows = param_rows(&schema());
+        let row = rows.iter().find(|r| r.path == "state").expect("row");
+        assert_eq!(
+            (row.type_label.as_str(), row.allowed.as_str()),
+            ("enum", "present, absent")
+        );
     }
 
     #[test]
@@ -727,6 +540,7 @@ mod tests {
             ("p.mode", "384"),
             ("p.ratio", "0.5"),
             ("p.position", "start"),
+            ("p.state", "absent"),
             ("p.tags", "a\r\nb\n\n"),
             ("p.ports", "80\n443"),
             ("p.owner.user", "root"),
@@ -740,37 +554,56 @@ mod tests {
             params,
             json!({
                 "path": "/etc/chrony.conf", "line": "server ntp iburst", "mode": 384,
-                "ratio": 0.5, "backup": false, "position": "start", "tags": ["a", "b"],
-                "ports": [80, 443], "owner": {"user": "root"}, "extra": [{"x": 1}]
+                "ratio": 0.5, "backup": false, "position": "start", "state": "absent",
+                "tags": ["a", "b"], "ports": [80, 443], "owner": {"user": "root"},
+                "extra": [{"x": 1}]
             })
         );
     }
 
     #[test]
-    fn bad_input_is_reported_per_field() {
+    fn unconvertible_input_is_named_and_enums_are_left_to_the_schema_check() {
         let pairs = vec![
             ("p.path".to_owned(), "/etc/x".to_owned()),
             ("p.mode".to_owned(), "rw".to_owned()),
             ("p.position".to_owned(), "middle".to_owned()),
         ];
         let errors = params_from_form(&schema(), &pairs).expect_err("invalid");
-        assert!(errors.iter().any(|e| e.starts_with("mode:")));
-        assert!(errors.iter().any(|e| e.starts_with("position:")));
+        assert!(
+            errors
+                .iter()
+                .any(|e| e == "spec.http.parameter.mode: not a whole number"),
+            "{errors:?}"
+        );
+        let pairs = vec![
+            ("p.path".to_owned(), "/etc/x".to_owned()),
+            ("p.position".to_owned(), "middle".to_owned()),
+        ];
+        let params = params_from_form(&schema(), &pairs).expect("converted");
+        assert_eq!(params["position"], json!("middle"));
+        let e =
+            hostplug_api::schema::check_params(Some(&schema()), "m", &params, TASK_PARAMETER_FIELD)
+                .expect_err("not an allowed value");
+        assert_eq!(
+            e.to_string(),
+            "spec.http.parameter.position: must be one of \"start\", \"end\""
+        );
     }
 
     #[test]
     fn form_pairs_read_back_into_the_same_params() {
         let params = json!({
             "path": "/etc/chrony.conf", "line": "server ntp iburst", "mode": 384,
-            "ratio": 0.5, "backup": true, "position": "start", "tags": ["a", "b"],
-            "ports": [80, 443], "owner": {"user": "root"}, "extra": [{"x": 1}]
+            "ratio": 0.5, "backup": true, "position": "start", "state": "present",
+            "tags": ["a", "b"], "ports": [80, 443], "owner": {"user": "root"},
+            "extra": [{"x": 1}]
         });
         let pairs = form_pairs(&schema(), &params);
         assert_eq!(params_from_form(&schema(), &pairs), Ok(params));
     }
 
     #[test]
-    fn stated_order_comes_first_then_required_then_names() {
+    fn fields_come_in_the_one_order() {
         let schema = json!({
             "type": "object",
             "required": ["zeta", "alpha"],
@@ -787,6 +620,16 @@ mod tests {
             .map(|i| i.field.path)
             .collect();
         assert_eq!(order, ["first", "last", "zeta", "alpha", "beta"]);
+        let rows: Vec<String> = param_rows(&schema).into_iter().map(|r| r.path).collect();
+        assert_eq!(rows, order);
+    }
+
+    #[test]
+    fn a_method_without_parameters_has_no_fields() {
+        let none = json!({"type": "object", "properties": {}, "additionalProperties": false});
+        assert!(form_items(&none).is_empty());
+        let map = json!({"type": "object", "additionalProperties": {"type": "string"}});
+        assert_eq!(form_items(&map)[0].field.input, "json");
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::{net::SocketAddr, path::PathBuf, sync::Arc, sync::Mutex, time::Duration
 use crate::{
     cluster::Cluster,
     db::Db,
-    limits::{LoginLimiter, RegistrationLimiter},
+    limits::{LoginLimiter, LongPolls, RegistrationLimiter},
     secret,
 };
 
@@ -156,6 +156,8 @@ pub struct AppState {
     pub registrations: Arc<RegistrationLimiter>,
     /// The first admin's token, while there is no admin.
     pub bootstrap: Arc<Bootstrap>,
+    /// Task-list long polls waiting now.
+    pub long_polls: Arc<LongPolls>,
 }
 
 impl AppState {
@@ -168,6 +170,7 @@ impl AppState {
             limiter: Arc::new(LoginLimiter::default()),
             registrations: Arc::new(RegistrationLimiter::default()),
             bootstrap: Arc::new(Bootstrap::default()),
+            long_polls: Arc::new(LongPolls::default()),
         }
     }
 }

@@ -9,8 +9,11 @@
 //! as a dry run, see it succeed with a diff and nothing written, apply it for real, see it
 //! succeed with a diff and the file changed on the node; edit it (a new generation of the
 //! same task, run again); follow a three-node rollout live on its page from 0 % to
-//! 100 %. The form's parameters come in the plugin's own order. A screenshot of each page
-//! goes to `target/screenshots/` for review.
+//! 100 %. The form's parameters come in the plugin's own order. A documented enum
+//! (etc-file's `state`, an enum with a doc comment per variant, which schemars writes as
+//! a `oneOf` of `const`s) is a select of its values with their descriptions, and a value
+//! outside it is refused on the form, naming the field, before any HostTask exists. A
+//! screenshot of each page goes to `target/screenshots/` for review.
 
 mod webdriver;
 
@@ -170,29 +173,14 @@ fn wd(e: Box<dyn std::error::Error + Send + Sync>) -> anyhow::Error {
     anyhow::anyhow!("{e}")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn first_session_in_a_real_browser() -> anyhow::Result<()> {
-    let h = Harness::start().await?;
-    let console = start_console(&h).await?;
-    let b = Browser::start().await.map_err(wd)?;
+/// Registers the first account with the setup token from the console's log (it becomes
+/// the admin) and logs in as it; with `screenshots`, the two forms are saved.
+async fn register_and_log_in(
+    b: &Browser,
+    console: &Console,
+    screenshots: bool,
+) -> anyhow::Result<()> {
     let url = |path: &str| format!("{}{}", console.url, path);
-
-    // Plain HTTP is not served, and cookies are Secure.
-    assert!(
-        reqwest::get(console.url.replace("https://", "http://") + "/healthz")
-            .await
-            .is_err(),
-        "the console answered plain HTTP"
-    );
-    let login = insecure_client()?.get(url("/login")).send().await?;
-    let cookie = login
-        .headers()
-        .get("set-cookie")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    assert!(cookie.contains("; Secure"), "{cookie}");
-
     // Register the first account with the setup token from the log: it becomes the admin.
     b.goto(&url("/register")).await.map_err(wd)?;
     assert!(
@@ -225,7 +213,9 @@ async fn first_session_in_a_real_browser() -> anyhow::Result<()> {
         .fill(&console.setup_token)
         .await
         .map_err(wd)?;
-    shot(&b, "01-register").await?;
+    if screenshots {
+        shot(b, "01-register").await?;
+    }
     b.find("#register-submit")
         .await
         .map_err(wd)?
@@ -254,7 +244,9 @@ async fn first_session_in_a_real_browser() -> anyhow::Result<()> {
         .fill(PASSWORD)
         .await
         .map_err(wd)?;
-    shot(&b, "02-login").await?;
+    if screenshots {
+        shot(b, "02-login").await?;
+    }
     b.find("#login-submit")
         .await
         .map_err(wd)?
@@ -264,6 +256,33 @@ async fn first_session_in_a_real_browser() -> anyhow::Result<()> {
     b.wait_for("#tasks", Duration::from_secs(10))
         .await
         .map_err(wd)?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_session_in_a_real_browser() -> anyhow::Result<()> {
+    let h = Harness::start().await?;
+    let console = start_console(&h).await?;
+    let b = Browser::start().await.map_err(wd)?;
+    let url = |path: &str| format!("{}{}", console.url, path);
+
+    // Plain HTTP is not served, and cookies are Secure.
+    assert!(
+        reqwest::get(console.url.replace("https://", "http://") + "/healthz")
+            .await
+            .is_err(),
+        "the console answered plain HTTP"
+    );
+    let login = insecure_client()?.get(url("/login")).send().await?;
+    let cookie = login
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(cookie.contains("; Secure"), "{cookie}");
+
+    register_and_log_in(&b, &console, true).await?;
     let who = b
         .find("#current-user")
         .await
@@ -669,6 +688,109 @@ async fn first_session_in_a_real_browser() -> anyhow::Result<()> {
     assert!(audit.contains("task.create") && audit.contains("login") && audit.contains("register"));
     assert!(audit.contains("task.delete"), "{audit}");
     shot(&b, "09-audit").await?;
+
+    drop(b);
+    h.shutdown().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_documented_enum_is_a_select_and_a_bad_value_is_refused() -> anyhow::Result<()> {
+    let h = Harness::start().await?;
+    let console = start_console(&h).await?;
+    let b = Browser::start().await.map_err(wd)?;
+    register_and_log_in(&b, &console, false).await?;
+
+    // etc-file's ensure-block: `state` is `enum State { /// … Present, /// … Absent }`.
+    b.goto(&format!(
+        "{}/tasks/new?plugin=etc-file&method=ensure-block",
+        console.url
+    ))
+    .await
+    .map_err(wd)?;
+    b.wait_for("#task-form", Duration::from_secs(10))
+        .await
+        .map_err(wd)?;
+    b.find("select[id='p.state']").await.map_err(wd)?;
+    let mut options = Vec::new();
+    for o in b
+        .find_all("select[id='p.state'] option")
+        .await
+        .map_err(wd)?
+    {
+        options.push(o.text().await.map_err(wd)?);
+    }
+    assert_eq!(
+        options,
+        [
+            "(default)",
+            "present — The block is in the file with exactly the given content.",
+            "absent — The block and its markers are removed.",
+        ],
+        "the select's options"
+    );
+    // In the plugin's own order (path, block, marker, …, state, insertafter, …).
+    let form = b.source().await.map_err(wd)?;
+    let at = |id: &str| form.find(&format!("id=\"p.{id}\"")).unwrap_or(usize::MAX);
+    assert!(
+        at("path") < at("block") && at("block") < at("state") && at("state") < at("insertafter"),
+        "form fields out of the schema's order"
+    );
+    shot(&b, "11-enum-select").await?;
+
+    // A value outside the enum (what a crafted request would send) is refused on the
+    // form, naming the field, and no HostTask is created.
+    b.find("[id='p.path']")
+        .await
+        .map_err(wd)?
+        .fill("/etc/hostplug-enum.conf")
+        .await
+        .map_err(wd)?;
+    b.find("#node-list input[value='node1']")
+        .await
+        .map_err(wd)?
+        .click()
+        .await
+        .map_err(wd)?;
+    b.execute(
+        "document.querySelector(\"select[id='p.state'] option[value='absent']\").value = 'sideways';",
+    )
+    .await
+    .map_err(wd)?;
+    b.find("select[id='p.state'] option[value='sideways']")
+        .await
+        .map_err(wd)?
+        .click()
+        .await
+        .map_err(wd)?;
+    b.find("#dry-run")
+        .await
+        .map_err(wd)?
+        .click()
+        .await
+        .map_err(wd)?;
+    let errors = b
+        .wait_for("#form-errors", Duration::from_secs(10))
+        .await
+        .map_err(wd)?
+        .text()
+        .await
+        .map_err(wd)?;
+    assert!(
+        errors.contains("spec.http.parameter.state: must be one of \"present\", \"absent\""),
+        "{errors}"
+    );
+    shot(&b, "12-enum-refused").await?;
+    let tasks = h.tasks().list(&Default::default()).await?;
+    assert!(
+        tasks.items.is_empty(),
+        "a refused form created {:?}",
+        tasks
+            .items
+            .iter()
+            .map(|t| t.metadata.name.clone())
+            .collect::<Vec<_>>()
+    );
 
     drop(b);
     h.shutdown().await?;

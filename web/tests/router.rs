@@ -52,20 +52,43 @@ fn etc_file_plugin() -> HostPlugin {
             name: "etc-file".to_owned(),
             version: "0.1.0".to_owned(),
             description: "Edit files under /etc".to_owned(),
-            methods: vec![MethodInfo {
-                name: "ensure-line".to_owned(),
-                description: "Make sure a line is present".to_owned(),
-                mutates: true,
-                params_schema: Some(json!({
-                    "type": "object",
-                    "required": ["path", "line"],
-                    "properties": {
-                        "path": {"type": "string", "description": "A file under /etc"},
-                        "line": {"type": "string"},
-                        "mode": {"type": "integer", "default": 420}
-                    }
-                })),
-            }],
+            methods: vec![
+                MethodInfo {
+                    name: "ensure-line".to_owned(),
+                    description: "Make sure a line is present".to_owned(),
+                    mutates: true,
+                    params_schema: Some(json!({
+                        "type": "object",
+                        "required": ["path", "line"],
+                        "properties": {
+                            "path": {"type": "string", "description": "A file under /etc"},
+                            "line": {"type": "string"},
+                            "mode": {"type": "integer", "default": 420}
+                        }
+                    })),
+                },
+                MethodInfo {
+                    name: "ensure-block".to_owned(),
+                    description: "Make sure a block is present or absent".to_owned(),
+                    mutates: true,
+                    // What schemars 1 writes for a field of an enum whose variants have
+                    // doc comments.
+                    params_schema: Some(json!({
+                        "type": "object",
+                        "required": ["path"],
+                        "additionalProperties": false,
+                        "properties": {
+                            "path": {"type": "string", "x-order": 0},
+                            "state": {"$ref": "#/$defs/State", "x-order": 1,
+                                      "description": "Whether the block is there."}
+                        },
+                        "$defs": {"State": {"oneOf": [
+                            {"type": "string", "const": "present", "description": "It is in the file."},
+                            {"type": "string", "const": "absent", "description": "It is removed."}
+                        ]}}
+                    })),
+                },
+            ],
         }),
         observed_generation: None,
     });
@@ -149,6 +172,7 @@ impl Response {
 }
 
 /// A browser-like client: keeps cookies and the last CSRF token seen in a page.
+#[derive(Clone)]
 struct Client {
     router: Router,
     cookies: BTreeMap<String, String>,
@@ -681,7 +705,10 @@ async fn form_generated_from_schema_creates_typed_task() -> TestResult {
         )
         .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
-    assert!(r.body.contains("mode: not a whole number"));
+    assert!(
+        r.body
+            .contains("spec.http.parameter.mode: not a whole number")
+    );
     assert!(r.body.contains("value=\"/etc/chrony.conf\""));
 
     let r = alice
@@ -712,6 +739,104 @@ async fn form_generated_from_schema_creates_typed_task() -> TestResult {
     let list = alice.get("/tasks").await;
     assert!(list.body.contains("Pending"));
     assert!(list.body.contains("0/2"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_bad_enum_value_is_refused_naming_the_field_and_nothing_is_created() -> TestResult {
+    let app = TestApp::new();
+    let mut alice = admin(&app).await;
+    let page = alice
+        .get("/tasks/new?plugin=etc-file&method=ensure-block")
+        .await;
+    assert!(
+        page.body.contains("<select name=\"p.state\""),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains(">present — It is in the file.</option>"));
+    assert!(page.body.contains(">absent — It is removed.</option>"));
+
+    // The form: a value outside the enum, as a crafted request would send it.
+    let r = alice
+        .post_form(
+            "/tasks",
+            &[
+                ("plugin", "etc-file"),
+                ("method", "ensure-block"),
+                ("p.path", "/etc/x"),
+                ("p.state", "sideways"),
+                ("target", "nodes"),
+                ("nodes", "node1"),
+                ("mode", "dry-run"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(
+        r.body.contains(
+            "spec.http.parameter.state: must be one of &#34;present&#34;, &#34;absent&#34;"
+        ),
+        "{}",
+        r.body
+    );
+    // The JSON API: the same check, the same words; an unknown name is named too.
+    let r = alice
+        .json(
+            Method::POST,
+            "/api/v1/tasks",
+            json!({"plugin": "etc-file", "method": "ensure-block", "workers": ["node1"],
+                   "params": {"path": "/etc/x", "state": "sideways"}}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+    let body: Value = serde_json::from_str(&r.body)?;
+    assert_eq!(
+        body["error"]["message"],
+        "spec.http.parameter.state: must be one of \"present\", \"absent\""
+    );
+    let r = alice
+        .json(
+            Method::POST,
+            "/api/v1/tasks",
+            json!({"plugin": "etc-file", "method": "ensure-block", "workers": ["node1"],
+                   "params": {"path": "/etc/x", "colour": "red"}}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+    let body: Value = serde_json::from_str(&r.body)?;
+    assert_eq!(
+        body["error"]["message"],
+        "spec.http.parameter.colour: no such parameter; the method takes: path, state"
+    );
+    assert!(
+        app.cluster.tasks.lock().map_err(|_| "lock")?.is_empty(),
+        "a refused request created a task"
+    );
+
+    // A value of the enum is taken.
+    let r = alice
+        .post_form(
+            "/tasks",
+            &[
+                ("plugin", "etc-file"),
+                ("method", "ensure-block"),
+                ("p.path", "/etc/x"),
+                ("p.state", "absent"),
+                ("target", "nodes"),
+                ("nodes", "node1"),
+                ("mode", "dry-run"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let tasks = app.cluster.tasks.lock().map_err(|_| "lock")?.clone();
+    assert_eq!(
+        tasks
+            .first()
+            .and_then(|t| t.spec.http.call.parameter.clone()),
+        Some(json!({"path": "/etc/x", "state": "absent"}))
+    );
     Ok(())
 }
 
@@ -1233,6 +1358,91 @@ async fn viewers_see_no_outputs_or_diffs() -> TestResult {
 }
 
 #[tokio::test]
+async fn viewers_see_no_parameters_on_any_page_api_or_stream() -> TestResult {
+    let app = TestApp::new();
+    let mut alice = admin(&app).await;
+    let mut spec = full_dry_run_spec();
+    spec.http.call.parameter =
+        Some(json!({"path": "/etc/chrony.conf", "line": "SECRET-PARAM-LINE"}));
+    put_task(&app, "with-params", spec, succeeded_with_diff())?;
+    alice
+        .post_form("/admin/settings", &[("registration_open", "on")])
+        .await;
+    let mut v = app.client([10, 0, 0, 7]);
+    v.register("viola", PW).await;
+    assert_eq!(v.login("viola", PW).await.status, StatusCode::SEE_OTHER);
+    for uri in [
+        "/tasks",
+        "/tasks/rows",
+        "/tasks/with-params",
+        "/tasks/with-params/live",
+        "/api/v1/tasks",
+        "/api/v1/tasks/with-params",
+    ] {
+        let r = v.get(uri).await;
+        assert_eq!(r.status, StatusCode::OK, "{uri}");
+        assert!(
+            !r.body.contains("SECRET-PARAM-LINE"),
+            "a viewer sees the parameters at {uri}"
+        );
+        assert!(!r.body.contains("SECRET-LINE-FROM-ETC"), "{uri}");
+    }
+    let page = v.get("/tasks/with-params").await.body;
+    assert!(page.contains("id=\"params-hidden\""), "{page}");
+    // Operators and admins see them.
+    assert!(
+        alice
+            .get("/tasks/with-params")
+            .await
+            .body
+            .contains("SECRET-PARAM-LINE")
+    );
+    let api = alice.get("/api/v1/tasks/with-params").await.body;
+    assert!(api.contains("SECRET-PARAM-LINE"), "{api}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_long_polls_from_one_viewer_are_capped() -> TestResult {
+    let app = TestApp::new();
+    let mut alice = admin(&app).await;
+    alice
+        .post_form("/admin/settings", &[("registration_open", "on")])
+        .await;
+    let mut v = app.client([10, 0, 0, 8]);
+    v.register("vince", PW).await;
+    assert_eq!(v.login("vince", PW).await.status, StatusCode::SEE_OTHER);
+    // Each long poll holds a watch on the API server for as long as it waits.
+    *app.cluster.change_wait.lock().map_err(|_| "lock")? = Some(Duration::from_secs(2));
+    let polls = (0..100).map(|_| {
+        let mut c = v.clone();
+        async move { c.get("/tasks/rows?wait=25").await }
+    });
+    let answers = futures::future::join_all(polls).await;
+    let most = app
+        .cluster
+        .most_waiting
+        .load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        most <= hostplug_web::limits::MAX_LONG_POLLS_PER_USER,
+        "{most} long polls of one viewer waited at once"
+    );
+    let ok = answers
+        .iter()
+        .filter(|r| r.status == StatusCode::OK)
+        .count();
+    assert!(ok >= 1, "no long poll was served");
+    for r in answers.iter().filter(|r| r.status != StatusCode::OK) {
+        assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.body);
+        assert!(r.headers.contains_key(header::RETRY_AFTER));
+    }
+    // Another user is not starved by the first one's polls.
+    *app.cluster.change_wait.lock().map_err(|_| "lock")? = None;
+    assert_eq!(alice.get("/tasks/rows?wait=1").await.status, StatusCode::OK);
+    Ok(())
+}
+
+#[tokio::test]
 async fn fifty_concurrent_bad_logins_do_not_all_get_checked() -> TestResult {
     let app = TestApp::new();
     admin(&app).await;
@@ -1657,6 +1867,24 @@ async fn states_show_drift_and_only_operators_switch_the_mode() -> TestResult {
         ]}
     }))?;
     app.cluster.states.lock().map_err(|_| "lock")?.push(state);
+    // A state whose results are sensitive: its diffs are /etc contents nobody should
+    // read in the console.
+    let sensitive: hostplug_api::state::HostState = serde_json::from_value(json!({
+        "apiVersion": "hostplug.dev/v1alpha1", "kind": "HostState",
+        "metadata": {"name": "shadow", "annotations": {"hostplug.dev/sensitive-output": "true"}},
+        "spec": {"targetType": "Node", "mode": "Audit",
+                 "steps": [{"api": "etc-file", "method": "ensure-line",
+                            "parameter": {"path": "/etc/x", "line": "y"}}]},
+        "status": {"sync": "0/1", "nodes": [
+            {"node": "node1", "sync": "Drifted",
+             "drift": [{"step": 0, "diff": "-SECRET-STATE-DIFF"}]}
+        ]}
+    }))?;
+    app.cluster
+        .states
+        .lock()
+        .map_err(|_| "lock")?
+        .push(sensitive);
     let mut alice = admin(&app).await;
     alice
         .post_form("/admin/settings", &[("registration_open", "on")])
@@ -1665,16 +1893,25 @@ async fn states_show_drift_and_only_operators_switch_the_mode() -> TestResult {
     v.register("vera", PW).await;
     v.login("vera", PW).await;
 
-    // A viewer sees every node's sync and the diff (escaped), but no switch.
+    // A viewer sees every node's sync, but no diff (it shows /etc contents) and no
+    // switch.
     let page = v.get("/states").await;
     assert_eq!(page.status, StatusCode::OK);
     assert!(
         page.body
             .contains("data-node=\"node2\" data-sync=\"Drifted\"")
     );
-    assert!(page.body.contains("+server x &#60;b&#62;"), "{}", page.body);
-    assert!(!page.body.contains("+server x <b>"));
+    assert!(!page.body.contains("+server x"), "viewer sees a drift diff");
+    assert!(page.body.contains("id=\"drift-hidden\""), "{}", page.body);
+    assert!(!page.body.contains("SECRET-STATE-DIFF"));
     assert!(page.body.contains("1/2 in sync"));
+    // An operator-level user sees the diff (escaped); of the sensitive state, not even
+    // they do.
+    let seen = alice.get("/states").await.body;
+    assert!(seen.contains("+server x &#60;b&#62;"), "{seen}");
+    assert!(!seen.contains("+server x <b>"));
+    assert!(!seen.contains("SECRET-STATE-DIFF"), "{seen}");
+    assert!(seen.contains("id=\"drift-sensitive-shadow\""), "{seen}");
     assert!(!page.body.contains("id=\"switch-chrony\""));
     assert_eq!(
         v.post_form("/states/chrony/mode/Enforce", &[]).await.status,

@@ -1,6 +1,8 @@
 //! The HostStates page: every state with its mode, per-node sync, corrections and the
 //! drift diff of each drifted step; operators and admins switch a state between `Audit`
-//! and `Enforce` (recorded in the audit log). Viewers only read.
+//! and `Enforce` (recorded in the audit log). Viewers only read, and see no diffs: a
+//! drift diff is /etc content ([`actions::SEE_RESULTS`]). A state annotated
+//! `hostplug.dev/sensitive-output: "true"` shows its diffs to nobody.
 
 use askama::Template;
 use axum::{
@@ -31,7 +33,7 @@ pub struct NodeRow {
     pub corrections: i64,
     /// Why it failed, or a conflict note.
     pub message: Option<String>,
-    /// Drifted steps: index and diff.
+    /// Drifted steps: index and diff (empty when withheld).
     pub drift: Vec<(i32, String)>,
 }
 
@@ -52,6 +54,8 @@ pub struct StateCard {
     pub conflicts: Vec<String>,
     /// Per node.
     pub nodes: Vec<NodeRow>,
+    /// Whether its results are sensitive (the annotation): diffs withheld from everyone.
+    pub sensitive: bool,
 }
 
 /// `GET /states`.
@@ -62,10 +66,18 @@ pub struct StatesPage {
     pub nav: Nav,
     /// The states.
     pub states: Vec<StateCard>,
+    /// Whether drift diffs were withheld because of the user's role.
+    pub drift_hidden: bool,
 }
 
-fn card(s: &HostState) -> StateCard {
+/// A state as `show_diffs` allows (the user's role may see /etc contents).
+fn card(s: &HostState, show_diffs: bool) -> StateCard {
     let st = s.status.clone().unwrap_or_default();
+    let sensitive = s
+        .annotations()
+        .get(hostplug_api::crd::annotations::SENSITIVE_OUTPUT)
+        .is_some_and(|v| v == "true");
+    let show_diffs = show_diffs && !sensitive;
     StateCard {
         name: s.name_any(),
         mode: s.spec.mode,
@@ -87,19 +99,29 @@ fn card(s: &HostState) -> StateCard {
                 drift: n
                     .drift
                     .iter()
-                    .map(|d| (d.step, d.diff.clone().unwrap_or_default()))
+                    .map(|d| {
+                        let diff = if show_diffs {
+                            d.diff.clone().unwrap_or_default()
+                        } else {
+                            String::new()
+                        };
+                        (d.step, diff)
+                    })
                     .collect(),
             })
             .collect(),
+        sensitive,
     }
 }
 
 /// `GET /states`.
 pub async fn states(State(state): State<AppState>, user: AuthUser) -> AppResult<Response> {
     let states = state.cluster.list_states().await?;
+    let show_diffs = user.role >= actions::SEE_RESULTS;
     render(&StatesPage {
         nav: Nav::for_user(&user, "states"),
-        states: states.iter().map(card).collect(),
+        states: states.iter().map(|s| card(s, show_diffs)).collect(),
+        drift_hidden: !show_diffs,
     })
 }
 

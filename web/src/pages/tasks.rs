@@ -62,13 +62,23 @@ pub struct RowsQuery {
 /// Longest long-poll wait for the task list; below common proxy idle timeouts.
 pub const MAX_ROWS_WAIT: Duration = Duration::from_secs(25);
 
-/// `GET /tasks/rows`: the table body alone, optionally after waiting for a change.
+/// How long a refused long poll is told to wait before it asks again.
+const LONG_POLL_RETRY_SECONDS: u64 = 5;
+
+/// `GET /tasks/rows`: the table body alone, optionally after waiting for a change. Long
+/// polls are bounded per user and in all ([`crate::limits::LongPolls`]): past the bound,
+/// 429 with `Retry-After`, and the page's script tries again later.
 pub async fn task_rows(
     State(state): State<AppState>,
-    _user: AuthUser,
+    user: AuthUser,
     Query(query): Query<RowsQuery>,
 ) -> AppResult<Response> {
     if query.wait > 0 {
+        let Some(_place) = state.long_polls.try_start(&user.name) else {
+            return Err(AppError::RateLimited {
+                retry_after: LONG_POLL_RETRY_SECONDS,
+            });
+        };
         let wait = Duration::from_secs(query.wait).min(MAX_ROWS_WAIT);
         state.cluster.wait_for_task_change(wait).await?;
     }

@@ -1,6 +1,6 @@
 //! A small W3C WebDriver client over plain HTTP (reqwest) for Debian's chromedriver and
 //! headless Chromium: start the driver, open a session, navigate, find, click, type,
-//! read text, take screenshots. Only what the console's browser test uses.
+//! read text, run a script, take screenshots. Only what the console's browser test uses.
 
 use std::{
     net::TcpListener,
@@ -187,6 +187,37 @@ impl Browser {
             .map_err(|e| format!("finding {css}: {e}"))?;
         let id = v[ELEMENT_KEY].as_str().ok_or("no element id")?.to_owned();
         Ok(Element { browser: self, id })
+    }
+
+    /// Every element matching a CSS selector, in document order.
+    pub async fn find_all(&self, css: &str) -> Result<Vec<Element<'_>>> {
+        let v = self
+            .session_call(
+                reqwest::Method::POST,
+                "/elements",
+                Some(json!({"using": "css selector", "value": css})),
+            )
+            .await
+            .map_err(|e| format!("finding {css}: {e}"))?;
+        v.as_array()
+            .ok_or("no element list")?
+            .iter()
+            .map(|e| {
+                let id = e[ELEMENT_KEY].as_str().ok_or("no element id")?.to_owned();
+                Ok(Element { browser: self, id })
+            })
+            .collect()
+    }
+
+    /// Runs a script in the page (as a user with the developer tools could), e.g. to
+    /// send what the page's own controls never would.
+    pub async fn execute(&self, script: &str) -> Result<Value> {
+        self.session_call(
+            reqwest::Method::POST,
+            "/execute/sync",
+            Some(json!({"script": script, "args": []})),
+        )
+        .await
     }
 
     /// Waits until an element matching `css` exists, up to `timeout`.
