@@ -171,4 +171,166 @@ mod tests {
         assert_eq!(most.load(Ordering::SeqCst), 1);
         Ok(())
     }
+
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    use std::os::unix::process::CommandExt as _;
+
+    /// An unprivileged uid (`nobody`) standing for another local user of the node.
+    const OTHER_UID: u32 = 65534;
+
+    /// A lock directory as the kubelet makes `/run/hostplug`: 0755, the test's own.
+    fn lock_dir() -> Result<tempfile::TempDir, std::io::Error> {
+        let dir = tempfile::tempdir()?;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
+        Ok(dir)
+    }
+
+    /// Whether this test runs as root (the worker's uid in a worker Pod), checked on a
+    /// file it just made.
+    fn running_as_root(dir: &Path) -> Result<bool, std::io::Error> {
+        let probe = dir.join("probe");
+        std::fs::write(&probe, b"")?;
+        let uid = std::fs::metadata(&probe)?.uid();
+        std::fs::remove_file(&probe)?;
+        Ok(uid == 0)
+    }
+
+    fn mode(path: &Path) -> Result<u32, std::io::Error> {
+        Ok(std::fs::symlink_metadata(path)?.mode() & 0o7777)
+    }
+
+    fn refusal(lock: &NodeLock) -> String {
+        match lock.acquire(Duration::from_millis(30)) {
+            Ok(_) => panic!("{} was locked", lock.path().display()),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn the_lock_file_is_its_owners_alone() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = lock_dir()?;
+        let path = dir.path().join("mutate.lock");
+        let lock = NodeLock::new(&path);
+        drop(lock.acquire(Duration::from_secs(1))?);
+        assert_eq!(mode(&path)?, 0o600, "a new lock file is 0600");
+
+        // Another user of the node can neither open it nor, so, flock it and stall every
+        // change on the node.
+        if running_as_root(dir.path())? {
+            let other = std::process::Command::new("cat")
+                .arg(&path)
+                .uid(OTHER_UID)
+                .gid(OTHER_UID)
+                .output()?;
+            assert!(
+                !other.status.success(),
+                "uid {OTHER_UID} opened the lock file"
+            );
+        } else {
+            eprintln!("not root: the open by another uid is not tried");
+        }
+
+        // A lock file left with a wider mode (by an earlier version) is narrowed.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666))?;
+        drop(lock.acquire(Duration::from_secs(1))?);
+        assert_eq!(mode(&path)?, 0o600, "a 0666 lock file is narrowed to 0600");
+        Ok(())
+    }
+
+    #[test]
+    fn a_symbolic_link_is_never_followed() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = lock_dir()?;
+        let path = dir.path().join("mutate.lock");
+        let lock = NodeLock::new(&path);
+
+        // Dangling: following it would create the file it names.
+        let target = dir.path().join("created-through-the-link");
+        std::os::unix::fs::symlink(&target, &path)?;
+        let e = refusal(&lock);
+        assert!(e.contains("symbolic link"), "{e}");
+        assert!(!target.exists(), "the link was followed: {e}");
+
+        // To an existing file: it is neither locked nor changed.
+        std::fs::remove_file(&path)?;
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"keep")?;
+        std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o644))?;
+        std::os::unix::fs::symlink(&victim, &path)?;
+        let e = refusal(&lock);
+        assert!(e.contains("symbolic link"), "{e}");
+        assert_eq!(mode(&victim)?, 0o644);
+        assert_eq!(std::fs::read(&victim)?, b"keep");
+
+        // The directory itself replaced by a link to another directory.
+        let real = dir.path().join("real");
+        std::fs::create_dir(&real)?;
+        std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o755))?;
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&real, &link)?;
+        let e = refusal(&NodeLock::new(link.join("mutate.lock")));
+        assert!(e.contains("symbolic link"), "{e}");
+        assert!(!real.join("mutate.lock").exists(), "{e}");
+        Ok(())
+    }
+
+    #[test]
+    fn a_directory_others_may_write_is_refused() -> Result<(), Box<dyn std::error::Error>> {
+        for unsafe_mode in [0o777, 0o1777, 0o775] {
+            let dir = lock_dir()?;
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(unsafe_mode))?;
+            let path = dir.path().join("mutate.lock");
+            let e = refusal(&NodeLock::new(&path));
+            assert!(
+                e.contains("writable by group or others"),
+                "{unsafe_mode:o}: {e}"
+            );
+            assert!(
+                !path.exists(),
+                "{unsafe_mode:o}: created in an unsafe directory"
+            );
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn a_lock_file_that_is_not_a_plain_file_of_ours_is_refused()
+    -> Result<(), Box<dyn std::error::Error>> {
+        // A FIFO.
+        let dir = lock_dir()?;
+        let path = dir.path().join("mutate.lock");
+        let made = std::process::Command::new("mkfifo").arg(&path).status()?;
+        assert!(made.success(), "mkfifo");
+        let e = refusal(&NodeLock::new(&path));
+        assert!(e.contains("not a regular file"), "{e}");
+
+        // A second name of another file (a hard link).
+        let dir = lock_dir()?;
+        let path = dir.path().join("mutate.lock");
+        let other = dir.path().join("other");
+        std::fs::write(&other, b"")?;
+        std::fs::set_permissions(&other, std::fs::Permissions::from_mode(0o600))?;
+        std::fs::hard_link(&other, &path)?;
+        let e = refusal(&NodeLock::new(&path));
+        assert!(e.contains("hard links"), "{e}");
+
+        // Pre-created by another user: whoever owns it may open and flock it at will.
+        let dir = lock_dir()?;
+        if !running_as_root(dir.path())? {
+            eprintln!("not root: files of another owner are not tried");
+            return Ok(());
+        }
+        let path = dir.path().join("mutate.lock");
+        std::fs::write(&path, b"")?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+        std::os::unix::fs::chown(&path, Some(OTHER_UID), Some(OTHER_UID))?;
+        let e = refusal(&NodeLock::new(&path));
+        assert!(e.contains(&format!("owned by uid {OTHER_UID}")), "{e}");
+
+        // And a directory of another user, however narrow its mode.
+        let dir = lock_dir()?;
+        std::os::unix::fs::chown(dir.path(), Some(OTHER_UID), Some(OTHER_UID))?;
+        let e = refusal(&NodeLock::new(dir.path().join("mutate.lock")));
+        assert!(e.contains(&format!("owned by uid {OTHER_UID}")), "{e}");
+        Ok(())
+    }
 }
