@@ -273,11 +273,42 @@ mod tests {
             e.contains("spec.source.oci.pullSecret") && e.contains("third.example"),
             "{e}"
         );
-        let plain = secret(&[("username", "a"), ("password", "b")]);
-        let c = credentials_from_secret("s", &plain, "any").expect("keys");
-        assert_eq!(c.username, "a");
         let e = credentials_from_secret("s", &secret(&[("token", "x")]), "r").expect_err("no keys");
         assert!(e.contains("neither"), "{e}");
+    }
+
+    /// A plain username/password Secret goes only to the registry it names, as a
+    /// `.dockerconfigjson` entry does: a HostPlugin naming another registry (its
+    /// author's own, say) must not receive it.
+    #[test]
+    fn plain_pull_secrets_are_bound_to_their_registry() {
+        let unbound = secret(&[("username", "a"), ("password", "s3cr3t")]);
+        for registry in ["r.example:5000", "attacker.example"] {
+            let e = credentials_from_secret("s", &unbound, registry)
+                .expect_err("a plain secret without a registry");
+            assert!(
+                e.starts_with("spec.source.oci.pullSecret: Secret s ")
+                    && e.contains("\"registry\"")
+                    && e.contains("kubernetes.io/dockerconfigjson"),
+                "{e}"
+            );
+            assert!(!e.contains("s3cr3t"), "{e}");
+        }
+
+        let bound = secret(&[
+            ("registry", "R.example:5000"),
+            ("username", "a"),
+            ("password", "s3cr3t"),
+        ]);
+        let c = credentials_from_secret("s", &bound, "r.example:5000").expect("its registry");
+        assert_eq!((c.username.as_str(), c.password.as_str()), ("a", "s3cr3t"));
+        for other in ["attacker.example", "r.example", "r.example:5001"] {
+            let e = credentials_from_secret("s", &bound, other).expect_err(other);
+            assert!(
+                e.contains("r.example:5000") && e.contains(other) && !e.contains("s3cr3t"),
+                "{e}"
+            );
+        }
     }
 
     #[test]
