@@ -176,10 +176,12 @@ impl NodeLock {
         };
         let uid = rustix::process::geteuid().as_raw();
         let dir_fd = self.open_dir(dir, uid)?;
+        // NONBLOCK: a FIFO or device planted in the file's place must not hang the open;
+        // it is refused below. (It changes nothing for a regular file or for flock.)
         let fd = rustix::fs::openat(
             &dir_fd,
             name,
-            OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK,
             Mode::from_raw_mode(LOCK_FILE_MODE),
         )
         .map_err(|e| self.file_open_error(&dir_fd, name, uid, e))?;
