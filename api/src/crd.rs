@@ -348,8 +348,9 @@ pub struct OciSource {
     #[schemars(length(min = 1, max = 512))]
     pub image: String,
     /// Name of a Secret in the operator's namespace holding the registry credentials:
-    /// type `kubernetes.io/dockerconfigjson` (`kubectl create secret docker-registry`), or
-    /// keys `username` and `password`.
+    /// type `kubernetes.io/dockerconfigjson` (`kubectl create secret docker-registry`; only
+    /// the entry of the image's registry is used), or keys `registry`, `username` and
+    /// `password` (used only when `registry` names the image's registry).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pull_secret: Option<String>,
     /// Talk plain HTTP to the registry (a registry on a trusted network without TLS).

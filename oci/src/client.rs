@@ -6,6 +6,13 @@
 //! retried with the credentials, one with a `Bearer` challenge fetches a token from the
 //! realm (with the credentials, if any) and retries. Plain HTTP is used only for a
 //! registry the caller marked insecure.
+//!
+//! Every body a registry sends is read to a cap, never in full on trust: a manifest to
+//! [`MAX_MANIFEST_BYTES`], a blob to the caller's limit, a token to 64 KiB (each refused
+//! beyond it), an error answer to its first [`MAX_ERROR_BODY_BYTES`] (the rest unread);
+//! answers whose body is not needed (a `401` challenge, a failed token request) are
+//! dropped unread. A hostile registry therefore cannot make this client buffer more than
+//! those caps, whatever it declares or sends.
 
 use std::time::Duration;
 
@@ -31,7 +38,13 @@ pub const MAX_MANIFEST_BYTES: u64 = 256 << 10;
 pub const MAX_SMALL_BLOB_BYTES: u64 = 64 << 10;
 /// Largest token response read: 64 KiB.
 const MAX_TOKEN_BYTES: u64 = 64 << 10;
-/// How much of an error body goes into a message.
+/// Most of an error answer's body read: 4 KiB. A registry's JSON error
+/// (`{"errors":[{"code":…,"message":…}]}`) is well under 1 KiB, and only its first
+/// [`ERROR_BODY_CHARS`] characters go into the message; the rest is never read, so a
+/// registry cannot make the client buffer an error body of any size.
+pub const MAX_ERROR_BODY_BYTES: usize = 4 << 10;
+/// How much of an error body goes into a message: 200 characters, enough for a
+/// registry's error code and message, short enough for a status line.
 const ERROR_BODY_CHARS: usize = 200;
 
 /// A user name and password (or token) for a registry.
@@ -279,12 +292,12 @@ impl RegistryClient {
                 what: what.to_owned(),
             });
         }
-        let body = resp.text().await.unwrap_or_default();
+        let body = read_prefix(resp, MAX_ERROR_BODY_BYTES).await;
         Err(Error::Registry {
             registry: self.registry.clone(),
             what: what.to_owned(),
             status: status.as_u16(),
-            body: body.chars().take(ERROR_BODY_CHARS).collect(),
+            body: message_text(&body, ERROR_BODY_CHARS),
         })
     }
 
@@ -573,6 +586,32 @@ fn parse_challenge(header: &str) -> Vec<(String, String)> {
     out
 }
 
+/// At most the first `limit` bytes of `resp`'s body; the rest is never read (dropping the
+/// response closes the connection). A transport error ends the read with what arrived.
+async fn read_prefix(mut resp: Response, limit: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    while out.len() < limit {
+        let Ok(Some(chunk)) = resp.chunk().await else {
+            break;
+        };
+        let take = chunk.len().min(limit - out.len());
+        out.extend_from_slice(&chunk[..take]);
+    }
+    out
+}
+
+/// The first `chars` characters of `bytes` as text for a message: invalid UTF-8
+/// replaced, control characters (a registry's newlines, terminal escapes) made spaces.
+fn message_text(bytes: &[u8], chars: usize) -> String {
+    String::from_utf8_lossy(bytes)
+        .chars()
+        .take(chars)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+/// The whole body of `resp`, refused as [`Error::TooLarge`] once it passes `limit` bytes
+/// (by its `Content-Length` before anything is read, else as it arrives).
 async fn read_capped(
     mut resp: Response,
     limit: u64,
@@ -628,6 +667,18 @@ mod tests {
             parse_challenge(r#"Basic realm="Registry Realm""#),
             vec![("realm".into(), "Registry Realm".into())]
         );
+    }
+
+    #[test]
+    fn error_text_is_one_short_line() {
+        let body = "{\"errors\":[{\"message\":\"bad\nthing\u{1b}]52;c;aGk=\u{7}\"}]}";
+        let text = message_text(body.as_bytes(), ERROR_BODY_CHARS);
+        assert!(!text.chars().any(char::is_control), "{text:?}");
+        assert!(text.contains("bad thing"), "{text:?}");
+        let long = "é".repeat(1000);
+        assert_eq!(message_text(long.as_bytes(), 200).chars().count(), 200);
+        // A cut inside a character is replaced, not an error.
+        assert_eq!(message_text(&long.as_bytes()[..3], 200), "é\u{fffd}");
     }
 
     #[test]

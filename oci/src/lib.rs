@@ -6,7 +6,8 @@
 //! CLI (`plugin push|sign|verify|keygen`). Everything a registry returns is checked
 //! against a digest before it is used: a manifest against the digest of the reference
 //! (when it names one), a layer against the digest in its manifest, a signature payload
-//! against the digest of its layer. Sizes are capped before anything is read in full.
+//! against the digest of its layer. Sizes are capped before anything is read in full, an
+//! error answer's body included (see [`client`]).
 //!
 //! Why not `oci-client` + `oci-wasm`: both were checked (December 2026). `oci-wasm` 0.6
 //! needs `oci-client` 0.17, which brings reqwest 0.13 and either OpenSSL (`native-tls`)
@@ -115,7 +116,8 @@ pub enum Error {
         what: String,
         /// HTTP status.
         status: u16,
-        /// The start of the answer's body.
+        /// The start of the answer's body (at most 200 characters, control characters
+        /// as spaces; only its first 4 KiB is ever read).
         body: String,
     },
     /// A key does not parse.

@@ -9,10 +9,13 @@
 use std::path::Path;
 
 use hostplug_api::crd::{HostPluginSpec, OciSource};
+use hostplug_api::registry_auth::{
+    DOCKER_CONFIG_JSON_KEY, DOCKER_CONFIG_JSON_TYPE, MAX_CREDENTIAL_BYTES, RegistryCredentials,
+    normalise_registry,
+};
 use hostplug_oci::{Credentials, PublicKey, Reference, RegistryClient, cosign};
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client};
-use serde::Deserialize;
 
 /// Cap on the operator's signature key file: 64 KiB (a P-256 key is ~180 bytes of PEM).
 const MAX_KEY_FILE_BYTES: u64 = 64 << 10;
@@ -95,80 +98,73 @@ pub fn key_sets(spec: &HostPluginSpec, settings: &OciSettings) -> Result<Vec<Key
     Ok(sets)
 }
 
-/// `~/.docker/config.json` shape of a `kubernetes.io/dockerconfigjson` Secret.
-#[derive(Deserialize)]
-struct DockerConfig {
-    #[serde(default)]
-    auths: std::collections::BTreeMap<String, DockerAuth>,
-}
-
-#[derive(Deserialize)]
-struct DockerAuth {
-    username: Option<String>,
-    password: Option<String>,
-    auth: Option<String>,
-}
-
-/// The host part of a `auths` key (`https://r.example/v1/` → `r.example`).
-fn auth_host(key: &str) -> &str {
-    let k = key
-        .strip_prefix("https://")
-        .or_else(|| key.strip_prefix("http://"))
-        .unwrap_or(key);
-    k.split('/').next().unwrap_or(k)
-}
+/// Key of a plain pull secret naming the registry its `username` and `password` are
+/// for; without it they go nowhere.
+pub const PLAIN_REGISTRY_KEY: &str = "registry";
 
 /// The credentials for `registry` in pull secret `secret` (named `name` in messages).
+///
+/// Either form is bound to a registry, so a HostPlugin naming an image elsewhere (its
+/// author's own registry, say) never receives them: a `.dockerconfigjson` gives only the
+/// entry of `registry`; a plain Secret (keys `username` and `password`) must also have
+/// the key [`PLAIN_REGISTRY_KEY`] naming `registry`. Registry names are compared after
+/// [`normalise_registry`] (scheme, path and case dropped). Messages name the Secret, the
+/// key and the registries, never a credential.
 pub fn credentials_from_secret(
     name: &str,
     secret: &Secret,
     registry: &str,
 ) -> Result<Credentials, String> {
-    use base64::Engine as _;
     let field = "spec.source.oci.pullSecret";
-    let data = secret.data.clone().unwrap_or_default();
-    if let Some(json) = data.get(".dockerconfigjson") {
-        let config: DockerConfig = serde_json::from_slice(&json.0).map_err(|e| {
-            format!("{field}: Secret {name}: .dockerconfigjson does not parse: {e}")
-        })?;
-        let auth = config
-            .auths
-            .iter()
-            .find(|(k, _)| auth_host(k) == registry)
-            .map(|(_, a)| a)
+    let empty = Default::default();
+    let data = secret.data.as_ref().unwrap_or(&empty);
+    if let Some(json) = data.get(DOCKER_CONFIG_JSON_KEY) {
+        let all = RegistryCredentials::from_docker_config_json(&json.0)
+            .map_err(|e| format!("{field}: Secret {name}: {DOCKER_CONFIG_JSON_KEY} {e}"))?;
+        let c = all
+            .lookup(registry)
             .ok_or_else(|| format!("{field}: Secret {name} has no credentials for {registry}"))?;
-        if let (Some(u), Some(p)) = (&auth.username, &auth.password) {
-            return Ok(Credentials {
-                username: u.clone(),
-                password: p.clone(),
-            });
-        }
-        let decoded = auth
-            .auth
-            .as_deref()
-            .and_then(|a| base64::engine::general_purpose::STANDARD.decode(a).ok())
-            .and_then(|a| String::from_utf8(a).ok())
-            .ok_or_else(|| {
-                format!("{field}: Secret {name}: the entry for {registry} has no username/password or auth")
-            })?;
-        let (u, p) = decoded.split_once(':').ok_or_else(|| {
-            format!("{field}: Secret {name}: the auth of {registry} is not user:password")
-        })?;
         return Ok(Credentials {
-            username: u.to_owned(),
-            password: p.to_owned(),
+            username: c.username.clone(),
+            password: c.password.clone(),
         });
     }
     let text = |k: &str| {
         data.get(k)
             .and_then(|v| String::from_utf8(v.0.clone()).ok())
     };
-    match (text("username"), text("password")) {
-        (Some(username), Some(password)) => Ok(Credentials { username, password }),
-        _ => Err(format!(
-            "{field}: Secret {name} has neither .dockerconfigjson nor username and password keys"
-        )),
+    let (Some(username), Some(password)) = (text("username"), text("password")) else {
+        return Err(format!(
+            "{field}: Secret {name} has neither {DOCKER_CONFIG_JSON_KEY} nor username and \
+             password keys"
+        ));
+    };
+    let Some(bound) = text(PLAIN_REGISTRY_KEY) else {
+        return Err(format!(
+            "{field}: Secret {name} has \"username\" and \"password\" but no \
+             \"{PLAIN_REGISTRY_KEY}\" key naming the registry they are for, so they are \
+             given to none; add \"{PLAIN_REGISTRY_KEY}\" (e.g. {registry:?}) or use a \
+             {DOCKER_CONFIG_JSON_TYPE} Secret (kubectl create secret docker-registry)"
+        ));
+    };
+    let bound = normalise_registry(&bound);
+    if bound != normalise_registry(registry) {
+        return Err(format!(
+            "{field}: Secret {name} holds credentials for registry {bound:?} (its \
+             \"{PLAIN_REGISTRY_KEY}\" key), not for {registry:?}, the image's registry"
+        ));
     }
+    if username.is_empty()
+        || username.len() > MAX_CREDENTIAL_BYTES
+        || password.len() > MAX_CREDENTIAL_BYTES
+    {
+        return Err(format!(
+            "{field}: Secret {name}: the username is empty, or the username or password is \
+             longer than {} KiB",
+            MAX_CREDENTIAL_BYTES >> 10
+        ));
+    }
+    Ok(Credentials { username, password })
 }
 
 /// Fetches the module of OCI source `src`: reads the pull secret from the operator's
@@ -273,11 +269,42 @@ mod tests {
             e.contains("spec.source.oci.pullSecret") && e.contains("third.example"),
             "{e}"
         );
-        let plain = secret(&[("username", "a"), ("password", "b")]);
-        let c = credentials_from_secret("s", &plain, "any").expect("keys");
-        assert_eq!(c.username, "a");
         let e = credentials_from_secret("s", &secret(&[("token", "x")]), "r").expect_err("no keys");
         assert!(e.contains("neither"), "{e}");
+    }
+
+    /// A plain username/password Secret goes only to the registry it names, as a
+    /// `.dockerconfigjson` entry does: a HostPlugin naming another registry (its
+    /// author's own, say) must not receive it.
+    #[test]
+    fn plain_pull_secrets_are_bound_to_their_registry() {
+        let unbound = secret(&[("username", "a"), ("password", "s3cr3t")]);
+        for registry in ["r.example:5000", "attacker.example"] {
+            let e = credentials_from_secret("s", &unbound, registry)
+                .expect_err("a plain secret without a registry");
+            assert!(
+                e.starts_with("spec.source.oci.pullSecret: Secret s ")
+                    && e.contains("\"registry\"")
+                    && e.contains("kubernetes.io/dockerconfigjson"),
+                "{e}"
+            );
+            assert!(!e.contains("s3cr3t"), "{e}");
+        }
+
+        let bound = secret(&[
+            ("registry", "R.example:5000"),
+            ("username", "a"),
+            ("password", "s3cr3t"),
+        ]);
+        let c = credentials_from_secret("s", &bound, "r.example:5000").expect("its registry");
+        assert_eq!((c.username.as_str(), c.password.as_str()), ("a", "s3cr3t"));
+        for other in ["attacker.example", "r.example", "r.example:5001"] {
+            let e = credentials_from_secret("s", &bound, other).expect_err(other);
+            assert!(
+                e.contains("r.example:5000") && e.contains(other) && !e.contains("s3cr3t"),
+                "{e}"
+            );
+        }
     }
 
     #[test]

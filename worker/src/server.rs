@@ -535,6 +535,15 @@ async fn invoke(
                 ),
             ));
         }
+        Err(e @ LockError::Unsafe { .. }) => {
+            // The node's setup, not an internal fault: the message says what to fix.
+            tracing::error!(%digest, error = %e, "node lock refused");
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                ErrorKind::Denied,
+                format!("{e}; not run"),
+            ));
+        }
         Err(e) => return Err(ApiError::internal("taking the node lock", &e)),
     };
     match outcome.as_ref() {

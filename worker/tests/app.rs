@@ -631,3 +631,53 @@ async fn mutating_invocations_take_the_node_lock_and_reads_do_not() -> anyhow::R
     assert_eq!(runtime.runs.load(Ordering::SeqCst), runs + 1);
     Ok(())
 }
+
+#[tokio::test]
+async fn an_unsafe_node_lock_refuses_the_change_and_says_why() -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    // A lock directory anyone may write (as if the node's /run/hostplug were 1777).
+    let dir = tempfile::tempdir()?;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o1777))?;
+    let runtime = Arc::new(FakeRuntime::default());
+    let worker =
+        state(runtime.clone())?.with_node_lock(NodeLock::new(dir.path().join("mutate.lock")));
+    let module = b"m".to_vec();
+    upload(&worker, &module).await?;
+
+    let (status, body) = send(
+        &worker,
+        request(
+            "POST",
+            "/v1/invoke",
+            named(&module, "echo", serde_json::json!({}), "change", false),
+            Some(TOKEN),
+        )?,
+    )
+    .await?;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let e = error_of(&body)?.error;
+    assert_eq!(e.kind, ErrorKind::Denied);
+    assert!(
+        e.message.contains("refusing the node lock")
+            && e.message.contains("writable by group or others")
+            && e.message.contains("chmod go-w"),
+        "{}",
+        e.message
+    );
+    assert_eq!(runtime.runs.load(Ordering::SeqCst), 0, "the change ran");
+    assert!(!dir.path().join("mutate.lock").exists());
+
+    // A dry run takes no lock: it still runs.
+    let (status, body) = send(
+        &worker,
+        request(
+            "POST",
+            "/v1/invoke",
+            named(&module, "echo", serde_json::json!({}), "dry", true),
+            Some(TOKEN),
+        )?,
+    )
+    .await?;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    Ok(())
+}

@@ -4,7 +4,9 @@
 //! unsigned → not ready with the reason and a task using it fails before any node is
 //! touched; signed by a stranger → still refused; signed → runs; a module swapped under
 //! the tag with the signature copied over → refused. Registry failures (wrong digest,
-//! missing tag, registry down, bad or missing credentials) each give a clear status.
+//! missing tag, registry down, bad or missing credentials) each give a clear status. A
+//! plain username/password pull Secret is used only for the registry its `registry` key
+//! names: one without the key, or used for an image elsewhere, is refused.
 //! Second test: the operator's cluster-wide `--signature-keys` policy.
 
 use std::path::{Path, PathBuf};
@@ -196,6 +198,24 @@ async fn oci_plugins_run_only_when_pulled_intact_and_signed() -> anyhow::Result<
     assert_eq!(state, TaskState::Succeeded, "{msg}");
     assert!(output.contains("ID="), "{output}");
 
+    // A plain username/password Secret is used only for the registry it names.
+    h.apply(&format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: plain-bound, namespace: hostplug-system}}\n\
+         stringData: {{registry: {reg:?}, username: {USER:?}, password: {PASSWORD:?}}}\n---\n\
+         apiVersion: v1\nkind: Secret\nmetadata: {{name: plain-unbound, namespace: hostplug-system}}\n\
+         stringData: {{username: {USER:?}, password: {PASSWORD:?}}}\n"
+    ))
+    .await?;
+    h.apply(&oci_plugin(
+        "etc-oci-plain",
+        &pinned,
+        None,
+        Some("plain-bound"),
+        &[],
+    ))
+    .await?;
+    h.wait_plugin_ready("etc-oci-plain").await?;
+
     // A required signature: unsigned → not ready, and a task using it touches no node.
     let author_pub = std::fs::read_to_string(author.with_extension("pub"))?;
     let yaml = cli(&[
@@ -369,6 +389,28 @@ async fn oci_plugins_run_only_when_pulled_intact_and_signed() -> anyhow::Result<
             "oci-no-creds",
             oci_plugin("oci-no-creds", &tag1, digest.clone(), None, &[]),
             "none were given",
+        ),
+        (
+            "oci-plain-unbound",
+            oci_plugin(
+                "oci-plain-unbound",
+                &tag1,
+                digest.clone(),
+                Some("plain-unbound"),
+                &[],
+            ),
+            "but no \"registry\" key",
+        ),
+        (
+            "oci-plain-elsewhere",
+            oci_plugin(
+                "oci-plain-elsewhere",
+                &down,
+                digest.clone(),
+                Some("plain-bound"),
+                &[],
+            ),
+            "holds credentials for registry",
         ),
         (
             "oci-no-secret",
