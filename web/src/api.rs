@@ -188,6 +188,7 @@ async fn create_task(
             rollout: body.rollout,
             ttl_seconds_after_finished: body.ttl_seconds_after_finished,
             registry_auth: None,
+            rerun: 0,
         },
     };
     let task = actions::create_task(&state, &user, &ip, request).await?;

@@ -1132,6 +1132,7 @@ fn full_dry_run_spec() -> HostTaskSpec {
         }),
         ttl_seconds_after_finished: Some(600),
         registry_auth: None,
+        rerun: 2,
     }
 }
 

@@ -443,6 +443,7 @@ pub fn spec_from_form(
         rollout,
         ttl_seconds_after_finished,
         registry_auth: None,
+        rerun: 0,
     })
 }
 
@@ -773,6 +774,7 @@ mod tests {
                 }),
                 ttl_seconds_after_finished: Some(600),
                 registry_auth: None,
+                rerun: 0,
             }
         );
         // And back: the pairs that fill the form read into the same spec.
