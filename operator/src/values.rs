@@ -191,7 +191,7 @@ async fn read_config_map(
 fn forbidden(kind: &str, ns: &str, name: &str) -> String {
     format!(
         "the operator may not read {kind} {ns}/{name}: grant its ServiceAccount `get` on it \
-         in that namespace (docs/operations.md, \"Values from ConfigMaps and Secrets\")"
+         in that namespace (docs/operations.md, \"Values from ConfigMaps, Secrets and the node\")"
     )
 }
 
