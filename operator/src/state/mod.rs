@@ -288,6 +288,17 @@ async fn reconcile_state(cached: &HostState, sc: &Arc<StateContext>) -> Result<R
             round: &round,
         },
     );
+    // A state whose drift is sensitive (a file holding credentials) keeps no diff: only
+    // its size and hash, as a sensitive task's results.
+    if state
+        .annotations()
+        .get(hostplug_api::crd::annotations::SENSITIVE_OUTPUT)
+        .is_some_and(|v| v == "true")
+    {
+        for d in status.nodes.iter_mut().flat_map(|n| n.drift.iter_mut()) {
+            d.diff = d.diff.as_deref().map(crate::status::redact_diff);
+        }
+    }
     let mut written = state.clone();
     if round::differs(&prior, &status) {
         written = write_status(&ctx.client, &state, &status).await?;
