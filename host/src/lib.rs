@@ -2,8 +2,9 @@
 //!
 //! It runs plugins — WebAssembly components of the `host-action` world in `../wit` — with
 //! exactly the access their capabilities grant, under limits, and reports what they did.
-//! The worker, the operator (for `describe`) and the `hostplug` CLI all run plugins
-//! through this crate, so the sandbox is the same everywhere.
+//! The worker, the operator (for `describe`) and the `hostplug` CLI (crate `hostplug-cli`)
+//! all run plugins through this crate, so the sandbox is the same everywhere. This crate is
+//! only the sandbox: no registry client, no manifests, no command line.
 //!
 //! ```no_run
 //! use hostplug_host::{EtcAccess, Grants, Host, HostConfig, Invocation};
@@ -35,17 +36,14 @@
 //! This crate must never give a plugin access it was not granted: no ambient preopens,
 //! environment, arguments, sockets or stdio, ever.
 
-pub mod author;
 mod bindings;
 mod cache;
 pub mod capability;
-pub mod cli;
 mod config;
 mod error;
 mod grants;
 mod host;
 mod invocation;
-pub mod manifest;
 pub mod params;
 mod plugin;
 mod precompiled;

@@ -3,9 +3,10 @@
 //! `containerd` module, the binaries from `tests/nodes/build.sh`), pulling tiny images
 //! from a docker-registry on loopback (pushed there with Podman, tests/podman).
 //!
-//! Three levels: the host's CRI client itself (`ContainerdClient`, what the import
-//! calls), the component through the `hostplug_host` API as the worker runs it, and the
-//! `hostplug plugin run` CLI. Every test starts its own containerd and registry, and
+//! Two levels: the host's CRI client itself (`ContainerdClient`, what the import calls)
+//! and the component through the `hostplug_host` API as the worker runs it (`cli/tests`
+//! runs it through the `hostplug plugin run` CLI). Every test starts its own containerd
+//! and registry, and
 //! checks containerd's state with `ctr`, never through the code under test.
 //!
 //! Threats: a plugin without the capability gets `denied` and containerd is untouched; a
@@ -13,7 +14,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -333,36 +333,4 @@ fn without_the_capability_every_call_is_denied() {
         .expect_err("denied");
     assert_eq!(e.kind, ErrorKind::Denied, "{e}");
     assert_eq!(env.names(), Vec::<String>::new());
-}
-
-/// The CLI, as a plugin author runs it against a node's socket.
-#[test]
-fn cli_runs_the_plugin_against_the_socket() {
-    let env = Env::start();
-    let app = env.publish("team/cli:1");
-    let wasm = common::plugin_dir().join("containerd-image.wasm");
-    let run = |method: &str, params: Value| {
-        Command::new(env!("CARGO_BIN_EXE_hostplug"))
-            .args(["plugin", "run"])
-            .arg(&wasm)
-            .arg("--containerd-socket")
-            .arg(env.containerd.socket())
-            .args(["--method", method, "--params", &params.to_string()])
-            .output()
-            .expect("run hostplug")
-    };
-    let out = run("pull", json!({"image": app}));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).expect("JSON");
-    assert_eq!(v["changed"], true, "{v}");
-    assert_eq!(env.names(), vec![app.clone()]);
-
-    let out = run("inspect", json!({"image": "localhost/missing:1"}));
-    assert_eq!(out.status.code(), Some(1));
-    let v: Value = serde_json::from_slice(&out.stdout).expect("JSON");
-    assert_eq!(v["error"]["kind"], "not-found", "{v}");
 }

@@ -14,7 +14,7 @@ use hostplug_api::crd::{
 use hostplug_api::protocol::{ErrorKind, InvokeError};
 use hostplug_oci::{Credentials, PublicKey, Reference, RegistryClient, SigningKey, cosign};
 
-use crate::{Digest, EtcAccess};
+use hostplug_host::{Digest, EtcAccess};
 
 /// Largest module `plugin push` uploads: the operator's (and the worker's) module limit,
 /// since a larger one could never run.
