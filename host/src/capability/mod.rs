@@ -33,6 +33,10 @@ pub mod etc;
 pub(crate) mod log;
 pub(crate) mod registry_auth;
 
+mod error;
+
+pub use error::CapabilityError;
+
 use wasmtime::component::{HasSelf, Linker};
 
 use crate::plugin::StoreState;

@@ -39,6 +39,7 @@ use wasmtime_wasi::p2::{DynInputStream, DynOutputStream, FsError, FsResult};
 
 use super::sensitive::{Access, EtcPolicy};
 use super::{fd_path, rel_in_root};
+use crate::capability::CapabilityError;
 use crate::capability::log::LogSink;
 
 /// What the etc capability needs per store to check paths: the etc directory (opened
@@ -175,15 +176,17 @@ impl GuardedFs<'_> {
                 Use::Plain(access) => self.guard.policy.check(&target, access),
                 Use::Tree => self.guard.policy.check_tree(&target),
             };
-            if let Err(message) = verdict {
-                return Err(self.refuse(message));
+            if let Err(refused) = verdict {
+                return Err(self.refuse(refused));
             }
         }
         Ok(())
     }
 
-    fn refuse(&mut self, message: String) -> FsError {
-        self.logs.refusal(message);
+    /// Notes the policy's refusal in the call's logs and answers `access` (the WASI
+    /// filesystem's own error code: WASI has no place for the host's reason).
+    fn refuse(&mut self, refused: CapabilityError) -> FsError {
+        self.logs.refusal(refused.message().to_owned());
         ErrorCode::Access.into()
     }
 }
@@ -349,9 +352,9 @@ impl HostDescriptor for GuardedFs<'_> {
             HostDescriptor::open_at(&mut self.inner, fd, path_flags, path, oflags, flags).await?;
         // Where it really is, whatever the links said.
         let rel = self.dir_rel(&opened)?;
-        if let Err(message) = self.guard.policy.check(&rel, access) {
+        if let Err(refused) = self.guard.policy.check(&rel, access) {
             HostDescriptor::drop(&mut self.inner, opened).map_err(FsError::trap)?;
-            return Err(self.refuse(message));
+            return Err(self.refuse(refused));
         }
         Ok(opened)
     }

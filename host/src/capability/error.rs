@@ -1,0 +1,77 @@
+//! [`CapabilityError`]: why a host import refused or failed one call, as the WIT's
+//! `capability-error` says it.
+//!
+//! Decided where the refusal is decided (a policy, a dry-run rule, the kernel's answer)
+//! and carried typed to the plugin: nobody on the way reads the message to find the kind.
+//! Messages are for people; this module must never put a secret (a credential, a header
+//! value) into one.
+
+/// Why a host import refused or failed a call.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CapabilityError {
+    /// The host refused: the capability is not granted, a mutation in a dry run, a path,
+    /// route, header or mode its policy does not allow, a size over its limit.
+    #[error("denied: {0}")]
+    Denied(String),
+    /// What the call names does not exist (a file, an image, an archive).
+    #[error("not-found: {0}")]
+    NotFound(String),
+    /// A value the host refuses before acting because it makes no sense (an empty image
+    /// reference, a malformed archive name, bits beyond a mode).
+    #[error("invalid: {0}")]
+    Invalid(String),
+    /// The call was allowed and failed: the socket, the daemon, the runtime, I/O, a
+    /// timeout.
+    #[error("failed: {0}")]
+    Failed(String),
+}
+
+impl CapabilityError {
+    /// [`CapabilityError::Denied`] with `message`.
+    pub fn denied(message: impl Into<String>) -> Self {
+        Self::Denied(message.into())
+    }
+
+    /// [`CapabilityError::NotFound`] with `message`.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::NotFound(message.into())
+    }
+
+    /// [`CapabilityError::Invalid`] with `message`.
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::Invalid(message.into())
+    }
+
+    /// [`CapabilityError::Failed`] with `message`.
+    pub fn failed(message: impl Into<String>) -> Self {
+        Self::Failed(message.into())
+    }
+
+    /// The message, without the kind.
+    pub fn message(&self) -> &str {
+        match self {
+            Self::Denied(m) | Self::NotFound(m) | Self::Invalid(m) | Self::Failed(m) => m,
+        }
+    }
+
+    /// The kind as the WIT spells it: `denied`, `not-found`, `invalid` or `failed`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Denied(_) => "denied",
+            Self::NotFound(_) => "not-found",
+            Self::Invalid(_) => "invalid",
+            Self::Failed(_) => "failed",
+        }
+    }
+}
+
+impl CapabilityError {
+    /// The string the WIT of package 0.1.0 carries: the kind as a prefix (`denied: …`),
+    /// none for a failure. Goes away with the typed `capability-error` of the WIT.
+    pub(crate) fn legacy(self) -> String {
+        match self {
+            Self::Failed(m) => m,
+            other => other.to_string(),
+        }
+    }
+}
