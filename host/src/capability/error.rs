@@ -65,13 +65,36 @@ impl CapabilityError {
     }
 }
 
-impl CapabilityError {
-    /// The string the WIT of package 0.1.0 carries: the kind as a prefix (`denied: …`),
-    /// none for a failure. Goes away with the typed `capability-error` of the WIT.
-    pub(crate) fn legacy(self) -> String {
-        match self {
-            Self::Failed(m) => m,
-            other => other.to_string(),
+/// The WIT's `capability-error`, what an import returns: the same kind, the same
+/// message.
+impl From<CapabilityError> for crate::bindings::hostplug::plugin::types::CapabilityError {
+    fn from(e: CapabilityError) -> Self {
+        match e {
+            CapabilityError::Denied(m) => Self::Denied(m),
+            CapabilityError::NotFound(m) => Self::NotFound(m),
+            CapabilityError::Invalid(m) => Self::Invalid(m),
+            CapabilityError::Failed(m) => Self::Failed(m),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bindings::hostplug::plugin::types::CapabilityError as Wit;
+
+    /// Each kind crosses into the WIT as the variant of the same name, message intact.
+    #[test]
+    fn each_kind_maps_to_the_wit_variant_of_the_same_name() {
+        for (e, wit) in [
+            (CapabilityError::denied("d"), Wit::Denied("d".into())),
+            (CapabilityError::not_found("n"), Wit::NotFound("n".into())),
+            (CapabilityError::invalid("i"), Wit::Invalid("i".into())),
+            (CapabilityError::failed("f"), Wit::Failed("f".into())),
+        ] {
+            let kind = e.kind();
+            let mapped = Wit::from(e);
+            assert_eq!(format!("{mapped:?}"), format!("{wit:?}"), "{kind}");
         }
     }
 }

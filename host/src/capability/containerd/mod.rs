@@ -20,11 +20,14 @@ pub mod cri;
 
 mod client;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub use client::ContainerdClient;
+use wasmtime::component::{HasSelf, Linker};
 
-use crate::capability::CapabilityError;
+use super::{Call, CapabilityError};
+use crate::bindings::hostplug::plugin::containerd as wit;
+use crate::{Error, Result};
 
 /// Default time limit of one containerd call: 120 s (pulling a large image over a slow
 /// link). A call never runs past the invocation's deadline either.
@@ -157,10 +160,32 @@ impl From<cri::Image> for Image {
     }
 }
 
-use crate::bindings::hostplug::plugin::containerd as wit;
+/// The containerd capability's state for one call: the client when the call was granted
+/// the socket, and when the call must end.
+#[derive(Debug)]
+pub(crate) struct ContainerdState {
+    client: Option<ContainerdClient>,
+    deadline: Instant,
+}
 
-fn denied() -> CapabilityError {
-    CapabilityError::denied("this plugin has no containerd capability")
+impl ContainerdState {
+    /// Prepare phase: a client of the granted socket under the host's policy (no pull or
+    /// remove in a dry run); none without a grant.
+    pub(crate) fn prepare(call: &Call<'_>) -> Self {
+        let client = call.grants.containerd.as_deref().map(|socket| {
+            ContainerdClient::new(socket, call.config.containerd.clone(), call.dry_run)
+        });
+        Self {
+            client,
+            deadline: call.deadline,
+        }
+    }
+
+    fn client(&self) -> Result<&ContainerdClient, CapabilityError> {
+        self.client
+            .as_ref()
+            .ok_or_else(|| CapabilityError::denied("this plugin has no containerd capability"))
+    }
 }
 
 impl From<Image> for wit::Image {
@@ -177,55 +202,59 @@ impl From<Image> for wit::Image {
     }
 }
 
-/// The `containerd` import: refused without the capability, otherwise the client of
-/// this call (policy, dry-run rule, deadline).
-impl wit::Host for crate::plugin::StoreState {
-    fn list_images(&mut self, filter: Option<String>) -> Result<Vec<wit::Image>, String> {
-        let client = self.containerd.as_ref().ok_or_else(|| denied().legacy())?;
-        client
-            .list_images(filter.as_deref(), self.deadline)
-            .map(|v| v.into_iter().map(Into::into).collect())
-            .map_err(CapabilityError::legacy)
-    }
-
-    fn image_status(&mut self, image: String) -> Result<Option<wit::Image>, String> {
-        let client = self.containerd.as_ref().ok_or_else(|| denied().legacy())?;
-        client
-            .image_status(&image, self.deadline)
-            .map(|i| i.map(Into::into))
-            .map_err(CapabilityError::legacy)
-    }
-
-    fn pull_image(
-        &mut self,
-        image: String,
-        auth: Option<wit::AuthConfig>,
-    ) -> Result<String, String> {
-        let client = self.containerd.as_ref().ok_or_else(|| denied().legacy())?;
-        let auth = auth.map(|a| AuthConfig {
+impl From<wit::AuthConfig> for AuthConfig {
+    fn from(a: wit::AuthConfig) -> Self {
+        Self {
             username: a.username,
             password: a.password,
             auth: a.auth,
             server_address: a.server_address,
             identity_token: a.identity_token,
             registry_token: a.registry_token,
-        });
-        client
-            .pull_image(&image, auth.as_ref(), self.deadline)
-            .map_err(CapabilityError::legacy)
+        }
+    }
+}
+
+/// The `containerd` import: refused without the capability, otherwise the client of
+/// this call (policy, dry-run rule, deadline).
+impl wit::Host for ContainerdState {
+    fn list_images(
+        &mut self,
+        filter: Option<String>,
+    ) -> Result<Vec<wit::Image>, wit::CapabilityError> {
+        self.client()
+            .and_then(|c| c.list_images(filter.as_deref(), self.deadline))
+            .map(|v| v.into_iter().map(Into::into).collect())
+            .map_err(Into::into)
     }
 
-    fn remove_image(&mut self, image: String) -> Result<(), String> {
-        let client = self.containerd.as_ref().ok_or_else(|| denied().legacy())?;
-        client
-            .remove_image(&image, self.deadline)
-            .map_err(CapabilityError::legacy)
+    fn image_status(&mut self, image: String) -> Result<Option<wit::Image>, wit::CapabilityError> {
+        self.client()
+            .and_then(|c| c.image_status(&image, self.deadline))
+            .map(|i| i.map(Into::into))
+            .map_err(Into::into)
     }
 
-    fn image_fs_info(&mut self) -> Result<Vec<wit::FilesystemUsage>, String> {
-        let client = self.containerd.as_ref().ok_or_else(|| denied().legacy())?;
-        client
-            .image_fs_info(self.deadline)
+    fn pull_image(
+        &mut self,
+        image: String,
+        auth: Option<wit::AuthConfig>,
+    ) -> Result<String, wit::CapabilityError> {
+        let auth = auth.map(AuthConfig::from);
+        self.client()
+            .and_then(|c| c.pull_image(&image, auth.as_ref(), self.deadline))
+            .map_err(Into::into)
+    }
+
+    fn remove_image(&mut self, image: String) -> Result<(), wit::CapabilityError> {
+        self.client()
+            .and_then(|c| c.remove_image(&image, self.deadline))
+            .map_err(Into::into)
+    }
+
+    fn image_fs_info(&mut self) -> Result<Vec<wit::FilesystemUsage>, wit::CapabilityError> {
+        self.client()
+            .and_then(|c| c.image_fs_info(self.deadline))
             .map(|v| {
                 v.into_iter()
                     .map(|f| wit::FilesystemUsage {
@@ -236,13 +265,12 @@ impl wit::Host for crate::plugin::StoreState {
                     })
                     .collect()
             })
-            .map_err(CapabilityError::legacy)
+            .map_err(Into::into)
     }
 
-    fn images_in_use(&mut self) -> Result<Vec<wit::ImageUse>, String> {
-        let client = self.containerd.as_ref().ok_or_else(|| denied().legacy())?;
-        client
-            .images_in_use(self.deadline)
+    fn images_in_use(&mut self) -> Result<Vec<wit::ImageUse>, wit::CapabilityError> {
+        self.client()
+            .and_then(|c| c.images_in_use(self.deadline))
             .map(|v| {
                 v.into_iter()
                     .map(|u| wit::ImageUse {
@@ -253,8 +281,18 @@ impl wit::Host for crate::plugin::StoreState {
                     })
                     .collect()
             })
-            .map_err(CapabilityError::legacy)
+            .map_err(Into::into)
     }
+}
+
+/// Link phase: the `containerd` import, on the state `state` projects out of the
+/// store's data.
+pub(crate) fn add_to_linker<T: 'static>(
+    linker: &mut Linker<T>,
+    state: fn(&mut T) -> &mut ContainerdState,
+) -> Result<()> {
+    wit::add_to_linker::<T, HasSelf<ContainerdState>>(linker, state)
+        .map_err(|e| Error::Engine(format!("linking the containerd import: {e:#}")))
 }
 
 #[cfg(test)]

@@ -22,36 +22,66 @@ mod http;
 mod policy;
 
 pub use archive::MAX_ARCHIVE_BYTES;
-pub(crate) use client::DockerClient;
+use client::DockerClient;
 pub use policy::{
     DEFAULT_DOCKER_API_VERSION, DEFAULT_DOCKER_MAX_REQUEST_BYTES,
     DEFAULT_DOCKER_MAX_RESPONSE_BYTES, DEFAULT_DOCKER_TIMEOUT, DockerPolicy, DockerRoute,
     REGISTRY_AUTH_HEADER,
 };
 
-use crate::capability::CapabilityError;
+use std::time::Instant;
 
-fn no_capability() -> CapabilityError {
-    CapabilityError::denied("this plugin has no docker capability")
+use wasmtime::component::{HasSelf, Linker};
+
+use super::{Call, CapabilityError};
+use crate::bindings::hostplug::plugin::docker as wit;
+use crate::{Error, Result};
+
+/// The docker capability's state for one call: the client when the call was granted the
+/// socket, and when the call must end.
+#[derive(Debug)]
+pub(crate) struct DockerState {
+    client: Option<DockerClient>,
+    deadline: Instant,
+}
+
+impl DockerState {
+    /// Prepare phase: a client of the granted socket under the host's policy (reads only
+    /// in a dry run), with the granted image archive directory; none without a grant.
+    pub(crate) fn prepare(call: &Call<'_>) -> Self {
+        let client = call.grants.docker.as_deref().map(|socket| {
+            DockerClient::new(socket, call.config.docker.clone(), call.dry_run)
+                .with_archives(call.grants.image_archives.as_deref())
+        });
+        Self {
+            client,
+            deadline: call.deadline,
+        }
+    }
+
+    fn client(&self) -> Result<&DockerClient, CapabilityError> {
+        self.client
+            .as_ref()
+            .ok_or_else(|| CapabilityError::denied("this plugin has no docker capability"))
+    }
 }
 
 /// The `docker` import: refused without the capability, otherwise the client of this
 /// call (policy, dry-run rule, deadline).
-impl crate::bindings::hostplug::plugin::docker::Host for crate::plugin::StoreState {
+impl wit::Host for DockerState {
     fn request(
         &mut self,
         method: String,
         path: String,
         body: Option<Vec<u8>>,
-    ) -> Result<crate::bindings::DockerResponse, String> {
-        let client = self.docker.as_ref().ok_or_else(no_capability);
-        client
+    ) -> Result<wit::Response, wit::CapabilityError> {
+        self.client()
             .and_then(|c| c.request(&method, &path, body.as_deref(), self.deadline))
-            .map(|r| crate::bindings::DockerResponse {
+            .map(|r| wit::Response {
                 status: r.status,
                 body: r.body,
             })
-            .map_err(|e| e.legacy())
+            .map_err(Into::into)
     }
 
     fn request_with_headers(
@@ -60,39 +90,46 @@ impl crate::bindings::hostplug::plugin::docker::Host for crate::plugin::StoreSta
         path: String,
         headers: Vec<(String, String)>,
         body: Option<Vec<u8>>,
-    ) -> Result<crate::bindings::DockerResponse, String> {
-        let client = self.docker.as_ref().ok_or_else(no_capability);
-        client
+    ) -> Result<wit::Response, wit::CapabilityError> {
+        self.client()
             .and_then(|c| {
                 c.request_with_headers(&method, &path, &headers, body.as_deref(), self.deadline)
             })
-            .map(|r| crate::bindings::DockerResponse {
+            .map(|r| wit::Response {
                 status: r.status,
                 body: r.body,
             })
-            .map_err(|e| e.legacy())
+            .map_err(Into::into)
     }
 
     fn save_archive(
         &mut self,
         image: String,
         file: String,
-    ) -> Result<crate::bindings::DockerArchive, String> {
-        let client = self.docker.as_ref().ok_or_else(no_capability);
-        client
+    ) -> Result<wit::Archive, wit::CapabilityError> {
+        self.client()
             .and_then(|c| c.save_archive(&image, &file, self.deadline))
-            .map(|a| crate::bindings::DockerArchive {
+            .map(|a| wit::Archive {
                 bytes: a.bytes,
                 sha256: a.sha256,
                 replaced: a.replaced,
             })
-            .map_err(|e| e.legacy())
+            .map_err(Into::into)
     }
 
-    fn load_archive(&mut self, file: String) -> Result<String, String> {
-        let client = self.docker.as_ref().ok_or_else(no_capability);
-        client
+    fn load_archive(&mut self, file: String) -> Result<String, wit::CapabilityError> {
+        self.client()
             .and_then(|c| c.load_archive(&file, self.deadline))
-            .map_err(|e| e.legacy())
+            .map_err(Into::into)
     }
+}
+
+/// Link phase: the `docker` import, on the state `state` projects out of the store's
+/// data.
+pub(crate) fn add_to_linker<T: 'static>(
+    linker: &mut Linker<T>,
+    state: fn(&mut T) -> &mut DockerState,
+) -> Result<()> {
+    wit::add_to_linker::<T, HasSelf<DockerState>>(linker, state)
+        .map_err(|e| Error::Engine(format!("linking the docker import: {e:#}")))
 }

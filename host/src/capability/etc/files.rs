@@ -24,6 +24,7 @@ use rustix::io::Errno;
 use super::sensitive::{Access, EtcPolicy};
 use super::{fd_path, rel_in_root};
 use crate::EtcAccess;
+use crate::bindings::hostplug::plugin::files as wit;
 use crate::capability::CapabilityError;
 
 /// Permission bits a mode may hold.
@@ -280,16 +281,17 @@ fn errno(path: &str, e: Errno) -> CapabilityError {
 }
 
 /// The `files` import, with the reach of this call's etc grant.
-impl crate::bindings::hostplug::plugin::files::Host for crate::plugin::StoreState {
-    fn stat(&mut self, path: String) -> Result<crate::bindings::FileAttributes, String> {
-        self.files
+impl wit::Host for super::EtcView<'_> {
+    fn stat(&mut self, path: String) -> Result<wit::Attributes, wit::CapabilityError> {
+        self.state
+            .files
             .stat(&path)
-            .map(|a| crate::bindings::FileAttributes {
+            .map(|a| wit::Attributes {
                 mode: a.mode,
                 uid: a.uid,
                 gid: a.gid,
             })
-            .map_err(CapabilityError::legacy)
+            .map_err(Into::into)
     }
 
     fn set_attributes(
@@ -298,10 +300,11 @@ impl crate::bindings::hostplug::plugin::files::Host for crate::plugin::StoreStat
         mode: Option<u32>,
         uid: Option<u32>,
         gid: Option<u32>,
-    ) -> Result<(), String> {
-        self.files
+    ) -> Result<(), wit::CapabilityError> {
+        self.state
+            .files
             .set_attributes(&path, mode, uid, gid)
-            .map_err(CapabilityError::legacy)
+            .map_err(Into::into)
     }
 }
 
