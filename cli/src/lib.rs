@@ -21,7 +21,7 @@ use hostplug_host::{
     InvokeOutcome, Plugin,
 };
 
-use crate::manifest::{self, ManifestRequest};
+use crate::manifest::ManifestRequest;
 
 /// hostplug — the plugin author's tool.
 #[derive(Debug, Parser)]
