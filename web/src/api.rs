@@ -235,9 +235,8 @@ async fn match_nodes(
     _user: AuthUser,
     Query(query): Query<MatchQuery>,
 ) -> AppResult<Json<NodeMatch>> {
-    let role = parse_target_type(&query.target_type).ok_or_else(|| {
-        AppError::BadRequest("targetType is one of Master, Node, All".to_owned())
-    })?;
+    let role = parse_target_type(&query.target_type)
+        .ok_or_else(|| AppError::BadRequest("targetType is one of Master, Node, All".to_owned()))?;
     let nodes = state.cluster.list_nodes().await?;
     fleet::match_nodes(&nodes, role, &query.selector)
         .map(Json)

@@ -403,11 +403,9 @@ pub fn node_view(node: &Node) -> NodeView {
         labels: labels.clone(),
         name: node.name_any(),
         // The operator's rule of what a control-plane node is.
-        control_plane: hostplug_api::NodeView {
-            name: String::new(),
-            labels: labels.clone(),
-        }
-        .is_control_plane(),
+        control_plane: hostplug_api::call::CONTROL_PLANE_LABELS
+            .iter()
+            .any(|l| labels.contains_key(*l)),
         ready: node
             .status
             .as_ref()

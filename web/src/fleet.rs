@@ -43,7 +43,15 @@ impl NodeMatch {
         );
         if self.matched > 0 {
             s.push(' ');
-            s.push_str(&self.nodes.iter().take(names).cloned().collect::<Vec<_>>().join(", "));
+            s.push_str(
+                &self
+                    .nodes
+                    .iter()
+                    .take(names)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            );
             if self.matched > names {
                 s.push_str(", …");
             }
@@ -72,6 +80,7 @@ pub fn match_nodes(
         .map(|n| hostplug_api::NodeView {
             name: n.name.clone(),
             labels: n.labels.clone(),
+            ..hostplug_api::NodeView::default()
         })
         .collect();
     let selection = targets.select(&views).map_err(|e| e.to_string())?;
@@ -229,7 +238,10 @@ mod tests {
         let m = match_nodes(&nodes, TargetType::Node, "disk").unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(m.summary(2), "3 of 4 nodes match: node1, node2, …");
         let none = match_nodes(&nodes, TargetType::Node, "disk=nvme");
-        assert_eq!(none.map(|m| m.summary(2)), Ok("0 of 4 nodes match".to_owned()));
+        assert_eq!(
+            none.map(|m| m.summary(2)),
+            Ok("0 of 4 nodes match".to_owned())
+        );
     }
 
     #[test]
@@ -243,7 +255,10 @@ mod tests {
         let (rows, p) = paginate(201, 99, link);
         assert_eq!((rows, p.page, p.pages), (200..201, 5, 5));
         let (rows, p) = paginate(0, 0, link);
-        assert_eq!((rows, p.page, p.pages, p.first, p.needed()), (0..0, 1, 1, 0, false));
+        assert_eq!(
+            (rows, p.page, p.pages, p.first, p.needed()),
+            (0..0, 1, 1, 0, false)
+        );
         let covered: usize = (1..=5).map(|n| paginate(201, n, link).0.len()).sum();
         assert_eq!(covered, 201);
     }
@@ -258,8 +273,10 @@ mod tests {
             |_| "wait",
             |s| format!("?phase={s}"),
         );
-        let got: Vec<(&str, usize, bool)> =
-            c.iter().map(|c| (c.label.as_str(), c.count, c.active)).collect();
+        let got: Vec<(&str, usize, bool)> = c
+            .iter()
+            .map(|c| (c.label.as_str(), c.count, c.active))
+            .collect();
         assert_eq!(
             got,
             [

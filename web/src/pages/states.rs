@@ -169,9 +169,7 @@ fn card(s: &HostState, show_diffs: bool, query: &StateQuery) -> StateCard {
         .iter()
         .filter(|n| sync.is_empty() || n.sync.as_str() == sync)
         .collect();
-    let (rows, pager) = fleet::paginate(shown.len(), query.page(), |n| {
-        state_href(&name, sync, n)
-    });
+    let (rows, pager) = fleet::paginate(shown.len(), query.page(), |n| state_href(&name, sync, n));
     StateCard {
         total_nodes: st.nodes.len(),
         pager,
