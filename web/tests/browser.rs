@@ -808,7 +808,7 @@ fn fleet_labels(i: usize) -> serde_json::Value {
     let zone = ["a", "b", "c", "d"][i % 4];
     serde_json::json!({
         "zone": zone,
-        "disk": if i % 3 == 0 { "ssd" } else { "hdd" },
+        "disk": if i.is_multiple_of(3) { "ssd" } else { "hdd" },
         "topology.hostplug.example/rack-position-in-the-datacenter-hall":
             format!("row-{:03}-rack-{:02}-unit-{:02}-a-rather-long-label-value", i / 20, i % 20, i % 7),
     })
@@ -1010,7 +1010,7 @@ spec:
         .await
         .map_err(wd)?;
     let picked: Vec<usize> = (1..=FLEET_NODES)
-        .filter(|i| i % 4 == 1 && i % 3 == 0)
+        .filter(|i| i % 4 == 1 && i.is_multiple_of(3))
         .collect();
     wait_text(&b, "#node-shown", |t| {
         t == format!("{} of {all} nodes shown", picked.len())
@@ -1053,7 +1053,7 @@ spec:
         .await
         .map_err(wd)?;
     let matched = (1..=FLEET_NODES)
-        .filter(|i| i % 2 == 0 && i % 3 == 0)
+        .filter(|i| i.is_multiple_of(2) && i.is_multiple_of(3))
         .count();
     wait_text(&b, "#role-match", |t| {
         t.starts_with(&format!("{matched} of {all} nodes match: "))
