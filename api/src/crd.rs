@@ -125,7 +125,8 @@ impl Default for RolloutSpec {
     printcolumn = r#"{"name":"Plugin","type":"string","jsonPath":".spec.http.api"}"#,
     printcolumn = r#"{"name":"Method","type":"string","jsonPath":".spec.http.method"}"#,
     printcolumn = r#"{"name":"Nodes","type":"string","description":"nodes done/total","jsonPath":".status.progress"}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name":"Message","type":"string","description":"the operator's summary, or why the task failed","jsonPath":".status.msg","priority":1}"#
 )]
 #[x_kube(validation = Rule::new(
     "(has(self.workers) && size(self.workers) > 0) != has(self.targetType)"
@@ -161,6 +162,17 @@ pub struct HostTaskSpec {
     /// them; the credentials go to the worker inside the call, never into the status.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registry_auth: Option<RegistryAuth>,
+    /// Raised by one to run the task again, unchanged, as a new generation (what
+    /// `kubectl hostplug rerun` does): the API server raises `metadata.generation` only
+    /// when the spec changes, and the operator runs every new generation on its nodes.
+    /// It means nothing else; 0 (unset) for a task never re-run.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    #[schemars(range(min = 0))]
+    pub rerun: i64,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
 }
 
 /// Where a task's registry credentials are (`spec.registryAuth`).
@@ -406,7 +418,8 @@ pub struct SignaturePolicy {
     printcolumn = r#"{"name":"Docker","type":"boolean","jsonPath":".spec.capabilities.docker"}"#,
     printcolumn = r#"{"name":"Containerd","type":"boolean","jsonPath":".spec.capabilities.containerd"}"#,
     printcolumn = r#"{"name":"Digest","type":"string","jsonPath":".status.digest","priority":1}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name":"Message","type":"string","description":"why the plugin is not ready, or a note","jsonPath":".status.message","priority":1}"#
 )]
 #[x_kube(validation = Rule::new(
     "has(self.source.builtin) || has(self.sha256) || (has(self.source.oci) && self.source.oci.image.contains('@sha256:'))"
@@ -617,6 +630,60 @@ spec:
             at = &at["properties"][*p];
         }
         Ok(at.clone())
+    }
+
+    /// `kubectl get -o wide` of every kind shows its message (priority 1: not in the
+    /// default table, which stays narrow): a task's or state's summary, why a plugin is
+    /// not ready, and for a policy — which has no status — the administrator's
+    /// description.
+    #[test]
+    fn every_kind_shows_its_message_wide() -> Result<(), serde_json::Error> {
+        use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+        let kinds: [(CustomResourceDefinition, &str); 4] = [
+            (HostTask::crd(), ".status.msg"),
+            (HostPlugin::crd(), ".status.message"),
+            (crate::state::HostState::crd(), ".status.message"),
+            (
+                crate::policy::HostTaskPolicy::crd(),
+                ".metadata.annotations.kubernetes\\.io/description",
+            ),
+        ];
+        for (crd, path) in kinds {
+            let v = serde_json::to_value(&crd)?;
+            let columns = v["spec"]["versions"][0]["additionalPrinterColumns"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            let wide: Vec<_> = columns.iter().filter(|c| c["jsonPath"] == path).collect();
+            assert_eq!(wide.len(), 1, "{}: {columns:?}", crd.spec.names.kind);
+            assert_eq!(wide[0]["priority"], 1, "{}", crd.spec.names.kind);
+            assert_eq!(wide[0]["type"], "string", "{}", crd.spec.names.kind);
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn a_rerun_counter_is_absent_until_used() -> Result<(), serde_json::Error> {
+        let mut task = HostTask::new(
+            "t",
+            HostTaskSpec {
+                targets: NodeTargets::role(TargetType::All),
+                http: HttpSpec::new(PluginCall::new("etc-file", "read", None)),
+                dry_run: false,
+                timeout_seconds: DEFAULT_TIMEOUT_SECONDS,
+                rollout: None,
+                ttl_seconds_after_finished: None,
+                registry_auth: None,
+                rerun: 0,
+            },
+        );
+        let spec = serde_json::to_value(&task.spec)?;
+        assert!(spec.get("rerun").is_none(), "{spec}");
+        task.spec.rerun = 3;
+        assert_eq!(serde_json::to_value(&task.spec)?["rerun"], 3);
+        let s = task_field_schema(&["rerun"])?;
+        assert_eq!(s["minimum"].as_f64(), Some(0.0), "{s}");
+        Ok(())
     }
 
     #[test]

@@ -120,6 +120,14 @@ impl InvokeRequest {
     }
 }
 
+/// The invocation id of a HostTask's call on one node: `<task uid>/<generation>/<node>`,
+/// the same for every attempt and every operator process, so a worker recognises a
+/// repeat. The worker logs it with the call (`invocation_id`), which is how
+/// `kubectl hostplug logs` finds a node's lines in its worker's log.
+pub fn task_invocation_id(uid: &str, generation: i64, node: &str) -> String {
+    format!("{uid}/{generation}/{node}")
+}
+
 /// `GET /v1/invocations/{id}` success body: what the worker knows of a named invocation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

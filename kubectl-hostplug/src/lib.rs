@@ -5,6 +5,11 @@
 //!   `--param k=v`, `--dry-run`), and with `--wait` follows its rollout with a live
 //!   progress bar, prints each node's result and diff and exits non-zero when it failed;
 //! * `status TASK`: the per-node table and every node's diff and output;
+//! * `logs TASK [--node N]`: each node's plugin log tail from the task's status and,
+//!   when the user may read Pod logs in the operator's namespace, the worker's own lines
+//!   about that node's call ([`logs`]);
+//! * `rerun TASK`: the task again, unchanged, as a new generation (it raises
+//!   `spec.rerun`; the operator runs every new generation), and with `--wait` follows it;
 //! * `plugins`: the catalog, each method with a parameter summary from its schema;
 //! * `explain PLUGIN METHOD`: the method's parameters with their descriptions;
 //! * `__complete WORDS…` (hidden): shell completion for kubectl's
@@ -15,13 +20,15 @@
 //!
 //! It talks to the API server as the user, with the user's kubeconfig (`--kubeconfig`,
 //! `KUBECONFIG`, `~/.kube/config`, `--context`) and RBAC: it needs exactly `create`,
-//! `get`, `list` and `watch` on `hosttasks` in the operator's namespace and `get`/`list`
-//! on `hostplugins` — never more than a `kubectl apply` of the same task would. It never
-//! reaches a node or a worker itself.
+//! `get`, `list`, `watch` and (for `rerun`) `patch` on `hosttasks` in the operator's
+//! namespace and `get`/`list` on `hostplugins` — never more than a `kubectl apply` of the
+//! same task would; `logs` reads `pods/log` in the operator's namespace when it may, and
+//! does without otherwise. It never reaches a node or a worker itself.
 
 pub mod catalog;
 pub mod complete;
 pub mod follow;
+pub mod logs;
 pub mod params;
 pub mod render;
 pub mod terminal;
@@ -34,7 +41,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use hostplug_api::crd::{
     HostPlugin, HostTask, HostTaskSpec, HttpSpec, RolloutSpec, TargetType, TaskState,
 };
-use kube::api::{ListParams, PostParams};
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 use serde::Serialize;
@@ -118,6 +125,29 @@ pub enum Error {
         #[source]
         source: kube::runtime::watcher::Error,
     },
+    /// `logs --node` names a node the task does not run on.
+    #[error("task {task} has no node {node:?}; its nodes: {known}")]
+    UnknownNode {
+        /// The node asked for.
+        node: String,
+        /// The task.
+        task: String,
+        /// The task's nodes, comma-separated.
+        known: String,
+    },
+    /// `rerun` of a task whose current generation has not ended.
+    #[error(
+        "task {name} is still {state} (generation {generation}); rerun it when it has ended \
+         (`kubectl hostplug status {name}`)"
+    )]
+    StillRunning {
+        /// The task.
+        name: String,
+        /// Its state.
+        state: String,
+        /// Its generation.
+        generation: i64,
+    },
     /// Something that should not happen.
     #[error("{0}")]
     Internal(String),
@@ -185,6 +215,23 @@ pub enum Command {
         /// The HostTask's name.
         task: String,
     },
+    /// What happened on each node: the plugin's log tail the task's status keeps, and
+    /// the worker's own log lines about that node's call (its invocation
+    /// `<task uid>/<generation>/<node>`) when you may read Pod logs in the operator's
+    /// namespace — otherwise a note says why they are not shown.
+    Logs(LogsArgs),
+    /// Run a task again, unchanged, as a new generation of the same task (no YAML to
+    /// edit): raises its `spec.rerun` counter. Only once its current generation ended.
+    Rerun {
+        /// The HostTask's name.
+        task: String,
+        /// Follow the new generation until it ends; exit 1 if it failed.
+        #[arg(short, long)]
+        wait: bool,
+        /// Give up waiting after this many seconds (the task goes on).
+        #[arg(long, default_value_t = DEFAULT_WAIT_SECONDS, value_name = "SECONDS")]
+        wait_timeout: u64,
+    },
     /// The plugins, their methods and a summary of each method's parameters.
     Plugins,
     /// One method of a plugin: what it does and each parameter with its description.
@@ -202,6 +249,22 @@ pub enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         words: Vec<String>,
     },
+}
+
+/// `logs`' arguments.
+#[derive(Debug, clap::Args)]
+pub struct LogsArgs {
+    /// The HostTask's name.
+    pub task: String,
+    /// Only this node.
+    #[arg(long)]
+    pub node: Option<String>,
+    /// Namespace of the worker Pods: the operator's (its `--namespace`).
+    #[arg(long, default_value = DEFAULT_NAMESPACE, value_name = "NAMESPACE")]
+    pub operator_namespace: String,
+    /// Only the plugin's lines from the task's status; do not read the worker Pods' logs.
+    #[arg(long)]
+    pub no_worker: bool,
 }
 
 /// `run`'s arguments.
@@ -293,6 +356,24 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             Ok(0)
         }
         Command::Run(args) => run_task(&client, &cli.namespace, args, &out).await,
+        Command::Logs(args) => {
+            let api: Api<HostTask> = Api::namespaced(client.clone(), &cli.namespace);
+            let t = api
+                .get(&args.task)
+                .await
+                .with_context(|| format!("reading HostTask {}/{}", cli.namespace, args.task))?;
+            let nodes = logs::select(&t, args.node.as_deref())?;
+            let pods = Api::namespaced(client, &args.operator_namespace);
+            let shown =
+                logs::collect(&t, &nodes, &pods, &args.operator_namespace, !args.no_worker).await;
+            out.print(&shown, || logs::render(&t, &shown))?;
+            Ok(0)
+        }
+        Command::Rerun {
+            task,
+            wait,
+            wait_timeout,
+        } => rerun_task(&client, &cli.namespace, task, *wait, *wait_timeout, &out).await,
         Command::Complete { .. } => Ok(0),
     }
 }
@@ -339,6 +420,69 @@ async fn run_task(
         &api,
         &name,
         Duration::from_secs(args.wait_timeout),
+        out.format.is_some(),
+    )
+    .await?;
+    out.print(&ended, || render::task(&ended, out.colour))?;
+    let failed = ended
+        .status
+        .as_ref()
+        .is_none_or(|s| s.state != TaskState::Succeeded);
+    Ok(if failed { EXIT_TASK_FAILED } else { 0 })
+}
+
+/// `rerun`: raises `spec.rerun` of a task whose current generation ended, so the API
+/// server makes a new generation and the operator runs it; the patch carries the
+/// resourceVersion read, so a concurrent change fails it (409) instead of being raced.
+async fn rerun_task(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    wait: bool,
+    wait_timeout: u64,
+    out: &Printer,
+) -> anyhow::Result<u8> {
+    let api: Api<HostTask> = Api::namespaced(client.clone(), namespace);
+    let t = api
+        .get(name)
+        .await
+        .with_context(|| format!("reading HostTask {namespace}/{name}"))?;
+    if !follow::finished(&t) {
+        return Err(Error::StillRunning {
+            name: name.to_owned(),
+            state: format!(
+                "{:?}",
+                t.status.as_ref().map(|s| s.state).unwrap_or_default()
+            ),
+            generation: t.metadata.generation.unwrap_or_default(),
+        }
+        .into());
+    }
+    let patch = serde_json::json!({
+        "metadata": {"resourceVersion": t.metadata.resource_version},
+        "spec": {"rerun": t.spec.rerun.saturating_add(1)},
+    });
+    let patched = api
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .with_context(|| format!("raising spec.rerun of HostTask {namespace}/{name}"))?;
+    let generation = patched.metadata.generation.unwrap_or_default();
+    if !wait {
+        out.print(&patched, || {
+            format!(
+                "hosttask.hostplug.dev/{} rerun (generation {generation})\n",
+                terminal::plain(name)
+            )
+        })?;
+        return Ok(0);
+    }
+    if out.format.is_none() {
+        eprintln!("hosttask.hostplug.dev/{name} rerun (generation {generation}); following …");
+    }
+    let ended = follow::until_finished(
+        &api,
+        name,
+        Duration::from_secs(wait_timeout),
         out.format.is_some(),
     )
     .await?;
@@ -404,6 +548,7 @@ pub fn spec_of(args: &RunArgs, parameter: serde_json::Value) -> Result<HostTaskS
         rollout,
         ttl_seconds_after_finished: args.ttl,
         registry_auth: None,
+        rerun: 0,
     })
 }
 

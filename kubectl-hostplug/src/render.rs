@@ -397,6 +397,7 @@ mod tests {
                 rollout: None,
                 ttl_seconds_after_finished: None,
                 registry_auth: None,
+                rerun: 0,
             },
         );
         t.metadata.generation = Some(1);

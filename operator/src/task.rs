@@ -564,7 +564,7 @@ pub fn per_task_key(namespace: &str, name: &str) -> String {
 /// The invocation id of a node's call: the same for every attempt and every operator
 /// process, so a worker recognises a repeat.
 pub fn invocation_id(uid: &str, generation: i64, node: &str) -> String {
-    format!("{uid}/{generation}/{node}")
+    hostplug_api::protocol::task_invocation_id(uid, generation, node)
 }
 
 /// One node's call, as a step of the rollout decided it.
