@@ -349,8 +349,12 @@ pub fn selector_matches(
 
 /// What one call may touch on its node, and so which worker serves it: how /etc is
 /// mounted and whether the docker and containerd sockets are. Calls with the same
-/// profile on a node share a pooled worker; the worker Pod mounts exactly this.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+/// profile on a node share a pooled worker; the worker Pod mounts exactly this. A call
+/// with follow-ups (`onChange`) runs on a worker with the [`union`](Self::union) of
+/// their profiles, and each call of the sequence carries its own profile in the invoke
+/// request, to which the worker narrows its grants: no call gets more than its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct AccessProfile {
     /// The /etc mount.
     pub etc: EtcAccess,
@@ -368,6 +372,26 @@ impl AccessProfile {
             etc: caps.etc.for_run(dry_run || !mutates),
             docker: caps.docker,
             containerd: caps.containerd,
+        }
+    }
+
+    /// The least profile that grants everything `self` and `other` do: the worker of a
+    /// call with follow-ups.
+    pub fn union(self, other: Self) -> Self {
+        Self {
+            etc: self.etc.max(other.etc),
+            docker: self.docker || other.docker,
+            containerd: self.containerd || other.containerd,
+        }
+    }
+
+    /// The profile that grants only what both `self` and `other` do: a call's access on
+    /// a worker whose Pod grants `other`.
+    pub fn intersect(self, other: Self) -> Self {
+        Self {
+            etc: self.etc.min(other.etc),
+            docker: self.docker && other.docker,
+            containerd: self.containerd && other.containerd,
         }
     }
 

@@ -169,6 +169,15 @@ pub struct HostTaskSpec {
     #[serde(default, skip_serializing_if = "is_zero")]
     #[schemars(range(min = 0))]
     pub rerun: i64,
+    /// Follow-up calls (handlers): on each node, after `http`'s call and only when it
+    /// reported a change (in a dry run: would have, and they run as dry runs too), in
+    /// order and under the same node lock, e.g. restart the service that reads the
+    /// edited file. Each has its own result in the node's `onChange`; the first that
+    /// fails fails the node and the rest do not run. Each gets only its own plugin's
+    /// access.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = crate::protocol::MAX_FOLLOW_UPS))]
+    pub on_change: Vec<PluginCall>,
 }
 
 fn is_zero(n: &i64) -> bool {
@@ -267,6 +276,11 @@ pub struct NodeResult {
     /// `protocol::MAX_LOG_TAIL_LINES` of them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub logs: Vec<String>,
+    /// The follow-up calls (`spec.onChange`) on this node, in order, once the main
+    /// call returned: each `Succeeded`, `Failed` or `Skipped` (the main call changed
+    /// nothing, or an earlier follow-up failed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub on_change: Vec<FollowUpResult>,
     /// When the node started (worker Pod created).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "time_schema")]
@@ -275,6 +289,32 @@ pub struct NodeResult {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "time_schema")]
     pub finished_at: Option<Time>,
+}
+
+/// The result of one follow-up call (`onChange`) on a node.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct FollowUpResult {
+    /// The plugin (HostPlugin) called.
+    pub api: String,
+    /// Its method.
+    pub method: String,
+    /// `Succeeded`, `Failed`, or `Skipped` (not run).
+    #[serde(default)]
+    pub phase: NodePhase,
+    /// Whether it changed the node (in a dry run: would have).
+    #[serde(default)]
+    pub changed: bool,
+    /// Its JSON output (replaced by a note when large).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "any_json")]
+    pub output: Option<serde_json::Value>,
+    /// Why it failed or was skipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// The last lines it logged.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub logs: Vec<String>,
 }
 
 /// The plugin a task resolved to.
@@ -675,6 +715,7 @@ spec:
                 ttl_seconds_after_finished: None,
                 registry_auth: None,
                 rerun: 0,
+                on_change: Vec::new(),
             },
         );
         let spec = serde_json::to_value(&task.spec)?;

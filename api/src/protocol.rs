@@ -94,6 +94,54 @@ pub struct InvokeRequest {
     /// answers `none` for every registry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registry_auth: Option<crate::registry_auth::RegistryCredentials>,
+    /// What this call may touch. The worker grants it the intersection of this and its
+    /// own Pod's grants, so a worker shared by the calls of a sequence (see `onChange`)
+    /// gives each only its own plugin's access. Absent: the worker's grants.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access: Option<crate::call::AccessProfile>,
+    /// Follow-up calls, at most [`MAX_FOLLOW_UPS`]: run after this one, in order, under
+    /// the same hold of the node lock, only when this one succeeded and reported a change;
+    /// the sequence stops at the first that fails. Their modules must be held (uploaded)
+    /// like the main one's. They share this request's deadline, dry run and invocation
+    /// id: a repeated request gets the whole sequence's stored outcome.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub on_change: Vec<FollowUpRequest>,
+}
+
+/// Most follow-up calls of one invocation: 8. A handler list (restart a service,
+/// reload another) is one or two calls; eight bounds the time one request may hold the
+/// node lock beyond its main call.
+pub const MAX_FOLLOW_UPS: usize = 8;
+
+/// One follow-up call of an invoke request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FollowUpRequest {
+    /// SHA-256 of its module (uploaded before), as in [`InvokeRequest::digest`].
+    pub digest: String,
+    /// Its method.
+    pub method: String,
+    /// Its parameters. Absent means `{}`.
+    #[serde(default = "empty_object")]
+    pub params: serde_json::Value,
+    /// What it may touch (intersected with the worker's grants). Absent: the worker's
+    /// grants.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access: Option<crate::call::AccessProfile>,
+}
+
+/// What one follow-up call returned: exactly one of `outcome` and `error`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FollowUpOutcome {
+    /// The follow-up's method, as requested.
+    pub method: String,
+    /// What it did, when it succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<InvokeOutcome>,
+    /// Why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<InvokeError>,
 }
 
 impl InvokeRequest {
@@ -116,6 +164,8 @@ impl InvokeRequest {
             timeout_ms: Some(u64::from(timeout_seconds.max(1).unsigned_abs()) * 1000),
             invocation_id,
             registry_auth: None,
+            access: None,
+            on_change: Vec::new(),
         }
     }
 }
@@ -170,6 +220,10 @@ pub struct InvokeOutcome {
     pub logs: Vec<LogRecord>,
     /// Wall-clock time of the invocation in milliseconds, store creation included.
     pub duration_ms: u64,
+    /// The follow-up calls' results (see [`InvokeRequest::on_change`]), in order: one per
+    /// follow-up that ran; none when this call changed nothing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub on_change: Vec<FollowUpOutcome>,
 }
 
 impl InvokeOutcome {
@@ -622,6 +676,7 @@ mod tests {
                 message: "careful".into(),
             }],
             duration_ms: 7,
+            on_change: Vec::new(),
         };
         let value = serde_json::to_value(&outcome)?;
         assert_eq!(

@@ -106,6 +106,14 @@ pub enum Error {
     /// Bad targeting flags.
     #[error("{0}")]
     BadTarget(String),
+    /// A `--on-change` that is wrong.
+    #[error("--on-change {arg:?}: {reason}")]
+    BadFollowUp {
+        /// The flag's value.
+        arg: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// `--wait` ran out of time.
     #[error(
         "task {name} did not end within {seconds} s (it goes on; see `kubectl hostplug status {name}`)"
@@ -311,6 +319,11 @@ pub struct RunArgs {
     /// Remove the task's worker objects this long after it ends (`spec.ttlSecondsAfterFinished`).
     #[arg(long, value_name = "SECONDS")]
     pub ttl: Option<i32>,
+    /// A follow-up call on each node whose main call changed it (`spec.onChange`), e.g.
+    /// `systemd-unit/restart={"unit":"chrony.service"}`: PLUGIN/METHOD, then optionally
+    /// `=` and the parameters as a JSON object; repeat, run in order.
+    #[arg(long = "on-change", value_name = "PLUGIN/METHOD[=JSON]")]
+    pub on_change: Vec<String>,
 }
 
 /// Runs the command; returns the process exit code.
@@ -548,7 +561,43 @@ pub fn spec_of(args: &RunArgs, parameter: serde_json::Value) -> Result<HostTaskS
         rollout,
         ttl_seconds_after_finished: args.ttl,
         registry_auth: None,
+        on_change: args
+            .on_change
+            .iter()
+            .map(|c| follow_up(c))
+            .collect::<Result<_, _>>()?,
         rerun: 0,
+    })
+}
+
+/// A `--on-change PLUGIN/METHOD[=JSON]` value as a call.
+fn follow_up(arg: &str) -> Result<hostplug_api::PluginCall, Error> {
+    let bad = |reason: &str| Error::BadFollowUp {
+        arg: arg.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let (name, params) = match arg.split_once('=') {
+        Some((name, json)) => {
+            let params: serde_json::Value = serde_json::from_str(json)
+                .map_err(|e| bad(&format!("the parameters are not JSON: {e}")))?;
+            if !params.is_object() {
+                return Err(bad("the parameters must be a JSON object"));
+            }
+            (name, Some(params))
+        }
+        None => (arg, None),
+    };
+    let Some((api, method)) = name
+        .split_once('/')
+        .filter(|(a, m)| !a.is_empty() && !m.is_empty())
+    else {
+        return Err(bad("expected PLUGIN/METHOD, then optionally =JSON"));
+    };
+    Ok(hostplug_api::PluginCall {
+        api: api.to_owned(),
+        method: method.to_owned(),
+        parameter: params,
+        vars: Vec::new(),
     })
 }
 

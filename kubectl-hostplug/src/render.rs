@@ -398,6 +398,7 @@ mod tests {
                 ttl_seconds_after_finished: None,
                 registry_auth: None,
                 rerun: 0,
+                on_change: Vec::new(),
             },
         );
         t.metadata.generation = Some(1);

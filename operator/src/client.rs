@@ -455,6 +455,8 @@ mod tests {
             timeout_ms: Some(10_000),
             invocation_id: None,
             registry_auth: None,
+            access: None,
+            on_change: Vec::new(),
         }
     }
 

@@ -192,6 +192,7 @@ async fn create_task(
             ttl_seconds_after_finished: body.ttl_seconds_after_finished,
             registry_auth: None,
             rerun: 0,
+            on_change: Vec::new(),
         },
     };
     let task = actions::create_task(&state, &user, &ip, request).await?;

@@ -1134,6 +1134,7 @@ fn full_dry_run_spec() -> HostTaskSpec {
         ttl_seconds_after_finished: Some(600),
         registry_auth: None,
         rerun: 2,
+        on_change: Vec::new(),
     }
 }
 

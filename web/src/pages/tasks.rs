@@ -541,6 +541,7 @@ pub fn spec_from_form(
         ttl_seconds_after_finished,
         registry_auth: None,
         rerun: 0,
+        on_change: Vec::new(),
     })
 }
 
@@ -889,6 +890,7 @@ mod tests {
                 ttl_seconds_after_finished: Some(600),
                 registry_auth: None,
                 rerun: 0,
+                on_change: Vec::new(),
             }
         );
         // And back: the pairs that fill the form read into the same spec.
