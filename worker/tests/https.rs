@@ -233,6 +233,81 @@ async fn auth_health_and_upload_rules() -> anyhow::Result<()> {
     worker.stop().await
 }
 
+/// A precompiled artifact is native code (issue 21, finding 1): a valid artifact of
+/// another plugin, made by an engine identical to the worker's and sent under etc-file's
+/// digest, must not be taken for etc-file. `HEAD` stays 404, invoking that digest finds
+/// nothing to run, and the real module is still uploaded, compiled and run.
+#[tokio::test]
+async fn an_artifact_of_another_plugin_under_a_wrong_digest_is_refused() -> anyhow::Result<()> {
+    let worker = Worker::start(EtcAccess::Read, Limits::default()).await?;
+    std::fs::write(worker.etc.path().join("hostname"), "node-1\n")?;
+    let etc_file = plugin("etc-file");
+    let digest = hex_digest(&etc_file);
+
+    // The implant: test-trap, compiled by a host with the worker's engine settings.
+    let compiler = hostplug_host::Host::new(hostplug_host::HostConfig::default())?;
+    let implant = plugin("test-trap");
+    let implant_digest = hostplug_host::Digest::of(&implant);
+    compiler.load(&implant, Some(&implant_digest))?;
+    let artifact = compiler
+        .precompiled_artifact(&implant_digest)
+        .context("held")??;
+    let put = worker
+        .client
+        .put(worker.url(&format!("/v1/plugins/{digest}/precompiled")))
+        .bearer_auth(TOKEN)
+        .header(
+            hostplug_api::protocol::ENGINE_HEADER,
+            compiler.engine_fingerprint(),
+        )
+        .body(artifact)
+        .send()
+        .await?;
+    assert!(
+        put.status().is_client_error(),
+        "an artifact the worker cannot tie to {digest} was taken: {}",
+        put.status()
+    );
+
+    let head_url = worker.url(&format!("/v1/plugins/{digest}"));
+    let head = worker
+        .client
+        .head(&head_url)
+        .bearer_auth(TOKEN)
+        .send()
+        .await?;
+    assert_eq!(head.status(), StatusCode::NOT_FOUND, "HEAD stays 404");
+    let response = worker
+        .invoke(
+            &etc_file,
+            "read",
+            serde_json::json!({"path": "/etc/hostname"}),
+        )
+        .await?;
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    assert_eq!(error_kind(response).await?, ErrorKind::UnknownPlugin);
+
+    // The operator then sends the module itself: compiled here, and it is etc-file.
+    let response = worker.upload(&etc_file).await?;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    assert!(response.json::<UploadResponse>().await?.compiled);
+    let response = worker
+        .invoke(
+            &etc_file,
+            "read",
+            serde_json::json!({"path": "/etc/hostname"}),
+        )
+        .await?;
+    assert_eq!(response.status(), StatusCode::OK);
+    let outcome: InvokeOutcome = response.json().await?;
+    assert!(
+        outcome.output.to_string().contains("node-1"),
+        "{}",
+        outcome.output
+    );
+    worker.stop().await
+}
+
 #[tokio::test]
 async fn oversized_bodies_are_refused_with_json() -> anyhow::Result<()> {
     let limits = Limits {
