@@ -14,6 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::KubeSchema;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -51,10 +52,71 @@ pub struct PluginCall {
     #[schemars(length(min = 1, max = 128))]
     pub method: String,
     /// Parameters of the operation, checked against the method's JSON Schema before any
-    /// node is touched.
+    /// node is touched (per node, after `$(…)` references in its strings are replaced).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "crate::crd::any_json")]
     pub parameter: Option<serde_json::Value>,
+    /// Values for `$(name)` references in the strings of `parameter`: each a literal
+    /// `value` or `valueFrom` a ConfigMap or Secret key, as a container's `env`. The
+    /// node's own values need no entry: `$(node.name)`, `$(node.labels['KEY'])`,
+    /// `$(node.annotations['KEY'])`, `$(node.addresses.TYPE)` (e.g. `InternalIP`).
+    /// `$$(` is a literal `$(`. A value from a Secret never appears in a status, an
+    /// Event or a log: it is masked there.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_VARS))]
+    pub vars: Vec<CallVar>,
+}
+
+/// Most `vars` of one call: 32, beyond any real template; each is a read per call.
+pub const MAX_VARS: usize = 32;
+
+/// A value for `$(name)` references in a call's parameters.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[x_kube(validation = Rule::new("has(self.value) != has(self.valueFrom)")
+    .message("a var has exactly one of value or valueFrom"))]
+#[serde(rename_all = "camelCase")]
+pub struct CallVar {
+    /// The name `$(name)` refers to: a letter or `_`, then letters, digits or `_`
+    /// (`node` is taken).
+    #[schemars(regex(pattern = r"^[A-Za-z_][A-Za-z0-9_]*$"), length(max = 63))]
+    pub name: String,
+    /// A literal value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// Where the value comes from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_from: Option<VarSource>,
+}
+
+/// A ConfigMap or a Secret key holding a var's value.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[x_kube(validation = Rule::new("has(self.configMapKeyRef) != has(self.secretKeyRef)")
+    .message("valueFrom has exactly one of configMapKeyRef or secretKeyRef"))]
+#[serde(rename_all = "camelCase")]
+pub struct VarSource {
+    /// A key of a ConfigMap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map_key_ref: Option<KeyRef>,
+    /// A key of a Secret: its value is masked wherever the operator reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_key_ref: Option<KeyRef>,
+}
+
+/// One key of a ConfigMap or a Secret.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyRef {
+    /// Its namespace: a HostTask's own (left out, or the same); a HostState (which has
+    /// no namespace) must name one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 63))]
+    pub namespace: Option<String>,
+    /// The object's name.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// The key in its `data` (or a ConfigMap's `binaryData`, as UTF-8).
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
 }
 
 impl PluginCall {
@@ -68,6 +130,7 @@ impl PluginCall {
             api: api.into(),
             method: method.into(),
             parameter,
+            vars: Vec::new(),
         }
     }
 
@@ -107,13 +170,17 @@ pub const CONTROL_PLANE_LABELS: [&str; 2] = [
     "node-role.kubernetes.io/master",
 ];
 
-/// A node as selection sees it: its name and labels.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A node as selection and `$(node.…)` references see it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct NodeView {
     /// Node name.
     pub name: String,
     /// Node labels.
     pub labels: BTreeMap<String, String>,
+    /// Node annotations.
+    pub annotations: BTreeMap<String, String>,
+    /// `status.addresses`: (type, address), e.g. (`InternalIP`, `10.0.0.5`).
+    pub addresses: Vec<(String, String)>,
 }
 
 impl NodeView {
@@ -359,6 +426,7 @@ mod tests {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            ..NodeView::default()
         }
     }
 

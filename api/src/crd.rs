@@ -509,12 +509,13 @@ pub(crate) fn conditions_schema(_: &mut schemars::SchemaGenerator) -> schemars::
     })
 }
 
-/// Annotations a HostTask may carry.
+/// Annotations a HostTask or a HostState may carry.
 pub mod annotations {
     /// `"true"`: the task's results are sensitive (e.g. a read of a file holding
     /// credentials). The operator never stores them: each node's output, diff and log
     /// tail are replaced in the status by their size and sha256 (equal hashes on two
-    /// nodes still show equal content). Errors and the `changed` flag stay.
+    /// nodes still show equal content). Errors and the `changed` flag stay. On a
+    /// HostState, each node's drift diff is kept the same way.
     pub const SENSITIVE_OUTPUT: &str = "hostplug.dev/sensitive-output";
 }
 

@@ -3,6 +3,9 @@
 //! * [`call`]: the vocabulary of a plugin call every resource shares: [`PluginCall`]
 //!   (plugin, method, parameters), [`NodeTargets`] (which nodes), [`AccessProfile`]
 //!   (what a call may touch, and so which worker serves it), [`Invalid`] (a field error).
+//! * [`expand`]: `$(…)` references in a call's parameters, replaced per node (vars from
+//!   literals, ConfigMaps and Secrets; the node's name, labels, annotations, addresses),
+//!   and the masking of values that came from Secrets.
 //! * [`crd`]: the `HostTask` and `HostPlugin` custom resources (CEL rules, printer
 //!   columns; `deploy/crds/` is generated from them by the `crdgen` binary).
 //! * [`policy`]: the `HostTaskPolicy` resource (which namespaces may run what, where).
@@ -59,6 +62,7 @@ macro_rules! text_form {
 
 pub mod call;
 pub mod crd;
+pub mod expand;
 pub mod plugin;
 pub mod policy;
 pub mod protocol;

@@ -81,6 +81,13 @@ pub struct HostTaskPolicySpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = MAX_POLICY_LIST))]
     pub registry_auth_secrets: Vec<String>,
+    /// Secret names these namespaces' tasks may take parameter values from
+    /// (`spec.http.vars[].valueFrom.secretKeyRef`, always a Secret in the task's own
+    /// namespace); `*` is any. Empty (the default): tasks whose vars read a Secret are not
+    /// allowed by this policy. ConfigMaps need no grant here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_POLICY_LIST))]
+    pub secrets: Vec<String>,
 }
 
 /// The nodes a policy lets its tasks target. Every node a task selects must stay

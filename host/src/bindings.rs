@@ -1,8 +1,8 @@
 //! Rust bindings of the `host-action` world, generated from `../wit` by
 //! `wasmtime::component::bindgen!`.
 //!
-//! Generated code only: hand-written logic never goes here (the host imports are
-//! implemented in `plugin.rs` and `capability/`).
+//! Generated code only: hand-written logic never goes here (each host import is
+//! implemented on its capability's view in `capability/`).
 
 #![allow(missing_debug_implementations)] // generated types; the macro does not derive Debug on all
 
@@ -13,8 +13,3 @@ wasmtime::component::bindgen!({
     // in a host function; the host's own imports stay synchronous.
     exports: { default: async },
 });
-
-pub use hostplug::plugin::docker::Archive as DockerArchive;
-pub use hostplug::plugin::docker::Response as DockerResponse;
-pub use hostplug::plugin::files::Attributes as FileAttributes;
-pub use hostplug::plugin::log::Level;

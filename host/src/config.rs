@@ -1,6 +1,6 @@
 //! Host configuration: the cache directory, the per-invocation limits and each
 //! capability's policy, each limit a named constant with the reason for its default.
-//! The capabilities' own limits live with them (`capability/docker.rs`).
+//! The capabilities' own limits live with them (e.g. `capability/docker/policy.rs`).
 //!
 //! Plain data only: this module must never touch the file system or the engine.
 

@@ -53,14 +53,6 @@ pub enum Error {
     /// Running the plugin failed (describe trapped, timed out, …).
     #[error(transparent)]
     Invoke(#[from] InvokeError),
-    /// A value could not be encoded (JSON or YAML output).
-    #[error("encoding {what}: {message}")]
-    Encode {
-        /// What was being encoded.
-        what: &'static str,
-        /// The encoder's message.
-        message: String,
-    },
 }
 
 impl Error {
@@ -70,9 +62,7 @@ impl Error {
             Self::InvalidDigest(_) => ErrorKind::InvalidParams,
             Self::DigestMismatch { .. } => ErrorKind::DigestMismatch,
             Self::BadModule { .. } => ErrorKind::BadModule,
-            Self::Engine(_) | Self::Config(_) | Self::Io { .. } | Self::Encode { .. } => {
-                ErrorKind::Internal
-            }
+            Self::Engine(_) | Self::Config(_) | Self::Io { .. } => ErrorKind::Internal,
             Self::Invoke(e) => e.kind,
         }
     }

@@ -2,7 +2,8 @@
 //! containerd (CRI) socket and the task's registry credentials.
 //!
 //! Deny by default: `Grants::default()` gives nothing. This module only describes grants;
-//! the WASI context is built from them in `plugin.rs`, and nothing here may widen one.
+//! each capability builds its per-call state from them (`capability/`, prepare phase),
+//! and nothing here may widen one.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -16,7 +16,8 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 use crate::bindings::HostActionPre;
 use crate::cache::ArtifactStore;
 use crate::config::EPOCH_TICK;
-use crate::plugin::{LoadSource, Plugin, StoreState};
+use crate::plugin::{LoadSource, Plugin};
+use crate::store::StoreData;
 use crate::{Digest, Error, HostConfig, Result};
 
 /// The hostplug Wasm host: one engine, one linker, one component cache.
@@ -30,7 +31,7 @@ pub struct Host {
 
 pub(crate) struct HostInner {
     pub(crate) engine: Engine,
-    pub(crate) linker: Linker<StoreState>,
+    pub(crate) linker: Linker<StoreData>,
     pub(crate) config: Arc<HostConfig>,
     pub(crate) disk: Option<ArtifactStore>,
     plugins: Mutex<HashMap<Digest, Arc<Plugin>>>,
@@ -78,7 +79,7 @@ impl Host {
         let engine =
             Engine::new(&engine_config(&config)).map_err(|e| Error::Engine(format!("{e:#}")))?;
         let mut linker = Linker::new(&engine);
-        crate::capability::link(&mut linker)?;
+        crate::store::link(&mut linker)?;
         let disk = match &config.cache_dir {
             Some(dir) => Some(ArtifactStore::open(dir, &engine)?),
             None => None,

@@ -2,8 +2,9 @@
 //!
 //! It runs plugins — WebAssembly components of the `host-action` world in `../wit` — with
 //! exactly the access their capabilities grant, under limits, and reports what they did.
-//! The worker, the operator (for `describe`) and the `hostplug` CLI all run plugins
-//! through this crate, so the sandbox is the same everywhere.
+//! The worker, the operator (for `describe`) and the `hostplug` CLI (crate `hostplug-cli`)
+//! all run plugins through this crate, so the sandbox is the same everywhere. This crate is
+//! only the sandbox: no registry client, no manifests, no command line.
 //!
 //! ```no_run
 //! use hostplug_host::{EtcAccess, Grants, Host, HostConfig, Invocation};
@@ -28,29 +29,28 @@
 //! * Calls are blocking for the caller (async callers use `tokio::task::spawn_blocking`);
 //!   inside, the store is async and the call runs under a timer, so the deadline also
 //!   ends a plugin that waits in a host call (a WASI sleep or poll).
-//! * Each host capability (`etc`, `docker`, `containerd`, `log`) is a unit in [`capability`] with its
-//!   policy, imports and limits; the sensitive paths under /etc are refused by the host
-//!   unless the configuration allows them.
+//! * Each host capability (`etc`, `docker`, `containerd`, `log`, `registry-auth`) is a
+//!   unit in [`capability`] with its policy, its per-call state, its imports (implemented
+//!   on its own view of the store) and its limits; the store composes them. A refusal is
+//!   a typed [`CapabilityError`] all the way to the plugin. The sensitive paths under
+//!   /etc are refused by the host unless the configuration allows them.
 //!
 //! This crate must never give a plugin access it was not granted: no ambient preopens,
 //! environment, arguments, sockets or stdio, ever.
 
-pub mod author;
 mod bindings;
 mod cache;
 pub mod capability;
-pub mod cli;
 mod config;
 mod error;
 mod grants;
 mod host;
 mod invocation;
-pub mod manifest;
-pub mod params;
 mod plugin;
 mod precompiled;
-mod stdio;
+mod store;
 
+pub use capability::CapabilityError;
 pub use capability::containerd;
 pub use capability::containerd::{
     ContainerdClient, ContainerdPolicy, DEFAULT_CONTAINERD_MAX_RESPONSE_BYTES,

@@ -1,38 +1,30 @@
 //! `Plugin`: one loaded component, and the running of its exports — a fresh `Store` per
-//! call, each capability prepared from the call's grants (WASI with `/etc`, the `docker`,
-//! `files` and `log` imports), the per-store limiter, the deadline and the mapping of
-//! every failure to an [`ErrorKind`].
+//! call whose data (`store.rs`) holds each capability's state prepared from the call's
+//! grants, the per-store limiter, the deadline and the mapping of every failure to an
+//! [`ErrorKind`]. This module knows no capability's internals.
 //!
 //! The deadline is enforced twice: the epoch deadline interrupts guest code, and the call
 //! itself runs as a future under a timer, so a plugin waiting inside a host call (a WASI
 //! `poll` on a monotonic-clock sleep) is stopped too: dropping the future abandons the
 //! store, which is never used again.
 //!
-//! This module must never grant more than the call's [`Grants`]: the WASI context starts
-//! empty (no env, args, sockets or stdio) and only `/etc` may be preopened, read-only in
-//! dry runs; docker and containerd calls in dry runs may only read. Nothing a plugin does may end anything but its own call.
+//! This module must never grant more than the call's [`Grants`]: it hands them to the
+//! capabilities unchanged, with the dry-run flag that makes each of them read-only.
+//! Nothing a plugin does may end anything but its own call.
 
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use wasmtime::component::{Component, ResourceTable};
-use wasmtime::{Engine, ResourceLimiter, Store, Trap};
-use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
-
-use wasmtime_wasi::filesystem::WasiFilesystemCtxView;
+use wasmtime::component::Component;
+use wasmtime::{Engine, Store, Trap};
 
 use crate::bindings::{self, HostActionPre, PluginError};
-use crate::capability::containerd::ContainerdClient;
-use crate::capability::docker::DockerClient;
-use crate::capability::etc::files::EtcFiles;
-use crate::capability::etc::wasi_fs::{EtcGuard, GuardedFs};
-use crate::capability::log::LogSink;
-use crate::config::{EPOCH_TICK, MAX_INSTANCES, MAX_MEMORIES, MAX_TABLES};
-use crate::stdio::CappedPipe;
+use crate::config::EPOCH_TICK;
+use crate::store::StoreData;
 use crate::{
-    Digest, Error, ErrorKind, EtcAccess, Grants, HostConfig, Invocation, InvokeError,
-    InvokeOutcome, LogLevel, LogRecord, LogSource, MethodInfo, PluginInfo, Result,
+    Digest, Error, ErrorKind, Grants, HostConfig, Invocation, InvokeError, InvokeOutcome, LogLevel,
+    LogRecord, LogSource, MethodInfo, PluginInfo, Result,
 };
 
 /// Longest message taken from a trap or from stderr into an error message.
@@ -59,7 +51,7 @@ pub struct Plugin {
     pub(crate) source: LoadSource,
     pub(crate) load_duration: Duration,
     pub(crate) component: Component,
-    pub(crate) pre: HostActionPre<StoreState>,
+    pub(crate) pre: HostActionPre<StoreData>,
     pub(crate) engine: Engine,
     pub(crate) config: Arc<HostConfig>,
     pub(crate) info: OnceLock<PluginInfo>,
@@ -214,21 +206,17 @@ impl Plugin {
         max_memory_bytes: usize,
         export: Export<'_>,
     ) -> (std::result::Result<Returned, InvokeError>, Vec<LogRecord>) {
-        let limits = &self.config.limits;
-        let stdout = CappedPipe::new(limits.max_log_bytes);
-        let stderr = CappedPipe::new(limits.max_log_bytes);
-        let state = match self.store_state(
+        let data = match StoreData::prepare(
+            &self.config,
             grants,
             dry_run,
-            deadline,
+            Instant::now() + deadline,
             max_memory_bytes,
-            &stdout,
-            &stderr,
         ) {
-            Ok(s) => s,
+            Ok(d) => d,
             Err(e) => return (Err(e), Vec::new()),
         };
-        let mut store = Store::new(&self.engine, state);
+        let mut store = Store::new(&self.engine, data);
         store.limiter(|s| &mut s.limiter);
         store.set_epoch_deadline(deadline_ticks(deadline));
         store.epoch_deadline_trap();
@@ -255,9 +243,9 @@ impl Plugin {
             wasmtime_wasi::runtime::in_tokio(
                 async move { tokio::time::timeout(deadline, call).await },
             );
-        let state = store.into_data();
-        let (err_bytes, err_dropped) = stderr.take();
-        let last_stderr = stderr_tail(&err_bytes);
+        let data = store.into_data();
+        let first_refusal = data.log.first_refusal().map(str::to_owned);
+        let (logs, last_stderr) = data.log.finish();
         let result = match timed {
             Err(_elapsed) => Err(InvokeError::new(
                 ErrorKind::Timeout,
@@ -269,7 +257,7 @@ impl Plugin {
             Ok(Ok(Err(plugin_error))) => Err(from_plugin_error(plugin_error)),
             Ok(Err(e)) => Err(classify(
                 &e,
-                &state,
+                &data.limiter,
                 deadline,
                 last_stderr.as_deref(),
                 instantiated,
@@ -278,99 +266,16 @@ impl Plugin {
         // A plugin reports a refused path as its own `denied` error, with the OS's
         // words; add the host's reason.
         let result = result.map_err(|mut e| {
-            if let Some(refusal) = state.logs.first_refusal()
+            if let Some(refusal) = &first_refusal
                 && e.kind == ErrorKind::Denied
-                && !e.message.contains(refusal)
+                && !e.message.contains(refusal.as_str())
             {
                 e.message = format!("{} (the host refused: {refusal})", e.message);
             }
             e
         });
-        let logs = state.logs.finish(stdout.take(), (err_bytes, err_dropped));
         (result, logs)
     }
-
-    fn store_state(
-        &self,
-        grants: &Grants,
-        dry_run: bool,
-        deadline: Duration,
-        max_memory_bytes: usize,
-        stdout: &CappedPipe,
-        stderr: &CappedPipe,
-    ) -> std::result::Result<StoreState, InvokeError> {
-        let limits = &self.config.limits;
-        let mut b = WasiCtxBuilder::new();
-        b.stdout(stdout.clone())
-            .stderr(stderr.clone())
-            .allow_blocking_current_thread(true)
-            .allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false);
-        let perms = match (grants.etc, dry_run) {
-            (EtcAccess::None, _) => None,
-            (EtcAccess::Read, _) | (EtcAccess::Write, true) => Some(FsPerms::ReadOnly),
-            (EtcAccess::Write, false) => Some(FsPerms::ReadWrite),
-        };
-        let mut etc_dir = None;
-        if let Some(perms) = perms {
-            let dir = grants.etc_dir.as_ref().ok_or_else(|| {
-                InvokeError::new(
-                    ErrorKind::Internal,
-                    "the etc capability is granted but the host has no etc directory",
-                )
-            })?;
-            b.preopened_dir(dir, "/etc", perms).map_err(|e| {
-                InvokeError::new(
-                    ErrorKind::Internal,
-                    format!("cannot open the etc directory {}: {e}", dir.display()),
-                )
-            })?;
-            etc_dir = Some(dir.as_path());
-        }
-        let policy = Arc::new(self.config.etc.clone());
-        let etc_guard = EtcGuard::new(etc_dir, policy.clone()).map_err(|e| {
-            InvokeError::new(
-                ErrorKind::Internal,
-                format!("cannot open the etc directory: {e}"),
-            )
-        })?;
-        Ok(StoreState {
-            wasi: b.build(),
-            table: ResourceTable::new(),
-            limiter: Limiter {
-                max_memory_bytes,
-                max_table_elements: limits.max_table_elements,
-                memory_bytes: 0,
-                table_elements: 0,
-                memory_exhausted: false,
-            },
-            logs: LogSink::new(limits.max_log_bytes),
-            docker: grants.docker.as_deref().map(|socket| {
-                DockerClient::new(socket, self.config.docker.clone(), dry_run)
-                    .with_archives(grants.image_archives.as_deref())
-            }),
-            containerd: grants.containerd.as_deref().map(|socket| {
-                ContainerdClient::new(socket, self.config.containerd.clone(), dry_run)
-            }),
-            files: EtcFiles::new(grants.etc, grants.etc_dir.as_deref(), dry_run, policy),
-            registry_auth: grants.registry_auth.clone(),
-            etc_guard,
-            deadline: Instant::now() + deadline,
-        })
-    }
-}
-
-/// The last two meaningful stderr lines: for a Rust panic, where and what.
-fn stderr_tail(bytes: &[u8]) -> Option<String> {
-    let text = String::from_utf8_lossy(bytes);
-    let lines: Vec<&str> = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with("note: run with `RUST_BACKTRACE"))
-        .collect();
-    let tail = lines[lines.len().saturating_sub(2)..].join(" ");
-    (!tail.is_empty()).then_some(tail)
 }
 
 fn deadline_ticks(deadline: Duration) -> u64 {
@@ -391,7 +296,7 @@ fn from_plugin_error(e: PluginError) -> InvokeError {
 /// Maps a wasmtime error from instantiating or calling a plugin to an error kind.
 fn classify(
     e: &wasmtime::Error,
-    state: &StoreState,
+    limiter: &crate::store::Limiter,
     deadline: Duration,
     last_stderr: Option<&str>,
     instantiated: bool,
@@ -402,12 +307,12 @@ fn classify(
             ErrorKind::Timeout,
             format!("the plugin ran past its deadline of {deadline:?} and was stopped"),
         )
-    } else if state.limiter.memory_exhausted {
+    } else if limiter.memory_exhausted {
         (
             ErrorKind::ResourceLimit,
             format!(
                 "out of memory: the plugin reached its memory limit of {} bytes (all its linear memories together)",
-                state.limiter.max_memory_bytes
+                limiter.max_memory_bytes
             ),
         )
     } else if trap == Some(Trap::StackOverflow) {
@@ -455,139 +360,4 @@ enum Export<'a> {
 enum Returned {
     Info(bindings::hostplug::plugin::types::PluginInfo),
     Outcome(bindings::hostplug::plugin::types::Outcome),
-}
-
-/// The data of one store: WASI, the limiter, and each capability's per-call state (the
-/// capabilities' imports are implemented on it in `capability/`).
-pub(crate) struct StoreState {
-    wasi: WasiCtx,
-    table: ResourceTable,
-    limiter: Limiter,
-    pub(crate) logs: LogSink,
-    pub(crate) docker: Option<DockerClient>,
-    pub(crate) containerd: Option<ContainerdClient>,
-    pub(crate) files: EtcFiles,
-    /// The `registry-auth` import's credentials (`None`: it answers `none`).
-    pub(crate) registry_auth: Option<Arc<hostplug_api::registry_auth::RegistryCredentials>>,
-    etc_guard: EtcGuard,
-    pub(crate) deadline: Instant,
-}
-
-impl StoreState {
-    /// The view the guarded `wasi:filesystem/types` works on.
-    pub(crate) fn guarded_fs(&mut self) -> GuardedFs<'_> {
-        GuardedFs {
-            inner: WasiFilesystemCtxView {
-                ctx: self.wasi.filesystem(),
-                table: &mut self.table,
-            },
-            guard: &self.etc_guard,
-            logs: &mut self.logs,
-        }
-    }
-}
-
-impl WasiView for StoreState {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
-    }
-}
-
-impl bindings::hostplug::plugin::types::Host for StoreState {}
-
-/// Caps the memory and table elements of the whole store (every linear memory and every
-/// table of every core instance together) and the number of instances, memories and
-/// tables, and remembers when the memory cap was hit so that the trap that usually
-/// follows is reported as `resource-limit`.
-struct Limiter {
-    max_memory_bytes: usize,
-    max_table_elements: usize,
-    /// Bytes of all memories of the store so far.
-    memory_bytes: usize,
-    /// Elements of all tables of the store so far.
-    table_elements: usize,
-    memory_exhausted: bool,
-}
-
-impl ResourceLimiter for Limiter {
-    fn memory_growing(
-        &mut self,
-        current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        // A new memory arrives with `current` 0, a growing one with its size so far.
-        let total = self
-            .memory_bytes
-            .saturating_sub(current)
-            .saturating_add(desired);
-        if total > self.max_memory_bytes {
-            self.memory_exhausted = true;
-            return Ok(false);
-        }
-        self.memory_bytes = total;
-        Ok(true)
-    }
-
-    fn table_growing(
-        &mut self,
-        current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        let total = self
-            .table_elements
-            .saturating_sub(current)
-            .saturating_add(desired);
-        if total > self.max_table_elements {
-            return Ok(false);
-        }
-        self.table_elements = total;
-        Ok(true)
-    }
-
-    fn instances(&self) -> usize {
-        MAX_INSTANCES
-    }
-
-    fn memories(&self) -> usize {
-        MAX_MEMORIES
-    }
-
-    fn tables(&self) -> usize {
-        MAX_TABLES
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_limiter_counts_every_memory_of_the_store() {
-        let mut l = Limiter {
-            max_memory_bytes: 100,
-            max_table_elements: 10,
-            memory_bytes: 0,
-            table_elements: 0,
-            memory_exhausted: false,
-        };
-        assert!(l.memory_growing(0, 40, None).expect("ok"));
-        assert!(l.memory_growing(0, 40, None).expect("ok"));
-        assert!(
-            !l.memory_growing(0, 40, None).expect("ok"),
-            "a third memory"
-        );
-        assert!(l.memory_exhausted);
-        assert!(
-            l.memory_growing(40, 60, None).expect("ok"),
-            "grow one to 60"
-        );
-        assert!(!l.memory_growing(60, 70, None).expect("ok"));
-        assert!(l.table_growing(0, 6, None).expect("ok"));
-        assert!(!l.table_growing(0, 6, None).expect("ok"));
-    }
 }

@@ -1,9 +1,7 @@
-//! Loading: digest pinning, bad modules, the on-disk cache across host restarts,
-//! `describe`, and the `hostplug` CLI on the real components.
+//! Loading: digest pinning, bad modules, the on-disk cache across host restarts and
+//! `describe`. The `hostplug` CLI on the same components is tested in `cli/tests`.
 
 mod common;
-
-use std::process::Command;
 
 use common::{Tree, module};
 use hostplug_host::{Digest, Error, ErrorKind, Grants, Host, HostConfig, Invocation, LoadSource};
@@ -126,116 +124,4 @@ fn describe_reports_the_plugin_info_as_camel_case_json() {
         json["methods"][0]["paramsSchema"],
         serde_json::json!({"type": "object"})
     );
-}
-
-fn hostplug(args: &[&str]) -> (i32, serde_json::Value, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_hostplug"))
-        .args(args)
-        .output()
-        .expect("run hostplug");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let json = serde_json::from_str(&stdout).unwrap_or(serde_json::Value::String(stdout));
-    (
-        out.status.code().unwrap_or(-1),
-        json,
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-#[test]
-fn the_cli_describes_runs_and_renders_manifests() {
-    let dir = common::plugin_dir();
-    let escape = dir.join("test-escape.wasm");
-    let escape = escape.to_str().expect("utf-8 path");
-    let tree = Tree::new();
-    let etc = tree.etc();
-    let etc = etc.to_str().expect("utf-8 path");
-
-    let (code, json, _) = hostplug(&["plugin", "describe", escape]);
-    assert_eq!(code, 0);
-    assert_eq!(json["name"], "test-escape");
-
-    let (code, json, _) = hostplug(&[
-        "plugin",
-        "run",
-        escape,
-        "--etc",
-        etc,
-        "--method",
-        "read",
-        "--params",
-        r#"{"path":"/etc/hosts"}"#,
-    ]);
-    assert_eq!(code, 0, "{json}");
-    assert_eq!(json["output"]["content"], common::HOSTS);
-    assert_eq!(json["changed"], false);
-    assert!(json["logs"].is_array());
-
-    // Without --write, /etc is read-only.
-    let (code, json, stderr) = hostplug(&[
-        "plugin",
-        "run",
-        escape,
-        "--etc",
-        etc,
-        "--method",
-        "write",
-        "--params",
-        r#"{"path":"/etc/hosts","content":"x"}"#,
-    ]);
-    assert_eq!(code, 1);
-    assert_eq!(json["error"]["kind"], "denied", "{json}");
-    assert!(stderr.contains("denied"), "{stderr}");
-    assert_eq!(tree.read("etc/hosts").as_deref(), Some(common::HOSTS));
-
-    // With --write it writes; with --dry-run it does not.
-    let (code, json, _) = hostplug(&[
-        "plugin",
-        "run",
-        escape,
-        "--etc",
-        etc,
-        "--write",
-        "--dry-run",
-        "--method",
-        "write",
-        "--params",
-        r#"{"path":"/etc/hosts","content":"x"}"#,
-    ]);
-    assert_eq!(
-        (code, &json["error"]["kind"]),
-        (1, &"denied".into()),
-        "{json}"
-    );
-    let (code, json, _) = hostplug(&[
-        "plugin",
-        "run",
-        escape,
-        "--etc",
-        etc,
-        "--write",
-        "--method",
-        "write",
-        "--params",
-        r#"{"path":"/etc/hosts","content":"x"}"#,
-    ]);
-    assert_eq!(code, 0, "{json}");
-    assert_eq!(tree.read("etc/hosts").as_deref(), Some("x"));
-
-    // A wrong pin.
-    let (code, json, _) = hostplug(&["plugin", "describe", escape, "--sha256", &"0".repeat(64)]);
-    assert_eq!(code, 1);
-    assert_eq!(json["error"]["kind"], "digest-mismatch");
-
-    let (code, yaml, _) = hostplug(&[
-        "plugin", "manifest", escape, "--name", "escape", "--etc", "read", "--docker",
-    ]);
-    assert_eq!(code, 0);
-    let yaml = yaml.as_str().expect("yaml text");
-    assert!(yaml.contains("kind: HostPlugin"), "{yaml}");
-    assert!(
-        yaml.contains(&Digest::of(&module("test-escape")).hex()),
-        "{yaml}"
-    );
-    assert!(yaml.contains("plugin.wasm:"), "{yaml}");
 }

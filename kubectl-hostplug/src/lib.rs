@@ -394,6 +394,7 @@ pub fn spec_of(args: &RunArgs, parameter: serde_json::Value) -> Result<HostTaskS
                 api: args.plugin.clone(),
                 method: args.method.clone(),
                 parameter: has_params.then_some(parameter),
+                vars: Vec::new(),
             },
         },
         dry_run: args.dry_run,

@@ -389,6 +389,7 @@ mod tests {
                         api: "etc-file".into(),
                         method: "ensure-line".into(),
                         parameter: None,
+                        vars: Vec::new(),
                     },
                 },
                 dry_run: false,

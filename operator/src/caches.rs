@@ -2,8 +2,8 @@
 //! controller, and read by all of them (node selection, the pool's worker states).
 //!
 //! Each cache keeps only what the operator reads, so a large cluster costs little
-//! memory: a Node keeps its name, labels, taints, unschedulable flag, conditions and
-//! boot ID (not its images, volumes or managed fields); a worker Pod keeps what the pool
+//! memory: a Node keeps its name, labels, annotations, taints, unschedulable flag,
+//! conditions, addresses and boot ID (not its images, volumes or managed fields); a worker Pod keeps what the pool
 //! reads of it. Node changes that can change what a HostState selects (a node joins,
 //! leaves, or its labels change) are announced on a stream.
 
@@ -59,7 +59,6 @@ pub fn stores() -> (Caches, Writers) {
 /// A Node as the cache keeps it.
 fn slim_node(node: &mut Node) {
     node.metadata.managed_fields = None;
-    node.metadata.annotations = None;
     if let Some(spec) = node.spec.as_mut() {
         spec.config_source = None;
         spec.pod_cidrs = None;
@@ -67,6 +66,7 @@ fn slim_node(node: &mut Node) {
     if let Some(status) = node.status.take() {
         node.status = Some(NodeStatus {
             conditions: status.conditions,
+            addresses: status.addresses,
             node_info: status.node_info.map(|i| NodeSystemInfo {
                 boot_id: i.boot_id,
                 ..NodeSystemInfo::default()

@@ -25,6 +25,7 @@ pub mod state;
 pub mod status;
 pub mod task;
 pub mod validate;
+pub mod values;
 
 pub use controller::*;
 pub use error::{Error, Result};
@@ -223,6 +224,13 @@ mod controller {
     }
 
     impl Context {
+        /// One node as `$(node.…)` references see it, from the Node cache.
+        pub fn node_view(&self, name: &str) -> Option<NodeView> {
+            self.nodes
+                .get(&ObjectRef::new(name))
+                .and_then(|n| crate::validate::node_view(&n))
+        }
+
         /// The cluster's nodes as selection sees them, from the Node cache.
         pub fn node_views(&self) -> Vec<NodeView> {
             self.nodes

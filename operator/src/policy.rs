@@ -32,6 +32,8 @@ pub enum Missing {
     Method,
     /// … the task names a registry credentials Secret no policy lists.
     RegistryAuth,
+    /// … the task's vars read a Secret no policy lists.
+    Secrets,
     /// … the method changes nodes and no policy allows mutating methods.
     Mutating,
     /// … a target node is outside every policy's nodes.
@@ -46,6 +48,7 @@ impl Missing {
             Self::Plugin => "plugin",
             Self::Method => "method",
             Self::RegistryAuth => "registryAuth",
+            Self::Secrets => "secrets",
             Self::Mutating => "mutating",
             Self::Nodes => "nodes",
         }
@@ -85,6 +88,8 @@ pub struct Request<'a> {
     pub method: &'a str,
     /// The Secret the task's `spec.registryAuth` names, if any.
     pub registry_secret: Option<&'a str>,
+    /// The Secrets the task's vars read values from.
+    pub value_secrets: Vec<&'a str>,
     /// Whether the call may change nodes (a mutating method, not a dry run).
     pub mutating: bool,
     /// The nodes the task selected.
@@ -151,6 +156,20 @@ pub fn evaluate<'p>(policies: &'p [HostTaskPolicy], req: &Request<'_>) -> Result
                 missing: Missing::RegistryAuth,
                 detail: format!(
                     "the task names registry credentials Secret {secret:?}                      (spec.registryAuth.secretName) and HostTaskPolicy {name} does not list                      it in registryAuthSecrets"
+                ),
+            });
+            continue;
+        }
+        if let Some(secret) = req
+            .value_secrets
+            .iter()
+            .find(|s| !list_allows(&p.spec.secrets, s))
+        {
+            note(Denied {
+                missing: Missing::Secrets,
+                detail: format!(
+                    "the task's vars read Secret {secret:?} and HostTaskPolicy {name} does not \
+                     list it in secrets"
                 ),
             });
             continue;
@@ -240,6 +259,15 @@ pub async fn check(
             .registry_auth
             .as_ref()
             .map(|a| a.secret_name.as_str()),
+        value_secrets: task
+            .spec
+            .http
+            .call
+            .vars
+            .iter()
+            .filter_map(|v| v.value_from.as_ref()?.secret_key_ref.as_ref())
+            .map(|r| r.name.as_str())
+            .collect(),
         mutating,
         targets,
     };
@@ -274,6 +302,7 @@ mod tests {
         NodeView {
             name: name.into(),
             labels: l,
+            ..NodeView::default()
         }
     }
 
@@ -291,9 +320,34 @@ mod tests {
             plugin,
             method,
             registry_secret: None,
+            value_secrets: Vec::new(),
             mutating,
             targets,
         }
+    }
+
+    #[test]
+    fn values_from_secrets_need_the_secret_listed() {
+        let none = BTreeMap::new();
+        let n = [node("n1", false, &[])];
+        let open = policy(
+            "open",
+            "{namespaces: [team-a], plugins: ['*'], allowMutating: true}",
+        );
+        let listed = policy(
+            "listed",
+            "{namespaces: [team-a], plugins: ['*'], allowMutating: true, secrets: [registry-password]}",
+        );
+        let mut r = req("team-a", &none, "etc-file", "write", true, &n);
+        assert_eq!(evaluate(std::slice::from_ref(&open), &r), Ok("open"));
+        r.value_secrets = vec!["registry-password"];
+        let d = evaluate(std::slice::from_ref(&open), &r).expect_err("not listed");
+        assert_eq!(d.missing, Missing::Secrets);
+        assert!(d.to_string().contains("\"registry-password\""), "{d}");
+        assert_eq!(evaluate(&[open, listed.clone()], &r), Ok("listed"));
+        r.value_secrets = vec!["registry-password", "other"];
+        let d = evaluate(&[listed], &r).expect_err("another Secret");
+        assert!(d.to_string().contains("\"other\""), "{d}");
     }
 
     #[test]

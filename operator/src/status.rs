@@ -83,19 +83,27 @@ pub fn redact(nodes: &mut [NodeResult]) {
             let text = serde_json::to_string(o).unwrap_or_default();
             n.output = Some(summary(text.as_bytes()));
         }
-        if let Some(d) = &n.diff
-            && !d.starts_with("(redacted")
-        {
-            n.diff = Some(format!(
-                "(redacted: {} bytes, sha256 {})",
-                d.len(),
-                hex::encode(Sha256::digest(d.as_bytes()))
-            ));
+        if let Some(d) = &n.diff {
+            n.diff = Some(redact_diff(d));
         }
         if !n.logs.is_empty() && n.logs != [REDACTED_LOGS] {
             n.logs = vec![REDACTED_LOGS.to_owned()];
         }
     }
+}
+
+/// A diff replaced by its size and sha256 (equal hashes still show equal changes);
+/// idempotent.
+pub fn redact_diff(d: &str) -> String {
+    use sha2::{Digest as _, Sha256};
+    if d.starts_with("(redacted") {
+        return d.to_owned();
+    }
+    format!(
+        "(redacted: {} bytes, sha256 {})",
+        d.len(),
+        hex::encode(Sha256::digest(d.as_bytes()))
+    )
 }
 
 /// Caps sizes across all nodes: each entry's own limits, then the task-wide budget.

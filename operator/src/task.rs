@@ -69,6 +69,9 @@ struct Resolved {
     plugin: HostPlugin,
     loaded: Arc<LoadedPlugin>,
     targets: Vec<String>,
+    /// Target nodes the call cannot run on (a `$(node.…)` value they lack, parameters
+    /// invalid once replaced), with why: they fail before anything is sent.
+    unusable: BTreeMap<String, Invalid>,
 }
 
 async fn resolve(ctx: &Context, task: &HostTask) -> Result<Result<Resolved, Invalid>> {
@@ -109,14 +112,34 @@ async fn resolve(ctx: &Context, task: &HostTask) -> Result<Result<Resolved, Inva
     {
         return Ok(Err(e));
     }
-    let targets = match spec.targets.select_for_task(&ctx.node_views()) {
+    // The vars are read now so that a missing ConfigMap, Secret or key fails the task
+    // before any node is touched; they are read again for each node's call.
+    let ns = task.namespace().unwrap_or_default();
+    let values =
+        match crate::values::read(&ctx.client, &spec.http.call, CallSite::Task, Some(&ns)).await? {
+            Ok(v) => v,
+            Err(e) => return Ok(Err(e)),
+        };
+    let views = ctx.node_views();
+    let targets = match spec.targets.select_for_task(&views) {
         Ok(t) => t,
         Err(e) => return Ok(Err(e)),
     };
+    let mut unusable = BTreeMap::new();
+    if let Some(method) = loaded.info.method(&spec.http.call.method)
+        && validate::has_references(&spec.http.call.params())
+    {
+        for view in views.iter().filter(|v| targets.contains(&v.name)) {
+            if let Err(e) = values.params_for(&spec.http.call, CallSite::Task, method, view) {
+                unusable.insert(view.name.clone(), e);
+            }
+        }
+    }
     Ok(Ok(Resolved {
         plugin: hp,
         loaded,
         targets,
+        unusable,
     }))
 }
 
@@ -410,9 +433,19 @@ async fn start_generation(ctx: &Context, task: &HostTask, generation: i64) -> Re
             status.nodes = r
                 .targets
                 .iter()
-                .map(|n| NodeResult {
-                    node: n.clone(),
-                    ..NodeResult::default()
+                .map(|n| match r.unusable.get(n) {
+                    None => NodeResult {
+                        node: n.clone(),
+                        ..NodeResult::default()
+                    },
+                    // Nothing is sent to a node the call cannot run on.
+                    Some(why) => NodeResult {
+                        node: n.clone(),
+                        phase: NodePhase::Failed,
+                        message: Some(format!("not run: {why}")),
+                        finished_at: Some(now_t.clone()),
+                        ..NodeResult::default()
+                    },
                 })
                 .collect();
             crate::status::summarise(&mut status, task.spec.dry_run, &now_t);
@@ -569,27 +602,54 @@ fn spawn_run(ctx: &Arc<Context>, task: &HostTask, loaded: Arc<LoadedPlugin>, run
     let me = ObjectRef::from_obj(task);
     let lease = ctx.pool.lease(&pod, spec.http.port);
     ctx.runs.start(key.clone());
+    let node = node.clone();
     let ctx = Arc::clone(ctx);
     tokio::spawn(async move {
-        // The credentials are read per call (a rotated Secret is used at once) and live
-        // only in this request; validation already checked the plugin declares them.
-        let creds = if spec.registry_auth.is_some() && !registry_auth_declared {
-            Err(Invalid::new(
-                "spec.registryAuth",
-                "the HostPlugin no longer declares the registryAuth capability",
-            ))
-        } else {
-            crate::registry_auth::read(&ctx.client, &namespace, &spec).await
-        };
-        let outcome = match creds {
-            Ok(creds) => {
-                req.registry_auth = creds;
+        let (outcome, values) = async {
+            // The vars and the credentials are read per call (a rotated Secret is used at
+            // once) and live only in this request; validation already checked the plugin
+            // declares the credentials.
+            let values = crate::values::read(
+                &ctx.client,
+                &spec.http.call,
+                CallSite::Task,
+                Some(&namespace),
+            )
+            .await
+            .map_err(|e| CallError::NotSent(e.to_string()))?
+            .map_err(|invalid| CallError::NotSent(invalid.to_string()))?;
+            let send = async {
+                let method = loaded
+                    .info
+                    .method(&spec.http.call.method)
+                    .ok_or_else(|| CallError::NotSent("the plugin lost its method".into()))?;
+                let view = ctx
+                    .node_view(&node)
+                    .ok_or_else(|| CallError::NotSent(format!("node {node} no longer exists")))?;
+                req.params = values
+                    .params_for(&spec.http.call, CallSite::Task, method, &view)
+                    .map_err(|invalid| CallError::NotSent(invalid.to_string()))?;
+                let creds = if spec.registry_auth.is_some() && !registry_auth_declared {
+                    Err(Invalid::new(
+                        "spec.registryAuth",
+                        "the HostPlugin no longer declares the registryAuth capability",
+                    ))
+                } else {
+                    crate::registry_auth::read(&ctx.client, &namespace, &spec).await
+                };
+                req.registry_auth =
+                    creds.map_err(|invalid| CallError::NotSent(invalid.to_string()))?;
                 crate::dispatch::send(&ctx, &lease, &loaded, &req).await
-            }
-            Err(invalid) => Err(CallError::NotSent(invalid.to_string())),
-        };
+            };
+            let outcome = send.await;
+            Ok::<_, CallError>((outcome, values))
+        }
+        .await
+        .unwrap_or_else(|e| (Err(e), crate::values::CallValues::default()));
         drop(req);
         drop(lease);
+        // Values from Secrets never reach the record.
+        let outcome = values.mask_outcome(outcome);
         // Only if still wanted: a call of a superseded generation or a deleted task
         // was dropped from the record meanwhile, and its outcome goes with it.
         ctx.runs.complete(&key, outcome);

@@ -56,6 +56,17 @@ pub fn node_view(node: &Node) -> Option<NodeView> {
     Some(NodeView {
         name: node.metadata.name.clone()?,
         labels: node.metadata.labels.clone().unwrap_or_default(),
+        annotations: node.metadata.annotations.clone().unwrap_or_default(),
+        addresses: node
+            .status
+            .as_ref()
+            .and_then(|s| s.addresses.as_ref())
+            .map(|a| {
+                a.iter()
+                    .map(|a| (a.type_.clone(), a.address.clone()))
+                    .collect()
+            })
+            .unwrap_or_default(),
     })
 }
 
@@ -92,20 +103,38 @@ pub fn check_call<'a>(
             ),
         )
     })?;
-    check_params(call, site, method)?;
+    // Parameters with `$(…)` references are checked per node, once replaced
+    // ([`crate::values::CallValues::params_for`]).
+    if !has_references(&call.params()) {
+        check_params_value(&call.params(), site, method)?;
+    }
     check_capabilities(call, site, spec, method, dry_run)?;
     Ok(method)
+}
+
+/// Whether any string of `params` holds a `$(…)` reference.
+pub fn has_references(params: &serde_json::Value) -> bool {
+    match params {
+        serde_json::Value::String(s) => s.contains("$("),
+        serde_json::Value::Array(a) => a.iter().any(has_references),
+        serde_json::Value::Object(o) => o.values().any(has_references),
+        _ => false,
+    }
 }
 
 /// Checks the parameters against the method's JSON Schema with the one schema reader
 /// ([`hostplug_api::schema`]), which the console, `kubectl hostplug` and `hostplug
 /// plugin run` use too.
-fn check_params(call: &PluginCall, site: CallSite, method: &MethodInfo) -> Result<(), Invalid> {
+pub fn check_params_value(
+    params: &serde_json::Value,
+    site: CallSite,
+    method: &MethodInfo,
+) -> Result<(), Invalid> {
     use hostplug_api::schema::{self, ParamsError};
     schema::check_params(
         method.params_schema.as_ref(),
         &method.name,
-        &call.params(),
+        params,
         &site.field("parameter"),
     )
     .map_err(|e| match e {

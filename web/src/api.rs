@@ -181,6 +181,7 @@ async fn create_task(
                     api: body.plugin,
                     method: body.method,
                     parameter: Some(body.params),
+                    vars: Vec::new(),
                 },
             },
             dry_run: body.dry_run,

@@ -1122,6 +1122,7 @@ fn full_dry_run_spec() -> HostTaskSpec {
                 parameter: Some(
                     json!({"path": "/etc/chrony.conf", "line": "server ntp", "mode": 384}),
                 ),
+                vars: Vec::new(),
             },
         },
         dry_run: true,

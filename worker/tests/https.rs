@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use hostplug_api::protocol::{
     ARTIFACT_SIGNATURE_HEADER, ENGINE_HEADER, ErrorBody, ErrorKind, Health, InvokeOutcome,
-    LogSource, UploadResponse,
+    LogSource, UploadResponse, read_invoke_answer,
 };
 use hostplug_host::{ArtifactKey, ArtifactSigner, Digest, Host, HostConfig, SignedArtifact};
 use hostplug_worker::{EtcAccess, Limits, LogFormat, WorkerSettings};
@@ -54,13 +54,32 @@ struct Worker {
 
 impl Worker {
     async fn start(etc_access: EtcAccess, limits: Limits) -> anyhow::Result<Self> {
-        Self::start_trusting(etc_access, limits, None).await
+        Self::start_with(etc_access, limits, None, None).await
     }
 
     /// A worker that loads precompiled artifacts signed with `artifact_key`'s private half.
     async fn start_trusting(
         etc_access: EtcAccess,
         limits: Limits,
+        artifact_key: Option<ArtifactKey>,
+    ) -> anyhow::Result<Self> {
+        Self::start_with(etc_access, limits, None, artifact_key).await
+    }
+
+    /// A worker whose Pod would mount the docker socket `docker_socket`.
+    async fn start_with_docker(
+        etc_access: EtcAccess,
+        limits: Limits,
+        docker_socket: Option<PathBuf>,
+    ) -> anyhow::Result<Self> {
+        Self::start_with(etc_access, limits, docker_socket, None).await
+    }
+
+    /// A worker with the given docker socket and trusted artifact key.
+    async fn start_with(
+        etc_access: EtcAccess,
+        limits: Limits,
+        docker_socket: Option<PathBuf>,
         artifact_key: Option<ArtifactKey>,
     ) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
@@ -80,7 +99,7 @@ impl Worker {
             token_file: dir.path().join("token"),
             etc_dir: etc.path().to_path_buf(),
             etc_access,
-            docker_socket: None,
+            docker_socket,
             containerd_socket: None,
             cache_dir: dir.path().join("cache"),
             artifact_key,
@@ -708,5 +727,55 @@ async fn connections_beyond_the_cap_are_closed_at_once() -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    worker.stop().await
+}
+
+/// A docker route outside the host's allow-list, end to end: the host refuses it with
+/// the typed `denied` of the WIT, the plugin passes it on by kind, and the worker's answer
+/// is the node's result (a 422 read by `read_invoke_answer`, as the operator reads it)
+/// with kind `denied`. The daemon stand-in never sees a connection.
+#[tokio::test]
+async fn a_refused_docker_route_is_the_nodes_denied_result() -> anyhow::Result<()> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let sockets = tempfile::tempdir()?;
+    let socket = sockets.path().join("docker.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&socket)?;
+    let connections = Arc::new(AtomicUsize::new(0));
+    let seen = connections.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            seen.fetch_add(1, Ordering::SeqCst);
+            drop(stream);
+        }
+    });
+    let worker =
+        Worker::start_with_docker(EtcAccess::None, Limits::default(), Some(socket)).await?;
+    let noisy = plugin("test-noisy");
+    assert_eq!(worker.upload(&noisy).await?.status(), StatusCode::CREATED);
+    let response = worker
+        .invoke(
+            &noisy,
+            "docker",
+            serde_json::json!({"method": "POST", "path": "/containers/create"}),
+        )
+        .await?;
+    let status = response.status().as_u16();
+    let body = response.bytes().await?;
+    let result = read_invoke_answer(status, &body)
+        .map_err(|refused| anyhow::anyhow!("not a node's result: {refused}"))?;
+    let error = result.expect_err("the route is outside the allow-list");
+    assert_eq!(error.kind, ErrorKind::Denied, "{error}");
+    assert!(
+        error
+            .message
+            .contains("not allowed by the host's docker policy"),
+        "{error}"
+    );
+    assert_eq!(
+        connections.load(Ordering::SeqCst),
+        0,
+        "the daemon was reached"
+    );
     worker.stop().await
 }

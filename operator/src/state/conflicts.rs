@@ -148,6 +148,7 @@ mod tests {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            ..NodeView::default()
         };
         vec![
             view("master", &[("node-role.kubernetes.io/control-plane", "")]),

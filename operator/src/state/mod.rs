@@ -42,11 +42,13 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
 use tracing::{Instrument, info, info_span, warn};
 
+use crate::client::CallError;
 use crate::dispatch::NodeOutcome;
 use crate::plugins::LoadedPlugin;
 use crate::pool::WorkerKey;
 use crate::report::{set_condition, write_status};
 use crate::validate::{self, CallSite, Invalid, PluginView};
+use crate::values::CallValues;
 use crate::{Context, Error, Result};
 use conflicts::{FlipFlops, StateFootprint, file_keys, path_conflicts};
 use hostplug_api::crd::HostPlugin;
@@ -88,11 +90,14 @@ impl std::fmt::Debug for StateContext {
     }
 }
 
-/// A validated step with its plugin and the worker profile it runs on.
+/// A validated step with its plugin, its method, the values of its vars and the worker
+/// profile it runs on.
 struct Plan {
     index: usize,
     step: StateStep,
     loaded: Arc<LoadedPlugin>,
+    method: hostplug_api::crd::MethodInfo,
+    values: CallValues,
     profile: AccessProfile,
 }
 
@@ -136,10 +141,23 @@ async fn plan(ctx: &Context, state: &HostState) -> Result<Result<Vec<Plan>, Inva
                 format!("plugin {:?} is not ready", step.api),
             )));
         };
+        let Some(method) = loaded.info.method(&step.method).cloned() else {
+            return Ok(Err(Invalid::new(
+                CallSite::Step(i).field("method"),
+                format!("plugin {:?} has no method {:?}", step.api, step.method),
+            )));
+        };
+        // Read at every reconcile: a changed ConfigMap or Secret starts a new round.
+        let values = match crate::values::read(&ctx.client, step, CallSite::Step(i), None).await? {
+            Ok(v) => v,
+            Err(e) => return Ok(Err(e)),
+        };
         plans.push(Plan {
             index: i,
             step: step.clone(),
             loaded: Arc::clone(loaded),
+            method,
+            values,
             profile: AccessProfile::for_call(&hp.spec.capabilities, audit, true),
         });
     }
@@ -218,10 +236,18 @@ async fn reconcile_state(cached: &HostState, sc: &Arc<StateContext>) -> Result<R
 
     // This process's round: a new one when due.
     let now = Timestamp::now();
+    let values = {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        for p in &plans {
+            p.values.fingerprint().hash(&mut h);
+        }
+        h.finish()
+    };
     let round = {
         let mut rounds = lock(&sc.rounds);
         let old = rounds.get(&uid);
-        if round::round_due(old, generation, &selected, interval, now) {
+        if round::round_due(old, generation, &selected, values, interval, now) {
             if old.is_some_and(|r| r.generation != generation) {
                 sc.flips.forget(&name);
             }
@@ -234,6 +260,7 @@ async fn reconcile_state(cached: &HostState, sc: &Arc<StateContext>) -> Result<R
                     generation,
                     started: now,
                     nodes: selected.clone(),
+                    values,
                     jobs: BTreeMap::new(),
                     finished: false,
                 },
@@ -261,6 +288,17 @@ async fn reconcile_state(cached: &HostState, sc: &Arc<StateContext>) -> Result<R
             round: &round,
         },
     );
+    // A state whose drift is sensitive (a file holding credentials) keeps no diff: only
+    // its size and hash, as a sensitive task's results.
+    if state
+        .annotations()
+        .get(hostplug_api::crd::annotations::SENSITIVE_OUTPUT)
+        .is_some_and(|v| v == "true")
+    {
+        for d in status.nodes.iter_mut().flat_map(|n| n.drift.iter_mut()) {
+            d.diff = d.diff.as_deref().map(crate::status::redact_diff);
+        }
+    }
     let mut written = state.clone();
     if round::differs(&prior, &status) {
         written = write_status(&ctx.client, &state, &status).await?;
@@ -528,14 +566,23 @@ async fn call_step(
         .pool
         .lease_ready(&key, ctx.config.pod_start_timeout(), resumes)
         .await?;
-    let req = InvokeRequest::for_call(
+    let view = ctx
+        .node_view(node)
+        .ok_or_else(|| CallError::NotSent(format!("node {node} no longer exists")))?;
+    let mut req = InvokeRequest::for_call(
         &plan.loaded.digest,
         &plan.step,
         correction.is_none(),
         timeout_seconds,
         correction,
     );
-    crate::dispatch::send(ctx, &lease, &plan.loaded, &req).await
+    req.params = plan
+        .values
+        .params_for(&plan.step, CallSite::Step(plan.index), &plan.method, &view)
+        .map_err(|invalid| CallError::NotSent(invalid.to_string()))?;
+    let outcome = crate::dispatch::send(ctx, &lease, &plan.loaded, &req).await;
+    // Values from Secrets never reach the record.
+    plan.values.mask_outcome(outcome)
 }
 
 /// Checks a node: every step as a dry run; a step that would change it is drift.

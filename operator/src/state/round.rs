@@ -73,6 +73,8 @@ pub struct Round {
     pub started: Timestamp,
     /// The nodes it checks.
     pub nodes: Vec<String>,
+    /// A fingerprint of the steps' var values (ConfigMaps, Secrets) it checks against.
+    pub values: u64,
     /// The jobs it started, by node.
     pub jobs: BTreeMap<String, Job>,
     /// Whether every node is done.
@@ -80,13 +82,15 @@ pub struct Round {
 }
 
 /// Whether a new round starts now: when there is none yet (a new state, or a new
-/// operator process), the state's generation or its selected nodes changed, or the last
-/// round finished `interval` ago. Never while a job of the current round is in flight:
-/// its result would be lost, and a correction in flight must be recorded first.
+/// operator process), the state's generation, its selected nodes or the values its steps
+/// read from ConfigMaps and Secrets changed, or the last round finished `interval` ago.
+/// Never while a job of the current round is in flight: its result would be lost, and a
+/// correction in flight must be recorded first.
 pub fn round_due(
     round: Option<&Round>,
     generation: i64,
     selected: &[String],
+    values: u64,
     interval: Duration,
     now: Timestamp,
 ) -> bool {
@@ -99,6 +103,7 @@ pub fn round_due(
     let interval = SignedDuration::try_from(interval).unwrap_or(SignedDuration::MAX);
     r.generation != generation
         || r.nodes != selected
+        || r.values != values
         || (r.finished && now.duration_since(r.started) >= interval)
 }
 

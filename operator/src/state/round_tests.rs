@@ -18,6 +18,7 @@ fn round(nodes: &[String]) -> Round {
         generation: 1,
         started: at(0),
         nodes: nodes.to_vec(),
+        values: 0,
         jobs: BTreeMap::new(),
         finished: false,
     }
@@ -301,6 +302,7 @@ fn a_changed_spec_starts_nothing_new_until_the_next_round() {
         Some(&w.round),
         2,
         &w.selected,
+        0,
         Duration::from_secs(10),
         at(2)
     ));
@@ -309,6 +311,7 @@ fn a_changed_spec_starts_nothing_new_until_the_next_round() {
         Some(&w.round),
         2,
         &w.selected,
+        0,
         Duration::from_secs(10),
         at(2)
     ));
@@ -318,17 +321,27 @@ fn a_changed_spec_starts_nothing_new_until_the_next_round() {
 fn rounds_come_at_the_interval_after_the_last_one_finished() {
     let sel = nodes(1);
     let ten = Duration::from_secs(10);
-    assert!(round_due(None, 1, &sel, ten, at(0)));
+    assert!(round_due(None, 1, &sel, 0, ten, at(0)));
     let mut r = round(&sel);
     r.jobs.insert("node1".into(), Job::Checked(Ok(vec![])));
-    assert!(!round_due(Some(&r), 1, &sel, ten, at(20)), "not finished");
-    r.finished = true;
-    assert!(!round_due(Some(&r), 1, &sel, ten, at(5)));
-    assert!(round_due(Some(&r), 1, &sel, ten, at(10)));
-    assert!(round_due(Some(&r), 2, &sel, ten, at(1)), "new generation");
     assert!(
-        round_due(Some(&r), 1, &nodes(2), ten, at(1)),
+        !round_due(Some(&r), 1, &sel, 0, ten, at(20)),
+        "not finished"
+    );
+    r.finished = true;
+    assert!(!round_due(Some(&r), 1, &sel, 0, ten, at(5)));
+    assert!(round_due(Some(&r), 1, &sel, 0, ten, at(10)));
+    assert!(
+        round_due(Some(&r), 2, &sel, 0, ten, at(1)),
+        "new generation"
+    );
+    assert!(
+        round_due(Some(&r), 1, &nodes(2), 0, ten, at(1)),
         "a node joined"
+    );
+    assert!(
+        round_due(Some(&r), 1, &sel, 7, ten, at(1)),
+        "a ConfigMap or Secret its steps read changed"
     );
 }
 

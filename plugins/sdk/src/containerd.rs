@@ -5,6 +5,8 @@
 //! capability; otherwise every call fails with [`Error::Denied`](crate::Error::Denied).
 //! It offers image operations only (list, status, pull, remove, file-system usage) and a
 //! read of which images containers use; in a dry run the host refuses pull and remove.
+//! The host's typed errors map by kind ([`Error::from_capability`]), each message led by
+//! `containerd:`.
 
 use crate::{Error, Result};
 
@@ -20,22 +22,13 @@ pub use crate::bindings::hostplug::plugin::containerd::FilesystemUsage;
 /// A container's use of an image.
 pub use crate::bindings::hostplug::plugin::containerd::ImageUse;
 
-/// The host's error strings as SDK errors: `denied:` → [`Error::Denied`], `not-found:`
-/// → [`Error::NotFound`], `invalid:` → [`Error::InvalidParams`], anything else
-/// [`Error::Failed`]. Messages keep a `containerd:` prefix so an administrator sees which
-/// service answered.
-pub fn import_error(message: &str) -> Error {
-    if let Some(rest) = message.strip_prefix("denied:") {
-        return Error::denied(format!("containerd: {}", rest.trim_start()));
-    }
-    if let Some(rest) = message.strip_prefix("not-found:") {
-        return Error::not_found(format!("containerd: {}", rest.trim_start()));
-    }
-    if let Some(rest) = message.strip_prefix("invalid:") {
-        return Error::invalid_params(format!("containerd: {}", rest.trim_start()));
-    }
-    let rest = message.strip_prefix("containerd: ").unwrap_or(message);
-    Error::failed(format!("containerd: {rest}"))
+/// The service a containerd error names.
+const SERVICE: &str = "containerd";
+
+/// A host refusal or failure as the SDK's error, by its kind (see
+/// [`Error::from_capability`]).
+fn import_error(err: crate::CapabilityError) -> Error {
+    Error::from_capability(SERVICE, err)
 }
 
 #[cfg(target_arch = "wasm32")]
@@ -44,22 +37,22 @@ mod imp {
     use crate::bindings::hostplug::plugin::containerd as host;
 
     pub fn list_images(filter: Option<&str>) -> Result<Vec<Image>> {
-        host::list_images(filter).map_err(|e| import_error(&e))
+        host::list_images(filter).map_err(import_error)
     }
     pub fn image_status(image: &str) -> Result<Option<Image>> {
-        host::image_status(image).map_err(|e| import_error(&e))
+        host::image_status(image).map_err(import_error)
     }
     pub fn pull_image(image: &str, auth: Option<&AuthConfig>) -> Result<String> {
-        host::pull_image(image, auth).map_err(|e| import_error(&e))
+        host::pull_image(image, auth).map_err(import_error)
     }
     pub fn remove_image(image: &str) -> Result<()> {
-        host::remove_image(image).map_err(|e| import_error(&e))
+        host::remove_image(image).map_err(import_error)
     }
     pub fn image_fs_info() -> Result<Vec<FilesystemUsage>> {
-        host::image_fs_info().map_err(|e| import_error(&e))
+        host::image_fs_info().map_err(import_error)
     }
     pub fn images_in_use() -> Result<Vec<ImageUse>> {
-        host::images_in_use().map_err(|e| import_error(&e))
+        host::images_in_use().map_err(import_error)
     }
 }
 
@@ -68,7 +61,9 @@ mod imp {
     use super::*;
 
     fn outside() -> Error {
-        import_error("denied: the containerd import exists only inside the hostplug host")
+        import_error(crate::CapabilityError::Denied(
+            "the containerd import exists only inside the hostplug host".into(),
+        ))
     }
     pub fn list_images(_: Option<&str>) -> Result<Vec<Image>> {
         Err(outside())
@@ -126,17 +121,11 @@ pub fn images_in_use() -> Result<Vec<ImageUse>> {
 mod tests {
     use super::*;
 
+    /// Outside the host every call is refused, as `denied`, naming the service.
     #[test]
-    fn host_errors_map_to_kinds() {
-        assert_eq!(
-            import_error("denied: this plugin has no containerd capability"),
-            Error::denied("containerd: this plugin has no containerd capability")
-        );
-        assert_eq!(import_error("not-found: no such image").kind(), "not-found");
-        assert_eq!(import_error("invalid: empty").kind(), "invalid-params");
-        assert_eq!(
-            import_error("containerd: Unavailable: connection refused"),
-            Error::failed("containerd: Unavailable: connection refused")
-        );
+    fn outside_the_host_calls_are_denied() {
+        let e = list_images(None).expect_err("outside the host");
+        assert_eq!(e.kind(), "denied");
+        assert!(e.message().starts_with("containerd: "), "{e}");
     }
 }

@@ -3,7 +3,8 @@
 //!
 //! The import only works for plugins whose HostPlugin grants the `docker` capability;
 //! otherwise, and for paths the host does not allow-list, every call fails with
-//! [`Error::Denied`](crate::Error::Denied). Paths are relative to the API version, e.g.
+//! [`Error::Denied`](crate::Error::Denied): the host says `denied` and the SDK maps the
+//! typed error by its kind, never by its message. Paths are relative to the API version, e.g.
 //! `/images/json`. HTTP error statuses are not errors here: check them with
 //! [`Response::error_for_status`].
 
@@ -135,26 +136,22 @@ fn imp_save(image: &str, file: &str) -> Result<Archive> {
             sha256: a.sha256,
             replaced: a.replaced,
         })
-        .map_err(|m| import_error(&m))
+        .map_err(import_error)
 }
 
 #[cfg(target_arch = "wasm32")]
 fn imp_load(file: &str) -> Result<String> {
-    crate::bindings::hostplug::plugin::docker::load_archive(file).map_err(|m| import_error(&m))
+    crate::bindings::hostplug::plugin::docker::load_archive(file).map_err(import_error)
 }
 
 #[cfg(not(target_arch = "wasm32"))]
 fn imp_save(_image: &str, _file: &str) -> Result<Archive> {
-    Err(import_error(
-        "denied: save-archive exists only inside the hostplug host",
-    ))
+    Err(outside("save-archive"))
 }
 
 #[cfg(not(target_arch = "wasm32"))]
 fn imp_load(_file: &str) -> Result<String> {
-    Err(import_error(
-        "denied: load-archive exists only inside the hostplug host",
-    ))
+    Err(outside("load-archive"))
 }
 
 /// The `X-Registry-Auth` header value for `username`/`password` at `server` (the
@@ -240,7 +237,7 @@ fn imp(method: &str, path: &str, body: Option<&[u8]>) -> Result<Response> {
             status: r.status,
             body: r.body,
         }),
-        Err(message) => Err(import_error(&message)),
+        Err(err) => Err(import_error(err)),
     }
 }
 
@@ -262,7 +259,7 @@ fn imp_headers(
             status: r.status,
             body: r.body,
         }),
-        Err(message) => Err(import_error(&message)),
+        Err(err) => Err(import_error(err)),
     }
 }
 
@@ -276,26 +273,25 @@ fn imp_headers(
     imp(method, path, body)
 }
 
-/// The host starts a refusal (no capability, a path outside its allow-list, a body over
-/// its limit) with `denied:`, a missing image or archive with `not-found:`, a bad
-/// archive name with `invalid:`; anything else is a transport failure.
-fn import_error(message: &str) -> Error {
-    if let Some(rest) = message.strip_prefix("denied:") {
-        Error::denied(format!("docker: {}", rest.trim_start()))
-    } else if let Some(rest) = message.strip_prefix("not-found:") {
-        Error::not_found(format!("docker: {}", rest.trim_start()))
-    } else if let Some(rest) = message.strip_prefix("invalid:") {
-        Error::invalid_params(format!("docker: {}", rest.trim_start()))
-    } else {
-        Error::failed(format!("docker: {message}"))
-    }
+/// The host's typed refusal (no capability, a path outside its allow-list, a body over
+/// its limit: `denied`), a missing image or archive (`not-found`), a bad archive name
+/// (`invalid`) or a transport failure (`failed`), by its kind
+/// ([`Error::from_capability`]), the message led by `docker:`.
+fn import_error(err: crate::CapabilityError) -> Error {
+    Error::from_capability("docker", err)
+}
+
+/// What every call gets outside the host: `denied`.
+#[cfg(not(target_arch = "wasm32"))]
+fn outside(what: &str) -> Error {
+    import_error(crate::CapabilityError::Denied(format!(
+        "{what}: the docker import exists only inside the hostplug host"
+    )))
 }
 
 #[cfg(not(target_arch = "wasm32"))]
 fn imp(method: &str, path: &str, _body: Option<&[u8]>) -> Result<Response> {
-    Err(import_error(&format!(
-        "denied: {method} {path}: the docker import exists only inside the hostplug host"
-    )))
+    Err(outside(&format!("{method} {path}")))
 }
 
 #[cfg(test)]
@@ -304,12 +300,19 @@ mod tests {
 
     #[test]
     fn host_refusals_are_denied() {
-        let e = import_error("denied: this plugin has no docker capability");
+        let e = import_error(crate::CapabilityError::Denied(
+            "this plugin has no docker capability".into(),
+        ));
         assert_eq!(
             e,
             Error::denied("docker: this plugin has no docker capability")
         );
-        assert_eq!(import_error("docker call timed out").kind(), "failed");
+        let e = import_error(crate::CapabilityError::Failed(
+            "docker call timed out".into(),
+        ));
+        assert_eq!(e, Error::failed("docker: docker call timed out"));
+        let e = request(Method::Get, "/_ping", None).expect_err("outside the host");
+        assert_eq!(e.kind(), "denied");
     }
 
     #[test]

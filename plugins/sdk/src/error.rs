@@ -1,8 +1,10 @@
 //! The one error type of a plugin operation, mapped one-to-one onto the WIT `plugin-error`.
 //!
 //! Handlers return [`Error`]; the SDK turns it into the variant the host reports to the
-//! operator (`invalid-params`, `not-found`, `denied`, `failed`). Messages travel to the
-//! task's status, so they should say what was wrong in words an administrator understands.
+//! operator (`invalid-params`, `not-found`, `denied`, `failed`). A host import's typed
+//! `capability-error` becomes the variant of the same kind (`invalid` as
+//! [`Error::InvalidParams`]) without reading its message. Messages travel to the task's
+//! status, so they should say what was wrong in words an administrator understands.
 
 use std::io;
 use std::path::Path;
@@ -95,6 +97,45 @@ impl From<io::Error> for Error {
     }
 }
 
+/// The typed error of a host import (`docker`, `containerd`, `files`).
+pub use crate::bindings::hostplug::plugin::types::CapabilityError;
+
+impl From<CapabilityError> for Error {
+    /// The variant of the same kind, the host's message as it is: `denied` →
+    /// [`Error::Denied`], `not-found` → [`Error::NotFound`], `invalid` →
+    /// [`Error::InvalidParams`], `failed` → [`Error::Failed`].
+    fn from(err: CapabilityError) -> Self {
+        match err {
+            CapabilityError::Denied(m) => Self::Denied(m),
+            CapabilityError::NotFound(m) => Self::NotFound(m),
+            CapabilityError::Invalid(m) => Self::InvalidParams(m),
+            CapabilityError::Failed(m) => Self::Failed(m),
+        }
+    }
+}
+
+impl Error {
+    /// A host import's error as [`From`] maps it, the message led by the service that
+    /// answered (`docker: …`, `containerd: …`) unless it already says so, so an
+    /// administrator sees which one it was.
+    pub fn from_capability(service: &str, err: CapabilityError) -> Self {
+        let lead = format!("{service}: ");
+        let with_service = |m: String| {
+            if m.starts_with(&lead) {
+                m
+            } else {
+                format!("{lead}{m}")
+            }
+        };
+        match Self::from(err) {
+            Self::InvalidParams(m) => Self::InvalidParams(with_service(m)),
+            Self::NotFound(m) => Self::NotFound(with_service(m)),
+            Self::Denied(m) => Self::Denied(with_service(m)),
+            Self::Failed(m) => Self::Failed(with_service(m)),
+        }
+    }
+}
+
 impl From<Error> for crate::bindings::PluginError {
     fn from(err: Error) -> Self {
         use crate::bindings::PluginError as E;
@@ -110,6 +151,36 @@ impl From<Error> for crate::bindings::PluginError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Each kind of a host import's error becomes the variant of that kind; the message
+    /// is never read to decide it (a message that looks like another kind changes
+    /// nothing).
+    #[test]
+    fn capability_errors_map_by_kind_not_by_message() {
+        for (err, kind) in [
+            (CapabilityError::Denied("not-found: x".into()), "denied"),
+            (CapabilityError::NotFound("denied: x".into()), "not-found"),
+            (CapabilityError::Invalid("x".into()), "invalid-params"),
+            (CapabilityError::Failed("denied: x".into()), "failed"),
+        ] {
+            assert_eq!(Error::from(err.clone()).kind(), kind, "{err:?}");
+            assert_eq!(Error::from_capability("docker", err).kind(), kind);
+        }
+        assert_eq!(
+            Error::from_capability(
+                "containerd",
+                CapabilityError::Denied("this plugin has no containerd capability".into())
+            ),
+            Error::denied("containerd: this plugin has no containerd capability")
+        );
+        assert_eq!(
+            Error::from_capability(
+                "containerd",
+                CapabilityError::Failed("containerd: Unavailable: connection refused".into())
+            ),
+            Error::failed("containerd: Unavailable: connection refused")
+        );
+    }
 
     #[test]
     fn io_kinds_map_to_plugin_errors() {

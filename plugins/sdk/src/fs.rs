@@ -157,7 +157,7 @@ pub const DEFAULT_MODE: u32 = 0o644;
 pub fn stat(path: &Path) -> Result<Option<Attributes>> {
     match imp::stat(path) {
         Ok(a) => Ok(Some(a)),
-        Err(e) if e.kind() == "not-found" => Ok(None),
+        Err(Error::NotFound(_)) => Ok(None),
         Err(e) => Err(e),
     }
 }
@@ -179,24 +179,11 @@ pub fn format_mode(mode: u32) -> String {
     format!("{mode:04o}")
 }
 
-/// Maps an error string of the host's `files` import onto an [`Error`]; the host starts
-/// refusals with `denied:`, missing files with `not-found:`, bad values with `invalid:`.
-#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
-fn import_error(message: &str) -> Error {
-    if let Some(rest) = message.strip_prefix("denied:") {
-        Error::denied(rest.trim_start())
-    } else if let Some(rest) = message.strip_prefix("not-found:") {
-        Error::not_found(rest.trim_start())
-    } else if let Some(rest) = message.strip_prefix("invalid:") {
-        Error::invalid_params(rest.trim_start())
-    } else {
-        Error::failed(message)
-    }
-}
-
 #[cfg(target_arch = "wasm32")]
 mod imp {
-    use super::{Attributes, Path, Result, import_error};
+    //! The host's `files` import; its typed errors map by kind (`From`), the messages
+    //! (which name the path) as they are.
+    use super::{Attributes, Path, Result};
     use crate::bindings::hostplug::plugin::files;
 
     pub(super) fn stat(path: &Path) -> Result<Attributes> {
@@ -206,7 +193,7 @@ mod imp {
                 uid: a.uid,
                 gid: a.gid,
             })
-            .map_err(|m| import_error(&m))
+            .map_err(Into::into)
     }
 
     pub(super) fn set_attributes(
@@ -215,7 +202,7 @@ mod imp {
         uid: Option<u32>,
         gid: Option<u32>,
     ) -> Result<()> {
-        files::set_attributes(&path.to_string_lossy(), mode, uid, gid).map_err(|m| import_error(&m))
+        files::set_attributes(&path.to_string_lossy(), mode, uid, gid).map_err(Into::into)
     }
 }
 
@@ -976,10 +963,20 @@ mod tests {
             assert!(e.message().starts_with("mode:"), "{bad}: {e}");
         }
         assert_eq!(format_mode(0o640), "0640");
-        assert_eq!(import_error("denied: no etc access").kind(), "denied");
-        assert_eq!(import_error("not-found: /etc/x").kind(), "not-found");
-        assert_eq!(import_error("invalid: uid").kind(), "invalid-params");
-        assert_eq!(import_error("EIO").kind(), "failed");
+        use crate::CapabilityError as C;
+        assert_eq!(
+            Error::from(C::Denied("no etc access".into())),
+            Error::denied("no etc access")
+        );
+        assert_eq!(
+            Error::from(C::NotFound("/etc/x".into())).kind(),
+            "not-found"
+        );
+        assert_eq!(
+            Error::from(C::Invalid("uid".into())).kind(),
+            "invalid-params"
+        );
+        assert_eq!(Error::from(C::Failed("EIO".into())).kind(), "failed");
     }
 
     #[cfg(unix)]

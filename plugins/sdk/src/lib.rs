@@ -45,7 +45,7 @@ mod outcome;
 mod plugin;
 pub mod registry_auth;
 
-pub use error::{Error, Result};
+pub use error::{CapabilityError, Error, Result};
 pub use outcome::Outcome;
 pub use plugin::{Context, Definition, Method, NoParams, Plugin, params_schema, parse_params};
 

@@ -10,7 +10,12 @@
 //! (made on first use), `connection: local`, one etc directory per host, forks 10, the
 //! same one-line edit.
 //!
-//! `HOSTPLUG_BENCH_SIZES` (default `3,10,50,200`) picks the node counts.
+//! Then the operator's memory with 1000 finished tasks kept (900 more tasks × 10 nodes on
+//! warm workers), and, on a control plane of its own, one task over 1000 simulated nodes
+//! (cold, then warm): the time, the operator's peak RSS and its API requests per node.
+//!
+//! `HOSTPLUG_BENCH_SIZES` (default `3,10,50,200`) picks the node counts;
+//! `HOSTPLUG_BENCH_SCALE_NODES` (default 1000, 0 skips it) the large run.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -30,6 +35,11 @@ const MANY_TASKS: usize = 100;
 const MANY_NODES: usize = 10;
 /// Ansible's forks (its default is 5; 10 as in the measurement).
 const ANSIBLE_FORKS: usize = 10;
+/// Finished tasks the operator keeps when its memory is measured.
+const KEPT_TASKS: usize = 1000;
+/// The figure before the one-engine operator, for comparison: 200 MiB peak RSS after 108
+/// finished tasks (README, measured in the second round).
+const EARLIER_PEAK_MIB: f64 = 200.0;
 
 fn task(name: &str, nodes: usize, line: &str) -> String {
     let workers: Vec<String> = (1..=nodes).map(|i| format!("node{i}")).collect();
@@ -112,12 +122,55 @@ async fn api_requests() -> anyhow::Result<u64> {
         .context("no hostplug_api_requests_total in the operator's metrics")
 }
 
-fn peak_rss_kib(pid: Option<u32>) -> Option<u64> {
+/// A `/proc/<pid>/status` figure in KiB (`VmHWM`: peak RSS, `VmRSS`: now).
+fn status_kib(pid: Option<u32>, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{}/status", pid?)).ok()?;
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+fn mib(kib: Option<u64>) -> String {
+    kib.map_or_else(
+        || "unknown".into(),
+        |k| format!("{:.1} MiB", k as f64 / 1024.0),
+    )
+}
+
+/// One task over `nodes` simulated nodes on a control plane of its own: cold (workers
+/// start), then warm. Prints time, the operator's peak RSS and API requests per node.
+async fn scale(nodes: usize) -> anyhow::Result<()> {
+    eprintln!("starting a control plane with {nodes} simulated nodes …");
+    let h = Harness::start_with(
+        Some(nodes),
+        &[("HOSTPLUG_HTTP_ADDR", METRICS_ADDR), ("RUST_LOG", "warn")],
+    )
+    .await?;
+    let cold = "scale-cold".to_owned();
+    let cold_t = apply_and_wait(
+        &h,
+        std::slice::from_ref(&cold),
+        &[task(&cold, nodes, &cold)],
+    )
+    .await?;
+    let before = api_requests().await?;
+    let warm = "scale-warm".to_owned();
+    let warm_t = apply_and_wait(
+        &h,
+        std::slice::from_ref(&warm),
+        &[task(&warm, nodes, &warm)],
+    )
+    .await?;
+    let requests = api_requests().await? - before;
+    println!(
+        "\n1 task × {nodes} nodes: cold {:.2} s, warm {:.2} s; warm: {:.2} operator API requests per node; operator peak RSS {}",
+        cold_t.as_secs_f64(),
+        warm_t.as_secs_f64(),
+        requests as f64 / nodes as f64,
+        mib(status_kib(h.operator_pid(), "VmHWM")),
+    );
+    h.shutdown().await
 }
 
 /// ansible-playbook from the venv, made on first use.
@@ -251,13 +304,30 @@ async fn main() -> anyhow::Result<()> {
         "\noperator API requests per task-node (100 × 10 round): {:.2}",
         requests as f64 / task_nodes
     );
-    let finished = h.tasks().list(&ListParams::default()).await?.items.len();
-    match peak_rss_kib(h.operator_pid()) {
-        Some(kib) => println!(
-            "operator peak RSS (VmHWM) with {finished} finished tasks: {:.1} MiB",
-            kib as f64 / 1024.0
-        ),
-        None => println!("operator peak RSS: unknown"),
+    // Memory with KEPT_TASKS finished tasks kept: more rounds of 100 tasks × 10 nodes.
+    let mut round = 0;
+    while h.tasks().list(&ListParams::default()).await?.items.len() < KEPT_TASKS {
+        round += 1;
+        let names: Vec<String> = (0..MANY_TASKS)
+            .map(|i| format!("kept-{round}-{i}"))
+            .collect();
+        let yamls: Vec<String> = names.iter().map(|n| task(n, MANY_NODES, n)).collect();
+        apply_and_wait(&h, &names, &yamls).await?;
     }
-    h.shutdown().await
+    let finished = h.tasks().list(&ListParams::default()).await?.items.len();
+    println!(
+        "operator with {biggest} nodes and {finished} finished tasks kept: peak RSS (VmHWM) {}, RSS now {} (before the one-engine operator: {EARLIER_PEAK_MIB:.0} MiB after 108 tasks)",
+        mib(status_kib(h.operator_pid(), "VmHWM")),
+        mib(status_kib(h.operator_pid(), "VmRSS")),
+    );
+    h.shutdown().await?;
+
+    let scale_nodes = std::env::var("HOSTPLUG_BENCH_SCALE_NODES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000usize);
+    if scale_nodes > 0 {
+        scale(scale_nodes).await?;
+    }
+    Ok(())
 }

@@ -293,6 +293,31 @@ async fn audit_reports_drift_and_writes_nothing() -> anyhow::Result<()> {
             .any(|e| e.reason == "DriftDetected" && e.note.contains("Audit")),
         "{evs:?}"
     );
+    // Annotated sensitive, the same drift keeps only its size and hash in the status.
+    states(&h)
+        .patch(
+            "registry-mirror",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"metadata": {"annotations": {"hostplug.dev/sensitive-output": "true"}}}),
+            ),
+        )
+        .await?;
+    let s = wait_state(&h, "registry-mirror", "keeping no diff", |s| {
+        s.status.as_ref().is_some_and(|st| {
+            st.nodes.len() == NODES.len()
+                && st.nodes.iter().flat_map(|n| &n.drift).all(|d| {
+                    d.diff
+                        .as_deref()
+                        .is_some_and(|d| d.starts_with("(redacted: "))
+                })
+        })
+    })
+    .await?;
+    assert!(
+        !serde_json::to_string(&s.status)?.contains("capabilities"),
+        "a sensitive state's status shows the file"
+    );
     assert_eq!(
         changed_files(&before, &h.snapshot()?),
         vec![],

@@ -24,6 +24,8 @@ use rustix::io::Errno;
 use super::sensitive::{Access, EtcPolicy};
 use super::{fd_path, rel_in_root};
 use crate::EtcAccess;
+use crate::bindings::hostplug::plugin::files as wit;
+use crate::capability::CapabilityError;
 
 /// Permission bits a mode may hold.
 pub(crate) const PERMISSION_BITS: u32 = 0o7777;
@@ -78,7 +80,7 @@ impl EtcFiles {
     }
 
     /// `stat` of the import.
-    pub(crate) fn stat(&self, path: &str) -> Result<Attributes, String> {
+    pub(crate) fn stat(&self, path: &str) -> Result<Attributes, CapabilityError> {
         let fd = self.open(path, Access::Read)?;
         let st = rustix::fs::fstat(&fd).map_err(|e| errno(path, e))?;
         Ok(Attributes {
@@ -95,28 +97,28 @@ impl EtcFiles {
         mode: Option<u32>,
         uid: Option<u32>,
         gid: Option<u32>,
-    ) -> Result<(), String> {
+    ) -> Result<(), CapabilityError> {
         if self.root.is_none() {
-            return Err(NO_ACCESS.to_owned());
+            return Err(no_access());
         }
         if self.dry_run {
-            return Err(format!(
-                "denied: {path}: a dry run cannot change modes or owners"
-            ));
+            return Err(CapabilityError::denied(format!(
+                "{path}: a dry run cannot change modes or owners"
+            )));
         }
         if !self.writable {
-            return Err(format!(
-                "denied: {path}: /etc is read-only for this plugin (its etc capability is read)"
-            ));
+            return Err(CapabilityError::denied(format!(
+                "{path}: /etc is read-only for this plugin (its etc capability is read)"
+            )));
         }
         if let Some(mode) = mode {
             check_mode(mode)?;
         }
         for (name, id) in [("uid", uid), ("gid", gid)] {
             if id == Some(u32::MAX) {
-                return Err(format!(
-                    "invalid: {name} 4294967295 is not an id; leave it out to keep the {name}"
-                ));
+                return Err(CapabilityError::invalid(format!(
+                    "{name} 4294967295 is not an id; leave it out to keep the {name}"
+                )));
             }
         }
         // A path-only descriptor: no read access is needed (a mode-0000 file can be
@@ -125,9 +127,9 @@ impl EtcFiles {
         let st = rustix::fs::fstat(&fd).map_err(|e| errno(path, e))?;
         let kind = FileType::from_raw_mode(st.st_mode);
         if kind != FileType::RegularFile && kind != FileType::Directory {
-            return Err(format!(
-                "denied: {path}: not a regular file or directory; only those can be changed"
-            ));
+            return Err(CapabilityError::denied(format!(
+                "{path}: not a regular file or directory; only those can be changed"
+            )));
         }
         if let Some(mode) = mode {
             check_mode_for(mode, kind)?;
@@ -154,8 +156,8 @@ impl EtcFiles {
 
     /// Opens `path` (a guest path) beneath the etc directory as a path-only descriptor
     /// and checks where it really is against the sensitive paths for `access`.
-    fn open(&self, path: &str, access: Access) -> Result<OwnedFd, String> {
-        let root = self.root.as_ref().ok_or_else(|| NO_ACCESS.to_owned())?;
+    fn open(&self, path: &str, access: Access) -> Result<OwnedFd, CapabilityError> {
+        let root = self.root.as_ref().ok_or_else(no_access)?;
         let rel = relative_to_etc(path)?;
         self.policy.check(&rel, access)?;
         let dir = rustix::fs::open(
@@ -163,7 +165,7 @@ impl EtcFiles {
             OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
         )
-        .map_err(|e| format!("cannot open the etc directory: {e}"))?;
+        .map_err(|e| CapabilityError::failed(format!("cannot open the etc directory: {e}")))?;
         let fd = rustix::fs::openat2(
             &dir,
             &rel,
@@ -172,20 +174,22 @@ impl EtcFiles {
             ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
         )
         .map_err(|e| match e {
-            Errno::XDEV => format!(
-                "denied: {path}: a symbolic link or `..` leads out of /etc"
-            ),
-            Errno::NOSYS => format!(
+            Errno::XDEV => CapabilityError::denied(format!(
+                "{path}: a symbolic link or `..` leads out of /etc"
+            )),
+            Errno::NOSYS => CapabilityError::failed(format!(
                 "{path}: the kernel lacks openat2 (Linux 5.6 or later is needed to resolve paths safely)"
-            ),
+            )),
             e => errno(path, e),
         })?;
         // Where the links led: the real path, as the kernel resolved it.
-        let root_real =
-            fd_path(dir.as_fd()).map_err(|e| format!("cannot resolve the etc directory: {e}"))?;
-        let real = fd_path(fd.as_fd()).map_err(|e| format!("{path}: cannot resolve: {e}"))?;
+        let root_real = fd_path(dir.as_fd()).map_err(|e| {
+            CapabilityError::failed(format!("cannot resolve the etc directory: {e}"))
+        })?;
+        let real = fd_path(fd.as_fd())
+            .map_err(|e| CapabilityError::failed(format!("{path}: cannot resolve: {e}")))?;
         let real_rel = rel_in_root(&root_real, &real)
-            .ok_or_else(|| format!("denied: {path}: resolves outside /etc"))?;
+            .ok_or_else(|| CapabilityError::denied(format!("{path}: resolves outside /etc")))?;
         self.policy.check(&real_rel, access)?;
         Ok(fd)
     }
@@ -196,19 +200,21 @@ fn raw(fd: &OwnedFd) -> i32 {
     fd.as_raw_fd()
 }
 
-const NO_ACCESS: &str = "denied: no etc access: this plugin has no etc capability";
+fn no_access() -> CapabilityError {
+    CapabilityError::denied("no etc access: this plugin has no etc capability")
+}
 
 /// The path below `/etc` of a guest path: absolute, NUL-free and strictly under `/etc`
 /// after lexical normalisation.
-pub(crate) fn relative_to_etc(path: &str) -> Result<PathBuf, String> {
+pub(crate) fn relative_to_etc(path: &str) -> Result<PathBuf, CapabilityError> {
     if path.contains('\0') {
-        return Err("invalid: the path contains a NUL byte".to_owned());
+        return Err(CapabilityError::invalid("the path contains a NUL byte"));
     }
     let p = Path::new(path);
     if !p.is_absolute() {
-        return Err(format!(
-            "denied: {path}: not an absolute path; give the full path under /etc"
-        ));
+        return Err(CapabilityError::denied(format!(
+            "{path}: not an absolute path; give the full path under /etc"
+        )));
     }
     let mut parts: Vec<&OsStr> = Vec::new();
     for c in p.components() {
@@ -229,57 +235,63 @@ pub(crate) fn relative_to_etc(path: &str) -> Result<PathBuf, String> {
     Ok(parts[1..].iter().collect())
 }
 
-fn outside(path: &str) -> String {
-    format!("denied: {path}: outside /etc; only files under /etc can be used")
+fn outside(path: &str) -> CapabilityError {
+    CapabilityError::denied(format!(
+        "{path}: outside /etc; only files under /etc can be used"
+    ))
 }
 
 /// Refuses modes with bits beyond 0o7777 and the setuid/setgid bits.
-pub(crate) fn check_mode(mode: u32) -> Result<(), String> {
+pub(crate) fn check_mode(mode: u32) -> Result<(), CapabilityError> {
     if mode & !PERMISSION_BITS != 0 {
-        return Err(format!(
-            "invalid: mode {mode:#o} has bits beyond the permission bits 0o7777"
-        ));
+        return Err(CapabilityError::invalid(format!(
+            "mode {mode:#o} has bits beyond the permission bits 0o7777"
+        )));
     }
     if mode & SET_ID_BITS != 0 {
-        return Err(format!(
-            "denied: mode {mode:#o} sets the setuid or setgid bit, which plugins may not set"
-        ));
+        return Err(CapabilityError::denied(format!(
+            "mode {mode:#o} sets the setuid or setgid bit, which plugins may not set"
+        )));
     }
     Ok(())
 }
 
 /// Refuses world-writable modes: on a regular file always, on a directory unless the
 /// sticky bit is set too.
-pub(crate) fn check_mode_for(mode: u32, kind: FileType) -> Result<(), String> {
+pub(crate) fn check_mode_for(mode: u32, kind: FileType) -> Result<(), CapabilityError> {
     let sticky_dir = kind == FileType::Directory && mode & STICKY_BIT != 0;
     if mode & WORLD_WRITABLE_BIT != 0 && !sticky_dir {
-        return Err(format!(
-            "denied: mode {mode:#o} makes it writable by every user on the node, which plugins may not set"
-        ));
+        return Err(CapabilityError::denied(format!(
+            "mode {mode:#o} makes it writable by every user on the node, which plugins may not set"
+        )));
     }
     Ok(())
 }
 
-fn errno(path: &str, e: Errno) -> String {
+fn errno(path: &str, e: Errno) -> CapabilityError {
     match e {
-        Errno::NOENT | Errno::NOTDIR => format!("not-found: {path}: no such file or directory"),
-        Errno::ACCESS | Errno::PERM => format!("denied: {path}: {e}"),
-        Errno::ROFS => format!("denied: {path}: read-only file system"),
-        Errno::LOOP => format!("denied: {path}: too many symbolic links"),
-        e => format!("{path}: {e}"),
+        Errno::NOENT | Errno::NOTDIR => {
+            CapabilityError::not_found(format!("{path}: no such file or directory"))
+        }
+        Errno::ACCESS | Errno::PERM => CapabilityError::denied(format!("{path}: {e}")),
+        Errno::ROFS => CapabilityError::denied(format!("{path}: read-only file system")),
+        Errno::LOOP => CapabilityError::denied(format!("{path}: too many symbolic links")),
+        e => CapabilityError::failed(format!("{path}: {e}")),
     }
 }
 
 /// The `files` import, with the reach of this call's etc grant.
-impl crate::bindings::hostplug::plugin::files::Host for crate::plugin::StoreState {
-    fn stat(&mut self, path: String) -> Result<crate::bindings::FileAttributes, String> {
-        self.files
+impl wit::Host for super::EtcView<'_> {
+    fn stat(&mut self, path: String) -> Result<wit::Attributes, wit::CapabilityError> {
+        self.state
+            .files
             .stat(&path)
-            .map(|a| crate::bindings::FileAttributes {
+            .map(|a| wit::Attributes {
                 mode: a.mode,
                 uid: a.uid,
                 gid: a.gid,
             })
+            .map_err(Into::into)
     }
 
     fn set_attributes(
@@ -288,8 +300,11 @@ impl crate::bindings::hostplug::plugin::files::Host for crate::plugin::StoreStat
         mode: Option<u32>,
         uid: Option<u32>,
         gid: Option<u32>,
-    ) -> Result<(), String> {
-        self.files.set_attributes(&path, mode, uid, gid)
+    ) -> Result<(), wit::CapabilityError> {
+        self.state
+            .files
+            .set_attributes(&path, mode, uid, gid)
+            .map_err(Into::into)
     }
 }
 
@@ -324,21 +339,18 @@ mod tests {
     fn modes() {
         assert!(check_mode(0o640).is_ok());
         assert!(check_mode(0o1777).is_ok());
-        assert!(
-            check_mode(0o4755)
-                .expect_err("refused")
-                .starts_with("denied:")
-        );
-        assert!(
-            check_mode(0o2755)
-                .expect_err("refused")
-                .starts_with("denied:")
-        );
-        assert!(
-            check_mode(0o10644)
-                .expect_err("refused")
-                .starts_with("invalid:")
-        );
+        assert!(matches!(
+            check_mode(0o4755),
+            Err(CapabilityError::Denied(_))
+        ));
+        assert!(matches!(
+            check_mode(0o2755),
+            Err(CapabilityError::Denied(_))
+        ));
+        assert!(matches!(
+            check_mode(0o10644),
+            Err(CapabilityError::Invalid(_))
+        ));
     }
 
     #[test]
@@ -363,11 +375,10 @@ mod tests {
         let before = outside_mode();
 
         let none = EtcFiles::new(EtcAccess::None, Some(&etc), false, Arc::default());
-        assert!(
-            none.stat("/etc/f")
-                .expect_err("refused")
-                .starts_with("denied: no etc access")
-        );
+        assert!(matches!(
+            none.stat("/etc/f"),
+            Err(CapabilityError::Denied(m)) if m.starts_with("no etc access")
+        ));
         assert!(
             none.set_attributes("/etc/f", Some(0o600), None, None)
                 .is_err()
@@ -376,24 +387,21 @@ mod tests {
         let read = EtcFiles::new(EtcAccess::Read, Some(&etc), false, Arc::default());
         assert_eq!(read.stat("/etc/f").expect("ok").mode, 0o640);
         assert_eq!(read.stat("/etc/in-link").expect("ok").mode, 0o640);
-        assert!(
-            read.stat("/etc/missing")
-                .expect_err("refused")
-                .starts_with("not-found:")
-        );
-        assert!(
-            read.set_attributes("/etc/f", Some(0o600), None, None)
-                .expect_err("refused")
-                .starts_with("denied:")
-        );
+        assert!(matches!(
+            read.stat("/etc/missing"),
+            Err(CapabilityError::NotFound(_))
+        ));
+        assert!(matches!(
+            read.set_attributes("/etc/f", Some(0o600), None, None),
+            Err(CapabilityError::Denied(_))
+        ));
 
         let dry = EtcFiles::new(EtcAccess::Write, Some(&etc), true, Arc::default());
         assert!(dry.stat("/etc/f").is_ok());
-        assert!(
-            dry.set_attributes("/etc/f", Some(0o600), None, None)
-                .expect_err("refused")
-                .starts_with("denied:")
-        );
+        assert!(matches!(
+            dry.set_attributes("/etc/f", Some(0o600), None, None),
+            Err(CapabilityError::Denied(_))
+        ));
 
         let write = EtcFiles::new(EtcAccess::Write, Some(&etc), false, Arc::default());
         write
@@ -409,21 +417,16 @@ mod tests {
             let e = write
                 .set_attributes(escape, Some(0o777), Some(0), Some(0))
                 .expect_err("refused");
-            assert!(e.starts_with("denied:"), "{escape}: {e}");
+            assert!(matches!(e, CapabilityError::Denied(_)), "{escape}: {e}");
             assert!(
-                write
-                    .stat(escape)
-                    .expect_err("refused")
-                    .starts_with("denied:"),
+                matches!(write.stat(escape), Err(CapabilityError::Denied(_))),
                 "{escape}"
             );
         }
-        assert!(
-            write
-                .set_attributes("/etc/f", Some(0o4755), None, None)
-                .expect_err("refused")
-                .starts_with("denied:")
-        );
+        assert!(matches!(
+            write.set_attributes("/etc/f", Some(0o4755), None, None),
+            Err(CapabilityError::Denied(_))
+        ));
         assert_eq!(outside_mode(), before);
     }
 
@@ -479,14 +482,14 @@ mod tests {
         ] {
             let e = write.stat(path).expect_err(path);
             assert!(
-                e.starts_with("denied:") && e.contains("sensitive"),
+                matches!(&e, CapabilityError::Denied(m) if m.contains("sensitive")),
                 "{path}: {e}"
             );
             let e = write
                 .set_attributes(path, Some(0o644), None, None)
                 .expect_err(path);
             assert!(
-                e.starts_with("denied:") && e.contains("sensitive"),
+                matches!(&e, CapabilityError::Denied(m) if m.contains("sensitive")),
                 "{path}: {e}"
             );
         }
@@ -499,7 +502,7 @@ mod tests {
             let e = write
                 .set_attributes(path, Some(0o644), None, None)
                 .expect_err(path);
-            assert!(e.contains("sensitive"), "{path}: {e}");
+            assert!(e.message().contains("sensitive"), "{path}: {e}");
         }
         assert_eq!(manifest_mode(), before);
         // An explicit allow opens exactly what it names.
@@ -528,14 +531,14 @@ mod tests {
                 .set_attributes("/etc/hosts", Some(mode), None, None)
                 .expect_err("world-writable");
             assert!(
-                e.starts_with("denied:") && e.contains("every user"),
+                matches!(&e, CapabilityError::Denied(m) if m.contains("every user")),
                 "{mode:o}: {e}"
             );
         }
         let e = write
             .set_attributes("/etc/sub", Some(0o777), None, None)
             .expect_err("world-writable directory");
-        assert!(e.contains("every user"), "{e}");
+        assert!(e.message().contains("every user"), "{e}");
         write
             .set_attributes("/etc/sub", Some(0o1777), None, None)
             .expect("a sticky directory");

@@ -8,10 +8,14 @@
 //!   every path call against the policy before (and every open after) handing it to
 //!   wasmtime-wasi's own implementation.
 //! * `files.rs`: the `files` import.
+//! * here: the capability's per-call state ([`EtcState`]: the preopen, the guard and the
+//!   `files` reach, prepared from the call's grant) and its view of a store
+//!   ([`EtcView`]), on which both imports are implemented.
 //!
 //! Both import paths find out where a descriptor really is from the kernel
 //! (`/proc/thread-self/fd`), so symbolic links planted in /etc lead nowhere the policy
-//! refuses. This module must never grant more than the invocation's etc grant.
+//! refuses. This module must never grant more than the invocation's etc grant: no
+//! preopen without one, read-only with a read grant and in every dry run.
 
 pub(crate) mod files;
 pub(crate) mod sensitive;
@@ -19,8 +23,104 @@ pub(crate) mod wasi_fs;
 
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use wasmtime::component::{HasData, Linker};
+use wasmtime_wasi::filesystem::WasiFilesystemCtxView;
+use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
 pub use sensitive::{DEFAULT_DENY, DEFAULT_DENY_WRITE, EtcPolicy};
+
+use self::files::EtcFiles;
+use self::wasi_fs::EtcGuard;
+use super::Call;
+use super::log::LogSink;
+use crate::{Error, ErrorKind, EtcAccess, InvokeError, Result};
+
+/// The etc capability's state for one call: the guard every WASI path call passes and
+/// the reach of the `files` import.
+#[derive(Debug)]
+pub(crate) struct EtcState {
+    guard: EtcGuard,
+    files: EtcFiles,
+}
+
+impl EtcState {
+    /// Prepare phase: preopens the granted etc directory as `/etc` in `wasi` (read-only
+    /// for a read grant and in a dry run, nothing without a grant) and opens the guard
+    /// on it.
+    pub(crate) fn prepare(
+        call: &Call<'_>,
+        wasi: &mut WasiCtxBuilder,
+    ) -> std::result::Result<Self, InvokeError> {
+        let grants = call.grants;
+        let perms = match (grants.etc, call.dry_run) {
+            (EtcAccess::None, _) => None,
+            (EtcAccess::Read, _) | (EtcAccess::Write, true) => Some(FsPerms::ReadOnly),
+            (EtcAccess::Write, false) => Some(FsPerms::ReadWrite),
+        };
+        let mut etc_dir = None;
+        if let Some(perms) = perms {
+            let dir = grants.etc_dir.as_ref().ok_or_else(|| {
+                InvokeError::new(
+                    ErrorKind::Internal,
+                    "the etc capability is granted but the host has no etc directory",
+                )
+            })?;
+            wasi.preopened_dir(dir, "/etc", perms).map_err(|e| {
+                InvokeError::new(
+                    ErrorKind::Internal,
+                    format!("cannot open the etc directory {}: {e}", dir.display()),
+                )
+            })?;
+            etc_dir = Some(dir.as_path());
+        }
+        let policy = Arc::new(call.config.etc.clone());
+        let guard = EtcGuard::new(etc_dir, policy.clone()).map_err(|e| {
+            InvokeError::new(
+                ErrorKind::Internal,
+                format!("cannot open the etc directory: {e}"),
+            )
+        })?;
+        let files = EtcFiles::new(grants.etc, grants.etc_dir.as_deref(), call.dry_run, policy);
+        Ok(Self { guard, files })
+    }
+}
+
+/// The etc capability's view of a store: wasmtime-wasi's filesystem view, this call's
+/// [`EtcState`] and the call's logs (where refusals are noted). The guarded
+/// `wasi:filesystem/types` (`wasi_fs.rs`) and the `files` import (`files.rs`) are
+/// implemented on it, and see nothing else of the store.
+pub(crate) struct EtcView<'a> {
+    pub(crate) inner: WasiFilesystemCtxView<'a>,
+    pub(crate) state: &'a EtcState,
+    pub(crate) logs: &'a mut LogSink,
+}
+
+/// [`HasData`] of the etc capability, for `add_to_linker`.
+#[derive(Debug)]
+pub(crate) struct EtcCapability;
+
+impl HasData for EtcCapability {
+    type Data<'a> = EtcView<'a>;
+}
+
+/// Link phase: `wasi:filesystem/types` replaced by the guarded one (after the rest of
+/// WASI is linked) and the `files` import, both on the view `view` projects out of the
+/// store's data.
+pub(crate) fn add_to_linker<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    view: fn(&mut T) -> EtcView<'_>,
+) -> Result<()> {
+    linker.allow_shadowing(true);
+    let guarded = wasmtime_wasi::p2::bindings::filesystem::types::add_to_linker::<T, EtcCapability>(
+        linker, view,
+    );
+    linker.allow_shadowing(false);
+    guarded.map_err(|e| Error::Engine(format!("linking the guarded filesystem: {e:#}")))?;
+    crate::bindings::hostplug::plugin::files::add_to_linker::<T, EtcCapability>(linker, view)
+        .map_err(|e| Error::Engine(format!("linking the files import: {e:#}")))
+}
 
 /// Where the open descriptor `fd` really is, as the kernel sees it.
 pub(crate) fn fd_path(fd: BorrowedFd<'_>) -> std::io::Result<PathBuf> {

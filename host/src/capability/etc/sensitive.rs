@@ -13,6 +13,8 @@
 
 use std::path::{Component, Path};
 
+use crate::capability::CapabilityError;
+
 /// Never read, listed or written without an explicit allow: password hashes (and the
 /// backups `shadow-`, `gshadow-` that `shadow-utils` keeps), the cluster's CA and
 /// component keys, the kubeconfigs holding admin and component credentials, and the
@@ -81,8 +83,8 @@ impl EtcPolicy {
     }
 
     /// Whether `rel` (a path relative to /etc, already normalised) may be used for
-    /// `access`. The error is the message for the plugin, starting with `denied:`.
-    pub(crate) fn check(&self, rel: &Path, access: Access) -> Result<(), String> {
+    /// `access`. The error is what the plugin gets: [`CapabilityError::Denied`].
+    pub(crate) fn check(&self, rel: &Path, access: Access) -> Result<(), CapabilityError> {
         let parts = rel_components(rel);
         let hit = |patterns: &[String]| patterns.iter().any(|p| matches_pattern(p, &parts));
         let denied = hit(&self.deny) || (access == Access::Write && hit(&self.deny_write));
@@ -97,7 +99,7 @@ impl EtcPolicy {
     /// a new name). A pattern that matches `rel` itself was already decided by
     /// [`check`](Self::check) (an allowed `manifests/**` covers what is below too);
     /// otherwise allows are not consulted: moving a protected tree is never needed.
-    pub(crate) fn check_tree(&self, rel: &Path) -> Result<(), String> {
+    pub(crate) fn check_tree(&self, rel: &Path) -> Result<(), CapabilityError> {
         self.check(rel, Access::Write)?;
         let parts = rel_components(rel);
         let below = self.deny.iter().chain(&self.deny_write).any(|p| {
@@ -105,21 +107,21 @@ impl EtcPolicy {
                 .is_ok_and(|pat| !match_components(&pat, &parts) && could_match_below(&pat, &parts))
         });
         if below {
-            return Err(format!(
-                "denied: {}: holds sensitive paths; the host refuses to move or remove it",
+            return Err(CapabilityError::denied(format!(
+                "{}: holds sensitive paths; the host refuses to move or remove it",
                 guest(rel)
-            ));
+            )));
         }
         Ok(())
     }
 }
 
-/// The message a refused plugin gets.
-pub(crate) fn refusal(rel: &Path) -> String {
-    format!(
-        "denied: {} is a sensitive path; the host refuses it unless the plugin's HostPlugin allows it explicitly",
+/// What a refused plugin gets.
+pub(crate) fn refusal(rel: &Path) -> CapabilityError {
+    CapabilityError::denied(format!(
+        "{} is a sensitive path; the host refuses it unless the plugin's HostPlugin allows it explicitly",
         guest(rel)
-    )
+    ))
 }
 
 /// `rel` as the guest sees it.
@@ -237,7 +239,8 @@ mod tests {
             .check(Path::new("shadow"), Access::Read)
             .expect_err("refused");
         assert!(
-            e.starts_with("denied: /etc/shadow is a sensitive path"),
+            e.to_string()
+                .starts_with("denied: /etc/shadow is a sensitive path"),
             "{e}"
         );
     }

@@ -30,16 +30,16 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
 use rustix::fs::{Mode, OFlags, ResolveFlags};
-use wasmtime::component::{HasData, Resource};
-use wasmtime_wasi::filesystem::{Descriptor, WasiFilesystemCtxView};
+use wasmtime::component::Resource;
+use wasmtime_wasi::filesystem::Descriptor;
 use wasmtime_wasi::p2::bindings::filesystem::types::{
     self, ErrorCode, HostDescriptor, HostDirectoryEntryStream,
 };
 use wasmtime_wasi::p2::{DynInputStream, DynOutputStream, FsError, FsResult};
 
 use super::sensitive::{Access, EtcPolicy};
-use super::{fd_path, rel_in_root};
-use crate::capability::log::LogSink;
+use super::{EtcView, fd_path, rel_in_root};
+use crate::capability::CapabilityError;
 
 /// What the etc capability needs per store to check paths: the etc directory (opened
 /// as a path only) and its real path, and the policy.
@@ -125,21 +125,6 @@ fn join_lexically(dir: &Path, path: &str) -> Option<PathBuf> {
     Some(parts.iter().collect())
 }
 
-/// [`HasData`] of the guarded filesystem, for `add_to_linker`.
-#[derive(Debug)]
-pub(crate) struct GuardedFilesystem;
-
-impl HasData for GuardedFilesystem {
-    type Data<'a> = GuardedFs<'a>;
-}
-
-/// wasmtime-wasi's filesystem view plus the guard and the invocation's logs.
-pub(crate) struct GuardedFs<'a> {
-    pub(crate) inner: WasiFilesystemCtxView<'a>,
-    pub(crate) guard: &'a EtcGuard,
-    pub(crate) logs: &'a mut LogSink,
-}
-
 /// How a call treats the path it names.
 #[derive(Clone, Copy)]
 enum Use {
@@ -149,10 +134,16 @@ enum Use {
     Tree,
 }
 
-impl GuardedFs<'_> {
+impl EtcView<'_> {
     /// Where the descriptor `fd` really is, relative to /etc.
     fn dir_rel(&mut self, fd: &Resource<Descriptor>) -> FsResult<PathBuf> {
-        let root = &self.guard.root.as_ref().ok_or(ErrorCode::NotPermitted)?.1;
+        let root = &self
+            .state
+            .guard
+            .root
+            .as_ref()
+            .ok_or(ErrorCode::NotPermitted)?
+            .1;
         let real = match self.inner.table.get(fd)? {
             Descriptor::Dir(d) => fd_path(d.dir.as_fd()),
             Descriptor::File(f) => fd_path(f.file.as_fd()),
@@ -170,20 +161,22 @@ impl GuardedFs<'_> {
         how: Use,
     ) -> FsResult<()> {
         let dir = self.dir_rel(fd)?;
-        for target in self.guard.targets(&dir, path, follow)? {
+        for target in self.state.guard.targets(&dir, path, follow)? {
             let verdict = match how {
-                Use::Plain(access) => self.guard.policy.check(&target, access),
-                Use::Tree => self.guard.policy.check_tree(&target),
+                Use::Plain(access) => self.state.guard.policy.check(&target, access),
+                Use::Tree => self.state.guard.policy.check_tree(&target),
             };
-            if let Err(message) = verdict {
-                return Err(self.refuse(message));
+            if let Err(refused) = verdict {
+                return Err(self.refuse(refused));
             }
         }
         Ok(())
     }
 
-    fn refuse(&mut self, message: String) -> FsError {
-        self.logs.refusal(message);
+    /// Notes the policy's refusal in the call's logs and answers `access` (the WASI
+    /// filesystem's own error code: WASI has no place for the host's reason).
+    fn refuse(&mut self, refused: CapabilityError) -> FsError {
+        self.logs.refusal(refused.message().to_owned());
         ErrorCode::Access.into()
     }
 }
@@ -192,7 +185,7 @@ fn follows(flags: types::PathFlags) -> bool {
     flags.contains(types::PathFlags::SYMLINK_FOLLOW)
 }
 
-impl types::Host for GuardedFs<'_> {
+impl types::Host for EtcView<'_> {
     fn convert_error_code(&mut self, err: FsError) -> wasmtime::Result<ErrorCode> {
         types::Host::convert_error_code(&mut self.inner, err)
     }
@@ -205,7 +198,7 @@ impl types::Host for GuardedFs<'_> {
     }
 }
 
-impl HostDescriptor for GuardedFs<'_> {
+impl HostDescriptor for EtcView<'_> {
     async fn advise(
         &mut self,
         fd: Resource<Descriptor>,
@@ -349,9 +342,9 @@ impl HostDescriptor for GuardedFs<'_> {
             HostDescriptor::open_at(&mut self.inner, fd, path_flags, path, oflags, flags).await?;
         // Where it really is, whatever the links said.
         let rel = self.dir_rel(&opened)?;
-        if let Err(message) = self.guard.policy.check(&rel, access) {
+        if let Err(refused) = self.state.guard.policy.check(&rel, access) {
             HostDescriptor::drop(&mut self.inner, opened).map_err(FsError::trap)?;
-            return Err(self.refuse(message));
+            return Err(self.refuse(refused));
         }
         Ok(opened)
     }
@@ -451,7 +444,7 @@ impl HostDescriptor for GuardedFs<'_> {
     }
 }
 
-impl HostDirectoryEntryStream for GuardedFs<'_> {
+impl HostDirectoryEntryStream for EtcView<'_> {
     async fn read_directory_entry(
         &mut self,
         stream: Resource<types::DirectoryEntryStream>,

@@ -10,7 +10,7 @@
 
 wit_bindgen::generate!({ path: "../../../wit", world: "host-action" });
 
-use hostplug::plugin::types::MethodInfo;
+use hostplug::plugin::types::{CapabilityError, MethodInfo};
 use serde_json::{Value, json};
 
 struct TestEscape;
@@ -33,14 +33,14 @@ fn io_error(path: &str, e: std::io::Error) -> PluginError {
     }
 }
 
-/// The host's `files` errors start with `denied:` or `not-found:`.
-fn import_error(message: String) -> PluginError {
-    if message.starts_with("denied:") {
-        PluginError::Denied(message)
-    } else if message.starts_with("not-found:") {
-        PluginError::NotFound(message)
-    } else {
-        PluginError::Failed(message)
+/// The host's typed `files` error, passed on as the plugin error of the same kind; the
+/// message keeps the kind in front (`denied: …`), as the host said it.
+fn import_error(e: CapabilityError) -> PluginError {
+    match e {
+        CapabilityError::Denied(m) => PluginError::Denied(format!("denied: {m}")),
+        CapabilityError::NotFound(m) => PluginError::NotFound(format!("not-found: {m}")),
+        CapabilityError::Invalid(m) => PluginError::InvalidParams(format!("invalid: {m}")),
+        CapabilityError::Failed(m) => PluginError::Failed(m),
     }
 }
 

@@ -11,7 +11,7 @@ use std::io::Write;
 
 use hostplug::plugin::docker;
 use hostplug::plugin::log::{Level, log};
-use hostplug::plugin::types::MethodInfo;
+use hostplug::plugin::types::{CapabilityError, MethodInfo};
 use serde_json::{Value, json};
 
 struct TestNoisy;
@@ -99,8 +99,19 @@ impl Guest for TestNoisy {
                         .to_string(),
                         diff: None,
                     }),
-                    Err(e) if e.starts_with("denied:") => Err(PluginError::Denied(e)),
-                    Err(e) => Err(PluginError::Failed(e)),
+                    // The host's typed error, passed on by kind: nothing here reads the
+                    // message to decide it. The message keeps the kind in front, as the
+                    // host's words.
+                    Err(CapabilityError::Denied(m)) => {
+                        Err(PluginError::Denied(format!("denied: {m}")))
+                    }
+                    Err(CapabilityError::NotFound(m)) => {
+                        Err(PluginError::NotFound(format!("not-found: {m}")))
+                    }
+                    Err(CapabilityError::Invalid(m)) => {
+                        Err(PluginError::InvalidParams(format!("invalid: {m}")))
+                    }
+                    Err(CapabilityError::Failed(m)) => Err(PluginError::Failed(m)),
                 }
             }
             other => Err(PluginError::NotFound(format!("no method {other}"))),

@@ -1,22 +1,27 @@
-//! The `hostplug` command line — `hostplug plugin
-//! describe|run|manifest|new|push|keygen|sign|verify` — as a library
-//! module, so that tests drive the same code as the binary (`src/bin/hostplug.rs` only
-//! parses arguments and prints).
+//! `hostplug-cli`: the plugin author's command line — `hostplug plugin
+//! describe|run|manifest|new|push|keygen|sign|verify` — as a library, so that tests drive
+//! the same code as the binary (`src/main.rs` only parses arguments and prints).
+//!
+//! A crate of its own so that the host crate is only the sandbox: the registry client,
+//! the manifests and the scaffolding live here, on the author's side.
 //!
 //! It must never bypass [`Host`]: `plugin run` runs a plugin exactly as the worker does,
 //! with only the access its flags grant.
+
+pub mod author;
+pub mod manifest;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::author;
-use crate::manifest::{self, ManifestRequest};
-use crate::{
+use hostplug_host::{
     Digest, Error, EtcAccess, EtcPolicy, Grants, Host, HostConfig, Invocation, InvokeError,
-    InvokeOutcome,
+    InvokeOutcome, Plugin,
 };
+
+use crate::manifest::ManifestRequest;
 
 /// hostplug — the plugin author's tool.
 #[derive(Debug, Parser)]
@@ -276,7 +281,7 @@ pub fn run(cli: Cli) -> Output {
 fn host_and_plugin(
     m: &ModuleArgs,
     allow_sensitive: &[String],
-) -> Result<std::sync::Arc<crate::Plugin>, Error> {
+) -> Result<std::sync::Arc<Plugin>, Error> {
     let expected = m.sha256.as_deref().map(str::parse::<Digest>).transpose()?;
     let host = Host::new(HostConfig {
         cache_dir: m.cache_dir.clone(),
@@ -289,13 +294,10 @@ fn host_and_plugin(
     host.load_file(&m.file, expected.as_ref())
 }
 
-fn to_json<T: serde::Serialize>(v: &T) -> Result<String, Error> {
+fn to_json<T: serde::Serialize>(v: &T) -> Result<String, InvokeError> {
     serde_json::to_string_pretty(v)
         .map(|s| s + "\n")
-        .map_err(|e| Error::Encode {
-            what: "JSON",
-            message: e.to_string(),
-        })
+        .map_err(|e| manifest::encode_error("JSON", &e))
 }
 
 fn describe(a: DescribeArgs) -> Result<Output, InvokeError> {
@@ -331,10 +333,10 @@ fn run_method(a: RunArgs) -> Result<Output, InvokeError> {
 }
 
 /// Refuses parameters that break the method's schema, exactly as the operator refuses
-/// such a HostTask (see [`crate::params`]), naming the field under `params`. An unknown
+/// such a HostTask (see [`hostplug_api::schema`]), naming the field under `params`. An unknown
 /// method or parameters that are not JSON are left to the plugin's own error.
 fn check_params_like_the_operator(
-    plugin: &crate::Plugin,
+    plugin: &Plugin,
     method: &str,
     params: &str,
 ) -> Result<(), InvokeError> {
@@ -345,18 +347,22 @@ fn check_params_like_the_operator(
     let Some(m) = info.methods.iter().find(|m| m.name == method) else {
         return Ok(());
     };
-    crate::params::check_params(m.params_schema.as_ref(), &m.name, &value, "params").map_err(|e| {
-        InvokeError::new(
-            hostplug_api::protocol::ErrorKind::InvalidParams,
-            e.to_string(),
-        )
-    })
+    hostplug_api::schema::check_params(m.params_schema.as_ref(), &m.name, &value, "params").map_err(
+        |e| {
+            InvokeError::new(
+                hostplug_api::protocol::ErrorKind::InvalidParams,
+                e.to_string(),
+            )
+        },
+    )
 }
 
 /// Reads `file` and checks that it loads and describes, as the operator will.
 fn read_checked_module(file: &std::path::Path) -> Result<Vec<u8>, InvokeError> {
-    let bytes =
-        std::fs::read(file).map_err(|e| Error::io(format!("reading {}", file.display()), e))?;
+    let bytes = std::fs::read(file).map_err(|source| Error::Io {
+        context: format!("reading {}", file.display()),
+        source,
+    })?;
     let host = Host::new(HostConfig::default())?;
     host.load(&bytes, None)?.describe()?;
     Ok(bytes)

@@ -3,6 +3,8 @@
 //! htpasswd, `keygen`, `sign`, `verify` and `manifest --oci`; and `plugin run` refusing
 //! parameters that break the method's schema, with the field named.
 
+// The host's test helpers (where the components are): one copy.
+#[path = "../../host/tests/common/mod.rs"]
 mod common;
 
 use std::path::{Path, PathBuf};

@@ -1,11 +1,11 @@
 //! `hostplug`: the plugin author's command line. Thin: parsing and printing only; the
-//! commands live in `hostplug_host::cli`.
+//! commands live in the `hostplug_cli` library.
 
 use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
-use hostplug_host::cli::{Cli, run};
+use hostplug_cli::{Cli, run};
 
 fn main() -> anyhow::Result<ExitCode> {
     let out = run(Cli::parse());

@@ -6,9 +6,19 @@
 
 use base64::Engine as _;
 use hostplug_api::crd::{Capabilities, ConfigMapSource, HostPlugin, HostPluginSpec, PluginSource};
+use hostplug_api::protocol::{ErrorKind, InvokeError};
+use hostplug_host::{Digest, EtcAccess};
 use serde_json::json;
 
-use crate::{Digest, Error, EtcAccess, Result};
+/// Largest module a ConfigMap manifest holds: 1 MiB, the API server's limit on one
+/// object (the module is base64-encoded in `binaryData`, a third larger).
+pub const MAX_CONFIGMAP_BYTES: usize = 1 << 20;
+
+/// The error of output that could not be encoded (`what`: JSON, YAML, the HostPlugin):
+/// a defect of the CLI, kind `internal`.
+pub(crate) fn encode_error(what: &str, e: &dyn std::fmt::Display) -> InvokeError {
+    InvokeError::new(ErrorKind::Internal, format!("encoding {what}: {e}"))
+}
 
 /// Namespace the ConfigMap goes to when none is given.
 pub const DEFAULT_NAMESPACE: &str = "hostplug-system";
@@ -33,16 +43,15 @@ pub struct ManifestRequest<'a> {
 
 /// Renders the two documents as YAML for `module`. ConfigMaps hold at most 1 MiB, so
 /// larger modules are refused.
-pub fn render(module: &[u8], req: &ManifestRequest<'_>) -> Result<String> {
-    const MAX_CONFIGMAP_BYTES: usize = 1 << 20;
+pub fn render(module: &[u8], req: &ManifestRequest<'_>) -> Result<String, InvokeError> {
     if module.len() * 4 / 3 + 1024 > MAX_CONFIGMAP_BYTES {
-        return Err(Error::Encode {
-            what: "ConfigMap",
-            message: format!(
+        return Err(encode_error(
+            "ConfigMap",
+            &format!(
                 "the module is {} bytes; a ConfigMap holds at most 1 MiB (base64-encoded)",
                 module.len()
             ),
-        });
+        ));
     }
     let digest = Digest::of(module);
     let cm_name = format!("plugin-{}", req.name);
@@ -82,17 +91,12 @@ pub fn render(module: &[u8], req: &ManifestRequest<'_>) -> Result<String> {
         },
     );
     host_plugin.metadata.labels = Some(labels);
-    let host_plugin = serde_json::to_value(&host_plugin).map_err(|e| Error::Encode {
-        what: "HostPlugin",
-        message: e.to_string(),
-    })?;
+    let host_plugin =
+        serde_json::to_value(&host_plugin).map_err(|e| encode_error("HostPlugin", &e))?;
     let mut out = String::new();
     for doc in [config_map, host_plugin] {
         out.push_str("---\n");
-        out.push_str(&serde_yaml::to_string(&doc).map_err(|e| Error::Encode {
-            what: "YAML",
-            message: e.to_string(),
-        })?);
+        out.push_str(&serde_yaml::to_string(&doc).map_err(|e| encode_error("YAML", &e))?);
     }
     Ok(out)
 }
@@ -102,7 +106,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn renders_configmap_and_hostplugin() -> Result<()> {
+    fn renders_configmap_and_hostplugin() -> Result<(), InvokeError> {
         let yaml = render(
             b"\0asm",
             &ManifestRequest {
@@ -114,13 +118,8 @@ mod tests {
             },
         )?;
         let docs: Vec<serde_json::Value> = serde_yaml::Deserializer::from_str(&yaml)
-            .map(|d| {
-                serde_json::Value::deserialize(d).map_err(|e| Error::Encode {
-                    what: "YAML",
-                    message: e.to_string(),
-                })
-            })
-            .collect::<Result<_>>()?;
+            .map(|d| serde_json::Value::deserialize(d).map_err(|e| encode_error("YAML", &e)))
+            .collect::<Result<_, _>>()?;
         assert_eq!(docs.len(), 2);
         assert_eq!(docs[0]["binaryData"][CONFIGMAP_KEY], "AGFzbQ==");
         assert_eq!(docs[1]["spec"]["sha256"], Digest::of(b"\0asm").hex());

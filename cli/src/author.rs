@@ -14,7 +14,7 @@ use hostplug_api::crd::{
 use hostplug_api::protocol::{ErrorKind, InvokeError};
 use hostplug_oci::{Credentials, PublicKey, Reference, RegistryClient, SigningKey, cosign};
 
-use crate::{Digest, EtcAccess};
+use hostplug_host::{Digest, EtcAccess};
 
 /// Largest module `plugin push` uploads: the operator's (and the worker's) module limit,
 /// since a larger one could never run.
@@ -317,6 +317,16 @@ pub fn scaffold(name: &str, dir: &Path, sdk: &Path) -> Result<Vec<PathBuf>, Invo
     Ok(written)
 }
 
+/// The hostplug-sdk version a new plugin asks for: the WIT package version, which the SDK
+/// follows (its own test keeps the two equal).
+fn sdk_version() -> &'static str {
+    include_str!("../../wit/hostplug.wit")
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("package hostplug:plugin@"))
+        .and_then(|v| v.strip_suffix(';'))
+        .unwrap_or("*")
+}
+
 fn scaffold_files(name: &str, sdk: &Path) -> Vec<(&'static str, String)> {
     let cargo = format!(
         r#"[package]
@@ -351,7 +361,7 @@ strip = true
 panic = "abort"
 "#,
         file = name.replace('-', "_"),
-        sdk_version = env!("CARGO_PKG_VERSION"),
+        sdk_version = sdk_version(),
         sdk = sdk.display(),
     );
     let lib = format!(
@@ -445,6 +455,11 @@ mod tests {
         let cargo = std::fs::read_to_string(tmp.path().join("p/Cargo.toml")).expect("read");
         assert!(cargo.contains("name = \"my-plugin\""), "{cargo}");
         assert!(cargo.contains("my_plugin.wasm"), "{cargo}");
+        assert_ne!(sdk_version(), "*", "the WIT names its package version");
+        assert!(
+            cargo.contains(&format!("# hostplug-sdk = \"{}\"", sdk_version())),
+            "{cargo}"
+        );
     }
 
     #[test]
