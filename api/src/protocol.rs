@@ -14,7 +14,7 @@
 //! | `GET /healthz` | — | 200 [`Health`] | — |
 //! | `HEAD /v1/plugins/{sha256}` | — | 200 (held) / 404 (not held), no body | 400, 401 |
 //! | `PUT /v1/plugins/{sha256}` | the component's bytes | 201 [`UploadResponse`] (compiled now) / 200 (already held) | 400, 401, 413, 422, 500 |
-//! | `PUT /v1/plugins/{sha256}/precompiled` | the operator's precompiled artifact, header [`ENGINE_HEADER`] | 201 [`UploadResponse`] / 200 (already held) | 400, 401, 413, 422 (`bad-module`: not usable here; upload the module instead) |
+//! | `PUT /v1/plugins/{sha256}/precompiled` | the operator's precompiled artifact, headers [`ENGINE_HEADER`] and [`ARTIFACT_SIGNATURE_HEADER`] | 201 [`UploadResponse`] / 200 (already held) | 400 (a header missing or malformed), 401, 413, 422 (`bad-module`: not usable here — another engine, or not signed by the key this worker trusts; upload the module instead) |
 //! | `POST /v1/invoke` | [`InvokeRequest`] | 200 [`InvokeOutcome`] | 400, 401, 404, 413, 422 [`InvokeError`], 500, 503 |
 //! | `GET /v1/invocations/{id}` | — | 200 [`InvocationStatus`] / 404 `unknown-invocation` | 401 |
 //!
@@ -58,6 +58,74 @@ pub const MAX_LOG_TAIL_BYTES: usize = 4 * 1024;
 /// Header of `PUT /v1/plugins/{sha256}/precompiled`: the engine fingerprint the
 /// artifact was compiled for (`hostplug_host::Host::engine_fingerprint`).
 pub const ENGINE_HEADER: &str = "x-hostplug-engine";
+
+/// Header of `PUT /v1/plugins/{sha256}/precompiled`: the operator's
+/// [`ArtifactSignature`] of the artifact, in its text form. A precompiled artifact is
+/// native code; the worker loads one only when this signature verifies with the
+/// operator's public key from its Pod spec
+/// ([`crate::worker::WorkerSettings::artifact_key`]), over the module digest in the
+/// path, the engine fingerprint and the artifact's sha256 (`hostplug_host`'s
+/// `precompiled` module makes and checks it).
+pub const ARTIFACT_SIGNATURE_HEADER: &str = "x-hostplug-artifact-signature";
+
+/// An Ed25519 signature of a precompiled artifact by the operator (64 bytes); the text
+/// form is 128 lowercase hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ArtifactSignature([u8; 64]);
+
+impl ArtifactSignature {
+    /// The signature with these bytes.
+    pub const fn from_bytes(bytes: [u8; 64]) -> Self {
+        Self(bytes)
+    }
+
+    /// The raw 64 bytes.
+    pub fn as_bytes(&self) -> &[u8; 64] {
+        &self.0
+    }
+}
+
+impl fmt::Display for ArtifactSignature {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl fmt::Debug for ArtifactSignature {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ArtifactSignature({self})")
+    }
+}
+
+impl std::str::FromStr for ArtifactSignature {
+    type Err = crate::Error;
+
+    fn from_str(s: &str) -> Result<Self, crate::Error> {
+        fixed_hex(
+            s,
+            "artifact signature",
+            "128 hex digits (an Ed25519 signature)",
+        )
+        .map(Self)
+    }
+}
+
+/// `N` bytes from exactly `2 × N` hex digits, or an error naming `what` and `expected`.
+pub(crate) fn fixed_hex<const N: usize>(
+    s: &str,
+    what: &'static str,
+    expected: &'static str,
+) -> Result<[u8; N], crate::Error> {
+    let mut out = [0u8; N];
+    match hex::decode_to_slice(s, &mut out) {
+        Ok(()) => Ok(out),
+        Err(_) => Err(crate::Error::InvalidValue {
+            what,
+            input: s.chars().take(80).collect(),
+            expected,
+        }),
+    }
+}
 
 /// `POST /v1/invoke` request body.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

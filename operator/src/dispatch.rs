@@ -1,9 +1,10 @@
 //! The one node-call path. Both controllers send every plugin call through [`send`]:
 //! the caller holds a [`WorkerLease`] on a ready worker (from the pool); dispatch ships
-//! the module unless the worker holds it (precompiled where the engines match), sends the
-//! invocation, retries while the worker lives and nothing ran (the same invocation id
-//! every time, so the worker runs the plugin at most once), and records the call's
-//! metrics. What a call returned is a typed [`NodeOutcome`] until a status records it.
+//! the module unless the worker holds it (as this process's signed precompiled artifact
+//! where the worker trusts this process's key — [`Artifacts`]), sends the invocation,
+//! retries while the worker lives and nothing ran (the same invocation id every time, so
+//! the worker runs the plugin at most once), and records the call's metrics. What a call
+//! returned is a typed [`NodeOutcome`] until a status records it.
 //!
 //! [`Calls`] keeps this process's calls, in flight or returned, between the job that
 //! makes a call and the reconcile that records its outcome.
@@ -22,6 +23,7 @@ use crate::client::CallError;
 use crate::plugins::LoadedPlugin;
 use crate::pool::WorkerLease;
 use hostplug_api::protocol::{InvokeOutcome, InvokeRequest};
+use hostplug_host::{ArtifactKey, ArtifactSigner, SignedArtifact};
 
 /// Attempts at one call while the worker lives but the connection failed or the worker
 /// was busy: 4. Safe because a repeated invocation id is answered from the worker's
@@ -68,7 +70,11 @@ pub async fn send(
     req: &InvokeRequest,
 ) -> NodeOutcome {
     let started = Instant::now();
-    let artifact = ctx.artifacts.get(ctx.plugins.host(), &plugin.digest).await;
+    let artifact = if worker_trusts(ctx, lease.pod()) {
+        ctx.artifacts.get(ctx.plugins.host(), &plugin.digest).await
+    } else {
+        None
+    };
     let mut pause = CALL_RETRY_PAUSE;
     let mut attempt = 1;
     let outcome = loop {
@@ -78,11 +84,7 @@ pub async fn send(
             if !conn.holds(&hex) {
                 let how = conn
                     .client
-                    .ensure_module(
-                        &hex,
-                        &plugin.bytes,
-                        artifact.as_ref().map(|(f, a)| (f.as_str(), a.as_slice())),
-                    )
+                    .ensure_module(&hex, &plugin.bytes, artifact.as_deref())
                     .await?;
                 if let Some(precompiled) = how {
                     tracing::debug!(digest = %hex, precompiled, pod = lease.pod(), "module sent to a worker");
@@ -107,6 +109,24 @@ pub async fn send(
     };
     ctx.metrics.invocation(started.elapsed());
     outcome
+}
+
+/// Whether the worker Pod `pod` trusts this process's artifact key (its Pod spec carries
+/// it). One adopted from an earlier operator process carries that process's key and
+/// would refuse this one's artifacts: it gets the module instead, without the detour.
+fn worker_trusts(ctx: &Context, pod: &str) -> bool {
+    let pod = ctx
+        .pods
+        .get(&kube::runtime::reflector::ObjectRef::new(pod).within(&ctx.config.namespace));
+    let trusts =
+        pod.as_deref().and_then(crate::resources::artifact_key) == Some(ctx.artifacts.public_key());
+    if !trusts {
+        tracing::debug!(
+            pod = pod.as_deref().and_then(|p| p.metadata.name.as_deref()),
+            "the worker does not carry this process's artifact key; sending modules only"
+        );
+    }
+    trusts
 }
 
 /// The state of a call this process made.
@@ -165,45 +185,71 @@ impl<K: Hash + Eq + Clone, T: Clone> Calls<K, T> {
 }
 
 /// The operator's precompiled artifacts, by module digest, made once per plugin from the
-/// component the operator compiled for `describe`.
-#[derive(Default)]
+/// component the operator compiled for `describe`, and signed with this process's
+/// artifact key.
+///
+/// A precompiled artifact is native code that a worker runs outside the Wasm sandbox;
+/// the worker loads one only with a signature that verifies with the public key in its
+/// Pod spec (`hostplug_host::ArtifactSigner`). The key pair is made here when the
+/// process starts and its private half never leaves this process's memory: not a file,
+/// a Secret, an environment variable or a log. So no one else — not whoever can read
+/// the workers' tokens in the operator's namespace — can make an artifact a worker takes.
+/// A new process makes a new key: workers an earlier process made (and this one adopted)
+/// refuse its artifacts, and get modules instead.
 pub struct Artifacts {
-    made: Mutex<HashMap<hostplug_host::Digest, Option<Arc<Vec<u8>>>>>,
+    signer: Arc<ArtifactSigner>,
+    made: Mutex<HashMap<hostplug_host::Digest, Option<Arc<SignedArtifact>>>>,
 }
 
 impl std::fmt::Debug for Artifacts {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Artifacts").finish_non_exhaustive()
+        f.debug_struct("Artifacts")
+            .field("public_key", &self.signer.public_key())
+            .finish_non_exhaustive()
     }
 }
 
 impl Artifacts {
-    /// The engine fingerprint and artifact of `digest`, serialized on first use (off
-    /// the async threads); `None` when the host cannot serialize it (then workers
-    /// compile the module themselves).
+    /// Artifacts signed with a key pair made now. Errors when the system's random source
+    /// fails.
+    pub fn new() -> crate::Result<Self> {
+        let signer = ArtifactSigner::generate().map_err(|e| crate::Error::Config(e.to_string()))?;
+        Ok(Self {
+            signer: Arc::new(signer),
+            made: Mutex::default(),
+        })
+    }
+
+    /// The public half of this process's key, which every worker Pod it makes carries.
+    pub fn public_key(&self) -> ArtifactKey {
+        self.signer.public_key()
+    }
+
+    /// The signed artifact of `digest` (with its engine fingerprint), serialized and
+    /// signed on first use (off the async threads); `None` when the host cannot serialize
+    /// it (then workers compile the module themselves).
     pub async fn get(
         &self,
         host: &hostplug_host::Host,
         digest: &hostplug_host::Digest,
-    ) -> Option<(String, Arc<Vec<u8>>)> {
-        let fingerprint = host.engine_fingerprint();
+    ) -> Option<Arc<SignedArtifact>> {
         if let Some(made) = lock(&self.made).get(digest) {
-            return made.clone().map(|a| (fingerprint, a));
+            return made.clone();
         }
-        let (h, d) = (host.clone(), *digest);
-        let made = tokio::task::spawn_blocking(move || h.precompiled_artifact(&d))
+        let (h, d, signer) = (host.clone(), *digest, Arc::clone(&self.signer));
+        let made = tokio::task::spawn_blocking(move || h.signed_artifact(&d, &signer))
             .await
             .ok()
             .flatten()
             .and_then(|r| match r {
-                Ok(bytes) => Some(Arc::new(bytes)),
+                Ok(artifact) => Some(Arc::new(artifact)),
                 Err(e) => {
                     warn!(%digest, error = %e, "cannot serialize a plugin; workers compile it");
                     None
                 }
             });
         lock(&self.made).insert(*digest, made.clone());
-        made.map(|a| (fingerprint, a))
+        made
     }
 }
 

@@ -78,6 +78,7 @@ async fn main() -> anyhow::Result<()> {
         docker_socket: None,
         containerd_socket: None,
         cache_dir: dir.path().join("cache"),
+        artifact_key: None,
         node_lock_file: None,
         log_format: LogFormat::Text,
         limits: Limits::default(),

@@ -1,5 +1,8 @@
 //! [`HostRuntime`]: the [`PluginRuntime`] over `hostplug-host`, with this worker's grants.
 //!
+//! Precompiled artifacts are loaded only with a signature that verifies with the
+//! operator's key from the settings (`HOSTPLUG_ARTIFACT_KEY`); without one set, none.
+//!
 //! The grants are fixed at start-up from the settings (one worker serves one task, and
 //! its Pod mounts exactly what that task's plugin may touch); no request can widen them.
 //! The one per-call addition is the task's registry credentials, which the operator
@@ -12,18 +15,20 @@ use std::time::Duration;
 
 use hostplug_api::protocol::log_tail;
 use hostplug_api::{ErrorKind, EtcAccess, InvokeError, InvokeOutcome};
-use hostplug_host::{Grants, Host, HostConfig, Invocation};
+use hostplug_host::{ArtifactKey, Grants, Host, HostConfig, Invocation};
 
 use crate::config::WorkerSettings;
 use crate::error::{Error, Result};
-use crate::runtime::{Call, Digest, Loaded, PluginRuntime, RuntimeError};
+use crate::runtime::{ArtifactSignature, Call, Digest, Loaded, PluginRuntime, RuntimeError};
 
 /// The plugin runtime of a real worker: one [`Host`] (engine, in-memory and on-disk
-/// component cache) and the grants of this worker.
+/// component cache), the grants of this worker, and the operator's key that precompiled
+/// artifacts must be signed with.
 #[derive(Debug, Clone)]
 pub struct HostRuntime {
     host: Host,
     grants: Arc<Grants>,
+    artifact_key: Option<ArtifactKey>,
 }
 
 impl HostRuntime {
@@ -73,6 +78,7 @@ impl HostRuntime {
         Ok(Self {
             host,
             grants: Arc::new(grants),
+            artifact_key: config.artifact_key,
         })
     }
 
@@ -104,12 +110,26 @@ impl PluginRuntime for HostRuntime {
         &self,
         digest: &Digest,
         fingerprint: &str,
+        signature: &ArtifactSignature,
         artifact: &[u8],
     ) -> Result<Loaded, RuntimeError> {
         if self.host.cached(digest).is_some() {
             return Ok(Loaded::AlreadyHeld);
         }
-        match self.host.load_precompiled(digest, fingerprint, artifact) {
+        let Some(trusted) = &self.artifact_key else {
+            return Err(RuntimeError::new(
+                ErrorKind::BadModule,
+                format!(
+                    "this worker trusts no artifact key ({} is unset), so it loads no \
+                     precompiled code; upload the module {digest}",
+                    hostplug_api::worker::env::ARTIFACT_KEY
+                ),
+            ));
+        };
+        match self
+            .host
+            .load_precompiled(digest, fingerprint, signature, artifact, trusted)
+        {
             Ok(plugin) => {
                 tracing::debug!(%digest, source = ?plugin.source(), load_ms = plugin.load_duration().as_millis() as u64, "precompiled module ready");
                 Ok(Loaded::Compiled)

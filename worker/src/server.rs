@@ -364,26 +364,42 @@ fn answer(outcome: &Outcome) -> Result<Json<InvokeOutcome>, ApiError> {
 /// code and its metadata are a few times the size of the Wasm they came from.
 const PRECOMPILED_SIZE_FACTOR: usize = 8;
 
+/// A header of the precompiled route, parsed; missing or malformed is 400 naming it.
+fn precompiled_header<T: std::str::FromStr>(
+    headers: &axum::http::HeaderMap,
+    name: &str,
+    what: &str,
+) -> Result<T, ApiError> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| ApiError::bad_request(format!("the {name} header must carry {what}")))
+}
+
 /// `PUT /v1/plugins/{sha256}/precompiled`: load the operator's precompiled artifact of
-/// module `sha256`. Only this authenticated route (the operator holds the token) and the
-/// worker's own compiler ever produce code the worker runs.
+/// module `sha256`, if the operator signed it (header
+/// [`ARTIFACT_SIGNATURE_HEADER`](hostplug_api::protocol::ARTIFACT_SIGNATURE_HEADER))
+/// with the key in this worker's settings. An artifact is native code: the token lets a
+/// client upload Wasm, which the sandbox confines; only the operator's signature lets it
+/// ship code. So only this route with a verified signature and the worker's own compiler
+/// (after checking the module's digest) ever produce code the worker runs, and a refused
+/// artifact leaves nothing behind: `HEAD` stays 404 and the module is still wanted.
 async fn upload_precompiled(
     State(state): State<AppState>,
     Path(sha256): Path<String>,
     headers: axum::http::HeaderMap,
     body: std::result::Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    use hostplug_api::protocol::{ARTIFACT_SIGNATURE_HEADER, ArtifactSignature, ENGINE_HEADER};
     let digest = parse_digest(&sha256)?;
-    let fingerprint = headers
-        .get(hostplug_api::protocol::ENGINE_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| {
-            ApiError::bad_request(format!(
-                "the {} header must name the engine fingerprint",
-                hostplug_api::protocol::ENGINE_HEADER
-            ))
-        })?
-        .to_owned();
+    let fingerprint: String =
+        precompiled_header(&headers, ENGINE_HEADER, "the engine fingerprint")?;
+    let signature: ArtifactSignature = precompiled_header(
+        &headers,
+        ARTIFACT_SIGNATURE_HEADER,
+        "the operator's signature of the artifact (128 hex digits)",
+    )?;
     let limit = state
         .limits()
         .max_module_bytes
@@ -405,10 +421,13 @@ async fn upload_precompiled(
     let runtime = state.runtime();
     let loaded = run_blocking("loading a precompiled module", move || {
         let _permit = permit;
-        runtime.load_precompiled(&digest, &fingerprint, &body)
+        runtime.load_precompiled(&digest, &fingerprint, &signature, &body)
     })
     .await?
-    .map_err(runtime_error)?;
+    .map_err(|e| {
+        tracing::warn!(%digest, size, error = %e.message, "precompiled artifact refused");
+        runtime_error(e)
+    })?;
     tracing::info!(%digest, size, ?loaded, "precompiled plugin loaded");
     let status = match loaded {
         Loaded::Compiled => StatusCode::CREATED,
