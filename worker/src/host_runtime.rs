@@ -3,16 +3,20 @@
 //! Precompiled artifacts are loaded only with a signature that verifies with the
 //! operator's key from the settings (`HOSTPLUG_ARTIFACT_KEY`); without one set, none.
 //!
-//! The grants are fixed at start-up from the settings (one worker serves one task, and
-//! its Pod mounts exactly what that task's plugin may touch); no request can widen them.
-//! The one per-call addition is the task's registry credentials, which the operator
-//! sends inside the invoke request only for plugins that declare `registryAuth`.
+//! The grants are fixed at start-up from the settings (the Pod mounts what the calls of
+//! its access profile may touch); no request can widen them. A request may narrow them:
+//! each call carries its own access profile, and a call runs with the intersection (a
+//! worker serving a call and its follow-ups has the union of their profiles, and each
+//! call gets only its own plugin's). The one per-call addition is the task's registry
+//! credentials, which the operator sends inside the invoke request only for plugins
+//! that declare `registryAuth`.
 //! The host speaks the protocol's types ([`InvokeOutcome`], [`InvokeError`]); this
 //! module only cuts their logs to the tail an answer carries.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use hostplug_api::call::AccessProfile;
 use hostplug_api::protocol::log_tail;
 use hostplug_api::{ErrorKind, EtcAccess, InvokeError, InvokeOutcome};
 use hostplug_host::{ArtifactKey, Grants, Host, HostConfig, Invocation};
@@ -151,22 +155,43 @@ impl PluginRuntime for HostRuntime {
             dry_run: call.dry_run,
             deadline: Some(call.timeout),
         };
-        // The worker's grants are fixed; the registry credentials come with the call.
-        let with_auth;
-        let grants = match &call.registry_auth {
-            None => &*self.grants,
-            Some(creds) => {
-                with_auth = Grants {
-                    registry_auth: Some(Arc::clone(creds)),
-                    ..(*self.grants).clone()
+        // The worker's grants are fixed; a call narrows them to its own access, and its
+        // registry credentials come with it.
+        let per_call;
+        let grants = match (&call.registry_auth, call.access) {
+            (None, None) => &*self.grants,
+            (creds, access) => {
+                let mut g = match access {
+                    Some(access) => narrowed(&self.grants, access),
+                    None => (*self.grants).clone(),
                 };
-                &with_auth
+                g.registry_auth = creds.clone();
+                per_call = g;
+                &per_call
             }
         };
         plugin
             .invoke(&invocation, grants)
             .map(response)
             .map_err(invoke_error)
+    }
+}
+
+/// The worker's `grants` as far as a call with `access` may use them: never more than
+/// either.
+pub fn narrowed(grants: &Grants, access: AccessProfile) -> Grants {
+    let etc = grants.etc.min(access.etc);
+    let docker = access.docker.then(|| grants.docker.clone()).flatten();
+    Grants {
+        etc,
+        etc_dir: grants.etc_dir.clone().filter(|_| etc != EtcAccess::None),
+        image_archives: grants.image_archives.clone().filter(|_| docker.is_some()),
+        docker,
+        registry_auth: grants.registry_auth.clone(),
+        containerd: access
+            .containerd
+            .then(|| grants.containerd.clone())
+            .flatten(),
     }
 }
 

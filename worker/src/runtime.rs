@@ -27,6 +27,9 @@ pub struct Call {
     /// The task's registry credentials for the plugin's `registry-auth` import, from
     /// the request (never from the worker's settings). `Debug` shows registries only.
     pub registry_auth: Option<std::sync::Arc<hostplug_api::registry_auth::RegistryCredentials>>,
+    /// What this call may touch, from the request: the runtime grants the intersection
+    /// of this and the worker's own grants. `None`: the worker's grants.
+    pub access: Option<hostplug_api::call::AccessProfile>,
 }
 
 /// What loading a module did.

@@ -47,7 +47,8 @@ use crate::node_lock::{LockError, NodeLock};
 use crate::outcomes::{self, Begin, MAX_INVOCATION_ID_BYTES, Outcome, OutcomeStore};
 use crate::runtime::{Call, Digest, Loaded, PluginRuntime, RuntimeError};
 use hostplug_api::protocol::{
-    ErrorKind, Health, InvocationStatus, InvokeOutcome, InvokeRequest, UploadResponse,
+    ErrorKind, FollowUpOutcome, FollowUpRequest, Health, InvocationStatus, InvokeOutcome,
+    InvokeRequest, MAX_FOLLOW_UPS, UploadResponse,
 };
 
 /// Everything the routes share; cheap to clone.
@@ -468,6 +469,7 @@ async fn invoke(
     if !holds(&state, digest).await? {
         return Err(unknown_plugin(&digest));
     }
+    let follow_ups = follow_ups(&state, &request.on_change).await?;
 
     let invocation_id = request.invocation_id.clone().unwrap_or_default();
     let ticket = match &request.invocation_id {
@@ -520,6 +522,7 @@ async fn invoke(
         timeout: left,
         // Only for this call; never logged (the log line below names the method only).
         registry_auth: request.registry_auth.map(Arc::new),
+        access: request.access,
     };
     let runtime = state.runtime();
     // Everything from here runs in the blocking task, the ticket included: a client that
@@ -533,8 +536,14 @@ async fn invoke(
         if let Some(g) = &guard {
             call.timeout = call.timeout.saturating_sub(g.waited).max(Duration::from_millis(1));
         }
-        tracing::info!(%digest, method = %call.method, dry_run = call.dry_run, invocation_id = %invocation_id, node_lock = guard.is_some(), timeout_ms = call.timeout.as_millis() as u64, "invoking");
-        let outcome = runtime.invoke(&digest, &call);
+        tracing::info!(%digest, method = %call.method, dry_run = call.dry_run, invocation_id = %invocation_id, node_lock = guard.is_some(), timeout_ms = call.timeout.as_millis() as u64, follow_ups = follow_ups.len(), "invoking");
+        let began = Instant::now();
+        let mut outcome = runtime.invoke(&digest, &call);
+        if let Ok(main) = &mut outcome
+            && main.changed
+        {
+            main.on_change = run_follow_ups(&*runtime, follow_ups, &call, began);
+        }
         drop(guard);
         Ok::<_, LockError>(match ticket {
             Some(ticket) => ticket.finish(outcome),
@@ -574,6 +583,86 @@ async fn invoke(
         }
     }
     answer(&outcome)
+}
+
+/// The follow-up calls of a request, checked before anything runs: at most
+/// [`MAX_FOLLOW_UPS`], each a well-formed digest of a module this worker holds and a
+/// method; a wrong one is a 400 (404 for a module not held) naming `onChange[i]`.
+async fn follow_ups(
+    state: &AppState,
+    requested: &[FollowUpRequest],
+) -> Result<Vec<(Digest, FollowUpRequest, String)>, ApiError> {
+    if requested.len() > MAX_FOLLOW_UPS {
+        return Err(ApiError::bad_request(format!(
+            "onChange has {} follow-up calls; at most {MAX_FOLLOW_UPS}",
+            requested.len()
+        )));
+    }
+    let mut checked = Vec::with_capacity(requested.len());
+    for (i, f) in requested.iter().enumerate() {
+        let digest = parse_digest(&f.digest)
+            .map_err(|e| ApiError::bad_request(format!("onChange[{i}].digest: {}", e.message())))?;
+        if f.method.is_empty() {
+            return Err(ApiError::bad_request(format!(
+                "onChange[{i}].method must not be empty"
+            )));
+        }
+        if !holds(state, digest).await? {
+            return Err(unknown_plugin(&digest));
+        }
+        let params = serde_json::to_string(&f.params)
+            .map_err(|e| ApiError::internal("encoding parameters", &e))?;
+        checked.push((digest, f.clone(), params));
+    }
+    Ok(checked)
+}
+
+/// Runs the follow-up calls of a main `call` that changed the node, in order, within
+/// what is left of its deadline (counted from `began`); stops at the first that fails.
+/// Runs inside the main call's hold of the node lock.
+fn run_follow_ups(
+    runtime: &dyn PluginRuntime,
+    follow_ups: Vec<(Digest, FollowUpRequest, String)>,
+    call: &Call,
+    began: Instant,
+) -> Vec<FollowUpOutcome> {
+    let mut results = Vec::with_capacity(follow_ups.len());
+    for (digest, f, params) in follow_ups {
+        let left = call.timeout.saturating_sub(began.elapsed());
+        let result = if left.is_zero() {
+            Err(RuntimeError::new(
+                ErrorKind::Timeout,
+                "the deadline passed before this follow-up call could start; not run",
+            ))
+        } else {
+            tracing::info!(%digest, method = %f.method, dry_run = call.dry_run, "invoking a follow-up call");
+            runtime.invoke(
+                &digest,
+                &Call {
+                    method: f.method.clone(),
+                    params,
+                    dry_run: call.dry_run,
+                    timeout: left,
+                    registry_auth: None,
+                    access: f.access,
+                },
+            )
+        };
+        let failed = result.is_err();
+        let (outcome, error) = match result {
+            Ok(o) => (Some(o), None),
+            Err(e) => (None, Some(e)),
+        };
+        results.push(FollowUpOutcome {
+            method: f.method,
+            outcome,
+            error,
+        });
+        if failed {
+            break;
+        }
+    }
+    results
 }
 
 fn unknown_plugin(digest: &Digest) -> ApiError {

@@ -779,3 +779,125 @@ async fn a_refused_docker_route_is_the_nodes_denied_result() -> anyhow::Result<(
     );
     worker.stop().await
 }
+
+/// A call with follow-ups (`onChange`): they run only when the main call changed the
+/// node, in order, as dry runs in a dry run, each with only its own access (the worker
+/// grants /etc write; a follow-up sent with read access cannot write), and the sequence
+/// stops at the first that fails. Checked on the files, not only on the answer.
+#[tokio::test]
+async fn follow_ups_run_only_after_a_change_each_with_its_own_access() -> anyhow::Result<()> {
+    let worker = Worker::start(EtcAccess::Write, Limits::default()).await?;
+    let conf = worker.etc.path().join("demo.conf");
+    let marker = worker.etc.path().join("restarted");
+    std::fs::write(&conf, "a\n")?;
+    let module = plugin("etc-file");
+    assert_eq!(worker.upload(&module).await?.status(), StatusCode::CREATED);
+    let digest = format!("sha256:{}", hex_digest(&module));
+    let read = serde_json::json!({"etc": "read", "docker": false, "containerd": false});
+    let write = serde_json::json!({"etc": "write", "docker": false, "containerd": false});
+    // The "handler": appends a line to a marker file, once per run that changed.
+    let handler = |n: u32, access: &serde_json::Value| {
+        serde_json::json!({"digest": digest, "method": "ensure-line", "access": access,
+            "params": {"path": "/etc/restarted", "line": format!("run {n}"), "create": true}})
+    };
+    let invoke = |line: &str, dry_run: bool, on_change: Vec<serde_json::Value>| {
+        let body = serde_json::json!({"digest": digest, "method": "ensure-line",
+            "params": {"path": "/etc/demo.conf", "line": line}, "dryRun": dry_run,
+            "access": write, "onChange": on_change, "timeoutMs": 10_000});
+        worker
+            .client
+            .post(worker.url("/v1/invoke"))
+            .bearer_auth(TOKEN)
+            .json(&body)
+            .send()
+    };
+
+    // A dry run that would change: the follow-up runs as a dry run and writes nothing.
+    let out: InvokeOutcome = invoke("b", true, vec![handler(1, &write)])
+        .await?
+        .json()
+        .await?;
+    assert!(out.changed);
+    assert_eq!(out.on_change.len(), 1, "{out:?}");
+    let f = out.on_change[0]
+        .outcome
+        .as_ref()
+        .context("dry-run follow-up outcome")?;
+    assert!(
+        f.changed,
+        "a dry run reports what the follow-up would do: {f:?}"
+    );
+    assert!(!marker.exists(), "a dry run ran a follow-up for real");
+
+    // A real change: the follow-up runs and changes its file.
+    let out: InvokeOutcome = invoke("b", false, vec![handler(1, &write)])
+        .await?
+        .json()
+        .await?;
+    assert!(out.changed && out.on_change.len() == 1, "{out:?}");
+    assert!(out.on_change[0].error.is_none(), "{out:?}");
+    assert_eq!(std::fs::read_to_string(&marker)?, "run 1\n");
+
+    // The same call again changes nothing: no follow-up runs.
+    let out: InvokeOutcome = invoke("b", false, vec![handler(2, &write)])
+        .await?
+        .json()
+        .await?;
+    assert!(!out.changed && out.on_change.is_empty(), "{out:?}");
+    assert_eq!(std::fs::read_to_string(&marker)?, "run 1\n");
+
+    // A follow-up sent with read access cannot write although the worker could; the one
+    // after it does not run.
+    let out: InvokeOutcome = invoke("c", false, vec![handler(3, &read), handler(4, &write)])
+        .await?
+        .json()
+        .await?;
+    assert!(out.changed, "{out:?}");
+    assert_eq!(
+        out.on_change.len(),
+        1,
+        "the sequence stops at the failure: {out:?}"
+    );
+    let e = out.on_change[0]
+        .error
+        .as_ref()
+        .context("the read-only follow-up's error")?;
+    assert!(out.on_change[0].outcome.is_none());
+    assert!(
+        e.message.contains("read-only")
+            || e.message.contains("denied")
+            || e.kind == ErrorKind::Denied,
+        "{e:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&marker)?,
+        "run 1\n",
+        "a narrowed or skipped follow-up wrote"
+    );
+    assert_eq!(std::fs::read_to_string(&conf)?, "a\nb\nc\n");
+
+    // Bad follow-ups are refused before anything runs, naming the field.
+    let response = invoke(
+        "d",
+        false,
+        vec![serde_json::json!({"digest": "nope", "method": "x"})],
+    )
+    .await?;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let body: ErrorBody = response.json().await?;
+    assert!(
+        body.error.message.contains("onChange[0].digest"),
+        "{body:?}"
+    );
+    let too_many = (0..9).map(|n| handler(n, &write)).collect();
+    assert_eq!(
+        invoke("d", false, too_many).await?.status(),
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        std::fs::read_to_string(&conf)?,
+        "a\nb\nc\n",
+        "a refused request ran"
+    );
+    worker.stop().await
+}
