@@ -22,7 +22,9 @@ use crate::Context;
 use crate::client::CallError;
 use crate::plugins::LoadedPlugin;
 use crate::pool::WorkerLease;
-use hostplug_api::protocol::{InvokeOutcome, InvokeRequest};
+use hostplug_api::AccessProfile;
+use hostplug_api::crd::{FollowUpResult, NodePhase, PluginCall};
+use hostplug_api::protocol::{FollowUpOutcome, InvokeOutcome, InvokeRequest};
 use hostplug_host::{ArtifactKey, ArtifactSigner, SignedArtifact};
 
 /// Attempts at one call while the worker lives but the connection failed or the worker
@@ -46,6 +48,9 @@ pub struct Success {
     pub output: serde_json::Value,
     /// The tail of what the plugin logged, as `[level] source: text`.
     pub logs: Vec<String>,
+    /// What the follow-up calls that ran returned, in order, as the worker answered
+    /// (the rollout names them after the spec's calls, [`follow_up_results`]).
+    pub follow_ups: Vec<FollowUpOutcome>,
 }
 
 impl From<InvokeOutcome> for Success {
@@ -55,33 +60,123 @@ impl From<InvokeOutcome> for Success {
             diff: o.diff,
             output: o.output,
             logs: o.logs.iter().map(ToString::to_string).collect(),
+            follow_ups: o.on_change,
         }
     }
 }
 
-/// Sends one call (`req`, a call of `plugin`) to the worker `lease` holds, retried while
-/// the worker lives and the failure says nothing ran to completion on our side
-/// (connection lost, busy). Repeats carry the same invocation id, so the worker runs the
-/// plugin at most once.
+/// A follow-up call (`onChange`) as resolved for dispatch: the call, its plugin and the
+/// access it gets (the worker narrows its grants to it).
+#[derive(Debug, Clone)]
+pub struct FollowUp {
+    /// The call as written.
+    pub call: PluginCall,
+    /// Its plugin.
+    pub loaded: Arc<LoadedPlugin>,
+    /// What it may touch.
+    pub access: AccessProfile,
+}
+
+/// The profile of the worker that runs a call with `main` access and `follow_ups`: the
+/// union of all of them (each call still gets only its own).
+pub fn sequence_profile(main: AccessProfile, follow_ups: &[FollowUp]) -> AccessProfile {
+    follow_ups.iter().fold(main, |p, f| p.union(f.access))
+}
+
+/// The node's record of each follow-up in `calls`, from what the worker `answered`:
+/// those that ran with their result; the rest `Skipped`, saying why (nothing changed, or
+/// an earlier one failed).
+pub fn follow_up_results(
+    calls: &[PluginCall],
+    main_changed: bool,
+    answered: &[FollowUpOutcome],
+) -> Vec<FollowUpResult> {
+    let mut answered = answered.iter();
+    let mut stopped = false;
+    calls
+        .iter()
+        .map(|call| {
+            let mut r = FollowUpResult {
+                api: call.api.clone(),
+                method: call.method.clone(),
+                phase: NodePhase::Skipped,
+                ..FollowUpResult::default()
+            };
+            match answered.next() {
+                _ if stopped => r.message = Some("not run: an earlier follow-up failed".into()),
+                None if !main_changed => {
+                    r.message = Some("not run: the main call changed nothing".into());
+                }
+                None => r.message = Some("not run: the worker did not run it".into()),
+                Some(FollowUpOutcome {
+                    outcome: Some(o), ..
+                }) => {
+                    r.phase = NodePhase::Succeeded;
+                    r.changed = o.changed;
+                    r.output = Some(o.output.clone());
+                    r.logs = o.logs.iter().map(ToString::to_string).collect();
+                }
+                Some(FollowUpOutcome { error, .. }) => {
+                    stopped = true;
+                    r.phase = NodePhase::Failed;
+                    if let Some(e) = error {
+                        r.logs = e.logs.iter().map(ToString::to_string).collect();
+                        r.message = Some(format!("{}: {}", e.kind, e.message));
+                    }
+                }
+            }
+            r
+        })
+        .collect()
+}
+
+/// The first follow-up in `results` that failed, as `onChange[i] (api/method) failed:
+/// why`: the node's message.
+pub fn failed_follow_up(results: &[FollowUpResult]) -> Option<String> {
+    results
+        .iter()
+        .enumerate()
+        .find(|(_, f)| f.phase == NodePhase::Failed)
+        .map(|(i, f)| {
+            format!(
+                "onChange[{i}] ({}/{}) failed: {}",
+                f.api,
+                f.method,
+                f.message.as_deref().unwrap_or("no reason given")
+            )
+        })
+}
+
+/// Sends one call (`req`, a call of `plugins[0]`, with follow-ups of the others) to the
+/// worker `lease` holds, retried while the worker lives and the failure says nothing ran
+/// to completion on our side (connection lost, busy). Repeats carry the same invocation
+/// id, so the worker runs the plugins at most once.
 pub async fn send(
     ctx: &Context,
     lease: &WorkerLease,
-    plugin: &LoadedPlugin,
+    plugins: &[&LoadedPlugin],
     req: &InvokeRequest,
 ) -> NodeOutcome {
     let started = Instant::now();
-    let artifact = if worker_trusts(ctx, lease.pod()) {
-        ctx.artifacts.get(ctx.plugins.host(), &plugin.digest).await
-    } else {
-        None
-    };
+    let trusts = worker_trusts(ctx, lease.pod());
+    let mut artifacts = Vec::with_capacity(plugins.len());
+    for plugin in plugins {
+        artifacts.push(if trusts {
+            ctx.artifacts.get(ctx.plugins.host(), &plugin.digest).await
+        } else {
+            None
+        });
+    }
     let mut pause = CALL_RETRY_PAUSE;
     let mut attempt = 1;
     let outcome = loop {
         let result = async {
             let conn = lease.conn().await?;
-            let hex = plugin.digest.hex();
-            if !conn.holds(&hex) {
+            for (plugin, artifact) in plugins.iter().zip(&artifacts) {
+                let hex = plugin.digest.hex();
+                if conn.holds(&hex) {
+                    continue;
+                }
                 let how = conn
                     .client
                     .ensure_module(&hex, &plugin.bytes, artifact.as_deref())
