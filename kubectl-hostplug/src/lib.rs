@@ -106,6 +106,16 @@ pub enum Error {
     /// Bad targeting flags.
     #[error("{0}")]
     BadTarget(String),
+    /// A `--var`, `--var-from-secret` or `--var-from-configmap` that is wrong.
+    #[error("{flag} {arg:?}: {reason}")]
+    BadVar {
+        /// The flag.
+        flag: &'static str,
+        /// The flag's value.
+        arg: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// A `--on-change` that is wrong.
     #[error("--on-change {arg:?}: {reason}")]
     BadFollowUp {
@@ -217,7 +227,7 @@ impl From<Target> for TargetType {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Create a HostTask running PLUGIN's METHOD on nodes; with --wait, follow it.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// A task's state, its per-node table, and each node's diff and output.
     Status {
         /// The HostTask's name.
@@ -319,6 +329,18 @@ pub struct RunArgs {
     /// Remove the task's worker objects this long after it ends (`spec.ttlSecondsAfterFinished`).
     #[arg(long, value_name = "SECONDS")]
     pub ttl: Option<i32>,
+    /// A value for `$(NAME)` in the parameters' strings (`spec.http.vars[].value`):
+    /// NAME=VALUE; repeat.
+    #[arg(long = "var", value_name = "NAME=VALUE")]
+    pub vars: Vec<String>,
+    /// A value for `$(NAME)` read from a key of a Secret in the task's namespace, masked
+    /// in every status, Event and log (`vars[].valueFrom.secretKeyRef`): NAME=SECRET/KEY.
+    #[arg(long = "var-from-secret", value_name = "NAME=SECRET/KEY")]
+    pub vars_from_secret: Vec<String>,
+    /// A value for `$(NAME)` read from a key of a ConfigMap in the task's namespace
+    /// (`vars[].valueFrom.configMapKeyRef`): NAME=CONFIGMAP/KEY.
+    #[arg(long = "var-from-configmap", value_name = "NAME=CONFIGMAP/KEY")]
+    pub vars_from_configmap: Vec<String>,
     /// A follow-up call on each node whose main call changed it (`spec.onChange`), e.g.
     /// `systemd-unit/restart={"unit":"chrony.service"}`: PLUGIN/METHOD, then optionally
     /// `=` and the parameters as a JSON object; repeat, run in order.
@@ -551,7 +573,7 @@ pub fn spec_of(args: &RunArgs, parameter: serde_json::Value) -> Result<HostTaskS
                 api: args.plugin.clone(),
                 method: args.method.clone(),
                 parameter: has_params.then_some(parameter),
-                vars: Vec::new(),
+                vars: vars_of(args)?,
             },
         },
         dry_run: args.dry_run,
@@ -568,6 +590,62 @@ pub fn spec_of(args: &RunArgs, parameter: serde_json::Value) -> Result<HostTaskS
             .collect::<Result<_, _>>()?,
         rerun: 0,
     })
+}
+
+/// The `--var*` flags as the call's `vars`, in the order given per flag.
+fn vars_of(args: &RunArgs) -> Result<Vec<hostplug_api::call::CallVar>, Error> {
+    use hostplug_api::call::{CallVar, KeyRef, VarSource};
+    let split = |flag: &'static str, arg: &str| {
+        arg.split_once('=')
+            .filter(|(n, _)| !n.is_empty())
+            .map(|(n, v)| (n.to_owned(), v.to_owned()))
+            .ok_or_else(|| Error::BadVar {
+                flag,
+                arg: arg.to_owned(),
+                reason: "expected NAME=…".into(),
+            })
+    };
+    let key_ref = |flag: &'static str, arg: &str, from: &str| {
+        from.split_once('/')
+            .filter(|(o, k)| !o.is_empty() && !k.is_empty())
+            .map(|(o, k)| KeyRef {
+                namespace: None,
+                name: o.to_owned(),
+                key: k.to_owned(),
+            })
+            .ok_or_else(|| Error::BadVar {
+                flag,
+                arg: arg.to_owned(),
+                reason: "expected NAME=OBJECT/KEY".into(),
+            })
+    };
+    let mut vars = Vec::new();
+    for arg in &args.vars {
+        let (name, value) = split("--var", arg)?;
+        vars.push(CallVar {
+            name,
+            value: Some(value),
+            value_from: None,
+        });
+    }
+    for (flag, list, secret) in [
+        ("--var-from-secret", &args.vars_from_secret, true),
+        ("--var-from-configmap", &args.vars_from_configmap, false),
+    ] {
+        for arg in list {
+            let (name, from) = split(flag, arg)?;
+            let r = key_ref(flag, arg, &from)?;
+            vars.push(CallVar {
+                name,
+                value: None,
+                value_from: Some(VarSource {
+                    config_map_key_ref: (!secret).then(|| r.clone()),
+                    secret_key_ref: secret.then_some(r),
+                }),
+            });
+        }
+    }
+    Ok(vars)
 }
 
 /// A `--on-change PLUGIN/METHOD[=JSON]` value as a call.
@@ -689,9 +767,62 @@ mod tests {
         let mut argv = vec!["kubectl-hostplug", "run", "etc-file", "read"];
         argv.extend_from_slice(extra);
         match Cli::try_parse_from(argv).map(|c| c.command) {
-            Ok(Command::Run(a)) => a,
+            Ok(Command::Run(a)) => *a,
             other => panic!("not a run: {other:?}"),
         }
+    }
+
+    #[test]
+    fn vars_and_follow_ups_become_the_spec() -> Result<(), Error> {
+        let spec = spec_of(
+            &args(&[
+                "--nodes",
+                "node1",
+                "--var",
+                "zone=a=b",
+                "--var-from-secret",
+                "pw=registry-creds/password",
+                "--var-from-configmap",
+                "srv=ntp/server",
+                "--on-change",
+                r#"systemd-unit/restart={"unit":"chrony.service"}"#,
+                "--on-change",
+                "systemd-unit/daemon-reload",
+            ]),
+            serde_json::json!({"path": "/etc/x", "line": "$(srv) $(pw)"}),
+        )?;
+        let vars = serde_json::to_value(&spec.http.call.vars)
+            .map_err(|e| Error::BadTarget(e.to_string()))?;
+        assert_eq!(
+            vars,
+            serde_json::json!([
+                {"name": "zone", "value": "a=b"},
+                {"name": "pw", "valueFrom": {"secretKeyRef": {"name": "registry-creds", "key": "password"}}},
+                {"name": "srv", "valueFrom": {"configMapKeyRef": {"name": "ntp", "key": "server"}}},
+            ])
+        );
+        assert_eq!(spec.on_change.len(), 2);
+        assert_eq!(spec.on_change[0].api, "systemd-unit");
+        assert_eq!(spec.on_change[0].method, "restart");
+        assert_eq!(
+            spec.on_change[0].parameter,
+            Some(serde_json::json!({"unit": "chrony.service"}))
+        );
+        assert_eq!(spec.on_change[1].parameter, None);
+        for (flag, bad, names) in [
+            ("--var-from-secret", "pw=nokey", "OBJECT/KEY"),
+            ("--var", "novalue", "NAME="),
+            ("--on-change", "restart", "PLUGIN/METHOD"),
+            ("--on-change", "a/b=[1]", "JSON object"),
+        ] {
+            let e = spec_of(&args(&["--nodes", "n", flag, bad]), serde_json::json!({}));
+            let msg = e.err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(
+                msg.contains(flag) && msg.contains(names),
+                "{flag} {bad}: {msg}"
+            );
+        }
+        Ok(())
     }
 
     #[test]
