@@ -59,8 +59,43 @@ impl StateMode {
 text_form!(StateMode, "state mode", "Audit or Enforce");
 
 /// One step of a state: a plugin call whose method changes the node (`mutates: true`),
-/// since only those have a dry run that reports drift.
-pub type StateStep = PluginCall;
+/// since only those have a dry run that reports drift, and the follow-up calls a
+/// correction of it runs where it changed the node.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StateStep {
+    /// The call.
+    #[serde(flatten)]
+    pub call: PluginCall,
+    /// Follow-up calls (handlers) of a correction: run after this step's correction
+    /// changed the node, in order and under the same node lock (e.g. restart the service
+    /// that reads the corrected file), each with only its own plugin's access; the first
+    /// that fails fails the node's correction. Checks (dry runs) never run them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = crate::protocol::MAX_FOLLOW_UPS))]
+    pub on_change: Vec<PluginCall>,
+}
+
+impl StateStep {
+    /// A step of `api`'s `method` with `parameter`, without follow-ups.
+    pub fn new(
+        api: impl Into<String>,
+        method: impl Into<String>,
+        parameter: Option<serde_json::Value>,
+    ) -> Self {
+        Self {
+            call: PluginCall::new(api, method, parameter),
+            on_change: Vec::new(),
+        }
+    }
+}
+
+impl std::ops::Deref for StateStep {
+    type Target = PluginCall;
+    fn deref(&self) -> &PluginCall {
+        &self.call
+    }
+}
 
 fn default_interval() -> i32 {
     DEFAULT_INTERVAL_SECONDS

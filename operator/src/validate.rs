@@ -23,6 +23,8 @@ pub enum CallSite {
     Step(usize),
     /// A HostTask's `spec.onChange[i]`.
     TaskOnChange(usize),
+    /// A HostState's `spec.steps[i].onChange[j]`.
+    StepOnChange(usize, usize),
 }
 
 impl CallSite {
@@ -32,6 +34,7 @@ impl CallSite {
             Self::Task => format!("spec.http.{name}"),
             Self::Step(i) => format!("spec.steps[{i}].{name}"),
             Self::TaskOnChange(i) => format!("spec.onChange[{i}].{name}"),
+            Self::StepOnChange(i, j) => format!("spec.steps[{i}].onChange[{j}].{name}"),
         }
     }
 
@@ -39,7 +42,7 @@ impl CallSite {
     fn without_writing(self) -> &'static str {
         match self {
             Self::Task | Self::TaskOnChange(_) => "run it with spec.dryRun: true",
-            Self::Step(_) => "use spec.mode: Audit",
+            Self::Step(_) | Self::StepOnChange(..) => "use spec.mode: Audit",
         }
     }
 }

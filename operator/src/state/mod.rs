@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use futures::channel::mpsc::{UnboundedReceiver, UnboundedSender};
 use futures::{Stream, StreamExt};
-use hostplug_api::protocol::InvokeRequest;
+use hostplug_api::protocol::{FollowUpRequest, InvokeRequest};
 use hostplug_api::state::{HostState, HostStateStatus, StateMode, StateStep, StepDrift};
 use hostplug_api::{AccessProfile, crd::DEFAULT_WORKER_PORT};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -43,7 +43,7 @@ use kube::{Api, ResourceExt};
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::client::CallError;
-use crate::dispatch::NodeOutcome;
+use crate::dispatch::{FollowUp, NodeOutcome};
 use crate::plugins::LoadedPlugin;
 use crate::pool::WorkerKey;
 use crate::report::{set_condition, write_status};
@@ -99,6 +99,8 @@ struct Plan {
     method: hostplug_api::crd::MethodInfo,
     values: CallValues,
     profile: AccessProfile,
+    /// The step's follow-ups with their values: sent with its corrections only.
+    follow_ups: Vec<(FollowUp, CallValues)>,
 }
 
 /// Resolves and validates every step: the plans, or the first problem.
@@ -148,17 +150,67 @@ async fn plan(ctx: &Context, state: &HostState) -> Result<Result<Vec<Plan>, Inva
             )));
         };
         // Read at every reconcile: a changed ConfigMap or Secret starts a new round.
-        let values = match crate::values::read(&ctx.client, step, CallSite::Step(i), None).await? {
-            Ok(v) => v,
-            Err(e) => return Ok(Err(e)),
-        };
+        let mut values =
+            match crate::values::read(&ctx.client, step, CallSite::Step(i), None).await? {
+                Ok(v) => v,
+                Err(e) => return Ok(Err(e)),
+            };
+        let mut follow_ups = Vec::with_capacity(step.on_change.len());
+        for (j, call) in step.on_change.iter().enumerate() {
+            let site = CallSite::StepOnChange(i, j);
+            let hp = hp_api
+                .get_opt(&call.api)
+                .await
+                .map_err(Error::kube(format!("reading HostPlugin {}", call.api)))?;
+            let f_loaded = match &hp {
+                Some(hp) => ctx.plugins.resolve(&ctx.client, hp).await,
+                None => Err("no HostPlugin".into()),
+            };
+            let view = PluginView {
+                spec: hp.as_ref().map(|h| &h.spec),
+                loaded: match &f_loaded {
+                    Ok(l) => Ok(&l.info),
+                    Err(e) => Err(e.as_str()),
+                },
+            };
+            let f_method = match validate::check_call(call, site, view, audit) {
+                Ok(m) => m.clone(),
+                Err(e) => return Ok(Err(e)),
+            };
+            let (Some(f_hp), Ok(f_loaded)) = (hp, f_loaded) else {
+                return Ok(Err(Invalid::new(
+                    site.field("api"),
+                    format!("plugin {:?} is not ready", call.api),
+                )));
+            };
+            let f_values = match crate::values::read(&ctx.client, call, site, None).await? {
+                Ok(v) => v,
+                Err(e) => return Ok(Err(e)),
+            };
+            values.mask_also(&f_values);
+            follow_ups.push((
+                FollowUp {
+                    call: call.clone(),
+                    access: AccessProfile::for_call(
+                        &f_hp.spec.capabilities,
+                        audit,
+                        f_method.mutates,
+                    ),
+                    loaded: f_loaded,
+                },
+                f_values,
+            ));
+        }
+        let main_access = AccessProfile::for_call(&hp.spec.capabilities, audit, true);
+        let resolved: Vec<FollowUp> = follow_ups.iter().map(|(f, _)| f.clone()).collect();
         plans.push(Plan {
             index: i,
             step: step.clone(),
             loaded: Arc::clone(loaded),
             method,
             values,
-            profile: AccessProfile::for_call(&hp.spec.capabilities, audit, true),
+            profile: crate::dispatch::sequence_profile(main_access, &resolved),
+            follow_ups,
         });
     }
     Ok(Ok(plans))
@@ -569,10 +621,11 @@ async fn call_step(
     let view = ctx
         .node_view(node)
         .ok_or_else(|| CallError::NotSent(format!("node {node} no longer exists")))?;
+    let correcting = correction.is_some();
     let mut req = InvokeRequest::for_call(
         &plan.loaded.digest,
         &plan.step,
-        correction.is_none(),
+        !correcting,
         timeout_seconds,
         correction,
     );
@@ -580,7 +633,29 @@ async fn call_step(
         .values
         .params_for(&plan.step, CallSite::Step(plan.index), &plan.method, &view)
         .map_err(|invalid| CallError::NotSent(invalid.to_string()))?;
-    let outcome = crate::dispatch::send(ctx, &lease, &[&*plan.loaded], &req).await;
+    let mut plugins = vec![&*plan.loaded];
+    // Follow-ups go with corrections only: a check is a dry run of the step alone.
+    if correcting {
+        for (j, (f, values)) in plan.follow_ups.iter().enumerate() {
+            let site = CallSite::StepOnChange(plan.index, j);
+            let method = f.loaded.info.method(&f.call.method).ok_or_else(|| {
+                CallError::NotSent(format!(
+                    "{}: the plugin lost its method",
+                    site.field("method")
+                ))
+            })?;
+            req.on_change.push(FollowUpRequest {
+                digest: f.loaded.digest.to_string(),
+                method: f.call.method.clone(),
+                params: values
+                    .params_for(&f.call, site, method, &view)
+                    .map_err(|invalid| CallError::NotSent(invalid.to_string()))?,
+                access: Some(f.access),
+            });
+            plugins.push(&*f.loaded);
+        }
+    }
+    let outcome = crate::dispatch::send(ctx, &lease, &plugins, &req).await;
     // Values from Secrets never reach the record.
     plan.values.mask_outcome(outcome)
 }
@@ -638,11 +713,23 @@ async fn correct_node(
             continue;
         };
         let id = format!("{prefix}/s{}", p.index);
-        if let Err(e) = call_step(ctx, node, p, timeout, Some(id), resumes).await {
-            return Err(format!(
-                "correcting step {} ({}/{}): {e}",
-                p.index, p.step.api, p.step.method
-            ));
+        match call_step(ctx, node, p, timeout, Some(id), resumes).await {
+            Err(e) => {
+                return Err(format!(
+                    "correcting step {} ({}/{}): {e}",
+                    p.index, p.step.api, p.step.method
+                ));
+            }
+            Ok(s) => {
+                let calls: Vec<_> = p.step.on_change.clone();
+                let results = crate::dispatch::follow_up_results(&calls, s.changed, &s.follow_ups);
+                if let Some(why) = crate::dispatch::failed_follow_up(&results) {
+                    return Err(format!(
+                        "correcting step {} ({}/{}): {why}",
+                        p.index, p.step.api, p.step.method
+                    ));
+                }
+            }
         }
     }
     check_node(ctx, state, node, plans, timeout).await

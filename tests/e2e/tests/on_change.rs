@@ -182,3 +182,99 @@ async fn follow_ups_run_once_where_the_main_call_changed_the_node() -> anyhow::R
     }
     h.shutdown().await
 }
+
+/// A HostState step's follow-ups run with its corrections only, on the nodes corrected:
+/// the handler deletes a marker file, so a marker still there shows the handler never
+/// ran on that node. An Enforce state corrects every node (markers gone); then each
+/// node gets its marker back, node1 alone is drifted by hand, and only node1's marker
+/// goes at the next round; the checks in between (dry runs) delete nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_corrections_run_their_follow_ups_only_where_they_corrected() -> anyhow::Result<()> {
+    use hostplug_api::state::{HostState, NodeSync};
+    use kube::Api;
+    let h = Harness::start().await?;
+    for n in NODES {
+        std::fs::write(h.etc(n)?.join("demo.conf"), "a = 1\n")?;
+        std::fs::write(h.etc(n)?.join("marker"), "x\n")?;
+    }
+    h.apply(
+        "apiVersion: hostplug.dev/v1alpha1\nkind: HostState\nmetadata: {name: demo-handler}\nspec:\n  targetType: All\n  mode: Enforce\n  intervalSeconds: 10\n  steps:\n  - api: etc-file\n    method: ensure-line\n    parameter: {path: /etc/demo.conf, line: b = 2}\n    onChange:\n    - api: etc-file\n      method: delete\n      parameter: {path: /etc/marker}\n",
+    )
+    .await?;
+    let states: Api<HostState> = Api::all(h.admin.clone());
+    let wait = |what: &'static str, cond: fn(&HostState, i64) -> bool, min: i64| {
+        let states = states.clone();
+        async move {
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(120);
+            loop {
+                let s = states.get("demo-handler").await?;
+                if cond(&s, min) {
+                    return anyhow::Ok(s);
+                }
+                anyhow::ensure!(
+                    tokio::time::Instant::now() < deadline,
+                    "never {what}: {:?}",
+                    s.status
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            }
+        }
+    };
+    let corrections = |s: &HostState, node: &str| {
+        s.status
+            .as_ref()
+            .and_then(|st| st.nodes.iter().find(|n| n.node == node))
+            .map_or(0, |n| n.corrections)
+    };
+    let in_sync_after = |s: &HostState, min: i64| {
+        s.status.as_ref().is_some_and(|st| {
+            st.nodes.len() == NODES.len()
+                && st
+                    .nodes
+                    .iter()
+                    .all(|n| n.sync == NodeSync::InSync && n.corrections >= min)
+        })
+    };
+    let s = wait("corrected everywhere", in_sync_after, 1).await?;
+    for n in NODES {
+        assert!(std::fs::read_to_string(h.etc(n)?.join("demo.conf"))?.contains("b = 2"));
+        assert!(
+            !h.etc(n)?.join("marker").exists(),
+            "{n}: the handler did not run"
+        );
+    }
+    let before: Vec<i64> = NODES.iter().map(|n| corrections(&s, n)).collect();
+
+    // Markers back everywhere; node1 drifts.
+    for n in NODES {
+        std::fs::write(h.etc(n)?.join("marker"), "x\n")?;
+    }
+    std::fs::write(h.etc("node1")?.join("demo.conf"), "a = 1\n")?;
+    let node1_before = before[1];
+    let s = wait(
+        "node1 corrected again",
+        |s, min| {
+            s.status.as_ref().is_some_and(|st| {
+                st.nodes
+                    .iter()
+                    .any(|n| n.node == "node1" && n.corrections > min && n.sync == NodeSync::InSync)
+            })
+        },
+        node1_before,
+    )
+    .await?;
+    assert!(
+        !h.etc("node1")?.join("marker").exists(),
+        "node1's handler did not run"
+    );
+    for (i, n) in NODES.iter().enumerate() {
+        if *n != "node1" {
+            assert!(
+                h.etc(n)?.join("marker").exists(),
+                "{n}: a handler ran without a correction"
+            );
+            assert_eq!(corrections(&s, n), before[i], "{n} was corrected again");
+        }
+    }
+    h.shutdown().await
+}
