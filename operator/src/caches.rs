@@ -83,7 +83,13 @@ fn slim_pod(pod: &mut Pod) {
     if let Some(spec) = pod.spec.as_mut() {
         spec.volumes = None;
         for c in &mut spec.containers {
-            c.env = None;
+            // Only the artifact key stays: dispatch reads it to tell whether the worker
+            // trusts this process's precompiled artifacts.
+            c.env = c.env.take().map(|env| {
+                env.into_iter()
+                    .filter(|e| e.name == hostplug_api::worker::env::ARTIFACT_KEY)
+                    .collect()
+            });
             c.volume_mounts = None;
             c.args = None;
             c.command = None;

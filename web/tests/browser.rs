@@ -1069,7 +1069,15 @@ spec:
     fits_the_screen(&b, "23-fleet-role-count").await?;
 
     // The task over 200 nodes: four pages of 50, a phase filter.
-    h.wait_finished("fleet-line").await?;
+    let t = h.wait_finished("fleet-line").await?;
+    let done = t.status.clone().unwrap_or_default();
+    anyhow::ensure!(
+        done.nodes
+            .iter()
+            .any(|n| n.phase == hostplug_api::crd::NodePhase::Succeeded),
+        "the 200-node task has no node that succeeded (the Succeeded filter needs one): {:?}",
+        done.msg
+    );
     b.goto(&url("/tasks/fleet-line")).await.map_err(wd)?;
     b.wait_for("nav.pager", Duration::from_secs(10))
         .await

@@ -145,9 +145,15 @@ struct PoolState {
     retiring: HashMap<String, (WorkerKey, PoolWorker)>,
     by_pod: HashMap<String, WorkerKey>,
     conns: HashMap<String, Arc<WorkerConn>>,
-    /// Tasks waiting for room on a full node.
-    room_waiters: HashMap<String, HashSet<ObjectRef<HostTask>>>,
+    /// Tasks waiting for room on a full node, first come first served, each with when
+    /// it last asked.
+    room_waiters: HashMap<String, std::collections::VecDeque<(ObjectRef<HostTask>, Instant)>>,
 }
+
+/// How long the task first in line for room on a node keeps its place without asking
+/// again: 10 s. A woken task asks within a reconcile (milliseconds); one that does not
+/// (deleted, finished, its node gone) must not block the line for the others.
+const ROOM_TURN: Duration = Duration::from_secs(10);
 
 impl PoolState {
     /// The worker whose Pod is `pod`, serving or retiring.
@@ -350,24 +356,54 @@ impl WorkerPool {
             }
         }
         // On a full node, the least recently used idle worker makes room; it is deleted
-        // before the new one is created, so the node never runs more.
+        // before the new one is created, so the node never runs more. Tasks waiting for
+        // room take it in the order they came.
         let mut make_room = None;
         if st.on_node(&key.node) >= self.max_per_node {
-            match self.evictable(&st, &key.node) {
+            let line = st.room_waiters.entry(key.node.clone()).or_default();
+            while line
+                .front()
+                .is_some_and(|(_, asked)| asked.elapsed() > ROOM_TURN)
+            {
+                line.pop_front();
+            }
+            if let Some(w) = &waiter {
+                match line.iter_mut().find(|(t, _)| t == w) {
+                    Some(entry) => entry.1 = Instant::now(),
+                    None => line.push_back((w.clone(), Instant::now())),
+                }
+            }
+            let my_turn = match &waiter {
+                Some(w) => line.front().is_some_and(|(t, _)| t == w),
+                None => line.is_empty(),
+            };
+            let victim = if my_turn {
+                self.evictable(&st, &key.node)
+            } else {
+                None
+            };
+            match victim {
                 Some(victim) => {
+                    if let Some(w) = &waiter
+                        && let Some(line) = st.room_waiters.get_mut(&key.node)
+                    {
+                        line.retain(|(t, _)| t != w);
+                    }
                     if let Some(pod) = remove_pod(&mut st, &victim) {
                         info!(pod = %pod, node = %key.node, "removing an idle worker to make room on its node");
                         make_room = Some(pod);
                     }
                 }
                 None => {
-                    st.room_waiters
-                        .entry(key.node.clone())
-                        .or_default()
-                        .extend(waiter);
+                    let ahead = waiter.as_ref().map_or(0, |w| {
+                        st.room_waiters
+                            .get(&key.node)
+                            .and_then(|line| line.iter().position(|(t, _)| t == w))
+                            .unwrap_or(0)
+                    });
                     return Err(format!(
-                        "node {} runs {} worker Pods, the most --max-workers-per-node allows, \
-                         all busy; waiting for one to be free",
+                        "node {} runs {} worker Pods, the most --max-workers-per-node allows; \
+                         waiting for one to be free ({ahead} tasks ahead)",
                         key.node,
                         st.on_node(&key.node)
                     ));
@@ -587,8 +623,11 @@ impl WorkerPool {
             && let Some(node) = st.by_pod.get(pod).map(|k| k.node.clone())
         {
             // A worker free on a full node: whoever waits for room asks again.
-            for t in st.room_waiters.remove(&node).into_iter().flatten() {
-                let _ = self.wake.unbounded_send(t);
+            if let Some(line) = st.room_waiters.get_mut(&node) {
+                for (t, asked) in line.iter_mut() {
+                    *asked = Instant::now();
+                    let _ = self.wake.unbounded_send(t.clone());
+                }
             }
         }
     }
