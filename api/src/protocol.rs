@@ -94,13 +94,28 @@ pub struct InvokeRequest {
     /// answers `none` for every registry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registry_auth: Option<crate::registry_auth::RegistryCredentials>,
+    /// The plugin's HostPlugin `spec.capabilities.systemd` (unit patterns and actions),
+    /// sent with every call of a plugin that declares it: workers are shared by plugins
+    /// with the same access profile, so the units a call may touch come with the call.
+    /// The worker grants systemd only with both this and its bus socket. Absent: every
+    /// `systemd` call is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub systemd: Option<crate::systemd::SystemdCapability>,
 }
 
 impl InvokeRequest {
+    /// This request with what `caps` declares that travels with each call (the systemd
+    /// units and actions).
+    pub fn with_capabilities(mut self, caps: &crate::plugin::Capabilities) -> Self {
+        self.systemd = caps.systemd.clone();
+        self
+    }
+
     /// The request for `call` of the module `digest`, with a deadline of
     /// `timeout_seconds` (at least one second) and, for exactly-once delivery, its
     /// `invocation_id`. No registry credentials: the caller adds them when the plugin
-    /// declares them.
+    /// declares them; no systemd grant: the caller adds it with
+    /// [`with_capabilities`](Self::with_capabilities).
     pub fn for_call(
         digest: &crate::Digest,
         call: &crate::call::PluginCall,
@@ -116,6 +131,7 @@ impl InvokeRequest {
             timeout_ms: Some(u64::from(timeout_seconds.max(1).unsigned_abs()) * 1000),
             invocation_id,
             registry_auth: None,
+            systemd: None,
         }
     }
 }

@@ -68,6 +68,15 @@ pub async fn send(
     req: &InvokeRequest,
 ) -> NodeOutcome {
     let started = Instant::now();
+    // What the plugin's HostPlugin declares per call (its systemd units and actions)
+    // travels with every request: workers are shared by plugins of one access profile.
+    let with_caps;
+    let req = if plugin.capabilities.systemd.is_some() && req.systemd.is_none() {
+        with_caps = req.clone().with_capabilities(&plugin.capabilities);
+        &with_caps
+    } else {
+        req
+    };
     let artifact = ctx.artifacts.get(ctx.plugins.host(), &plugin.digest).await;
     let mut pause = CALL_RETRY_PAUSE;
     let mut attempt = 1;

@@ -47,6 +47,9 @@ pub struct LoadedPlugin {
     pub bytes: Arc<Vec<u8>>,
     /// What `describe` returned.
     pub info: PluginInfo,
+    /// The capabilities of the HostPlugin it was loaded for (what travels with each call,
+    /// e.g. the systemd units and actions, is taken from here by `dispatch::send`).
+    pub capabilities: Capabilities,
 }
 
 /// The operator's plugins: the Wasm engine used for `describe` and the modules loaded so
@@ -170,6 +173,11 @@ impl PluginStore {
         if let Some(p) = self.cached(&name, &hp.spec) {
             return Ok(p);
         }
+        // What the schema cannot say (e.g. the systemd unit patterns), before any fetch.
+        hp.spec
+            .capabilities
+            .validate("spec.capabilities")
+            .map_err(|e| e.to_string())?;
         let bytes = self.fetch(client, &hp.spec).await?;
         let expected = match &hp.spec.sha256 {
             Some(s) => Some(
@@ -217,6 +225,7 @@ impl PluginStore {
             digest: actual,
             bytes,
             info,
+            capabilities: hp.spec.capabilities.clone(),
         });
         if let Ok(mut map) = self.loaded.lock() {
             map.insert(name, (hp.spec.clone(), loaded.clone()));

@@ -2,8 +2,10 @@
 //!
 //! The grants are fixed at start-up from the settings (one worker serves one task, and
 //! its Pod mounts exactly what that task's plugin may touch); no request can widen them.
-//! The one per-call addition is the task's registry credentials, which the operator
-//! sends inside the invoke request only for plugins that declare `registryAuth`.
+//! The per-call additions are the task's registry credentials, which the operator sends
+//! inside the invoke request only for plugins that declare `registryAuth`, and the
+//! plugin's systemd declaration (units, actions), granted only when this worker's Pod
+//! has the system bus socket, for reads only when its profile says so.
 //! The host speaks the protocol's types ([`InvokeOutcome`], [`InvokeError`]); this
 //! module only cuts their logs to the tail an answer carries.
 
@@ -11,8 +13,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hostplug_api::protocol::log_tail;
+use hostplug_api::systemd::SystemdAccess;
 use hostplug_api::{ErrorKind, EtcAccess, InvokeError, InvokeOutcome};
-use hostplug_host::{Grants, Host, HostConfig, Invocation};
+use hostplug_host::{Grants, Host, HostConfig, Invocation, SystemdGrant};
 
 use crate::config::WorkerSettings;
 use crate::error::{Error, Result};
@@ -24,6 +27,11 @@ use crate::runtime::{Call, Digest, Loaded, PluginRuntime, RuntimeError};
 pub struct HostRuntime {
     host: Host,
     grants: Arc<Grants>,
+    /// The system bus socket as mounted; `None`: no systemd for any call.
+    systemd_socket: Option<std::path::PathBuf>,
+    /// This worker's profile allows systemd reads only (a dry run or a method that does
+    /// not declare itself mutating).
+    systemd_read_only: bool,
 }
 
 impl HostRuntime {
@@ -69,10 +77,14 @@ impl HostRuntime {
                 .filter(|dir| dir.is_dir()),
             registry_auth: None,
             containerd: config.containerd_socket.clone(),
+            // Per call: the units and actions come with each request.
+            systemd: None,
         };
         Ok(Self {
             host,
             grants: Arc::new(grants),
+            systemd_socket: config.systemd_socket.clone(),
+            systemd_read_only: config.systemd_access != SystemdAccess::Manage,
         })
     }
 
@@ -131,17 +143,26 @@ impl PluginRuntime for HostRuntime {
             dry_run: call.dry_run,
             deadline: Some(call.timeout),
         };
-        // The worker's grants are fixed; the registry credentials come with the call.
-        let with_auth;
-        let grants = match &call.registry_auth {
-            None => &*self.grants,
-            Some(creds) => {
-                with_auth = Grants {
-                    registry_auth: Some(Arc::clone(creds)),
-                    ..(*self.grants).clone()
-                };
-                &with_auth
-            }
+        // The worker's grants are fixed; the registry credentials and the systemd
+        // declaration come with the call (systemd only where the Pod has the bus socket).
+        let systemd = match (&self.systemd_socket, &call.systemd) {
+            (Some(socket), Some(capability)) => Some(SystemdGrant {
+                socket: socket.clone(),
+                capability: capability.clone(),
+                read_only: self.systemd_read_only,
+            }),
+            _ => None,
+        };
+        let with_call;
+        let grants = if call.registry_auth.is_none() && systemd.is_none() {
+            &*self.grants
+        } else {
+            with_call = Grants {
+                registry_auth: call.registry_auth.as_ref().map(Arc::clone),
+                systemd,
+                ..(*self.grants).clone()
+            };
+            &with_call
         };
         plugin
             .invoke(&invocation, grants)

@@ -501,6 +501,7 @@ async fn invoke(
         timeout: left,
         // Only for this call; never logged (the log line below names the method only).
         registry_auth: request.registry_auth.map(Arc::new),
+        systemd: request.systemd,
     };
     let runtime = state.runtime();
     // Everything from here runs in the blocking task, the ticket included: a client that
