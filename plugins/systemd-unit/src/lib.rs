@@ -25,11 +25,13 @@
 
 pub mod params;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use hostplug_sdk::fs::{self, EditOptions, WriteStrategy};
 use hostplug_sdk::systemd::{self, Action, UnitStatus};
-use hostplug_sdk::{Context, Definition, Error, NoParams, Outcome, Plugin, Result, export_plugin, log};
+use hostplug_sdk::{
+    Context, Definition, Error, NoParams, Outcome, Plugin, Result, export_plugin, log,
+};
 use serde::Serialize;
 
 use crate::params::OnChange;
@@ -244,7 +246,10 @@ fn act(
         }));
     }
     let after = State::from(systemd::run(unit, action)?);
-    log::info(format!("{name} {unit}: MainPID {} → {}", before.main_pid, after.main_pid));
+    log::info(format!(
+        "{name} {unit}: MainPID {} → {}",
+        before.main_pid, after.main_pid
+    ));
     Ok(Outcome::changed(ActionOutput {
         unit: Some(unit.to_owned()),
         action: name,
@@ -343,7 +348,7 @@ fn follow_up(
     Ok(out)
 }
 
-fn write_file(cx: &Context, path: &PathBuf, content: &str) -> Result<fs::TextEdit> {
+fn write_file(cx: &Context, path: &Path, content: &str) -> Result<fs::TextEdit> {
     fs::edit_text(
         path,
         EditOptions {
@@ -367,7 +372,14 @@ fn ensure_drop_in(p: params::EnsureDropIn, cx: &Context) -> Result<Outcome> {
     }
     let path = dir.join(file);
     let edit = write_file(cx, &path, &p.content)?;
-    let out = follow_up(cx, &path.to_string_lossy(), &p.unit, edit.changed, p.on_change, Some(before))?;
+    let out = follow_up(
+        cx,
+        &path.to_string_lossy(),
+        &p.unit,
+        edit.changed,
+        p.on_change,
+        Some(before),
+    )?;
     Ok(Outcome::new(edit.changed, out).with_diff(edit.diff))
 }
 
@@ -382,7 +394,14 @@ fn ensure_unit_file(p: params::EnsureUnitFile, cx: &Context) -> Result<Outcome> 
     };
     let path = PathBuf::from(format!("{UNIT_DIR}/{}", p.unit));
     let edit = write_file(cx, &path, &p.content)?;
-    let out = follow_up(cx, &path.to_string_lossy(), &p.unit, edit.changed, p.on_change, before)?;
+    let out = follow_up(
+        cx,
+        &path.to_string_lossy(),
+        &p.unit,
+        edit.changed,
+        p.on_change,
+        before,
+    )?;
     Ok(Outcome::new(edit.changed, out).with_diff(edit.diff))
 }
 
@@ -397,7 +416,14 @@ fn remove_drop_in(p: params::RemoveDropIn, cx: &Context) -> Result<Outcome> {
         fs::remove_file(&path)?;
     }
     let diff = hostplug_sdk::diff::unified(&path.to_string_lossy(), old.as_deref(), None);
-    let out = follow_up(cx, &path.to_string_lossy(), &p.unit, existed, p.on_change, Some(before))?;
+    let out = follow_up(
+        cx,
+        &path.to_string_lossy(),
+        &p.unit,
+        existed,
+        p.on_change,
+        Some(before),
+    )?;
     Ok(Outcome::new(existed, out).with_diff(diff))
 }
 
@@ -411,8 +437,14 @@ mod tests {
             assert!(check_unit(bad).is_err(), "{bad:?}");
         }
         assert!(check_unit("chrony.service").is_ok());
-        assert_eq!(drop_in_file("10-server").ok().as_deref(), Some("10-server.conf"));
-        assert_eq!(drop_in_file("10-server.conf").ok().as_deref(), Some("10-server.conf"));
+        assert_eq!(
+            drop_in_file("10-server").ok().as_deref(),
+            Some("10-server.conf")
+        );
+        assert_eq!(
+            drop_in_file("10-server.conf").ok().as_deref(),
+            Some("10-server.conf")
+        );
         for bad in ["", "../x", "a/b", ".hidden", "a b"] {
             assert!(drop_in_file(bad).is_err(), "{bad:?}");
         }
@@ -421,7 +453,11 @@ mod tests {
     #[test]
     fn every_method_has_a_schema_and_says_whether_it_mutates() {
         let d = SystemdUnit::definition();
-        let names: Vec<_> = d.methods().iter().map(|m| (m.name().to_owned(), m.mutates())).collect();
+        let names: Vec<_> = d
+            .methods()
+            .iter()
+            .map(|m| (m.name().to_owned(), m.mutates()))
+            .collect();
         assert_eq!(
             names,
             [

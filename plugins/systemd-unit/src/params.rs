@@ -6,7 +6,8 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 /// A unit name: letters, digits and `: _ . @ \ -`, ending in a unit type.
-pub const UNIT_NAME_PATTERN: &str = r"^[A-Za-z0-9:_.@\\-]+\.(service|socket|timer|path|mount|automount|swap|target)$";
+pub const UNIT_NAME_PATTERN: &str =
+    r"^[A-Za-z0-9:_.@\\-]+\.(service|socket|timer|path|mount|automount|swap|target)$";
 
 /// A drop-in's name: letters, digits and `_ . @ -`, without `/`.
 pub const DROP_IN_NAME_PATTERN: &str = r"^[A-Za-z0-9_@-][A-Za-z0-9_.@-]{0,99}$";
