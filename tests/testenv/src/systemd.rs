@@ -244,7 +244,7 @@ impl SystemdNode {
         create
             .args(["create", "--name", &container, "--hostname", name])
             .args(["--label", &format!("{OWNER_LABEL}={}", std::process::id())])
-            .args(["--network", "none", "--no-hosts", "--dns", "none"])
+            .args(["--network", "none", "--no-hosts"])
             .args(["--systemd", "always", "--runtime", "runc"])
             .args([
                 "--ulimit",
