@@ -22,7 +22,8 @@
 //! | `<root>/var/lib/hostplug-testenv` | same | what the environment and the node exchange: the boot ID of each boot, the verb of the last shutdown, the test service's state |
 //!
 //! Podman's own `/etc/hostname` covers the node's (holding the node name); `/etc/hosts`
-//! and `/etc/resolv.conf` are the node's files (`--no-hosts`, `--dns none`).
+//! and `/etc/resolv.conf` are the node's files (`--no-hosts`; with no network Podman
+//! mounts no `resolv.conf`).
 //!
 //! # The test service
 //!
@@ -244,7 +245,7 @@ impl SystemdNode {
         create
             .args(["create", "--name", &container, "--hostname", name])
             .args(["--label", &format!("{OWNER_LABEL}={}", std::process::id())])
-            .args(["--network", "none", "--no-hosts", "--dns", "none"])
+            .args(["--network", "none", "--no-hosts"])
             .args(["--systemd", "always", "--runtime", "runc"])
             .args([
                 "--ulimit",

@@ -205,7 +205,7 @@ fn the_bus_reaches_the_nodes_systemd_and_a_restart_through_it_takes_effect() {
     );
     assert_eq!(
         demo_property(&node, "org.freedesktop.systemd1.Unit", "ActiveState"),
-        "s \"active\""
+        "\"active\""
     );
 
     // Drop removes the container; the host directories stay with their owner.
