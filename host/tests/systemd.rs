@@ -24,8 +24,8 @@ use std::time::{Duration, Instant};
 use hostplug_api::systemd::{SystemdAction, SystemdCapability};
 use hostplug_host::systemd::{ReadOnly, check_method};
 use hostplug_host::{
-    CapabilityError, ErrorKind, EtcAccess, Grants, Invocation, Plugin, SystemdClient, SystemdPolicy,
-    UnitAction,
+    CapabilityError, ErrorKind, EtcAccess, Grants, Invocation, Plugin, SystemdClient,
+    SystemdPolicy, UnitAction,
 };
 use hostplug_testenv::systemd::{DEMO_CONF, DEMO_SERVICE, PowerState, SystemdNode};
 use serde_json::{Value, json};
@@ -104,11 +104,18 @@ fn restart_takes_effect_and_refusals_change_nothing() {
 
     let before = manage.status(DEMO_SERVICE, soon()).expect("status");
     assert_eq!(before.active_state, "active", "{before:?}");
-    assert_eq!(before.main_pid, node.main_pid(), "the host reads systemd's MainPID");
+    assert_eq!(
+        before.main_pid,
+        node.main_pid(),
+        "the host reads systemd's MainPID"
+    );
     assert!(before.active_enter_timestamp > 0);
 
     // The service reads its file only at start.
-    let conf = node.node.etc_dir().join(DEMO_CONF.trim_start_matches("/etc/"));
+    let conf = node
+        .node
+        .etc_dir()
+        .join(DEMO_CONF.trim_start_matches("/etc/"));
     std::fs::write(&conf, "value=after-restart\n").expect("write the demo conf");
     assert_ne!(
         node.node.demo_state().expect("demo state").value,
@@ -124,10 +131,17 @@ fn restart_takes_effect_and_refusals_change_nothing() {
     assert_eq!(node.main_pid(), after.main_pid, "systemd agrees");
     let demo = node.node.demo_state().expect("demo state");
     assert_eq!(demo.pid, after.main_pid);
-    assert_eq!(demo.value, "after-restart", "the service uses the new value");
+    assert_eq!(
+        demo.value, "after-restart",
+        "the service uses the new value"
+    );
 
     let unchanged = |why: &str| {
-        assert_eq!(node.main_pid(), after.main_pid, "{why}: the service was not touched");
+        assert_eq!(
+            node.main_pid(),
+            after.main_pid,
+            "{why}: the service was not touched"
+        );
     };
 
     // A unit outside the patterns: refused naming them.
@@ -143,7 +157,10 @@ fn restart_takes_effect_and_refusals_change_nothing() {
     let e = manage
         .run(DEMO_SERVICE, UnitAction::Stop, soon())
         .expect_err("stop is not declared");
-    assert!(matches!(&e, CapabilityError::Denied(m) if m.contains("stop")), "{e}");
+    assert!(
+        matches!(&e, CapabilityError::Denied(m) if m.contains("stop")),
+        "{e}"
+    );
     unchanged("undeclared stop");
     // A read-only method and a dry run.
     for (mode, needle) in [
@@ -154,7 +171,10 @@ fn restart_takes_effect_and_refusals_change_nothing() {
         let e = ro
             .run(DEMO_SERVICE, UnitAction::Restart, soon())
             .expect_err("read-only");
-        assert!(matches!(&e, CapabilityError::Denied(m) if m.contains(needle)), "{e}");
+        assert!(
+            matches!(&e, CapabilityError::Denied(m) if m.contains(needle)),
+            "{e}"
+        );
         let e = ro.daemon_reload(soon()).expect_err("read-only");
         assert!(matches!(e, CapabilityError::Denied(_)), "{e}");
         assert_eq!(
@@ -197,10 +217,18 @@ fn restart_takes_effect_and_refusals_change_nothing() {
         let e = all
             .call_manager("org.freedesktop.systemd1.Manager", member, soon())
             .expect_err(member);
-        assert!(matches!(&e, CapabilityError::Denied(m) if m.contains(member)), "{e}");
+        assert!(
+            matches!(&e, CapabilityError::Denied(m) if m.contains(member)),
+            "{e}"
+        );
         assert!(check_method("org.freedesktop.systemd1.Manager", member).is_err());
     }
-    for unit in ["reboot.target", "poweroff.target", "halt.target", "rescue.target"] {
+    for unit in [
+        "reboot.target",
+        "poweroff.target",
+        "halt.target",
+        "rescue.target",
+    ] {
         let e = all
             .run(unit, UnitAction::Start, soon())
             .expect_err("a power unit");
@@ -234,11 +262,8 @@ fn no_bus_socket_is_a_clear_error() {
     );
     // Through the plugin: the task fails with the same words.
     let tree = common::Tree::new();
-    let grants = Grants::etc(tree.etc(), EtcAccess::Write).with_systemd(
-        &socket,
-        demo_capability(),
-        false,
-    );
+    let grants =
+        Grants::etc(tree.etc(), EtcAccess::Write).with_systemd(&socket, demo_capability(), false);
     let e = plugin()
         .invoke(
             &Invocation::new("status", json!({"unit": DEMO_SERVICE}).to_string()),
@@ -258,7 +283,12 @@ fn plugin_grants(node: &Node, read_only: bool) -> Grants {
     )
 }
 
-fn call(method: &str, params: Value, dry_run: bool, grants: &Grants) -> (bool, Value, Option<String>) {
+fn call(
+    method: &str,
+    params: Value,
+    dry_run: bool,
+    grants: &Grants,
+) -> (bool, Value, Option<String>) {
     let mut inv = Invocation::new(method, params.to_string());
     inv.dry_run = dry_run;
     let out = plugin()
@@ -287,9 +317,15 @@ fn ensure_drop_in_restarts_only_when_changed() {
     // Dry run: the diff and "would restart", nothing written, nothing restarted.
     let (changed, out, diff) = call("ensure-drop-in", params.clone(), true, &grants);
     assert!(changed);
-    assert!(diff.as_deref().is_some_and(|d| d.contains("+Environment=HOSTPLUG_TEST=1")), "{diff:?}");
     assert!(
-        out["message"].as_str().is_some_and(|m| m.contains("would") && m.contains("restart")),
+        diff.as_deref()
+            .is_some_and(|d| d.contains("+Environment=HOSTPLUG_TEST=1")),
+        "{diff:?}"
+    );
+    assert!(
+        out["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("would") && m.contains("restart")),
         "{out}"
     );
     assert!(!drop_in.exists(), "a dry run writes nothing");
@@ -313,7 +349,11 @@ fn ensure_drop_in_restarts_only_when_changed() {
     let (changed, out, diff) = call("ensure-drop-in", params.clone(), false, &grants);
     assert!(!changed, "{out}");
     assert_eq!(diff, None);
-    assert_eq!(node.main_pid(), pid1, "an unchanged drop-in restarts nothing");
+    assert_eq!(
+        node.main_pid(),
+        pid1,
+        "an unchanged drop-in restarts nothing"
+    );
 
     // A read-only worker profile: the host refuses the restart the plugin asks for.
     let ro = plugin_grants(&node, true);
@@ -323,7 +363,10 @@ fn ensure_drop_in_restarts_only_when_changed() {
             &ro,
         )
         .expect_err("read-only profile");
-    assert!(e.message.contains("does not declare itself mutating"), "{e:?}");
+    assert!(
+        e.message.contains("does not declare itself mutating"),
+        "{e:?}"
+    );
     assert_eq!(node.main_pid(), pid1);
 
     // Outside the patterns: refused naming them, nothing written.
@@ -337,12 +380,21 @@ fn ensure_drop_in_restarts_only_when_changed() {
         )
         .expect_err("outside the patterns");
     assert!(e.message.contains("hostplug-*.service"), "{e:?}");
-    assert!(!node.node.etc_dir().join("systemd/system/dbus.service.d").exists());
+    assert!(
+        !node
+            .node
+            .etc_dir()
+            .join("systemd/system/dbus.service.d")
+            .exists()
+    );
 
     // Unknown unit: not-found naming it.
     let e = plugin()
         .invoke(
-            &Invocation::new("status", json!({"unit": "hostplug-nosuch.service"}).to_string()),
+            &Invocation::new(
+                "status",
+                json!({"unit": "hostplug-nosuch.service"}).to_string(),
+            ),
             &grants,
         )
         .expect_err("unknown unit");
@@ -370,4 +422,58 @@ fn ensure_drop_in_restarts_only_when_changed() {
     let (changed, _, _) = call("remove-drop-in", params, false, &grants);
     assert!(!changed);
     assert_eq!(node.main_pid(), pid2);
+}
+
+/// ensure-unit-file makes a new unit and starts it, and only acts when the file changed;
+/// start and stop do nothing when the unit is already where they would take it.
+#[test]
+fn unit_files_and_idempotent_start_stop() {
+    let node = Node::start("sd-unit-file");
+    let grants = Grants::etc(node.node.etc_dir(), EtcAccess::Write).with_systemd(
+        node.socket(),
+        capability(&["hostplug-*.service"], &SystemdAction::ALL),
+        false,
+    );
+    let unit = "hostplug-extra.service";
+    let file = node.node.etc_dir().join("systemd/system").join(unit);
+    let content = "[Service]\nExecStart=/bin/sleep infinity\n";
+    let params = json!({"unit": unit, "content": content});
+
+    // A dry run of a new unit: the diff, "would", nothing on the node.
+    let (changed, out, diff) = call("ensure-unit-file", params.clone(), true, &grants);
+    assert!(changed && diff.is_some(), "{out}");
+    assert!(
+        out["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("would")),
+        "{out}"
+    );
+    assert!(!file.exists());
+
+    let (changed, out, _) = call("ensure-unit-file", params.clone(), false, &grants);
+    assert!(changed, "{out}");
+    assert_eq!(node.show(unit, "ActiveState"), "active", "{out}");
+    let pid = node.show(unit, "MainPID");
+    assert_ne!(pid, "0");
+    let (changed, _, _) = call("ensure-unit-file", params, false, &grants);
+    assert!(!changed);
+    assert_eq!(node.show(unit, "MainPID"), pid, "unchanged: not restarted");
+
+    // start of an active unit, stop twice: only the first stop acts.
+    let u = json!({"unit": unit});
+    let (changed, _, _) = call("start", u.clone(), false, &grants);
+    assert!(!changed, "already active");
+    let (changed, out, _) = call("stop", u.clone(), false, &grants);
+    assert!(changed, "{out}");
+    assert_eq!(node.show(unit, "ActiveState"), "inactive");
+    let (changed, _, _) = call("stop", u.clone(), false, &grants);
+    assert!(!changed, "already inactive");
+    // A dry run of start says so and starts nothing.
+    let (changed, out, _) = call("start", u.clone(), true, &grants);
+    assert!(changed);
+    assert_eq!(out["message"], json!(format!("would start {unit}")));
+    assert_eq!(node.show(unit, "ActiveState"), "inactive");
+    let (changed, out, _) = call("start", u, false, &grants);
+    assert!(changed);
+    assert_eq!(out["after"]["activeState"], json!("active"));
 }

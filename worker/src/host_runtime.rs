@@ -180,3 +180,90 @@ fn invoke_error(mut e: InvokeError) -> RuntimeError {
     e.logs = log_tail(std::mem::take(&mut e.logs));
     e
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+
+    use hostplug_api::systemd::{SystemdAction, SystemdCapability};
+
+    use super::*;
+
+    fn settings(cache: &Path, socket: Option<PathBuf>, access: SystemdAccess) -> WorkerSettings {
+        WorkerSettings {
+            listen: "127.0.0.1:0".into(),
+            tls_cert: "/c".into(),
+            tls_key: "/k".into(),
+            token_file: "/t".into(),
+            etc_dir: "/nonexistent".into(),
+            etc_access: EtcAccess::None,
+            docker_socket: None,
+            containerd_socket: None,
+            systemd_socket: socket,
+            systemd_access: access,
+            cache_dir: cache.to_path_buf(),
+            node_lock_file: None,
+            log_format: hostplug_api::LogFormat::Text,
+            limits: hostplug_api::worker::Limits::default(),
+        }
+    }
+
+    fn call(method: &str, systemd: Option<SystemdCapability>) -> Call {
+        Call {
+            method: method.into(),
+            params: r#"{"unit":"hostplug-demo.service"}"#.into(),
+            dry_run: false,
+            timeout: Duration::from_secs(10),
+            registry_auth: None,
+            systemd,
+        }
+    }
+
+    /// The systemd declaration of a request is granted only by a worker whose Pod has
+    /// the bus socket, and for reads only when its profile says `read`: the request
+    /// cannot widen what the Pod was made with.
+    #[test]
+    fn the_request_declares_units_the_pod_decides_the_socket() {
+        let module = std::env::var_os("HOSTPLUG_PLUGIN_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/plugins"))
+            .join("systemd-unit.wasm");
+        let Ok(bytes) = std::fs::read(&module) else {
+            panic!("{} is missing: run `make plugins` first", module.display());
+        };
+        let digest = Digest::of(&bytes);
+        let cache = tempfile::tempdir().expect("tempdir");
+        let declared = Some(SystemdCapability {
+            units: vec!["hostplug-*.service".into()],
+            actions: vec![SystemdAction::Status, SystemdAction::Restart],
+        });
+        let socket = cache.path().join("no-bus/system_bus_socket");
+
+        // No socket in the Pod: whatever the request says, no systemd.
+        let rt =
+            HostRuntime::new(&settings(cache.path(), None, SystemdAccess::None)).expect("runtime");
+        rt.load(&digest, &bytes).expect("load");
+        let e = rt
+            .invoke(&digest, &call("status", declared.clone()))
+            .expect_err("no socket");
+        assert!(e.message.contains("no systemd capability"), "{e:?}");
+
+        // A socket but no declaration in the request: no systemd either.
+        let rt = HostRuntime::new(&settings(
+            cache.path(),
+            Some(socket.clone()),
+            SystemdAccess::Manage,
+        ))
+        .expect("runtime");
+        rt.load(&digest, &bytes).expect("load");
+        let e = rt
+            .invoke(&digest, &call("status", None))
+            .expect_err("undeclared");
+        assert!(e.message.contains("no systemd capability"), "{e:?}");
+        // Both: the grant reaches the host, which looks for the socket.
+        let e = rt
+            .invoke(&digest, &call("status", declared.clone()))
+            .expect_err("the socket does not exist");
+        assert!(e.message.contains("system bus socket"), "{e:?}");
+    }
+}

@@ -253,10 +253,21 @@ fn act(
     Ok(Outcome::changed(ActionOutput {
         unit: Some(unit.to_owned()),
         action: name,
-        message: format!("{}ed {unit}", name.trim_end_matches('e')),
+        message: format!("{} {unit}", past(name)),
         before: Some(before),
         after: Some(after),
     }))
+}
+
+/// The past tense of an action, for messages.
+fn past(action: &str) -> &'static str {
+    match action {
+        "start" => "started",
+        "stop" => "stopped",
+        "restart" => "restarted",
+        "reload" => "reloaded",
+        _ => "done:",
+    }
 }
 
 fn start(p: params::Unit, cx: &Context) -> Result<Outcome> {
