@@ -476,4 +476,29 @@ fn unit_files_and_idempotent_start_stop() {
     let (changed, out, _) = call("start", u, false, &grants);
     assert!(changed);
     assert_eq!(out["after"]["activeState"], json!("active"));
+
+    // A unit whose process fails: the restart is a failure naming the states; a oneshot
+    // service that runs and exits is a success.
+    let e = plugin()
+        .invoke(
+            &Invocation::new(
+                "ensure-unit-file",
+                json!({"unit": "hostplug-broken.service",
+                       "content": "[Service]\nType=oneshot\nExecStart=/bin/false\n"})
+                .to_string(),
+            ),
+            &grants,
+        )
+        .expect_err("a unit that fails");
+    assert_eq!(e.kind, ErrorKind::Failed, "{e:?}");
+    assert!(e.message.contains("ActiveState=failed"), "{e:?}");
+    let (changed, out, _) = call(
+        "ensure-unit-file",
+        json!({"unit": "hostplug-once.service",
+               "content": "[Service]\nType=oneshot\nExecStart=/bin/true\n"}),
+        false,
+        &grants,
+    );
+    assert!(changed, "{out}");
+    assert_eq!(node.show("hostplug-once.service", "Result"), "success");
 }

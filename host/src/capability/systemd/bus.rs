@@ -100,7 +100,7 @@ pub const ALLOWED_METHODS: [BusMethod; 10] = [
 
 /// The properties the host reads (with `org.freedesktop.DBus.Properties.Get`), and
 /// nothing else: (interface, property).
-pub const ALLOWED_PROPERTIES: [(&str, &str); 12] = [
+pub const ALLOWED_PROPERTIES: [(&str, &str); 13] = [
     (UNIT, "LoadState"),
     (UNIT, "ActiveState"),
     (UNIT, "SubState"),
@@ -113,6 +113,7 @@ pub const ALLOWED_PROPERTIES: [(&str, &str); 12] = [
     (UNIT, "Job"),
     (UNIT, "Id"),
     (SERVICE_UNIT, "MainPID"),
+    (SERVICE_UNIT, "Result"),
 ];
 
 /// Refuses every method outside [`ALLOWED_METHODS`], before anything is sent.

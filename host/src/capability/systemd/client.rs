@@ -149,7 +149,15 @@ impl SystemdClient {
                     tokio::time::sleep(JOB_POLL_INTERVAL).await;
                 }
                 let after = status_of(&bus, &unit).await?;
-                action.check_result(&after)?;
+                // A oneshot service that ran and exited is `inactive` after a good
+                // start: its Result says how it went.
+                let result = if unit.ends_with(".service") {
+                    let path = bus.load_unit(&unit).await?;
+                    bus::as_string(&bus.property(&path, SERVICE_UNIT, "Result").await?)
+                } else {
+                    String::new()
+                };
+                action.check_result(&after, &result)?;
                 Ok(after)
             },
         )

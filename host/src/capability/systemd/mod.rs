@@ -99,14 +99,17 @@ impl UnitAction {
         }
     }
 
-    /// Whether the unit ended where the job should have left it; `failed` names the
-    /// states otherwise.
-    fn check_result(self, after: &UnitStatus) -> Result<(), CapabilityError> {
+    /// Whether the unit ended where the job should have left it (`result`: a service's
+    /// `Result`, `success` for a oneshot service that ran and exited); `failed` names
+    /// the states otherwise.
+    fn check_result(self, after: &UnitStatus, result: &str) -> Result<(), CapabilityError> {
         let state = after.active_state.as_str();
         let ok = match self {
-            Self::Start | Self::Restart | Self::Reload => {
+            Self::Start | Self::Restart => {
                 matches!(state, "active" | "reloading" | "activating")
+                    || (state == "inactive" && result == "success")
             }
+            Self::Reload => matches!(state, "active" | "reloading" | "activating"),
             Self::Stop => !matches!(state, "active" | "activating" | "reloading"),
             Self::TryReloadOrRestart => state != "failed",
         };
@@ -114,11 +117,16 @@ impl UnitAction {
             Ok(())
         } else {
             Err(CapabilityError::failed(format!(
-                "{} of {} finished with ActiveState={} SubState={}",
+                "{} of {} finished with ActiveState={} SubState={}{}",
                 self.declared_as(),
                 after.name,
                 after.active_state,
-                after.sub_state
+                after.sub_state,
+                if result.is_empty() {
+                    String::new()
+                } else {
+                    format!(" Result={result}")
+                }
             )))
         }
     }
@@ -264,4 +272,59 @@ pub(crate) fn add_to_linker<T: 'static>(
 ) -> Result<()> {
     wit::add_to_linker::<T, HasSelf<SystemdState>>(linker, state)
         .map_err(|e| Error::Engine(format!("linking the systemd import: {e:#}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(active: &str) -> UnitStatus {
+        UnitStatus {
+            name: "x.service".into(),
+            active_state: active.into(),
+            ..UnitStatus::default()
+        }
+    }
+
+    #[test]
+    fn a_job_succeeds_when_the_unit_ends_where_it_should() {
+        assert!(
+            UnitAction::Restart
+                .check_result(&state("active"), "success")
+                .is_ok()
+        );
+        assert!(
+            UnitAction::Start
+                .check_result(&state("inactive"), "success")
+                .is_ok(),
+            "a oneshot service that ran"
+        );
+        let e = UnitAction::Restart
+            .check_result(&state("failed"), "exit-code")
+            .expect_err("failed");
+        assert!(
+            matches!(&e, CapabilityError::Failed(m) if m.contains("ActiveState=failed") && m.contains("Result=exit-code")),
+            "{e}"
+        );
+        assert!(
+            UnitAction::Stop
+                .check_result(&state("inactive"), "success")
+                .is_ok()
+        );
+        assert!(
+            UnitAction::Stop
+                .check_result(&state("active"), "success")
+                .is_err()
+        );
+        assert!(
+            UnitAction::Reload
+                .check_result(&state("inactive"), "success")
+                .is_err()
+        );
+        assert!(
+            UnitAction::TryReloadOrRestart
+                .check_result(&state("inactive"), "")
+                .is_ok()
+        );
+    }
 }
