@@ -246,6 +246,38 @@ fn restart_takes_effect_and_refusals_change_nothing() {
         Some("running")
     );
     unchanged("forbidden calls");
+
+    // enable and disable: only unit files under /etc, and they report a change.
+    let files = client(
+        &socket,
+        capability(
+            &["hostplug-*.service", "systemd-journald.service"],
+            &[
+                SystemdAction::Status,
+                SystemdAction::Enable,
+                SystemdAction::Disable,
+            ],
+        ),
+        ReadOnly::No,
+    );
+    assert_eq!(node.show(DEMO_SERVICE, "UnitFileState"), "enabled");
+    assert_eq!(files.disable(DEMO_SERVICE, soon()), Ok(true));
+    assert_eq!(node.show(DEMO_SERVICE, "UnitFileState"), "disabled");
+    assert_eq!(
+        files.disable(DEMO_SERVICE, soon()),
+        Ok(false),
+        "already disabled"
+    );
+    assert_eq!(files.enable(DEMO_SERVICE, soon()), Ok(true));
+    assert_eq!(node.show(DEMO_SERVICE, "UnitFileState"), "enabled");
+    let e = files
+        .disable("systemd-journald.service", soon())
+        .expect_err("a unit file of the node's packages");
+    assert!(
+        matches!(&e, CapabilityError::Denied(m) if m.contains("under /etc") && m.contains("/lib/systemd/system")),
+        "{e}"
+    );
+    unchanged("enable and disable");
 }
 
 /// Without the bus socket: a clear `failed` naming the socket.

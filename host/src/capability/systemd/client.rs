@@ -172,7 +172,8 @@ impl SystemdClient {
         })
     }
 
-    /// Enables `unit` (its unit file must be under /etc); true when something changed.
+    /// Enables `unit` (its unit file must be under /etc), then reloads systemd when
+    /// something changed, as `systemctl enable` does; true when something changed.
     pub fn enable(&self, unit: &str, deadline: Instant) -> Result<bool, CapabilityError> {
         self.check(SystemdAction::Enable, Some(unit))?;
         let unit = unit.to_owned();
@@ -186,11 +187,18 @@ impl SystemdClient {
                     &(vec![unit.as_str()], false, false),
                 )
                 .await?;
+            // As systemctl does: systemd reads the changed links (and the unit file
+            // state it reports) only on a reload.
+            if !changes.is_empty() {
+                bus.call::<_, ()>(MANAGER_PATH, MANAGER, "Reload", &())
+                    .await?;
+            }
             Ok(!changes.is_empty())
         })
     }
 
-    /// Disables `unit` (its unit file must be under /etc); true when something changed.
+    /// Disables `unit` (its unit file must be under /etc), then reloads systemd when
+    /// something changed, as `systemctl disable` does; true when something changed.
     pub fn disable(&self, unit: &str, deadline: Instant) -> Result<bool, CapabilityError> {
         self.check(SystemdAction::Disable, Some(unit))?;
         let unit = unit.to_owned();
@@ -204,6 +212,12 @@ impl SystemdClient {
                     &(vec![unit.as_str()], false),
                 )
                 .await?;
+            // As systemctl does: systemd reads the changed links (and the unit file
+            // state it reports) only on a reload.
+            if !changes.is_empty() {
+                bus.call::<_, ()>(MANAGER_PATH, MANAGER, "Reload", &())
+                    .await?;
+            }
             Ok(!changes.is_empty())
         })
     }
