@@ -92,6 +92,29 @@ impl HostRuntime {
     pub fn host(&self) -> &Host {
         &self.host
     }
+
+    /// The grants of `call` when it adds to the worker's fixed ones (`None`: those
+    /// alone): the registry credentials and the systemd declaration come with the call,
+    /// systemd only where the Pod has the bus socket, for reads only when its profile
+    /// says `read`.
+    fn call_grants(&self, call: &Call) -> Option<Grants> {
+        let systemd = match (&self.systemd_socket, &call.systemd) {
+            (Some(socket), Some(capability)) => Some(SystemdGrant {
+                socket: socket.clone(),
+                capability: capability.clone(),
+                read_only: self.systemd_read_only,
+            }),
+            _ => None,
+        };
+        if call.registry_auth.is_none() && systemd.is_none() {
+            return None;
+        }
+        Some(Grants {
+            registry_auth: call.registry_auth.as_ref().map(Arc::clone),
+            systemd,
+            ..(*self.grants).clone()
+        })
+    }
 }
 
 impl PluginRuntime for HostRuntime {
@@ -143,26 +166,13 @@ impl PluginRuntime for HostRuntime {
             dry_run: call.dry_run,
             deadline: Some(call.timeout),
         };
-        // The worker's grants are fixed; the registry credentials and the systemd
-        // declaration come with the call (systemd only where the Pod has the bus socket).
-        let systemd = match (&self.systemd_socket, &call.systemd) {
-            (Some(socket), Some(capability)) => Some(SystemdGrant {
-                socket: socket.clone(),
-                capability: capability.clone(),
-                read_only: self.systemd_read_only,
-            }),
-            _ => None,
-        };
         let with_call;
-        let grants = if call.registry_auth.is_none() && systemd.is_none() {
-            &*self.grants
-        } else {
-            with_call = Grants {
-                registry_auth: call.registry_auth.as_ref().map(Arc::clone),
-                systemd,
-                ..(*self.grants).clone()
-            };
-            &with_call
+        let grants = match self.call_grants(call) {
+            None => &*self.grants,
+            Some(g) => {
+                with_call = g;
+                &with_call
+            }
         };
         plugin
             .invoke(&invocation, grants)
@@ -260,6 +270,19 @@ mod tests {
             .invoke(&digest, &call("status", None))
             .expect_err("undeclared");
         assert!(e.message.contains("no systemd capability"), "{e:?}");
+        // The profile decides reads only or the declared actions.
+        for (access, read_only) in [(SystemdAccess::Read, true), (SystemdAccess::Manage, false)] {
+            let rt = HostRuntime::new(&settings(cache.path(), Some(socket.clone()), access))
+                .expect("runtime");
+            let grant = rt
+                .call_grants(&call("restart", declared.clone()))
+                .and_then(|g| g.systemd)
+                .expect("a systemd grant");
+            assert_eq!(grant.read_only, read_only, "{access}");
+            assert_eq!(grant.socket, socket);
+            assert_eq!(Some(grant.capability), declared);
+            assert_eq!(rt.call_grants(&call("restart", None)), None, "{access}");
+        }
         // Both: the grant reaches the host, which looks for the socket.
         let e = rt
             .invoke(&digest, &call("status", declared.clone()))

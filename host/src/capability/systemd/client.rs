@@ -20,7 +20,7 @@ use hostplug_api::systemd::{SystemdAction, SystemdCapability, check_unit_name};
 use zbus::zvariant::OwnedObjectPath;
 
 use super::bus::{self, Bus, JOB_MODE, MANAGER, MANAGER_PATH, SERVICE_UNIT, UNIT};
-use super::{JOB_POLL_INTERVAL, SystemdPolicy, UnitAction, UnitStatus};
+use super::{JOB_POLL_INTERVAL, JOB_REPORT_MARGIN, SystemdPolicy, UnitAction, UnitStatus};
 use crate::capability::CapabilityError;
 
 /// Why a client only reads.
@@ -124,6 +124,13 @@ impl SystemdClient {
     ) -> Result<UnitStatus, CapabilityError> {
         self.check(action.declared_as(), Some(unit))?;
         let unit = unit.to_owned();
+        // The job is given up a little before the call's end, so that the error can say
+        // where the unit is (e.g. `deactivating/final-sigterm`: a process that does not
+        // stop, which systemd waits TimeoutStopSec for).
+        let give_up = deadline
+            .min(Instant::now() + self.policy.timeout)
+            .checked_sub(JOB_REPORT_MARGIN)
+            .unwrap_or_else(Instant::now);
         self.on_bus(
             deadline,
             action.declared_as().as_str(),
@@ -145,6 +152,16 @@ impl SystemdClient {
                     let now = bus::job_id(&job);
                     if now == 0 || Some(now) != ours {
                         break;
+                    }
+                    if Instant::now() >= give_up {
+                        let state = status_of(&bus, &unit).await?;
+                        return Err(CapabilityError::failed(format!(
+                            "{} of {unit} did not finish in time: its job is still running \
+                             and the unit is {}/{}",
+                            action.declared_as(),
+                            state.active_state,
+                            state.sub_state
+                        )));
                     }
                     tokio::time::sleep(JOB_POLL_INTERVAL).await;
                 }

@@ -35,6 +35,10 @@ pub const DEFAULT_SYSTEMD_TIMEOUT: Duration = Duration::from_secs(90);
 /// takes tens of milliseconds; each check is one property read on a local socket.
 pub const JOB_POLL_INTERVAL: Duration = Duration::from_millis(20);
 
+/// How long before a call's end the wait for a job is given up, to read and report
+/// the unit's state: 500 ms, a few status reads on a local socket with room to spare.
+pub const JOB_REPORT_MARGIN: Duration = Duration::from_millis(500);
+
 /// What the systemd import may do (beyond each plugin's declaration).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SystemdPolicy {
