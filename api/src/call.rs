@@ -351,8 +351,12 @@ pub fn selector_matches(
 /// What one call may touch on its node, and so which worker serves it: how /etc is
 /// mounted, whether the docker and containerd sockets are, and whether the system bus
 /// socket is (and for what). Calls with the same profile on a node share a pooled
-/// worker; the worker Pod mounts exactly this.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+/// worker; the worker Pod mounts exactly this. A call with follow-ups (`onChange`) runs
+/// on a worker with the [`union`](Self::union) of their profiles, and each call of the
+/// sequence carries its own profile in the invoke request, to which the worker narrows
+/// its grants: no call gets more than its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct AccessProfile {
     /// The /etc mount.
     pub etc: EtcAccess,
@@ -362,6 +366,7 @@ pub struct AccessProfile {
     pub containerd: bool,
     /// The system bus socket (systemd): none, for reads only, or for the declared
     /// actions. Which units and actions comes with each call, from its HostPlugin.
+    #[serde(default)]
     pub systemd: SystemdAccess,
 }
 
@@ -374,6 +379,28 @@ impl AccessProfile {
             docker: caps.docker,
             containerd: caps.containerd,
             systemd: SystemdAccess::for_call(caps.systemd.is_some(), dry_run, mutates),
+        }
+    }
+
+    /// The least profile that grants everything `self` and `other` do: the worker of a
+    /// call with follow-ups.
+    pub fn union(self, other: Self) -> Self {
+        Self {
+            etc: self.etc.max(other.etc),
+            docker: self.docker || other.docker,
+            containerd: self.containerd || other.containerd,
+            systemd: self.systemd.max(other.systemd),
+        }
+    }
+
+    /// The profile that grants only what both `self` and `other` do: a call's access on
+    /// a worker whose Pod grants `other`.
+    pub fn intersect(self, other: Self) -> Self {
+        Self {
+            etc: self.etc.min(other.etc),
+            docker: self.docker && other.docker,
+            containerd: self.containerd && other.containerd,
+            systemd: self.systemd.min(other.systemd),
         }
     }
 

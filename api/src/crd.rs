@@ -125,7 +125,8 @@ impl Default for RolloutSpec {
     printcolumn = r#"{"name":"Plugin","type":"string","jsonPath":".spec.http.api"}"#,
     printcolumn = r#"{"name":"Method","type":"string","jsonPath":".spec.http.method"}"#,
     printcolumn = r#"{"name":"Nodes","type":"string","description":"nodes done/total","jsonPath":".status.progress"}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name":"Message","type":"string","description":"the operator's summary, or why the task failed","jsonPath":".status.msg","priority":1}"#
 )]
 #[x_kube(validation = Rule::new(
     "(has(self.workers) && size(self.workers) > 0) != has(self.targetType)"
@@ -161,6 +162,26 @@ pub struct HostTaskSpec {
     /// them; the credentials go to the worker inside the call, never into the status.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registry_auth: Option<RegistryAuth>,
+    /// Raised by one to run the task again, unchanged, as a new generation (what
+    /// `kubectl hostplug rerun` does): the API server raises `metadata.generation` only
+    /// when the spec changes, and the operator runs every new generation on its nodes.
+    /// It means nothing else; 0 (unset) for a task never re-run.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    #[schemars(range(min = 0))]
+    pub rerun: i64,
+    /// Follow-up calls (handlers): on each node, after `http`'s call and only when it
+    /// reported a change (in a dry run: would have, and they run as dry runs too), in
+    /// order and under the same node lock, e.g. restart the service that reads the
+    /// edited file. Each has its own result in the node's `onChange`; the first that
+    /// fails fails the node and the rest do not run. Each gets only its own plugin's
+    /// access.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = crate::protocol::MAX_FOLLOW_UPS))]
+    pub on_change: Vec<PluginCall>,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
 }
 
 /// Where a task's registry credentials are (`spec.registryAuth`).
@@ -255,6 +276,11 @@ pub struct NodeResult {
     /// `protocol::MAX_LOG_TAIL_LINES` of them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub logs: Vec<String>,
+    /// The follow-up calls (`spec.onChange`) on this node, in order, once the main
+    /// call returned: each `Succeeded`, `Failed` or `Skipped` (the main call changed
+    /// nothing, or an earlier follow-up failed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub on_change: Vec<FollowUpResult>,
     /// When the node started (worker Pod created).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "time_schema")]
@@ -263,6 +289,32 @@ pub struct NodeResult {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "time_schema")]
     pub finished_at: Option<Time>,
+}
+
+/// The result of one follow-up call (`onChange`) on a node.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct FollowUpResult {
+    /// The plugin (HostPlugin) called.
+    pub api: String,
+    /// Its method.
+    pub method: String,
+    /// `Succeeded`, `Failed`, or `Skipped` (not run).
+    #[serde(default)]
+    pub phase: NodePhase,
+    /// Whether it changed the node (in a dry run: would have).
+    #[serde(default)]
+    pub changed: bool,
+    /// Its JSON output (replaced by a note when large).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "any_json")]
+    pub output: Option<serde_json::Value>,
+    /// Why it failed or was skipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// The last lines it logged.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub logs: Vec<String>,
 }
 
 /// The plugin a task resolved to.
@@ -406,7 +458,8 @@ pub struct SignaturePolicy {
     printcolumn = r#"{"name":"Docker","type":"boolean","jsonPath":".spec.capabilities.docker"}"#,
     printcolumn = r#"{"name":"Containerd","type":"boolean","jsonPath":".spec.capabilities.containerd"}"#,
     printcolumn = r#"{"name":"Digest","type":"string","jsonPath":".status.digest","priority":1}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name":"Message","type":"string","description":"why the plugin is not ready, or a note","jsonPath":".status.message","priority":1}"#
 )]
 #[x_kube(validation = Rule::new(
     "has(self.source.builtin) || has(self.sha256) || (has(self.source.oci) && self.source.oci.image.contains('@sha256:'))"
@@ -617,6 +670,61 @@ spec:
             at = &at["properties"][*p];
         }
         Ok(at.clone())
+    }
+
+    /// `kubectl get -o wide` of every kind shows its message (priority 1: not in the
+    /// default table, which stays narrow): a task's or state's summary, why a plugin is
+    /// not ready, and for a policy — which has no status — the administrator's
+    /// description.
+    #[test]
+    fn every_kind_shows_its_message_wide() -> Result<(), serde_json::Error> {
+        use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+        let kinds: [(CustomResourceDefinition, &str); 4] = [
+            (HostTask::crd(), ".status.msg"),
+            (HostPlugin::crd(), ".status.message"),
+            (crate::state::HostState::crd(), ".status.message"),
+            (
+                crate::policy::HostTaskPolicy::crd(),
+                ".metadata.annotations.kubernetes\\.io/description",
+            ),
+        ];
+        for (crd, path) in kinds {
+            let v = serde_json::to_value(&crd)?;
+            let columns = v["spec"]["versions"][0]["additionalPrinterColumns"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            let wide: Vec<_> = columns.iter().filter(|c| c["jsonPath"] == path).collect();
+            assert_eq!(wide.len(), 1, "{}: {columns:?}", crd.spec.names.kind);
+            assert_eq!(wide[0]["priority"], 1, "{}", crd.spec.names.kind);
+            assert_eq!(wide[0]["type"], "string", "{}", crd.spec.names.kind);
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn a_rerun_counter_is_absent_until_used() -> Result<(), serde_json::Error> {
+        let mut task = HostTask::new(
+            "t",
+            HostTaskSpec {
+                targets: NodeTargets::role(TargetType::All),
+                http: HttpSpec::new(PluginCall::new("etc-file", "read", None)),
+                dry_run: false,
+                timeout_seconds: DEFAULT_TIMEOUT_SECONDS,
+                rollout: None,
+                ttl_seconds_after_finished: None,
+                registry_auth: None,
+                rerun: 0,
+                on_change: Vec::new(),
+            },
+        );
+        let spec = serde_json::to_value(&task.spec)?;
+        assert!(spec.get("rerun").is_none(), "{spec}");
+        task.spec.rerun = 3;
+        assert_eq!(serde_json::to_value(&task.spec)?["rerun"], 3);
+        let s = task_field_schema(&["rerun"])?;
+        assert_eq!(s["minimum"].as_f64(), Some(0.0), "{s}");
+        Ok(())
     }
 
     #[test]

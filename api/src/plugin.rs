@@ -89,10 +89,24 @@ impl<'de> Deserialize<'de> for Digest {
 
 /// How a plugin may reach the node's /etc (HostPlugin `spec.capabilities.etc`, the
 /// worker's `HOSTPLUG_ETC_ACCESS`, the host's grants). Text form: `none`, `read`, `write`.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema, Default)]
+#[derive(
+    Serialize,
+    Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    JsonSchema,
+    Default,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum EtcAccess {
-    /// /etc is not mounted.
+    /// /etc is not mounted. (The variants are in order of increasing access, which
+    /// `Ord` follows.)
     #[default]
     None,
     /// /etc is mounted and preopened read-only.

@@ -43,7 +43,9 @@ pub const MAX_POLICY_LIST: usize = 256;
     printcolumn = r#"{"name":"Plugins","type":"string","jsonPath":".spec.plugins"}"#,
     printcolumn = r#"{"name":"Methods","type":"string","jsonPath":".spec.methods"}"#,
     printcolumn = r#"{"name":"Mutating","type":"boolean","jsonPath":".spec.allowMutating"}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name":"Node-Roles","type":"string","jsonPath":".spec.nodes.targetTypes","priority":1}"#,
+    printcolumn = r#"{"name":"Description","type":"string","description":"a policy has no status: its message is the administrator's kubernetes.io/description annotation","jsonPath":".metadata.annotations.kubernetes\\.io/description","priority":1}"#
 )]
 #[x_kube(validation = Rule::new(
     "(has(self.namespaces) && size(self.namespaces) > 0) || has(self.namespaceSelector)"

@@ -14,7 +14,7 @@
 //! | `GET /healthz` | — | 200 [`Health`] | — |
 //! | `HEAD /v1/plugins/{sha256}` | — | 200 (held) / 404 (not held), no body | 400, 401 |
 //! | `PUT /v1/plugins/{sha256}` | the component's bytes | 201 [`UploadResponse`] (compiled now) / 200 (already held) | 400, 401, 413, 422, 500 |
-//! | `PUT /v1/plugins/{sha256}/precompiled` | the operator's precompiled artifact, header [`ENGINE_HEADER`] | 201 [`UploadResponse`] / 200 (already held) | 400, 401, 413, 422 (`bad-module`: not usable here; upload the module instead) |
+//! | `PUT /v1/plugins/{sha256}/precompiled` | the operator's precompiled artifact, headers [`ENGINE_HEADER`] and [`ARTIFACT_SIGNATURE_HEADER`] | 201 [`UploadResponse`] / 200 (already held) | 400 (a header missing or malformed), 401, 413, 422 (`bad-module`: not usable here — another engine, or not signed by the key this worker trusts; upload the module instead) |
 //! | `POST /v1/invoke` | [`InvokeRequest`] | 200 [`InvokeOutcome`] | 400, 401, 404, 413, 422 [`InvokeError`], 500, 503 |
 //! | `GET /v1/invocations/{id}` | — | 200 [`InvocationStatus`] / 404 `unknown-invocation` | 401 |
 //!
@@ -59,6 +59,74 @@ pub const MAX_LOG_TAIL_BYTES: usize = 4 * 1024;
 /// artifact was compiled for (`hostplug_host::Host::engine_fingerprint`).
 pub const ENGINE_HEADER: &str = "x-hostplug-engine";
 
+/// Header of `PUT /v1/plugins/{sha256}/precompiled`: the operator's
+/// [`ArtifactSignature`] of the artifact, in its text form. A precompiled artifact is
+/// native code; the worker loads one only when this signature verifies with the
+/// operator's public key from its Pod spec
+/// ([`crate::worker::WorkerSettings::artifact_key`]), over the module digest in the
+/// path, the engine fingerprint and the artifact's sha256 (`hostplug_host`'s
+/// `precompiled` module makes and checks it).
+pub const ARTIFACT_SIGNATURE_HEADER: &str = "x-hostplug-artifact-signature";
+
+/// An Ed25519 signature of a precompiled artifact by the operator (64 bytes); the text
+/// form is 128 lowercase hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ArtifactSignature([u8; 64]);
+
+impl ArtifactSignature {
+    /// The signature with these bytes.
+    pub const fn from_bytes(bytes: [u8; 64]) -> Self {
+        Self(bytes)
+    }
+
+    /// The raw 64 bytes.
+    pub fn as_bytes(&self) -> &[u8; 64] {
+        &self.0
+    }
+}
+
+impl fmt::Display for ArtifactSignature {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl fmt::Debug for ArtifactSignature {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ArtifactSignature({self})")
+    }
+}
+
+impl std::str::FromStr for ArtifactSignature {
+    type Err = crate::Error;
+
+    fn from_str(s: &str) -> Result<Self, crate::Error> {
+        fixed_hex(
+            s,
+            "artifact signature",
+            "128 hex digits (an Ed25519 signature)",
+        )
+        .map(Self)
+    }
+}
+
+/// `N` bytes from exactly `2 × N` hex digits, or an error naming `what` and `expected`.
+pub(crate) fn fixed_hex<const N: usize>(
+    s: &str,
+    what: &'static str,
+    expected: &'static str,
+) -> Result<[u8; N], crate::Error> {
+    let mut out = [0u8; N];
+    match hex::decode_to_slice(s, &mut out) {
+        Ok(()) => Ok(out),
+        Err(_) => Err(crate::Error::InvalidValue {
+            what,
+            input: s.chars().take(80).collect(),
+            expected,
+        }),
+    }
+}
+
 /// `POST /v1/invoke` request body.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -101,21 +169,65 @@ pub struct InvokeRequest {
     /// `systemd` call is refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub systemd: Option<crate::systemd::SystemdCapability>,
+    /// What this call may touch. The worker grants it the intersection of this and its
+    /// own Pod's grants, so a worker shared by the calls of a sequence (see `onChange`)
+    /// gives each only its own plugin's access. Absent: the worker's grants.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access: Option<crate::call::AccessProfile>,
+    /// Follow-up calls, at most [`MAX_FOLLOW_UPS`]: run after this one, in order, under
+    /// the same hold of the node lock, only when this one succeeded and reported a change;
+    /// the sequence stops at the first that fails. Their modules must be held (uploaded)
+    /// like the main one's. They share this request's deadline, dry run and invocation
+    /// id: a repeated request gets the whole sequence's stored outcome.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub on_change: Vec<FollowUpRequest>,
+}
+
+/// Most follow-up calls of one invocation: 8. A handler list (restart a service,
+/// reload another) is one or two calls; eight bounds the time one request may hold the
+/// node lock beyond its main call.
+pub const MAX_FOLLOW_UPS: usize = 8;
+
+/// One follow-up call of an invoke request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FollowUpRequest {
+    /// SHA-256 of its module (uploaded before), as in [`InvokeRequest::digest`].
+    pub digest: String,
+    /// Its method.
+    pub method: String,
+    /// Its parameters. Absent means `{}`.
+    #[serde(default = "empty_object")]
+    pub params: serde_json::Value,
+    /// What it may touch (intersected with the worker's grants). Absent: the worker's
+    /// grants.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access: Option<crate::call::AccessProfile>,
+    /// Its plugin's systemd declaration, as in [`InvokeRequest::systemd`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub systemd: Option<crate::systemd::SystemdCapability>,
+}
+
+/// What one follow-up call returned: exactly one of `outcome` and `error`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FollowUpOutcome {
+    /// The follow-up's method, as requested.
+    pub method: String,
+    /// What it did, when it succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<InvokeOutcome>,
+    /// Why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<InvokeError>,
 }
 
 impl InvokeRequest {
-    /// This request with what `caps` declares that travels with each call (the systemd
-    /// units and actions).
-    pub fn with_capabilities(mut self, caps: &crate::plugin::Capabilities) -> Self {
-        self.systemd = caps.systemd.clone();
-        self
-    }
-
     /// The request for `call` of the module `digest`, with a deadline of
     /// `timeout_seconds` (at least one second) and, for exactly-once delivery, its
     /// `invocation_id`. No registry credentials: the caller adds them when the plugin
-    /// declares them; no systemd grant: the caller adds it with
-    /// [`with_capabilities`](Self::with_capabilities).
+    /// declares them; no systemd declaration: the operator's one send path adds each
+    /// plugin's (`dispatch::send`).
     pub fn for_call(
         digest: &crate::Digest,
         call: &crate::call::PluginCall,
@@ -132,8 +244,18 @@ impl InvokeRequest {
             invocation_id,
             registry_auth: None,
             systemd: None,
+            access: None,
+            on_change: Vec::new(),
         }
     }
+}
+
+/// The invocation id of a HostTask's call on one node: `<task uid>/<generation>/<node>`,
+/// the same for every attempt and every operator process, so a worker recognises a
+/// repeat. The worker logs it with the call (`invocation_id`), which is how
+/// `kubectl hostplug logs` finds a node's lines in its worker's log.
+pub fn task_invocation_id(uid: &str, generation: i64, node: &str) -> String {
+    format!("{uid}/{generation}/{node}")
 }
 
 /// `GET /v1/invocations/{id}` success body: what the worker knows of a named invocation.
@@ -178,6 +300,10 @@ pub struct InvokeOutcome {
     pub logs: Vec<LogRecord>,
     /// Wall-clock time of the invocation in milliseconds, store creation included.
     pub duration_ms: u64,
+    /// The follow-up calls' results (see [`InvokeRequest::on_change`]), in order: one per
+    /// follow-up that ran; none when this call changed nothing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub on_change: Vec<FollowUpOutcome>,
 }
 
 impl InvokeOutcome {
@@ -630,6 +756,7 @@ mod tests {
                 message: "careful".into(),
             }],
             duration_ms: 7,
+            on_change: Vec::new(),
         };
         let value = serde_json::to_value(&outcome)?;
         assert_eq!(

@@ -85,7 +85,8 @@ fn default_timeout() -> i32 {
     printcolumn = r#"{"name":"In-Sync","type":"string","description":"nodes in sync/selected","jsonPath":".status.sync"}"#,
     printcolumn = r#"{"name":"Drifted","type":"integer","jsonPath":".status.nodesDrifted"}"#,
     printcolumn = r#"{"name":"Failed","type":"integer","jsonPath":".status.nodesFailed"}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name":"Message","type":"string","description":"the operator's summary, or why the state is refused","jsonPath":".status.message","priority":1}"#
 )]
 #[x_kube(validation = Rule::new(
     "(has(self.workers) && size(self.workers) > 0) != has(self.targetType)"

@@ -369,7 +369,11 @@ impl std::str::FromStr for SystemdCapability {
 /// How one call may use the systemd capability, and so which worker serves it: no bus
 /// socket, the bus socket for reads only (a dry run, or a method that does not declare
 /// itself mutating), or the bus socket for the declared actions.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+/// Ordered by access: `none` < `read` < `manage` (the union of two profiles takes the
+/// larger, their intersection the smaller).
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default, PartialOrd, Ord,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum SystemdAccess {
     /// No bus socket.

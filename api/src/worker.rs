@@ -93,6 +93,9 @@ pub mod env {
     pub const SYSTEMD_ACCESS: &str = "HOSTPLUG_SYSTEMD_ACCESS";
     /// Directory for precompiled modules.
     pub const CACHE_DIR: &str = "HOSTPLUG_CACHE_DIR";
+    /// The operator's public key for precompiled artifacts ([`super::ArtifactKey`]);
+    /// unset: the worker takes no precompiled artifact and compiles every module itself.
+    pub const ARTIFACT_KEY: &str = "HOSTPLUG_ARTIFACT_KEY";
     /// File on the node that mutating invocations lock exclusively; unset: no node lock.
     pub const NODE_LOCK_FILE: &str = "HOSTPLUG_NODE_LOCK_FILE";
     /// Log format: `text` or `json`.
@@ -116,7 +119,7 @@ pub mod env {
     pub const IDLE_EXIT_MS: &str = "HOSTPLUG_IDLE_EXIT_MS";
 
     /// Every variable with its meaning, for `hostplug-worker --help` and the docs.
-    pub const ALL: [(&str, &str); 21] = [
+    pub const ALL: [(&str, &str); 22] = [
         (
             LISTEN,
             "address and port to listen on (default 0.0.0.0:8443)",
@@ -154,6 +157,11 @@ pub mod env {
         (
             CACHE_DIR,
             "directory for precompiled modules (default /var/cache/hostplug)",
+        ),
+        (
+            ARTIFACT_KEY,
+            "the operator's Ed25519 public key (64 hex digits) that precompiled artifacts \
+             must be signed with; unset: every module is compiled here",
         ),
         (
             NODE_LOCK_FILE,
@@ -249,6 +257,52 @@ pub mod paths {
     pub const NODE_IMAGE_ARCHIVES: &str = "/var/lib/hostplug/image-archives";
     /// Where the image archive directory is mounted in the worker.
     pub const IMAGE_ARCHIVES_MOUNT: &str = "/host/image-archives";
+}
+
+/// The public half of the operator's artifact key: an Ed25519 public key (32 bytes; the
+/// text form is 64 lowercase hex digits).
+///
+/// A precompiled artifact is native code that runs with the worker's mounts, outside
+/// the Wasm sandbox. The operator makes the key pair when it starts and keeps the
+/// private half in its memory only; it renders the public half into each worker Pod it
+/// creates ([`env::ARTIFACT_KEY`]) and signs every artifact it ships. The worker loads an
+/// artifact only when that signature verifies with this key, so whoever holds the
+/// worker's bearer token (anyone who can read Secrets in the operator's namespace) can
+/// upload Wasm modules, which the sandbox confines, but no native code.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ArtifactKey([u8; 32]);
+
+impl ArtifactKey {
+    /// The key with these bytes (an Ed25519 public key).
+    pub const fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    /// The raw 32 bytes.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl fmt::Display for ArtifactKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl fmt::Debug for ArtifactKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ArtifactKey({self})")
+    }
+}
+
+impl FromStr for ArtifactKey {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Error> {
+        crate::protocol::fixed_hex(s, "artifact key", "64 hex digits (an Ed25519 public key)")
+            .map(Self)
+    }
 }
 
 /// Log output format of a binary.
@@ -396,6 +450,11 @@ pub struct WorkerSettings {
     /// Directory for precompiled modules (an emptyDir), so a restarted worker process
     /// does not compile again.
     pub cache_dir: PathBuf,
+    /// The operator's public key that precompiled artifacts must be signed with (see
+    /// [`ArtifactKey`]); `None`: the worker refuses every artifact and compiles each
+    /// module it is sent. [`WorkerSettings::in_pod`] leaves it `None`: the operator sets
+    /// the key of its own process.
+    pub artifact_key: Option<ArtifactKey>,
     /// File on the node (a hostPath shared by every worker Pod of the node) that
     /// mutating invocations lock exclusively while they run, so changes on one node never
     /// interleave. Used only when this worker may change the node; `None`: no node lock.
@@ -428,6 +487,7 @@ impl WorkerSettings {
                 .then(|| PathBuf::from(paths::SYSTEM_BUS_SOCKET)),
             systemd_access: profile.systemd,
             cache_dir: PathBuf::from(paths::CACHE_MOUNT),
+            artifact_key: None,
             node_lock_file: profile
                 .may_change_node()
                 .then(|| PathBuf::from(paths::NODE_LOCK_FILE)),
@@ -459,7 +519,7 @@ impl WorkerSettings {
     }
 
     /// Every setting as an environment variable, in [`env::ALL`] order; an unset docker
-    /// socket or node lock file is left out.
+    /// or containerd socket, artifact key or node lock file is left out.
     pub fn env(&self) -> Vec<(&'static str, String)> {
         let path = |p: &PathBuf| p.display().to_string();
         let l = &self.limits;
@@ -482,6 +542,9 @@ impl WorkerSettings {
             vars.push((env::SYSTEMD_ACCESS, self.systemd_access.to_string()));
         }
         vars.extend([(env::CACHE_DIR, path(&self.cache_dir))]);
+        if let Some(key) = &self.artifact_key {
+            vars.push((env::ARTIFACT_KEY, key.to_string()));
+        }
         if let Some(lock) = &self.node_lock_file {
             vars.push((env::NODE_LOCK_FILE, path(lock)));
         }
@@ -588,6 +651,14 @@ impl WorkerSettings {
             },
             cache_dir: get(env::CACHE_DIR)
                 .map_or_else(|| PathBuf::from(paths::CACHE_MOUNT), PathBuf::from),
+            artifact_key: get(env::ARTIFACT_KEY)
+                .map(|v| {
+                    v.parse().map_err(|e| Error::Setting {
+                        name: env::ARTIFACT_KEY,
+                        problem: format!("is not valid: {e}"),
+                    })
+                })
+                .transpose()?,
             node_lock_file: get(env::NODE_LOCK_FILE).map(PathBuf::from),
             log_format: parsed(env::LOG_FORMAT, get(env::LOG_FORMAT), LogFormat::Text)?,
             limits,
@@ -618,7 +689,11 @@ mod tests {
                         containerd,
                         systemd,
                     };
-                    let settings = WorkerSettings::in_pod(9443, profile, 30_000);
+                    let mut settings = WorkerSettings::in_pod(9443, profile, 30_000);
+                    assert_eq!(settings.artifact_key, None);
+                    let back = WorkerSettings::from_env(lookup(settings.env()))?;
+                    assert_eq!(back, settings, "{profile}, no artifact key");
+                    settings.artifact_key = Some(ArtifactKey::from_bytes([7; 32]));
                     let back = WorkerSettings::from_env(lookup(settings.env()))?;
                     assert_eq!(back, settings, "{profile}");
                     assert_eq!(back.profile(), profile);
@@ -637,6 +712,7 @@ mod tests {
             systemd_socket: Some("/b.sock".into()),
             systemd_access: SystemdAccess::Manage,
             cache_dir: "/cache".into(),
+            artifact_key: Some(ArtifactKey::from_bytes([0xab; 32])),
             node_lock_file: Some("/run/lock".into()),
             log_format: LogFormat::Text,
             limits: Limits {
@@ -662,11 +738,9 @@ mod tests {
             containerd: true,
             systemd: SystemdAccess::Manage,
         };
-        let names: Vec<_> = WorkerSettings::in_pod(8443, profile, 1)
-            .env()
-            .into_iter()
-            .map(|(n, _)| n)
-            .collect();
+        let mut settings = WorkerSettings::in_pod(8443, profile, 1);
+        settings.artifact_key = Some(ArtifactKey::from_bytes([1; 32]));
+        let names: Vec<_> = settings.env().into_iter().map(|(n, _)| n).collect();
         let documented: Vec<_> = env::ALL.iter().map(|(n, _)| *n).collect();
         assert_eq!(names, documented);
     }
@@ -782,6 +856,40 @@ mod tests {
             err.as_deref()
                 .is_some_and(|e| e.contains("HOSTPLUG_ETC_ACCESS")),
             "{err:?}"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn the_artifact_key_is_64_hex_digits_and_errors_name_its_variable() -> Result<(), Error> {
+        let key = ArtifactKey::from_bytes([0x5a; 32]);
+        assert_eq!(key.to_string(), "5a".repeat(32));
+        assert_eq!(key.to_string().parse::<ArtifactKey>()?, key);
+        assert_eq!("5A".repeat(32).parse::<ArtifactKey>()?, key, "either case");
+        for bad in ["", "5a", &"5a".repeat(33), &"zz".repeat(32)] {
+            let e = bad.parse::<ArtifactKey>().err().map(|e| e.to_string());
+            assert!(
+                e.as_deref().is_some_and(|e| e.contains("64 hex digits")),
+                "{bad:?}: {e:?}"
+            );
+        }
+        let mut vars = vec![
+            (env::TLS_CERT, "/c.pem".to_owned()),
+            (env::TLS_KEY, "/k.pem".to_owned()),
+            (env::TOKEN_FILE, "/t".to_owned()),
+        ];
+        assert_eq!(
+            WorkerSettings::from_env(lookup(vars.clone()))?.artifact_key,
+            None
+        );
+        vars.push((env::ARTIFACT_KEY, "not-a-key".to_owned()));
+        let e = WorkerSettings::from_env(lookup(vars))
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            e.as_deref()
+                .is_some_and(|e| e.starts_with("HOSTPLUG_ARTIFACT_KEY is not valid")),
+            "{e:?}"
         );
         Ok(())
     }

@@ -78,3 +78,4 @@ pub use hostplug_api::{
 };
 pub use invocation::Invocation;
 pub use plugin::{LoadSource, Plugin};
+pub use precompiled::{ArtifactKey, ArtifactSignature, ArtifactSigner, SignedArtifact};

@@ -192,6 +192,7 @@ impl Plugin {
             diff: outcome.diff,
             logs,
             duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            on_change: Vec::new(),
         })
     }
 

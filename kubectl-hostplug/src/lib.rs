@@ -5,6 +5,11 @@
 //!   `--param k=v`, `--dry-run`), and with `--wait` follows its rollout with a live
 //!   progress bar, prints each node's result and diff and exits non-zero when it failed;
 //! * `status TASK`: the per-node table and every node's diff and output;
+//! * `logs TASK [--node N]`: each node's plugin log tail from the task's status and,
+//!   when the user may read Pod logs in the operator's namespace, the worker's own lines
+//!   about that node's call ([`logs`]);
+//! * `rerun TASK`: the task again, unchanged, as a new generation (it raises
+//!   `spec.rerun`; the operator runs every new generation), and with `--wait` follows it;
 //! * `plugins`: the catalog, each method with a parameter summary from its schema;
 //! * `explain PLUGIN METHOD`: the method's parameters with their descriptions;
 //! * `__complete WORDS…` (hidden): shell completion for kubectl's
@@ -15,13 +20,15 @@
 //!
 //! It talks to the API server as the user, with the user's kubeconfig (`--kubeconfig`,
 //! `KUBECONFIG`, `~/.kube/config`, `--context`) and RBAC: it needs exactly `create`,
-//! `get`, `list` and `watch` on `hosttasks` in the operator's namespace and `get`/`list`
-//! on `hostplugins` — never more than a `kubectl apply` of the same task would. It never
-//! reaches a node or a worker itself.
+//! `get`, `list`, `watch` and (for `rerun`) `patch` on `hosttasks` in the operator's
+//! namespace and `get`/`list` on `hostplugins` — never more than a `kubectl apply` of the
+//! same task would; `logs` reads `pods/log` in the operator's namespace when it may, and
+//! does without otherwise. It never reaches a node or a worker itself.
 
 pub mod catalog;
 pub mod complete;
 pub mod follow;
+pub mod logs;
 pub mod params;
 pub mod render;
 pub mod terminal;
@@ -34,7 +41,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use hostplug_api::crd::{
     HostPlugin, HostTask, HostTaskSpec, HttpSpec, RolloutSpec, TargetType, TaskState,
 };
-use kube::api::{ListParams, PostParams};
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 use serde::Serialize;
@@ -99,6 +106,24 @@ pub enum Error {
     /// Bad targeting flags.
     #[error("{0}")]
     BadTarget(String),
+    /// A `--var`, `--var-from-secret` or `--var-from-configmap` that is wrong.
+    #[error("{flag} {arg:?}: {reason}")]
+    BadVar {
+        /// The flag.
+        flag: &'static str,
+        /// The flag's value.
+        arg: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A `--on-change` that is wrong.
+    #[error("--on-change {arg:?}: {reason}")]
+    BadFollowUp {
+        /// The flag's value.
+        arg: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// `--wait` ran out of time.
     #[error(
         "task {name} did not end within {seconds} s (it goes on; see `kubectl hostplug status {name}`)"
@@ -117,6 +142,29 @@ pub enum Error {
         /// The last failure.
         #[source]
         source: kube::runtime::watcher::Error,
+    },
+    /// `logs --node` names a node the task does not run on.
+    #[error("task {task} has no node {node:?}; its nodes: {known}")]
+    UnknownNode {
+        /// The node asked for.
+        node: String,
+        /// The task.
+        task: String,
+        /// The task's nodes, comma-separated.
+        known: String,
+    },
+    /// `rerun` of a task whose current generation has not ended.
+    #[error(
+        "task {name} is still {state} (generation {generation}); rerun it when it has ended \
+         (`kubectl hostplug status {name}`)"
+    )]
+    StillRunning {
+        /// The task.
+        name: String,
+        /// Its state.
+        state: String,
+        /// Its generation.
+        generation: i64,
     },
     /// Something that should not happen.
     #[error("{0}")]
@@ -179,11 +227,28 @@ impl From<Target> for TargetType {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Create a HostTask running PLUGIN's METHOD on nodes; with --wait, follow it.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// A task's state, its per-node table, and each node's diff and output.
     Status {
         /// The HostTask's name.
         task: String,
+    },
+    /// What happened on each node: the plugin's log tail the task's status keeps, and
+    /// the worker's own log lines about that node's call (its invocation
+    /// `<task uid>/<generation>/<node>`) when you may read Pod logs in the operator's
+    /// namespace — otherwise a note says why they are not shown.
+    Logs(LogsArgs),
+    /// Run a task again, unchanged, as a new generation of the same task (no YAML to
+    /// edit): raises its `spec.rerun` counter. Only once its current generation ended.
+    Rerun {
+        /// The HostTask's name.
+        task: String,
+        /// Follow the new generation until it ends; exit 1 if it failed.
+        #[arg(short, long)]
+        wait: bool,
+        /// Give up waiting after this many seconds (the task goes on).
+        #[arg(long, default_value_t = DEFAULT_WAIT_SECONDS, value_name = "SECONDS")]
+        wait_timeout: u64,
     },
     /// The plugins, their methods and a summary of each method's parameters.
     Plugins,
@@ -202,6 +267,22 @@ pub enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         words: Vec<String>,
     },
+}
+
+/// `logs`' arguments.
+#[derive(Debug, clap::Args)]
+pub struct LogsArgs {
+    /// The HostTask's name.
+    pub task: String,
+    /// Only this node.
+    #[arg(long)]
+    pub node: Option<String>,
+    /// Namespace of the worker Pods: the operator's (its `--namespace`).
+    #[arg(long, default_value = DEFAULT_NAMESPACE, value_name = "NAMESPACE")]
+    pub operator_namespace: String,
+    /// Only the plugin's lines from the task's status; do not read the worker Pods' logs.
+    #[arg(long)]
+    pub no_worker: bool,
 }
 
 /// `run`'s arguments.
@@ -248,6 +329,23 @@ pub struct RunArgs {
     /// Remove the task's worker objects this long after it ends (`spec.ttlSecondsAfterFinished`).
     #[arg(long, value_name = "SECONDS")]
     pub ttl: Option<i32>,
+    /// A value for `$(NAME)` in the parameters' strings (`spec.http.vars[].value`):
+    /// NAME=VALUE; repeat.
+    #[arg(long = "var", value_name = "NAME=VALUE")]
+    pub vars: Vec<String>,
+    /// A value for `$(NAME)` read from a key of a Secret in the task's namespace, masked
+    /// in every status, Event and log (`vars[].valueFrom.secretKeyRef`): NAME=SECRET/KEY.
+    #[arg(long = "var-from-secret", value_name = "NAME=SECRET/KEY")]
+    pub vars_from_secret: Vec<String>,
+    /// A value for `$(NAME)` read from a key of a ConfigMap in the task's namespace
+    /// (`vars[].valueFrom.configMapKeyRef`): NAME=CONFIGMAP/KEY.
+    #[arg(long = "var-from-configmap", value_name = "NAME=CONFIGMAP/KEY")]
+    pub vars_from_configmap: Vec<String>,
+    /// A follow-up call on each node whose main call changed it (`spec.onChange`), e.g.
+    /// `systemd-unit/restart={"unit":"chrony.service"}`: PLUGIN/METHOD, then optionally
+    /// `=` and the parameters as a JSON object; repeat, run in order.
+    #[arg(long = "on-change", value_name = "PLUGIN/METHOD[=JSON]")]
+    pub on_change: Vec<String>,
 }
 
 /// Runs the command; returns the process exit code.
@@ -293,6 +391,24 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             Ok(0)
         }
         Command::Run(args) => run_task(&client, &cli.namespace, args, &out).await,
+        Command::Logs(args) => {
+            let api: Api<HostTask> = Api::namespaced(client.clone(), &cli.namespace);
+            let t = api
+                .get(&args.task)
+                .await
+                .with_context(|| format!("reading HostTask {}/{}", cli.namespace, args.task))?;
+            let nodes = logs::select(&t, args.node.as_deref())?;
+            let pods = Api::namespaced(client, &args.operator_namespace);
+            let shown =
+                logs::collect(&t, &nodes, &pods, &args.operator_namespace, !args.no_worker).await;
+            out.print(&shown, || logs::render(&t, &shown))?;
+            Ok(0)
+        }
+        Command::Rerun {
+            task,
+            wait,
+            wait_timeout,
+        } => rerun_task(&client, &cli.namespace, task, *wait, *wait_timeout, &out).await,
         Command::Complete { .. } => Ok(0),
     }
 }
@@ -350,6 +466,69 @@ async fn run_task(
     Ok(if failed { EXIT_TASK_FAILED } else { 0 })
 }
 
+/// `rerun`: raises `spec.rerun` of a task whose current generation ended, so the API
+/// server makes a new generation and the operator runs it; the patch carries the
+/// resourceVersion read, so a concurrent change fails it (409) instead of being raced.
+async fn rerun_task(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    wait: bool,
+    wait_timeout: u64,
+    out: &Printer,
+) -> anyhow::Result<u8> {
+    let api: Api<HostTask> = Api::namespaced(client.clone(), namespace);
+    let t = api
+        .get(name)
+        .await
+        .with_context(|| format!("reading HostTask {namespace}/{name}"))?;
+    if !follow::finished(&t) {
+        return Err(Error::StillRunning {
+            name: name.to_owned(),
+            state: format!(
+                "{:?}",
+                t.status.as_ref().map(|s| s.state).unwrap_or_default()
+            ),
+            generation: t.metadata.generation.unwrap_or_default(),
+        }
+        .into());
+    }
+    let patch = serde_json::json!({
+        "metadata": {"resourceVersion": t.metadata.resource_version},
+        "spec": {"rerun": t.spec.rerun.saturating_add(1)},
+    });
+    let patched = api
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .with_context(|| format!("raising spec.rerun of HostTask {namespace}/{name}"))?;
+    let generation = patched.metadata.generation.unwrap_or_default();
+    if !wait {
+        out.print(&patched, || {
+            format!(
+                "hosttask.hostplug.dev/{} rerun (generation {generation})\n",
+                terminal::plain(name)
+            )
+        })?;
+        return Ok(0);
+    }
+    if out.format.is_none() {
+        eprintln!("hosttask.hostplug.dev/{name} rerun (generation {generation}); following …");
+    }
+    let ended = follow::until_finished(
+        &api,
+        name,
+        Duration::from_secs(wait_timeout),
+        out.format.is_some(),
+    )
+    .await?;
+    out.print(&ended, || render::task(&ended, out.colour))?;
+    let failed = ended
+        .status
+        .as_ref()
+        .is_none_or(|s| s.state != TaskState::Succeeded);
+    Ok(if failed { EXIT_TASK_FAILED } else { 0 })
+}
+
 /// The task spec the flags describe.
 pub fn spec_of(args: &RunArgs, parameter: serde_json::Value) -> Result<HostTaskSpec, Error> {
     let node_selector = match &args.selector {
@@ -394,7 +573,7 @@ pub fn spec_of(args: &RunArgs, parameter: serde_json::Value) -> Result<HostTaskS
                 api: args.plugin.clone(),
                 method: args.method.clone(),
                 parameter: has_params.then_some(parameter),
-                vars: Vec::new(),
+                vars: vars_of(args)?,
             },
         },
         dry_run: args.dry_run,
@@ -404,6 +583,99 @@ pub fn spec_of(args: &RunArgs, parameter: serde_json::Value) -> Result<HostTaskS
         rollout,
         ttl_seconds_after_finished: args.ttl,
         registry_auth: None,
+        on_change: args
+            .on_change
+            .iter()
+            .map(|c| follow_up(c))
+            .collect::<Result<_, _>>()?,
+        rerun: 0,
+    })
+}
+
+/// The `--var*` flags as the call's `vars`, in the order given per flag.
+fn vars_of(args: &RunArgs) -> Result<Vec<hostplug_api::call::CallVar>, Error> {
+    use hostplug_api::call::{CallVar, KeyRef, VarSource};
+    let split = |flag: &'static str, arg: &str| {
+        arg.split_once('=')
+            .filter(|(n, _)| !n.is_empty())
+            .map(|(n, v)| (n.to_owned(), v.to_owned()))
+            .ok_or_else(|| Error::BadVar {
+                flag,
+                arg: arg.to_owned(),
+                reason: "expected NAME=…".into(),
+            })
+    };
+    let key_ref = |flag: &'static str, arg: &str, from: &str| {
+        from.split_once('/')
+            .filter(|(o, k)| !o.is_empty() && !k.is_empty())
+            .map(|(o, k)| KeyRef {
+                namespace: None,
+                name: o.to_owned(),
+                key: k.to_owned(),
+            })
+            .ok_or_else(|| Error::BadVar {
+                flag,
+                arg: arg.to_owned(),
+                reason: "expected NAME=OBJECT/KEY".into(),
+            })
+    };
+    let mut vars = Vec::new();
+    for arg in &args.vars {
+        let (name, value) = split("--var", arg)?;
+        vars.push(CallVar {
+            name,
+            value: Some(value),
+            value_from: None,
+        });
+    }
+    for (flag, list, secret) in [
+        ("--var-from-secret", &args.vars_from_secret, true),
+        ("--var-from-configmap", &args.vars_from_configmap, false),
+    ] {
+        for arg in list {
+            let (name, from) = split(flag, arg)?;
+            let r = key_ref(flag, arg, &from)?;
+            vars.push(CallVar {
+                name,
+                value: None,
+                value_from: Some(VarSource {
+                    config_map_key_ref: (!secret).then(|| r.clone()),
+                    secret_key_ref: secret.then_some(r),
+                }),
+            });
+        }
+    }
+    Ok(vars)
+}
+
+/// A `--on-change PLUGIN/METHOD[=JSON]` value as a call.
+fn follow_up(arg: &str) -> Result<hostplug_api::PluginCall, Error> {
+    let bad = |reason: &str| Error::BadFollowUp {
+        arg: arg.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let (name, params) = match arg.split_once('=') {
+        Some((name, json)) => {
+            let params: serde_json::Value = serde_json::from_str(json)
+                .map_err(|e| bad(&format!("the parameters are not JSON: {e}")))?;
+            if !params.is_object() {
+                return Err(bad("the parameters must be a JSON object"));
+            }
+            (name, Some(params))
+        }
+        None => (arg, None),
+    };
+    let Some((api, method)) = name
+        .split_once('/')
+        .filter(|(a, m)| !a.is_empty() && !m.is_empty())
+    else {
+        return Err(bad("expected PLUGIN/METHOD, then optionally =JSON"));
+    };
+    Ok(hostplug_api::PluginCall {
+        api: api.to_owned(),
+        method: method.to_owned(),
+        parameter: params,
+        vars: Vec::new(),
     })
 }
 
@@ -495,9 +767,62 @@ mod tests {
         let mut argv = vec!["kubectl-hostplug", "run", "etc-file", "read"];
         argv.extend_from_slice(extra);
         match Cli::try_parse_from(argv).map(|c| c.command) {
-            Ok(Command::Run(a)) => a,
+            Ok(Command::Run(a)) => *a,
             other => panic!("not a run: {other:?}"),
         }
+    }
+
+    #[test]
+    fn vars_and_follow_ups_become_the_spec() -> Result<(), Error> {
+        let spec = spec_of(
+            &args(&[
+                "--nodes",
+                "node1",
+                "--var",
+                "zone=a=b",
+                "--var-from-secret",
+                "pw=registry-creds/password",
+                "--var-from-configmap",
+                "srv=ntp/server",
+                "--on-change",
+                r#"systemd-unit/restart={"unit":"chrony.service"}"#,
+                "--on-change",
+                "systemd-unit/daemon-reload",
+            ]),
+            serde_json::json!({"path": "/etc/x", "line": "$(srv) $(pw)"}),
+        )?;
+        let vars = serde_json::to_value(&spec.http.call.vars)
+            .map_err(|e| Error::BadTarget(e.to_string()))?;
+        assert_eq!(
+            vars,
+            serde_json::json!([
+                {"name": "zone", "value": "a=b"},
+                {"name": "pw", "valueFrom": {"secretKeyRef": {"name": "registry-creds", "key": "password"}}},
+                {"name": "srv", "valueFrom": {"configMapKeyRef": {"name": "ntp", "key": "server"}}},
+            ])
+        );
+        assert_eq!(spec.on_change.len(), 2);
+        assert_eq!(spec.on_change[0].api, "systemd-unit");
+        assert_eq!(spec.on_change[0].method, "restart");
+        assert_eq!(
+            spec.on_change[0].parameter,
+            Some(serde_json::json!({"unit": "chrony.service"}))
+        );
+        assert_eq!(spec.on_change[1].parameter, None);
+        for (flag, bad, names) in [
+            ("--var-from-secret", "pw=nokey", "OBJECT/KEY"),
+            ("--var", "novalue", "NAME="),
+            ("--on-change", "restart", "PLUGIN/METHOD"),
+            ("--on-change", "a/b=[1]", "JSON object"),
+        ] {
+            let e = spec_of(&args(&["--nodes", "n", flag, bad]), serde_json::json!({}));
+            let msg = e.err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(
+                msg.contains(flag) && msg.contains(names),
+                "{flag} {bad}: {msg}"
+            );
+        }
+        Ok(())
     }
 
     #[test]

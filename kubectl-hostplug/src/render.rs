@@ -397,6 +397,8 @@ mod tests {
                 rollout: None,
                 ttl_seconds_after_finished: None,
                 registry_auth: None,
+                rerun: 0,
+                on_change: Vec::new(),
             },
         );
         t.metadata.generation = Some(1);

@@ -10,9 +10,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hostplug_api::protocol::{
-    ENGINE_HEADER, ErrorKind, InvokeError, InvokeOutcome, InvokeRequest, RefusedCall,
-    read_invoke_answer,
+    ARTIFACT_SIGNATURE_HEADER, ENGINE_HEADER, ErrorKind, InvokeError, InvokeOutcome, InvokeRequest,
+    RefusedCall, read_invoke_answer,
 };
+use hostplug_host::SignedArtifact;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::pki_types::pem::PemObject;
@@ -164,15 +165,16 @@ impl WorkerClient {
     }
 
     /// Uploads the module unless the worker holds it already. With `precompiled` (the
-    /// engine fingerprint and the artifact the operator compiled), that is sent first so
-    /// the worker need not compile; when the worker cannot use it, the module follows.
+    /// artifact the operator compiled, signed with this process's key), that is sent
+    /// first so the worker need not compile; when the worker does not take it (another
+    /// engine, another key), the module follows.
     /// Returns how the worker got it: `None` (held already), `Some(true)` (precompiled),
     /// `Some(false)` (module, compiled by the worker).
     pub async fn ensure_module(
         &self,
         digest_hex: &str,
         module: &[u8],
-        precompiled: Option<(&str, &[u8])>,
+        precompiled: Option<&SignedArtifact>,
     ) -> Result<Option<bool>, CallError> {
         let url = format!("{}/v1/plugins/{digest_hex}", self.base);
         let head = self
@@ -188,15 +190,16 @@ impl WorkerClient {
             404 => {}
             s => return Err(CallError::Worker(format!("HEAD {url} answered {s}"))),
         }
-        if let Some((fingerprint, artifact)) = precompiled {
+        if let Some(artifact) = precompiled {
             let put = self
                 .http
                 .put(format!("{url}/precompiled"))
                 .bearer_auth(&self.token)
                 .timeout(UPLOAD_TIMEOUT)
                 .header("content-type", "application/octet-stream")
-                .header(ENGINE_HEADER, fingerprint)
-                .body(artifact.to_vec())
+                .header(ENGINE_HEADER, &artifact.fingerprint)
+                .header(ARTIFACT_SIGNATURE_HEADER, artifact.signature.to_string())
+                .body(artifact.bytes.clone())
                 .send()
                 .await
                 .map_err(transport)?;
@@ -456,6 +459,8 @@ mod tests {
             invocation_id: None,
             registry_auth: None,
             systemd: None,
+            access: None,
+            on_change: Vec::new(),
         }
     }
 

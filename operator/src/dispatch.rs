@@ -1,9 +1,10 @@
 //! The one node-call path. Both controllers send every plugin call through [`send`]:
 //! the caller holds a [`WorkerLease`] on a ready worker (from the pool); dispatch ships
-//! the module unless the worker holds it (precompiled where the engines match), sends the
-//! invocation, retries while the worker lives and nothing ran (the same invocation id
-//! every time, so the worker runs the plugin at most once), and records the call's
-//! metrics. What a call returned is a typed [`NodeOutcome`] until a status records it.
+//! the module unless the worker holds it (as this process's signed precompiled artifact
+//! where the worker trusts this process's key — [`Artifacts`]), sends the invocation,
+//! retries while the worker lives and nothing ran (the same invocation id every time, so
+//! the worker runs the plugin at most once), and records the call's metrics. What a call
+//! returned is a typed [`NodeOutcome`] until a status records it.
 //!
 //! [`Calls`] keeps this process's calls, in flight or returned, between the job that
 //! makes a call and the reconcile that records its outcome.
@@ -21,7 +22,10 @@ use crate::Context;
 use crate::client::CallError;
 use crate::plugins::LoadedPlugin;
 use crate::pool::WorkerLease;
-use hostplug_api::protocol::{InvokeOutcome, InvokeRequest};
+use hostplug_api::AccessProfile;
+use hostplug_api::crd::{FollowUpResult, NodePhase, PluginCall};
+use hostplug_api::protocol::{FollowUpOutcome, InvokeOutcome, InvokeRequest};
+use hostplug_host::{ArtifactKey, ArtifactSigner, SignedArtifact};
 
 /// Attempts at one call while the worker lives but the connection failed or the worker
 /// was busy: 4. Safe because a repeated invocation id is answered from the worker's
@@ -44,6 +48,9 @@ pub struct Success {
     pub output: serde_json::Value,
     /// The tail of what the plugin logged, as `[level] source: text`.
     pub logs: Vec<String>,
+    /// What the follow-up calls that ran returned, in order, as the worker answered
+    /// (the rollout names them after the spec's calls, [`follow_up_results`]).
+    pub follow_ups: Vec<FollowUpOutcome>,
 }
 
 impl From<InvokeOutcome> for Success {
@@ -53,45 +60,140 @@ impl From<InvokeOutcome> for Success {
             diff: o.diff,
             output: o.output,
             logs: o.logs.iter().map(ToString::to_string).collect(),
+            follow_ups: o.on_change,
         }
     }
 }
 
-/// Sends one call (`req`, a call of `plugin`) to the worker `lease` holds, retried while
-/// the worker lives and the failure says nothing ran to completion on our side
-/// (connection lost, busy). Repeats carry the same invocation id, so the worker runs the
-/// plugin at most once.
+/// A follow-up call (`onChange`) as resolved for dispatch: the call, its plugin and the
+/// access it gets (the worker narrows its grants to it).
+#[derive(Debug, Clone)]
+pub struct FollowUp {
+    /// The call as written.
+    pub call: PluginCall,
+    /// Its plugin.
+    pub loaded: Arc<LoadedPlugin>,
+    /// What it may touch.
+    pub access: AccessProfile,
+}
+
+/// The profile of the worker that runs a call with `main` access and `follow_ups`: the
+/// union of all of them (each call still gets only its own).
+pub fn sequence_profile(main: AccessProfile, follow_ups: &[FollowUp]) -> AccessProfile {
+    follow_ups.iter().fold(main, |p, f| p.union(f.access))
+}
+
+/// The node's record of each follow-up in `calls`, from what the worker `answered`:
+/// those that ran with their result; the rest `Skipped`, saying why (nothing changed, or
+/// an earlier one failed).
+pub fn follow_up_results(
+    calls: &[PluginCall],
+    main_changed: bool,
+    answered: &[FollowUpOutcome],
+) -> Vec<FollowUpResult> {
+    let mut answered = answered.iter();
+    let mut stopped = false;
+    calls
+        .iter()
+        .map(|call| {
+            let mut r = FollowUpResult {
+                api: call.api.clone(),
+                method: call.method.clone(),
+                phase: NodePhase::Skipped,
+                ..FollowUpResult::default()
+            };
+            match answered.next() {
+                _ if stopped => r.message = Some("not run: an earlier follow-up failed".into()),
+                None if !main_changed => {
+                    r.message = Some("not run: the main call changed nothing".into());
+                }
+                None => r.message = Some("not run: the worker did not run it".into()),
+                Some(FollowUpOutcome {
+                    outcome: Some(o), ..
+                }) => {
+                    r.phase = NodePhase::Succeeded;
+                    r.changed = o.changed;
+                    r.output = Some(o.output.clone());
+                    r.logs = o.logs.iter().map(ToString::to_string).collect();
+                }
+                Some(FollowUpOutcome { error, .. }) => {
+                    stopped = true;
+                    r.phase = NodePhase::Failed;
+                    if let Some(e) = error {
+                        r.logs = e.logs.iter().map(ToString::to_string).collect();
+                        r.message = Some(format!("{}: {}", e.kind, e.message));
+                    }
+                }
+            }
+            r
+        })
+        .collect()
+}
+
+/// The first follow-up in `results` that failed, as `onChange[i] (api/method) failed:
+/// why`: the node's message.
+pub fn failed_follow_up(results: &[FollowUpResult]) -> Option<String> {
+    results
+        .iter()
+        .enumerate()
+        .find(|(_, f)| f.phase == NodePhase::Failed)
+        .map(|(i, f)| {
+            format!(
+                "onChange[{i}] ({}/{}) failed: {}",
+                f.api,
+                f.method,
+                f.message.as_deref().unwrap_or("no reason given")
+            )
+        })
+}
+
+/// Sends one call (`req`, a call of `plugins[0]`, with follow-ups of the others) to the
+/// worker `lease` holds, retried while the worker lives and the failure says nothing ran
+/// to completion on our side (connection lost, busy). Repeats carry the same invocation
+/// id, so the worker runs the plugins at most once.
 pub async fn send(
     ctx: &Context,
     lease: &WorkerLease,
-    plugin: &LoadedPlugin,
+    plugins: &[&LoadedPlugin],
     req: &InvokeRequest,
 ) -> NodeOutcome {
     let started = Instant::now();
-    // What the plugin's HostPlugin declares per call (its systemd units and actions)
-    // travels with every request: workers are shared by plugins of one access profile.
+    // What each plugin's HostPlugin declares per call (its systemd units and actions)
+    // travels with the request: workers are shared by the plugins of one access profile.
     let with_caps;
-    let req = if plugin.capabilities.systemd.is_some() && req.systemd.is_none() {
-        with_caps = req.clone().with_capabilities(&plugin.capabilities);
+    let req = if plugins.iter().any(|p| p.capabilities.systemd.is_some()) {
+        let mut r = req.clone();
+        r.systemd = plugins.first().and_then(|p| p.capabilities.systemd.clone());
+        for (f, p) in r.on_change.iter_mut().zip(plugins.iter().skip(1)) {
+            f.systemd = p.capabilities.systemd.clone();
+        }
+        with_caps = r;
         &with_caps
     } else {
         req
     };
-    let artifact = ctx.artifacts.get(ctx.plugins.host(), &plugin.digest).await;
+    let trusts = worker_trusts(ctx, lease.pod());
+    let mut artifacts = Vec::with_capacity(plugins.len());
+    for plugin in plugins {
+        artifacts.push(if trusts {
+            ctx.artifacts.get(ctx.plugins.host(), &plugin.digest).await
+        } else {
+            None
+        });
+    }
     let mut pause = CALL_RETRY_PAUSE;
     let mut attempt = 1;
     let outcome = loop {
         let result = async {
             let conn = lease.conn().await?;
-            let hex = plugin.digest.hex();
-            if !conn.holds(&hex) {
+            for (plugin, artifact) in plugins.iter().zip(&artifacts) {
+                let hex = plugin.digest.hex();
+                if conn.holds(&hex) {
+                    continue;
+                }
                 let how = conn
                     .client
-                    .ensure_module(
-                        &hex,
-                        &plugin.bytes,
-                        artifact.as_ref().map(|(f, a)| (f.as_str(), a.as_slice())),
-                    )
+                    .ensure_module(&hex, &plugin.bytes, artifact.as_deref())
                     .await?;
                 if let Some(precompiled) = how {
                     tracing::debug!(digest = %hex, precompiled, pod = lease.pod(), "module sent to a worker");
@@ -116,6 +218,24 @@ pub async fn send(
     };
     ctx.metrics.invocation(started.elapsed());
     outcome
+}
+
+/// Whether the worker Pod `pod` trusts this process's artifact key (its Pod spec carries
+/// it). One adopted from an earlier operator process carries that process's key and
+/// would refuse this one's artifacts: it gets the module instead, without the detour.
+fn worker_trusts(ctx: &Context, pod: &str) -> bool {
+    let pod = ctx
+        .pods
+        .get(&kube::runtime::reflector::ObjectRef::new(pod).within(&ctx.config.namespace));
+    let trusts =
+        pod.as_deref().and_then(crate::resources::artifact_key) == Some(ctx.artifacts.public_key());
+    if !trusts {
+        tracing::debug!(
+            pod = pod.as_deref().and_then(|p| p.metadata.name.as_deref()),
+            "the worker does not carry this process's artifact key; sending modules only"
+        );
+    }
+    trusts
 }
 
 /// The state of a call this process made.
@@ -174,45 +294,71 @@ impl<K: Hash + Eq + Clone, T: Clone> Calls<K, T> {
 }
 
 /// The operator's precompiled artifacts, by module digest, made once per plugin from the
-/// component the operator compiled for `describe`.
-#[derive(Default)]
+/// component the operator compiled for `describe`, and signed with this process's
+/// artifact key.
+///
+/// A precompiled artifact is native code that a worker runs outside the Wasm sandbox;
+/// the worker loads one only with a signature that verifies with the public key in its
+/// Pod spec (`hostplug_host::ArtifactSigner`). The key pair is made here when the
+/// process starts and its private half never leaves this process's memory: not a file,
+/// a Secret, an environment variable or a log. So no one else — not whoever can read
+/// the workers' tokens in the operator's namespace — can make an artifact a worker takes.
+/// A new process makes a new key: workers an earlier process made (and this one adopted)
+/// refuse its artifacts, and get modules instead.
 pub struct Artifacts {
-    made: Mutex<HashMap<hostplug_host::Digest, Option<Arc<Vec<u8>>>>>,
+    signer: Arc<ArtifactSigner>,
+    made: Mutex<HashMap<hostplug_host::Digest, Option<Arc<SignedArtifact>>>>,
 }
 
 impl std::fmt::Debug for Artifacts {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Artifacts").finish_non_exhaustive()
+        f.debug_struct("Artifacts")
+            .field("public_key", &self.signer.public_key())
+            .finish_non_exhaustive()
     }
 }
 
 impl Artifacts {
-    /// The engine fingerprint and artifact of `digest`, serialized on first use (off
-    /// the async threads); `None` when the host cannot serialize it (then workers
-    /// compile the module themselves).
+    /// Artifacts signed with a key pair made now. Errors when the system's random source
+    /// fails.
+    pub fn new() -> crate::Result<Self> {
+        let signer = ArtifactSigner::generate().map_err(|e| crate::Error::Config(e.to_string()))?;
+        Ok(Self {
+            signer: Arc::new(signer),
+            made: Mutex::default(),
+        })
+    }
+
+    /// The public half of this process's key, which every worker Pod it makes carries.
+    pub fn public_key(&self) -> ArtifactKey {
+        self.signer.public_key()
+    }
+
+    /// The signed artifact of `digest` (with its engine fingerprint), serialized and
+    /// signed on first use (off the async threads); `None` when the host cannot serialize
+    /// it (then workers compile the module themselves).
     pub async fn get(
         &self,
         host: &hostplug_host::Host,
         digest: &hostplug_host::Digest,
-    ) -> Option<(String, Arc<Vec<u8>>)> {
-        let fingerprint = host.engine_fingerprint();
+    ) -> Option<Arc<SignedArtifact>> {
         if let Some(made) = lock(&self.made).get(digest) {
-            return made.clone().map(|a| (fingerprint, a));
+            return made.clone();
         }
-        let (h, d) = (host.clone(), *digest);
-        let made = tokio::task::spawn_blocking(move || h.precompiled_artifact(&d))
+        let (h, d, signer) = (host.clone(), *digest, Arc::clone(&self.signer));
+        let made = tokio::task::spawn_blocking(move || h.signed_artifact(&d, &signer))
             .await
             .ok()
             .flatten()
             .and_then(|r| match r {
-                Ok(bytes) => Some(Arc::new(bytes)),
+                Ok(artifact) => Some(Arc::new(artifact)),
                 Err(e) => {
                     warn!(%digest, error = %e, "cannot serialize a plugin; workers compile it");
                     None
                 }
             });
         lock(&self.made).insert(*digest, made.clone());
-        made.map(|a| (fingerprint, a))
+        made
     }
 }
 

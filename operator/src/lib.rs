@@ -330,6 +330,8 @@ mod controller {
         let events = crate::report::Events::new(client.clone(), identity);
         let (wake, wake_rx) = futures::channel::mpsc::unbounded();
         let (caches, writers) = crate::caches::stores();
+        // This process's artifact key: made now, in memory only (see `Artifacts`).
+        let artifacts = Artifacts::new()?;
         let pool = Arc::new(WorkerPool::new(
             client.clone(),
             PoolConfig {
@@ -339,6 +341,7 @@ mod controller {
                 start_parallel: config.worker_start_parallel,
                 containerd_socket: config.node_containerd_socket.clone(),
                 max_per_node: usize::from(config.max_workers_per_node),
+                artifact_key: artifacts.public_key(),
             },
             caches.pods.clone(),
             caches.nodes.clone(),
@@ -368,7 +371,7 @@ mod controller {
             nodes: caches.nodes,
             pods: caches.pods,
             wake,
-            artifacts: Artifacts::default(),
+            artifacts,
             runs: Calls::default(),
         });
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

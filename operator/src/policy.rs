@@ -221,13 +221,15 @@ pub fn evaluate<'p>(policies: &'p [HostTaskPolicy], req: &Request<'_>) -> Result
 
 /// Whether the operator may run `task` on `targets`: always in its own namespace when
 /// `--trust-own-namespace` is on, else only when a `HostTaskPolicy` allows it all.
-/// With `mutating` false and no `targets` only the namespace, plugin and method rules
-/// are checked (the controller does so before it looks the plugin up).
+/// Every call of the task is checked: `spec.http`'s, then each of `spec.onChange`;
+/// `mutating[i]` says whether the i-th of them changes the node (missing: no). With no
+/// `mutating` and no `targets` only the namespace, plugin and method rules are checked
+/// (the controller does so before it looks the plugins up).
 /// `Ok(Err(_))` is a refusal; `Err(_)` an API failure (the reconcile is retried).
 pub async fn check(
     ctx: &Context,
     task: &HostTask,
-    mutating: bool,
+    mutating: &[bool],
     targets: &[NodeView],
 ) -> Result<Result<(), Denied>> {
     let ns = task.namespace().unwrap_or_default();
@@ -249,29 +251,35 @@ pub async fn check(
     } else {
         BTreeMap::new()
     };
-    let req = Request {
-        namespace: &ns,
-        namespace_labels: &namespace_labels,
-        plugin: &task.spec.http.call.api,
-        method: &task.spec.http.call.method,
-        registry_secret: task
-            .spec
-            .registry_auth
-            .as_ref()
-            .map(|a| a.secret_name.as_str()),
-        value_secrets: task
-            .spec
-            .http
-            .call
-            .vars
-            .iter()
-            .filter_map(|v| v.value_from.as_ref()?.secret_key_ref.as_ref())
-            .map(|r| r.name.as_str())
-            .collect(),
-        mutating,
-        targets,
-    };
-    Ok(evaluate(&policies, &req).map(|_| ()))
+    // The main call, then each follow-up (`spec.onChange`): every plugin the task runs
+    // must be allowed, each as mutating as its own method.
+    let calls = std::iter::once(&task.spec.http.call).chain(&task.spec.on_change);
+    for (i, call) in calls.enumerate() {
+        let req = Request {
+            namespace: &ns,
+            namespace_labels: &namespace_labels,
+            plugin: &call.api,
+            method: &call.method,
+            registry_secret: task
+                .spec
+                .registry_auth
+                .as_ref()
+                .filter(|_| i == 0)
+                .map(|a| a.secret_name.as_str()),
+            value_secrets: call
+                .vars
+                .iter()
+                .filter_map(|v| v.value_from.as_ref()?.secret_key_ref.as_ref())
+                .map(|r| r.name.as_str())
+                .collect(),
+            mutating: mutating.get(i).copied().unwrap_or(false),
+            targets,
+        };
+        if let Err(denied) = evaluate(&policies, &req) {
+            return Ok(Err(denied));
+        }
+    }
+    Ok(Ok(()))
 }
 
 #[cfg(test)]

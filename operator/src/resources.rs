@@ -33,7 +33,7 @@ use hostplug_api::worker::paths::{
     CACHE_MOUNT, CONTAINERD_MOUNT, DOCKER_MOUNT, ETC_MOUNT, NODE_DOCKER_SOCKET, NODE_ETC,
     NODE_LOCK_DIR, NODE_LOCK_MOUNT, NODE_SYSTEM_BUS_DIR, SECRET_MOUNT, SYSTEM_BUS_MOUNT,
 };
-use hostplug_api::worker::{WorkerSettings, secret_keys};
+use hostplug_api::worker::{ArtifactKey, WorkerSettings, secret_keys};
 
 /// Size cap of the cache emptyDir: 256 MiB holds a few precompiled modules (a
 /// precompiled component is a few times its module size) with room to spare.
@@ -76,6 +76,9 @@ pub struct WorkerSpec<'a> {
     /// The worker exits after this long without a request, ms (0: never); see
     /// `pool::worker_idle_exit`.
     pub idle_exit_ms: u64,
+    /// The operator process's public key for precompiled artifacts (`None`: the worker
+    /// takes none and compiles every module).
+    pub artifact_key: Option<ArtifactKey>,
 }
 
 /// The name of a task's child objects for one node: `<task>-<node>`, made a valid
@@ -160,7 +163,23 @@ pub fn secret(w: &WorkerSpec<'_>, token: &str, cert_pem: &str, key_pem: &str) ->
 pub fn worker_settings(w: &WorkerSpec<'_>) -> WorkerSettings {
     let mut settings = WorkerSettings::in_pod(w.port, w.profile, w.max_invoke_timeout_ms);
     settings.limits.idle_exit_ms = w.idle_exit_ms;
+    settings.artifact_key = w.artifact_key;
     settings
+}
+
+/// The artifact key a worker Pod was made with, read back from its container's
+/// environment (`None`: none, or not one this operator renders).
+pub fn artifact_key(pod: &Pod) -> Option<ArtifactKey> {
+    pod.spec
+        .as_ref()?
+        .containers
+        .iter()
+        .flat_map(|c| c.env.iter().flatten())
+        .find(|e| e.name == hostplug_api::worker::env::ARTIFACT_KEY)?
+        .value
+        .as_deref()?
+        .parse()
+        .ok()
 }
 
 /// A quantity of bytes in the binary unit Kubernetes prints (`640Mi`), or plain bytes
@@ -460,6 +479,7 @@ mod tests {
             node_containerd_socket: NODE_CONTAINERD_SOCKET,
             max_invoke_timeout_ms: 60_000,
             idle_exit_ms: 660_000,
+            artifact_key: Some(ArtifactKey::from_bytes([9; 32])),
         }
     }
 
@@ -731,6 +751,8 @@ mod tests {
                         vars.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone())
                     })?;
                     assert_eq!(read, worker_settings(&w), "{caps} dry_run={dry_run}");
+                    assert_eq!(read.artifact_key, w.artifact_key, "the operator's key");
+                    assert_eq!(artifact_key(&p), w.artifact_key);
                     assert_eq!(
                         read.etc_access,
                         AccessProfile::for_call(&caps, dry_run, true).etc

@@ -58,6 +58,8 @@ pub struct Observed {
     pub calls: BTreeMap<String, CallState>,
     /// How long a node may wait for its worker to become Ready.
     pub start_timeout: Duration,
+    /// The task's follow-up calls (`spec.onChange`), to name their results.
+    pub follow_ups: Vec<hostplug_api::PluginCall>,
 }
 
 /// What the operator must do after writing the new status.
@@ -118,15 +120,27 @@ pub fn step(status: &mut HostTaskStatus, rollout: &RolloutSpec, obs: &Observed) 
                 n.finished_at = Some(Time(*at));
                 match outcome {
                     Ok(s) => {
-                        n.phase = NodePhase::Succeeded;
                         n.changed = s.changed;
                         n.diff = s.diff.clone();
                         n.output = Some(s.output.clone());
                         n.logs = s.logs.clone();
-                        n.message = None;
-                        actions.push(Action::NodeSucceeded {
-                            node: n.node.clone(),
-                        });
+                        n.on_change = crate::dispatch::follow_up_results(
+                            &obs.follow_ups,
+                            s.changed,
+                            &s.follow_ups,
+                        );
+                        // A failed follow-up fails the node; the main call's change and
+                        // diff stay on record.
+                        match crate::dispatch::failed_follow_up(&n.on_change) {
+                            None => {
+                                n.phase = NodePhase::Succeeded;
+                                n.message = None;
+                                actions.push(Action::NodeSucceeded {
+                                    node: n.node.clone(),
+                                });
+                            }
+                            Some(why) => fail(n, why, &Time(*at), &mut actions),
+                        }
                     }
                     Err(e) => {
                         n.logs = match e {
@@ -359,6 +373,7 @@ mod tests {
             pods: BTreeMap::new(),
             calls: BTreeMap::new(),
             start_timeout: Duration::from_secs(60),
+            follow_ups: Vec::new(),
         }
     }
 
@@ -419,6 +434,7 @@ mod tests {
                     diff: Some("+x".into()),
                     output: serde_json::json!({}),
                     logs: vec![],
+                    follow_ups: vec![],
                 }),
                 Timestamp::now(),
             ),
@@ -563,5 +579,79 @@ mod tests {
         let actions = step(&mut s, &rollout(1, 5), &o);
         assert!(calls(&actions).is_empty());
         assert_eq!(phases(&s), vec![Failed, Failed]);
+    }
+
+    /// A node whose main call changed it and whose follow-up failed is Failed with the
+    /// follow-up named, the main call's change on record and the follow-ups after it
+    /// Skipped; a node that changed nothing has every follow-up Skipped and succeeds.
+    #[test]
+    fn a_failed_follow_up_fails_its_node_and_skips_the_rest() {
+        use hostplug_api::PluginCall;
+        use hostplug_api::protocol::{ErrorKind, FollowUpOutcome, InvokeError};
+        let mut s = status(&["a", "b"]);
+        step(&mut s, &rollout(2, 5), &obs(&[("a", None), ("b", None)]));
+        let mut o = obs(&[
+            ("a", Some(WorkerState::Ready)),
+            ("b", Some(WorkerState::Ready)),
+        ]);
+        o.follow_ups = vec![
+            PluginCall::new("systemd-unit", "restart", None),
+            PluginCall::new("systemd-unit", "reload", None),
+        ];
+        step(&mut s, &rollout(2, 5), &o);
+        assert_eq!(phases(&s), vec![Running, Running]);
+        let done = |changed, follow_ups| {
+            CallState::Done(
+                Ok(Success {
+                    changed,
+                    diff: None,
+                    output: serde_json::json!({}),
+                    logs: vec![],
+                    follow_ups,
+                }),
+                Timestamp::now(),
+            )
+        };
+        o.calls.insert(
+            "a".into(),
+            done(
+                true,
+                vec![FollowUpOutcome {
+                    method: "restart".into(),
+                    outcome: None,
+                    error: Some(InvokeError::new(
+                        ErrorKind::NotFound,
+                        "no unit chrony.service",
+                    )),
+                }],
+            ),
+        );
+        o.calls.insert("b".into(), done(false, vec![]));
+        step(&mut s, &rollout(2, 5), &o);
+        assert_eq!(phases(&s), vec![Failed, Succeeded]);
+        let a = &s.nodes[0];
+        assert!(a.changed, "the main call's change stays on record");
+        let msg = a.message.clone().unwrap_or_default();
+        assert!(
+            msg.contains("onChange[0] (systemd-unit/restart) failed")
+                && msg.contains("chrony.service"),
+            "{msg}"
+        );
+        assert_eq!(
+            a.on_change.iter().map(|f| f.phase).collect::<Vec<_>>(),
+            vec![Failed, Skipped]
+        );
+        let b = &s.nodes[1];
+        assert_eq!(
+            b.on_change.iter().map(|f| f.phase).collect::<Vec<_>>(),
+            vec![Skipped, Skipped]
+        );
+        assert!(
+            b.on_change[0]
+                .message
+                .as_deref()
+                .unwrap_or("")
+                .contains("changed nothing")
+        );
     }
 }

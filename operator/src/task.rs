@@ -26,7 +26,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use futures::channel::mpsc::UnboundedReceiver;
 use hostplug_api::AccessProfile;
-use hostplug_api::protocol::InvokeRequest;
+use hostplug_api::protocol::{FollowUpRequest, InvokeRequest};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, Preconditions};
@@ -38,7 +38,7 @@ use kube::{Api, ResourceExt};
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::client::CallError;
-use crate::dispatch::Calls;
+use crate::dispatch::{Calls, FollowUp};
 use crate::plugins::LoadedPlugin;
 use crate::pool::WorkerKey;
 use crate::report::write_status;
@@ -72,11 +72,18 @@ struct Resolved {
     /// Target nodes the call cannot run on (a `$(node.…)` value they lack, parameters
     /// invalid once replaced), with why: they fail before anything is sent.
     unusable: BTreeMap<String, Invalid>,
+    /// `spec.onChange`, resolved.
+    follow_ups: Vec<FollowUp>,
 }
 
-async fn resolve(ctx: &Context, task: &HostTask) -> Result<Result<Resolved, Invalid>> {
-    let spec = &task.spec;
-    let name = &spec.http.call.api;
+/// A HostPlugin by name and its loaded module (or why it did not load).
+async fn plugin_of(
+    ctx: &Context,
+    name: &str,
+) -> Result<(
+    Option<HostPlugin>,
+    std::result::Result<Arc<LoadedPlugin>, String>,
+)> {
     let hp_api: Api<HostPlugin> = Api::all(ctx.client.clone());
     let hp = hp_api
         .get_opt(name)
@@ -86,6 +93,39 @@ async fn resolve(ctx: &Context, task: &HostTask) -> Result<Result<Resolved, Inva
         Some(hp) => ctx.plugins.resolve(&ctx.client, hp).await,
         None => Err("no HostPlugin".into()),
     };
+    Ok((hp, loaded))
+}
+
+/// The task's follow-up calls with their plugins, as of now; the first one whose plugin
+/// is missing or not loaded is the error, naming it. Validation checked each call at the
+/// generation's start; this only finds the plugins again.
+async fn follow_ups_of(
+    ctx: &Context,
+    task: &HostTask,
+) -> Result<std::result::Result<Vec<FollowUp>, String>> {
+    let mut out = Vec::with_capacity(task.spec.on_change.len());
+    for (i, call) in task.spec.on_change.iter().enumerate() {
+        let (hp, loaded) = plugin_of(ctx, &call.api).await?;
+        let (Some(hp), Ok(loaded)) = (hp, loaded) else {
+            return Ok(Err(format!(
+                "spec.onChange[{i}].api: plugin {:?} is not ready",
+                call.api
+            )));
+        };
+        let mutates = loaded.info.method(&call.method).is_none_or(|m| m.mutates);
+        out.push(FollowUp {
+            call: call.clone(),
+            access: AccessProfile::for_call(&hp.spec.capabilities, task.spec.dry_run, mutates),
+            loaded,
+        });
+    }
+    Ok(Ok(out))
+}
+
+async fn resolve(ctx: &Context, task: &HostTask) -> Result<Result<Resolved, Invalid>> {
+    let spec = &task.spec;
+    let name = &spec.http.call.api;
+    let (hp, loaded) = plugin_of(ctx, name).await?;
     let view = PluginView {
         spec: hp.as_ref().map(|h| &h.spec),
         loaded: match &loaded {
@@ -135,11 +175,51 @@ async fn resolve(ctx: &Context, task: &HostTask) -> Result<Result<Resolved, Inva
             }
         }
     }
+    // The follow-ups, each checked as the main call is, naming `spec.onChange[i]`.
+    let mut follow_ups = Vec::with_capacity(spec.on_change.len());
+    for (i, call) in spec.on_change.iter().enumerate() {
+        let site = CallSite::TaskOnChange(i);
+        let (f_hp, f_loaded) = plugin_of(ctx, &call.api).await?;
+        let view = PluginView {
+            spec: f_hp.as_ref().map(|h| &h.spec),
+            loaded: match &f_loaded {
+                Ok(l) => Ok(&l.info),
+                Err(e) => Err(e.as_str()),
+            },
+        };
+        let method = match validate::check_call(call, site, view, spec.dry_run) {
+            Ok(m) => m.clone(),
+            Err(e) => return Ok(Err(e)),
+        };
+        let (Some(f_hp), Ok(f_loaded)) = (f_hp, f_loaded) else {
+            return Ok(Err(Invalid::new(
+                site.field("api"),
+                format!("plugin {:?} is not ready", call.api),
+            )));
+        };
+        let f_values = match crate::values::read(&ctx.client, call, site, Some(&ns)).await? {
+            Ok(v) => v,
+            Err(e) => return Ok(Err(e)),
+        };
+        if validate::has_references(&call.params()) {
+            for view in views.iter().filter(|v| targets.contains(&v.name)) {
+                if let Err(e) = f_values.params_for(call, site, &method, view) {
+                    unusable.entry(view.name.clone()).or_insert(e);
+                }
+            }
+        }
+        follow_ups.push(FollowUp {
+            call: call.clone(),
+            access: AccessProfile::for_call(&f_hp.spec.capabilities, spec.dry_run, method.mutates),
+            loaded: f_loaded,
+        });
+    }
     Ok(Ok(Resolved {
         plugin: hp,
         loaded,
         targets,
         unusable,
+        follow_ups,
     }))
 }
 
@@ -223,15 +303,9 @@ async fn advance(
     mut status: HostTaskStatus,
 ) -> Result<Action> {
     let call = &task.spec.http.call;
-    let plugin_api: Api<HostPlugin> = Api::all(ctx.client.clone());
-    let hp = plugin_api
-        .get_opt(&call.api)
-        .await
-        .map_err(Error::kube("reading HostPlugin"))?;
-    let loaded = match &hp {
-        Some(hp) => ctx.plugins.resolve(&ctx.client, hp).await.ok(),
-        None => None,
-    };
+    let (hp, loaded) = plugin_of(ctx, &call.api).await?;
+    let loaded = loaded.ok();
+    let follow_ups = follow_ups_of(ctx, task).await?;
     let pinned = status.plugin.as_ref().map(|p| p.digest.clone());
     let plugin_ok = match (&hp, &loaded) {
         (Some(_), Some(l)) => pinned.as_deref() == Some(l.digest.to_string().as_str()),
@@ -245,7 +319,13 @@ async fn advance(
         .as_ref()
         .and_then(|l| l.info.method(&call.method))
         .is_none_or(|m| m.mutates);
-    let profile = AccessProfile::for_call(&caps, task.spec.dry_run, mutates);
+    let main_access = AccessProfile::for_call(&caps, task.spec.dry_run, mutates);
+    // A call with follow-ups runs on a worker with the union of their access; each call
+    // gets only its own (the request carries it).
+    let profile = match &follow_ups {
+        Ok(f) => crate::dispatch::sequence_profile(main_access, f),
+        Err(_) => main_access,
+    };
 
     // What the rollout looks at.
     let me = ObjectRef::from_obj(task);
@@ -280,6 +360,7 @@ async fn advance(
         pods,
         calls: calls.clone(),
         start_timeout: ctx.config.pod_start_timeout(),
+        follow_ups: task.spec.on_change.clone(),
     };
     let rollout_spec = task.spec.rollout.clone().unwrap_or_default();
     let steps = rollout::step(&mut status, &rollout_spec, &observed);
@@ -332,6 +413,8 @@ async fn advance(
                         pod,
                         resume,
                         registry_auth_declared: caps.registry_auth,
+                        access: main_access,
+                        follow_ups: follow_ups.clone(),
                     };
                     spawn_run(ctx, task, Arc::clone(loaded), run);
                 }
@@ -383,7 +466,7 @@ async fn start_generation(ctx: &Context, task: &HostTask, generation: i64) -> Re
     };
     // The namespace, plugin and method rules first: a namespace no policy covers learns
     // nothing about the plugins (validation would tell).
-    if let Err(denied) = crate::policy::check(ctx, task, false, &[]).await? {
+    if let Err(denied) = crate::policy::check(ctx, task, &[], &[]).await? {
         return deny(ctx, task, status, &denied).await;
     }
     match resolve(ctx, task).await? {
@@ -413,17 +496,26 @@ async fn start_generation(ctx: &Context, task: &HostTask, generation: i64) -> Re
         }
         Ok(r) => {
             // The policy: may this namespace run this, there? Decided before any worker.
-            let mutating = !task.spec.dry_run
-                && r.loaded
-                    .info
-                    .method(&task.spec.http.call.method)
-                    .is_none_or(|m| m.mutates);
+            let main_mutates = r
+                .loaded
+                .info
+                .method(&task.spec.http.call.method)
+                .is_none_or(|m| m.mutates);
+            let mutating: Vec<bool> = std::iter::once(main_mutates)
+                .chain(r.follow_ups.iter().map(|f| {
+                    f.loaded
+                        .info
+                        .method(&f.call.method)
+                        .is_none_or(|m| m.mutates)
+                }))
+                .map(|m| m && !task.spec.dry_run)
+                .collect();
             let targets: Vec<NodeView> = ctx
                 .node_views()
                 .into_iter()
                 .filter(|n| r.targets.contains(&n.name))
                 .collect();
-            if let Err(denied) = crate::policy::check(ctx, task, mutating, &targets).await? {
+            if let Err(denied) = crate::policy::check(ctx, task, &mutating, &targets).await? {
                 return deny(ctx, task, status, &denied).await;
             }
             status.plugin = Some(PluginRef {
@@ -564,7 +656,7 @@ pub fn per_task_key(namespace: &str, name: &str) -> String {
 /// The invocation id of a node's call: the same for every attempt and every operator
 /// process, so a worker recognises a repeat.
 pub fn invocation_id(uid: &str, generation: i64, node: &str) -> String {
-    format!("{uid}/{generation}/{node}")
+    hostplug_api::protocol::task_invocation_id(uid, generation, node)
 }
 
 /// One node's call, as a step of the rollout decided it.
@@ -575,6 +667,10 @@ struct Run {
     resume: bool,
     /// Whether the HostPlugin declares `registryAuth` (as of this reconcile).
     registry_auth_declared: bool,
+    /// What the main call may touch.
+    access: AccessProfile,
+    /// `spec.onChange` resolved, or why a plugin of it is not ready (the node fails).
+    follow_ups: std::result::Result<Vec<FollowUp>, String>,
 }
 
 /// Sends one node's call in the background, under a lease on its worker; the outcome
@@ -585,6 +681,8 @@ fn spawn_run(ctx: &Arc<Context>, task: &HostTask, loaded: Arc<LoadedPlugin>, run
         pod,
         resume,
         registry_auth_declared,
+        access,
+        follow_ups,
     } = run;
     let (uid, generation, node) = &key;
     let mut req = InvokeRequest::for_call(
@@ -594,6 +692,7 @@ fn spawn_run(ctx: &Arc<Context>, task: &HostTask, loaded: Arc<LoadedPlugin>, run
         task.spec.timeout_seconds,
         Some(invocation_id(uid, *generation, node)),
     );
+    req.access = Some(access);
     let namespace = task.namespace().unwrap_or_default();
     let spec = task.spec.clone();
     if resume {
@@ -609,7 +708,7 @@ fn spawn_run(ctx: &Arc<Context>, task: &HostTask, loaded: Arc<LoadedPlugin>, run
             // The vars and the credentials are read per call (a rotated Secret is used at
             // once) and live only in this request; validation already checked the plugin
             // declares the credentials.
-            let values = crate::values::read(
+            let mut values = crate::values::read(
                 &ctx.client,
                 &spec.http.call,
                 CallSite::Task,
@@ -618,6 +717,21 @@ fn spawn_run(ctx: &Arc<Context>, task: &HostTask, loaded: Arc<LoadedPlugin>, run
             .await
             .map_err(|e| CallError::NotSent(e.to_string()))?
             .map_err(|invalid| CallError::NotSent(invalid.to_string()))?;
+            let follow_ups = follow_ups.map_err(CallError::NotSent)?;
+            let mut follow_up_values = Vec::with_capacity(follow_ups.len());
+            for (i, f) in follow_ups.iter().enumerate() {
+                let v = crate::values::read(
+                    &ctx.client,
+                    &f.call,
+                    CallSite::TaskOnChange(i),
+                    Some(&namespace),
+                )
+                .await
+                .map_err(|e| CallError::NotSent(e.to_string()))?
+                .map_err(|invalid| CallError::NotSent(invalid.to_string()))?;
+                values.mask_also(&v);
+                follow_up_values.push(v);
+            }
             let send = async {
                 let method = loaded
                     .info
@@ -639,7 +753,29 @@ fn spawn_run(ctx: &Arc<Context>, task: &HostTask, loaded: Arc<LoadedPlugin>, run
                 };
                 req.registry_auth =
                     creds.map_err(|invalid| CallError::NotSent(invalid.to_string()))?;
-                crate::dispatch::send(&ctx, &lease, &loaded, &req).await
+                for (i, (f, v)) in follow_ups.iter().zip(&follow_up_values).enumerate() {
+                    let site = CallSite::TaskOnChange(i);
+                    let method = f.loaded.info.method(&f.call.method).ok_or_else(|| {
+                        CallError::NotSent(format!(
+                            "{}: the plugin lost its method",
+                            site.field("method")
+                        ))
+                    })?;
+                    req.on_change.push(FollowUpRequest {
+                        digest: f.loaded.digest.to_string(),
+                        method: f.call.method.clone(),
+                        params: v
+                            .params_for(&f.call, site, method, &view)
+                            .map_err(|invalid| CallError::NotSent(invalid.to_string()))?,
+                        access: Some(f.access),
+                        // From the plugin's capabilities, in `dispatch::send`.
+                        systemd: None,
+                    });
+                }
+                let plugins: Vec<&LoadedPlugin> = std::iter::once(&*loaded)
+                    .chain(follow_ups.iter().map(|f| &*f.loaded))
+                    .collect();
+                crate::dispatch::send(&ctx, &lease, &plugins, &req).await
             };
             let outcome = send.await;
             Ok::<_, CallError>((outcome, values))
@@ -743,6 +879,7 @@ mod tests {
                 diff: None,
                 output: serde_json::json!({}),
                 logs: vec![],
+                follow_ups: vec![],
             }),
         );
         let seen = of(&runs, "u", 1);

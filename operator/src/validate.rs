@@ -21,6 +21,8 @@ pub enum CallSite {
     Task,
     /// A HostState's `spec.steps[i]`.
     Step(usize),
+    /// A HostTask's `spec.onChange[i]`.
+    TaskOnChange(usize),
 }
 
 impl CallSite {
@@ -29,13 +31,14 @@ impl CallSite {
         match self {
             Self::Task => format!("spec.http.{name}"),
             Self::Step(i) => format!("spec.steps[{i}].{name}"),
+            Self::TaskOnChange(i) => format!("spec.onChange[{i}].{name}"),
         }
     }
 
     /// How the resource runs a mutating method without writing.
     fn without_writing(self) -> &'static str {
         match self {
-            Self::Task => "run it with spec.dryRun: true",
+            Self::Task | Self::TaskOnChange(_) => "run it with spec.dryRun: true",
             Self::Step(_) => "use spec.mode: Audit",
         }
     }

@@ -234,8 +234,14 @@ impl CallValues {
         Invalid::new(e.field, self.mask(&e.problem))
     }
 
+    /// Adds `other`'s values from Secrets to those [`Self::mask_outcome`] masks: a call
+    /// and its follow-ups share one outcome, masked once with all of them.
+    pub fn mask_also(&mut self, other: &CallValues) {
+        self.secrets.extend(other.secrets.iter().cloned());
+    }
+
     /// A call's outcome with the values from Secrets masked (diff, output, log tail,
-    /// error messages).
+    /// error messages, and the same of its follow-ups).
     pub fn mask_outcome(&self, outcome: NodeOutcome) -> NodeOutcome {
         use crate::client::CallError;
         if self.secrets.is_empty() {
@@ -247,6 +253,21 @@ impl CallValues {
                 s.diff = s.diff.map(m);
                 s.output = expand::mask_json(&s.output, &self.secrets);
                 s.logs = s.logs.into_iter().map(m).collect();
+                for f in &mut s.follow_ups {
+                    if let Some(o) = &mut f.outcome {
+                        o.diff = o.diff.take().map(m);
+                        o.output = expand::mask_json(&o.output, &self.secrets);
+                        for l in &mut o.logs {
+                            l.message = m(std::mem::take(&mut l.message));
+                        }
+                    }
+                    if let Some(e) = &mut f.error {
+                        e.message = m(std::mem::take(&mut e.message));
+                        for l in &mut e.logs {
+                            l.message = m(std::mem::take(&mut l.message));
+                        }
+                    }
+                }
                 Ok(s)
             }
             Err(CallError::Plugin(mut e)) => {

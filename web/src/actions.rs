@@ -199,6 +199,10 @@ pub async fn edit_task(
         ));
     }
     let plugins = state.cluster.list_plugins().await?;
+    // The form does not show `rerun` (a counter only `kubectl hostplug rerun` raises):
+    // keep it, so an edit changes only what was edited.
+    let mut spec = spec;
+    spec.rerun = current.spec.rerun;
     let request = TaskRequest {
         name: name.to_owned(),
         spec,

@@ -7,7 +7,7 @@
 
 use axum::{
     Json, Router,
-    extract::{Path, State, rejection::JsonRejection},
+    extract::{Path, Query, State, rejection::JsonRejection},
     http::StatusCode,
     response::{IntoResponse, Response},
     routing::get,
@@ -24,6 +24,7 @@ use crate::{
     auth::{AuthUser, ClientIp},
     cluster::{NodeView, PluginView, TaskRequest, TaskView, parse_target_type},
     error::{AppError, AppResult},
+    fleet::{self, NodeMatch},
     state::AppState,
 };
 
@@ -37,6 +38,7 @@ pub fn routes() -> Router<AppState> {
         .route("/tasks", get(list_tasks).post(create_task))
         .route("/tasks/{name}", get(get_task).delete(delete_task))
         .route("/nodes", get(list_nodes))
+        .route("/nodes/match", get(match_nodes))
 }
 
 /// Who the caller is.
@@ -189,6 +191,8 @@ async fn create_task(
             rollout: body.rollout,
             ttl_seconds_after_finished: body.ttl_seconds_after_finished,
             registry_auth: None,
+            rerun: 0,
+            on_change: Vec::new(),
         },
     };
     let task = actions::create_task(&state, &user, &ip, request).await?;
@@ -210,6 +214,34 @@ async fn list_nodes(
     _user: AuthUser,
 ) -> AppResult<Json<Vec<NodeView>>> {
     Ok(Json(state.cluster.list_nodes().await?))
+}
+
+/// Query of `GET /api/v1/nodes/match`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MatchQuery {
+    /// `Master`, `Node` or `All`.
+    #[serde(default)]
+    pub target_type: String,
+    /// A label selector as `kubectl -l` takes it (requirements separated by commas or
+    /// lines); empty: every node of the role.
+    #[serde(default)]
+    pub selector: String,
+}
+
+/// The nodes a role and a selector pick now, by the operator's own rule: the new-task
+/// form's live count.
+async fn match_nodes(
+    State(state): State<AppState>,
+    _user: AuthUser,
+    Query(query): Query<MatchQuery>,
+) -> AppResult<Json<NodeMatch>> {
+    let role = parse_target_type(&query.target_type)
+        .ok_or_else(|| AppError::BadRequest("targetType is one of Master, Node, All".to_owned()))?;
+    let nodes = state.cluster.list_nodes().await?;
+    fleet::match_nodes(&nodes, role, &query.selector)
+        .map(Json)
+        .map_err(AppError::BadRequest)
 }
 
 async fn openapi() -> Response {

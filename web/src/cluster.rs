@@ -402,8 +402,10 @@ pub fn node_view(node: &Node) -> NodeView {
     NodeView {
         labels: labels.clone(),
         name: node.name_any(),
-        control_plane: labels.contains_key("node-role.kubernetes.io/control-plane")
-            || labels.contains_key("node-role.kubernetes.io/master"),
+        // The operator's rule of what a control-plane node is.
+        control_plane: hostplug_api::call::CONTROL_PLANE_LABELS
+            .iter()
+            .any(|l| labels.contains_key(*l)),
         ready: node
             .status
             .as_ref()

@@ -15,6 +15,7 @@ pub mod auth;
 pub mod cluster;
 pub mod db;
 pub mod error;
+pub mod fleet;
 pub mod limits;
 pub mod pages;
 pub mod schema;
@@ -104,6 +105,7 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/plugins", get(catalog::plugins))
         .route("/states", get(states::states))
+        .route("/states/{name}", get(states::state_detail))
         .route("/states/{name}/mode/{mode}", post(states::set_mode))
         .route("/tasks", get(tasks::tasks).post(tasks::create_task))
         .route("/tasks/rows", get(tasks::task_rows))

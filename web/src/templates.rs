@@ -4,6 +4,7 @@
 
 use askama::Template;
 
+pub use crate::fleet::{FilterChip, Pager};
 use crate::{
     auth::AuthUser,
     cluster::{NodeView, PluginView, TaskView},
@@ -237,6 +238,17 @@ pub struct TaskPage {
     pub percent: i64,
     /// What is moving now, e.g. `1 starting, 2 running`; empty when nothing is.
     pub in_flight: String,
+    /// Every node's name, phase and its class, for the strip above the cards — only for a
+    /// task of one page of nodes (a larger one has the phase filter).
+    pub strip: Vec<(String, String, &'static str)>,
+    /// The phase filter: all, and each phase with its count.
+    pub chips: Vec<FilterChip>,
+    /// Where `nodes` are among the (filtered) nodes.
+    pub pager: Pager,
+    /// The phase filter in force, or empty.
+    pub phase: String,
+    /// The live stream of this page (the same filter and page).
+    pub live_url: String,
 }
 
 /// The live part of a task's page alone (`task_detail.html`), as `/tasks/{name}/live`
@@ -273,6 +285,10 @@ pub struct NewTaskPage {
     pub mutates: bool,
     pub items: Vec<FormItem>,
     pub nodes: Vec<NodeView>,
+    /// The live count's first text: the nodes the role and selector pick now.
+    pub role_match: String,
+    /// Whether `role_match` is an error (a selector that does not parse).
+    pub role_match_failed: bool,
     pub selected_nodes: Vec<String>,
     pub target: String,
     pub role: String,

@@ -42,11 +42,86 @@
       if (radio) { radio.checked = true; }
     });
   }
-  if (roleSelect) {
-    roleSelect.addEventListener("change", function () {
+  var selectorBox = document.getElementById("node-selector");
+  [roleSelect, selectorBox].forEach(function (control) {
+    if (!control) { return; }
+    control.addEventListener(control === roleSelect ? "change" : "input", function () {
       var radio = document.getElementById("target-role");
       if (radio) { radio.checked = true; }
     });
+  });
+
+  // The node picker at fleet size: a filter (every word typed must appear in the node's
+  // name or one of its labels), "tick shown", "clear", and the counts kept current.
+  var picker = document.getElementById("node-picker");
+  var filter = document.getElementById("node-filter");
+  if (picker && filter) {
+    var items = Array.prototype.slice.call(picker.querySelectorAll("li.node-choice"));
+    var shownText = document.getElementById("node-shown");
+    var tickedText = document.getElementById("nodes-ticked");
+    var countTicked = function () {
+      var n = picker.querySelectorAll("input[name=nodes]:checked").length;
+      tickedText.textContent = n + " ticked";
+    };
+    var applyFilter = function () {
+      var words = filter.value.toLowerCase().split(/\s+/).filter(Boolean);
+      var shown = 0;
+      items.forEach(function (li) {
+        var text = (li.getAttribute("data-search") || "").toLowerCase();
+        var ok = words.every(function (w) { return text.indexOf(w) !== -1; });
+        li.hidden = !ok;
+        if (ok) { shown += 1; }
+      });
+      shownText.textContent = words.length
+        ? shown + " of " + items.length + " nodes shown"
+        : items.length + " nodes";
+    };
+    filter.addEventListener("input", applyFilter);
+    // Enter filters; it does not submit the task.
+    filter.addEventListener("keydown", function (event) {
+      if (event.key === "Enter") { event.preventDefault(); }
+    });
+    document.getElementById("nodes-tick-shown").addEventListener("click", function () {
+      items.forEach(function (li) { if (!li.hidden) { li.querySelector("input").checked = true; } });
+      var radio = document.getElementById("target-nodes");
+      if (radio) { radio.checked = true; }
+      countTicked();
+    });
+    document.getElementById("nodes-clear").addEventListener("click", function () {
+      items.forEach(function (li) { li.querySelector("input").checked = false; });
+      countTicked();
+    });
+    picker.addEventListener("change", countTicked);
+    document.getElementById("node-tools").hidden = false;
+  }
+
+  // The live count of the nodes a role and a selector pick, asked of the console (which
+  // applies the operator's own rule) a moment after each change.
+  var match = document.getElementById("role-match");
+  if (match && roleSelect && selectorBox && window.fetch) {
+    var timer = null;
+    var asked = 0;
+    var count = function () {
+      var mine = ++asked;
+      var url = match.getAttribute("data-url") +
+        "?targetType=" + encodeURIComponent(roleSelect.value) +
+        "&selector=" + encodeURIComponent(selectorBox.value);
+      fetch(url, { credentials: "same-origin", headers: { "Accept": "application/json" } })
+        .then(function (response) {
+          return response.json().then(function (body) { return { ok: response.ok, body: body }; });
+        })
+        .then(function (answer) {
+          if (mine !== asked) { return; }
+          var error = answer.body && answer.body.error;
+          match.textContent = answer.ok ? answer.body.summary : (error && error.message) || "cannot count";
+          match.classList.toggle("bad", !answer.ok);
+          match.setAttribute("data-matched", answer.ok ? String(answer.body.matched) : "");
+        })
+        .catch(function () { match.classList.add("bad"); });
+    };
+    var later = function () { clearTimeout(timer); timer = setTimeout(count, 250); };
+    roleSelect.addEventListener("change", later);
+    selectorBox.addEventListener("input", later);
   }
 
   // The task list refreshes itself: long-poll the rows fragment, which answers as soon
@@ -89,7 +164,7 @@
     var period = parseInt(detail.getAttribute("data-refresh"), 10) || 3000;
     setLive("polling", "Refreshing every " + Math.round(period / 1000) + " s.");
     var refresh = function () {
-      fetch(window.location.pathname, { credentials: "same-origin" })
+      fetch(window.location.pathname + window.location.search, { credentials: "same-origin" })
         .then(function (response) { return response.ok ? response.text() : Promise.reject(); })
         .then(function (html) {
           var doc = new DOMParser().parseFromString(html, "text/html");

@@ -796,3 +796,371 @@ async fn a_documented_enum_is_a_select_and_a_bad_value_is_refused() -> anyhow::R
     h.shutdown().await?;
     Ok(())
 }
+
+/// Worker nodes of the fleet test: the console must stay usable at this size (issue 22).
+const FLEET_NODES: usize = 200;
+/// The laptop width the console must fit without horizontal scrolling.
+const FLEET_WIDTH: u32 = 1366;
+
+/// The fleet test's labels of `nodeN`: a zone (a–d), a disk (every third `ssd`), and a
+/// long topology label, so folded labels and long values are exercised.
+fn fleet_labels(i: usize) -> serde_json::Value {
+    let zone = ["a", "b", "c", "d"][i % 4];
+    serde_json::json!({
+        "zone": zone,
+        "disk": if i.is_multiple_of(3) { "ssd" } else { "hdd" },
+        "topology.hostplug.example/rack-position-in-the-datacenter-hall":
+            format!("row-{:03}-rack-{:02}-unit-{:02}-a-rather-long-label-value", i / 20, i % 20, i % 7),
+    })
+}
+
+/// Elements on the page that reach past the right edge of the viewport without a
+/// scrolling or clipping box around them (a `pre` that scrolls inside itself is fine),
+/// and whether the document itself scrolls sideways. Empty and `false`: nothing overflows.
+const OVERFLOW_SCRIPT: &str = r##"
+const width = document.documentElement.clientWidth;
+const clipped = (el) => {
+  for (let p = el.parentElement; p && p !== document.body; p = p.parentElement) {
+    const o = getComputedStyle(p).overflowX;
+    if (o !== "visible") { return true; }
+  }
+  return false;
+};
+const offenders = [];
+for (const el of document.body.querySelectorAll("*")) {
+  const r = el.getBoundingClientRect();
+  if (r.width === 0 || r.height === 0) { continue; }
+  if (r.right > width + 1 && !clipped(el)) {
+    offenders.push(el.tagName.toLowerCase() + (el.id ? "#" + el.id : "") +
+      (el.className && typeof el.className === "string" ? "." + el.className.split(" ").join(".") : "") +
+      " right=" + Math.round(r.right));
+  }
+}
+return {
+  viewport: width,
+  scrollWidth: document.documentElement.scrollWidth,
+  offenders: offenders.slice(0, 20),
+};
+"##;
+
+/// The browser's own timing and size of the page it shows (Navigation Timing).
+const TIMING_SCRIPT: &str = r#"
+const n = performance.getEntriesByType("navigation")[0];
+return {
+  server_ms: n.responseStart - n.requestStart,
+  loaded_ms: n.domContentLoadedEventEnd - n.startTime,
+  bytes: n.decodedBodySize,
+  elements: document.getElementsByTagName("*").length,
+};
+"#;
+
+/// Fails when the page shown scrolls sideways at [`FLEET_WIDTH`] or an element reaches
+/// past the viewport; saves a screenshot; prints the page's size and timing.
+async fn fits_the_screen(b: &Browser, shot_name: &str) -> anyhow::Result<()> {
+    shot(b, shot_name).await?;
+    let o = b.execute(OVERFLOW_SCRIPT).await.map_err(wd)?;
+    let viewport = o["viewport"].as_i64().unwrap_or_default();
+    let scroll = o["scrollWidth"].as_i64().unwrap_or_default();
+    let offenders = o["offenders"].as_array().cloned().unwrap_or_default();
+    let t = b.execute(TIMING_SCRIPT).await.map_err(wd)?;
+    eprintln!(
+        "{shot_name}: {} bytes of HTML, {} elements, server {:.0} ms, DOM ready {:.0} ms, {viewport} px wide",
+        t["bytes"],
+        t["elements"],
+        t["server_ms"].as_f64().unwrap_or_default(),
+        t["loaded_ms"].as_f64().unwrap_or_default()
+    );
+    assert!(
+        viewport > 1000,
+        "{shot_name}: the viewport is {viewport} px, not a laptop's"
+    );
+    assert!(
+        scroll <= viewport && offenders.is_empty(),
+        "{shot_name}: the page is {scroll} px wide in a {viewport} px viewport; past the edge: {offenders:?}"
+    );
+    Ok(())
+}
+
+/// Reads an element's text, waiting until `ok` accepts it (the page updates itself).
+async fn wait_text(b: &Browser, css: &str, ok: impl Fn(&str) -> bool) -> anyhow::Result<String> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = b.find(css).await.map_err(wd)?.text().await.map_err(wd)?;
+        if ok(&text) {
+            return Ok(text);
+        }
+        if Instant::now() > deadline {
+            bail!("{css} reads {text:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The console with 200 nodes, each with three labels, in a 1366 px wide browser: the
+/// new-task form lists them with their labels folded, filters them by name or label,
+/// ticks the shown ones, and counts live the nodes a role and a selector pick (the
+/// operator's rule); a task over all 200 and a HostState drifted on all 200 show their
+/// nodes 50 a page, filtered by phase or sync state. No page scrolls sideways. Page
+/// sizes and timings are printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_at_200_nodes_fits_a_laptop_screen() -> anyhow::Result<()> {
+    use k8s_openapi::api::core::v1::Node;
+    use kube::api::{Api, Patch, PatchParams};
+
+    let h = Harness::start_with(Some(FLEET_NODES), &[]).await?;
+    let nodes: Api<Node> = Api::all(h.admin.clone());
+    for i in 1..=FLEET_NODES {
+        nodes
+            .patch(
+                &format!("node{i}"),
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({"metadata": {"labels": fleet_labels(i)}})),
+            )
+            .await
+            .with_context(|| format!("labelling node{i}"))?;
+    }
+    // A state whose one line every node lacks, long enough to need its own scrolling:
+    // drifted everywhere, with a diff per node.
+    let long_line = format!("server ntp.fleet.example iburst # {}", "x".repeat(180));
+    h.apply(&format!(
+        r#"apiVersion: hostplug.dev/v1alpha1
+kind: HostState
+metadata:
+  name: fleet-audit
+spec:
+  targetType: Node
+  mode: Audit
+  intervalSeconds: 3600
+  steps:
+    - api: etc-file
+      method: ensure-line
+      parameter:
+        path: /etc/fleet.conf
+        line: "{long_line}"
+        create: true
+  rollout: {{maxParallel: 50, maxFailures: 0}}
+"#
+    ))
+    .await?;
+    h.apply(
+        r#"apiVersion: hostplug.dev/v1alpha1
+kind: HostTask
+metadata:
+  name: fleet-line
+  namespace: hostplug-system
+spec:
+  targetType: Node
+  http:
+    api: etc-file
+    method: ensure-line
+    parameter: {path: /etc/fleet-task.conf, line: "fleet = true", create: true}
+  rollout: {maxParallel: 50, maxFailures: 0}
+"#,
+    )
+    .await?;
+
+    let console = start_console(&h).await?;
+    let b = Browser::start().await.map_err(wd)?;
+    b.set_window_size(FLEET_WIDTH, 900).await.map_err(wd)?;
+    register_and_log_in(&b, &console, false).await?;
+    let url = |path: &str| format!("{}{}", console.url, path);
+
+    // The form: every node, labels folded, a filter, and the live count.
+    b.goto(&url("/tasks/new?plugin=etc-file&method=ensure-line"))
+        .await
+        .map_err(wd)?;
+    b.wait_for("#node-filter", Duration::from_secs(10))
+        .await
+        .map_err(wd)?;
+    let all = FLEET_NODES + 1;
+    assert_eq!(
+        b.find_all("#node-list li.node-choice")
+            .await
+            .map_err(wd)?
+            .len(),
+        all
+    );
+    wait_text(&b, "#node-shown", |t| t == format!("{all} nodes")).await?;
+    fits_the_screen(&b, "20-fleet-new-task").await?;
+    // Labels are folded: open one node's.
+    b.find("li.node-choice[data-node='node7'] details.labels summary")
+        .await
+        .map_err(wd)?
+        .click()
+        .await
+        .map_err(wd)?;
+    let labels = b
+        .find("li.node-choice[data-node='node7'] details.labels")
+        .await
+        .map_err(wd)?
+        .text()
+        .await
+        .map_err(wd)?;
+    assert!(
+        labels.contains("zone=d") && labels.contains("rack-position"),
+        "{labels}"
+    );
+    fits_the_screen(&b, "21-fleet-labels-open").await?;
+
+    // Filter by two words: a label and a value.
+    b.find("#node-filter")
+        .await
+        .map_err(wd)?
+        .fill("zone=b ssd")
+        .await
+        .map_err(wd)?;
+    let picked: Vec<usize> = (1..=FLEET_NODES)
+        .filter(|i| i % 4 == 1 && i.is_multiple_of(3))
+        .collect();
+    wait_text(&b, "#node-shown", |t| {
+        t == format!("{} of {all} nodes shown", picked.len())
+    })
+    .await?;
+    b.find("#nodes-tick-shown")
+        .await
+        .map_err(wd)?
+        .click()
+        .await
+        .map_err(wd)?;
+    wait_text(&b, "#nodes-ticked", |t| {
+        t == format!("{} ticked", picked.len())
+    })
+    .await?;
+    let ticked = b
+        .execute(
+            "return Array.from(document.querySelectorAll('#node-list input[name=nodes]:checked')).map(i => i.value);",
+        )
+        .await
+        .map_err(wd)?;
+    let mut ticked: Vec<String> = serde_json::from_value(ticked)?;
+    ticked.sort();
+    let mut expected: Vec<String> = picked.iter().map(|i| format!("node{i}")).collect();
+    expected.sort();
+    assert_eq!(ticked, expected, "the ticked nodes");
+    fits_the_screen(&b, "22-fleet-filtered").await?;
+
+    // A role and a selector: the live count applies the operator's rule.
+    b.find("#target-role")
+        .await
+        .map_err(wd)?
+        .click()
+        .await
+        .map_err(wd)?;
+    b.find("#node-selector")
+        .await
+        .map_err(wd)?
+        .fill("zone in (a, c)\ndisk=ssd")
+        .await
+        .map_err(wd)?;
+    let matched = (1..=FLEET_NODES)
+        .filter(|i| i.is_multiple_of(2) && i.is_multiple_of(3))
+        .count();
+    wait_text(&b, "#role-match", |t| {
+        t.starts_with(&format!("{matched} of {all} nodes match: "))
+    })
+    .await?;
+    b.find("#node-selector")
+        .await
+        .map_err(wd)?
+        .fill("zone in a")
+        .await
+        .map_err(wd)?;
+    wait_text(&b, "#role-match", |t| t.starts_with("nodeSelector:")).await?;
+    fits_the_screen(&b, "23-fleet-role-count").await?;
+
+    // The task over 200 nodes: four pages of 50, a phase filter.
+    h.wait_finished("fleet-line").await?;
+    b.goto(&url("/tasks/fleet-line")).await.map_err(wd)?;
+    b.wait_for("nav.pager", Duration::from_secs(10))
+        .await
+        .map_err(wd)?;
+    assert_eq!(b.find_all("article.card.node").await.map_err(wd)?.len(), 50);
+    let pager = b
+        .find("nav.pager .pager-where")
+        .await
+        .map_err(wd)?
+        .text()
+        .await
+        .map_err(wd)?;
+    assert_eq!(pager, format!("Nodes 1–50 of {FLEET_NODES} · page 1 of 4"));
+    let chip = b
+        .find("nav.chips a[data-filter='Succeeded']")
+        .await
+        .map_err(wd)?
+        .text()
+        .await
+        .map_err(wd)?;
+    assert_eq!(chip, format!("Succeeded {FLEET_NODES}"));
+    fits_the_screen(&b, "24-fleet-task").await?;
+    b.find("nav.pager .pager-next")
+        .await
+        .map_err(wd)?
+        .click()
+        .await
+        .map_err(wd)?;
+    wait_text(&b, "nav.pager .pager-where", |t| t.contains("51–100")).await?;
+    b.goto(&url("/tasks/fleet-line?phase=Succeeded&page=4"))
+        .await
+        .map_err(wd)?;
+    wait_text(&b, "nav.pager .pager-where", |t| {
+        t == format!("Nodes 151–200 of {FLEET_NODES} · page 4 of 4")
+    })
+    .await?;
+    fits_the_screen(&b, "25-fleet-task-page-4").await?;
+    b.goto(&url("/tasks/fleet-line?phase=Failed"))
+        .await
+        .map_err(wd)?;
+    wait_text(&b, "p.empty", |t| t == "No node is Failed.").await?;
+
+    // The state drifted on every node: the list shows its first 50, its page the rest.
+    let states: Api<hostplug_api::state::HostState> = Api::all(h.admin.clone());
+    let deadline = Instant::now() + TASK_WAIT;
+    loop {
+        let s = states.get("fleet-audit").await?;
+        let drifted = s.status.as_ref().map_or(0, |st| st.nodes_drifted);
+        if drifted == FLEET_NODES as i32 {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("fleet-audit: {drifted} nodes drifted: {:?}", s.status);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    b.goto(&url("/states")).await.map_err(wd)?;
+    b.wait_for("#state-fleet-audit", Duration::from_secs(10))
+        .await
+        .map_err(wd)?;
+    assert_eq!(
+        b.find_all("#state-fleet-audit tbody tr[data-node]")
+            .await
+            .map_err(wd)?
+            .len(),
+        50
+    );
+    fits_the_screen(&b, "26-fleet-states").await?;
+    b.goto(&url("/states/fleet-audit?sync=Drifted&page=3"))
+        .await
+        .map_err(wd)?;
+    wait_text(&b, "nav.pager .pager-where", |t| {
+        t == format!("Nodes 101–150 of {FLEET_NODES} · page 3 of 4")
+    })
+    .await?;
+    b.find("#state-fleet-audit tbody tr[data-node] details summary")
+        .await
+        .map_err(wd)?
+        .click()
+        .await
+        .map_err(wd)?;
+    fits_the_screen(&b, "27-fleet-state-page-3-diff-open").await?;
+
+    // The task list.
+    b.goto(&url("/tasks")).await.map_err(wd)?;
+    b.wait_for("#tasks", Duration::from_secs(10))
+        .await
+        .map_err(wd)?;
+    fits_the_screen(&b, "28-fleet-tasks").await?;
+
+    drop(b);
+    h.shutdown().await?;
+    Ok(())
+}

@@ -1133,6 +1133,8 @@ fn full_dry_run_spec() -> HostTaskSpec {
         }),
         ttl_seconds_after_finished: Some(600),
         registry_auth: None,
+        rerun: 2,
+        on_change: Vec::new(),
     }
 }
 
@@ -1274,7 +1276,12 @@ async fn the_form_sets_every_hosttask_field() -> TestResult {
         )
         .await;
     assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
-    assert_eq!(spec_of(&app, "full")?, full_dry_run_spec());
+    // A new task starts at `rerun: 0` (only `kubectl hostplug rerun` raises it).
+    let expected = HostTaskSpec {
+        rerun: 0,
+        ..full_dry_run_spec()
+    };
+    assert_eq!(spec_of(&app, "full")?, expected);
 
     // Field errors name the field and keep the input.
     let r = alice
@@ -1317,7 +1324,12 @@ async fn the_api_sets_every_hosttask_field() -> TestResult {
     });
     let r = alice.json(Method::POST, "/api/v1/tasks", body).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
-    assert_eq!(spec_of(&app, "api-full")?, full_dry_run_spec());
+    // A new task starts at `rerun: 0` (only `kubectl hostplug rerun` raises it).
+    let expected = HostTaskSpec {
+        rerun: 0,
+        ..full_dry_run_spec()
+    };
+    assert_eq!(spec_of(&app, "api-full")?, expected);
     Ok(())
 }
 

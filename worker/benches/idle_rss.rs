@@ -80,6 +80,7 @@ async fn main() -> anyhow::Result<()> {
         systemd_socket: None,
         systemd_access: hostplug_api::systemd::SystemdAccess::None,
         cache_dir: dir.path().join("cache"),
+        artifact_key: None,
         node_lock_file: None,
         log_format: LogFormat::Text,
         limits: Limits::default(),

@@ -1,37 +1,46 @@
 //! [`HostRuntime`]: the [`PluginRuntime`] over `hostplug-host`, with this worker's grants.
 //!
-//! The grants are fixed at start-up from the settings (one worker serves one task, and
-//! its Pod mounts exactly what that task's plugin may touch); no request can widen them.
-//! The per-call additions are the task's registry credentials, which the operator sends
-//! inside the invoke request only for plugins that declare `registryAuth`, and the
-//! plugin's systemd declaration (units, actions), granted only when this worker's Pod
-//! has the system bus socket, for reads only when its profile says so.
+//! Precompiled artifacts are loaded only with a signature that verifies with the
+//! operator's key from the settings (`HOSTPLUG_ARTIFACT_KEY`); without one set, none.
+//!
+//! The grants are fixed at start-up from the settings (the Pod mounts what the calls of
+//! its access profile may touch); no request can widen them. A request may narrow them:
+//! each call carries its own access profile, and a call runs with the intersection (a
+//! worker serving a call and its follow-ups has the union of their profiles, and each
+//! call gets only its own plugin's). The per-call additions are the task's registry
+//! credentials, which the operator sends inside the invoke request only for plugins
+//! that declare `registryAuth`, and the plugin's systemd declaration (units, actions),
+//! granted only when this worker's Pod has the system bus socket, for reads only when
+//! its profile (or the call's) says `read`.
 //! The host speaks the protocol's types ([`InvokeOutcome`], [`InvokeError`]); this
 //! module only cuts their logs to the tail an answer carries.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use hostplug_api::call::AccessProfile;
 use hostplug_api::protocol::log_tail;
 use hostplug_api::systemd::SystemdAccess;
 use hostplug_api::{ErrorKind, EtcAccess, InvokeError, InvokeOutcome};
-use hostplug_host::{Grants, Host, HostConfig, Invocation, SystemdGrant};
+use hostplug_host::{ArtifactKey, Grants, Host, HostConfig, Invocation, SystemdGrant};
 
 use crate::config::WorkerSettings;
 use crate::error::{Error, Result};
-use crate::runtime::{Call, Digest, Loaded, PluginRuntime, RuntimeError};
+use crate::runtime::{ArtifactSignature, Call, Digest, Loaded, PluginRuntime, RuntimeError};
 
 /// The plugin runtime of a real worker: one [`Host`] (engine, in-memory and on-disk
-/// component cache) and the grants of this worker.
+/// component cache), the grants of this worker, and the operator's key that precompiled
+/// artifacts must be signed with.
 #[derive(Debug, Clone)]
 pub struct HostRuntime {
     host: Host,
     grants: Arc<Grants>,
+    artifact_key: Option<ArtifactKey>,
     /// The system bus socket as mounted; `None`: no systemd for any call.
     systemd_socket: Option<std::path::PathBuf>,
-    /// This worker's profile allows systemd reads only (a dry run or a method that does
-    /// not declare itself mutating).
-    systemd_read_only: bool,
+    /// What this worker's profile allows through systemd (`read`: a dry run or a method
+    /// that does not declare itself mutating).
+    systemd_access: SystemdAccess,
 }
 
 impl HostRuntime {
@@ -83,8 +92,9 @@ impl HostRuntime {
         Ok(Self {
             host,
             grants: Arc::new(grants),
+            artifact_key: config.artifact_key,
             systemd_socket: config.systemd_socket.clone(),
-            systemd_read_only: config.systemd_access != SystemdAccess::Manage,
+            systemd_access: config.systemd_access,
         })
     }
 
@@ -92,28 +102,37 @@ impl HostRuntime {
     pub fn host(&self) -> &Host {
         &self.host
     }
+}
 
-    /// The grants of `call` when it adds to the worker's fixed ones (`None`: those
-    /// alone): the registry credentials and the systemd declaration come with the call,
-    /// systemd only where the Pod has the bus socket, for reads only when its profile
-    /// says `read`.
+impl HostRuntime {
+    /// The grants of `call` when they differ from the worker's fixed ones (`None`:
+    /// those alone). A call narrows them to its own access; its registry credentials
+    /// and its plugin's systemd declaration come with it — systemd only where the Pod
+    /// has the bus socket, for reads only when the worker's profile or the call's says
+    /// `read`.
     fn call_grants(&self, call: &Call) -> Option<Grants> {
-        let systemd = match (&self.systemd_socket, &call.systemd) {
-            (Some(socket), Some(capability)) => Some(SystemdGrant {
+        let systemd_access = match call.access {
+            Some(access) => self.systemd_access.min(access.systemd),
+            None => self.systemd_access,
+        };
+        let systemd = match (&self.systemd_socket, &call.systemd, systemd_access) {
+            (_, _, SystemdAccess::None) | (None, _, _) | (_, None, _) => None,
+            (Some(socket), Some(capability), access) => Some(SystemdGrant {
                 socket: socket.clone(),
                 capability: capability.clone(),
-                read_only: self.systemd_read_only,
+                read_only: access != SystemdAccess::Manage,
             }),
-            _ => None,
         };
-        if call.registry_auth.is_none() && systemd.is_none() {
+        if call.registry_auth.is_none() && call.access.is_none() && systemd.is_none() {
             return None;
         }
-        Some(Grants {
-            registry_auth: call.registry_auth.as_ref().map(Arc::clone),
-            systemd,
-            ..(*self.grants).clone()
-        })
+        let mut g = match call.access {
+            Some(access) => narrowed(&self.grants, access),
+            None => (*self.grants).clone(),
+        };
+        g.registry_auth = call.registry_auth.clone();
+        g.systemd = systemd;
+        Some(g)
     }
 }
 
@@ -139,12 +158,26 @@ impl PluginRuntime for HostRuntime {
         &self,
         digest: &Digest,
         fingerprint: &str,
+        signature: &ArtifactSignature,
         artifact: &[u8],
     ) -> Result<Loaded, RuntimeError> {
         if self.host.cached(digest).is_some() {
             return Ok(Loaded::AlreadyHeld);
         }
-        match self.host.load_precompiled(digest, fingerprint, artifact) {
+        let Some(trusted) = &self.artifact_key else {
+            return Err(RuntimeError::new(
+                ErrorKind::BadModule,
+                format!(
+                    "this worker trusts no artifact key ({} is unset), so it loads no \
+                     precompiled code; upload the module {digest}",
+                    hostplug_api::worker::env::ARTIFACT_KEY
+                ),
+            ));
+        };
+        match self
+            .host
+            .load_precompiled(digest, fingerprint, signature, artifact, trusted)
+        {
             Ok(plugin) => {
                 tracing::debug!(%digest, source = ?plugin.source(), load_ms = plugin.load_duration().as_millis() as u64, "precompiled module ready");
                 Ok(Loaded::Compiled)
@@ -166,18 +199,38 @@ impl PluginRuntime for HostRuntime {
             dry_run: call.dry_run,
             deadline: Some(call.timeout),
         };
-        let with_call;
+        let per_call;
         let grants = match self.call_grants(call) {
             None => &*self.grants,
             Some(g) => {
-                with_call = g;
-                &with_call
+                per_call = g;
+                &per_call
             }
         };
         plugin
             .invoke(&invocation, grants)
             .map(response)
             .map_err(invoke_error)
+    }
+}
+
+/// The worker's `grants` as far as a call with `access` may use them: never more than
+/// either.
+pub fn narrowed(grants: &Grants, access: AccessProfile) -> Grants {
+    let etc = grants.etc.min(access.etc);
+    let docker = access.docker.then(|| grants.docker.clone()).flatten();
+    Grants {
+        etc,
+        etc_dir: grants.etc_dir.clone().filter(|_| etc != EtcAccess::None),
+        image_archives: grants.image_archives.clone().filter(|_| docker.is_some()),
+        docker,
+        registry_auth: grants.registry_auth.clone(),
+        containerd: access
+            .containerd
+            .then(|| grants.containerd.clone())
+            .flatten(),
+        // Per call, from the request (`HostRuntime::call_grants`).
+        systemd: None,
     }
 }
 
@@ -192,7 +245,7 @@ fn invoke_error(mut e: InvokeError) -> RuntimeError {
 }
 
 #[cfg(test)]
-mod tests {
+mod systemd_tests {
     use std::path::{Path, PathBuf};
 
     use hostplug_api::systemd::{SystemdAction, SystemdCapability};
@@ -212,6 +265,7 @@ mod tests {
             systemd_socket: socket,
             systemd_access: access,
             cache_dir: cache.to_path_buf(),
+            artifact_key: None,
             node_lock_file: None,
             log_format: hostplug_api::LogFormat::Text,
             limits: hostplug_api::worker::Limits::default(),
@@ -226,6 +280,7 @@ mod tests {
             timeout: Duration::from_secs(10),
             registry_auth: None,
             systemd,
+            access: None,
         }
     }
 
@@ -282,6 +337,27 @@ mod tests {
             assert_eq!(grant.socket, socket);
             assert_eq!(Some(grant.capability), declared);
             assert_eq!(rt.call_grants(&call("restart", None)), None, "{access}");
+        }
+        // A call narrows the worker's systemd access to its own (a follow-up of another
+        // plugin on a worker with the union profile): `read` or none, never more.
+        let rt = HostRuntime::new(&settings(
+            cache.path(),
+            Some(socket.clone()),
+            SystemdAccess::Manage,
+        ))
+        .expect("runtime");
+        for (own, expected) in [
+            (SystemdAccess::Manage, Some(false)),
+            (SystemdAccess::Read, Some(true)),
+            (SystemdAccess::None, None),
+        ] {
+            let mut c = call("restart", declared.clone());
+            c.access = Some(hostplug_api::call::AccessProfile {
+                systemd: own,
+                ..Default::default()
+            });
+            let grant = rt.call_grants(&c).and_then(|g| g.systemd);
+            assert_eq!(grant.map(|g| g.read_only), expected, "{own}");
         }
         // Both: the grant reaches the host, which looks for the socket.
         let e = rt

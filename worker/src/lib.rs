@@ -8,8 +8,10 @@
 //!
 //! [`app`] (the routes, testable without a socket), [`Server`] (TLS listener) and
 //! [`run`], which the binary calls. The worker must never run a module whose digest it
-//! did not check, never let one module's failure affect another, and never send its
-//! internals to a client.
+//! did not check itself, nor native code the operator did not sign (a precompiled
+//! artifact loads only with the operator's signature over its digest, engine and bytes,
+//! checked with the key from the Pod spec); never let one module's failure affect
+//! another, and never send its internals to a client.
 
 pub mod auth;
 pub mod config;
@@ -58,6 +60,7 @@ pub async fn bind(settings: &WorkerSettings) -> Result<Server> {
         docker = settings.docker_socket.is_some(),
         containerd = settings.containerd_socket.is_some(),
         cache_dir = %settings.cache_dir.display(),
+        artifact_key = ?settings.artifact_key,
         "plugin host ready"
     );
     let mut state = AppState::new(std::sync::Arc::new(runtime), token, settings.limits.clone());

@@ -216,6 +216,7 @@ mod tests {
             diff: None,
             logs: vec![],
             duration_ms: 1,
+            on_change: Vec::new(),
         })
     }
 

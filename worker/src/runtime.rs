@@ -11,6 +11,7 @@ use std::time::Duration;
 use hostplug_api::{ErrorKind, InvokeError, InvokeOutcome};
 
 pub use hostplug_api::Digest;
+pub use hostplug_api::protocol::ArtifactSignature;
 
 /// One invocation as the runtime sees it.
 #[derive(Debug, Clone)]
@@ -30,6 +31,9 @@ pub struct Call {
     /// worker's bus socket is shared by the plugins of its profile). Granted only when
     /// this worker has the bus socket.
     pub systemd: Option<hostplug_api::systemd::SystemdCapability>,
+    /// What this call may touch, from the request: the runtime grants the intersection
+    /// of this and the worker's own grants. `None`: the worker's grants.
+    pub access: Option<hostplug_api::call::AccessProfile>,
 }
 
 /// What loading a module did.
@@ -60,16 +64,19 @@ pub trait PluginRuntime: Send + Sync + 'static {
     fn load(&self, digest: &Digest, bytes: &[u8]) -> Result<Loaded, RuntimeError>;
 
     /// Loads the module `digest` from an artifact the operator compiled with an engine of
-    /// `fingerprint` (sent over the authenticated channel). Blocking. Refused
-    /// ([`ErrorKind::BadModule`]) when this runtime cannot use it: the operator then
-    /// uploads the module itself. The default refuses always.
+    /// `fingerprint` and signed (`signature`). Blocking. Refused
+    /// ([`ErrorKind::BadModule`]) unless the signature verifies with the operator's key
+    /// from this worker's settings, over this digest, this fingerprint and these bytes,
+    /// and this runtime can use it: the operator then uploads the module itself. The
+    /// default refuses always.
     fn load_precompiled(
         &self,
         digest: &Digest,
         fingerprint: &str,
+        signature: &ArtifactSignature,
         artifact: &[u8],
     ) -> Result<Loaded, RuntimeError> {
-        let _ = (fingerprint, artifact);
+        let _ = (fingerprint, signature, artifact);
         Err(RuntimeError::new(
             ErrorKind::BadModule,
             format!(

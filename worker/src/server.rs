@@ -47,7 +47,8 @@ use crate::node_lock::{LockError, NodeLock};
 use crate::outcomes::{self, Begin, MAX_INVOCATION_ID_BYTES, Outcome, OutcomeStore};
 use crate::runtime::{Call, Digest, Loaded, PluginRuntime, RuntimeError};
 use hostplug_api::protocol::{
-    ErrorKind, Health, InvocationStatus, InvokeOutcome, InvokeRequest, UploadResponse,
+    ErrorKind, FollowUpOutcome, FollowUpRequest, Health, InvocationStatus, InvokeOutcome,
+    InvokeRequest, MAX_FOLLOW_UPS, UploadResponse,
 };
 
 /// Everything the routes share; cheap to clone.
@@ -364,26 +365,42 @@ fn answer(outcome: &Outcome) -> Result<Json<InvokeOutcome>, ApiError> {
 /// code and its metadata are a few times the size of the Wasm they came from.
 const PRECOMPILED_SIZE_FACTOR: usize = 8;
 
+/// A header of the precompiled route, parsed; missing or malformed is 400 naming it.
+fn precompiled_header<T: std::str::FromStr>(
+    headers: &axum::http::HeaderMap,
+    name: &str,
+    what: &str,
+) -> Result<T, ApiError> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| ApiError::bad_request(format!("the {name} header must carry {what}")))
+}
+
 /// `PUT /v1/plugins/{sha256}/precompiled`: load the operator's precompiled artifact of
-/// module `sha256`. Only this authenticated route (the operator holds the token) and the
-/// worker's own compiler ever produce code the worker runs.
+/// module `sha256`, if the operator signed it (header
+/// [`ARTIFACT_SIGNATURE_HEADER`](hostplug_api::protocol::ARTIFACT_SIGNATURE_HEADER))
+/// with the key in this worker's settings. An artifact is native code: the token lets a
+/// client upload Wasm, which the sandbox confines; only the operator's signature lets it
+/// ship code. So only this route with a verified signature and the worker's own compiler
+/// (after checking the module's digest) ever produce code the worker runs, and a refused
+/// artifact leaves nothing behind: `HEAD` stays 404 and the module is still wanted.
 async fn upload_precompiled(
     State(state): State<AppState>,
     Path(sha256): Path<String>,
     headers: axum::http::HeaderMap,
     body: std::result::Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    use hostplug_api::protocol::{ARTIFACT_SIGNATURE_HEADER, ArtifactSignature, ENGINE_HEADER};
     let digest = parse_digest(&sha256)?;
-    let fingerprint = headers
-        .get(hostplug_api::protocol::ENGINE_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| {
-            ApiError::bad_request(format!(
-                "the {} header must name the engine fingerprint",
-                hostplug_api::protocol::ENGINE_HEADER
-            ))
-        })?
-        .to_owned();
+    let fingerprint: String =
+        precompiled_header(&headers, ENGINE_HEADER, "the engine fingerprint")?;
+    let signature: ArtifactSignature = precompiled_header(
+        &headers,
+        ARTIFACT_SIGNATURE_HEADER,
+        "the operator's signature of the artifact (128 hex digits)",
+    )?;
     let limit = state
         .limits()
         .max_module_bytes
@@ -405,10 +422,13 @@ async fn upload_precompiled(
     let runtime = state.runtime();
     let loaded = run_blocking("loading a precompiled module", move || {
         let _permit = permit;
-        runtime.load_precompiled(&digest, &fingerprint, &body)
+        runtime.load_precompiled(&digest, &fingerprint, &signature, &body)
     })
     .await?
-    .map_err(runtime_error)?;
+    .map_err(|e| {
+        tracing::warn!(%digest, size, error = %e.message, "precompiled artifact refused");
+        runtime_error(e)
+    })?;
     tracing::info!(%digest, size, ?loaded, "precompiled plugin loaded");
     let status = match loaded {
         Loaded::Compiled => StatusCode::CREATED,
@@ -449,6 +469,7 @@ async fn invoke(
     if !holds(&state, digest).await? {
         return Err(unknown_plugin(&digest));
     }
+    let follow_ups = follow_ups(&state, &request.on_change).await?;
 
     let invocation_id = request.invocation_id.clone().unwrap_or_default();
     let ticket = match &request.invocation_id {
@@ -502,6 +523,7 @@ async fn invoke(
         // Only for this call; never logged (the log line below names the method only).
         registry_auth: request.registry_auth.map(Arc::new),
         systemd: request.systemd,
+        access: request.access,
     };
     let runtime = state.runtime();
     // Everything from here runs in the blocking task, the ticket included: a client that
@@ -515,8 +537,14 @@ async fn invoke(
         if let Some(g) = &guard {
             call.timeout = call.timeout.saturating_sub(g.waited).max(Duration::from_millis(1));
         }
-        tracing::info!(%digest, method = %call.method, dry_run = call.dry_run, invocation_id = %invocation_id, node_lock = guard.is_some(), timeout_ms = call.timeout.as_millis() as u64, "invoking");
-        let outcome = runtime.invoke(&digest, &call);
+        tracing::info!(%digest, method = %call.method, dry_run = call.dry_run, invocation_id = %invocation_id, node_lock = guard.is_some(), timeout_ms = call.timeout.as_millis() as u64, follow_ups = follow_ups.len(), "invoking");
+        let began = Instant::now();
+        let mut outcome = runtime.invoke(&digest, &call);
+        if let Ok(main) = &mut outcome
+            && main.changed
+        {
+            main.on_change = run_follow_ups(&*runtime, follow_ups, &call, began);
+        }
         drop(guard);
         Ok::<_, LockError>(match ticket {
             Some(ticket) => ticket.finish(outcome),
@@ -556,6 +584,88 @@ async fn invoke(
         }
     }
     answer(&outcome)
+}
+
+/// The follow-up calls of a request, checked before anything runs: at most
+/// [`MAX_FOLLOW_UPS`], each a well-formed digest of a module this worker holds and a
+/// method; a wrong one is a 400 (404 for a module not held) naming `onChange[i]`.
+async fn follow_ups(
+    state: &AppState,
+    requested: &[FollowUpRequest],
+) -> Result<Vec<(Digest, FollowUpRequest, String)>, ApiError> {
+    if requested.len() > MAX_FOLLOW_UPS {
+        return Err(ApiError::bad_request(format!(
+            "onChange has {} follow-up calls; at most {MAX_FOLLOW_UPS}",
+            requested.len()
+        )));
+    }
+    let mut checked = Vec::with_capacity(requested.len());
+    for (i, f) in requested.iter().enumerate() {
+        let digest = parse_digest(&f.digest)
+            .map_err(|e| ApiError::bad_request(format!("onChange[{i}].digest: {}", e.message())))?;
+        if f.method.is_empty() {
+            return Err(ApiError::bad_request(format!(
+                "onChange[{i}].method must not be empty"
+            )));
+        }
+        if !holds(state, digest).await? {
+            return Err(unknown_plugin(&digest));
+        }
+        let params = serde_json::to_string(&f.params)
+            .map_err(|e| ApiError::internal("encoding parameters", &e))?;
+        checked.push((digest, f.clone(), params));
+    }
+    Ok(checked)
+}
+
+/// Runs the follow-up calls of a main `call` that changed the node, in order, within
+/// what is left of its deadline (counted from `began`); stops at the first that fails.
+/// Runs inside the main call's hold of the node lock.
+fn run_follow_ups(
+    runtime: &dyn PluginRuntime,
+    follow_ups: Vec<(Digest, FollowUpRequest, String)>,
+    call: &Call,
+    began: Instant,
+) -> Vec<FollowUpOutcome> {
+    let mut results = Vec::with_capacity(follow_ups.len());
+    for (digest, f, params) in follow_ups {
+        let left = call.timeout.saturating_sub(began.elapsed());
+        let result = if left.is_zero() {
+            Err(RuntimeError::new(
+                ErrorKind::Timeout,
+                "the deadline passed before this follow-up call could start; not run",
+            ))
+        } else {
+            tracing::info!(%digest, method = %f.method, dry_run = call.dry_run, "invoking a follow-up call");
+            runtime.invoke(
+                &digest,
+                &Call {
+                    method: f.method.clone(),
+                    params,
+                    dry_run: call.dry_run,
+                    timeout: left,
+                    registry_auth: None,
+                    // Its own plugin's systemd declaration, never the main call's.
+                    systemd: f.systemd.clone(),
+                    access: f.access,
+                },
+            )
+        };
+        let failed = result.is_err();
+        let (outcome, error) = match result {
+            Ok(o) => (Some(o), None),
+            Err(e) => (None, Some(e)),
+        };
+        results.push(FollowUpOutcome {
+            method: f.method,
+            outcome,
+            error,
+        });
+        if failed {
+            break;
+        }
+    }
+    results
 }
 
 fn unknown_plugin(digest: &Digest) -> ApiError {

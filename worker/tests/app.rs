@@ -94,6 +94,7 @@ impl FakeRuntime {
             diff: None,
             logs: Vec::new(),
             duration_ms: 0,
+            on_change: Vec::new(),
         })
     }
 }

@@ -10,8 +10,10 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use hostplug_api::protocol::{
-    ErrorBody, ErrorKind, Health, InvokeOutcome, LogSource, UploadResponse, read_invoke_answer,
+    ARTIFACT_SIGNATURE_HEADER, ENGINE_HEADER, ErrorBody, ErrorKind, Health, InvokeOutcome,
+    LogSource, UploadResponse, read_invoke_answer,
 };
+use hostplug_host::{ArtifactKey, ArtifactSigner, Digest, Host, HostConfig, SignedArtifact};
 use hostplug_worker::{EtcAccess, Limits, LogFormat, WorkerSettings};
 use reqwest::StatusCode;
 use sha2::Digest as _;
@@ -52,7 +54,16 @@ struct Worker {
 
 impl Worker {
     async fn start(etc_access: EtcAccess, limits: Limits) -> anyhow::Result<Self> {
-        Self::start_with_docker(etc_access, limits, None).await
+        Self::start_with(etc_access, limits, None, None).await
+    }
+
+    /// A worker that loads precompiled artifacts signed with `artifact_key`'s private half.
+    async fn start_trusting(
+        etc_access: EtcAccess,
+        limits: Limits,
+        artifact_key: Option<ArtifactKey>,
+    ) -> anyhow::Result<Self> {
+        Self::start_with(etc_access, limits, None, artifact_key).await
     }
 
     /// A worker whose Pod would mount the docker socket `docker_socket`.
@@ -60,6 +71,16 @@ impl Worker {
         etc_access: EtcAccess,
         limits: Limits,
         docker_socket: Option<PathBuf>,
+    ) -> anyhow::Result<Self> {
+        Self::start_with(etc_access, limits, docker_socket, None).await
+    }
+
+    /// A worker with the given docker socket and trusted artifact key.
+    async fn start_with(
+        etc_access: EtcAccess,
+        limits: Limits,
+        docker_socket: Option<PathBuf>,
+        artifact_key: Option<ArtifactKey>,
     ) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let etc = tempfile::tempdir()?;
@@ -83,6 +104,7 @@ impl Worker {
             systemd_socket: None,
             systemd_access: hostplug_api::systemd::SystemdAccess::None,
             cache_dir: dir.path().join("cache"),
+            artifact_key,
             node_lock_file: None,
             log_format: LogFormat::Text,
             limits,
@@ -137,6 +159,37 @@ impl Worker {
             .json(&body)
             .send()
             .await?)
+    }
+
+    /// `PUT /v1/plugins/{digest}/precompiled` with `artifact`'s headers (the signature
+    /// only when `signed`).
+    async fn put_artifact(
+        &self,
+        digest: &str,
+        artifact: &SignedArtifact,
+        signed: bool,
+    ) -> anyhow::Result<reqwest::Response> {
+        let mut put = self
+            .client
+            .put(self.url(&format!("/v1/plugins/{digest}/precompiled")))
+            .bearer_auth(TOKEN)
+            .header(ENGINE_HEADER, &artifact.fingerprint)
+            .body(artifact.bytes.clone());
+        if signed {
+            put = put.header(ARTIFACT_SIGNATURE_HEADER, artifact.signature.to_string());
+        }
+        Ok(put.send().await?)
+    }
+
+    async fn head(&self, digest: &str) -> anyhow::Result<StatusCode> {
+        let url = self.url(&format!("/v1/plugins/{digest}"));
+        Ok(self
+            .client
+            .head(url)
+            .bearer_auth(TOKEN)
+            .send()
+            .await?
+            .status())
     }
 
     async fn stop(mut self) -> anyhow::Result<()> {
@@ -242,6 +295,156 @@ async fn auth_health_and_upload_rules() -> anyhow::Result<()> {
     assert_eq!(response.status(), StatusCode::OK);
 
     worker.stop().await
+}
+
+/// A host with the worker's engine settings holding the component `name`, its digest,
+/// and its artifact signed by `signer`.
+fn signed_artifact(
+    name: &str,
+    signer: &ArtifactSigner,
+) -> anyhow::Result<(Digest, SignedArtifact)> {
+    let compiler = Host::new(HostConfig::default())?;
+    let module = plugin(name);
+    let digest = Digest::of(&module);
+    compiler.load(&module, Some(&digest))?;
+    let artifact = compiler
+        .signed_artifact(&digest, signer)
+        .context("held")??;
+    Ok((digest, artifact))
+}
+
+/// A precompiled artifact is native code (issue 21, finding 1): a valid artifact of
+/// another plugin, made by an engine identical to the worker's and sent under etc-file's
+/// digest, must not be taken for etc-file — unsigned, signed by anyone but the operator
+/// that made the worker, or even signed by that operator for its own digest. `HEAD`
+/// stays 404, invoking that digest finds nothing to run, and the real module is still
+/// uploaded, compiled and run.
+#[tokio::test]
+async fn an_artifact_of_another_plugin_under_a_wrong_digest_is_refused() -> anyhow::Result<()> {
+    let operator = ArtifactSigner::generate()?;
+    let worker = Worker::start_trusting(
+        EtcAccess::Read,
+        Limits::default(),
+        Some(operator.public_key()),
+    )
+    .await?;
+    std::fs::write(worker.etc.path().join("hostname"), "node-1\n")?;
+    let etc_file = plugin("etc-file");
+    let digest = hex_digest(&etc_file);
+
+    // The implant: test-trap, compiled by a host with the worker's engine settings.
+    let (_, genuine) = signed_artifact("test-trap", &operator)?;
+    let stranger = ArtifactSigner::generate()?;
+    let forged = SignedArtifact {
+        signature: stranger.sign(&digest.parse()?, &genuine.fingerprint, &genuine.bytes),
+        ..genuine.clone()
+    };
+    for (artifact, signed, status, why) in [
+        (&genuine, false, StatusCode::BAD_REQUEST, "unsigned"),
+        (
+            &forged,
+            true,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "signed by a stranger",
+        ),
+        (
+            &genuine,
+            true,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "the operator's, for test-trap",
+        ),
+    ] {
+        let put = worker.put_artifact(&digest, artifact, signed).await?;
+        assert_eq!(put.status(), status, "{why}");
+        let e: ErrorBody = put.json().await?;
+        if status == StatusCode::BAD_REQUEST {
+            assert!(e.error.message.contains(ARTIFACT_SIGNATURE_HEADER), "{e:?}");
+        } else {
+            assert_eq!(e.error.kind, ErrorKind::BadModule, "{why}");
+            assert!(e.error.message.contains("not signed as"), "{why}: {e:?}");
+        }
+        assert_eq!(
+            worker.head(&digest).await?,
+            StatusCode::NOT_FOUND,
+            "HEAD stays 404: {why}"
+        );
+    }
+    let response = worker
+        .invoke(
+            &etc_file,
+            "read",
+            serde_json::json!({"path": "/etc/hostname"}),
+        )
+        .await?;
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    assert_eq!(error_kind(response).await?, ErrorKind::UnknownPlugin);
+
+    // The operator then sends the module itself: compiled here, and it is etc-file.
+    let response = worker.upload(&etc_file).await?;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    assert!(response.json::<UploadResponse>().await?.compiled);
+    let response = worker
+        .invoke(
+            &etc_file,
+            "read",
+            serde_json::json!({"path": "/etc/hostname"}),
+        )
+        .await?;
+    assert_eq!(response.status(), StatusCode::OK);
+    let outcome: InvokeOutcome = response.json().await?;
+    assert!(
+        outcome.output.to_string().contains("node-1"),
+        "{}",
+        outcome.output
+    );
+    worker.stop().await
+}
+
+/// The operator's own artifact of a module loads and runs without compiling, on a worker
+/// whose Pod carries that operator's key; a worker with another key (made by an earlier
+/// operator process) or none refuses it, and takes the module instead.
+#[tokio::test]
+async fn a_signed_artifact_loads_only_where_its_key_is_trusted() -> anyhow::Result<()> {
+    let operator = ArtifactSigner::generate()?;
+    let (digest, artifact) = signed_artifact("test-trap", &operator)?;
+    let hex = digest.hex();
+    let module = plugin("test-trap");
+
+    let trusting = Worker::start_trusting(
+        EtcAccess::None,
+        Limits::default(),
+        Some(operator.public_key()),
+    )
+    .await?;
+    let put = trusting.put_artifact(&hex, &artifact, true).await?;
+    assert_eq!(put.status(), StatusCode::CREATED);
+    assert!(put.json::<UploadResponse>().await?.compiled);
+    assert_eq!(trusting.head(&hex).await?, StatusCode::OK);
+    let response = trusting
+        .invoke(&module, "ok", serde_json::json!({}))
+        .await?;
+    assert_eq!(response.status(), StatusCode::OK);
+    // Held now: the module upload is answered "already held", not compiled again.
+    assert_eq!(trusting.upload(&module).await?.status(), StatusCode::OK);
+    trusting.stop().await?;
+
+    let earlier = ArtifactSigner::generate()?;
+    for key in [Some(earlier.public_key()), None] {
+        let worker = Worker::start_trusting(EtcAccess::None, Limits::default(), key).await?;
+        let put = worker.put_artifact(&hex, &artifact, true).await?;
+        assert_eq!(put.status(), StatusCode::UNPROCESSABLE_ENTITY, "{key:?}");
+        let e: ErrorBody = put.json().await?;
+        assert_eq!(e.error.kind, ErrorKind::BadModule);
+        if key.is_none() {
+            assert!(e.error.message.contains("HOSTPLUG_ARTIFACT_KEY"), "{e:?}");
+        }
+        assert_eq!(worker.head(&hex).await?, StatusCode::NOT_FOUND);
+        assert_eq!(worker.upload(&module).await?.status(), StatusCode::CREATED);
+        let response = worker.invoke(&module, "ok", serde_json::json!({})).await?;
+        assert_eq!(response.status(), StatusCode::OK);
+        worker.stop().await?;
+    }
+    Ok(())
 }
 
 #[tokio::test]
@@ -575,6 +778,128 @@ async fn a_refused_docker_route_is_the_nodes_denied_result() -> anyhow::Result<(
         connections.load(Ordering::SeqCst),
         0,
         "the daemon was reached"
+    );
+    worker.stop().await
+}
+
+/// A call with follow-ups (`onChange`): they run only when the main call changed the
+/// node, in order, as dry runs in a dry run, each with only its own access (the worker
+/// grants /etc write; a follow-up sent with read access cannot write), and the sequence
+/// stops at the first that fails. Checked on the files, not only on the answer.
+#[tokio::test]
+async fn follow_ups_run_only_after_a_change_each_with_its_own_access() -> anyhow::Result<()> {
+    let worker = Worker::start(EtcAccess::Write, Limits::default()).await?;
+    let conf = worker.etc.path().join("demo.conf");
+    let marker = worker.etc.path().join("restarted");
+    std::fs::write(&conf, "a\n")?;
+    let module = plugin("etc-file");
+    assert_eq!(worker.upload(&module).await?.status(), StatusCode::CREATED);
+    let digest = format!("sha256:{}", hex_digest(&module));
+    let read = serde_json::json!({"etc": "read", "docker": false, "containerd": false});
+    let write = serde_json::json!({"etc": "write", "docker": false, "containerd": false});
+    // The "handler": appends a line to a marker file, once per run that changed.
+    let handler = |n: u32, access: &serde_json::Value| {
+        serde_json::json!({"digest": digest, "method": "ensure-line", "access": access,
+            "params": {"path": "/etc/restarted", "line": format!("run {n}"), "create": true}})
+    };
+    let invoke = |line: &str, dry_run: bool, on_change: Vec<serde_json::Value>| {
+        let body = serde_json::json!({"digest": digest, "method": "ensure-line",
+            "params": {"path": "/etc/demo.conf", "line": line}, "dryRun": dry_run,
+            "access": write, "onChange": on_change, "timeoutMs": 10_000});
+        worker
+            .client
+            .post(worker.url("/v1/invoke"))
+            .bearer_auth(TOKEN)
+            .json(&body)
+            .send()
+    };
+
+    // A dry run that would change: the follow-up runs as a dry run and writes nothing.
+    let out: InvokeOutcome = invoke("b", true, vec![handler(1, &write)])
+        .await?
+        .json()
+        .await?;
+    assert!(out.changed);
+    assert_eq!(out.on_change.len(), 1, "{out:?}");
+    let f = out.on_change[0]
+        .outcome
+        .as_ref()
+        .context("dry-run follow-up outcome")?;
+    assert!(
+        f.changed,
+        "a dry run reports what the follow-up would do: {f:?}"
+    );
+    assert!(!marker.exists(), "a dry run ran a follow-up for real");
+
+    // A real change: the follow-up runs and changes its file.
+    let out: InvokeOutcome = invoke("b", false, vec![handler(1, &write)])
+        .await?
+        .json()
+        .await?;
+    assert!(out.changed && out.on_change.len() == 1, "{out:?}");
+    assert!(out.on_change[0].error.is_none(), "{out:?}");
+    assert_eq!(std::fs::read_to_string(&marker)?, "run 1\n");
+
+    // The same call again changes nothing: no follow-up runs.
+    let out: InvokeOutcome = invoke("b", false, vec![handler(2, &write)])
+        .await?
+        .json()
+        .await?;
+    assert!(!out.changed && out.on_change.is_empty(), "{out:?}");
+    assert_eq!(std::fs::read_to_string(&marker)?, "run 1\n");
+
+    // A follow-up sent with read access cannot write although the worker could; the one
+    // after it does not run.
+    let out: InvokeOutcome = invoke("c", false, vec![handler(3, &read), handler(4, &write)])
+        .await?
+        .json()
+        .await?;
+    assert!(out.changed, "{out:?}");
+    assert_eq!(
+        out.on_change.len(),
+        1,
+        "the sequence stops at the failure: {out:?}"
+    );
+    let e = out.on_change[0]
+        .error
+        .as_ref()
+        .context("the read-only follow-up's error")?;
+    assert!(out.on_change[0].outcome.is_none());
+    assert!(
+        e.message.contains("read-only")
+            || e.message.contains("denied")
+            || e.kind == ErrorKind::Denied,
+        "{e:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&marker)?,
+        "run 1\n",
+        "a narrowed or skipped follow-up wrote"
+    );
+    assert_eq!(std::fs::read_to_string(&conf)?, "a\nb\nc\n");
+
+    // Bad follow-ups are refused before anything runs, naming the field.
+    let response = invoke(
+        "d",
+        false,
+        vec![serde_json::json!({"digest": "nope", "method": "x"})],
+    )
+    .await?;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let body: ErrorBody = response.json().await?;
+    assert!(
+        body.error.message.contains("onChange[0].digest"),
+        "{body:?}"
+    );
+    let too_many = (0..9).map(|n| handler(n, &write)).collect();
+    assert_eq!(
+        invoke("d", false, too_many).await?.status(),
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        std::fs::read_to_string(&conf)?,
+        "a\nb\nc\n",
+        "a refused request ran"
     );
     worker.stop().await
 }

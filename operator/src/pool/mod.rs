@@ -50,6 +50,7 @@ use crate::rollout::WorkerState;
 use crate::{Error, FIELD_MANAGER, Result};
 use hostplug_api::AccessProfile;
 use hostplug_api::crd::{HostTask, labels};
+use hostplug_api::worker::ArtifactKey;
 
 /// Longest deadline a pooled worker accepts for one invocation: 24 h, the CRD's upper
 /// bound of `timeoutSeconds`, since one worker serves every task of its node and profile.
@@ -181,6 +182,7 @@ pub struct WorkerPool {
     containerd_socket: String,
     idle: Duration,
     max_per_node: usize,
+    artifact_key: ArtifactKey,
     starts: Arc<Semaphore>,
     pods: Store<Pod>,
     nodes: Store<Node>,
@@ -217,6 +219,9 @@ pub struct PoolConfig {
     pub containerd_socket: String,
     /// Worker Pods per node at most.
     pub max_per_node: usize,
+    /// This process's public key for precompiled artifacts, rendered into every worker
+    /// Pod it creates (see [`WorkerPool::template`] for why it is not in the template).
+    pub artifact_key: ArtifactKey,
 }
 
 impl WorkerPool {
@@ -235,6 +240,7 @@ impl WorkerPool {
             containerd_socket: config.containerd_socket,
             idle: config.idle,
             max_per_node: config.max_per_node.max(1),
+            artifact_key: config.artifact_key,
             starts: Arc::new(Semaphore::new(config.start_parallel.max(1))),
             pods,
             nodes,
@@ -437,13 +443,16 @@ impl WorkerPool {
     }
 
     /// A hash of the Pod this process makes for `key` (image, settings, mounts, security
-    /// context: everything but the name), the [`labels::TEMPLATE`] label of its workers.
+    /// context: everything but the name and the artifact key), the [`labels::TEMPLATE`]
+    /// label of its workers.
+    ///
+    /// The artifact key is left out: every operator process makes a new one, so with it
+    /// every restart (or new leader) would retire every worker. A worker adopted from an
+    /// earlier process keeps that process's key; it refuses this process's precompiled
+    /// artifacts, so dispatch sends it modules, which it compiles itself
+    /// (`dispatch::send`). Slower for a new plugin on such a worker, never wrong.
     pub fn template(&self, key: &WorkerKey) -> String {
-        use sha2::{Digest as _, Sha256};
-        let spec = self.worker_spec(key, "hostplug-worker", BTreeMap::new());
-        let pod = resources::pod(&spec);
-        let text = serde_json::to_vec(&pod.spec).unwrap_or_default();
-        hex::encode(&Sha256::digest(&text)[..8])
+        template_hash(self.worker_spec(key, "hostplug-worker", BTreeMap::new()))
     }
 
     fn worker_spec<'a>(
@@ -464,6 +473,7 @@ impl WorkerPool {
             max_invoke_timeout_ms: MAX_INVOKE_TIMEOUT_MS,
             idle_exit_ms: u64::try_from(worker_idle_exit(self.idle).as_millis())
                 .unwrap_or(u64::MAX),
+            artifact_key: Some(self.artifact_key),
         }
     }
 
@@ -759,9 +769,54 @@ async fn delete_worker(client: &Client, ns: &str, name: &str) {
     }
 }
 
+/// The [`WorkerPool::template`] of the Pod `spec` makes: a hash of its spec without the
+/// artifact key.
+fn template_hash(mut spec: WorkerSpec<'_>) -> String {
+    use sha2::{Digest as _, Sha256};
+    spec.artifact_key = None;
+    let pod = resources::pod(&spec);
+    let text = serde_json::to_vec(&pod.spec).unwrap_or_default();
+    hex::encode(&Sha256::digest(&text)[..8])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_template_ignores_the_artifact_key_and_nothing_else() {
+        let spec = |image, key: Option<[u8; 32]>| WorkerSpec {
+            name: "w",
+            namespace: "hostplug-system",
+            labels: BTreeMap::new(),
+            node: "node1",
+            image,
+            port: 8443,
+            profile: AccessProfile::default(),
+            node_containerd_socket: "/run/containerd/containerd.sock",
+            max_invoke_timeout_ms: MAX_INVOKE_TIMEOUT_MS,
+            idle_exit_ms: 660_000,
+            artifact_key: key.map(ArtifactKey::from_bytes),
+        };
+        let before_restart = template_hash(spec("worker:1", Some([1; 32])));
+        assert_eq!(
+            template_hash(spec("worker:1", Some([2; 32]))),
+            before_restart,
+            "a restarted operator (a new key) adopts the workers it finds"
+        );
+        assert_eq!(template_hash(spec("worker:1", None)), before_restart);
+        assert_ne!(
+            template_hash(spec("worker:2", Some([1; 32]))),
+            before_restart,
+            "a new worker image retires them"
+        );
+        // The key is in the Pod all the same.
+        let pod = resources::pod(&spec("worker:1", Some([2; 32])));
+        assert_eq!(
+            resources::artifact_key(&pod),
+            Some(ArtifactKey::from_bytes([2; 32]))
+        );
+    }
 
     #[test]
     fn workers_exit_on_their_own_only_after_the_pool_removes_them() {

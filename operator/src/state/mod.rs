@@ -580,7 +580,7 @@ async fn call_step(
         .values
         .params_for(&plan.step, CallSite::Step(plan.index), &plan.method, &view)
         .map_err(|invalid| CallError::NotSent(invalid.to_string()))?;
-    let outcome = crate::dispatch::send(ctx, &lease, &plan.loaded, &req).await;
+    let outcome = crate::dispatch::send(ctx, &lease, &[&*plan.loaded], &req).await;
     // Values from Secrets never reach the record.
     plan.values.mask_outcome(outcome)
 }

@@ -2,7 +2,8 @@
 //! tasks editing one file on the same nodes lose no line; warm workers are reused,
 //! replaced when they die and removed when idle (or per task with idle 0); an operator
 //! SIGKILLed while calls are in flight resumes them without running any node twice; a
-//! finished task goes after its `ttlSecondsAfterFinished`.
+//! finished task goes after its `ttlSecondsAfterFinished`; workers load only their own
+//! operator process's signed precompiled artifacts and get modules after a restart.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -308,6 +309,87 @@ async fn an_operator_killed_mid_rollout_runs_no_node_twice() -> anyhow::Result<(
         runs.values().all(|r| *r == 1),
         "every node runs exactly once: {runs:?} (mid-call at the kill: {in_call:?})"
     );
+    h.shutdown().await
+}
+
+/// The digest (hex) of a published plugin.
+fn digest_hex(hp: &hostplug_api::crd::HostPlugin) -> String {
+    let digest = hp.status.as_ref().and_then(|s| s.digest.clone());
+    let digest = digest.unwrap_or_default();
+    digest.trim_start_matches("sha256:").to_owned()
+}
+
+/// Whether a worker's log has a line with `message` naming the module `hex`.
+fn logged(log: &str, message: &str, hex: &str) -> bool {
+    log.lines().any(|l| l.contains(message) && l.contains(hex))
+}
+
+/// Precompiled artifacts are native code, so a worker takes only those signed with the
+/// key of the operator process that made it (issue 21, finding 1): the workers of the
+/// first process load its artifacts without compiling. A restarted operator has a new
+/// key and adopts those workers all the same (the key is not part of the template);
+/// they would refuse its artifacts, so it sends them the module of a new plugin, which
+/// they compile and run. No worker is replaced, no call fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_take_only_their_operators_artifacts_and_modules_after_a_restart()
+-> anyhow::Result<()> {
+    let mut h = Harness::start().await?;
+    let trap = digest_hex(
+        &h.publish_plugin("test-trap.wasm", "test-trap", "none")
+            .await?,
+    );
+    let spin = digest_hex(
+        &h.publish_plugin("test-spin.wasm", "test-spin", "none")
+            .await?,
+    );
+    assert!(!trap.is_empty() && !spin.is_empty());
+
+    h.apply(&task(
+        "signed-before",
+        "  targetType: All\n  http: {api: test-trap, method: ok}\n",
+    ))
+    .await?;
+    let t = h.wait_finished("signed-before").await?;
+    assert_eq!(state_of(&t), Some(TaskState::Succeeded), "{:?}", t.status);
+    let workers = h.worker_pods().await?;
+    assert_eq!(workers.len(), 3, "{workers:?}");
+    for pod in workers.values().flatten() {
+        let log = h.worker_log(pod);
+        assert!(
+            logged(&log, "precompiled plugin loaded", &trap),
+            "{pod} did not load the operator's signed artifact:\n{log}"
+        );
+    }
+
+    h.kill_operator().await?;
+    h.start_operator()?;
+    h.apply(&task(
+        "signed-after",
+        "  targetType: All\n  http: {api: test-spin, method: ok}\n",
+    ))
+    .await?;
+    let t = h.wait_finished("signed-after").await?;
+    assert_eq!(state_of(&t), Some(TaskState::Succeeded), "{:?}", t.status);
+    assert_eq!(
+        h.worker_pods().await?,
+        workers,
+        "the restarted operator adopts the workers, whatever its key"
+    );
+    for pod in workers.values().flatten() {
+        let log = h.worker_log(pod);
+        assert!(
+            logged(&log, "plugin module loaded", &spin),
+            "{pod} did not get test-spin's module:\n{log}"
+        );
+        assert!(
+            !logged(&log, "precompiled plugin loaded", &spin),
+            "{pod} took an artifact signed with a key it was not made with:\n{log}"
+        );
+        assert!(
+            !log.contains("precompiled artifact refused"),
+            "the operator sent an artifact its adopted worker cannot take:\n{log}"
+        );
+    }
     h.shutdown().await
 }
 

@@ -16,7 +16,7 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use askama::Template as _;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::Stream;
@@ -27,7 +27,7 @@ use crate::error::{AppError, AppResult};
 use crate::state::AppState;
 use crate::templates::TaskDetailFragment;
 
-use super::tasks::task_page;
+use super::tasks::{NodePageQuery, task_page};
 
 /// Open live streams the console serves at once. Each holds a watch on the API server
 /// for as long as a browser tab shows a running task; 64 covers a team watching
@@ -46,19 +46,20 @@ const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 static STREAMS: Semaphore = Semaphore::const_new(MAX_LIVE_STREAMS);
 
-/// `GET /tasks/{name}/live`.
+/// `GET /tasks/{name}/live` (with the page's `?phase=&page=`: the same nodes as the page).
 pub async fn task_live(
     State(state): State<AppState>,
     user: AuthUser,
     Path(name): Path<String>,
+    Query(query): Query<NodePageQuery>,
 ) -> AppResult<Response> {
     // Fails early (404, 403) like the page itself, before the stream starts.
-    let first = task_page(&state, &user, &name).await?;
+    let first = task_page(&state, &user, &name, &query).await?;
     // Past the bound: 429, and the page's script polls instead.
     let Ok(permit) = STREAMS.try_acquire() else {
         return Err(AppError::RateLimited { retry_after: 30 });
     };
-    let stream = events(state, user, name, first, permit);
+    let stream = events(state, user, name, query, first, permit);
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
         .into_response())
@@ -76,6 +77,7 @@ fn events(
     state: AppState,
     user: AuthUser,
     name: String,
+    query: NodePageQuery,
     first: crate::templates::TaskPage,
     permit: tokio::sync::SemaphorePermit<'static>,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
@@ -86,6 +88,7 @@ fn events(
             let state = state.clone();
             let user = user.clone();
             let name = name.clone();
+            let query = query.clone();
             async move {
                 match stage {
                     Stage::Done => return None,
@@ -113,7 +116,7 @@ fn events(
                             {
                                 return None;
                             }
-                            task_page(&state, &user, &name).await.ok()?
+                            task_page(&state, &user, &name, &query).await.ok()?
                         }
                     };
                     let finished = current.finished;

@@ -5,6 +5,11 @@
 //! "Apply" and "run again" copy the stored spec whole ([`TaskRequest::rerun`]): only
 //! `dryRun` may differ, so a dry run made for a selector and rollout limits is applied
 //! with exactly those.
+//!
+//! At fleet size a task's page shows its nodes a page at a time
+//! ([`fleet::NODES_PER_PAGE`]), filtered by phase (`?phase=Failed&page=2`), and the form
+//! lists the nodes with their labels folded, a filter, and a live count of the nodes a
+//! role and a selector pick ([`fleet::match_nodes`], the operator's rule).
 
 use std::{collections::BTreeMap, sync::OnceLock, time::Duration};
 
@@ -28,6 +33,7 @@ use crate::{
     cluster::{TaskRequest, parse_target_type},
     db::Role,
     error::{AppError, AppResult},
+    fleet::{self, NODES_PER_PAGE},
     schema, selector,
     state::AppState,
     templates::{
@@ -92,13 +98,50 @@ pub async fn task_rows(
     render(&TaskRowsFragment { rows })
 }
 
+/// Which of a task's nodes its page shows: `?phase=Failed&page=2`. Values that do not
+/// fit (an unknown phase, a page that is not a number) show everything from page 1.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct NodePageQuery {
+    /// Page, from 1.
+    #[serde(default)]
+    pub page: String,
+    /// Only nodes in this phase.
+    #[serde(default)]
+    pub phase: String,
+}
+
+/// The phases of a task's nodes, in the order of a rollout.
+const PHASES: [&str; 6] = [
+    "Pending",
+    "Starting",
+    "Running",
+    "Succeeded",
+    "Failed",
+    "Skipped",
+];
+
+impl NodePageQuery {
+    fn page(&self) -> usize {
+        self.page.parse().unwrap_or(1)
+    }
+
+    fn phase(&self) -> &str {
+        PHASES
+            .iter()
+            .find(|p| **p == self.phase)
+            .copied()
+            .unwrap_or_default()
+    }
+}
+
 /// `GET /tasks/{name}`.
 pub async fn task_detail(
     State(state): State<AppState>,
     user: AuthUser,
     Path(name): Path<String>,
+    Query(query): Query<NodePageQuery>,
 ) -> AppResult<Response> {
-    render(&task_page(&state, &user, &name).await?)
+    render(&task_page(&state, &user, &name, &query).await?)
 }
 
 /// Nodes ended of nodes targeted, in percent, rounded down (100 only when all ended).
@@ -123,16 +166,48 @@ pub fn in_flight(nodes: &[crate::cluster::NodeResultView]) -> String {
         .join(", ")
 }
 
-/// The data of a task's page (and of its live fragment) as `user` may see it.
-pub async fn task_page(state: &AppState, user: &AuthUser, name: &str) -> AppResult<TaskPage> {
+/// The address of a task's page showing `phase` (empty: all) and page `page`.
+fn task_href(name: &str, phase: &str, page: usize) -> String {
+    let mut href = format!("/tasks/{name}");
+    let mut sep = '?';
+    if !phase.is_empty() {
+        href.push_str(&format!("{sep}phase={phase}"));
+        sep = '&';
+    }
+    if page > 1 {
+        href.push_str(&format!("{sep}page={page}"));
+    }
+    href
+}
+
+/// The data of a task's page (and of its live fragment) as `user` may see it: the
+/// nodes of `query`'s phase and page.
+pub async fn task_page(
+    state: &AppState,
+    user: &AuthUser,
+    name: &str,
+    query: &NodePageQuery,
+) -> AppResult<TaskPage> {
     let task = state
         .cluster
         .get_task(name)
         .await?
         .ok_or(AppError::NotFound)?;
     let task = visible_to(user, task);
-    let nodes = task
+    let phase = query.phase();
+    let phases: Vec<&str> = task.nodes.iter().map(|n| n.phase.as_str()).collect();
+    let chips = fleet::chips(&phases, &PHASES, phase, state_class, |p| {
+        task_href(&task.name, p, 1)
+    });
+    let shown: Vec<&crate::cluster::NodeResultView> = task
         .nodes
+        .iter()
+        .filter(|n| phase.is_empty() || n.phase == phase)
+        .collect();
+    let (rows, pager) = fleet::paginate(shown.len(), query.page(), |n| {
+        task_href(&task.name, phase, n)
+    });
+    let nodes = shown[rows]
         .iter()
         .map(|n| NodeCard {
             node: n.node.clone(),
@@ -178,6 +253,15 @@ pub async fn task_page(state: &AppState, user: &AuthUser, name: &str) -> AppResu
         },
     );
     let can_write = user.role >= Role::Operator;
+    let live_url = {
+        let page = task_href(&task.name, phase, pager.page);
+        let query = page.split_once('?').map(|(_, q)| q).unwrap_or_default();
+        format!(
+            "/tasks/{}/live{}{query}",
+            task.name,
+            if query.is_empty() { "" } else { "?" }
+        )
+    };
     Ok(TaskPage {
         nav: Nav::for_user(user, "tasks"),
         state_class: state_class(&task.state),
@@ -197,6 +281,18 @@ pub async fn task_page(state: &AppState, user: &AuthUser, name: &str) -> AppResu
             0
         },
         in_flight: in_flight(&task.nodes),
+        strip: if task.nodes.len() <= NODES_PER_PAGE {
+            task.nodes
+                .iter()
+                .map(|n| (n.node.clone(), n.phase.clone(), state_class(&n.phase)))
+                .collect()
+        } else {
+            Vec::new()
+        },
+        chips,
+        pager,
+        phase: phase.to_owned(),
+        live_url,
         task,
     })
 }
@@ -444,6 +540,8 @@ pub fn spec_from_form(
         rollout,
         ttl_seconds_after_finished,
         registry_auth: None,
+        rerun: 0,
+        on_change: Vec::new(),
     })
 }
 
@@ -497,6 +595,17 @@ async fn new_task_page(
         .map(|(_, v)| v.clone())
         .collect();
     let help = spec_help();
+    let role = get("role").unwrap_or_else(|| "Node".to_owned());
+    let selector_text = input
+        .pairs
+        .iter()
+        .find(|(k, _)| k == "node_selector")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
+    let role_match = match parse_target_type(&role) {
+        Some(target) => fleet::match_nodes(&nodes, target, &selector_text),
+        None => Err("targetType: choose a role: Master, Node or All".to_owned()),
+    };
     let settings = SpecFields {
         port: get("port").unwrap_or_else(|| DEFAULT_WORKER_PORT.to_string()),
         timeout_seconds: get("timeout_seconds")
@@ -530,10 +639,15 @@ async fn new_task_page(
         method_description: method.map(|m| m.description.clone()).unwrap_or_default(),
         mutates: method.is_some_and(|m| m.mutates),
         items,
+        role_match: match &role_match {
+            Ok(m) => m.summary.clone(),
+            Err(e) => e.clone(),
+        },
+        role_match_failed: role_match.is_err(),
         nodes,
         selected_nodes,
         target: get("target").unwrap_or_else(|| "nodes".to_owned()),
-        role: get("role").unwrap_or_else(|| "Node".to_owned()),
+        role,
         name: get("name").unwrap_or_default(),
         settings,
         errors: input.errors,
@@ -775,6 +889,8 @@ mod tests {
                 }),
                 ttl_seconds_after_finished: Some(600),
                 registry_auth: None,
+                rerun: 0,
+                on_change: Vec::new(),
             }
         );
         // And back: the pairs that fill the form read into the same spec.

@@ -220,6 +220,18 @@ impl Browser {
         .await
     }
 
+    /// Sets the browser window's size in CSS pixels (the viewport of headless Chromium),
+    /// e.g. 1366 wide, the most common laptop screen.
+    pub async fn set_window_size(&self, width: u32, height: u32) -> Result<()> {
+        self.session_call(
+            reqwest::Method::POST,
+            "/window/rect",
+            Some(json!({"width": width, "height": height})),
+        )
+        .await
+        .map(drop)
+    }
+
     /// Waits until an element matching `css` exists, up to `timeout`.
     pub async fn wait_for(&self, css: &str, timeout: Duration) -> Result<Element<'_>> {
         let deadline = Instant::now() + timeout;
