@@ -42,7 +42,9 @@
 //! `/proc/sys/kernel/random/boot_id` inside the node before systemd starts, since the
 //! kernel's is the machine's) and starts the same container again: its writable layer and
 //! `/etc` stay, as a disk does; `/run` and `/tmp` are fresh. After a `poweroff` or `halt`
-//! the node stays off ([`PowerState::Off`]). [`SystemdNode::boot_ids`] lists every boot.
+//! the node stays off ([`PowerState::Off`]). [`SystemdNode::boot_ids`] lists every boot;
+//! [`SystemdNode::reboot`] reboots and waits, [`SystemdNode::wait_rebooted`] waits for a
+//! reboot someone else asked for (over the bus, say).
 //!
 //! # Cleanup
 //!
@@ -449,6 +451,16 @@ impl SystemdNode {
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
         }
+    }
+
+    /// Reboots the node as an administrator would (`systemctl reboot` inside it: real
+    /// systemd shuts down) and waits for the simulated power cycle and for systemd to be
+    /// `running` again; returns the new boot ID.
+    pub fn reboot(&self) -> Result<String> {
+        let previous = self.boot_id();
+        // The exec may end with an error as the container ends under it.
+        let _ = self.exec(&["systemctl", "reboot"])?;
+        self.wait_rebooted(&previous, POWER_CYCLE_TIMEOUT)
     }
 
     /// Waits until the node is no longer on (it powered off, or a power cycle failed) and

@@ -275,6 +275,14 @@ fn a_reboot_ends_the_container_and_the_power_cycle_brings_it_back_with_a_new_boo
     );
     assert_eq!(main_pid(&node), state.pid);
 
+    // `systemctl reboot` inside, as an administrator would: a third boot.
+    let third = node.reboot().expect("reboot");
+    assert_eq!(
+        node.boot_ids(),
+        [first.clone(), second.clone(), third.clone()]
+    );
+    assert_eq!(node.demo_state().expect("state").boot_id, third);
+
     // A power-off stays off: nothing is started again.
     node.exec(&["systemctl", "poweroff"]).expect("exec");
     let off = node.wait_off(RUNNING_TIMEOUT).expect("the node powers off");
@@ -285,7 +293,7 @@ fn a_reboot_ends_the_container_and_the_power_cycle_brings_it_back_with_a_new_boo
         }
     );
     sleep(Duration::from_secs(1));
-    assert_eq!(node.boot_ids().len(), 2, "a power-off is not power-cycled");
+    assert_eq!(node.boot_ids().len(), 3, "a power-off is not power-cycled");
     assert!(node.wait_running(Duration::from_secs(1)).is_err());
 
     node.stop().expect("stop");
