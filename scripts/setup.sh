@@ -86,3 +86,7 @@ fi
 # The base image of our Dockerfiles (gcr.io/distroless/cc-debian12:nonroot) as a root
 # filesystem tar, made once and cached by the script's content.
 "$ROOT/tests/images/distroless-base.sh" >/dev/null
+
+# The systemd test node (hostplug_testenv::systemd): Debian bookworm with systemd and dbus
+# as a root filesystem tar, made once and cached by the script's content.
+"$ROOT/tests/images/systemd-node.sh" >/dev/null

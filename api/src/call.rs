@@ -19,6 +19,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::plugin::{Capabilities, EtcAccess};
+use crate::systemd::SystemdAccess;
 
 /// Why a resource cannot run: the field at fault and the problem, for people.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -348,11 +349,12 @@ pub fn selector_matches(
 }
 
 /// What one call may touch on its node, and so which worker serves it: how /etc is
-/// mounted and whether the docker and containerd sockets are. Calls with the same
-/// profile on a node share a pooled worker; the worker Pod mounts exactly this. A call
-/// with follow-ups (`onChange`) runs on a worker with the [`union`](Self::union) of
-/// their profiles, and each call of the sequence carries its own profile in the invoke
-/// request, to which the worker narrows its grants: no call gets more than its own.
+/// mounted, whether the docker and containerd sockets are, and whether the system bus
+/// socket is (and for what). Calls with the same profile on a node share a pooled
+/// worker; the worker Pod mounts exactly this. A call with follow-ups (`onChange`) runs
+/// on a worker with the [`union`](Self::union) of their profiles, and each call of the
+/// sequence carries its own profile in the invoke request, to which the worker narrows
+/// its grants: no call gets more than its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AccessProfile {
@@ -362,16 +364,21 @@ pub struct AccessProfile {
     pub docker: bool,
     /// The containerd socket.
     pub containerd: bool,
+    /// The system bus socket (systemd): none, for reads only, or for the declared
+    /// actions. Which units and actions comes with each call, from its HostPlugin.
+    #[serde(default)]
+    pub systemd: SystemdAccess,
 }
 
 impl AccessProfile {
-    /// The access of one call of a plugin with `caps`: its grant, but /etc read-only for
-    /// a dry run and for a method that does not change the node.
+    /// The access of one call of a plugin with `caps`: its grant, but /etc read-only and
+    /// systemd for reads only in a dry run and for a method that does not change the node.
     pub fn for_call(caps: &Capabilities, dry_run: bool, mutates: bool) -> Self {
         Self {
             etc: caps.etc.for_run(dry_run || !mutates),
             docker: caps.docker,
             containerd: caps.containerd,
+            systemd: SystemdAccess::for_call(caps.systemd.is_some(), dry_run, mutates),
         }
     }
 
@@ -382,6 +389,7 @@ impl AccessProfile {
             etc: self.etc.max(other.etc),
             docker: self.docker || other.docker,
             containerd: self.containerd || other.containerd,
+            systemd: self.systemd.max(other.systemd),
         }
     }
 
@@ -392,17 +400,21 @@ impl AccessProfile {
             etc: self.etc.min(other.etc),
             docker: self.docker && other.docker,
             containerd: self.containerd && other.containerd,
+            systemd: self.systemd.min(other.systemd),
         }
     }
 
-    /// Whether calls with this access may change the node (/etc writable, or a socket of
-    /// a container runtime): such calls take the node lock.
+    /// Whether calls with this access may change the node (/etc writable, a socket of a
+    /// container runtime, or systemd's actions): such calls take the node lock.
     pub fn may_change_node(self) -> bool {
-        self.etc == EtcAccess::Write || self.docker || self.containerd
+        self.etc == EtcAccess::Write
+            || self.docker
+            || self.containerd
+            || self.systemd == SystemdAccess::Manage
     }
 
-    /// The label value (`hostplug.dev/profile`), e.g. `etc-write`, `etc-none-docker` or
-    /// `etc-none-containerd`.
+    /// The label value (`hostplug.dev/profile`), e.g. `etc-write`, `etc-none-docker`,
+    /// `etc-none-containerd`, `etc-write-systemd` or `etc-read-systemd-read`.
     pub fn label(self) -> String {
         let mut label = format!("etc-{}", self.etc);
         if self.docker {
@@ -411,11 +423,23 @@ impl AccessProfile {
         if self.containerd {
             label.push_str("-containerd");
         }
+        match self.systemd {
+            SystemdAccess::None => {}
+            SystemdAccess::Read => label.push_str("-systemd-read"),
+            SystemdAccess::Manage => label.push_str("-systemd"),
+        }
         label
     }
 
     /// The profile a label value names.
     pub fn from_label(s: &str) -> Option<Self> {
+        let (s, systemd) = if let Some(rest) = s.strip_suffix("-systemd-read") {
+            (rest, SystemdAccess::Read)
+        } else if let Some(rest) = s.strip_suffix("-systemd") {
+            (rest, SystemdAccess::Manage)
+        } else {
+            (s, SystemdAccess::None)
+        };
         let (s, containerd) = match s.strip_suffix("-containerd") {
             Some(rest) => (rest, true),
             None => (s, false),
@@ -429,6 +453,7 @@ impl AccessProfile {
             etc,
             docker,
             containerd,
+            systemd,
         })
     }
 }
@@ -523,12 +548,15 @@ mod tests {
         for etc in EtcAccess::ALL {
             for docker in [false, true] {
                 for containerd in [false, true] {
-                    let p = AccessProfile {
-                        etc,
-                        docker,
-                        containerd,
-                    };
-                    assert_eq!(AccessProfile::from_label(&p.label()), Some(p));
+                    for systemd in SystemdAccess::ALL {
+                        let p = AccessProfile {
+                            etc,
+                            docker,
+                            containerd,
+                            systemd,
+                        };
+                        assert_eq!(AccessProfile::from_label(&p.label()), Some(p), "{p}");
+                    }
                 }
             }
         }
@@ -536,7 +564,8 @@ mod tests {
             AccessProfile {
                 etc: EtcAccess::Write,
                 docker: true,
-                containerd: false
+                containerd: false,
+                systemd: SystemdAccess::None,
             }
             .label(),
             "etc-write-docker"
@@ -565,5 +594,35 @@ mod tests {
             EtcAccess::Read
         );
         assert!(AccessProfile::for_call(&caps, true, true).docker);
+    }
+
+    /// The bus socket only for a plugin declaring systemd; its actions only in a call
+    /// that may change the node (the host refuses them otherwise).
+    #[test]
+    fn a_call_gets_systemd_actions_only_when_it_may_change_the_node() {
+        let none = Capabilities::default();
+        assert_eq!(
+            AccessProfile::for_call(&none, false, true).systemd,
+            SystemdAccess::None
+        );
+        let caps = Capabilities {
+            systemd: Some(crate::systemd::SystemdCapability {
+                units: vec!["chrony.service".into()],
+                actions: vec![crate::systemd::SystemdAction::Restart],
+            }),
+            ..Capabilities::default()
+        };
+        let run = |dry_run, mutates| AccessProfile::for_call(&caps, dry_run, mutates);
+        assert_eq!(run(false, true).systemd, SystemdAccess::Manage);
+        assert!(run(false, true).may_change_node());
+        assert_eq!(run(true, true).systemd, SystemdAccess::Read, "dry run");
+        assert_eq!(
+            run(false, false).systemd,
+            SystemdAccess::Read,
+            "read-only method"
+        );
+        assert!(!run(false, false).may_change_node());
+        assert_eq!(run(false, true).label(), "etc-none-systemd");
+        assert_eq!(run(true, true).label(), "etc-none-systemd-read");
     }
 }

@@ -21,6 +21,8 @@
 //!   every form schemars writes, one field order) and the check of parameters against
 //!   it, naming the field; the console, `kubectl hostplug`, the operator and the host use
 //!   it.
+//! * [`systemd`]: the `systemd` capability as declared (unit patterns, actions), the
+//!   access one call gets, and the rules about unit names the operator and the host share.
 //! * [`selector`]: label selectors as people type them (`kubectl -l` syntax), for the
 //!   console and `kubectl hostplug`.
 //! * [`worker`]: the worker Pod's contract ([`WorkerSettings`]: variable names, Secret
@@ -70,6 +72,7 @@ pub mod registry_auth;
 pub mod schema;
 pub mod selector;
 pub mod state;
+pub mod systemd;
 pub mod worker;
 
 pub use call::{AccessProfile, Invalid, NodeTargets, NodeView, PluginCall, TargetType};

@@ -14,6 +14,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::{Digest as _, Sha256};
 
 use crate::Error;
+pub use crate::systemd::{SystemdAccess, SystemdAction, SystemdCapability};
 
 /// The sha256 digest of a module's bytes, the one key by which modules are pinned,
 /// cached and addressed (HostPlugin `spec.sha256`, the worker's `/v1/plugins/{sha256}`
@@ -156,13 +157,30 @@ pub struct Capabilities {
     /// use) works.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub containerd: bool,
+    /// The node's systemd over D-Bus (the system bus socket is mounted and the `systemd`
+    /// import works): which units (name patterns) and which actions. Absent: no bus
+    /// socket, every `systemd` call refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub systemd: Option<SystemdCapability>,
+}
+
+impl Capabilities {
+    /// Checks what cannot be said in the CRD's schema alone; the error names the field
+    /// under `field` (e.g. `spec.capabilities`).
+    pub fn validate(&self, field: &str) -> Result<(), crate::call::Invalid> {
+        if let Some(systemd) = &self.systemd {
+            systemd.validate(&format!("{field}.systemd"))?;
+        }
+        Ok(())
+    }
 }
 
 text_form!(EtcAccess, "etc access", "none, read or write");
 
 impl fmt::Display for Capabilities {
     /// `etc=<access>,docker=<bool>`, e.g. `etc=write,docker=false`, then
-    /// `,containerd=true` and `,registryAuth=true` when declared.
+    /// `,containerd=true`, `,registryAuth=true` and `,systemd=<units>:<actions>` when
+    /// declared.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "etc={},docker={}", self.etc, self.docker)?;
         if self.containerd {
@@ -170,6 +188,9 @@ impl fmt::Display for Capabilities {
         }
         if self.registry_auth {
             f.write_str(",registryAuth=true")?;
+        }
+        if let Some(systemd) = &self.systemd {
+            write!(f, ",systemd={systemd}")?;
         }
         Ok(())
     }
@@ -183,7 +204,7 @@ impl FromStr for Capabilities {
         let invalid = || Error::InvalidValue {
             what: "capabilities",
             input: s.chars().take(80).collect(),
-            expected: "etc=<none|read|write>,docker=<true|false>[,containerd=<true|false>][,registryAuth=<true|false>]",
+            expected: "etc=<none|read|write>,docker=<true|false>[,containerd=<true|false>][,registryAuth=<true|false>][,systemd=<unit>|…:<action>|…]",
         };
         let mut caps = Self::default();
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -194,6 +215,7 @@ impl FromStr for Capabilities {
                     caps.registry_auth = v.parse().map_err(|_| invalid())?;
                 }
                 Some(("containerd", v)) => caps.containerd = v.parse().map_err(|_| invalid())?,
+                Some(("systemd", v)) => caps.systemd = Some(v.parse()?),
                 _ => return Err(invalid()),
             }
         }
@@ -346,6 +368,33 @@ mod tests {
         assert_eq!(cri.to_string().parse::<Capabilities>()?, cri);
         assert_eq!("".parse::<Capabilities>()?, Capabilities::default());
         assert!("etc=read,net=true".parse::<Capabilities>().is_err());
+        let units = Capabilities {
+            etc: EtcAccess::Write,
+            systemd: Some(SystemdCapability {
+                units: vec!["chrony.service".into(), "hostplug-*.service".into()],
+                actions: vec![SystemdAction::Status, SystemdAction::Restart],
+            }),
+            ..Capabilities::default()
+        };
+        assert_eq!(
+            units.to_string(),
+            "etc=write,docker=false,systemd=chrony.service|hostplug-*.service:status|restart"
+        );
+        assert_eq!(units.to_string().parse::<Capabilities>()?, units);
+        let json: Capabilities = serde_json::from_value(serde_json::json!({
+            "etc": "write",
+            "systemd": {"units": ["chrony.service"], "actions": ["status", "try-reload-or-restart"]}
+        }))
+        .map_err(|_| Error::InvalidDigest {
+            input: "json".into(),
+        })?;
+        assert_eq!(
+            json.systemd.map(|s| s.actions),
+            Some(vec![
+                SystemdAction::Status,
+                SystemdAction::TryReloadOrRestart
+            ])
+        );
         Ok(())
     }
 }

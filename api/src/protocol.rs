@@ -162,6 +162,13 @@ pub struct InvokeRequest {
     /// answers `none` for every registry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registry_auth: Option<crate::registry_auth::RegistryCredentials>,
+    /// The plugin's HostPlugin `spec.capabilities.systemd` (unit patterns and actions),
+    /// sent with every call of a plugin that declares it: workers are shared by plugins
+    /// with the same access profile, so the units a call may touch come with the call.
+    /// The worker grants systemd only with both this and its bus socket. Absent: every
+    /// `systemd` call is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub systemd: Option<crate::systemd::SystemdCapability>,
     /// What this call may touch. The worker grants it the intersection of this and its
     /// own Pod's grants, so a worker shared by the calls of a sequence (see `onChange`)
     /// gives each only its own plugin's access. Absent: the worker's grants.
@@ -196,6 +203,9 @@ pub struct FollowUpRequest {
     /// grants.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access: Option<crate::call::AccessProfile>,
+    /// Its plugin's systemd declaration, as in [`InvokeRequest::systemd`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub systemd: Option<crate::systemd::SystemdCapability>,
 }
 
 /// What one follow-up call returned: exactly one of `outcome` and `error`.
@@ -216,7 +226,8 @@ impl InvokeRequest {
     /// The request for `call` of the module `digest`, with a deadline of
     /// `timeout_seconds` (at least one second) and, for exactly-once delivery, its
     /// `invocation_id`. No registry credentials: the caller adds them when the plugin
-    /// declares them.
+    /// declares them; no systemd declaration: the operator's one send path adds each
+    /// plugin's (`dispatch::send`).
     pub fn for_call(
         digest: &crate::Digest,
         call: &crate::call::PluginCall,
@@ -232,6 +243,7 @@ impl InvokeRequest {
             timeout_ms: Some(u64::from(timeout_seconds.max(1).unsigned_abs()) * 1000),
             invocation_id,
             registry_auth: None,
+            systemd: None,
             access: None,
             on_change: Vec::new(),
         }

@@ -17,6 +17,7 @@ use std::time::Duration;
 use crate::Error;
 use crate::call::AccessProfile;
 use crate::plugin::EtcAccess;
+use crate::systemd::SystemdAccess;
 
 /// Port of the worker protocol (`HostTask.spec.http.port` defaults to it).
 pub const DEFAULT_PORT: u16 = 8443;
@@ -84,6 +85,12 @@ pub mod env {
     pub const DOCKER_SOCKET: &str = "HOSTPLUG_DOCKER_SOCKET";
     /// The node's containerd socket as mounted into the Pod; unset: no containerd access.
     pub const CONTAINERD_SOCKET: &str = "HOSTPLUG_CONTAINERD_SOCKET";
+    /// The node's D-Bus system bus socket as mounted into the Pod; unset: no systemd
+    /// access.
+    pub const SYSTEMD_SOCKET: &str = "HOSTPLUG_SYSTEMD_SOCKET";
+    /// What plugins may do through systemd: `read` (status only) or `manage` (the
+    /// actions each call's HostPlugin declares).
+    pub const SYSTEMD_ACCESS: &str = "HOSTPLUG_SYSTEMD_ACCESS";
     /// Directory for precompiled modules.
     pub const CACHE_DIR: &str = "HOSTPLUG_CACHE_DIR";
     /// The operator's public key for precompiled artifacts ([`super::ArtifactKey`]);
@@ -112,7 +119,7 @@ pub mod env {
     pub const IDLE_EXIT_MS: &str = "HOSTPLUG_IDLE_EXIT_MS";
 
     /// Every variable with its meaning, for `hostplug-worker --help` and the docs.
-    pub const ALL: [(&str, &str); 20] = [
+    pub const ALL: [(&str, &str); 22] = [
         (
             LISTEN,
             "address and port to listen on (default 0.0.0.0:8443)",
@@ -138,6 +145,14 @@ pub mod env {
         (
             CONTAINERD_SOCKET,
             "the node's containerd socket (CRI image service); unset: no containerd access",
+        ),
+        (
+            SYSTEMD_SOCKET,
+            "the node's D-Bus system bus socket (systemd); unset: no systemd access",
+        ),
+        (
+            SYSTEMD_ACCESS,
+            "read (unit status only) or manage (the declared actions); default read",
         ),
         (
             CACHE_DIR,
@@ -215,6 +230,16 @@ pub mod paths {
     pub const NODE_CONTAINERD_SOCKET: &str = "/run/containerd/containerd.sock";
     /// Where the containerd socket is mounted in the worker.
     pub const CONTAINERD_MOUNT: &str = "/host/run/containerd/containerd.sock";
+    /// The directory of the D-Bus system bus socket on a node (the hostPath source): the
+    /// directory rather than the socket, so that a restarted dbus daemon's new socket is
+    /// seen by a running worker.
+    pub const NODE_SYSTEM_BUS_DIR: &str = "/run/dbus";
+    /// The D-Bus system bus socket on a node, the default of the D-Bus specification.
+    pub const NODE_SYSTEM_BUS_SOCKET: &str = "/run/dbus/system_bus_socket";
+    /// Where the system bus socket's directory is mounted in the worker.
+    pub const SYSTEM_BUS_MOUNT: &str = "/host/run/dbus";
+    /// The system bus socket inside the worker.
+    pub const SYSTEM_BUS_SOCKET: &str = "/host/run/dbus/system_bus_socket";
     /// The worker's module cache (an emptyDir: the root filesystem is read-only).
     pub const CACHE_MOUNT: &str = "/var/cache/hostplug";
     /// The node directory holding the node lock, shared by every worker Pod that may
@@ -417,6 +442,11 @@ pub struct WorkerSettings {
     pub docker_socket: Option<PathBuf>,
     /// The node's containerd socket (CRI); `None`: plugins get no containerd access.
     pub containerd_socket: Option<PathBuf>,
+    /// The node's D-Bus system bus socket; `None`: plugins get no systemd access.
+    pub systemd_socket: Option<PathBuf>,
+    /// What plugins may do through systemd when the socket is set: `read` (a dry run,
+    /// a method that does not change the node) or `manage`.
+    pub systemd_access: SystemdAccess,
     /// Directory for precompiled modules (an emptyDir), so a restarted worker process
     /// does not compile again.
     pub cache_dir: PathBuf,
@@ -453,6 +483,9 @@ impl WorkerSettings {
             containerd_socket: profile
                 .containerd
                 .then(|| PathBuf::from(paths::CONTAINERD_MOUNT)),
+            systemd_socket: (profile.systemd != SystemdAccess::None)
+                .then(|| PathBuf::from(paths::SYSTEM_BUS_SOCKET)),
+            systemd_access: profile.systemd,
             cache_dir: PathBuf::from(paths::CACHE_MOUNT),
             artifact_key: None,
             node_lock_file: profile
@@ -472,6 +505,10 @@ impl WorkerSettings {
             etc: self.etc_access,
             docker: self.docker_socket.is_some(),
             containerd: self.containerd_socket.is_some(),
+            systemd: match self.systemd_socket {
+                Some(_) => self.systemd_access,
+                None => SystemdAccess::None,
+            },
         }
     }
 
@@ -499,6 +536,10 @@ impl WorkerSettings {
         }
         if let Some(socket) = &self.containerd_socket {
             vars.push((env::CONTAINERD_SOCKET, path(socket)));
+        }
+        if let Some(socket) = &self.systemd_socket {
+            vars.push((env::SYSTEMD_SOCKET, path(socket)));
+            vars.push((env::SYSTEMD_ACCESS, self.systemd_access.to_string()));
         }
         vars.extend([(env::CACHE_DIR, path(&self.cache_dir))]);
         if let Some(key) = &self.artifact_key {
@@ -599,6 +640,15 @@ impl WorkerSettings {
             etc_access: parsed(env::ETC_ACCESS, get(env::ETC_ACCESS), EtcAccess::None)?,
             docker_socket: get(env::DOCKER_SOCKET).map(PathBuf::from),
             containerd_socket: get(env::CONTAINERD_SOCKET).map(PathBuf::from),
+            systemd_socket: get(env::SYSTEMD_SOCKET).map(PathBuf::from),
+            systemd_access: match get(env::SYSTEMD_SOCKET) {
+                None => SystemdAccess::None,
+                Some(_) => parsed(
+                    env::SYSTEMD_ACCESS,
+                    get(env::SYSTEMD_ACCESS),
+                    SystemdAccess::Read,
+                )?,
+            },
             cache_dir: get(env::CACHE_DIR)
                 .map_or_else(|| PathBuf::from(paths::CACHE_MOUNT), PathBuf::from),
             artifact_key: get(env::ARTIFACT_KEY)
@@ -632,19 +682,22 @@ mod tests {
     fn pod_settings_round_trip_through_the_environment() -> Result<(), Error> {
         for etc in EtcAccess::ALL {
             for (docker, containerd) in [(false, false), (true, false), (false, true)] {
-                let profile = AccessProfile {
-                    etc,
-                    docker,
-                    containerd,
-                };
-                let mut settings = WorkerSettings::in_pod(9443, profile, 30_000);
-                assert_eq!(settings.artifact_key, None);
-                let back = WorkerSettings::from_env(lookup(settings.env()))?;
-                assert_eq!(back, settings, "{profile}, no artifact key");
-                settings.artifact_key = Some(ArtifactKey::from_bytes([7; 32]));
-                let back = WorkerSettings::from_env(lookup(settings.env()))?;
-                assert_eq!(back, settings, "{profile}");
-                assert_eq!(back.profile(), profile);
+                for systemd in SystemdAccess::ALL {
+                    let profile = AccessProfile {
+                        etc,
+                        docker,
+                        containerd,
+                        systemd,
+                    };
+                    let mut settings = WorkerSettings::in_pod(9443, profile, 30_000);
+                    assert_eq!(settings.artifact_key, None);
+                    let back = WorkerSettings::from_env(lookup(settings.env()))?;
+                    assert_eq!(back, settings, "{profile}, no artifact key");
+                    settings.artifact_key = Some(ArtifactKey::from_bytes([7; 32]));
+                    let back = WorkerSettings::from_env(lookup(settings.env()))?;
+                    assert_eq!(back, settings, "{profile}");
+                    assert_eq!(back.profile(), profile);
+                }
             }
         }
         let custom = WorkerSettings {
@@ -656,6 +709,8 @@ mod tests {
             etc_access: EtcAccess::Read,
             docker_socket: Some("/d.sock".into()),
             containerd_socket: Some("/c.sock".into()),
+            systemd_socket: Some("/b.sock".into()),
+            systemd_access: SystemdAccess::Manage,
             cache_dir: "/cache".into(),
             artifact_key: Some(ArtifactKey::from_bytes([0xab; 32])),
             node_lock_file: Some("/run/lock".into()),
@@ -681,6 +736,7 @@ mod tests {
             etc: EtcAccess::Write,
             docker: true,
             containerd: true,
+            systemd: SystemdAccess::Manage,
         };
         let mut settings = WorkerSettings::in_pod(8443, profile, 1);
         settings.artifact_key = Some(ArtifactKey::from_bytes([1; 32]));
@@ -698,6 +754,10 @@ mod tests {
         let s = WorkerSettings::in_pod(8443, AccessProfile::for_call(&caps, true, true), 1000);
         assert_eq!(s.etc_access, EtcAccess::Read, "dry runs never write");
         assert_eq!(s.docker_socket, None);
+        assert_eq!(
+            s.systemd_socket, None,
+            "no bus socket without the capability"
+        );
         assert_eq!(s.listen, "$(POD_IP):8443");
         assert_eq!(s.token_file, PathBuf::from("/run/hostplug/secret/token"));
         assert_eq!(s.limits.max_invoke_timeout_ms, 1000);
@@ -711,6 +771,50 @@ mod tests {
             Some(PathBuf::from(paths::NODE_LOCK_FILE)),
             "a worker that may change the node takes the node lock"
         );
+    }
+
+    /// The bus socket only in a worker whose profile has the systemd capability; its
+    /// actions only when the call may change the node.
+    #[test]
+    fn only_systemd_profiles_get_the_bus_socket() {
+        let systemd = crate::plugin::Capabilities {
+            systemd: Some(crate::systemd::SystemdCapability {
+                units: vec!["chrony.service".into()],
+                actions: vec![crate::systemd::SystemdAction::Restart],
+            }),
+            ..Default::default()
+        };
+        let s = WorkerSettings::in_pod(8443, AccessProfile::for_call(&systemd, false, true), 1);
+        assert_eq!(
+            s.systemd_socket,
+            Some(PathBuf::from(paths::SYSTEM_BUS_SOCKET))
+        );
+        assert_eq!(s.systemd_access, SystemdAccess::Manage);
+        assert!(
+            s.node_lock_file.is_some(),
+            "systemd actions take the node lock"
+        );
+        let dry = WorkerSettings::in_pod(8443, AccessProfile::for_call(&systemd, true, true), 1);
+        assert_eq!(dry.systemd_access, SystemdAccess::Read);
+        assert!(dry.node_lock_file.is_none());
+        for caps in [
+            crate::plugin::Capabilities::default(),
+            crate::plugin::Capabilities {
+                etc: EtcAccess::Write,
+                docker: true,
+                containerd: true,
+                ..Default::default()
+            },
+        ] {
+            let s = WorkerSettings::in_pod(8443, AccessProfile::for_call(&caps, false, true), 1);
+            assert_eq!(s.systemd_socket, None, "{caps}");
+            assert!(
+                !s.env()
+                    .iter()
+                    .any(|(n, _)| n.starts_with("HOSTPLUG_SYSTEMD")),
+                "{caps}"
+            );
+        }
     }
 
     #[test]

@@ -10,6 +10,7 @@ use std::time::Duration;
 use crate::capability::containerd::ContainerdPolicy;
 use crate::capability::docker::DockerPolicy;
 use crate::capability::etc::EtcPolicy;
+use crate::capability::systemd::SystemdPolicy;
 
 /// Default cap on all memory of one invocation's store: 128 MiB, the linear memories of
 /// every core instance of the component together (a component may define several, and
@@ -121,6 +122,8 @@ pub struct HostConfig {
     pub docker: DockerPolicy,
     /// What the containerd import may do when the capability is granted.
     pub containerd: ContainerdPolicy,
+    /// The systemd import's time limit (which units and actions come with each grant).
+    pub systemd: SystemdPolicy,
     /// The sensitive paths under /etc that stay out of reach when the etc capability is
     /// granted (WASI and the `files` import alike), and an administrator's explicit
     /// allows. A worker runs one HostPlugin's invocations, so its host carries that

@@ -1,5 +1,6 @@
 //! Capabilities granted to one invocation: `/etc` access, the docker socket, the
-//! containerd (CRI) socket and the task's registry credentials.
+//! containerd (CRI) socket, the task's registry credentials and the system bus socket
+//! with the plugin's systemd declaration.
 //!
 //! Deny by default: `Grants::default()` gives nothing. This module only describes grants;
 //! each capability builds its per-call state from them (`capability/`, prepare phase),
@@ -9,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use hostplug_api::registry_auth::RegistryCredentials;
+use hostplug_api::systemd::SystemdCapability;
 
 use crate::EtcAccess;
 
@@ -34,6 +36,21 @@ pub struct Grants {
     /// The containerd socket the containerd import (CRI image service) talks to; `None`
     /// denies every containerd call.
     pub containerd: Option<PathBuf>,
+    /// The system bus socket and what the plugin's HostPlugin declares for systemd;
+    /// `None` denies every systemd call.
+    pub systemd: Option<SystemdGrant>,
+}
+
+/// The systemd capability of one invocation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SystemdGrant {
+    /// The D-Bus system bus socket (the worker's mount of the node's).
+    pub socket: PathBuf,
+    /// The unit patterns and actions the plugin's HostPlugin declares.
+    pub capability: SystemdCapability,
+    /// Only `status` reaches systemd: the call's method does not declare itself
+    /// mutating (its worker's profile says `read`). A dry run is read-only anyway.
+    pub read_only: bool,
 }
 
 impl Grants {
@@ -66,6 +83,22 @@ impl Grants {
     /// These grants plus registry credentials for the `registry-auth` import.
     pub fn with_registry_auth(mut self, credentials: Arc<RegistryCredentials>) -> Self {
         self.registry_auth = Some(credentials);
+        self
+    }
+
+    /// These grants plus the system bus socket at `socket` for `capability`'s units and
+    /// actions (`read_only`: only `status`).
+    pub fn with_systemd(
+        mut self,
+        socket: impl AsRef<Path>,
+        capability: SystemdCapability,
+        read_only: bool,
+    ) -> Self {
+        self.systemd = Some(SystemdGrant {
+            socket: socket.as_ref().to_path_buf(),
+            capability,
+            read_only,
+        });
         self
     }
 

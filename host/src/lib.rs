@@ -29,7 +29,8 @@
 //! * Calls are blocking for the caller (async callers use `tokio::task::spawn_blocking`);
 //!   inside, the store is async and the call runs under a timer, so the deadline also
 //!   ends a plugin that waits in a host call (a WASI sleep or poll).
-//! * Each host capability (`etc`, `docker`, `containerd`, `log`, `registry-auth`) is a
+//! * Each host capability (`etc`, `docker`, `containerd`, `log`, `registry-auth`,
+//!   `systemd`) is a
 //!   unit in [`capability`] with its policy, its per-call state, its imports (implemented
 //!   on its own view of the store) and its limits; the store composes them. A refusal is
 //!   a typed [`CapabilityError`] all the way to the plugin. The sensitive paths under
@@ -62,9 +63,13 @@ pub use capability::docker::{
     DockerPolicy, DockerRoute,
 };
 pub use capability::etc::{DEFAULT_DENY, DEFAULT_DENY_WRITE, EtcPolicy};
+pub use capability::systemd;
+pub use capability::systemd::{
+    DEFAULT_SYSTEMD_TIMEOUT, SystemdClient, SystemdPolicy, UnitAction, UnitStatus,
+};
 pub use config::*;
 pub use error::{Error, Result};
-pub use grants::Grants;
+pub use grants::{Grants, SystemdGrant};
 pub use host::Host;
 /// The shared contracts the host speaks, defined once in `hostplug-api`.
 pub use hostplug_api::{

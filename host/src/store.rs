@@ -22,6 +22,7 @@ use crate::capability::docker::{self, DockerState};
 use crate::capability::etc::{self, EtcState, EtcView};
 use crate::capability::log::{self, LogSink};
 use crate::capability::registry_auth::{self, RegistryAuthState};
+use crate::capability::systemd::{self, SystemdState};
 use crate::config::{MAX_INSTANCES, MAX_MEMORIES, MAX_TABLES};
 use crate::{Error, Grants, HostConfig, InvokeError, Result};
 
@@ -36,6 +37,7 @@ pub(crate) struct StoreData {
     docker: DockerState,
     containerd: ContainerdState,
     registry_auth: RegistryAuthState,
+    systemd: SystemdState,
 }
 
 impl StoreData {
@@ -71,6 +73,7 @@ impl StoreData {
             docker: DockerState::prepare(&call),
             containerd: ContainerdState::prepare(&call),
             registry_auth: RegistryAuthState::prepare(&call),
+            systemd: SystemdState::prepare(&call),
         })
     }
 
@@ -112,6 +115,7 @@ pub(crate) fn link(linker: &mut Linker<StoreData>) -> Result<()> {
     docker::add_to_linker(linker, |s| &mut s.docker)?;
     containerd::add_to_linker(linker, |s| &mut s.containerd)?;
     registry_auth::add_to_linker(linker, |s| &mut s.registry_auth)?;
+    systemd::add_to_linker(linker, |s| &mut s.systemd)?;
     Ok(())
 }
 

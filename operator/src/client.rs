@@ -458,6 +458,7 @@ mod tests {
             timeout_ms: Some(10_000),
             invocation_id: None,
             registry_auth: None,
+            systemd: None,
             access: None,
             on_change: Vec::new(),
         }

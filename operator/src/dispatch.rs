@@ -158,6 +158,20 @@ pub async fn send(
     req: &InvokeRequest,
 ) -> NodeOutcome {
     let started = Instant::now();
+    // What each plugin's HostPlugin declares per call (its systemd units and actions)
+    // travels with the request: workers are shared by the plugins of one access profile.
+    let with_caps;
+    let req = if plugins.iter().any(|p| p.capabilities.systemd.is_some()) {
+        let mut r = req.clone();
+        r.systemd = plugins.first().and_then(|p| p.capabilities.systemd.clone());
+        for (f, p) in r.on_change.iter_mut().zip(plugins.iter().skip(1)) {
+            f.systemd = p.capabilities.systemd.clone();
+        }
+        with_caps = r;
+        &with_caps
+    } else {
+        req
+    };
     let trusts = worker_trusts(ctx, lease.pod());
     let mut artifacts = Vec::with_capacity(plugins.len());
     for plugin in plugins {

@@ -47,6 +47,9 @@ pub struct LoadedPlugin {
     pub bytes: Arc<Vec<u8>>,
     /// What `describe` returned.
     pub info: PluginInfo,
+    /// The capabilities of the HostPlugin it was loaded for (what travels with each call,
+    /// e.g. the systemd units and actions, is taken from here by `dispatch::send`).
+    pub capabilities: Capabilities,
 }
 
 /// The operator's plugins: the Wasm engine used for `describe` and the modules loaded so
@@ -170,6 +173,11 @@ impl PluginStore {
         if let Some(p) = self.cached(&name, &hp.spec) {
             return Ok(p);
         }
+        // What the schema cannot say (e.g. the systemd unit patterns), before any fetch.
+        hp.spec
+            .capabilities
+            .validate("spec.capabilities")
+            .map_err(|e| e.to_string())?;
         let bytes = self.fetch(client, &hp.spec).await?;
         let expected = match &hp.spec.sha256 {
             Some(s) => Some(
@@ -217,6 +225,7 @@ impl PluginStore {
             digest: actual,
             bytes,
             info,
+            capabilities: hp.spec.capabilities.clone(),
         });
         if let Ok(mut map) = self.loaded.lock() {
             map.insert(name, (hp.spec.clone(), loaded.clone()));
@@ -339,7 +348,7 @@ async fn read_capped(path: &Path) -> Result<Vec<u8>, String> {
 #[derive(Debug, Clone, PartialEq)]
 enum BuiltinInstall {
     /// There is none: create it with the image's spec.
-    Create(HostPluginSpec),
+    Create(Box<HostPluginSpec>),
     /// It is the built-in pinned to another digest (the image was upgraded): set only
     /// `spec.sha256`, keeping everything an administrator changed.
     UpdateSha256(String),
@@ -356,7 +365,7 @@ fn builtin_install(
     existing: Option<&HostPluginSpec>,
 ) -> BuiltinInstall {
     match existing {
-        None => BuiltinInstall::Create(HostPluginSpec {
+        None => BuiltinInstall::Create(Box::new(HostPluginSpec {
             source: PluginSource {
                 builtin: Some(name.to_owned()),
                 config_map: None,
@@ -365,7 +374,7 @@ fn builtin_install(
             sha256: Some(digest_hex.to_owned()),
             capabilities,
             signature: None,
-        }),
+        })),
         Some(spec)
             if spec.source.builtin.as_deref() == Some(name)
                 && spec.source.config_map.is_none()
@@ -404,7 +413,7 @@ pub async fn install_builtins(client: &Client, store: &PluginStore) -> Result<()
         ) {
             BuiltinInstall::Create(spec) => {
                 match api
-                    .create(&PostParams::default(), &HostPlugin::new(&name, spec))
+                    .create(&PostParams::default(), &HostPlugin::new(&name, *spec))
                     .await
                 {
                     Ok(_) => info!(plugin = %name, %digest, "built-in plugin installed"),
@@ -596,7 +605,12 @@ mod builtin_capability_tests {
     fn built_in_plugins_declare_their_capabilities_next_to_the_module() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let plugins = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins");
-        for name in ["etc-file", "docker-image", "containerd-image"] {
+        for name in [
+            "etc-file",
+            "docker-image",
+            "containerd-image",
+            "systemd-unit",
+        ] {
             std::fs::copy(
                 plugins.join(name).join("capabilities.json"),
                 tmp.path().join(format!("{name}.capabilities.json")),
@@ -620,6 +634,7 @@ mod builtin_capability_tests {
                 docker: true,
                 registry_auth: true,
                 containerd: false,
+                systemd: None,
             }
         );
         assert_eq!(
@@ -629,8 +644,20 @@ mod builtin_capability_tests {
                 docker: false,
                 containerd: true,
                 registry_auth: true,
+                systemd: None,
             }
         );
+        // systemd-unit: /etc and its units and actions, a declaration that validates.
+        let systemd = caps("systemd-unit");
+        assert_eq!(systemd.etc, EtcAccess::Write);
+        assert!(
+            systemd
+                .systemd
+                .as_ref()
+                .is_some_and(|s| s.units.iter().any(|u| u == "chrony.service")),
+            "{systemd}"
+        );
+        assert_eq!(systemd.validate("spec.capabilities"), Ok(()));
         // No declaration, or one that does not parse: nothing.
         assert_eq!(caps("test-spin"), Capabilities::default());
         std::fs::write(

@@ -5,7 +5,8 @@
 //! keys and the mount paths are the worker Pod's contract in `hostplug_api::worker`: the
 //! Pod's environment is [`WorkerSettings::env`], which the worker reads back. The Pod gets
 //! only what its profile needs (/etc read-only or read-write; the docker socket only with
-//! `docker`, the containerd socket only with `containerd`); it is never privileged, drops every Linux capability but the few that
+//! `docker`, the containerd socket only with `containerd`, the system bus socket's
+//! directory only with `systemd`); it is never privileged, drops every Linux capability but the few that
 //! writing root-owned files needs, has a read-only root filesystem and the RuntimeDefault
 //! seccomp profile. A Pod that may change its node (read-write /etc or docker) also mounts
 //! the node's lock directory, so its mutating invocations exclude every other worker's on
@@ -27,9 +28,10 @@ use sha2::{Digest as _, Sha256};
 
 use hostplug_api::AccessProfile;
 use hostplug_api::crd::{EtcAccess, labels};
+use hostplug_api::systemd::SystemdAccess;
 use hostplug_api::worker::paths::{
     CACHE_MOUNT, CONTAINERD_MOUNT, DOCKER_MOUNT, ETC_MOUNT, NODE_DOCKER_SOCKET, NODE_ETC,
-    NODE_LOCK_DIR, NODE_LOCK_MOUNT, SECRET_MOUNT,
+    NODE_LOCK_DIR, NODE_LOCK_MOUNT, NODE_SYSTEM_BUS_DIR, SECRET_MOUNT, SYSTEM_BUS_MOUNT,
 };
 use hostplug_api::worker::{ArtifactKey, WorkerSettings, secret_keys};
 
@@ -209,7 +211,11 @@ pub fn pod(w: &WorkerSpec<'_>) -> Pod {
     let name = w.name.to_owned();
     let etc = w.profile.etc;
     // The docker and containerd sockets are root's (mode 0660, group root), like /etc.
-    let needs_root = etc != EtcAccess::None || w.profile.docker || w.profile.containerd;
+    // So is the system bus socket (systemd trusts uid 0 without polkit).
+    let needs_root = etc != EtcAccess::None
+        || w.profile.docker
+        || w.profile.containerd
+        || w.profile.systemd != SystemdAccess::None;
     let settings = worker_settings(w);
     // POD_IP first: the kubelet expands `$(POD_IP)` in HOSTPLUG_LISTEN only from
     // variables defined before it.
@@ -337,6 +343,23 @@ pub fn pod(w: &WorkerSpec<'_>) -> Pod {
             host_path: Some(HostPathVolumeSource {
                 path: w.node_containerd_socket.to_owned(),
                 type_: Some("Socket".to_owned()),
+            }),
+            ..Volume::default()
+        });
+    }
+    if w.profile.systemd != SystemdAccess::None {
+        // The directory of the system bus socket, read-write (connecting to a socket is
+        // a write): a restarted dbus daemon's new socket appears in a running worker.
+        mounts.push(VolumeMount {
+            name: "system-bus".to_owned(),
+            mount_path: SYSTEM_BUS_MOUNT.to_owned(),
+            ..VolumeMount::default()
+        });
+        volumes.push(Volume {
+            name: "system-bus".to_owned(),
+            host_path: Some(HostPathVolumeSource {
+                path: NODE_SYSTEM_BUS_DIR.to_owned(),
+                type_: Some("Directory".to_owned()),
             }),
             ..Volume::default()
         });
@@ -634,6 +657,67 @@ mod tests {
                             .host_path
                             .as_ref()
                             .is_none_or(|h| h.path != NODE_CONTAINERD_SOCKET)),
+                        "{caps}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// The system bus socket's directory is mounted only when the plugin declares
+    /// `systemd` (for reads too: a dry run reads unit states), and the worker learns
+    /// where it is and what it may do; no other profile mounts it or names it.
+    #[test]
+    fn system_bus_is_mounted_only_when_declared() {
+        use hostplug_api::systemd::{SystemdAction, SystemdCapability};
+        let caps = Capabilities {
+            systemd: Some(SystemdCapability {
+                units: vec!["chrony.service".into()],
+                actions: vec![SystemdAction::Status, SystemdAction::Restart],
+            }),
+            ..Capabilities::default()
+        };
+        for (dry_run, access) in [(false, "manage"), (true, "read")] {
+            let p = pod(&spec(&caps, dry_run));
+            assert!(mounts(&p).iter().any(|(m, _)| m == SYSTEM_BUS_MOUNT));
+            assert_eq!(
+                env_of(&p, "HOSTPLUG_SYSTEMD_SOCKET").as_deref(),
+                Some(hostplug_api::worker::paths::SYSTEM_BUS_SOCKET)
+            );
+            assert_eq!(
+                env_of(&p, "HOSTPLUG_SYSTEMD_ACCESS").as_deref(),
+                Some(access)
+            );
+            let volumes = p.spec.clone().and_then(|s| s.volumes).unwrap_or_default();
+            let host = volumes
+                .iter()
+                .find(|v| v.name == "system-bus")
+                .and_then(|v| v.host_path.clone())
+                .expect("a system bus hostPath");
+            assert_eq!(host.path, NODE_SYSTEM_BUS_DIR);
+            assert_eq!(sc(&p).run_as_user, Some(0), "the bus trusts root");
+        }
+        for etc in EtcAccess::ALL {
+            for (docker, containerd) in [(false, false), (true, false), (false, true)] {
+                for dry_run in [false, true] {
+                    let caps = Capabilities {
+                        etc,
+                        docker,
+                        containerd,
+                        ..Default::default()
+                    };
+                    let p = pod(&spec(&caps, dry_run));
+                    assert!(
+                        !mounts(&p).iter().any(|(m, _)| m == SYSTEM_BUS_MOUNT),
+                        "{caps} dry_run={dry_run}"
+                    );
+                    assert_eq!(env_of(&p, "HOSTPLUG_SYSTEMD_SOCKET"), None, "{caps}");
+                    let volumes = p.spec.and_then(|s| s.volumes).unwrap_or_default();
+                    assert!(
+                        volumes.iter().all(|v| v
+                            .host_path
+                            .as_ref()
+                            .is_none_or(|h| h.path != NODE_SYSTEM_BUS_DIR)),
                         "{caps}"
                     );
                 }

@@ -768,6 +768,8 @@ fn spawn_run(ctx: &Arc<Context>, task: &HostTask, loaded: Arc<LoadedPlugin>, run
                             .params_for(&f.call, site, method, &view)
                             .map_err(|invalid| CallError::NotSent(invalid.to_string()))?,
                         access: Some(f.access),
+                        // From the plugin's capabilities, in `dispatch::send`.
+                        systemd: None,
                     });
                 }
                 let plugins: Vec<&LoadedPlugin> = std::iter::once(&*loaded)

@@ -77,6 +77,8 @@ async fn main() -> anyhow::Result<()> {
         etc_access: EtcAccess::Read,
         docker_socket: None,
         containerd_socket: None,
+        systemd_socket: None,
+        systemd_access: hostplug_api::systemd::SystemdAccess::None,
         cache_dir: dir.path().join("cache"),
         artifact_key: None,
         node_lock_file: None,

@@ -7,9 +7,11 @@
 //! its access profile may touch); no request can widen them. A request may narrow them:
 //! each call carries its own access profile, and a call runs with the intersection (a
 //! worker serving a call and its follow-ups has the union of their profiles, and each
-//! call gets only its own plugin's). The one per-call addition is the task's registry
+//! call gets only its own plugin's). The per-call additions are the task's registry
 //! credentials, which the operator sends inside the invoke request only for plugins
-//! that declare `registryAuth`.
+//! that declare `registryAuth`, and the plugin's systemd declaration (units, actions),
+//! granted only when this worker's Pod has the system bus socket, for reads only when
+//! its profile (or the call's) says `read`.
 //! The host speaks the protocol's types ([`InvokeOutcome`], [`InvokeError`]); this
 //! module only cuts their logs to the tail an answer carries.
 
@@ -18,8 +20,9 @@ use std::time::Duration;
 
 use hostplug_api::call::AccessProfile;
 use hostplug_api::protocol::log_tail;
+use hostplug_api::systemd::SystemdAccess;
 use hostplug_api::{ErrorKind, EtcAccess, InvokeError, InvokeOutcome};
-use hostplug_host::{ArtifactKey, Grants, Host, HostConfig, Invocation};
+use hostplug_host::{ArtifactKey, Grants, Host, HostConfig, Invocation, SystemdGrant};
 
 use crate::config::WorkerSettings;
 use crate::error::{Error, Result};
@@ -33,6 +36,11 @@ pub struct HostRuntime {
     host: Host,
     grants: Arc<Grants>,
     artifact_key: Option<ArtifactKey>,
+    /// The system bus socket as mounted; `None`: no systemd for any call.
+    systemd_socket: Option<std::path::PathBuf>,
+    /// What this worker's profile allows through systemd (`read`: a dry run or a method
+    /// that does not declare itself mutating).
+    systemd_access: SystemdAccess,
 }
 
 impl HostRuntime {
@@ -78,17 +86,53 @@ impl HostRuntime {
                 .filter(|dir| dir.is_dir()),
             registry_auth: None,
             containerd: config.containerd_socket.clone(),
+            // Per call: the units and actions come with each request.
+            systemd: None,
         };
         Ok(Self {
             host,
             grants: Arc::new(grants),
             artifact_key: config.artifact_key,
+            systemd_socket: config.systemd_socket.clone(),
+            systemd_access: config.systemd_access,
         })
     }
 
     /// The underlying host.
     pub fn host(&self) -> &Host {
         &self.host
+    }
+}
+
+impl HostRuntime {
+    /// The grants of `call` when they differ from the worker's fixed ones (`None`:
+    /// those alone). A call narrows them to its own access; its registry credentials
+    /// and its plugin's systemd declaration come with it — systemd only where the Pod
+    /// has the bus socket, for reads only when the worker's profile or the call's says
+    /// `read`.
+    fn call_grants(&self, call: &Call) -> Option<Grants> {
+        let systemd_access = match call.access {
+            Some(access) => self.systemd_access.min(access.systemd),
+            None => self.systemd_access,
+        };
+        let systemd = match (&self.systemd_socket, &call.systemd, systemd_access) {
+            (_, _, SystemdAccess::None) | (None, _, _) | (_, None, _) => None,
+            (Some(socket), Some(capability), access) => Some(SystemdGrant {
+                socket: socket.clone(),
+                capability: capability.clone(),
+                read_only: access != SystemdAccess::Manage,
+            }),
+        };
+        if call.registry_auth.is_none() && call.access.is_none() && systemd.is_none() {
+            return None;
+        }
+        let mut g = match call.access {
+            Some(access) => narrowed(&self.grants, access),
+            None => (*self.grants).clone(),
+        };
+        g.registry_auth = call.registry_auth.clone();
+        g.systemd = systemd;
+        Some(g)
     }
 }
 
@@ -155,17 +199,10 @@ impl PluginRuntime for HostRuntime {
             dry_run: call.dry_run,
             deadline: Some(call.timeout),
         };
-        // The worker's grants are fixed; a call narrows them to its own access, and its
-        // registry credentials come with it.
         let per_call;
-        let grants = match (&call.registry_auth, call.access) {
-            (None, None) => &*self.grants,
-            (creds, access) => {
-                let mut g = match access {
-                    Some(access) => narrowed(&self.grants, access),
-                    None => (*self.grants).clone(),
-                };
-                g.registry_auth = creds.clone();
+        let grants = match self.call_grants(call) {
+            None => &*self.grants,
+            Some(g) => {
                 per_call = g;
                 &per_call
             }
@@ -192,6 +229,8 @@ pub fn narrowed(grants: &Grants, access: AccessProfile) -> Grants {
             .containerd
             .then(|| grants.containerd.clone())
             .flatten(),
+        // Per call, from the request (`HostRuntime::call_grants`).
+        systemd: None,
     }
 }
 
@@ -203,4 +242,127 @@ fn response(mut outcome: InvokeOutcome) -> InvokeOutcome {
 fn invoke_error(mut e: InvokeError) -> RuntimeError {
     e.logs = log_tail(std::mem::take(&mut e.logs));
     e
+}
+
+#[cfg(test)]
+mod systemd_tests {
+    use std::path::{Path, PathBuf};
+
+    use hostplug_api::systemd::{SystemdAction, SystemdCapability};
+
+    use super::*;
+
+    fn settings(cache: &Path, socket: Option<PathBuf>, access: SystemdAccess) -> WorkerSettings {
+        WorkerSettings {
+            listen: "127.0.0.1:0".into(),
+            tls_cert: "/c".into(),
+            tls_key: "/k".into(),
+            token_file: "/t".into(),
+            etc_dir: "/nonexistent".into(),
+            etc_access: EtcAccess::None,
+            docker_socket: None,
+            containerd_socket: None,
+            systemd_socket: socket,
+            systemd_access: access,
+            cache_dir: cache.to_path_buf(),
+            artifact_key: None,
+            node_lock_file: None,
+            log_format: hostplug_api::LogFormat::Text,
+            limits: hostplug_api::worker::Limits::default(),
+        }
+    }
+
+    fn call(method: &str, systemd: Option<SystemdCapability>) -> Call {
+        Call {
+            method: method.into(),
+            params: r#"{"unit":"hostplug-demo.service"}"#.into(),
+            dry_run: false,
+            timeout: Duration::from_secs(10),
+            registry_auth: None,
+            systemd,
+            access: None,
+        }
+    }
+
+    /// The systemd declaration of a request is granted only by a worker whose Pod has
+    /// the bus socket, and for reads only when its profile says `read`: the request
+    /// cannot widen what the Pod was made with.
+    #[test]
+    fn the_request_declares_units_the_pod_decides_the_socket() {
+        let module = std::env::var_os("HOSTPLUG_PLUGIN_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/plugins"))
+            .join("systemd-unit.wasm");
+        let Ok(bytes) = std::fs::read(&module) else {
+            panic!("{} is missing: run `make plugins` first", module.display());
+        };
+        let digest = Digest::of(&bytes);
+        let cache = tempfile::tempdir().expect("tempdir");
+        let declared = Some(SystemdCapability {
+            units: vec!["hostplug-*.service".into()],
+            actions: vec![SystemdAction::Status, SystemdAction::Restart],
+        });
+        let socket = cache.path().join("no-bus/system_bus_socket");
+
+        // No socket in the Pod: whatever the request says, no systemd.
+        let rt =
+            HostRuntime::new(&settings(cache.path(), None, SystemdAccess::None)).expect("runtime");
+        rt.load(&digest, &bytes).expect("load");
+        let e = rt
+            .invoke(&digest, &call("status", declared.clone()))
+            .expect_err("no socket");
+        assert!(e.message.contains("no systemd capability"), "{e:?}");
+
+        // A socket but no declaration in the request: no systemd either.
+        let rt = HostRuntime::new(&settings(
+            cache.path(),
+            Some(socket.clone()),
+            SystemdAccess::Manage,
+        ))
+        .expect("runtime");
+        rt.load(&digest, &bytes).expect("load");
+        let e = rt
+            .invoke(&digest, &call("status", None))
+            .expect_err("undeclared");
+        assert!(e.message.contains("no systemd capability"), "{e:?}");
+        // The profile decides reads only or the declared actions.
+        for (access, read_only) in [(SystemdAccess::Read, true), (SystemdAccess::Manage, false)] {
+            let rt = HostRuntime::new(&settings(cache.path(), Some(socket.clone()), access))
+                .expect("runtime");
+            let grant = rt
+                .call_grants(&call("restart", declared.clone()))
+                .and_then(|g| g.systemd)
+                .expect("a systemd grant");
+            assert_eq!(grant.read_only, read_only, "{access}");
+            assert_eq!(grant.socket, socket);
+            assert_eq!(Some(grant.capability), declared);
+            assert_eq!(rt.call_grants(&call("restart", None)), None, "{access}");
+        }
+        // A call narrows the worker's systemd access to its own (a follow-up of another
+        // plugin on a worker with the union profile): `read` or none, never more.
+        let rt = HostRuntime::new(&settings(
+            cache.path(),
+            Some(socket.clone()),
+            SystemdAccess::Manage,
+        ))
+        .expect("runtime");
+        for (own, expected) in [
+            (SystemdAccess::Manage, Some(false)),
+            (SystemdAccess::Read, Some(true)),
+            (SystemdAccess::None, None),
+        ] {
+            let mut c = call("restart", declared.clone());
+            c.access = Some(hostplug_api::call::AccessProfile {
+                systemd: own,
+                ..Default::default()
+            });
+            let grant = rt.call_grants(&c).and_then(|g| g.systemd);
+            assert_eq!(grant.map(|g| g.read_only), expected, "{own}");
+        }
+        // Both: the grant reaches the host, which looks for the socket.
+        let e = rt
+            .invoke(&digest, &call("status", declared.clone()))
+            .expect_err("the socket does not exist");
+        assert!(e.message.contains("system bus socket"), "{e:?}");
+    }
 }

@@ -27,6 +27,10 @@ pub struct Call {
     /// The task's registry credentials for the plugin's `registry-auth` import, from
     /// the request (never from the worker's settings). `Debug` shows registries only.
     pub registry_auth: Option<std::sync::Arc<hostplug_api::registry_auth::RegistryCredentials>>,
+    /// The units and actions of the plugin's systemd capability, from the request (the
+    /// worker's bus socket is shared by the plugins of its profile). Granted only when
+    /// this worker has the bus socket.
+    pub systemd: Option<hostplug_api::systemd::SystemdCapability>,
     /// What this call may touch, from the request: the runtime grants the intersection
     /// of this and the worker's own grants. `None`: the worker's grants.
     pub access: Option<hostplug_api::call::AccessProfile>,

@@ -522,6 +522,7 @@ async fn invoke(
         timeout: left,
         // Only for this call; never logged (the log line below names the method only).
         registry_auth: request.registry_auth.map(Arc::new),
+        systemd: request.systemd,
         access: request.access,
     };
     let runtime = state.runtime();
@@ -644,6 +645,8 @@ fn run_follow_ups(
                     dry_run: call.dry_run,
                     timeout: left,
                     registry_auth: None,
+                    // Its own plugin's systemd declaration, never the main call's.
+                    systemd: f.systemd.clone(),
                     access: f.access,
                 },
             )

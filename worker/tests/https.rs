@@ -101,6 +101,8 @@ impl Worker {
             etc_access,
             docker_socket,
             containerd_socket: None,
+            systemd_socket: None,
+            systemd_access: hostplug_api::systemd::SystemdAccess::None,
             cache_dir: dir.path().join("cache"),
             artifact_key,
             node_lock_file: None,

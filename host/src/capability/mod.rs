@@ -10,6 +10,7 @@
 //! | `containerd` | [`ContainerdPolicy`] | `containerd` (CRI image service)          | `ContainerdState` | [`Grants::containerd`] |
 //! | `log`      | `Limits::max_log_bytes`| `log`, stdout, stderr                     | `LogSink`      | always              |
 //! | `registry-auth` | — (per call)      | `registry-auth`                           | `RegistryAuthState` | [`Grants::registry_auth`] |
+//! | `systemd`  | [`SystemdPolicy`]      | `systemd` (D-Bus, a fixed list of calls)  | `SystemdState` | [`Grants::systemd`] |
 //!
 //! 1. **link** once per [`Host`](crate::Host): each capability's `add_to_linker` takes a
 //!    projection from the store's data to its view; `store.rs` composes them. Every
@@ -31,6 +32,8 @@
 //! [`EtcPolicy`]: etc::EtcPolicy
 //! [`DockerPolicy`]: docker::DockerPolicy
 //! [`ContainerdPolicy`]: containerd::ContainerdPolicy
+//! [`SystemdPolicy`]: systemd::SystemdPolicy
+//! [`Grants::systemd`]: crate::Grants::systemd
 //! [`Grants::containerd`]: crate::Grants::containerd
 //! [`Grants`]: crate::Grants
 //! [`Grants::etc`]: crate::Grants::etc
@@ -43,6 +46,7 @@ mod error;
 pub mod etc;
 pub(crate) mod log;
 pub(crate) mod registry_auth;
+pub mod systemd;
 
 use std::time::Instant;
 
@@ -69,5 +73,6 @@ pub(crate) fn validate(config: &HostConfig) -> Result<()> {
     config.etc.validate().map_err(Error::Config)?;
     config.docker.validate().map_err(Error::Config)?;
     config.containerd.validate().map_err(Error::Config)?;
+    config.systemd.validate().map_err(Error::Config)?;
     Ok(())
 }

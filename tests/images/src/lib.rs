@@ -14,6 +14,13 @@
 //! setup` makes it as a root filesystem tar (`tests/images/distroless-base.sh`), and this
 //! crate imports it under that name.
 //!
+//! The systemd test node's image ([`SYSTEMD_NODE_IMAGE`], used by
+//! `hostplug_testenv::systemd`) is made the same way: `tests/images/systemd-node.sh`
+//! (mmdebstrap, Debian bookworm with systemd and dbus) writes a root filesystem tar keyed
+//! by the script's hash, and [`ImageStore::systemd_node`] imports it — running the script
+//! first when `make setup` has not. Both imports are one function ([`ImageStore`]'s
+//! `import_rootfs`), labelled with the tar's key so a changed recipe is imported again.
+//!
 //! Everything is cached by content under `${HOSTPLUG_CACHE:-~/.cache/hostplug}/images`:
 //! an image's key is the sha256 of its Dockerfile, the base tar's recipe and every file
 //! put into the context, so an unchanged build costs a few hashes. Podman runs with its
@@ -49,8 +56,17 @@ pub const NONROOT_UID: u32 = 65532;
 /// the repository root. Its sha256 names the tar it makes.
 pub const BASE_SCRIPT: &str = "tests/images/distroless-base.sh";
 
-/// Label on the imported base image: the base tar's key, so a changed recipe is
-/// imported again.
+/// The systemd test node's image: Debian bookworm (minbase) with systemd as PID 1, the
+/// D-Bus system bus and hostplug's test service (see [`SYSTEMD_NODE_SCRIPT`]). `localhost/`
+/// because it comes from no registry.
+pub const SYSTEMD_NODE_IMAGE: &str = "localhost/hostplug/systemd-node:bookworm";
+
+/// The script that makes the systemd test node's root filesystem, relative to the
+/// repository root. Its sha256 names the tar it makes.
+pub const SYSTEMD_NODE_SCRIPT: &str = "tests/images/systemd-node.sh";
+
+/// Label on an image imported from a root filesystem tar: the tar's key, so a changed
+/// recipe is imported again.
 const BASE_LABEL: &str = "dev.hostplug.images.base";
 /// Label on each built image: its content key, so a stale image under the same name is
 /// never taken for the current one.
@@ -108,6 +124,18 @@ pub enum Error {
     Podman {
         /// The command, in words.
         what: String,
+        /// How it ended.
+        status: String,
+        /// Its full output.
+        log: PathBuf,
+        /// The last lines of that output.
+        tail: String,
+    },
+    /// A root filesystem recipe (`tests/images/*.sh`) failed.
+    #[error("{script} failed ({status}); last lines of {}:\n{tail}", log.display())]
+    Recipe {
+        /// The script, relative to the repository root.
+        script: String,
         /// How it ended.
         status: String,
         /// Its full output.
@@ -239,6 +267,23 @@ pub struct BuiltImage {
     pub key: String,
     /// Whether it came from the cache (nothing was built).
     pub cached: bool,
+    /// How long getting it took.
+    pub took: Duration,
+}
+
+/// An image imported from a root filesystem tar that a recipe script made.
+#[derive(Debug, Clone)]
+pub struct RootfsImage {
+    /// Its name and tag in the store.
+    pub name: &'static str,
+    /// The root filesystem tar (kept in the cache; a test may read files from it).
+    pub tar: PathBuf,
+    /// The tar's key: the first 16 hex digits of the recipe script's sha256.
+    pub key: String,
+    /// Whether the tar was made now (the recipe ran) rather than found in the cache.
+    pub made: bool,
+    /// Whether the tar was imported now rather than found in the store.
+    pub imported: bool,
     /// How long getting it took.
     pub took: Duration,
 }
@@ -377,20 +422,38 @@ impl ImageStore {
     /// The base image in this store, imported from the tar `make setup` made unless the
     /// same one is there already. Returns the tar's key.
     fn ensure_base(&self) -> Result<String> {
-        let script = self.repo.join(BASE_SCRIPT);
-        let key = sha256_file(&script)?[..16].to_owned();
-        if self.label(BASE_IMAGE, BASE_LABEL).as_deref() == Some(key.as_str()) {
-            return Ok(key);
-        }
+        let key = self.script_key(BASE_SCRIPT)?;
         let tar = self
             .dir
             .join("base")
             .join(format!("distroless-cc-debian12-{key}.tar"));
-        if !tar.is_file() {
-            return Err(Error::BaseMissing { path: tar });
+        if self.label(BASE_IMAGE, BASE_LABEL).as_deref() != Some(key.as_str()) {
+            if !tar.is_file() {
+                return Err(Error::BaseMissing { path: tar });
+            }
+            self.import_rootfs(&tar, BASE_IMAGE, &key, &BASE_CHANGES, "base")?;
         }
+        Ok(key)
+    }
+
+    /// The first 16 hex digits of the sha256 of a recipe script (relative to the
+    /// repository root): the key in its tar's name.
+    fn script_key(&self, script: &str) -> Result<String> {
+        Ok(sha256_file(&self.repo.join(script))?[..16].to_owned())
+    }
+
+    /// `podman import` of a root filesystem tar under `name`, with `changes` to its
+    /// configuration and the tar's `key` as [`BASE_LABEL`].
+    fn import_rootfs(
+        &self,
+        tar: &Path,
+        name: &str,
+        key: &str,
+        changes: &[&str],
+        log: &str,
+    ) -> Result<()> {
         let mut args: Vec<std::ffi::OsString> = vec!["import".into()];
-        for change in BASE_CHANGES
+        for change in changes
             .iter()
             .map(|c| (*c).to_owned())
             .chain([format!("LABEL={BASE_LABEL}={key}")])
@@ -398,11 +461,78 @@ impl ImageStore {
             args.push("--change".into());
             args.push(change.into());
         }
-        args.push(tar.into_os_string());
-        args.push(BASE_IMAGE.into());
+        args.push(tar.as_os_str().to_owned());
+        args.push(name.into());
         let refs: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
-        self.podman_logged(&format!("podman import of {BASE_IMAGE}"), "base", &refs)?;
-        Ok(key)
+        self.podman_logged(&format!("podman import of {name}"), log, &refs)
+    }
+
+    /// The systemd test node's image ([`SYSTEMD_NODE_IMAGE`]) in this store: its root
+    /// filesystem tar is made by [`SYSTEMD_NODE_SCRIPT`] when the cache has none with the
+    /// script's key (mmdebstrap downloads Debian's packages: about 1.5–4 minutes), and
+    /// imported when the store's image carries another key. Builds take the store's
+    /// build lock, so parallel tests make it once.
+    pub fn systemd_node(&self) -> Result<RootfsImage> {
+        let started = Instant::now();
+        let lock_path = self.dir.join("build.lock");
+        let lock = File::create(&lock_path)
+            .map_err(io_err(format!("creating {}", lock_path.display())))?;
+        lock.lock()
+            .map_err(io_err(format!("locking {}", lock_path.display())))?;
+        let key = self.script_key(SYSTEMD_NODE_SCRIPT)?;
+        let tar = self
+            .dir
+            .join("base")
+            .join(format!("systemd-node-bookworm-{key}.tar"));
+        let made = !tar.is_file();
+        if made {
+            self.make_rootfs(SYSTEMD_NODE_SCRIPT, "systemd-node-rootfs")?;
+            if !tar.is_file() {
+                return Err(Error::Input {
+                    path: tar,
+                    reason: format!("{SYSTEMD_NODE_SCRIPT} ended without making it"),
+                });
+            }
+        }
+        let imported = self.label(SYSTEMD_NODE_IMAGE, BASE_LABEL).as_deref() != Some(&*key);
+        if imported {
+            self.import_rootfs(&tar, SYSTEMD_NODE_IMAGE, &key, &[], "systemd-node")?;
+        }
+        drop(lock);
+        Ok(RootfsImage {
+            name: SYSTEMD_NODE_IMAGE,
+            tar,
+            key,
+            made,
+            imported,
+            took: started.elapsed(),
+        })
+    }
+
+    /// Runs a root filesystem recipe (`script`, relative to the repository root) with
+    /// this store's cache directory, its output into `logs/<log>.log`.
+    fn make_rootfs(&self, script: &str, log: &str) -> Result<()> {
+        let log = self.dir.join("logs").join(format!("{log}.log"));
+        let out = File::create(&log).map_err(io_err(format!("creating {}", log.display())))?;
+        let err = out.try_clone().map_err(io_err("log file"))?;
+        let cache = self.dir.parent().unwrap_or(&self.dir);
+        let status = Command::new("bash")
+            .arg(self.repo.join(script))
+            .env("HOSTPLUG_CACHE", cache)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .status()
+            .map_err(io_err(format!("running {script}")))?;
+        if status.success() {
+            return Ok(());
+        }
+        Err(Error::Recipe {
+            script: script.to_owned(),
+            status: status.to_string(),
+            tail: tail(&log),
+            log,
+        })
     }
 
     /// Builds `image` from `binaries` (or finds it in the cache), leaves it in this

@@ -187,3 +187,27 @@ pub fn start_node_containerd(
     )
     .with_context(|| format!("starting containerd for {node}"))
 }
+
+/// The node `make dev` runs on a real systemd ([`start_node_systemd`]); the e2e tests pick
+/// their own.
+pub const SYSTEMD_NODES: [&str; 1] = ["node2"];
+
+/// Puts simulated node `node` on a real systemd: a [`crate::systemd::SystemdNode`] whose
+/// host directories are the node's file tree, so the node's `/etc` (a hostPath `/etc` of
+/// a worker on it) is the systemd node's `/etc`, seeded from the Debian image over what
+/// the simulator seeded (files the image lacks, such as `/etc/chrony.conf`, stay), and a
+/// hostPath `/run/dbus/system_bus_socket` (or `/var/run/dbus/…`) is its system bus. The
+/// Node object, its heartbeats and the worker Pods stay the simulator's: only `/etc`,
+/// the bus and the units behind it are real. Blocking (it waits for systemd, ~1–5 s, and
+/// makes the image on first use, ~1.5–4 min): call it from `tokio::task::block_in_place`
+/// in async code. Stopping: drop it.
+pub fn start_node_systemd(
+    env: &Environment,
+    node: &str,
+) -> anyhow::Result<crate::systemd::SystemdNode> {
+    let root = env
+        .node_root(node)
+        .with_context(|| format!("no simulated node {node}"))?;
+    crate::systemd::SystemdNode::start(node, &root)
+        .with_context(|| format!("starting a systemd node for {node}"))
+}

@@ -13,6 +13,9 @@
 //! - [`Environment`] puts both together for a test: clients as admin or as a
 //!   ServiceAccount, server-side apply of YAML, waiting for conditions, and a teardown that
 //!   leaves no process behind, also when the test fails or panics.
+//! - [`systemd`] runs a node whose PID 1 is a real systemd with a real D-Bus system bus
+//!   (a Podman container of a Debian image), its `/etc` and bus socket visible on the host,
+//!   with a test service and reboots whose power cycle is simulated.
 //! - [`hostplug`] installs hostplug's CRDs, RBAC and built-in plugins into an environment,
 //!   for the e2e harness and `make dev`.
 //! - [`helm`] renders, lints and installs the Helm chart (`deploy/helm/hostplug`) into an
@@ -28,6 +31,7 @@ pub mod hostplug;
 pub mod netpol;
 pub mod nodesim;
 pub mod realnode;
+pub mod systemd;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -123,6 +127,14 @@ pub enum Error {
     #[error("real node {node}: {message}")]
     RealNode {
         /// The node's name (`-` when it is about all of them).
+        node: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// A systemd node (see [`systemd`]) could not start or be used.
+    #[error("systemd node {node}: {message}")]
+    SystemdNode {
+        /// The node's name.
         node: String,
         /// What went wrong.
         message: String,

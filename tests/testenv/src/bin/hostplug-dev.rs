@@ -8,7 +8,10 @@
 //! Docker API service) and `registry.example:5000` resolves to a registry on loopback
 //! holding the images the docker examples pull; node1 also gets a containerd (CRI) at its
 //! `/run/containerd/containerd.sock` pulling from that registry, so every file of
-//! `deploy/examples` runs as printed.
+//! `deploy/examples` runs as printed. node2 runs on a real systemd
+//! (`hostplug_testenv::systemd`): its `/etc` is that systemd node's, its system bus is at
+//! its `/run/dbus/system_bus_socket`, and the test service `hostplug-demo.service` runs
+//! there.
 //!
 //! The operator, worker and console binaries are expected next to this one (`make dev` builds
 //! them); the built-in plugins in `HOSTPLUG_PLUGIN_DIR` (default `target/plugins`).
@@ -18,8 +21,8 @@ use std::process::Stdio;
 
 use anyhow::{Context, bail};
 use hostplug_testenv::hostplug::{
-    DOCKER_NODES, EXAMPLE_REGISTRY, NAMESPACE, OPERATOR_SA, install_operator, start_environment,
-    start_node_containerd, start_node_docker,
+    DOCKER_NODES, EXAMPLE_REGISTRY, NAMESPACE, OPERATOR_SA, SYSTEMD_NODES, install_operator,
+    start_environment, start_node_containerd, start_node_docker, start_node_systemd,
 };
 
 /// Where the operator serves /metrics and /healthz in the dev environment.
@@ -93,6 +96,15 @@ async fn main() -> anyhow::Result<()> {
         }
         None => None,
     };
+    eprintln!("starting systemd on {SYSTEMD_NODES:?} (the image is made on first use)…");
+    let mut systemd_nodes = Vec::new();
+    for node in SYSTEMD_NODES {
+        match tokio::task::block_in_place(|| start_node_systemd(&env, node)) {
+            Ok(n) => systemd_nodes.push(n),
+            // Everything else still works: the node keeps the simulator's /etc.
+            Err(e) => eprintln!("warning: no systemd on {node}: {e:#}"),
+        }
+    }
     let log_path = env.dir().join("logs/hostplug-operator.log");
     if let Some(parent) = log_path.parent() {
         std::fs::create_dir_all(parent).context("creating the log directory")?;
@@ -170,6 +182,7 @@ async fn main() -> anyhow::Result<()> {
          Console log:      {console_log}\n\
          Docker API:       {docker} (images pulled from {EXAMPLE_REGISTRY} come from a \
          registry on loopback)\n\
+         systemd:          {systemd}\n\
          Files and logs:   {dir}\n\
          Ctrl-C stops everything.",
         started.elapsed().as_secs_f64(),
@@ -187,6 +200,23 @@ async fn main() -> anyhow::Result<()> {
                 .map(|(n, _)| format!("{n}:/var/run/docker.sock"))
                 .collect::<Vec<_>>()
                 .join(", ")
+        },
+        systemd = if systemd_nodes.is_empty() {
+            "none (see the warnings above)".to_owned()
+        } else {
+            systemd_nodes
+                .iter()
+                .map(|n| {
+                    format!(
+                        "{}: real systemd, bus {}, `podman exec {} systemctl status` \
+                         (Podman store ~/.cache/hostplug/images/podman)",
+                        n.name(),
+                        n.bus_address(),
+                        n.container()
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("; ")
         },
     );
     println!("Each simulated node's /etc:");
@@ -214,6 +244,7 @@ async fn main() -> anyhow::Result<()> {
     tokio::task::block_in_place(|| {
         drop(containerd);
         drop(dockers);
+        drop(systemd_nodes);
     });
     env.shutdown()
         .await
