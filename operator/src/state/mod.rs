@@ -651,6 +651,8 @@ async fn call_step(
                     .params_for(&f.call, site, method, &view)
                     .map_err(|invalid| CallError::NotSent(invalid.to_string()))?,
                 access: Some(f.access),
+                // dispatch fills in each plugin's declaration.
+                systemd: None,
             });
             plugins.push(&*f.loaded);
         }

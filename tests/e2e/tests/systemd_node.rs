@@ -3,9 +3,10 @@
 //! HostTask's edit is the node's edit, and the node's test service only uses it once it
 //! is restarted over the node's real system bus.
 //!
-//! The restart is made here from the host over the bus socket the worker would mount (a
-//! stand-in for the systemd capability of issue 23 until it lands; its own e2e test will
-//! make the worker do it). What is simulated: the Node object and the worker Pods (the
+//! The first test restarts from the host over the bus socket the worker would mount;
+//! the second makes the worker do it, through the systemd-unit plugin in the task's
+//! `onChange`, and checks it only happens where the edit changed the node. What is
+//! simulated: the Node object and the worker Pods (the
 //! node simulator), not systemd, D-Bus or the service.
 
 use std::time::{Duration, Instant};
@@ -101,6 +102,141 @@ async fn a_hosttask_edits_the_systemd_nodes_etc_and_a_restart_over_its_bus_takes
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert_eq!(after.value, "set-by-a-hosttask");
+
+    tokio::task::block_in_place(|| node.stop())?;
+    h.shutdown().await
+}
+
+/// The systemd-unit plugin as a HostPlugin allowed to restart the test service only:
+/// `hostplug plugin manifest`'s ConfigMap and HostPlugin, with the systemd grant added.
+async fn publish_systemd_unit(h: &Harness) -> anyhow::Result<()> {
+    let cli = hostplug_e2e::workspace_binary("hostplug")?;
+    let out = std::process::Command::new(&cli)
+        .args(["plugin", "manifest"])
+        .arg(hostplug_e2e::plugin_dir()?.join("systemd-unit.wasm"))
+        .args(["--name", "systemd-unit", "--etc", "write"])
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut docs = Vec::new();
+    for doc in serde_yaml::Deserializer::from_slice(&out.stdout) {
+        let mut v = <serde_json::Value as serde::Deserialize>::deserialize(doc)?;
+        if v["kind"] == "HostPlugin" {
+            v["spec"]["capabilities"]["systemd"] = serde_json::json!({
+                "units": ["hostplug-*.service"],
+                "actions": ["status", "restart"],
+            });
+        }
+        docs.push(serde_yaml::to_string(&v)?);
+    }
+    h.apply(&docs.join("---\n")).await?;
+    h.wait_plugin_ready("systemd-unit").await?;
+    Ok(())
+}
+
+/// A task that sets the demo value and restarts the demo service where that changed the
+/// node (`spec.onChange`), as a dry run or for real.
+fn restart_on_change(name: &str, value: &str, dry_run: bool) -> String {
+    format!(
+        r#"
+apiVersion: hostplug.dev/v1alpha1
+kind: HostTask
+metadata: {{name: {name}, namespace: hostplug-system}}
+spec:
+  workers: [node1]
+  dryRun: {dry_run}
+  http:
+    api: etc-file
+    method: ensure-line
+    parameter: {{path: /etc/hostplug-demo.conf, line: "value={value}", regexp: "^value="}}
+  onChange:
+  - api: systemd-unit
+    method: restart
+    parameter: {{unit: {DEMO_SERVICE}}}
+"#
+    )
+}
+
+/// Issue 23's "must show", on a real systemd: ensure-line plus a restart on change — the
+/// service's MainPID changes and it uses the new value; the same task again changes
+/// nothing and restarts nothing; a dry run restarts nothing and says it would; a unit
+/// outside the HostPlugin's patterns fails the node naming them, after the edit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_restarts_the_service_that_reads_it_and_only_then() -> anyhow::Result<()> {
+    let h = Harness::start().await?;
+    let node = tokio::task::block_in_place(|| start_node_systemd(&h.env, "node1"))?;
+    publish_systemd_unit(&h).await?;
+    let before = node.demo_state()?;
+
+    // A dry run: nothing written, nothing restarted; the follow-up says it would.
+    h.apply(&restart_on_change("dry", "first", true)).await?;
+    let t = h.wait_finished("dry").await?;
+    assert_eq!(state_of(&t), Some(TaskState::Succeeded), "{:?}", t.status);
+    let n = &t
+        .status
+        .as_ref()
+        .map(|s| s.nodes.clone())
+        .unwrap_or_default()[0];
+    assert!(n.changed && n.on_change.len() == 1, "{n:?}");
+    let out = serde_json::to_string(&n.on_change[0].output)?;
+    assert!(out.contains("would"), "{out}");
+    assert_eq!(
+        node.demo_state()?,
+        before,
+        "a dry run restarted the service"
+    );
+
+    // For real: the service restarts and uses the new value.
+    h.apply(&restart_on_change("real", "first", false)).await?;
+    let t = h.wait_finished("real").await?;
+    assert_eq!(state_of(&t), Some(TaskState::Succeeded), "{:?}", t.status);
+    let started = Instant::now();
+    let after = loop {
+        if let Ok(s) = node.demo_state()
+            && s.pid != before.pid
+        {
+            break s;
+        }
+        anyhow::ensure!(
+            started.elapsed() < RESTART_TIMEOUT,
+            "the service was not restarted"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(after.value, "first");
+
+    // The same again: no change, no restart.
+    h.apply(&restart_on_change("again", "first", false)).await?;
+    let t = h.wait_finished("again").await?;
+    assert_eq!(state_of(&t), Some(TaskState::Succeeded), "{:?}", t.status);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        node.demo_state()?.pid,
+        after.pid,
+        "restarted without a change"
+    );
+
+    // A unit outside the HostPlugin's patterns: the edit is made, the node fails naming
+    // the patterns, the service is not restarted.
+    h.apply(&restart_on_change("other", "second", false).replace(DEMO_SERVICE, "ssh.service"))
+        .await?;
+    let t = h.wait_finished("other").await?;
+    assert_eq!(state_of(&t), Some(TaskState::Failed), "{:?}", t.status);
+    let msg = t
+        .status
+        .as_ref()
+        .and_then(|s| s.nodes.first())
+        .and_then(|n| n.message.clone())
+        .unwrap_or_default();
+    assert!(
+        msg.contains("onChange[0]") && msg.contains("hostplug-*.service"),
+        "{msg}"
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(node.demo_state()?.pid, after.pid);
 
     tokio::task::block_in_place(|| node.stop())?;
     h.shutdown().await
