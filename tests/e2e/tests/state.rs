@@ -359,7 +359,19 @@ async fn audit_reports_drift_and_writes_nothing() -> anyhow::Result<()> {
                 .any(|c| c.type_ == "InSync" && c.reason == "Invalid"),
             "{name}: {st:?}"
         );
-        let evs = events(&h, name).await?;
+        // The Event follows the status write: give it a moment on a loaded machine.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        let evs = loop {
+            let evs = events(&h, name).await?;
+            if evs
+                .iter()
+                .any(|e| e.reason == "ValidationFailed" && e.note.contains(field))
+                || tokio::time::Instant::now() > deadline
+            {
+                break evs;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        };
         assert!(
             evs.iter()
                 .any(|e| e.reason == "ValidationFailed" && e.note.contains(field)),
