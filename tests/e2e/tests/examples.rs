@@ -2,14 +2,16 @@
 //! the simulated nodes' /etc trees changing exactly as expected; then cleanup by TTL and
 //! by deletion. And every file of `deploy/examples` applied unmodified, all at once, to
 //! the environment `make dev` sets up (a Docker API on node1 and node2, a containerd on
-//! node1, the examples' registry on loopback), each ending Succeeded.
+//! node1, the examples' registry on loopback, node2 on a real systemd), each ending
+//! Succeeded.
 
 use std::time::Duration;
 
 use hostplug_api::crd::{NodePhase, TaskState};
 use hostplug_e2e::{Harness, NODES, changed_files, repo_root, state_of};
 use hostplug_testenv::hostplug::{
-    DOCKER_NODES, EXAMPLE_IMAGES, EXAMPLE_REGISTRY, start_node_containerd, start_node_docker,
+    DOCKER_NODES, EXAMPLE_IMAGES, EXAMPLE_REGISTRY, SYSTEMD_NODES, start_node_containerd,
+    start_node_docker, start_node_systemd,
 };
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
@@ -203,6 +205,14 @@ async fn every_example_succeeds_in_the_make_dev_setup() -> anyhow::Result<()> {
     let containerd = tokio::task::block_in_place(|| {
         start_node_containerd(&h.env, DOCKER_NODES[0], dockers[0].registry())
     })?;
+    // node2 on a real systemd (the restart example).
+    let systemd_nodes = tokio::task::block_in_place(|| {
+        SYSTEMD_NODES
+            .iter()
+            .map(|n| start_node_systemd(&h.env, n))
+            .collect::<anyhow::Result<Vec<_>>>()
+    })?;
+    let demo_before = systemd_nodes[0].demo_state()?;
 
     let dir = repo_root().join("deploy/examples");
     let mut files: Vec<String> = std::fs::read_dir(&dir)?
@@ -254,7 +264,20 @@ async fn every_example_succeeds_in_the_make_dev_setup() -> anyhow::Result<()> {
         containerd.image_names()?.contains(&image),
         "{image} not in node1's containerd after the containerd pull example"
     );
+    // The restart example took effect: the service was restarted and uses the value.
+    // (The service writes its state just after it started: allow it a moment.)
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let demo = loop {
+        let demo = systemd_nodes[0].demo_state()?;
+        if demo.pid != demo_before.pid || tokio::time::Instant::now() > deadline {
+            break demo;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_ne!(demo.pid, demo_before.pid, "restart-on-change.yaml: no restart");
+    assert_eq!(demo.value, "from-the-example");
     tokio::task::block_in_place(|| {
+        drop(systemd_nodes);
         drop(containerd);
         drop(dockers);
     });

@@ -19,7 +19,12 @@ pub const NAMESPACE: &str = "hostplug-system";
 /// The operator's ServiceAccount (deploy/rbac/operator.yaml).
 pub const OPERATOR_SA: &str = "hostplug-operator";
 /// The plugins the operator image ships (`deploy/operator/Dockerfile`).
-pub const BUILTIN_PLUGINS: [&str; 3] = ["etc-file", "docker-image", "containerd-image"];
+pub const BUILTIN_PLUGINS: [&str; 4] = [
+    "etc-file",
+    "docker-image",
+    "containerd-image",
+    "systemd-unit",
+];
 /// The manifests applied before the operator starts, relative to the repository root, in
 /// order: the namespace, the CRDs, the operator's RBAC.
 pub const OPERATOR_MANIFESTS: [&str; 6] = [
