@@ -66,6 +66,7 @@ bench: plugins
 	$(CARGO) build --release -p hostplug-operator -p hostplug-worker --bins
 	$(CARGO) bench -p hostplug-e2e --bench rollout
 	$(CARGO) bench -p hostplug-e2e --bench state
+	$(CARGO) bench -p hostplug-e2e --bench restart
 
 # `kubectl hostplug`: kubectl runs any kubectl-<name> on the PATH as `kubectl <name>`.
 # A debug build (the house rule keeps release builds to the benches); it only talks to the

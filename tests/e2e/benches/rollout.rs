@@ -17,7 +17,7 @@
 //! `HOSTPLUG_BENCH_SIZES` (default `3,10,50,200`) picks the node counts;
 //! `HOSTPLUG_BENCH_SCALE_NODES` (default 1000, 0 skips it) the large run.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -173,28 +173,6 @@ async fn scale(nodes: usize) -> anyhow::Result<()> {
     h.shutdown().await
 }
 
-/// ansible-playbook from the venv, made on first use.
-fn ansible() -> anyhow::Result<PathBuf> {
-    let home = std::env::var_os("HOME").context("HOME not set")?;
-    let venv = Path::new(&home).join(".cache/hostplug/ansible-venv");
-    let bin = venv.join("bin/ansible-playbook");
-    if !bin.is_file() {
-        let ok = std::process::Command::new("python3")
-            .args(["-m", "venv"])
-            .arg(&venv)
-            .status()?
-            .success()
-            && std::process::Command::new(venv.join("bin/pip"))
-                .args(["install", "-q", "ansible-core"])
-                .status()?
-                .success();
-        if !ok {
-            bail!("installing ansible-core into {} failed", venv.display());
-        }
-    }
-    Ok(bin)
-}
-
 /// Runs Ansible's `lineinfile` over `n` local hosts, each with its own etc directory.
 fn ansible_run(playbook: &Path, dir: &Path, n: usize, line: &str) -> anyhow::Result<Duration> {
     let mut inv = String::from("all:\n  hosts:\n");
@@ -203,10 +181,7 @@ fn ansible_run(playbook: &Path, dir: &Path, n: usize, line: &str) -> anyhow::Res
         std::fs::create_dir_all(&etc)?;
         inv.push_str(&format!(
             "    host{i}:\n      ansible_connection: local\n      ansible_python_interpreter: {}\n      etc_dir: {}\n",
-            playbook
-                .parent()
-                .map(|p| p.join("python3").display().to_string())
-                .unwrap_or_default(),
+            hostplug_e2e::ansible::python_of(playbook).display(),
             etc.display()
         ));
     }
@@ -248,7 +223,7 @@ async fn main() -> anyhow::Result<()> {
         .filter_map(|s| s.trim().parse().ok())
         .collect();
     let biggest = sizes.iter().copied().max().unwrap_or(3).max(MANY_NODES);
-    let playbook = ansible()?;
+    let playbook = hostplug_e2e::ansible::ansible_playbook()?;
     let scratch = tempfile::tempdir()?;
 
     eprintln!("starting a control plane with {biggest} simulated nodes …");

@@ -8,6 +8,8 @@
 //! (`cargo test --workspace` builds them); the built-in plugins from
 //! `HOSTPLUG_PLUGIN_DIR` or `target/plugins` (`make plugins`).
 
+pub mod ansible;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;

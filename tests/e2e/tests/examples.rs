@@ -274,7 +274,10 @@ async fn every_example_succeeds_in_the_make_dev_setup() -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    assert_ne!(demo.pid, demo_before.pid, "restart-on-change.yaml: no restart");
+    assert_ne!(
+        demo.pid, demo_before.pid,
+        "restart-on-change.yaml: no restart"
+    );
     assert_eq!(demo.value, "from-the-example");
     tokio::task::block_in_place(|| {
         drop(systemd_nodes);
