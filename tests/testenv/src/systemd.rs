@@ -169,7 +169,8 @@ pub struct BootOptions {
     pub network: Option<String>,
     /// A script run at every power-on inside the node's mount namespace, with the node's
     /// `/bin/sh`, after the container started and before systemd does (it waits for the
-    /// boot ID, which is provided after this script).
+    /// boot ID, which is provided after this script). It runs in the node's PID
+    /// namespace too (`/proc/self` is its own; PID 1 is the node's first process).
     pub at_power_on: Option<String>,
     /// Called once with the node's host root after its `/etc` is seeded and before the
     /// first boot: what an installer writes (units, configuration).
@@ -653,7 +654,9 @@ fn power_on(shared: &Shared, boot_id: &str) -> Result<()> {
     if let Some(script) = &shared.options.at_power_on {
         run_checked(
             name,
-            Command::new(NSENTER).args(["--target", pid, "--mount", "--", "/bin/sh", "-c", script]),
+            Command::new(NSENTER)
+                .args(["--target", pid, "--mount", "--pid", "--"])
+                .args(["/bin/sh", "-c", script]),
             "preparing the node at power-on (nsenter + sh)",
         )?;
     }

@@ -132,6 +132,41 @@ const MASKED_UNITS: [&str; 8] = [
 /// handled by ending the container (see [`crate::systemd`]).
 const DROPPED_CAPABILITIES: [&str; 3] = ["SYS_MODULE", "SYS_TIME", "SYS_BOOT"];
 
+/// The cgroup part of the power-on script (run in the node's mount and PID namespaces,
+/// before systemd starts: PID 1 is the container's first process). For each cgroup v1 hierarchy mounted in the node:
+/// the mount becomes the node's own subtree, writable (Podman mounts some controllers —
+/// here hugetlb, net_cls/net_prio, perf_event, the unified one — and systemd's hierarchy
+/// whole: those get
+/// the subtree mounted over them, the container's first process moved into it); then,
+/// as kind does on cgroup v1, the subtree is also mounted at its own path inside itself,
+/// so the paths in `/proc/self/cgroup` (this machine's view) resolve under
+/// `/sys/fs/cgroup/<controller>` for systemd, the kubelet and runc.
+const CGROUP_SCRIPT: &str = r#"
+own=$(awk -F: '$2 == "memory" { print $3 }' /proc/1/cgroup)
+case "$own" in /hostplug-rn-*) ;; *) echo "unexpected own cgroup: $own" >&2; exit 1 ;; esac
+umount /sys/fs/cgroup/systemd/release_agent 2>/dev/null || true
+for m in /sys/fs/cgroup/*; do
+  [ -d "$m" ] || continue
+  top=$(awk -v m="$m" '$5 == m { r = $4 } END { print r }' /proc/1/mountinfo)
+  [ -n "$top" ] || continue
+  if [ "$top" = / ] && [ "$m" = /sys/fs/cgroup/systemd ]; then
+    umount -l "$m"
+    top=$(awk -v m="$m" '$5 == m { r = $4 } END { print r }' /proc/1/mountinfo)
+  fi
+  if [ "$top" = / ]; then
+    mkdir -p "$m$own"
+    echo 1 > "$m$own/cgroup.procs"
+    mount --bind "$m$own" "$m"
+  elif [ "$top" = "$own" ]; then
+    mount -o remount,bind,rw "$m"
+  else
+    echo "$m: unexpected mount root $top (own cgroup $own)" >&2; exit 1
+  fi
+  mkdir -p "$m$own"
+  mount --bind "$m" "$m$own"
+done
+"#;
+
 /// Seconds a stopped unit gets before SIGKILL: Pods have short grace periods in tests.
 const UNIT_STOP_SECONDS: u32 = 10;
 
@@ -347,11 +382,7 @@ impl SystemdRealNode {
         // The network namespace's own tunables (CNI's bridge sets some).
         script += "mount --bind /proc/sys/net /proc/sys/net\n\
                    mount -o remount,bind,rw /proc/sys/net\n";
-        // The container's own subtree of each controller, writable (the kubelet and runc
-        // make the Pods' cgroups there); name=systemd is systemd's and writable already.
-        script += "for m in $(awk '{for (i = 7; i < NF; i++) if ($i == \"-\") { if ($(i+1) == \"cgroup\" && $5 ~ \"^/sys/fs/cgroup/\" && $5 != \"/sys/fs/cgroup/systemd\") print $5; break }}' /proc/1/mountinfo); do\n\
-                   mount -o remount,bind,rw \"$m\"\n\
-                   done\n";
+        script += CGROUP_SCRIPT;
 
         let root = self.root.clone();
         let name = self.name.clone();
@@ -642,6 +673,13 @@ fn install(name: &str, root: &Path, files: &InstallFiles) -> Result<()> {
         &etc.join("cni/net.d/10-bridge.conflist"),
         &c.cni_conflist()?,
     )?;
+    // containerd copies /etc/hosts into every sandbox; the image has none (no netbase).
+    let hosts = etc.join("hosts");
+    if !hosts.exists() {
+        let text = format!("127.0.0.1\tlocalhost\n::1\tlocalhost\n{}\t{name}\n", c.ip);
+        fs::write(&hosts, text)
+            .map_err(|e| Error::io(format!("writing {}", hosts.display()), e))?;
+    }
     let path =
         format!("PATH={NODE_BIN_DIR}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
     let containerd = format!(
