@@ -134,9 +134,10 @@ const DROPPED_CAPABILITIES: [&str; 3] = ["SYS_MODULE", "SYS_TIME", "SYS_BOOT"];
 
 /// The cgroup part of the power-on script (run in the node's mount and PID namespaces,
 /// before systemd starts: PID 1 is the container's first process). For each cgroup v1 hierarchy mounted in the node:
-/// the mount becomes the node's own subtree, writable (Podman mounts some controllers —
-/// here hugetlb, net_cls/net_prio, perf_event, the unified one — and systemd's hierarchy
-/// whole: those get
+/// the mount becomes the node's own subtree, writable (Podman leaves some controllers —
+/// here hugetlb, net_cls/net_prio, perf_event, the unified one — unmounted, and systemd
+/// would mount them whole at boot: they are mounted here first; Podman mounts systemd's
+/// hierarchy whole: these get
 /// the subtree mounted over them, the container's first process moved into it); then,
 /// as kind does on cgroup v1, the subtree is also mounted at its own path inside itself,
 /// so the paths in `/proc/self/cgroup` (this machine's view) resolve under
@@ -145,6 +146,20 @@ const CGROUP_SCRIPT: &str = r#"
 own=$(awk -F: '$2 == "memory" { print $3 }' /proc/1/cgroup)
 case "$own" in /hostplug-rn-*) ;; *) echo "unexpected own cgroup: $own" >&2; exit 1 ;; esac
 umount /sys/fs/cgroup/systemd/release_agent 2>/dev/null || true
+# What Podman leaves unmounted systemd would mount whole at boot: mount it first.
+mount -o remount,rw /sys/fs/cgroup
+for c in net_cls,net_prio perf_event hugetlb; do
+  [ -e "/sys/fs/cgroup/$c" ] && continue
+  mkdir "/sys/fs/cgroup/$c"
+  mount -t cgroup -o "$c" cgroup "/sys/fs/cgroup/$c" || rmdir "/sys/fs/cgroup/$c"
+done
+[ -e /sys/fs/cgroup/net_cls ] || ln -s net_cls,net_prio /sys/fs/cgroup/net_cls
+[ -e /sys/fs/cgroup/net_prio ] || ln -s net_cls,net_prio /sys/fs/cgroup/net_prio
+if [ ! -e /sys/fs/cgroup/unified ]; then
+  mkdir /sys/fs/cgroup/unified
+  mount -t cgroup2 -o nsdelegate cgroup2 /sys/fs/cgroup/unified
+fi
+mount -o remount,ro /sys/fs/cgroup
 for m in /sys/fs/cgroup/*; do
   [ -d "$m" ] || continue
   top=$(awk -v m="$m" '$5 == m { r = $4 } END { print r }' /proc/1/mountinfo)
