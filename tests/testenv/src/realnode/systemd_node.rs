@@ -148,7 +148,7 @@ case "$own" in /hostplug-rn-*) ;; *) echo "unexpected own cgroup: $own" >&2; exi
 umount /sys/fs/cgroup/systemd/release_agent 2>/dev/null || true
 # What Podman leaves unmounted systemd would mount whole at boot: mount it first.
 mount -o remount,rw /sys/fs/cgroup
-for c in net_cls,net_prio perf_event hugetlb; do
+for c in $UNMOUNTED; do
   [ -e "/sys/fs/cgroup/$c" ] && continue
   mkdir "/sys/fs/cgroup/$c"
   mount -t cgroup -o "$c" cgroup "/sys/fs/cgroup/$c" || rmdir "/sys/fs/cgroup/$c"
@@ -397,6 +397,7 @@ impl SystemdRealNode {
         // The network namespace's own tunables (CNI's bridge sets some).
         script += "mount --bind /proc/sys/net /proc/sys/net\n\
                    mount -o remount,bind,rw /proc/sys/net\n";
+        script += &format!("UNMOUNTED=\"{}\"\n", UNMOUNTED_HIERARCHIES.join(" "));
         script += CGROUP_SCRIPT;
 
         let root = self.root.clone();
@@ -645,6 +646,7 @@ impl SystemdRealNode {
         if !left.is_empty() {
             tracing::warn!(node = %self.name, ?left, "cgroups of a systemd real node could not be removed");
         }
+        remove_unmounted_cgroups(&self.name, &self.cgroup);
     }
 }
 
@@ -803,12 +805,55 @@ fn power_cycle_reset(name: &str, root: &Path, cgroup: &str, holder_pid: u32) -> 
     if !left.is_empty() {
         tracing::warn!(node = %name, ?left, "cgroups of the last boot could not be removed");
     }
+    remove_unmounted_cgroups(name, cgroup);
     let dir = root.join(EXCHANGE_DIR).join("sysctl");
     for key in SYSCTLS {
         let value = fs::read_to_string(Path::new("/proc/sys").join(key)).unwrap_or_default();
         write_private(&dir.join(key.replace('/', ".")), &value)?;
     }
     Ok(())
+}
+
+/// The cgroup v1 hierarchies the node mounts that this machine may leave unmounted (see
+/// [`CGROUP_SCRIPT`]).
+const UNMOUNTED_HIERARCHIES: [&str; 3] = ["net_cls,net_prio", "perf_event", "hugetlb"];
+
+/// Removes the node's cgroup (`cgroup`, a top-level directory) from the hierarchies this
+/// machine does not mount ([`UNMOUNTED_HIERARCHIES`]), which [`cleanup::remove_cgroup`]
+/// cannot see: each is mounted in a private mount namespace of a child process (never
+/// in the machine's), the node's directories removed deepest first, and unmounted.
+fn remove_unmounted_cgroups(name: &str, cgroup: &str) {
+    if !cgroup.starts_with(cleanup::CGROUP_PREFIX) || cgroup.contains('/') {
+        return;
+    }
+    let script = format!(
+        "d=$(mktemp -d) || exit 1\n\
+         for c in {}; do\n\
+           [ -e \"/sys/fs/cgroup/$c\" ] && continue\n\
+           mount -t cgroup -o \"$c\" cgroup \"$d\" 2>/dev/null || continue\n\
+           [ -d \"$d/$1\" ] && find \"$d/$1\" -depth -type d -exec rmdir {{}} + 2>/dev/null\n\
+           umount \"$d\"\n\
+         done\n\
+         rmdir \"$d\"\n",
+        UNMOUNTED_HIERARCHIES.join(" ")
+    );
+    if let Err(e) = run(
+        name,
+        UNSHARE,
+        [
+            "--mount",
+            "--propagation",
+            "private",
+            "--",
+            "/bin/sh",
+            "-c",
+            script.as_str(),
+            "sh",
+            cgroup,
+        ],
+    ) {
+        tracing::warn!(node = %name, error = %e, "removing the node's cgroups from unmounted hierarchies");
+    }
 }
 
 /// Waits until process `pid` is in a network namespace other than this process's.
