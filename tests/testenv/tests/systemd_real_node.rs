@@ -268,3 +268,96 @@ async fn a_node_booted_by_systemd_runs_pods_and_comes_back_after_a_reboot_over_i
     );
     assert_eq!(before, after, "the machine's state changed");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_booted_by_systemd_reach_each_others_pods_also_after_a_reboot() {
+    let env = Environment::start(EnvConfig::control_plane_only().with_systemd_real_nodes(2))
+        .await
+        .expect("start the control plane and two systemd real nodes");
+    let [one, two] = env.systemd_real_nodes() else {
+        panic!("two nodes, not {}", env.systemd_real_nodes().len());
+    };
+    assert_ne!(
+        one.boot_id(),
+        two.boot_id(),
+        "each node boots with its own ID"
+    );
+    let pods: Api<Pod> = Api::namespaced(env.admin_client(), "default");
+    let pod = |name: &str, node: &str, restart: &str, script: &str| -> Pod {
+        serde_json::from_value(json!({
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": { "name": name },
+            "spec": {
+                "nodeName": node,
+                "restartPolicy": restart,
+                "terminationGracePeriodSeconds": 1,
+                "containers": [{
+                    "name": "main",
+                    "image": TEST_IMAGE,
+                    "imagePullPolicy": "Never",
+                    "command": ["/bin/sh", "-c", script],
+                }],
+            },
+        }))
+        .expect("a Pod")
+    };
+    pods.create(
+        &PostParams::default(),
+        &pod("target", one.name(), "Always", "exec sleep 3600"),
+    )
+    .await
+    .expect("create the target Pod");
+    let (first, target_ip) = wait_pod_running(one, &pods, "target", None).await;
+
+    // sdreal2's Pod pings sdreal1's Pod by Pod IP (the fabric routes, no NAT).
+    let ping =
+        |name: &str, ip: &str| pod(name, two.name(), "Never", &format!("ping -c 1 -W 5 {ip}"));
+    pods.create(&PostParams::default(), &ping("pinger", &target_ip))
+        .await
+        .expect("create the pinger");
+    wait_succeeded(two, &pods, "pinger").await;
+
+    // sdreal1 reboots; its Pod comes back (maybe with another IP) and is reachable again.
+    let previous = one.boot_id();
+    tokio::task::block_in_place(|| one.reboot()).expect("reboot sdreal1");
+    assert_ne!(one.boot_id(), previous);
+    one.wait_ready(&env.admin_client(), READY_TIMEOUT)
+        .await
+        .expect("sdreal1 Ready again");
+    let (_, target_ip) = wait_pod_running(one, &pods, "target", Some(&first)).await;
+    pods.create(&PostParams::default(), &ping("pinger2", &target_ip))
+        .await
+        .expect("create the second pinger");
+    wait_succeeded(two, &pods, "pinger2").await;
+    assert_eq!(two.boot_ids().len(), 1, "sdreal2 did not reboot");
+    env.shutdown().await.expect("shutdown");
+}
+
+/// Waits until Pod `name` (on `node`) has succeeded; says why not otherwise.
+async fn wait_succeeded(node: &SystemdRealNode, api: &Api<Pod>, name: &str) {
+    let deadline = Instant::now() + POD_TIMEOUT;
+    loop {
+        let pod = api.get(name).await.expect("get the Pod");
+        let phase = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.phase.clone())
+            .unwrap_or_default();
+        if phase == "Succeeded" {
+            return;
+        }
+        if phase == "Failed" || Instant::now() > deadline {
+            let logs = api
+                .logs(name, &LogParams::default())
+                .await
+                .unwrap_or_else(|e| format!("(no logs: {e})"));
+            panic!(
+                "Pod {name} did not succeed ({phase}): {:?}\nlogs:\n{logs}\nkubelet's journal:\n{}",
+                pod.status,
+                node.journal(KUBELET_UNIT, 30)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}

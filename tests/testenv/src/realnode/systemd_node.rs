@@ -91,6 +91,10 @@ pub const CONTAINERD_UNIT: &str = "containerd.service";
 /// The kubelet's unit.
 pub const KUBELET_UNIT: &str = "kubelet.service";
 
+/// The unit that records the verb of an orderly shutdown (`systemctl reboot`, logind's
+/// `Reboot`, `StartUnit reboot.target`) for the power-cycle supervisor.
+pub const SHUTDOWN_VERB_UNIT: &str = "hostplug-shutdown-verb.service";
+
 /// containerd's socket inside the node (its default; the operator's default
 /// `--node-containerd-socket`).
 pub const CONTAINERD_SOCKET: &str = "/run/containerd/containerd.sock";
@@ -731,7 +735,29 @@ fn install(name: &str, root: &Path, files: &InstallFiles) -> Result<()> {
          WantedBy=multi-user.target\n",
         c.kubelet_args().join(" ")
     );
-    for (unit, text) in [(CONTAINERD_UNIT, &containerd), (KUBELET_UNIT, &kubelet)] {
+    // The verb of an orderly shutdown, recorded while the exchange directory is still
+    // mounted (systemd-shutdown's hook records it after an immediate Reboot(), but runs
+    // after the orderly path has unmounted that directory).
+    let record = format!(
+        "[Unit]\n\
+         Description=Record the shutdown verb for the test environment\n\
+         RequiresMountsFor=/{EXCHANGE_DIR}\n\n\
+         [Service]\n\
+         Type=oneshot\n\
+         RemainAfterExit=yes\n\
+         ExecStart=/bin/true\n\
+         ExecStop=/bin/sh -c 'for t in reboot kexec poweroff halt; do \
+         if systemctl list-jobs --no-legend | grep -q \" $t.target \"; then \
+         echo $t > /{EXCHANGE_DIR}/shutdown; exit 0; fi; done'\n\n\
+         [Install]\n\
+         WantedBy=multi-user.target\n"
+    );
+    let units = [
+        (CONTAINERD_UNIT, containerd.as_str()),
+        (KUBELET_UNIT, kubelet.as_str()),
+        (SHUTDOWN_VERB_UNIT, record.as_str()),
+    ];
+    for (unit, text) in units {
         let file = etc.join("systemd/system").join(unit);
         fs::write(&file, text).map_err(|e| Error::io(format!("writing {}", file.display()), e))?;
         let link = etc
