@@ -46,6 +46,14 @@
 //! [`SystemdNode::reboot`] reboots and waits, [`SystemdNode::wait_rebooted`] waits for a
 //! reboot someone else asked for (over the bus, say).
 //!
+//! # Options
+//!
+//! [`SystemdNode::start_with`] takes [`BootOptions`]: more `podman create` arguments, a
+//! network other than none, files an installer writes into `/etc` before the first boot,
+//! and hooks run before every power-on (outside) and after the container started but
+//! before systemd does (inside). The real nodes booted by systemd
+//! ([`crate::realnode::systemd_node`]) are built on them.
+//!
 //! # Cleanup
 //!
 //! [`SystemdNode::stop`] and `Drop` remove the container (`podman rm --force`); every

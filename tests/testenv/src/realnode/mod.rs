@@ -24,6 +24,10 @@
 //!   cgroups — on shutdown, on drop and on panic; what a crashed run left (shims and
 //!   cgroups named after a test process that is gone) is removed at the next start.
 //!
+//! Nodes booted by a real systemd (kubelet and containerd as units, reboots through
+//! systemd) share the fabric, the relays and the configuration: see [`systemd_node`]
+//! ([`crate::EnvConfig::with_systemd_real_nodes`]).
+//!
 //! Needs root (namespaces, mounts, cgroups) and the binaries of `tests/nodes/build.sh`.
 
 pub mod binaries;

@@ -40,6 +40,20 @@
 //!   scratch files (this machine's values copied at power-on), since the kernel is the
 //!   machine's; `/proc/sys/net` is the node's network namespace's own.
 //!
+//! # Limits
+//!
+//! - Pods see this machine's boot ID (`/proc/sys/kernel/random/boot_id` in a Pod is a
+//!   fresh `proc` mount, the kernel's): the node's boot ID is the kubelet's
+//!   (`status.nodeInfo.bootID`), systemd's and journald's.
+//! - The systemd image is Debian's minbase plus systemd and dbus: no iptables (the
+//!   kubelet logs that it cannot make its canary chains; nothing here needs them), no
+//!   kube-proxy (Services other than `kubernetes` have no ClusterIP path, as on the
+//!   other real nodes), no DNS server on the fabric.
+//! - An orderly shutdown (`systemctl reboot`, logind's `Reboot`, `StartUnit
+//!   reboot.target`) is told from a power-off by [`SHUTDOWN_VERB_UNIT`], which records the
+//!   verb while the exchange directory is mounted; an immediate `Reboot()` on systemd's
+//!   manager by the image's systemd-shutdown hook.
+//!
 //! # Isolation
 //!
 //! The container is not `--privileged`: it gets capabilities (all but loading modules and
