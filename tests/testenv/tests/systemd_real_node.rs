@@ -320,11 +320,22 @@ async fn two_nodes_booted_by_systemd_reach_each_others_pods_also_after_a_reboot(
 
     // sdreal1 reboots; its Pod comes back (maybe with another IP) and is reachable again.
     let previous = one.boot_id();
+    let asked = Instant::now();
     tokio::task::block_in_place(|| one.reboot()).expect("reboot sdreal1");
+    println!(
+        "{}: `systemctl reboot` to systemd running again {:.1} s",
+        one.name(),
+        asked.elapsed().as_secs_f64()
+    );
     assert_ne!(one.boot_id(), previous);
     one.wait_ready(&env.admin_client(), READY_TIMEOUT)
         .await
         .expect("sdreal1 Ready again");
+    println!(
+        "{}: `systemctl reboot` to Ready {:.1} s",
+        one.name(),
+        asked.elapsed().as_secs_f64()
+    );
     let (_, target_ip) = wait_pod_running(one, &pods, "target", Some(&first)).await;
     pods.create(&PostParams::default(), &ping("pinger2", &target_ip))
         .await

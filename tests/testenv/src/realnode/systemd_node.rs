@@ -766,6 +766,17 @@ fn install(name: &str, root: &Path, files: &InstallFiles) -> Result<()> {
          [Install]\n\
          WantedBy=multi-user.target\n"
     );
+    // Stop timeouts of a test machine: systemd's default of 90 s per unit would let one
+    // slow mount or scope hold a reboot for minutes.
+    let manager = etc.join("systemd/system.conf.d");
+    fs::create_dir_all(&manager)
+        .map_err(|e| Error::io(format!("creating {}", manager.display()), e))?;
+    let conf = manager.join("hostplug-testenv.conf");
+    fs::write(
+        &conf,
+        format!("[Manager]\nDefaultTimeoutStopSec={UNIT_STOP_SECONDS}s\n"),
+    )
+    .map_err(|e| Error::io(format!("writing {}", conf.display()), e))?;
     let units = [
         (CONTAINERD_UNIT, containerd.as_str()),
         (KUBELET_UNIT, kubelet.as_str()),
