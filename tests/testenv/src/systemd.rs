@@ -167,6 +167,12 @@ struct Shared {
     changed: Condvar,
 }
 
+/// Writes into a node's host root before its first boot ([`BootOptions::provision`]).
+pub type Provision = Arc<dyn Fn(&Path) -> Result<()> + Send + Sync>;
+
+/// Runs outside a node before each power-on ([`BootOptions::before_power_on`]).
+pub type PowerOnHook = Arc<dyn Fn() -> Result<()> + Send + Sync>;
+
 /// What a node runs with beyond the defaults (for nodes that run more than the test
 /// service, such as the kubelet nodes of [`crate::realnode::systemd_node`]).
 #[derive(Clone, Default)]
@@ -182,10 +188,10 @@ pub struct BootOptions {
     pub at_power_on: Option<String>,
     /// Called once with the node's host root after its `/etc` is seeded and before the
     /// first boot: what an installer writes (units, configuration).
-    pub provision: Option<Arc<dyn Fn(&Path) -> Result<()> + Send + Sync>>,
+    pub provision: Option<Provision>,
     /// Called before every power-on (the first included), outside the container: resets
     /// what a power cycle resets that lives outside it.
-    pub before_power_on: Option<Arc<dyn Fn() -> Result<()> + Send + Sync>>,
+    pub before_power_on: Option<PowerOnHook>,
 }
 
 impl std::fmt::Debug for BootOptions {
