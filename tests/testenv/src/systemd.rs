@@ -391,11 +391,18 @@ impl SystemdNode {
         self.lock().power.clone()
     }
 
+    /// The `podman exec` command that runs `args` inside the node (for callers that run
+    /// it their own way, e.g. with `tokio::process`).
+    pub fn exec_command(&self, args: &[&str]) -> Command {
+        let mut cmd = self.shared.store.podman();
+        cmd.args(["exec", &self.shared.container]).args(args);
+        cmd
+    }
+
     /// Runs a command inside the node (`podman exec`), returning its output whatever its
     /// exit status.
     pub fn exec(&self, args: &[&str]) -> Result<Output> {
-        let mut cmd = self.shared.store.podman();
-        cmd.args(["exec", &self.shared.container]).args(args);
+        let mut cmd = self.exec_command(args);
         cmd.stdin(Stdio::null())
             .output()
             .map_err(|e| Error::io(format!("podman exec {}", args.join(" ")), e))

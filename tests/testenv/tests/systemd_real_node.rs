@@ -319,6 +319,28 @@ async fn two_nodes_booted_by_systemd_reach_each_others_pods_also_after_a_reboot(
     wait_succeeded(two, &pods, "pinger").await;
 
     // sdreal1 reboots; its Pod comes back (maybe with another IP) and is reachable again.
+    // hostplug's worker image, as the e2e tests build it, loads into the node's
+    // containerd and stays there across the reboot (the node's disk).
+    let worker = tokio::task::spawn_blocking(|| {
+        let store = hostplug_images::ImageStore::open()?;
+        store.build(
+            hostplug_images::Image::Worker,
+            &hostplug_images::Binaries::of_this_build()?,
+        )
+    })
+    .await
+    .expect("the image build thread")
+    .expect("the worker image");
+    one.import_image(&worker.archive)
+        .await
+        .expect("import the worker image");
+    let listed = |node: &SystemdRealNode| {
+        node.ctr(&["images", "ls", "-q"])
+            .expect("ctr images ls")
+            .contains(worker.name)
+    };
+    assert!(listed(one), "{} not in sdreal1's containerd", worker.name);
+
     let previous = one.boot_id();
     let asked = Instant::now();
     tokio::task::block_in_place(|| one.reboot()).expect("reboot sdreal1");
@@ -341,6 +363,11 @@ async fn two_nodes_booted_by_systemd_reach_each_others_pods_also_after_a_reboot(
         .await
         .expect("create the second pinger");
     wait_succeeded(two, &pods, "pinger2").await;
+    assert!(
+        listed(one),
+        "{} gone from sdreal1's containerd after the reboot",
+        worker.name
+    );
     assert_eq!(two.boot_ids().len(), 1, "sdreal2 did not reboot");
     env.shutdown().await.expect("shutdown");
 }

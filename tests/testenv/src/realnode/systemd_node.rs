@@ -326,7 +326,7 @@ impl SystemdRealNode {
             plan.binaries.pause_image(),
             plan.binaries.test_image().to_owned(),
         ] {
-            node.import_image(&tar)?;
+            node.import_image_blocking(&tar)?;
         }
         Ok(node)
     }
@@ -586,8 +586,54 @@ impl SystemdRealNode {
     /// Imports a docker-archive or OCI image tarball (`podman save`, a built hostplug
     /// image's archive) into the node's containerd, namespace `k8s.io`: Pods use it with
     /// `imagePullPolicy: Never` (or `IfNotPresent`). The image stays across reboots (it is
-    /// on the node's disk). Blocking.
-    pub fn import_image(&self, tar: &Path) -> Result<()> {
+    /// on the node's disk). As [`super::RealNode::import_image`].
+    pub async fn import_image(&self, tar: impl AsRef<Path>) -> Result<()> {
+        let (staged, inside) = self.stage_image(tar.as_ref())?;
+        let ctr = format!("{NODE_BIN_DIR}/ctr");
+        let args = [
+            ctr.as_str(),
+            "-a",
+            CONTAINERD_SOCKET,
+            "-n",
+            "k8s.io",
+            "images",
+            "import",
+            inside.as_str(),
+        ];
+        let mut cmd = tokio::process::Command::from(self.systemd().exec_command(&args));
+        let out = cmd
+            .stdin(std::process::Stdio::null())
+            .output()
+            .await
+            .map_err(|e| Error::io("podman exec ctr images import", e));
+        let _ = fs::remove_file(&staged);
+        let out = out?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(Error::RealNode {
+                node: self.name.clone(),
+                message: format!(
+                    "importing {}: ctr exited {}: {}",
+                    tar.as_ref().display(),
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ),
+            })
+        }
+    }
+
+    /// [`Self::import_image`], blocking.
+    pub fn import_image_blocking(&self, tar: &Path) -> Result<()> {
+        let (staged, inside) = self.stage_image(tar)?;
+        let result = self.ctr(&["images", "import", &inside]);
+        let _ = fs::remove_file(&staged);
+        result.map(drop)
+    }
+
+    /// Puts `tar` into the exchange directory (a hard link when it is on the same file
+    /// system, else a copy); returns its host path and its path inside the node.
+    fn stage_image(&self, tar: &Path) -> Result<(PathBuf, String)> {
         // A symlink (the test image's is one) is staged as what it points to.
         let tar = &fs::canonicalize(tar)
             .map_err(|e| Error::io(format!("resolving {}", tar.display()), e))?;
@@ -596,7 +642,6 @@ impl SystemdRealNode {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "image.tar".into());
         let staged = self.root.join(EXCHANGE_DIR).join("images").join(&file);
-        // A hard link when the tar is on the same file system, else a copy.
         let _ = fs::remove_file(&staged);
         if fs::hard_link(tar, &staged).is_err() {
             fs::copy(tar, &staged).map_err(|e| {
@@ -606,10 +651,7 @@ impl SystemdRealNode {
                 )
             })?;
         }
-        let inside = format!("/{EXCHANGE_DIR}/images/{file}");
-        let result = self.ctr(&["images", "import", &inside]);
-        let _ = fs::remove_file(&staged);
-        result.map(drop)
+        Ok((staged, format!("/{EXCHANGE_DIR}/images/{file}")))
     }
 
     /// Waits until containerd answers inside the node.
