@@ -748,7 +748,7 @@ fn supervise(shared: &Shared) {
 }
 
 /// Removes node containers whose owner (the test process in [`OWNER_LABEL`]) has ended.
-fn remove_strays(store: &ImageStore) {
+pub(crate) fn remove_strays(store: &ImageStore) {
     let mut ps = store.podman();
     ps.args([
         "ps",

@@ -270,10 +270,16 @@ async fn a_node_booted_by_systemd_runs_pods_and_comes_back_after_a_reboot_over_i
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_nodes_booted_by_systemd_reach_each_others_pods_also_after_a_reboot() {
-    let env = Environment::start(EnvConfig::control_plane_only().with_systemd_real_nodes(2))
-        .await
-        .expect("start the control plane and two systemd real nodes");
+async fn nodes_booted_by_systemd_reach_each_others_pods_also_after_a_reboot() {
+    // With a real node started directly (real1) on the same fabric.
+    let env = Environment::start(
+        EnvConfig::control_plane_only()
+            .with_real_nodes(1)
+            .with_systemd_real_nodes(2),
+    )
+    .await
+    .expect("start the control plane, a real node and two systemd real nodes");
+    let real1 = env.real_node("real1").expect("real1");
     let [one, two] = env.systemd_real_nodes() else {
         panic!("two nodes, not {}", env.systemd_real_nodes().len());
     };
@@ -363,6 +369,15 @@ async fn two_nodes_booted_by_systemd_reach_each_others_pods_also_after_a_reboot(
         .await
         .expect("create the second pinger");
     wait_succeeded(two, &pods, "pinger2").await;
+    // And from the node started directly.
+    let mut from_real1 = ping("pinger3", &target_ip);
+    if let Some(spec) = from_real1.spec.as_mut() {
+        spec.node_name = Some(real1.name().to_owned());
+    }
+    pods.create(&PostParams::default(), &from_real1)
+        .await
+        .expect("create the pinger on real1");
+    wait_succeeded(two, &pods, "pinger3").await;
     assert!(
         listed(one),
         "{} gone from sdreal1's containerd after the reboot",

@@ -109,6 +109,16 @@ impl RealNodes {
         for removed in cleanup::clean_strays() {
             tracing::warn!(%removed, "removed what a crashed earlier run left");
         }
+        if systemd_count > 0 {
+            // The containers of systemd nodes a killed run left (their processes went
+            // with their cgroups just now).
+            let store = hostplug_images::ImageStore::open().map_err(|e| {
+                fail(format!(
+                    "the image store (Podman) for the systemd nodes: {e}"
+                ))
+            })?;
+            crate::systemd::remove_strays(&store);
+        }
         let dir = env_dir.join("realnodes");
         std::fs::create_dir_all(&dir)
             .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
