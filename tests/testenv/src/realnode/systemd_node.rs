@@ -54,6 +54,14 @@
 //!   verb while the exchange directory is mounted; an immediate `Reboot()` on systemd's
 //!   manager by the image's systemd-shutdown hook.
 //!
+//! - Reboot times: an immediate `Reboot()` on systemd's manager takes the node to Ready
+//!   again in ~3–14 s here (load-dependent); an orderly one (`systemctl reboot`, logind's
+//!   `Reboot`) in ~14 s, of which ~10 s ([`UNIT_STOP_SECONDS`], the node's
+//!   `DefaultTimeoutStopSec`) is systemd-shutdown waiting for Pod processes that ignore
+//!   SIGTERM: the kubelet's graceful node shutdown is not configured, so it does not stop
+//!   Pods first, as on a machine without it. The journal is kept on the node's disk
+//!   (`<root>/var/log/journal`): `journalctl --boot=-1` shows the last shutdown.
+//!
 //! # Isolation
 //!
 //! The container is not `--privileged`: it gets capabilities (all but loading modules and
@@ -200,8 +208,9 @@ for m in /sys/fs/cgroup/*; do
 done
 "#;
 
-/// Seconds a stopped unit gets before SIGKILL: Pods have short grace periods in tests.
-const UNIT_STOP_SECONDS: u32 = 10;
+/// Seconds a stopped unit (and, at shutdown, what is left) gets before SIGKILL: Pods
+/// have short grace periods in tests.
+pub const UNIT_STOP_SECONDS: u32 = 10;
 
 /// How often the node's state is polled.
 const POLL: Duration = Duration::from_millis(250);
@@ -239,6 +248,7 @@ impl SystemdRealNode {
         for sub in [
             "var/lib/containerd",
             "var/lib/kubelet",
+            "var/log/journal",
             EXCHANGE_DIR,
             &format!("{EXCHANGE_DIR}/sysctl"),
             &format!("{EXCHANGE_DIR}/images"),
@@ -398,6 +408,12 @@ impl SystemdRealNode {
             (
                 self.root.join("var/lib/kubelet"),
                 "/var/lib/kubelet".to_owned(),
+                "",
+            ),
+            // Podman puts a tmpfs there; the node's journal is kept (and readable here).
+            (
+                self.root.join("var/log/journal"),
+                "/var/log/journal".to_owned(),
                 "",
             ),
         ] {
@@ -819,6 +835,14 @@ fn install(name: &str, root: &Path, files: &InstallFiles) -> Result<()> {
         format!("[Manager]\nDefaultTimeoutStopSec={UNIT_STOP_SECONDS}s\n"),
     )
     .map_err(|e| Error::io(format!("writing {}", conf.display()), e))?;
+    // The journal on the node's disk, so the last boot's shutdown can be read after a
+    // reboot (`journalctl --boot=-1`).
+    let journald = etc.join("systemd/journald.conf.d");
+    fs::create_dir_all(&journald)
+        .map_err(|e| Error::io(format!("creating {}", journald.display()), e))?;
+    let conf = journald.join("hostplug-testenv.conf");
+    fs::write(&conf, "[Journal]\nStorage=persistent\n")
+        .map_err(|e| Error::io(format!("writing {}", conf.display()), e))?;
     let units = [
         (CONTAINERD_UNIT, containerd.as_str()),
         (KUBELET_UNIT, kubelet.as_str()),
