@@ -24,7 +24,7 @@ use serde::de::DeserializeOwned;
 
 use crate::controlplane::{ControlPlane, ControlPlaneOptions, client_from_kubeconfig};
 use crate::nodesim::{NodeSimConfig, NodeSimulator, NodeSpec};
-use crate::realnode::{RealNode, RealNodes};
+use crate::realnode::{RealNode, RealNodes, SystemdRealNode};
 use crate::{Error, Result};
 
 /// The field manager of [`Environment::apply_yaml`].
@@ -54,6 +54,10 @@ pub struct EnvConfig {
     /// How many real nodes (kubelet + containerd, see [`crate::realnode`]) to start next to
     /// the simulated ones: `real1`, `real2`, …
     pub real_nodes: usize,
+    /// How many real nodes booted by a real systemd (kubelet and containerd as systemd
+    /// units, reboots through systemd; see [`crate::realnode::systemd_node`]) to start:
+    /// `sdreal1`, `sdreal2`, …
+    pub systemd_real_nodes: usize,
 }
 
 impl Default for EnvConfig {
@@ -64,6 +68,7 @@ impl Default for EnvConfig {
             image_map: HashMap::new(),
             keep_dir: std::env::var_os(KEEP_ENV).is_some_and(|v| !v.is_empty() && v != "0"),
             real_nodes: 0,
+            systemd_real_nodes: 0,
         }
     }
 }
@@ -80,6 +85,13 @@ impl EnvConfig {
     /// Also starts `n` real nodes (`real1` … `realN`); see [`crate::realnode`].
     pub fn with_real_nodes(mut self, n: usize) -> Self {
         self.real_nodes = n;
+        self
+    }
+
+    /// Also starts `n` real nodes booted by a real systemd (`sdreal1` … `sdrealN`); see
+    /// [`crate::realnode::systemd_node`].
+    pub fn with_systemd_real_nodes(mut self, n: usize) -> Self {
+        self.systemd_real_nodes = n;
         self
     }
 
@@ -142,8 +154,8 @@ impl Environment {
             EnvDir::Temp(temp)
         };
         let mut real_nodes = None;
-        if config.real_nodes > 0 {
-            match RealNodes::prepare(dir.path(), config.real_nodes) {
+        if config.real_nodes + config.systemd_real_nodes > 0 {
+            match RealNodes::prepare(dir.path(), config.real_nodes, config.systemd_real_nodes) {
                 Ok(r) => real_nodes = Some(r),
                 Err(e) => {
                     keep(dir);
@@ -246,6 +258,19 @@ impl Environment {
     /// [`EnvConfig::with_real_nodes`] asked for some.
     pub fn real_nodes(&self) -> &[RealNode] {
         self.real_nodes.as_ref().map_or(&[], RealNodes::nodes)
+    }
+
+    /// The real nodes booted by systemd, in order (`sdreal1` first); empty unless
+    /// [`EnvConfig::with_systemd_real_nodes`] asked for some.
+    pub fn systemd_real_nodes(&self) -> &[SystemdRealNode] {
+        self.real_nodes
+            .as_ref()
+            .map_or(&[], RealNodes::systemd_nodes)
+    }
+
+    /// Real node `name` booted by systemd, if there is one.
+    pub fn systemd_real_node(&self, name: &str) -> Option<&SystemdRealNode> {
+        self.systemd_real_nodes().iter().find(|n| n.name() == name)
     }
 
     /// Real node `name`, if there is one.

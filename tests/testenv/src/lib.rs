@@ -8,6 +8,9 @@
 //!   processes.
 //! - [`realnode`] runs real nodes — kubelet, containerd and runc, each node in namespaces
 //!   of its own — next to the simulated ones, when a test asks for them.
+//!   [`realnode::systemd_node`] boots such nodes under a real systemd (the [`systemd`]
+//!   node's image, kubelet and containerd as its units), so that a reboot asked of that
+//!   systemd stops them and the node comes back with a new boot ID.
 //! - [`netpol`] enforces NetworkPolicies on the real nodes with kube-router's policy
 //!   controller (built by `tests/netpol/build.sh`), inside each node's namespaces only.
 //! - [`Environment`] puts both together for a test: clients as admin or as a

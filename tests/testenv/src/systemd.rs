@@ -46,6 +46,14 @@
 //! [`SystemdNode::reboot`] reboots and waits, [`SystemdNode::wait_rebooted`] waits for a
 //! reboot someone else asked for (over the bus, say).
 //!
+//! # Options
+//!
+//! [`SystemdNode::start_with`] takes [`BootOptions`]: more `podman create` arguments, a
+//! network other than none, files an installer writes into `/etc` before the first boot,
+//! and hooks run before every power-on (outside) and after the container started but
+//! before systemd does (inside). The real nodes booted by systemd
+//! ([`crate::realnode::systemd_node`]) are built on them.
+//!
 //! # Cleanup
 //!
 //! [`SystemdNode::stop`] and `Drop` remove the container (`podman rm --force`); every
@@ -154,8 +162,48 @@ struct Shared {
     container: String,
     root: PathBuf,
     store: ImageStore,
+    options: BootOptions,
     state: Mutex<State>,
     changed: Condvar,
+}
+
+/// Writes into a node's host root before its first boot ([`BootOptions::provision`]).
+pub type Provision = Arc<dyn Fn(&Path) -> Result<()> + Send + Sync>;
+
+/// Runs outside a node before each power-on ([`BootOptions::before_power_on`]).
+pub type PowerOnHook = Arc<dyn Fn() -> Result<()> + Send + Sync>;
+
+/// What a node runs with beyond the defaults (for nodes that run more than the test
+/// service, such as the kubelet nodes of [`crate::realnode::systemd_node`]).
+#[derive(Clone, Default)]
+pub struct BootOptions {
+    /// `podman create` arguments added to the defaults (volumes, devices, capabilities).
+    pub podman_args: Vec<String>,
+    /// The container's network (`--network`); `none` when unset.
+    pub network: Option<String>,
+    /// A script run at every power-on inside the node's mount namespace, with the node's
+    /// `/bin/sh`, after the container started and before systemd does (it waits for the
+    /// boot ID, which is provided after this script). It runs in the node's PID
+    /// namespace too (`/proc/self` is its own; PID 1 is the node's first process).
+    pub at_power_on: Option<String>,
+    /// Called once with the node's host root after its `/etc` is seeded and before the
+    /// first boot: what an installer writes (units, configuration).
+    pub provision: Option<Provision>,
+    /// Called before every power-on (the first included), outside the container: resets
+    /// what a power cycle resets that lives outside it.
+    pub before_power_on: Option<PowerOnHook>,
+}
+
+impl std::fmt::Debug for BootOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BootOptions")
+            .field("podman_args", &self.podman_args)
+            .field("network", &self.network)
+            .field("at_power_on", &self.at_power_on)
+            .field("provision", &self.provision.is_some())
+            .field("before_power_on", &self.before_power_on.is_some())
+            .finish()
+    }
 }
 
 /// A running node with a real systemd as PID 1; see the module documentation. Removed on
@@ -179,6 +227,12 @@ impl SystemdNode {
     /// and waits until systemd says `running`. Makes and imports the image first when the
     /// cache has none ([`ImageStore::systemd_node`]). Needs root and Podman.
     pub fn start(name: &str, host_root: &Path) -> Result<Self> {
+        Self::start_with(name, host_root, BootOptions::default())
+    }
+
+    /// [`Self::start`] with `options` (extra `podman create` arguments, a network, hooks
+    /// at each power-on).
+    pub fn start_with(name: &str, host_root: &Path, options: BootOptions) -> Result<Self> {
         if name.is_empty()
             || name.len() > 63
             || !name
@@ -221,6 +275,9 @@ impl SystemdNode {
             write_file(&root.join("etc/hostname"), &format!("{name}\n"))?;
             write_file(&seeded, &format!("{}\n", image.key))?;
         }
+        if let Some(provision) = &options.provision {
+            provision(&root)?;
+        }
         // Left by an earlier node on this root: not this boot's.
         let _ = fs::remove_file(exchange.join("shutdown"));
         let _ = fs::remove_file(exchange.join("hostplug-demo.state"));
@@ -235,6 +292,7 @@ impl SystemdNode {
             container: container.clone(),
             root: root.clone(),
             store,
+            options,
             state: Mutex::new(State {
                 power: PowerState::On,
                 boot_ids: Vec::new(),
@@ -247,7 +305,11 @@ impl SystemdNode {
         create
             .args(["create", "--name", &container, "--hostname", name])
             .args(["--label", &format!("{OWNER_LABEL}={}", std::process::id())])
-            .args(["--network", "none", "--no-hosts"])
+            .args([
+                "--network",
+                shared.options.network.as_deref().unwrap_or("none"),
+                "--no-hosts",
+            ])
             .args(["--systemd", "always", "--runtime", "runc"])
             .args([
                 "--ulimit",
@@ -264,6 +326,7 @@ impl SystemdNode {
                 .arg("--volume")
                 .arg(format!("{}:{inside}", host.display()));
         }
+        create.args(&shared.options.podman_args);
         create.arg(image.name).arg("/usr/local/sbin/hostplug-boot");
         run_checked(name, &mut create, "podman create")?;
         let mut node = SystemdNode {
@@ -328,11 +391,18 @@ impl SystemdNode {
         self.lock().power.clone()
     }
 
+    /// The `podman exec` command that runs `args` inside the node (for callers that run
+    /// it their own way, e.g. with `tokio::process`).
+    pub fn exec_command(&self, args: &[&str]) -> Command {
+        let mut cmd = self.shared.store.podman();
+        cmd.args(["exec", &self.shared.container]).args(args);
+        cmd
+    }
+
     /// Runs a command inside the node (`podman exec`), returning its output whatever its
     /// exit status.
     pub fn exec(&self, args: &[&str]) -> Result<Output> {
-        let mut cmd = self.shared.store.podman();
-        cmd.args(["exec", &self.shared.container]).args(args);
+        let mut cmd = self.exec_command(args);
         cmd.stdin(Stdio::null())
             .output()
             .map_err(|e| Error::io(format!("podman exec {}", args.join(" ")), e))
@@ -589,6 +659,9 @@ fn new_boot_id(shared: &Shared) -> Result<String> {
 /// kernel's inside it; `hostplug-boot` then execs systemd.
 fn power_on(shared: &Shared, boot_id: &str) -> Result<()> {
     let name = &shared.name;
+    if let Some(before) = &shared.options.before_power_on {
+        before()?;
+    }
     let mut start = shared.store.podman();
     start.args(["start", &shared.container]);
     run_checked(name, &mut start, "podman start")?;
@@ -598,6 +671,15 @@ fn power_on(shared: &Shared, boot_id: &str) -> Result<()> {
     let pid = pid.trim();
     if pid.is_empty() || pid == "0" {
         return Err(fail(name, "the container ended right after its start"));
+    }
+    if let Some(script) = &shared.options.at_power_on {
+        run_checked(
+            name,
+            Command::new(NSENTER)
+                .args(["--target", pid, "--mount", "--pid", "--"])
+                .args(["/bin/sh", "-c", script]),
+            "preparing the node at power-on (nsenter + sh)",
+        )?;
     }
     let source = format!("/{EXCHANGE_DIR}/boot_id");
     run_checked(
@@ -666,7 +748,7 @@ fn supervise(shared: &Shared) {
 }
 
 /// Removes node containers whose owner (the test process in [`OWNER_LABEL`]) has ended.
-fn remove_strays(store: &ImageStore) {
+pub(crate) fn remove_strays(store: &ImageStore) {
     let mut ps = store.podman();
     ps.args([
         "ps",

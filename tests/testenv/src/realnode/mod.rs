@@ -24,12 +24,17 @@
 //!   cgroups — on shutdown, on drop and on panic; what a crashed run left (shims and
 //!   cgroups named after a test process that is gone) is removed at the next start.
 //!
+//! Nodes booted by a real systemd (kubelet and containerd as units, reboots through
+//! systemd) share the fabric, the relays and the configuration: see [`systemd_node`]
+//! ([`crate::EnvConfig::with_systemd_real_nodes`]).
+//!
 //! Needs root (namespaces, mounts, cgroups) and the binaries of `tests/nodes/build.sh`.
 
 pub mod binaries;
 mod cleanup;
 pub mod net;
 pub mod node;
+pub mod systemd_node;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -41,6 +46,7 @@ use kube::{Api, Client};
 
 pub use binaries::{NodeBinaries, PAUSE_IMAGE, TEST_IMAGE};
 pub use node::{KUBERNETES_SERVICE_PORT, REAL_NODE_LABEL, RealNode};
+pub use systemd_node::{SYSTEMD_NODE_LABEL, SystemdRealNode};
 
 use crate::controlplane::ControlPlane;
 pub use crate::controlplane::KUBERNETES_SERVICE_IP;
@@ -67,10 +73,12 @@ static SEQUENCE: AtomicU32 = AtomicU32::new(0);
 pub struct RealNodes {
     dir: PathBuf,
     count: usize,
+    systemd_count: usize,
     seq: u32,
     binaries: NodeBinaries,
     // Dropped in this order: nodes, fabric, then the network thread.
     nodes: Vec<RealNode>,
+    systemd_nodes: Vec<SystemdRealNode>,
     fabric: Option<ManagedProcess>,
     egress: EgressTable,
     egress_config: PathBuf,
@@ -81,14 +89,15 @@ impl RealNodes {
     /// Everything that must exist before the control plane starts: checks, the cleanup of
     /// crashed runs, the network thread, the fabric and the egress proxy (whose
     /// configuration file the API server is started with).
-    pub(crate) fn prepare(env_dir: &Path, count: usize) -> Result<Self> {
+    pub(crate) fn prepare(env_dir: &Path, count: usize, systemd_count: usize) -> Result<Self> {
         let fail = |message: String| Error::RealNode {
             node: "-".into(),
             message,
         };
-        if count > MAX_REAL_NODES {
+        if count + systemd_count > MAX_REAL_NODES {
             return Err(fail(format!(
-                "at most {MAX_REAL_NODES} real nodes, not {count}"
+                "at most {MAX_REAL_NODES} real nodes, not {}",
+                count + systemd_count
             )));
         }
         if !nix::unistd::geteuid().is_root() {
@@ -99,6 +108,16 @@ impl RealNodes {
         let binaries = NodeBinaries::locate()?;
         for removed in cleanup::clean_strays() {
             tracing::warn!(%removed, "removed what a crashed earlier run left");
+        }
+        if systemd_count > 0 {
+            // The containers of systemd nodes a killed run left (their processes went
+            // with their cgroups just now).
+            let store = hostplug_images::ImageStore::open().map_err(|e| {
+                fail(format!(
+                    "the image store (Podman) for the systemd nodes: {e}"
+                ))
+            })?;
+            crate::systemd::remove_strays(&store);
         }
         let dir = env_dir.join("realnodes");
         std::fs::create_dir_all(&dir)
@@ -131,9 +150,11 @@ impl RealNodes {
         let mut nodes = RealNodes {
             dir,
             count,
+            systemd_count,
             seq: SEQUENCE.fetch_add(1, Ordering::Relaxed),
             binaries,
             nodes: Vec::new(),
+            systemd_nodes: Vec::new(),
             fabric: None,
             egress,
             egress_config,
@@ -205,11 +226,16 @@ impl RealNodes {
                 node: "-".into(),
                 message: format!("the API server's address {}: {e}", control_plane.server()),
             })?;
-        let count = u8::try_from(self.count).unwrap_or(u8::MAX);
+        let count = u8::try_from(self.count + self.systemd_count).unwrap_or(u8::MAX);
         let fabric_pid = self.fabric.as_ref().map_or(0, ManagedProcess::id);
         let started = Instant::now();
+        let real = u8::try_from(self.count).unwrap_or(u8::MAX);
         for index in 1..=count {
-            let name = format!("real{index}");
+            let name = if index <= real {
+                format!("real{index}")
+            } else {
+                format!("sdreal{}", index - real)
+            };
             let plan = NodePlan {
                 name: name.clone(),
                 index,
@@ -233,8 +259,13 @@ impl RealNodes {
                 egress: &self.egress,
             };
             // Blocking (a few commands and waits); the relays run on their own thread.
-            let node = RealNode::launch(plan)?;
-            self.nodes.push(node);
+            if index <= real {
+                let node = RealNode::launch(plan)?;
+                self.nodes.push(node);
+            } else {
+                let node = SystemdRealNode::launch(plan)?;
+                self.systemd_nodes.push(node);
+            }
         }
         let api: Api<Node> = Api::all(admin.clone());
         for i in 0..self.nodes.len() {
@@ -264,6 +295,15 @@ impl RealNodes {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
+        for node in &self.systemd_nodes {
+            node.check_running()?;
+            node.wait_ready(admin, systemd_node::READY_TIMEOUT).await?;
+            tracing::info!(
+                node = %node.name(),
+                elapsed = ?node.started_at().elapsed(),
+                "systemd real node Ready"
+            );
+        }
         Ok(())
     }
 
@@ -272,9 +312,17 @@ impl RealNodes {
         &self.nodes
     }
 
+    /// The nodes booted by systemd, in order (`sdreal1` first).
+    pub fn systemd_nodes(&self) -> &[SystemdRealNode] {
+        &self.systemd_nodes
+    }
+
     /// Stops every node, then the fabric and the relays, and removes what they left.
     /// Blocking; idempotent.
     pub(crate) fn stop(&mut self) {
+        while let Some(mut node) = self.systemd_nodes.pop() {
+            node.stop();
+        }
         while let Some(mut node) = self.nodes.pop() {
             node.stop();
         }

@@ -209,61 +209,16 @@ impl RealNode {
                 key.replace('/', ".")
             );
         }
-        script += &format!(
-            "ip link set lo up\n\
-             ip addr add {KUBERNETES_SERVICE_IP}/32 dev lo\n\
-             echo 1 > /proc/sys/net/ipv4/ip_forward\n"
-        );
         node.run_inside("/bin/sh", ["-c", script.as_str()])?;
 
-        // The node's link to the fabric, and routes to the other nodes' Pods.
-        let ip_cmd = super::binaries::ip_command().unwrap_or_else(|| PathBuf::from("ip"));
-        let ip_cmd = ip_cmd.to_string_lossy().into_owned();
-        let veth = format!("v{}", plan.index);
-        let fabric = plan.fabric_pid.to_string();
-        let holder = holder_pid.to_string();
-        for args in [
-            vec![
-                "link",
-                "add",
-                veth.as_str(),
-                "type",
-                "veth",
-                "peer",
-                "name",
-                "eth0",
-                "netns",
-                holder.as_str(),
-            ],
-            vec![
-                "link",
-                "set",
-                veth.as_str(),
-                "master",
-                plan.fabric_bridge,
-                "up",
-            ],
-        ] {
-            let mut full = vec!["-t", fabric.as_str(), "-n", "--", ip_cmd.as_str()];
-            full.extend(args);
-            run(&name, NSENTER, full)?;
-        }
-        let ip_cidr = format!("{ip}/24");
-        node.run_inside(&ip_cmd, ["addr", "add", ip_cidr.as_str(), "dev", "eth0"])?;
-        node.run_inside(&ip_cmd, ["link", "set", "eth0", "up"])?;
-        for other in (1..=plan.count).filter(|&o| o != plan.index) {
-            let via = node_ip(other).to_string();
-            node.run_inside(
-                &ip_cmd,
-                [
-                    "route",
-                    "add",
-                    pod_cidr(other).as_str(),
-                    "via",
-                    via.as_str(),
-                ],
-            )?;
-        }
+        join_fabric(
+            &name,
+            holder_pid,
+            plan.index,
+            plan.count,
+            plan.fabric_pid,
+            plan.fabric_bridge,
+        )?;
 
         // The API server at the `kubernetes` Service's address inside the node.
         let listen = SocketAddrV4::new(
@@ -288,112 +243,50 @@ impl RealNode {
 
     fn write_configs(&self, plan: &NodePlan<'_>) -> Result<()> {
         let d = &self.dir;
-        let ca = plan.pki.ca.cert.display();
         let client = plan.pki.issue_client(
             &d.join("pki"),
             "kubelet-client",
             &format!("system:node:{}", self.name),
             Some("system:nodes"),
         )?;
-        let kubeconfig = format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: hostplug\n  cluster:\n    server: https://{KUBERNETES_SERVICE_IP}:{KUBERNETES_SERVICE_PORT}\n    certificate-authority: {ca}\n\
-             users:\n- name: node\n  user:\n    client-certificate: {}\n    client-key: {}\n\
-             contexts:\n- name: hostplug\n  context: {{cluster: hostplug, user: node}}\ncurrent-context: hostplug\n",
-            client.cert.display(),
-            client.key.display()
-        );
-        write_private(&d.join("kubelet.kubeconfig"), &kubeconfig)?;
-        let dd = d.display();
-        let containerd = format!(
-            r#"version = 3
-root = '{dd}/containerd/root'
-state = '{dd}/containerd/state'
-[grpc]
-  address = '{sock}'
-[ttrpc]
-  address = '{sock}.ttrpc'
-[metrics]
-  address = ''
-[plugins.'io.containerd.internal.v1.opt']
-  path = '{dd}/containerd/opt'
-[plugins.'io.containerd.nri.v1.nri']
-  disable = true
-[plugins.'io.containerd.cri.v1.images']
-  snapshotter = 'overlayfs'
-  [plugins.'io.containerd.cri.v1.images'.pinned_images]
-    sandbox = '{PAUSE_IMAGE}'
-[plugins.'io.containerd.cri.v1.runtime']
-  # root here lacks CAP_SYS_RESOURCE: lowering a sandbox's oom_score_adj fails in runc.
-  restrict_oom_score_adj = true
-  [plugins.'io.containerd.cri.v1.runtime'.containerd]
-    default_runtime_name = 'runc'
-    [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]
-      runtime_type = 'io.containerd.runc.v2'
-      [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc.options]
-        BinaryName = '{runc}'
-        Root = '{dd}/containerd/runc'
-        SystemdCgroup = false
-  [plugins.'io.containerd.cri.v1.runtime'.cni]
-    bin_dirs = ['{cni}']
-    conf_dir = '{dd}/cni/net.d'
-"#,
-            sock = self.containerd_socket().display(),
-            runc = self.binaries.runc().display(),
-            cni = self.binaries.cni_dir().display(),
-        );
-        write_private(&d.join("containerd.toml"), &containerd)?;
-        let cni = serde_json::json!({
-            "cniVersion": "1.0.0",
-            "name": "hostplug-test",
-            "plugins": [{
-                "type": "bridge",
-                "bridge": "cni0",
-                "isGateway": true,
-                "isDefaultGateway": true,
-                "ipMasq": false,
-                "hairpinMode": true,
-                "ipam": {
-                    "type": "host-local",
-                    "ranges": [[{ "subnet": self.pod_cidr }]],
-                    "dataDir": d.join("cni/ipam"),
-                },
-            }],
-        });
+        let config = self.config(&plan.pki.ca.cert, &client.cert, &client.key);
+        write_private(&d.join("kubelet.kubeconfig"), &config.kubeconfig())?;
+        write_private(&d.join("containerd.toml"), &config.containerd_toml())?;
         write_private(
             &d.join("cni/net.d/10-bridge.conflist"),
-            &serde_json::to_string_pretty(&cni)?,
+            &config.cni_conflist()?,
         )?;
-        let kubelet = format!(
-            r#"apiVersion: kubelet.config.k8s.io/v1beta1
-kind: KubeletConfiguration
-# This machine is cgroup v1.
-failCgroupV1: false
-cgroupDriver: cgroupfs
-cgroupRoot: /{cgroup}
-failSwapOn: false
-containerRuntimeEndpoint: unix://{sock}
-podLogsDir: {dd}/pod-logs
-address: {ip}
-port: {KUBELET_PORT}
-healthzBindAddress: 127.0.0.1
-healthzPort: 10248
-readOnlyPort: 0
-authentication:
-  anonymous: {{enabled: false}}
-  webhook: {{enabled: false}}
-  x509: {{clientCAFile: {ca}}}
-authorization: {{mode: AlwaysAllow}}
-resolvConf: /etc/resolv.conf
-evictionHard: {{memory.available: 100Mi, nodefs.available: "1%", imagefs.available: "1%", nodefs.inodesFree: "1%"}}
-imageGCHighThresholdPercent: 100
-imageGCLowThresholdPercent: 99
-"#,
-            cgroup = self.cgroup,
-            sock = self.containerd_socket().display(),
-            ip = self.ip,
-        );
-        write_private(&d.join("kubelet-config.yaml"), &kubelet)?;
+        write_private(&d.join("kubelet-config.yaml"), &config.kubelet_config())?;
         Ok(())
+    }
+
+    /// This node's configuration: every path is the machine's (the node shares its file
+    /// system, with a directory of its own).
+    fn config(&self, ca: &Path, client_cert: &Path, client_key: &Path) -> NodeConfig {
+        let d = &self.dir;
+        NodeConfig {
+            name: self.name.clone(),
+            ip: self.ip,
+            pod_cidr: self.pod_cidr.clone(),
+            cgroup_root: format!("/{}", self.cgroup),
+            containerd_root: d.join("containerd/root"),
+            containerd_state: d.join("containerd/state"),
+            containerd_opt: d.join("containerd/opt"),
+            containerd_socket: self.containerd_socket(),
+            runc: self.binaries.runc().to_owned(),
+            runc_root: d.join("containerd/runc"),
+            cni_bin: self.binaries.cni_dir(),
+            cni_conf: d.join("cni/net.d"),
+            cni_ipam: d.join("cni/ipam"),
+            pod_logs: d.join("pod-logs"),
+            ca: ca.to_owned(),
+            client_cert: client_cert.to_owned(),
+            client_key: client_key.to_owned(),
+            kubelet_config: d.join("kubelet-config.yaml"),
+            kubeconfig: d.join("kubelet.kubeconfig"),
+            kubelet_root: d.join("kubelet"),
+            labels: vec![format!("{REAL_NODE_LABEL}=true")],
+        }
     }
 
     fn path_env(&self) -> Vec<(String, String)> {
@@ -463,17 +356,8 @@ imageGCLowThresholdPercent: 99
     }
 
     fn start_kubelet(&mut self) -> Result<()> {
-        let d = &self.dir;
-        let args = vec![
-            format!("--config={}", d.join("kubelet-config.yaml").display()),
-            format!("--kubeconfig={}", d.join("kubelet.kubeconfig").display()),
-            format!("--root-dir={}", d.join("kubelet").display()),
-            format!("--cert-dir={}", d.join("kubelet/pki").display()),
-            format!("--hostname-override={}", self.name),
-            format!("--node-ip={}", self.ip),
-            format!("--node-labels={REAL_NODE_LABEL}=true"),
-            "--v=1".into(),
-        ];
+        let config = self.config(Path::new(""), Path::new(""), Path::new(""));
+        let args = config.kubelet_args();
         self.kubelet = Some(self.spawn_inside("kubelet", &self.binaries.kubelet(), &args)?);
         Ok(())
     }
@@ -631,6 +515,227 @@ impl Drop for RealNode {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Everything a real node's configuration depends on, with every path as the node's
+/// kubelet and containerd see it: the one place that writes the kubelet's, containerd's
+/// and the CNI configuration, for the real nodes here and for the nodes booted by systemd
+/// ([`super::systemd_node`]).
+#[derive(Debug, Clone)]
+pub(crate) struct NodeConfig {
+    pub name: String,
+    pub ip: Ipv4Addr,
+    pub pod_cidr: String,
+    /// The kubelet's `cgroupRoot` (cgroupfs driver).
+    pub cgroup_root: String,
+    pub containerd_root: PathBuf,
+    pub containerd_state: PathBuf,
+    pub containerd_opt: PathBuf,
+    pub containerd_socket: PathBuf,
+    pub runc: PathBuf,
+    pub runc_root: PathBuf,
+    pub cni_bin: PathBuf,
+    pub cni_conf: PathBuf,
+    pub cni_ipam: PathBuf,
+    pub pod_logs: PathBuf,
+    /// The cluster CA and the kubelet's client certificate and key.
+    pub ca: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+    /// Where the kubelet finds [`Self::kubelet_config`] and [`Self::kubeconfig`].
+    pub kubelet_config: PathBuf,
+    pub kubeconfig: PathBuf,
+    pub kubelet_root: PathBuf,
+    /// `key=value` labels the node registers with.
+    pub labels: Vec<String>,
+}
+
+impl NodeConfig {
+    /// The kubelet's kubeconfig: the API server at the `kubernetes` Service's address
+    /// (the relay in the node's network namespace).
+    pub(crate) fn kubeconfig(&self) -> String {
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: hostplug\n  cluster:\n    server: https://{KUBERNETES_SERVICE_IP}:{KUBERNETES_SERVICE_PORT}\n    certificate-authority: {}\n\
+             users:\n- name: node\n  user:\n    client-certificate: {}\n    client-key: {}\n\
+             contexts:\n- name: hostplug\n  context: {{cluster: hostplug, user: node}}\ncurrent-context: hostplug\n",
+            self.ca.display(),
+            self.client_cert.display(),
+            self.client_key.display()
+        )
+    }
+
+    /// containerd's `config.toml` (CRI with runc, cgroupfs, the node's CNI bridge).
+    pub(crate) fn containerd_toml(&self) -> String {
+        format!(
+            r#"version = 3
+root = '{root}'
+state = '{state}'
+[grpc]
+  address = '{sock}'
+[ttrpc]
+  address = '{sock}.ttrpc'
+[metrics]
+  address = ''
+[plugins.'io.containerd.internal.v1.opt']
+  path = '{opt}'
+[plugins.'io.containerd.nri.v1.nri']
+  disable = true
+[plugins.'io.containerd.cri.v1.images']
+  snapshotter = 'overlayfs'
+  [plugins.'io.containerd.cri.v1.images'.pinned_images]
+    sandbox = '{PAUSE_IMAGE}'
+[plugins.'io.containerd.cri.v1.runtime']
+  # root here lacks CAP_SYS_RESOURCE: lowering a sandbox's oom_score_adj fails in runc.
+  restrict_oom_score_adj = true
+  [plugins.'io.containerd.cri.v1.runtime'.containerd]
+    default_runtime_name = 'runc'
+    [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]
+      runtime_type = 'io.containerd.runc.v2'
+      [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc.options]
+        BinaryName = '{runc}'
+        Root = '{runc_root}'
+        SystemdCgroup = false
+  [plugins.'io.containerd.cri.v1.runtime'.cni]
+    bin_dirs = ['{cni}']
+    conf_dir = '{cni_conf}'
+"#,
+            root = self.containerd_root.display(),
+            state = self.containerd_state.display(),
+            sock = self.containerd_socket.display(),
+            opt = self.containerd_opt.display(),
+            runc = self.runc.display(),
+            runc_root = self.runc_root.display(),
+            cni = self.cni_bin.display(),
+            cni_conf = self.cni_conf.display(),
+        )
+    }
+
+    /// The CNI network: a bridge with the node's Pod CIDR, the node as the Pods' gateway.
+    pub(crate) fn cni_conflist(&self) -> Result<String> {
+        let cni = serde_json::json!({
+            "cniVersion": "1.0.0",
+            "name": "hostplug-test",
+            "plugins": [{
+                "type": "bridge",
+                "bridge": "cni0",
+                "isGateway": true,
+                "isDefaultGateway": true,
+                "ipMasq": false,
+                "hairpinMode": true,
+                "ipam": {
+                    "type": "host-local",
+                    "ranges": [[{ "subnet": self.pod_cidr }]],
+                    "dataDir": self.cni_ipam,
+                },
+            }],
+        });
+        Ok(serde_json::to_string_pretty(&cni)?)
+    }
+
+    /// The kubelet's `KubeletConfiguration`.
+    pub(crate) fn kubelet_config(&self) -> String {
+        format!(
+            r#"apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+# This machine is cgroup v1.
+failCgroupV1: false
+cgroupDriver: cgroupfs
+cgroupRoot: {cgroup}
+failSwapOn: false
+containerRuntimeEndpoint: unix://{sock}
+podLogsDir: {logs}
+address: {ip}
+port: {KUBELET_PORT}
+healthzBindAddress: 127.0.0.1
+healthzPort: 10248
+readOnlyPort: 0
+authentication:
+  anonymous: {{enabled: false}}
+  webhook: {{enabled: false}}
+  x509: {{clientCAFile: {ca}}}
+authorization: {{mode: AlwaysAllow}}
+resolvConf: /etc/resolv.conf
+evictionHard: {{memory.available: 100Mi, nodefs.available: "1%", imagefs.available: "1%", nodefs.inodesFree: "1%"}}
+imageGCHighThresholdPercent: 100
+imageGCLowThresholdPercent: 99
+"#,
+            cgroup = self.cgroup_root,
+            sock = self.containerd_socket.display(),
+            logs = self.pod_logs.display(),
+            ip = self.ip,
+            ca = self.ca.display(),
+        )
+    }
+
+    /// The kubelet's command-line arguments.
+    pub(crate) fn kubelet_args(&self) -> Vec<String> {
+        vec![
+            format!("--config={}", self.kubelet_config.display()),
+            format!("--kubeconfig={}", self.kubeconfig.display()),
+            format!("--root-dir={}", self.kubelet_root.display()),
+            format!("--cert-dir={}", self.kubelet_root.join("pki").display()),
+            format!("--hostname-override={}", self.name),
+            format!("--node-ip={}", self.ip),
+            format!("--node-labels={}", self.labels.join(",")),
+            "--v=1".into(),
+        ]
+    }
+}
+
+/// Connects the network namespace of process `holder_pid` to the fabric as node `index`
+/// of `count`: loopback up with the `kubernetes` Service's address, forwarding on, a veth
+/// `eth0` into the fabric bridge with the node address, and routes to the other nodes'
+/// Pod CIDRs via their node addresses.
+pub(crate) fn join_fabric(
+    name: &str,
+    holder_pid: u32,
+    index: u8,
+    count: u8,
+    fabric_pid: u32,
+    fabric_bridge: &str,
+) -> Result<()> {
+    let ip_cmd = super::binaries::ip_command().unwrap_or_else(|| PathBuf::from("ip"));
+    let ip_cmd = ip_cmd.to_string_lossy().into_owned();
+    let holder = holder_pid.to_string();
+    let inside = |args: &[&str]| {
+        let mut full = vec!["-t", holder.as_str(), "-n", "--"];
+        full.extend_from_slice(args);
+        run(name, NSENTER, full)
+    };
+    let service_ip = format!("{KUBERNETES_SERVICE_IP}/32");
+    inside(&[&ip_cmd, "link", "set", "lo", "up"])?;
+    inside(&[&ip_cmd, "addr", "add", &service_ip, "dev", "lo"])?;
+    // /proc/sys/net is the namespace's own, as the writer sees it.
+    inside(&["/bin/sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"])?;
+    let veth = format!("v{index}");
+    let fabric = fabric_pid.to_string();
+    for args in [
+        vec![
+            "link",
+            "add",
+            veth.as_str(),
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            holder.as_str(),
+        ],
+        vec!["link", "set", veth.as_str(), "master", fabric_bridge, "up"],
+    ] {
+        let mut full = vec!["-t", fabric.as_str(), "-n", "--", ip_cmd.as_str()];
+        full.extend(args);
+        run(name, NSENTER, full)?;
+    }
+    let ip_cidr = format!("{}/24", node_ip(index));
+    inside(&[&ip_cmd, "addr", "add", &ip_cidr, "dev", "eth0"])?;
+    inside(&[&ip_cmd, "link", "set", "eth0", "up"])?;
+    for other in (1..=count).filter(|&o| o != index) {
+        let via = node_ip(other).to_string();
+        inside(&[&ip_cmd, "route", "add", &pod_cidr(other), "via", &via])?;
+    }
+    Ok(())
 }
 
 /// Waits until process `pid` is in namespaces of its own (of each `kinds`), and returns
