@@ -558,6 +558,7 @@ pub fn spec_of(args: &RunArgs, parameter: serde_json::Value) -> Result<HostTaskS
         RolloutSpec {
             max_parallel: args.max_parallel.unwrap_or(d.max_parallel),
             max_failures: args.max_failures.unwrap_or(d.max_failures),
+            ..d
         }
     });
     let has_params = parameter.as_object().is_none_or(|o| !o.is_empty());
