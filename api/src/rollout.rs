@@ -192,6 +192,11 @@ pub enum OnFailure {
     /// someone resumes (which accepts the wave as it is) or cancels.
     #[default]
     Pause,
+    /// Halt as `Pause`, and revert the nodes of the wave that halted to what they were
+    /// before this task (issue 26). Not available yet: the operator refuses it (naming
+    /// `spec.rollout.onFailure`) until the revert engine lands; the rollout already
+    /// tells the operator which nodes to revert (its `RevertWave` action).
+    Revert,
 }
 
 /// The gate between two waves: everything must hold for the nodes of the wave that

@@ -122,6 +122,14 @@ pub enum Action {
         /// Node.
         node: String,
     },
+    /// `onFailure: Revert`: the wave `wave` halted; revert these nodes of it (those
+    /// that ran) to what they were before this task. Sent once, when the rollout halts.
+    RevertWave {
+        /// The wave that halted.
+        wave: i32,
+        /// Its nodes that ran (Succeeded or Failed).
+        nodes: Vec<String>,
+    },
     /// Tell people the rollout moved: a wave started, it halted, paused, waits for an
     /// approval or was cancelled (an Event).
     Announce {
@@ -509,6 +517,23 @@ pub fn step(status: &mut HostTaskStatus, rollout: &RolloutSpec, obs: &Observed) 
                         warning,
                         reason,
                         message: r.message.clone().unwrap_or_default(),
+                    });
+                }
+                if phase == RolloutPhase::Halted
+                    && rollout.on_failure == hostplug_api::crd::OnFailure::Revert
+                {
+                    let wave = r.wave;
+                    actions.push(Action::RevertWave {
+                        wave,
+                        nodes: status
+                            .nodes
+                            .iter()
+                            .filter(|n| {
+                                n.wave == Some(wave)
+                                    && matches!(n.phase, NodePhase::Succeeded | NodePhase::Failed)
+                            })
+                            .map(|n| n.node.clone())
+                            .collect(),
                     });
                 }
             }
@@ -1465,6 +1490,35 @@ mod tests {
         assert_eq!(before, after);
         assert_eq!(s.nodes[4].wave, Some(3));
         assert_eq!(s.nodes[4].phase, Pending, "wave 3 has not started");
+    }
+
+    /// `onFailure: Revert` names the nodes of the halted wave that ran, once.
+    #[test]
+    fn a_halt_with_on_failure_revert_names_the_wave_to_revert() {
+        let names = ["a", "b", "c"];
+        let mut s = status(&names);
+        let mut r = waved(serde_json::json!([1, "100%"]), vec![active_check()]);
+        r.on_failure = hostplug_api::crd::OnFailure::Revert;
+        let mut o = ready_obs(&names);
+        step(&mut s, &r, &o);
+        finish_running(&s, &mut o);
+        step(&mut s, &r, &o);
+        o.checks
+            .insert(("a".into(), 0), ok(serde_json::json!({"active": "failed"})));
+        let actions = step(&mut s, &r, &o);
+        let reverts: Vec<_> = actions
+            .iter()
+            .filter(|a| matches!(a, Action::RevertWave { .. }))
+            .collect();
+        assert_eq!(
+            reverts,
+            vec![&Action::RevertWave {
+                wave: 1,
+                nodes: vec!["a".into()]
+            }]
+        );
+        let again = step(&mut s, &r, &o);
+        assert!(!again.iter().any(|a| matches!(a, Action::RevertWave { .. })));
     }
 
     /// Without waves nothing of the staged rollout shows: no waves on nodes, no

@@ -89,6 +89,11 @@ pub fn redact(nodes: &mut [NodeResult]) {
         if !n.logs.is_empty() && n.logs != [REDACTED_LOGS] {
             n.logs = vec![REDACTED_LOGS.to_owned()];
         }
+        for c in n.checks.iter_mut() {
+            if !c.logs.is_empty() && c.logs != [REDACTED_LOGS] {
+                c.logs = vec![REDACTED_LOGS.to_owned()];
+            }
+        }
     }
 }
 

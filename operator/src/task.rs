@@ -482,6 +482,7 @@ async fn advance(
                     spawn_check(ctx, task, c.clone(), check, key, pod);
                 }
             }
+            Step::RevertWave { wave, nodes } => revert_wave(ctx, task, wave, &nodes).await,
             Step::Announce {
                 warning,
                 reason,
@@ -855,6 +856,26 @@ fn spawn_run(ctx: &Arc<Context>, task: &HostTask, loaded: Arc<LoadedPlugin>, run
         ctx.runs.complete(&key, outcome);
         let _ = ctx.wake.unbounded_send(me);
     });
+}
+
+/// The hook of `spec.rollout.onFailure: Revert` (issue 26, item 4): the rollout halted
+/// at wave `wave`, and `nodes` (its nodes that ran) are to be reverted to what they were
+/// before this task, through the revert engine, once. Validation refuses `Revert` until
+/// that engine lands, so today this only tells people, should it ever be reached.
+async fn revert_wave(ctx: &Context, task: &HostTask, wave: i32, nodes: &[String]) {
+    ctx.events
+        .publish(
+            task,
+            EventType::Warning,
+            "RevertUnavailable",
+            None,
+            format!(
+                "wave {wave} halted and onFailure is Revert, but this operator cannot revert \
+                 yet; not reverted: {}",
+                nodes.join(", ")
+            ),
+        )
+        .await;
 }
 
 /// The gate's health checks with their plugins, as of now, each with read-only access

@@ -129,6 +129,13 @@ pub fn check_call<'a>(
 /// check's `expect.path` a JSON pointer. The checks' plugins and methods are checked by
 /// [`check_health_check`].
 pub fn check_rollout(rollout: &RolloutSpec) -> Result<(), Invalid> {
+    if rollout.on_failure == hostplug_api::crd::OnFailure::Revert {
+        return Err(Invalid::new(
+            "spec.rollout.onFailure",
+            "Revert is not available yet (the revert engine of issue 26 has not landed); \
+             use Pause, then resume or cancel",
+        ));
+    }
     if let Some(waves) = &rollout.waves {
         hostplug_api::rollout::check_waves(waves)?;
     }
@@ -406,6 +413,12 @@ mod tests {
         let e = check_rollout(&r).expect_err("not a pointer");
         assert_eq!(e.field, "spec.rollout.gate.checks[0].expect.path");
         assert!(check_rollout(&RolloutSpec::default()).is_ok());
+        let revert = RolloutSpec {
+            on_failure: hostplug_api::crd::OnFailure::Revert,
+            ..RolloutSpec::default()
+        };
+        let e = check_rollout(&revert).expect_err("Revert is not there yet");
+        assert_eq!(e.field, "spec.rollout.onFailure");
     }
 
     #[test]
