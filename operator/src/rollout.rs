@@ -399,7 +399,7 @@ pub fn step(status: &mut HostTaskStatus, rollout: &RolloutSpec, obs: &Observed) 
         .as_ref()
         .map_or(0, |r| usize::try_from(r.accepted_failures).unwrap_or(0));
     let over_budget = failed.saturating_sub(accepted) > max_failures;
-    let mut halted: Option<String> = None;
+    let mut halted: Option<Halt> = None;
     let mut gate: Gate = Gate::None;
 
     if rollout.cancel {
@@ -431,15 +431,19 @@ pub fn step(status: &mut HostTaskStatus, rollout: &RolloutSpec, obs: &Observed) 
         }
     } else {
         if over_budget {
-            halted = Some(format!(
-                "wave {wave} halted: {} nodes failed, more than rollout.maxFailures \
-                 {max_failures}; resume to accept them and go on, or cancel",
-                failed.saturating_sub(accepted)
-            ));
+            let over = failed.saturating_sub(accepted);
+            let nodes = if over == 1 { "node" } else { "nodes" };
+            halted = Some(Halt {
+                short: format!("{over} {nodes} failed"),
+                why: format!(
+                    "wave {wave} halted: {over} {nodes} failed, more than rollout.maxFailures \
+                     {max_failures}; resume to accept them and go on, or cancel"
+                ),
+            });
         } else if staged {
             gate = run_gate(status, rollout, obs, &now, &mut actions);
-            if let Gate::Failed(why) = &gate {
-                halted = Some(why.clone());
+            if let Gate::Failed(halt) = &gate {
+                halted = Some(halt.clone());
             }
         }
         if halted.is_none() && !rollout.paused {
@@ -457,8 +461,8 @@ pub fn step(status: &mut HostTaskStatus, rollout: &RolloutSpec, obs: &Observed) 
             )
         } else if all_done {
             (RolloutPhase::Completed, None)
-        } else if let Some(why) = halted {
-            (RolloutPhase::Halted, Some(why))
+        } else if let Some(halt) = &halted {
+            (RolloutPhase::Halted, Some(halt.why.clone()))
         } else if rollout.paused {
             (
                 RolloutPhase::Paused,
@@ -487,10 +491,9 @@ pub fn step(status: &mut HostTaskStatus, rollout: &RolloutSpec, obs: &Observed) 
         let short = match phase {
             RolloutPhase::Halted => format!(
                 "halted: {}",
-                r.message
-                    .as_deref()
-                    .and_then(short_reason)
-                    .unwrap_or("see status.rollout.message")
+                halted
+                    .as_ref()
+                    .map_or("see status.rollout.message", |h| &h.short)
             ),
             RolloutPhase::AwaitingApproval => "awaiting approval".into(),
             p => p.to_string().to_lowercase(),
@@ -542,12 +545,12 @@ pub fn step(status: &mut HostTaskStatus, rollout: &RolloutSpec, obs: &Observed) 
     actions
 }
 
-/// The short form of a halt's reason for the summary column: what failed and where.
-fn short_reason(message: &str) -> Option<&str> {
-    message
-        .split_once(": ")
-        .map(|(_, rest)| rest.split(';').next().unwrap_or(rest))
-        .map(|s| s.split(": ").next().unwrap_or(s))
+/// Why a rollout halted: the short form for the summary column (what failed and where)
+/// and the whole reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Halt {
+    short: String,
+    why: String,
 }
 
 /// Every node not started ends Skipped with `why`; health checks not run are Skipped.
@@ -632,7 +635,7 @@ enum Gate {
     /// Held; waits for an approval.
     Approval,
     /// Failed: why (the rollout halts).
-    Failed(String),
+    Failed(Halt),
 }
 
 /// The gate of the current wave, once every node of it (and of the waves before) ended:
@@ -706,10 +709,14 @@ fn check_gate(
     let limit = SignedDuration::try_from(GATE_READY_TIMEOUT).unwrap_or(SignedDuration::MAX);
     if let Some(first) = not_ready.first() {
         if obs.now.duration_since(started) > limit {
-            return Gate::Failed(format!(
-                "wave {wave} halted: gate failed on {first}: node {first} not Ready after {}s",
-                GATE_READY_TIMEOUT.as_secs()
-            ));
+            return Gate::Failed(Halt {
+                short: format!("gate failed on {first}"),
+                why: format!(
+                    "wave {wave} halted: gate failed on {first}: node {first} not Ready after \
+                     {}s; resume to go on anyway, or cancel",
+                    GATE_READY_TIMEOUT.as_secs()
+                ),
+            });
         }
         return Gate::Verifying(format!(
             "wave {wave} ended; its gate waits for node {first} to be Ready"
@@ -813,13 +820,16 @@ fn check_gate(
                 .map(|(i, c)| (n.node.clone(), i, c.clone()))
         });
     if let Some((node, i, c)) = failed {
-        return Gate::Failed(format!(
-            "wave {wave} halted: gate failed on {node}: health check \
-             spec.rollout.gate.checks[{i}] ({}/{}): {}; resume to go on anyway, or cancel",
-            c.api,
-            c.method,
-            c.message.as_deref().unwrap_or("failed")
-        ));
+        return Gate::Failed(Halt {
+            short: format!("gate failed on {node}"),
+            why: format!(
+                "wave {wave} halted: gate failed on {node}: health check \
+                 spec.rollout.gate.checks[{i}] ({}/{}): {}; resume to go on anyway, or cancel",
+                c.api,
+                c.method,
+                c.message.as_deref().unwrap_or("failed")
+            ),
+        });
     }
     if let Some(node) = waiting {
         return Gate::Verifying(format!(
@@ -1440,6 +1450,10 @@ mod tests {
         step(&mut s, &r, &o);
         assert_eq!(phases(&s), vec![Failed, Pending, Pending]);
         assert_eq!(phase_of(&s), RolloutPhase::Halted);
+        assert_eq!(
+            s.rollout.as_ref().map(|r| r.summary.as_str()),
+            Some("wave 1/2, halted: 1 node failed")
+        );
         crate::status::summarise(&mut s, false, &Time(Timestamp::now()));
         let msg = s.msg.clone().unwrap_or_default();
         assert!(msg.contains("more than rollout.maxFailures 0"), "{msg}");
