@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::call::{NodeTargets, PluginCall, TargetType};
 pub use crate::plugin::{Capabilities, EtcAccess, MethodInfo, PluginInfo};
+pub use crate::rollout::{Gate, HealthCheck, OnFailure, RolloutPhase, RolloutStatus, WaveSize};
 
 /// API group of both resources.
 pub const GROUP: &str = "hostplug.dev";
@@ -93,10 +94,51 @@ pub struct RolloutSpec {
     #[serde(default = "default_max_parallel")]
     #[schemars(range(min = 1, max = MAX_MAX_PARALLEL))]
     pub max_parallel: i32,
-    /// Once more than this many nodes failed, no new node starts.
+    /// Once more than this many nodes failed, no new node starts: without waves the
+    /// nodes not started are Skipped and the task fails; with waves the rollout halts
+    /// (`onFailure`).
     #[serde(default)]
     #[schemars(range(min = 0))]
     pub max_failures: i32,
+    /// HostTask only (a HostState ignores it). Waves of nodes, in sorted node-name
+    /// order: each entry is where a wave ends, counted from the first node — a number
+    /// of nodes or a percentage (`[1, "25%", "100%"]`: one canary, then up to a
+    /// quarter, then the rest). Each wave holds at least one node; the last takes every
+    /// node left. A wave starts only once the one before ended and passed `gate`.
+    /// Unset: every node in one wave.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = crate::rollout::MAX_WAVES))]
+    pub waves: Option<Vec<WaveSize>>,
+    /// HostTask only. What must hold after a wave before the next one starts (needs
+    /// `waves`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate: Option<Gate>,
+    /// HostTask only. What a failed gate or more than `maxFailures` failed nodes do in
+    /// a rollout with waves: `Pause` halts it until resumed or cancelled.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub on_failure: OnFailure,
+    /// HostTask only. Pause, as a Deployment's `spec.paused`: nodes in flight finish,
+    /// no node or health check starts. Changing it starts no new run.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub paused: bool,
+    /// HostTask only. The rollout may go on past the gate of every wave up to this one
+    /// even when the gate failed, too many nodes failed or it waits for approval (what
+    /// `kubectl hostplug resume` sets). Changing it starts no new run.
+    #[serde(default, skip_serializing_if = "is_zero_i32")]
+    #[schemars(range(min = 0))]
+    pub approved_wave: i32,
+    /// HostTask only. Cancel the rollout: nodes in flight finish, nodes not started end
+    /// Skipped, and the task fails naming the cancel. Changing it starts no new run.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cancel: bool,
+}
+
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
+}
+
+fn is_zero_i32(n: &i32) -> bool {
+    *n == 0
 }
 
 impl Default for RolloutSpec {
@@ -104,6 +146,12 @@ impl Default for RolloutSpec {
         Self {
             max_parallel: DEFAULT_MAX_PARALLEL,
             max_failures: 0,
+            waves: None,
+            gate: None,
+            on_failure: OnFailure::default(),
+            paused: false,
+            approved_wave: 0,
+            cancel: false,
         }
     }
 }
@@ -125,6 +173,7 @@ impl Default for RolloutSpec {
     printcolumn = r#"{"name":"Plugin","type":"string","jsonPath":".spec.http.api"}"#,
     printcolumn = r#"{"name":"Method","type":"string","jsonPath":".spec.http.method"}"#,
     printcolumn = r#"{"name":"Nodes","type":"string","description":"nodes done/total","jsonPath":".status.progress"}"#,
+    printcolumn = r#"{"name":"Rollout","type":"string","description":"the wave and why the rollout waits, for a rollout with waves or one paused","jsonPath":".status.rollout.summary"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
     printcolumn = r#"{"name":"Message","type":"string","description":"the operator's summary, or why the task failed","jsonPath":".status.msg","priority":1}"#
 )]
@@ -281,6 +330,15 @@ pub struct NodeResult {
     /// nothing, or an earlier follow-up failed).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub on_change: Vec<FollowUpResult>,
+    /// The wave the node belongs to, from 1 (a rollout with waves): given once and
+    /// kept, so a restart or a change of the node list never moves a node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wave: Option<i32>,
+    /// The gate's health checks (`spec.rollout.gate.checks`) on this node after its
+    /// wave, in order: each `Pending`, `Running`, `Succeeded`, `Failed` (the message
+    /// says what was found) or `Skipped`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<FollowUpResult>,
     /// When the node started (worker Pod created).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "time_schema")]
@@ -366,6 +424,27 @@ pub struct HostTaskStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "conditions_schema")]
     pub conditions: Vec<Condition>,
+    /// The generation whose run `nodes` describe: `observedGeneration`, unless only
+    /// the rollout's controls (`spec.rollout.paused`, `approvedWave`, `cancel`) changed
+    /// since, which go on with the run instead of starting a new one. Invocation ids
+    /// carry it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_generation: Option<i64>,
+    /// The sha256 of the spec the run started from, without the rollout's controls
+    /// (`rollout::run_fingerprint`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_fingerprint: Option<String>,
+    /// The staged rollout: wave, gate, pause (a rollout with waves, or one paused or
+    /// cancelled).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutStatus>,
+}
+
+impl HostTaskStatus {
+    /// The generation whose run the nodes describe (see `runGeneration`).
+    pub fn run_generation(&self) -> Option<i64> {
+        self.run_generation.or(self.observed_generation)
+    }
 }
 
 /// A module held in a ConfigMap.

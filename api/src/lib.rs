@@ -69,6 +69,7 @@ pub mod plugin;
 pub mod policy;
 pub mod protocol;
 pub mod registry_auth;
+pub mod rollout;
 pub mod schema;
 pub mod selector;
 pub mod state;

@@ -10,6 +10,10 @@
 //!   about that node's call ([`logs`]);
 //! * `rerun TASK`: the task again, unchanged, as a new generation (it raises
 //!   `spec.rerun`; the operator runs every new generation), and with `--wait` follows it;
+//! * `pause TASK`, `resume TASK`, `cancel TASK`: the rollout's controls, one patch each
+//!   (`spec.rollout.paused`; `paused` cleared and, when the rollout waits at a gate,
+//!   `spec.rollout.approvedWave`; `spec.rollout.cancel`), which go on with the run in
+//!   progress instead of starting a new one;
 //! * `plugins`: the catalog, each method with a parameter summary from its schema;
 //! * `explain PLUGIN METHOD`: the method's parameters with their descriptions;
 //! * `__complete WORDS…` (hidden): shell completion for kubectl's
@@ -20,7 +24,7 @@
 //!
 //! It talks to the API server as the user, with the user's kubeconfig (`--kubeconfig`,
 //! `KUBECONFIG`, `~/.kube/config`, `--context`) and RBAC: it needs exactly `create`,
-//! `get`, `list`, `watch` and (for `rerun`) `patch` on `hosttasks` in the operator's
+//! `get`, `list`, `watch` and (for `rerun`, `pause`, `resume`, `cancel`) `patch` on `hosttasks` in the operator's
 //! namespace and `get`/`list` on `hostplugins` — never more than a `kubectl apply` of the
 //! same task would; `logs` reads `pods/log` in the operator's namespace when it may, and
 //! does without otherwise. It never reaches a node or a worker itself.
@@ -250,6 +254,25 @@ pub enum Command {
         #[arg(long, default_value_t = DEFAULT_WAIT_SECONDS, value_name = "SECONDS")]
         wait_timeout: u64,
     },
+    /// Pause a task's rollout, as `kubectl rollout pause` does a Deployment's: nodes in
+    /// flight finish, no node or health check starts (sets `spec.rollout.paused`).
+    Pause {
+        /// The HostTask's name.
+        task: String,
+    },
+    /// Resume a task's rollout: clears `spec.rollout.paused` and, when the rollout waits
+    /// at the gate after a wave (a failed gate, too many failed nodes, or an approval
+    /// asked for), approves that wave (`spec.rollout.approvedWave`) so the next starts.
+    Resume {
+        /// The HostTask's name.
+        task: String,
+    },
+    /// Cancel a task's rollout: nodes in flight finish, nodes not started end Skipped,
+    /// and the task fails naming the cancel (sets `spec.rollout.cancel`).
+    Cancel {
+        /// The HostTask's name.
+        task: String,
+    },
     /// The plugins, their methods and a summary of each method's parameters.
     Plugins,
     /// One method of a plugin: what it does and each parameter with its description.
@@ -409,8 +432,101 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             wait,
             wait_timeout,
         } => rerun_task(&client, &cli.namespace, task, *wait, *wait_timeout, &out).await,
+        Command::Pause { task } => {
+            control(&client, &cli.namespace, task, Control::Pause, &out).await
+        }
+        Command::Resume { task } => {
+            control(&client, &cli.namespace, task, Control::Resume, &out).await
+        }
+        Command::Cancel { task } => {
+            control(&client, &cli.namespace, task, Control::Cancel, &out).await
+        }
         Command::Complete { .. } => Ok(0),
     }
+}
+
+/// One of the rollout's controls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    /// `pause`.
+    Pause,
+    /// `resume`.
+    Resume,
+    /// `cancel`.
+    Cancel,
+}
+
+/// The merge patch `control` makes to `t`, and what it did (for the message): pause
+/// sets `paused`; resume clears it and approves the wave the rollout waits at, if it
+/// waits at a gate; cancel sets `cancel`. The patch carries the resourceVersion read, so
+/// a concurrent change fails it (409) instead of being raced.
+pub fn control_patch(t: &HostTask, control: Control) -> (serde_json::Value, String) {
+    use hostplug_api::crd::RolloutPhase;
+    let rv = &t.metadata.resource_version;
+    let rollout = t.status.as_ref().and_then(|s| s.rollout.as_ref());
+    match control {
+        Control::Pause => (
+            serde_json::json!({"metadata": {"resourceVersion": rv}, "spec": {"rollout": {"paused": true}}}),
+            "paused".into(),
+        ),
+        Control::Cancel => (
+            serde_json::json!({"metadata": {"resourceVersion": rv}, "spec": {"rollout": {"cancel": true}}}),
+            "cancelled".into(),
+        ),
+        Control::Resume => {
+            let at_gate = rollout.filter(|r| {
+                matches!(
+                    r.phase,
+                    RolloutPhase::Halted | RolloutPhase::AwaitingApproval
+                )
+            });
+            match at_gate {
+                Some(r) => (
+                    serde_json::json!({
+                        "metadata": {"resourceVersion": rv},
+                        "spec": {"rollout": {"paused": null, "approvedWave": r.wave}},
+                    }),
+                    format!("resumed (wave {} approved)", r.wave),
+                ),
+                None => (
+                    serde_json::json!({"metadata": {"resourceVersion": rv}, "spec": {"rollout": {"paused": null}}}),
+                    "resumed".into(),
+                ),
+            }
+        }
+    }
+}
+
+/// `pause`, `resume`, `cancel`: one patch of the task's `spec.rollout` controls, which
+/// the operator applies to the run in progress (no new run starts).
+async fn control(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    control: Control,
+    out: &Printer,
+) -> anyhow::Result<u8> {
+    let api: Api<HostTask> = Api::namespaced(client.clone(), namespace);
+    let t = api
+        .get(name)
+        .await
+        .with_context(|| format!("reading HostTask {namespace}/{name}"))?;
+    if follow::finished(&t) {
+        anyhow::bail!(
+            "task {name} has ended ({:?}); there is no rollout left to {}",
+            t.status.as_ref().map(|s| s.state).unwrap_or_default(),
+            format!("{control:?}").to_lowercase()
+        );
+    }
+    let (patch, did) = control_patch(&t, control);
+    let patched = api
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .with_context(|| format!("patching spec.rollout of HostTask {namespace}/{name}"))?;
+    out.print(&patched, || {
+        format!("hosttask.hostplug.dev/{} {did}\n", terminal::plain(name))
+    })?;
+    Ok(0)
 }
 
 async fn run_task(
@@ -558,6 +674,7 @@ pub fn spec_of(args: &RunArgs, parameter: serde_json::Value) -> Result<HostTaskS
         RolloutSpec {
             max_parallel: args.max_parallel.unwrap_or(d.max_parallel),
             max_failures: args.max_failures.unwrap_or(d.max_failures),
+            ..d
         }
     });
     let has_params = parameter.as_object().is_none_or(|o| !o.is_empty());
@@ -822,6 +939,41 @@ mod tests {
                 "{flag} {bad}: {msg}"
             );
         }
+        Ok(())
+    }
+
+    /// Each control is one merge patch of `spec.rollout`, fenced by the resourceVersion;
+    /// resume approves the wave only when the rollout waits at its gate.
+    #[test]
+    fn pause_resume_and_cancel_patch_the_rollout_controls() -> anyhow::Result<()> {
+        use hostplug_api::crd::{HostTaskStatus, RolloutPhase, RolloutStatus};
+        let spec = spec_of(&args(&["--nodes", "n1"]), catalog::empty_object())?;
+        let mut t = HostTask::new("t", spec);
+        t.metadata.resource_version = Some("42".into());
+        let (p, did) = control_patch(&t, Control::Pause);
+        assert_eq!(p["spec"]["rollout"], serde_json::json!({"paused": true}));
+        assert_eq!(p["metadata"]["resourceVersion"], "42");
+        assert_eq!(did, "paused");
+        let (p, _) = control_patch(&t, Control::Cancel);
+        assert_eq!(p["spec"]["rollout"], serde_json::json!({"cancel": true}));
+        let (p, did) = control_patch(&t, Control::Resume);
+        assert_eq!(p["spec"]["rollout"], serde_json::json!({"paused": null}));
+        assert_eq!(did, "resumed");
+        t.status = Some(HostTaskStatus {
+            rollout: Some(RolloutStatus {
+                wave: 1,
+                waves: 2,
+                phase: RolloutPhase::Halted,
+                ..RolloutStatus::default()
+            }),
+            ..HostTaskStatus::default()
+        });
+        let (p, did) = control_patch(&t, Control::Resume);
+        assert_eq!(
+            p["spec"]["rollout"],
+            serde_json::json!({"paused": null, "approvedWave": 1})
+        );
+        assert_eq!(did, "resumed (wave 1 approved)");
         Ok(())
     }
 

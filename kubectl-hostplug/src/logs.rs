@@ -120,7 +120,7 @@ pub fn select<'t>(task: &'t HostTask, node: Option<&str>) -> Result<Vec<&'t Node
 pub fn described_generation(task: &HostTask) -> i64 {
     task.status
         .as_ref()
-        .and_then(|s| s.observed_generation)
+        .and_then(|s| s.run_generation())
         .or(task.metadata.generation)
         .unwrap_or_default()
 }

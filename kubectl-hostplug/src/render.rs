@@ -160,6 +160,9 @@ pub fn task(t: &HostTask, colour: bool) -> String {
         "Progress: {}/{} nodes",
         status.nodes_done, status.nodes_total
     );
+    if let Some(r) = &status.rollout {
+        let _ = writeln!(out, "Rollout:  {}", plain(&r.summary));
+    }
     if status.nodes.is_empty() {
         return out;
     }

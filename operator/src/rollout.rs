@@ -2,9 +2,9 @@
 //! operator observes go in, the new status and the actions to take come out.
 //!
 //! Nothing here talks to the API server or a worker; [`crate::task`] gathers the
-//! observations (worker Pods from the pool's cache, calls from memory), calls [`step`],
-//! writes the status and then carries out the actions. So the rules are unit-tested
-//! without a cluster:
+//! observations (worker Pods from the pool's cache, calls from memory, Node readiness),
+//! calls [`step`], writes the status and then carries out the actions. So the rules are
+//! unit-tested without a cluster:
 //!
 //! - Every node still to run gets its worker asked for at once ([`Action::EnsureWorker`]);
 //!   worker start-up is bounded by the pool, not by the rollout.
@@ -16,6 +16,15 @@
 //!   node with no call in memory is *resumed*: the same invocation id is sent to the same
 //!   worker Pod, which answers the stored outcome (or waits for the run in flight) instead
 //!   of running again. Only when that Pod is gone does the node end "outcome unknown".
+//!
+//! With `spec.rollout.waves` the nodes are split into waves (sorted by name, each node's
+//! wave recorded in its result and never changed); only the current wave's nodes are
+//! warmed and started. When a wave ended, its gate runs: the nodes Ready, the health
+//! checks (read-only calls, [`Action::Check`]) passed on each node that succeeded, and an
+//! approval when asked for. A failed gate or more than `maxFailures` failed nodes *halt*
+//! the rollout instead of skipping the rest; `approvedWave` reaching the wave lets it go
+//! on. `paused` starts nothing new; `cancel` skips every node not started. The phase is
+//! derived from the record each step, so a restart resumes exactly where it was.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -23,11 +32,17 @@ use std::time::Duration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
-use hostplug_api::crd::{HostTaskStatus, NodePhase, NodeResult, RolloutSpec};
+use hostplug_api::crd::{
+    FollowUpResult, HostTaskStatus, NodePhase, NodeResult, RolloutPhase, RolloutSpec, RolloutStatus,
+};
 
 use crate::client::CallError;
 pub use crate::dispatch::{CallState, NodeOutcome, Success};
 use crate::status::Counts;
+
+/// How long the nodes of a wave that ended may take to be Ready at its gate: 5 minutes,
+/// a reboot of a slow machine; past it the gate fails and the rollout halts.
+pub const GATE_READY_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Where a worker Pod is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,13 +64,18 @@ pub struct Observed {
     pub now: Timestamp,
     /// Whether the plugin the generation pinned is still there, unchanged.
     pub plugin_ok: bool,
-    /// For each target node that still exists: the pool worker serving this task there,
-    /// by Pod name (`None`: not created yet), and its state.
+    /// For each target node that still exists (and is still to run, or at its wave's
+    /// gate, [`watches_worker`]): the pool worker serving this task there, by Pod name
+    /// (`None`: not created yet), and its state.
     pub workers: BTreeMap<String, Option<(String, WorkerState)>>,
     /// The state of Pods named in the status (Running nodes' Pods), by name.
     pub pods: BTreeMap<String, WorkerState>,
     /// Calls of this generation in memory, by node.
     pub calls: BTreeMap<String, CallState>,
+    /// Health-check calls of this generation in memory, by node and check index.
+    pub checks: BTreeMap<(String, usize), CallState>,
+    /// Whether each existing node's Ready condition is True, by name.
+    pub ready: BTreeMap<String, bool>,
     /// How long a node may wait for its worker to become Ready.
     pub start_timeout: Duration,
     /// The task's follow-up calls (`spec.onChange`), to name their results.
@@ -80,6 +100,16 @@ pub enum Action {
         /// Whether this resumes a call of an earlier operator process.
         resume: bool,
     },
+    /// Send the gate's health check `check` (`spec.rollout.gate.checks[check]`) to this
+    /// Pod, as a read-only dry run.
+    Check {
+        /// Node.
+        node: String,
+        /// Worker Pod.
+        pod: String,
+        /// Index of the check.
+        check: usize,
+    },
     /// Tell people a node failed (an Event).
     NodeFailed {
         /// Node.
@@ -91,6 +121,24 @@ pub enum Action {
     NodeSucceeded {
         /// Node.
         node: String,
+    },
+    /// `onFailure: Revert`: the wave `wave` halted; revert these nodes of it (those
+    /// that ran) to what they were before this task. Sent once, when the rollout halts.
+    RevertWave {
+        /// The wave that halted.
+        wave: i32,
+        /// Its nodes that ran (Succeeded or Failed).
+        nodes: Vec<String>,
+    },
+    /// Tell people the rollout moved: a wave started, it halted, paused, waits for an
+    /// approval or was cancelled (an Event).
+    Announce {
+        /// Whether it is a Warning.
+        warning: bool,
+        /// The Event's reason.
+        reason: &'static str,
+        /// What happened.
+        message: String,
     },
 }
 
@@ -104,10 +152,90 @@ fn fail(n: &mut NodeResult, message: String, now: &Time, actions: &mut Vec<Actio
     });
 }
 
+/// Whether a new generation of a task whose record is `status` goes on with the run in
+/// progress: only the rollout's controls (`paused`, `approvedWave`, `cancel`) changed
+/// since the run started ([`hostplug_api::rollout::run_fingerprint`]).
+pub fn continues_run(status: &HostTaskStatus, spec: &hostplug_api::crd::HostTaskSpec) -> bool {
+    status.run_fingerprint.as_deref() == Some(hostplug_api::rollout::run_fingerprint(spec).as_str())
+        && status.observed_generation.is_some()
+}
+
+/// Whether a Node's `Ready` condition is True.
+pub fn node_is_ready(node: &k8s_openapi::api::core::v1::Node) -> bool {
+    node.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// Whether the operator must observe `n`'s worker: the node is still to run, or it is
+/// at its wave's gate (its health checks need a worker).
+pub fn watches_worker(status: &HostTaskStatus, n: &NodeResult) -> bool {
+    if !n.phase.is_finished() {
+        return true;
+    }
+    n.phase == NodePhase::Succeeded
+        && n.wave.is_some()
+        && n.wave == status.rollout.as_ref().map(|r| r.wave)
+        && n.checks.iter().any(|c| !c.phase.is_finished())
+}
+
+/// Gives each node without one its wave (only with `waves`), and makes sure the
+/// rollout status exists when the rollout is staged or was paused or cancelled. Nodes
+/// are placed in sorted name order the first time; a node found later without a wave
+/// (never, in one run) goes to the last wave, so no started wave is reshuffled.
+fn plan(status: &mut HostTaskStatus, rollout: &RolloutSpec) {
+    let staged = rollout.waves.is_some();
+    if staged && status.nodes.iter().any(|n| n.wave.is_none()) {
+        let waves = rollout.waves.clone().unwrap_or_default();
+        if status.nodes.iter().all(|n| n.wave.is_none()) {
+            let ends = hostplug_api::rollout::wave_ends(&waves, status.nodes.len());
+            let mut order: Vec<usize> = (0..status.nodes.len()).collect();
+            order.sort_by(|a, b| status.nodes[*a].node.cmp(&status.nodes[*b].node));
+            for (rank, i) in order.into_iter().enumerate() {
+                let wave = ends.iter().position(|end| rank < *end).unwrap_or(0) + 1;
+                status.nodes[i].wave = i32::try_from(wave).ok();
+            }
+            let total = i32::try_from(ends.len().max(1)).unwrap_or(i32::MAX);
+            status.rollout = Some(RolloutStatus {
+                wave: 1,
+                waves: total,
+                ..RolloutStatus::default()
+            });
+        } else {
+            let last = status
+                .rollout
+                .as_ref()
+                .map(|r| r.waves)
+                .or_else(|| status.nodes.iter().filter_map(|n| n.wave).max())
+                .unwrap_or(1);
+            for n in status.nodes.iter_mut().filter(|n| n.wave.is_none()) {
+                n.wave = Some(last);
+            }
+        }
+    }
+    if status.rollout.is_none() && (staged || rollout.paused || rollout.cancel) {
+        let waves = status
+            .nodes
+            .iter()
+            .filter_map(|n| n.wave)
+            .max()
+            .unwrap_or(1);
+        status.rollout = Some(RolloutStatus {
+            wave: 1,
+            waves,
+            ..RolloutStatus::default()
+        });
+    }
+}
+
 /// Advances the rollout of the generation `status` describes by one step. Pure.
 pub fn step(status: &mut HostTaskStatus, rollout: &RolloutSpec, obs: &Observed) -> Vec<Action> {
     let now = Time(obs.now);
     let mut actions = Vec::new();
+    plan(status, rollout);
+    let staged = rollout.waves.is_some();
+    let before = status.rollout.as_ref().map(|r| (r.phase, r.wave));
 
     // 1. Running nodes: outcomes of returned calls; resume calls this process never sent.
     for n in status
@@ -256,26 +384,38 @@ pub fn step(status: &mut HostTaskStatus, rollout: &RolloutSpec, obs: &Observed) 
         }
     }
 
-    // 3. Pending nodes: stop, or warm their workers and admit up to maxParallel.
-    let RolloutSpec {
-        max_parallel,
-        max_failures,
-    } = rollout.clone();
-    let counts = Counts::of(&status.nodes);
-    let max_failures = usize::try_from(max_failures).unwrap_or(0);
-    if counts.failed > max_failures {
-        for n in status
-            .nodes
-            .iter_mut()
-            .filter(|n| n.phase == NodePhase::Pending)
-        {
-            n.phase = NodePhase::Skipped;
-            n.message = Some(format!(
-                "not started: {} nodes failed, more than rollout.maxFailures {max_failures}",
-                counts.failed
-            ));
-            n.finished_at = Some(now.clone());
-        }
+    // 3. The failure budget. An approval of the current wave accepts the failures so far.
+    let max_failures = usize::try_from(rollout.max_failures).unwrap_or(0);
+    let failed = Counts::of(&status.nodes).failed;
+    let wave = status.rollout.as_ref().map_or(1, |r| r.wave);
+    if let Some(r) = status.rollout.as_mut()
+        && staged
+        && rollout.approved_wave >= wave
+    {
+        r.accepted_failures = i32::try_from(failed).unwrap_or(i32::MAX);
+    }
+    let accepted = status
+        .rollout
+        .as_ref()
+        .map_or(0, |r| usize::try_from(r.accepted_failures).unwrap_or(0));
+    let over_budget = failed.saturating_sub(accepted) > max_failures;
+    let mut halted: Option<Halt> = None;
+    let mut gate: Gate = Gate::None;
+
+    if rollout.cancel {
+        skip_pending(
+            status,
+            "not started: the rollout was cancelled (spec.rollout.cancel)",
+            &now,
+        );
+    } else if over_budget && !staged {
+        skip_pending(
+            status,
+            &format!(
+                "not started: {failed} nodes failed, more than rollout.maxFailures {max_failures}"
+            ),
+            &now,
+        );
     } else if !obs.plugin_ok {
         for n in status
             .nodes
@@ -290,57 +430,416 @@ pub fn step(status: &mut HostTaskStatus, rollout: &RolloutSpec, obs: &Observed) 
             );
         }
     } else {
-        let mut in_flight = counts.in_flight;
-        let max_parallel = usize::try_from(max_parallel).unwrap_or(1).max(1);
-        for n in status
-            .nodes
-            .iter_mut()
-            .filter(|n| n.phase == NodePhase::Pending)
-        {
-            let Some(worker) = obs.workers.get(&n.node) else {
-                fail(
-                    n,
-                    format!("node {} no longer exists", n.node),
-                    &now,
-                    &mut actions,
-                );
-                continue;
-            };
-            let ready = match worker {
-                Some((pod, WorkerState::Ready)) => Some(pod.clone()),
-                Some((_, WorkerState::Starting(_))) => None,
-                Some((_, WorkerState::Broken(_) | WorkerState::Gone)) | None => {
-                    actions.push(Action::EnsureWorker {
-                        node: n.node.clone(),
-                    });
-                    None
-                }
-            };
-            if in_flight >= max_parallel {
-                continue;
+        if over_budget {
+            let over = failed.saturating_sub(accepted);
+            let nodes = if over == 1 { "node" } else { "nodes" };
+            halted = Some(Halt {
+                short: format!("{over} {nodes} failed"),
+                why: format!(
+                    "wave {wave} halted: {over} {nodes} failed, more than rollout.maxFailures \
+                     {max_failures}; resume to accept them and go on, or cancel"
+                ),
+            });
+        } else if staged {
+            gate = run_gate(status, rollout, obs, &now, &mut actions);
+            if let Gate::Failed(halt) = &gate {
+                halted = Some(halt.clone());
             }
-            in_flight += 1;
-            n.started_at = Some(now.clone());
-            match ready {
-                Some(pod) => {
-                    n.phase = NodePhase::Running;
-                    n.pod = Some(pod.clone());
-                    actions.push(Action::Call {
-                        node: n.node.clone(),
-                        pod,
-                        resume: false,
+        }
+        if halted.is_none() && !rollout.paused {
+            admit(status, rollout, obs, &now, &mut actions);
+        }
+    }
+
+    // 4. The phase, derived from the record, and what changed is announced.
+    if let Some(r) = status.rollout.as_mut() {
+        let all_done = status.nodes.iter().all(|n| n.phase.is_finished());
+        let (phase, message) = if rollout.cancel {
+            (
+                RolloutPhase::Cancelled,
+                Some("cancelled (spec.rollout.cancel): nodes not started were skipped".into()),
+            )
+        } else if all_done {
+            (RolloutPhase::Completed, None)
+        } else if let Some(halt) = &halted {
+            (RolloutPhase::Halted, Some(halt.why.clone()))
+        } else if rollout.paused {
+            (
+                RolloutPhase::Paused,
+                Some(format!(
+                    "wave {} paused (spec.rollout.paused): nodes in flight finish, nothing new \
+                     starts",
+                    r.wave
+                )),
+            )
+        } else {
+            match gate {
+                Gate::Approval => (
+                    RolloutPhase::AwaitingApproval,
+                    Some(format!(
+                        "wave {} passed its gate and waits for approval (kubectl hostplug \
+                         resume, or spec.rollout.approvedWave: {})",
+                        r.wave, r.wave
+                    )),
+                ),
+                Gate::Verifying(what) => (RolloutPhase::Verifying, Some(what)),
+                _ => (RolloutPhase::Progressing, None),
+            }
+        };
+        r.phase = phase;
+        r.message = message;
+        let short = match phase {
+            RolloutPhase::Halted => format!(
+                "halted: {}",
+                halted
+                    .as_ref()
+                    .map_or("see status.rollout.message", |h| &h.short)
+            ),
+            RolloutPhase::AwaitingApproval => "awaiting approval".into(),
+            p => p.to_string().to_lowercase(),
+        };
+        r.summary = format!("wave {}/{}, {short}", r.wave, r.waves);
+        if let Some((old_phase, old_wave)) = before {
+            if r.wave != old_wave {
+                actions.push(Action::Announce {
+                    warning: false,
+                    reason: "WaveStarted",
+                    message: format!("wave {}/{} started", r.wave, r.waves),
+                });
+            }
+            if phase != old_phase {
+                let (warning, reason) = match phase {
+                    RolloutPhase::Halted => (true, "RolloutHalted"),
+                    RolloutPhase::Paused => (false, "RolloutPaused"),
+                    RolloutPhase::AwaitingApproval => (false, "AwaitingApproval"),
+                    RolloutPhase::Cancelled => (true, "RolloutCancelled"),
+                    _ => (false, ""),
+                };
+                if !reason.is_empty() {
+                    actions.push(Action::Announce {
+                        warning,
+                        reason,
+                        message: r.message.clone().unwrap_or_default(),
                     });
                 }
-                None => {
-                    n.phase = NodePhase::Starting;
-                    if let Some((pod, _)) = worker {
-                        n.pod = Some(pod.clone());
-                    }
+                if phase == RolloutPhase::Halted
+                    && rollout.on_failure == hostplug_api::crd::OnFailure::Revert
+                {
+                    let wave = r.wave;
+                    actions.push(Action::RevertWave {
+                        wave,
+                        nodes: status
+                            .nodes
+                            .iter()
+                            .filter(|n| {
+                                n.wave == Some(wave)
+                                    && matches!(n.phase, NodePhase::Succeeded | NodePhase::Failed)
+                            })
+                            .map(|n| n.node.clone())
+                            .collect(),
+                    });
                 }
             }
         }
     }
     actions
+}
+
+/// Why a rollout halted: the short form for the summary column (what failed and where)
+/// and the whole reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Halt {
+    short: String,
+    why: String,
+}
+
+/// Every node not started ends Skipped with `why`; health checks not run are Skipped.
+fn skip_pending(status: &mut HostTaskStatus, why: &str, now: &Time) {
+    for n in status.nodes.iter_mut() {
+        if n.phase == NodePhase::Pending {
+            n.phase = NodePhase::Skipped;
+            n.message = Some(why.to_owned());
+            n.finished_at = Some(now.clone());
+        }
+        for c in n
+            .checks
+            .iter_mut()
+            .filter(|c| c.phase == NodePhase::Pending)
+        {
+            c.phase = NodePhase::Skipped;
+            c.message = Some(why.to_owned());
+        }
+    }
+}
+
+/// Warms and admits Pending nodes (of waves up to the current one) up to maxParallel.
+fn admit(
+    status: &mut HostTaskStatus,
+    rollout: &RolloutSpec,
+    obs: &Observed,
+    now: &Time,
+    actions: &mut Vec<Action>,
+) {
+    let wave = status.rollout.as_ref().map(|r| r.wave);
+    let mut in_flight = Counts::of(&status.nodes).in_flight;
+    let max_parallel = usize::try_from(rollout.max_parallel).unwrap_or(1).max(1);
+    for n in status.nodes.iter_mut().filter(|n| {
+        n.phase == NodePhase::Pending && (n.wave.is_none() || wave.is_none() || n.wave <= wave)
+    }) {
+        let Some(worker) = obs.workers.get(&n.node) else {
+            fail(n, format!("node {} no longer exists", n.node), now, actions);
+            continue;
+        };
+        let ready = match worker {
+            Some((pod, WorkerState::Ready)) => Some(pod.clone()),
+            Some((_, WorkerState::Starting(_))) => None,
+            Some((_, WorkerState::Broken(_) | WorkerState::Gone)) | None => {
+                actions.push(Action::EnsureWorker {
+                    node: n.node.clone(),
+                });
+                None
+            }
+        };
+        if in_flight >= max_parallel {
+            continue;
+        }
+        in_flight += 1;
+        n.started_at = Some(now.clone());
+        match ready {
+            Some(pod) => {
+                n.phase = NodePhase::Running;
+                n.pod = Some(pod.clone());
+                actions.push(Action::Call {
+                    node: n.node.clone(),
+                    pod,
+                    resume: false,
+                });
+            }
+            None => {
+                n.phase = NodePhase::Starting;
+                if let Some((pod, _)) = worker {
+                    n.pod = Some(pod.clone());
+                }
+            }
+        }
+    }
+}
+
+/// Where the current wave's gate is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Gate {
+    /// No gate now: the wave runs, or it is the last one.
+    None,
+    /// Being checked: what it waits for.
+    Verifying(String),
+    /// Held; waits for an approval.
+    Approval,
+    /// Failed: why (the rollout halts).
+    Failed(Halt),
+}
+
+/// The gate of the current wave, once every node of it (and of the waves before) ended:
+/// approved (`approvedWave`) or passed, the next wave becomes current; otherwise it
+/// reports what it waits for or why it failed. Health checks not yet sent are sent to
+/// Ready workers (not while paused).
+fn run_gate(
+    status: &mut HostTaskStatus,
+    rollout: &RolloutSpec,
+    obs: &Observed,
+    now: &Time,
+    actions: &mut Vec<Action>,
+) -> Gate {
+    let Some((wave, waves)) = status.rollout.as_ref().map(|r| (r.wave, r.waves)) else {
+        return Gate::None;
+    };
+    let ended = status
+        .nodes
+        .iter()
+        .filter(|n| n.wave.is_some_and(|w| w <= wave))
+        .all(|n| n.phase.is_finished());
+    if wave >= waves || !ended {
+        return Gate::None;
+    }
+    let gate = rollout.gate.clone().unwrap_or_default();
+    let outcome = if rollout.approved_wave >= wave {
+        for n in status.nodes.iter_mut().filter(|n| n.wave == Some(wave)) {
+            for c in n.checks.iter_mut().filter(|c| !c.phase.is_finished()) {
+                c.phase = NodePhase::Skipped;
+                c.message = Some(format!(
+                    "not needed: wave {wave} was approved (spec.rollout.approvedWave)"
+                ));
+            }
+        }
+        Gate::None
+    } else {
+        let started = status
+            .rollout
+            .as_mut()
+            .map(|r| r.gate_started_at.get_or_insert_with(|| now.clone()).0)
+            .unwrap_or(obs.now);
+        check_gate(status, &gate, rollout.paused, obs, started, actions)
+    };
+    if outcome != Gate::None {
+        return outcome;
+    }
+    if let Some(r) = status.rollout.as_mut() {
+        r.wave += 1;
+        r.gate_started_at = None;
+    }
+    Gate::None
+}
+
+/// The checks of a gate that has not been approved: `Gate::None` when it passed.
+fn check_gate(
+    status: &mut HostTaskStatus,
+    gate: &hostplug_api::crd::Gate,
+    paused: bool,
+    obs: &Observed,
+    started: Timestamp,
+    actions: &mut Vec<Action>,
+) -> Gate {
+    let wave = status.rollout.as_ref().map_or(1, |r| r.wave);
+    // Every node of the wave that exists is Ready.
+    let not_ready: Vec<&str> = status
+        .nodes
+        .iter()
+        .filter(|n| n.wave == Some(wave) && obs.ready.get(&n.node) == Some(&false))
+        .map(|n| n.node.as_str())
+        .collect();
+    let limit = SignedDuration::try_from(GATE_READY_TIMEOUT).unwrap_or(SignedDuration::MAX);
+    if let Some(first) = not_ready.first() {
+        if obs.now.duration_since(started) > limit {
+            return Gate::Failed(Halt {
+                short: format!("gate failed on {first}"),
+                why: format!(
+                    "wave {wave} halted: gate failed on {first}: node {first} not Ready after \
+                     {}s; resume to go on anyway, or cancel",
+                    GATE_READY_TIMEOUT.as_secs()
+                ),
+            });
+        }
+        return Gate::Verifying(format!(
+            "wave {wave} ended; its gate waits for node {first} to be Ready"
+        ));
+    }
+    // The health checks on each node of the wave that succeeded.
+    let mut waiting = None;
+    for n in status
+        .nodes
+        .iter_mut()
+        .filter(|n| n.wave == Some(wave) && n.phase == NodePhase::Succeeded)
+    {
+        if n.checks.len() != gate.checks.len() {
+            n.checks = gate
+                .checks
+                .iter()
+                .map(|c| FollowUpResult {
+                    api: c.call.api.clone(),
+                    method: c.call.method.clone(),
+                    phase: NodePhase::Pending,
+                    ..FollowUpResult::default()
+                })
+                .collect();
+        }
+        for (i, (c, spec)) in n.checks.iter_mut().zip(&gate.checks).enumerate() {
+            if c.phase.is_finished() {
+                continue;
+            }
+            match obs.checks.get(&(n.node.clone(), i)) {
+                Some(CallState::Done(outcome, _)) => {
+                    let verdict = match outcome {
+                        Ok(s) => spec.expect.as_ref().map_or(Ok(()), |e| e.holds(&s.output)),
+                        Err(e) => Err(e.to_string()),
+                    };
+                    c.logs = match outcome {
+                        Ok(s) => s.logs.clone(),
+                        Err(CallError::Plugin(f)) => {
+                            f.logs.iter().map(ToString::to_string).collect()
+                        }
+                        Err(_) => Vec::new(),
+                    };
+                    match verdict {
+                        Ok(()) => {
+                            c.phase = NodePhase::Succeeded;
+                            c.message = None;
+                        }
+                        Err(why) => {
+                            c.phase = NodePhase::Failed;
+                            c.message = Some(why);
+                        }
+                    }
+                }
+                Some(CallState::InFlight) => {
+                    waiting.get_or_insert_with(|| n.node.clone());
+                }
+                None => {
+                    waiting.get_or_insert_with(|| n.node.clone());
+                    // Read-only: a check this process never sent (or lost to a
+                    // restart) is simply sent again.
+                    c.phase = NodePhase::Pending;
+                    if paused {
+                        continue;
+                    }
+                    match obs.workers.get(&n.node) {
+                        None => {
+                            c.phase = NodePhase::Failed;
+                            c.message = Some(format!("node {} no longer exists", n.node));
+                        }
+                        Some(Some((pod, WorkerState::Ready))) => {
+                            c.phase = NodePhase::Running;
+                            actions.push(Action::Check {
+                                node: n.node.clone(),
+                                pod: pod.clone(),
+                                check: i,
+                            });
+                        }
+                        Some(Some((_, WorkerState::Starting(_)))) => {}
+                        Some(Some((_, WorkerState::Broken(why)))) => {
+                            c.phase = NodePhase::Failed;
+                            c.message = Some(format!("worker Pod cannot start: {why}"));
+                        }
+                        Some(Some((_, WorkerState::Gone)) | None) => {
+                            actions.push(Action::EnsureWorker {
+                                node: n.node.clone(),
+                            });
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let failed = status
+        .nodes
+        .iter()
+        .filter(|n| n.wave == Some(wave))
+        .find_map(|n| {
+            n.checks
+                .iter()
+                .enumerate()
+                .find(|(_, c)| c.phase == NodePhase::Failed)
+                .map(|(i, c)| (n.node.clone(), i, c.clone()))
+        });
+    if let Some((node, i, c)) = failed {
+        return Gate::Failed(Halt {
+            short: format!("gate failed on {node}"),
+            why: format!(
+                "wave {wave} halted: gate failed on {node}: health check \
+                 spec.rollout.gate.checks[{i}] ({}/{}): {}; resume to go on anyway, or cancel",
+                c.api,
+                c.method,
+                c.message.as_deref().unwrap_or("failed")
+            ),
+        });
+    }
+    if let Some(node) = waiting {
+        return Gate::Verifying(format!(
+            "wave {wave} ended; its health checks run (waiting for {node})"
+        ));
+    }
+    if gate.approval {
+        return Gate::Approval;
+    }
+    Gate::None
 }
 
 #[cfg(test)]
@@ -372,6 +871,8 @@ mod tests {
                 .collect(),
             pods: BTreeMap::new(),
             calls: BTreeMap::new(),
+            checks: BTreeMap::new(),
+            ready: nodes.iter().map(|(n, _)| ((*n).to_owned(), true)).collect(),
             start_timeout: Duration::from_secs(60),
             follow_ups: Vec::new(),
         }
@@ -385,6 +886,7 @@ mod tests {
         RolloutSpec {
             max_parallel,
             max_failures,
+            ..RolloutSpec::default()
         }
     }
 
@@ -653,5 +1155,395 @@ mod tests {
                 .unwrap_or("")
                 .contains("changed nothing")
         );
+    }
+
+    // ---- waves, gates, pause, cancel ----
+
+    use hostplug_api::crd::{Gate, HealthCheck, WaveSize};
+    use hostplug_api::rollout::Expect;
+
+    fn ready_obs(nodes: &[&str]) -> Observed {
+        let with: Vec<(&str, Option<WorkerState>)> = nodes
+            .iter()
+            .map(|n| (*n, Some(WorkerState::Ready)))
+            .collect();
+        obs(&with)
+    }
+
+    fn waved(waves: serde_json::Value, checks: Vec<HealthCheck>) -> RolloutSpec {
+        RolloutSpec {
+            max_parallel: 10,
+            max_failures: 0,
+            waves: serde_json::from_value::<Vec<WaveSize>>(waves).ok(),
+            gate: Some(Gate {
+                checks,
+                approval: false,
+            }),
+            ..RolloutSpec::default()
+        }
+    }
+
+    fn active_check() -> HealthCheck {
+        HealthCheck {
+            call: hostplug_api::PluginCall::new(
+                "systemd-unit",
+                "status",
+                Some(serde_json::json!({"unit": "chrony.service"})),
+            ),
+            expect: Some(Expect {
+                path: "/active".into(),
+                equals: Some(serde_json::json!("active")),
+            }),
+        }
+    }
+
+    fn ok(output: serde_json::Value) -> CallState {
+        CallState::Done(
+            Ok(Success {
+                changed: true,
+                diff: None,
+                output,
+                logs: vec![],
+                follow_ups: vec![],
+            }),
+            Timestamp::now(),
+        )
+    }
+
+    fn finish_running(s: &HostTaskStatus, o: &mut Observed) {
+        for n in s.nodes.iter().filter(|n| n.phase == Running) {
+            o.calls.insert(n.node.clone(), ok(serde_json::json!({})));
+        }
+    }
+
+    fn checks_of(actions: &[Action]) -> Vec<(String, usize)> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Check { node, check, .. } => Some((node.clone(), *check)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn announced(actions: &[Action]) -> Vec<&'static str> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Announce { reason, .. } => Some(*reason),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn phase_of(s: &HostTaskStatus) -> RolloutPhase {
+        s.rollout.as_ref().map(|r| r.phase).unwrap_or_default()
+    }
+
+    /// Four nodes given in any order, waves [1, "100%"]: the first by name is the canary;
+    /// only it is warmed and called; its health check passes; the other three follow.
+    #[test]
+    fn a_canary_runs_alone_then_its_gate_lets_the_rest_go() {
+        let names = ["node3", "master", "node1", "node2"];
+        let mut s = status(&names);
+        let r = waved(serde_json::json!([1, "100%"]), vec![active_check()]);
+        let mut o = ready_obs(&names);
+        let actions = step(&mut s, &r, &o);
+        assert_eq!(calls(&actions), vec![("master".into(), false)]);
+        let waves: Vec<_> = s.nodes.iter().map(|n| (n.node.as_str(), n.wave)).collect();
+        assert_eq!(
+            waves,
+            vec![
+                ("node3", Some(2)),
+                ("master", Some(1)),
+                ("node1", Some(2)),
+                ("node2", Some(2))
+            ]
+        );
+        assert_eq!(s.rollout.as_ref().map(|r| (r.wave, r.waves)), Some((1, 2)));
+
+        // The canary succeeded: its health check goes out, nothing else starts.
+        finish_running(&s, &mut o);
+        let actions = step(&mut s, &r, &o);
+        assert!(calls(&actions).is_empty(), "{actions:?}");
+        assert_eq!(checks_of(&actions), vec![("master".into(), 0)]);
+        assert_eq!(phase_of(&s), RolloutPhase::Verifying);
+        assert_eq!(s.nodes[1].checks[0].phase, Running);
+        // In flight: not sent again.
+        o.checks.insert(("master".into(), 0), CallState::InFlight);
+        assert!(checks_of(&step(&mut s, &r, &o)).is_empty());
+
+        // It passes: wave 2 starts at once, all three (maxParallel 10).
+        o.checks.insert(
+            ("master".into(), 0),
+            ok(serde_json::json!({"active": "active"})),
+        );
+        let actions = step(&mut s, &r, &o);
+        assert_eq!(s.nodes[1].checks[0].phase, Succeeded);
+        assert_eq!(s.rollout.as_ref().map(|r| r.wave), Some(2));
+        assert_eq!(calls(&actions).len(), 3);
+        assert!(announced(&actions).contains(&"WaveStarted"));
+        finish_running(&s, &mut o);
+        step(&mut s, &r, &o);
+        assert!(s.nodes.iter().all(|n| n.phase == Succeeded));
+        assert_eq!(phase_of(&s), RolloutPhase::Completed);
+        assert!(
+            s.nodes
+                .iter()
+                .filter(|n| n.wave == Some(2))
+                .all(|n| n.checks.is_empty()),
+            "no gate after the last wave"
+        );
+    }
+
+    /// A failed health check halts the rollout after the canary, with the node, the
+    /// check and what was found; later waves stay Pending and get no worker; an approval
+    /// of the wave lets it go on.
+    #[test]
+    fn a_failed_health_check_halts_until_the_wave_is_approved() {
+        let names = ["a", "b", "c", "d"];
+        let mut s = status(&names);
+        let mut r = waved(serde_json::json!([1, "100%"]), vec![active_check()]);
+        let mut o = ready_obs(&names);
+        step(&mut s, &r, &o);
+        finish_running(&s, &mut o);
+        step(&mut s, &r, &o);
+        o.checks
+            .insert(("a".into(), 0), ok(serde_json::json!({"active": "failed"})));
+        let actions = step(&mut s, &r, &o);
+        assert_eq!(phase_of(&s), RolloutPhase::Halted);
+        let msg = s
+            .rollout
+            .as_ref()
+            .and_then(|r| r.message.clone())
+            .unwrap_or_default();
+        assert!(
+            msg.contains("gate failed on a")
+                && msg.contains("spec.rollout.gate.checks[0] (systemd-unit/status)")
+                && msg.contains(r#""/active" is "failed", expected "active""#),
+            "{msg}"
+        );
+        assert_eq!(
+            s.rollout.as_ref().map(|r| r.summary.as_str()),
+            Some("wave 1/2, halted: gate failed on a")
+        );
+        assert_eq!(announced(&actions), vec!["RolloutHalted"]);
+        assert!(
+            actions
+                .iter()
+                .all(|a| !matches!(a, Action::Call { .. } | Action::EnsureWorker { .. })),
+            "{actions:?}"
+        );
+        // Still halted later: nothing starts, no second Event.
+        let actions = step(&mut s, &r, &o);
+        assert!(actions.is_empty(), "{actions:?}");
+        assert_eq!(phases(&s), vec![Succeeded, Pending, Pending, Pending]);
+
+        // Approved (kubectl hostplug resume): wave 2 goes.
+        r.approved_wave = 1;
+        let actions = step(&mut s, &r, &o);
+        assert_eq!(calls(&actions).len(), 3);
+        assert_eq!(phase_of(&s), RolloutPhase::Progressing);
+        assert_eq!(
+            s.nodes[0].checks[0].phase, Failed,
+            "the failure stays on record"
+        );
+    }
+
+    /// The gate waits for the wave's nodes to be Ready, and fails past the timeout; a
+    /// gate asking for approval waits for it.
+    #[test]
+    fn the_gate_waits_for_ready_nodes_and_for_approval() {
+        let names = ["a", "b"];
+        let mut s = status(&names);
+        let mut r = waved(serde_json::json!([1, 2]), vec![]);
+        if let Some(g) = r.gate.as_mut() {
+            g.approval = true;
+        }
+        let mut o = ready_obs(&names);
+        step(&mut s, &r, &o);
+        finish_running(&s, &mut o);
+        o.ready.insert("a".into(), false);
+        step(&mut s, &r, &o);
+        assert_eq!(phase_of(&s), RolloutPhase::Verifying);
+        o.now += SignedDuration::from_secs(301);
+        step(&mut s, &r, &o);
+        assert_eq!(phase_of(&s), RolloutPhase::Halted);
+        assert!(
+            s.rollout
+                .as_ref()
+                .and_then(|r| r.message.clone())
+                .is_some_and(|m| m.contains("node a not Ready after 300s"))
+        );
+        o.ready.insert("a".into(), true);
+        let actions = step(&mut s, &r, &o);
+        assert_eq!(phase_of(&s), RolloutPhase::AwaitingApproval);
+        assert_eq!(announced(&actions), vec!["AwaitingApproval"]);
+        assert!(calls(&actions).is_empty());
+        r.approved_wave = 1;
+        let actions = step(&mut s, &r, &o);
+        assert_eq!(calls(&actions), vec![("b".into(), false)]);
+    }
+
+    /// Pause: in-flight nodes finish, nothing new starts, no health check goes out;
+    /// unpaused, it goes on. Cancel: nodes not started are Skipped, the in-flight one
+    /// finishes, the rollout ends Cancelled.
+    #[test]
+    fn pause_lets_in_flight_nodes_finish_and_cancel_skips_the_rest() {
+        let names = ["a", "b", "c"];
+        let mut s = status(&names);
+        let mut r = RolloutSpec {
+            max_parallel: 1,
+            ..RolloutSpec::default()
+        };
+        let mut o = ready_obs(&names);
+        step(&mut s, &r, &o);
+        o.calls.insert("a".into(), CallState::InFlight);
+        r.paused = true;
+        let actions = step(&mut s, &r, &o);
+        assert_eq!(phase_of(&s), RolloutPhase::Paused);
+        assert_eq!(announced(&actions), vec!["RolloutPaused"]);
+        finish_running(&s, &mut o);
+        let actions = step(&mut s, &r, &o);
+        assert!(calls(&actions).is_empty());
+        assert_eq!(phases(&s), vec![Succeeded, Pending, Pending]);
+        r.paused = false;
+        let actions = step(&mut s, &r, &o);
+        assert_eq!(calls(&actions), vec![("b".into(), false)]);
+        o.calls.insert("b".into(), CallState::InFlight);
+        r.cancel = true;
+        let actions = step(&mut s, &r, &o);
+        assert!(calls(&actions).is_empty());
+        assert_eq!(phases(&s), vec![Succeeded, Running, Skipped]);
+        assert!(
+            s.nodes[2]
+                .message
+                .as_deref()
+                .is_some_and(|m| m.contains("cancelled"))
+        );
+        assert_eq!(announced(&actions), vec!["RolloutCancelled"]);
+        finish_running(&s, &mut o);
+        step(&mut s, &r, &o);
+        assert_eq!(phases(&s), vec![Succeeded, Succeeded, Skipped]);
+        assert_eq!(phase_of(&s), RolloutPhase::Cancelled);
+        crate::status::summarise(&mut s, false, &Time(Timestamp::now()));
+        assert_eq!(s.state, hostplug_api::crd::TaskState::Failed);
+        let msg = s.msg.clone().unwrap_or_default();
+        assert!(msg.starts_with("cancelled (spec.rollout.cancel)"), "{msg}");
+        assert!(s.conditions.iter().all(|c| c.reason == "Cancelled"));
+    }
+
+    /// With waves, more than maxFailures failed nodes halt the rollout (nodes not
+    /// started stay Pending, untouched) instead of skipping them; approving the wave
+    /// accepts those failures.
+    #[test]
+    fn an_exhausted_failure_budget_halts_a_waved_rollout() {
+        let names = ["a", "b", "c"];
+        let mut s = status(&names);
+        let mut r = waved(serde_json::json!([1, "100%"]), vec![]);
+        let mut o = ready_obs(&names);
+        step(&mut s, &r, &o);
+        o.calls.insert(
+            "a".into(),
+            CallState::Done(Err(CallError::NotSent("boom".into())), Timestamp::now()),
+        );
+        step(&mut s, &r, &o);
+        assert_eq!(phases(&s), vec![Failed, Pending, Pending]);
+        assert_eq!(phase_of(&s), RolloutPhase::Halted);
+        assert_eq!(
+            s.rollout.as_ref().map(|r| r.summary.as_str()),
+            Some("wave 1/2, halted: 1 node failed")
+        );
+        crate::status::summarise(&mut s, false, &Time(Timestamp::now()));
+        let msg = s.msg.clone().unwrap_or_default();
+        assert!(msg.contains("more than rollout.maxFailures 0"), "{msg}");
+        assert!(
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == "Progressing" && c.status == "False" && c.reason == "Halted")
+        );
+        r.approved_wave = 1;
+        let actions = step(&mut s, &r, &o);
+        assert_eq!(calls(&actions).len(), 2);
+        assert_eq!(s.rollout.as_ref().map(|r| r.accepted_failures), Some(1));
+    }
+
+    /// After a restart mid-wave a Running node of wave 2 is resumed (same call), not
+    /// called afresh; a node list that changed does not move any node to another wave.
+    #[test]
+    fn a_restart_mid_wave_resumes_and_nothing_is_reshuffled() {
+        let names = ["a", "b", "c", "d"];
+        let mut s = status(&names);
+        let r = waved(serde_json::json!([1, "50%", "100%"]), vec![]);
+        let mut o = ready_obs(&names);
+        step(&mut s, &r, &o);
+        finish_running(&s, &mut o);
+        step(&mut s, &r, &o);
+        assert_eq!(s.rollout.as_ref().map(|r| r.wave), Some(2));
+        assert_eq!(phases(&s), vec![Succeeded, Running, Pending, Pending]);
+        let before: Vec<_> = s.nodes.iter().map(|n| n.wave).collect();
+
+        // A new operator process: no calls in memory; b's worker lives.
+        let mut fresh = ready_obs(&names);
+        fresh.pods.insert("w-b".into(), WorkerState::Ready);
+        let actions = step(&mut s, &r, &fresh);
+        assert_eq!(calls(&actions), vec![("b".into(), true)]);
+
+        // A node joins the record without a wave (and the list is now longer):
+        // nobody moves; the newcomer goes last.
+        s.nodes.push(NodeResult {
+            node: "0-first-by-name".into(),
+            ..NodeResult::default()
+        });
+        fresh.workers.insert(
+            "0-first-by-name".into(),
+            Some(("w-0".into(), WorkerState::Ready)),
+        );
+        step(&mut s, &r, &fresh);
+        let after: Vec<_> = s.nodes.iter().take(4).map(|n| n.wave).collect();
+        assert_eq!(before, after);
+        assert_eq!(s.nodes[4].wave, Some(3));
+        assert_eq!(s.nodes[4].phase, Pending, "wave 3 has not started");
+    }
+
+    /// `onFailure: Revert` names the nodes of the halted wave that ran, once.
+    #[test]
+    fn a_halt_with_on_failure_revert_names_the_wave_to_revert() {
+        let names = ["a", "b", "c"];
+        let mut s = status(&names);
+        let mut r = waved(serde_json::json!([1, "100%"]), vec![active_check()]);
+        r.on_failure = hostplug_api::crd::OnFailure::Revert;
+        let mut o = ready_obs(&names);
+        step(&mut s, &r, &o);
+        finish_running(&s, &mut o);
+        step(&mut s, &r, &o);
+        o.checks
+            .insert(("a".into(), 0), ok(serde_json::json!({"active": "failed"})));
+        let actions = step(&mut s, &r, &o);
+        let reverts: Vec<_> = actions
+            .iter()
+            .filter(|a| matches!(a, Action::RevertWave { .. }))
+            .collect();
+        assert_eq!(
+            reverts,
+            vec![&Action::RevertWave {
+                wave: 1,
+                nodes: vec!["a".into()]
+            }]
+        );
+        let again = step(&mut s, &r, &o);
+        assert!(!again.iter().any(|a| matches!(a, Action::RevertWave { .. })));
+    }
+
+    /// Without waves nothing of the staged rollout shows: no waves on nodes, no
+    /// rollout status.
+    #[test]
+    fn without_waves_nothing_is_staged() {
+        let names = ["a", "b"];
+        let mut s = status(&names);
+        let o = ready_obs(&names);
+        step(&mut s, &rollout(10, 0), &o);
+        assert!(s.rollout.is_none());
+        assert!(s.nodes.iter().all(|n| n.wave.is_none()));
     }
 }

@@ -6,7 +6,7 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-use hostplug_api::crd::{HostTaskStatus, NodePhase, NodeResult, TaskState};
+use hostplug_api::crd::{HostTaskStatus, NodePhase, NodeResult, RolloutPhase, TaskState};
 
 /// Largest diff kept per node: 16 KiB. A task on 100 nodes then stays below ~1.6 MiB
 /// only if diffs are rare; the total cap below guards the rest.
@@ -88,6 +88,11 @@ pub fn redact(nodes: &mut [NodeResult]) {
         }
         if !n.logs.is_empty() && n.logs != [REDACTED_LOGS] {
             n.logs = vec![REDACTED_LOGS.to_owned()];
+        }
+        for c in n.checks.iter_mut() {
+            if !c.logs.is_empty() && c.logs != [REDACTED_LOGS] {
+                c.logs = vec![REDACTED_LOGS.to_owned()];
+            }
         }
     }
 }
@@ -256,6 +261,10 @@ pub fn summarise(status: &mut HostTaskStatus, dry_run: bool, now: &Time) {
     } else {
         format!("{} changed", c.changed)
     };
+    let cancelled = status
+        .rollout
+        .as_ref()
+        .is_some_and(|r| r.phase == RolloutPhase::Cancelled);
     let (state, msg) = if total > 0 && c.done() == total {
         if c.failed == 0 && c.skipped == 0 {
             (
@@ -267,8 +276,16 @@ pub fn summarise(status: &mut HostTaskStatus, dry_run: bool, now: &Time) {
                 "{}/{total} nodes succeeded, {} failed",
                 c.succeeded, c.failed
             );
+            if cancelled {
+                msg.insert_str(0, "cancelled (spec.rollout.cancel): ");
+            }
             if c.skipped > 0 {
-                msg.push_str(&format!(", {} skipped (too many failures)", c.skipped));
+                let why = if cancelled {
+                    "cancelled"
+                } else {
+                    "too many failures"
+                };
+                msg.push_str(&format!(", {} skipped ({why})", c.skipped));
             }
             msg.push_str(&format!(", {changed}"));
             if let Some(first) = status.nodes.iter().find(|n| n.phase == NodePhase::Failed) {
@@ -293,12 +310,43 @@ pub fn summarise(status: &mut HostTaskStatus, dry_run: bool, now: &Time) {
             ),
         )
     };
+    // A rollout that waits (or is being gated) says so first: why, and at which wave.
+    let waiting = status
+        .rollout
+        .as_ref()
+        .filter(|r| !state.is_finished() && r.message.is_some())
+        .map(|r| (r.phase, r.message.clone().unwrap_or_default()));
+    let msg = match &waiting {
+        Some((_, why)) => truncate_str(&format!("{why}; {msg}"), MAX_MESSAGE_BYTES),
+        None => msg,
+    };
     status.state = state;
     status.msg = Some(msg.clone());
     if state.is_finished() && status.finished_at.is_none() {
         status.finished_at = Some(now.clone());
     }
     set_conditions(status, state, &msg, now);
+    let generation = status.observed_generation.unwrap_or(0);
+    if let Some((phase, _)) = waiting.filter(|(p, _)| p.waits()) {
+        // Like a Deployment paused or past its progress deadline: not progressing, and
+        // the reason says why.
+        set_condition(
+            &mut status.conditions,
+            Condition {
+                type_: "Progressing".into(),
+                status: "False".into(),
+                reason: phase.to_string(),
+                message: msg.clone(),
+                observed_generation: Some(generation),
+                last_transition_time: now.clone(),
+            },
+        );
+    }
+    if cancelled && state.is_finished() {
+        for c in &mut status.conditions {
+            c.reason = "Cancelled".into();
+        }
+    }
 }
 
 /// Sets the `Ready` and `Progressing` conditions from `state`.

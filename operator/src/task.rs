@@ -160,6 +160,24 @@ async fn resolve(ctx: &Context, task: &HostTask) -> Result<Result<Resolved, Inva
             Ok(v) => v,
             Err(e) => return Ok(Err(e)),
         };
+    if let Some(r) = &spec.rollout {
+        if let Err(e) = validate::check_rollout(r) {
+            return Ok(Err(e));
+        }
+        for (i, c) in r.gate.iter().flat_map(|g| g.checks.iter()).enumerate() {
+            let (c_hp, c_loaded) = plugin_of(ctx, &c.call.api).await?;
+            let view = PluginView {
+                spec: c_hp.as_ref().map(|h| &h.spec),
+                loaded: match &c_loaded {
+                    Ok(l) => Ok(&l.info),
+                    Err(e) => Err(e.as_str()),
+                },
+            };
+            if let Err(e) = validate::check_health_check(&c.call, i, view) {
+                return Ok(Err(e));
+            }
+        }
+    }
     let views = ctx.node_views();
     let targets = match spec.targets.select_for_task(&views) {
         Ok(t) => t,
@@ -264,13 +282,27 @@ async fn reconcile_task(cached: Arc<HostTask>, ctx: Arc<Context>) -> Result<Acti
         return Ok(after_finish(&ctx, &task));
     }
     let generation = task.metadata.generation.unwrap_or(0);
-    let status = task.status.clone().unwrap_or_default();
+    let mut status = task.status.clone().unwrap_or_default();
+    // Only the rollout's controls changed (pause, resume, cancel): the run goes on.
+    let adopted = status.observed_generation != Some(generation)
+        && rollout::continues_run(&status, &task.spec);
+    if adopted {
+        status.run_generation = status.run_generation();
+        status.observed_generation = Some(generation);
+    }
+    let run = status.run_generation().unwrap_or(generation);
     let outcome = if status.observed_generation != Some(generation) {
         start_generation(&ctx, &task, generation).await
     } else if status.state.is_finished() {
+        if adopted {
+            for c in &mut status.conditions {
+                c.observed_generation = Some(generation);
+            }
+            write_status(&ctx.client, &task, &status).await?;
+        }
         expire(&ctx, &api, &task, &status).await
     } else {
-        advance(&ctx, &api, &task, &uid, generation, status).await
+        advance(&ctx, &api, &task, &uid, run, status).await
     };
     match outcome {
         // Nothing was recorded, so nothing was sent; outcomes stay in memory.
@@ -306,6 +338,7 @@ async fn advance(
     let (hp, loaded) = plugin_of(ctx, &call.api).await?;
     let loaded = loaded.ok();
     let follow_ups = follow_ups_of(ctx, task).await?;
+    let checks = checks_of(ctx, task).await?;
     let pinned = status.plugin.as_ref().map(|p| p.digest.clone());
     let plugin_ok = match (&hp, &loaded) {
         (Some(_), Some(l)) => pinned.as_deref() == Some(l.digest.to_string().as_str()),
@@ -326,17 +359,20 @@ async fn advance(
         Ok(f) => crate::dispatch::sequence_profile(main_access, f),
         Err(_) => main_access,
     };
+    // The gate's health checks run on the same worker (read-only access each).
+    let profile = crate::dispatch::sequence_profile(profile, &checks);
 
     // What the rollout looks at.
     let me = ObjectRef::from_obj(task);
     let existing: HashSet<String> = ctx.nodes.state().iter().map(|n| n.name_any()).collect();
-    let calls = ctx
+    let all_calls = ctx
         .runs
         .select(|k: &RunKey| (k.0 == uid && k.1 == generation).then(|| k.2.clone()));
+    let (calls, check_calls) = split_check_calls(all_calls);
     let mut workers = BTreeMap::new();
     let mut pods = BTreeMap::new();
     for n in &status.nodes {
-        if n.phase.is_finished() {
+        if !rollout::watches_worker(&status, n) {
             continue;
         }
         if existing.contains(&n.node) {
@@ -359,6 +395,13 @@ async fn advance(
         workers,
         pods,
         calls: calls.clone(),
+        checks: check_calls.clone(),
+        ready: ctx
+            .nodes
+            .state()
+            .iter()
+            .map(|n| (n.name_any(), rollout::node_is_ready(n)))
+            .collect(),
         start_timeout: ctx.config.pod_start_timeout(),
         follow_ups: task.spec.on_change.clone(),
     };
@@ -402,6 +445,7 @@ async fn advance(
     write_status(&ctx.client, task, &status).await?;
     // Outcomes now in the status leave memory.
     written(&ctx.runs, uid, generation, &status, &calls);
+    written_checks(&ctx.runs, uid, generation, &status, &check_calls);
 
     for s in steps {
         match s {
@@ -432,6 +476,25 @@ async fn advance(
                     .await;
             }
             Step::NodeSucceeded { .. } => ctx.metrics.node_finished(true),
+            Step::Check { node, pod, check } => {
+                if let Some(c) = checks.get(check) {
+                    let key = (uid.to_owned(), generation, check_key(&node, check));
+                    spawn_check(ctx, task, c.clone(), check, key, pod);
+                }
+            }
+            Step::RevertWave { wave, nodes } => revert_wave(ctx, task, wave, &nodes).await,
+            Step::Announce {
+                warning,
+                reason,
+                message,
+            } => {
+                let kind = if warning {
+                    EventType::Warning
+                } else {
+                    EventType::Normal
+                };
+                ctx.events.publish(task, kind, reason, None, message).await;
+            }
         }
     }
 
@@ -462,6 +525,8 @@ async fn start_generation(ctx: &Context, task: &HostTask, generation: i64) -> Re
     let now_t = now();
     let mut status = HostTaskStatus {
         observed_generation: Some(generation),
+        run_generation: Some(generation),
+        run_fingerprint: Some(hostplug_api::rollout::run_fingerprint(&task.spec)),
         ..HostTaskStatus::default()
     };
     // The namespace, plugin and method rules first: a namespace no policy covers learns
@@ -788,6 +853,154 @@ fn spawn_run(ctx: &Arc<Context>, task: &HostTask, loaded: Arc<LoadedPlugin>, run
         let outcome = values.mask_outcome(outcome);
         // Only if still wanted: a call of a superseded generation or a deleted task
         // was dropped from the record meanwhile, and its outcome goes with it.
+        ctx.runs.complete(&key, outcome);
+        let _ = ctx.wake.unbounded_send(me);
+    });
+}
+
+/// The hook of `spec.rollout.onFailure: Revert` (issue 26, item 4): the rollout halted
+/// at wave `wave`, and `nodes` (its nodes that ran) are to be reverted to what they were
+/// before this task, through the revert engine, once. Validation refuses `Revert` until
+/// that engine lands, so today this only tells people, should it ever be reached.
+async fn revert_wave(ctx: &Context, task: &HostTask, wave: i32, nodes: &[String]) {
+    ctx.events
+        .publish(
+            task,
+            EventType::Warning,
+            "RevertUnavailable",
+            None,
+            format!(
+                "wave {wave} halted and onFailure is Revert, but this operator cannot revert \
+                 yet; not reverted: {}",
+                nodes.join(", ")
+            ),
+        )
+        .await;
+}
+
+/// The gate's health checks with their plugins, as of now, each with read-only access
+/// (validation refused mutating methods). A check whose plugin is gone is left out here
+/// and fails on the node instead ([`spawn_check`] finds no plugin).
+async fn checks_of(ctx: &Context, task: &HostTask) -> Result<Vec<FollowUp>> {
+    let gate = task.spec.rollout.as_ref().and_then(|r| r.gate.as_ref());
+    let mut out = Vec::new();
+    for c in gate.iter().flat_map(|g| g.checks.iter()) {
+        let (Some(hp), Ok(loaded)) = plugin_of(ctx, &c.call.api).await? else {
+            continue;
+        };
+        out.push(FollowUp {
+            call: c.call.clone(),
+            access: AccessProfile::for_call(&hp.spec.capabilities, true, false),
+            loaded,
+        });
+    }
+    Ok(out)
+}
+
+/// The key under which a node's health check `i` is kept with the calls: node names
+/// have no `/`, so it never meets a node's own key.
+fn check_key(node: &str, i: usize) -> String {
+    format!("{node}/check/{i}")
+}
+
+/// Splits this generation's calls into the nodes' calls and the health checks.
+fn split_check_calls(
+    all: BTreeMap<String, CallState>,
+) -> (
+    BTreeMap<String, CallState>,
+    BTreeMap<(String, usize), CallState>,
+) {
+    let mut calls = BTreeMap::new();
+    let mut checks = BTreeMap::new();
+    for (k, v) in all {
+        match k.split_once("/check/") {
+            Some((node, i)) => {
+                if let Ok(i) = i.parse() {
+                    checks.insert((node.to_owned(), i), v);
+                }
+            }
+            None => {
+                calls.insert(k, v);
+            }
+        }
+    }
+    (calls, checks)
+}
+
+/// Drops the health-check outcomes `status` now records.
+fn written_checks(
+    runs: &Calls<RunKey>,
+    uid: &str,
+    generation: i64,
+    status: &HostTaskStatus,
+    seen: &BTreeMap<(String, usize), CallState>,
+) {
+    for ((node, i), state) in seen {
+        let recorded = status
+            .nodes
+            .iter()
+            .find(|n| &n.node == node)
+            .and_then(|n| n.checks.get(*i))
+            .is_none_or(|c| c.phase.is_finished());
+        if recorded && matches!(state, CallState::Done(..)) {
+            runs.remove(&(uid.to_owned(), generation, check_key(node, *i)));
+        }
+    }
+}
+
+/// Sends one health check to a node's worker in the background, as a dry run with
+/// read-only access, through the one call path; the outcome goes to memory and wakes
+/// the task. Its invocation id is the node's with `/check/<i>`.
+fn spawn_check(
+    ctx: &Arc<Context>,
+    task: &HostTask,
+    check: FollowUp,
+    index: usize,
+    key: RunKey,
+    pod: String,
+) {
+    let (uid, generation, id_node) = &key;
+    let Some(node) = id_node.split_once('/').map(|(n, _)| n.to_owned()) else {
+        return;
+    };
+    let mut req = InvokeRequest::for_call(
+        &check.loaded.digest,
+        &check.call,
+        true,
+        task.spec.timeout_seconds,
+        Some(invocation_id(uid, *generation, id_node)),
+    );
+    req.access = Some(check.access);
+    let namespace = task.namespace().unwrap_or_default();
+    let me = ObjectRef::from_obj(task);
+    let lease = ctx.pool.lease(&pod, task.spec.http.port);
+    ctx.runs.start(key.clone());
+    let ctx = Arc::clone(ctx);
+    tokio::spawn(async move {
+        let site = CallSite::GateCheck(index);
+        let (outcome, values) = async {
+            let values = crate::values::read(&ctx.client, &check.call, site, Some(&namespace))
+                .await
+                .map_err(|e| CallError::NotSent(e.to_string()))?
+                .map_err(|invalid| CallError::NotSent(invalid.to_string()))?;
+            let method = check
+                .loaded
+                .info
+                .method(&check.call.method)
+                .ok_or_else(|| CallError::NotSent("the plugin lost its method".into()))?;
+            let view = ctx
+                .node_view(&node)
+                .ok_or_else(|| CallError::NotSent(format!("node {node} no longer exists")))?;
+            req.params = values
+                .params_for(&check.call, site, method, &view)
+                .map_err(|invalid| CallError::NotSent(invalid.to_string()))?;
+            let outcome = crate::dispatch::send(&ctx, &lease, &[&*check.loaded], &req).await;
+            Ok::<_, CallError>((outcome, values))
+        }
+        .await
+        .unwrap_or_else(|e| (Err(e), crate::values::CallValues::default()));
+        drop(lease);
+        let outcome = values.mask_outcome(outcome);
         ctx.runs.complete(&key, outcome);
         let _ = ctx.wake.unbounded_send(me);
     });

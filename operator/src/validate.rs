@@ -12,7 +12,9 @@
 use k8s_openapi::api::core::v1::Node;
 
 pub use hostplug_api::call::{Invalid, NodeView};
-use hostplug_api::crd::{EtcAccess, HostPluginSpec, MethodInfo, PluginCall, PluginInfo};
+use hostplug_api::crd::{
+    EtcAccess, HostPluginSpec, MethodInfo, PluginCall, PluginInfo, RolloutSpec,
+};
 
 /// Where a plugin call sits in its resource.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,6 +27,8 @@ pub enum CallSite {
     TaskOnChange(usize),
     /// A HostState's `spec.steps[i].onChange[j]`.
     StepOnChange(usize, usize),
+    /// A HostTask's `spec.rollout.gate.checks[i]` (a health check).
+    GateCheck(usize),
 }
 
 impl CallSite {
@@ -35,6 +39,7 @@ impl CallSite {
             Self::Step(i) => format!("spec.steps[{i}].{name}"),
             Self::TaskOnChange(i) => format!("spec.onChange[{i}].{name}"),
             Self::StepOnChange(i, j) => format!("spec.steps[{i}].onChange[{j}].{name}"),
+            Self::GateCheck(i) => format!("spec.rollout.gate.checks[{i}].{name}"),
         }
     }
 
@@ -43,6 +48,7 @@ impl CallSite {
         match self {
             Self::Task | Self::TaskOnChange(_) => "run it with spec.dryRun: true",
             Self::Step(_) | Self::StepOnChange(..) => "use spec.mode: Audit",
+            Self::GateCheck(_) => "a health check must call a read-only method",
         }
     }
 }
@@ -115,6 +121,60 @@ pub fn check_call<'a>(
         check_params_value(&call.params(), site, method)?;
     }
     check_capabilities(call, site, spec, method, dry_run)?;
+    Ok(method)
+}
+
+/// Checks a HostTask's `spec.rollout` beyond what the schema says: the waves
+/// ([`hostplug_api::rollout::check_waves`]), a gate only between waves, each health
+/// check's `expect.path` a JSON pointer. The checks' plugins and methods are checked by
+/// [`check_health_check`].
+pub fn check_rollout(rollout: &RolloutSpec) -> Result<(), Invalid> {
+    if rollout.on_failure == hostplug_api::crd::OnFailure::Revert {
+        return Err(Invalid::new(
+            "spec.rollout.onFailure",
+            "Revert is not available yet (the revert engine of issue 26 has not landed); \
+             use Pause, then resume or cancel",
+        ));
+    }
+    if let Some(waves) = &rollout.waves {
+        hostplug_api::rollout::check_waves(waves)?;
+    }
+    if let Some(gate) = &rollout.gate {
+        if rollout.waves.is_none() {
+            return Err(Invalid::new(
+                "spec.rollout.gate",
+                "a gate stands between two waves: set spec.rollout.waves too (e.g. [1, \"100%\"])",
+            ));
+        }
+        for (i, c) in gate.checks.iter().enumerate() {
+            if let Some(e) = &c.expect {
+                e.check(&CallSite::GateCheck(i).field("expect"))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Validates a health check's call (as a dry run: it gets read-only access) and refuses
+/// a method that declares it changes the node: a gate only looks. Returns the method.
+pub fn check_health_check<'a>(
+    call: &PluginCall,
+    index: usize,
+    plugin: PluginView<'a>,
+) -> Result<&'a MethodInfo, Invalid> {
+    let site = CallSite::GateCheck(index);
+    let method = check_call(call, site, plugin, true)?;
+    if method.mutates {
+        return Err(Invalid::new(
+            site.field("method"),
+            format!(
+                "method {:?} of plugin {:?} changes the node; {}",
+                method.name,
+                call.api,
+                site.without_writing()
+            ),
+        ));
+    }
     Ok(method)
 }
 
@@ -305,6 +365,60 @@ mod tests {
             check(&ok, CallSite::Task, w, false),
             Ok("ensure-line".into())
         );
+    }
+
+    #[test]
+    fn health_checks_must_be_read_only_and_name_their_field() {
+        let (p, i) = (plugin(EtcAccess::Write), info());
+        let view = PluginView {
+            spec: Some(&p),
+            loaded: Ok(&i),
+        };
+        let read = call("read", json!({"path": "/etc/x"}));
+        assert!(check_health_check(&read, 0, view).is_ok());
+        let write = call("ensure-line", json!({"path": "/etc/x", "line": "a"}));
+        let e = check_health_check(&write, 1, view).expect_err("a mutating check ran");
+        assert_eq!(e.field, "spec.rollout.gate.checks[1].method");
+        assert!(e.problem.contains("read-only"), "{e}");
+        let bad = call("read", json!({}));
+        let e = check_health_check(&bad, 0, view).expect_err("bad params");
+        assert_eq!(e.field, "spec.rollout.gate.checks[0].parameter");
+    }
+
+    #[test]
+    fn rollouts_with_bad_waves_or_a_lone_gate_are_refused() {
+        use hostplug_api::crd::{Gate, HealthCheck, WaveSize};
+        use hostplug_api::rollout::Expect;
+        let mut r = RolloutSpec {
+            waves: Some(vec![WaveSize::Nodes(1), WaveSize::Percent("150%".into())]),
+            ..RolloutSpec::default()
+        };
+        let e = check_rollout(&r).expect_err("150% accepted");
+        assert_eq!(e.field, "spec.rollout.waves[1]");
+        r.waves = None;
+        r.gate = Some(Gate::default());
+        let e = check_rollout(&r).expect_err("a gate without waves");
+        assert_eq!(e.field, "spec.rollout.gate");
+        r.waves = Some(vec![WaveSize::Nodes(1)]);
+        r.gate = Some(Gate {
+            checks: vec![HealthCheck {
+                call: call("read", json!({"path": "/etc/x"})),
+                expect: Some(Expect {
+                    path: "active".into(),
+                    equals: None,
+                }),
+            }],
+            approval: false,
+        });
+        let e = check_rollout(&r).expect_err("not a pointer");
+        assert_eq!(e.field, "spec.rollout.gate.checks[0].expect.path");
+        assert!(check_rollout(&RolloutSpec::default()).is_ok());
+        let revert = RolloutSpec {
+            on_failure: hostplug_api::crd::OnFailure::Revert,
+            ..RolloutSpec::default()
+        };
+        let e = check_rollout(&revert).expect_err("Revert is not there yet");
+        assert_eq!(e.field, "spec.rollout.onFailure");
     }
 
     #[test]

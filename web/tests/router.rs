@@ -1130,6 +1130,7 @@ fn full_dry_run_spec() -> HostTaskSpec {
         rollout: Some(RolloutSpec {
             max_parallel: 2,
             max_failures: 1,
+            ..RolloutSpec::default()
         }),
         ttl_seconds_after_finished: Some(600),
         registry_auth: None,
@@ -1777,6 +1778,7 @@ async fn edit_makes_a_new_generation_of_the_same_task() -> TestResult {
     expected.rollout = Some(RolloutSpec {
         max_parallel: 5,
         max_failures: 1,
+        ..RolloutSpec::default()
     });
     assert_eq!(spec_of(&app, "edit-me")?, expected);
     assert_eq!(

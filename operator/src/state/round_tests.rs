@@ -52,6 +52,7 @@ impl World {
             rollout: RolloutSpec {
                 max_parallel,
                 max_failures,
+                ..RolloutSpec::default()
             },
         }
     }

@@ -509,6 +509,7 @@ pub fn spec_from_form(
     let rollout = (max_parallel.is_some() || max_failures.is_some()).then(|| RolloutSpec {
         max_parallel: max_parallel.unwrap_or(DEFAULT_MAX_PARALLEL),
         max_failures: max_failures.unwrap_or(0),
+        ..RolloutSpec::default()
     });
     let ttl_seconds_after_finished = parse_number(
         pairs,
@@ -885,7 +886,8 @@ mod tests {
                 timeout_seconds: 120,
                 rollout: Some(RolloutSpec {
                     max_parallel: 3,
-                    max_failures: 1
+                    max_failures: 1,
+                    ..RolloutSpec::default()
                 }),
                 ttl_seconds_after_finished: Some(600),
                 registry_auth: None,

@@ -1,0 +1,340 @@
+//! Staged rollouts (issue 26, waves and gates), checked on the nodes' files: four nodes
+//! (master, node1, node2, node3; the canary is the first by name), waves `[1, "100%"]`.
+//!
+//! - A health check (etc-file `read`, an expectation on its output) that fails on the
+//!   canary halts the rollout after it: the reason in `status.rollout`, `status.msg` and
+//!   an Event, and the other three nodes' files untouched; the file fixed by hand and
+//!   `kubectl hostplug resume` lets the rest go, and no node runs twice.
+//! - `kubectl hostplug pause|resume|cancel` mid-rollout (waves with an approval gate):
+//!   pausing and resuming keep the run (no node runs again), approval moves one wave
+//!   on, cancel skips the nodes not started and ends the task naming the cancel; the
+//!   files show exactly which nodes ran.
+
+use std::process::Output;
+
+use hostplug_api::crd::{HostTask, NodePhase, RolloutPhase, TaskState};
+use hostplug_e2e::{Harness, NAMESPACE, state_of, workspace_binary};
+use k8s_openapi::api::events::v1::Event;
+use kube::ResourceExt;
+use kube::api::{Api, ListParams};
+
+const NODES: [&str; 4] = ["master", "node1", "node2", "node3"];
+
+fn task(name: &str, rollout: &str, line: &str) -> String {
+    format!(
+        "apiVersion: hostplug.dev/v1alpha1\nkind: HostTask\nmetadata: {{name: {name}, namespace: {NAMESPACE}}}\nspec:\n  targetType: All\n  http:\n    api: etc-file\n    method: ensure-line\n    parameter: {{path: /etc/demo.conf, line: {line:?}}}\n  rollout:\n{rollout}"
+    )
+}
+
+fn demo(h: &Harness, node: &str) -> anyhow::Result<String> {
+    Ok(std::fs::read_to_string(h.etc(node)?.join("demo.conf"))?)
+}
+
+/// `kubectl hostplug ARGS` as the administrator.
+async fn cli(h: &Harness, args: &[&str]) -> anyhow::Result<Output> {
+    let out = tokio::process::Command::new(workspace_binary("kubectl-hostplug")?)
+        .arg("--kubeconfig")
+        .arg(h.env.kubeconfig_path())
+        .args(["-n", NAMESPACE])
+        .args(args)
+        .env_remove("KUBECONFIG")
+        .output()
+        .await?;
+    anyhow::ensure!(
+        out.status.success(),
+        "kubectl hostplug {args:?}: exit {:?}\n{}\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(out)
+}
+
+fn rollout_phase(t: &HostTask) -> Option<(i32, RolloutPhase)> {
+    t.status
+        .as_ref()
+        .filter(|s| s.observed_generation == t.metadata.generation)
+        .and_then(|s| s.rollout.as_ref())
+        .map(|r| (r.wave, r.phase))
+}
+
+fn phases(t: &HostTask) -> Vec<(String, NodePhase)> {
+    t.status
+        .as_ref()
+        .map(|s| s.nodes.iter().map(|n| (n.node.clone(), n.phase)).collect())
+        .unwrap_or_default()
+}
+
+/// Reasons of the Events about task `name`.
+async fn event_reasons(h: &Harness, name: &str) -> anyhow::Result<Vec<String>> {
+    let api: Api<Event> = Api::namespaced(h.admin.clone(), NAMESPACE);
+    Ok(api
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .filter_map(|e| e.reason)
+        .collect())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_whose_health_check_fails_halts_the_rollout_until_resumed() -> anyhow::Result<()> {
+    let h = Harness::start_with(Some(3), &[]).await?;
+    for n in NODES {
+        std::fs::write(h.etc(n)?.join("demo.conf"), "a = 1\n")?;
+        std::fs::write(h.etc(n)?.join("health.conf"), "ok\n")?;
+    }
+    // The canary is unhealthy.
+    std::fs::write(h.etc("master")?.join("health.conf"), "broken\n")?;
+    h.apply(&task(
+        "canary",
+        "    waves: [1, \"100%\"]\n    gate:\n      checks:\n      - api: etc-file\n        method: read\n        parameter: {path: /etc/health.conf}\n        expect: {path: /content, equals: \"ok\\n\"}\n",
+        "b = 2",
+    ))
+    .await?;
+    let t = h
+        .wait_task("canary", |t| {
+            rollout_phase(t) == Some((1, RolloutPhase::Halted))
+        })
+        .await?;
+    let st = t.status.clone().unwrap_or_default();
+    assert_eq!(st.state, TaskState::Running, "halted, not ended: {st:?}");
+    let r = st.rollout.clone().unwrap_or_default();
+    assert_eq!(
+        r.summary, "wave 1/2, halted: gate failed on master",
+        "{r:?}"
+    );
+    let why = r.message.clone().unwrap_or_default();
+    assert!(
+        why.contains("spec.rollout.gate.checks[0] (etc-file/read)")
+            && why.contains(r#""/content" is "broken\n", expected "ok\n""#),
+        "{why}"
+    );
+    assert!(
+        st.msg
+            .as_deref()
+            .unwrap_or("")
+            .contains("gate failed on master")
+    );
+    assert!(
+        st.conditions
+            .iter()
+            .any(|c| c.type_ == "Progressing" && c.status == "False" && c.reason == "Halted"),
+        "{:?}",
+        st.conditions
+    );
+    // The canary ran; the other three were not touched.
+    assert_eq!(demo(&h, "master")?, "a = 1\nb = 2\n");
+    for n in ["node1", "node2", "node3"] {
+        assert_eq!(demo(&h, n)?, "a = 1\n", "{n} was touched");
+    }
+    assert_eq!(
+        phases(&t),
+        vec![
+            ("master".into(), NodePhase::Succeeded),
+            ("node1".into(), NodePhase::Pending),
+            ("node2".into(), NodePhase::Pending),
+            ("node3".into(), NodePhase::Pending),
+        ]
+    );
+    let master = st.nodes.iter().find(|n| n.node == "master");
+    assert_eq!(
+        master.map(|n| (n.wave, n.checks.iter().map(|c| c.phase).collect::<Vec<_>>())),
+        Some((Some(1), vec![NodePhase::Failed]))
+    );
+    // Still halted a while later: nothing moved.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    for n in ["node1", "node2", "node3"] {
+        assert_eq!(demo(&h, n)?, "a = 1\n", "{n} was touched while halted");
+    }
+    let reasons = event_reasons(&h, "canary").await?;
+    assert!(reasons.iter().any(|r| r == "RolloutHalted"), "{reasons:?}");
+
+    // Fixed by hand, then resumed: the wave is approved, the rest runs, once each.
+    std::fs::write(h.etc("master")?.join("health.conf"), "ok\n")?;
+    let out = cli(&h, &["resume", "canary"]).await?;
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("resumed (wave 1 approved)"),
+        "{out:?}"
+    );
+    let t = h.wait_finished("canary").await?;
+    assert_eq!(state_of(&t), Some(TaskState::Succeeded), "{:?}", t.status);
+    let st = t.status.clone().unwrap_or_default();
+    assert_eq!(st.run_generation, Some(1), "resume started no new run");
+    assert_eq!(t.spec.rollout.as_ref().map(|r| r.approved_wave), Some(1));
+    for n in NODES {
+        assert_eq!(demo(&h, n)?, "a = 1\nb = 2\n", "{n}");
+        assert_eq!(
+            h.runs_of(&format!("{}/1/{n}", t.uid().unwrap_or_default())),
+            1,
+            "{n}"
+        );
+    }
+    h.shutdown().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_resume_and_cancel_mid_rollout() -> anyhow::Result<()> {
+    let h = Harness::start_with(Some(3), &[]).await?;
+    for n in NODES {
+        std::fs::write(h.etc(n)?.join("demo.conf"), "a = 1\n")?;
+    }
+    h.apply(&task(
+        "staged",
+        "    waves: [1, 2, 3, \"100%\"]\n    gate: {approval: true}\n",
+        "c = 3",
+    ))
+    .await?;
+    let t = h
+        .wait_task("staged", |t| {
+            rollout_phase(t) == Some((1, RolloutPhase::AwaitingApproval))
+        })
+        .await?;
+    let uid = t.uid().unwrap_or_default();
+    assert_eq!(demo(&h, "master")?, "a = 1\nc = 3\n");
+    assert_eq!(demo(&h, "node1")?, "a = 1\n");
+
+    // Paused: the gate shows Paused; resume only unpauses (the approval is a second
+    // resume), and neither starts a new run.
+    cli(&h, &["pause", "staged"]).await?;
+    h.wait_task("staged", |t| {
+        rollout_phase(t) == Some((1, RolloutPhase::Paused))
+    })
+    .await?;
+    let out = cli(&h, &["resume", "staged"]).await?;
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("staged resumed\n"),
+        "{out:?}"
+    );
+    h.wait_task("staged", |t| {
+        rollout_phase(t) == Some((1, RolloutPhase::AwaitingApproval))
+    })
+    .await?;
+    assert_eq!(demo(&h, "node1")?, "a = 1\n", "node1 ran without approval");
+
+    // Approved: wave 2 (node1) runs, then waits again.
+    cli(&h, &["resume", "staged"]).await?;
+    let t = h
+        .wait_task("staged", |t| {
+            rollout_phase(t) == Some((2, RolloutPhase::AwaitingApproval))
+        })
+        .await?;
+    assert_eq!(demo(&h, "node1")?, "a = 1\nc = 3\n");
+
+    // Cancelled: node2 and node3 are skipped; the task fails naming the cancel.
+    cli(&h, &["cancel", "staged"]).await?;
+    let t2 = h.wait_finished("staged").await?;
+    let st = t2.status.clone().unwrap_or_default();
+    assert_eq!(st.state, TaskState::Failed, "{st:?}");
+    assert!(
+        st.msg
+            .as_deref()
+            .unwrap_or("")
+            .starts_with("cancelled (spec.rollout.cancel)"),
+        "{:?}",
+        st.msg
+    );
+    assert!(st.conditions.iter().all(|c| c.reason == "Cancelled"));
+    assert_eq!(
+        phases(&t2),
+        vec![
+            ("master".into(), NodePhase::Succeeded),
+            ("node1".into(), NodePhase::Succeeded),
+            ("node2".into(), NodePhase::Skipped),
+            ("node3".into(), NodePhase::Skipped),
+        ]
+    );
+    assert_eq!(
+        st.rollout.as_ref().map(|r| r.phase),
+        Some(RolloutPhase::Cancelled)
+    );
+    for n in ["node2", "node3"] {
+        assert_eq!(demo(&h, n)?, "a = 1\n", "{n} ran after the cancel");
+    }
+    for n in ["master", "node1"] {
+        assert_eq!(h.runs_of(&format!("{uid}/1/{n}")), 1, "{n} ran twice");
+    }
+    assert!(
+        t2.metadata.generation > t.metadata.generation,
+        "each control was a spec change"
+    );
+    assert_eq!(st.run_generation, Some(1));
+    // A finished task has no rollout left to control.
+    let out = tokio::process::Command::new(workspace_binary("kubectl-hostplug")?)
+        .arg("--kubeconfig")
+        .arg(h.env.kubeconfig_path())
+        .args(["-n", NAMESPACE, "pause", "staged"])
+        .output()
+        .await?;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("has ended"));
+    let reasons = event_reasons(&h, "staged").await?;
+    for r in [
+        "AwaitingApproval",
+        "RolloutPaused",
+        "WaveStarted",
+        "RolloutCancelled",
+    ] {
+        assert!(reasons.iter().any(|x| x == r), "{r}: {reasons:?}");
+    }
+    h.shutdown().await
+}
+
+/// Bad waves are refused before any node, naming the field, with a status and an
+/// Event; a mutating health check too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_waves_and_mutating_checks_are_refused() -> anyhow::Result<()> {
+    let h = Harness::start().await?;
+    for (name, rollout, field) in [
+        (
+            "zero",
+            "    waves: [0, \"100%\"]\n",
+            "spec.rollout.waves[0]",
+        ),
+        (
+            "too-far",
+            "    waves: [1, \"150%\"]\n",
+            "spec.rollout.waves[1]",
+        ),
+        (
+            "shrinking",
+            "    waves: [\"50%\", \"25%\"]\n",
+            "spec.rollout.waves[1]",
+        ),
+        (
+            "lone-gate",
+            "    gate: {approval: true}\n",
+            "spec.rollout.gate",
+        ),
+        (
+            "writer",
+            "    waves: [1, \"100%\"]\n    gate:\n      checks:\n      - {api: etc-file, method: ensure-line, parameter: {path: /etc/x, line: y}}\n",
+            "spec.rollout.gate.checks[0].method",
+        ),
+    ] {
+        h.apply(&task(name, rollout, "d = 4")).await?;
+        let t = h.wait_finished(name).await?;
+        assert_eq!(state_of(&t), Some(TaskState::Failed), "{name}");
+        let msg = t
+            .status
+            .as_ref()
+            .and_then(|s| s.msg.clone())
+            .unwrap_or_default();
+        assert!(msg.starts_with(field), "{name}: {msg}");
+        // The Event follows the status write.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let reasons = event_reasons(&h, name).await?;
+            if reasons.iter().any(|r| r == "ValidationFailed") {
+                break;
+            }
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "{name}: no ValidationFailed Event: {reasons:?}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        }
+    }
+    h.shutdown().await
+}
