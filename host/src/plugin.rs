@@ -212,6 +212,7 @@ impl Plugin {
             logs,
             duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
             on_change: Vec::new(),
+            revert: None,
         };
         (Ok(outcome), record)
     }

@@ -461,6 +461,7 @@ mod tests {
             systemd: None,
             access: None,
             on_change: Vec::new(),
+            task: None,
         }
     }
 
