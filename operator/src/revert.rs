@@ -61,7 +61,11 @@ pub async fn revert_on(
         task: target.clone(),
         force,
         invocation_id: Some(revert_invocation_id(target, node)),
-        timeout_ms: Some(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX).max(1)),
+        timeout_ms: Some(
+            u64::try_from(timeout.as_millis())
+                .unwrap_or(u64::MAX)
+                .max(1),
+        ),
     };
     let mut pause = REVERT_RETRY_PAUSE;
     let mut attempt = 1;
