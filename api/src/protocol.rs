@@ -218,7 +218,7 @@ impl fmt::Display for TaskIdentity {
 
 /// Whether what a call changed can be reverted, as its outcome says (the record stays
 /// on the node).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Revertibility {
     /// True when the worker stored a record a revert can restore.

@@ -882,6 +882,7 @@ mod tests {
                 output: serde_json::json!({}),
                 logs: vec![],
                 follow_ups: vec![],
+                revert: None,
             }),
         );
         let seen = of(&runs, "u", 1);
