@@ -146,10 +146,8 @@ impl RecordStore {
         let cutoff = SystemTime::now().checked_sub(RECORD_TTL);
         for (modified, len, path) in files {
             let old = cutoff.is_some_and(|c| modified < c);
-            if old || total > MAX_STORE_BYTES {
-                if std::fs::remove_file(&path).is_ok() {
-                    total = total.saturating_sub(len);
-                }
+            if (old || total > MAX_STORE_BYTES) && std::fs::remove_file(&path).is_ok() {
+                total = total.saturating_sub(len);
             }
         }
     }

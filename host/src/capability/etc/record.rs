@@ -297,7 +297,7 @@ fn open_parent(root: &OwnedFd, rel: &Path) -> Result<Option<OwnedFd>, Errno> {
 }
 
 fn name_of(rel: &Path) -> &std::ffi::OsStr {
-    rel.file_name().unwrap_or_else(|| rel.as_os_str())
+    rel.file_name().unwrap_or(rel.as_os_str())
 }
 
 /// What is at `rel` now, as a kind and `stat`; `None` when nothing is.
