@@ -339,6 +339,11 @@ pub struct NodeResult {
     /// says what was found) or `Skipped`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub checks: Vec<FollowUpResult>,
+    /// Whether what the call changed under /etc on this node can be reverted (the node
+    /// keeps the record): `revertible: true`, or false with the reason. Absent for dry
+    /// runs and calls without write access to /etc.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revert: Option<crate::protocol::Revertibility>,
     /// When the node started (worker Pod created).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "time_schema")]

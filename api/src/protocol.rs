@@ -12,6 +12,7 @@
 //! | route | request body | success | errors |
 //! |---|---|---|---|
 //! | `GET /healthz` | — | 200 [`Health`] | — |
+//! | `POST /v1/revert` | [`RevertRequest`] | 200 [`InvokeOutcome`] (what was restored) | 400, 401, 422 (`not-found`: no record of that task; `failed`: not revertible, or changed since), 503 |
 //! | `HEAD /v1/plugins/{sha256}` | — | 200 (held) / 404 (not held), no body | 400, 401 |
 //! | `PUT /v1/plugins/{sha256}` | the component's bytes | 201 [`UploadResponse`] (compiled now) / 200 (already held) | 400, 401, 413, 422, 500 |
 //! | `PUT /v1/plugins/{sha256}/precompiled` | the operator's precompiled artifact, headers [`ENGINE_HEADER`] and [`ARTIFACT_SIGNATURE_HEADER`] | 201 [`UploadResponse`] / 200 (already held) | 400 (a header missing or malformed), 401, 413, 422 (`bad-module`: not usable here — another engine, or not signed by the key this worker trusts; upload the module instead) |
@@ -181,6 +182,91 @@ pub struct InvokeRequest {
     /// id: a repeated request gets the whole sequence's stored outcome.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub on_change: Vec<FollowUpRequest>,
+    /// The HostTask this call belongs to. A mutating call that names its task has its
+    /// revert record (what it changed under /etc, kept by the host) stored on the node
+    /// under this identity, for `POST /v1/revert`; one that names none keeps no record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<TaskIdentity>,
+}
+
+/// The identity of one generation of a HostTask: what a revert record is stored under
+/// on the node, and what a revert must name exactly to use it (a record of one task can
+/// never revert another: a task recreated under the same name has another uid).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskIdentity {
+    /// The task's namespace.
+    pub namespace: String,
+    /// The task's name.
+    pub name: String,
+    /// The task's `metadata.uid`.
+    pub uid: String,
+    /// The generation whose call made the change.
+    pub generation: i64,
+}
+
+impl fmt::Display for TaskIdentity {
+    /// `namespace/name (uid, generation N)`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}/{} ({}, generation {})",
+            self.namespace, self.name, self.uid, self.generation
+        )
+    }
+}
+
+/// Whether what a call changed can be reverted, as its outcome says (the record stays
+/// on the node).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Revertibility {
+    /// True when the worker stored a record a revert can restore.
+    pub revertible: bool,
+    /// Why not, when not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl Revertibility {
+    /// Revertible.
+    pub fn yes() -> Self {
+        Self {
+            revertible: true,
+            reason: None,
+        }
+    }
+
+    /// Not revertible, because of `reason`.
+    pub fn no(reason: impl Into<String>) -> Self {
+        Self {
+            revertible: false,
+            reason: Some(reason.into()),
+        }
+    }
+}
+
+/// `POST /v1/revert` request body: put back what the call of `task` changed under /etc
+/// on this node, from the record the host kept. The answer is read like an invoke
+/// answer ([`read_invoke_answer`]): 200 with an [`InvokeOutcome`] (`changed`: something
+/// was restored; `output.restored`: the paths; `diff`: what the revert did), or 422 with
+/// `not-found` (no record of exactly this task here, or it expired) or `failed` (not
+/// revertible, or a file changed since the task ran: the message names it and carries a
+/// diff; `force` restores anyway).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RevertRequest {
+    /// The task (and generation) whose change to revert.
+    pub task: TaskIdentity,
+    /// Restore files that changed since the task ran too.
+    #[serde(default)]
+    pub force: bool,
+    /// As [`InvokeRequest::invocation_id`]: a revert runs at most once per id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invocation_id: Option<String>,
+    /// As [`InvokeRequest::timeout_ms`]: the budget, waiting for the node lock included.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
 }
 
 /// Most follow-up calls of one invocation: 8. A handler list (restart a service,
@@ -246,6 +332,7 @@ impl InvokeRequest {
             systemd: None,
             access: None,
             on_change: Vec::new(),
+            task: None,
         }
     }
 }
@@ -304,6 +391,10 @@ pub struct InvokeOutcome {
     /// follow-up that ran; none when this call changed nothing.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub on_change: Vec<FollowUpOutcome>,
+    /// Whether this call's change to /etc can be reverted (`POST /v1/revert`): set by
+    /// the worker for a mutating call that named its task; absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revert: Option<Revertibility>,
 }
 
 impl InvokeOutcome {
@@ -757,6 +848,7 @@ mod tests {
             }],
             duration_ms: 7,
             on_change: Vec::new(),
+            revert: None,
         };
         let value = serde_json::to_value(&outcome)?;
         assert_eq!(

@@ -62,6 +62,10 @@ pub use capability::docker::{
     DEFAULT_DOCKER_MAX_REQUEST_BYTES, DEFAULT_DOCKER_MAX_RESPONSE_BYTES, DEFAULT_DOCKER_TIMEOUT,
     DockerPolicy, DockerRoute,
 };
+pub use capability::etc::record::{
+    self as revert, ChangeRecord, MAX_RECORD_BYTES, MAX_RECORD_FILE_BYTES, MAX_RECORD_PATHS,
+    PostState, PriorState, RecordedPath, Restored, RevertError,
+};
 pub use capability::etc::{DEFAULT_DENY, DEFAULT_DENY_WRITE, EtcPolicy};
 pub use capability::systemd;
 pub use capability::systemd::{

@@ -20,6 +20,7 @@ use wasmtime::component::Component;
 use wasmtime::{Engine, Store, Trap};
 
 use crate::bindings::{self, HostActionPre, PluginError};
+use crate::capability::etc::record::ChangeRecord;
 use crate::config::EPOCH_TICK;
 use crate::store::StoreData;
 use crate::{
@@ -91,7 +92,7 @@ impl Plugin {
             return Ok(info.clone());
         }
         let limits = &self.config.limits;
-        let (result, _logs) = self.run(
+        let (result, _logs, _record) = self.run(
             &Grants::none(),
             true,
             limits.describe_deadline,
@@ -136,13 +137,28 @@ impl Plugin {
         invocation: &Invocation,
         grants: &Grants,
     ) -> std::result::Result<InvokeOutcome, InvokeError> {
+        self.invoke_recorded(invocation, grants).0
+    }
+
+    /// [`invoke`](Self::invoke), and the revert record the host kept of it: what every
+    /// path the call changed under /etc was before (see [`ChangeRecord`]). `None` when
+    /// the call could change nothing there (a dry run, no write access to /etc). A call
+    /// that failed part-way has a record too: what it changed before it failed.
+    pub fn invoke_recorded(
+        &self,
+        invocation: &Invocation,
+        grants: &Grants,
+    ) -> (
+        std::result::Result<InvokeOutcome, InvokeError>,
+        Option<ChangeRecord>,
+    ) {
         let started = Instant::now();
         let limits = &self.config.limits;
         let deadline = invocation
             .deadline
             .unwrap_or(limits.default_deadline)
             .min(limits.max_deadline);
-        let (result, mut logs) = self.run(
+        let (result, mut logs, record) = self.run(
             grants,
             invocation.dry_run,
             deadline,
@@ -152,14 +168,17 @@ impl Plugin {
         let outcome = match result {
             Ok(Returned::Outcome(outcome)) => outcome,
             Ok(Returned::Info(_)) => {
-                return Err(InvokeError::new(
-                    ErrorKind::Internal,
-                    "invoke returned a description",
-                ));
+                return (
+                    Err(InvokeError::new(
+                        ErrorKind::Internal,
+                        "invoke returned a description",
+                    )),
+                    record,
+                );
             }
             Err(mut e) => {
                 e.logs = logs;
-                return Err(e);
+                return (Err(e), record);
             }
         };
         let size = outcome.output.len() + outcome.diff.as_ref().map_or(0, String::len);
@@ -172,7 +191,7 @@ impl Plugin {
                 ),
             );
             e.logs = logs;
-            return Err(e);
+            return (Err(e), record);
         }
         let output = if outcome.output.trim().is_empty() {
             serde_json::Value::Null
@@ -186,14 +205,16 @@ impl Plugin {
                 serde_json::Value::String(outcome.output)
             })
         };
-        Ok(InvokeOutcome {
+        let outcome = InvokeOutcome {
             changed: outcome.changed,
             output,
             diff: outcome.diff,
             logs,
             duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
             on_change: Vec::new(),
-        })
+            revert: None,
+        };
+        (Ok(outcome), record)
     }
 
     /// Runs `export` in a fresh store set up from `grants`, under `deadline` and a
@@ -206,7 +227,11 @@ impl Plugin {
         deadline: Duration,
         max_memory_bytes: usize,
         export: Export<'_>,
-    ) -> (std::result::Result<Returned, InvokeError>, Vec<LogRecord>) {
+    ) -> (
+        std::result::Result<Returned, InvokeError>,
+        Vec<LogRecord>,
+        Option<ChangeRecord>,
+    ) {
         let data = match StoreData::prepare(
             &self.config,
             grants,
@@ -215,7 +240,7 @@ impl Plugin {
             max_memory_bytes,
         ) {
             Ok(d) => d,
-            Err(e) => return (Err(e), Vec::new()),
+            Err(e) => return (Err(e), Vec::new(), None),
         };
         let mut store = Store::new(&self.engine, data);
         store.limiter(|s| &mut s.limiter);
@@ -247,6 +272,7 @@ impl Plugin {
         let data = store.into_data();
         let first_refusal = data.log.first_refusal().map(str::to_owned);
         let (logs, last_stderr) = data.log.finish();
+        let record = data.etc.finish();
         let result = match timed {
             Err(_elapsed) => Err(InvokeError::new(
                 ErrorKind::Timeout,
@@ -275,7 +301,7 @@ impl Plugin {
             }
             e
         });
-        (result, logs)
+        (result, logs, record)
     }
 }
 

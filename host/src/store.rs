@@ -33,7 +33,7 @@ pub(crate) struct StoreData {
     pub(crate) limiter: Limiter,
     // Each capability's state for this call.
     pub(crate) log: LogSink,
-    etc: EtcState,
+    pub(crate) etc: EtcState,
     docker: DockerState,
     containerd: ContainerdState,
     registry_auth: RegistryAuthState,
@@ -84,7 +84,7 @@ impl StoreData {
                 ctx: self.wasi.filesystem(),
                 table: &mut self.table,
             },
-            state: &self.etc,
+            state: &mut self.etc,
             logs: &mut self.log,
         }
     }

@@ -249,6 +249,34 @@ impl WorkerClient {
             }
         }
     }
+
+    /// `POST /v1/revert`: restores what a task's call changed on the worker's node;
+    /// answered and read like [`invoke`](Self::invoke) (a refused revert is the node's
+    /// `Plugin` failure).
+    pub async fn revert(
+        &self,
+        req: &hostplug_api::protocol::RevertRequest,
+    ) -> Result<InvokeOutcome, CallError> {
+        let deadline = Duration::from_millis(req.timeout_ms.unwrap_or(0)) + INVOKE_SLACK;
+        let resp = self
+            .http
+            .post(format!("{}/v1/revert", self.base))
+            .bearer_auth(&self.token)
+            .timeout(deadline)
+            .json(req)
+            .send()
+            .await
+            .map_err(transport)?;
+        let status = resp.status().as_u16();
+        let body = read_capped(resp).await?;
+        match read_invoke_answer(status, &body)? {
+            Ok(outcome) => Ok(outcome),
+            Err(mut failure) => {
+                failure.message = truncate(&failure.message);
+                Err(CallError::Plugin(failure))
+            }
+        }
+    }
 }
 
 fn transport(e: reqwest::Error) -> CallError {
@@ -461,6 +489,7 @@ mod tests {
             systemd: None,
             access: None,
             on_change: Vec::new(),
+            task: None,
         }
     }
 

@@ -51,6 +51,8 @@ pub struct Success {
     /// What the follow-up calls that ran returned, in order, as the worker answered
     /// (the rollout names them after the spec's calls, [`follow_up_results`]).
     pub follow_ups: Vec<FollowUpOutcome>,
+    /// Whether the call's change to /etc can be reverted, as the worker said.
+    pub revert: Option<hostplug_api::protocol::Revertibility>,
 }
 
 impl From<InvokeOutcome> for Success {
@@ -61,6 +63,7 @@ impl From<InvokeOutcome> for Success {
             output: o.output,
             logs: o.logs.iter().map(ToString::to_string).collect(),
             follow_ups: o.on_change,
+            revert: o.revert,
         }
     }
 }

@@ -20,6 +20,7 @@ pub mod pool;
 pub mod registry_auth;
 pub mod report;
 pub mod resources;
+pub mod revert;
 pub mod rollout;
 pub mod state;
 pub mod status;

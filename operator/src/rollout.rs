@@ -250,6 +250,7 @@ pub fn step(status: &mut HostTaskStatus, rollout: &RolloutSpec, obs: &Observed) 
                     Ok(s) => {
                         n.changed = s.changed;
                         n.diff = s.diff.clone();
+                        n.revert = s.revert.clone();
                         n.output = Some(s.output.clone());
                         n.logs = s.logs.clone();
                         n.on_change = crate::dispatch::follow_up_results(
@@ -937,6 +938,7 @@ mod tests {
                     output: serde_json::json!({}),
                     logs: vec![],
                     follow_ups: vec![],
+                    revert: None,
                 }),
                 Timestamp::now(),
             ),
@@ -1110,6 +1112,7 @@ mod tests {
                     output: serde_json::json!({}),
                     logs: vec![],
                     follow_ups,
+                    revert: None,
                 }),
                 Timestamp::now(),
             )
@@ -1205,6 +1208,7 @@ mod tests {
                 output,
                 logs: vec![],
                 follow_ups: vec![],
+                revert: None,
             }),
             Timestamp::now(),
         )

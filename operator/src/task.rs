@@ -758,6 +758,8 @@ fn spawn_run(ctx: &Arc<Context>, task: &HostTask, loaded: Arc<LoadedPlugin>, run
         Some(invocation_id(uid, *generation, node)),
     );
     req.access = Some(access);
+    // The node keeps what a mutating call changed under this identity, for a revert.
+    req.task = Some(crate::revert::identity(task, *generation));
     let namespace = task.namespace().unwrap_or_default();
     let spec = task.spec.clone();
     if resume {
@@ -1093,6 +1095,7 @@ mod tests {
                 output: serde_json::json!({}),
                 logs: vec![],
                 follow_ups: vec![],
+                revert: None,
             }),
         );
         let seen = of(&runs, "u", 1);

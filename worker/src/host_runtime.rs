@@ -26,7 +26,10 @@ use hostplug_host::{ArtifactKey, Grants, Host, HostConfig, Invocation, SystemdGr
 
 use crate::config::WorkerSettings;
 use crate::error::{Error, Result};
-use crate::runtime::{ArtifactSignature, Call, Digest, Loaded, PluginRuntime, RuntimeError};
+use crate::runtime::{
+    ArtifactSignature, Call, ChangeRecord, Digest, Loaded, PluginRuntime, Restored, RevertError,
+    RuntimeError,
+};
 
 /// The plugin runtime of a real worker: one [`Host`] (engine, in-memory and on-disk
 /// component cache), the grants of this worker, and the operator's key that precompiled
@@ -187,11 +190,31 @@ impl PluginRuntime for HostRuntime {
     }
 
     fn invoke(&self, digest: &Digest, call: &Call) -> Result<InvokeOutcome, RuntimeError> {
+        self.invoke_recorded(digest, call).0
+    }
+
+    fn restore(&self, record: &ChangeRecord, force: bool) -> Result<Restored, RevertError> {
+        match (&self.grants.etc, &self.grants.etc_dir) {
+            (EtcAccess::Write, Some(dir)) => hostplug_host::revert::restore(dir, record, force),
+            _ => Err(RevertError::NotRevertible(
+                "this worker has no write access to /etc".into(),
+            )),
+        }
+    }
+
+    fn invoke_recorded(
+        &self,
+        digest: &Digest,
+        call: &Call,
+    ) -> (Result<InvokeOutcome, RuntimeError>, Option<ChangeRecord>) {
         let Some(plugin) = self.host.cached(digest) else {
-            return Err(RuntimeError::new(
-                ErrorKind::UnknownPlugin,
-                format!("this worker does not hold plugin {digest}; upload it first"),
-            ));
+            return (
+                Err(RuntimeError::new(
+                    ErrorKind::UnknownPlugin,
+                    format!("this worker does not hold plugin {digest}; upload it first"),
+                )),
+                None,
+            );
         };
         let invocation = Invocation {
             method: call.method.clone(),
@@ -207,10 +230,8 @@ impl PluginRuntime for HostRuntime {
                 &per_call
             }
         };
-        plugin
-            .invoke(&invocation, grants)
-            .map(response)
-            .map_err(invoke_error)
+        let (result, record) = plugin.invoke_recorded(&invocation, grants);
+        (result.map(response).map_err(invoke_error), record)
     }
 }
 

@@ -19,6 +19,8 @@ mod error;
 pub mod host_runtime;
 pub mod node_lock;
 pub mod outcomes;
+pub mod records;
+mod revert;
 pub mod runtime;
 pub mod server;
 pub mod tls;
@@ -69,6 +71,17 @@ pub async fn bind(settings: &WorkerSettings) -> Result<Server> {
         (Some(path), true) => {
             tracing::info!(node_lock = %path.display(), "mutating invocations take the node lock");
             state = state.with_node_lock(node_lock::NodeLock::new(path));
+            // Revert records live beside the node lock: on the node, shared by every
+            // worker that may change it, outside anything a plugin can reach.
+            let dir = path
+                .parent()
+                .unwrap_or_else(|| std::path::Path::new("/"))
+                .join(records::RECORDS_SUBDIR);
+            match records::RecordStore::open(&dir) {
+                Ok(store) => state = state.with_records(store),
+                Err(e) => tracing::warn!(dir = %dir.display(), error = %e,
+                    "cannot open the revert record directory; calls on this worker are not revertible"),
+            }
         }
         (None, true) => tracing::warn!(
             "this worker may change its node but has no {}: its changes do not exclude those \

@@ -217,6 +217,7 @@ mod tests {
             logs: vec![],
             duration_ms: 1,
             on_change: Vec::new(),
+            revert: None,
         })
     }
 

@@ -9,6 +9,7 @@
 use std::time::Duration;
 
 use hostplug_api::{ErrorKind, InvokeError, InvokeOutcome};
+pub use hostplug_host::{ChangeRecord, Restored, RevertError};
 
 pub use hostplug_api::Digest;
 pub use hostplug_api::protocol::ArtifactSignature;
@@ -90,4 +91,25 @@ pub trait PluginRuntime: Send + Sync + 'static {
     /// an invocation's error are the tail the answer carries
     /// ([`hostplug_api::protocol::log_tail`]).
     fn invoke(&self, digest: &Digest, call: &Call) -> Result<InvokeOutcome, RuntimeError>;
+
+    /// [`invoke`](Self::invoke), with the revert record the host kept of the call (what
+    /// it changed under /etc); `None` when the call could change nothing there. The
+    /// default keeps none.
+    fn invoke_recorded(
+        &self,
+        digest: &Digest,
+        call: &Call,
+    ) -> (Result<InvokeOutcome, RuntimeError>, Option<ChangeRecord>) {
+        (self.invoke(digest, call), None)
+    }
+
+    /// Puts back what `record` says, under this worker's /etc (see
+    /// `hostplug_host::revert::restore`). Blocking. The default refuses: only a worker
+    /// with write access to /etc can revert.
+    fn restore(&self, record: &ChangeRecord, force: bool) -> Result<Restored, RevertError> {
+        let _ = (record, force);
+        Err(RevertError::NotRevertible(
+            "this worker has no write access to /etc".into(),
+        ))
+    }
 }

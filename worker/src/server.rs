@@ -45,6 +45,7 @@ use crate::config::{
 use crate::error::{ApiError, Error, Result};
 use crate::node_lock::{LockError, NodeLock};
 use crate::outcomes::{self, Begin, MAX_INVOCATION_ID_BYTES, Outcome, OutcomeStore};
+use crate::records::RecordStore;
 use crate::runtime::{Call, Digest, Loaded, PluginRuntime, RuntimeError};
 use hostplug_api::protocol::{
     ErrorKind, FollowUpOutcome, FollowUpRequest, Health, InvocationStatus, InvokeOutcome,
@@ -54,20 +55,22 @@ use hostplug_api::protocol::{
 /// Everything the routes share; cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
-struct Inner {
+pub(crate) struct Inner {
     runtime: Arc<dyn PluginRuntime>,
     token: BearerToken,
     limits: Limits,
     // Both semaphores hand out owned permits that move into the blocking task, so a
     // client that hangs up does not free a slot while its plugin still runs.
-    invoke_slots: Arc<Semaphore>,
+    pub(crate) invoke_slots: Arc<Semaphore>,
     compile_slot: Arc<Semaphore>,
-    outcomes: OutcomeStore,
+    pub(crate) outcomes: OutcomeStore,
     /// Taken by mutating invocations; `None` when this worker cannot change its node.
-    node_lock: Option<NodeLock>,
+    pub(crate) node_lock: Option<NodeLock>,
+    /// The node's revert records; `None`: this worker keeps none and cannot revert.
+    pub(crate) records: Option<RecordStore>,
     /// When the last authenticated request ended, and how many are in flight.
     activity: Arc<Activity>,
 }
@@ -135,6 +138,7 @@ impl AppState {
                 limits,
                 outcomes: OutcomeStore::default(),
                 node_lock: None,
+                records: None,
                 activity: Arc::new(Activity::default()),
             }),
         }
@@ -157,6 +161,33 @@ impl AppState {
                 compile_slot: Arc::clone(&shared.compile_slot),
                 outcomes: shared.outcomes.clone(),
                 node_lock: Some(lock),
+                records: shared.records.clone(),
+                activity: Arc::clone(&shared.activity),
+            },
+        };
+        Self {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// The same state, with the node's revert records in `store`: mutating calls that
+    /// name their task store what they changed there, and `POST /v1/revert` restores it.
+    #[must_use]
+    pub fn with_records(self, store: RecordStore) -> Self {
+        let inner = match Arc::try_unwrap(self.inner) {
+            Ok(mut inner) => {
+                inner.records = Some(store);
+                inner
+            }
+            Err(shared) => Inner {
+                runtime: Arc::clone(&shared.runtime),
+                token: shared.token.clone(),
+                limits: shared.limits.clone(),
+                invoke_slots: Arc::clone(&shared.invoke_slots),
+                compile_slot: Arc::clone(&shared.compile_slot),
+                outcomes: shared.outcomes.clone(),
+                node_lock: shared.node_lock.clone(),
+                records: Some(store),
                 activity: Arc::clone(&shared.activity),
             },
         };
@@ -186,11 +217,11 @@ impl AppState {
         &self.inner.token
     }
 
-    fn limits(&self) -> &Limits {
+    pub(crate) fn limits(&self) -> &Limits {
         &self.inner.limits
     }
 
-    fn runtime(&self) -> Arc<dyn PluginRuntime> {
+    pub(crate) fn runtime(&self) -> Arc<dyn PluginRuntime> {
         Arc::clone(&self.inner.runtime)
     }
 }
@@ -216,6 +247,7 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/v1/invoke", post(invoke))
         .route("/v1/invocations/{id}", get(invocation_status))
+        .route("/v1/revert", post(crate::revert::revert))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         // Inside the token check: only authenticated requests keep the worker alive.
@@ -354,7 +386,7 @@ async fn invocation_status(
 }
 
 /// The answer for an outcome, stored or fresh.
-fn answer(outcome: &Outcome) -> Result<Json<InvokeOutcome>, ApiError> {
+pub(crate) fn answer(outcome: &Outcome) -> Result<Json<InvokeOutcome>, ApiError> {
     match outcome {
         Ok(response) => Ok(Json(response.clone())),
         Err(e) => Err(runtime_error(e.clone())),
@@ -526,6 +558,12 @@ async fn invoke(
         access: request.access,
     };
     let runtime = state.runtime();
+    let records = state
+        .inner
+        .records
+        .clone()
+        .filter(|_| !request.dry_run)
+        .zip(request.task.clone());
     // Everything from here runs in the blocking task, the ticket included: a client that
     // hangs up does not stop the plugin, and its outcome is still recorded.
     let result = run_blocking("running a plugin", move || {
@@ -539,7 +577,10 @@ async fn invoke(
         }
         tracing::info!(%digest, method = %call.method, dry_run = call.dry_run, invocation_id = %invocation_id, node_lock = guard.is_some(), timeout_ms = call.timeout.as_millis() as u64, follow_ups = follow_ups.len(), "invoking");
         let began = Instant::now();
-        let mut outcome = runtime.invoke(&digest, &call);
+        let mut outcome = match &records {
+            Some((store, task)) => crate::revert::invoke_and_store(&*runtime, &digest, &call, store, task),
+            None => runtime.invoke(&digest, &call),
+        };
         if let Ok(main) = &mut outcome
             && main.changed
         {
@@ -681,7 +722,7 @@ fn unknown_plugin(digest: &Digest) -> ApiError {
 
 /// Maps a body extractor's rejection: 413 becomes `payload-too-large`, everything else
 /// `bad-request` with the extractor's (internals-free) explanation.
-fn body_rejection(status: StatusCode, text: String, limit: usize) -> ApiError {
+pub(crate) fn body_rejection(status: StatusCode, text: String, limit: usize) -> ApiError {
     if status == StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::too_large(limit)
     } else {
@@ -702,7 +743,7 @@ fn runtime_error(e: RuntimeError) -> ApiError {
 }
 
 /// Runs blocking work off the async threads, inside the caller's tracing span.
-async fn run_blocking<T: Send + 'static>(
+pub(crate) async fn run_blocking<T: Send + 'static>(
     what: &'static str,
     work: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, ApiError> {

@@ -95,6 +95,7 @@ impl FakeRuntime {
             logs: Vec::new(),
             duration_ms: 0,
             on_change: Vec::new(),
+            revert: None,
         })
     }
 }

@@ -301,6 +301,16 @@ impl wit::Host for super::EtcView<'_> {
         uid: Option<u32>,
         gid: Option<u32>,
     ) -> Result<(), wit::CapabilityError> {
+        // For the revert record, where the path really is (the import follows links
+        // inside /etc); a path the import will refuse is noted harmlessly or not at all.
+        if self.state.records()
+            && let Ok(rel) = relative_to_etc(&path)
+            && self.state.guard.policy.check(&rel, Access::Write).is_ok()
+            && let Some(parent) = rel.parent()
+            && let Some(name) = rel.file_name().and_then(|n| n.to_str())
+        {
+            self.state.record_at(parent, name, true, false);
+        }
         self.state
             .files
             .set_attributes(&path, mode, uid, gid)

@@ -8,6 +8,8 @@
 //!   every path call against the policy before (and every open after) handing it to
 //!   wasmtime-wasi's own implementation.
 //! * `files.rs`: the `files` import.
+//! * `record.rs`: the revert record of a mutating call (each touched path's prior state,
+//!   noted by both imports before they change it) and the restore of one.
 //! * here: the capability's per-call state ([`EtcState`]: the preopen, the guard and the
 //!   `files` reach, prepared from the call's grant) and its view of a store
 //!   ([`EtcView`]), on which both imports are implemented.
@@ -18,6 +20,7 @@
 //! preopen without one, read-only with a read grant and in every dry run.
 
 pub(crate) mod files;
+pub mod record;
 pub(crate) mod sensitive;
 pub(crate) mod wasi_fs;
 
@@ -32,6 +35,7 @@ use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 pub use sensitive::{DEFAULT_DENY, DEFAULT_DENY_WRITE, EtcPolicy};
 
 use self::files::EtcFiles;
+use self::record::{ChangeRecord, Recorder};
 use self::wasi_fs::EtcGuard;
 use super::Call;
 use super::log::LogSink;
@@ -43,6 +47,8 @@ use crate::{Error, ErrorKind, EtcAccess, InvokeError, Result};
 pub(crate) struct EtcState {
     guard: EtcGuard,
     files: EtcFiles,
+    /// The revert record of a mutating call with write access; `None` otherwise.
+    recorder: Option<Recorder>,
 }
 
 impl EtcState {
@@ -83,7 +89,37 @@ impl EtcState {
             )
         })?;
         let files = EtcFiles::new(grants.etc, grants.etc_dir.as_deref(), call.dry_run, policy);
-        Ok(Self { guard, files })
+        let recorder = (perms == Some(FsPerms::ReadWrite)).then(Recorder::default);
+        Ok(Self {
+            guard,
+            files,
+            recorder,
+        })
+    }
+
+    /// Notes, for the revert record, the path `path` below `dir_rel` (relative to /etc)
+    /// that a call is about to change, where it really is (`follow`: through a final
+    /// link). Nothing when this call records nothing.
+    pub(crate) fn record_at(&mut self, dir_rel: &Path, path: &str, follow: bool, moves: bool) {
+        let (Some(recorder), Some((root, _))) = (self.recorder.as_mut(), &self.guard.root) else {
+            return;
+        };
+        if let Some(rel) = self.guard.real_target(dir_rel, path, follow) {
+            recorder.note_use(root, &self.guard.policy, &rel, moves);
+        }
+    }
+
+    /// Whether this call keeps a revert record.
+    pub(crate) fn records(&self) -> bool {
+        self.recorder.is_some()
+    }
+
+    /// The revert record, once the call has ended; `None` for a call that keeps none
+    /// (dry run, no write access).
+    pub(crate) fn finish(self) -> Option<ChangeRecord> {
+        let recorder = self.recorder?;
+        let (root, _) = self.guard.root.as_ref()?;
+        Some(recorder.finish(root))
     }
 }
 
@@ -93,7 +129,7 @@ impl EtcState {
 /// implemented on it, and see nothing else of the store.
 pub(crate) struct EtcView<'a> {
     pub(crate) inner: WasiFilesystemCtxView<'a>,
-    pub(crate) state: &'a EtcState,
+    pub(crate) state: &'a mut EtcState,
     pub(crate) logs: &'a mut LogSink,
 }
 

@@ -94,6 +94,16 @@ impl EtcPolicy {
         Ok(())
     }
 
+    /// Whether `rel` is covered by a deny pattern at all, allowed or not: such a path's
+    /// bytes are never copied into a revert record (`record.rs`).
+    pub(crate) fn is_sensitive(&self, rel: &Path) -> bool {
+        let parts = rel_components(rel);
+        self.deny
+            .iter()
+            .chain(&self.deny_write)
+            .any(|p| matches_pattern(p, &parts))
+    }
+
     /// Whether a rename or removal of the directory `rel` would move or drop something
     /// a deny pattern covers (renaming `/etc/kubernetes` would make `pki/` readable under
     /// a new name). A pattern that matches `rel` itself was already decided by

@@ -21,6 +21,11 @@
 //! other's creation of a file; reads and attribute changes are checked on the opened
 //! descriptor and are not affected.
 //!
+//! In a mutating call, every call that changes what a path holds (open for write,
+//! create or truncate; create, link, rename, remove) first has the path's prior state
+//! noted for the revert record (`record.rs`), after the policy allowed it and before
+//! wasmtime-wasi acts.
+//!
 //! Calls that take no path (read, write, stat of an open descriptor, ...) pass straight
 //! through: their descriptor was checked when it was opened. This module must never
 //! widen what wasmtime-wasi allows.
@@ -45,8 +50,8 @@ use crate::capability::CapabilityError;
 /// as a path only) and its real path, and the policy.
 #[derive(Debug)]
 pub(crate) struct EtcGuard {
-    root: Option<(OwnedFd, PathBuf)>,
-    policy: Arc<EtcPolicy>,
+    pub(super) root: Option<(OwnedFd, PathBuf)>,
+    pub(super) policy: Arc<EtcPolicy>,
 }
 
 impl EtcGuard {
@@ -66,6 +71,15 @@ impl EtcGuard {
             }
         };
         Ok(Self { root, policy })
+    }
+
+    /// Where the call on `path` below `dir_rel` really acts, relative to /etc: with
+    /// `follow`, through a final link to something that exists; otherwise the name in
+    /// its parent as the kernel resolves the parent.
+    pub(super) fn real_target(&self, dir_rel: &Path, path: &str, follow: bool) -> Option<PathBuf> {
+        // `targets` lists the lexical path, then the one with the parent resolved, then
+        // (following) the one fully resolved, each only where it resolves.
+        self.targets(dir_rel, path, follow).ok()?.pop()
     }
 
     /// Every path the call on `path` below `dir_rel` may reach, relative to /etc.
@@ -173,6 +187,17 @@ impl EtcView<'_> {
         Ok(())
     }
 
+    /// Notes `path` below `fd` for the revert record, before the call changes it.
+    fn record(&mut self, fd: &Resource<Descriptor>, path: &str, follow: bool, moves: bool) {
+        if !self.state.records() {
+            return;
+        }
+        // A descriptor that is nowhere in /etc fails the call itself.
+        if let Ok(dir) = self.dir_rel(fd) {
+            self.state.record_at(&dir, path, follow, moves);
+        }
+    }
+
     /// Notes the policy's refusal in the call's logs and answers `access` (the WASI
     /// filesystem's own error code: WASI has no place for the host's reason).
     fn refuse(&mut self, refused: CapabilityError) -> FsError {
@@ -269,6 +294,7 @@ impl HostDescriptor for EtcView<'_> {
         path: String,
     ) -> FsResult<()> {
         self.check(&fd, &path, false, Use::Plain(Access::Write))?;
+        self.record(&fd, &path, false, false);
         HostDescriptor::create_directory_at(&mut self.inner, fd, path).await
     }
 
@@ -314,6 +340,7 @@ impl HostDescriptor for EtcView<'_> {
             Use::Plain(Access::Write),
         )?;
         self.check(&new_descriptor, &new_path, false, Use::Plain(Access::Write))?;
+        self.record(&new_descriptor, &new_path, false, false);
         HostDescriptor::link_at(
             &mut self.inner,
             fd,
@@ -338,6 +365,13 @@ impl HostDescriptor for EtcView<'_> {
             || oflags.intersects(types::OpenFlags::CREATE | types::OpenFlags::TRUNCATE);
         let access = if writes { Access::Write } else { Access::Read };
         self.check(&fd, &path, follows(path_flags), Use::Plain(access))?;
+        // Before the open: `O_TRUNC` empties the file at once. A directory opened to
+        // create entries in it is not itself changed; its entries are noted one by one.
+        if flags.contains(types::DescriptorFlags::WRITE)
+            || oflags.intersects(types::OpenFlags::CREATE | types::OpenFlags::TRUNCATE)
+        {
+            self.record(&fd, &path, follows(path_flags), false);
+        }
         let opened =
             HostDescriptor::open_at(&mut self.inner, fd, path_flags, path, oflags, flags).await?;
         // Where it really is, whatever the links said.
@@ -364,6 +398,7 @@ impl HostDescriptor for EtcView<'_> {
         path: String,
     ) -> FsResult<()> {
         self.check(&fd, &path, false, Use::Tree)?;
+        self.record(&fd, &path, false, false);
         HostDescriptor::remove_directory_at(&mut self.inner, fd, path).await
     }
 
@@ -376,6 +411,8 @@ impl HostDescriptor for EtcView<'_> {
     ) -> FsResult<()> {
         self.check(&fd, &old_path, false, Use::Tree)?;
         self.check(&new_fd, &new_path, false, Use::Tree)?;
+        self.record(&fd, &old_path, false, true);
+        self.record(&new_fd, &new_path, false, false);
         HostDescriptor::rename_at(&mut self.inner, fd, old_path, new_fd, new_path).await
     }
 
@@ -387,11 +424,13 @@ impl HostDescriptor for EtcView<'_> {
     ) -> FsResult<()> {
         // The link's target is only text; whatever opens through the link is checked.
         self.check(&fd, &dest_path, false, Use::Plain(Access::Write))?;
+        self.record(&fd, &dest_path, false, false);
         HostDescriptor::symlink_at(&mut self.inner, fd, src_path, dest_path).await
     }
 
     async fn unlink_file_at(&mut self, fd: Resource<Descriptor>, path: String) -> FsResult<()> {
         self.check(&fd, &path, false, Use::Plain(Access::Write))?;
+        self.record(&fd, &path, false, false);
         HostDescriptor::unlink_file_at(&mut self.inner, fd, path).await
     }
 
