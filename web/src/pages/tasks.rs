@@ -521,6 +521,7 @@ pub fn spec_from_form(
         return Err(errors);
     }
     Ok(HostTaskSpec {
+        disruption: None,
         targets: hostplug_api::NodeTargets {
             workers,
             target_type,
@@ -867,6 +868,7 @@ mod tests {
         assert_eq!(
             spec,
             HostTaskSpec {
+                disruption: None,
                 targets: hostplug_api::NodeTargets {
                     workers: Vec::new(),
                     target_type: Some(hostplug_api::crd::TargetType::All),
