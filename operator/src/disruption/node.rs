@@ -110,11 +110,16 @@ where
             .map(|m| m.step);
         let mark_boot = mark.as_ref().and_then(|m| m.boot_id.clone());
         use hostplug_api::disruption::CycleStep;
-        let to_evict = if step == Some(CycleStep::Draining) {
+        let listed = if step == Some(CycleStep::Draining) {
             pods_to_evict(ctx, node).await?
         } else {
             Vec::new()
         };
+        let labels: std::collections::BTreeMap<String, Labels> = listed
+            .iter()
+            .map(|(p, l)| (p.name.clone(), l.clone()))
+            .collect();
+        let to_evict: Vec<DrainPod> = listed.into_iter().map(|(p, _)| p).collect();
         blocked.retain(|pod: &String, _| to_evict.iter().any(|p| &p.name == pod));
         let call = match &outcome {
             None => CallObs::NotSent,
@@ -191,7 +196,8 @@ where
             }
             Decision::Evict(pods) => {
                 for p in pods {
-                    if let Err(why) = evict(ctx, &p).await {
+                    let none = Labels::new();
+                    if let Err(why) = evict(ctx, &p, labels.get(&p).unwrap_or(&none)).await {
                         blocked.insert(p, why);
                     }
                 }
@@ -298,7 +304,7 @@ fn is_ready(node: &Node) -> bool {
 }
 
 /// The Pods on `node` a drain must evict.
-async fn pods_to_evict(ctx: &Context, node: &str) -> Result<Vec<DrainPod>, CallError> {
+async fn pods_to_evict(ctx: &Context, node: &str) -> Result<Vec<(DrainPod, Labels)>, CallError> {
     let pods: Api<Pod> = Api::all(ctx.client.clone());
     let list = pods
         .list(&ListParams::default().fields(&format!("spec.nodeName={node}")))
@@ -308,16 +314,24 @@ async fn pods_to_evict(ctx: &Context, node: &str) -> Result<Vec<DrainPod>, CallE
         .items
         .iter()
         .filter(|p| must_evict(p))
-        .map(|p| DrainPod {
-            name: format!("{}/{}", p.namespace().unwrap_or_default(), p.name_any()),
-            terminating: p.metadata.deletion_timestamp.is_some(),
+        .map(|p| {
+            (
+                DrainPod {
+                    name: format!("{}/{}", p.namespace().unwrap_or_default(), p.name_any()),
+                    terminating: p.metadata.deletion_timestamp.is_some(),
+                },
+                p.metadata.labels.clone().unwrap_or_default(),
+            )
         })
         .collect())
 }
 
-/// Asks the Eviction API to evict `pod` (`<namespace>/<name>`); a refusal is returned
-/// as why (the PodDisruptionBudgets that select the Pod, named).
-async fn evict(ctx: &Context, pod: &str) -> Result<(), String> {
+/// A Pod's labels.
+type Labels = std::collections::BTreeMap<String, String>;
+
+/// Asks the Eviction API to evict `pod` (`<namespace>/<name>`, with `labels`); a refusal
+/// is returned as why (the PodDisruptionBudgets that select the Pod, named).
+async fn evict(ctx: &Context, pod: &str, labels: &Labels) -> Result<(), String> {
     let (ns, name) = pod.split_once('/').unwrap_or(("", pod));
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
     match api.evict(name, &EvictParams::default()).await {
@@ -328,7 +342,7 @@ async fn evict(ctx: &Context, pod: &str) -> Result<(), String> {
         // Already gone.
         Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
         Err(kube::Error::Api(e)) if e.code == 429 => {
-            let pdbs = budgets_of(ctx, ns, name).await;
+            let pdbs = budgets_of(ctx, ns, labels).await;
             Err(if pdbs.is_empty() {
                 format!("eviction refused: {}", e.message)
             } else {
@@ -343,13 +357,13 @@ async fn evict(ctx: &Context, pod: &str) -> Result<(), String> {
     }
 }
 
-/// The PodDisruptionBudgets (`<namespace>/<name>`) that select Pod `ns/name`.
-async fn budgets_of(ctx: &Context, ns: &str, name: &str) -> Vec<String> {
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
-    let Ok(pod) = pods.get(name).await else {
-        return Vec::new();
-    };
-    let labels = pod.metadata.labels.unwrap_or_default();
+/// The PodDisruptionBudgets (`<namespace>/<name>`) of namespace `ns` that select a Pod
+/// with `labels`.
+async fn budgets_of(
+    ctx: &Context,
+    ns: &str,
+    labels: &std::collections::BTreeMap<String, String>,
+) -> Vec<String> {
     let api: Api<PodDisruptionBudget> = Api::namespaced(ctx.client.clone(), ns);
     let Ok(list) = api.list(&ListParams::default()).await else {
         return Vec::new();
@@ -361,7 +375,7 @@ async fn budgets_of(ctx: &Context, ns: &str, name: &str) -> Vec<String> {
                 .as_ref()
                 .and_then(|s| s.selector.clone())
                 .and_then(|s| Selector::try_from(s).ok())
-                .is_some_and(|s| !s.selects_all() && s.matches(&labels))
+                .is_some_and(|s| !s.selects_all() && s.matches(labels))
         })
         .map(|b| format!("{ns}/{}", b.name_any()))
         .collect()
