@@ -49,6 +49,10 @@ pub const POLL: Duration = Duration::from_secs(2);
 /// is rebooting has none; the cycle looks again after [`POLL`] until its own timeout.
 pub const WORKER_WAIT: Duration = Duration::from_secs(10);
 
+/// Longest wait for one eviction request (with the budgets read to name a refusal):
+/// 10 s; the API server answers in milliseconds, and a drain must not hang on one Pod.
+pub const API_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Event reason of each step of a node's cycle on the task.
 pub const EVENT_REASON: &str = "NodeMaintenance";
 
@@ -87,6 +91,7 @@ where
         port,
         task: None,
     };
+    let evictor = eviction_client().await?;
     let mut apply = Some(apply);
     let mut outcome: Option<NodeOutcome> = None;
     let mut reboot_sent = false;
@@ -164,13 +169,11 @@ where
         match decision {
             Decision::Record(m) => {
                 info!(%node, step = m.step.as_str(), task = %cycle.task, "disruption: recording the next step");
-                patch(
-                    &nodes,
-                    node,
-                    json!({"metadata": {"resourceVersion": rv,
-                    "annotations": {MAINTENANCE_ANNOTATION: m.to_annotation()}}}),
-                )
-                .await?;
+                let body = json!({"metadata": {"resourceVersion": rv,
+                    "annotations": {MAINTENANCE_ANNOTATION: m.to_annotation()}}});
+                if !patch(&nodes, node, body).await? {
+                    continue;
+                }
                 let note = match (&m.failure, m.step) {
                     (Some(f), _) => format!("node {node}: {f}; handing it back"),
                     (None, s) => format!("node {node}: {}", s.as_str()),
@@ -187,19 +190,22 @@ where
             Decision::Cordon | Decision::Uncordon => {
                 let cordon = decision == Decision::Cordon;
                 info!(%node, cordon, "disruption: setting spec.unschedulable");
-                patch(
-                    &nodes,
-                    node,
-                    json!({"metadata": {"resourceVersion": rv}, "spec": {"unschedulable": cordon}}),
-                )
-                .await?;
+                // A conflict writes nothing; the next look decides again.
+                let body =
+                    json!({"metadata": {"resourceVersion": rv}, "spec": {"unschedulable": cordon}});
+                let _written = patch(&nodes, node, body).await?;
             }
             Decision::Evict(pods) => {
                 for p in pods {
                     let none = Labels::new();
-                    if let Err(why) = evict(ctx, &p, labels.get(&p).unwrap_or(&none)).await {
-                        blocked.insert(p, why);
-                    }
+                    let asked = evict(ctx, &evictor, &p, labels.get(&p).unwrap_or(&none));
+                    let why = match tokio::time::timeout(API_TIMEOUT, asked).await {
+                        Ok(Ok(())) => continue,
+                        Ok(Err(why)) => why,
+                        Err(_) => format!("no answer from the Eviction API in {API_TIMEOUT:?}"),
+                    };
+                    info!(%node, pod = %p, %why, "disruption: not evicted yet");
+                    blocked.insert(p, why);
                 }
                 tokio::time::sleep(POLL).await;
             }
@@ -237,7 +243,7 @@ where
                 tokio::time::sleep(POLL).await;
             }
             Decision::Finish(last) => {
-                patch(
+                if !patch(
                     &nodes,
                     node,
                     json!({"metadata": {"resourceVersion": rv, "annotations": {
@@ -245,7 +251,10 @@ where
                         LAST_CYCLE_ANNOTATION: serde_json::to_string(&last).unwrap_or_default(),
                     }}}),
                 )
-                .await?;
+                .await?
+                {
+                    continue;
+                }
                 ctx.events
                     .publish(
                         task,
@@ -288,12 +297,20 @@ fn finish(outcome: Option<NodeOutcome>, last: LastCycle) -> NodeOutcome {
     }
 }
 
-async fn patch(nodes: &Api<Node>, node: &str, body: serde_json::Value) -> Result<(), CallError> {
-    nodes
+/// Patches the Node; `false` when its resourceVersion moved since it was read (the
+/// kubelet's heartbeat, another writer): nothing was written, the cycle looks again.
+async fn patch(nodes: &Api<Node>, node: &str, body: serde_json::Value) -> Result<bool, CallError> {
+    match nodes
         .patch(node, &PatchParams::default(), &Patch::Merge(&body))
         .await
-        .map(|_| ())
-        .map_err(failed("patching", node))
+    {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(e)) if e.code == 409 => {
+            tracing::debug!(%node, "the node changed since it was read; looking again");
+            Ok(false)
+        }
+        Err(e) => Err(failed("patching", node)(e)),
+    }
 }
 
 fn is_ready(node: &Node) -> bool {
@@ -331,9 +348,14 @@ type Labels = std::collections::BTreeMap<String, String>;
 
 /// Asks the Eviction API to evict `pod` (`<namespace>/<name>`, with `labels`); a refusal
 /// is returned as why (the PodDisruptionBudgets that select the Pod, named).
-async fn evict(ctx: &Context, pod: &str, labels: &Labels) -> Result<(), String> {
+async fn evict(
+    ctx: &Context,
+    evictor: &kube::Client,
+    pod: &str,
+    labels: &Labels,
+) -> Result<(), String> {
     let (ns, name) = pod.split_once('/').unwrap_or(("", pod));
-    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    let api: Api<Pod> = Api::namespaced(evictor.clone(), ns);
     match api.evict(name, &EvictParams::default()).await {
         Ok(_) => {
             info!(%pod, "disruption: evicted");
@@ -355,6 +377,18 @@ async fn evict(ctx: &Context, pod: &str, labels: &Labels) -> Result<(), String> 
         }
         Err(e) => Err(format!("eviction failed: {e}")),
     }
+}
+
+/// A client for the Eviction API that does not retry a 429: the operator's client
+/// retries 429s (transient overload) for minutes, but an eviction's 429 is the
+/// PodDisruptionBudget's answer, which the cycle records and asks again after [`POLL`].
+async fn eviction_client() -> Result<kube::Client, CallError> {
+    let mut config = kube::Config::infer()
+        .await
+        .map_err(|e| CallError::Disruption(format!("reading the kubeconfig: {e}")))?;
+    config.default_retry = false;
+    kube::Client::try_from(config)
+        .map_err(|e| CallError::Disruption(format!("a client for the Eviction API: {e}")))
 }
 
 /// The PodDisruptionBudgets (`<namespace>/<name>`) of namespace `ns` that select a Pod

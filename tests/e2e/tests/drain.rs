@@ -202,7 +202,12 @@ async fn a_pdb_that_cannot_be_satisfied_fails_the_node_naming_it_and_uncordons_i
         if t.status.as_ref().is_some_and(|s| s.state.is_finished()) {
             break t;
         }
-        ensure!(tokio::time::Instant::now() < deadline, "task still running");
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "task still running: {:?}\noperator log:\n{}",
+            t.status,
+            hostplug_e2e::tail(&h.operator_log(h.operator_starts()), 60)
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     let st = t.status.clone().unwrap_or_default();
