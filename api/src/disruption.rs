@@ -247,18 +247,19 @@ mod tests {
 
     #[test]
     fn the_spec_defaults_and_spellings() {
-        let s: DisruptionSpec = serde_json::from_str("{}").unwrap();
+        let s: DisruptionSpec = serde_json::from_str("{}").expect("test setup");
         assert_eq!(s, DisruptionSpec::default());
         assert!(s.disrupts(false), "IfRequested may reboot");
         assert!(!s.disrupts(true), "a dry run disrupts nothing");
-        let never: DisruptionSpec = serde_json::from_str(r#"{"reboot":"Never"}"#).unwrap();
+        let never: DisruptionSpec =
+            serde_json::from_str(r#"{"reboot":"Never"}"#).expect("test setup");
         assert!(!never.disrupts(false));
         let s: DisruptionSpec =
             serde_json::from_str(r#"{"drain":true,"reboot":"Always","drainTimeoutSeconds":5}"#)
-                .unwrap();
+                .expect("test setup");
         assert!(s.drain && s.reboot == RebootPolicy::Always && s.drain_timeout_seconds == 5);
         assert_eq!(
-            "Always".parse::<RebootPolicy>().unwrap(),
+            "Always".parse::<RebootPolicy>().expect("test setup"),
             RebootPolicy::Always
         );
         assert!("always".parse::<RebootPolicy>().is_err());
@@ -280,10 +281,13 @@ mod tests {
         };
         let text = m.to_annotation();
         assert!(text.contains(r#""step":"Rebooting""#), "{text}");
-        assert_eq!(MaintenanceMark::from_annotation(&text).unwrap(), m);
+        assert_eq!(
+            MaintenanceMark::from_annotation(&text).expect("test setup"),
+            m
+        );
         assert!(m.is_of("u", 2) && !m.is_of("u", 3));
         let e = MaintenanceMark::from_annotation("{")
-            .unwrap_err()
+            .expect_err("must fail")
             .to_string();
         assert!(e.contains("hostplug.dev/maintenance"), "{e}");
     }

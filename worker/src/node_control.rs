@@ -193,7 +193,7 @@ mod tests {
     use tower::ServiceExt;
 
     fn control(dir: &Path, with_bus: bool, count: Arc<AtomicUsize>) -> NodeControl {
-        std::fs::write(dir.join("boot_id"), "b-1\n").unwrap();
+        std::fs::write(dir.join("boot_id"), "b-1\n").expect("test setup");
         NodeControl {
             boot_id_file: dir.join("boot_id"),
             bus_socket: with_bus.then(|| dir.join("bus")),
@@ -221,21 +221,21 @@ mod tests {
             .header("authorization", format!("Bearer {token}"))
             .header("content-type", "application/json")
             .body(Body::from(body.to_owned()))
-            .unwrap();
-        let resp = app.clone().oneshot(req).await.unwrap();
+            .expect("test setup");
+        let resp = app.clone().oneshot(req).await.expect("test setup");
         let status = resp.status().as_u16();
         let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
             .await
-            .unwrap();
+            .expect("test setup");
         (status, String::from_utf8_lossy(&bytes).into_owned())
     }
 
     #[tokio::test]
     async fn one_reboot_per_request_id_and_boot_and_only_with_the_token_and_the_bus() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().expect("test setup");
         let count = Arc::new(AtomicUsize::new(0));
         let secret = "s".repeat(32);
-        let token = BearerToken::new(&secret).unwrap();
+        let token = BearerToken::new(&secret).expect("test setup");
         let app = routes(control(dir.path(), true, Arc::clone(&count)), token.clone());
         let req = r#"{"id":"uid/1","reason":"kernel"}"#;
 
@@ -260,7 +260,7 @@ mod tests {
 
         // A new boot: the same id reboots again only if asked again in it (the operator
         // does not ask: it sees the new boot ID).
-        std::fs::write(dir.path().join("boot_id"), "b-2\n").unwrap();
+        std::fs::write(dir.path().join("boot_id"), "b-2\n").expect("test setup");
         let (s, _) = send(&app, "POST", "/v1/node/reboot", &secret, req).await;
         assert_eq!(s, 202);
         assert_eq!(count.load(Ordering::SeqCst), 2);

@@ -42,7 +42,7 @@ impl Model {
             reboot_sent: false,
             log: Vec::new(),
             reboots: 0,
-            now: "2026-12-07T16:00:00Z".parse().unwrap(),
+            now: "2026-12-07T16:00:00Z".parse().expect("test setup"),
         }
     }
 
@@ -346,7 +346,8 @@ fn a_reboot_that_never_comes_back_fails_after_the_timeout() {
 
 #[test]
 fn which_pods_a_drain_evicts() {
-    let pod = |json: serde_json::Value| -> Pod { serde_json::from_value(json).unwrap() };
+    let pod =
+        |json: serde_json::Value| -> Pod { serde_json::from_value(json).expect("test setup") };
     assert!(must_evict(&pod(
         serde_json::json!({"metadata": {"name": "web"}})
     )));
