@@ -227,6 +227,10 @@ pub struct HostTaskSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = crate::protocol::MAX_FOLLOW_UPS))]
     pub on_change: Vec<PluginCall>,
+    /// What the task may do to each node around its call: cordon and drain it before,
+    /// reboot it after (`crate::disruption`). Unset: nothing disruptive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disruption: Option<crate::disruption::DisruptionSpec>,
 }
 
 fn is_zero(n: &i64) -> bool {
@@ -791,6 +795,7 @@ spec:
         let mut task = HostTask::new(
             "t",
             HostTaskSpec {
+                disruption: None,
                 targets: NodeTargets::role(TargetType::All),
                 http: HttpSpec::new(PluginCall::new("etc-file", "read", None)),
                 dry_run: false,

@@ -64,6 +64,7 @@ macro_rules! text_form {
 
 pub mod call;
 pub mod crd;
+pub mod disruption;
 pub mod expand;
 pub mod plugin;
 pub mod policy;

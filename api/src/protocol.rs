@@ -18,6 +18,8 @@
 //! | `PUT /v1/plugins/{sha256}/precompiled` | the operator's precompiled artifact, headers [`ENGINE_HEADER`] and [`ARTIFACT_SIGNATURE_HEADER`] | 201 [`UploadResponse`] / 200 (already held) | 400 (a header missing or malformed), 401, 413, 422 (`bad-module`: not usable here — another engine, or not signed by the key this worker trusts; upload the module instead) |
 //! | `POST /v1/invoke` | [`InvokeRequest`] | 200 [`InvokeOutcome`] | 400, 401, 404, 413, 422 [`InvokeError`], 500, 503 |
 //! | `GET /v1/invocations/{id}` | — | 200 [`InvocationStatus`] / 404 `unknown-invocation` | 401 |
+//! | `GET /v1/node` | — | 200 [`crate::disruption::NodeInfo`] (the node's boot ID) | 401, 500 |
+//! | `POST /v1/node/reboot` | [`crate::disruption::RebootRequest`] (the operator's only; no plugin reaches it) | 202 [`crate::disruption::RebootAnswer`] (`repeated`: this id was accepted in this boot already) | 400, 401, 403 `denied` (no system bus on this worker), 502 `failed` (systemd refused), 503 `busy` (node lock) |
 //!
 //! `{sha256}` is the module's SHA-256 as 64 hex digits, optionally prefixed with
 //! `sha256:` (URL-encoded or not); the invoke request's `digest` likewise. Answers spell

@@ -679,6 +679,7 @@ pub fn spec_of(args: &RunArgs, parameter: serde_json::Value) -> Result<HostTaskS
     });
     let has_params = parameter.as_object().is_none_or(|o| !o.is_empty());
     Ok(HostTaskSpec {
+        disruption: None,
         targets: hostplug_api::NodeTargets {
             workers,
             target_type,

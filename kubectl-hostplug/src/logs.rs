@@ -369,6 +369,7 @@ mod tests {
         let mut t = HostTask::new(
             "t",
             HostTaskSpec {
+                disruption: None,
                 targets: hostplug_api::NodeTargets::named(["node1", "node10"]),
                 http: HttpSpec::new(hostplug_api::PluginCall::new("etc-file", "read", None)),
                 dry_run: false,

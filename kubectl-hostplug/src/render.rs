@@ -381,6 +381,7 @@ mod tests {
         let mut t = HostTask::new(
             "t1",
             HostTaskSpec {
+                disruption: None,
                 targets: hostplug_api::NodeTargets {
                     workers: vec!["node1".into(), "node2".into()],
                     target_type: None,

@@ -9,6 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use hostplug_api::disruption::{NodeInfo, RebootAnswer, RebootRequest};
 use hostplug_api::protocol::{
     ARTIFACT_SIGNATURE_HEADER, ENGINE_HEADER, ErrorKind, InvokeError, InvokeOutcome, InvokeRequest,
     RefusedCall, read_invoke_answer,
@@ -90,6 +91,8 @@ pub enum CallError {
     /// The operator did not send the call: what it needed for it was missing (e.g. the
     /// task's registry credentials Secret went away after validation).
     NotSent(String),
+    /// The node's disruption cycle (`spec.disruption`: drain, reboot) failed; why.
+    Disruption(String),
 }
 
 impl std::fmt::Display for CallError {
@@ -100,6 +103,7 @@ impl std::fmt::Display for CallError {
             Self::Busy(m) => write!(f, "worker busy: {m}"),
             Self::Worker(m) => write!(f, "worker error: {m}"),
             Self::NotSent(m) => write!(f, "not sent: {m}"),
+            Self::Disruption(m) => write!(f, "disruption: {m}"),
         }
     }
 }
@@ -278,6 +282,53 @@ impl WorkerClient {
         }
     }
 }
+
+impl WorkerClient {
+    /// `GET /v1/node`: the node's boot ID.
+    pub async fn node_info(&self) -> Result<NodeInfo, CallError> {
+        let resp = self
+            .http
+            .get(format!("{}/v1/node", self.base))
+            .bearer_auth(&self.token)
+            .timeout(NODE_ROUTE_TIMEOUT)
+            .send()
+            .await
+            .map_err(transport)?;
+        if !resp.status().is_success() {
+            return Err(worker_error(resp).await);
+        }
+        let body = read_capped(resp).await?;
+        serde_json::from_slice(&body)
+            .map_err(|e| CallError::Worker(format!("GET /v1/node answered no NodeInfo: {e}")))
+    }
+
+    /// `POST /v1/node/reboot`: asks the worker to reboot its node (the operator's own
+    /// action; no plugin can reach it).
+    pub async fn reboot_node(&self, req: &RebootRequest) -> Result<RebootAnswer, CallError> {
+        let resp = self
+            .http
+            .post(format!("{}/v1/node/reboot", self.base))
+            .bearer_auth(&self.token)
+            .timeout(NODE_ROUTE_TIMEOUT)
+            .json(req)
+            .send()
+            .await
+            .map_err(transport)?;
+        if !resp.status().is_success() {
+            return Err(worker_error(resp).await);
+        }
+        let body = read_capped(resp).await?;
+        serde_json::from_slice(&body).map_err(|e| {
+            CallError::Worker(format!(
+                "POST /v1/node/reboot answered no RebootAnswer: {e}"
+            ))
+        })
+    }
+}
+
+/// Deadline of `GET /v1/node` and `POST /v1/node/reboot`: 10 s. Both answer at once
+/// (the reboot is only queued with systemd); a node going down may not answer at all.
+const NODE_ROUTE_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn transport(e: reqwest::Error) -> CallError {
     let mut msg = e.to_string();

@@ -10,6 +10,7 @@
 pub mod caches;
 pub mod client;
 pub mod dispatch;
+pub mod disruption;
 mod error;
 pub mod leader;
 pub mod metrics;

@@ -770,7 +770,11 @@ fn spawn_run(ctx: &Arc<Context>, task: &HostTask, loaded: Arc<LoadedPlugin>, run
     ctx.runs.start(key.clone());
     let node = node.clone();
     let ctx = Arc::clone(ctx);
+    let task_obj = task.clone();
+    let task_ref = format!("{namespace}/{}", task.name_any());
+    let (uid, generation) = (key.0.clone(), key.1);
     tokio::spawn(async move {
+        let (uid, generation) = (uid.as_str(), &generation);
         let (outcome, values) = async {
             // The vars and the credentials are read per call (a rotated Secret is used at
             // once) and live only in this request; validation already checked the plugin
@@ -844,7 +848,32 @@ fn spawn_run(ctx: &Arc<Context>, task: &HostTask, loaded: Arc<LoadedPlugin>, run
                     .collect();
                 crate::dispatch::send(&ctx, &lease, &plugins, &req).await
             };
-            let outcome = send.await;
+            // Disruption hook (issue 25, `crate::disruption`): a task that may drain or
+            // reboot takes the node through its cycle around the call.
+            let outcome = match spec
+                .disruption
+                .as_ref()
+                .filter(|d| d.disrupts(spec.dry_run))
+            {
+                Some(disruption) => {
+                    let cycle = crate::disruption::Cycle {
+                        task: &task_ref,
+                        uid,
+                        generation: *generation,
+                        spec: disruption,
+                    };
+                    crate::disruption::node::run(
+                        &ctx,
+                        &task_obj,
+                        cycle,
+                        &node,
+                        spec.http.port,
+                        || send,
+                    )
+                    .await
+                }
+                None => send.await,
+            };
             Ok::<_, CallError>((outcome, values))
         }
         .await

@@ -281,6 +281,7 @@ impl CallValues {
             Err(CallError::Busy(t)) => Err(CallError::Busy(m(t))),
             Err(CallError::Worker(t)) => Err(CallError::Worker(m(t))),
             Err(CallError::NotSent(t)) => Err(CallError::NotSent(m(t))),
+            Err(CallError::Disruption(t)) => Err(CallError::Disruption(m(t))),
         }
     }
 }

@@ -172,6 +172,7 @@ async fn create_task(
     let request = TaskRequest {
         name: body.name.unwrap_or_default(),
         spec: HostTaskSpec {
+            disruption: None,
             targets: hostplug_api::NodeTargets {
                 workers,
                 target_type,

@@ -1102,6 +1102,7 @@ async fn pages_render_and_errors_are_html_for_browsers() -> TestResult {
 /// added to the spec breaks this test until it is set here too).
 fn full_dry_run_spec() -> HostTaskSpec {
     HostTaskSpec {
+        disruption: None,
         targets: hostplug_api::NodeTargets {
             workers: Vec::new(),
             target_type: Some(TargetType::Node),
@@ -1279,6 +1280,7 @@ async fn the_form_sets_every_hosttask_field() -> TestResult {
     assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
     // A new task starts at `rerun: 0` (only `kubectl hostplug rerun` raises it).
     let expected = HostTaskSpec {
+        disruption: None,
         rerun: 0,
         ..full_dry_run_spec()
     };
@@ -1327,6 +1329,7 @@ async fn the_api_sets_every_hosttask_field() -> TestResult {
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
     // A new task starts at `rerun: 0` (only `kubectl hostplug rerun` raises it).
     let expected = HostTaskSpec {
+        disruption: None,
         rerun: 0,
         ..full_dry_run_spec()
     };

@@ -17,6 +17,7 @@ pub mod auth;
 pub mod config;
 mod error;
 pub mod host_runtime;
+pub mod node_control;
 pub mod node_lock;
 pub mod outcomes;
 pub mod records;
@@ -54,6 +55,7 @@ pub async fn bind(settings: &WorkerSettings) -> Result<Server> {
         ))
     })?;
     let token = BearerToken::from_file(&settings.token_file)?;
+    let token_again = token.clone();
     let tls = tls::server_config(&settings.tls_cert, &settings.tls_key)?;
     let runtime = HostRuntime::new(settings)?;
     tracing::info!(
@@ -90,7 +92,21 @@ pub async fn bind(settings: &WorkerSettings) -> Result<Server> {
         ),
         (_, false) => {}
     }
-    Ok(Server::bind(listen, tls, app(state.clone()))
+    // The operator's node routes (boot ID, reboot): `node_control`.
+    let control = node_control::NodeControl {
+        boot_id_file: node_control::BOOT_ID_FILE.into(),
+        // Only a worker whose plugins may manage systemd has a bus it may reboot over.
+        bus_socket: (settings.systemd_access == hostplug_api::systemd::SystemdAccess::Manage)
+            .then(|| settings.systemd_socket.clone())
+            .flatten(),
+        node_lock: settings
+            .node_lock_file
+            .clone()
+            .map(node_lock::NodeLock::new),
+        reboot: node_control::systemd_reboot(),
+    };
+    let routes = app(state.clone()).merge(node_control::routes(control, token_again));
+    Ok(Server::bind(listen, tls, routes)
         .await?
         .exit_when_idle(state, idle_exit))
 }

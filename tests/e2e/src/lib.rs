@@ -140,6 +140,19 @@ impl Harness {
         Self::with_installed(env, install, operator_bin, plugin_dir, operator_env).await
     }
 
+    /// Like [`Harness::start`] in an environment made from `config` (the worker image is
+    /// added to its image map), e.g. with more images for test workloads.
+    pub async fn start_with_config(config: EnvConfig) -> anyhow::Result<Self> {
+        let operator_bin = workspace_binary("hostplug-operator")?;
+        let worker_bin = workspace_binary("hostplug-worker")?;
+        let plugin_dir = plugin_dir()?;
+        let env = Environment::start(config.with_image(WORKER_IMAGE, &worker_bin))
+            .await
+            .context("starting the test environment")?;
+        let install = install_operator(&env, &repo_root(), &plugin_dir).await?;
+        Self::with_installed(env, install, operator_bin, plugin_dir, &[]).await
+    }
+
     /// Like [`Harness::start`], with hostplug installed by `helm install` of
     /// `deploy/helm/hostplug` (release `hostplug` in [`NAMESPACE`], `--set` `values`)
     /// instead of the manifests: the operator process then runs with the chart's RBAC.

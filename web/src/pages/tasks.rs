@@ -522,6 +522,7 @@ pub fn spec_from_form(
         return Err(errors);
     }
     Ok(HostTaskSpec {
+        disruption: None,
         targets: hostplug_api::NodeTargets {
             workers,
             target_type,
@@ -868,6 +869,7 @@ mod tests {
         assert_eq!(
             spec,
             HostTaskSpec {
+                disruption: None,
                 targets: hostplug_api::NodeTargets {
                     workers: Vec::new(),
                     target_type: Some(hostplug_api::crd::TargetType::All),

@@ -6,6 +6,9 @@
 //!   else before a message is built.
 //! * `client.rs`: [`SystemdClient`], the import's client for one call — the declaration,
 //!   the read-only rule and the unit names checked first, then the calls.
+//! * `power.rs`: the operator's node reboot (the worker's `POST /v1/node/reboot`), the
+//!   only power call the host makes; apart from `bus.rs`, whose table keeps refusing
+//!   `Reboot` to plugins, and linked into no plugin's store.
 //! * here: the policy, the unit state, the actions and the import itself.
 //!
 //! It must never reach anything but the granted socket, never act in a dry run or in a
@@ -14,6 +17,7 @@
 
 mod bus;
 mod client;
+pub mod power;
 
 use std::time::{Duration, Instant};
 
