@@ -293,6 +293,9 @@ fn finish(outcome: Option<NodeOutcome>, last: LastCycle) -> NodeOutcome {
                 during the node's disruption cycle"}),
             logs: vec![line],
             follow_ups: Vec::new(),
+            // Not kept either; the worker still holds the record under the task's
+            // identity.
+            revert: None,
         }),
     }
 }
