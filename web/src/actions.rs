@@ -199,10 +199,7 @@ pub async fn edit_task(
         ));
     }
     let plugins = state.cluster.list_plugins().await?;
-    // The form does not show `rerun` (a counter only `kubectl hostplug rerun` raises):
-    // keep it, so an edit changes only what was edited.
-    let mut spec = spec;
-    spec.rerun = current.spec.rerun;
+    let spec = keep_what_the_form_does_not_show(&current.spec, spec);
     let request = TaskRequest {
         name: name.to_owned(),
         spec,
@@ -224,6 +221,35 @@ pub async fn edit_task(
     );
     record(state, &user.name, "task.edit", name, &detail, ip).await?;
     Ok(view)
+}
+
+/// The edited spec with every field the task form does not show taken from the current
+/// one, so an edit changes only what was edited: `rerun` (a counter only `kubectl
+/// hostplug rerun` raises), `onChange`, `registryAuth`, `disruption`, the rollout's
+/// waves, gate, onFailure and controls (the form shows maxParallel and maxFailures
+/// only), and the call's `vars` while the plugin and method stay the same (they name
+/// that method's parameters).
+pub fn keep_what_the_form_does_not_show(
+    current: &HostTaskSpec,
+    mut edited: HostTaskSpec,
+) -> HostTaskSpec {
+    edited.rerun = current.rerun;
+    edited.on_change = current.on_change.clone();
+    edited.registry_auth = current.registry_auth.clone();
+    edited.disruption = current.disruption.clone();
+    if let Some(kept) = &current.rollout {
+        let shown = edited.rollout.take();
+        edited.rollout = Some(hostplug_api::crd::RolloutSpec {
+            max_parallel: shown.as_ref().map_or(kept.max_parallel, |r| r.max_parallel),
+            max_failures: shown.as_ref().map_or(kept.max_failures, |r| r.max_failures),
+            ..kept.clone()
+        });
+    }
+    let (old, new) = (&current.http.call, &mut edited.http.call);
+    if old.api == new.api && old.method == new.method {
+        new.vars = old.vars.clone();
+    }
+    edited
 }
 
 /// Deletes a task and records it.

@@ -1813,6 +1813,54 @@ async fn edit_makes_a_new_generation_of_the_same_task() -> TestResult {
     Ok(())
 }
 
+/// What the task form does not show survives an edit through it: onChange, registryAuth,
+/// disruption, the rollout's waves and gate, the call's vars, rerun. Only the fields the
+/// form shows change.
+#[tokio::test]
+async fn an_edit_keeps_what_the_form_does_not_show() -> TestResult {
+    let app = TestApp::new();
+    let mut alice = admin(&app).await;
+    let mut v = serde_json::to_value(full_dry_run_spec())?;
+    v["onChange"] = json!([{"api": "systemd-unit", "method": "restart",
+        "parameter": {"unit": "chrony.service"}}]);
+    v["registryAuth"] = json!({"secretName": "pull"});
+    v["disruption"] = json!({"drain": true, "reboot": "Never"});
+    v["rollout"]["waves"] = json!([1, "100%"]);
+    v["http"]["vars"] = json!([{"name": "line", "value": "server ntp"}]);
+    let rich: HostTaskSpec = serde_json::from_value(v)?;
+    put_task(&app, "rich", rich.clone(), succeeded_with_diff())?;
+    let r = alice
+        .post_form(
+            "/tasks",
+            &[
+                ("edit", "rich"),
+                ("plugin", "etc-file"),
+                ("method", "ensure-line"),
+                ("p.path", "/etc/chrony.conf"),
+                ("p.line", "server ntp"),
+                ("p.mode", "384"),
+                ("target", "role"),
+                ("role", "Node"),
+                ("node_selector", "disk=ssd\nzone in (a, b)"),
+                ("port", "9443"),
+                ("timeout_seconds", "123"),
+                ("max_parallel", "5"),
+                ("max_failures", "1"),
+                ("ttl_seconds_after_finished", "600"),
+                ("mode", "apply"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let mut expected = rich;
+    expected.dry_run = false;
+    if let Some(rollout) = expected.rollout.as_mut() {
+        rollout.max_parallel = 5;
+    }
+    assert_eq!(spec_of(&app, "rich")?, expected);
+    Ok(())
+}
+
 /// The live stream of a task's page: the same fragment the page shows (progress at
 /// 100 % for an ended task, outputs and diffs only for operators), then `end`; no
 /// stream for a missing task or without a session.
