@@ -82,6 +82,26 @@ fn check_request(request: &TaskRequest, plugins: &[crate::cluster::PluginView]) 
         schema::TASK_PARAMETER_FIELD,
     )
     .map_err(|e| AppError::BadRequest(e.to_string()))?;
+    // Each follow-up call the same way, named by its place in the list.
+    for (i, call) in spec.on_change.iter().enumerate() {
+        let field = format!("spec.onChange[{i}]");
+        let plugin = plugins.iter().find(|p| p.name == call.api).ok_or_else(|| {
+            AppError::BadRequest(format!("{field}.api: unknown plugin {:?}", call.api))
+        })?;
+        let method = plugin.method(&call.method).ok_or_else(|| {
+            AppError::BadRequest(format!(
+                "{field}.method: plugin {:?} has no method {:?}",
+                plugin.name, call.method
+            ))
+        })?;
+        schema::check_params(
+            Some(&method.params_schema),
+            &method.name,
+            &call.params(),
+            &format!("{field}.parameter"),
+        )
+        .map_err(|e| AppError::BadRequest(e.to_string()))?;
+    }
     match (
         spec.targets.workers.is_empty(),
         spec.targets.target_type.is_some(),
@@ -225,7 +245,7 @@ pub async fn edit_task(
 
 /// The edited spec with every field the task form does not show taken from the current
 /// one, so an edit changes only what was edited: `rerun` (a counter only `kubectl
-/// hostplug rerun` raises), `onChange`, `registryAuth`, `disruption`, the rollout's
+/// hostplug rerun` raises), `registryAuth`, `disruption`, the rollout's
 /// waves, gate, onFailure and controls (the form shows maxParallel and maxFailures
 /// only), and the call's `vars` while the plugin and method stay the same (they name
 /// that method's parameters).
@@ -234,7 +254,6 @@ pub fn keep_what_the_form_does_not_show(
     mut edited: HostTaskSpec,
 ) -> HostTaskSpec {
     edited.rerun = current.rerun;
-    edited.on_change = current.on_change.clone();
     edited.registry_auth = current.registry_auth.clone();
     edited.disruption = current.disruption.clone();
     if let Some(kept) = &current.rollout {
