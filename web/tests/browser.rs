@@ -1098,7 +1098,16 @@ spec:
         .text()
         .await
         .map_err(wd)?;
-    assert_eq!(chip, format!("Succeeded {FLEET_NODES}"));
+    assert_eq!(
+        chip,
+        format!("Succeeded {FLEET_NODES}"),
+        "{:?}; first other node: {:?}",
+        done.msg,
+        done.nodes
+            .iter()
+            .find(|n| n.phase != hostplug_api::crd::NodePhase::Succeeded)
+            .map(|n| (&n.node, n.phase, &n.message))
+    );
     fits_the_screen(&b, "24-fleet-task").await?;
     b.find("nav.pager .pager-next")
         .await
