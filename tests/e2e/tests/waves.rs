@@ -9,6 +9,9 @@
 //!   pausing and resuming keep the run (no node runs again), approval moves one wave
 //!   on, cancel skips the nodes not started and ends the task naming the cancel; the
 //!   files show exactly which nodes ran.
+//! - `rollout.onFailure: Revert`: the canary whose health check fails is halted and
+//!   reverted (its file's bytes and mode as before the task, sha256 compared), the node's
+//!   status says so, a `RolledBack` Event names it, and the other nodes stay untouched.
 
 use std::process::Output;
 
@@ -63,6 +66,16 @@ fn phases(t: &HostTask) -> Vec<(String, NodePhase)> {
         .as_ref()
         .map(|s| s.nodes.iter().map(|n| (n.node.clone(), n.phase)).collect())
         .unwrap_or_default()
+}
+
+/// The sha256 and the permission bits of a node's /etc/demo.conf.
+fn fingerprint(h: &Harness, node: &str) -> anyhow::Result<(String, u32)> {
+    use sha2::Digest as _;
+    use std::os::unix::fs::PermissionsExt as _;
+    let path = h.etc(node)?.join("demo.conf");
+    let bytes = std::fs::read(&path)?;
+    let mode = std::fs::metadata(&path)?.permissions().mode() & 0o7777;
+    Ok((format!("{:x}", sha2::Sha256::digest(&bytes)), mode))
 }
 
 /// Reasons of the Events about task `name`.
@@ -336,5 +349,94 @@ async fn bad_waves_and_mutating_checks_are_refused() -> anyhow::Result<()> {
             tokio::time::sleep(std::time::Duration::from_millis(300)).await;
         }
     }
+    h.shutdown().await
+}
+
+/// `onFailure: Revert`: the canary's health check fails, the rollout halts after it and
+/// the canary is put back exactly as it was; the other nodes are never touched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_canary_is_reverted_with_on_failure_revert() -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let h = Harness::start_with(Some(3), &[]).await?;
+    let mut before = Vec::new();
+    for n in NODES {
+        let path = h.etc(n)?.join("demo.conf");
+        std::fs::write(&path, "a = 1\n# kept as is\n")?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640))?;
+        std::fs::write(h.etc(n)?.join("health.conf"), "ok\n")?;
+        before.push(fingerprint(&h, n)?);
+    }
+    std::fs::write(h.etc("master")?.join("health.conf"), "broken\n")?;
+    h.apply(&task(
+        "undo",
+        "    waves: [1, \"100%\"]\n    onFailure: Revert\n    gate:\n      checks:\n      - api: etc-file\n        method: read\n        parameter: {path: /etc/health.conf}\n        expect: {path: /content, equals: \"ok\\n\"}\n",
+        "b = 2",
+    ))
+    .await?;
+    let reverted = |t: &HostTask| {
+        t.status
+            .as_ref()
+            .and_then(|s| s.nodes.iter().find(|n| n.node == "master"))
+            .and_then(|n| n.revert.as_ref())
+            .and_then(|r| r.reverted)
+    };
+    let t = h.wait_task("undo", |t| reverted(t).is_some()).await?;
+    let st = t.status.clone().unwrap_or_default();
+    let master = st
+        .nodes
+        .iter()
+        .find(|n| n.node == "master")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(reverted(&t), Some(true), "{master:?}");
+    assert!(
+        master.changed,
+        "the canary's call changed its file: {master:?}"
+    );
+    let message = master.message.clone().unwrap_or_default();
+    assert!(
+        message.contains("reverted (rollout.onFailure: Revert): restored /etc/demo.conf"),
+        "{message}"
+    );
+    assert_eq!(rollout_phase(&t), Some((1, RolloutPhase::Halted)));
+    // The canary is back byte for byte with its mode; the others were never touched.
+    for (n, was) in NODES.iter().zip(&before) {
+        assert_eq!(&fingerprint(&h, n)?, was, "{n}");
+    }
+    assert_eq!(demo(&h, "master")?, "a = 1\n# kept as is\n");
+    assert_eq!(
+        phases(&t),
+        vec![
+            ("master".into(), NodePhase::Succeeded),
+            ("node1".into(), NodePhase::Pending),
+            ("node2".into(), NodePhase::Pending),
+            ("node3".into(), NodePhase::Pending),
+        ]
+    );
+    // The Event follows the status write.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let reasons = event_reasons(&h, "undo").await?;
+        if reasons.iter().any(|r| r == "RolledBack") {
+            assert!(!reasons.iter().any(|r| r == "RevertFailed"), "{reasons:?}");
+            break;
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "no RolledBack Event: {reasons:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    // A while later nothing moved: no node ran again, none was reverted again.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    for (n, was) in NODES.iter().zip(&before) {
+        assert_eq!(&fingerprint(&h, n)?, was, "{n} changed while halted");
+    }
+    let t = h.wait_task("undo", |_| true).await?;
+    assert_eq!(reverted(&t), Some(true));
+    assert_eq!(
+        h.runs_of(&format!("{}/1/master", t.uid().unwrap_or_default())),
+        1
+    );
     h.shutdown().await
 }
