@@ -11,7 +11,9 @@
 //!   files show exactly which nodes ran.
 //! - `rollout.onFailure: Revert`: the canary whose health check fails is halted and
 //!   reverted (its file's bytes and mode as before the task, sha256 compared), the node's
-//!   status says so, a `RolledBack` Event names it, and the other nodes stay untouched.
+//!   status says so, a `RolledBack` Event names it, and the other nodes stay untouched;
+//!   with the operator SIGKILLed as the rollout halts, the restarted one finishes the
+//!   revert, and the node is reverted exactly once.
 
 use std::process::Output;
 
@@ -352,34 +354,44 @@ async fn bad_waves_and_mutating_checks_are_refused() -> anyhow::Result<()> {
     h.shutdown().await
 }
 
-/// `onFailure: Revert`: the canary's health check fails, the rollout halts after it and
-/// the canary is put back exactly as it was; the other nodes are never touched.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failed_canary_is_reverted_with_on_failure_revert() -> anyhow::Result<()> {
+/// Prepares the four nodes (demo.conf with mode 0640, a health file that fails on the
+/// canary) and applies task `name` (`onFailure: Revert`); returns each node's
+/// demo.conf fingerprint from before.
+async fn revert_canary(h: &Harness, name: &str) -> anyhow::Result<Vec<(String, u32)>> {
     use std::os::unix::fs::PermissionsExt as _;
-    let h = Harness::start_with(Some(3), &[]).await?;
     let mut before = Vec::new();
     for n in NODES {
         let path = h.etc(n)?.join("demo.conf");
         std::fs::write(&path, "a = 1\n# kept as is\n")?;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640))?;
         std::fs::write(h.etc(n)?.join("health.conf"), "ok\n")?;
-        before.push(fingerprint(&h, n)?);
+        before.push(fingerprint(h, n)?);
     }
     std::fs::write(h.etc("master")?.join("health.conf"), "broken\n")?;
     h.apply(&task(
-        "undo",
+        name,
         "    waves: [1, \"100%\"]\n    onFailure: Revert\n    gate:\n      checks:\n      - api: etc-file\n        method: read\n        parameter: {path: /etc/health.conf}\n        expect: {path: /content, equals: \"ok\\n\"}\n",
         "b = 2",
     ))
     .await?;
-    let reverted = |t: &HostTask| {
-        t.status
-            .as_ref()
-            .and_then(|s| s.nodes.iter().find(|n| n.node == "master"))
-            .and_then(|n| n.revert.as_ref())
-            .and_then(|r| r.reverted)
-    };
+    Ok(before)
+}
+
+/// The canary's `revert.reverted`.
+fn reverted(t: &HostTask) -> Option<bool> {
+    t.status
+        .as_ref()
+        .and_then(|s| s.nodes.iter().find(|n| n.node == "master"))
+        .and_then(|n| n.revert.as_ref())
+        .and_then(|r| r.reverted)
+}
+
+/// `onFailure: Revert`: the canary's health check fails, the rollout halts after it and
+/// the canary is put back exactly as it was; the other nodes are never touched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_canary_is_reverted_with_on_failure_revert() -> anyhow::Result<()> {
+    let h = Harness::start_with(Some(3), &[]).await?;
+    let before = revert_canary(&h, "undo").await?;
     let t = h.wait_task("undo", |t| reverted(t).is_some()).await?;
     let st = t.status.clone().unwrap_or_default();
     let master = st
@@ -434,9 +446,51 @@ async fn a_failed_canary_is_reverted_with_on_failure_revert() -> anyhow::Result<
     }
     let t = h.wait_task("undo", |_| true).await?;
     assert_eq!(reverted(&t), Some(true));
+    let uid = t.uid().unwrap_or_default();
+    assert_eq!(h.runs_of(&format!("{uid}/1/master")), 1);
     assert_eq!(
-        h.runs_of(&format!("{}/1/master", t.uid().unwrap_or_default())),
+        h.worker_log_count("reverting", &format!("revert/{uid}/1/master")),
         1
     );
+    h.shutdown().await
+}
+
+/// The operator is SIGKILLed as soon as the rollout halts (the revert is sent after
+/// that status write, so it may or may not have been sent): the next operator reverts
+/// from the status, and the node is reverted exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_killed_as_the_rollout_halts_reverts_once() -> anyhow::Result<()> {
+    let mut h = Harness::start_with(Some(3), &[]).await?;
+    let before = revert_canary(&h, "undo-restart").await?;
+    let halted = h
+        .wait_task("undo-restart", |t| {
+            rollout_phase(t) == Some((1, RolloutPhase::Halted))
+        })
+        .await?;
+    h.kill_operator().await?;
+    eprintln!(
+        "killed with the revert {} in the status",
+        if reverted(&halted).is_some() {
+            "recorded"
+        } else {
+            "not recorded"
+        }
+    );
+    h.start_operator()?;
+    let t = h
+        .wait_task("undo-restart", |t| reverted(t).is_some())
+        .await?;
+    assert_eq!(reverted(&t), Some(true), "{:?}", t.status);
+    for (n, was) in NODES.iter().zip(&before) {
+        assert_eq!(&fingerprint(&h, n)?, was, "{n}");
+    }
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let uid = t.uid().unwrap_or_default();
+    assert_eq!(
+        h.worker_log_count("reverting", &format!("revert/{uid}/1/master")),
+        1,
+        "reverted once"
+    );
+    assert_eq!(h.runs_of(&format!("{uid}/1/master")), 1);
     h.shutdown().await
 }
