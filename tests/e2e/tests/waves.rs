@@ -12,8 +12,8 @@
 //! - `rollout.onFailure: Revert`: the canary whose health check fails is halted and
 //!   reverted (its file's bytes and mode as before the task, sha256 compared), the node's
 //!   status says so, a `RolledBack` Event names it, and the other nodes stay untouched;
-//!   with the operator SIGKILLed as the rollout halts, the restarted one finishes the
-//!   revert, and the node is reverted exactly once.
+//!   with the operator SIGKILLed while the revert waits for the node lock, the restarted
+//!   one finishes the revert, and the node is reverted exactly once.
 
 use std::process::Output;
 
@@ -455,28 +455,52 @@ async fn a_failed_canary_is_reverted_with_on_failure_revert() -> anyhow::Result<
     h.shutdown().await
 }
 
-/// The operator is SIGKILLed as soon as the rollout halts (the revert is sent after
-/// that status write, so it may or may not have been sent): the next operator reverts
-/// from the status, and the node is reverted exactly once.
+/// The operator is SIGKILLed while the canary's revert waits for the node lock (the
+/// test holds it from the moment the canary's call ended): the next operator sends the
+/// revert again from the status, the worker runs it once the lock is free and answers
+/// the repeat, and the node is reverted exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_operator_killed_as_the_rollout_halts_reverts_once() -> anyhow::Result<()> {
+async fn an_operator_killed_while_reverting_reverts_once() -> anyhow::Result<()> {
     let mut h = Harness::start_with(Some(3), &[]).await?;
+    let lock_path = h
+        .env
+        .node_root("master")
+        .ok_or_else(|| anyhow::anyhow!("no node simulator"))?
+        .join("run/hostplug/mutate.lock");
     let before = revert_canary(&h, "undo-restart").await?;
+    // The canary's call ends, then its health check runs (no lock), then the halt and
+    // the revert (under the lock): take the lock in between.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(120);
+    let lock = loop {
+        let t = h.tasks().get("undo-restart").await?;
+        if phases(&t).first() == Some(&("master".into(), NodePhase::Succeeded)) {
+            let f = std::fs::OpenOptions::new().write(true).open(&lock_path)?;
+            f.lock()?;
+            break f;
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the canary never ran"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    };
     let halted = h
         .wait_task("undo-restart", |t| {
             rollout_phase(t) == Some((1, RolloutPhase::Halted))
         })
         .await?;
-    h.kill_operator().await?;
-    eprintln!(
-        "killed with the revert {} in the status",
-        if reverted(&halted).is_some() {
-            "recorded"
-        } else {
-            "not recorded"
-        }
+    anyhow::ensure!(
+        reverted(&halted).is_none(),
+        "reverted before the lock was taken: the test missed its window"
     );
+    // The revert is in flight, waiting for the lock.
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    h.kill_operator().await?;
+    let t = h.tasks().get("undo-restart").await?;
+    assert_eq!(reverted(&t), None, "recorded while the node was locked");
     h.start_operator()?;
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    drop(lock);
     let t = h
         .wait_task("undo-restart", |t| reverted(t).is_some())
         .await?;
