@@ -906,7 +906,6 @@ fn spawn_run(ctx: &Arc<Context>, task: &HostTask, loaded: Arc<LoadedPlugin>, run
 /// is not Ready yet waits (its worker is asked for; its start wakes the task). A
 /// repeat (a lost status write, an operator restart) sends the same revert invocation
 /// id, which the worker answers with the stored outcome instead of reverting again.
-#[allow(clippy::too_many_arguments)]
 async fn revert_wave(
     ctx: &Arc<Context>,
     api: &Api<HostTask>,
