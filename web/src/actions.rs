@@ -82,6 +82,26 @@ fn check_request(request: &TaskRequest, plugins: &[crate::cluster::PluginView]) 
         schema::TASK_PARAMETER_FIELD,
     )
     .map_err(|e| AppError::BadRequest(e.to_string()))?;
+    // Each follow-up call the same way, named by its place in the list.
+    for (i, call) in spec.on_change.iter().enumerate() {
+        let field = format!("spec.onChange[{i}]");
+        let plugin = plugins.iter().find(|p| p.name == call.api).ok_or_else(|| {
+            AppError::BadRequest(format!("{field}.api: unknown plugin {:?}", call.api))
+        })?;
+        let method = plugin.method(&call.method).ok_or_else(|| {
+            AppError::BadRequest(format!(
+                "{field}.method: plugin {:?} has no method {:?}",
+                plugin.name, call.method
+            ))
+        })?;
+        schema::check_params(
+            Some(&method.params_schema),
+            &method.name,
+            &call.params(),
+            &format!("{field}.parameter"),
+        )
+        .map_err(|e| AppError::BadRequest(e.to_string()))?;
+    }
     match (
         spec.targets.workers.is_empty(),
         spec.targets.target_type.is_some(),
@@ -199,10 +219,7 @@ pub async fn edit_task(
         ));
     }
     let plugins = state.cluster.list_plugins().await?;
-    // The form does not show `rerun` (a counter only `kubectl hostplug rerun` raises):
-    // keep it, so an edit changes only what was edited.
-    let mut spec = spec;
-    spec.rerun = current.spec.rerun;
+    let spec = keep_what_the_form_does_not_show(&current.spec, spec);
     let request = TaskRequest {
         name: name.to_owned(),
         spec,
@@ -224,6 +241,34 @@ pub async fn edit_task(
     );
     record(state, &user.name, "task.edit", name, &detail, ip).await?;
     Ok(view)
+}
+
+/// The edited spec with every field the task form does not show taken from the current
+/// one, so an edit changes only what was edited: `rerun` (a counter only `kubectl
+/// hostplug rerun` raises), `registryAuth`, `disruption`, the rollout's
+/// waves, gate, onFailure and controls (the form shows maxParallel and maxFailures
+/// only), and the call's `vars` while the plugin and method stay the same (they name
+/// that method's parameters).
+pub fn keep_what_the_form_does_not_show(
+    current: &HostTaskSpec,
+    mut edited: HostTaskSpec,
+) -> HostTaskSpec {
+    edited.rerun = current.rerun;
+    edited.registry_auth = current.registry_auth.clone();
+    edited.disruption = current.disruption.clone();
+    if let Some(kept) = &current.rollout {
+        let shown = edited.rollout.take();
+        edited.rollout = Some(hostplug_api::crd::RolloutSpec {
+            max_parallel: shown.as_ref().map_or(kept.max_parallel, |r| r.max_parallel),
+            max_failures: shown.as_ref().map_or(kept.max_failures, |r| r.max_failures),
+            ..kept.clone()
+        });
+    }
+    let (old, new) = (&current.http.call, &mut edited.http.call);
+    if old.api == new.api && old.method == new.method {
+        new.vars = old.vars.clone();
+    }
+    edited
 }
 
 /// Deletes a task and records it.

@@ -309,12 +309,15 @@ pub struct SpecFields {
     pub max_failures: String,
     pub ttl_seconds_after_finished: String,
     pub node_selector: String,
+    /// `spec.onChange` as JSON (a list of `{api, method, parameter}`), as typed.
+    pub on_change: String,
     pub help_port: String,
     pub help_timeout: String,
     pub help_max_parallel: String,
     pub help_max_failures: String,
     pub help_ttl: String,
     pub help_selector: String,
+    pub help_on_change: String,
     pub default_max_parallel: i32,
     pub max_timeout: i32,
 }

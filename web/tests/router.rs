@@ -1813,6 +1813,124 @@ async fn edit_makes_a_new_generation_of_the_same_task() -> TestResult {
     Ok(())
 }
 
+/// What the task form does not show survives an edit through it: registryAuth,
+/// disruption, the rollout's waves and gate, the call's vars, rerun. Only the fields the
+/// form shows change; onChange is shown (as JSON) and comes back as it was.
+#[tokio::test]
+async fn an_edit_keeps_what_the_form_does_not_show() -> TestResult {
+    let app = TestApp::new();
+    let mut alice = admin(&app).await;
+    let mut v = serde_json::to_value(full_dry_run_spec())?;
+    v["onChange"] = json!([{"api": "etc-file", "method": "ensure-line",
+        "parameter": {"path": "/etc/chrony.stamp", "line": "changed"}}]);
+    v["registryAuth"] = json!({"secretName": "pull"});
+    v["disruption"] = json!({"drain": true, "reboot": "Never"});
+    v["rollout"]["waves"] = json!([1, "100%"]);
+    v["http"]["vars"] = json!([{"name": "line", "value": "server ntp"}]);
+    let rich: HostTaskSpec = serde_json::from_value(v)?;
+    put_task(&app, "rich", rich.clone(), succeeded_with_diff())?;
+    // The edit form shows the follow-up calls; posting them back keeps them.
+    let form = alice.get("/tasks/new?edit=rich").await.body;
+    assert!(form.contains("id=\"on-change\""), "{form}");
+    assert!(form.contains("chrony.stamp"), "{form}");
+    let on_change = serde_json::to_string(&rich.on_change)?;
+    let r = alice
+        .post_form(
+            "/tasks",
+            &[
+                ("edit", "rich"),
+                ("plugin", "etc-file"),
+                ("method", "ensure-line"),
+                ("p.path", "/etc/chrony.conf"),
+                ("p.line", "server ntp"),
+                ("p.mode", "384"),
+                ("target", "role"),
+                ("role", "Node"),
+                ("node_selector", "disk=ssd\nzone in (a, b)"),
+                ("port", "9443"),
+                ("timeout_seconds", "123"),
+                ("max_parallel", "5"),
+                ("max_failures", "1"),
+                ("ttl_seconds_after_finished", "600"),
+                ("on_change", &on_change),
+                ("mode", "apply"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let mut expected = rich;
+    expected.dry_run = false;
+    if let Some(rollout) = expected.rollout.as_mut() {
+        rollout.max_parallel = 5;
+    }
+    assert_eq!(spec_of(&app, "rich")?, expected);
+    Ok(())
+}
+
+/// A new task with a follow-up call from the form: a restart after the edit; a bad list
+/// and an unknown follow-up method are refused naming the field, and nothing is created.
+#[tokio::test]
+async fn the_form_sets_follow_up_calls() -> TestResult {
+    let app = TestApp::new();
+    let mut alice = admin(&app).await;
+    let form = |name: &'static str, on_change: &'static str| {
+        vec![
+            ("name", name),
+            ("plugin", "etc-file"),
+            ("method", "ensure-line"),
+            ("p.path", "/etc/chrony.conf"),
+            ("p.line", "server ntp"),
+            ("target", "nodes"),
+            ("nodes", "node1"),
+            ("mode", "apply"),
+            ("on_change", on_change),
+        ]
+    };
+    let r = alice
+        .post_form(
+            "/tasks",
+            &form(
+                "with-restart",
+                r#"[{"api": "etc-file", "method": "ensure-line", "parameter": {"path": "/etc/chrony.stamp", "line": "changed"}}]"#,
+            ),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let spec = spec_of(&app, "with-restart")?;
+    assert_eq!(spec.on_change.len(), 1);
+    assert_eq!(
+        (
+            spec.on_change[0].api.as_str(),
+            spec.on_change[0].method.as_str()
+        ),
+        ("etc-file", "ensure-line")
+    );
+    let r = alice
+        .post_form("/tasks", &form("bad-json", "[{\"api\": "))
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.body.contains("onChange: not a JSON list"), "{}", r.body);
+    let r = alice
+        .post_form(
+            "/tasks",
+            &form(
+                "bad-method",
+                r#"[{"api": "etc-file", "method": "reboot-everything"}]"#,
+            ),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(
+        r.body.contains("spec.onChange[0].method") && r.body.contains("reboot-everything"),
+        "{}",
+        r.body
+    );
+    for name in ["bad-json", "bad-method"] {
+        assert!(spec_of(&app, name).is_err(), "{name} was created");
+    }
+    Ok(())
+}
+
 /// The live stream of a task's page: the same fragment the page shows (progress at
 /// 100 % for an ended task, outputs and diffs only for operators), then `end`; no
 /// stream for a missing task or without a session.

@@ -348,6 +348,7 @@ fn spec_help() -> &'static BTreeMap<&'static str, String> {
             ),
             ("nodeSelector", "/properties/nodeSelector"),
             ("dryRun", "/properties/dryRun"),
+            ("onChange", "/properties/onChange"),
         ]
         .into_iter()
         .map(|(key, pointer)| {
@@ -408,6 +409,12 @@ fn pairs_from_spec(
     }
     if let Some(ttl) = spec.ttl_seconds_after_finished {
         pairs.push(("ttl_seconds_after_finished".to_owned(), ttl.to_string()));
+    }
+    if !spec.on_change.is_empty() {
+        pairs.push((
+            "on_change".to_owned(),
+            serde_json::to_string_pretty(&spec.on_change).unwrap_or_default(),
+        ));
     }
     if let Some(params) = &spec.http.call.parameter {
         pairs.extend(schema::form_pairs(params_schema, params));
@@ -518,6 +525,7 @@ pub fn spec_from_form(
         0..=i32::MAX,
         &mut errors,
     );
+    let on_change = parse_on_change(&get("on_change"), &mut errors);
     if !errors.is_empty() {
         return Err(errors);
     }
@@ -543,8 +551,40 @@ pub fn spec_from_form(
         ttl_seconds_after_finished,
         registry_auth: None,
         rerun: 0,
-        on_change: Vec::new(),
+        on_change,
     })
+}
+
+/// The form's `onChange` field: empty, or a JSON list of calls (`{api, method,
+/// parameter}`), at most [`MAX_FOLLOW_UPS`](hostplug_api::protocol::MAX_FOLLOW_UPS).
+/// Problems are named by field (`onChange`, `onChange[i]`).
+fn parse_on_change(text: &str, errors: &mut Vec<String>) -> Vec<hostplug_api::PluginCall> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Vec::new();
+    }
+    let calls: Vec<hostplug_api::PluginCall> = match serde_json::from_str(text) {
+        Ok(calls) => calls,
+        Err(e) => {
+            errors.push(format!(
+                "onChange: not a JSON list of {{\"api\", \"method\", \"parameter\"}} ({e})"
+            ));
+            return Vec::new();
+        }
+    };
+    if calls.len() > hostplug_api::protocol::MAX_FOLLOW_UPS {
+        errors.push(format!(
+            "onChange: at most {} calls, not {}",
+            hostplug_api::protocol::MAX_FOLLOW_UPS,
+            calls.len()
+        ));
+    }
+    for (i, call) in calls.iter().enumerate() {
+        if call.api.is_empty() || call.method.is_empty() {
+            errors.push(format!("onChange[{i}]: name an api and a method"));
+        }
+    }
+    calls
 }
 
 async fn new_task_page(
@@ -630,6 +670,8 @@ async fn new_task_page(
             .cloned()
             .unwrap_or_default(),
         help_selector: help.get("nodeSelector").cloned().unwrap_or_default(),
+        on_change: get("on_change").unwrap_or_default(),
+        help_on_change: help.get("onChange").cloned().unwrap_or_default(),
         default_max_parallel: DEFAULT_MAX_PARALLEL,
         max_timeout: hostplug_api::crd::MAX_TIMEOUT_SECONDS,
     };
