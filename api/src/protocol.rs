@@ -228,6 +228,14 @@ pub struct Revertibility {
     /// Why not, when not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Set by the operator once it asked the node to revert (`rollout.onFailure:
+    /// Revert`): true when the node restored the record, false when the revert failed
+    /// (`message` says why). Absent until then; a worker never sets it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reverted: Option<bool>,
+    /// What the revert did (the files restored) or why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 impl Revertibility {
@@ -236,6 +244,8 @@ impl Revertibility {
         Self {
             revertible: true,
             reason: None,
+            reverted: None,
+            message: None,
         }
     }
 
@@ -244,6 +254,8 @@ impl Revertibility {
         Self {
             revertible: false,
             reason: Some(reason.into()),
+            reverted: None,
+            message: None,
         }
     }
 }

@@ -12,8 +12,12 @@
 //! each node's worker lease, with [`revert_invocation_id`] naming the revert (the
 //! task's uid and generation, the node) so that it runs once per node.
 //!
-//! This module decides nothing about which nodes are reverted when, and writes no
-//! status; it must never send a revert naming another task than the one reverted.
+//! [`to_revert`] reads, from the status alone, which nodes of a halted wave still wait
+//! for their revert (no `revert.reverted` recorded yet), so an operator restart between
+//! the halt and the record resumes the revert (answered by the worker, not run again)
+//! instead of losing it; [`record`] writes one node's revert outcome into its result.
+//! This module never writes the status itself, and must never send a revert naming
+//! another task than the one reverted.
 
 use std::time::Duration;
 
@@ -22,8 +26,10 @@ use kube::ResourceExt as _;
 use crate::client::CallError;
 use crate::dispatch::{NodeOutcome, Success};
 use crate::pool::WorkerLease;
-use hostplug_api::crd::HostTask;
-use hostplug_api::protocol::{RevertRequest, TaskIdentity};
+use hostplug_api::crd::{
+    HostTask, HostTaskStatus, NodePhase, NodeResult, OnFailure, RolloutPhase, RolloutSpec,
+};
+use hostplug_api::protocol::{RevertRequest, Revertibility, TaskIdentity};
 
 /// Attempts at one revert while the worker lives but the connection failed or it was
 /// busy: 4, as for calls. Safe: the invocation id makes repeats answers, not runs.
@@ -86,9 +92,159 @@ pub async fn revert_on(
     }
 }
 
+/// The nodes `rollout.onFailure: Revert` still has to revert: while the rollout is
+/// halted, the halted wave's nodes that ran (Succeeded or Failed) and have no revert
+/// outcome recorded. Empty for dry runs (nothing changed) and any other `onFailure`.
+pub fn to_revert(status: &HostTaskStatus, rollout: &RolloutSpec, dry_run: bool) -> Vec<String> {
+    let Some(r) = status.rollout.as_ref() else {
+        return Vec::new();
+    };
+    if dry_run || rollout.on_failure != OnFailure::Revert || r.phase != RolloutPhase::Halted {
+        return Vec::new();
+    }
+    status
+        .nodes
+        .iter()
+        .filter(|n| {
+            n.wave == Some(r.wave)
+                && matches!(n.phase, NodePhase::Succeeded | NodePhase::Failed)
+                && n.revert.as_ref().and_then(|v| v.reverted).is_none()
+        })
+        .map(|n| n.node.clone())
+        .collect()
+}
+
+/// Records the outcome of `node`'s revert in its result: `revert.reverted` and
+/// `revert.message`, and the node's message says it was reverted or why not.
+pub fn record(n: &mut NodeResult, outcome: &NodeOutcome) {
+    let (reverted, what) = match outcome {
+        Ok(s) => {
+            let restored: Vec<&str> = s
+                .output
+                .get("restored")
+                .and_then(|r| r.as_array())
+                .map(|a| a.iter().filter_map(|p| p.as_str()).collect())
+                .unwrap_or_default();
+            let what = if restored.is_empty() {
+                "reverted (rollout.onFailure: Revert): nothing to restore".to_owned()
+            } else {
+                format!(
+                    "reverted (rollout.onFailure: Revert): restored {}",
+                    restored.join(", ")
+                )
+            };
+            (true, what)
+        }
+        Err(e) => (
+            false,
+            format!("revert failed (rollout.onFailure: Revert): {e}"),
+        ),
+    };
+    let v = n
+        .revert
+        .get_or_insert_with(|| Revertibility::no("the node's result carried no revert record"));
+    v.reverted = Some(reverted);
+    v.message = Some(what.clone());
+    n.message = Some(match n.message.take() {
+        Some(m) if !m.is_empty() => format!("{m}; {what}"),
+        _ => what,
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dispatch::Success;
+    use hostplug_api::crd::RolloutStatus;
+
+    fn node(name: &str, wave: i32, phase: NodePhase) -> NodeResult {
+        NodeResult {
+            node: name.into(),
+            wave: Some(wave),
+            phase,
+            revert: Some(Revertibility::yes()),
+            ..NodeResult::default()
+        }
+    }
+
+    fn halted(wave: i32, nodes: Vec<NodeResult>) -> HostTaskStatus {
+        HostTaskStatus {
+            nodes,
+            rollout: Some(RolloutStatus {
+                wave,
+                waves: 2,
+                phase: RolloutPhase::Halted,
+                ..RolloutStatus::default()
+            }),
+            ..HostTaskStatus::default()
+        }
+    }
+
+    /// Only the halted wave's nodes that ran and were not reverted yet are named; a
+    /// recorded outcome (either way) takes a node out, so a restart resumes and never
+    /// reverts a recorded node again.
+    #[test]
+    fn the_halted_wave_is_reverted_until_recorded() {
+        let revert = RolloutSpec {
+            on_failure: OnFailure::Revert,
+            ..RolloutSpec::default()
+        };
+        let mut s = halted(
+            1,
+            vec![
+                node("a", 1, NodePhase::Failed),
+                node("b", 1, NodePhase::Succeeded),
+                node("c", 1, NodePhase::Skipped),
+                node("d", 2, NodePhase::Pending),
+            ],
+        );
+        assert_eq!(to_revert(&s, &revert, false), vec!["a", "b"]);
+        assert!(
+            to_revert(&s, &revert, true).is_empty(),
+            "a dry run changed nothing"
+        );
+        assert!(to_revert(&s, &RolloutSpec::default(), false).is_empty());
+
+        record(
+            &mut s.nodes[0],
+            &Ok(Success {
+                changed: true,
+                diff: None,
+                output: serde_json::json!({"restored": ["/etc/x.conf"]}),
+                logs: Vec::new(),
+                follow_ups: Vec::new(),
+                revert: None,
+            }),
+        );
+        record(
+            &mut s.nodes[1],
+            &Err(CallError::Worker("changed since".into())),
+        );
+        assert!(to_revert(&s, &revert, false).is_empty());
+        let a = s.nodes[0].revert.as_ref().expect("recorded");
+        assert_eq!(a.reverted, Some(true));
+        assert!(
+            s.nodes[0]
+                .message
+                .as_deref()
+                .is_some_and(|m| m.contains("restored /etc/x.conf")),
+            "{:?}",
+            s.nodes[0].message
+        );
+        assert_eq!(
+            s.nodes[1].revert.as_ref().and_then(|v| v.reverted),
+            Some(false)
+        );
+
+        if let Some(r) = s.rollout.as_mut() {
+            r.phase = RolloutPhase::Progressing;
+        }
+        s.nodes[0].revert = Some(Revertibility::yes());
+        assert!(
+            to_revert(&s, &revert, false).is_empty(),
+            "not halted: nothing"
+        );
+    }
 
     #[test]
     fn a_revert_is_named_after_its_target_and_node() {

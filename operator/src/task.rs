@@ -482,7 +482,9 @@ async fn advance(
                     spawn_check(ctx, task, c.clone(), check, key, pod);
                 }
             }
-            Step::RevertWave { wave, nodes } => revert_wave(ctx, task, wave, &nodes).await,
+            // Carried out below from the record, which names the same nodes and, unlike
+            // this action, still names them after an operator restart.
+            Step::RevertWave { .. } => {}
             Step::Announce {
                 warning,
                 reason,
@@ -496,6 +498,12 @@ async fn advance(
                 ctx.events.publish(task, kind, reason, None, message).await;
             }
         }
+    }
+
+    let to_revert = crate::revert::to_revert(&status, &rollout_spec, task.spec.dry_run);
+    if !to_revert.is_empty() {
+        let wave = status.rollout.as_ref().map_or(0, |r| r.wave);
+        revert_wave(ctx, api, task, generation, profile, wave, &to_revert).await?;
     }
 
     if status.state.is_finished() {
@@ -889,24 +897,97 @@ fn spawn_run(ctx: &Arc<Context>, task: &HostTask, loaded: Arc<LoadedPlugin>, run
     });
 }
 
-/// The hook of `spec.rollout.onFailure: Revert` (issue 26, item 4): the rollout halted
-/// at wave `wave`, and `nodes` (its nodes that ran) are to be reverted to what they were
-/// before this task, through the revert engine, once. Validation refuses `Revert` until
-/// that engine lands, so today this only tells people, should it ever be reached.
-async fn revert_wave(ctx: &Context, task: &HostTask, wave: i32, nodes: &[String]) {
-    ctx.events
-        .publish(
-            task,
-            EventType::Warning,
-            "RevertUnavailable",
-            None,
-            format!(
-                "wave {wave} halted and onFailure is Revert, but this operator cannot revert \
-                 yet; not reverted: {}",
-                nodes.join(", ")
-            ),
-        )
-        .await;
+/// `spec.rollout.onFailure: Revert` (issue 26, item 4): the rollout halted at wave
+/// `wave`, and `nodes` (its nodes that ran, with no revert recorded yet) are put back to
+/// what they were before this task's run `generation`: each through
+/// [`crate::revert::revert_on`] on a lease on the node's worker of this task (the
+/// worker of its calls, with their /etc write access), then every outcome is recorded
+/// in the node's result ([`crate::revert::record`]) and announced. A node whose worker
+/// is not Ready yet waits (its worker is asked for; its start wakes the task). A
+/// repeat (a lost status write, an operator restart) sends the same revert invocation
+/// id, which the worker answers with the stored outcome instead of reverting again.
+async fn revert_wave(
+    ctx: &Arc<Context>,
+    api: &Api<HostTask>,
+    task: &HostTask,
+    generation: i64,
+    profile: AccessProfile,
+    wave: i32,
+    nodes: &[String],
+) -> Result<()> {
+    let me = ObjectRef::from_obj(task);
+    let target = crate::revert::identity(task, generation);
+    let timeout = Duration::from_secs(u64::try_from(task.spec.timeout_seconds.max(1)).unwrap_or(1));
+    let mut outcomes = Vec::with_capacity(nodes.len());
+    for node in nodes {
+        let key = worker_key(ctx, task, node, profile);
+        let pod = match ctx.pool.current(&key, &me) {
+            Some(pod) if ctx.pool.worker_state(&pod) == rollout::WorkerState::Ready => pod,
+            _ => {
+                if let Err(full) = ctx.pool.ensure(&key, Some(me.clone())) {
+                    warn!(%node, %full, "no worker for the revert yet");
+                }
+                continue;
+            }
+        };
+        let lease = ctx.pool.lease(&pod, task.spec.http.port);
+        let outcome = crate::revert::revert_on(&lease, &target, node, false, timeout).await;
+        drop(lease);
+        outcomes.push((node.clone(), outcome));
+    }
+    if outcomes.is_empty() {
+        return Ok(());
+    }
+    // The status just written moved the resourceVersion on: record on the newest one.
+    let Some(fresh) = api
+        .get_opt(&task.name_any())
+        .await
+        .map_err(Error::kube(format!("reading HostTask {}", task.name_any())))?
+    else {
+        return Ok(());
+    };
+    if fresh.uid() != task.uid() {
+        return Ok(());
+    }
+    let mut status = fresh.status.clone().unwrap_or_default();
+    let (mut reverted, mut failed) = (Vec::new(), Vec::new());
+    for (node, outcome) in &outcomes {
+        let Some(n) = status.nodes.iter_mut().find(|n| &n.node == node) else {
+            continue;
+        };
+        crate::revert::record(n, outcome);
+        match outcome {
+            Ok(_) => reverted.push(node.as_str()),
+            Err(e) => failed.push(format!("{node}: {e}")),
+        }
+    }
+    write_status(&ctx.client, &fresh, &status).await?;
+    if !reverted.is_empty() {
+        ctx.events
+            .publish(
+                task,
+                EventType::Normal,
+                "RolledBack",
+                None,
+                format!(
+                    "wave {wave} halted and onFailure is Revert: reverted {}",
+                    reverted.join(", ")
+                ),
+            )
+            .await;
+    }
+    if !failed.is_empty() {
+        ctx.events
+            .publish(
+                task,
+                EventType::Warning,
+                "RevertFailed",
+                None,
+                format!("wave {wave}: not reverted: {}", failed.join("; ")),
+            )
+            .await;
+    }
+    Ok(())
 }
 
 /// The gate's health checks with their plugins, as of now, each with read-only access

@@ -129,11 +129,11 @@ pub fn check_call<'a>(
 /// check's `expect.path` a JSON pointer. The checks' plugins and methods are checked by
 /// [`check_health_check`].
 pub fn check_rollout(rollout: &RolloutSpec) -> Result<(), Invalid> {
-    if rollout.on_failure == hostplug_api::crd::OnFailure::Revert {
+    // Revert takes back a halted wave; without waves nothing halts by wave.
+    if rollout.on_failure == hostplug_api::crd::OnFailure::Revert && rollout.waves.is_none() {
         return Err(Invalid::new(
             "spec.rollout.onFailure",
-            "Revert is not available yet (the revert engine of issue 26 has not landed); \
-             use Pause, then resume or cancel",
+            "Revert reverts the nodes of a halted wave and needs spec.rollout.waves",
         ));
     }
     if let Some(waves) = &rollout.waves {
@@ -417,8 +417,14 @@ mod tests {
             on_failure: hostplug_api::crd::OnFailure::Revert,
             ..RolloutSpec::default()
         };
-        let e = check_rollout(&revert).expect_err("Revert is not there yet");
+        let e = check_rollout(&revert).expect_err("Revert without waves");
         assert_eq!(e.field, "spec.rollout.onFailure");
+        assert!(e.problem.contains("spec.rollout.waves"), "{e}");
+        let revert = RolloutSpec {
+            waves: Some(vec![WaveSize::Nodes(1), WaveSize::Percent("100%".into())]),
+            ..revert
+        };
+        check_rollout(&revert).expect("Revert with waves is valid");
     }
 
     #[test]

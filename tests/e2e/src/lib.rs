@@ -442,6 +442,13 @@ impl Harness {
     /// `<task uid>/<generation>/<node>`), over every worker Pod that ever ran (their logs
     /// outlive them).
     pub fn runs_of(&self, id: &str) -> usize {
+        self.worker_log_count("invoking", id)
+    }
+
+    /// How many times worker logs say `message` (e.g. `"reverting"`: a revert that ran,
+    /// not one answered from the stored outcome) for the invocation `id`, over every
+    /// worker Pod that ever ran.
+    pub fn worker_log_count(&self, message: &str, id: &str) -> usize {
         let Some(sim) = self.env.node_simulator() else {
             return 0;
         };
@@ -457,7 +464,7 @@ impl Harness {
             let log = std::fs::read_to_string(entry.path().join("worker.log")).unwrap_or_default();
             n += log
                 .lines()
-                .filter(|l| l.contains("\"invoking\"") && l.contains(&quoted))
+                .filter(|l| l.contains(&format!("\"{message}\"")) && l.contains(&quoted))
                 .count();
         }
         n

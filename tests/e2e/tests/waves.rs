@@ -9,6 +9,11 @@
 //!   pausing and resuming keep the run (no node runs again), approval moves one wave
 //!   on, cancel skips the nodes not started and ends the task naming the cancel; the
 //!   files show exactly which nodes ran.
+//! - `rollout.onFailure: Revert`: the canary whose health check fails is halted and
+//!   reverted (its file's bytes and mode as before the task, sha256 compared), the node's
+//!   status says so, a `RolledBack` Event names it, and the other nodes stay untouched;
+//!   with the operator SIGKILLed while the revert waits for the node lock, the restarted
+//!   one finishes the revert, and the node is reverted exactly once.
 
 use std::process::Output;
 
@@ -63,6 +68,16 @@ fn phases(t: &HostTask) -> Vec<(String, NodePhase)> {
         .as_ref()
         .map(|s| s.nodes.iter().map(|n| (n.node.clone(), n.phase)).collect())
         .unwrap_or_default()
+}
+
+/// The sha256 and the permission bits of a node's /etc/demo.conf.
+fn fingerprint(h: &Harness, node: &str) -> anyhow::Result<(String, u32)> {
+    use sha2::Digest as _;
+    use std::os::unix::fs::PermissionsExt as _;
+    let path = h.etc(node)?.join("demo.conf");
+    let bytes = std::fs::read(&path)?;
+    let mode = std::fs::metadata(&path)?.permissions().mode() & 0o7777;
+    Ok((format!("{:x}", sha2::Sha256::digest(&bytes)), mode))
 }
 
 /// Reasons of the Events about task `name`.
@@ -336,5 +351,170 @@ async fn bad_waves_and_mutating_checks_are_refused() -> anyhow::Result<()> {
             tokio::time::sleep(std::time::Duration::from_millis(300)).await;
         }
     }
+    h.shutdown().await
+}
+
+/// Prepares the four nodes (demo.conf with mode 0640, a health file that fails on the
+/// canary) and applies task `name` (`onFailure: Revert`); returns each node's
+/// demo.conf fingerprint from before.
+async fn revert_canary(h: &Harness, name: &str) -> anyhow::Result<Vec<(String, u32)>> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mut before = Vec::new();
+    for n in NODES {
+        let path = h.etc(n)?.join("demo.conf");
+        std::fs::write(&path, "a = 1\n# kept as is\n")?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640))?;
+        std::fs::write(h.etc(n)?.join("health.conf"), "ok\n")?;
+        before.push(fingerprint(h, n)?);
+    }
+    std::fs::write(h.etc("master")?.join("health.conf"), "broken\n")?;
+    h.apply(&task(
+        name,
+        "    waves: [1, \"100%\"]\n    onFailure: Revert\n    gate:\n      checks:\n      - api: etc-file\n        method: read\n        parameter: {path: /etc/health.conf}\n        expect: {path: /content, equals: \"ok\\n\"}\n",
+        "b = 2",
+    ))
+    .await?;
+    Ok(before)
+}
+
+/// The canary's `revert.reverted`.
+fn reverted(t: &HostTask) -> Option<bool> {
+    t.status
+        .as_ref()
+        .and_then(|s| s.nodes.iter().find(|n| n.node == "master"))
+        .and_then(|n| n.revert.as_ref())
+        .and_then(|r| r.reverted)
+}
+
+/// `onFailure: Revert`: the canary's health check fails, the rollout halts after it and
+/// the canary is put back exactly as it was; the other nodes are never touched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_canary_is_reverted_with_on_failure_revert() -> anyhow::Result<()> {
+    let h = Harness::start_with(Some(3), &[]).await?;
+    let before = revert_canary(&h, "undo").await?;
+    let t = h.wait_task("undo", |t| reverted(t).is_some()).await?;
+    let st = t.status.clone().unwrap_or_default();
+    let master = st
+        .nodes
+        .iter()
+        .find(|n| n.node == "master")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(reverted(&t), Some(true), "{master:?}");
+    assert!(
+        master.changed,
+        "the canary's call changed its file: {master:?}"
+    );
+    let message = master.message.clone().unwrap_or_default();
+    assert!(
+        message.contains("reverted (rollout.onFailure: Revert): restored /etc/demo.conf"),
+        "{message}"
+    );
+    assert_eq!(rollout_phase(&t), Some((1, RolloutPhase::Halted)));
+    // The canary is back byte for byte with its mode; the others were never touched.
+    for (n, was) in NODES.iter().zip(&before) {
+        assert_eq!(&fingerprint(&h, n)?, was, "{n}");
+    }
+    assert_eq!(demo(&h, "master")?, "a = 1\n# kept as is\n");
+    assert_eq!(
+        phases(&t),
+        vec![
+            ("master".into(), NodePhase::Succeeded),
+            ("node1".into(), NodePhase::Pending),
+            ("node2".into(), NodePhase::Pending),
+            ("node3".into(), NodePhase::Pending),
+        ]
+    );
+    // The Event follows the status write.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let reasons = event_reasons(&h, "undo").await?;
+        if reasons.iter().any(|r| r == "RolledBack") {
+            assert!(!reasons.iter().any(|r| r == "RevertFailed"), "{reasons:?}");
+            break;
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "no RolledBack Event: {reasons:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    // A while later nothing moved: no node ran again, none was reverted again.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    for (n, was) in NODES.iter().zip(&before) {
+        assert_eq!(&fingerprint(&h, n)?, was, "{n} changed while halted");
+    }
+    let t = h.wait_task("undo", |_| true).await?;
+    assert_eq!(reverted(&t), Some(true));
+    let uid = t.uid().unwrap_or_default();
+    assert_eq!(h.runs_of(&format!("{uid}/1/master")), 1);
+    assert_eq!(
+        h.worker_log_count("reverting", &format!("revert/{uid}/1/master")),
+        1
+    );
+    h.shutdown().await
+}
+
+/// The operator is SIGKILLed while the canary's revert waits for the node lock (the
+/// test holds it from the moment the canary's call ended): the next operator sends the
+/// revert again from the status, the worker runs it once the lock is free and answers
+/// the repeat, and the node is reverted exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_killed_while_reverting_reverts_once() -> anyhow::Result<()> {
+    let mut h = Harness::start_with(Some(3), &[]).await?;
+    let lock_path = h
+        .env
+        .node_root("master")
+        .ok_or_else(|| anyhow::anyhow!("no node simulator"))?
+        .join("run/hostplug/mutate.lock");
+    let before = revert_canary(&h, "undo-restart").await?;
+    // The canary's call ends, then its health check runs (no lock), then the halt and
+    // the revert (under the lock): take the lock in between.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(120);
+    let lock = loop {
+        let t = h.tasks().get("undo-restart").await?;
+        if phases(&t).first() == Some(&("master".into(), NodePhase::Succeeded)) {
+            let f = std::fs::OpenOptions::new().write(true).open(&lock_path)?;
+            f.lock()?;
+            break f;
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the canary never ran"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    };
+    let halted = h
+        .wait_task("undo-restart", |t| {
+            rollout_phase(t) == Some((1, RolloutPhase::Halted))
+        })
+        .await?;
+    anyhow::ensure!(
+        reverted(&halted).is_none(),
+        "reverted before the lock was taken: the test missed its window"
+    );
+    // The revert is in flight, waiting for the lock.
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    h.kill_operator().await?;
+    let t = h.tasks().get("undo-restart").await?;
+    assert_eq!(reverted(&t), None, "recorded while the node was locked");
+    h.start_operator()?;
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    drop(lock);
+    let t = h
+        .wait_task("undo-restart", |t| reverted(t).is_some())
+        .await?;
+    assert_eq!(reverted(&t), Some(true), "{:?}", t.status);
+    for (n, was) in NODES.iter().zip(&before) {
+        assert_eq!(&fingerprint(&h, n)?, was, "{n}");
+    }
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let uid = t.uid().unwrap_or_default();
+    assert_eq!(
+        h.worker_log_count("reverting", &format!("revert/{uid}/1/master")),
+        1,
+        "reverted once"
+    );
+    assert_eq!(h.runs_of(&format!("{uid}/1/master")), 1);
     h.shutdown().await
 }
