@@ -46,7 +46,15 @@ fn only_the_real_plugins_are_built_in() {
     let text = dockerfile();
     let stage = plugins_stage(&text);
     let names = builtins(stage);
-    assert_eq!(names, ["etc-file", "docker-image", "containerd-image"]);
+    assert_eq!(
+        names,
+        [
+            "etc-file",
+            "docker-image",
+            "containerd-image",
+            "systemd-unit"
+        ]
+    );
     for n in &names {
         let dir = repo().join("plugins").join(n);
         assert!(
@@ -165,6 +173,8 @@ fn the_copy_loop_ships_the_built_ins_and_their_capabilities_only() {
             "docker-image.wasm",
             "etc-file.capabilities.json",
             "etc-file.wasm",
+            "systemd-unit.capabilities.json",
+            "systemd-unit.wasm",
         ]
     );
     assert_eq!(
