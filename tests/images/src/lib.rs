@@ -829,7 +829,12 @@ mod tests {
         let text = fs::read_to_string(&path).expect("Dockerfile");
         assert_eq!(
             builtin_plugins(&path, &text).expect("BUILTIN_PLUGINS"),
-            ["etc-file", "docker-image", "containerd-image"]
+            [
+                "etc-file",
+                "docker-image",
+                "containerd-image",
+                "systemd-unit"
+            ]
         );
         assert!(builtin_plugins(&path, "FROM scratch\n").is_err());
     }

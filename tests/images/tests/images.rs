@@ -223,7 +223,15 @@ fn the_operator_image_carries_only_the_builtin_plugins() {
         &fs::read_to_string(&dockerfile).expect("Dockerfile"),
     )
     .expect("BUILTIN_PLUGINS");
-    assert_eq!(names, ["etc-file", "docker-image", "containerd-image"]);
+    assert_eq!(
+        names,
+        [
+            "etc-file",
+            "docker-image",
+            "containerd-image",
+            "systemd-unit"
+        ]
+    );
     let plugin_dir = Binaries::of_this_build().expect("binaries").plugin_dir;
     // The plugin directory the images are built from also holds test plugins and
     // examples: the image must not.
