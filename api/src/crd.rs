@@ -334,6 +334,11 @@ pub struct NodeResult {
     /// nothing, or an earlier follow-up failed).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub on_change: Vec<FollowUpResult>,
+    /// With `spec.disruption`: where the node is in its cycle (draining, rebooting,
+    /// waiting for Ready) or why it waits to begin it (maintenance window, fleet budget).
+    /// Absent when the node is not waiting for or in a cycle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disruption: Option<crate::disruption::NodeDisruption>,
     /// The wave the node belongs to, from 1 (a rollout with waves): given once and
     /// kept, so a restart or a change of the node list never moves a node.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -92,6 +92,45 @@ pub struct DisruptionSpec {
     #[serde(default = "default_reboot_timeout")]
     #[schemars(range(min = 1, max = MAX_REBOOT_TIMEOUT_SECONDS))]
     pub reboot_timeout_seconds: i32,
+    /// When nodes may start their cycle (recurring windows; any one open is enough).
+    /// Empty: at any time. Outside every window no node is drained or rebooted, and no
+    /// call of this task starts (its effect may need the reboot); a node whose cycle
+    /// began before a window closed finishes it, then the rollout waits for the next
+    /// opening.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_MAINTENANCE_WINDOWS))]
+    pub maintenance_windows: Vec<MaintenanceWindow>,
+}
+
+/// Most `spec.disruption.maintenanceWindows`: 16, a window per weekday and then some;
+/// each is evaluated on every reconcile of the task.
+pub const MAX_MAINTENANCE_WINDOWS: usize = 16;
+
+/// Longest `duration` of a maintenance window: 7 days (`168h`), a weekly schedule that is
+/// always open; longer would overlap itself.
+pub const MAX_WINDOW_DURATION_SECONDS: i64 = 7 * 24 * 3600;
+
+/// Shortest `duration` of a maintenance window: 1 minute, cron's resolution.
+pub const MIN_WINDOW_DURATION_SECONDS: i64 = 60;
+
+/// A recurring maintenance window: it opens at each time `schedule` names, in
+/// `timeZone`, and stays open for `duration`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MaintenanceWindow {
+    /// When the window opens: a cron expression of five fields (minute, hour, day of
+    /// month, month, day of week), e.g. `0 2 * * SAT` (Saturdays at 02:00).
+    pub schedule: String,
+    /// How long it stays open: `2h`, `90m`, `1h30m` (1 minute to 168 hours).
+    pub duration: String,
+    /// The IANA time zone of `schedule`, e.g. `Europe/Berlin` (daylight saving time
+    /// included). Default: `UTC`.
+    #[serde(default = "default_time_zone")]
+    pub time_zone: String,
+}
+
+fn default_time_zone() -> String {
+    "UTC".to_owned()
 }
 
 fn default_drain_timeout() -> i32 {
@@ -109,6 +148,7 @@ impl Default for DisruptionSpec {
             reboot: RebootPolicy::default(),
             drain_timeout_seconds: DEFAULT_DRAIN_TIMEOUT_SECONDS,
             reboot_timeout_seconds: DEFAULT_REBOOT_TIMEOUT_SECONDS,
+            maintenance_windows: Vec::new(),
         }
     }
 }
@@ -203,6 +243,55 @@ impl MaintenanceMark {
             expected: "the JSON the operator writes (remove the annotation to release the node)",
         })
     }
+}
+
+/// Where a node of a disruptive task is in its cycle, or why it waits to begin it
+/// (`status.nodes[].disruption.phase` of a HostTask).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum DisruptionPhase {
+    /// Not started: no maintenance window is open (the message says when one opens).
+    WaitingForWindow,
+    /// Not started: the fleet-wide budget of nodes in a cycle at once is used (the
+    /// operator's `--max-disrupted-nodes`); the message names the nodes holding it.
+    WaitingForBudget,
+    /// Cordoned; its Pods are being evicted.
+    Draining,
+    /// The task's call is running.
+    Applying,
+    /// A reboot was asked for; waiting for the node to come back with a new boot ID.
+    Rebooting,
+    /// Rebooted (a new boot ID); waiting for the node to be Ready and its worker back.
+    WaitingForReady,
+    /// Being handed back: uncordoned if hostplug cordoned it.
+    Restoring,
+}
+
+impl DisruptionPhase {
+    /// The spelling in the status.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::WaitingForWindow => "WaitingForWindow",
+            Self::WaitingForBudget => "WaitingForBudget",
+            Self::Draining => "Draining",
+            Self::Applying => "Applying",
+            Self::Rebooting => "Rebooting",
+            Self::WaitingForReady => "WaitingForReady",
+            Self::Restoring => "Restoring",
+        }
+    }
+}
+
+/// A node's cycle as a HostTask's status shows it (`status.nodes[].disruption`), while
+/// the node waits for or goes through it; absent otherwise.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeDisruption {
+    /// The step, or why the node waits.
+    pub phase: DisruptionPhase,
+    /// Details for people: when the window opens, which nodes hold the budget, the
+    /// boot ID before the reboot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// `GET /v1/node`: what a worker reports about its node.

@@ -409,6 +409,11 @@ pub struct InvokeOutcome {
     /// the worker for a mutating call that named its task; absent otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revert: Option<Revertibility>,
+    /// The plugin's request for a reboot (WIT `outcome.reboot-required`): why the
+    /// change takes effect only after the node reboots. A request only: the operator's
+    /// disruption cycle decides (`spec.disruption.reboot`). Absent: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reboot_required: Option<String>,
 }
 
 impl InvokeOutcome {
@@ -863,6 +868,7 @@ mod tests {
             duration_ms: 7,
             on_change: Vec::new(),
             revert: None,
+            reboot_required: None,
         };
         let value = serde_json::to_value(&outcome)?;
         assert_eq!(

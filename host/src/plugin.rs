@@ -205,6 +205,9 @@ impl Plugin {
                 serde_json::Value::String(outcome.output)
             })
         };
+        let reboot_required = outcome
+            .reboot_required
+            .map(|why| reboot_reason(why, &mut logs));
         let outcome = InvokeOutcome {
             changed: outcome.changed,
             output,
@@ -213,6 +216,7 @@ impl Plugin {
             duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
             on_change: Vec::new(),
             revert: None,
+            reboot_required,
         };
         (Ok(outcome), record)
     }
@@ -387,4 +391,41 @@ enum Export<'a> {
 enum Returned {
     Info(bindings::hostplug::plugin::types::PluginInfo),
     Outcome(bindings::hostplug::plugin::types::Outcome),
+}
+
+/// The plugin's reboot request (`outcome.reboot-required`) as it travels on: one line of
+/// at most [`MAX_REBOOT_FIELD_BYTES`](hostplug_api::disruption::MAX_REBOOT_FIELD_BYTES)
+/// (it becomes the reason of the operator's reboot request, an Event and a node's status
+/// message). A longer or multi-line reason is cut, not refused: the call already changed
+/// the node, and the request must not be lost; the host says so in the logs.
+fn reboot_reason(why: String, logs: &mut Vec<LogRecord>) -> String {
+    use hostplug_api::disruption::MAX_REBOOT_FIELD_BYTES;
+    let line = why
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("");
+    let mut cut = line.to_owned();
+    if cut.len() > MAX_REBOOT_FIELD_BYTES {
+        let mut end = MAX_REBOOT_FIELD_BYTES;
+        while !cut.is_char_boundary(end) {
+            end -= 1;
+        }
+        cut.truncate(end);
+    }
+    if cut != why {
+        logs.push(LogRecord {
+            level: LogLevel::Warn,
+            source: LogSource::Host,
+            message: format!(
+                "the plugin's reboot reason was cut to its first line and at most \
+                 {MAX_REBOOT_FIELD_BYTES} bytes"
+            ),
+        });
+    }
+    if cut.is_empty() {
+        "the plugin gave no reason".to_owned()
+    } else {
+        cut
+    }
 }

@@ -53,11 +53,20 @@ pub struct Success {
     pub follow_ups: Vec<FollowUpOutcome>,
     /// Whether the call's change to /etc can be reverted, as the worker said.
     pub revert: Option<hostplug_api::protocol::Revertibility>,
+    /// Why the change needs a reboot, when the plugin (or a follow-up that ran) asked
+    /// for one; the disruption cycle decides (`crate::disruption`).
+    pub reboot_required: Option<String>,
 }
 
 impl From<InvokeOutcome> for Success {
     fn from(o: InvokeOutcome) -> Self {
+        let reboot_required = o.reboot_required.clone().or_else(|| {
+            o.on_change
+                .iter()
+                .find_map(|f| f.outcome.as_ref()?.reboot_required.clone())
+        });
         Self {
+            reboot_required,
             changed: o.changed,
             diff: o.diff,
             output: o.output,

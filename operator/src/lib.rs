@@ -157,6 +157,17 @@ mod controller {
             value_parser = clap::value_parser!(u16).range(1..)
         )]
         pub max_workers_per_node: u16,
+        /// Nodes in a disruption cycle (`spec.disruption`: drained, rebooted) at once,
+        /// across every task, beside each rollout's own maxParallel: kured's lock, with
+        /// room for more. Counted from the `hostplug.dev/maintenance` marks on the Node
+        /// objects, so a new leader sees the cycles its predecessor began.
+        #[arg(
+            long,
+            env = "HOSTPLUG_MAX_DISRUPTED_NODES",
+            default_value_t = crate::disruption::DEFAULT_MAX_DISRUPTED_NODES,
+            value_parser = clap::value_parser!(u16).range(1..)
+        )]
+        pub max_disrupted_nodes: u16,
         /// A file of PEM public keys (ECDSA P-256): when set, every plugin that is not
         /// built in must come from an OCI registry and carry a cosign-format signature by
         /// one of them, in addition to its own `spec.signature`.

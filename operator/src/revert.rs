@@ -214,6 +214,7 @@ mod tests {
                 logs: Vec::new(),
                 follow_ups: Vec::new(),
                 revert: None,
+                reboot_required: None,
             }),
         );
         record(

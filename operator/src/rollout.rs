@@ -231,6 +231,20 @@ fn plan(status: &mut HostTaskStatus, rollout: &RolloutSpec) {
 
 /// Advances the rollout of the generation `status` describes by one step. Pure.
 pub fn step(status: &mut HostTaskStatus, rollout: &RolloutSpec, obs: &Observed) -> Vec<Action> {
+    step_gated(status, rollout, obs, None)
+}
+
+/// [`step`] for a task with a disruptive `spec.disruption` ([`crate::disruption::Gate`]):
+/// outside its maintenance windows no node starts, and a node starts only while the
+/// fleet-wide budget has room (its own nodes in flight hold budget from their start).
+/// Nodes that wait say why (`status.nodes[].disruption` and their message); a node in
+/// its cycle shows where it is. Nodes in flight are never stopped by a closing window.
+pub fn step_gated(
+    status: &mut HostTaskStatus,
+    rollout: &RolloutSpec,
+    obs: &Observed,
+    disruption: Option<&crate::disruption::Gate>,
+) -> Vec<Action> {
     let now = Time(obs.now);
     let mut actions = Vec::new();
     plan(status, rollout);
@@ -263,7 +277,9 @@ pub fn step(status: &mut HostTaskStatus, rollout: &RolloutSpec, obs: &Observed) 
                         match crate::dispatch::failed_follow_up(&n.on_change) {
                             None => {
                                 n.phase = NodePhase::Succeeded;
-                                n.message = None;
+                                // A reboot the plugin asked for and nobody did: people
+                                // must see that the node needs one.
+                                n.message = s.reboot_required.clone();
                                 actions.push(Action::NodeSucceeded {
                                     node: n.node.clone(),
                                 });
@@ -448,7 +464,18 @@ pub fn step(status: &mut HostTaskStatus, rollout: &RolloutSpec, obs: &Observed) 
             }
         }
         if halted.is_none() && !rollout.paused {
-            admit(status, rollout, obs, &now, &mut actions);
+            admit(status, rollout, obs, disruption, &now, &mut actions);
+        }
+    }
+
+    // The cycle of each node in one, from its mark; nothing once it ended.
+    if let Some(g) = disruption {
+        for n in status.nodes.iter_mut() {
+            match n.phase {
+                NodePhase::Running => n.disruption = g.cycles.get(&n.node).cloned(),
+                NodePhase::Pending => {}
+                _ => n.disruption = None,
+            }
         }
     }
 
@@ -578,12 +605,22 @@ fn admit(
     status: &mut HostTaskStatus,
     rollout: &RolloutSpec,
     obs: &Observed,
+    gate: Option<&crate::disruption::Gate>,
     now: &Time,
     actions: &mut Vec<Action>,
 ) {
     let wave = status.rollout.as_ref().map(|r| r.wave);
     let mut in_flight = Counts::of(&status.nodes).in_flight;
     let max_parallel = usize::try_from(rollout.max_parallel).unwrap_or(1).max(1);
+    // The disruption gate: a closed window starts nothing; the fleet budget counts the
+    // nodes in a cycle anywhere and this task's nodes in flight.
+    let window_hold = gate.and_then(crate::disruption::Gate::window_hold);
+    let mut started: std::collections::BTreeSet<String> = status
+        .nodes
+        .iter()
+        .filter(|n| matches!(n.phase, NodePhase::Starting | NodePhase::Running))
+        .map(|n| n.node.clone())
+        .collect();
     for n in status.nodes.iter_mut().filter(|n| {
         n.phase == NodePhase::Pending && (n.wave.is_none() || wave.is_none() || n.wave <= wave)
     }) {
@@ -603,6 +640,32 @@ fn admit(
         };
         if in_flight >= max_parallel {
             continue;
+        }
+        if let Some(g) = gate {
+            let hold = match &window_hold {
+                Some(h) => Some(h.clone()),
+                None if g.free(&started) == 0 => Some(g.budget_hold(&started)),
+                None => None,
+            };
+            if let Some(hold) = hold {
+                if n.disruption.as_ref().map(|d| d.phase) != Some(hold.phase) {
+                    actions.push(Action::Announce {
+                        warning: false,
+                        reason: "DisruptionWaiting",
+                        message: format!(
+                            "{}: {}",
+                            n.node,
+                            hold.message.clone().unwrap_or_default()
+                        ),
+                    });
+                }
+                n.message.clone_from(&hold.message);
+                n.disruption = Some(hold);
+                continue;
+            }
+            started.insert(n.node.clone());
+            n.disruption = None;
+            n.message = None;
         }
         in_flight += 1;
         n.started_at = Some(now.clone());
@@ -939,6 +1002,7 @@ mod tests {
                     logs: vec![],
                     follow_ups: vec![],
                     revert: None,
+                    reboot_required: None,
                 }),
                 Timestamp::now(),
             ),
@@ -951,6 +1015,146 @@ mod tests {
         let mut wide = status(&["a", "b", "c"]);
         let actions = step(&mut wide, &rollout(2, 0), &ready);
         assert_eq!(calls(&actions).len(), 2);
+    }
+
+    fn gate_of(
+        window: Option<crate::disruption::window::WindowState>,
+        budget: usize,
+        held: &[&str],
+    ) -> crate::disruption::Gate {
+        crate::disruption::Gate {
+            window,
+            budget,
+            held: held
+                .iter()
+                .map(|n| ((*n).to_owned(), "ns/other".to_owned()))
+                .collect(),
+            cycles: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn a_closed_window_starts_nothing_and_says_when_it_opens() {
+        use crate::disruption::window::WindowState;
+        use hostplug_api::disruption::DisruptionPhase;
+        let opens: Timestamp = "2026-12-08T02:00:00Z".parse().expect("test setup");
+        let closed = gate_of(
+            Some(WindowState::Closed {
+                opens: Some(opens),
+                window: "0 2 * * * (UTC)".into(),
+            }),
+            5,
+            &[],
+        );
+        let mut s = status(&["a", "b"]);
+        let ready = obs(&[
+            ("a", Some(WorkerState::Ready)),
+            ("b", Some(WorkerState::Ready)),
+        ]);
+        let actions = step_gated(&mut s, &rollout(2, 0), &ready, Some(&closed));
+        assert!(calls(&actions).is_empty(), "{actions:?}");
+        assert_eq!(phases(&s), vec![Pending, Pending]);
+        let d = s.nodes[0].disruption.clone().expect("a hold");
+        assert_eq!(d.phase, DisruptionPhase::WaitingForWindow);
+        let msg = s.nodes[0].message.clone().unwrap_or_default();
+        assert!(msg.contains("2026-12-08T02:00:00Z"), "{msg}");
+        assert_eq!(
+            announced(&actions),
+            vec!["DisruptionWaiting", "DisruptionWaiting"]
+        );
+        // Said once, not on every step.
+        let actions = step_gated(&mut s, &rollout(2, 0), &ready, Some(&closed));
+        assert!(announced(&actions).is_empty());
+        // Open: both start, the hold is gone.
+        let open = gate_of(Some(WindowState::Open { closes: opens }), 5, &[]);
+        let actions = step_gated(&mut s, &rollout(2, 0), &ready, Some(&open));
+        assert_eq!(calls(&actions).len(), 2);
+        assert!(
+            s.nodes
+                .iter()
+                .all(|n| n.disruption.is_none() && n.message.is_none())
+        );
+        // Closing again stops nothing in flight.
+        let mut o = ready.clone();
+        o.calls.insert("a".into(), CallState::InFlight);
+        o.calls.insert("b".into(), CallState::InFlight);
+        step_gated(&mut s, &rollout(2, 0), &o, Some(&closed));
+        assert_eq!(phases(&s), vec![Running, Running]);
+    }
+
+    #[test]
+    fn the_fleet_budget_bounds_nodes_beside_max_parallel() {
+        use hostplug_api::disruption::DisruptionPhase;
+        let ready = obs(&[
+            ("a", Some(WorkerState::Ready)),
+            ("b", Some(WorkerState::Ready)),
+            ("c", Some(WorkerState::Ready)),
+        ]);
+        // Another task's node holds the only place: nothing starts, and each says so.
+        let mut s = status(&["a", "b", "c"]);
+        let full = gate_of(None, 1, &["x"]);
+        let actions = step_gated(&mut s, &rollout(3, 0), &ready, Some(&full));
+        assert!(calls(&actions).is_empty());
+        let d = s.nodes[0].disruption.clone().expect("a hold");
+        assert_eq!(d.phase, DisruptionPhase::WaitingForBudget);
+        assert!(
+            d.message
+                .unwrap_or_default()
+                .contains("x (HostTask ns/other)")
+        );
+        // Budget 2, maxParallel 3: two start.
+        let two = gate_of(None, 2, &[]);
+        let actions = step_gated(&mut s, &rollout(3, 0), &ready, Some(&two));
+        assert_eq!(calls(&actions).len(), 2);
+        assert_eq!(phases(&s), vec![Running, Running, Pending]);
+        assert_eq!(
+            s.nodes[2].disruption.as_ref().map(|d| d.phase),
+            Some(DisruptionPhase::WaitingForBudget)
+        );
+        // A node's cycle shows while it runs, and goes when it ended.
+        let mut cycling = two.clone();
+        cycling.cycles.insert(
+            "a".into(),
+            hostplug_api::disruption::NodeDisruption {
+                phase: DisruptionPhase::Rebooting,
+                message: None,
+            },
+        );
+        let mut o = ready.clone();
+        o.calls.insert("a".into(), CallState::InFlight);
+        o.calls.insert("b".into(), CallState::InFlight);
+        step_gated(&mut s, &rollout(3, 0), &o, Some(&cycling));
+        assert_eq!(
+            s.nodes[0].disruption.as_ref().map(|d| d.phase),
+            Some(DisruptionPhase::Rebooting)
+        );
+        o.calls.insert(
+            "a".into(),
+            CallState::Done(
+                Ok(Success {
+                    changed: true,
+                    diff: None,
+                    output: serde_json::json!({}),
+                    logs: vec![],
+                    follow_ups: vec![],
+                    revert: None,
+                    reboot_required: Some(
+                        "reboot requested by the plugin: x; not rebooted: y".into(),
+                    ),
+                }),
+                Timestamp::now(),
+            ),
+        );
+        step_gated(&mut s, &rollout(3, 0), &o, Some(&cycling));
+        assert_eq!(s.nodes[0].phase, Succeeded);
+        assert_eq!(s.nodes[0].disruption, None);
+        assert!(
+            s.nodes[0]
+                .message
+                .as_deref()
+                .unwrap_or_default()
+                .contains("not rebooted")
+        );
     }
 
     #[test]
@@ -1113,6 +1317,7 @@ mod tests {
                     logs: vec![],
                     follow_ups,
                     revert: None,
+                    reboot_required: None,
                 }),
                 Timestamp::now(),
             )
@@ -1209,6 +1414,7 @@ mod tests {
                 logs: vec![],
                 follow_ups: vec![],
                 revert: None,
+                reboot_required: None,
             }),
             Timestamp::now(),
         )

@@ -160,6 +160,12 @@ async fn resolve(ctx: &Context, task: &HostTask) -> Result<Result<Resolved, Inva
             Ok(v) => v,
             Err(e) => return Ok(Err(e)),
         };
+    // Disruption (issue 25): the maintenance windows parse.
+    if let Some(d) = &spec.disruption
+        && let Err(e) = crate::disruption::window::parse(&d.maintenance_windows)
+    {
+        return Ok(Err(e));
+    }
     if let Some(r) = &spec.rollout {
         if let Err(e) = validate::check_rollout(r) {
             return Ok(Err(e));
@@ -406,7 +412,17 @@ async fn advance(
         follow_ups: task.spec.on_change.clone(),
     };
     let rollout_spec = task.spec.rollout.clone().unwrap_or_default();
-    let steps = rollout::step(&mut status, &rollout_spec, &observed);
+    // Disruption (issue 25): maintenance windows and the fleet budget gate the start.
+    let gate = crate::disruption::gate(
+        task.spec.disruption.as_ref(),
+        task.spec.dry_run,
+        ctx.nodes.state().iter().map(AsRef::as_ref),
+        uid,
+        generation,
+        usize::from(ctx.config.max_disrupted_nodes),
+        observed.now,
+    );
+    let steps = rollout::step_gated(&mut status, &rollout_spec, &observed, gate.as_ref());
 
     // Workers first (they take seconds to start), then the record, then the calls.
     for s in &steps {
@@ -523,7 +539,12 @@ async fn advance(
             .await;
         return expire(ctx, api, task, &status).await;
     }
-    Ok(Action::requeue(FALLBACK_REQUEUE))
+    // A closed maintenance window: look again when the next one opens.
+    let wake = gate
+        .and_then(|g| g.wake_at())
+        .map(|t| Duration::try_from(t.duration_since(Timestamp::now())).unwrap_or_default())
+        .map_or(FALLBACK_REQUEUE, |d| d.min(FALLBACK_REQUEUE));
+    Ok(Action::requeue(wake))
 }
 
 /// A new generation: validate, then record the target nodes as Pending (or the task as
@@ -880,7 +901,11 @@ fn spawn_run(ctx: &Arc<Context>, task: &HostTask, loaded: Arc<LoadedPlugin>, run
                     )
                     .await
                 }
-                None => send.await,
+                None => crate::disruption::without_cycle(
+                    send.await,
+                    spec.disruption.as_ref(),
+                    spec.dry_run,
+                ),
             };
             Ok::<_, CallError>((outcome, values))
         }
@@ -1206,6 +1231,7 @@ mod tests {
                 logs: vec![],
                 follow_ups: vec![],
                 revert: None,
+                reboot_required: None,
             }),
         );
         let seen = of(&runs, "u", 1);

@@ -218,6 +218,7 @@ mod tests {
             duration_ms: 1,
             on_change: Vec::new(),
             revert: None,
+            reboot_required: None,
         })
     }
 

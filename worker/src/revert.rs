@@ -180,6 +180,7 @@ fn restore(
             duration_ms: u64::try_from(began.elapsed().as_millis()).unwrap_or(u64::MAX),
             on_change: Vec::new(),
             revert: None,
+            reboot_required: None,
         }),
         Err(e) => {
             let mut message = e.to_string();

@@ -96,6 +96,7 @@ impl FakeRuntime {
             duration_ms: 0,
             on_change: Vec::new(),
             revert: None,
+            reboot_required: None,
         })
     }
 }

@@ -21,16 +21,29 @@
 //! which keeps PodDisruptionBudgets), and never take a step it has not recorded.
 
 pub mod node;
+pub mod window;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::ResourceExt;
 use serde::{Deserialize, Serialize};
 
-use hostplug_api::disruption::{CycleStep, DisruptionSpec, MaintenanceMark, RebootPolicy};
+use hostplug_api::disruption::{
+    CycleStep, DisruptionPhase, DisruptionSpec, MaintenanceMark, NodeDisruption, RebootPolicy,
+};
+
+use window::WindowState;
 
 pub use hostplug_api::disruption::MAINTENANCE_ANNOTATION;
+
+/// Default of the operator's `--max-disrupted-nodes`: 1, one node drained or rebooting
+/// at a time across the fleet, as kured's lock does. A disruption costs capacity
+/// everywhere at once (workloads squeezed onto the other nodes); more is an
+/// administrator's decision.
+pub const DEFAULT_MAX_DISRUPTED_NODES: u16 = 1;
 
 /// The Node annotation with the record of the node's last finished cycle
 /// ([`LastCycle`] as JSON): a resumed call of that generation ends from it.
@@ -52,6 +65,10 @@ pub struct LastCycle {
     pub failure: Option<String>,
     /// What happened, for the node's status.
     pub summary: String,
+    /// A reboot the plugin asked for and the cycle did not do: the sentence for the
+    /// node's message ([`not_rebooted`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reboot_note: Option<String>,
 }
 
 /// The task generation a cycle belongs to.
@@ -244,12 +261,9 @@ pub fn next(cycle: &Cycle<'_>, obs: &NodeObs) -> Decision {
                     RebootPolicy::Never => None,
                 };
                 let Some(reason) = reason else {
-                    let note = match (cycle.spec.reboot, reboot_requested) {
-                        (RebootPolicy::Never, Some(why)) => Some(format!(
-                            "reboot required ({why}) but not done: spec.disruption.reboot is Never"
-                        )),
-                        _ => None,
-                    };
+                    let note = reboot_requested
+                        .as_deref()
+                        .map(|why| not_rebooted(why, Some(cycle.spec)));
                     return to(CycleStep::Restoring, &|m| {
                         m.changed = Some(changed);
                         m.reason.clone_from(&note);
@@ -320,6 +334,7 @@ pub fn next(cycle: &Cycle<'_>, obs: &NodeObs) -> Decision {
                 changed: mark.changed,
                 failure: mark.failure.clone(),
                 summary: summary(&mark, obs),
+                reboot_note: mark.reason.clone().filter(|_| mark.boot_id.is_none()),
             })
         }
     }
@@ -369,6 +384,194 @@ fn drain_failure(limit: Duration, obs: &NodeObs) -> String {
         limit.as_secs(),
         pods.join(", ")
     )
+}
+
+/// The node's message when the plugin asked for a reboot (`why`) that hostplug does not
+/// do for a task with `spec` (no `spec.disruption`, or `reboot: Never`): people must see
+/// that the node needs one.
+pub fn not_rebooted(why: &str, spec: Option<&DisruptionSpec>) -> String {
+    let because = match spec {
+        Some(s) if s.reboot == RebootPolicy::Never => "spec.disruption.reboot is Never",
+        Some(_) => "a dry run disrupts nothing",
+        None => "the task has no spec.disruption (reboot: IfRequested lets hostplug do it)",
+    };
+    format!("reboot requested by the plugin: {why}; not rebooted: {because}")
+}
+
+/// A call that ran without a cycle (no `spec.disruption`, or one that disrupts
+/// nothing): a reboot the plugin asked for becomes the note for the node's message.
+pub fn without_cycle(
+    outcome: crate::dispatch::NodeOutcome,
+    spec: Option<&DisruptionSpec>,
+    dry_run: bool,
+) -> crate::dispatch::NodeOutcome {
+    outcome.map(|mut s| {
+        s.reboot_required = s.reboot_required.take().map(|why| {
+            if dry_run {
+                format!("a reboot would be requested by the plugin: {why} (dry run)")
+            } else {
+                not_rebooted(&why, spec)
+            }
+        });
+        s
+    })
+}
+
+/// What the rollout of a task with a disruptive `spec.disruption` looks at besides
+/// `maxParallel` ([`crate::rollout::Observed::disruption`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Gate {
+    /// The maintenance windows' verdict now; `None`: the task has none (always open).
+    pub window: Option<WindowState>,
+    /// The fleet-wide budget: nodes in a cycle at once, of every task
+    /// (`--max-disrupted-nodes`).
+    pub budget: usize,
+    /// The nodes in a cycle now (a mark on the Node, of any task), with its task.
+    pub held: BTreeMap<String, String>,
+    /// This task generation's nodes in a cycle, and where each is.
+    pub cycles: BTreeMap<String, NodeDisruption>,
+}
+
+impl Gate {
+    /// When the rollout must look again although nothing changes: the next window's
+    /// opening.
+    pub fn wake_at(&self) -> Option<Timestamp> {
+        match &self.window {
+            Some(WindowState::Closed { opens, .. }) => *opens,
+            _ => None,
+        }
+    }
+
+    /// Why Pending nodes may not begin now because of the window, if so.
+    pub fn window_hold(&self) -> Option<NodeDisruption> {
+        match &self.window {
+            Some(WindowState::Closed { opens, window }) => Some(NodeDisruption {
+                phase: DisruptionPhase::WaitingForWindow,
+                message: Some(window::waiting_message(*opens, window)),
+            }),
+            _ => None,
+        }
+    }
+
+    /// How many more nodes may begin a cycle, with `in_flight` the task's own nodes
+    /// started (they hold budget from their start, before their mark is written).
+    pub fn free(&self, in_flight: &BTreeSet<String>) -> usize {
+        let holding: BTreeSet<&String> = self.held.keys().chain(in_flight.iter()).collect();
+        self.budget.saturating_sub(holding.len())
+    }
+
+    /// What a node that waits for the budget shows.
+    pub fn budget_hold(&self, in_flight: &BTreeSet<String>) -> NodeDisruption {
+        let mut holders: Vec<String> = self
+            .held
+            .iter()
+            .map(|(n, t)| format!("{n} (HostTask {t})"))
+            .collect();
+        holders.extend(
+            in_flight
+                .iter()
+                .filter(|n| !self.held.contains_key(*n))
+                .map(|n| format!("{n} (this task)")),
+        );
+        NodeDisruption {
+            phase: DisruptionPhase::WaitingForBudget,
+            message: Some(format!(
+                "waiting for the fleet-wide disruption budget: {} of {} node(s) in a cycle \
+                 (operator setting --max-disrupted-nodes): {}",
+                holders.len(),
+                self.budget,
+                holders.join(", ")
+            )),
+        }
+    }
+}
+
+/// The gate of task generation `uid`/`generation` with `spec`, from the Node objects
+/// `nodes` (their marks) at `now`; `None` when the task disrupts nothing.
+pub fn gate<'a>(
+    spec: Option<&DisruptionSpec>,
+    dry_run: bool,
+    nodes: impl IntoIterator<Item = &'a Node>,
+    uid: &str,
+    generation: i64,
+    budget: usize,
+    now: Timestamp,
+) -> Option<Gate> {
+    let spec = spec.filter(|d| d.disrupts(dry_run))?;
+    // Validation refuses bad windows before any node is touched; an unparsable one
+    // here (never) gates nothing rather than everything.
+    let windows = window::parse(&spec.maintenance_windows).unwrap_or_default();
+    let mut g = Gate {
+        window: window::state(&windows, now),
+        budget,
+        ..Gate::default()
+    };
+    for node in nodes {
+        let Some(mark) = node
+            .annotations()
+            .get(MAINTENANCE_ANNOTATION)
+            .and_then(|v| MaintenanceMark::from_annotation(v).ok())
+        else {
+            continue;
+        };
+        let name = node.name_any();
+        if mark.is_of(uid, generation) {
+            let boot = node
+                .status
+                .as_ref()
+                .and_then(|s| s.node_info.as_ref())
+                .map(|i| i.boot_id.as_str());
+            g.cycles.insert(name.clone(), cycle_phase(&mark, boot));
+        }
+        g.held.insert(name, mark.task);
+    }
+    Some(g)
+}
+
+/// Where a node is, from its mark and its current boot ID.
+pub fn cycle_phase(mark: &MaintenanceMark, boot_id: Option<&str>) -> NodeDisruption {
+    let (phase, message) = match mark.step {
+        CycleStep::Draining => (
+            DisruptionPhase::Draining,
+            if mark.cordoned {
+                "cordoned by hostplug; evicting its Pods".to_owned()
+            } else {
+                "evicting its Pods (it was cordoned already)".to_owned()
+            },
+        ),
+        CycleStep::Applying => (DisruptionPhase::Applying, "the call runs".to_owned()),
+        CycleStep::Rebooting => {
+            let before = mark.boot_id.as_deref().unwrap_or_default();
+            match boot_id {
+                Some(now) if !now.is_empty() && now != before => (
+                    DisruptionPhase::WaitingForReady,
+                    format!(
+                        "rebooted (boot ID {before} → {now}); waiting for the node to be Ready \
+                         and its worker back"
+                    ),
+                ),
+                _ => (
+                    DisruptionPhase::Rebooting,
+                    format!(
+                        "rebooting ({}); boot ID before: {before}",
+                        mark.reason.as_deref().unwrap_or("asked for")
+                    ),
+                ),
+            }
+        }
+        CycleStep::Restoring => (
+            DisruptionPhase::Restoring,
+            if mark.cordoned {
+                "handing the node back: uncordoning it".to_owned()
+            } else {
+                "handing the node back".to_owned()
+            },
+        ),
+    };
+    NodeDisruption {
+        phase,
+        message: Some(format!("since {}: {message}", mark.since)),
+    }
 }
 
 /// Pods named in a drain failure: 5, enough to see the pattern, short enough for a

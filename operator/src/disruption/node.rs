@@ -130,7 +130,7 @@ where
             None => CallObs::NotSent,
             Some(Ok(s)) => CallObs::Succeeded {
                 changed: s.changed,
-                reboot_requested: None,
+                reboot_requested: s.reboot_required.clone(),
             },
             Some(Err(e)) => CallObs::Failed(e.to_string()),
         };
@@ -164,10 +164,26 @@ where
             call,
             reboot_sent,
         };
+        let first = obs.mark.is_none();
         let decision = next(&cycle, &obs);
         let rv = current.resource_version();
         match decision {
             Decision::Record(m) => {
+                // The first mark takes a place in the fleet-wide budget: counted from
+                // the Nodes themselves and written under this process's lock, so two
+                // tasks never both take the last place.
+                let _held = if first {
+                    let guard = BUDGET_LOCK.lock().await;
+                    if let Some(why) = budget_full(ctx, node).await? {
+                        tracing::debug!(%node, %why, "disruption: waiting");
+                        drop(guard);
+                        tokio::time::sleep(POLL).await;
+                        continue;
+                    }
+                    Some(guard)
+                } else {
+                    None
+                };
                 info!(%node, step = m.step.as_str(), task = %cycle.task, "disruption: recording the next step");
                 let body = json!({"metadata": {"resourceVersion": rv,
                     "annotations": {MAINTENANCE_ANNOTATION: m.to_annotation()}}});
@@ -275,8 +291,37 @@ where
     }
 }
 
+/// Serialises the first mark of every cycle in this process (the leader): the count of
+/// marks and the write that adds one happen under it, so the fleet-wide budget is never
+/// exceeded by two tasks at once. A new leader counts the marks its predecessor wrote.
+static BUDGET_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Why `node` may not begin its cycle now, when the other nodes in a cycle (a mark on
+/// the Node, read from the API server, not the cache) use the whole budget.
+async fn budget_full(ctx: &Context, node: &str) -> Result<Option<String>, CallError> {
+    let nodes: Api<Node> = Api::all(ctx.client.clone());
+    let list = nodes
+        .list(&ListParams::default())
+        .await
+        .map_err(failed("listing the Nodes for the disruption budget", node))?;
+    let held: Vec<String> = list
+        .items
+        .iter()
+        .filter(|n| n.name_any() != node && n.annotations().contains_key(MAINTENANCE_ANNOTATION))
+        .map(ResourceExt::name_any)
+        .collect();
+    let budget = usize::from(ctx.config.max_disrupted_nodes);
+    Ok((held.len() >= budget).then(|| {
+        format!(
+            "waiting for the fleet-wide disruption budget ({budget}): {} in a cycle",
+            held.join(", ")
+        )
+    }))
+}
+
 /// The node's result: the call's own (its error, or its success with the cycle's
-/// summary in the log tail), or the cycle's failure.
+/// summary in the log tail), or the cycle's failure. A requested reboot the cycle did
+/// not do stays in `reboot_required` as the sentence for the node's message.
 fn finish(outcome: Option<NodeOutcome>, last: LastCycle) -> NodeOutcome {
     let line = format!("[info] disruption: {}", last.summary);
     match (outcome, last.failure) {
@@ -284,6 +329,7 @@ fn finish(outcome: Option<NodeOutcome>, last: LastCycle) -> NodeOutcome {
         (_, Some(f)) => Err(CallError::Disruption(f)),
         (Some(Ok(mut s)), None) => {
             s.logs.push(line);
+            s.reboot_required = last.reboot_note;
             Ok(s)
         }
         (None, None) => Ok(Success {
@@ -296,6 +342,7 @@ fn finish(outcome: Option<NodeOutcome>, last: LastCycle) -> NodeOutcome {
             // Not kept either; the worker still holds the record under the task's
             // identity.
             revert: None,
+            reboot_required: last.reboot_note,
         }),
     }
 }

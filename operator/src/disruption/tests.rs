@@ -139,6 +139,7 @@ fn spec(drain: bool, reboot: RebootPolicy) -> DisruptionSpec {
         reboot,
         drain_timeout_seconds: 30,
         reboot_timeout_seconds: 60,
+        maintenance_windows: Vec::new(),
     }
 }
 
@@ -289,7 +290,246 @@ fn reboot_policies() {
     let mut m = Model::new(0);
     let last = run(&mut m, &s, Some("kernel arguments changed"), &[]);
     assert_eq!(m.reboots, 0);
-    assert!(last.summary.contains("reboot required"), "{}", last.summary);
+    let note = "reboot requested by the plugin: kernel arguments changed; not rebooted: \
+                spec.disruption.reboot is Never";
+    assert!(last.summary.contains(note), "{}", last.summary);
+    assert_eq!(last.reboot_note.as_deref(), Some(note));
+    // A reboot that happened leaves no note for the node's message.
+    let s = spec(true, RebootPolicy::IfRequested);
+    let mut m = Model::new(1);
+    let last = run(&mut m, &s, Some("kernel arguments changed"), &[]);
+    assert_eq!((m.reboots, last.reboot_note), (1, None));
+}
+
+#[test]
+fn a_reboot_request_without_a_cycle_is_reported_on_the_node() {
+    let ok = |why: Option<&str>| {
+        Ok(crate::dispatch::Success {
+            changed: true,
+            diff: None,
+            output: serde_json::Value::Null,
+            logs: Vec::new(),
+            follow_ups: Vec::new(),
+            revert: None,
+            reboot_required: why.map(str::to_owned),
+        })
+    };
+    let note = |o: crate::dispatch::NodeOutcome| o.ok().and_then(|s| s.reboot_required);
+    let never = spec(false, RebootPolicy::Never);
+    assert_eq!(
+        note(without_cycle(ok(Some("grub")), Some(&never), false)).as_deref(),
+        Some("reboot requested by the plugin: grub; not rebooted: spec.disruption.reboot is Never")
+    );
+    let none = note(without_cycle(ok(Some("grub")), None, false)).unwrap_or_default();
+    assert!(none.contains("no spec.disruption"), "{none}");
+    let dry = note(without_cycle(ok(Some("grub")), None, true)).unwrap_or_default();
+    assert!(
+        dry.contains("would be requested") && dry.contains("dry run"),
+        "{dry}"
+    );
+    assert_eq!(note(without_cycle(ok(None), Some(&never), false)), None);
+}
+
+fn ts(s: &str) -> Timestamp {
+    s.parse().expect("test setup")
+}
+
+fn windows(list: &[(&str, &str, &str)]) -> Vec<window::Window> {
+    let w: Vec<hostplug_api::disruption::MaintenanceWindow> = list
+        .iter()
+        .map(
+            |(schedule, duration, tz)| hostplug_api::disruption::MaintenanceWindow {
+                schedule: (*schedule).into(),
+                duration: (*duration).into(),
+                time_zone: (*tz).into(),
+            },
+        )
+        .collect();
+    window::parse(&w).expect("test setup")
+}
+
+#[test]
+fn a_window_is_open_from_its_opening_for_its_duration_in_its_time_zone() {
+    // Saturdays 02:00 Berlin time for 2 hours. 2026-12-05 is a Saturday; Berlin is UTC+1
+    // in December, so the window is 01:00–03:00 UTC.
+    let w = windows(&[("0 2 * * SAT", "2h", "Europe/Berlin")]);
+    assert_eq!(
+        window::state(&w, ts("2026-12-05T01:30:00Z")),
+        Some(WindowState::Open {
+            closes: ts("2026-12-05T03:00:00Z")
+        })
+    );
+    assert_eq!(
+        window::state(&w, ts("2026-12-05T00:59:59Z")),
+        Some(WindowState::Closed {
+            opens: Some(ts("2026-12-05T01:00:00Z")),
+            window: "0 2 * * SAT (Europe/Berlin)".into()
+        })
+    );
+    // Closed at its end, exactly; the next opening is a week later.
+    assert_eq!(
+        window::state(&w, ts("2026-12-05T03:00:00Z")),
+        Some(WindowState::Closed {
+            opens: Some(ts("2026-12-12T01:00:00Z")),
+            window: "0 2 * * SAT (Europe/Berlin)".into()
+        })
+    );
+    // In July Berlin is UTC+2: 00:00–02:00 UTC.
+    assert!(matches!(
+        window::state(&w, ts("2026-07-04T00:10:00Z")),
+        Some(WindowState::Open { .. })
+    ));
+    // No windows: no gate.
+    assert_eq!(window::state(&[], ts("2026-12-05T01:30:00Z")), None);
+    // Two windows: the earliest next opening, and open when either is.
+    let two = windows(&[
+        ("0 2 * * SAT", "2h", "Europe/Berlin"),
+        ("30 22 * * *", "30m", "UTC"),
+    ]);
+    assert_eq!(
+        window::state(&two, ts("2026-12-07T12:00:00Z")),
+        Some(WindowState::Closed {
+            opens: Some(ts("2026-12-07T22:30:00Z")),
+            window: "30 22 * * * (UTC)".into()
+        })
+    );
+    assert!(matches!(
+        window::state(&two, ts("2026-12-07T22:45:00Z")),
+        Some(WindowState::Open { .. })
+    ));
+}
+
+#[test]
+fn bad_windows_name_the_field_and_the_problem() {
+    let bad = |schedule: &str, duration: &str, tz: &str| {
+        let w = vec![hostplug_api::disruption::MaintenanceWindow {
+            schedule: schedule.into(),
+            duration: duration.into(),
+            time_zone: tz.into(),
+        }];
+        window::parse(&w).map(|_| ()).expect_err("must fail")
+    };
+    let e = bad("0 2 * *", "2h", "UTC");
+    assert_eq!(e.field, "spec.disruption.maintenanceWindows[0].schedule");
+    assert!(e.problem.contains("five"), "{}", e.problem);
+    let e = bad("0 25 * * *", "2h", "UTC");
+    assert_eq!(e.field, "spec.disruption.maintenanceWindows[0].schedule");
+    let e = bad("0 2 30 2 *", "2h", "UTC");
+    assert!(e.problem.contains("no time"), "{}", e.problem);
+    let e = bad("0 2 * * *", "2 hours please", "UTC");
+    assert_eq!(e.field, "spec.disruption.maintenanceWindows[0].duration");
+    let e = bad("0 2 * * *", "30s", "UTC");
+    assert!(e.problem.contains("1 minute"), "{}", e.problem);
+    let e = bad("0 2 * * *", "200h", "UTC");
+    assert_eq!(e.field, "spec.disruption.maintenanceWindows[0].duration");
+    let e = bad("0 2 * * *", "2h", "Mars/Olympus");
+    assert_eq!(e.field, "spec.disruption.maintenanceWindows[0].timeZone");
+    assert!(windows(&[("0 2 * * *", "1h30m", "UTC")]).len() == 1);
+}
+
+fn node_with(name: &str, mark: Option<&MaintenanceMark>, boot: &str) -> Node {
+    let mut n = Node::default();
+    n.metadata.name = Some(name.into());
+    if let Some(m) = mark {
+        n.metadata.annotations = Some(BTreeMap::from([(
+            MAINTENANCE_ANNOTATION.to_owned(),
+            m.to_annotation(),
+        )]));
+    }
+    n.status = Some(k8s_openapi::api::core::v1::NodeStatus {
+        node_info: Some(k8s_openapi::api::core::v1::NodeSystemInfo {
+            boot_id: boot.into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    n
+}
+
+fn mark_of(task: &str, uid: &str, step: CycleStep, boot: Option<&str>) -> MaintenanceMark {
+    MaintenanceMark {
+        task: task.into(),
+        uid: uid.into(),
+        generation: 1,
+        step,
+        cordoned: true,
+        since: "2026-12-07T16:00:00Z".into(),
+        boot_id: boot.map(str::to_owned),
+        changed: None,
+        reason: Some("kernel".into()),
+        failure: None,
+    }
+}
+
+#[test]
+fn the_gate_counts_every_tasks_marks_and_shows_this_tasks_phases() {
+    let now = ts("2026-12-07T16:00:00Z");
+    let nodes = [
+        node_with(
+            "a",
+            Some(&mark_of("ns/other", "u9", CycleStep::Draining, None)),
+            "b1",
+        ),
+        node_with(
+            "b",
+            Some(&mark_of("ns/t", "u1", CycleStep::Rebooting, Some("b1"))),
+            "b1",
+        ),
+        node_with(
+            "c",
+            Some(&mark_of("ns/t", "u1", CycleStep::Rebooting, Some("b1"))),
+            "b2",
+        ),
+        node_with("d", None, "b1"),
+    ];
+    let s = spec(true, RebootPolicy::IfRequested);
+    // A task that disrupts nothing has no gate.
+    let never = spec(false, RebootPolicy::Never);
+    assert!(gate(Some(&never), false, &nodes, "u1", 1, 1, now).is_none());
+    assert!(gate(Some(&s), true, &nodes, "u1", 1, 1, now).is_none());
+    assert!(gate(None, false, &nodes, "u1", 1, 1, now).is_none());
+    let g = gate(Some(&s), false, &nodes, "u1", 1, 3, now).expect("a gate");
+    assert_eq!(g.held.len(), 3);
+    assert_eq!(g.cycles["b"].phase, DisruptionPhase::Rebooting);
+    assert_eq!(g.cycles["c"].phase, DisruptionPhase::WaitingForReady);
+    assert!(!g.cycles.contains_key("a"), "another task's node");
+    assert_eq!(g.window, None);
+    assert_eq!(g.wake_at(), None);
+    // Budget 3: a, b, c hold it; this task's in-flight b counts once; d waits.
+    let in_flight = BTreeSet::from(["b".to_owned()]);
+    assert_eq!(g.free(&in_flight), 0);
+    let hold = g.budget_hold(&in_flight);
+    assert_eq!(hold.phase, DisruptionPhase::WaitingForBudget);
+    let msg = hold.message.unwrap_or_default();
+    assert!(
+        msg.contains("3 of 3") && msg.contains("a (HostTask ns/other)"),
+        "{msg}"
+    );
+    // A started node without a mark yet holds budget too.
+    let g4 = Gate {
+        budget: 4,
+        ..g.clone()
+    };
+    assert_eq!(g4.free(&BTreeSet::from(["d".to_owned()])), 0);
+    assert_eq!(g4.free(&BTreeSet::new()), 1);
+}
+
+#[test]
+fn a_closed_window_holds_and_says_when_it_opens() {
+    let mut s = spec(true, RebootPolicy::IfRequested);
+    s.maintenance_windows = vec![hostplug_api::disruption::MaintenanceWindow {
+        schedule: "0 2 * * *".into(),
+        duration: "1h".into(),
+        time_zone: "UTC".into(),
+    }];
+    let g = gate(Some(&s), false, &[], "u1", 1, 1, ts("2026-12-07T16:00:00Z")).expect("a gate");
+    assert_eq!(g.wake_at(), Some(ts("2026-12-08T02:00:00Z")));
+    let hold = g.window_hold().expect("closed");
+    assert_eq!(hold.phase, DisruptionPhase::WaitingForWindow);
+    let msg = hold.message.unwrap_or_default();
+    assert!(msg.contains("2026-12-08T02:00:00Z"), "{msg}");
+    let g = gate(Some(&s), false, &[], "u1", 1, 1, ts("2026-12-08T02:10:00Z")).expect("a gate");
+    assert!(g.window_hold().is_none() && g.wake_at().is_none());
 }
 
 #[test]

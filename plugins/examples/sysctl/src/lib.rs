@@ -2,7 +2,9 @@
 //! applies at boot. `set` and `unset` edit one file (default `99-hostplug.conf`),
 //! idempotently, with a diff and a dry run; `list` reads every `*.conf` there. It never
 //! applies a value to the running kernel (no plugin can reach /proc): it manages what the
-//! node applies at its next boot or `sysctl --system`.
+//! node applies at its next boot or `sysctl --system`. `set` with `reboot: true` says so
+//! in its outcome when it changed the file (a reboot request, SDK 0.4.0): a HostTask with
+//! `spec.disruption.reboot: IfRequested` then has the operator drain and reboot the node.
 
 use std::path::PathBuf;
 
@@ -34,6 +36,11 @@ pub struct Set {
     #[serde(default = "default_file")]
     #[schemars(regex(pattern = r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,120}\.conf$"))]
     pub file: String,
+    /// Ask for a reboot when the file changed, so that the value is in effect (read by
+    /// `systemd-sysctl` at boot). Only a request: the task's `spec.disruption.reboot`
+    /// decides.
+    #[serde(default)]
+    pub reboot: bool,
 }
 
 /// Parameters of `unset`.
@@ -211,7 +218,17 @@ fn set(p: Set, cx: &Context) -> Result<Outcome> {
         )))
     })?;
     let output = json!({"file": path, "key": p.key, "value": p.value.trim()});
-    Ok(Outcome::new(edit.changed, output).with_diff(edit.diff))
+    let done = Outcome::new(edit.changed, output).with_diff(edit.diff);
+    Ok(if edit.changed && p.reboot {
+        done.requires_reboot(format!(
+            "{} = {} in {} takes effect when systemd-sysctl applies it at boot",
+            p.key,
+            p.value.trim(),
+            path.display()
+        ))
+    } else {
+        done
+    })
 }
 
 fn unset(p: Unset, cx: &Context) -> Result<Outcome> {

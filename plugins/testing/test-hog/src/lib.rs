@@ -37,6 +37,7 @@ impl Guest for TestHog {
                 changed: false,
                 output: r#"{"ok":true}"#.into(),
                 diff: None,
+                reboot_required: None,
             }),
             other => Err(PluginError::NotFound(format!("no method {other}"))),
         }

@@ -69,6 +69,7 @@ impl Guest for TestNoisy {
                     changed: false,
                     output: r#"{"done":true}"#.into(),
                     diff: None,
+                    reboot_required: None,
                 })
             }
             "output" => {
@@ -77,6 +78,7 @@ impl Guest for TestNoisy {
                     changed: false,
                     output: json!({ "text": text }).to_string(),
                     diff: None,
+                    reboot_required: None,
                 })
             }
             "docker" => {
@@ -98,6 +100,7 @@ impl Guest for TestNoisy {
                         })
                         .to_string(),
                         diff: None,
+                        reboot_required: None,
                     }),
                     // The host's typed error, passed on by kind: nothing here reads the
                     // message to decide it. The message keeps the kind in front, as the

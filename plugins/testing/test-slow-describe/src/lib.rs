@@ -30,6 +30,7 @@ impl Guest for TestSlowDescribe {
                 changed: false,
                 output: r#"{"ok":true}"#.into(),
                 diff: None,
+                reboot_required: None,
             }),
             other => Err(PluginError::NotFound(format!("no method {other}"))),
         }

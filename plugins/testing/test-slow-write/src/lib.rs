@@ -66,6 +66,7 @@ impl Guest for TestSlowWrite {
                     old.unwrap_or_default().trim_end()
                 )
             }),
+            reboot_required: None,
         })
     }
 }

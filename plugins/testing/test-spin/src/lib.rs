@@ -50,12 +50,14 @@ impl Guest for TestSpin {
                     changed: false,
                     output: format!(r#"{{"slept_ms":{ms}}}"#),
                     diff: None,
+                    reboot_required: None,
                 })
             }
             "ok" => Ok(Outcome {
                 changed: false,
                 output: r#"{"ok":true}"#.into(),
                 diff: None,
+                reboot_required: None,
             }),
             other => Err(PluginError::NotFound(format!("no method {other}"))),
         }

@@ -52,12 +52,14 @@ impl Guest for TestTrap {
                     changed: false,
                     output: n.to_string(),
                     diff: None,
+                    reboot_required: None,
                 })
             }
             "ok" => Ok(Outcome {
                 changed: false,
                 output: r#"{"ok":true}"#.into(),
                 diff: None,
+                reboot_required: None,
             }),
             other => Err(PluginError::NotFound(format!("no method {other}"))),
         }
