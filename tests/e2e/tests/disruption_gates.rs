@@ -1,0 +1,338 @@
+//! What decides *when* a node's disruption cycle may begin, and what a plugin's reboot
+//! request becomes, through the whole system: a real kube-apiserver, the operator as a
+//! process, worker Pods and the real host running the plugins, the node simulator as
+//! kubelet (no reboot happens here: its boot ID never changes, so every task here has
+//! `reboot: Never` or no `spec.disruption`).
+//!
+//! - A maintenance window that opens about a minute from now: until it opens the node is
+//!   never cordoned nor marked and the file is untouched, the node's status says
+//!   `WaitingForWindow` with the opening time and an Event says so; after it opens the
+//!   cycle runs (cordon, call, uncordon) and the file holds the line.
+//! - The fleet-wide budget (default 1): two tasks with a drain on two nodes, each call
+//!   slow (the node stays cordoned for seconds): never two nodes cordoned or marked at
+//!   once, checked from the Node objects throughout; the waiting node says
+//!   `WaitingForBudget`; both end Succeeded and uncordoned.
+//! - A plugin's reboot request (the example `sysctl-conf`, `reboot: true`) with
+//!   `reboot: Never` and without `spec.disruption`: nothing is rebooted, and each node's
+//!   message says that a reboot was requested and why it was not done.
+
+use std::time::Duration;
+
+use anyhow::{Context, ensure};
+use hostplug_api::crd::{HostTask, TaskState};
+use hostplug_api::disruption::{DisruptionPhase, MAINTENANCE_ANNOTATION};
+use hostplug_e2e::{Harness, NAMESPACE, state_of, tail};
+use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::jiff::{Timestamp, ToSpan};
+use kube::api::ListParams;
+use kube::{Api, ResourceExt};
+
+/// How long a task here may take once it may start.
+const TASK_TIMEOUT: Duration = Duration::from_secs(120);
+
+fn unschedulable(n: &Node) -> bool {
+    n.spec
+        .as_ref()
+        .and_then(|s| s.unschedulable)
+        .unwrap_or(false)
+}
+
+fn marked(n: &Node) -> bool {
+    n.annotations().contains_key(MAINTENANCE_ANNOTATION)
+}
+
+async fn nodes(h: &Harness) -> anyhow::Result<Vec<Node>> {
+    Ok(Api::<Node>::all(h.admin.clone())
+        .list(&ListParams::default())
+        .await?
+        .items)
+}
+
+fn phase_of(t: &HostTask, node: &str) -> Option<DisruptionPhase> {
+    t.status
+        .as_ref()?
+        .nodes
+        .iter()
+        .find(|n| n.node == node)?
+        .disruption
+        .as_ref()
+        .map(|d| d.phase)
+}
+
+fn message_of(t: &HostTask, node: &str) -> String {
+    t.status
+        .as_ref()
+        .and_then(|s| s.nodes.iter().find(|n| n.node == node))
+        .and_then(|n| n.message.clone())
+        .unwrap_or_default()
+}
+
+fn finished(t: &HostTask) -> bool {
+    t.status.as_ref().is_some_and(|s| s.state.is_finished())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_window_that_opens_in_a_minute_holds_the_cycle_until_then() -> anyhow::Result<()> {
+    let h = Harness::start().await?;
+    // The next whole minute at least 50 s from now: the window opens then, for 10 minutes.
+    let now = Timestamp::now();
+    let opens = Timestamp::from_second((now.as_second() + 50 + 59) / 60 * 60)?;
+    let at = opens.to_zoned(k8s_openapi::jiff::tz::TimeZone::UTC);
+    h.apply(&format!(
+        r#"
+apiVersion: hostplug.dev/v1alpha1
+kind: HostTask
+metadata: {{name: windowed, namespace: {NAMESPACE}}}
+spec:
+  workers: [node1]
+  http:
+    api: etc-file
+    method: ensure-line
+    parameter: {{path: /etc/hostplug-window.conf, line: "window=yes", create: true}}
+  disruption:
+    drain: true
+    reboot: Never
+    maintenanceWindows:
+      - {{schedule: "{} {} * * *", duration: 10m, timeZone: UTC}}
+"#,
+        at.minute(),
+        at.hour()
+    ))
+    .await?;
+    let file = h.etc("node1")?.join("hostplug-window.conf");
+    let tasks = h.tasks();
+    let mut saw_waiting = false;
+    // Until 3 s before the opening: nothing on the node side, and the status says why.
+    while Timestamp::now() < opens - 3.seconds() {
+        let n = Api::<Node>::all(h.admin.clone()).get("node1").await?;
+        ensure!(
+            !unschedulable(&n) && !marked(&n),
+            "node1 cordoned or marked before the window opened at {opens}"
+        );
+        ensure!(!file.exists(), "the call ran before the window opened");
+        let t = tasks.get("windowed").await?;
+        ensure!(!finished(&t), "finished before the window: {:?}", t.status);
+        if phase_of(&t, "node1") == Some(DisruptionPhase::WaitingForWindow) {
+            let msg = message_of(&t, "node1");
+            ensure!(msg.contains(&opens.to_string()), "{msg}");
+            saw_waiting = true;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    ensure!(saw_waiting, "the status never said WaitingForWindow");
+    let events: Api<Event> = Api::namespaced(h.admin.clone(), NAMESPACE);
+    let said = events
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("DisruptionWaiting"))
+        .filter_map(|e| e.note)
+        .find(|n| n.contains("node1") && n.contains(&opens.to_string()));
+    ensure!(
+        said.is_some(),
+        "no DisruptionWaiting Event naming the opening"
+    );
+    // After the opening: the cycle runs.
+    let deadline = tokio::time::Instant::now() + TASK_TIMEOUT;
+    let mut saw_cordon = false;
+    let t = loop {
+        let n = Api::<Node>::all(h.admin.clone()).get("node1").await?;
+        saw_cordon |= unschedulable(&n);
+        let t = tasks.get("windowed").await?;
+        if finished(&t) {
+            break t;
+        }
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "not finished after the window opened: {:?}\n{}",
+            t.status,
+            tail(&h.operator_log(h.operator_starts()), 40)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    ensure!(state_of(&t) == Some(TaskState::Succeeded), "{:?}", t.status);
+    let st = t.status.clone().unwrap_or_default();
+    let started = st.nodes[0].started_at.clone().context("started_at")?;
+    ensure!(
+        started.0 >= opens,
+        "node1 started at {} before the window opened at {opens}",
+        started.0
+    );
+    ensure!(saw_cordon || st.nodes[0].logs.iter().any(|l| l.contains("cordoned")));
+    let n = Api::<Node>::all(h.admin.clone()).get("node1").await?;
+    ensure!(!unschedulable(&n) && !marked(&n), "handed back");
+    ensure!(st.nodes[0].disruption.is_none(), "{:?}", st.nodes[0]);
+    let text = std::fs::read_to_string(&file)?;
+    ensure!(text.lines().any(|l| l == "window=yes"), "{text}");
+    eprintln!(
+        "window opened at {opens}; node1 started at {}, finished at {:?}",
+        started.0,
+        st.nodes[0].finished_at.as_ref().map(|t| t.0)
+    );
+    h.shutdown().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fleet_budget_keeps_one_node_in_a_cycle_at_a_time() -> anyhow::Result<()> {
+    let h = Harness::start().await?;
+    h.publish_plugin("test-slow-write.wasm", "test-slow-write", "write")
+        .await?;
+    let task = |name: &str, node: &str| {
+        format!(
+            r#"
+apiVersion: hostplug.dev/v1alpha1
+kind: HostTask
+metadata: {{name: {name}, namespace: {NAMESPACE}}}
+spec:
+  workers: [{node}]
+  http:
+    api: test-slow-write
+    method: set
+    parameter: {{path: /etc/hostplug-budget.conf, content: "{name}\n", ms: 4000}}
+  disruption: {{drain: true, reboot: Never}}
+"#
+        )
+    };
+    h.apply(&task("budget-a", "node1")).await?;
+    h.apply(&task("budget-b", "node2")).await?;
+    let tasks = h.tasks();
+    let deadline = tokio::time::Instant::now() + TASK_TIMEOUT * 2;
+    let mut cordoned_ever = std::collections::BTreeSet::new();
+    let mut most_at_once = 0;
+    let mut waited = false;
+    let (a, b) = loop {
+        let ns = nodes(&h).await?;
+        let cordoned: Vec<String> = ns
+            .iter()
+            .filter(|n| unschedulable(n))
+            .map(ResourceExt::name_any)
+            .collect();
+        let marks = ns.iter().filter(|n| marked(n)).count();
+        ensure!(
+            cordoned.len() <= 1 && marks <= 1,
+            "two nodes in a cycle at once: cordoned {cordoned:?}, {marks} marks"
+        );
+        most_at_once = most_at_once.max(cordoned.len());
+        cordoned_ever.extend(cordoned);
+        let a = tasks.get("budget-a").await?;
+        let b = tasks.get("budget-b").await?;
+        waited |= phase_of(&a, "node1") == Some(DisruptionPhase::WaitingForBudget)
+            || phase_of(&b, "node2") == Some(DisruptionPhase::WaitingForBudget);
+        if finished(&a) && finished(&b) {
+            break (a, b);
+        }
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "not finished: {:?} {:?}\n{}",
+            a.status,
+            b.status,
+            tail(&h.operator_log(h.operator_starts()), 40)
+        );
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    };
+    for t in [&a, &b] {
+        ensure!(state_of(t) == Some(TaskState::Succeeded), "{:?}", t.status);
+    }
+    ensure!(
+        cordoned_ever.contains("node1") && cordoned_ever.contains("node2"),
+        "both nodes were cordoned in turn: {cordoned_ever:?}"
+    );
+    ensure!(waited, "neither node ever said WaitingForBudget");
+    for n in nodes(&h).await? {
+        ensure!(
+            !unschedulable(&n) && !marked(&n),
+            "{} handed back",
+            n.name_any()
+        );
+    }
+    // One after the other: the second started after the first finished.
+    let span = |t: &HostTask| {
+        let n = &t
+            .status
+            .as_ref()
+            .map(|s| s.nodes.clone())
+            .unwrap_or_default()[0];
+        (
+            n.started_at.as_ref().map(|t| t.0),
+            n.finished_at.as_ref().map(|t| t.0),
+        )
+    };
+    let ((a0, a1), (b0, b1)) = (span(&a), span(&b));
+    ensure!(
+        a1 <= b0 || b1 <= a0,
+        "the cycles overlapped: a {a0:?}..{a1:?}, b {b0:?}..{b1:?}"
+    );
+    eprintln!("budget 1: a {a0:?}..{a1:?}, b {b0:?}..{b1:?}, most cordoned at once {most_at_once}");
+    h.shutdown().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reboot_the_plugin_requests_is_reported_when_the_task_does_not_allow_it()
+-> anyhow::Result<()> {
+    let h = Harness::start().await?;
+    h.publish_plugin("sysctl-conf.wasm", "sysctl-conf", "write")
+        .await?;
+    let task = |name: &str, node: &str, disruption: &str| {
+        format!(
+            r#"
+apiVersion: hostplug.dev/v1alpha1
+kind: HostTask
+metadata: {{name: {name}, namespace: {NAMESPACE}}}
+spec:
+  workers: [{node}]
+  http:
+    api: sysctl-conf
+    method: set
+    parameter: {{key: net.core.somaxconn, value: "4096", reboot: true}}
+{disruption}"#
+        )
+    };
+    h.apply(&task(
+        "sysctl-never",
+        "node1",
+        "  disruption: {drain: true, reboot: Never}\n",
+    ))
+    .await?;
+    h.apply(&task("sysctl-plain", "node2", "")).await?;
+    for (name, node, why_not) in [
+        (
+            "sysctl-never",
+            "node1",
+            "not rebooted: spec.disruption.reboot is Never",
+        ),
+        (
+            "sysctl-plain",
+            "node2",
+            "not rebooted: the task has no spec.disruption",
+        ),
+    ] {
+        let t = h.wait_finished(name).await?;
+        ensure!(state_of(&t) == Some(TaskState::Succeeded), "{:?}", t.status);
+        let msg = message_of(&t, node);
+        ensure!(
+            msg.starts_with("reboot requested by the plugin: net.core.somaxconn = 4096")
+                && msg.contains(why_not),
+            "{name}: {msg}"
+        );
+        let text = std::fs::read_to_string(h.etc(node)?.join("sysctl.d/99-hostplug.conf"))?;
+        ensure!(text.contains("net.core.somaxconn = 4096"), "{text}");
+        eprintln!("{name}: {msg}");
+    }
+    // Again: nothing changes, so nothing needs a reboot and there is no message.
+    h.apply(&task(
+        "sysctl-again",
+        "node1",
+        "  disruption: {drain: true, reboot: Never}\n",
+    ))
+    .await?;
+    let t = h.wait_finished("sysctl-again").await?;
+    ensure!(state_of(&t) == Some(TaskState::Succeeded), "{:?}", t.status);
+    let st = t.status.clone().unwrap_or_default();
+    ensure!(
+        !st.nodes[0].changed && st.nodes[0].message.is_none(),
+        "{st:?}"
+    );
+    h.shutdown().await
+}
