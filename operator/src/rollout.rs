@@ -35,6 +35,7 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use hostplug_api::crd::{
     FollowUpResult, HostTaskStatus, NodePhase, NodeResult, RolloutPhase, RolloutSpec, RolloutStatus,
 };
+use hostplug_api::disruption::DisruptionPhase;
 
 use crate::client::CallError;
 pub use crate::dispatch::{CallState, NodeOutcome, Success};
@@ -472,7 +473,19 @@ pub fn step_gated(
     if let Some(g) = disruption {
         for n in status.nodes.iter_mut() {
             match n.phase {
-                NodePhase::Running => n.disruption = g.cycles.get(&n.node).cloned(),
+                NodePhase::Running => {
+                    n.disruption = g.of_started(&n.node);
+                    let budget = Some(DisruptionPhase::WaitingForBudget);
+                    if n.disruption.as_ref().map(|d| d.phase) == budget {
+                        n.message = n.disruption.as_ref().and_then(|d| d.message.clone());
+                    } else if n
+                        .message
+                        .as_deref()
+                        .is_some_and(|m| m.starts_with(crate::disruption::BUDGET_WAIT))
+                    {
+                        n.message = None;
+                    }
+                }
                 NodePhase::Pending => {}
                 _ => n.disruption = None,
             }
@@ -1030,6 +1043,7 @@ mod tests {
                 .map(|n| ((*n).to_owned(), "ns/other".to_owned()))
                 .collect(),
             cycles: BTreeMap::new(),
+            ended: std::collections::BTreeSet::new(),
         }
     }
 
@@ -1110,6 +1124,24 @@ mod tests {
         assert_eq!(
             s.nodes[2].disruption.as_ref().map(|d| d.phase),
             Some(DisruptionPhase::WaitingForBudget)
+        );
+        // Started before another task took the last place (the executor waits before
+        // the first mark): the node says it waits for the budget.
+        let mut o = ready.clone();
+        o.calls.insert("a".into(), CallState::InFlight);
+        o.calls.insert("b".into(), CallState::InFlight);
+        let taken = gate_of(None, 1, &["x"]);
+        step_gated(&mut s, &rollout(3, 0), &o, Some(&taken));
+        assert_eq!(
+            s.nodes[1].disruption.as_ref().map(|d| d.phase),
+            Some(DisruptionPhase::WaitingForBudget)
+        );
+        assert!(
+            s.nodes[1]
+                .message
+                .as_deref()
+                .unwrap_or_default()
+                .contains("x (HostTask")
         );
         // A node's cycle shows while it runs, and goes when it ended.
         let mut cycling = two.clone();

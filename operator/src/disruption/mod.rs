@@ -45,6 +45,9 @@ pub use hostplug_api::disruption::MAINTENANCE_ANNOTATION;
 /// administrator's decision.
 pub const DEFAULT_MAX_DISRUPTED_NODES: u16 = 1;
 
+/// How the message of a node that waits for the fleet-wide budget begins.
+pub const BUDGET_WAIT: &str = "waiting for the fleet-wide disruption budget";
+
 /// The Node annotation with the record of the node's last finished cycle
 /// ([`LastCycle`] as JSON): a resumed call of that generation ends from it.
 pub const LAST_CYCLE_ANNOTATION: &str = "hostplug.dev/last-maintenance";
@@ -430,6 +433,8 @@ pub struct Gate {
     pub held: BTreeMap<String, String>,
     /// This task generation's nodes in a cycle, and where each is.
     pub cycles: BTreeMap<String, NodeDisruption>,
+    /// This task generation's nodes whose cycle ended (`hostplug.dev/last-maintenance`).
+    pub ended: BTreeSet<String>,
 }
 
 impl Gate {
@@ -460,6 +465,18 @@ impl Gate {
         self.budget.saturating_sub(holding.len())
     }
 
+    /// What a started node of this task shows: where its cycle is, or, before its first
+    /// mark, that it waits for the budget the other nodes hold (the executor counts the
+    /// marks again before it writes one, [`node`]).
+    pub fn of_started(&self, node: &str) -> Option<NodeDisruption> {
+        if let Some(c) = self.cycles.get(node) {
+            return Some(c.clone());
+        }
+        let others = self.held.keys().filter(|n| *n != node).count();
+        (!self.ended.contains(node) && others >= self.budget)
+            .then(|| self.budget_hold(&BTreeSet::new()))
+    }
+
     /// What a node that waits for the budget shows.
     pub fn budget_hold(&self, in_flight: &BTreeSet<String>) -> NodeDisruption {
         let mut holders: Vec<String> = self
@@ -476,8 +493,8 @@ impl Gate {
         NodeDisruption {
             phase: DisruptionPhase::WaitingForBudget,
             message: Some(format!(
-                "waiting for the fleet-wide disruption budget: {} of {} node(s) in a cycle \
-                 (operator setting --max-disrupted-nodes): {}",
+                "{BUDGET_WAIT}: {} of {} node(s) in a cycle (operator setting \
+                 --max-disrupted-nodes): {}",
                 holders.len(),
                 self.budget,
                 holders.join(", ")
@@ -507,6 +524,14 @@ pub fn gate<'a>(
         ..Gate::default()
     };
     for node in nodes {
+        if node
+            .annotations()
+            .get(LAST_CYCLE_ANNOTATION)
+            .and_then(|v| serde_json::from_str::<LastCycle>(v).ok())
+            .is_some_and(|l| l.uid == uid && l.generation == generation)
+        {
+            g.ended.insert(node.name_any());
+        }
         let Some(mark) = node
             .annotations()
             .get(MAINTENANCE_ANNOTATION)

@@ -313,7 +313,9 @@ async fn budget_full(ctx: &Context, node: &str) -> Result<Option<String>, CallEr
     let budget = usize::from(ctx.config.max_disrupted_nodes);
     Ok((held.len() >= budget).then(|| {
         format!(
-            "waiting for the fleet-wide disruption budget ({budget}): {} in a cycle",
+            "{}: {} of {budget} node(s) in a cycle: {}",
+            super::BUDGET_WAIT,
+            held.len(),
             held.join(", ")
         )
     }))
