@@ -429,3 +429,27 @@ fn reboot_reason(why: String, logs: &mut Vec<LogRecord>) -> String {
         cut
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reboot_reason_travels_as_one_bounded_line() {
+        let mut logs = Vec::new();
+        assert_eq!(
+            reboot_reason("kernel arguments changed".into(), &mut logs),
+            "kernel arguments changed"
+        );
+        assert!(logs.is_empty());
+        let long = format!("{}\nsecond line", "é".repeat(400));
+        let cut = reboot_reason(long, &mut logs);
+        assert!(cut.len() <= hostplug_api::disruption::MAX_REBOOT_FIELD_BYTES);
+        assert!(cut.starts_with('é') && !cut.contains('\n'), "{cut}");
+        assert_eq!(logs.len(), 1, "the host says it cut the reason");
+        assert_eq!(
+            reboot_reason("  \n ".into(), &mut logs),
+            "the plugin gave no reason"
+        );
+    }
+}
