@@ -63,10 +63,11 @@ cluster: setup
 bench: plugins
 	$(CARGO) bench -p hostplug-host
 	$(CARGO) bench -p hostplug-worker --bench idle_rss
-	$(CARGO) build --release -p hostplug-operator -p hostplug-worker --bins
+	$(CARGO) build --release -p hostplug-operator -p hostplug-worker -p hostplug-web --bins
 	$(CARGO) bench -p hostplug-e2e --bench rollout
 	$(CARGO) bench -p hostplug-e2e --bench state
 	$(CARGO) bench -p hostplug-e2e --bench restart
+	$(CARGO) bench -p hostplug-e2e --bench cycle
 
 # `kubectl hostplug`: kubectl runs any kubectl-<name> on the PATH as `kubectl <name>`.
 # A debug build (the house rule keeps release builds to the benches); it only talks to the

@@ -1,0 +1,167 @@
+//! A reboot through the whole system on real nodes booted by a real systemd
+//! (`EnvConfig::with_systemd_real_nodes`): kubelet and containerd are systemd units, the
+//! worker asks the node's systemd to reboot over the node's system bus, and the node comes
+//! back with a new boot ID (the power cycle is the test environment's stand-in; see
+//! `hostplug_testenv::realnode::systemd_node`). hostplug is installed with Helm from
+//! images of this build imported into both nodes' containerd, so its operator replicas
+//! run on the very nodes that reboot.
+//!
+//! Two nodes, `maxParallel: 1`, `drain: true`, `reboot: Always`; the operator's leader is
+//! killed (its Pod deleted with no grace period: the kubelet SIGKILLs it) while a node is
+//! rebooting. Checked from the node side: never two nodes cordoned at once (the Node
+//! objects, throughout), every node rebooted exactly once (its boot IDs as systemd and
+//! the kubelet saw them), uncordoned and unmarked at the end, the change in its /etc.
+
+mod common;
+mod systemd_cluster;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, ensure};
+use common::{
+    HELM_VALUES, INSTALL_TIMEOUT, REAL_NODE_TESTS, kubectl, wait_deployment_ready, wait_until,
+};
+use hostplug_api::crd::{HostTask, TaskState};
+use hostplug_api::disruption::{MAINTENANCE_ANNOTATION, MaintenanceMark};
+use hostplug_e2e::{NAMESPACE, state_of};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Node;
+use kube::api::ListParams;
+use kube::{Api, ResourceExt};
+
+/// How long the whole rollout may take: two drains, two reboots (each ~3–15 s to Ready
+/// here, the worker Pods restarted after), an operator failover: 10 minutes on a loaded
+/// 2-core machine.
+const ROLLOUT_TIMEOUT: Duration = Duration::from_secs(600);
+
+const TASK: &str = r#"
+apiVersion: hostplug.dev/v1alpha1
+kind: HostTask
+metadata: {name: reboot-real, namespace: hostplug-system}
+spec:
+  workers: [sdreal1, sdreal2]
+  http:
+    api: etc-file
+    method: ensure-line
+    parameter: {path: /etc/hostplug-reboot.conf, line: "rebooted=yes", create: true}
+  rollout: {maxParallel: 1, maxFailures: 0}
+  timeoutSeconds: 120
+  disruption:
+    drain: true
+    reboot: Always
+    rebootTimeoutSeconds: 300
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_systemd_nodes_reboot_once_each_one_at_a_time_across_a_killed_leader()
+-> anyhow::Result<()> {
+    let _one_at_a_time = REAL_NODE_TESTS.lock().await;
+    let env = systemd_cluster::start(2).await?;
+    let admin = env.admin_client();
+    let before: BTreeMap<String, usize> = env
+        .systemd_real_nodes()
+        .iter()
+        .map(|n| (n.name().to_owned(), n.boot_ids().len()))
+        .collect();
+
+    let tasks: Api<HostTask> = Api::namespaced(admin.clone(), NAMESPACE);
+    let nodes: Api<Node> = Api::all(admin.clone());
+    let leases: Api<Lease> = Api::namespaced(admin.clone(), NAMESPACE);
+    common::kubectl_stdin(&env, &["apply", "-f", "-"], TASK).await?;
+    let started = Instant::now();
+    let mut killed: Option<String> = None;
+    let mut cordoned_ever = std::collections::BTreeSet::new();
+    let t = loop {
+        let list = nodes.list(&ListParams::default()).await?.items;
+        let cordoned: Vec<String> = list
+            .iter()
+            .filter(|n| n.spec.as_ref().and_then(|s| s.unschedulable) == Some(true))
+            .map(ResourceExt::name_any)
+            .collect();
+        ensure!(
+            cordoned.len() <= 1,
+            "two nodes cordoned at once: {cordoned:?}"
+        );
+        cordoned_ever.extend(cordoned);
+        let rebooting = list.iter().find(|n| {
+            n.annotations()
+                .get(MAINTENANCE_ANNOTATION)
+                .and_then(|v| MaintenanceMark::from_annotation(v).ok())
+                .is_some_and(|m| m.step == hostplug_api::disruption::CycleStep::Rebooting)
+        });
+        if killed.is_none()
+            && let Some(n) = rebooting
+        {
+            let holder = leases
+                .get("hostplug-operator")
+                .await?
+                .spec
+                .and_then(|s| s.holder_identity)
+                .context("no leader")?;
+            kubectl(
+                &env,
+                &[
+                    "delete",
+                    "pod",
+                    "-n",
+                    NAMESPACE,
+                    &holder,
+                    "--grace-period=0",
+                    "--force",
+                    "--wait=false",
+                ],
+            )
+            .await?;
+            eprintln!(
+                "killed the leader {holder} while {} reboots, at {:.1?}",
+                n.name_any(),
+                started.elapsed()
+            );
+            killed = Some(holder);
+        }
+        let t = tasks.get("reboot-real").await?;
+        if t.status.as_ref().is_some_and(|s| s.state.is_finished()) {
+            break t;
+        }
+        ensure!(
+            started.elapsed() < ROLLOUT_TIMEOUT,
+            "not finished after {ROLLOUT_TIMEOUT:?}: {:?}",
+            t.status
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let took = started.elapsed();
+    ensure!(state_of(&t) == Some(TaskState::Succeeded), "{:?}", t.status);
+    ensure!(killed.is_some(), "no node was seen rebooting");
+    ensure!(
+        cordoned_ever.len() == 2,
+        "cordoned in turn: {cordoned_ever:?}"
+    );
+    for node in env.systemd_real_nodes() {
+        let name = node.name().to_owned();
+        let boots = node.boot_ids();
+        ensure!(
+            boots.len() == before[&name] + 1,
+            "{name} rebooted {} times: {boots:?}",
+            boots.len() - before[&name]
+        );
+        let n = nodes.get(&name).await?;
+        ensure!(
+            n.spec.as_ref().and_then(|s| s.unschedulable) != Some(true),
+            "{name} uncordoned"
+        );
+        ensure!(
+            !n.annotations().contains_key(MAINTENANCE_ANNOTATION),
+            "{name} unmarked"
+        );
+        let text = std::fs::read_to_string(node.etc_dir().join("hostplug-reboot.conf"))?;
+        ensure!(text.lines().any(|l| l == "rebooted=yes"), "{name}: {text}");
+    }
+    eprintln!(
+        "two systemd real nodes drained and rebooted one at a time in {took:.1?} \
+         ({:.1?} per node), the leader killed mid-reboot",
+        took / 2
+    );
+    Ok(())
+}
