@@ -11,6 +11,10 @@
 //! rebooting. Checked from the node side: never two nodes cordoned at once (the Node
 //! objects, throughout), every node rebooted exactly once (its boot IDs as systemd and
 //! the kubelet saw them), uncordoned and unmarked at the end, the change in its /etc.
+//!
+//! Then `reboot: IfRequested` with the example `sysctl-conf` asking for a reboot when it
+//! changed the file: each node reboots once more; run again, nothing changes and nothing
+//! reboots.
 
 mod common;
 mod systemd_cluster;
@@ -163,5 +167,91 @@ async fn real_systemd_nodes_reboot_once_each_one_at_a_time_across_a_killed_leade
          ({:.1?} per node), the leader killed mid-reboot",
         took / 2
     );
+
+    // --- a reboot the plugin asks for: `reboot: IfRequested` ------------------------------
+    // The example sysctl-conf, published as its author would (`hostplug plugin manifest`),
+    // asks for a reboot when `set` changed the file: each node reboots once more. Run
+    // again it changes nothing, asks for nothing, and nothing reboots.
+    let cli = hostplug_e2e::workspace_binary("hostplug")?;
+    let manifest = std::process::Command::new(&cli)
+        .args(["plugin", "manifest"])
+        .arg(hostplug_e2e::plugin_dir()?.join("sysctl-conf.wasm"))
+        .args(["--name", "sysctl-conf", "--etc", "write"])
+        .output()?;
+    ensure!(manifest.status.success(), "{manifest:?}");
+    common::kubectl_stdin(
+        &env,
+        &["apply", "-f", "-"],
+        &String::from_utf8(manifest.stdout)?,
+    )
+    .await?;
+    let plugins: Api<hostplug_api::crd::HostPlugin> = Api::all(admin.clone());
+    common::wait_until(
+        "HostPlugin sysctl-conf ready",
+        common::INSTALL_TIMEOUT,
+        || async {
+            Ok(plugins
+                .get_opt("sysctl-conf")
+                .await?
+                .and_then(|p| p.status)
+                .is_some_and(|s| s.ready))
+        },
+    )
+    .await?;
+    for (name, reboots) in [("sysctl-reboot", 1), ("sysctl-again", 0)] {
+        let before: BTreeMap<String, usize> = env
+            .systemd_real_nodes()
+            .iter()
+            .map(|n| (n.name().to_owned(), n.boot_ids().len()))
+            .collect();
+        common::kubectl_stdin(&env, &["apply", "-f", "-"], &requested(name)).await?;
+        let started = Instant::now();
+        let t = loop {
+            let t = tasks.get(name).await?;
+            if t.status.as_ref().is_some_and(|s| s.state.is_finished()) {
+                break t;
+            }
+            ensure!(
+                started.elapsed() < ROLLOUT_TIMEOUT,
+                "{name} not finished: {:?}",
+                t.status
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        };
+        ensure!(state_of(&t) == Some(TaskState::Succeeded), "{:?}", t.status);
+        for node in env.systemd_real_nodes() {
+            let n = node.name().to_owned();
+            let did = node.boot_ids().len() - before[&n];
+            ensure!(
+                did == reboots,
+                "{name}: {n} rebooted {did} times, not {reboots}"
+            );
+            let text = std::fs::read_to_string(node.etc_dir().join("sysctl.d/99-hostplug.conf"))?;
+            ensure!(text.contains("net.core.somaxconn = 4096"), "{n}: {text}");
+        }
+        eprintln!(
+            "{name}: every node rebooted {reboots} time(s) in {:.1?}",
+            started.elapsed()
+        );
+    }
     Ok(())
+}
+
+/// A task whose plugin asks for a reboot when it changes the node.
+fn requested(name: &str) -> String {
+    format!(
+        r#"
+apiVersion: hostplug.dev/v1alpha1
+kind: HostTask
+metadata: {{name: {name}, namespace: hostplug-system}}
+spec:
+  workers: [sdreal1, sdreal2]
+  http:
+    api: sysctl-conf
+    method: set
+    parameter: {{key: net.core.somaxconn, value: "4096", reboot: true}}
+  rollout: {{maxParallel: 1, maxFailures: 0}}
+  disruption: {{drain: true, reboot: IfRequested, rebootTimeoutSeconds: 300}}
+"#
+    )
 }
