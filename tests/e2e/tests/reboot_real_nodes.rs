@@ -23,9 +23,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
-use common::{
-    HELM_VALUES, INSTALL_TIMEOUT, REAL_NODE_TESTS, kubectl, wait_deployment_ready, wait_until,
-};
+use common::{REAL_NODE_TESTS, kubectl};
 use hostplug_api::crd::{HostTask, TaskState};
 use hostplug_api::disruption::{MAINTENANCE_ANNOTATION, MaintenanceMark};
 use hostplug_e2e::{NAMESPACE, state_of};
@@ -179,9 +177,10 @@ async fn real_systemd_nodes_reboot_once_each_one_at_a_time_across_a_killed_leade
         .args(["--name", "sysctl-conf", "--etc", "write"])
         .output()?;
     ensure!(manifest.status.success(), "{manifest:?}");
+    // Server-side: the module is larger than a client-side apply's annotation may be.
     common::kubectl_stdin(
         &env,
-        &["apply", "-f", "-"],
+        &["apply", "--server-side", "-f", "-"],
         &String::from_utf8(manifest.stdout)?,
     )
     .await?;
