@@ -30,7 +30,8 @@ use hostplug_api::AccessProfile;
 use hostplug_api::crd::{EtcAccess, labels};
 use hostplug_api::systemd::SystemdAccess;
 use hostplug_api::worker::paths::{
-    CACHE_MOUNT, CONTAINERD_MOUNT, DOCKER_MOUNT, ETC_MOUNT, NODE_ETC, NODE_LOCK_DIR, NODE_LOCK_MOUNT, NODE_SYSTEM_BUS_DIR, SECRET_MOUNT, SYSTEM_BUS_MOUNT,
+    CACHE_MOUNT, CONTAINERD_MOUNT, DOCKER_MOUNT, ETC_MOUNT, NODE_ETC, NODE_LOCK_DIR,
+    NODE_LOCK_MOUNT, NODE_SYSTEM_BUS_DIR, SECRET_MOUNT, SYSTEM_BUS_MOUNT,
 };
 use hostplug_api::worker::{ArtifactKey, WorkerSettings, secret_keys};
 

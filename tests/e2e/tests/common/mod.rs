@@ -219,11 +219,7 @@ impl RealCluster {
         ensure!(changed_files(&before, &snapshot(env)?) == expected);
         for node in env.real_nodes() {
             let conf = std::fs::read_to_string(node.etc_dir().join(EXAMPLE_FILE))?;
-            ensure!(
-                conf == format!("{NTP_LINE}\n"),
-                "{}: {conf}",
-                node.name()
-            );
+            ensure!(conf == format!("{NTP_LINE}\n"), "{}: {conf}", node.name());
         }
         let mut workers = BTreeMap::new();
         for n in &st.nodes {
