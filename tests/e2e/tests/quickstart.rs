@@ -153,7 +153,12 @@ async fn the_quickstart_runs_as_printed_on_real_nodes() -> anyhow::Result<()> {
                 c.args(rest);
                 let out = run(c, &env, line).await?;
                 if rest.first() == Some(&"get") && rest.get(1) == Some(&"hostplugins") {
-                    for name in ["etc-file", "docker-image", "containerd-image", "systemd-unit"] {
+                    for name in [
+                        "etc-file",
+                        "docker-image",
+                        "containerd-image",
+                        "systemd-unit",
+                    ] {
                         ensure!(out.contains(name), "get hostplugins: {out}");
                     }
                 }
@@ -171,7 +176,11 @@ async fn the_quickstart_runs_as_printed_on_real_nodes() -> anyhow::Result<()> {
             "ghcr.io/hostplug/web:dev",
             "ghcr.io/hostplug/worker:dev",
         ] {
-            ensure!(list.contains(image), "{} lacks {image}:\n{list}", node.name());
+            ensure!(
+                list.contains(image),
+                "{} lacks {image}:\n{list}",
+                node.name()
+            );
         }
     }
     // The dry run wrote nothing on any node.

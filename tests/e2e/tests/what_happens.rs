@@ -17,6 +17,10 @@
 //!   but for 8 KiB; a 64 KiB write fails on that node (the message names the file and
 //!   an I/O error), the old content is intact byte for byte, and no temporary file is
 //!   left; once there is space, the same task edited runs through.
+//! - **A node is deleted mid-rollout** (a fourth node joins, then its Node object is
+//!   deleted while the first node's call runs): that node ends Failed "node node3 no
+//!   longer exists" with a `NodeFailed` Event and nothing written on it; the others run
+//!   as usual.
 //!
 //! The other rows of the table are checked where they were written first (named in the
 //! table).
@@ -27,9 +31,11 @@ use std::time::Duration;
 use hostplug_api::crd::{HostTask, NodePhase, TaskState};
 use hostplug_e2e::{Harness, NAMESPACE, NODES, Tree, changed_files, state_of};
 use hostplug_testenv::faults::{FILLER, SmallDisk};
+use hostplug_testenv::nodesim::NodeSpec;
+use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::api::events::v1::Event;
 use kube::Api;
-use kube::api::{ListParams, Patch, PatchParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 
 /// The node whose `/etc` is a small disk.
 const SMALL_NODE: &str = "node2";
@@ -94,14 +100,14 @@ async fn what_happens_when() -> anyhow::Result<()> {
     let mut h = Harness::start().await?;
     // Before any worker Pod exists: node2's /etc becomes a 1 MiB disk of its own.
     let small_etc = h.etc(SMALL_NODE)?;
-    let disk =
-        tokio::task::block_in_place(|| SmallDisk::mount_over(&small_etc, SMALL_DISK_BYTES))?;
+    let disk = tokio::task::block_in_place(|| SmallDisk::mount_over(&small_etc, SMALL_DISK_BYTES))?;
     h.publish_plugin("test-slow-write.wasm", "test-slow-write", "write")
         .await?;
 
     a_task_edited_mid_rollout(&h).await?;
     the_api_server_restarts_mid_rollout(&mut h).await?;
     the_disk_is_full_during_a_write(&h, &disk).await?;
+    a_node_deleted_mid_rollout(&mut h).await?;
 
     h.shutdown().await?;
     drop(disk);
@@ -230,8 +236,10 @@ async fn the_disk_is_full_during_a_write(h: &Harness, disk: &SmallDisk) -> anyho
     assert_eq!(changed_files(&before, &snapshot(h)?), vec![]);
     let events = events(h, name).await?;
     assert!(
-        events.iter().any(|(reason, note)| reason == "NodeFailed"
-            && note == &format!("{SMALL_NODE}: {message}")),
+        events
+            .iter()
+            .any(|(reason, note)| reason == "NodeFailed"
+                && note == &format!("{SMALL_NODE}: {message}")),
         "{events:?}"
     );
 
@@ -252,5 +260,53 @@ async fn the_disk_is_full_during_a_write(h: &Harness, disk: &SmallDisk) -> anyho
     assert_eq!(state_of(&t), Some(TaskState::Succeeded), "{:?}", st.msg);
     assert_eq!(std::fs::read_to_string(etc.join("big.conf"))?, content2);
     eprintln!("disk full: {:?}", started.elapsed());
+    Ok(())
+}
+
+async fn a_node_deleted_mid_rollout(h: &mut Harness) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    h.env.add_node(NodeSpec::worker("node3")).await?;
+    let name = "node-deleted";
+    h.apply(&task(
+        name,
+        "  targetType: All\n  rollout: {maxParallel: 1, maxFailures: 1}\n  http: {api: test-slow-write, method: set, parameter: {path: /etc/node-deleted.conf, content: \"x\\n\", ms: 3000}}\n",
+    ))
+    .await?;
+    // master runs first (nodes go in name order); node3, the last, is deleted meanwhile.
+    let mid = h
+        .wait_task(name, |t| node_phase(t, NodePhase::Running).is_some())
+        .await?;
+    let first = node_phase(&mid, NodePhase::Running).unwrap_or_default();
+    assert_ne!(first, "node3");
+    Api::<Node>::all(h.admin.clone())
+        .delete("node3", &DeleteParams::default())
+        .await?;
+    let t = h.wait_finished(name).await?;
+    let st = t.status.clone().unwrap_or_default();
+    assert_eq!(state_of(&t), Some(TaskState::Failed), "{:?}", st.msg);
+    assert_eq!(
+        st.msg.as_deref(),
+        Some("3/4 nodes succeeded, 1 failed, 3 changed; node3: node node3 no longer exists")
+    );
+    for n in &st.nodes {
+        let file = h.etc(&n.node)?.join("node-deleted.conf");
+        if n.node == "node3" {
+            assert_eq!(n.phase, NodePhase::Failed, "{n:?}");
+            assert_eq!(n.message.as_deref(), Some("node node3 no longer exists"));
+            assert!(!file.exists(), "written on the deleted node");
+        } else {
+            assert_eq!(n.phase, NodePhase::Succeeded, "{n:?}");
+            assert_eq!(std::fs::read_to_string(file)?, "x\n", "{}", n.node);
+        }
+    }
+    let events = events(h, name).await?;
+    assert!(
+        events
+            .iter()
+            .any(|(reason, note)| reason == "NodeFailed"
+                && note == "node3: node node3 no longer exists"),
+        "{events:?}"
+    );
+    eprintln!("node deleted mid-rollout: {:?}", started.elapsed());
     Ok(())
 }
