@@ -729,10 +729,9 @@ pub struct ExportedImage {
 impl ImageStore {
     /// Builds all three images (or finds them in the cache) and writes each as
     /// `<out>/<short name>.tar` — the cached docker archive, hard-linked when `out` is on
-    /// the same file system, else copied. A docker archive (what `docker save` writes)
-    /// rather than an OCI layout archive: it names the image in its `manifest.json`
-    /// (`RepoTags`), which every loader reads — `ctr images import` names an image from an
-    /// OCI archive only when its annotation holds the full reference.
+    /// the same file system, else copied. A docker archive (what `docker save` writes):
+    /// it names the image in its `manifest.json` (`RepoTags`), which every loader reads,
+    /// and it is what the real-node tests import with `ctr images import`.
     pub fn export_all(&self, binaries: &Binaries, out: &Path) -> Result<Vec<ExportedImage>> {
         fs::create_dir_all(out).map_err(io_err(format!("creating {}", out.display())))?;
         let mut exported = Vec::new();
