@@ -152,6 +152,13 @@ async fn main() -> anyhow::Result<()> {
     );
     println!("node      drain+cordon  call  reboot→new boot  →Ready+worker  uncordon  whole cycle");
     let mut total = Duration::ZERO;
+    for s in seen.values_mut() {
+        // A step shorter than one look was not seen: it ended when the next one was.
+        s.restoring = s.restoring.or(s.unmarked);
+        s.new_boot = s.new_boot.or(s.restoring);
+        s.rebooting = s.rebooting.or(s.new_boot);
+        s.applying = s.applying.or(s.rebooting);
+    }
     for (name, s) in seen.iter().filter(|(_, s)| s.marked.is_some()) {
         let whole = s
             .unmarked
