@@ -13,7 +13,8 @@ use k8s_openapi::api::core::v1::Node;
 
 pub use hostplug_api::call::{Invalid, NodeView};
 use hostplug_api::crd::{
-    EtcAccess, HostPluginSpec, MethodInfo, PluginCall, PluginInfo, RolloutSpec,
+    EtcAccess, HostPluginSpec, HostTaskSpec, MethodInfo, OnFailure, PluginCall, PluginInfo,
+    RevertSpec, RolloutSpec,
 };
 
 /// Where a plugin call sits in its resource.
@@ -153,6 +154,77 @@ pub fn check_rollout(rollout: &RolloutSpec) -> Result<(), Invalid> {
         }
     }
     Ok(())
+}
+
+/// Checks a revert task's spec (`spec.revert`) for what a revert cannot combine with,
+/// naming the field: a call of its own (`spec.http`), node selection other than
+/// `spec.revert.nodes`, a dry run, follow-up calls, registry credentials, and
+/// `rollout.onFailure: Revert` (a revert is not recorded, so it cannot be reverted).
+/// What depends on the reverted task is `crate::revert::plan`'s.
+pub fn check_revert_task(spec: &HostTaskSpec) -> Result<&RevertSpec, Invalid> {
+    let Some(rv) = &spec.revert else {
+        return Err(Invalid::new("spec.revert", "not a revert task"));
+    };
+    let refuse = |field: &str, why: &str| Err(Invalid::new(field, why.to_owned()));
+    if spec.http.is_some() {
+        return refuse(
+            "spec.http",
+            "a revert task calls no plugin: set spec.http or spec.revert, not both",
+        );
+    }
+    if !spec.targets.workers.is_empty() {
+        return refuse(
+            "spec.workers",
+            "a revert task reverts nodes the reverted task ran on: name them in spec.revert.nodes",
+        );
+    }
+    if spec.targets.target_type.is_some() {
+        return refuse(
+            "spec.targetType",
+            "a revert task reverts nodes the reverted task ran on: name them in spec.revert.nodes",
+        );
+    }
+    if spec.targets.node_selector.is_some() {
+        return refuse(
+            "spec.nodeSelector",
+            "a revert task reverts nodes the reverted task ran on: name them in spec.revert.nodes",
+        );
+    }
+    if spec.dry_run {
+        return refuse(
+            "spec.dryRun",
+            "a revert cannot be a dry run; the reverted task's status shows what it changed \
+             (each node's diff)",
+        );
+    }
+    if !spec.on_change.is_empty() {
+        return refuse(
+            "spec.onChange",
+            "a revert task runs no follow-up calls; run them in a task of their own after it",
+        );
+    }
+    if spec.registry_auth.is_some() {
+        return refuse("spec.registryAuth", "a revert task calls no plugin");
+    }
+    if spec
+        .rollout
+        .as_ref()
+        .is_some_and(|r| r.on_failure == OnFailure::Revert)
+    {
+        return refuse(
+            "spec.rollout.onFailure",
+            "Revert cannot undo a revert: what a revert restores is not recorded (use Pause)",
+        );
+    }
+    for (i, n) in rv.nodes.iter().enumerate() {
+        if n.trim().is_empty() {
+            return refuse(
+                &format!("spec.revert.nodes[{i}]"),
+                "a node name cannot be empty",
+            );
+        }
+    }
+    Ok(rv)
 }
 
 /// Validates a health check's call (as a dry run: it gets read-only access) and refuses

@@ -63,14 +63,25 @@ pub fn generate_task_name(plugin: &str, method: &str, dry_run: bool) -> String {
 /// here gives the user a message that names the field, and creates nothing.
 fn check_request(request: &TaskRequest, plugins: &[crate::cluster::PluginView]) -> AppResult<()> {
     let spec = &request.spec;
+    // A revert task is made by the Revert action of a task's page, not by this form.
+    let Some(http) = &spec.http else {
+        return Err(AppError::BadRequest(
+            "spec.http: choose a plugin and a method".to_owned(),
+        ));
+    };
+    if spec.revert.is_some() {
+        return Err(AppError::BadRequest(
+            "spec.revert: use the Revert button of the task to revert".to_owned(),
+        ));
+    }
     let plugin = plugins
         .iter()
-        .find(|p| p.name == spec.http.call.api)
-        .ok_or_else(|| AppError::BadRequest(format!("unknown plugin {:?}", spec.http.call.api)))?;
-    let Some(method) = plugin.method(&spec.http.call.method) else {
+        .find(|p| p.name == http.call.api)
+        .ok_or_else(|| AppError::BadRequest(format!("unknown plugin {:?}", http.call.api)))?;
+    let Some(method) = plugin.method(&http.call.method) else {
         return Err(AppError::BadRequest(format!(
             "plugin {:?} has no method {:?}",
-            plugin.name, spec.http.call.method
+            plugin.name, http.call.method
         )));
     };
     // The operator's check, made here too, so that a task with bad parameters is never
@@ -78,7 +89,7 @@ fn check_request(request: &TaskRequest, plugins: &[crate::cluster::PluginView]) 
     schema::check_params(
         Some(&method.params_schema),
         &method.name,
-        &spec.http.call.params(),
+        &http.call.params(),
         schema::TASK_PARAMETER_FIELD,
     )
     .map_err(|e| AppError::BadRequest(e.to_string()))?;
@@ -123,7 +134,7 @@ fn check_request(request: &TaskRequest, plugins: &[crate::cluster::PluginView]) 
             "nodeSelector narrows a role target; it cannot be combined with node names".to_owned(),
         ));
     }
-    if !(1..=65535).contains(&spec.http.port) {
+    if !(1..=65535).contains(&http.port) {
         return Err(AppError::BadRequest("port: 1 to 65535".to_owned()));
     }
     if !(1..=MAX_TIMEOUT_SECONDS).contains(&spec.timeout_seconds) {
@@ -158,8 +169,13 @@ pub async fn create_task(
     let plugins = state.cluster.list_plugins().await?;
     check_request(&request, &plugins)?;
     let spec = &request.spec;
+    let (api, method) = spec
+        .http
+        .as_ref()
+        .map(|h| (h.call.api.as_str(), h.call.method.as_str()))
+        .unwrap_or_default();
     let name = if request.name.is_empty() {
-        generate_task_name(&spec.http.call.api, &spec.http.call.method, spec.dry_run)
+        generate_task_name(api, method, spec.dry_run)
     } else if valid_task_name(&request.name) {
         request.name.clone()
     } else {
@@ -174,8 +190,8 @@ pub async fn create_task(
     let view = state.cluster.create_task(&name, spec, &user.name).await?;
     let detail = format!(
         "{}/{} {}{}",
-        spec.http.call.api,
-        spec.http.call.method,
+        api,
+        method,
         target_text,
         if spec.dry_run { " (dry run)" } else { "" }
     );
@@ -264,9 +280,11 @@ pub fn keep_what_the_form_does_not_show(
             ..kept.clone()
         });
     }
-    let (old, new) = (&current.http.call, &mut edited.http.call);
-    if old.api == new.api && old.method == new.method {
-        new.vars = old.vars.clone();
+    if let (Some(old), Some(new)) = (&current.http, edited.http.as_mut())
+        && old.call.api == new.call.api
+        && old.call.method == new.call.method
+    {
+        new.call.vars = old.call.vars.clone();
     }
     edited
 }

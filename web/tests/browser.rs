@@ -487,7 +487,11 @@ async fn first_session_in_a_real_browser() -> anyhow::Result<()> {
     assert_eq!(st.observed_generation, Some(2), "{st:?}");
     assert_eq!(st.state, hostplug_api::crd::TaskState::Succeeded, "{st:?}");
     let mut expected = applied_spec.clone();
-    if let Some(p) = expected.http.call.parameter.as_mut() {
+    if let Some(p) = expected
+        .http
+        .as_mut()
+        .and_then(|h| h.call.parameter.as_mut())
+    {
         p["line"] = serde_json::json!(LINE2);
     }
     assert_eq!(edited.spec, expected, "the edit changed more than the line");

@@ -733,7 +733,10 @@ async fn form_generated_from_schema_creates_typed_task() -> TestResult {
     assert!(task.spec.dry_run);
     assert_eq!(task.spec.targets.workers, ["node1", "node2"]);
     assert_eq!(
-        task.spec.http.call.parameter,
+        task.spec
+            .http
+            .as_ref()
+            .and_then(|h| h.call.parameter.clone()),
         Some(json!({"path": "/etc/chrony.conf", "line": "server ntp", "mode": 384}))
     );
     let list = alice.get("/tasks").await;
@@ -834,7 +837,7 @@ async fn a_bad_enum_value_is_refused_naming_the_field_and_nothing_is_created() -
     assert_eq!(
         tasks
             .first()
-            .and_then(|t| t.spec.http.call.parameter.clone()),
+            .and_then(|t| t.spec.http.as_ref()?.call.parameter.clone()),
         Some(json!({"path": "/etc/x", "state": "absent"}))
     );
     Ok(())
@@ -1115,7 +1118,7 @@ fn full_dry_run_spec() -> HostTaskSpec {
                 }]),
             }),
         },
-        http: HttpSpec {
+        http: Some(HttpSpec {
             port: 9443,
             call: hostplug_api::PluginCall {
                 api: "etc-file".to_owned(),
@@ -1125,7 +1128,8 @@ fn full_dry_run_spec() -> HostTaskSpec {
                 ),
                 vars: Vec::new(),
             },
-        },
+        }),
+        revert: None,
         dry_run: true,
         timeout_seconds: 123,
         rollout: Some(RolloutSpec {
@@ -1379,8 +1383,10 @@ async fn viewers_see_no_parameters_on_any_page_api_or_stream() -> TestResult {
     let app = TestApp::new();
     let mut alice = admin(&app).await;
     let mut spec = full_dry_run_spec();
-    spec.http.call.parameter =
-        Some(json!({"path": "/etc/chrony.conf", "line": "SECRET-PARAM-LINE"}));
+    if let Some(http) = spec.http.as_mut() {
+        http.call.parameter =
+            Some(json!({"path": "/etc/chrony.conf", "line": "SECRET-PARAM-LINE"}));
+    }
     put_task(&app, "with-params", spec, succeeded_with_diff())?;
     alice
         .post_form("/admin/settings", &[("registration_open", "on")])

@@ -376,10 +376,15 @@ fn pairs_from_spec(
     spec: &HostTaskSpec,
     params_schema: &serde_json::Value,
 ) -> Vec<(String, String)> {
+    let (api, method) = spec
+        .http
+        .as_ref()
+        .map(|h| (h.call.api.clone(), h.call.method.clone()))
+        .unwrap_or_default();
     let mut pairs = vec![
-        ("plugin".to_owned(), spec.http.call.api.clone()),
-        ("method".to_owned(), spec.http.call.method.clone()),
-        ("port".to_owned(), spec.http.port.to_string()),
+        ("plugin".to_owned(), api),
+        ("method".to_owned(), method),
+        ("port".to_owned(), spec.port().to_string()),
         (
             "timeout_seconds".to_owned(),
             spec.timeout_seconds.to_string(),
@@ -416,7 +421,7 @@ fn pairs_from_spec(
             serde_json::to_string_pretty(&spec.on_change).unwrap_or_default(),
         ));
     }
-    if let Some(params) = &spec.http.call.parameter {
+    if let Some(params) = spec.http.as_ref().and_then(|h| h.call.parameter.as_ref()) {
         pairs.extend(schema::form_pairs(params_schema, params));
     }
     pairs
@@ -536,7 +541,7 @@ pub fn spec_from_form(
             target_type,
             node_selector,
         },
-        http: HttpSpec {
+        http: Some(HttpSpec {
             port,
             call: hostplug_api::PluginCall {
                 api: get("plugin"),
@@ -544,7 +549,8 @@ pub fn spec_from_form(
                 parameter: Some(parameter),
                 vars: Vec::new(),
             },
-        },
+        }),
+        revert: None,
         dry_run: get("mode") != "apply",
         timeout_seconds,
         rollout,
@@ -917,7 +923,7 @@ mod tests {
                     target_type: Some(hostplug_api::crd::TargetType::All),
                     node_selector: selector,
                 },
-                http: HttpSpec {
+                http: Some(HttpSpec {
                     port: 9443,
                     call: hostplug_api::PluginCall {
                         api: "etc-file".to_owned(),
@@ -925,7 +931,8 @@ mod tests {
                         parameter: Some(serde_json::json!({"path": "/etc/x"})),
                         vars: Vec::new(),
                     },
-                },
+                }),
+                revert: None,
                 dry_run: true,
                 timeout_seconds: 120,
                 rollout: Some(RolloutSpec {
@@ -959,7 +966,7 @@ mod tests {
             serde_json::json!({}),
         )
         .expect("valid");
-        assert_eq!(spec.http.port, DEFAULT_WORKER_PORT);
+        assert_eq!(spec.port(), DEFAULT_WORKER_PORT);
         assert_eq!(spec.timeout_seconds, DEFAULT_TIMEOUT_SECONDS);
         assert_eq!(spec.rollout, None);
         assert_eq!(spec.ttl_seconds_after_finished, None);
