@@ -482,6 +482,147 @@ mod tests {
         );
     }
 
+    fn reverted_task(nodes: Vec<NodeResult>) -> HostTask {
+        let spec: hostplug_api::crd::HostTaskSpec = serde_json::from_value(serde_json::json!({
+            "targetType": "All",
+            "http": {"api": "etc-file", "method": "ensure-line", "parameter": {}},
+        }))
+        .expect("spec");
+        let mut t = HostTask::new("edit", spec);
+        t.metadata.uid = Some("u-edit".into());
+        t.status = Some(HostTaskStatus {
+            observed_generation: Some(2),
+            run_generation: Some(2),
+            nodes,
+            ..HostTaskStatus::default()
+        });
+        t
+    }
+
+    fn ran(
+        name: &str,
+        phase: NodePhase,
+        changed: bool,
+        revert: Option<Revertibility>,
+    ) -> NodeResult {
+        NodeResult {
+            node: name.into(),
+            phase,
+            changed,
+            revert,
+            ..NodeResult::default()
+        }
+    }
+
+    fn spec(task: &str, nodes: &[&str]) -> RevertSpec {
+        RevertSpec {
+            task: task.into(),
+            nodes: nodes.iter().map(|n| (*n).to_owned()).collect(),
+            force: false,
+        }
+    }
+
+    /// A revert task reverts the nodes the task changed (or those named), pins the run,
+    /// and names the nodes whose record cannot be used with why; every refusal names
+    /// its field.
+    #[test]
+    fn a_revert_is_planned_from_the_reverted_tasks_status() {
+        let t = reverted_task(vec![
+            ran("a", NodePhase::Succeeded, true, Some(Revertibility::yes())),
+            ran("b", NodePhase::Succeeded, false, Some(Revertibility::yes())),
+            ran(
+                "c",
+                NodePhase::Failed,
+                true,
+                Some(Revertibility::no("over 1 MiB")),
+            ),
+            ran("d", NodePhase::Succeeded, true, None),
+            ran("e", NodePhase::Running, false, None),
+            ran("f", NodePhase::Skipped, false, None),
+        ]);
+        let p = plan(&spec("edit", &[]), "undo", "ns", Some(&t)).expect("plan");
+        assert_eq!(
+            p.run,
+            RevertedRun {
+                name: "edit".into(),
+                uid: "u-edit".into(),
+                generation: 2
+            }
+        );
+        assert_eq!(p.nodes, vec!["a", "c", "d"], "the nodes it changed");
+        assert_eq!(
+            p.not_revertible.get("c").map(String::as_str),
+            Some("not revertible: over 1 MiB")
+        );
+        assert!(
+            p.not_revertible
+                .get("d")
+                .is_some_and(|m| m.starts_with("not revertible:") && m.contains("image operations")),
+            "{:?}",
+            p.not_revertible
+        );
+        assert!(!p.not_revertible.contains_key("a"));
+        // Named nodes, unchanged ones included.
+        let p = plan(&spec("edit", &["b"]), "undo", "ns", Some(&t)).expect("plan");
+        assert_eq!(p.nodes, vec!["b"]);
+
+        let field = |rv: RevertSpec, target: Option<&HostTask>| {
+            plan(&rv, "undo", "ns", target).map_err(|e| e.to_string())
+        };
+        let err = field(spec("edit", &["x"]), Some(&t)).expect_err("unknown node");
+        assert!(
+            err.starts_with("spec.revert.nodes[0]: task edit did not run on node \"x\""),
+            "{err}"
+        );
+        let err = field(spec("edit", &["a", "e"]), Some(&t)).expect_err("in flight");
+        assert!(
+            err.starts_with("spec.revert.nodes[1]: task edit is still running on node e"),
+            "{err}"
+        );
+        let err = field(spec("edit", &["f"]), Some(&t)).expect_err("skipped");
+        assert!(
+            err.starts_with("spec.revert.nodes[0]: task edit did not run on node f"),
+            "{err}"
+        );
+        let err = field(spec("edit", &["a", "a"]), Some(&t)).expect_err("twice");
+        assert!(
+            err.starts_with("spec.revert.nodes[1]: node \"a\" is named twice"),
+            "{err}"
+        );
+        let err = field(spec("edit", &[]), None).expect_err("missing");
+        assert!(
+            err.starts_with("spec.revert.task: no HostTask \"edit\" in namespace \"ns\""),
+            "{err}"
+        );
+        let err = field(spec("undo", &[]), Some(&t)).expect_err("itself");
+        assert!(
+            err.starts_with("spec.revert.task: a task cannot revert itself"),
+            "{err}"
+        );
+        let mut dry = t.clone();
+        dry.spec.dry_run = true;
+        let err = field(spec("edit", &[]), Some(&dry)).expect_err("dry run");
+        assert!(err.contains("is a dry run"), "{err}");
+        let mut undo = t.clone();
+        undo.spec.http = None;
+        undo.spec.revert = Some(spec("other", &[]));
+        let err = field(spec("edit", &[]), Some(&undo)).expect_err("a revert");
+        assert!(
+            err.starts_with("spec.revert.task: edit is itself a revert task"),
+            "{err}"
+        );
+        let unchanged = reverted_task(vec![ran("b", NodePhase::Succeeded, false, None)]);
+        let err = field(spec("edit", &[]), Some(&unchanged)).expect_err("nothing");
+        assert!(
+            err.contains("changed no node in its current run (generation 2)"),
+            "{err}"
+        );
+        let mut fresh = t.clone();
+        fresh.status = None;
+        let err = field(spec("edit", &[]), Some(&fresh)).expect_err("not run");
+        assert!(err.contains("has not run yet"), "{err}");
+    }
+
     #[test]
     fn a_revert_is_named_after_its_target_and_node() {
         let t = TaskIdentity {

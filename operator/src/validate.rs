@@ -320,6 +320,52 @@ mod tests {
     use hostplug_api::crd::{Capabilities, PluginSource};
     use serde_json::json;
 
+    /// Every field a revert task cannot combine with is named.
+    #[test]
+    fn a_revert_task_refuses_what_it_cannot_combine_with() {
+        let base: HostTaskSpec =
+            serde_json::from_value(json!({"revert": {"task": "edit"}})).expect("spec");
+        assert!(check_revert_task(&base).is_ok());
+        let cases: Vec<(serde_json::Value, &str)> = vec![
+            (
+                json!({"http": {"api": "etc-file", "method": "read"}}),
+                "spec.http",
+            ),
+            (json!({"workers": ["n1"]}), "spec.workers"),
+            (json!({"targetType": "All"}), "spec.targetType"),
+            (
+                json!({"nodeSelector": {"matchLabels": {"a": "b"}}}),
+                "spec.nodeSelector",
+            ),
+            (json!({"dryRun": true}), "spec.dryRun"),
+            (
+                json!({"onChange": [{"api": "systemd-unit", "method": "restart"}]}),
+                "spec.onChange",
+            ),
+            (
+                json!({"registryAuth": {"secretName": "s"}}),
+                "spec.registryAuth",
+            ),
+            (
+                json!({"rollout": {"waves": [1], "onFailure": "Revert"}}),
+                "spec.rollout.onFailure",
+            ),
+            (
+                json!({"revert": {"task": "edit", "nodes": ["a", " "]}}),
+                "spec.revert.nodes[1]",
+            ),
+        ];
+        for (extra, field) in cases {
+            let mut v = json!({"revert": {"task": "edit"}});
+            for (k, x) in extra.as_object().into_iter().flatten() {
+                v[k] = x.clone();
+            }
+            let spec: HostTaskSpec = serde_json::from_value(v).expect("spec");
+            let e = check_revert_task(&spec).expect_err(field);
+            assert_eq!(e.field, field, "{e}");
+        }
+    }
+
     fn call(method: &str, params: serde_json::Value) -> PluginCall {
         PluginCall::new("etc-file", method, Some(params))
     }
