@@ -229,6 +229,15 @@ pub struct HealthCheck {
     pub expect: Option<Expect>,
 }
 
+impl HealthCheck {
+    /// The verdict on this check from its call's JSON `output`: what `expect` asks, or
+    /// success alone. The one evaluator of health checks (a rollout's gate and a
+    /// HostState's checks); a call that failed is a failed check before this.
+    pub fn judge(&self, output: &serde_json::Value) -> Result<(), String> {
+        self.expect.as_ref().map_or(Ok(()), |e| e.holds(output))
+    }
+}
+
 /// An assertion on a health check's JSON output.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]

@@ -179,7 +179,7 @@ async fn resolve(ctx: &Context, task: &HostTask) -> Result<Result<Resolved, Inva
                     Err(e) => Err(e.as_str()),
                 },
             };
-            if let Err(e) = validate::check_health_check(&c.call, i, view) {
+            if let Err(e) = validate::check_health_check(c, CallSite::GateCheck(i), view) {
                 return Ok(Err(e));
             }
         }

@@ -30,6 +30,8 @@ pub enum CallSite {
     StepOnChange(usize, usize),
     /// A HostTask's `spec.rollout.gate.checks[i]` (a health check).
     GateCheck(usize),
+    /// A HostState's `spec.checks[i]` (a health check after a correction).
+    StateCheck(usize),
 }
 
 impl CallSite {
@@ -41,6 +43,7 @@ impl CallSite {
             Self::TaskOnChange(i) => format!("spec.onChange[{i}].{name}"),
             Self::StepOnChange(i, j) => format!("spec.steps[{i}].onChange[{j}].{name}"),
             Self::GateCheck(i) => format!("spec.rollout.gate.checks[{i}].{name}"),
+            Self::StateCheck(i) => format!("spec.checks[{i}].{name}"),
         }
     }
 
@@ -49,7 +52,9 @@ impl CallSite {
         match self {
             Self::Task | Self::TaskOnChange(_) => "run it with spec.dryRun: true",
             Self::Step(_) | Self::StepOnChange(..) => "use spec.mode: Audit",
-            Self::GateCheck(_) => "a health check must call a read-only method",
+            Self::GateCheck(_) | Self::StateCheck(_) => {
+                "a health check must call a read-only method"
+            }
         }
     }
 }
@@ -227,14 +232,18 @@ pub fn check_revert_task(spec: &HostTaskSpec) -> Result<&RevertSpec, Invalid> {
     Ok(rv)
 }
 
-/// Validates a health check's call (as a dry run: it gets read-only access) and refuses
-/// a method that declares it changes the node: a gate only looks. Returns the method.
+/// Validates a health check at `site` (a gate's or a HostState's): its call as a dry run
+/// (it gets read-only access), refusing a method that declares it changes the node (a
+/// check only looks), and its `expect.path`. Returns the method.
 pub fn check_health_check<'a>(
-    call: &PluginCall,
-    index: usize,
+    check: &hostplug_api::crd::HealthCheck,
+    site: CallSite,
     plugin: PluginView<'a>,
 ) -> Result<&'a MethodInfo, Invalid> {
-    let site = CallSite::GateCheck(index);
+    let call = &check.call;
+    if let Some(e) = &check.expect {
+        e.check(&site.field("expect"))?;
+    }
     let method = check_call(call, site, plugin, true)?;
     if method.mutates {
         return Err(Invalid::new(
@@ -492,15 +501,27 @@ mod tests {
             spec: Some(&p),
             loaded: Ok(&i),
         };
-        let read = call("read", json!({"path": "/etc/x"}));
-        assert!(check_health_check(&read, 0, view).is_ok());
-        let write = call("ensure-line", json!({"path": "/etc/x", "line": "a"}));
-        let e = check_health_check(&write, 1, view).expect_err("a mutating check ran");
+        let check = |call: PluginCall| hostplug_api::crd::HealthCheck { call, expect: None };
+        let read = check(call("read", json!({"path": "/etc/x"})));
+        assert!(check_health_check(&read, CallSite::GateCheck(0), view).is_ok());
+        let write = check(call("ensure-line", json!({"path": "/etc/x", "line": "a"})));
+        let e = check_health_check(&write, CallSite::GateCheck(1), view)
+            .expect_err("a mutating check ran");
         assert_eq!(e.field, "spec.rollout.gate.checks[1].method");
         assert!(e.problem.contains("read-only"), "{e}");
-        let bad = call("read", json!({}));
-        let e = check_health_check(&bad, 0, view).expect_err("bad params");
+        let e = check_health_check(&write, CallSite::StateCheck(2), view).expect_err("state");
+        assert_eq!(e.field, "spec.checks[2].method");
+        let bad = check(call("read", json!({})));
+        let e = check_health_check(&bad, CallSite::GateCheck(0), view).expect_err("bad params");
         assert_eq!(e.field, "spec.rollout.gate.checks[0].parameter");
+        let mut no_pointer = read.clone();
+        no_pointer.expect = Some(hostplug_api::rollout::Expect {
+            path: "size".into(),
+            equals: None,
+        });
+        let e = check_health_check(&no_pointer, CallSite::StateCheck(0), view)
+            .expect_err("not a pointer");
+        assert_eq!(e.field, "spec.checks[0].expect.path");
     }
 
     #[test]

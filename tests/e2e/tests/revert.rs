@@ -478,3 +478,69 @@ async fn an_operator_killed_mid_revert_reverts_each_node_once() -> anyhow::Resul
     }
     h.shutdown().await
 }
+
+/// HostState (issue 26, item 5): a correction whose health check fails is reverted on
+/// that node — the file's bytes and mode as before the correction — and the node is
+/// Failed, naming the check; where the check holds, the correction stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_correction_whose_check_fails_is_reverted() -> anyhow::Result<()> {
+    use hostplug_api::state::{HostState, NodeSync};
+    let h = Harness::start_with(Some(2), &[]).await?;
+    for n in NODES {
+        std::fs::write(h.etc(n)?.join("svc.conf"), "a = 1\n")?;
+        std::fs::write(h.etc(n)?.join("health.conf"), "ok\n")?;
+    }
+    // The check fails on node1 only.
+    std::fs::write(h.etc("node1")?.join("health.conf"), "broken\n")?;
+    let before = print(&h, "node1", "svc.conf")?;
+    h.apply(
+        "apiVersion: hostplug.dev/v1alpha1\nkind: HostState\nmetadata: {name: svc}\nspec:\n  targetType: All\n  mode: Enforce\n  intervalSeconds: 3600\n  steps:\n  - {api: etc-file, method: ensure-line, parameter: {path: /etc/svc.conf, line: \"b = 2\"}}\n  checks:\n  - api: etc-file\n    method: read\n    parameter: {path: /etc/health.conf}\n    expect: {path: /content, equals: \"ok\\n\"}\n",
+    )
+    .await?;
+    let api: Api<HostState> = Api::all(h.admin.clone());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    let st = loop {
+        let s = api.get("svc").await?;
+        let st = s.status.clone().unwrap_or_default();
+        let done = NODES.iter().all(|n| {
+            st.nodes
+                .iter()
+                .any(|r| &r.node == n && matches!(r.sync, NodeSync::InSync | NodeSync::Failed))
+        });
+        if done {
+            break st;
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the state never settled: {st:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let failed = st
+        .nodes
+        .iter()
+        .find(|r| r.node == "node1")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(failed.sync, NodeSync::Failed, "{st:?}");
+    let msg = failed.message.clone().unwrap_or_default();
+    assert!(
+        msg.contains("health check spec.checks[0] (etc-file/read) failed after the correction")
+            && msg.contains(r#""/content" is "broken\n", expected "ok\n""#)
+            && msg.contains("the correction was reverted: restored /etc/svc.conf"),
+        "{msg}"
+    );
+    assert_eq!(print(&h, "node1", "svc.conf")?, before, "node1 reverted");
+    for n in ["master", "node2"] {
+        assert_eq!(
+            st.nodes.iter().find(|r| r.node == n).map(|r| r.sync),
+            Some(NodeSync::InSync),
+            "{st:?}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(h.etc(n)?.join("svc.conf"))?,
+            "a = 1\nb = 2\n"
+        );
+    }
+    h.shutdown().await
+}
