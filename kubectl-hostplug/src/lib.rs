@@ -572,56 +572,45 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     }
 }
 
-/// One of the rollout's controls.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Control {
-    /// `pause`.
-    Pause,
-    /// `resume`.
-    Resume,
-    /// `cancel`.
-    Cancel,
-}
+pub use hostplug_api::rollout::Control;
 
 /// The merge patch `control` makes to `t`, and what it did (for the message): pause
 /// sets `paused`; resume clears it and approves the wave the rollout waits at, if it
 /// waits at a gate; cancel sets `cancel`. The patch carries the resourceVersion read, so
 /// a concurrent change fails it (409) instead of being raced.
 pub fn control_patch(t: &HostTask, control: Control) -> (serde_json::Value, String) {
-    use hostplug_api::crd::RolloutPhase;
     let rv = &t.metadata.resource_version;
     let rollout = t.status.as_ref().and_then(|s| s.rollout.as_ref());
-    match control {
-        Control::Pause => (
-            serde_json::json!({"metadata": {"resourceVersion": rv}, "spec": {"rollout": {"paused": true}}}),
+    let (change, did) = control.change(rollout);
+    // A merge patch: `false` is the field's default, written as its absence (null).
+    let mut fields = serde_json::Map::new();
+    if let Some(p) = change.paused {
+        fields.insert(
             "paused".into(),
-        ),
-        Control::Cancel => (
-            serde_json::json!({"metadata": {"resourceVersion": rv}, "spec": {"rollout": {"cancel": true}}}),
-            "cancelled".into(),
-        ),
-        Control::Resume => {
-            let at_gate = rollout.filter(|r| {
-                matches!(
-                    r.phase,
-                    RolloutPhase::Halted | RolloutPhase::AwaitingApproval
-                )
-            });
-            match at_gate {
-                Some(r) => (
-                    serde_json::json!({
-                        "metadata": {"resourceVersion": rv},
-                        "spec": {"rollout": {"paused": null, "approvedWave": r.wave}},
-                    }),
-                    format!("resumed (wave {} approved)", r.wave),
-                ),
-                None => (
-                    serde_json::json!({"metadata": {"resourceVersion": rv}, "spec": {"rollout": {"paused": null}}}),
-                    "resumed".into(),
-                ),
-            }
-        }
+            if p {
+                true.into()
+            } else {
+                serde_json::Value::Null
+            },
+        );
     }
+    if let Some(w) = change.approved_wave {
+        fields.insert("approvedWave".into(), w.into());
+    }
+    if let Some(c) = change.cancel {
+        fields.insert(
+            "cancel".into(),
+            if c {
+                true.into()
+            } else {
+                serde_json::Value::Null
+            },
+        );
+    }
+    (
+        serde_json::json!({"metadata": {"resourceVersion": rv}, "spec": {"rollout": fields}}),
+        did,
+    )
 }
 
 /// `pause`, `resume`, `cancel`: one patch of the task's `spec.rollout` controls, which

@@ -289,6 +289,87 @@ pub fn keep_what_the_form_does_not_show(
     edited
 }
 
+/// A rollout control (pause, resume, cancel) of the task `name`, as `kubectl hostplug`
+/// makes it ([`hostplug_api::rollout::Control`]): one change of `spec.rollout`, which
+/// the operator applies to the run in progress (no new run starts), recorded in the
+/// audit log. Refused for a task that has ended.
+pub async fn control_task(
+    state: &AppState,
+    user: &AuthUser,
+    ip: &str,
+    name: &str,
+    control: hostplug_api::rollout::Control,
+) -> AppResult<TaskView> {
+    user.require(Role::Operator)?;
+    let task = state
+        .cluster
+        .get_task(name)
+        .await?
+        .ok_or(AppError::NotFound)?;
+    if task.observed_generation == Some(task.generation)
+        && matches!(task.state.as_str(), "Succeeded" | "Failed")
+    {
+        return Err(AppError::BadRequest(format!(
+            "task {name} has ended ({}); there is no rollout left to control",
+            task.state
+        )));
+    }
+    let (change, did) = control.change(task.rollout.as_ref());
+    let mut spec = task.spec.clone();
+    change.apply(&mut spec.rollout);
+    let view = state.cluster.update_task(name, &spec, &user.name).await?;
+    record(state, &user.name, "task.control", name, &did, ip).await?;
+    Ok(view)
+}
+
+/// Creates a revert task of the task `name` (`spec.revert`: every node it changed, no
+/// force), named `revert-<name>-<5 random chars>`, and records it. The operator checks
+/// the rest (the task exists, ran, changed something) and says so in its status.
+pub async fn revert_task(
+    state: &AppState,
+    user: &AuthUser,
+    ip: &str,
+    name: &str,
+) -> AppResult<TaskView> {
+    user.require(Role::Operator)?;
+    let task = state
+        .cluster
+        .get_task(name)
+        .await?
+        .ok_or(AppError::NotFound)?;
+    if task.spec.revert.is_some() {
+        return Err(AppError::BadRequest(
+            "a revert task cannot be reverted".to_owned(),
+        ));
+    }
+    let mut revert_name = generate_task_name("revert", name, false);
+    revert_name.truncate(MAX_TASK_NAME);
+    let revert_name = revert_name.trim_end_matches('-').to_owned();
+    let spec = HostTaskSpec {
+        targets: hostplug_api::NodeTargets::default(),
+        http: None,
+        revert: Some(hostplug_api::crd::RevertSpec {
+            task: name.to_owned(),
+            nodes: Vec::new(),
+            force: false,
+        }),
+        dry_run: false,
+        timeout_seconds: task.spec.timeout_seconds,
+        rollout: None,
+        ttl_seconds_after_finished: None,
+        registry_auth: None,
+        rerun: 0,
+        on_change: Vec::new(),
+        disruption: None,
+    };
+    let view = state
+        .cluster
+        .create_task(&revert_name, &spec, &user.name)
+        .await?;
+    record(state, &user.name, "task.revert", &revert_name, name, ip).await?;
+    Ok(view)
+}
+
 /// Deletes a task and records it.
 pub async fn delete_task(state: &AppState, user: &AuthUser, ip: &str, name: &str) -> AppResult<()> {
     user.require(Role::Operator)?;

@@ -144,6 +144,8 @@ pub struct TaskView {
     /// Whether the parameters and the node outputs and diffs were withheld from this
     /// caller (their role may not see file contents).
     pub results_hidden: bool,
+    /// Where a staged (or paused) rollout is: wave, phase, why it waits.
+    pub rollout: Option<hostplug_api::crd::RolloutStatus>,
 }
 
 impl TaskView {
@@ -364,6 +366,7 @@ pub fn task_view(task: &HostTask) -> TaskView {
         observed_generation: status.observed_generation,
         spec: task.spec.clone(),
         results_hidden: false,
+        rollout: status.rollout,
     }
 }
 

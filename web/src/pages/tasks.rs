@@ -273,7 +273,21 @@ pub async fn task_page(
         nodes,
         finished,
         can_apply: task.dry_run && task.state == "Succeeded" && can_write,
-        can_rerun: finished && can_write,
+        can_rerun: finished && can_write && task.spec.revert.is_none(),
+        can_pause: can_write && !finished && !task.spec.rollout.as_ref().is_some_and(|r| r.paused),
+        can_resume: can_write
+            && !finished
+            && (task.spec.rollout.as_ref().is_some_and(|r| r.paused)
+                || task.rollout.as_ref().is_some_and(|r| r.phase.waits())),
+        can_cancel: can_write && !finished,
+        can_revert: can_write
+            && task.spec.http.is_some()
+            && !task.dry_run
+            && task.nodes.iter().any(|n| n.changed)
+            && task
+                .nodes
+                .iter()
+                .all(|n| !matches!(n.phase.as_str(), "Starting" | "Running")),
         stale: task.observed_generation != Some(task.generation),
         percent: if task.observed_generation == Some(task.generation) {
             percent_done(task.nodes_done, task.nodes_total)
@@ -858,6 +872,35 @@ pub async fn rerun_task(
         .ok_or(AppError::NotFound)?;
     let request = TaskRequest::rerun(&task.spec, task.spec.dry_run);
     let created = actions::create_task(&state, &user, &ip, request).await?;
+    Ok(redirect_to_task(&created.name))
+}
+
+/// `POST /tasks/{name}/pause`, `/resume`, `/cancel`: the rollout's controls.
+pub async fn control_task(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ClientIp(ip): ClientIp,
+    Path((name, control)): Path<(String, String)>,
+) -> AppResult<Response> {
+    use hostplug_api::rollout::Control;
+    let control = match control.as_str() {
+        "pause" => Control::Pause,
+        "resume" => Control::Resume,
+        "cancel" => Control::Cancel,
+        _ => return Err(AppError::NotFound),
+    };
+    actions::control_task(&state, &user, &ip, &name, control).await?;
+    Ok(redirect_to_task(&name))
+}
+
+/// `POST /tasks/{name}/revert`: a revert task of this task; shows it.
+pub async fn revert_task(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ClientIp(ip): ClientIp,
+    Path(name): Path<String>,
+) -> AppResult<Response> {
+    let created = actions::revert_task(&state, &user, &ip, &name).await?;
     Ok(redirect_to_task(&created.name))
 }
 
