@@ -2,7 +2,9 @@
 //!
 //! Prints the first compile time, the load time from the on-disk cache after a restart,
 //! and invocation latency (median, p99; a fresh Store per call) of `read` and
-//! `ensure-line`, with the on-demand and with the pooling instance allocator. Uses
+//! `ensure-line`, with the on-demand and with the pooling instance allocator, and what the
+//! revert record (the prior state of every /etc path a call changes) costs a
+//! write-heavy call: p50 and p99 with and without recording, side by side. Uses
 //! `target/plugins/etc-file.wasm` (or `$HOSTPLUG_PLUGIN_DIR`); run `make plugins` first.
 
 use std::path::PathBuf;
@@ -129,5 +131,79 @@ fn main() -> anyhow::Result<()> {
         dry.dry_run = true;
         measure("invoke ensure-line, dry run", &plugin, &dry, &grants)?;
     }
+
+    // The revert record: a `write` of a RECORD_BENCH_BYTES file, alternating two
+    // contents so that every call replaces it (the host notes its prior bytes, mode and
+    // owner before, and its state after), with and without recording.
+    let content = |c: char| {
+        let line: String = std::iter::repeat_n(c, 63)
+            .chain(std::iter::once('\n'))
+            .collect();
+        line.repeat(RECORD_BENCH_BYTES / 64)
+    };
+    let writes = [content('a'), content('b')].map(|c| {
+        Invocation::new(
+            "write",
+            &serde_json::json!({"path": "/etc/bench.conf", "content": c}).to_string(),
+        )
+    });
+    println!(
+        "\n== revert records: write of a {} KiB file under /etc, every call a change ({CALLS} calls each, on-demand allocator)",
+        RECORD_BENCH_BYTES / 1024
+    );
+    let mut rows = Vec::new();
+    for skip in [true, false] {
+        let host = Host::new(HostConfig {
+            cache_dir: Some(cache.path().join("demand")),
+            skip_change_records: skip,
+            ..HostConfig::default()
+        })?;
+        let plugin = host.load(&bytes, None)?;
+        let (_, record) = plugin.invoke_recorded(&writes[0], &grants);
+        anyhow::ensure!(
+            record.is_some() != skip,
+            "recording should be {}",
+            if skip { "off" } else { "on" }
+        );
+        rows.push(alternate(&plugin, &writes, &grants)?);
+    }
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    println!(
+        "{:<12} {:>16} {:>16} {:>12}",
+        "", "not recorded", "recorded", "overhead"
+    );
+    for (label, i) in [("p50", 0), ("p99", 1)] {
+        let (off, on) = (rows[0][i], rows[1][i]);
+        println!(
+            "{label:<12} {:>13.1} µs {:>13.1} µs {:>+10.1} %",
+            us(off),
+            us(on),
+            (us(on) / us(off) - 1.0) * 100.0
+        );
+    }
     Ok(())
+}
+
+/// Size of the file the revert-record benchmark rewrites: 64 KiB, a large config file
+/// (most are a few KiB); the record copies the prior bytes, so its cost grows with it.
+const RECORD_BENCH_BYTES: usize = 64 * 1024;
+
+/// p50 and p99 of `CALLS` invocations taking turns through `invs`.
+fn alternate(
+    plugin: &hostplug_host::Plugin,
+    invs: &[Invocation],
+    grants: &Grants,
+) -> anyhow::Result<[Duration; 2]> {
+    for inv in invs.iter().cycle().take(20) {
+        plugin.invoke(inv, grants)?;
+    }
+    let mut times = Vec::with_capacity(CALLS);
+    for inv in invs.iter().cycle().take(CALLS) {
+        let t = Instant::now();
+        let out = plugin.invoke(inv, grants)?;
+        times.push(t.elapsed());
+        anyhow::ensure!(out.changed, "every write should change the file");
+    }
+    times.sort();
+    Ok([percentile(&times, 0.5), percentile(&times, 0.99)])
 }
