@@ -26,7 +26,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use futures::channel::mpsc::UnboundedReceiver;
 use hostplug_api::AccessProfile;
-use hostplug_api::protocol::{FollowUpRequest, InvokeRequest};
+use hostplug_api::protocol::InvokeRequest;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, Preconditions};
@@ -96,28 +96,24 @@ async fn plugin_of(
     Ok((hp, loaded))
 }
 
-/// The task's follow-up calls with their plugins, as of now; the first one whose plugin
-/// is missing or not loaded is the error, naming it. Validation checked each call at the
-/// generation's start; this only finds the plugins again.
+/// The task's follow-up calls with their plugins, as of now
+/// ([`crate::dispatch::resolve_follow_up`]); the first one that is no longer valid (its
+/// plugin missing or not loaded) is the error, naming it. Their values are read again
+/// for each node's call.
 async fn follow_ups_of(
     ctx: &Context,
     task: &HostTask,
 ) -> Result<std::result::Result<Vec<FollowUp>, String>> {
+    let ns = task.namespace().unwrap_or_default();
     let mut out = Vec::with_capacity(task.spec.on_change.len());
     for (i, call) in task.spec.on_change.iter().enumerate() {
-        let (hp, loaded) = plugin_of(ctx, &call.api).await?;
-        let (Some(hp), Ok(loaded)) = (hp, loaded) else {
-            return Ok(Err(format!(
-                "spec.onChange[{i}].api: plugin {:?} is not ready",
-                call.api
-            )));
-        };
-        let mutates = loaded.info.method(&call.method).is_none_or(|m| m.mutates);
-        out.push(FollowUp {
-            call: call.clone(),
-            access: AccessProfile::for_call(&hp.spec.capabilities, task.spec.dry_run, mutates),
-            loaded,
-        });
+        let site = CallSite::TaskOnChange(i);
+        match crate::dispatch::resolve_follow_up(ctx, call, site, task.spec.dry_run, Some(&ns))
+            .await?
+        {
+            Ok((f, _)) => out.push(f),
+            Err(invalid) => return Ok(Err(invalid.to_string())),
+        }
     }
     Ok(Ok(out))
 }
@@ -203,40 +199,23 @@ async fn resolve(ctx: &Context, task: &HostTask) -> Result<Result<Resolved, Inva
     let mut follow_ups = Vec::with_capacity(spec.on_change.len());
     for (i, call) in spec.on_change.iter().enumerate() {
         let site = CallSite::TaskOnChange(i);
-        let (f_hp, f_loaded) = plugin_of(ctx, &call.api).await?;
-        let view = PluginView {
-            spec: f_hp.as_ref().map(|h| &h.spec),
-            loaded: match &f_loaded {
-                Ok(l) => Ok(&l.info),
-                Err(e) => Err(e.as_str()),
-            },
-        };
-        let method = match validate::check_call(call, site, view, spec.dry_run) {
-            Ok(m) => m.clone(),
-            Err(e) => return Ok(Err(e)),
-        };
-        let (Some(f_hp), Ok(f_loaded)) = (f_hp, f_loaded) else {
-            return Ok(Err(Invalid::new(
-                site.field("api"),
-                format!("plugin {:?} is not ready", call.api),
-            )));
-        };
-        let f_values = match crate::values::read(&ctx.client, call, site, Some(&ns)).await? {
-            Ok(v) => v,
-            Err(e) => return Ok(Err(e)),
-        };
-        if validate::has_references(&call.params()) {
+        let (f, f_values) =
+            match crate::dispatch::resolve_follow_up(ctx, call, site, spec.dry_run, Some(&ns))
+                .await?
+            {
+                Ok(r) => r,
+                Err(e) => return Ok(Err(e)),
+            };
+        if let Some(method) = f.loaded.info.method(&call.method)
+            && validate::has_references(&call.params())
+        {
             for view in views.iter().filter(|v| targets.contains(&v.name)) {
-                if let Err(e) = f_values.params_for(call, site, &method, view) {
+                if let Err(e) = f_values.params_for(call, site, method, view) {
                     unusable.entry(view.name.clone()).or_insert(e);
                 }
             }
         }
-        follow_ups.push(FollowUp {
-            call: call.clone(),
-            access: AccessProfile::for_call(&f_hp.spec.capabilities, spec.dry_run, method.mutates),
-            loaded: f_loaded,
-        });
+        follow_ups.push(f);
     }
     Ok(Ok(Resolved {
         plugin: hp,
@@ -953,25 +932,11 @@ fn spawn_run(ctx: &Arc<Context>, task: &HostTask, loaded: Arc<LoadedPlugin>, run
                 };
                 req.registry_auth =
                     creds.map_err(|invalid| CallError::NotSent(invalid.to_string()))?;
-                for (i, (f, v)) in follow_ups.iter().zip(&follow_up_values).enumerate() {
-                    let site = CallSite::TaskOnChange(i);
-                    let method = f.loaded.info.method(&f.call.method).ok_or_else(|| {
-                        CallError::NotSent(format!(
-                            "{}: the plugin lost its method",
-                            site.field("method")
-                        ))
-                    })?;
-                    req.on_change.push(FollowUpRequest {
-                        digest: f.loaded.digest.to_string(),
-                        method: f.call.method.clone(),
-                        params: v
-                            .params_for(&f.call, site, method, &view)
-                            .map_err(|invalid| CallError::NotSent(invalid.to_string()))?,
-                        access: Some(f.access),
-                        // From the plugin's capabilities, in `dispatch::send`.
-                        systemd: None,
-                    });
-                }
+                req.on_change = crate::dispatch::follow_up_requests(
+                    follow_ups.iter().zip(&follow_up_values),
+                    CallSite::TaskOnChange,
+                    &view,
+                )?;
                 let plugins: Vec<&LoadedPlugin> = std::iter::once(&*loaded)
                     .chain(follow_ups.iter().map(|f| &*f.loaded))
                     .collect();

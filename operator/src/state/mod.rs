@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use futures::channel::mpsc::{UnboundedReceiver, UnboundedSender};
 use futures::{Stream, StreamExt};
 use hostplug_api::crd::HealthCheck;
-use hostplug_api::protocol::{FollowUpRequest, InvokeRequest, TaskIdentity};
+use hostplug_api::protocol::{InvokeRequest, TaskIdentity};
 use hostplug_api::state::{HostState, HostStateStatus, StateMode, StateStep, StepDrift};
 use hostplug_api::{AccessProfile, crd::DEFAULT_WORKER_PORT};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -184,48 +184,13 @@ async fn plan(ctx: &Context, state: &HostState) -> Result<Result<Plans, Invalid>
         let mut follow_ups = Vec::with_capacity(step.on_change.len());
         for (j, call) in step.on_change.iter().enumerate() {
             let site = CallSite::StepOnChange(i, j);
-            let hp = hp_api
-                .get_opt(&call.api)
-                .await
-                .map_err(Error::kube(format!("reading HostPlugin {}", call.api)))?;
-            let f_loaded = match &hp {
-                Some(hp) => ctx.plugins.resolve(&ctx.client, hp).await,
-                None => Err("no HostPlugin".into()),
-            };
-            let view = PluginView {
-                spec: hp.as_ref().map(|h| &h.spec),
-                loaded: match &f_loaded {
-                    Ok(l) => Ok(&l.info),
-                    Err(e) => Err(e.as_str()),
-                },
-            };
-            let f_method = match validate::check_call(call, site, view, audit) {
-                Ok(m) => m.clone(),
+            match crate::dispatch::resolve_follow_up(ctx, call, site, audit, None).await? {
+                Ok((f, f_values)) => {
+                    values.mask_also(&f_values);
+                    follow_ups.push((f, f_values));
+                }
                 Err(e) => return Ok(Err(e)),
-            };
-            let (Some(f_hp), Ok(f_loaded)) = (hp, f_loaded) else {
-                return Ok(Err(Invalid::new(
-                    site.field("api"),
-                    format!("plugin {:?} is not ready", call.api),
-                )));
-            };
-            let f_values = match crate::values::read(&ctx.client, call, site, None).await? {
-                Ok(v) => v,
-                Err(e) => return Ok(Err(e)),
-            };
-            values.mask_also(&f_values);
-            follow_ups.push((
-                FollowUp {
-                    call: call.clone(),
-                    access: AccessProfile::for_call(
-                        &f_hp.spec.capabilities,
-                        audit,
-                        f_method.mutates,
-                    ),
-                    loaded: f_loaded,
-                },
-                f_values,
-            ));
+            }
         }
         let main_access = AccessProfile::for_call(&hp.spec.capabilities, audit, true);
         let resolved: Vec<FollowUp> = follow_ups.iter().map(|(f, _)| f.clone()).collect();
@@ -721,26 +686,12 @@ async fn call_step(
     let mut plugins = vec![&*plan.loaded];
     // Follow-ups go with corrections only: a check is a dry run of the step alone.
     if correcting {
-        for (j, (f, values)) in plan.follow_ups.iter().enumerate() {
-            let site = CallSite::StepOnChange(plan.index, j);
-            let method = f.loaded.info.method(&f.call.method).ok_or_else(|| {
-                CallError::NotSent(format!(
-                    "{}: the plugin lost its method",
-                    site.field("method")
-                ))
-            })?;
-            req.on_change.push(FollowUpRequest {
-                digest: f.loaded.digest.to_string(),
-                method: f.call.method.clone(),
-                params: values
-                    .params_for(&f.call, site, method, &view)
-                    .map_err(|invalid| CallError::NotSent(invalid.to_string()))?,
-                access: Some(f.access),
-                // dispatch fills in each plugin's declaration.
-                systemd: None,
-            });
-            plugins.push(&*f.loaded);
-        }
+        req.on_change = crate::dispatch::follow_up_requests(
+            plan.follow_ups.iter().map(|(f, v)| (f, v)),
+            |j| CallSite::StepOnChange(plan.index, j),
+            &view,
+        )?;
+        plugins.extend(plan.follow_ups.iter().map(|(f, _)| &*f.loaded));
     }
     let outcome = crate::dispatch::send(ctx, &lease, &plugins, &req).await;
     // Values from Secrets never reach the record.
