@@ -144,7 +144,7 @@ fn main() -> anyhow::Result<()> {
     let writes = [content('a'), content('b')].map(|c| {
         Invocation::new(
             "write",
-            &serde_json::json!({"path": "/etc/bench.conf", "content": c}).to_string(),
+            serde_json::json!({"path": "/etc/bench.conf", "content": c}).to_string(),
         )
     });
     println!(
