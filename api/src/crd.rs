@@ -172,14 +172,21 @@ impl Default for RolloutSpec {
     printcolumn = r#"{"name":"State","type":"string","jsonPath":".status.state"}"#,
     printcolumn = r#"{"name":"Plugin","type":"string","jsonPath":".spec.http.api"}"#,
     printcolumn = r#"{"name":"Method","type":"string","jsonPath":".spec.http.method"}"#,
+    printcolumn = r#"{"name":"Reverts","type":"string","description":"a revert task: the task whose change it undoes","jsonPath":".spec.revert.task","priority":1}"#,
     printcolumn = r#"{"name":"Nodes","type":"string","description":"nodes done/total","jsonPath":".status.progress"}"#,
     printcolumn = r#"{"name":"Rollout","type":"string","description":"the wave and why the rollout waits, for a rollout with waves or one paused","jsonPath":".status.rollout.summary"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
     printcolumn = r#"{"name":"Message","type":"string","description":"the operator's summary, or why the task failed","jsonPath":".status.msg","priority":1}"#
 )]
+#[x_kube(validation = Rule::new("has(self.http) != has(self.revert)").message(
+    "exactly one of spec.http (a plugin call) or spec.revert (undo another task's change) must be set"
+))]
 #[x_kube(validation = Rule::new(
-    "(has(self.workers) && size(self.workers) > 0) != has(self.targetType)"
+    "has(self.revert) || ((has(self.workers) && size(self.workers) > 0) != has(self.targetType))"
 ).message("exactly one of spec.workers (node names) or spec.targetType (Master, Node, All) must be set"))]
+#[x_kube(validation = Rule::new(
+    "!has(self.revert) || (!(has(self.workers) && size(self.workers) > 0) && !has(self.targetType))"
+).message("spec.revert names its nodes in spec.revert.nodes; spec.workers and spec.targetType cannot be set with it"))]
 #[x_kube(validation = Rule::new(
     "!has(self.nodeSelector) || has(self.targetType)"
 ).message("spec.nodeSelector filters spec.targetType and cannot be combined with spec.workers"))]
@@ -188,8 +195,10 @@ pub struct HostTaskSpec {
     /// The nodes to run on (`workers`, or `targetType` with `nodeSelector`).
     #[serde(flatten)]
     pub targets: NodeTargets,
-    /// The plugin operation to run.
-    pub http: HttpSpec,
+    /// The plugin operation to run. Unset for a revert task (`revert`), which calls no
+    /// plugin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpSpec>,
     /// Report what would change and change nothing; /etc is mounted read-only.
     #[serde(default)]
     pub dry_run: bool,
@@ -231,6 +240,51 @@ pub struct HostTaskSpec {
     /// reboot it after (`crate::disruption`). Unset: nothing disruptive.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disruption: Option<crate::disruption::DisruptionSpec>,
+    /// Undo another task's change instead of calling a plugin: restore exactly what that
+    /// task's current run changed under /etc on its nodes, from the records the nodes
+    /// keep, through the same rollout as any task (`rollout` waves, gate, pause,
+    /// `disruption`). Set instead of `http`, `workers` and `targetType`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revert: Option<RevertSpec>,
+}
+
+impl HostTaskSpec {
+    /// The worker port of the task's calls: `http.port`, or the default one for a revert
+    /// task.
+    pub fn port(&self) -> i32 {
+        self.http.as_ref().map_or(DEFAULT_WORKER_PORT, |h| h.port)
+    }
+}
+
+/// What a revert task undoes (`spec.revert`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RevertSpec {
+    /// The HostTask, in this task's namespace, whose current run's change to undo. The
+    /// run is pinned when the revert starts (`status.revertedRun`).
+    #[schemars(length(min = 1, max = 253))]
+    pub task: String,
+    /// Only these nodes, each one the task ran on. Unset: every node the task changed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 5000))]
+    pub nodes: Vec<String>,
+    /// Restore files that changed since the task ran, too (their later edits are lost).
+    /// Unset: such a node is not reverted and fails, naming the files with a diff.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub force: bool,
+}
+
+/// The run a revert task undoes, pinned when it started (`status.revertedRun`): the
+/// identity the nodes keep that run's records under.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RevertedRun {
+    /// The reverted task's name (in this task's namespace).
+    pub name: String,
+    /// Its `metadata.uid`: a task recreated under the same name is another task.
+    pub uid: String,
+    /// The generation of its run (`status.runGeneration`).
+    pub generation: i64,
 }
 
 fn is_zero(n: &i64) -> bool {
@@ -452,6 +506,9 @@ pub struct HostTaskStatus {
     /// cancelled).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<RolloutStatus>,
+    /// A revert task: the run it undoes, pinned when it started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reverted_run: Option<RevertedRun>,
 }
 
 impl HostTaskStatus {
@@ -748,7 +805,7 @@ spec:
     parameter: {path: /etc/chrony.conf, line: "server ntp.example.com iburst"}
 "#,
         )?;
-        assert_eq!(task.spec.http.port, DEFAULT_WORKER_PORT);
+        assert_eq!(task.spec.port(), DEFAULT_WORKER_PORT);
         assert_eq!(task.spec.timeout_seconds, DEFAULT_TIMEOUT_SECONDS);
         assert!(!task.spec.dry_run);
         assert_eq!(task.spec.targets.workers, vec!["node1", "node2"]);
@@ -802,7 +859,8 @@ spec:
             HostTaskSpec {
                 disruption: None,
                 targets: NodeTargets::role(TargetType::All),
-                http: HttpSpec::new(PluginCall::new("etc-file", "read", None)),
+                http: Some(HttpSpec::new(PluginCall::new("etc-file", "read", None))),
+                revert: None,
                 dry_run: false,
                 timeout_seconds: DEFAULT_TIMEOUT_SECONDS,
                 rollout: None,
@@ -818,6 +876,36 @@ spec:
         assert_eq!(serde_json::to_value(&task.spec)?["rerun"], 3);
         let s = task_field_schema(&["rerun"])?;
         assert_eq!(s["minimum"].as_f64(), Some(0.0), "{s}");
+        Ok(())
+    }
+
+    /// A revert task has no `http`; its YAML reads as a user writes it, and the schema
+    /// says exactly one of `http` and `revert`.
+    #[test]
+    fn a_revert_task_has_no_call() -> Result<(), Box<dyn std::error::Error>> {
+        let task: HostTask = serde_yaml::from_str(
+            r#"
+apiVersion: hostplug.dev/v1alpha1
+kind: HostTask
+metadata: {name: undo-ntp, namespace: hostplug-system}
+spec:
+  revert: {task: set-ntp, nodes: [node2]}
+"#,
+        )?;
+        assert!(task.spec.http.is_none());
+        let rv = task.spec.revert.as_ref().ok_or("no revert")?;
+        assert_eq!(
+            (rv.task.as_str(), rv.nodes.as_slice(), rv.force),
+            ("set-ntp", &["node2".to_owned()][..], false)
+        );
+        let spec = serde_json::to_value(&task.spec)?;
+        assert!(spec.get("http").is_none(), "{spec}");
+        assert!(spec["revert"].get("force").is_none(), "{spec}");
+        let crd = serde_json::to_string(&HostTask::crd())?;
+        assert!(
+            crd.contains("exactly one of spec.http (a plugin call) or spec.revert"),
+            "{crd}"
+        );
         Ok(())
     }
 

@@ -229,6 +229,15 @@ pub struct HealthCheck {
     pub expect: Option<Expect>,
 }
 
+impl HealthCheck {
+    /// The verdict on this check from its call's JSON `output`: what `expect` asks, or
+    /// success alone. The one evaluator of health checks (a rollout's gate and a
+    /// HostState's checks); a call that failed is a failed check before this.
+    pub fn judge(&self, output: &serde_json::Value) -> Result<(), String> {
+        self.expect.as_ref().map_or(Ok(()), |e| e.holds(output))
+    }
+}
+
 /// An assertion on a health check's JSON output.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -349,6 +358,87 @@ pub struct RolloutStatus {
     /// One line for `kubectl get`, e.g. `wave 1/2, Halted: gate failed on node1`.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub summary: String,
+}
+
+/// A person's control of a task's rollout: `kubectl hostplug pause|resume|cancel` and
+/// the console's buttons, one meaning for both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    /// Nodes in flight finish; nothing new starts (`spec.rollout.paused`).
+    Pause,
+    /// Clears `paused` and, when the rollout waits at a gate, approves that wave.
+    Resume,
+    /// Nodes not started end Skipped (`spec.rollout.cancel`).
+    Cancel,
+}
+
+/// The fields of `spec.rollout` a [`Control`] sets: `Some(v)` sets the field to `v`
+/// (`paused: Some(false)` clears it), `None` leaves it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ControlChange {
+    /// `spec.rollout.paused`.
+    pub paused: Option<bool>,
+    /// `spec.rollout.approvedWave`.
+    pub approved_wave: Option<i32>,
+    /// `spec.rollout.cancel`.
+    pub cancel: Option<bool>,
+}
+
+impl Control {
+    /// What this control changes, given where the rollout is (`status`), and what it
+    /// did in words (`paused`, `resumed (wave 1 approved)`, `cancelled`).
+    pub fn change(self, status: Option<&RolloutStatus>) -> (ControlChange, String) {
+        match self {
+            Self::Pause => (
+                ControlChange {
+                    paused: Some(true),
+                    ..ControlChange::default()
+                },
+                "paused".into(),
+            ),
+            Self::Cancel => (
+                ControlChange {
+                    cancel: Some(true),
+                    ..ControlChange::default()
+                },
+                "cancelled".into(),
+            ),
+            Self::Resume => {
+                let at_gate = status.filter(|r| {
+                    matches!(
+                        r.phase,
+                        RolloutPhase::Halted | RolloutPhase::AwaitingApproval
+                    )
+                });
+                let change = ControlChange {
+                    paused: Some(false),
+                    approved_wave: at_gate.map(|r| r.wave),
+                    cancel: None,
+                };
+                let did = match at_gate {
+                    Some(r) => format!("resumed (wave {} approved)", r.wave),
+                    None => "resumed".into(),
+                };
+                (change, did)
+            }
+        }
+    }
+}
+
+impl ControlChange {
+    /// Applies the change to a task's `spec.rollout` (made when unset).
+    pub fn apply(self, rollout: &mut Option<crate::crd::RolloutSpec>) {
+        let r = rollout.get_or_insert_with(crate::crd::RolloutSpec::default);
+        if let Some(p) = self.paused {
+            r.paused = p;
+        }
+        if let Some(w) = self.approved_wave {
+            r.approved_wave = w;
+        }
+        if let Some(c) = self.cancel {
+            r.cancel = c;
+        }
+    }
 }
 
 fn is_zero(n: &i32) -> bool {

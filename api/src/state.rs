@@ -155,6 +155,14 @@ pub struct HostStateSpec {
     /// correcting (`Enforce` only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<RolloutSpec>,
+    /// Health checks after each correction (`Enforce` only): read-only plugin calls, each
+    /// with an optional expectation on its output, as a rollout gate's
+    /// (`spec.rollout.gate.checks` of a HostTask). When one fails on a node, the
+    /// correction is reverted there (every file it changed under /etc back to what it
+    /// was, from the record the node keeps) and the node is `Failed`, naming the check.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = crate::rollout::MAX_HEALTH_CHECKS))]
+    pub checks: Vec<crate::rollout::HealthCheck>,
 }
 
 /// Where one node stands against the state.

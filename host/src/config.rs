@@ -135,4 +135,8 @@ pub struct HostConfig {
     /// little for `read`; a process that runs many invocations (the worker) may turn it
     /// on, a one-shot CLI gains nothing.
     pub pooling_allocator: bool,
+    /// Keep no revert record of calls (`Plugin::invoke_recorded` answers `None`). Off
+    /// by default: every call that may write /etc is recorded. Only `make bench` turns
+    /// it on, to measure what recording costs a write-heavy call.
+    pub skip_change_records: bool,
 }

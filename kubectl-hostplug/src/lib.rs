@@ -10,6 +10,10 @@
 //!   about that node's call ([`logs`]);
 //! * `rerun TASK`: the task again, unchanged, as a new generation (it raises
 //!   `spec.rerun`; the operator runs every new generation), and with `--wait` follows it;
+//! * `revert TASK [--nodes …] [--force]`: creates a revert HostTask (`spec.revert`)
+//!   that restores exactly what TASK's current run changed under /etc on its nodes (or
+//!   those named), from the records the nodes keep, and follows it as `run --wait` does
+//!   (`--no-wait`: just create it);
 //! * `pause TASK`, `resume TASK`, `cancel TASK`: the rollout's controls, one patch each
 //!   (`spec.rollout.paused`; `paused` cleared and, when the rollout waits at a gate,
 //!   `spec.rollout.approvedWave`; `spec.rollout.cancel`), which go on with the run in
@@ -43,7 +47,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use hostplug_api::crd::{
-    HostPlugin, HostTask, HostTaskSpec, HttpSpec, RolloutSpec, TargetType, TaskState,
+    HostPlugin, HostTask, HostTaskSpec, HttpSpec, RevertSpec, RolloutSpec, TargetType, TaskState,
 };
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -254,6 +258,13 @@ pub enum Command {
         #[arg(long, default_value_t = DEFAULT_WAIT_SECONDS, value_name = "SECONDS")]
         wait_timeout: u64,
     },
+    /// Undo a task's change: create a revert task (`spec.revert`) that restores exactly
+    /// what TASK's current run changed under /etc on its nodes (bytes, mode, owner; files
+    /// it created go, files it removed come back), from the records the nodes keep, and
+    /// follow it until it ends; exit 1 if a node was not reverted. A node whose file
+    /// changed since the task is not reverted (its message names the file, with the
+    /// diff) unless --force.
+    Revert(RevertArgs),
     /// Pause a task's rollout, as `kubectl rollout pause` does a Deployment's: nodes in
     /// flight finish, no node or health check starts (sets `spec.rollout.paused`).
     Pause {
@@ -306,6 +317,121 @@ pub struct LogsArgs {
     /// Only the plugin's lines from the task's status; do not read the worker Pods' logs.
     #[arg(long)]
     pub no_worker: bool,
+}
+
+/// `revert`'s arguments.
+#[derive(Debug, clap::Args)]
+pub struct RevertArgs {
+    /// The HostTask whose change to undo (`spec.revert.task`).
+    pub task: String,
+    /// Only these nodes, comma-separated or repeated (`spec.revert.nodes`; default: every
+    /// node the task changed).
+    #[arg(long, value_delimiter = ',')]
+    pub nodes: Vec<String>,
+    /// Restore files that changed since the task ran, too (`spec.revert.force`).
+    #[arg(long)]
+    pub force: bool,
+    /// Name of the revert task (default: generated, revert-TASK-xxxxx).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Nodes reverted at once (`spec.rollout.maxParallel`).
+    #[arg(long)]
+    pub max_parallel: Option<i32>,
+    /// Create the revert task and return; do not follow it.
+    #[arg(long)]
+    pub no_wait: bool,
+    /// Give up following after this many seconds (the revert goes on).
+    #[arg(long, default_value_t = DEFAULT_WAIT_SECONDS, value_name = "SECONDS")]
+    pub wait_timeout: u64,
+}
+
+/// The revert task `revert` describes (`spec.revert`; no call of its own).
+pub fn revert_spec_of(args: &RevertArgs) -> HostTaskSpec {
+    HostTaskSpec {
+        targets: hostplug_api::NodeTargets::default(),
+        http: None,
+        revert: Some(RevertSpec {
+            task: args.task.clone(),
+            nodes: args
+                .nodes
+                .iter()
+                .map(|n| n.trim().to_owned())
+                .filter(|n| !n.is_empty())
+                .collect(),
+            force: args.force,
+        }),
+        dry_run: false,
+        timeout_seconds: hostplug_api::crd::DEFAULT_TIMEOUT_SECONDS,
+        rollout: args.max_parallel.map(|max_parallel| RolloutSpec {
+            max_parallel,
+            ..RolloutSpec::default()
+        }),
+        ttl_seconds_after_finished: None,
+        registry_auth: None,
+        rerun: 0,
+        on_change: Vec::new(),
+        disruption: None,
+    }
+}
+
+/// `revert`: checks the task exists (a clear error before anything is created), creates
+/// the revert task and, unless `--no-wait`, follows it until it ends.
+async fn revert_task(
+    client: &Client,
+    namespace: &str,
+    args: &RevertArgs,
+    out: &Printer,
+) -> anyhow::Result<u8> {
+    let api: Api<HostTask> = Api::namespaced(client.clone(), namespace);
+    if api
+        .get_opt(&args.task)
+        .await
+        .with_context(|| format!("reading HostTask {namespace}/{}", args.task))?
+        .is_none()
+    {
+        anyhow::bail!(
+            "no HostTask {:?} in namespace {namespace} (see `kubectl get hosttasks -n {namespace}`)",
+            args.task
+        );
+    }
+    let mut task = HostTask::new("", revert_spec_of(args));
+    task.metadata.name = args.name.clone();
+    if args.name.is_none() {
+        let mut prefix = format!("revert-{}", args.task).to_lowercase();
+        prefix.truncate(MAX_GENERATE_PREFIX);
+        task.metadata.generate_name = Some(format!("{}-", prefix.trim_end_matches('-')));
+    }
+    task.metadata.namespace = Some(namespace.to_owned());
+    let created = api
+        .create(&PostParams::default(), &task)
+        .await
+        .with_context(|| format!("creating a revert HostTask in namespace {namespace}"))?;
+    let name = created.metadata.name.clone().unwrap_or_default();
+    if args.no_wait {
+        out.print(&created, || {
+            format!("hosttask.hostplug.dev/{} created\n", terminal::plain(&name))
+        })?;
+        return Ok(0);
+    }
+    if out.format.is_none() {
+        eprintln!(
+            "hosttask.hostplug.dev/{name} created; following the revert of {} …",
+            args.task
+        );
+    }
+    let ended = follow::until_finished(
+        &api,
+        &name,
+        Duration::from_secs(args.wait_timeout),
+        out.format.is_some(),
+    )
+    .await?;
+    out.print(&ended, || render::task(&ended, out.colour))?;
+    let failed = ended
+        .status
+        .as_ref()
+        .is_none_or(|s| s.state != TaskState::Succeeded);
+    Ok(if failed { EXIT_TASK_FAILED } else { 0 })
 }
 
 /// `run`'s arguments.
@@ -432,6 +558,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             wait,
             wait_timeout,
         } => rerun_task(&client, &cli.namespace, task, *wait, *wait_timeout, &out).await,
+        Command::Revert(args) => revert_task(&client, &cli.namespace, args, &out).await,
         Command::Pause { task } => {
             control(&client, &cli.namespace, task, Control::Pause, &out).await
         }
@@ -445,56 +572,45 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     }
 }
 
-/// One of the rollout's controls.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Control {
-    /// `pause`.
-    Pause,
-    /// `resume`.
-    Resume,
-    /// `cancel`.
-    Cancel,
-}
+pub use hostplug_api::rollout::Control;
 
 /// The merge patch `control` makes to `t`, and what it did (for the message): pause
 /// sets `paused`; resume clears it and approves the wave the rollout waits at, if it
 /// waits at a gate; cancel sets `cancel`. The patch carries the resourceVersion read, so
 /// a concurrent change fails it (409) instead of being raced.
 pub fn control_patch(t: &HostTask, control: Control) -> (serde_json::Value, String) {
-    use hostplug_api::crd::RolloutPhase;
     let rv = &t.metadata.resource_version;
     let rollout = t.status.as_ref().and_then(|s| s.rollout.as_ref());
-    match control {
-        Control::Pause => (
-            serde_json::json!({"metadata": {"resourceVersion": rv}, "spec": {"rollout": {"paused": true}}}),
+    let (change, did) = control.change(rollout);
+    // A merge patch: `false` is the field's default, written as its absence (null).
+    let mut fields = serde_json::Map::new();
+    if let Some(p) = change.paused {
+        fields.insert(
             "paused".into(),
-        ),
-        Control::Cancel => (
-            serde_json::json!({"metadata": {"resourceVersion": rv}, "spec": {"rollout": {"cancel": true}}}),
-            "cancelled".into(),
-        ),
-        Control::Resume => {
-            let at_gate = rollout.filter(|r| {
-                matches!(
-                    r.phase,
-                    RolloutPhase::Halted | RolloutPhase::AwaitingApproval
-                )
-            });
-            match at_gate {
-                Some(r) => (
-                    serde_json::json!({
-                        "metadata": {"resourceVersion": rv},
-                        "spec": {"rollout": {"paused": null, "approvedWave": r.wave}},
-                    }),
-                    format!("resumed (wave {} approved)", r.wave),
-                ),
-                None => (
-                    serde_json::json!({"metadata": {"resourceVersion": rv}, "spec": {"rollout": {"paused": null}}}),
-                    "resumed".into(),
-                ),
-            }
-        }
+            if p {
+                true.into()
+            } else {
+                serde_json::Value::Null
+            },
+        );
     }
+    if let Some(w) = change.approved_wave {
+        fields.insert("approvedWave".into(), w.into());
+    }
+    if let Some(c) = change.cancel {
+        fields.insert(
+            "cancel".into(),
+            if c {
+                true.into()
+            } else {
+                serde_json::Value::Null
+            },
+        );
+    }
+    (
+        serde_json::json!({"metadata": {"resourceVersion": rv}, "spec": {"rollout": fields}}),
+        did,
+    )
 }
 
 /// `pause`, `resume`, `cancel`: one patch of the task's `spec.rollout` controls, which
@@ -685,7 +801,7 @@ pub fn spec_of(args: &RunArgs, parameter: serde_json::Value) -> Result<HostTaskS
             target_type,
             node_selector,
         },
-        http: HttpSpec {
+        http: Some(HttpSpec {
             port: hostplug_api::crd::DEFAULT_WORKER_PORT,
             call: hostplug_api::PluginCall {
                 api: args.plugin.clone(),
@@ -693,7 +809,8 @@ pub fn spec_of(args: &RunArgs, parameter: serde_json::Value) -> Result<HostTaskS
                 parameter: has_params.then_some(parameter),
                 vars: vars_of(args)?,
             },
-        },
+        }),
+        revert: None,
         dry_run: args.dry_run,
         timeout_seconds: args
             .timeout
@@ -909,7 +1026,7 @@ mod tests {
             ]),
             serde_json::json!({"path": "/etc/x", "line": "$(srv) $(pw)"}),
         )?;
-        let vars = serde_json::to_value(&spec.http.call.vars)
+        let vars = serde_json::to_value(spec.http.as_ref().map(|h| &h.call.vars))
             .map_err(|e| Error::BadTarget(e.to_string()))?;
         assert_eq!(
             vars,
@@ -1003,7 +1120,7 @@ mod tests {
         let spec = spec_of(&args(&["-l", "disk=ssd"]), catalog::empty_object())?;
         assert_eq!(spec.targets.target_type, Some(TargetType::All));
         assert!(spec.targets.node_selector.is_some());
-        assert_eq!(spec.http.call.parameter, None);
+        assert_eq!(spec.http.and_then(|h| h.call.parameter), None);
         let spec = spec_of(&args(&["--target", "master"]), catalog::empty_object())?;
         assert_eq!(spec.targets.target_type, Some(TargetType::Master));
         Ok(())

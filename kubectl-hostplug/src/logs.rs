@@ -371,7 +371,10 @@ mod tests {
             HostTaskSpec {
                 disruption: None,
                 targets: hostplug_api::NodeTargets::named(["node1", "node10"]),
-                http: HttpSpec::new(hostplug_api::PluginCall::new("etc-file", "read", None)),
+                http: Some(HttpSpec::new(hostplug_api::PluginCall::new(
+                    "etc-file", "read", None,
+                ))),
+                revert: None,
                 dry_run: false,
                 timeout_seconds: 60,
                 rollout: None,

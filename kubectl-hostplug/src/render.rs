@@ -138,13 +138,31 @@ pub fn task(t: &HostTask, colour: bool) -> String {
         "Task:     {name} (generation {generation}{})",
         if stale { ", not observed yet" } else { "" }
     );
-    let _ = writeln!(
-        out,
-        "Plugin:   {} {}{}",
-        plain(&t.spec.http.call.api),
-        plain(&t.spec.http.call.method),
-        if t.spec.dry_run { " (dry run)" } else { "" }
-    );
+    match (&t.spec.http, &t.spec.revert) {
+        (Some(http), _) => {
+            let _ = writeln!(
+                out,
+                "Plugin:   {} {}{}",
+                plain(&http.call.api),
+                plain(&http.call.method),
+                if t.spec.dry_run { " (dry run)" } else { "" }
+            );
+        }
+        (None, Some(rv)) => {
+            let run = status
+                .reverted_run
+                .as_ref()
+                .map(|r| format!(" (generation {})", r.generation))
+                .unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "Reverts:  {}{run}{}",
+                plain(&rv.task),
+                if rv.force { ", forced" } else { "" }
+            );
+        }
+        (None, None) => {}
+    }
     let _ = writeln!(
         out,
         "State:    {}{}",
@@ -387,7 +405,7 @@ mod tests {
                     target_type: None,
                     node_selector: None,
                 },
-                http: HttpSpec {
+                http: Some(HttpSpec {
                     port: 8443,
                     call: hostplug_api::PluginCall {
                         api: "etc-file".into(),
@@ -395,7 +413,8 @@ mod tests {
                         parameter: None,
                         vars: Vec::new(),
                     },
-                },
+                }),
+                revert: None,
                 dry_run: false,
                 timeout_seconds: 60,
                 rollout: None,
@@ -486,8 +505,10 @@ mod tests {
     fn text_from_plugins_and_nodes_reaches_the_terminal_without_control_sequences() {
         let mut t = task();
         t.metadata.name = Some(format!("t{HOSTILE}"));
-        t.spec.http.call.api = format!("p{HOSTILE}");
-        t.spec.http.call.method = format!("m{HOSTILE}");
+        if let Some(http) = t.spec.http.as_mut() {
+            http.call.api = format!("p{HOSTILE}");
+            http.call.method = format!("m{HOSTILE}");
+        }
         if let Some(st) = t.status.as_mut() {
             st.msg = Some(format!("msg{HOSTILE}"));
             for n in &mut st.nodes {

@@ -377,3 +377,91 @@ impl Artifacts {
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
+
+/// Resolves one follow-up call (`onChange`) at `site` for dispatch, the same way for a
+/// HostTask and a HostState: its HostPlugin and loaded module, validated as every call
+/// is ([`crate::validate::check_call`], `dry_run` for a task's dry run or a state's
+/// Audit), the values of its vars read (`namespace`: a task's; `None` for a state), and
+/// the access it gets. `Ok(Err(_))` names the field and the problem; `Err(_)` is an API
+/// failure.
+pub async fn resolve_follow_up(
+    ctx: &Context,
+    call: &PluginCall,
+    site: crate::validate::CallSite,
+    dry_run: bool,
+    namespace: Option<&str>,
+) -> crate::Result<Result<(FollowUp, crate::values::CallValues), crate::validate::Invalid>> {
+    use crate::validate::{Invalid, PluginView};
+    let hp = kube::Api::<hostplug_api::crd::HostPlugin>::all(ctx.client.clone())
+        .get_opt(&call.api)
+        .await
+        .map_err(crate::Error::kube(format!(
+            "reading HostPlugin {}",
+            call.api
+        )))?;
+    let loaded = match &hp {
+        Some(hp) => ctx.plugins.resolve(&ctx.client, hp).await,
+        None => Err("no HostPlugin".into()),
+    };
+    let view = PluginView {
+        spec: hp.as_ref().map(|h| &h.spec),
+        loaded: match &loaded {
+            Ok(l) => Ok(&l.info),
+            Err(e) => Err(e.as_str()),
+        },
+    };
+    let mutates = match crate::validate::check_call(call, site, view, dry_run) {
+        Ok(m) => m.mutates,
+        Err(e) => return Ok(Err(e)),
+    };
+    let (Some(hp), Ok(loaded)) = (hp, loaded) else {
+        return Ok(Err(Invalid::new(
+            site.field("api"),
+            format!("plugin {:?} is not ready", call.api),
+        )));
+    };
+    let values = match crate::values::read(&ctx.client, call, site, namespace).await? {
+        Ok(v) => v,
+        Err(e) => return Ok(Err(e)),
+    };
+    Ok(Ok((
+        FollowUp {
+            call: call.clone(),
+            access: AccessProfile::for_call(&hp.spec.capabilities, dry_run, mutates),
+            loaded,
+        },
+        values,
+    )))
+}
+
+/// The follow-up requests of one node's call: each follow-up with its parameters for
+/// `node` (from its values) and its own access; `site(i)` names the i-th in errors.
+pub fn follow_up_requests<'a>(
+    follow_ups: impl IntoIterator<Item = (&'a FollowUp, &'a crate::values::CallValues)>,
+    site: impl Fn(usize) -> crate::validate::CallSite,
+    node: &crate::validate::NodeView,
+) -> Result<Vec<hostplug_api::protocol::FollowUpRequest>, CallError> {
+    follow_ups
+        .into_iter()
+        .enumerate()
+        .map(|(i, (f, values))| {
+            let site = site(i);
+            let method = f.loaded.info.method(&f.call.method).ok_or_else(|| {
+                CallError::NotSent(format!(
+                    "{}: the plugin lost its method",
+                    site.field("method")
+                ))
+            })?;
+            Ok(hostplug_api::protocol::FollowUpRequest {
+                digest: f.loaded.digest.to_string(),
+                method: f.call.method.clone(),
+                params: values
+                    .params_for(&f.call, site, method, node)
+                    .map_err(|invalid| CallError::NotSent(invalid.to_string()))?,
+                access: Some(f.access),
+                // From the plugin's capabilities, in `send`.
+                systemd: None,
+            })
+        })
+        .collect()
+}

@@ -253,7 +253,12 @@ pub async fn check(
     };
     // The main call, then each follow-up (`spec.onChange`): every plugin the task runs
     // must be allowed, each as mutating as its own method.
-    let calls = std::iter::once(&task.spec.http.call).chain(&task.spec.on_change);
+    let calls = task
+        .spec
+        .http
+        .iter()
+        .map(|h| &h.call)
+        .chain(&task.spec.on_change);
     for (i, call) in calls.enumerate() {
         let req = Request {
             namespace: &ns,

@@ -825,7 +825,7 @@ fn check_gate(
             match obs.checks.get(&(n.node.clone(), i)) {
                 Some(CallState::Done(outcome, _)) => {
                     let verdict = match outcome {
-                        Ok(s) => spec.expect.as_ref().map_or(Ok(()), |e| e.holds(&s.output)),
+                        Ok(s) => spec.judge(&s.output),
                         Err(e) => Err(e.to_string()),
                     };
                     c.logs = match outcome {

@@ -26,7 +26,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use futures::channel::mpsc::UnboundedReceiver;
 use hostplug_api::AccessProfile;
-use hostplug_api::protocol::{FollowUpRequest, InvokeRequest};
+use hostplug_api::protocol::InvokeRequest;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, Preconditions};
@@ -96,35 +96,37 @@ async fn plugin_of(
     Ok((hp, loaded))
 }
 
-/// The task's follow-up calls with their plugins, as of now; the first one whose plugin
-/// is missing or not loaded is the error, naming it. Validation checked each call at the
-/// generation's start; this only finds the plugins again.
+/// The task's follow-up calls with their plugins, as of now
+/// ([`crate::dispatch::resolve_follow_up`]); the first one that is no longer valid (its
+/// plugin missing or not loaded) is the error, naming it. Their values are read again
+/// for each node's call.
 async fn follow_ups_of(
     ctx: &Context,
     task: &HostTask,
 ) -> Result<std::result::Result<Vec<FollowUp>, String>> {
+    let ns = task.namespace().unwrap_or_default();
     let mut out = Vec::with_capacity(task.spec.on_change.len());
     for (i, call) in task.spec.on_change.iter().enumerate() {
-        let (hp, loaded) = plugin_of(ctx, &call.api).await?;
-        let (Some(hp), Ok(loaded)) = (hp, loaded) else {
-            return Ok(Err(format!(
-                "spec.onChange[{i}].api: plugin {:?} is not ready",
-                call.api
-            )));
-        };
-        let mutates = loaded.info.method(&call.method).is_none_or(|m| m.mutates);
-        out.push(FollowUp {
-            call: call.clone(),
-            access: AccessProfile::for_call(&hp.spec.capabilities, task.spec.dry_run, mutates),
-            loaded,
-        });
+        let site = CallSite::TaskOnChange(i);
+        match crate::dispatch::resolve_follow_up(ctx, call, site, task.spec.dry_run, Some(&ns))
+            .await?
+        {
+            Ok((f, _)) => out.push(f),
+            Err(invalid) => return Ok(Err(invalid.to_string())),
+        }
     }
     Ok(Ok(out))
 }
 
 async fn resolve(ctx: &Context, task: &HostTask) -> Result<Result<Resolved, Invalid>> {
     let spec = &task.spec;
-    let name = &spec.http.call.api;
+    let Some(http) = &spec.http else {
+        return Ok(Err(Invalid::new(
+            "spec.http",
+            "set spec.http (a plugin call) or spec.revert (undo another task's change)",
+        )));
+    };
+    let name = &http.call.api;
     let (hp, loaded) = plugin_of(ctx, name).await?;
     let view = PluginView {
         spec: hp.as_ref().map(|h| &h.spec),
@@ -133,7 +135,7 @@ async fn resolve(ctx: &Context, task: &HostTask) -> Result<Result<Resolved, Inva
             Err(e) => Err(e.as_str()),
         },
     };
-    if let Err(e) = validate::check_call(&spec.http.call, CallSite::Task, view, spec.dry_run) {
+    if let Err(e) = validate::check_call(&http.call, CallSite::Task, view, spec.dry_run) {
         return Ok(Err(e));
     }
     let (Some(hp), Ok(loaded)) = (hp.clone(), loaded.clone()) else {
@@ -156,7 +158,7 @@ async fn resolve(ctx: &Context, task: &HostTask) -> Result<Result<Resolved, Inva
     // before any node is touched; they are read again for each node's call.
     let ns = task.namespace().unwrap_or_default();
     let values =
-        match crate::values::read(&ctx.client, &spec.http.call, CallSite::Task, Some(&ns)).await? {
+        match crate::values::read(&ctx.client, &http.call, CallSite::Task, Some(&ns)).await? {
             Ok(v) => v,
             Err(e) => return Ok(Err(e)),
         };
@@ -179,7 +181,7 @@ async fn resolve(ctx: &Context, task: &HostTask) -> Result<Result<Resolved, Inva
                     Err(e) => Err(e.as_str()),
                 },
             };
-            if let Err(e) = validate::check_health_check(&c.call, i, view) {
+            if let Err(e) = validate::check_health_check(c, CallSite::GateCheck(i), view) {
                 return Ok(Err(e));
             }
         }
@@ -190,11 +192,11 @@ async fn resolve(ctx: &Context, task: &HostTask) -> Result<Result<Resolved, Inva
         Err(e) => return Ok(Err(e)),
     };
     let mut unusable = BTreeMap::new();
-    if let Some(method) = loaded.info.method(&spec.http.call.method)
-        && validate::has_references(&spec.http.call.params())
+    if let Some(method) = loaded.info.method(&http.call.method)
+        && validate::has_references(&http.call.params())
     {
         for view in views.iter().filter(|v| targets.contains(&v.name)) {
-            if let Err(e) = values.params_for(&spec.http.call, CallSite::Task, method, view) {
+            if let Err(e) = values.params_for(&http.call, CallSite::Task, method, view) {
                 unusable.insert(view.name.clone(), e);
             }
         }
@@ -203,40 +205,23 @@ async fn resolve(ctx: &Context, task: &HostTask) -> Result<Result<Resolved, Inva
     let mut follow_ups = Vec::with_capacity(spec.on_change.len());
     for (i, call) in spec.on_change.iter().enumerate() {
         let site = CallSite::TaskOnChange(i);
-        let (f_hp, f_loaded) = plugin_of(ctx, &call.api).await?;
-        let view = PluginView {
-            spec: f_hp.as_ref().map(|h| &h.spec),
-            loaded: match &f_loaded {
-                Ok(l) => Ok(&l.info),
-                Err(e) => Err(e.as_str()),
-            },
-        };
-        let method = match validate::check_call(call, site, view, spec.dry_run) {
-            Ok(m) => m.clone(),
-            Err(e) => return Ok(Err(e)),
-        };
-        let (Some(f_hp), Ok(f_loaded)) = (f_hp, f_loaded) else {
-            return Ok(Err(Invalid::new(
-                site.field("api"),
-                format!("plugin {:?} is not ready", call.api),
-            )));
-        };
-        let f_values = match crate::values::read(&ctx.client, call, site, Some(&ns)).await? {
-            Ok(v) => v,
-            Err(e) => return Ok(Err(e)),
-        };
-        if validate::has_references(&call.params()) {
+        let (f, f_values) =
+            match crate::dispatch::resolve_follow_up(ctx, call, site, spec.dry_run, Some(&ns))
+                .await?
+            {
+                Ok(r) => r,
+                Err(e) => return Ok(Err(e)),
+            };
+        if let Some(method) = f.loaded.info.method(&call.method)
+            && validate::has_references(&call.params())
+        {
             for view in views.iter().filter(|v| targets.contains(&v.name)) {
-                if let Err(e) = f_values.params_for(call, site, &method, view) {
+                if let Err(e) = f_values.params_for(call, site, method, view) {
                     unusable.entry(view.name.clone()).or_insert(e);
                 }
             }
         }
-        follow_ups.push(FollowUp {
-            call: call.clone(),
-            access: AccessProfile::for_call(&f_hp.spec.capabilities, spec.dry_run, method.mutates),
-            loaded: f_loaded,
-        });
+        follow_ups.push(f);
     }
     Ok(Ok(Resolved {
         plugin: hp,
@@ -322,7 +307,7 @@ fn worker_key(ctx: &Context, task: &HostTask, node: &str, profile: AccessProfile
     WorkerKey {
         node: node.to_owned(),
         profile,
-        port: task.spec.http.port,
+        port: task.spec.port(),
         task: ctx
             .pool
             .per_task()
@@ -340,15 +325,30 @@ async fn advance(
     generation: i64,
     mut status: HostTaskStatus,
 ) -> Result<Action> {
-    let call = &task.spec.http.call;
-    let (hp, loaded) = plugin_of(ctx, &call.api).await?;
+    // A revert task calls no plugin: each node's "call" is the revert of the run its
+    // status pinned when it started, on a worker that may write /etc.
+    let revert = task
+        .spec
+        .revert
+        .as_ref()
+        .zip(status.reverted_run.as_ref())
+        .map(|(rv, run)| {
+            (
+                crate::revert::run_identity(&task.namespace().unwrap_or_default(), run),
+                rv.force,
+            )
+        });
+    let (hp, loaded) = match &task.spec.http {
+        Some(http) => plugin_of(ctx, &http.call.api).await?,
+        None => (None, Err(String::new())),
+    };
     let loaded = loaded.ok();
     let follow_ups = follow_ups_of(ctx, task).await?;
     let checks = checks_of(ctx, task).await?;
     let pinned = status.plugin.as_ref().map(|p| p.digest.clone());
     let plugin_ok = match (&hp, &loaded) {
         (Some(_), Some(l)) => pinned.as_deref() == Some(l.digest.to_string().as_str()),
-        _ => false,
+        _ => revert.is_some(),
     };
     let caps = hp
         .as_ref()
@@ -356,9 +356,14 @@ async fn advance(
         .unwrap_or_default();
     let mutates = loaded
         .as_ref()
-        .and_then(|l| l.info.method(&call.method))
+        .zip(task.spec.http.as_ref())
+        .and_then(|(l, http)| l.info.method(&http.call.method))
         .is_none_or(|m| m.mutates);
-    let main_access = AccessProfile::for_call(&caps, task.spec.dry_run, mutates);
+    let main_access = if revert.is_some() {
+        crate::revert::access()
+    } else {
+        AccessProfile::for_call(&caps, task.spec.dry_run, mutates)
+    };
     // A call with follow-ups runs on a worker with the union of their access; each call
     // gets only its own (the request carries it).
     let profile = match &follow_ups {
@@ -467,7 +472,10 @@ async fn advance(
         match s {
             Step::EnsureWorker { .. } => {}
             Step::Call { node, pod, resume } => {
-                if let Some(loaded) = &loaded {
+                if let Some((target, force)) = &revert {
+                    let key = (uid.to_owned(), generation, node);
+                    spawn_revert(ctx, task, key, pod, resume, target.clone(), *force);
+                } else if let Some(loaded) = &loaded {
                     let run = Run {
                         key: (uid.to_owned(), generation, node),
                         pod,
@@ -523,6 +531,8 @@ async fn advance(
     }
 
     if status.state.is_finished() {
+        // A revert task tells the task it reverted (that task's status stays its own).
+        crate::revert::announce(ctx, task, &status).await;
         let ok = status.state == TaskState::Succeeded;
         ctx.events
             .publish(
@@ -550,7 +560,6 @@ async fn advance(
 /// A new generation: validate, then record the target nodes as Pending (or the task as
 /// Failed) before anything is created.
 async fn start_generation(ctx: &Context, task: &HostTask, generation: i64) -> Result<Action> {
-    let name = task.name_any();
     let now_t = now();
     let mut status = HostTaskStatus {
         observed_generation: Some(generation),
@@ -558,42 +567,34 @@ async fn start_generation(ctx: &Context, task: &HostTask, generation: i64) -> Re
         run_fingerprint: Some(hostplug_api::rollout::run_fingerprint(&task.spec)),
         ..HostTaskStatus::default()
     };
+    if task.spec.revert.is_some() {
+        return start_revert(ctx, task, status).await;
+    }
     // The namespace, plugin and method rules first: a namespace no policy covers learns
     // nothing about the plugins (validation would tell).
     if let Err(denied) = crate::policy::check(ctx, task, &[], &[]).await? {
         return deny(ctx, task, status, &denied).await;
     }
+    let Some(http) = &task.spec.http else {
+        return refuse(
+            ctx,
+            task,
+            status,
+            &Invalid::new(
+                "spec.http",
+                "set spec.http (a plugin call) or spec.revert (undo another task's change)",
+            ),
+        )
+        .await;
+    };
     match resolve(ctx, task).await? {
-        Err(invalid) => {
-            status.state = TaskState::Failed;
-            status.msg = Some(invalid.to_string());
-            status.finished_at = Some(now_t.clone());
-            status.progress = Some("0/0".into());
-            crate::status::set_conditions(
-                &mut status,
-                TaskState::Failed,
-                &invalid.to_string(),
-                &now_t,
-            );
-            write_status(&ctx.client, task, &status).await?;
-            info!(task = %name, problem = %invalid, "task refused");
-            ctx.events
-                .publish(
-                    task,
-                    EventType::Warning,
-                    "ValidationFailed",
-                    None,
-                    invalid.to_string(),
-                )
-                .await;
-            Ok(Action::await_change())
-        }
+        Err(invalid) => refuse(ctx, task, status, &invalid).await,
         Ok(r) => {
             // The policy: may this namespace run this, there? Decided before any worker.
             let main_mutates = r
                 .loaded
                 .info
-                .method(&task.spec.http.call.method)
+                .method(&http.call.method)
                 .is_none_or(|m| m.mutates);
             let mutating: Vec<bool> = std::iter::once(main_mutates)
                 .chain(r.follow_ups.iter().map(|f| {
@@ -644,8 +645,8 @@ async fn start_generation(ctx: &Context, task: &HostTask, generation: i64) -> Re
                     None,
                     format!(
                         "running {}/{} on {} nodes{}",
-                        task.spec.http.call.api,
-                        task.spec.http.call.method,
+                        http.call.api,
+                        http.call.method,
                         r.targets.len(),
                         if task.spec.dry_run { " (dry run)" } else { "" }
                     ),
@@ -654,6 +655,107 @@ async fn start_generation(ctx: &Context, task: &HostTask, generation: i64) -> Re
             Ok(Action::requeue(Duration::ZERO))
         }
     }
+}
+
+/// A task validation refused: Failed with the field and the problem, and an Event,
+/// before any worker is asked for.
+async fn refuse(
+    ctx: &Context,
+    task: &HostTask,
+    mut status: HostTaskStatus,
+    invalid: &Invalid,
+) -> Result<Action> {
+    let now_t = now();
+    status.state = TaskState::Failed;
+    status.msg = Some(invalid.to_string());
+    status.finished_at = Some(now_t.clone());
+    status.progress = Some("0/0".into());
+    crate::status::set_conditions(&mut status, TaskState::Failed, &invalid.to_string(), &now_t);
+    write_status(&ctx.client, task, &status).await?;
+    info!(task = %task.name_any(), problem = %invalid, "task refused");
+    ctx.events
+        .publish(
+            task,
+            EventType::Warning,
+            "ValidationFailed",
+            None,
+            invalid.to_string(),
+        )
+        .await;
+    Ok(Action::await_change())
+}
+
+/// A new generation of a revert task (`spec.revert`): validate it, plan it from the
+/// reverted task as it is now ([`crate::revert::plan`]), check the policy as for the
+/// reverted task's call on those nodes, then pin the reverted run
+/// (`status.revertedRun`) and record the nodes as Pending — or Failed with "not
+/// revertible: …" where the reverted task's result says its record cannot be used.
+async fn start_revert(
+    ctx: &Context,
+    task: &HostTask,
+    mut status: HostTaskStatus,
+) -> Result<Action> {
+    let rv = match validate::check_revert_task(&task.spec) {
+        Ok(rv) => rv,
+        Err(invalid) => return refuse(ctx, task, status, &invalid).await,
+    };
+    let ns = task.namespace().unwrap_or_default();
+    let api: Api<HostTask> = Api::namespaced(ctx.client.clone(), &ns);
+    let target = api
+        .get_opt(&rv.task)
+        .await
+        .map_err(Error::kube(format!("reading HostTask {}", rv.task)))?;
+    let plan = match crate::revert::plan(rv, &task.name_any(), &ns, target.as_ref()) {
+        Ok(p) => p,
+        Err(invalid) => return refuse(ctx, task, status, &invalid).await,
+    };
+    // The policy sees the revert as the reverted task's own call on these nodes,
+    // changing them: a namespace may undo only what it may do.
+    let mut as_call = task.clone();
+    as_call.spec.http = target.and_then(|t| t.spec.http).map(|mut h| {
+        h.call.vars.clear();
+        h
+    });
+    let targets: Vec<NodeView> = ctx
+        .node_views()
+        .into_iter()
+        .filter(|n| plan.nodes.contains(&n.name))
+        .collect();
+    if let Err(denied) = crate::policy::check(ctx, &as_call, &[true], &targets).await? {
+        return deny(ctx, task, status, &denied).await;
+    }
+    let now_t = now();
+    status.nodes = plan
+        .nodes
+        .iter()
+        .map(|n| match plan.not_revertible.get(n) {
+            None => NodeResult {
+                node: n.clone(),
+                ..NodeResult::default()
+            },
+            Some(why) => NodeResult {
+                node: n.clone(),
+                phase: NodePhase::Failed,
+                message: Some(why.clone()),
+                finished_at: Some(now_t.clone()),
+                ..NodeResult::default()
+            },
+        })
+        .collect();
+    let note = format!(
+        "reverting {} (generation {}) on {} nodes{}",
+        plan.run.name,
+        plan.run.generation,
+        plan.nodes.len(),
+        if rv.force { ", forced" } else { "" }
+    );
+    status.reverted_run = Some(plan.run);
+    crate::status::summarise(&mut status, false, &now_t);
+    write_status(&ctx.client, task, &status).await?;
+    ctx.events
+        .publish(task, EventType::Normal, "Started", None, note)
+        .await;
+    Ok(Action::requeue(Duration::ZERO))
 }
 
 /// A task no policy allows: Failed with reason `PolicyDenied` and an Event, before any
@@ -779,9 +881,12 @@ fn spawn_run(ctx: &Arc<Context>, task: &HostTask, loaded: Arc<LoadedPlugin>, run
         follow_ups,
     } = run;
     let (uid, generation, node) = &key;
+    let Some(call) = task.spec.http.as_ref().map(|h| h.call.clone()) else {
+        return;
+    };
     let mut req = InvokeRequest::for_call(
         &loaded.digest,
-        &task.spec.http.call,
+        &call,
         task.spec.dry_run,
         task.spec.timeout_seconds,
         Some(invocation_id(uid, *generation, node)),
@@ -795,12 +900,11 @@ fn spawn_run(ctx: &Arc<Context>, task: &HostTask, loaded: Arc<LoadedPlugin>, run
         info!(task = %task.name_any(), %node, %pod, "resuming a call of an earlier operator process");
     }
     let me = ObjectRef::from_obj(task);
-    let lease = ctx.pool.lease(&pod, spec.http.port);
+    let lease = ctx.pool.lease(&pod, spec.port());
     ctx.runs.start(key.clone());
     let node = node.clone();
     let ctx = Arc::clone(ctx);
     let task_obj = task.clone();
-    let task_ref = format!("{namespace}/{}", task.name_any());
     let (uid, generation) = (key.0.clone(), key.1);
     tokio::spawn(async move {
         let (uid, generation) = (uid.as_str(), &generation);
@@ -808,15 +912,11 @@ fn spawn_run(ctx: &Arc<Context>, task: &HostTask, loaded: Arc<LoadedPlugin>, run
             // The vars and the credentials are read per call (a rotated Secret is used at
             // once) and live only in this request; validation already checked the plugin
             // declares the credentials.
-            let mut values = crate::values::read(
-                &ctx.client,
-                &spec.http.call,
-                CallSite::Task,
-                Some(&namespace),
-            )
-            .await
-            .map_err(|e| CallError::NotSent(e.to_string()))?
-            .map_err(|invalid| CallError::NotSent(invalid.to_string()))?;
+            let mut values =
+                crate::values::read(&ctx.client, &call, CallSite::Task, Some(&namespace))
+                    .await
+                    .map_err(|e| CallError::NotSent(e.to_string()))?
+                    .map_err(|invalid| CallError::NotSent(invalid.to_string()))?;
             let follow_ups = follow_ups.map_err(CallError::NotSent)?;
             let mut follow_up_values = Vec::with_capacity(follow_ups.len());
             for (i, f) in follow_ups.iter().enumerate() {
@@ -835,13 +935,13 @@ fn spawn_run(ctx: &Arc<Context>, task: &HostTask, loaded: Arc<LoadedPlugin>, run
             let send = async {
                 let method = loaded
                     .info
-                    .method(&spec.http.call.method)
+                    .method(&call.method)
                     .ok_or_else(|| CallError::NotSent("the plugin lost its method".into()))?;
                 let view = ctx
                     .node_view(&node)
                     .ok_or_else(|| CallError::NotSent(format!("node {node} no longer exists")))?;
                 req.params = values
-                    .params_for(&spec.http.call, CallSite::Task, method, &view)
+                    .params_for(&call, CallSite::Task, method, &view)
                     .map_err(|invalid| CallError::NotSent(invalid.to_string()))?;
                 let creds = if spec.registry_auth.is_some() && !registry_auth_declared {
                     Err(Invalid::new(
@@ -853,60 +953,17 @@ fn spawn_run(ctx: &Arc<Context>, task: &HostTask, loaded: Arc<LoadedPlugin>, run
                 };
                 req.registry_auth =
                     creds.map_err(|invalid| CallError::NotSent(invalid.to_string()))?;
-                for (i, (f, v)) in follow_ups.iter().zip(&follow_up_values).enumerate() {
-                    let site = CallSite::TaskOnChange(i);
-                    let method = f.loaded.info.method(&f.call.method).ok_or_else(|| {
-                        CallError::NotSent(format!(
-                            "{}: the plugin lost its method",
-                            site.field("method")
-                        ))
-                    })?;
-                    req.on_change.push(FollowUpRequest {
-                        digest: f.loaded.digest.to_string(),
-                        method: f.call.method.clone(),
-                        params: v
-                            .params_for(&f.call, site, method, &view)
-                            .map_err(|invalid| CallError::NotSent(invalid.to_string()))?,
-                        access: Some(f.access),
-                        // From the plugin's capabilities, in `dispatch::send`.
-                        systemd: None,
-                    });
-                }
+                req.on_change = crate::dispatch::follow_up_requests(
+                    follow_ups.iter().zip(&follow_up_values),
+                    CallSite::TaskOnChange,
+                    &view,
+                )?;
                 let plugins: Vec<&LoadedPlugin> = std::iter::once(&*loaded)
                     .chain(follow_ups.iter().map(|f| &*f.loaded))
                     .collect();
                 crate::dispatch::send(&ctx, &lease, &plugins, &req).await
             };
-            // Disruption hook (issue 25, `crate::disruption`): a task that may drain or
-            // reboot takes the node through its cycle around the call.
-            let outcome = match spec
-                .disruption
-                .as_ref()
-                .filter(|d| d.disrupts(spec.dry_run))
-            {
-                Some(disruption) => {
-                    let cycle = crate::disruption::Cycle {
-                        task: &task_ref,
-                        uid,
-                        generation: *generation,
-                        spec: disruption,
-                    };
-                    crate::disruption::node::run(
-                        &ctx,
-                        &task_obj,
-                        cycle,
-                        &node,
-                        spec.http.port,
-                        || send,
-                    )
-                    .await
-                }
-                None => crate::disruption::without_cycle(
-                    send.await,
-                    spec.disruption.as_ref(),
-                    spec.dry_run,
-                ),
-            };
+            let outcome = disrupted(&ctx, &task_obj, uid, *generation, &node, send).await;
             Ok::<_, CallError>((outcome, values))
         }
         .await
@@ -917,6 +974,77 @@ fn spawn_run(ctx: &Arc<Context>, task: &HostTask, loaded: Arc<LoadedPlugin>, run
         let outcome = values.mask_outcome(outcome);
         // Only if still wanted: a call of a superseded generation or a deleted task
         // was dropped from the record meanwhile, and its outcome goes with it.
+        ctx.runs.complete(&key, outcome);
+        let _ = ctx.wake.unbounded_send(me);
+    });
+}
+
+/// Disruption hook (issue 25, `crate::disruption`): a task that may drain or reboot
+/// takes the node through its cycle around `send` (the node's call or revert); any
+/// other task just sends.
+async fn disrupted(
+    ctx: &Arc<Context>,
+    task: &HostTask,
+    uid: &str,
+    generation: i64,
+    node: &str,
+    send: impl std::future::Future<Output = crate::dispatch::NodeOutcome>,
+) -> crate::dispatch::NodeOutcome {
+    let spec = &task.spec;
+    match spec
+        .disruption
+        .as_ref()
+        .filter(|d| d.disrupts(spec.dry_run))
+    {
+        Some(disruption) => {
+            let task_ref = format!(
+                "{}/{}",
+                task.namespace().unwrap_or_default(),
+                task.name_any()
+            );
+            let cycle = crate::disruption::Cycle {
+                task: &task_ref,
+                uid,
+                generation,
+                spec: disruption,
+            };
+            crate::disruption::node::run(ctx, task, cycle, node, spec.port(), || send).await
+        }
+        None => {
+            crate::disruption::without_cycle(send.await, spec.disruption.as_ref(), spec.dry_run)
+        }
+    }
+}
+
+/// Sends one node's revert (a revert task, `spec.revert`) in the background, under a
+/// lease on its worker, through the same disruption hook as a call: the reverted run's
+/// record is restored by [`crate::revert::revert_on`] with this task's invocation id for
+/// the node (`<uid>/<generation>/<node>`), so the worker restores at most once however
+/// often an operator resends it. The outcome goes to memory and wakes the task.
+fn spawn_revert(
+    ctx: &Arc<Context>,
+    task: &HostTask,
+    key: RunKey,
+    pod: String,
+    resume: bool,
+    target: hostplug_api::protocol::TaskIdentity,
+    force: bool,
+) {
+    if resume {
+        info!(task = %task.name_any(), node = %key.2, %pod, "resuming a revert of an earlier operator process");
+    }
+    let me = ObjectRef::from_obj(task);
+    let lease = ctx.pool.lease(&pod, task.spec.port());
+    let timeout = Duration::from_secs(u64::try_from(task.spec.timeout_seconds.max(1)).unwrap_or(1));
+    ctx.runs.start(key.clone());
+    let ctx = Arc::clone(ctx);
+    let task_obj = task.clone();
+    tokio::spawn(async move {
+        let (uid, generation, node) = &key;
+        let id = invocation_id(uid, *generation, node);
+        let send = crate::revert::revert_on(&lease, &target, force, timeout, id);
+        let outcome = disrupted(&ctx, &task_obj, uid, *generation, node, send).await;
+        drop(lease);
         ctx.runs.complete(&key, outcome);
         let _ = ctx.wake.unbounded_send(me);
     });
@@ -955,8 +1083,9 @@ async fn revert_wave(
                 continue;
             }
         };
-        let lease = ctx.pool.lease(&pod, task.spec.http.port);
-        let outcome = crate::revert::revert_on(&lease, &target, node, false, timeout).await;
+        let lease = ctx.pool.lease(&pod, task.spec.port());
+        let id = crate::revert::revert_invocation_id(&target, node);
+        let outcome = crate::revert::revert_on(&lease, &target, false, timeout, id).await;
         drop(lease);
         outcomes.push((node.clone(), outcome));
     }
@@ -1110,7 +1239,7 @@ fn spawn_check(
     req.access = Some(check.access);
     let namespace = task.namespace().unwrap_or_default();
     let me = ObjectRef::from_obj(task);
-    let lease = ctx.pool.lease(&pod, task.spec.http.port);
+    let lease = ctx.pool.lease(&pod, task.spec.port());
     ctx.runs.start(key.clone());
     let ctx = Arc::clone(ctx);
     tokio::spawn(async move {

@@ -13,7 +13,8 @@ use k8s_openapi::api::core::v1::Node;
 
 pub use hostplug_api::call::{Invalid, NodeView};
 use hostplug_api::crd::{
-    EtcAccess, HostPluginSpec, MethodInfo, PluginCall, PluginInfo, RolloutSpec,
+    EtcAccess, HostPluginSpec, HostTaskSpec, MethodInfo, OnFailure, PluginCall, PluginInfo,
+    RevertSpec, RolloutSpec,
 };
 
 /// Where a plugin call sits in its resource.
@@ -29,6 +30,8 @@ pub enum CallSite {
     StepOnChange(usize, usize),
     /// A HostTask's `spec.rollout.gate.checks[i]` (a health check).
     GateCheck(usize),
+    /// A HostState's `spec.checks[i]` (a health check after a correction).
+    StateCheck(usize),
 }
 
 impl CallSite {
@@ -40,6 +43,7 @@ impl CallSite {
             Self::TaskOnChange(i) => format!("spec.onChange[{i}].{name}"),
             Self::StepOnChange(i, j) => format!("spec.steps[{i}].onChange[{j}].{name}"),
             Self::GateCheck(i) => format!("spec.rollout.gate.checks[{i}].{name}"),
+            Self::StateCheck(i) => format!("spec.checks[{i}].{name}"),
         }
     }
 
@@ -48,7 +52,9 @@ impl CallSite {
         match self {
             Self::Task | Self::TaskOnChange(_) => "run it with spec.dryRun: true",
             Self::Step(_) | Self::StepOnChange(..) => "use spec.mode: Audit",
-            Self::GateCheck(_) => "a health check must call a read-only method",
+            Self::GateCheck(_) | Self::StateCheck(_) => {
+                "a health check must call a read-only method"
+            }
         }
     }
 }
@@ -155,14 +161,89 @@ pub fn check_rollout(rollout: &RolloutSpec) -> Result<(), Invalid> {
     Ok(())
 }
 
-/// Validates a health check's call (as a dry run: it gets read-only access) and refuses
-/// a method that declares it changes the node: a gate only looks. Returns the method.
+/// Checks a revert task's spec (`spec.revert`) for what a revert cannot combine with,
+/// naming the field: a call of its own (`spec.http`), node selection other than
+/// `spec.revert.nodes`, a dry run, follow-up calls, registry credentials, and
+/// `rollout.onFailure: Revert` (a revert is not recorded, so it cannot be reverted).
+/// What depends on the reverted task is `crate::revert::plan`'s.
+pub fn check_revert_task(spec: &HostTaskSpec) -> Result<&RevertSpec, Invalid> {
+    let Some(rv) = &spec.revert else {
+        return Err(Invalid::new("spec.revert", "not a revert task"));
+    };
+    let refuse = |field: &str, why: &str| Err(Invalid::new(field, why.to_owned()));
+    if spec.http.is_some() {
+        return refuse(
+            "spec.http",
+            "a revert task calls no plugin: set spec.http or spec.revert, not both",
+        );
+    }
+    if !spec.targets.workers.is_empty() {
+        return refuse(
+            "spec.workers",
+            "a revert task reverts nodes the reverted task ran on: name them in spec.revert.nodes",
+        );
+    }
+    if spec.targets.target_type.is_some() {
+        return refuse(
+            "spec.targetType",
+            "a revert task reverts nodes the reverted task ran on: name them in spec.revert.nodes",
+        );
+    }
+    if spec.targets.node_selector.is_some() {
+        return refuse(
+            "spec.nodeSelector",
+            "a revert task reverts nodes the reverted task ran on: name them in spec.revert.nodes",
+        );
+    }
+    if spec.dry_run {
+        return refuse(
+            "spec.dryRun",
+            "a revert cannot be a dry run; the reverted task's status shows what it changed \
+             (each node's diff)",
+        );
+    }
+    if !spec.on_change.is_empty() {
+        return refuse(
+            "spec.onChange",
+            "a revert task runs no follow-up calls; run them in a task of their own after it",
+        );
+    }
+    if spec.registry_auth.is_some() {
+        return refuse("spec.registryAuth", "a revert task calls no plugin");
+    }
+    if spec
+        .rollout
+        .as_ref()
+        .is_some_and(|r| r.on_failure == OnFailure::Revert)
+    {
+        return refuse(
+            "spec.rollout.onFailure",
+            "Revert cannot undo a revert: what a revert restores is not recorded (use Pause)",
+        );
+    }
+    for (i, n) in rv.nodes.iter().enumerate() {
+        if n.trim().is_empty() {
+            return refuse(
+                &format!("spec.revert.nodes[{i}]"),
+                "a node name cannot be empty",
+            );
+        }
+    }
+    Ok(rv)
+}
+
+/// Validates a health check at `site` (a gate's or a HostState's): its call as a dry run
+/// (it gets read-only access), refusing a method that declares it changes the node (a
+/// check only looks), and its `expect.path`. Returns the method.
 pub fn check_health_check<'a>(
-    call: &PluginCall,
-    index: usize,
+    check: &hostplug_api::crd::HealthCheck,
+    site: CallSite,
     plugin: PluginView<'a>,
 ) -> Result<&'a MethodInfo, Invalid> {
-    let site = CallSite::GateCheck(index);
+    let call = &check.call;
+    if let Some(e) = &check.expect {
+        e.check(&site.field("expect"))?;
+    }
     let method = check_call(call, site, plugin, true)?;
     if method.mutates {
         return Err(Invalid::new(
@@ -247,6 +328,52 @@ mod tests {
     use super::*;
     use hostplug_api::crd::{Capabilities, PluginSource};
     use serde_json::json;
+
+    /// Every field a revert task cannot combine with is named.
+    #[test]
+    fn a_revert_task_refuses_what_it_cannot_combine_with() {
+        let base: HostTaskSpec =
+            serde_json::from_value(json!({"revert": {"task": "edit"}})).expect("spec");
+        assert!(check_revert_task(&base).is_ok());
+        let cases: Vec<(serde_json::Value, &str)> = vec![
+            (
+                json!({"http": {"api": "etc-file", "method": "read"}}),
+                "spec.http",
+            ),
+            (json!({"workers": ["n1"]}), "spec.workers"),
+            (json!({"targetType": "All"}), "spec.targetType"),
+            (
+                json!({"nodeSelector": {"matchLabels": {"a": "b"}}}),
+                "spec.nodeSelector",
+            ),
+            (json!({"dryRun": true}), "spec.dryRun"),
+            (
+                json!({"onChange": [{"api": "systemd-unit", "method": "restart"}]}),
+                "spec.onChange",
+            ),
+            (
+                json!({"registryAuth": {"secretName": "s"}}),
+                "spec.registryAuth",
+            ),
+            (
+                json!({"rollout": {"waves": [1], "onFailure": "Revert"}}),
+                "spec.rollout.onFailure",
+            ),
+            (
+                json!({"revert": {"task": "edit", "nodes": ["a", " "]}}),
+                "spec.revert.nodes[1]",
+            ),
+        ];
+        for (extra, field) in cases {
+            let mut v = json!({"revert": {"task": "edit"}});
+            for (k, x) in extra.as_object().into_iter().flatten() {
+                v[k] = x.clone();
+            }
+            let spec: HostTaskSpec = serde_json::from_value(v).expect("spec");
+            let e = check_revert_task(&spec).expect_err(field);
+            assert_eq!(e.field, field, "{e}");
+        }
+    }
 
     fn call(method: &str, params: serde_json::Value) -> PluginCall {
         PluginCall::new("etc-file", method, Some(params))
@@ -374,15 +501,27 @@ mod tests {
             spec: Some(&p),
             loaded: Ok(&i),
         };
-        let read = call("read", json!({"path": "/etc/x"}));
-        assert!(check_health_check(&read, 0, view).is_ok());
-        let write = call("ensure-line", json!({"path": "/etc/x", "line": "a"}));
-        let e = check_health_check(&write, 1, view).expect_err("a mutating check ran");
+        let check = |call: PluginCall| hostplug_api::crd::HealthCheck { call, expect: None };
+        let read = check(call("read", json!({"path": "/etc/x"})));
+        assert!(check_health_check(&read, CallSite::GateCheck(0), view).is_ok());
+        let write = check(call("ensure-line", json!({"path": "/etc/x", "line": "a"})));
+        let e = check_health_check(&write, CallSite::GateCheck(1), view)
+            .expect_err("a mutating check ran");
         assert_eq!(e.field, "spec.rollout.gate.checks[1].method");
         assert!(e.problem.contains("read-only"), "{e}");
-        let bad = call("read", json!({}));
-        let e = check_health_check(&bad, 0, view).expect_err("bad params");
+        let e = check_health_check(&write, CallSite::StateCheck(2), view).expect_err("state");
+        assert_eq!(e.field, "spec.checks[2].method");
+        let bad = check(call("read", json!({})));
+        let e = check_health_check(&bad, CallSite::GateCheck(0), view).expect_err("bad params");
         assert_eq!(e.field, "spec.rollout.gate.checks[0].parameter");
+        let mut no_pointer = read.clone();
+        no_pointer.expect = Some(hostplug_api::rollout::Expect {
+            path: "size".into(),
+            equals: None,
+        });
+        let e = check_health_check(&no_pointer, CallSite::StateCheck(0), view)
+            .expect_err("not a pointer");
+        assert_eq!(e.field, "spec.checks[0].expect.path");
     }
 
     #[test]

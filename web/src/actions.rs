@@ -63,14 +63,25 @@ pub fn generate_task_name(plugin: &str, method: &str, dry_run: bool) -> String {
 /// here gives the user a message that names the field, and creates nothing.
 fn check_request(request: &TaskRequest, plugins: &[crate::cluster::PluginView]) -> AppResult<()> {
     let spec = &request.spec;
+    // A revert task is made by the Revert action of a task's page, not by this form.
+    let Some(http) = &spec.http else {
+        return Err(AppError::BadRequest(
+            "spec.http: choose a plugin and a method".to_owned(),
+        ));
+    };
+    if spec.revert.is_some() {
+        return Err(AppError::BadRequest(
+            "spec.revert: use the Revert button of the task to revert".to_owned(),
+        ));
+    }
     let plugin = plugins
         .iter()
-        .find(|p| p.name == spec.http.call.api)
-        .ok_or_else(|| AppError::BadRequest(format!("unknown plugin {:?}", spec.http.call.api)))?;
-    let Some(method) = plugin.method(&spec.http.call.method) else {
+        .find(|p| p.name == http.call.api)
+        .ok_or_else(|| AppError::BadRequest(format!("unknown plugin {:?}", http.call.api)))?;
+    let Some(method) = plugin.method(&http.call.method) else {
         return Err(AppError::BadRequest(format!(
             "plugin {:?} has no method {:?}",
-            plugin.name, spec.http.call.method
+            plugin.name, http.call.method
         )));
     };
     // The operator's check, made here too, so that a task with bad parameters is never
@@ -78,7 +89,7 @@ fn check_request(request: &TaskRequest, plugins: &[crate::cluster::PluginView]) 
     schema::check_params(
         Some(&method.params_schema),
         &method.name,
-        &spec.http.call.params(),
+        &http.call.params(),
         schema::TASK_PARAMETER_FIELD,
     )
     .map_err(|e| AppError::BadRequest(e.to_string()))?;
@@ -123,7 +134,7 @@ fn check_request(request: &TaskRequest, plugins: &[crate::cluster::PluginView]) 
             "nodeSelector narrows a role target; it cannot be combined with node names".to_owned(),
         ));
     }
-    if !(1..=65535).contains(&spec.http.port) {
+    if !(1..=65535).contains(&http.port) {
         return Err(AppError::BadRequest("port: 1 to 65535".to_owned()));
     }
     if !(1..=MAX_TIMEOUT_SECONDS).contains(&spec.timeout_seconds) {
@@ -158,8 +169,13 @@ pub async fn create_task(
     let plugins = state.cluster.list_plugins().await?;
     check_request(&request, &plugins)?;
     let spec = &request.spec;
+    let (api, method) = spec
+        .http
+        .as_ref()
+        .map(|h| (h.call.api.as_str(), h.call.method.as_str()))
+        .unwrap_or_default();
     let name = if request.name.is_empty() {
-        generate_task_name(&spec.http.call.api, &spec.http.call.method, spec.dry_run)
+        generate_task_name(api, method, spec.dry_run)
     } else if valid_task_name(&request.name) {
         request.name.clone()
     } else {
@@ -174,8 +190,8 @@ pub async fn create_task(
     let view = state.cluster.create_task(&name, spec, &user.name).await?;
     let detail = format!(
         "{}/{} {}{}",
-        spec.http.call.api,
-        spec.http.call.method,
+        api,
+        method,
         target_text,
         if spec.dry_run { " (dry run)" } else { "" }
     );
@@ -264,11 +280,94 @@ pub fn keep_what_the_form_does_not_show(
             ..kept.clone()
         });
     }
-    let (old, new) = (&current.http.call, &mut edited.http.call);
-    if old.api == new.api && old.method == new.method {
-        new.vars = old.vars.clone();
+    if let (Some(old), Some(new)) = (&current.http, edited.http.as_mut())
+        && old.call.api == new.call.api
+        && old.call.method == new.call.method
+    {
+        new.call.vars = old.call.vars.clone();
     }
     edited
+}
+
+/// A rollout control (pause, resume, cancel) of the task `name`, as `kubectl hostplug`
+/// makes it ([`hostplug_api::rollout::Control`]): one change of `spec.rollout`, which
+/// the operator applies to the run in progress (no new run starts), recorded in the
+/// audit log. Refused for a task that has ended.
+pub async fn control_task(
+    state: &AppState,
+    user: &AuthUser,
+    ip: &str,
+    name: &str,
+    control: hostplug_api::rollout::Control,
+) -> AppResult<TaskView> {
+    user.require(Role::Operator)?;
+    let task = state
+        .cluster
+        .get_task(name)
+        .await?
+        .ok_or(AppError::NotFound)?;
+    if task.observed_generation == Some(task.generation)
+        && matches!(task.state.as_str(), "Succeeded" | "Failed")
+    {
+        return Err(AppError::BadRequest(format!(
+            "task {name} has ended ({}); there is no rollout left to control",
+            task.state
+        )));
+    }
+    let (change, did) = control.change(task.rollout.as_ref());
+    let mut spec = task.spec.clone();
+    change.apply(&mut spec.rollout);
+    let view = state.cluster.update_task(name, &spec, &user.name).await?;
+    record(state, &user.name, "task.control", name, &did, ip).await?;
+    Ok(view)
+}
+
+/// Creates a revert task of the task `name` (`spec.revert`: every node it changed, no
+/// force), named `revert-<name>-<5 random chars>`, and records it. The operator checks
+/// the rest (the task exists, ran, changed something) and says so in its status.
+pub async fn revert_task(
+    state: &AppState,
+    user: &AuthUser,
+    ip: &str,
+    name: &str,
+) -> AppResult<TaskView> {
+    user.require(Role::Operator)?;
+    let task = state
+        .cluster
+        .get_task(name)
+        .await?
+        .ok_or(AppError::NotFound)?;
+    if task.spec.revert.is_some() {
+        return Err(AppError::BadRequest(
+            "a revert task cannot be reverted".to_owned(),
+        ));
+    }
+    let mut revert_name = generate_task_name("revert", name, false);
+    revert_name.truncate(MAX_TASK_NAME);
+    let revert_name = revert_name.trim_end_matches('-').to_owned();
+    let spec = HostTaskSpec {
+        targets: hostplug_api::NodeTargets::default(),
+        http: None,
+        revert: Some(hostplug_api::crd::RevertSpec {
+            task: name.to_owned(),
+            nodes: Vec::new(),
+            force: false,
+        }),
+        dry_run: false,
+        timeout_seconds: task.spec.timeout_seconds,
+        rollout: None,
+        ttl_seconds_after_finished: None,
+        registry_auth: None,
+        rerun: 0,
+        on_change: Vec::new(),
+        disruption: None,
+    };
+    let view = state
+        .cluster
+        .create_task(&revert_name, &spec, &user.name)
+        .await?;
+    record(state, &user.name, "task.revert", &revert_name, name, ip).await?;
+    Ok(view)
 }
 
 /// Deletes a task and records it.

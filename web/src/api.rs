@@ -178,7 +178,7 @@ async fn create_task(
                 target_type,
                 node_selector: body.node_selector,
             },
-            http: HttpSpec {
+            http: Some(HttpSpec {
                 port: body.port.unwrap_or(DEFAULT_WORKER_PORT),
                 call: hostplug_api::PluginCall {
                     api: body.plugin,
@@ -186,7 +186,8 @@ async fn create_task(
                     parameter: Some(body.params),
                     vars: Vec::new(),
                 },
-            },
+            }),
+            revert: None,
             dry_run: body.dry_run,
             timeout_seconds: body.timeout_seconds.unwrap_or(DEFAULT_TIMEOUT_SECONDS),
             rollout: body.rollout,

@@ -144,6 +144,8 @@ pub struct TaskView {
     /// Whether the parameters and the node outputs and diffs were withheld from this
     /// caller (their role may not see file contents).
     pub results_hidden: bool,
+    /// Where a staged (or paused) rollout is: wave, phase, why it waits.
+    pub rollout: Option<hostplug_api::crd::RolloutStatus>,
 }
 
 impl TaskView {
@@ -156,7 +158,9 @@ impl TaskView {
             node.output = None;
         }
         self.params = serde_json::Value::Null;
-        self.spec.http.call.parameter = None;
+        if let Some(http) = self.spec.http.as_mut() {
+            http.call.parameter = None;
+        }
         self.results_hidden = true;
     }
 }
@@ -328,14 +332,22 @@ pub fn task_view(task: &HostTask) -> TaskView {
             .as_ref()
             .map(|t| t.0.as_second()),
         requested_by: task.annotations().get(REQUESTED_BY_ANNOTATION).cloned(),
-        plugin: task.spec.http.call.api.clone(),
-        method: task.spec.http.call.method.clone(),
+        // A revert task calls no plugin: it shows as `revert` of its task.
+        plugin: task
+            .spec
+            .http
+            .as_ref()
+            .map_or_else(|| "revert".to_owned(), |h| h.call.api.clone()),
+        method: match (&task.spec.http, &task.spec.revert) {
+            (Some(h), _) => h.call.method.clone(),
+            (None, Some(rv)) => rv.task.clone(),
+            (None, None) => String::new(),
+        },
         params: task
             .spec
             .http
-            .call
-            .parameter
-            .clone()
+            .as_ref()
+            .and_then(|h| h.call.parameter.clone())
             .unwrap_or(serde_json::Value::Null),
         dry_run: task.spec.dry_run,
         workers: task.spec.targets.workers.clone(),
@@ -354,6 +366,7 @@ pub fn task_view(task: &HostTask) -> TaskView {
         observed_generation: status.observed_generation,
         spec: task.spec.clone(),
         results_hidden: false,
+        rollout: status.rollout,
     }
 }
 

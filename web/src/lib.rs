@@ -115,6 +115,8 @@ pub fn app(state: AppState) -> Router {
         .route("/tasks/{name}/apply", post(tasks::apply_dry_run))
         .route("/tasks/{name}/rerun", post(tasks::rerun_task))
         .route("/tasks/{name}/delete", post(tasks::delete_task))
+        .route("/tasks/{name}/revert", post(tasks::revert_task))
+        .route("/tasks/{name}/rollout/{control}", post(tasks::control_task))
         .route("/admin/users", get(admin::users))
         .route("/admin/users/{id}", post(admin::user_action))
         .route("/admin/settings", post(admin::settings))

@@ -232,6 +232,14 @@ pub struct TaskPage {
     pub finished: bool,
     pub can_apply: bool,
     pub can_rerun: bool,
+    /// Pause, resume (clear the pause, or approve the wave the rollout waits at),
+    /// cancel: operators and admins, while the task has not ended.
+    pub can_pause: bool,
+    pub can_resume: bool,
+    pub can_cancel: bool,
+    /// Revert: operators and admins, for a task that changed nodes and has none in
+    /// flight.
+    pub can_revert: bool,
     /// The status describes an older generation than the spec (just edited).
     pub stale: bool,
     /// Nodes ended of nodes targeted, in percent (0 before the operator counted them).

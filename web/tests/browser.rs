@@ -487,7 +487,11 @@ async fn first_session_in_a_real_browser() -> anyhow::Result<()> {
     assert_eq!(st.observed_generation, Some(2), "{st:?}");
     assert_eq!(st.state, hostplug_api::crd::TaskState::Succeeded, "{st:?}");
     let mut expected = applied_spec.clone();
-    if let Some(p) = expected.http.call.parameter.as_mut() {
+    if let Some(p) = expected
+        .http
+        .as_mut()
+        .and_then(|h| h.call.parameter.as_mut())
+    {
         p["line"] = serde_json::json!(LINE2);
     }
     assert_eq!(edited.spec, expected, "the edit changed more than the line");
@@ -527,6 +531,28 @@ async fn first_session_in_a_real_browser() -> anyhow::Result<()> {
     assert!(
         after.contains(&format!("{LINE2}\n")),
         "the node's file: {after}"
+    );
+
+    // Revert it from its page: a revert task is made and shown; it takes back what the
+    // current run (the edit) changed on node1, and nothing else.
+    b.find("#revert")
+        .await
+        .map_err(wd)?
+        .click()
+        .await
+        .map_err(wd)?;
+    b.accept_dialog().await.map_err(wd)?;
+    wait_state(&b, "Succeeded", &console.log).await?;
+    let revert_url = b.url().await.map_err(wd)?;
+    assert!(
+        revert_url.contains("/tasks/revert-") && !revert_url.ends_with(applied_task),
+        "{revert_url}"
+    );
+    shot(&b, "07e-reverted").await?;
+    let reverted = std::fs::read_to_string(h.etc("node1")?.join("chrony.conf"))?;
+    assert!(
+        !reverted.contains(LINE2) && reverted.contains(&format!("{LINE}\n")),
+        "the node's file after the revert: {reverted}"
     );
 
     // A running rollout followed live: three nodes one after the other, each sleeping
@@ -621,7 +647,8 @@ async fn first_session_in_a_real_browser() -> anyhow::Result<()> {
     assert!(done.contains("3/3 nodes"), "{done}");
     shot(&b, "07b-live-finished").await?;
 
-    // The list shows both tasks, succeeded; the audit log has who did what.
+    // The list shows the tasks (the revert task too), succeeded; the audit log has who
+    // did what.
     b.goto(&url("/tasks")).await.map_err(wd)?;
     let list = b
         .find("#task-rows")
@@ -630,7 +657,7 @@ async fn first_session_in_a_real_browser() -> anyhow::Result<()> {
         .text()
         .await
         .map_err(wd)?;
-    assert_eq!(list.matches("Succeeded").count(), 3, "{list}");
+    assert_eq!(list.matches("Succeeded").count(), 4, "{list}");
     assert!(list.contains("1/1"));
     shot(&b, "08-tasks").await?;
     // The list's live refresh (a watch on HostTasks, as the console's ServiceAccount)

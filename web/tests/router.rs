@@ -733,7 +733,10 @@ async fn form_generated_from_schema_creates_typed_task() -> TestResult {
     assert!(task.spec.dry_run);
     assert_eq!(task.spec.targets.workers, ["node1", "node2"]);
     assert_eq!(
-        task.spec.http.call.parameter,
+        task.spec
+            .http
+            .as_ref()
+            .and_then(|h| h.call.parameter.clone()),
         Some(json!({"path": "/etc/chrony.conf", "line": "server ntp", "mode": 384}))
     );
     let list = alice.get("/tasks").await;
@@ -834,7 +837,7 @@ async fn a_bad_enum_value_is_refused_naming_the_field_and_nothing_is_created() -
     assert_eq!(
         tasks
             .first()
-            .and_then(|t| t.spec.http.call.parameter.clone()),
+            .and_then(|t| t.spec.http.as_ref()?.call.parameter.clone()),
         Some(json!({"path": "/etc/x", "state": "absent"}))
     );
     Ok(())
@@ -1115,7 +1118,7 @@ fn full_dry_run_spec() -> HostTaskSpec {
                 }]),
             }),
         },
-        http: HttpSpec {
+        http: Some(HttpSpec {
             port: 9443,
             call: hostplug_api::PluginCall {
                 api: "etc-file".to_owned(),
@@ -1125,7 +1128,8 @@ fn full_dry_run_spec() -> HostTaskSpec {
                 ),
                 vars: Vec::new(),
             },
-        },
+        }),
+        revert: None,
         dry_run: true,
         timeout_seconds: 123,
         rollout: Some(RolloutSpec {
@@ -1379,8 +1383,10 @@ async fn viewers_see_no_parameters_on_any_page_api_or_stream() -> TestResult {
     let app = TestApp::new();
     let mut alice = admin(&app).await;
     let mut spec = full_dry_run_spec();
-    spec.http.call.parameter =
-        Some(json!({"path": "/etc/chrony.conf", "line": "SECRET-PARAM-LINE"}));
+    if let Some(http) = spec.http.as_mut() {
+        http.call.parameter =
+            Some(json!({"path": "/etc/chrony.conf", "line": "SECRET-PARAM-LINE"}));
+    }
     put_task(&app, "with-params", spec, succeeded_with_diff())?;
     alice
         .post_form("/admin/settings", &[("registration_open", "on")])
@@ -2085,5 +2091,136 @@ async fn states_show_drift_and_only_operators_switch_the_mode() -> TestResult {
     );
     let audit = alice.get("/admin/audit").await.body;
     assert!(audit.contains("state.mode"), "{audit}");
+    Ok(())
+}
+
+/// A task in flight, its rollout halted at wave 1 after its canary changed node1.
+fn halted_at_wave_one() -> HostTaskStatus {
+    HostTaskStatus {
+        state: TaskState::Running,
+        nodes: vec![
+            NodeResult {
+                node: "node1".to_owned(),
+                phase: NodePhase::Succeeded,
+                changed: true,
+                wave: Some(1),
+                ..NodeResult::default()
+            },
+            NodeResult {
+                node: "node2".to_owned(),
+                phase: NodePhase::Pending,
+                wave: Some(2),
+                ..NodeResult::default()
+            },
+        ],
+        nodes_total: 2,
+        nodes_done: 1,
+        observed_generation: Some(1),
+        rollout: Some(hostplug_api::crd::RolloutStatus {
+            wave: 1,
+            waves: 2,
+            phase: hostplug_api::crd::RolloutPhase::Halted,
+            ..Default::default()
+        }),
+        ..HostTaskStatus::default()
+    }
+}
+
+fn applied_spec() -> HostTaskSpec {
+    HostTaskSpec {
+        dry_run: false,
+        ..full_dry_run_spec()
+    }
+}
+
+/// The rollout's buttons (pause, resume, cancel) and Revert: shown to operators and
+/// admins only, each a CSRF-checked form that makes exactly the change `kubectl
+/// hostplug` makes (resume at a halted gate approves that wave); viewers see none and
+/// are refused.
+#[tokio::test]
+async fn rollout_controls_and_revert_are_for_writers_only() -> TestResult {
+    let app = TestApp::new();
+    let mut alice = admin(&app).await;
+    put_task(&app, "canary", applied_spec(), halted_at_wave_one())?;
+    let page = alice.get("/tasks/canary").await;
+    assert_eq!(page.status, StatusCode::OK);
+    for id in [
+        r#"id="pause""#,
+        r#"id="resume""#,
+        r#"id="cancel""#,
+        r#"id="revert""#,
+    ] {
+        assert!(page.body.contains(id), "{id} missing");
+    }
+    // Without the CSRF token: refused, nothing changed.
+    let r = alice
+        .post_form("/tasks/canary/rollout/resume", &[("csrf", "wrong")])
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        spec_of(&app, "canary")?.rollout.map(|r| r.approved_wave),
+        Some(0)
+    );
+    // Resume at a halted gate approves its wave; pause and cancel set their fields.
+    let r = alice.post_form("/tasks/canary/rollout/resume", &[]).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let rollout = spec_of(&app, "canary")?.rollout.ok_or("no rollout")?;
+    assert_eq!((rollout.approved_wave, rollout.paused), (1, false));
+    assert_eq!(rollout.max_parallel, 2, "the rest of the rollout is kept");
+    alice.post_form("/tasks/canary/rollout/pause", &[]).await;
+    assert!(spec_of(&app, "canary")?.rollout.is_some_and(|r| r.paused));
+    alice.post_form("/tasks/canary/rollout/cancel", &[]).await;
+    assert!(spec_of(&app, "canary")?.rollout.is_some_and(|r| r.cancel));
+    assert_eq!(
+        alice
+            .post_form("/tasks/canary/rollout/explode", &[])
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+
+    // Revert makes a revert task of it and shows that.
+    let r = alice.post_form("/tasks/canary/revert", &[]).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let made = r.location().trim_start_matches("/tasks/").to_owned();
+    assert!(made.starts_with("revert-canary-"), "{made}");
+    let spec = spec_of(&app, &made)?;
+    assert!(spec.http.is_none());
+    assert_eq!(
+        spec.revert,
+        Some(hostplug_api::crd::RevertSpec {
+            task: "canary".to_owned(),
+            nodes: Vec::new(),
+            force: false,
+        })
+    );
+    // A revert task has no Revert button of its own.
+    let page = alice.get(&format!("/tasks/{made}")).await;
+    assert!(!page.body.contains(r#"id="revert""#));
+    let audit = alice.get("/admin/audit").await.body;
+    assert!(
+        audit.contains("task.control") && audit.contains("task.revert"),
+        "{audit}"
+    );
+
+    // A viewer sees no button and is refused.
+    alice
+        .post_form("/admin/settings", &[("registration_open", "on")])
+        .await;
+    let mut v = app.client([10, 0, 0, 5]);
+    v.register("victor", PW).await;
+    assert_eq!(v.login("victor", PW).await.status, StatusCode::SEE_OTHER);
+    let page = v.get("/tasks/canary").await;
+    assert_eq!(page.status, StatusCode::OK);
+    for id in ["pause", "resume", "cancel", "revert"] {
+        assert!(!page.body.contains(&format!(r#"id="{id}""#)), "{id} shown");
+    }
+    for uri in ["/tasks/canary/rollout/pause", "/tasks/canary/revert"] {
+        assert_eq!(
+            v.post_form(uri, &[]).await.status,
+            StatusCode::FORBIDDEN,
+            "{uri}"
+        );
+    }
     Ok(())
 }

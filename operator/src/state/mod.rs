@@ -30,7 +30,8 @@ use std::time::{Duration, Instant};
 
 use futures::channel::mpsc::{UnboundedReceiver, UnboundedSender};
 use futures::{Stream, StreamExt};
-use hostplug_api::protocol::{FollowUpRequest, InvokeRequest};
+use hostplug_api::crd::HealthCheck;
+use hostplug_api::protocol::{InvokeRequest, TaskIdentity};
 use hostplug_api::state::{HostState, HostStateStatus, StateMode, StateStep, StepDrift};
 use hostplug_api::{AccessProfile, crd::DEFAULT_WORKER_PORT};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -90,10 +91,12 @@ impl std::fmt::Debug for StateContext {
     }
 }
 
-/// A validated step with its plugin, its method, the values of its vars and the worker
-/// profile it runs on.
+/// A validated step (or health check) with its plugin, its method, the values of its
+/// vars and the worker profile it runs on.
 struct Plan {
     index: usize,
+    /// Where the call is in the spec (`spec.steps[i]`, `spec.checks[i]`).
+    site: CallSite,
     step: StateStep,
     loaded: Arc<LoadedPlugin>,
     method: hostplug_api::crd::MethodInfo,
@@ -103,8 +106,31 @@ struct Plan {
     follow_ups: Vec<(FollowUp, CallValues)>,
 }
 
-/// Resolves and validates every step: the plans, or the first problem.
-async fn plan(ctx: &Context, state: &HostState) -> Result<Result<Vec<Plan>, Invalid>> {
+/// Every step's plan, and each health check's with the check.
+struct Plans {
+    steps: Vec<Plan>,
+    checks: Vec<(Plan, HealthCheck)>,
+}
+
+/// The namespace of the identity a correction's change is kept under on the node
+/// ([`correction_identity`]): `HostState`, not a valid namespace name (upper case), so
+/// never a task's.
+const CORRECTION_NAMESPACE: &str = "HostState";
+
+/// The identity the node keeps the change of step `step` of the correction `prefix`
+/// (`<state uid>/<generation>/<node>/c<n>`: one per correction of a node) of state
+/// `state` under, for its revert when a health check fails after it.
+fn correction_identity(state: &str, prefix: &str, step: usize) -> TaskIdentity {
+    TaskIdentity {
+        namespace: CORRECTION_NAMESPACE.to_owned(),
+        name: state.to_owned(),
+        uid: prefix.to_owned(),
+        generation: i64::try_from(step).unwrap_or(i64::MAX),
+    }
+}
+
+/// Resolves and validates every step and health check: the plans, or the first problem.
+async fn plan(ctx: &Context, state: &HostState) -> Result<Result<Plans, Invalid>> {
     let hp_api: Api<HostPlugin> = Api::all(ctx.client.clone());
     type Found = Option<(HostPlugin, std::result::Result<Arc<LoadedPlugin>, String>)>;
     let mut plugins: HashMap<String, Found> = HashMap::new();
@@ -158,53 +184,19 @@ async fn plan(ctx: &Context, state: &HostState) -> Result<Result<Vec<Plan>, Inva
         let mut follow_ups = Vec::with_capacity(step.on_change.len());
         for (j, call) in step.on_change.iter().enumerate() {
             let site = CallSite::StepOnChange(i, j);
-            let hp = hp_api
-                .get_opt(&call.api)
-                .await
-                .map_err(Error::kube(format!("reading HostPlugin {}", call.api)))?;
-            let f_loaded = match &hp {
-                Some(hp) => ctx.plugins.resolve(&ctx.client, hp).await,
-                None => Err("no HostPlugin".into()),
-            };
-            let view = PluginView {
-                spec: hp.as_ref().map(|h| &h.spec),
-                loaded: match &f_loaded {
-                    Ok(l) => Ok(&l.info),
-                    Err(e) => Err(e.as_str()),
-                },
-            };
-            let f_method = match validate::check_call(call, site, view, audit) {
-                Ok(m) => m.clone(),
+            match crate::dispatch::resolve_follow_up(ctx, call, site, audit, None).await? {
+                Ok((f, f_values)) => {
+                    values.mask_also(&f_values);
+                    follow_ups.push((f, f_values));
+                }
                 Err(e) => return Ok(Err(e)),
-            };
-            let (Some(f_hp), Ok(f_loaded)) = (hp, f_loaded) else {
-                return Ok(Err(Invalid::new(
-                    site.field("api"),
-                    format!("plugin {:?} is not ready", call.api),
-                )));
-            };
-            let f_values = match crate::values::read(&ctx.client, call, site, None).await? {
-                Ok(v) => v,
-                Err(e) => return Ok(Err(e)),
-            };
-            values.mask_also(&f_values);
-            follow_ups.push((
-                FollowUp {
-                    call: call.clone(),
-                    access: AccessProfile::for_call(
-                        &f_hp.spec.capabilities,
-                        audit,
-                        f_method.mutates,
-                    ),
-                    loaded: f_loaded,
-                },
-                f_values,
-            ));
+            }
         }
         let main_access = AccessProfile::for_call(&hp.spec.capabilities, audit, true);
         let resolved: Vec<FollowUp> = follow_ups.iter().map(|(f, _)| f.clone()).collect();
         plans.push(Plan {
             index: i,
+            site: CallSite::Step(i),
             step: step.clone(),
             loaded: Arc::clone(loaded),
             method,
@@ -213,7 +205,62 @@ async fn plan(ctx: &Context, state: &HostState) -> Result<Result<Vec<Plan>, Inva
             follow_ups,
         });
     }
-    Ok(Ok(plans))
+    let mut checks = Vec::with_capacity(state.spec.checks.len());
+    for (i, check) in state.spec.checks.iter().enumerate() {
+        let site = CallSite::StateCheck(i);
+        let hp = hp_api
+            .get_opt(&check.call.api)
+            .await
+            .map_err(Error::kube(format!(
+                "reading HostPlugin {}",
+                check.call.api
+            )))?;
+        let loaded = match &hp {
+            Some(hp) => ctx.plugins.resolve(&ctx.client, hp).await,
+            None => Err("no HostPlugin".into()),
+        };
+        let view = PluginView {
+            spec: hp.as_ref().map(|h| &h.spec),
+            loaded: match &loaded {
+                Ok(l) => Ok(&l.info),
+                Err(e) => Err(e.as_str()),
+            },
+        };
+        let method = match validate::check_health_check(check, site, view) {
+            Ok(m) => m.clone(),
+            Err(e) => return Ok(Err(e)),
+        };
+        let (Some(hp), Ok(loaded)) = (hp, loaded) else {
+            return Ok(Err(Invalid::new(
+                site.field("api"),
+                format!("plugin {:?} is not ready", check.call.api),
+            )));
+        };
+        let values = match crate::values::read(&ctx.client, &check.call, site, None).await? {
+            Ok(v) => v,
+            Err(e) => return Ok(Err(e)),
+        };
+        checks.push((
+            Plan {
+                index: i,
+                site,
+                step: StateStep {
+                    call: check.call.clone(),
+                    on_change: Vec::new(),
+                },
+                loaded,
+                method,
+                values,
+                profile: AccessProfile::for_call(&hp.spec.capabilities, true, false),
+                follow_ups: Vec::new(),
+            },
+            check.clone(),
+        ));
+    }
+    Ok(Ok(Plans {
+        steps: plans,
+        checks,
+    }))
 }
 
 /// Validates step `i` against its plugin: the rules of every plugin call (plugin ready,
@@ -291,7 +338,7 @@ async fn reconcile_state(cached: &HostState, sc: &Arc<StateContext>) -> Result<R
     let values = {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
-        for p in &plans {
+        for p in &plans.steps {
             p.values.fingerprint().hash(&mut h);
         }
         h.finish()
@@ -491,7 +538,7 @@ async fn act(
     uid: &str,
     round_id: u64,
     actions: Vec<Action>,
-    plans: Arc<Vec<Plan>>,
+    plans: Arc<Plans>,
 ) {
     let ctx = &sc.ctx;
     let name = state.name_any();
@@ -566,7 +613,7 @@ fn start_job(
     round_id: u64,
     node: String,
     job: Job,
-    plans: &Arc<Vec<Plan>>,
+    plans: &Arc<Plans>,
     correction: Option<(Vec<StepDrift>, String, bool)>,
 ) {
     if let Some(r) = lock(&sc.rounds).get_mut(uid).filter(|r| r.id == round_id) {
@@ -582,7 +629,7 @@ fn start_job(
     tokio::spawn(async move {
         let ctx = &sc.ctx;
         let done = match correction {
-            None => Job::Checked(check_node(ctx, &name, &node, &plans, timeout).await),
+            None => Job::Checked(check_node(ctx, &name, &node, &plans.steps, timeout).await),
             Some((drift, prefix, resumes)) => {
                 let r = correct_node(ctx, &name, &node, &plans, &drift, &prefix, timeout, resumes)
                     .await;
@@ -599,13 +646,14 @@ fn start_job(
 }
 
 /// One step's call on `node`: a dry run (`correction` none) or the correction with that
-/// invocation id, through the pool's ready worker of the step's profile.
+/// invocation id, its change kept on the node under `record` (for a revert), through
+/// the pool's ready worker of the step's profile.
 async fn call_step(
     ctx: &Context,
     node: &str,
     plan: &Plan,
     timeout_seconds: i32,
-    correction: Option<String>,
+    correction: Option<(String, TaskIdentity)>,
     resumes: bool,
 ) -> NodeOutcome {
     let key = WorkerKey {
@@ -622,40 +670,28 @@ async fn call_step(
         .node_view(node)
         .ok_or_else(|| CallError::NotSent(format!("node {node} no longer exists")))?;
     let correcting = correction.is_some();
+    let (id, record) = correction.unzip();
     let mut req = InvokeRequest::for_call(
         &plan.loaded.digest,
         &plan.step,
         !correcting,
         timeout_seconds,
-        correction,
+        id,
     );
+    req.task = record;
     req.params = plan
         .values
-        .params_for(&plan.step, CallSite::Step(plan.index), &plan.method, &view)
+        .params_for(&plan.step, plan.site, &plan.method, &view)
         .map_err(|invalid| CallError::NotSent(invalid.to_string()))?;
     let mut plugins = vec![&*plan.loaded];
     // Follow-ups go with corrections only: a check is a dry run of the step alone.
     if correcting {
-        for (j, (f, values)) in plan.follow_ups.iter().enumerate() {
-            let site = CallSite::StepOnChange(plan.index, j);
-            let method = f.loaded.info.method(&f.call.method).ok_or_else(|| {
-                CallError::NotSent(format!(
-                    "{}: the plugin lost its method",
-                    site.field("method")
-                ))
-            })?;
-            req.on_change.push(FollowUpRequest {
-                digest: f.loaded.digest.to_string(),
-                method: f.call.method.clone(),
-                params: values
-                    .params_for(&f.call, site, method, &view)
-                    .map_err(|invalid| CallError::NotSent(invalid.to_string()))?,
-                access: Some(f.access),
-                // dispatch fills in each plugin's declaration.
-                systemd: None,
-            });
-            plugins.push(&*f.loaded);
-        }
+        req.on_change = crate::dispatch::follow_up_requests(
+            plan.follow_ups.iter().map(|(f, v)| (f, v)),
+            |j| CallSite::StepOnChange(plan.index, j),
+            &view,
+        )?;
+        plugins.extend(plan.follow_ups.iter().map(|(f, _)| &*f.loaded));
     }
     let outcome = crate::dispatch::send(ctx, &lease, &plugins, &req).await;
     // Values from Secrets never reach the record.
@@ -693,29 +729,36 @@ async fn check_node(
     Ok(drift)
 }
 
-/// Runs the drifted steps of a node for real, in order, with the ids under `prefix`, then
-/// checks the node again (what the check finds is the result). `resumes`: an earlier
-/// operator process recorded this correction.
+/// Runs the drifted steps of a node for real, in order, with the ids under `prefix` (each
+/// step's change kept on the node, [`correction_identity`]), then the health checks
+/// (`spec.checks`): when one fails, the correction is reverted ([`revert_correction`])
+/// and the node fails naming the check. Otherwise the node is checked again (what the
+/// check finds is the result). `resumes`: an earlier operator process recorded this
+/// correction.
 #[allow(clippy::too_many_arguments)]
 async fn correct_node(
     ctx: &Context,
     state: &str,
     node: &str,
-    plans: &[Plan],
+    plans: &Plans,
     drift: &[StepDrift],
     prefix: &str,
     timeout: i32,
     resumes: bool,
 ) -> Checked {
+    let mut corrected = Vec::with_capacity(drift.len());
     for d in drift {
         let Some(p) = plans
+            .steps
             .iter()
             .find(|p| i32::try_from(p.index).ok() == Some(d.step))
         else {
             continue;
         };
         let id = format!("{prefix}/s{}", p.index);
-        match call_step(ctx, node, p, timeout, Some(id), resumes).await {
+        let record = correction_identity(state, prefix, p.index);
+        corrected.push(p);
+        match call_step(ctx, node, p, timeout, Some((id, record)), resumes).await {
             Err(e) => {
                 return Err(format!(
                     "correcting step {} ({}/{}): {e}",
@@ -734,7 +777,83 @@ async fn correct_node(
             }
         }
     }
-    check_node(ctx, state, node, plans, timeout).await
+    if !corrected.is_empty() {
+        for (p, check) in &plans.checks {
+            let verdict = match call_step(ctx, node, p, timeout, None, false).await {
+                Ok(s) => check.judge(&s.output),
+                Err(e) => Err(e.to_string()),
+            };
+            if let Err(why) = verdict {
+                let failed = format!(
+                    "health check {} ({}/{}) failed after the correction: {why}",
+                    p.site.field("").trim_end_matches('.'),
+                    p.step.api,
+                    p.step.method
+                );
+                let undone = revert_correction(ctx, state, node, &corrected, prefix, timeout).await;
+                return Err(format!("{failed}; {undone}"));
+            }
+        }
+    }
+    check_node(ctx, state, node, &plans.steps, timeout).await
+}
+
+/// Reverts the correction `prefix` of `node` (its `corrected` steps, newest first) from
+/// the records the node kept of them, through the worker route every revert takes
+/// ([`crate::revert::revert_on`]), each with the invocation id `<step's id>/revert`, so a
+/// repeat after an operator restart is answered, not run again. Says what it did.
+async fn revert_correction(
+    ctx: &Context,
+    state: &str,
+    node: &str,
+    corrected: &[&Plan],
+    prefix: &str,
+    timeout: i32,
+) -> String {
+    let budget = Duration::from_secs(u64::try_from(timeout.max(1)).unwrap_or(1));
+    let mut restored: Vec<String> = Vec::new();
+    for p in corrected.iter().rev() {
+        let key = WorkerKey {
+            node: node.to_owned(),
+            profile: p.profile,
+            port: DEFAULT_WORKER_PORT,
+            task: None,
+        };
+        let outcome = match ctx
+            .pool
+            .lease_ready(&key, ctx.config.pod_start_timeout(), false)
+            .await
+        {
+            Ok(lease) => {
+                let id = format!("{prefix}/s{}/revert", p.index);
+                let target = correction_identity(state, prefix, p.index);
+                crate::revert::revert_on(&lease, &target, false, budget, id).await
+            }
+            Err(e) => Err(e),
+        };
+        match outcome {
+            Ok(s) => restored.extend(
+                s.output
+                    .get("restored")
+                    .and_then(|r| r.as_array())
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|v| v.as_str().map(str::to_owned)),
+            ),
+            Err(e) => {
+                warn!(%state, %node, step = p.index, error = %e, "reverting a correction failed");
+                return format!("reverting the correction of step {} failed: {e}", p.index);
+            }
+        }
+    }
+    if restored.is_empty() {
+        "the correction was reverted (nothing to restore)".to_owned()
+    } else {
+        format!(
+            "the correction was reverted: restored {}",
+            restored.join(", ")
+        )
+    }
 }
 
 fn error_policy(state: Arc<HostState>, err: &Error, sc: Arc<StateContext>) -> Requeue {

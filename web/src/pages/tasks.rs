@@ -273,7 +273,21 @@ pub async fn task_page(
         nodes,
         finished,
         can_apply: task.dry_run && task.state == "Succeeded" && can_write,
-        can_rerun: finished && can_write,
+        can_rerun: finished && can_write && task.spec.revert.is_none(),
+        can_pause: can_write && !finished && !task.spec.rollout.as_ref().is_some_and(|r| r.paused),
+        can_resume: can_write
+            && !finished
+            && (task.spec.rollout.as_ref().is_some_and(|r| r.paused)
+                || task.rollout.as_ref().is_some_and(|r| r.phase.waits())),
+        can_cancel: can_write && !finished,
+        can_revert: can_write
+            && task.spec.http.is_some()
+            && !task.dry_run
+            && task.nodes.iter().any(|n| n.changed)
+            && task
+                .nodes
+                .iter()
+                .all(|n| !matches!(n.phase.as_str(), "Starting" | "Running")),
         stale: task.observed_generation != Some(task.generation),
         percent: if task.observed_generation == Some(task.generation) {
             percent_done(task.nodes_done, task.nodes_total)
@@ -376,10 +390,15 @@ fn pairs_from_spec(
     spec: &HostTaskSpec,
     params_schema: &serde_json::Value,
 ) -> Vec<(String, String)> {
+    let (api, method) = spec
+        .http
+        .as_ref()
+        .map(|h| (h.call.api.clone(), h.call.method.clone()))
+        .unwrap_or_default();
     let mut pairs = vec![
-        ("plugin".to_owned(), spec.http.call.api.clone()),
-        ("method".to_owned(), spec.http.call.method.clone()),
-        ("port".to_owned(), spec.http.port.to_string()),
+        ("plugin".to_owned(), api),
+        ("method".to_owned(), method),
+        ("port".to_owned(), spec.port().to_string()),
         (
             "timeout_seconds".to_owned(),
             spec.timeout_seconds.to_string(),
@@ -416,7 +435,7 @@ fn pairs_from_spec(
             serde_json::to_string_pretty(&spec.on_change).unwrap_or_default(),
         ));
     }
-    if let Some(params) = &spec.http.call.parameter {
+    if let Some(params) = spec.http.as_ref().and_then(|h| h.call.parameter.as_ref()) {
         pairs.extend(schema::form_pairs(params_schema, params));
     }
     pairs
@@ -536,7 +555,7 @@ pub fn spec_from_form(
             target_type,
             node_selector,
         },
-        http: HttpSpec {
+        http: Some(HttpSpec {
             port,
             call: hostplug_api::PluginCall {
                 api: get("plugin"),
@@ -544,7 +563,8 @@ pub fn spec_from_form(
                 parameter: Some(parameter),
                 vars: Vec::new(),
             },
-        },
+        }),
+        revert: None,
         dry_run: get("mode") != "apply",
         timeout_seconds,
         rollout,
@@ -855,6 +875,35 @@ pub async fn rerun_task(
     Ok(redirect_to_task(&created.name))
 }
 
+/// `POST /tasks/{name}/pause`, `/resume`, `/cancel`: the rollout's controls.
+pub async fn control_task(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ClientIp(ip): ClientIp,
+    Path((name, control)): Path<(String, String)>,
+) -> AppResult<Response> {
+    use hostplug_api::rollout::Control;
+    let control = match control.as_str() {
+        "pause" => Control::Pause,
+        "resume" => Control::Resume,
+        "cancel" => Control::Cancel,
+        _ => return Err(AppError::NotFound),
+    };
+    actions::control_task(&state, &user, &ip, &name, control).await?;
+    Ok(redirect_to_task(&name))
+}
+
+/// `POST /tasks/{name}/revert`: a revert task of this task; shows it.
+pub async fn revert_task(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ClientIp(ip): ClientIp,
+    Path(name): Path<String>,
+) -> AppResult<Response> {
+    let created = actions::revert_task(&state, &user, &ip, &name).await?;
+    Ok(redirect_to_task(&created.name))
+}
+
 /// `POST /tasks/{name}/delete`.
 pub async fn delete_task(
     State(state): State<AppState>,
@@ -917,7 +966,7 @@ mod tests {
                     target_type: Some(hostplug_api::crd::TargetType::All),
                     node_selector: selector,
                 },
-                http: HttpSpec {
+                http: Some(HttpSpec {
                     port: 9443,
                     call: hostplug_api::PluginCall {
                         api: "etc-file".to_owned(),
@@ -925,7 +974,8 @@ mod tests {
                         parameter: Some(serde_json::json!({"path": "/etc/x"})),
                         vars: Vec::new(),
                     },
-                },
+                }),
+                revert: None,
                 dry_run: true,
                 timeout_seconds: 120,
                 rollout: Some(RolloutSpec {
@@ -959,7 +1009,7 @@ mod tests {
             serde_json::json!({}),
         )
         .expect("valid");
-        assert_eq!(spec.http.port, DEFAULT_WORKER_PORT);
+        assert_eq!(spec.port(), DEFAULT_WORKER_PORT);
         assert_eq!(spec.timeout_seconds, DEFAULT_TIMEOUT_SECONDS);
         assert_eq!(spec.rollout, None);
         assert_eq!(spec.ttl_seconds_after_finished, None);

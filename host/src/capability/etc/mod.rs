@@ -89,7 +89,8 @@ impl EtcState {
             )
         })?;
         let files = EtcFiles::new(grants.etc, grants.etc_dir.as_deref(), call.dry_run, policy);
-        let recorder = (perms == Some(FsPerms::ReadWrite)).then(Recorder::default);
+        let recorder = (perms == Some(FsPerms::ReadWrite) && !call.config.skip_change_records)
+            .then(Recorder::default);
         Ok(Self {
             guard,
             files,
