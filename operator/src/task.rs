@@ -849,6 +849,7 @@ fn spawn_run(ctx: &Arc<Context>, task: &HostTask, loaded: Arc<LoadedPlugin>, run
                         access: Some(f.access),
                         // From the plugin's capabilities, in `dispatch::send`.
                         systemd: None,
+                        etc_scope: None,
                     });
                 }
                 let plugins: Vec<&LoadedPlugin> = std::iter::once(&*loaded)

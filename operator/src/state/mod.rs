@@ -653,6 +653,7 @@ async fn call_step(
                 access: Some(f.access),
                 // dispatch fills in each plugin's declaration.
                 systemd: None,
+                etc_scope: None,
             });
             plugins.push(&*f.loaded);
         }

@@ -67,7 +67,8 @@ impl DockerClient {
         let content_type = check_headers(headers)?;
         if self.read_only && method != "GET" {
             return Err(CapabilityError::denied(format!(
-                "{method} is not allowed in a dry run (only GET requests are)"
+                "{method} is not allowed in a read-only call (a dry run, or a method that \
+                 does not declare itself mutating): only GET requests are"
             )));
         }
         let body = body.unwrap_or_default();
