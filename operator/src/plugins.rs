@@ -638,6 +638,7 @@ mod builtin_capability_tests {
                 registry_auth: true,
                 containerd: false,
                 systemd: None,
+                ..Default::default()
             }
         );
         assert_eq!(
@@ -648,6 +649,7 @@ mod builtin_capability_tests {
                 containerd: true,
                 registry_auth: true,
                 systemd: None,
+                ..Default::default()
             }
         );
         // systemd-unit: /etc and its units and actions, a declaration that validates.

@@ -33,7 +33,11 @@ use crate::capability::CapabilityError;
 /// (`rancher/node/password`, with which a node proves it is the node it registered as).
 /// For containerd and docker: the registry client keys in `certs.d/*/` (`*.key`).
 /// Kubernetes encryption-at-rest configurations (their `secret:` fields decrypt every
-/// Secret in etcd), under the names kubeadm setups and the docs use.
+/// Secret in etcd), under the names kubeadm setups and the Kubernetes docs use
+/// (`/etc/kubernetes/enc/`, `/etc/kubernetes/encryption*`; RKE2 and k3s keep theirs
+/// under /var/lib/rancher, outside /etc). Elsewhere below /etc/kubernetes they are not
+/// covered: a pattern that could match anywhere below a directory makes every directory
+/// there unmovable; an administrator adds such a path to the worker's deny list.
 pub const DEFAULT_DENY: &[&str] = &[
     "/etc/shadow",
     "/etc/shadow-",
@@ -55,8 +59,6 @@ pub const DEFAULT_DENY: &[&str] = &[
     "/etc/docker/certs.d/**/*.key",
     "/etc/kubernetes/encryption*",
     "/etc/kubernetes/enc/**",
-    "/etc/kubernetes/**/encryption-config*",
-    "/etc/kubernetes/**/encryption-provider*",
 ];
 
 /// Readable but never written without an explicit allow: a file in the kubelet's
@@ -383,6 +385,17 @@ mod tests {
             "kubernetes/kubelet.conf",
             "ssh/ssh_host_ed25519_key",
             "ssh/ssh_host_rsa_key.pub",
+            "rancher/k3s/k3s.yaml",
+            "rancher/rke2/rke2.yaml",
+            "rancher/k3s/registries.yaml",
+            "rancher/rke2/registries.yaml",
+            "rancher/k3s/config.yaml",
+            "rancher/rke2/config.yaml.d/50-token.yaml",
+            "rancher/node/password",
+            "containerd/certs.d/registry.example:5000/client.key",
+            "docker/certs.d/registry.example/client.key",
+            "kubernetes/enc/enc.yaml",
+            "kubernetes/encryption-config.yaml",
         ] {
             assert!(!check(&p, rel, Access::Read), "{rel} read");
             assert!(!check(&p, rel, Access::Write), "{rel} write");
@@ -398,6 +411,11 @@ mod tests {
             "kubernetes",
             "kubernetes/sub/admin.conf",
             "ssh/sshd_config",
+            "rancher/k3s/k3s.yaml.bak.d/x",
+            "containerd/config.toml",
+            "containerd/certs.d/registry.example/hosts.toml",
+            "containerd/certs.d/registry.example/client.cert",
+            "docker/certs.d/registry.example/ca.crt",
             "",
         ] {
             assert!(check(&p, rel, Access::Write), "{rel}");
