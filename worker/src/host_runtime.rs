@@ -414,4 +414,61 @@ mod systemd_tests {
             .expect_err("the socket does not exist");
         assert!(e.message.contains("system bus socket"), "{e:?}");
     }
+
+    /// Issue 21: the request narrows, never widens. Image writes need both the Pod's
+    /// profile and the call's access; sensitive allowances need a Pod made for them;
+    /// the path scope is passed on where the call has /etc.
+    #[test]
+    fn a_request_narrows_image_writes_and_sensitive_allowances_need_the_pod() {
+        let cache = tempfile::tempdir().expect("tempdir");
+        let etc = tempfile::tempdir().expect("tempdir");
+        let pod = |image_writes: bool, etc_sensitive: bool| {
+            let mut s = settings(cache.path(), None, SystemdAccess::None);
+            s.docker_socket = Some(cache.path().join("docker.sock"));
+            s.image_writes = image_writes;
+            s.etc_access = EtcAccess::Read;
+            s.etc_dir = etc.path().to_path_buf();
+            s.etc_sensitive = etc_sensitive;
+            HostRuntime::new(&s).expect("runtime")
+        };
+        let access = |image_writes: bool| AccessProfile {
+            etc: EtcAccess::Read,
+            docker: true,
+            image_writes,
+            ..AccessProfile::default()
+        };
+        let grants =
+            |rt: &HostRuntime, c: &Call| rt.call_grants(c).unwrap_or_else(|| (*rt.grants).clone());
+        let mut c = call("list", None);
+        // A Pod made for reads only: reads only, whatever the request says.
+        c.access = Some(access(true));
+        assert!(grants(&pod(false, false), &c).image_reads_only);
+        c.access = None;
+        assert!(grants(&pod(false, false), &c).image_reads_only);
+        // A Pod made for writes: the call's own access decides.
+        c.access = Some(access(false));
+        assert!(grants(&pod(true, false), &c).image_reads_only);
+        c.access = Some(access(true));
+        assert!(!grants(&pod(true, false), &c).image_reads_only);
+
+        let scope = hostplug_api::plugin::EtcScope {
+            read: vec![vec!["chrony.conf".into()]],
+            allow_sensitive: vec!["rancher/k3s/k3s.yaml".into()],
+            ..Default::default()
+        };
+        c.etc_scope = Some(scope.clone());
+        let g = grants(&pod(true, false), &c);
+        assert_eq!(
+            g.etc_scope.as_ref().map(|s| s.read.clone()),
+            Some(scope.read.clone()),
+            "the narrowing holds"
+        );
+        assert_eq!(
+            g.etc_scope.map(|s| s.allow_sensitive),
+            Some(vec![]),
+            "an ordinary Pod drops the allowance"
+        );
+        let g = grants(&pod(true, true), &c);
+        assert_eq!(g.etc_scope, Some(scope), "a Pod made for it honours it");
+    }
 }
