@@ -9,6 +9,8 @@
 #                 (REAL_NODES=2 make cluster adds two real kubelet+containerd nodes)
 #   make bench    benchmark programs; they print numbers
 #   make install  kubectl-hostplug (the `kubectl hostplug` plugin) into $(PREFIX)/bin
+#   make images   the operator, console and worker images as archives in target/images
+#                 (Podman, from the binaries cargo built; docs/quickstart.md loads them)
 #
 # CARGO_TARGET_DIR may point outside the clone (CI keeps it in ~/.cache/hostplug) so that
 # a fresh clone reuses earlier builds. The built plugins always land in ./target/plugins.
@@ -21,7 +23,7 @@ TARGET_DIR := $(or $(CARGO_TARGET_DIR),$(ROOT)/target)
 PLUGIN_OUT := $(ROOT)/target/plugins
 export HOSTPLUG_PLUGIN_DIR ?= $(PLUGIN_OUT)
 
-.PHONY: setup plugins build lint test test-unit dev cluster bench install clean
+.PHONY: setup plugins build lint test test-unit dev cluster bench install images clean
 
 setup:
 	$(ROOT)/scripts/setup.sh
@@ -76,6 +78,15 @@ install:
 	$(CARGO) build --workspace --bin kubectl-hostplug
 	install -D -m 0755 $(TARGET_DIR)/debug/kubectl-hostplug $(DESTDIR)$(PREFIX)/bin/kubectl-hostplug
 	@echo "installed $(DESTDIR)$(PREFIX)/bin/kubectl-hostplug; try: kubectl hostplug plugins"
+
+# The three images from the Dockerfiles' `prebuilt` path and the debug binaries cargo
+# built (as the tests build them: tests/images/README.md), cached by content, written as
+# image archives (docker-archive format) to target/images/{operator,web,worker}.tar.
+IMAGES_OUT := $(ROOT)/target/images
+images: plugins
+	$(CARGO) build --workspace --bins
+	$(TARGET_DIR)/debug/hostplug-images --bin-dir $(TARGET_DIR)/debug \
+	  --plugin-dir $(PLUGIN_OUT) --out $(IMAGES_OUT)
 
 clean:
 	$(CARGO) clean

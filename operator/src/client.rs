@@ -233,25 +233,7 @@ impl WorkerClient {
     /// Runs one invocation and returns its outcome; a plugin that ran and failed is
     /// [`CallError::Plugin`] with the worker's typed error.
     pub async fn invoke(&self, req: &InvokeRequest) -> Result<InvokeOutcome, CallError> {
-        let deadline = Duration::from_millis(req.timeout_ms.unwrap_or(0)) + INVOKE_SLACK;
-        let resp = self
-            .http
-            .post(format!("{}/v1/invoke", self.base))
-            .bearer_auth(&self.token)
-            .timeout(deadline)
-            .json(req)
-            .send()
-            .await
-            .map_err(transport)?;
-        let status = resp.status().as_u16();
-        let body = read_capped(resp).await?;
-        match read_invoke_answer(status, &body)? {
-            Ok(outcome) => Ok(outcome),
-            Err(mut failure) => {
-                failure.message = truncate(&failure.message);
-                Err(CallError::Plugin(failure))
-            }
-        }
+        self.post_call("/v1/invoke", req, req.timeout_ms).await
     }
 
     /// `POST /v1/revert`: restores what a task's call changed on the worker's node;
@@ -261,10 +243,23 @@ impl WorkerClient {
         &self,
         req: &hostplug_api::protocol::RevertRequest,
     ) -> Result<InvokeOutcome, CallError> {
-        let deadline = Duration::from_millis(req.timeout_ms.unwrap_or(0)) + INVOKE_SLACK;
+        self.post_call("/v1/revert", req, req.timeout_ms).await
+    }
+
+    /// The one way a call-like request (one that runs under the node lock within the
+    /// request's own timeout and answers an [`InvokeOutcome`] or a typed failure) is
+    /// sent: the deadline is the request's timeout plus [`INVOKE_SLACK`], the body is
+    /// read capped, and a failure's message is truncated before it reaches a status.
+    async fn post_call<R: serde::Serialize>(
+        &self,
+        route: &str,
+        req: &R,
+        timeout_ms: Option<u64>,
+    ) -> Result<InvokeOutcome, CallError> {
+        let deadline = Duration::from_millis(timeout_ms.unwrap_or(0)) + INVOKE_SLACK;
         let resp = self
             .http
-            .post(format!("{}/v1/revert", self.base))
+            .post(format!("{}{route}", self.base))
             .bearer_auth(&self.token)
             .timeout(deadline)
             .json(req)

@@ -147,6 +147,16 @@ mod controller {
             value_parser = absolute_socket_path
         )]
         pub node_containerd_socket: String,
+        /// The Docker API socket on the nodes, mounted into the worker Pods of plugins
+        /// with the `docker` capability (rootless Docker or a Podman API socket live
+        /// elsewhere).
+        #[arg(
+            long,
+            env = "HOSTPLUG_NODE_DOCKER_SOCKET",
+            default_value = hostplug_api::worker::paths::NODE_DOCKER_SOCKET,
+            value_parser = absolute_socket_path
+        )]
+        pub node_docker_socket: String,
         /// Worker Pods on one node at most (every task's port and access profile makes
         /// its own): a new one replaces the node's least recently used idle worker, or
         /// waits while all are busy.
@@ -174,7 +184,8 @@ mod controller {
         pub trust_own_namespace: bool,
     }
 
-    /// `--node-containerd-socket`: an absolute path without `..`, ending in `.sock`; it
+    /// `--node-containerd-socket`, `--node-docker-socket`: an absolute path without `..`,
+    /// ending in `.sock`; it
     /// becomes a hostPath of type Socket, so nothing else on the node can be mounted
     /// through it.
     fn absolute_socket_path(s: &str) -> Result<String, String> {
@@ -342,6 +353,7 @@ mod controller {
                 idle: Duration::from_secs(config.worker_idle_seconds),
                 start_parallel: config.worker_start_parallel,
                 containerd_socket: config.node_containerd_socket.clone(),
+                docker_socket: config.node_docker_socket.clone(),
                 max_per_node: usize::from(config.max_workers_per_node),
                 artifact_key: artifacts.public_key(),
             },

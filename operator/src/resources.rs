@@ -30,8 +30,8 @@ use hostplug_api::AccessProfile;
 use hostplug_api::crd::{EtcAccess, labels};
 use hostplug_api::systemd::SystemdAccess;
 use hostplug_api::worker::paths::{
-    CACHE_MOUNT, CONTAINERD_MOUNT, DOCKER_MOUNT, ETC_MOUNT, NODE_DOCKER_SOCKET, NODE_ETC,
-    NODE_LOCK_DIR, NODE_LOCK_MOUNT, NODE_SYSTEM_BUS_DIR, SECRET_MOUNT, SYSTEM_BUS_MOUNT,
+    CACHE_MOUNT, CONTAINERD_MOUNT, DOCKER_MOUNT, ETC_MOUNT, NODE_ETC, NODE_LOCK_DIR,
+    NODE_LOCK_MOUNT, NODE_SYSTEM_BUS_DIR, SECRET_MOUNT, SYSTEM_BUS_MOUNT,
 };
 use hostplug_api::worker::{ArtifactKey, WorkerSettings, secret_keys};
 
@@ -71,6 +71,8 @@ pub struct WorkerSpec<'a> {
     pub profile: AccessProfile,
     /// The containerd socket on the node (the hostPath source).
     pub node_containerd_socket: &'a str,
+    /// The Docker API socket on the node (the hostPath source).
+    pub node_docker_socket: &'a str,
     /// Per-invocation deadline the worker accepts at most, ms.
     pub max_invoke_timeout_ms: u64,
     /// The worker exits after this long without a request, ms (0: never); see
@@ -312,7 +314,7 @@ pub fn pod(w: &WorkerSpec<'_>) -> Pod {
         volumes.push(Volume {
             name: "docker".to_owned(),
             host_path: Some(HostPathVolumeSource {
-                path: NODE_DOCKER_SOCKET.to_owned(),
+                path: w.node_docker_socket.to_owned(),
                 type_: Some("Socket".to_owned()),
             }),
             ..Volume::default()
@@ -465,7 +467,7 @@ pub fn pod(w: &WorkerSpec<'_>) -> Pod {
 mod tests {
     use super::*;
     use hostplug_api::crd::Capabilities;
-    use hostplug_api::worker::paths::NODE_CONTAINERD_SOCKET;
+    use hostplug_api::worker::paths::{NODE_CONTAINERD_SOCKET, NODE_DOCKER_SOCKET};
 
     fn spec(caps: &Capabilities, dry_run: bool) -> WorkerSpec<'static> {
         WorkerSpec {
@@ -477,6 +479,7 @@ mod tests {
             port: 8443,
             profile: AccessProfile::for_call(caps, dry_run, true),
             node_containerd_socket: NODE_CONTAINERD_SOCKET,
+            node_docker_socket: NODE_DOCKER_SOCKET,
             max_invoke_timeout_ms: 60_000,
             idle_exit_ms: 660_000,
             artifact_key: Some(ArtifactKey::from_bytes([9; 32])),
@@ -662,6 +665,52 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// `--node-containerd-socket` and `--node-docker-socket` (k3s, RKE2, microk8s,
+    /// rootless Docker keep their sockets elsewhere) become the hostPath sources; the
+    /// paths inside the Pod, and so the worker's settings, stay the same.
+    #[test]
+    fn node_socket_paths_are_the_hostpath_sources() {
+        let caps = Capabilities {
+            docker: true,
+            containerd: true,
+            ..Capabilities::default()
+        };
+        let mut s = spec(&caps, false);
+        s.node_containerd_socket = "/run/k3s/containerd/containerd.sock";
+        s.node_docker_socket = "/run/user/1000/docker.sock";
+        let p = pod(&s);
+        let volumes = p.spec.clone().and_then(|s| s.volumes).unwrap_or_default();
+        let host = |name: &str| {
+            volumes
+                .iter()
+                .find(|v| v.name == name)
+                .and_then(|v| v.host_path.clone())
+                .map(|h| (h.path, h.type_))
+        };
+        assert_eq!(
+            host("containerd"),
+            Some((
+                "/run/k3s/containerd/containerd.sock".to_owned(),
+                Some("Socket".to_owned())
+            ))
+        );
+        assert_eq!(
+            host("docker"),
+            Some((
+                "/run/user/1000/docker.sock".to_owned(),
+                Some("Socket".to_owned())
+            ))
+        );
+        assert_eq!(
+            env_of(&p, "HOSTPLUG_DOCKER_SOCKET").as_deref(),
+            Some(DOCKER_MOUNT)
+        );
+        assert_eq!(
+            env_of(&p, "HOSTPLUG_CONTAINERD_SOCKET").as_deref(),
+            Some(CONTAINERD_MOUNT)
+        );
     }
 
     /// The system bus socket's directory is mounted only when the plugin declares

@@ -4,12 +4,20 @@
 #
 #   ${HOSTPLUG_CACHE:-$HOME/.cache/hostplug}/helm/helm-<version>/bin/helm
 #
-# and links it as ${HOSTPLUG_CACHE:-$HOME/.cache/hostplug}/bin/helm.
+# and links the default version's as ${HOSTPLUG_CACHE:-$HOME/.cache/hostplug}/bin/helm.
+#
+#   tests/helm/build.sh            Helm 4, the version the tests and the docs use
+#   tests/helm/build.sh 3.22.0     another version (its major version picks the module,
+#                                  helm.sh/helm/v3); cached the same way, not linked
 #
 # Why Helm 4 (helm.sh/helm/v4) and not 3: Helm 3's support window ended in November 2026
 # (bug fixes until July, security fixes until November), so new users install Helm 4.
-# Helm 4 still reads `apiVersion: v2` charts, which is what deploy/helm/hostplug is, so
-# the chart installs with Helm 3 too (see deploy/helm/hostplug/README.md).
+# The chart is `apiVersion: v2`, which Helm 3 reads too, but only Helm 4 is tested: a
+# second Helm was worth building for the tests only below 3 minutes cold, and a cold
+# build of v3.22.0 (`tests/helm/build.sh 3.22.0`, empty module and build caches) took
+# 555 s here in December (2 shared cores; Helm 4's first build: 184 s). Run against the
+# chart, that Helm 3 also failed: `install --create-namespace` stops at the chart's own
+# Namespace (deploy/helm/hostplug/README.md).
 #
 # Idempotent: when the binary and the stamp of a finished build are there, it only prints
 # the binary's path. The build goes to a temporary directory and is moved into place at
@@ -20,7 +28,11 @@
 # The last line printed on stdout is the path of the helm binary.
 set -euo pipefail
 
-HELM_VERSION="4.3.1"
+DEFAULT_HELM_VERSION="4.3.1"
+HELM_VERSION="${1:-$DEFAULT_HELM_VERSION}"
+MAJOR="${HELM_VERSION%%.*}"
+case "$MAJOR" in 3|4) ;; *) echo "Helm $HELM_VERSION: only major versions 3 and 4 are known" >&2; exit 2;; esac
+MODULE="helm.sh/helm/v$MAJOR"
 
 CACHE="${HOSTPLUG_CACHE:-$HOME/.cache/hostplug}"
 DEST="$CACHE/helm/helm-$HELM_VERSION"
@@ -31,6 +43,7 @@ say() { printf '==> %s\n' "$*" >&2; }
 
 complete() { [ -f "$STAMP" ] && [ -x "$BIN/helm" ]; }
 link() {
+  [ "$HELM_VERSION" = "$DEFAULT_HELM_VERSION" ] || return 0
   mkdir -p "$CACHE/bin"
   ln -sfn "$BIN/helm" "$CACHE/bin/helm"
 }
@@ -59,18 +72,12 @@ say "building Helm v$HELM_VERSION into $BIN"
 WORK="$DEST/src"
 mkdir -p "$WORK"
 cd "$WORK"
-gomod=$(go mod download -json "helm.sh/helm/v4@v$HELM_VERSION" | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",\{0,1\}$/\1/p')
-[ -f "$gomod" ] || { echo "could not find the go.mod of helm.sh/helm/v4@v$HELM_VERSION" >&2; exit 1; }
+gomod=$(go mod download -json "$MODULE@v$HELM_VERSION" | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",\{0,1\}$/\1/p')
+[ -f "$gomod" ] || { echo "could not find the go.mod of $MODULE@v$HELM_VERSION" >&2; exit 1; }
 go_directive=$(awk '$1 == "go" { print $2; exit }' "$gomod")
-printf 'module hostplug.invalid/helm\n\ngo %s\n\nrequire helm.sh/helm/v4 v%s\n' \
-  "$go_directive" "$HELM_VERSION" > go.mod
-cat > tools.go <<'GO'
-//go:build tools
-
-package tools
-
-import _ "helm.sh/helm/v4/cmd/helm"
-GO
+printf 'module hostplug.invalid/helm\n\ngo %s\n\nrequire %s v%s\n' \
+  "$go_directive" "$MODULE" "$HELM_VERSION" > go.mod
+printf '//go:build tools\n\npackage tools\n\nimport _ "%s/cmd/helm"\n' "$MODULE" > tools.go
 say "resolving modules (go mod tidy)"
 go mod tidy -e
 
@@ -78,10 +85,10 @@ TMP="$DEST/bin.tmp"
 rm -rf "$TMP"
 mkdir -p "$TMP"
 # The same version stamping as Helm's Makefile for a tagged release.
-ldflags="-s -w -X helm.sh/helm/v4/internal/version.version=v$HELM_VERSION"
-ldflags+=" -X helm.sh/helm/v4/internal/version.metadata= -X helm.sh/helm/v4/internal/version.gitTreeState=clean"
-say "go build helm.sh/helm/v4/cmd/helm"
-go build -trimpath -ldflags "$ldflags" -o "$TMP/helm" helm.sh/helm/v4/cmd/helm
+ldflags="-s -w -X $MODULE/internal/version.version=v$HELM_VERSION"
+ldflags+=" -X $MODULE/internal/version.metadata= -X $MODULE/internal/version.gitTreeState=clean"
+say "go build $MODULE/cmd/helm"
+go build -trimpath -ldflags "$ldflags" -o "$TMP/helm" "$MODULE/cmd/helm"
 "$TMP/helm" version --short >/dev/null || { echo "the built helm does not run" >&2; exit 1; }
 
 printf 'helm v%s\nbuilt %s in %ss\n' "$HELM_VERSION" "$(date -u +%FT%TZ)" \

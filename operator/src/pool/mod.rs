@@ -186,6 +186,7 @@ pub struct WorkerPool {
     namespace: String,
     image: String,
     containerd_socket: String,
+    docker_socket: String,
     idle: Duration,
     max_per_node: usize,
     artifact_key: ArtifactKey,
@@ -223,6 +224,8 @@ pub struct PoolConfig {
     pub start_parallel: usize,
     /// The containerd socket on the nodes (hostPath of the `containerd` capability).
     pub containerd_socket: String,
+    /// The Docker API socket on the nodes (hostPath of the `docker` capability).
+    pub docker_socket: String,
     /// Worker Pods per node at most.
     pub max_per_node: usize,
     /// This process's public key for precompiled artifacts, rendered into every worker
@@ -244,6 +247,7 @@ impl WorkerPool {
             namespace: config.namespace,
             image: config.image,
             containerd_socket: config.containerd_socket,
+            docker_socket: config.docker_socket,
             idle: config.idle,
             max_per_node: config.max_per_node.max(1),
             artifact_key: config.artifact_key,
@@ -506,6 +510,7 @@ impl WorkerPool {
             port: key.port,
             profile: key.profile,
             node_containerd_socket: &self.containerd_socket,
+            node_docker_socket: &self.docker_socket,
             max_invoke_timeout_ms: MAX_INVOKE_TIMEOUT_MS,
             idle_exit_ms: u64::try_from(worker_idle_exit(self.idle).as_millis())
                 .unwrap_or(u64::MAX),
@@ -833,6 +838,7 @@ mod tests {
             port: 8443,
             profile: AccessProfile::default(),
             node_containerd_socket: "/run/containerd/containerd.sock",
+            node_docker_socket: "/var/run/docker.sock",
             max_invoke_timeout_ms: MAX_INVOKE_TIMEOUT_MS,
             idle_exit_ms: 660_000,
             artifact_key: key.map(ArtifactKey::from_bytes),

@@ -1,26 +1,41 @@
 //! Every example of `deploy/examples` applied as people would, ending as expected, with
 //! the simulated nodes' /etc trees changing exactly as expected; then cleanup by TTL and
-//! by deletion. And every file of `deploy/examples` applied unmodified, all at once, to
-//! the environment `make dev` sets up (a Docker API on node1 and node2, a containerd on
-//! node1, the examples' registry on loopback, node2 on a real systemd), each ending
-//! Succeeded.
+//! by deletion. The first examples (ensure-line-*) own their file: no node has it before.
+//! And every file of `deploy/examples` applied unmodified, all at once, to the environment
+//! `make dev` sets up (a Docker API on node1 and node2, a containerd on node1, the
+//! examples' registry on loopback, node2 on a real systemd): each HostTask (in any
+//! namespace) ends Succeeded, and the nodes end as each example says — the example file
+//! on every node, the HostState's line on the worker nodes only, master's /etc/hosts
+//! block, the pulled image, the restarted service; the read-only policy's team task
+//! reads every node; the ConfigMap HostPlugin says what is missing until its ConfigMap
+//! and digest are there, then loads.
 
 use std::time::Duration;
 
-use hostplug_api::crd::{NodePhase, TaskState};
+use hostplug_api::crd::{HostPlugin, NodePhase, TaskState};
+use hostplug_api::state::{HostState, NodeSync};
 use hostplug_e2e::{Harness, NODES, changed_files, repo_root, state_of};
 use hostplug_testenv::hostplug::{
     DOCKER_NODES, EXAMPLE_IMAGES, EXAMPLE_REGISTRY, SYSTEMD_NODES, start_node_containerd,
     start_node_docker, start_node_systemd,
 };
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::Api;
-use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+
+/// The file the ensure-line examples and the HostState example own (they create it).
+const EXAMPLE_FILE: &str = "hostplug-example.conf";
+/// The line they hold there.
+const NTP_LINE: &str = "server ntp.example.com iburst";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn examples_end_as_expected() -> anyhow::Result<()> {
     let h = Harness::start().await?;
 
+    // No node has the examples' file: they create it.
+    for node in NODES {
+        assert!(!h.etc(node)?.join(EXAMPLE_FILE).exists(), "{node}");
+    }
     // Dry run first: every node would change, nothing is written.
     let before = h.snapshot()?;
     h.apply_example("ensure-line-dry-run.yaml").await?;
@@ -38,7 +53,7 @@ async fn examples_end_as_expected() -> anyhow::Result<()> {
         "a dry run changed files"
     );
 
-    // The real thing on all nodes: exactly chrony.conf on each node.
+    // The real thing on all nodes: exactly the example's file on each node, created.
     let before = h.snapshot()?;
     h.apply_example("ensure-line-all-nodes.yaml").await?;
     let t = h.wait_finished("ensure-ntp-server").await?;
@@ -50,7 +65,7 @@ async fn examples_end_as_expected() -> anyhow::Result<()> {
         assert!(
             n.logs
                 .iter()
-                .any(|l| l.contains("ensure-line") && l.contains("chrony.conf")),
+                .any(|l| l.contains("ensure-line") && l.contains(EXAMPLE_FILE)),
             "{}: logs {:?}",
             n.node,
             n.logs
@@ -59,15 +74,12 @@ async fn examples_end_as_expected() -> anyhow::Result<()> {
     let changed = changed_files(&before, &h.snapshot()?);
     let expected: Vec<(String, String)> = NODES
         .iter()
-        .map(|n| (n.to_string(), "chrony.conf".to_string()))
+        .map(|n| (n.to_string(), EXAMPLE_FILE.to_string()))
         .collect();
     assert_eq!(changed, expected);
     for node in NODES {
-        let conf = std::fs::read_to_string(h.etc(node)?.join("chrony.conf"))?;
-        assert!(
-            conf.contains("server ntp.example.com iburst\n"),
-            "{node}: {conf}"
-        );
+        let conf = std::fs::read_to_string(h.etc(node)?.join(EXAMPLE_FILE))?;
+        assert_eq!(conf, format!("{NTP_LINE}\n"), "{node}");
     }
 
     // A new generation runs again, with Pods made for it.
@@ -86,7 +98,7 @@ async fn examples_end_as_expected() -> anyhow::Result<()> {
     assert_eq!(st.msg.as_deref(), Some("3/3 nodes succeeded, 3 changed"));
     assert_eq!(changed_files(&before, &h.snapshot()?).len(), 3);
     for node in NODES {
-        let conf = std::fs::read_to_string(h.etc(node)?.join("chrony.conf"))?;
+        let conf = std::fs::read_to_string(h.etc(node)?.join(EXAMPLE_FILE))?;
         assert_eq!(
             conf.matches("server ntp.example.com").count(),
             1,
@@ -231,17 +243,21 @@ async fn every_example_succeeds_in_the_make_dev_setup() -> anyhow::Result<()> {
                     .as_str()
                     .unwrap_or_default()
                     .to_owned();
-                tasks.push((file.clone(), name));
+                let namespace = v["metadata"]["namespace"]
+                    .as_str()
+                    .unwrap_or(hostplug_e2e::NAMESPACE)
+                    .to_owned();
+                tasks.push((file.clone(), namespace, name));
             }
         }
         h.apply_example(file).await?;
     }
     assert!(
-        tasks.iter().any(|(f, _)| f.contains("docker")),
+        tasks.iter().any(|(f, _, _)| f.contains("docker")),
         "no docker example among {tasks:?}"
     );
-    for (file, name) in &tasks {
-        let t = h.wait_finished(name).await?;
+    for (file, namespace, name) in &tasks {
+        let t = h.wait_finished_in(namespace, name).await?;
         let st = t.status.clone().unwrap_or_default();
         assert_eq!(
             state_of(&t),
@@ -255,6 +271,123 @@ async fn every_example_succeeds_in_the_make_dev_setup() -> anyhow::Result<()> {
         );
         assert!(!st.nodes.is_empty(), "{file}: no node ran");
     }
+    // The read-only policy's team task read every node, in its own namespace.
+    let t = h
+        .wait_finished_in("team-read", "team-read-hostname")
+        .await?;
+    let st = t.status.clone().unwrap_or_default();
+    assert_eq!(st.nodes.len(), NODES.len(), "{st:?}");
+    for n in &st.nodes {
+        assert!(!n.changed, "{n:?}");
+        assert_eq!(
+            n.output.as_ref().map(|o| o["content"].clone()),
+            Some(serde_json::json!(format!("{}\n", n.node))),
+            "{n:?}"
+        );
+    }
+    // The node selector picked every (Linux) node.
+    let t = h.wait_finished("read-hostname-linux").await?;
+    assert_eq!(
+        t.status.unwrap_or_default().nodes.len(),
+        NODES.len(),
+        "node-selector.yaml"
+    );
+
+    // The HostState holds its line on the worker nodes, not on master; the tasks put it
+    // on every node: the file holds the one line everywhere.
+    let states: Api<HostState> = Api::all(h.admin.clone());
+    let deadline = tokio::time::Instant::now() + hostplug_e2e::TASK_TIMEOUT;
+    loop {
+        let s = states.get("chrony-ntp-server").await?;
+        let st = s.status.unwrap_or_default();
+        let mut synced: Vec<&str> = st
+            .nodes
+            .iter()
+            .filter(|n| n.sync == NodeSync::InSync)
+            .map(|n| n.node.as_str())
+            .collect();
+        synced.sort_unstable();
+        if synced == ["node1", "node2"] {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "hoststate-chrony-enforce.yaml: not in sync on node1 and node2: {:?}",
+            st.nodes
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    for node in NODES {
+        let conf = std::fs::read_to_string(h.etc(node)?.join(EXAMPLE_FILE))?;
+        assert_eq!(conf, format!("{NTP_LINE}\n"), "{node}");
+    }
+    let hosts = std::fs::read_to_string(h.etc("master")?.join("hosts"))?;
+    assert!(hosts.contains("10.0.0.10\tregistry.internal"), "{hosts}");
+    for node in ["node1", "node2"] {
+        let hosts = std::fs::read_to_string(h.etc(node)?.join("hosts"))?;
+        assert!(!hosts.contains("registry.internal"), "{node}: {hosts}");
+    }
+
+    // The ConfigMap HostPlugin, as printed: not ready, the message names what is missing.
+    let plugins: Api<HostPlugin> = Api::all(h.admin.clone());
+    let message = |hp: &HostPlugin| {
+        hp.status
+            .as_ref()
+            .and_then(|s| s.message.clone())
+            .unwrap_or_default()
+    };
+    let hp = h.wait_plugin_status("hello").await?;
+    assert!(!hp.status.as_ref().is_some_and(|s| s.ready), "{hp:?}");
+    assert!(
+        message(&hp).contains("ConfigMap hostplug-system/hello-plugin does not exist"),
+        "{}",
+        message(&hp)
+    );
+    // The ConfigMap as its first comment line makes it (a module we have: etc-file's).
+    let wasm = std::fs::read(hostplug_e2e::plugin_dir()?.join("etc-file.wasm"))?;
+    let digest = {
+        use sha2::Digest as _;
+        hex::encode(sha2::Sha256::digest(&wasm))
+    };
+    let cm: ConfigMap = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "hello-plugin", "namespace": hostplug_e2e::NAMESPACE},
+        "binaryData": {"plugin.wasm": k8s_openapi::ByteString(wasm)},
+    }))?;
+    Api::<ConfigMap>::namespaced(h.admin.clone(), hostplug_e2e::NAMESPACE)
+        .create(&PostParams::default(), &cm)
+        .await?;
+    // Touched (the operator does not watch ConfigMaps): the digest is the next message.
+    plugins
+        .patch(
+            "hello",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"metadata": {"annotations": {"touched": "1"}}})),
+        )
+        .await?;
+    let deadline = tokio::time::Instant::now() + hostplug_e2e::TASK_TIMEOUT;
+    loop {
+        let hp = plugins.get("hello").await?;
+        if message(&hp).contains("sha256 mismatch") {
+            assert!(message(&hp).contains(&digest), "{}", message(&hp));
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no sha256 mismatch: {}",
+            message(&hp)
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // Its sha256 in spec.sha256: the plugin loads.
+    plugins
+        .patch(
+            "hello",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"sha256": digest}})),
+        )
+        .await?;
+    h.wait_plugin_ready("hello").await?;
+
     let image = format!("{EXAMPLE_REGISTRY}/{}", EXAMPLE_IMAGES[0]);
     assert!(
         dockers[0].image_id(&image)?.is_some(),

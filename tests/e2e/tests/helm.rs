@@ -11,7 +11,11 @@
 //! - `helm install` into the test cluster creates every object, and the operator,
 //!   running as the chart's ServiceAccount with the chart's RBAC, runs an example task to
 //!   the end; the console's ServiceAccount has the access the console needs; the rendering
-//!   with every option on is accepted by the API server (server-side dry run).
+//!   with every option on is accepted by the API server (server-side dry run);
+//! - non-default node socket paths (`worker.containerdSocket` as on k3s,
+//!   `worker.dockerSocket`) go from the values into the installed operator Deployment's
+//!   environment, and from there — the operator started with exactly that environment —
+//!   into the worker Pods' hostPath volumes.
 //!
 //! Needs `helm` from `tests/helm/build.sh` and `kubectl` from `tests/controlplane/build.sh`
 //! (both run by `make setup`).
@@ -24,7 +28,8 @@ use hostplug_api::crd::TaskState;
 use hostplug_e2e::{Harness, NAMESPACE, NODES, repo_root, state_of};
 use hostplug_testenv::controlplane::Binaries;
 use hostplug_testenv::helm::HelmChart;
-use k8s_openapi::api::core::v1::{Namespace, Node};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use kube::api::{DynamicObject, ListParams};
 use kube::core::GroupVersionKind;
 use kube::discovery::{self, Scope};
@@ -47,7 +52,7 @@ const HELM_ANNOTATION_PREFIXES: [&str; 2] = ["meta.helm.sh/", "helm.sh/"];
 
 /// Values turning every option of the chart on (or away from its default), for lint, the
 /// rendering checks and the server-side dry run.
-const ALL_OPTIONS: [(&str, &str); 25] = [
+const ALL_OPTIONS: [(&str, &str); 27] = [
     ("images.operator.tag", "1.2.3"),
     (
         "images.worker.repository",
@@ -73,6 +78,11 @@ const ALL_OPTIONS: [(&str, &str); 25] = [
     ("worker.podStartTimeoutSeconds", "60"),
     ("worker.idleSeconds", "0"),
     ("worker.startParallel", "10"),
+    (
+        "worker.containerdSocket",
+        "/var/snap/microk8s/common/run/containerd.sock",
+    ),
+    ("worker.dockerSocket", "/run/user/1000/docker.sock"),
     ("userRoles.enabled", "true"),
     ("console.tls.secretName", ""),
     ("console.persistence.enabled", "false"),
@@ -308,6 +318,11 @@ async fn values_do_what_values_yaml_says() -> anyhow::Result<()> {
         ("HOSTPLUG_WORKER_IDLE_SECONDS", "0"),
         ("HOSTPLUG_WORKER_START_PARALLEL", "10"),
         (
+            "HOSTPLUG_NODE_CONTAINERD_SOCKET",
+            "/var/snap/microk8s/common/run/containerd.sock",
+        ),
+        ("HOSTPLUG_NODE_DOCKER_SOCKET", "/run/user/1000/docker.sock"),
+        (
             "HOSTPLUG_SIGNATURE_KEYS",
             "/etc/hostplug/signature-keys/keys.pem",
         ),
@@ -428,11 +443,34 @@ async fn get_object(client: &Client, v: &Value) -> anyhow::Result<DynamicObject>
     Ok(api.get(name).await?)
 }
 
+/// The node socket paths the install test sets (k3s's containerd, a rootless Docker).
+const SOCKET_VALUES: [(&str, &str); 2] = [
+    (
+        "worker.containerdSocket",
+        "/run/k3s/containerd/containerd.sock",
+    ),
+    ("worker.dockerSocket", "/run/user/1000/docker.sock"),
+];
+
+/// The hostPath source of a worker Pod's volume `name`, if it has one.
+fn host_path_of(p: &Pod, name: &str) -> Option<String> {
+    p.spec
+        .as_ref()?
+        .volumes
+        .as_ref()?
+        .iter()
+        .find(|v| v.name == name)?
+        .host_path
+        .as_ref()
+        .map(|h| h.path.clone())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn helm_install_runs_hostplug() -> anyhow::Result<()> {
     let started = std::time::Instant::now();
-    // helm install of the default values, then the operator as the chart's ServiceAccount.
-    let h = Harness::start_helm(&[]).await?;
+    // helm install (default values but the node sockets), then the operator as the
+    // chart's ServiceAccount.
+    let mut h = Harness::start_helm(&SOCKET_VALUES).await?;
     eprintln!("install + operator ready: {:?}", started.elapsed());
     let (chart, _home) = chart()?;
 
@@ -441,7 +479,10 @@ async fn helm_install_runs_hostplug() -> anyhow::Result<()> {
         &chart.installed_manifest(&h.env, NAMESPACE).await?,
         "helm get manifest",
     )?;
-    let rendered = objects(&chart.template(NAMESPACE, &[]).await?, "helm template")?;
+    let rendered = objects(
+        &chart.template(NAMESPACE, &SOCKET_VALUES).await?,
+        "helm template",
+    )?;
     let tracked: Vec<&String> = manifest.keys().collect();
     let untracked: Vec<&String> = rendered
         .keys()
@@ -489,7 +530,7 @@ async fn helm_install_runs_hostplug() -> anyhow::Result<()> {
     let st = t.status.clone().unwrap_or_default();
     assert_eq!(state_of(&t), Some(TaskState::Succeeded), "{:?}", st.msg);
     for node in NODES {
-        let conf = std::fs::read_to_string(h.etc(node)?.join("chrony.conf"))?;
+        let conf = std::fs::read_to_string(h.etc(node)?.join("hostplug-example.conf"))?;
         assert!(
             conf.contains("server ntp.example.com iburst\n"),
             "{node}: {conf}"
@@ -541,6 +582,63 @@ async fn helm_install_runs_hostplug() -> anyhow::Result<()> {
         "the API server refused the rendering with every option on:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
+
+    // The socket values: in the installed Deployment's environment …
+    let deployment = Api::<Deployment>::namespaced(h.admin.clone(), NAMESPACE)
+        .get("hostplug-operator")
+        .await?;
+    let env: BTreeMap<String, String> = deployment
+        .spec
+        .and_then(|s| s.template.spec)
+        .and_then(|s| s.containers.into_iter().next())
+        .and_then(|c| c.env)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|e| Some((e.name, e.value?)))
+        .collect();
+    let sockets = [
+        ("HOSTPLUG_NODE_CONTAINERD_SOCKET", SOCKET_VALUES[0].1),
+        ("HOSTPLUG_NODE_DOCKER_SOCKET", SOCKET_VALUES[1].1),
+    ];
+    for (name, value) in sockets {
+        assert_eq!(env.get(name).map(String::as_str), Some(value), "{env:?}");
+    }
+    // … and the operator started with exactly those puts them into the worker Pods.
+    h.kill_operator().await?;
+    for (name, _) in sockets {
+        h.set_operator_env(name, &env[name]);
+    }
+    h.start_operator()?;
+    h.wait_plugin_ready("containerd-image").await?;
+    h.wait_plugin_ready("docker-image").await?;
+    h.apply(
+        "apiVersion: hostplug.dev/v1alpha1\nkind: HostTask\nmetadata: {name: sockets-containerd, namespace: hostplug-system}\nspec:\n  workers: [node1]\n  dryRun: true\n  http: {api: containerd-image, method: list}\n---\napiVersion: hostplug.dev/v1alpha1\nkind: HostTask\nmetadata: {name: sockets-docker, namespace: hostplug-system}\nspec:\n  workers: [node1]\n  dryRun: true\n  http: {api: docker-image, method: list}\n",
+    )
+    .await?;
+    // The worker Pods are made at once; on these simulated nodes they never start (no
+    // socket there), which does not matter: the Pod spec is what the operator made.
+    let pods: Api<Pod> = Api::namespaced(h.admin.clone(), NAMESPACE);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(120);
+    let (containerd, docker) = loop {
+        let list = pods
+            .list(&ListParams::default().labels("app.kubernetes.io/component=worker"))
+            .await?;
+        let found = |volume: &str| list.items.iter().find_map(|p| host_path_of(p, volume));
+        if let (Some(c), Some(d)) = (found("containerd"), found("docker")) {
+            break (c, d);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no containerd and docker workers: {:?}",
+            list.items
+                .iter()
+                .map(|p| p.metadata.name.clone())
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    };
+    assert_eq!(containerd, SOCKET_VALUES[0].1);
+    assert_eq!(docker, SOCKET_VALUES[1].1);
 
     h.shutdown().await?;
     eprintln!("helm e2e total: {:?}", started.elapsed());

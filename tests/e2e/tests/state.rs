@@ -121,8 +121,9 @@ async fn label_node(h: &Harness, node: &str, value: Option<&str>) -> anyhow::Res
     Ok(())
 }
 
+/// The file the HostState example (hoststate-chrony-enforce.yaml) owns.
 fn chrony(h: &Harness, node: &str) -> anyhow::Result<PathBuf> {
-    Ok(h.etc(node)?.join("chrony.conf"))
+    Ok(h.etc(node)?.join("hostplug-example.conf"))
 }
 
 const NTP_LINE: &str = "server ntp.example.com iburst";

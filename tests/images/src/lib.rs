@@ -711,6 +711,59 @@ impl ImageStore {
     }
 }
 
+/// An image archive written for loading into a cluster ([`ImageStore::export_all`]).
+#[derive(Debug, Clone)]
+pub struct ExportedImage {
+    /// The image's name and tag inside the archive (what the cluster's Pods name).
+    pub name: &'static str,
+    /// The archive: `<out>/<operator|web|worker>.tar`.
+    pub path: PathBuf,
+    /// Its size.
+    pub bytes: u64,
+    /// Whether the image came from the cache (nothing was built).
+    pub cached: bool,
+    /// How long building (or finding) and writing it took.
+    pub took: Duration,
+}
+
+impl ImageStore {
+    /// Builds all three images (or finds them in the cache) and writes each as
+    /// `<out>/<short name>.tar` — the cached docker archive, hard-linked when `out` is on
+    /// the same file system, else copied. A docker archive (what `docker save` writes):
+    /// it names the image in its `manifest.json` (`RepoTags`), which every loader reads,
+    /// and it is what the real-node tests import with `ctr images import`.
+    pub fn export_all(&self, binaries: &Binaries, out: &Path) -> Result<Vec<ExportedImage>> {
+        fs::create_dir_all(out).map_err(io_err(format!("creating {}", out.display())))?;
+        let mut exported = Vec::new();
+        for built in self.build_all(binaries)? {
+            let started = Instant::now();
+            let path = out.join(format!("{}.tar", built.image.short()));
+            let partial = path.with_extension("tar.partial");
+            let _ = fs::remove_file(&partial);
+            if fs::hard_link(&built.archive, &partial).is_err() {
+                fs::copy(&built.archive, &partial).map_err(io_err(format!(
+                    "copying {} to {}",
+                    built.archive.display(),
+                    partial.display()
+                )))?;
+            }
+            fs::rename(&partial, &path)
+                .map_err(io_err(format!("moving the archive to {}", path.display())))?;
+            let bytes = fs::metadata(&path)
+                .map_err(io_err(format!("reading {}", path.display())))?
+                .len();
+            exported.push(ExportedImage {
+                name: built.name,
+                path,
+                bytes,
+                cached: built.cached,
+                took: built.took + started.elapsed(),
+            });
+        }
+        Ok(exported)
+    }
+}
+
 /// A file (or an empty directory, `source: None`) of a build context.
 #[derive(Debug)]
 struct ContextInput {

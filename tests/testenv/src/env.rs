@@ -237,6 +237,19 @@ impl Environment {
             .expect("the control plane runs until shutdown consumes the environment")
     }
 
+    /// Crashes the API server and etcd, keeps them down for `down` and starts them again
+    /// with the same data ([`ControlPlane::restart_api_server`]); returns once the API
+    /// server is ready again.
+    pub async fn restart_api_server(&mut self, down: Duration) -> Result<()> {
+        match self.control_plane.as_mut() {
+            Some(cp) => cp.restart_api_server(down).await,
+            None => Err(Error::io(
+                "restarting the API server",
+                std::io::Error::other("the environment was shut down"),
+            )),
+        }
+    }
+
     /// The node simulator, unless the environment runs the control plane only.
     pub fn node_simulator(&self) -> Option<&NodeSimulator> {
         self.nodes.as_ref()

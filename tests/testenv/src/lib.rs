@@ -23,12 +23,15 @@
 //!   for the e2e harness and `make dev`.
 //! - [`helm`] renders, lints and installs the Helm chart (`deploy/helm/hostplug`) into an
 //!   environment.
+//! - [`faults`] injects faults into a node (a full disk under its `/etc`);
+//!   [`Environment::restart_api_server`] crashes and restarts the API server and etcd.
 //!
 //! Nothing here is mocked, and nothing here may touch a real cluster: every client is built
 //! from a kubeconfig this crate wrote for its own control plane.
 
 pub mod controlplane;
 pub mod env;
+pub mod faults;
 pub mod helm;
 pub mod hostplug;
 pub mod netpol;

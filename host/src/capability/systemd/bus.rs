@@ -149,27 +149,35 @@ pub(crate) struct Bus {
     conn: zbus::Connection,
 }
 
+/// Opens a connection to the system bus at `socket` (EXTERNAL authentication as this
+/// process's user): the one connect both the plugins' [`Bus`] and the operator's
+/// [`super::power`] use. A missing socket or a failed handshake is `failed` naming it.
+pub(super) async fn open(socket: &Path) -> Result<zbus::Connection, CapabilityError> {
+    let stream = tokio::net::UnixStream::connect(socket).await.map_err(|e| {
+        CapabilityError::failed(format!(
+            "cannot reach the D-Bus system bus socket {}: {e} (is the node's \
+             /run/dbus mounted into this worker, and is dbus running?)",
+            socket.display()
+        ))
+    })?;
+    zbus::connection::Builder::unix_stream(stream)
+        .build()
+        .await
+        .map_err(|e| {
+            CapabilityError::failed(format!(
+                "D-Bus handshake on {} failed: {e}",
+                socket.display()
+            ))
+        })
+}
+
 impl Bus {
     /// Connects to the bus socket `socket` (EXTERNAL authentication as this process's
     /// user). A missing socket is `failed` naming it.
     pub(crate) async fn connect(socket: &Path) -> Result<Self, CapabilityError> {
-        let stream = tokio::net::UnixStream::connect(socket).await.map_err(|e| {
-            CapabilityError::failed(format!(
-                "cannot reach the D-Bus system bus socket {}: {e} (is the node's \
-                 /run/dbus mounted into this worker, and is dbus running?)",
-                socket.display()
-            ))
-        })?;
-        let conn = zbus::connection::Builder::unix_stream(stream)
-            .build()
-            .await
-            .map_err(|e| {
-                CapabilityError::failed(format!(
-                    "D-Bus handshake on {} failed: {e}",
-                    socket.display()
-                ))
-            })?;
-        Ok(Self { conn })
+        Ok(Self {
+            conn: open(socket).await?,
+        })
     }
 
     /// Calls `interface.member` on `path` of systemd with `body`, after [`check_method`].

@@ -20,21 +20,7 @@ pub const REBOOT_MEMBER: &str = "Reboot";
 /// `systemctl reboot` does: systemd queues `reboot.target`, stops the units in order and
 /// reboots. Returns once systemd accepted the request; the node goes down after.
 pub async fn reboot(socket: &Path) -> Result<(), CapabilityError> {
-    let stream = tokio::net::UnixStream::connect(socket).await.map_err(|e| {
-        CapabilityError::failed(format!(
-            "cannot reach the D-Bus system bus socket {}: {e}",
-            socket.display()
-        ))
-    })?;
-    let conn = zbus::connection::Builder::unix_stream(stream)
-        .build()
-        .await
-        .map_err(|e| {
-            CapabilityError::failed(format!(
-                "D-Bus handshake on {} failed: {e}",
-                socket.display()
-            ))
-        })?;
+    let conn = super::bus::open(socket).await?;
     conn.call_method(
         Some(DESTINATION),
         MANAGER_PATH,

@@ -34,8 +34,10 @@ pub const CONTROL_PLANE_NODE: &str = "real1";
 pub const INSTALL_TIMEOUT: Duration = Duration::from_secs(240);
 /// How long a task may take to end: 3 min.
 pub const TASK_TIMEOUT: Duration = Duration::from_secs(180);
-/// The line the chrony examples add.
+/// The line the ensure-line examples add.
 pub const NTP_LINE: &str = "server ntp.example.com iburst";
+/// The file the ensure-line examples own (they create it: no node needs it beforehand).
+pub const EXAMPLE_FILE: &str = "hostplug-example.conf";
 /// The chrony configuration each node starts with (a node with chrony installed).
 pub const CHRONY_CONF: &str = "# chrony of a test node\npool 2.debian.pool.ntp.org iburst\n";
 
@@ -185,7 +187,8 @@ impl RealCluster {
     }
 
     /// `ensure-line-all-nodes.yaml` (new workers that may write /etc): Succeeded with
-    /// exactly the NTP line added to every node's chrony.conf, nothing else changed, the
+    /// exactly the example's file created with the NTP line on every node, nothing else
+    /// changed (chrony.conf included), the
     /// write workers confined as their Pod spec says. Returns how long apply → Succeeded
     /// took and the worker Pod of each node.
     pub async fn ensure_line_on_every_node(
@@ -211,16 +214,12 @@ impl RealCluster {
         let expected: Vec<(String, String)> = self
             .nodes
             .iter()
-            .map(|n| (n.clone(), "chrony.conf".to_owned()))
+            .map(|n| (n.clone(), EXAMPLE_FILE.to_owned()))
             .collect();
         ensure!(changed_files(&before, &snapshot(env)?) == expected);
         for node in env.real_nodes() {
-            let conf = std::fs::read_to_string(node.etc_dir().join("chrony.conf"))?;
-            ensure!(
-                conf == format!("{CHRONY_CONF}{NTP_LINE}\n"),
-                "{}: {conf}",
-                node.name()
-            );
+            let conf = std::fs::read_to_string(node.etc_dir().join(EXAMPLE_FILE))?;
+            ensure!(conf == format!("{NTP_LINE}\n"), "{}: {conf}", node.name());
         }
         let mut workers = BTreeMap::new();
         for n in &st.nodes {

@@ -73,6 +73,9 @@ pub struct ControlPlane {
     /// In start order: etcd, kube-apiserver, kube-controller-manager, kube-scheduler.
     /// Stopped in reverse.
     processes: Vec<ManagedProcess>,
+    /// How each process was started (name, program, arguments), in the same order: what
+    /// [`ControlPlane::restart_api_server`] starts again.
+    commands: Vec<(String, PathBuf, Vec<String>)>,
 }
 
 impl ControlPlane {
@@ -149,6 +152,7 @@ impl ControlPlane {
             pki,
             admin_kubeconfig,
             processes: Vec::new(),
+            commands: Vec::new(),
         };
 
         // etcd: plain HTTP on loopback, no fsync (the data is thrown away anyway).
@@ -268,7 +272,44 @@ impl ControlPlane {
         let log = self.dir.join("logs").join(format!("{name}.log"));
         let p = ManagedProcess::spawn(name, program, args, &[], &log)?;
         self.processes.push(p);
+        self.commands
+            .push((name.to_owned(), program.to_owned(), args.to_vec()));
         Ok(())
+    }
+
+    /// The API server and its etcd crash and come back, as after a power cut of a
+    /// single-node control plane: both are killed (SIGKILL, API server first), stay down
+    /// for `down`, then start again with the same data, ports, certificates and logs
+    /// (appended), and this returns once the API server is ready. Clients see refused
+    /// connections meanwhile and their watches end; the controller manager, the scheduler
+    /// and the node simulator keep running and reconnect by themselves.
+    pub async fn restart_api_server(&mut self, down: Duration) -> Result<()> {
+        const RESTARTED: [&str; 2] = ["kube-apiserver", "etcd"];
+        for name in RESTARTED {
+            if let Some(p) = self.processes.iter_mut().find(|p| p.name() == name) {
+                p.kill();
+            }
+        }
+        tokio::time::sleep(down).await;
+        for name in RESTARTED.iter().rev() {
+            let (i, (_, program, args)) = self
+                .commands
+                .iter()
+                .enumerate()
+                .find(|(_, (n, _, _))| n == name)
+                .ok_or_else(|| {
+                    Error::io(
+                        format!("restarting {name}"),
+                        std::io::Error::other("it was never started"),
+                    )
+                })?;
+            let log = self.dir.join("logs").join(format!("{name}.log"));
+            let p = ManagedProcess::spawn(name, program, args, &[], &log)?;
+            // The killed process is reaped already; dropping it signals nothing.
+            self.processes[i] = p;
+        }
+        let admin = self.admin_client().await?;
+        self.wait_until_ready(&admin).await
     }
 
     /// Err when any process has ended.
