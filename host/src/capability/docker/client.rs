@@ -291,7 +291,7 @@ mod tests {
         assert_eq!(count.load(Ordering::SeqCst), 1);
         // The login check stores nothing: a read-only call may send it.
         let r = dry
-            .request("POST", "/auth", Some(b"{}"), deadline())
+            .request("POST", "/auth", None, deadline())
             .expect("a login check in a read-only call");
         assert_eq!(r.status, 200);
         assert_eq!(count.load(Ordering::SeqCst), 2);

@@ -31,7 +31,9 @@ use crate::capability::CapabilityError;
 /// configuration files `config.yaml` and `config.yaml.d/` (they hold the cluster join
 /// `token`, `agent-token` and datastore credentials), and the node password
 /// (`rancher/node/password`, with which a node proves it is the node it registered as).
-/// For containerd and docker: the registry client keys in `certs.d/*/` (`*.key`).
+/// For containerd and docker: the registry client keys in `certs.d/<host>/` (`*.key`;
+/// one level, the layout both use, so renames beside them, such as an atomic replace of
+/// `hosts.toml`, stay possible).
 /// Kubernetes encryption-at-rest configurations (their `secret:` fields decrypt every
 /// Secret in etcd), under the names kubeadm setups and the Kubernetes docs use
 /// (`/etc/kubernetes/enc/`, `/etc/kubernetes/encryption*`; RKE2 and k3s keep theirs
@@ -55,8 +57,8 @@ pub const DEFAULT_DENY: &[&str] = &[
     "/etc/rancher/k3s/config.yaml.d/**",
     "/etc/rancher/rke2/config.yaml.d/**",
     "/etc/rancher/node/password",
-    "/etc/containerd/certs.d/**/*.key",
-    "/etc/docker/certs.d/**/*.key",
+    "/etc/containerd/certs.d/*/*.key",
+    "/etc/docker/certs.d/*/*.key",
     "/etc/kubernetes/encryption*",
     "/etc/kubernetes/enc/**",
 ];
@@ -251,7 +253,11 @@ impl EtcPolicy {
     pub(crate) fn check_tree(&self, rel: &Path, dir: bool) -> Result<(), CapabilityError> {
         self.check(rel, Access::Write)?;
         let parts = rel_components(rel);
-        if dir && !self.write_cover.iter().all(|l| covers_tree(l, &parts)) {
+        // A file holds nothing below it.
+        if !dir {
+            return Ok(());
+        }
+        if !self.write_cover.iter().all(|l| covers_tree(l, &parts)) {
             return Err(CapabilityError::denied(format!(
                 "{}: the directory holds paths outside the /etc paths this call may write; \
                  the host refuses to move or remove it",
@@ -465,6 +471,14 @@ mod tests {
         for tree in ["default", "kubernetes/addons", "ssh/sshd_config.d"] {
             assert!(p.check_tree(Path::new(tree), true).is_ok(), "{tree}");
         }
+        // A file beside sensitive ones moves (an atomic replace of hosts.toml); the
+        // directory holding client keys does not.
+        let tmp = "containerd/certs.d/registry.example/.hosts.toml.tmp";
+        assert!(p.check_tree(Path::new(tmp), false).is_ok());
+        assert!(
+            p.check_tree(Path::new("containerd/certs.d/registry.example"), true)
+                .is_err()
+        );
     }
 
     #[test]
