@@ -368,18 +368,40 @@ pub struct AccessProfile {
     /// actions. Which units and actions comes with each call, from its HostPlugin.
     #[serde(default)]
     pub systemd: SystemdAccess,
+    /// Whether docker and containerd may change images (pull, tag, remove, push, load,
+    /// save to the archive directory). False: reads only (list, inspect), the host
+    /// refuses everything else — a dry run, or a method whose `describe` does not declare
+    /// it mutating. Decided by the operator from the plugin's method metadata
+    /// ([`for_call`](Self::for_call)), never by the plugin at call time. Meaningless
+    /// without `docker` or `containerd` (always false then).
+    #[serde(default)]
+    pub image_writes: bool,
+    /// Whether the call may be allowed sensitive /etc paths (its HostPlugin names some
+    /// in `etcAllowSensitive`). Only a worker Pod made for such calls honours the
+    /// allowances a request carries, so no request widens an ordinary worker's
+    /// sensitive-path list. Meaningless without /etc (always false then).
+    #[serde(default)]
+    pub etc_sensitive: bool,
 }
 
 impl AccessProfile {
-    /// The access of one call of a plugin with `caps`: its grant, but /etc read-only and
-    /// systemd for reads only in a dry run and for a method that does not change the node.
+    /// The access of one call of a plugin with `caps`: its grant, but /etc read-only,
+    /// docker and containerd for reads only and systemd for reads only in a dry run and
+    /// for a method that does not change the node.
     pub fn for_call(caps: &Capabilities, dry_run: bool, mutates: bool) -> Self {
         Self {
             etc: caps.etc.for_run(dry_run || !mutates),
             docker: caps.docker,
             containerd: caps.containerd,
             systemd: SystemdAccess::for_call(caps.systemd.is_some(), dry_run, mutates),
+            image_writes: (caps.docker || caps.containerd) && !dry_run && mutates,
+            etc_sensitive: caps.etc != EtcAccess::None && !caps.etc_allow_sensitive.is_empty(),
         }
+    }
+
+    /// Whether docker and containerd are for reads only in calls with this access.
+    pub fn image_reads_only(self) -> bool {
+        !self.image_writes
     }
 
     /// The least profile that grants everything `self` and `other` do: the worker of a
@@ -390,6 +412,8 @@ impl AccessProfile {
             docker: self.docker || other.docker,
             containerd: self.containerd || other.containerd,
             systemd: self.systemd.max(other.systemd),
+            image_writes: self.image_writes || other.image_writes,
+            etc_sensitive: self.etc_sensitive || other.etc_sensitive,
         }
     }
 
@@ -401,11 +425,23 @@ impl AccessProfile {
             docker: self.docker && other.docker,
             containerd: self.containerd && other.containerd,
             systemd: self.systemd.min(other.systemd),
+            image_writes: self.image_writes && other.image_writes,
+            etc_sensitive: self.etc_sensitive && other.etc_sensitive,
         }
+        .normalised()
+    }
+
+    /// `image_writes` only with a container runtime socket, `etc_sensitive` only with
+    /// /etc (one profile, one label).
+    fn normalised(mut self) -> Self {
+        self.image_writes &= self.docker || self.containerd;
+        self.etc_sensitive &= self.etc != EtcAccess::None;
+        self
     }
 
     /// Whether calls with this access may change the node (/etc writable, a socket of a
-    /// container runtime, or systemd's actions): such calls take the node lock.
+    /// container runtime, or systemd's actions): such calls take the node lock. A
+    /// runtime socket for reads only counts too: the worker Pod has the whole socket.
     pub fn may_change_node(self) -> bool {
         self.etc == EtcAccess::Write
             || self.docker
@@ -414,14 +450,22 @@ impl AccessProfile {
     }
 
     /// The label value (`hostplug.dev/profile`), e.g. `etc-write`, `etc-none-docker`,
-    /// `etc-none-containerd`, `etc-write-systemd` or `etc-read-systemd-read`.
+    /// `etc-none-docker-images-read` (docker for reads only), `etc-none-containerd`,
+    /// `etc-write-systemd`, `etc-read-sensitive` (allowed sensitive paths honoured) or
+    /// `etc-read-systemd-read`.
     pub fn label(self) -> String {
         let mut label = format!("etc-{}", self.etc);
+        if self.etc_sensitive && self.etc != EtcAccess::None {
+            label.push_str("-sensitive");
+        }
         if self.docker {
             label.push_str("-docker");
         }
         if self.containerd {
             label.push_str("-containerd");
+        }
+        if (self.docker || self.containerd) && !self.image_writes {
+            label.push_str("-images-read");
         }
         match self.systemd {
             SystemdAccess::None => {}
@@ -440,6 +484,10 @@ impl AccessProfile {
         } else {
             (s, SystemdAccess::None)
         };
+        let (s, images_read) = match s.strip_suffix("-images-read") {
+            Some(rest) => (rest, true),
+            None => (s, false),
+        };
         let (s, containerd) = match s.strip_suffix("-containerd") {
             Some(rest) => (rest, true),
             None => (s, false),
@@ -448,12 +496,21 @@ impl AccessProfile {
             Some(rest) => (rest, true),
             None => (s, false),
         };
-        let etc = etc.strip_prefix("etc-")?.parse().ok()?;
+        let (etc, etc_sensitive) = match etc.strip_suffix("-sensitive") {
+            Some(rest) => (rest, true),
+            None => (etc, false),
+        };
+        let etc: EtcAccess = etc.strip_prefix("etc-")?.parse().ok()?;
+        if (images_read && !(docker || containerd)) || (etc_sensitive && etc == EtcAccess::None) {
+            return None;
+        }
         Some(Self {
             etc,
             docker,
             containerd,
             systemd,
+            image_writes: (docker || containerd) && !images_read,
+            etc_sensitive,
         })
     }
 }
@@ -549,13 +606,19 @@ mod tests {
             for docker in [false, true] {
                 for containerd in [false, true] {
                     for systemd in SystemdAccess::ALL {
-                        let p = AccessProfile {
-                            etc,
-                            docker,
-                            containerd,
-                            systemd,
-                        };
-                        assert_eq!(AccessProfile::from_label(&p.label()), Some(p), "{p}");
+                        for (image_writes, etc_sensitive) in
+                            [(false, false), (true, false), (false, true), (true, true)]
+                        {
+                            let p = AccessProfile {
+                                etc,
+                                docker,
+                                containerd,
+                                systemd,
+                                image_writes: image_writes && (docker || containerd),
+                                etc_sensitive: etc_sensitive && etc != EtcAccess::None,
+                            };
+                            assert_eq!(AccessProfile::from_label(&p.label()), Some(p), "{p}");
+                        }
                     }
                 }
             }
@@ -566,10 +629,14 @@ mod tests {
                 docker: true,
                 containerd: false,
                 systemd: SystemdAccess::None,
+                image_writes: true,
+                etc_sensitive: true,
             }
             .label(),
-            "etc-write-docker"
+            "etc-write-sensitive-docker"
         );
+        assert_eq!(AccessProfile::from_label("etc-none-sensitive"), None);
+        assert_eq!(AccessProfile::from_label("etc-none-images-read"), None);
         assert_eq!(AccessProfile::from_label("etc-all"), None);
         assert_eq!(AccessProfile::from_label("write"), None);
     }
@@ -594,6 +661,37 @@ mod tests {
             EtcAccess::Read
         );
         assert!(AccessProfile::for_call(&caps, true, true).docker);
+    }
+
+    /// Docker and containerd change images only in a call of a mutating method that is
+    /// not a dry run; the operator decides from the method's declaration.
+    #[test]
+    fn a_call_gets_image_writes_only_when_it_may_change_the_node() {
+        let caps = Capabilities {
+            docker: true,
+            containerd: true,
+            ..Capabilities::default()
+        };
+        let run = |dry_run, mutates| AccessProfile::for_call(&caps, dry_run, mutates);
+        assert!(run(false, true).image_writes);
+        assert!(run(true, true).image_reads_only(), "dry run");
+        assert!(run(false, false).image_reads_only(), "read-only method");
+        assert_eq!(
+            run(false, false).label(),
+            "etc-none-docker-containerd-images-read"
+        );
+        assert_eq!(run(false, true).label(), "etc-none-docker-containerd");
+        // A call narrows the worker's union to its own: reads only stay reads only.
+        assert!(
+            run(false, true)
+                .intersect(run(false, false))
+                .image_reads_only()
+        );
+        assert!(run(false, false).union(run(false, true)).image_writes);
+        assert!(
+            !AccessProfile::for_call(&Capabilities::default(), false, true).image_writes,
+            "no socket, nothing to write with"
+        );
     }
 
     /// The bus socket only for a plugin declaring systemd; its actions only in a call

@@ -162,6 +162,92 @@ pub struct Capabilities {
     /// socket, every `systemd` call refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub systemd: Option<SystemdCapability>,
+    /// The /etc paths the `etc` capability covers, as globs relative to /etc
+    /// (`chrony.conf`, `chrony/**`; `*` and `?` inside one component, `**` any number of
+    /// components). Empty (the default): all of /etc outside the host's sensitive paths.
+    /// The host enforces them on every path the plugin opens, creates, renames or
+    /// removes, where it really is (links and `..` resolved); directories on the way to
+    /// a covered path can be opened and list only what leads to covered paths.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_ETC_PATHS))]
+    pub etc_paths: Vec<String>,
+    /// Sensitive paths (on the host's deny list, e.g. `rancher/k3s/k3s.yaml`) this
+    /// plugin may use anyway: each one exact path relative to /etc, no wildcards, so an
+    /// allowance never widens to the whole list. Still subject to `etcPaths` and to
+    /// HostTaskPolicies.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_ETC_PATHS))]
+    pub etc_allow_sensitive: Vec<String>,
+}
+
+/// Most patterns in one /etc path list (`etcPaths`, `etcAllowSensitive`, a policy's
+/// `etc.paths`/`etc.writePaths`): 64. A plugin covers a handful of files; the host checks
+/// every path a plugin touches against each list, so the bound keeps that cheap.
+pub const MAX_ETC_PATHS: usize = 64;
+
+/// Longest /etc path pattern: 256 bytes, far above any real configuration path.
+pub const MAX_ETC_PATH_BYTES: usize = 256;
+
+/// Checks one /etc path pattern (relative to /etc, `/`-separated, no empty, `.` or `..`
+/// component, `**` only as a whole component); `exact` also refuses wildcards. The
+/// error says what is wrong, for `field: …`.
+pub fn check_etc_pattern(pattern: &str, exact: bool) -> Result<(), String> {
+    if pattern.is_empty() {
+        return Err("is empty".into());
+    }
+    if pattern.len() > MAX_ETC_PATH_BYTES {
+        return Err(format!("is longer than {MAX_ETC_PATH_BYTES} bytes"));
+    }
+    if pattern.starts_with('/') {
+        return Err(format!(
+            "{pattern:?} is absolute; write it relative to /etc (e.g. {:?})",
+            pattern
+                .trim_start_matches('/')
+                .strip_prefix("etc/")
+                .unwrap_or("chrony.conf")
+        ));
+    }
+    if pattern.chars().any(char::is_control) {
+        return Err(format!("{pattern:?} has a control character"));
+    }
+    for part in pattern.split('/') {
+        if part.is_empty() || part == "." || part == ".." {
+            return Err(format!("{pattern:?} has an empty, '.' or '..' component"));
+        }
+        if exact && part.contains(['*', '?']) {
+            return Err(format!(
+                "{pattern:?} has a wildcard; name one exact path (an allowance never \
+                 covers more than the file it names)"
+            ));
+        }
+        if part.contains("**") && part != "**" {
+            return Err(format!(
+                "{pattern:?}: '**' must be a whole path component (e.g. \"chrony/**\")"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Checks an /etc path list under `field` (e.g. `spec.capabilities.etcPaths`): at most
+/// [`MAX_ETC_PATHS`] patterns, each valid; the error names the entry
+/// (`spec.capabilities.etcPaths[0]`).
+pub fn check_etc_patterns(
+    field: &str,
+    patterns: &[String],
+    exact: bool,
+) -> Result<(), crate::call::Invalid> {
+    if patterns.len() > MAX_ETC_PATHS {
+        return Err(crate::call::Invalid::new(
+            field,
+            format!("has {} entries; at most {MAX_ETC_PATHS}", patterns.len()),
+        ));
+    }
+    for (i, p) in patterns.iter().enumerate() {
+        check_etc_pattern(p, exact)
+            .map_err(|why| crate::call::Invalid::new(format!("{field}[{i}]"), why))?;
+    }
+    Ok(())
 }
 
 impl Capabilities {
@@ -171,7 +257,88 @@ impl Capabilities {
         if let Some(systemd) = &self.systemd {
             systemd.validate(&format!("{field}.systemd"))?;
         }
+        check_etc_patterns(&format!("{field}.etcPaths"), &self.etc_paths, false)?;
+        check_etc_patterns(
+            &format!("{field}.etcAllowSensitive"),
+            &self.etc_allow_sensitive,
+            true,
+        )?;
+        if self.etc == EtcAccess::None
+            && !(self.etc_paths.is_empty() && self.etc_allow_sensitive.is_empty())
+        {
+            let which = if self.etc_paths.is_empty() {
+                "etcAllowSensitive"
+            } else {
+                "etcPaths"
+            };
+            return Err(crate::call::Invalid::new(
+                format!("{field}.{which}"),
+                "is set but etc is none; declare etc: read or etc: write",
+            ));
+        }
         Ok(())
+    }
+}
+
+/// The /etc paths one call may reach, beyond its [`EtcAccess`]: computed by the
+/// operator in one place ([`EtcScope::for_call`]) from the HostPlugin's declaration and
+/// the HostTaskPolicies that allow the call, sent with the call, and enforced by the
+/// host on every path the plugin uses, together with the host's sensitive-path list.
+///
+/// Patterns are relative to /etc, as in `spec.capabilities.etcPaths`. A path may be read
+/// when every list of `read` covers it (or leads to something it covers: directories on
+/// the way), written when every list of `write` covers it; no list: no narrowing.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct EtcScope {
+    /// Lists that each must cover a path for it to be read.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub read: Vec<Vec<String>>,
+    /// Lists that each must cover a path for it to be written (created, changed,
+    /// renamed, removed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub write: Vec<Vec<String>>,
+    /// Patterns never written in this call, on top of the host's own list (a policy's
+    /// `excludeRootEquivalent`: [`crate::policy::ROOT_EQUIVALENT_WRITES`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deny_write: Vec<String>,
+    /// Exact sensitive paths this call may use anyway (the HostPlugin's
+    /// `etcAllowSensitive`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_sensitive: Vec<String>,
+}
+
+impl EtcScope {
+    /// The scope of one call of a plugin with `caps` that `policy` allows (`None`: no
+    /// policy applies, e.g. the operator's own namespace). The only place that combines
+    /// them.
+    pub fn for_call(caps: &Capabilities, policy: Option<&crate::policy::EtcPathGrant>) -> Self {
+        let mut scope = Self::default();
+        if !caps.etc_paths.is_empty() {
+            scope.read.push(caps.etc_paths.clone());
+            scope.write.push(caps.etc_paths.clone());
+        }
+        if let Some(grant) = policy {
+            if let Some(read) = &grant.read {
+                scope.read.push(read.clone());
+            }
+            if let Some(write) = &grant.write {
+                scope.write.push(write.clone());
+            }
+            if grant.exclude_root_equivalent {
+                scope.deny_write = crate::policy::ROOT_EQUIVALENT_WRITES
+                    .iter()
+                    .map(|s| (*s).to_owned())
+                    .collect();
+            }
+        }
+        scope.allow_sensitive = caps.etc_allow_sensitive.clone();
+        scope
+    }
+
+    /// True when this scope narrows nothing and allows nothing extra.
+    pub fn is_unrestricted(&self) -> bool {
+        *self == Self::default()
     }
 }
 
@@ -192,6 +359,16 @@ impl fmt::Display for Capabilities {
         if let Some(systemd) = &self.systemd {
             write!(f, ",systemd={systemd}")?;
         }
+        if !self.etc_paths.is_empty() {
+            write!(f, ",etcPaths={}", self.etc_paths.join("|"))?;
+        }
+        if !self.etc_allow_sensitive.is_empty() {
+            write!(
+                f,
+                ",etcAllowSensitive={}",
+                self.etc_allow_sensitive.join("|")
+            )?;
+        }
         Ok(())
     }
 }
@@ -204,7 +381,7 @@ impl FromStr for Capabilities {
         let invalid = || Error::InvalidValue {
             what: "capabilities",
             input: s.chars().take(80).collect(),
-            expected: "etc=<none|read|write>,docker=<true|false>[,containerd=<true|false>][,registryAuth=<true|false>][,systemd=<unit>|…:<action>|…]",
+            expected: "etc=<none|read|write>,docker=<true|false>[,containerd=<true|false>][,registryAuth=<true|false>][,systemd=<unit>|…:<action>|…][,etcPaths=<glob>|…][,etcAllowSensitive=<path>|…]",
         };
         let mut caps = Self::default();
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -216,6 +393,10 @@ impl FromStr for Capabilities {
                 }
                 Some(("containerd", v)) => caps.containerd = v.parse().map_err(|_| invalid())?,
                 Some(("systemd", v)) => caps.systemd = Some(v.parse()?),
+                Some(("etcPaths", v)) => caps.etc_paths = v.split('|').map(String::from).collect(),
+                Some(("etcAllowSensitive", v)) => {
+                    caps.etc_allow_sensitive = v.split('|').map(String::from).collect();
+                }
                 _ => return Err(invalid()),
             }
         }
@@ -293,6 +474,87 @@ impl fmt::Display for PluginInfo {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Each bad /etc path names its field and entry.
+    #[test]
+    fn etc_paths_are_validated_naming_the_entry() {
+        let caps = |paths: &[&str], sensitive: &[&str]| Capabilities {
+            etc: EtcAccess::Read,
+            etc_paths: paths.iter().map(|s| (*s).to_owned()).collect(),
+            etc_allow_sensitive: sensitive.iter().map(|s| (*s).to_owned()).collect(),
+            ..Capabilities::default()
+        };
+        let field = |c: Capabilities| c.validate("spec.capabilities").err().map(|e| e.field);
+        assert_eq!(field(caps(&["chrony.conf", "chrony/**"], &[])), None);
+        for (bad, at) in [
+            (&["/etc/chrony.conf"][..], "spec.capabilities.etcPaths[0]"),
+            (&["ok", "a/../shadow"], "spec.capabilities.etcPaths[1]"),
+            (&["a//b"], "spec.capabilities.etcPaths[0]"),
+            (&["a**"], "spec.capabilities.etcPaths[0]"),
+            (&[""], "spec.capabilities.etcPaths[0]"),
+        ] {
+            assert_eq!(field(caps(bad, &[])), Some(at.to_owned()), "{bad:?}");
+        }
+        let e = caps(&["/etc/chrony.conf"], &[])
+            .validate("spec.capabilities")
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            e.as_deref()
+                .is_some_and(|e| e.contains("relative to /etc") && e.contains("\"chrony.conf\"")),
+            "{e:?}"
+        );
+        assert_eq!(field(caps(&[], &["rancher/k3s/k3s.yaml"])), None);
+        for bad in ["kubernetes/*.conf", "**", "kubernetes/pki/**", "shado?"] {
+            assert_eq!(
+                field(caps(&[], &["ok", bad])),
+                Some("spec.capabilities.etcAllowSensitive[1]".to_owned()),
+                "{bad}"
+            );
+        }
+        let none = Capabilities {
+            etc: EtcAccess::None,
+            ..caps(&["chrony.conf"], &[])
+        };
+        assert_eq!(field(none), Some("spec.capabilities.etcPaths".to_owned()));
+        let many: Vec<String> = (0..=MAX_ETC_PATHS).map(|i| format!("f{i}")).collect();
+        let long = Capabilities {
+            etc_paths: many,
+            ..caps(&[], &[])
+        };
+        assert_eq!(field(long), Some("spec.capabilities.etcPaths".to_owned()));
+    }
+
+    /// The plugin's declaration and every policy list narrow; allowances come from the
+    /// plugin only.
+    #[test]
+    fn a_calls_scope_combines_plugin_and_policy() {
+        let caps = Capabilities {
+            etc: EtcAccess::Write,
+            etc_paths: vec!["chrony/**".into()],
+            etc_allow_sensitive: vec!["rancher/k3s/k3s.yaml".into()],
+            ..Capabilities::default()
+        };
+        assert_eq!(
+            EtcScope::for_call(&caps, None),
+            EtcScope {
+                read: vec![vec!["chrony/**".into()]],
+                write: vec![vec!["chrony/**".into()]],
+                deny_write: vec![],
+                allow_sensitive: vec!["rancher/k3s/k3s.yaml".into()],
+            }
+        );
+        let grant = crate::policy::EtcPathGrant {
+            read: Some(vec!["chrony/chrony.conf".into()]),
+            write: Some(vec![]),
+            exclude_root_equivalent: true,
+        };
+        let s = EtcScope::for_call(&caps, Some(&grant));
+        assert_eq!(s.read.len(), 2);
+        assert_eq!(s.write[1], Vec::<String>::new(), "nothing writable");
+        assert!(s.deny_write.iter().any(|p| p == "sudoers"));
+        assert!(EtcScope::for_call(&Capabilities::default(), None).is_unrestricted());
+    }
 
     #[test]
     fn digest_display_and_parse_round_trip() -> Result<(), Error> {
@@ -381,6 +643,17 @@ mod tests {
             "etc=write,docker=false,systemd=chrony.service|hostplug-*.service:status|restart"
         );
         assert_eq!(units.to_string().parse::<Capabilities>()?, units);
+        let scoped = Capabilities {
+            etc: EtcAccess::Read,
+            etc_paths: vec!["chrony.conf".into(), "chrony/**".into()],
+            etc_allow_sensitive: vec!["rancher/k3s/k3s.yaml".into()],
+            ..Capabilities::default()
+        };
+        assert_eq!(
+            scoped.to_string(),
+            "etc=read,docker=false,etcPaths=chrony.conf|chrony/**,etcAllowSensitive=rancher/k3s/k3s.yaml"
+        );
+        assert_eq!(scoped.to_string().parse::<Capabilities>()?, scoped);
         let json: Capabilities = serde_json::from_value(serde_json::json!({
             "etc": "write",
             "systemd": {"units": ["chrony.service"], "actions": ["status", "try-reload-or-restart"]}

@@ -90,7 +90,151 @@ pub struct HostTaskPolicySpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = MAX_POLICY_LIST))]
     pub secrets: Vec<String>,
+    /// Narrows the /etc paths these namespaces' tasks may read and write, below what each
+    /// plugin's HostPlugin covers. Absent: everything the plugins cover.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etc: Option<EtcPathRule>,
 }
+
+/// The /etc paths a policy lets its tasks reach (`spec.etc`). Patterns are relative to
+/// /etc, as in a HostPlugin's `spec.capabilities.etcPaths` (`*`, `?`, `**`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct EtcPathRule {
+    /// Paths the tasks may read (and write, unless `writePaths` says otherwise).
+    /// Absent: every path their plugins cover.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = crate::plugin::MAX_ETC_PATHS))]
+    pub paths: Option<Vec<String>>,
+    /// Paths the tasks may write (create, change, rename, remove); `[]`: none. Absent:
+    /// `paths`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = crate::plugin::MAX_ETC_PATHS))]
+    pub write_paths: Option<Vec<String>>,
+    /// Refuse writes to the root-equivalent paths ([`ROOT_EQUIVALENT_WRITES`]: cron,
+    /// systemd units, sudoers, passwd and shadow, ld.so.preload, profile.d, PAM, ...),
+    /// whatever `paths` and the plugins cover. Writing any of them is root on the node.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub exclude_root_equivalent: bool,
+}
+
+impl EtcPathRule {
+    /// Checks every pattern; the error names the entry (`spec.etc.paths[0]`).
+    pub fn validate(&self) -> Result<(), Invalid> {
+        if let Some(p) = &self.paths {
+            crate::plugin::check_etc_patterns("spec.etc.paths", p, false)?;
+        }
+        if let Some(p) = &self.write_paths {
+            crate::plugin::check_etc_patterns("spec.etc.writePaths", p, false)?;
+        }
+        Ok(())
+    }
+
+    /// What this rule grants.
+    pub fn grant(&self) -> EtcPathGrant {
+        EtcPathGrant {
+            read: self.paths.clone(),
+            write: self.write_paths.clone().or_else(|| self.paths.clone()),
+            exclude_root_equivalent: self.exclude_root_equivalent,
+        }
+    }
+}
+
+/// What the policies that allow one call grant under /etc, together: each policy is a
+/// grant, so a path is reachable when one of them allows it ([`union`](Self::union)).
+/// `None` lists: no narrowing.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct EtcPathGrant {
+    /// Readable paths; `None`: any the plugin covers.
+    pub read: Option<Vec<String>>,
+    /// Writable paths; `None`: any the plugin covers.
+    pub write: Option<Vec<String>>,
+    /// Writes to [`ROOT_EQUIVALENT_WRITES`] refused.
+    pub exclude_root_equivalent: bool,
+}
+
+impl EtcPathGrant {
+    /// The grant of a policy without `spec.etc`: no narrowing.
+    pub fn unrestricted() -> Self {
+        Self::default()
+    }
+
+    /// What `self` and `other` grant together (either policy allows the call).
+    pub fn union(self, other: Self) -> Self {
+        let either = |a: Option<Vec<String>>, b: Option<Vec<String>>| match (a, b) {
+            (Some(mut a), Some(b)) => {
+                a.extend(b);
+                Some(a)
+            }
+            _ => None,
+        };
+        Self {
+            read: either(self.read, other.read),
+            write: either(self.write, other.write),
+            exclude_root_equivalent: self.exclude_root_equivalent && other.exclude_root_equivalent,
+        }
+    }
+}
+
+/// Paths under /etc whose write is root on the node (relative to /etc): whoever may
+/// write one can run code as root or become root — schedule a job (cron), define or
+/// override a service (systemd units, init scripts, rc.local), change who is root
+/// (passwd, group, shadow, sudoers, PAM, login.defs, security/), inject code into every
+/// process (ld.so.preload, ld.so.conf) or every login shell (profile, profile.d,
+/// bash.bashrc, environment), load kernel modules or udev rules, change the SSH daemon,
+/// the container runtimes' configuration (runtimes are binaries they run as root) or the
+/// kubelet's static Pods. A HostTaskPolicy with `spec.etc.excludeRootEquivalent` refuses
+/// writes to all of them. SECURITY.md names them too.
+pub const ROOT_EQUIVALENT_WRITES: &[&str] = &[
+    "crontab",
+    "cron.d/**",
+    "cron.hourly/**",
+    "cron.daily/**",
+    "cron.weekly/**",
+    "cron.monthly/**",
+    "anacrontab",
+    "systemd/**",
+    "init.d/**",
+    "rc.local",
+    "passwd",
+    "passwd-",
+    "group",
+    "group-",
+    "shadow",
+    "gshadow",
+    "sudoers",
+    "sudoers.d/**",
+    "sudo.conf",
+    "doas.conf",
+    "pam.d/**",
+    "security/**",
+    "login.defs",
+    "ld.so.preload",
+    "ld.so.conf",
+    "ld.so.conf.d/**",
+    "profile",
+    "profile.d/**",
+    "bash.bashrc",
+    "environment",
+    "modprobe.d/**",
+    "modules-load.d/**",
+    "modules",
+    "udev/**",
+    "ssh/sshd_config",
+    "ssh/sshd_config.d/**",
+    "polkit-1/**",
+    "containerd/**",
+    "docker/daemon.json",
+    "crio/**",
+    "containers/**",
+    "kubernetes/manifests/**",
+    "rancher/**",
+    "default/kubelet",
+    "sysconfig/kubelet",
+    "apt/apt.conf.d/**",
+    "dnf/plugins/**",
+    "yum/pluginconf.d/**",
+];
 
 /// The nodes a policy lets its tasks target. Every node a task selects must stay
 /// within: a task that selects one node outside is refused as a whole.
@@ -169,7 +313,38 @@ spec:
         assert!(list_allows(&p.spec.plugins, "etc-file"));
         assert!(!list_allows(&p.spec.plugins, "docker-image"));
         assert!(p.spec.registry_auth_secrets.is_empty());
+        assert_eq!(p.spec.etc, None);
         assert!(!list_allows(&p.spec.registry_auth_secrets, "creds"));
+        Ok(())
+    }
+
+    #[test]
+    fn etc_rules_narrow_and_unite() -> Result<(), serde_yaml::Error> {
+        let rule: EtcPathRule =
+            serde_yaml::from_str("{paths: [chrony.conf], excludeRootEquivalent: true}")?;
+        assert_eq!(rule.validate(), Ok(()));
+        let g = rule.grant();
+        assert_eq!(g.write, g.read, "writePaths defaults to paths");
+        let read_only: EtcPathRule = serde_yaml::from_str("{paths: [hosts], writePaths: []}")?;
+        let u = g.clone().union(read_only.grant());
+        assert_eq!(u.read, Some(vec!["chrony.conf".into(), "hosts".into()]));
+        assert_eq!(u.write, Some(vec!["chrony.conf".into()]));
+        assert!(
+            !u.exclude_root_equivalent,
+            "one policy does not exclude them"
+        );
+        assert_eq!(
+            g.union(EtcPathGrant::unrestricted()),
+            EtcPathGrant::default()
+        );
+        let bad: EtcPathRule = serde_yaml::from_str("{paths: [ok], writePaths: [/etc/x]}")?;
+        assert_eq!(
+            bad.validate().err().map(|e| e.field),
+            Some("spec.etc.writePaths[0]".into())
+        );
+        for p in ROOT_EQUIVALENT_WRITES {
+            assert_eq!(crate::plugin::check_etc_pattern(p, false), Ok(()), "{p}");
+        }
         Ok(())
     }
 

@@ -177,6 +177,14 @@ pub struct InvokeRequest {
     /// gives each only its own plugin's access. Absent: the worker's grants.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access: Option<crate::call::AccessProfile>,
+    /// The /etc paths this call may reach beyond its `access` (the HostPlugin's
+    /// `etcPaths` and the allowing HostTaskPolicies' `spec.etc`, and the plugin's
+    /// allowed sensitive paths), as the operator computed them
+    /// ([`crate::plugin::EtcScope::for_call`]). The worker narrows the call's /etc to it;
+    /// it honours an allowed sensitive path only when its Pod was made for one
+    /// (`HOSTPLUG_ETC_SENSITIVE`). Absent: no narrowing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etc_scope: Option<crate::plugin::EtcScope>,
     /// Follow-up calls, at most [`MAX_FOLLOW_UPS`]: run after this one, in order, under
     /// the same hold of the node lock, only when this one succeeded and reported a change;
     /// the sequence stops at the first that fails. Their modules must be held (uploaded)
@@ -306,6 +314,9 @@ pub struct FollowUpRequest {
     /// Its plugin's systemd declaration, as in [`InvokeRequest::systemd`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub systemd: Option<crate::systemd::SystemdCapability>,
+    /// Its /etc paths, as in [`InvokeRequest::etc_scope`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etc_scope: Option<crate::plugin::EtcScope>,
 }
 
 /// What one follow-up call returned: exactly one of `outcome` and `error`.
@@ -345,6 +356,7 @@ impl InvokeRequest {
             registry_auth: None,
             systemd: None,
             access: None,
+            etc_scope: None,
             on_change: Vec::new(),
             task: None,
         }

@@ -81,6 +81,9 @@ pub mod env {
     pub const ETC_DIR: &str = "HOSTPLUG_ETC_DIR";
     /// How plugins may see the etc dir: `none`, `read` or `write`.
     pub const ETC_ACCESS: &str = "HOSTPLUG_ETC_ACCESS";
+    /// `allow`: the sensitive paths a request allows its plugin (its HostPlugin's
+    /// `etcAllowSensitive`) are honoured; unset: never.
+    pub const ETC_SENSITIVE: &str = "HOSTPLUG_ETC_SENSITIVE";
     /// The node's Docker API socket as mounted into the Pod; unset: no docker access.
     pub const DOCKER_SOCKET: &str = "HOSTPLUG_DOCKER_SOCKET";
     /// The node's containerd socket as mounted into the Pod; unset: no containerd access.
@@ -91,6 +94,9 @@ pub mod env {
     /// What plugins may do through systemd: `read` (status only) or `manage` (the
     /// actions each call's HostPlugin declares).
     pub const SYSTEMD_ACCESS: &str = "HOSTPLUG_SYSTEMD_ACCESS";
+    /// What plugins may do through the docker and containerd sockets: `read` (list,
+    /// inspect) or `write` (pull, tag, remove, load, ... as the allow-lists permit).
+    pub const IMAGE_ACCESS: &str = "HOSTPLUG_IMAGE_ACCESS";
     /// Directory for precompiled modules.
     pub const CACHE_DIR: &str = "HOSTPLUG_CACHE_DIR";
     /// The operator's public key for precompiled artifacts ([`super::ArtifactKey`]);
@@ -119,7 +125,7 @@ pub mod env {
     pub const IDLE_EXIT_MS: &str = "HOSTPLUG_IDLE_EXIT_MS";
 
     /// Every variable with its meaning, for `hostplug-worker --help` and the docs.
-    pub const ALL: [(&str, &str); 22] = [
+    pub const ALL: [(&str, &str); 24] = [
         (
             LISTEN,
             "address and port to listen on (default 0.0.0.0:8443)",
@@ -139,6 +145,10 @@ pub mod env {
         ),
         (ETC_ACCESS, "none, read or write (default none)"),
         (
+            ETC_SENSITIVE,
+            "allow: honour the sensitive paths a request allows its plugin; unset: never",
+        ),
+        (
             DOCKER_SOCKET,
             "the node's Docker API socket; unset: no docker access",
         ),
@@ -153,6 +163,11 @@ pub mod env {
         (
             SYSTEMD_ACCESS,
             "read (unit status only) or manage (the declared actions); default read",
+        ),
+        (
+            IMAGE_ACCESS,
+            "read (list and inspect images only) or write (pull, tag, remove, load, ...) \
+             through the docker and containerd sockets; default read",
         ),
         (
             CACHE_DIR,
@@ -438,6 +453,10 @@ pub struct WorkerSettings {
     /// How plugins may see the etc dir. Must match how the Pod mounts it: the mount is the
     /// outer fence, this setting the inner one.
     pub etc_access: EtcAccess,
+    /// Whether the sensitive paths a request allows its plugin are honoured (a Pod made
+    /// for plugins whose HostPlugin names some); false: the host's list holds for every
+    /// call.
+    pub etc_sensitive: bool,
     /// The node's Docker (or Podman) API socket; `None`: plugins get no docker access.
     pub docker_socket: Option<PathBuf>,
     /// The node's containerd socket (CRI); `None`: plugins get no containerd access.
@@ -447,6 +466,10 @@ pub struct WorkerSettings {
     /// What plugins may do through systemd when the socket is set: `read` (a dry run,
     /// a method that does not change the node) or `manage`.
     pub systemd_access: SystemdAccess,
+    /// Whether plugins may change images through the docker or containerd socket (pull,
+    /// tag, remove, load); false: reads only, whatever a request says. Only meaningful
+    /// with one of the sockets.
+    pub image_writes: bool,
     /// Directory for precompiled modules (an emptyDir), so a restarted worker process
     /// does not compile again.
     pub cache_dir: PathBuf,
@@ -479,6 +502,7 @@ impl WorkerSettings {
             token_file: secret(secret_keys::TOKEN),
             etc_dir: PathBuf::from(paths::ETC_MOUNT),
             etc_access: profile.etc,
+            etc_sensitive: profile.etc_sensitive && profile.etc != EtcAccess::None,
             docker_socket: profile.docker.then(|| PathBuf::from(paths::DOCKER_MOUNT)),
             containerd_socket: profile
                 .containerd
@@ -486,6 +510,7 @@ impl WorkerSettings {
             systemd_socket: (profile.systemd != SystemdAccess::None)
                 .then(|| PathBuf::from(paths::SYSTEM_BUS_SOCKET)),
             systemd_access: profile.systemd,
+            image_writes: profile.image_writes,
             cache_dir: PathBuf::from(paths::CACHE_MOUNT),
             artifact_key: None,
             node_lock_file: profile
@@ -509,6 +534,9 @@ impl WorkerSettings {
                 Some(_) => self.systemd_access,
                 None => SystemdAccess::None,
             },
+            image_writes: self.image_writes
+                && (self.docker_socket.is_some() || self.containerd_socket.is_some()),
+            etc_sensitive: self.etc_sensitive && self.etc_access != EtcAccess::None,
         }
     }
 
@@ -531,6 +559,9 @@ impl WorkerSettings {
             (env::ETC_DIR, path(&self.etc_dir)),
             (env::ETC_ACCESS, self.etc_access.to_string()),
         ];
+        if self.etc_sensitive {
+            vars.push((env::ETC_SENSITIVE, "allow".to_owned()));
+        }
         if let Some(socket) = &self.docker_socket {
             vars.push((env::DOCKER_SOCKET, path(socket)));
         }
@@ -540,6 +571,10 @@ impl WorkerSettings {
         if let Some(socket) = &self.systemd_socket {
             vars.push((env::SYSTEMD_SOCKET, path(socket)));
             vars.push((env::SYSTEMD_ACCESS, self.systemd_access.to_string()));
+        }
+        if self.docker_socket.is_some() || self.containerd_socket.is_some() {
+            let access = if self.image_writes { "write" } else { "read" };
+            vars.push((env::IMAGE_ACCESS, access.to_owned()));
         }
         vars.extend([(env::CACHE_DIR, path(&self.cache_dir))]);
         if let Some(key) = &self.artifact_key {
@@ -638,6 +673,16 @@ impl WorkerSettings {
             etc_dir: get(env::ETC_DIR)
                 .map_or_else(|| PathBuf::from(paths::ETC_MOUNT), PathBuf::from),
             etc_access: parsed(env::ETC_ACCESS, get(env::ETC_ACCESS), EtcAccess::None)?,
+            etc_sensitive: match get(env::ETC_SENSITIVE).as_deref() {
+                None => false,
+                Some("allow") => true,
+                Some(other) => {
+                    return Err(Error::Setting {
+                        name: env::ETC_SENSITIVE,
+                        problem: format!("is {other:?}; use allow or leave it unset"),
+                    });
+                }
+            },
             docker_socket: get(env::DOCKER_SOCKET).map(PathBuf::from),
             containerd_socket: get(env::CONTAINERD_SOCKET).map(PathBuf::from),
             systemd_socket: get(env::SYSTEMD_SOCKET).map(PathBuf::from),
@@ -648,6 +693,16 @@ impl WorkerSettings {
                     get(env::SYSTEMD_ACCESS),
                     SystemdAccess::Read,
                 )?,
+            },
+            image_writes: match get(env::IMAGE_ACCESS).as_deref() {
+                None | Some("read") => false,
+                Some("write") => true,
+                Some(other) => {
+                    return Err(Error::Setting {
+                        name: env::IMAGE_ACCESS,
+                        problem: format!("is {other:?}; use read or write"),
+                    });
+                }
             },
             cache_dir: get(env::CACHE_DIR)
                 .map_or_else(|| PathBuf::from(paths::CACHE_MOUNT), PathBuf::from),
@@ -682,12 +737,17 @@ mod tests {
     fn pod_settings_round_trip_through_the_environment() -> Result<(), Error> {
         for etc in EtcAccess::ALL {
             for (docker, containerd) in [(false, false), (true, false), (false, true)] {
-                for systemd in SystemdAccess::ALL {
+                for (systemd, image_writes) in SystemdAccess::ALL
+                    .into_iter()
+                    .flat_map(|s| [(s, false), (s, docker || containerd)])
+                {
                     let profile = AccessProfile {
                         etc,
                         docker,
                         containerd,
                         systemd,
+                        image_writes,
+                        etc_sensitive: etc != EtcAccess::None && image_writes,
                     };
                     let mut settings = WorkerSettings::in_pod(9443, profile, 30_000);
                     assert_eq!(settings.artifact_key, None);
@@ -707,10 +767,12 @@ mod tests {
             token_file: "/t".into(),
             etc_dir: "/x/etc".into(),
             etc_access: EtcAccess::Read,
+            etc_sensitive: true,
             docker_socket: Some("/d.sock".into()),
             containerd_socket: Some("/c.sock".into()),
             systemd_socket: Some("/b.sock".into()),
             systemd_access: SystemdAccess::Manage,
+            image_writes: true,
             cache_dir: "/cache".into(),
             artifact_key: Some(ArtifactKey::from_bytes([0xab; 32])),
             node_lock_file: Some("/run/lock".into()),
@@ -737,6 +799,8 @@ mod tests {
             docker: true,
             containerd: true,
             systemd: SystemdAccess::Manage,
+            image_writes: true,
+            etc_sensitive: true,
         };
         let mut settings = WorkerSettings::in_pod(8443, profile, 1);
         settings.artifact_key = Some(ArtifactKey::from_bytes([1; 32]));

@@ -9,6 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use hostplug_api::plugin::EtcScope;
 use hostplug_api::registry_auth::RegistryCredentials;
 use hostplug_api::systemd::SystemdCapability;
 
@@ -24,8 +25,18 @@ pub struct Grants {
     /// The host directory shown as `/etc` when `etc` is not `None` (the worker's
     /// hostPath mount of the node's /etc).
     pub etc_dir: Option<PathBuf>,
+    /// The /etc paths this call may reach (the HostPlugin's `etcPaths`, the policies'
+    /// `spec.etc`) and the sensitive paths its HostPlugin allows; `None`: all of /etc
+    /// outside the host's sensitive paths. Enforced with the sensitive-path list on
+    /// every path the plugin uses.
+    pub etc_scope: Option<EtcScope>,
     /// The docker socket the docker import talks to; `None` denies every docker call.
     pub docker: Option<PathBuf>,
+    /// Docker and containerd for reads only (list, inspect; no pull, tag, remove, push,
+    /// load or save): the call is a dry run or its method does not declare itself
+    /// mutating, as the operator decided (the worker's profile or the call's access
+    /// says so). A dry run is read-only anyway.
+    pub image_reads_only: bool,
     /// The node's image archive directory (as mounted) for the docker import's
     /// `save-archive` and `load-archive`; only used with `docker`. `None` refuses both.
     pub image_archives: Option<PathBuf>,
@@ -99,6 +110,18 @@ impl Grants {
             capability,
             read_only,
         });
+        self
+    }
+
+    /// These grants with docker and containerd for reads only.
+    pub fn with_image_reads_only(mut self) -> Self {
+        self.image_reads_only = true;
+        self
+    }
+
+    /// These grants with /etc narrowed (and sensitive paths allowed) by `scope`.
+    pub fn with_etc_scope(mut self, scope: EtcScope) -> Self {
+        self.etc_scope = Some(scope);
         self
     }
 

@@ -534,6 +534,7 @@ mod tests {
             registry_auth: None,
             systemd: None,
             access: None,
+            etc_scope: None,
             on_change: Vec::new(),
             task: None,
         }

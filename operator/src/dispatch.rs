@@ -22,9 +22,10 @@ use crate::Context;
 use crate::client::CallError;
 use crate::plugins::LoadedPlugin;
 use crate::pool::WorkerLease;
-use hostplug_api::AccessProfile;
 use hostplug_api::crd::{FollowUpResult, NodePhase, PluginCall};
+use hostplug_api::plugin::EtcScope;
 use hostplug_api::protocol::{FollowUpOutcome, InvokeOutcome, InvokeRequest};
+use hostplug_api::{AccessProfile, EtcAccess};
 use hostplug_host::{ArtifactKey, ArtifactSigner, SignedArtifact};
 
 /// Attempts at one call while the worker lives but the connection failed or the worker
@@ -170,14 +171,32 @@ pub async fn send(
     req: &InvokeRequest,
 ) -> NodeOutcome {
     let started = Instant::now();
-    // What each plugin's HostPlugin declares per call (its systemd units and actions)
-    // travels with the request: workers are shared by the plugins of one access profile.
+    // What each plugin's HostPlugin declares per call (its systemd units and actions,
+    // its /etc paths narrowed by the task's policies) travels with the request: workers
+    // are shared by the plugins of one access profile.
+    let scopes = match etc_scopes(ctx, plugins, req).await {
+        Ok(scopes) => scopes,
+        Err(e) => {
+            return Err(CallError::NotSent(format!(
+                "the /etc paths of the call could not be worked out: {e}"
+            )));
+        }
+    };
     let with_caps;
-    let req = if plugins.iter().any(|p| p.capabilities.systemd.is_some()) {
+    let req = if plugins.iter().any(|p| p.capabilities.systemd.is_some())
+        || scopes.iter().any(Option::is_some)
+    {
         let mut r = req.clone();
         r.systemd = plugins.first().and_then(|p| p.capabilities.systemd.clone());
-        for (f, p) in r.on_change.iter_mut().zip(plugins.iter().skip(1)) {
+        r.etc_scope = scopes.first().cloned().flatten();
+        for ((f, p), scope) in r
+            .on_change
+            .iter_mut()
+            .zip(plugins.iter().skip(1))
+            .zip(scopes.iter().skip(1))
+        {
             f.systemd = p.capabilities.systemd.clone();
+            f.etc_scope = scope.clone();
         }
         with_caps = r;
         &with_caps
@@ -230,6 +249,54 @@ pub async fn send(
     };
     ctx.metrics.invocation(started.elapsed());
     outcome
+}
+
+/// The /etc scope of each call of `req` (the main call of `plugins[0]`, then each
+/// follow-up of the next ones): the one place that combines a plugin's declared paths
+/// and allowances with what the HostTaskPolicies allow the task on its node
+/// ([`EtcScope::for_call`]). `None` for a call that is not narrowed. The task comes from
+/// `req.task` and the node from its invocation id; a request without a task (a
+/// HostState, the operator's own calls) is narrowed by its plugins' declarations only.
+async fn etc_scopes(
+    ctx: &Context,
+    plugins: &[&LoadedPlugin],
+    req: &InvokeRequest,
+) -> crate::Result<Vec<Option<EtcScope>>> {
+    let methods =
+        std::iter::once(req.method.as_str()).chain(req.on_change.iter().map(|f| f.method.as_str()));
+    let calls: Vec<(&str, &str, bool)> = plugins
+        .iter()
+        .zip(methods)
+        .map(|(p, m)| {
+            (
+                p.name.as_str(),
+                m,
+                p.info.method(m).is_none_or(|method| method.mutates),
+            )
+        })
+        .collect();
+    let uses_etc = plugins
+        .iter()
+        .any(|p| p.capabilities.etc != EtcAccess::None);
+    let grants = match (&req.task, uses_etc) {
+        (Some(task), true) => {
+            let node = req
+                .invocation_id
+                .as_deref()
+                .and_then(|id| id.rsplit('/').next())
+                .unwrap_or_default();
+            crate::policy::etc_grants(ctx, &task.namespace, node, req.dry_run, &calls).await?
+        }
+        _ => vec![None; calls.len()],
+    };
+    Ok(plugins
+        .iter()
+        .zip(grants)
+        .map(|(p, grant)| {
+            let scope = EtcScope::for_call(&p.capabilities, grant.as_ref());
+            (p.capabilities.etc != EtcAccess::None && !scope.is_unrestricted()).then_some(scope)
+        })
+        .collect())
 }
 
 /// Whether the worker Pod `pod` trusts this process's artifact key (its Pod spec carries
@@ -459,8 +526,10 @@ pub fn follow_up_requests<'a>(
                     .params_for(&f.call, site, method, node)
                     .map_err(|invalid| CallError::NotSent(invalid.to_string()))?,
                 access: Some(f.access),
-                // From the plugin's capabilities, in `send`.
+                // From the plugin's capabilities (and the policies' /etc paths), in
+                // `send`.
                 systemd: None,
+                etc_scope: None,
             })
         })
         .collect()

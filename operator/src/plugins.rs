@@ -41,6 +41,8 @@ const MAX_MODULE_BYTES: u64 = DEFAULT_MAX_MODULE_BYTES as u64;
 /// A plugin ready to be shipped to workers.
 #[derive(Debug)]
 pub struct LoadedPlugin {
+    /// The HostPlugin's name (what policies list).
+    pub name: String,
     /// Module digest.
     pub digest: Digest,
     /// Module bytes.
@@ -222,6 +224,7 @@ impl PluginStore {
         .map_err(|e| format!("loading the module failed: {e}"))?
         .map_err(|e| load_error_message(&bytes, &e.to_string()))?;
         let loaded = Arc::new(LoadedPlugin {
+            name: name.clone(),
             digest: actual,
             bytes,
             info,
@@ -635,6 +638,7 @@ mod builtin_capability_tests {
                 registry_auth: true,
                 containerd: false,
                 systemd: None,
+                ..Default::default()
             }
         );
         assert_eq!(
@@ -645,6 +649,7 @@ mod builtin_capability_tests {
                 containerd: true,
                 registry_auth: true,
                 systemd: None,
+                ..Default::default()
             }
         );
         // systemd-unit: /etc and its units and actions, a declaration that validates.

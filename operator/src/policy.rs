@@ -13,7 +13,7 @@ use std::fmt;
 
 use hostplug_api::call::selector_matches;
 use hostplug_api::crd::HostTask;
-use hostplug_api::policy::{HostTaskPolicy, list_allows};
+use hostplug_api::policy::{EtcPathGrant, EtcPathRule, HostTaskPolicy, list_allows};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::ListParams;
 use kube::{Api, ResourceExt};
@@ -38,6 +38,8 @@ pub enum Missing {
     Mutating,
     /// … a target node is outside every policy's nodes.
     Nodes,
+    /// … the only policies that would allow it have an invalid `spec.etc`.
+    Etc,
 }
 
 impl Missing {
@@ -51,6 +53,7 @@ impl Missing {
             Self::Secrets => "secrets",
             Self::Mutating => "mutating",
             Self::Nodes => "nodes",
+            Self::Etc => "etc",
         }
     }
 }
@@ -207,6 +210,15 @@ pub fn evaluate<'p>(policies: &'p [HostTaskPolicy], req: &Request<'_>) -> Result
             });
             continue;
         }
+        // Its /etc paths are applied per call (`etc_grant`); a policy whose paths are
+        // not valid grants nothing.
+        if let Some(Err(invalid)) = p.spec.etc.as_ref().map(EtcPathRule::validate) {
+            note(Denied {
+                missing: Missing::Etc,
+                detail: format!("HostTaskPolicy {name} is invalid: {invalid}"),
+            });
+            continue;
+        }
         return Ok(name);
     }
     Err(best.unwrap_or_else(|| Denied {
@@ -217,6 +229,78 @@ pub fn evaluate<'p>(policies: &'p [HostTaskPolicy], req: &Request<'_>) -> Result
             req.namespace
         ),
     }))
+}
+
+/// What the policies that allow `req` grant under /etc, together (each allowing policy
+/// is a grant: their path lists add up, and one without `spec.etc` narrows nothing).
+/// When none allows it any more, nothing: no path at all.
+pub fn etc_grant(policies: &[HostTaskPolicy], req: &Request<'_>) -> EtcPathGrant {
+    policies
+        .iter()
+        .filter(|p| evaluate(std::slice::from_ref(*p), req).is_ok())
+        .map(|p| {
+            p.spec
+                .etc
+                .as_ref()
+                .map_or_else(EtcPathGrant::unrestricted, EtcPathRule::grant)
+        })
+        .reduce(EtcPathGrant::union)
+        .unwrap_or(EtcPathGrant {
+            read: Some(Vec::new()),
+            write: Some(Vec::new()),
+            exclude_root_equivalent: true,
+        })
+}
+
+/// The /etc grant of each call of one invoke request (the main call, then each
+/// follow-up, of `plugins` in that order) of a task in `namespace` on `node`: `None`
+/// for every call when no policy applies (the operator's own namespace with
+/// `--trust-own-namespace`). `dry_run` and each method's declaration say whether a call
+/// is mutating. `Err`: the policies could not be read.
+pub async fn etc_grants(
+    ctx: &Context,
+    namespace: &str,
+    node: &str,
+    dry_run: bool,
+    calls: &[(&str, &str, bool)],
+) -> Result<Vec<Option<EtcPathGrant>>> {
+    if ctx.config.trust_own_namespace && namespace == ctx.config.namespace {
+        return Ok(vec![None; calls.len()]);
+    }
+    let policies = Api::<HostTaskPolicy>::all(ctx.client.clone())
+        .list(&ListParams::default())
+        .await
+        .map_err(Error::kube("listing HostTaskPolicies"))?
+        .items;
+    let namespace_labels = if policies.iter().any(|p| p.spec.namespace_selector.is_some()) {
+        Api::<Namespace>::all(ctx.client.clone())
+            .get_opt(namespace)
+            .await
+            .map_err(Error::kube(format!("reading Namespace {namespace}")))?
+            .map(|n| n.labels().clone())
+            .unwrap_or_default()
+    } else {
+        BTreeMap::new()
+    };
+    let targets: Vec<NodeView> = ctx.node_view(node).into_iter().collect();
+    Ok(calls
+        .iter()
+        .map(|(plugin, method, mutates)| {
+            let req = Request {
+                namespace,
+                namespace_labels: &namespace_labels,
+                plugin,
+                method,
+                // Secrets were checked with the task; the paths follow plugin, method,
+                // mutating and nodes.
+                registry_secret: None,
+                value_secrets: Vec::new(),
+                mutating: *mutates && !dry_run,
+                targets: &targets,
+            };
+            Some(etc_grant(&policies, &req))
+        })
+        .collect())
 }
 
 /// Whether the operator may run `task` on `targets`: always in its own namespace when

@@ -11,7 +11,10 @@
 //! credentials, which the operator sends inside the invoke request only for plugins
 //! that declare `registryAuth`, and the plugin's systemd declaration (units, actions),
 //! granted only when this worker's Pod has the system bus socket, for reads only when
-//! its profile (or the call's) says `read`.
+//! its profile (or the call's) says `read`. Docker and containerd are for reads only
+//! unless both the Pod's profile and the call's access allow image writes. A call's
+//! /etc scope (paths) only narrows; the sensitive paths it allows are honoured only by
+//! a Pod made for them (`HOSTPLUG_ETC_SENSITIVE`).
 //! The host speaks the protocol's types ([`InvokeOutcome`], [`InvokeError`]); this
 //! module only cuts their logs to the tail an answer carries.
 
@@ -44,6 +47,8 @@ pub struct HostRuntime {
     /// What this worker's profile allows through systemd (`read`: a dry run or a method
     /// that does not declare itself mutating).
     systemd_access: SystemdAccess,
+    /// Whether this worker's Pod was made for calls allowed sensitive /etc paths.
+    etc_sensitive: bool,
 }
 
 impl HostRuntime {
@@ -89,8 +94,12 @@ impl HostRuntime {
                 .filter(|dir| dir.is_dir()),
             registry_auth: None,
             containerd: config.containerd_socket.clone(),
+            // The Pod's profile: image writes only in a Pod made for them.
+            image_reads_only: !config.image_writes,
             // Per call: the units and actions come with each request.
             systemd: None,
+            // Per call: the paths come with each request.
+            etc_scope: None,
         };
         Ok(Self {
             host,
@@ -98,6 +107,7 @@ impl HostRuntime {
             artifact_key: config.artifact_key,
             systemd_socket: config.systemd_socket.clone(),
             systemd_access: config.systemd_access,
+            etc_sensitive: config.etc_sensitive,
         })
     }
 
@@ -126,7 +136,18 @@ impl HostRuntime {
                 read_only: access != SystemdAccess::Manage,
             }),
         };
-        if call.registry_auth.is_none() && call.access.is_none() && systemd.is_none() {
+        // Narrowing only: sensitive allowances need a Pod made for them.
+        let etc_scope = call.etc_scope.clone().map(|mut scope| {
+            if !self.etc_sensitive {
+                scope.allow_sensitive.clear();
+            }
+            scope
+        });
+        if call.registry_auth.is_none()
+            && call.access.is_none()
+            && systemd.is_none()
+            && etc_scope.is_none()
+        {
             return None;
         }
         let mut g = match call.access {
@@ -135,6 +156,7 @@ impl HostRuntime {
         };
         g.registry_auth = call.registry_auth.clone();
         g.systemd = systemd;
+        g.etc_scope = etc_scope.filter(|_| g.etc != EtcAccess::None);
         Some(g)
     }
 }
@@ -250,8 +272,11 @@ pub fn narrowed(grants: &Grants, access: AccessProfile) -> Grants {
             .containerd
             .then(|| grants.containerd.clone())
             .flatten(),
+        // Reads only when either says so.
+        image_reads_only: grants.image_reads_only || !access.image_writes,
         // Per call, from the request (`HostRuntime::call_grants`).
         systemd: None,
+        etc_scope: grants.etc_scope.clone(),
     }
 }
 
@@ -281,10 +306,12 @@ mod systemd_tests {
             token_file: "/t".into(),
             etc_dir: "/nonexistent".into(),
             etc_access: EtcAccess::None,
+            etc_sensitive: false,
             docker_socket: None,
             containerd_socket: None,
             systemd_socket: socket,
             systemd_access: access,
+            image_writes: false,
             cache_dir: cache.to_path_buf(),
             artifact_key: None,
             node_lock_file: None,
@@ -302,6 +329,7 @@ mod systemd_tests {
             registry_auth: None,
             systemd,
             access: None,
+            etc_scope: None,
         }
     }
 
@@ -385,5 +413,62 @@ mod systemd_tests {
             .invoke(&digest, &call("status", declared.clone()))
             .expect_err("the socket does not exist");
         assert!(e.message.contains("system bus socket"), "{e:?}");
+    }
+
+    /// Issue 21: the request narrows, never widens. Image writes need both the Pod's
+    /// profile and the call's access; sensitive allowances need a Pod made for them;
+    /// the path scope is passed on where the call has /etc.
+    #[test]
+    fn a_request_narrows_image_writes_and_sensitive_allowances_need_the_pod() {
+        let cache = tempfile::tempdir().expect("tempdir");
+        let etc = tempfile::tempdir().expect("tempdir");
+        let pod = |image_writes: bool, etc_sensitive: bool| {
+            let mut s = settings(cache.path(), None, SystemdAccess::None);
+            s.docker_socket = Some(cache.path().join("docker.sock"));
+            s.image_writes = image_writes;
+            s.etc_access = EtcAccess::Read;
+            s.etc_dir = etc.path().to_path_buf();
+            s.etc_sensitive = etc_sensitive;
+            HostRuntime::new(&s).expect("runtime")
+        };
+        let access = |image_writes: bool| AccessProfile {
+            etc: EtcAccess::Read,
+            docker: true,
+            image_writes,
+            ..AccessProfile::default()
+        };
+        let grants =
+            |rt: &HostRuntime, c: &Call| rt.call_grants(c).unwrap_or_else(|| (*rt.grants).clone());
+        let mut c = call("list", None);
+        // A Pod made for reads only: reads only, whatever the request says.
+        c.access = Some(access(true));
+        assert!(grants(&pod(false, false), &c).image_reads_only);
+        c.access = None;
+        assert!(grants(&pod(false, false), &c).image_reads_only);
+        // A Pod made for writes: the call's own access decides.
+        c.access = Some(access(false));
+        assert!(grants(&pod(true, false), &c).image_reads_only);
+        c.access = Some(access(true));
+        assert!(!grants(&pod(true, false), &c).image_reads_only);
+
+        let scope = hostplug_api::plugin::EtcScope {
+            read: vec![vec!["chrony.conf".into()]],
+            allow_sensitive: vec!["rancher/k3s/k3s.yaml".into()],
+            ..Default::default()
+        };
+        c.etc_scope = Some(scope.clone());
+        let g = grants(&pod(true, false), &c);
+        assert_eq!(
+            g.etc_scope.as_ref().map(|s| s.read.clone()),
+            Some(scope.read.clone()),
+            "the narrowing holds"
+        );
+        assert_eq!(
+            g.etc_scope.map(|s| s.allow_sensitive),
+            Some(vec![]),
+            "an ordinary Pod drops the allowance"
+        );
+        let g = grants(&pod(true, true), &c);
+        assert_eq!(g.etc_scope, Some(scope), "a Pod made for it honours it");
     }
 }

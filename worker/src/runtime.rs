@@ -35,6 +35,10 @@ pub struct Call {
     /// What this call may touch, from the request: the runtime grants the intersection
     /// of this and the worker's own grants. `None`: the worker's grants.
     pub access: Option<hostplug_api::call::AccessProfile>,
+    /// The /etc paths this call may reach and the sensitive paths its plugin is allowed,
+    /// from the request: the runtime narrows the call's /etc to it, and honours the
+    /// allowances only when this worker's Pod was made for them. `None`: no narrowing.
+    pub etc_scope: Option<hostplug_api::plugin::EtcScope>,
 }
 
 /// What loading a module did.

@@ -556,6 +556,7 @@ async fn invoke(
         registry_auth: request.registry_auth.map(Arc::new),
         systemd: request.systemd,
         access: request.access,
+        etc_scope: request.etc_scope,
     };
     let runtime = state.runtime();
     let records = state
@@ -689,6 +690,8 @@ fn run_follow_ups(
                     // Its own plugin's systemd declaration, never the main call's.
                     systemd: f.systemd.clone(),
                     access: f.access,
+                    // Its own plugin's and policies' /etc paths.
+                    etc_scope: f.etc_scope.clone(),
                 },
             )
         };

@@ -394,6 +394,39 @@ impl Harness {
         self.wait_plugin_status(name).await
     }
 
+    /// Publishes a module like [`publish_plugin`](Self::publish_plugin), with
+    /// `capabilities` (YAML lines at the indentation of `spec.capabilities`' fields, e.g.
+    /// `"    docker: true\n"`) in place of the manifest's own: what an administrator writes
+    /// for capabilities the CLI has no flag for (etcPaths, etcAllowSensitive).
+    pub async fn publish_plugin_with(
+        &self,
+        wasm: &str,
+        name: &str,
+        capabilities: &str,
+    ) -> anyhow::Result<HostPlugin> {
+        let cli = workspace_binary("hostplug")?;
+        let out = std::process::Command::new(&cli)
+            .args(["plugin", "manifest"])
+            .arg(self.plugin_dir.join(wasm))
+            .args(["--name", name, "--etc", "none"])
+            .output()
+            .context("running hostplug plugin manifest")?;
+        if !out.status.success() {
+            bail!(
+                "hostplug plugin manifest failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let manifest = String::from_utf8(out.stdout)?;
+        let printed = "  capabilities:\n    docker: false\n    etc: none\n";
+        if !manifest.contains(printed) {
+            bail!("hostplug plugin manifest no longer prints {printed:?}");
+        }
+        let manifest = manifest.replace(printed, &format!("  capabilities:\n{capabilities}"));
+        self.apply(&manifest).await?;
+        self.wait_plugin_status(name).await
+    }
+
     /// Waits until a HostPlugin has a status for its current generation.
     pub async fn wait_plugin_status(&self, name: &str) -> anyhow::Result<HostPlugin> {
         let api: Api<HostPlugin> = Api::all(self.admin.clone());

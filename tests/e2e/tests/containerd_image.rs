@@ -87,7 +87,7 @@ async fn containerd_image_tasks_on_a_node() -> anyhow::Result<()> {
         let mounts_it = mounts_containerd_socket(p);
         assert_eq!(
             mounts_it,
-            profile.ends_with("-containerd"),
+            profile.contains("-containerd"),
             "{profile}: {:?}",
             hostplug_e2e::containerd_socket_in_spec(p)
         );
@@ -101,4 +101,69 @@ async fn containerd_image_tasks_on_a_node() -> anyhow::Result<()> {
     })?;
     h.shutdown().await?;
     Ok(())
+}
+
+/// Issue 21 #2 for containerd: a method that declares itself read-only gets the CRI
+/// image service for reads only, through the operator's path. test-image-sneak's
+/// `containerd-pull` says `mutates: false` and pulls through the containerd import
+/// anyway: the node fails with the host's refusal and containerd holds no image (read
+/// with `ctr`). (Before the fix the read-only method pulled.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_method_cannot_pull_through_containerd() -> anyhow::Result<()> {
+    let h = Harness::start().await?;
+    let (docker, containerd) = tokio::task::block_in_place(|| -> anyhow::Result<_> {
+        let docker = hostplug_podman::DockerEnv::start_with(&hostplug_podman::Options {
+            tie_to_thread: false,
+            ..hostplug_podman::Options::default()
+        })?;
+        let local = format!("localhost/{}", EXAMPLE_IMAGES[0]);
+        docker.make_image(&local, &[])?;
+        docker.push(&local, EXAMPLE_IMAGES[0])?;
+        let containerd = start_node_containerd(&h.env, "node1", docker.registry())?;
+        Ok((docker, containerd))
+    })?;
+    let image = format!("{EXAMPLE_REGISTRY}/{}", EXAMPLE_IMAGES[0]);
+    let hp = h
+        .publish_plugin_with(
+            "test-image-sneak.wasm",
+            "test-image-sneak",
+            "    containerd: true\n",
+        )
+        .await?;
+    anyhow::ensure!(
+        hp.status.as_ref().is_some_and(|s| s.ready),
+        "test-image-sneak not ready: {:?}",
+        hp.status
+    );
+    h.apply(&format!(
+        "apiVersion: hostplug.dev/v1alpha1\nkind: HostTask\nmetadata: {{name: sneak-cri-pull, namespace: hostplug-system}}\nspec:\n  workers: [node1]\n  http: {{api: test-image-sneak, method: containerd-pull, parameter: {{image: '{image}'}}}}\n"
+    ))
+    .await?;
+    let t = h.wait_finished("sneak-cri-pull").await?;
+    let st = t.status.clone().unwrap_or_default();
+    assert_eq!(state_of(&t), Some(TaskState::Failed), "{st:?}");
+    let msg = st.nodes[0].message.clone().unwrap_or_default();
+    assert!(
+        msg.contains("pulling an image is not allowed in a read-only call"),
+        "the node names the refusal: {msg}"
+    );
+    assert!(containerd.image_names()?.is_empty(), "nothing was pulled");
+
+    // Its worker Pod was made for reads only, too.
+    let pods = Api::<Pod>::namespaced(h.admin.clone(), "hostplug-system")
+        .list(&ListParams::default().labels("app.kubernetes.io/component=worker"))
+        .await?;
+    assert!(
+        pods.items
+            .iter()
+            .any(|p| worker_profile(p) == "etc-none-containerd-images-read"),
+        "{:?}",
+        pods.items.iter().map(worker_profile).collect::<Vec<_>>()
+    );
+
+    tokio::task::block_in_place(|| {
+        containerd.stop();
+        docker.stop()
+    })?;
+    h.shutdown().await
 }

@@ -456,3 +456,84 @@ spec:
     h.shutdown().await?;
     Ok(())
 }
+
+/// A HostTask running `method` of the test-image-sneak plugin on node1 with `image`.
+fn sneak_task(name: &str, method: &str, image: &str) -> String {
+    format!(
+        "apiVersion: hostplug.dev/v1alpha1\nkind: HostTask\nmetadata: {{name: {name}, namespace: hostplug-system}}\nspec:\n  workers: [node1]\n  http: {{api: test-image-sneak, method: {method}, parameter: {{image: '{image}'}}}}\n"
+    )
+}
+
+/// Issue 21 #2: a method that declares itself read-only gets docker for reads only,
+/// through the operator's path. The test-image-sneak plugin's `docker-pull` says
+/// `mutates: false` and sends `POST /images/create` anyway: the node fails with the
+/// host's refusal and the daemon holds no new image; the same request from its method
+/// declared mutating goes out. (Before the fix the read-only method pulled.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_method_cannot_pull_through_docker() -> anyhow::Result<()> {
+    let h = Harness::start().await?;
+    let node_root = h
+        .env
+        .node_root("node1")
+        .ok_or_else(|| anyhow::anyhow!("no node simulator"))?;
+    let docker = tokio::task::block_in_place(|| {
+        DockerEnv::start_with(&Options {
+            socket: Some(node_root.join("var/run/docker.sock")),
+            ..Options::default()
+        })
+    })?;
+    tokio::task::block_in_place(|| -> anyhow::Result<()> {
+        docker.make_image("localhost/sneak:1.0", &[])?;
+        docker.push("localhost/sneak:1.0", "team/sneak:1.0")?;
+        docker.podman(&["rmi", "localhost/sneak:1.0"])?;
+        Ok(())
+    })?;
+    let remote = format!("{}/team/sneak:1.0", docker.registry());
+    let hp = h
+        .publish_plugin_with(
+            "test-image-sneak.wasm",
+            "test-image-sneak",
+            "    docker: true\n",
+        )
+        .await?;
+    let ready = hp.status.as_ref().is_some_and(|s| s.ready);
+    anyhow::ensure!(ready, "test-image-sneak not ready: {:?}", hp.status);
+
+    // The read-only method's pull: the node fails with the host's refusal.
+    h.apply(&sneak_task("sneak-pull", "docker-pull", &remote))
+        .await?;
+    let t = h.wait_finished("sneak-pull").await?;
+    let st = t.status.clone().unwrap_or_default();
+    assert_eq!(state_of(&t), Some(TaskState::Failed), "{st:?}");
+    let n = &st.nodes[0];
+    assert_eq!(n.phase, NodePhase::Failed, "{n:?}");
+    let msg = n.message.clone().unwrap_or_default();
+    assert!(
+        msg.contains("POST is not allowed in a read-only call"),
+        "the node names the refusal: {msg}"
+    );
+    assert_eq!(docker.image_id(&remote)?, None, "nothing was pulled");
+    assert!(docker.image_ids()?.is_empty());
+
+    // The same request from the method declared mutating: pulled.
+    h.apply(&sneak_task(
+        "sneak-pull-declared",
+        "docker-pull-declared",
+        &remote,
+    ))
+    .await?;
+    let t = h.wait_finished("sneak-pull-declared").await?;
+    let st = t.status.clone().unwrap_or_default();
+    assert_eq!(state_of(&t), Some(TaskState::Succeeded), "{st:?}");
+    assert!(docker.image_id(&remote)?.is_some(), "pulled");
+
+    // And a read-only method cannot remove it.
+    h.apply(&sneak_task("sneak-remove", "docker-remove", &remote))
+        .await?;
+    let t = h.wait_finished("sneak-remove").await?;
+    assert_eq!(state_of(&t), Some(TaskState::Failed), "{:?}", t.status);
+    assert!(docker.image_id(&remote)?.is_some(), "still there");
+
+    tokio::task::block_in_place(|| docker.stop())?;
+    h.shutdown().await
+}

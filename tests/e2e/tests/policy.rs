@@ -181,3 +181,111 @@ spec:
     assert_eq!(changed_files(&before, &h.snapshot()?), vec![]);
     h.shutdown().await
 }
+
+/// Issue 21 #4: a policy narrows the /etc paths a namespace reaches. With
+/// `spec.etc.paths: [hosts, chrony.conf]`, `writePaths: [chrony.conf]` a read of
+/// /etc/hosts runs, a read of /etc/resolv.conf fails the node naming the path, a write of
+/// /etc/hosts fails and leaves it as it was. Bad paths are refused naming the field, in a
+/// HostPlugin's status and in a policy's denial.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_narrows_the_etc_paths_of_a_namespace() -> anyhow::Result<()> {
+    let h = Harness::start().await?;
+    h.apply(&format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {TEAM}}}\n"
+    ))
+    .await?;
+    for node in ["node1", "node2"] {
+        std::fs::write(h.etc(node)?.join("resolv.conf"), "nameserver 10.0.0.53\n")?;
+    }
+    h.apply(&format!(
+        r#"apiVersion: hostplug.dev/v1alpha1
+kind: HostTaskPolicy
+metadata: {{name: team-a-chrony}}
+spec:
+  namespaces: [{TEAM}]
+  plugins: [etc-file]
+  allowMutating: true
+  etc:
+    paths: [hosts, chrony.conf]
+    writePaths: [chrony.conf]
+    excludeRootEquivalent: true
+"#
+    ))
+    .await?;
+    let before = h.snapshot()?;
+
+    h.apply(&task("read-hosts", READ_WORKERS)).await?;
+    let t = h.wait_finished_in(TEAM, "read-hosts").await?;
+    let st = t.status.clone().unwrap_or_default();
+    assert_eq!(st.state, TaskState::Succeeded, "{:?}", st.msg);
+
+    h.apply(&task(
+        "read-resolv",
+        "  targetType: Node\n  http: {api: etc-file, method: read, parameter: {path: /etc/resolv.conf}}\n",
+    ))
+    .await?;
+    let t = h.wait_finished_in(TEAM, "read-resolv").await?;
+    let st = t.status.clone().unwrap_or_default();
+    assert_eq!(st.state, TaskState::Failed, "{:?}", st.msg);
+    for n in &st.nodes {
+        let said = format!("{:?} {}", n.message, n.logs.join("\n"));
+        assert!(
+            said.contains("/etc/resolv.conf is outside the /etc paths this call may read"),
+            "{}: the node names the path and why: {said}",
+            n.node
+        );
+    }
+
+    h.apply(&task("write-hosts", ENSURE_WORKERS)).await?;
+    let t = h.wait_finished_in(TEAM, "write-hosts").await?;
+    let st = t.status.clone().unwrap_or_default();
+    assert_eq!(st.state, TaskState::Failed, "{:?}", st.msg);
+    let said = format!("{:?} {}", st.nodes[0].message, st.nodes[0].logs.join("\n"));
+    assert!(
+        said.contains("/etc/hosts") && said.contains("outside the /etc paths this call may"),
+        "{said}"
+    );
+    assert_eq!(changed_files(&before, &h.snapshot()?), vec![]);
+
+    // A HostPlugin whose paths are not relative to /etc: its status names the entry.
+    h.apply(
+        r#"apiVersion: hostplug.dev/v1alpha1
+kind: HostPlugin
+metadata: {name: etc-bad-paths}
+spec:
+  source: {builtin: etc-file}
+  capabilities:
+    etc: read
+    etcPaths: [chrony.conf, /etc/hosts]
+"#,
+    )
+    .await?;
+    let hp = h.wait_plugin_status("etc-bad-paths").await?;
+    let status = hp.status.unwrap_or_default();
+    assert!(!status.ready);
+    let msg = status.message.unwrap_or_default();
+    assert!(
+        msg.contains("spec.capabilities.etcPaths[1]") && msg.contains("relative to /etc"),
+        "{msg}"
+    );
+
+    // A policy with a bad path grants nothing; the denial names the field.
+    h.apply(&format!(
+        r#"apiVersion: hostplug.dev/v1alpha1
+kind: HostTaskPolicy
+metadata: {{name: team-a-chrony}}
+spec:
+  namespaces: [{TEAM}]
+  plugins: [etc-file]
+  etc:
+    paths: [../shadow]
+"#
+    ))
+    .await?;
+    h.apply(&task("read-hosts-again", READ_WORKERS)).await?;
+    let t = h.wait_finished_in(TEAM, "read-hosts-again").await?;
+    assert_denied(&h, &t, "etc").await?;
+    let msg = t.status.and_then(|s| s.msg).unwrap_or_default();
+    assert!(msg.contains("spec.etc.paths[0]"), "{msg}");
+    h.shutdown().await
+}

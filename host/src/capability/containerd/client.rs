@@ -92,7 +92,8 @@ impl ContainerdClient {
     fn refuse_in_dry_run(&self, what: &str) -> Result<(), CapabilityError> {
         if self.read_only {
             Err(CapabilityError::denied(format!(
-                "{what} is not allowed in a dry run (only reads are)"
+                "{what} is not allowed in a read-only call (a dry run, or a method that \
+                 does not declare itself mutating): only reads are"
             )))
         } else {
             Ok(())

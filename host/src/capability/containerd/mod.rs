@@ -170,11 +170,13 @@ pub(crate) struct ContainerdState {
 
 impl ContainerdState {
     /// Prepare phase: a client of the granted socket under the host's policy (no pull or
-    /// remove in a dry run); none without a grant.
+    /// remove in a dry run or when the grant says reads only); none without a grant.
     pub(crate) fn prepare(call: &Call<'_>) -> Self {
-        let client = call.grants.containerd.as_deref().map(|socket| {
-            ContainerdClient::new(socket, call.config.containerd.clone(), call.dry_run)
-        });
+        let read_only = call.dry_run || call.grants.image_reads_only;
+        let client =
+            call.grants.containerd.as_deref().map(|socket| {
+                ContainerdClient::new(socket, call.config.containerd.clone(), read_only)
+            });
         Self {
             client,
             deadline: call.deadline,

@@ -121,7 +121,8 @@ impl DockerClient {
     fn archive_dir(&self, what: &str) -> Result<&Path, CapabilityError> {
         if self.read_only {
             return Err(CapabilityError::denied(format!(
-                "{what} is not allowed in a dry run (it changes the node)"
+                "{what} is not allowed in a read-only call (a dry run, or a method that \
+                 does not declare itself mutating): it changes the node"
             )));
         }
         self.archives.as_deref().ok_or_else(|| {

@@ -65,9 +65,11 @@ impl DockerClient {
     ) -> Result<Response, CapabilityError> {
         self.policy.check(method, path)?;
         let content_type = check_headers(headers)?;
-        if self.read_only && method != "GET" {
+        if self.read_only && !super::policy::changes_nothing(method, path) {
             return Err(CapabilityError::denied(format!(
-                "{method} is not allowed in a dry run (only GET requests are)"
+                "{method} is not allowed in a read-only call (a dry run, or a method that \
+                 does not declare itself mutating): only GET requests and the login check \
+                 POST /auth are"
             )));
         }
         let body = body.unwrap_or_default();
@@ -271,6 +273,7 @@ mod tests {
             ("POST", "/images/nginx/tag?repo=x&tag=1"),
             ("DELETE", "/images/nginx?force=true"),
             ("POST", "/images/prune"),
+            ("POST", "/images/nginx/push?tag=1"),
         ] {
             let e = dry
                 .request(method, path, None, deadline())
@@ -286,6 +289,12 @@ mod tests {
             .expect("a read in a dry run");
         assert_eq!(r.status, 200);
         assert_eq!(count.load(Ordering::SeqCst), 1);
+        // The login check stores nothing: a read-only call may send it.
+        let r = dry
+            .request("POST", "/auth", None, deadline())
+            .expect("a login check in a read-only call");
+        assert_eq!(r.status, 200);
+        assert_eq!(count.load(Ordering::SeqCst), 2);
         // The same pull outside a dry run does go out.
         client
             .request(
@@ -295,7 +304,7 @@ mod tests {
                 deadline(),
             )
             .expect("a pull");
-        assert_eq!(count.load(Ordering::SeqCst), 2);
+        assert_eq!(count.load(Ordering::SeqCst), 3);
     }
 
     /// The header goes out as sent, after the host's own; a refused one never reaches

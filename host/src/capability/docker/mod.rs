@@ -6,8 +6,8 @@
 //!   long a call may take.
 //! * `http.rs`: a small blocking HTTP/1.1 client over `std::os::unix::net::UnixStream`
 //!   (one connection per call, `Connection: close`, chunked and content-length bodies).
-//! * `client.rs`: the client of one call — policy, dry-run rule and limits, then the
-//!   request.
+//! * `client.rs`: the client of one call — policy, read-only rule (a dry run, or a
+//!   method that does not declare itself mutating) and limits, then the request.
 //! * `archive.rs`: `save-archive` and `load-archive`, streamed between the daemon and the
 //!   node's image archive directory.
 //! * here: the import itself.
@@ -47,10 +47,12 @@ pub(crate) struct DockerState {
 
 impl DockerState {
     /// Prepare phase: a client of the granted socket under the host's policy (reads only
-    /// in a dry run), with the granted image archive directory; none without a grant.
+    /// in a dry run and when the grant says so), with the granted image archive
+    /// directory; none without a grant.
     pub(crate) fn prepare(call: &Call<'_>) -> Self {
+        let read_only = call.dry_run || call.grants.image_reads_only;
         let client = call.grants.docker.as_deref().map(|socket| {
-            DockerClient::new(socket, call.config.docker.clone(), call.dry_run)
+            DockerClient::new(socket, call.config.docker.clone(), read_only)
                 .with_archives(call.grants.image_archives.as_deref())
         });
         Self {

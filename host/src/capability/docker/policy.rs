@@ -86,6 +86,17 @@ impl DockerRoute {
     }
 }
 
+/// Whether a request changes nothing on the node, so that a read-only call (a dry run,
+/// or a method that does not declare itself mutating) may send it: every `GET`, and
+/// `POST /auth`, which only checks credentials against a registry — the daemon keeps no
+/// login (a client would store it; here the plugin is the client and has no disk).
+/// Everything else (pull, tag, remove, prune, push) changes the daemon's store or
+/// sends images away.
+pub(crate) fn changes_nothing(method: &str, path: &str) -> bool {
+    let path = path.split_once('?').map_or(path, |(p, _)| p);
+    method == "GET" || (method == "POST" && path == "/auth")
+}
+
 /// What the docker import may do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DockerPolicy {

@@ -81,7 +81,14 @@ impl EtcState {
             })?;
             etc_dir = Some(dir.as_path());
         }
-        let policy = Arc::new(call.config.etc.clone());
+        // The host's policy narrowed by this call's scope (its plugin's and policies'
+        // /etc paths, its plugin's sensitive allowances).
+        let policy = call
+            .config
+            .etc
+            .scoped(grants.etc_scope.as_ref())
+            .map_err(|e| InvokeError::new(ErrorKind::Denied, e))?;
+        let policy = Arc::new(policy);
         let guard = EtcGuard::new(etc_dir, policy.clone()).map_err(|e| {
             InvokeError::new(
                 ErrorKind::Internal,

@@ -1,10 +1,16 @@
 //! Sensitive paths under /etc: files a plugin with the `etc` capability still may not
-//! touch unless its HostPlugin allows them by name (`EtcPolicy::sensitive_allow`).
+//! touch unless its HostPlugin allows them by name (`EtcPolicy::sensitive_allow`), and
+//! the call's path scope: the /etc paths its HostPlugin covers (`etcPaths`) and the
+//! HostTaskPolicies allow (`spec.etc`), outside of which nothing is reached either.
 //!
 //! The host enforces this, outside the plugin, for every WASI filesystem call
 //! (`wasi_fs.rs`) and for the `files` import (`files.rs`). This module only decides:
 //! it matches paths below /etc against glob patterns and must never touch the file
 //! system.
+//!
+//! A call's policy is the host's ([`EtcPolicy`], from its configuration) narrowed by the
+//! call's scope ([`EtcPolicy::scoped`]): its covers added, its extra write denials added,
+//! its exact sensitive allowances taken out of the deny lists.
 //!
 //! Patterns are absolute guest paths under `/etc`. A `*` matches any run of characters
 //! inside one path component, `?` one character, and a component `**` any number of
@@ -19,6 +25,21 @@ use crate::capability::CapabilityError;
 /// backups `shadow-`, `gshadow-` that `shadow-utils` keeps), the cluster's CA and
 /// component keys, the kubeconfigs holding admin and component credentials, and the
 /// node's SSH host keys (whoever holds them can impersonate the node).
+///
+/// For k3s and RKE2 (`/etc/rancher`): the admin kubeconfigs `k3s.yaml` / `rke2.yaml`
+/// (cluster-admin), `registries.yaml` (registry credentials and client keys), the
+/// configuration files `config.yaml` and `config.yaml.d/` (they hold the cluster join
+/// `token`, `agent-token` and datastore credentials), and the node password
+/// (`rancher/node/password`, with which a node proves it is the node it registered as).
+/// For containerd and docker: the registry client keys in `certs.d/<host>/` (`*.key`;
+/// one level, the layout both use, so renames beside them, such as an atomic replace of
+/// `hosts.toml`, stay possible).
+/// Kubernetes encryption-at-rest configurations (their `secret:` fields decrypt every
+/// Secret in etcd), under the names kubeadm setups and the Kubernetes docs use
+/// (`/etc/kubernetes/enc/`, `/etc/kubernetes/encryption*`; RKE2 and k3s keep theirs
+/// under /var/lib/rancher, outside /etc). Elsewhere below /etc/kubernetes they are not
+/// covered: a pattern that could match anywhere below a directory makes every directory
+/// there unmovable; an administrator adds such a path to the worker's deny list.
 pub const DEFAULT_DENY: &[&str] = &[
     "/etc/shadow",
     "/etc/shadow-",
@@ -27,10 +48,25 @@ pub const DEFAULT_DENY: &[&str] = &[
     "/etc/kubernetes/pki/**",
     "/etc/kubernetes/*.conf",
     "/etc/ssh/ssh_host_*",
+    "/etc/rancher/k3s/k3s.yaml",
+    "/etc/rancher/rke2/rke2.yaml",
+    "/etc/rancher/k3s/registries.yaml",
+    "/etc/rancher/rke2/registries.yaml",
+    "/etc/rancher/k3s/config.yaml",
+    "/etc/rancher/rke2/config.yaml",
+    "/etc/rancher/k3s/config.yaml.d/**",
+    "/etc/rancher/rke2/config.yaml.d/**",
+    "/etc/rancher/node/password",
+    "/etc/containerd/certs.d/*/*.key",
+    "/etc/docker/certs.d/*/*.key",
+    "/etc/kubernetes/encryption*",
+    "/etc/kubernetes/enc/**",
 ];
 
 /// Readable but never written without an explicit allow: a file in the kubelet's
-/// static Pod directory becomes a Pod with whatever privileges it asks for.
+/// static Pod directory becomes a Pod with whatever privileges it asks for (kubeadm's
+/// `/etc/kubernetes/manifests`; k3s and RKE2 keep theirs under /var/lib/rancher, outside
+/// /etc).
 pub const DEFAULT_DENY_WRITE: &[&str] = &["/etc/kubernetes/manifests/**"];
 
 /// What a call does to a path.
@@ -54,6 +90,13 @@ pub struct EtcPolicy {
     /// plugin on purpose (e.g. `/etc/kubernetes/manifests/**` for a plugin that manages
     /// static Pods). Empty by default.
     pub sensitive_allow: Vec<String>,
+    /// Lists of patterns that each must cover a path for it to be read (or lead to a
+    /// covered path: a directory on the way can be opened, and lists only those
+    /// entries). Empty by default: no narrowing. Set per call ([`Self::scoped`]).
+    pub read_cover: Vec<Vec<String>>,
+    /// Lists of patterns that each must cover a path for it to be written. Empty by
+    /// default.
+    pub write_cover: Vec<Vec<String>>,
 }
 
 impl Default for EtcPolicy {
@@ -62,8 +105,41 @@ impl Default for EtcPolicy {
             deny: DEFAULT_DENY.iter().map(|s| (*s).to_owned()).collect(),
             deny_write: DEFAULT_DENY_WRITE.iter().map(|s| (*s).to_owned()).collect(),
             sensitive_allow: Vec::new(),
+            read_cover: Vec::new(),
+            write_cover: Vec::new(),
         }
     }
+}
+
+/// `rel` (a pattern relative to /etc, as HostPlugins and policies write them) as a host
+/// pattern.
+fn absolute(rel: &str) -> String {
+    format!("/etc/{rel}")
+}
+
+/// Whether some pattern of `list` covers `parts`.
+fn covered(list: &[String], parts: &[String]) -> bool {
+    list.iter().any(|p| matches_pattern(p, parts))
+}
+
+/// Whether some pattern of `list` covers `parts` or something below it (a directory on
+/// the way to a covered path).
+fn on_the_way(list: &[String], parts: &[String]) -> bool {
+    list.iter().any(|p| {
+        pattern_components(p)
+            .is_ok_and(|pat| match_components(&pat, parts) || could_match_below(&pat, parts))
+    })
+}
+
+/// Whether some pattern of `list` covers `parts` and everything below it (`dir/**`).
+fn covers_tree(list: &[String], parts: &[String]) -> bool {
+    list.iter().any(|p| {
+        pattern_components(p).is_ok_and(|pat| {
+            (0..=parts.len()).any(|n| {
+                pat.len() == n + 1 && pat[n] == "**" && match_components(&pat[..n], &parts[..n])
+            })
+        })
+    })
 }
 
 impl EtcPolicy {
@@ -82,6 +158,36 @@ impl EtcPolicy {
         Ok(())
     }
 
+    /// This policy narrowed by one call's `scope` (relative patterns, validated by the
+    /// operator and checked again here): its covers and write denials added, its exact
+    /// sensitive allowances (no wildcards) allowed. `None`: this policy as it is.
+    pub fn scoped(&self, scope: Option<&hostplug_api::plugin::EtcScope>) -> Result<Self, String> {
+        let mut policy = self.clone();
+        let Some(scope) = scope else {
+            return Ok(policy);
+        };
+        let check = |field: &str, list: &[String], exact: bool| {
+            for p in list {
+                hostplug_api::plugin::check_etc_pattern(p, exact)
+                    .map_err(|why| format!("the call's etc scope {field}: {why}"))?;
+            }
+            Ok::<_, String>(list.iter().map(|p| absolute(p)).collect::<Vec<_>>())
+        };
+        for list in &scope.read {
+            policy.read_cover.push(check("read", list, false)?);
+        }
+        for list in &scope.write {
+            policy.write_cover.push(check("write", list, false)?);
+        }
+        policy
+            .deny_write
+            .extend(check("denyWrite", &scope.deny_write, false)?);
+        policy
+            .sensitive_allow
+            .extend(check("allowSensitive", &scope.allow_sensitive, true)?);
+        Ok(policy)
+    }
+
     /// Whether `rel` (a path relative to /etc, already normalised) may be used for
     /// `access`. The error is what the plugin gets: [`CapabilityError::Denied`].
     pub(crate) fn check(&self, rel: &Path, access: Access) -> Result<(), CapabilityError> {
@@ -91,7 +197,39 @@ impl EtcPolicy {
         if denied && !hit(&self.sensitive_allow) {
             return Err(refusal(rel));
         }
-        Ok(())
+        self.check_cover(&parts, rel, access)
+    }
+
+    /// The scope part of [`check`](Self::check): every cover list of `access` covers
+    /// `parts` (for reads, or leads to what it covers).
+    fn check_cover(
+        &self,
+        parts: &[String],
+        rel: &Path,
+        access: Access,
+    ) -> Result<(), CapabilityError> {
+        let inside = match access {
+            Access::Read => self.read_cover.iter().all(|l| on_the_way(l, parts)),
+            Access::Write => self.write_cover.iter().all(|l| covered(l, parts)),
+        };
+        if inside {
+            Ok(())
+        } else {
+            Err(outside(rel, access))
+        }
+    }
+
+    /// Whether a directory listing shows the entry `rel`: what the call may read (the
+    /// covered paths and the directories on the way to them). Names the sensitive-path
+    /// list refuses stay listed, as without a scope: the list hides contents, not names.
+    pub(crate) fn lists(&self, rel: &Path) -> bool {
+        let parts = rel_components(rel);
+        self.read_cover.iter().all(|l| on_the_way(l, &parts))
+    }
+
+    /// Whether this policy narrows reads at all (directory listings are filtered then).
+    pub(crate) fn narrows_reads(&self) -> bool {
+        !self.read_cover.is_empty()
     }
 
     /// Whether `rel` is covered by a deny pattern at all, allowed or not: such a path's
@@ -109,9 +247,23 @@ impl EtcPolicy {
     /// a new name). A pattern that matches `rel` itself was already decided by
     /// [`check`](Self::check) (an allowed `manifests/**` covers what is below too);
     /// otherwise allows are not consulted: moving a protected tree is never needed.
-    pub(crate) fn check_tree(&self, rel: &Path) -> Result<(), CapabilityError> {
+    ///
+    /// A directory (`dir`) moved or removed takes everything below it along: with a
+    /// scope, a pattern must cover the whole tree (`dir/**`).
+    pub(crate) fn check_tree(&self, rel: &Path, dir: bool) -> Result<(), CapabilityError> {
         self.check(rel, Access::Write)?;
         let parts = rel_components(rel);
+        // A file holds nothing below it.
+        if !dir {
+            return Ok(());
+        }
+        if !self.write_cover.iter().all(|l| covers_tree(l, &parts)) {
+            return Err(CapabilityError::denied(format!(
+                "{}: the directory holds paths outside the /etc paths this call may write; \
+                 the host refuses to move or remove it",
+                guest(rel)
+            )));
+        }
         let below = self.deny.iter().chain(&self.deny_write).any(|p| {
             pattern_components(p)
                 .is_ok_and(|pat| !match_components(&pat, &parts) && could_match_below(&pat, &parts))
@@ -130,6 +282,19 @@ impl EtcPolicy {
 pub(crate) fn refusal(rel: &Path) -> CapabilityError {
     CapabilityError::denied(format!(
         "{} is a sensitive path; the host refuses it unless the plugin's HostPlugin allows it explicitly",
+        guest(rel)
+    ))
+}
+
+/// What a plugin gets for a path outside its call's scope.
+pub(crate) fn outside(rel: &Path, access: Access) -> CapabilityError {
+    let what = match access {
+        Access::Read => "read",
+        Access::Write => "write",
+    };
+    CapabilityError::denied(format!(
+        "{} is outside the /etc paths this call may {what} (its HostPlugin's \
+         spec.capabilities.etcPaths and the HostTaskPolicy's spec.etc)",
         guest(rel)
     ))
 }
@@ -226,6 +391,17 @@ mod tests {
             "kubernetes/kubelet.conf",
             "ssh/ssh_host_ed25519_key",
             "ssh/ssh_host_rsa_key.pub",
+            "rancher/k3s/k3s.yaml",
+            "rancher/rke2/rke2.yaml",
+            "rancher/k3s/registries.yaml",
+            "rancher/rke2/registries.yaml",
+            "rancher/k3s/config.yaml",
+            "rancher/rke2/config.yaml.d/50-token.yaml",
+            "rancher/node/password",
+            "containerd/certs.d/registry.example:5000/client.key",
+            "docker/certs.d/registry.example/client.key",
+            "kubernetes/enc/enc.yaml",
+            "kubernetes/encryption-config.yaml",
         ] {
             assert!(!check(&p, rel, Access::Read), "{rel} read");
             assert!(!check(&p, rel, Access::Write), "{rel} write");
@@ -241,6 +417,11 @@ mod tests {
             "kubernetes",
             "kubernetes/sub/admin.conf",
             "ssh/sshd_config",
+            "rancher/k3s/k3s.yaml.bak.d/x",
+            "containerd/config.toml",
+            "containerd/certs.d/registry.example/hosts.toml",
+            "containerd/certs.d/registry.example/client.cert",
+            "docker/certs.d/registry.example/ca.crt",
             "",
         ] {
             assert!(check(&p, rel, Access::Write), "{rel}");
@@ -270,7 +451,7 @@ mod tests {
             "ssh",
             "kubernetes/pki/etcd",
         ] {
-            assert!(p.check_tree(Path::new(tree)).is_err(), "{tree}");
+            assert!(p.check_tree(Path::new(tree), true).is_err(), "{tree}");
         }
         let manifests = EtcPolicy {
             sensitive_allow: vec!["/etc/kubernetes/manifests/**".to_owned()],
@@ -278,18 +459,26 @@ mod tests {
         };
         assert!(
             manifests
-                .check_tree(Path::new("kubernetes/manifests/.x.tmp"))
+                .check_tree(Path::new("kubernetes/manifests/.x.tmp"), true)
                 .is_ok()
         );
-        assert!(manifests.check_tree(Path::new("kubernetes")).is_err());
+        assert!(manifests.check_tree(Path::new("kubernetes"), true).is_err());
         assert!(
             EtcPolicy::default()
-                .check_tree(Path::new("kubernetes/manifests/x"))
+                .check_tree(Path::new("kubernetes/manifests/x"), true)
                 .is_err()
         );
         for tree in ["default", "kubernetes/addons", "ssh/sshd_config.d"] {
-            assert!(p.check_tree(Path::new(tree)).is_ok(), "{tree}");
+            assert!(p.check_tree(Path::new(tree), true).is_ok(), "{tree}");
         }
+        // A file beside sensitive ones moves (an atomic replace of hosts.toml); the
+        // directory holding client keys does not.
+        let tmp = "containerd/certs.d/registry.example/.hosts.toml.tmp";
+        assert!(p.check_tree(Path::new(tmp), false).is_ok());
+        assert!(
+            p.check_tree(Path::new("containerd/certs.d/registry.example"), true)
+                .is_err()
+        );
     }
 
     #[test]

@@ -13,9 +13,13 @@
 //!   links, of the path itself.
 //!
 //! The call is refused (`access`, and a `host` log record naming the path) when any of
-//! these is sensitive for what the call does; a rename or removal is also refused when
-//! it would move a directory holding sensitive paths. An opened descriptor is checked
-//! once more where it really is, and closed if that is sensitive. A plugin runs
+//! these is sensitive for what the call does, or outside the call's path scope (the
+//! /etc paths its HostPlugin covers and its policies allow); a rename or removal is also
+//! refused when it would move a directory holding sensitive paths, or, with a scope, a
+//! directory not covered as a whole (`dir/**`). An opened descriptor is checked once
+//! more where it really is, and closed if that is refused. With a scope, a directory
+//! listing shows only the entries the call may read (covered paths and the directories
+//! on the way to them). A plugin runs
 //! single-threaded, so nothing of its own can change a link between the check and the
 //! call. Two plugins writing the same /etc at once could race a link swap against each
 //! other's creation of a file; reads and attribute changes are checked on the opened
@@ -47,11 +51,13 @@ use super::{EtcView, fd_path, rel_in_root};
 use crate::capability::CapabilityError;
 
 /// What the etc capability needs per store to check paths: the etc directory (opened
-/// as a path only) and its real path, and the policy.
+/// as a path only) and its real path, the policy, and where each open directory
+/// listing of a narrowed call lists (relative to /etc), to filter its entries.
 #[derive(Debug)]
 pub(crate) struct EtcGuard {
     pub(super) root: Option<(OwnedFd, PathBuf)>,
     pub(super) policy: Arc<EtcPolicy>,
+    listings: std::collections::HashMap<u32, PathBuf>,
 }
 
 impl EtcGuard {
@@ -70,7 +76,35 @@ impl EtcGuard {
                 Some((fd, real))
             }
         };
-        Ok(Self { root, policy })
+        Ok(Self {
+            root,
+            policy,
+            listings: std::collections::HashMap::new(),
+        })
+    }
+
+    /// Whether `rel` (relative to /etc, as `targets` gives it) is a directory, without
+    /// following a final link and without leaving the etc directory.
+    fn is_dir(&self, rel: &Path) -> bool {
+        let Some((root, _)) = &self.root else {
+            return false;
+        };
+        let rel = if rel.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            rel
+        };
+        rustix::fs::openat2(
+            root,
+            rel,
+            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+        )
+        .and_then(|fd| rustix::fs::fstat(&fd))
+        .is_ok_and(|st| {
+            rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Directory
+        })
     }
 
     /// Where the call on `path` below `dir_rel` really acts, relative to /etc: with
@@ -144,8 +178,8 @@ fn join_lexically(dir: &Path, path: &str) -> Option<PathBuf> {
 enum Use {
     /// Read or write what is there.
     Plain(Access),
-    /// Rename or remove it (with whatever it holds).
-    Tree,
+    /// Rename or remove it (with whatever it holds); `true`: what moves is a directory.
+    Tree(bool),
 }
 
 impl EtcView<'_> {
@@ -178,13 +212,21 @@ impl EtcView<'_> {
         for target in self.state.guard.targets(&dir, path, follow)? {
             let verdict = match how {
                 Use::Plain(access) => self.state.guard.policy.check(&target, access),
-                Use::Tree => self.state.guard.policy.check_tree(&target),
+                Use::Tree(dir) => self.state.guard.policy.check_tree(&target, dir),
             };
             if let Err(refused) = verdict {
                 return Err(self.refuse(refused));
             }
         }
         Ok(())
+    }
+
+    /// Whether `path` below `fd` is a directory (where the kernel resolves its parent).
+    fn is_dir_at(&mut self, fd: &Resource<Descriptor>, path: &str) -> bool {
+        self.dir_rel(fd)
+            .ok()
+            .and_then(|dir| self.state.guard.real_target(&dir, path, false))
+            .is_some_and(|rel| self.state.guard.is_dir(&rel))
     }
 
     /// Notes `path` below `fd` for the revert record, before the call changes it.
@@ -281,7 +323,17 @@ impl HostDescriptor for EtcView<'_> {
         &mut self,
         fd: Resource<Descriptor>,
     ) -> FsResult<Resource<types::DirectoryEntryStream>> {
-        HostDescriptor::read_directory(&mut self.inner, fd).await
+        // A narrowed call lists only what it may read: note where this listing lists.
+        let dir = if self.state.guard.policy.narrows_reads() {
+            Some(self.dir_rel(&fd)?)
+        } else {
+            None
+        };
+        let stream = HostDescriptor::read_directory(&mut self.inner, fd).await?;
+        if let Some(dir) = dir {
+            self.state.guard.listings.insert(stream.rep(), dir);
+        }
+        Ok(stream)
     }
 
     async fn sync(&mut self, fd: Resource<Descriptor>) -> FsResult<()> {
@@ -397,7 +449,7 @@ impl HostDescriptor for EtcView<'_> {
         fd: Resource<Descriptor>,
         path: String,
     ) -> FsResult<()> {
-        self.check(&fd, &path, false, Use::Tree)?;
+        self.check(&fd, &path, false, Use::Tree(true))?;
         self.record(&fd, &path, false, false);
         HostDescriptor::remove_directory_at(&mut self.inner, fd, path).await
     }
@@ -409,8 +461,10 @@ impl HostDescriptor for EtcView<'_> {
         new_fd: Resource<Descriptor>,
         new_path: String,
     ) -> FsResult<()> {
-        self.check(&fd, &old_path, false, Use::Tree)?;
-        self.check(&new_fd, &new_path, false, Use::Tree)?;
+        // What moves is what the old name holds; the new name gets all of it.
+        let dir = self.is_dir_at(&fd, &old_path);
+        self.check(&fd, &old_path, false, Use::Tree(dir))?;
+        self.check(&new_fd, &new_path, false, Use::Tree(dir))?;
         self.record(&fd, &old_path, false, true);
         self.record(&new_fd, &new_path, false, false);
         HostDescriptor::rename_at(&mut self.inner, fd, old_path, new_fd, new_path).await
@@ -488,10 +542,20 @@ impl HostDirectoryEntryStream for EtcView<'_> {
         &mut self,
         stream: Resource<types::DirectoryEntryStream>,
     ) -> FsResult<Option<types::DirectoryEntry>> {
-        HostDirectoryEntryStream::read_directory_entry(&mut self.inner, stream).await
+        let Some(dir) = self.state.guard.listings.get(&stream.rep()).cloned() else {
+            return HostDirectoryEntryStream::read_directory_entry(&mut self.inner, stream).await;
+        };
+        loop {
+            let rep = Resource::<types::DirectoryEntryStream>::new_borrow(stream.rep());
+            match HostDirectoryEntryStream::read_directory_entry(&mut self.inner, rep).await? {
+                Some(entry) if !self.state.guard.policy.lists(&dir.join(&entry.name)) => {}
+                other => return Ok(other),
+            }
+        }
     }
 
     fn drop(&mut self, stream: Resource<types::DirectoryEntryStream>) -> wasmtime::Result<()> {
+        self.state.guard.listings.remove(&stream.rep());
         HostDirectoryEntryStream::drop(&mut self.inner, stream)
     }
 }

@@ -6,7 +6,7 @@
 //! purpose), `list {path}`, `exists {path}`, `remove {path}`, `mkdir {path}`,
 //! `env {}` (environment, arguments and cwd as the guest sees them), `stat {path}` and
 //! `chmod {path, mode?, uid?, gid?}` (the host's `files` import, numbers as JSON integers;
-//! ignores dry-run on purpose).
+//! ignores dry-run on purpose), `rename {path, to}` and `rmdir {path}`.
 
 wit_bindgen::generate!({ path: "../../../wit", world: "host-action" });
 
@@ -70,11 +70,16 @@ impl Guest for TestEscape {
                 "stat",
                 "chmod",
                 "registry-auth",
+                "rename",
+                "rmdir",
             ]
             .map(|name| MethodInfo {
                 name: name.into(),
                 description: format!("test method {name}"),
-                mutates: matches!(name, "write" | "remove" | "mkdir" | "chmod"),
+                mutates: matches!(
+                    name,
+                    "write" | "remove" | "mkdir" | "chmod" | "rename" | "rmdir"
+                ),
                 params_schema: r#"{"type":"object"}"#.into(),
             })
             .to_vec(),
@@ -119,6 +124,17 @@ impl Guest for TestEscape {
                 let path = param(&params, "path")?;
                 std::fs::create_dir(path).map_err(|e| io_error(path, e))?;
                 ok(true, json!({ "created": path }))
+            }
+            "rename" => {
+                let path = param(&params, "path")?;
+                let to = param(&params, "to")?;
+                std::fs::rename(path, to).map_err(|e| io_error(path, e))?;
+                ok(true, json!({ "renamed": path, "to": to }))
+            }
+            "rmdir" => {
+                let path = param(&params, "path")?;
+                std::fs::remove_dir_all(path).map_err(|e| io_error(path, e))?;
+                ok(true, json!({ "removed": path }))
             }
             "env" => {
                 let vars: Vec<String> = std::env::vars().map(|(k, v)| format!("{k}={v}")).collect();
