@@ -40,6 +40,7 @@ fn ok(changed: bool, output: Value) -> Result<Outcome, PluginError> {
         changed,
         output: output.to_string(),
         diff: None,
+        reboot_required: None,
     })
 }
 
