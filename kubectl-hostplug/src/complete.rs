@@ -26,13 +26,27 @@ pub const NO_FILE_COMPLETION: u8 = 4;
 /// Cobra's directive: do not add a space after the candidate (`NAME=` goes on).
 pub const NO_SPACE: u8 = 2;
 
-/// The subcommands, as `Command` names them.
-const SUBCOMMANDS: [(&str, &str); 4] = [
-    ("run", "create a HostTask running a plugin's method"),
-    ("status", "a task's state and per-node results"),
-    ("plugins", "the plugin catalog"),
-    ("explain", "one method's parameters"),
-];
+/// The subcommands with the first line of their help, read from the command-line
+/// parser itself (one list: a new subcommand completes without a second edit); the
+/// hidden ones (`__complete`) and clap's `help` are left out.
+fn subcommands() -> Vec<(String, String)> {
+    let cli = <crate::Cli as clap::CommandFactory>::command();
+    cli.get_subcommands()
+        .filter(|c| !c.is_hide_set() && c.get_name() != "help")
+        .map(|c| {
+            let about = c
+                .get_about()
+                .map(|a| a.to_string())
+                .unwrap_or_default()
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .trim_end_matches('.')
+                .to_owned();
+            (c.get_name().to_owned(), about)
+        })
+        .collect()
+}
 
 /// Flags that take the next word as their value (`run`'s and the global ones).
 const VALUE_FLAGS: [&str; 18] = [
@@ -112,11 +126,7 @@ pub fn complete(plugins: &[HostPlugin], words: &[String]) -> Completion {
         return Completion::none();
     };
     let Some((sub, rest)) = before.split_first() else {
-        let subs = SUBCOMMANDS
-            .iter()
-            .map(|(s, d)| ((*s).to_owned(), (*d).to_owned()))
-            .collect();
-        return Completion::of(subs, word, NO_FILE_COMPLETION);
+        return Completion::of(subcommands(), word, NO_FILE_COMPLETION);
     };
     if sub != "run" && sub != "explain" {
         return Completion::none();
@@ -271,6 +281,28 @@ mod tests {
             ..Default::default()
         });
         vec![hp]
+    }
+
+    #[test]
+    fn every_subcommand_completes_and_hidden_ones_do_not() {
+        let c = complete(&plugins(), &words(&[""]));
+        let names: Vec<&str> = c.candidates.iter().map(|(n, _)| n.as_str()).collect();
+        for sub in [
+            "run", "status", "logs", "rerun", "revert", "pause", "resume", "cancel",
+        ] {
+            assert!(names.contains(&sub), "{sub} missing from {names:?}");
+        }
+        assert!(
+            !names.iter().any(|n| n.starts_with("__") || *n == "help"),
+            "{names:?}"
+        );
+        assert!(
+            c.candidates.iter().all(|(_, about)| !about.is_empty()),
+            "{c:?}"
+        );
+        let c = complete(&plugins(), &words(&["re"]));
+        let names: Vec<&str> = c.candidates.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["rerun", "revert", "resume"]);
     }
 
     #[test]

@@ -121,6 +121,15 @@ pub fn diff(text: &str, colour: bool) -> String {
 
 /// The whole report of a task: a summary line, the per-node table, then each node's
 /// diff, output and failure in full.
+/// A node's PHASE cell: its phase, and where it is in a drain/reboot cycle or what it
+/// waits for (`Running/Draining`, `Pending/WaitingForWindow`; the reason is in MESSAGE).
+fn phase_cell(n: &NodeResult) -> String {
+    match &n.disruption {
+        Some(d) => format!("{:?}/{}", n.phase, d.phase.as_str()),
+        None => format!("{:?}", n.phase),
+    }
+}
+
 pub fn task(t: &HostTask, colour: bool) -> String {
     let name = plain(t.metadata.name.as_deref().unwrap_or_default());
     let status = t.status.clone().unwrap_or_default();
@@ -191,7 +200,7 @@ pub fn task(t: &HostTask, colour: bool) -> String {
         .map(|n| {
             vec![
                 plain(&n.node),
-                format!("{:?}", n.phase),
+                phase_cell(n),
                 if n.changed { "yes" } else { "no" }.to_owned(),
                 took(n),
                 cell(n.message.as_deref().unwrap_or_default()),
@@ -449,6 +458,34 @@ mod tests {
             ..Default::default()
         });
         t
+    }
+
+    #[test]
+    fn a_node_in_a_drain_or_reboot_cycle_shows_where_it_is() {
+        use hostplug_api::disruption::{DisruptionPhase, NodeDisruption};
+        let mut t = task();
+        if let Some(s) = t.status.as_mut() {
+            s.nodes[1].phase = NodePhase::Pending;
+            s.nodes[1].message = Some("waiting for a maintenance window (opens 02:00 UTC)".into());
+            s.nodes[1].disruption = Some(NodeDisruption {
+                phase: DisruptionPhase::WaitingForWindow,
+                message: None,
+            });
+        }
+        let text = super::task(&t, false);
+        let row = text
+            .lines()
+            .find(|l| l.starts_with("node2"))
+            .unwrap_or_default();
+        assert!(
+            row.contains("Pending/WaitingForWindow") && row.contains("opens 02:00 UTC"),
+            "{text}"
+        );
+        let row1 = text
+            .lines()
+            .find(|l| l.starts_with("node1"))
+            .unwrap_or_default();
+        assert!(row1.contains("Succeeded ") && !row1.contains('/'), "{text}");
     }
 
     #[test]

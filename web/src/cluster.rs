@@ -92,6 +92,10 @@ pub struct NodeResultView {
     pub changed: bool,
     /// Why it failed, or a note.
     pub message: String,
+    /// Where the node is in a drain/reboot cycle, or why it waits for one
+    /// (`status.nodes[].disruption.phase`, e.g. `Draining`, `WaitingForWindow`); empty
+    /// when the node is in no cycle.
+    pub cycle: String,
     /// Unified diff, if the plugin produced one.
     pub diff: Option<String>,
     /// The plugin's JSON output.
@@ -303,6 +307,11 @@ pub fn task_view(task: &HostTask) -> TaskView {
             phase: phase_name(n.phase).to_owned(),
             changed: n.changed,
             message: n.message.clone().unwrap_or_default(),
+            cycle: n
+                .disruption
+                .as_ref()
+                .map(|d| d.phase.as_str().to_owned())
+                .unwrap_or_default(),
             diff: n.diff.clone().filter(|d| !d.is_empty()),
             output: n.output.clone(),
         })
@@ -768,5 +777,58 @@ mod source_tests {
             },
         );
         assert_eq!(plugin_view(&hp).source, "oci:r.example/p:1");
+    }
+}
+
+#[cfg(test)]
+mod cycle_tests {
+    use super::*;
+    use hostplug_api::crd::{HostTaskSpec, HostTaskStatus, NodePhase, NodeResult};
+    use hostplug_api::disruption::{DisruptionPhase, NodeDisruption};
+
+    #[test]
+    fn a_node_in_a_drain_or_reboot_cycle_shows_its_step() {
+        let mut t = HostTask::new(
+            "t",
+            HostTaskSpec {
+                disruption: None,
+                targets: hostplug_api::NodeTargets {
+                    workers: vec!["n1".into(), "n2".into()],
+                    target_type: None,
+                    node_selector: None,
+                },
+                http: None,
+                revert: None,
+                dry_run: false,
+                timeout_seconds: 60,
+                rollout: None,
+                ttl_seconds_after_finished: None,
+                registry_auth: None,
+                rerun: 0,
+                on_change: Vec::new(),
+            },
+        );
+        t.status = Some(HostTaskStatus {
+            nodes: vec![
+                NodeResult {
+                    node: "n1".into(),
+                    phase: NodePhase::Running,
+                    disruption: Some(NodeDisruption {
+                        phase: DisruptionPhase::Draining,
+                        message: None,
+                    }),
+                    ..Default::default()
+                },
+                NodeResult {
+                    node: "n2".into(),
+                    phase: NodePhase::Succeeded,
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        });
+        let view = task_view(&t);
+        assert_eq!(view.nodes[0].cycle, "Draining");
+        assert_eq!(view.nodes[1].cycle, "");
     }
 }

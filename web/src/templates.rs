@@ -208,6 +208,8 @@ pub struct NodeCard {
     pub pod: String,
     pub phase: String,
     pub phase_class: &'static str,
+    /// The node's drain/reboot cycle step or what it waits for (empty: none).
+    pub cycle: String,
     pub changed: bool,
     pub message: String,
     pub diff: Vec<DiffLine>,

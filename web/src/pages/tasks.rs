@@ -214,6 +214,7 @@ pub async fn task_page(
             pod: n.pod.clone(),
             phase: n.phase.clone(),
             phase_class: state_class(&n.phase),
+            cycle: n.cycle.clone(),
             changed: n.changed,
             message: n.message.clone(),
             diff: n.diff.as_deref().map(diff_lines).unwrap_or_default(),
