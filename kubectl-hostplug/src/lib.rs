@@ -374,6 +374,24 @@ pub fn revert_spec_of(args: &RevertArgs) -> HostTaskSpec {
     }
 }
 
+/// Follows task `name` until it ends, prints it (or its object in `-o json|yaml`) and
+/// answers the exit code: 0 when it succeeded, [`EXIT_TASK_FAILED`] otherwise — what
+/// `run --wait`, `rerun --wait` and `revert` all end with.
+async fn follow_and_report(
+    api: &Api<HostTask>,
+    name: &str,
+    timeout: Duration,
+    out: &Printer,
+) -> anyhow::Result<u8> {
+    let ended = follow::until_finished(api, name, timeout, out.format.is_some()).await?;
+    out.print(&ended, || render::task(&ended, out.colour))?;
+    let failed = ended
+        .status
+        .as_ref()
+        .is_none_or(|s| s.state != TaskState::Succeeded);
+    Ok(if failed { EXIT_TASK_FAILED } else { 0 })
+}
+
 /// `revert`: checks the task exists (a clear error before anything is created), creates
 /// the revert task and, unless `--no-wait`, follows it until it ends.
 async fn revert_task(
@@ -419,19 +437,7 @@ async fn revert_task(
             args.task
         );
     }
-    let ended = follow::until_finished(
-        &api,
-        &name,
-        Duration::from_secs(args.wait_timeout),
-        out.format.is_some(),
-    )
-    .await?;
-    out.print(&ended, || render::task(&ended, out.colour))?;
-    let failed = ended
-        .status
-        .as_ref()
-        .is_none_or(|s| s.state != TaskState::Succeeded);
-    Ok(if failed { EXIT_TASK_FAILED } else { 0 })
+    follow_and_report(&api, &name, Duration::from_secs(args.wait_timeout), out).await
 }
 
 /// `run`'s arguments.
@@ -683,19 +689,7 @@ async fn run_task(
             args.plugin, args.method
         );
     }
-    let ended = follow::until_finished(
-        &api,
-        &name,
-        Duration::from_secs(args.wait_timeout),
-        out.format.is_some(),
-    )
-    .await?;
-    out.print(&ended, || render::task(&ended, out.colour))?;
-    let failed = ended
-        .status
-        .as_ref()
-        .is_none_or(|s| s.state != TaskState::Succeeded);
-    Ok(if failed { EXIT_TASK_FAILED } else { 0 })
+    follow_and_report(&api, &name, Duration::from_secs(args.wait_timeout), out).await
 }
 
 /// `rerun`: raises `spec.rerun` of a task whose current generation ended, so the API
@@ -746,19 +740,7 @@ async fn rerun_task(
     if out.format.is_none() {
         eprintln!("hosttask.hostplug.dev/{name} rerun (generation {generation}); following …");
     }
-    let ended = follow::until_finished(
-        &api,
-        name,
-        Duration::from_secs(wait_timeout),
-        out.format.is_some(),
-    )
-    .await?;
-    out.print(&ended, || render::task(&ended, out.colour))?;
-    let failed = ended
-        .status
-        .as_ref()
-        .is_none_or(|s| s.state != TaskState::Succeeded);
-    Ok(if failed { EXIT_TASK_FAILED } else { 0 })
+    follow_and_report(&api, name, Duration::from_secs(wait_timeout), out).await
 }
 
 /// The task spec the flags describe.
