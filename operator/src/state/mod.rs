@@ -117,6 +117,13 @@ struct Plans {
 /// never a task's.
 const CORRECTION_NAMESPACE: &str = "HostState";
 
+/// Whether `identity` names a HostState correction ([`correction_identity`]), not a
+/// task: no HostTaskPolicy governs it (a HostState is cluster-scoped and an
+/// administrator's), so the policies' /etc paths do not narrow it.
+pub fn is_correction(identity: &TaskIdentity) -> bool {
+    identity.namespace == CORRECTION_NAMESPACE
+}
+
 /// The identity the node keeps the change of step `step` of the correction `prefix`
 /// (`<state uid>/<generation>/<node>/c<n>`: one per correction of a node) of state
 /// `state` under, for its revert when a health check fails after it.
