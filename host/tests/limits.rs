@@ -160,7 +160,7 @@ fn multi_memory_component(pages: u32) -> String {
     (field "description" string) (field "methods" (list $mi-e))))
   (export $pi-e "plugin-info" (type $pi))
   (type $oc (record (field "changed" bool) (field "output" string)
-    (field "diff" (option string))))
+    (field "diff" (option string)) (field "reboot-required" (option string))))
   (export $oc-e "outcome" (type $oc))
   (type $pe (variant (case "invalid-params" string) (case "not-found" string)
     (case "denied" string) (case "failed" string)))
