@@ -24,6 +24,7 @@ use hostplug_testenv::hostplug::{
 use hostplug_testenv::nodesim::NodeSpec;
 use hostplug_testenv::{EnvConfig, Environment};
 use k8s_openapi::api::core::v1::{Pod, Secret, Service};
+use k8s_openapi::api::events::v1::Event;
 use kube::api::ListParams;
 use kube::{Api, Client};
 
@@ -349,6 +350,45 @@ impl Harness {
                     serde_json::to_string_pretty(&t.and_then(|t| t.status)).unwrap_or_default(),
                     tail(&self.operator_log(self.starts), 60)
                 );
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+
+    /// The Events about task `name` in [`NAMESPACE`], oldest first: (reason, note).
+    pub async fn task_events(&self, name: &str) -> anyhow::Result<Vec<(String, String)>> {
+        let api: Api<Event> = Api::namespaced(self.admin.clone(), NAMESPACE);
+        let mut events: Vec<Event> = api
+            .list(&ListParams::default())
+            .await?
+            .items
+            .into_iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+            .collect();
+        events.sort_by_key(|e| e.metadata.creation_timestamp.clone());
+        Ok(events
+            .into_iter()
+            .map(|e| (e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
+            .collect())
+    }
+
+    /// Waits (30 s at most) for an Event about task `name` with `reason` whose note
+    /// satisfies `note`; returns the note. Events are recorded after the status is
+    /// written, so a test that read a finished status waits for them here.
+    pub async fn wait_task_event(
+        &self,
+        name: &str,
+        reason: &str,
+        note: impl Fn(&str) -> bool,
+    ) -> anyhow::Result<String> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let all = self.task_events(name).await?;
+            if let Some((_, n)) = all.iter().find(|(r, n)| r == reason && note(n)) {
+                return Ok(n.clone());
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("no {reason} Event as expected on task {name}; its Events: {all:?}");
             }
             tokio::time::sleep(Duration::from_millis(300)).await;
         }

@@ -20,9 +20,8 @@ use std::time::Duration;
 
 use hostplug_api::crd::{HostTask, NodePhase, TaskState};
 use hostplug_e2e::{Harness, NAMESPACE, workspace_binary};
-use k8s_openapi::api::events::v1::Event;
 use kube::ResourceExt;
-use kube::api::{Api, ListParams};
+use kube::api::Api;
 
 const NODES: [&str; 3] = ["master", "node1", "node2"];
 
@@ -88,34 +87,6 @@ fn text(out: &Output) -> String {
 
 fn node<'a>(t: &'a HostTask, name: &str) -> Option<&'a hostplug_api::crd::NodeResult> {
     t.status.as_ref()?.nodes.iter().find(|n| n.node == name)
-}
-
-/// Events about task `name`: (reason, note).
-async fn events(h: &Harness, name: &str) -> anyhow::Result<Vec<(String, String)>> {
-    let api: Api<Event> = Api::namespaced(h.admin.clone(), NAMESPACE);
-    Ok(api
-        .list(&ListParams::default())
-        .await?
-        .items
-        .into_iter()
-        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
-        .map(|e| (e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
-        .collect())
-}
-
-async fn wait_event(h: &Harness, task: &str, reason: &str) -> anyhow::Result<String> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let all = events(h, task).await?;
-        if let Some((_, note)) = all.iter().find(|(r, _)| r == reason) {
-            return Ok(note.clone());
-        }
-        anyhow::ensure!(
-            tokio::time::Instant::now() < deadline,
-            "no {reason} Event on {task}: {all:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
 }
 
 /// How many times the worker restored for the revert task `t` on `node` (not answers
@@ -275,12 +246,14 @@ async fn every_kind_of_edit_is_reverted_exactly_and_a_hand_edit_is_refused() -> 
         );
     }
     // The reverted tasks hear of it; their own status is theirs.
-    let note = wait_event(&h, "t-block", "Reverted").await?;
+    let note = h.wait_task_event("t-block", "Reverted", |_| true).await?;
     assert!(
         note.contains("HostTask hostplug-system/undo-t-block reverted generation 1"),
         "{note}"
     );
-    let note = wait_event(&h, "t-line", "RevertFailed").await?;
+    let note = h
+        .wait_task_event("t-line", "RevertFailed", |_| true)
+        .await?;
     assert!(note.contains("not on node2"), "{note}");
     let line = h.tasks().get("t-line").await?;
     assert_eq!(

@@ -109,6 +109,29 @@ async fn events(h: &Harness, name: &str) -> anyhow::Result<Vec<Seen>> {
         .collect())
 }
 
+/// Waits (`timeout` at most) until the Events about the HostState `name` satisfy `cond`;
+/// returns them. Events are recorded after the status is written.
+async fn wait_events(
+    h: &Harness,
+    name: &str,
+    timeout: Duration,
+    cond: impl Fn(&[Seen]) -> bool,
+) -> anyhow::Result<Vec<Seen>> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let evs = events(h, name).await?;
+        if cond(&evs) {
+            return Ok(evs);
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the Events about HostState {name} are not as expected: {evs:?}\n{}",
+            tail(&h.operator_log(h.operator_starts()), 40)
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
 async fn label_node(h: &Harness, node: &str, value: Option<&str>) -> anyhow::Result<()> {
     let nodes: Api<Node> = Api::all(h.admin.clone());
     nodes
@@ -208,16 +231,17 @@ async fn enforce_holds_the_state_on_every_selected_node() -> anyhow::Result<()> 
     .await?;
     // Per-node Events: node1's drift and correction happened twice now (converging, and
     // this edit).
-    let evs = events(&h, name).await?;
-    for reason in ["DriftDetected", "Corrected"] {
-        assert!(
-            evs.iter().any(|e| e.reason == reason
-                && e.node.as_deref() == Some("node1")
-                && e.count >= 2
-                && e.note.starts_with("node1: ")),
-            "no second {reason} event for node1: {evs:?}"
-        );
-    }
+    wait_events(&h, name, Duration::from_secs(30), |evs| {
+        ["DriftDetected", "Corrected"].iter().all(|reason| {
+            evs.iter().any(|e| {
+                e.reason == *reason
+                    && e.node.as_deref() == Some("node1")
+                    && e.count >= 2
+                    && e.note.starts_with("node1: ")
+            })
+        })
+    })
+    .await?;
     eprintln!("hand edit corrected after {took:?}");
 
     // A node that joins later, labelled, is brought in sync.
@@ -288,12 +312,11 @@ async fn audit_reports_drift_and_writes_nothing() -> anyhow::Result<()> {
         );
         assert_eq!(n.corrections, 0);
     }
-    let evs = events(&h, "registry-mirror").await?;
-    assert!(
+    wait_events(&h, "registry-mirror", Duration::from_secs(30), |evs| {
         evs.iter()
-            .any(|e| e.reason == "DriftDetected" && e.note.contains("Audit")),
-        "{evs:?}"
-    );
+            .any(|e| e.reason == "DriftDetected" && e.note.contains("Audit"))
+    })
+    .await?;
     // Annotated sensitive, the same drift keeps only its size and hash in the status.
     states(&h)
         .patch(
@@ -360,24 +383,11 @@ async fn audit_reports_drift_and_writes_nothing() -> anyhow::Result<()> {
                 .any(|c| c.type_ == "InSync" && c.reason == "Invalid"),
             "{name}: {st:?}"
         );
-        // The Event follows the status write: give it a moment on a loaded machine.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-        let evs = loop {
-            let evs = events(&h, name).await?;
-            if evs
-                .iter()
-                .any(|e| e.reason == "ValidationFailed" && e.note.contains(field))
-                || tokio::time::Instant::now() > deadline
-            {
-                break evs;
-            }
-            tokio::time::sleep(Duration::from_millis(300)).await;
-        };
-        assert!(
+        wait_events(&h, name, Duration::from_secs(30), |evs| {
             evs.iter()
-                .any(|e| e.reason == "ValidationFailed" && e.note.contains(field)),
-            "{name}: {evs:?}"
-        );
+                .any(|e| e.reason == "ValidationFailed" && e.note.contains(field))
+        })
+        .await?;
     }
     // Step 0 of the refused states was valid, and still nothing ran.
     assert_eq!(changed_files(&before, &h.snapshot()?), vec![]);
@@ -615,23 +625,14 @@ async fn a_state_with_a_253_character_name_gets_its_status_and_events() -> anyho
         syncs(s) == [("node1".to_owned(), NodeSync::Drifted)]
     })
     .await?;
-    let deadline = tokio::time::Instant::now() + STATE_TIMEOUT;
-    loop {
-        let evs = events(&h, &name).await?;
-        if evs.iter().any(|e| {
+    wait_events(&h, &name, STATE_TIMEOUT, |evs| {
+        evs.iter().any(|e| {
             e.reason == "DriftDetected"
                 && e.node.as_deref() == Some("node1")
                 && e.note.starts_with("node1: ")
-        }) {
-            break;
-        }
-        anyhow::ensure!(
-            tokio::time::Instant::now() < deadline,
-            "no DriftDetected Event for the state with a 253-character name: {evs:?}\n{}",
-            tail(&h.operator_log(h.operator_starts()), 40)
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+        })
+    })
+    .await?;
     assert!(
         !h.etc("node1")?.join("long-name.conf").exists(),
         "Audit wrote the file"

@@ -19,9 +19,7 @@ use std::process::Output;
 
 use hostplug_api::crd::{HostTask, NodePhase, RolloutPhase, TaskState};
 use hostplug_e2e::{Harness, NAMESPACE, state_of, workspace_binary};
-use k8s_openapi::api::events::v1::Event;
 use kube::ResourceExt;
-use kube::api::{Api, ListParams};
 
 const NODES: [&str; 4] = ["master", "node1", "node2", "node3"];
 
@@ -78,19 +76,6 @@ fn fingerprint(h: &Harness, node: &str) -> anyhow::Result<(String, u32)> {
     let bytes = std::fs::read(&path)?;
     let mode = std::fs::metadata(&path)?.permissions().mode() & 0o7777;
     Ok((format!("{:x}", sha2::Sha256::digest(&bytes)), mode))
-}
-
-/// Reasons of the Events about task `name`.
-async fn event_reasons(h: &Harness, name: &str) -> anyhow::Result<Vec<String>> {
-    let api: Api<Event> = Api::namespaced(h.admin.clone(), NAMESPACE);
-    Ok(api
-        .list(&ListParams::default())
-        .await?
-        .items
-        .into_iter()
-        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
-        .filter_map(|e| e.reason)
-        .collect())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -163,8 +148,8 @@ async fn a_canary_whose_health_check_fails_halts_the_rollout_until_resumed() -> 
     for n in ["node1", "node2", "node3"] {
         assert_eq!(demo(&h, n)?, "a = 1\n", "{n} was touched while halted");
     }
-    let reasons = event_reasons(&h, "canary").await?;
-    assert!(reasons.iter().any(|r| r == "RolloutHalted"), "{reasons:?}");
+    h.wait_task_event("canary", "RolloutHalted", |_| true)
+        .await?;
 
     // Fixed by hand, then resumed: the wave is approved, the rest runs, once each.
     std::fs::write(h.etc("master")?.join("health.conf"), "ok\n")?;
@@ -284,14 +269,13 @@ async fn pause_resume_and_cancel_mid_rollout() -> anyhow::Result<()> {
         .await?;
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("has ended"));
-    let reasons = event_reasons(&h, "staged").await?;
     for r in [
         "AwaitingApproval",
         "RolloutPaused",
         "WaveStarted",
         "RolloutCancelled",
     ] {
-        assert!(reasons.iter().any(|x| x == r), "{r}: {reasons:?}");
+        h.wait_task_event("staged", r, |_| true).await?;
     }
     h.shutdown().await
 }
@@ -337,19 +321,8 @@ async fn bad_waves_and_mutating_checks_are_refused() -> anyhow::Result<()> {
             .and_then(|s| s.msg.clone())
             .unwrap_or_default();
         assert!(msg.starts_with(field), "{name}: {msg}");
-        // The Event follows the status write.
-        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
-        loop {
-            let reasons = event_reasons(&h, name).await?;
-            if reasons.iter().any(|r| r == "ValidationFailed") {
-                break;
-            }
-            anyhow::ensure!(
-                tokio::time::Instant::now() < deadline,
-                "{name}: no ValidationFailed Event: {reasons:?}"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-        }
+        h.wait_task_event(name, "ValidationFailed", |_| true)
+            .await?;
     }
     h.shutdown().await
 }
@@ -425,20 +398,12 @@ async fn a_failed_canary_is_reverted_with_on_failure_revert() -> anyhow::Result<
             ("node3".into(), NodePhase::Pending),
         ]
     );
-    // The Event follows the status write.
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        let reasons = event_reasons(&h, "undo").await?;
-        if reasons.iter().any(|r| r == "RolledBack") {
-            assert!(!reasons.iter().any(|r| r == "RevertFailed"), "{reasons:?}");
-            break;
-        }
-        anyhow::ensure!(
-            tokio::time::Instant::now() < deadline,
-            "no RolledBack Event: {reasons:?}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    }
+    h.wait_task_event("undo", "RolledBack", |_| true).await?;
+    let events = h.task_events("undo").await?;
+    assert!(
+        !events.iter().any(|(r, _)| r == "RevertFailed"),
+        "{events:?}"
+    );
     // A while later nothing moved: no node ran again, none was reverted again.
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
     for (n, was) in NODES.iter().zip(&before) {

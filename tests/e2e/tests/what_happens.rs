@@ -33,9 +33,8 @@ use hostplug_e2e::{Harness, NAMESPACE, NODES, Tree, changed_files, state_of};
 use hostplug_testenv::faults::{FILLER, SmallDisk};
 use hostplug_testenv::nodesim::NodeSpec;
 use k8s_openapi::api::core::v1::Node;
-use k8s_openapi::api::events::v1::Event;
 use kube::Api;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{DeleteParams, Patch, PatchParams};
 
 /// The node whose `/etc` is a small disk.
 const SMALL_NODE: &str = "node2";
@@ -71,19 +70,6 @@ fn node_phase(t: &HostTask, phase: NodePhase) -> Option<String> {
         .iter()
         .find(|n| n.phase == phase)
         .map(|n| n.node.clone())
-}
-
-/// The Events about a task: (reason, note).
-async fn events(h: &Harness, task: &str) -> anyhow::Result<Vec<(String, String)>> {
-    let api: Api<Event> = Api::namespaced(h.admin.clone(), NAMESPACE);
-    Ok(api
-        .list(&ListParams::default())
-        .await?
-        .items
-        .into_iter()
-        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(task))
-        .map(|e| (e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
-        .collect())
 }
 
 /// The nodes' files, without the small disk's filler.
@@ -234,14 +220,9 @@ async fn the_disk_is_full_during_a_write(h: &Harness, disk: &SmallDisk) -> anyho
     // The old content byte for byte, and nothing else changed: no temporary file left.
     assert_eq!(std::fs::read_to_string(etc.join("big.conf"))?, old);
     assert_eq!(changed_files(&before, &snapshot(h)?), vec![]);
-    let events = events(h, name).await?;
-    assert!(
-        events
-            .iter()
-            .any(|(reason, note)| reason == "NodeFailed"
-                && note == &format!("{SMALL_NODE}: {message}")),
-        "{events:?}"
-    );
+    let expected = format!("{SMALL_NODE}: {message}");
+    h.wait_task_event(name, "NodeFailed", |note| note == expected)
+        .await?;
 
     // Space again: the task edited (a new generation) writes the file whole.
     tokio::task::block_in_place(|| disk.unfill())?;
@@ -299,14 +280,10 @@ async fn a_node_deleted_mid_rollout(h: &mut Harness) -> anyhow::Result<()> {
             assert_eq!(std::fs::read_to_string(file)?, "x\n", "{}", n.node);
         }
     }
-    let events = events(h, name).await?;
-    assert!(
-        events
-            .iter()
-            .any(|(reason, note)| reason == "NodeFailed"
-                && note == "node3: node node3 no longer exists"),
-        "{events:?}"
-    );
+    h.wait_task_event(name, "NodeFailed", |note| {
+        note == "node3: node node3 no longer exists"
+    })
+    .await?;
     eprintln!("node deleted mid-rollout: {:?}", started.elapsed());
     Ok(())
 }
