@@ -22,6 +22,10 @@ CARGO ?= cargo
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),$(ROOT)/target)
 PLUGIN_OUT := $(ROOT)/target/plugins
 export HOSTPLUG_PLUGIN_DIR ?= $(PLUGIN_OUT)
+# No incremental compilation data: a build from a fresh clone (a new path each time)
+# never reuses it, and it grew a shared target directory by 7 GB a few runs. Set
+# CARGO_INCREMENTAL=1 for edit-compile loops in one checkout.
+export CARGO_INCREMENTAL ?= 0
 
 .PHONY: setup plugins build lint test test-unit dev cluster bench install images clean
 
