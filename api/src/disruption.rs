@@ -192,7 +192,8 @@ impl CycleStep {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct MaintenanceMark {
-    /// `<namespace>/<name>` of the HostTask.
+    /// `<namespace>/<name>` of the HostTask, or `HostState/<name>` for a HostState's
+    /// correction.
     pub task: String,
     /// Its uid.
     pub uid: String,

@@ -163,6 +163,15 @@ pub struct HostStateSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = crate::rollout::MAX_HEALTH_CHECKS))]
     pub checks: Vec<crate::rollout::HealthCheck>,
+    /// What a correction may do to a node (`Enforce` only), as a HostTask's
+    /// `spec.disruption`: drain the node before it, reboot it after it (`Always`, or
+    /// `IfRequested` when a step's plugin asks). A correction that disrupts starts only
+    /// inside a maintenance window and within the operator's fleet-wide budget
+    /// (`--max-disrupted-nodes`, shared with every task); until then the node stays
+    /// `Drifted`, its drift reported, with `disruption.phase: WaitingForWindow`. The
+    /// health checks and the check that ends a correction run after the reboot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disruption: Option<crate::disruption::DisruptionSpec>,
 }
 
 /// Where one node stands against the state.
@@ -252,6 +261,10 @@ pub struct NodeStateStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "crate::crd::time_schema")]
     pub last_correction_time: Option<Time>,
+    /// Why a correction that disrupts the node (`spec.disruption`) has not started:
+    /// `WaitingForWindow`, with when the next maintenance window opens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disruption: Option<crate::disruption::NodeDisruption>,
 }
 
 /// Observed state of a HostState. Written only by the operator, and only when something

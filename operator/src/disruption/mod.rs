@@ -449,13 +449,7 @@ impl Gate {
 
     /// Why Pending nodes may not begin now because of the window, if so.
     pub fn window_hold(&self) -> Option<NodeDisruption> {
-        match &self.window {
-            Some(WindowState::Closed { opens, window }) => Some(NodeDisruption {
-                phase: DisruptionPhase::WaitingForWindow,
-                message: Some(window::waiting_message(*opens, window)),
-            }),
-            _ => None,
-        }
+        window::hold(self.window.as_ref())
     }
 
     /// How many more nodes may begin a cycle, with `in_flight` the task's own nodes

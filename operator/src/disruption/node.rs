@@ -27,7 +27,6 @@ use serde_json::json;
 use tracing::{info, warn};
 
 use hostplug_api::AccessProfile;
-use hostplug_api::crd::HostTask;
 use hostplug_api::disruption::{MaintenanceMark, RebootRequest};
 use hostplug_api::systemd::SystemdAccess;
 
@@ -70,17 +69,19 @@ fn failed(what: &str, node: &str) -> impl FnOnce(kube::Error) -> CallError {
     move |e| CallError::Disruption(format!("{what} failed: {e}"))
 }
 
-/// One node's cycle for `task`; `apply` sends the task's call (at most once per
-/// process; the invocation id makes a repeat across processes safe).
-pub async fn run<F, Fut>(
+/// One node's cycle for `owner` (the HostTask, or the HostState whose correction it
+/// is; its Events go there); `apply` sends the call (at most once per process; the
+/// invocation id makes a repeat across processes safe).
+pub async fn run<K, F, Fut>(
     ctx: &Arc<Context>,
-    task: &HostTask,
+    owner: &K,
     cycle: Cycle<'_>,
     node: &str,
     port: i32,
     apply: F,
 ) -> NodeOutcome
 where
+    K: kube::Resource<DynamicType = ()>,
     F: FnOnce() -> Fut,
     Fut: Future<Output = NodeOutcome>,
 {
@@ -200,7 +201,7 @@ where
                     EventType::Normal
                 };
                 ctx.events
-                    .publish(task, kind, EVENT_REASON, Some(node), note)
+                    .publish(owner, kind, EVENT_REASON, Some(node), note)
                     .await;
             }
             Decision::Cordon | Decision::Uncordon => {
@@ -240,7 +241,7 @@ where
                         reboot_sent = true;
                         ctx.events
                             .publish(
-                                task,
+                                owner,
                                 EventType::Normal,
                                 EVENT_REASON,
                                 Some(node),
@@ -273,7 +274,7 @@ where
                 }
                 ctx.events
                     .publish(
-                        task,
+                        owner,
                         if last.failure.is_some() {
                             EventType::Warning
                         } else {

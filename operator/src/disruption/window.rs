@@ -13,8 +13,8 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp, tz::TimeZone};
 
 use hostplug_api::call::Invalid;
 use hostplug_api::disruption::{
-    MAX_MAINTENANCE_WINDOWS, MAX_WINDOW_DURATION_SECONDS, MIN_WINDOW_DURATION_SECONDS,
-    MaintenanceWindow,
+    DisruptionPhase, MAX_MAINTENANCE_WINDOWS, MAX_WINDOW_DURATION_SECONDS,
+    MIN_WINDOW_DURATION_SECONDS, MaintenanceWindow, NodeDisruption,
 };
 
 /// A window, parsed.
@@ -166,5 +166,17 @@ pub fn waiting_message(opens: Option<Timestamp>, window: &str) -> String {
              spec.disruption.maintenanceWindows; the next opens at {t} ({window})"
         ),
         None => format!("waiting for the maintenance window: {window} opens not within four years"),
+    }
+}
+
+/// What holds a node whose cycle may not begin in `state`: `WaitingForWindow` with the
+/// next opening while every window is closed, nothing otherwise.
+pub fn hold(state: Option<&WindowState>) -> Option<NodeDisruption> {
+    match state {
+        Some(WindowState::Closed { opens, window }) => Some(NodeDisruption {
+            phase: DisruptionPhase::WaitingForWindow,
+            message: Some(waiting_message(*opens, window)),
+        }),
+        _ => None,
     }
 }

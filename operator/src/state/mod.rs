@@ -45,6 +45,7 @@ use tracing::{Instrument, info, info_span, warn};
 
 use crate::client::CallError;
 use crate::dispatch::{FollowUp, NodeOutcome};
+use crate::disruption::window::{self, Window};
 use crate::plugins::LoadedPlugin;
 use crate::pool::WorkerKey;
 use crate::report::{set_condition, write_status};
@@ -53,6 +54,7 @@ use crate::values::CallValues;
 use crate::{Context, Error, Result};
 use conflicts::{FlipFlops, StateFootprint, file_keys, path_conflicts};
 use hostplug_api::crd::HostPlugin;
+use hostplug_api::disruption::{DisruptionPhase, DisruptionSpec};
 use round::{Action, Checked, Job, Observed, Round};
 
 /// Retry after a failed reconcile (API error): 5 s.
@@ -110,6 +112,8 @@ struct Plan {
 struct Plans {
     steps: Vec<Plan>,
     checks: Vec<(Plan, HealthCheck)>,
+    /// `spec.disruption` with its windows parsed, when corrections disrupt (`Enforce`).
+    disruption: Option<(DisruptionSpec, Vec<Window>)>,
 }
 
 /// The namespace of the identity a correction's change is kept under on the node
@@ -142,6 +146,15 @@ async fn plan(ctx: &Context, state: &HostState) -> Result<Result<Plans, Invalid>
     type Found = Option<(HostPlugin, std::result::Result<Arc<LoadedPlugin>, String>)>;
     let mut plugins: HashMap<String, Found> = HashMap::new();
     let audit = state.spec.mode == StateMode::Audit;
+    // Windows are refused in any mode (a state switched to Enforce later must not
+    // surprise); they gate only corrections.
+    let disruption = match &state.spec.disruption {
+        Some(d) => match window::parse(&d.maintenance_windows) {
+            Ok(w) => (!audit && d.disrupts(false)).then(|| (d.clone(), w)),
+            Err(e) => return Ok(Err(e)),
+        },
+        None => None,
+    };
     let mut plans = Vec::new();
     for (i, step) in state.spec.steps.iter().enumerate() {
         if !plugins.contains_key(&step.api) {
@@ -267,6 +280,7 @@ async fn plan(ctx: &Context, state: &HostState) -> Result<Result<Plans, Invalid>
     Ok(Ok(Plans {
         steps: plans,
         checks,
+        disruption,
     }))
 }
 
@@ -342,6 +356,18 @@ async fn reconcile_state(cached: &HostState, sc: &Arc<StateContext>) -> Result<R
 
     // This process's round: a new one when due.
     let now = Timestamp::now();
+    let window_state = plans
+        .disruption
+        .as_ref()
+        .and_then(|(_, w)| window::state(w, now));
+    let window_hold = window::hold(window_state.as_ref());
+    // A node left drifted for a closed window is corrected as soon as one opens.
+    let window_opened = window_hold.is_none()
+        && prior.nodes.iter().any(|n| {
+            n.disruption
+                .as_ref()
+                .is_some_and(|d| d.phase == DisruptionPhase::WaitingForWindow)
+        });
     let values = {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -353,7 +379,8 @@ async fn reconcile_state(cached: &HostState, sc: &Arc<StateContext>) -> Result<R
     let round = {
         let mut rounds = lock(&sc.rounds);
         let old = rounds.get(&uid);
-        if round::round_due(old, generation, &selected, values, interval, now) {
+        let reopened = window_opened && old.is_some_and(|r| r.finished);
+        if reopened || round::round_due(old, generation, &selected, values, interval, now) {
             if old.is_some_and(|r| r.generation != generation) {
                 sc.flips.forget(&name);
             }
@@ -392,6 +419,7 @@ async fn reconcile_state(cached: &HostState, sc: &Arc<StateContext>) -> Result<R
             selected: &selected,
             conflicts: &conflicts,
             round: &round,
+            window_hold: window_hold.as_ref(),
         },
     );
     // A state whose drift is sensitive (a file holding credentials) keeps no diff: only
@@ -429,7 +457,17 @@ async fn reconcile_state(cached: &HostState, sc: &Arc<StateContext>) -> Result<R
             .started
             .as_second()
             .saturating_add(i64::try_from(interval.as_secs()).unwrap_or(i64::MAX));
-        let left = next.saturating_sub(Timestamp::now().as_second()).max(1);
+        // Nodes wait for a window: wake at its opening if that comes first.
+        let opens = match &window_state {
+            Some(window::WindowState::Closed {
+                opens: Some(opens), ..
+            }) if window_hold.is_some() => opens.as_second().saturating_add(1),
+            _ => i64::MAX,
+        };
+        let left = next
+            .min(opens)
+            .saturating_sub(Timestamp::now().as_second())
+            .max(1);
         Ok(Requeue::requeue(Duration::from_secs(left.unsigned_abs())))
     } else {
         Ok(Requeue::requeue(FALLBACK_REQUEUE))
@@ -633,13 +671,16 @@ fn start_job(
     let (uid, name) = (uid.to_owned(), state.name_any());
     let timeout = state.spec.timeout_seconds;
     let me = ObjectRef::from_obj(state);
+    let owner = state.clone();
     tokio::spawn(async move {
         let ctx = &sc.ctx;
         let done = match correction {
             None => Job::Checked(check_node(ctx, &name, &node, &plans.steps, timeout).await),
             Some((drift, prefix, resumes)) => {
-                let r = correct_node(ctx, &name, &node, &plans, &drift, &prefix, timeout, resumes)
-                    .await;
+                let r = correct_node(
+                    ctx, &owner, &node, &plans, &drift, &prefix, timeout, resumes,
+                )
+                .await;
                 ctx.metrics.state_correction(&name);
                 sc.flips.corrected(&node, &name);
                 Job::Corrected(r)
@@ -737,15 +778,18 @@ async fn check_node(
 }
 
 /// Runs the drifted steps of a node for real, in order, with the ids under `prefix` (each
-/// step's change kept on the node, [`correction_identity`]), then the health checks
-/// (`spec.checks`): when one fails, the correction is reverted ([`revert_correction`])
-/// and the node fails naming the check. Otherwise the node is checked again (what the
-/// check finds is the result). `resumes`: an earlier operator process recorded this
-/// correction.
+/// step's change kept on the node, [`correction_identity`]) — inside the node's
+/// disruption cycle when `spec.disruption` says so (drain before, reboot after; the
+/// cycle is recorded on the Node under the correction's `prefix`, so a new leader
+/// continues it and no node is rebooted twice for one correction) — then the health
+/// checks (`spec.checks`): when one fails, the correction is reverted
+/// ([`revert_correction`]) and the node fails naming the check. Otherwise the node is
+/// checked again (what the check finds is the result). `resumes`: an earlier operator
+/// process recorded this correction.
 #[allow(clippy::too_many_arguments)]
 async fn correct_node(
-    ctx: &Context,
-    state: &str,
+    ctx: &Arc<Context>,
+    owner: &HostState,
     node: &str,
     plans: &Plans,
     drift: &[StepDrift],
@@ -753,36 +797,70 @@ async fn correct_node(
     timeout: i32,
     resumes: bool,
 ) -> Checked {
-    let mut corrected = Vec::with_capacity(drift.len());
-    for d in drift {
-        let Some(p) = plans
-            .steps
-            .iter()
-            .find(|p| i32::try_from(p.index).ok() == Some(d.step))
-        else {
-            continue;
-        };
-        let id = format!("{prefix}/s{}", p.index);
-        let record = correction_identity(state, prefix, p.index);
-        corrected.push(p);
-        match call_step(ctx, node, p, timeout, Some((id, record)), resumes).await {
-            Err(e) => {
-                return Err(format!(
-                    "correcting step {} ({}/{}): {e}",
-                    p.index, p.step.api, p.step.method
-                ));
-            }
-            Ok(s) => {
-                let calls: Vec<_> = p.step.on_change.clone();
-                let results = crate::dispatch::follow_up_results(&calls, s.changed, &s.follow_ups);
-                if let Some(why) = crate::dispatch::failed_follow_up(&results) {
-                    return Err(format!(
-                        "correcting step {} ({}/{}): {why}",
-                        p.index, p.step.api, p.step.method
-                    ));
+    let state = owner.name_any();
+    let state = state.as_str();
+    let corrected: Vec<&Plan> = drift
+        .iter()
+        .filter_map(|d| {
+            plans
+                .steps
+                .iter()
+                .find(|p| i32::try_from(p.index).ok() == Some(d.step))
+        })
+        .collect();
+    // Why a step failed, in the state's words; the cycle passes the call's error on.
+    let failure: Mutex<Option<String>> = Mutex::new(None);
+    let apply = || async {
+        let mut done: Option<crate::dispatch::Success> = None;
+        for p in &corrected {
+            let id = format!("{prefix}/s{}", p.index);
+            let record = correction_identity(state, prefix, p.index);
+            let what = format!(
+                "correcting step {} ({}/{})",
+                p.index, p.step.api, p.step.method
+            );
+            let s = match call_step(ctx, node, p, timeout, Some((id, record)), resumes).await {
+                Ok(s) => s,
+                Err(e) => {
+                    *lock(&failure) = Some(format!("{what}: {e}"));
+                    return Err(e);
                 }
+            };
+            let calls: Vec<_> = p.step.on_change.clone();
+            let results = crate::dispatch::follow_up_results(&calls, s.changed, &s.follow_ups);
+            if let Some(why) = crate::dispatch::failed_follow_up(&results) {
+                *lock(&failure) = Some(format!("{what}: {why}"));
+                return Err(CallError::NotSent(why));
             }
+            done = Some(match done {
+                None => s,
+                Some(mut all) => {
+                    all.changed |= s.changed;
+                    all.reboot_required = all.reboot_required.or(s.reboot_required);
+                    all
+                }
+            });
         }
+        done.ok_or_else(|| CallError::NotSent("no drifted step to correct".into()))
+    };
+    let applied = match &plans.disruption {
+        _ if corrected.is_empty() => Ok(()),
+        Some((spec, _)) => {
+            let owner_ref = format!("{CORRECTION_NAMESPACE}/{state}");
+            let cycle = crate::disruption::Cycle {
+                task: &owner_ref,
+                uid: prefix,
+                generation: owner.metadata.generation.unwrap_or(0),
+                spec,
+            };
+            crate::disruption::node::run(ctx, owner, cycle, node, DEFAULT_WORKER_PORT, apply)
+                .await
+                .map(drop)
+        }
+        None => apply().await.map(drop),
+    };
+    if let Err(e) = applied {
+        return Err(lock(&failure).take().unwrap_or_else(|| e.to_string()));
     }
     if !corrected.is_empty() {
         for (p, check) in &plans.checks {

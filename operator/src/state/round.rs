@@ -18,6 +18,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use hostplug_api::crd::RolloutSpec;
+use hostplug_api::disruption::NodeDisruption;
 use hostplug_api::state::{HostStateStatus, NodeStateStatus, NodeSync, StateMode, StepDrift};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
@@ -126,6 +127,9 @@ pub struct Observed<'a> {
     pub conflicts: &'a BTreeMap<String, BTreeSet<String>>,
     /// The round this process runs.
     pub round: &'a Round,
+    /// Why a correction that disrupts the node (`spec.disruption`, `Enforce`) may not
+    /// start now: the maintenance windows are closed (`None`: nothing holds it).
+    pub window_hold: Option<&'a NodeDisruption>,
 }
 
 /// What the controller must do after writing the new status.
@@ -261,6 +265,7 @@ pub fn step(status: &mut HostStateStatus, obs: &Observed<'_>) -> Vec<Action> {
                 n.sync = NodeSync::InSync;
                 n.drift.clear();
                 n.message = None;
+                n.disruption = None;
                 n.last_check_time = Some(now.clone());
             }
             Some(Job::Checked(Ok(drift))) => {
@@ -283,12 +288,29 @@ pub fn step(status: &mut HostStateStatus, obs: &Observed<'_>) -> Vec<Action> {
                         note,
                     });
                 }
+                let was_waiting = n.disruption.take().is_some();
                 n.sync = NodeSync::Drifted;
                 n.drift = drift.clone();
                 n.message = None;
                 n.last_check_time = Some(now.clone());
                 if enforce && conflicted.is_none() && !stale {
-                    if failures > max_failures {
+                    if let Some(hold) = obs.window_hold {
+                        // Reported, not corrected: the correction would disrupt the
+                        // node outside every maintenance window. The round finishes;
+                        // the controller wakes at the opening.
+                        if !was_waiting {
+                            actions.push(Action::Event {
+                                type_: EventType::Normal,
+                                reason: "DisruptionWaiting",
+                                node: node.clone(),
+                                note: format!(
+                                    "{node}: correction {}",
+                                    hold.message.as_deref().unwrap_or_default()
+                                ),
+                            });
+                        }
+                        n.disruption = Some(hold.clone());
+                    } else if failures > max_failures {
                         n.message = Some(format!(
                             "not corrected: more than rollout.maxFailures ({max_failures}) \
                              corrections failed in this round"

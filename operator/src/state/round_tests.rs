@@ -38,6 +38,7 @@ struct World {
     conflicts: BTreeMap<String, BTreeSet<String>>,
     mode: StateMode,
     rollout: RolloutSpec,
+    window_hold: Option<NodeDisruption>,
 }
 
 impl World {
@@ -54,6 +55,7 @@ impl World {
                 max_failures,
                 ..RolloutSpec::default()
             },
+            window_hold: None,
         }
     }
 
@@ -69,6 +71,7 @@ impl World {
             selected: &self.selected,
             conflicts: &self.conflicts,
             round: &self.round,
+            window_hold: self.window_hold.as_ref(),
         };
         let actions = step(&mut self.status, &obs);
         for a in &actions {
@@ -296,6 +299,7 @@ fn a_changed_spec_starts_nothing_new_until_the_next_round() {
         selected: &w.selected,
         conflicts: &w.conflicts,
         round: &w.round,
+        window_hold: None,
     };
     let actions = step(&mut w.status, &obs);
     assert!(corrections(&actions).is_empty(), "{actions:?}");
@@ -433,4 +437,48 @@ fn capped_diffs_and_stable_correction_ids() {
             .is_some_and(|d| d.len() < 5000)
     );
     assert_eq!(correction_id("u", 2, "node1", 3), "u/2/node1/c3");
+}
+
+#[test]
+fn a_closed_window_reports_drift_and_corrects_nothing_until_it_opens() {
+    use hostplug_api::disruption::DisruptionPhase;
+    let mut w = World::new(2, StateMode::Enforce, 2, 10);
+    let hold = NodeDisruption {
+        phase: DisruptionPhase::WaitingForWindow,
+        message: Some("waiting for the maintenance window: the next opens at …".into()),
+    };
+    w.window_hold = Some(hold.clone());
+    w.step();
+    w.finish("node1", Job::Checked(Ok(drift(0))));
+    w.finish("node2", Job::Checked(Ok(Vec::new())));
+    let actions = w.step();
+    // Drift reported, nothing corrected, the round ends (other nodes keep being checked).
+    assert!(corrections(&actions).is_empty(), "{actions:?}");
+    assert_eq!(events(&actions, "DriftDetected"), 1);
+    assert_eq!(events(&actions, "DisruptionWaiting"), 1);
+    assert!(actions.contains(&Action::RoundFinished), "{actions:?}");
+    assert_eq!(w.node("node1").sync, NodeSync::Drifted);
+    assert_eq!(w.node("node1").disruption.as_ref(), Some(&hold));
+    assert_eq!(w.node("node1").corrections, 0);
+    assert_eq!(w.node("node2").disruption, None);
+
+    // The next round, still closed: reported again without a second Event.
+    w.round = round(&w.selected);
+    w.step();
+    w.finish("node1", Job::Checked(Ok(drift(0))));
+    w.finish("node2", Job::Checked(Ok(Vec::new())));
+    let actions = w.step();
+    assert!(corrections(&actions).is_empty(), "{actions:?}");
+    assert_eq!(events(&actions, "DisruptionWaiting"), 0, "{actions:?}");
+
+    // Open: the drifted node is corrected, and no longer waits.
+    w.window_hold = None;
+    w.round = round(&w.selected);
+    w.step();
+    w.finish("node1", Job::Checked(Ok(drift(0))));
+    w.finish("node2", Job::Checked(Ok(Vec::new())));
+    let actions = w.step();
+    assert_eq!(corrections(&actions), vec!["node1".to_owned()]);
+    assert_eq!(w.node("node1").disruption, None);
+    assert_eq!(w.node("node1").sync, NodeSync::Correcting);
 }

@@ -7,7 +7,12 @@
 //! - A maintenance window that opens about a minute from now: until it opens the node is
 //!   never cordoned nor marked and the file is untouched, the node's status says
 //!   `WaitingForWindow` with the opening time and an Event says so; after it opens the
-//!   cycle runs (cordon, call, uncordon) and the file holds the line.
+//!   cycle runs (cordon, call, uncordon) and the file holds the line. A HostState in
+//!   `Enforce` with the same window on another node: its drift is reported (`Drifted`,
+//!   `WaitingForWindow`, a `DisruptionWaiting` Event) and not corrected before the
+//!   opening; after it the correction goes through the node's cycle and the node is in
+//!   sync, handed back. The task and the correction share the fleet budget (1): never
+//!   two nodes marked at once.
 //! - The fleet-wide budget (default 1): two tasks with a drain on two nodes, each call
 //!   slow (the node stays cordoned for seconds): never two nodes cordoned or marked at
 //!   once, checked from the Node objects throughout; the waiting node says
@@ -21,6 +26,7 @@ use std::time::Duration;
 use anyhow::{Context, ensure};
 use hostplug_api::crd::{HostTask, TaskState};
 use hostplug_api::disruption::{DisruptionPhase, MAINTENANCE_ANNOTATION};
+use hostplug_api::state::{HostState, NodeSync};
 use hostplug_e2e::{Harness, NAMESPACE, state_of, tail};
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::api::events::v1::Event;
@@ -73,7 +79,8 @@ fn finished(t: &HostTask) -> bool {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_window_that_opens_in_a_minute_holds_the_cycle_until_then() -> anyhow::Result<()> {
+async fn a_window_that_opens_in_a_minute_holds_tasks_and_state_corrections_until_then()
+-> anyhow::Result<()> {
     let h = Harness::start().await?;
     // The next whole minute at least 50 s from now: the window opens then, for 10 minutes.
     let now = Timestamp::now();
@@ -100,17 +107,47 @@ spec:
         at.hour()
     ))
     .await?;
+    h.apply(&format!(
+        r#"
+apiVersion: hostplug.dev/v1alpha1
+kind: HostState
+metadata: {{name: windowed-state}}
+spec:
+  workers: [node2]
+  mode: Enforce
+  intervalSeconds: 10
+  steps:
+    - {{api: etc-file, method: ensure-line, parameter: {{path: /etc/hostplug-window-state.conf, line: "state=yes", create: true}}}}
+  disruption:
+    drain: true
+    reboot: Never
+    maintenanceWindows:
+      - {{schedule: "{} {} * * *", duration: 10m, timeZone: UTC}}
+"#,
+        at.minute(),
+        at.hour()
+    ))
+    .await?;
     let file = h.etc("node1")?.join("hostplug-window.conf");
+    let state_file = h.etc("node2")?.join("hostplug-window-state.conf");
     let tasks = h.tasks();
+    let states: Api<HostState> = Api::all(h.admin.clone());
     let mut saw_waiting = false;
+    let mut saw_state_waiting = false;
     // Until 3 s before the opening: nothing on the node side, and the status says why.
     while Timestamp::now() < opens - 3.seconds() {
-        let n = Api::<Node>::all(h.admin.clone()).get("node1").await?;
-        ensure!(
-            !unschedulable(&n) && !marked(&n),
-            "node1 cordoned or marked before the window opened at {opens}"
-        );
+        for n in nodes(&h).await? {
+            ensure!(
+                !unschedulable(&n) && !marked(&n),
+                "{} cordoned or marked before the window opened at {opens}",
+                n.name_any()
+            );
+        }
         ensure!(!file.exists(), "the call ran before the window opened");
+        ensure!(
+            !state_file.exists(),
+            "the state corrected node2 before the window opened"
+        );
         let t = tasks.get("windowed").await?;
         ensure!(!finished(&t), "finished before the window: {:?}", t.status);
         if phase_of(&t, "node1") == Some(DisruptionPhase::WaitingForWindow) {
@@ -118,9 +155,41 @@ spec:
             ensure!(msg.contains(&opens.to_string()), "{msg}");
             saw_waiting = true;
         }
+        let st = states
+            .get("windowed-state")
+            .await?
+            .status
+            .unwrap_or_default();
+        if let Some(n) = st.nodes.iter().find(|n| n.node == "node2")
+            && let Some(d) = &n.disruption
+        {
+            ensure!(n.sync == NodeSync::Drifted, "{n:?}");
+            ensure!(d.phase == DisruptionPhase::WaitingForWindow, "{n:?}");
+            let msg = d.message.clone().unwrap_or_default();
+            ensure!(msg.contains(&opens.to_string()), "{msg}");
+            ensure!(!n.drift.is_empty(), "the drift is not reported: {n:?}");
+            saw_state_waiting = true;
+        }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     ensure!(saw_waiting, "the status never said WaitingForWindow");
+    ensure!(
+        saw_state_waiting,
+        "the HostState's node2 never said WaitingForWindow"
+    );
+    let state_events: Api<Event> = Api::namespaced(h.admin.clone(), "default");
+    let said = state_events
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("DisruptionWaiting"))
+        .filter_map(|e| e.note)
+        .find(|n| n.contains("node2") && n.contains(&opens.to_string()));
+    ensure!(
+        said.is_some(),
+        "no DisruptionWaiting Event on the HostState naming the opening"
+    );
     let events: Api<Event> = Api::namespaced(h.admin.clone(), NAMESPACE);
     let said = events
         .list(&ListParams::default())
@@ -134,14 +203,39 @@ spec:
         said.is_some(),
         "no DisruptionWaiting Event naming the opening"
     );
-    // After the opening: the cycle runs.
+    // After the opening: the cycles run, one node at a time (the budget is 1).
     let deadline = tokio::time::Instant::now() + TASK_TIMEOUT;
     let mut saw_cordon = false;
+    let mut saw_state_cordon = false;
     let t = loop {
-        let n = Api::<Node>::all(h.admin.clone()).get("node1").await?;
-        saw_cordon |= unschedulable(&n);
+        let all = nodes(&h).await?;
+        let in_cycle: Vec<String> = all
+            .iter()
+            .filter(|n| marked(n))
+            .map(ResourceExt::name_any)
+            .collect();
+        ensure!(
+            in_cycle.len() <= 1,
+            "two nodes in a cycle at once: {in_cycle:?}"
+        );
+        for n in &all {
+            match n.name_any().as_str() {
+                "node1" => saw_cordon |= unschedulable(n),
+                "node2" => saw_state_cordon |= unschedulable(n),
+                _ => {}
+            }
+        }
         let t = tasks.get("windowed").await?;
-        if finished(&t) {
+        let st = states
+            .get("windowed-state")
+            .await?
+            .status
+            .unwrap_or_default();
+        let in_sync = st
+            .nodes
+            .iter()
+            .any(|n| n.node == "node2" && n.sync == NodeSync::InSync);
+        if finished(&t) && in_sync {
             break t;
         }
         ensure!(
@@ -166,6 +260,43 @@ spec:
     ensure!(st.nodes[0].disruption.is_none(), "{:?}", st.nodes[0]);
     let text = std::fs::read_to_string(&file)?;
     ensure!(text.lines().any(|l| l == "window=yes"), "{text}");
+    // The state's correction: through node2's cycle, after the opening, handed back.
+    let text = std::fs::read_to_string(&state_file)?;
+    ensure!(text.lines().any(|l| l == "state=yes"), "{text}");
+    let n2 = Api::<Node>::all(h.admin.clone()).get("node2").await?;
+    ensure!(!unschedulable(&n2) && !marked(&n2), "node2 handed back");
+    let state_status = states
+        .get("windowed-state")
+        .await?
+        .status
+        .unwrap_or_default();
+    let node2 = state_status
+        .nodes
+        .iter()
+        .find(|n| n.node == "node2")
+        .context("node2")?;
+    ensure!(
+        node2.disruption.is_none() && node2.corrections == 1,
+        "{node2:?}"
+    );
+    let corrected_at = node2.last_correction_time.clone().context("corrected")?;
+    ensure!(
+        corrected_at.0 >= opens,
+        "corrected at {} before {opens}",
+        corrected_at.0
+    );
+    let cycle_ended = state_events
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("NodeMaintenance"))
+        .filter_map(|e| e.note)
+        .any(|n| n.starts_with("node node2: cycle ended"));
+    ensure!(
+        saw_state_cordon || cycle_ended,
+        "node2's correction did not go through its cycle"
+    );
     eprintln!(
         "window opened at {opens}; node1 started at {}, finished at {:?}",
         started.0,
