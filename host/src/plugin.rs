@@ -273,7 +273,13 @@ impl Plugin {
             wasmtime_wasi::runtime::in_tokio(
                 async move { tokio::time::timeout(deadline, call).await },
             );
-        let data = store.into_data();
+        let mut data = store.into_data();
+        // A write under /etc that failed where the plugin heard only "I/O error" (see
+        // `capability/etc/streams.rs`): a host warning, and added to its error below.
+        let failed_write = data.etc.failed_write();
+        if let Some(seen) = &failed_write {
+            data.log.push(LogLevel::Warn, LogSource::Host, seen.clone());
+        }
         let first_refusal = data.log.first_refusal().map(str::to_owned);
         let (logs, last_stderr) = data.log.finish();
         let record = data.etc.finish();
@@ -295,13 +301,27 @@ impl Plugin {
             )),
         };
         // A plugin reports a refused path as its own `denied` error, with the OS's
-        // words; add the host's reason.
+        // words; add the host's reason. A plugin's error (or trap) after a failed write
+        // gets what the host saw of that write.
         let result = result.map_err(|mut e| {
             if let Some(refusal) = &first_refusal
                 && e.kind == ErrorKind::Denied
                 && !e.message.contains(refusal.as_str())
             {
                 e.message = format!("{} (the host refused: {refusal})", e.message);
+            }
+            if let Some(seen) = &failed_write
+                && matches!(
+                    e.kind,
+                    ErrorKind::InvalidParams
+                        | ErrorKind::NotFound
+                        | ErrorKind::Denied
+                        | ErrorKind::Failed
+                        | ErrorKind::Trap
+                )
+                && !e.message.contains(seen.as_str())
+            {
+                e.message = format!("{}; the host saw: {seen}", e.message);
             }
             e
         });

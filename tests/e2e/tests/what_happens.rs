@@ -14,9 +14,16 @@
 //!   its worker, and every node runs exactly once; the task ends Succeeded.
 //! - **The node's disk is full during a write**: a small tmpfs is node2's `/etc`
 //!   (`hostplug_testenv::faults::SmallDisk`, mounted before any worker starts), filled
-//!   but for 8 KiB; a 64 KiB write fails on that node (the message names the file and
-//!   an I/O error), the old content is intact byte for byte, and no temporary file is
-//!   left; once there is space, the same task edited runs through.
+//!   but for 8 KiB; a 64 KiB write fails on that node (the message names the file, the
+//!   plugin's I/O error, and what the host saw: the temporary file and "No space left on
+//!   device"), the old content is intact byte for byte, and no temporary file is left;
+//!   once there is space, the same task edited runs through.
+//! - **The operator is down for a minute** (killed while a node's call runs, started
+//!   again 60 s later; a second task is applied while it is down): meanwhile the first
+//!   task's status stays as last written (`Running`), the second has none, the call in
+//!   flight ends in its worker and nothing else starts; once it is back, both tasks end
+//!   Succeeded and every node ran each of them exactly once (the call in flight is taken
+//!   from its worker, not run again).
 //! - **A node is deleted mid-rollout** (a fourth node joins, then its Node object is
 //!   deleted while the first node's call runs): that node ends Failed "node node3 no
 //!   longer exists" with a `NodeFailed` Event and nothing written on it; the others run
@@ -43,6 +50,9 @@ const SMALL_NODE: &str = "node2";
 const SMALL_DISK_BYTES: u64 = 1 << 20;
 /// What the disk keeps free when filled: 8 KiB, less than the write that must fail.
 const LEFT_FREE: u64 = 8 << 10;
+/// How long the operator stays down: a minute, as the row of the table says, far more
+/// than the in-flight call (3 s) and the test lease (4 s).
+const OPERATOR_DOWN: Duration = Duration::from_secs(60);
 /// How long the API server and etcd stay down: 10 s, more than the test lease (4 s), so
 /// the leader cannot renew it meanwhile.
 const API_DOWN: Duration = Duration::from_secs(10);
@@ -92,6 +102,7 @@ async fn what_happens_when() -> anyhow::Result<()> {
 
     a_task_edited_mid_rollout(&h).await?;
     the_api_server_restarts_mid_rollout(&mut h).await?;
+    the_operator_is_down_for_a_minute(&mut h).await?;
     the_disk_is_full_during_a_write(&h, &disk).await?;
     a_node_deleted_mid_rollout(&mut h).await?;
 
@@ -186,6 +197,115 @@ async fn the_api_server_restarts_mid_rollout(h: &mut Harness) -> anyhow::Result<
     Ok(())
 }
 
+async fn the_operator_is_down_for_a_minute(h: &mut Harness) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let in_flight_task = "operator-down-in-flight";
+    h.apply(&slow_write(
+        in_flight_task,
+        "/etc/operator-down.conf",
+        "in flight\n",
+        3000,
+    ))
+    .await?;
+    let mid = h
+        .wait_task(in_flight_task, |t| {
+            node_phase(t, NodePhase::Running).is_some()
+        })
+        .await?;
+    let in_flight = node_phase(&mid, NodePhase::Running).unwrap_or_default();
+    let uid = mid.metadata.uid.clone().unwrap_or_default();
+    h.kill_operator().await?;
+    let killed = std::time::Instant::now();
+    // What a user sees while it is down: the status as the operator last wrote it.
+    let seen = h.tasks().get(in_flight_task).await?;
+    let seen_status = seen.status.clone().unwrap_or_default();
+    assert_eq!(state_of(&seen), Some(TaskState::Running), "{seen_status:?}");
+    assert_eq!(
+        seen_status.msg.as_deref(),
+        Some("0/3 nodes done, 1 in flight, 0 failed")
+    );
+    // A task applied while it is down is accepted by the API server, and nobody answers.
+    let applied_task = "operator-down-applied";
+    h.apply(&slow_write(
+        applied_task,
+        "/etc/operator-applied.conf",
+        "applied\n",
+        500,
+    ))
+    .await?;
+    tokio::time::sleep(OPERATOR_DOWN.saturating_sub(killed.elapsed())).await;
+    // A minute later: nothing moved. The task's status is as it was, the new task has
+    // none; on the nodes, the call in flight ran to its end in its worker and nothing
+    // else started.
+    let still = h.tasks().get(in_flight_task).await?;
+    assert_eq!(
+        still.status, seen.status,
+        "the status changed with no operator"
+    );
+    let applied = h.tasks().get(applied_task).await?;
+    assert_eq!(applied.status, None, "{:?}", applied.status);
+    for node in NODES {
+        let etc = h.etc(node)?;
+        let written = std::fs::read_to_string(etc.join("operator-down.conf.writes")).ok();
+        if node == in_flight {
+            assert_eq!(written.as_deref(), Some("write\n"), "{node}");
+        } else {
+            assert_eq!(written, None, "{node}: started with no operator");
+        }
+        assert!(!etc.join("operator-applied.conf").exists(), "{node}");
+    }
+    h.start_operator()?;
+    let back = std::time::Instant::now();
+    eprintln!("operator down for {:?}", killed.elapsed());
+
+    let mut finished = Vec::new();
+    for (name, file, content) in [
+        (in_flight_task, "operator-down.conf", "in flight\n"),
+        (applied_task, "operator-applied.conf", "applied\n"),
+    ] {
+        let t = h.wait_finished(name).await?;
+        finished.push(back.elapsed());
+        let st = t.status.clone().unwrap_or_default();
+        assert_eq!(
+            state_of(&t),
+            Some(TaskState::Succeeded),
+            "{name}: {:?}",
+            st.msg
+        );
+        assert_eq!(
+            st.msg.as_deref(),
+            Some("3/3 nodes succeeded, 3 changed"),
+            "{name}"
+        );
+        let task_uid = t.metadata.uid.clone().unwrap_or_default();
+        for node in NODES {
+            assert_eq!(
+                h.runs_of(&format!("{task_uid}/1/{node}")),
+                1,
+                "{name}: {node} did not run exactly once"
+            );
+            let etc = h.etc(node)?;
+            let writes = std::fs::read_to_string(etc.join(format!("{file}.writes")))?;
+            assert_eq!(writes, "write\n", "{name}: {node} written more than once");
+            assert_eq!(
+                std::fs::read_to_string(etc.join(file))?,
+                content,
+                "{name}: {node}"
+            );
+        }
+    }
+    // The call in flight was not run again: the new operator took its outcome from the
+    // worker.
+    assert_eq!(h.runs_of(&format!("{uid}/1/{in_flight}")), 1);
+    eprintln!(
+        "operator down for a minute: in-flight task done {:?} and applied task done {:?} after the restart; {:?} in all",
+        finished[0],
+        finished[1],
+        started.elapsed()
+    );
+    Ok(())
+}
+
 async fn the_disk_is_full_during_a_write(h: &Harness, disk: &SmallDisk) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let etc = h.etc(SMALL_NODE)?;
@@ -210,12 +330,20 @@ async fn the_disk_is_full_during_a_write(h: &Harness, disk: &SmallDisk) -> anyho
     let node = st.nodes.first().cloned().unwrap_or_default();
     assert_eq!(node.phase, NodePhase::Failed, "{node:?}");
     let message = node.message.clone().unwrap_or_default();
-    // What a user sees today: the file and an I/O error. The cause (ENOSPC) is lost on
-    // the way: the write goes through a WASI output stream, whose failure reaches the
-    // plugin as a generic I/O error (docs/operations.md says so).
+    // The plugin's words (its write went through a WASI output stream, whose failure
+    // reaches it as a generic I/O error), then what the host saw: the temporary file it
+    // was writing and the cause.
+    let (plugin_said, host_saw) = message
+        .split_once("; the host saw: ")
+        .unwrap_or_else(|| panic!("no cause in the message: {message}"));
     assert_eq!(
-        message, "plugin failed (failed): /etc/big.conf: I/O error (os error 29)",
+        plugin_said, "plugin failed (failed): /etc/big.conf: I/O error (os error 29)",
         "{node:?}"
+    );
+    assert!(
+        host_saw.starts_with("writing /etc/.big.conf.hostplug-")
+            && host_saw.ends_with(".tmp failed: No space left on device (os error 28)"),
+        "{message}"
     );
     // The old content byte for byte, and nothing else changed: no temporary file left.
     assert_eq!(std::fs::read_to_string(etc.join("big.conf"))?, old);

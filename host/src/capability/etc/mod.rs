@@ -7,6 +7,8 @@
 //! * `wasi_fs.rs`: `wasi:filesystem/types` linked with a host implementation that checks
 //!   every path call against the policy before (and every open after) handing it to
 //!   wasmtime-wasi's own implementation.
+//! * `streams.rs`: file output streams that note why a write failed (the plugin is told
+//!   only "I/O error"), for the call's logs and error.
 //! * `files.rs`: the `files` import.
 //! * `record.rs`: the revert record of a mutating call (each touched path's prior state,
 //!   noted by both imports before they change it) and the restore of one.
@@ -22,6 +24,7 @@
 pub(crate) mod files;
 pub mod record;
 pub(crate) mod sensitive;
+pub(crate) mod streams;
 pub(crate) mod wasi_fs;
 
 use std::os::fd::{AsRawFd, BorrowedFd};
@@ -36,6 +39,7 @@ pub use sensitive::{DEFAULT_DENY, DEFAULT_DENY_WRITE, EtcPolicy};
 
 use self::files::EtcFiles;
 use self::record::{ChangeRecord, Recorder};
+use self::streams::FailedWrite;
 use self::wasi_fs::EtcGuard;
 use super::Call;
 use super::log::LogSink;
@@ -49,6 +53,8 @@ pub(crate) struct EtcState {
     files: EtcFiles,
     /// The revert record of a mutating call with write access; `None` otherwise.
     recorder: Option<Recorder>,
+    /// The first write through a file's output stream that failed in this call.
+    pub(super) failed_write: FailedWrite,
 }
 
 impl EtcState {
@@ -102,6 +108,7 @@ impl EtcState {
             guard,
             files,
             recorder,
+            failed_write: FailedWrite::default(),
         })
     }
 
@@ -120,6 +127,13 @@ impl EtcState {
     /// Whether this call keeps a revert record.
     pub(crate) fn records(&self) -> bool {
         self.recorder.is_some()
+    }
+
+    /// The first write to a file under /etc that failed in this call, as the host saw it
+    /// (`writing /etc/<file> failed: <the OS's words>`): the plugin itself was told only
+    /// "I/O error" when it wrote through a stream.
+    pub(crate) fn failed_write(&self) -> Option<String> {
+        self.failed_write.get()
     }
 
     /// The revert record, once the call has ended; `None` for a call that keeps none

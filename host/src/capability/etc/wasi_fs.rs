@@ -31,8 +31,10 @@
 //! wasmtime-wasi acts.
 //!
 //! Calls that take no path (read, write, stat of an open descriptor, ...) pass straight
-//! through: their descriptor was checked when it was opened. This module must never
-//! widen what wasmtime-wasi allows.
+//! through: their descriptor was checked when it was opened. A file's output stream is
+//! handed out watched (`streams.rs`), so that the host can say why a write failed where
+//! the plugin hears only "I/O error". This module must never widen what wasmtime-wasi
+//! allows.
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
@@ -47,6 +49,7 @@ use wasmtime_wasi::p2::bindings::filesystem::types::{
 use wasmtime_wasi::p2::{DynInputStream, DynOutputStream, FsError, FsResult};
 
 use super::sensitive::{Access, EtcPolicy};
+use super::streams::WatchedOutputStream;
 use super::{EtcView, fd_path, rel_in_root};
 use crate::capability::CapabilityError;
 
@@ -238,6 +241,24 @@ impl EtcView<'_> {
         if let Ok(dir) = self.dir_rel(fd) {
             self.state.record_at(&dir, path, follow, moves);
         }
+    }
+
+    /// `stream` (a file's output stream wasmtime-wasi just put in the table) replaced
+    /// by the same stream watched for failed writes (`streams.rs`), at a new handle.
+    /// wasmtime-wasi pushes it as a plain entry (no parent, no children yet), so taking
+    /// it out and pushing the wrapper is all there is.
+    fn watch(
+        &mut self,
+        stream: Resource<DynOutputStream>,
+        path: Option<PathBuf>,
+    ) -> FsResult<Resource<DynOutputStream>> {
+        let inner = self.inner.table.delete(stream)?;
+        let watched: DynOutputStream = Box::new(WatchedOutputStream::new(
+            inner,
+            path,
+            self.state.failed_write.clone(),
+        ));
+        Ok(self.inner.table.push(watched)?)
     }
 
     /// Notes the policy's refusal in the call's logs and answers `access` (the WASI
@@ -501,14 +522,18 @@ impl HostDescriptor for EtcView<'_> {
         fd: Resource<Descriptor>,
         offset: types::Filesize,
     ) -> FsResult<Resource<DynOutputStream>> {
-        HostDescriptor::write_via_stream(&mut self.inner, fd, offset)
+        let path = self.dir_rel(&fd).ok();
+        let stream = HostDescriptor::write_via_stream(&mut self.inner, fd, offset)?;
+        self.watch(stream, path)
     }
 
     fn append_via_stream(
         &mut self,
         fd: Resource<Descriptor>,
     ) -> FsResult<Resource<DynOutputStream>> {
-        HostDescriptor::append_via_stream(&mut self.inner, fd)
+        let path = self.dir_rel(&fd).ok();
+        let stream = HostDescriptor::append_via_stream(&mut self.inner, fd)?;
+        self.watch(stream, path)
     }
 
     async fn is_same_object(
