@@ -6,11 +6,15 @@
 //! images of this build imported into both nodes' containerd, so its operator replicas
 //! run on the very nodes that reboot.
 //!
-//! Two nodes, `maxParallel: 1`, `drain: true`, `reboot: Always`; the operator's leader is
-//! killed (its Pod deleted with no grace period: the kubelet SIGKILLs it) while a node is
-//! rebooting. Checked from the node side: never two nodes cordoned at once (the Node
-//! objects, throughout), every node rebooted exactly once (its boot IDs as systemd and
-//! the kubelet saw them), uncordoned and unmarked at the end, the change in its /etc.
+//! Two nodes, `maxParallel: 1`, `drain: true`, `reboot: Always`, and a workload that
+//! must keep running: a Deployment of two replicas, one per node (required
+//! anti-affinity), with a PodDisruptionBudget `minAvailable: 1` — so the second node's
+//! drain is blocked until the first node's replica runs again after its reboot. The
+//! operator's leader process is SIGKILLed (`kill -9` of its process, found by its Pod's
+//! cgroup) while a node is rebooting. Checked from the node side: never two nodes cordoned
+//! at once and never fewer than one replica Ready (the Node and Pod objects, throughout),
+//! every node rebooted exactly once (its boot IDs as systemd and the kubelet saw them),
+//! uncordoned and unmarked at the end, the change in its /etc, both replicas Ready.
 //!
 //! Then `reboot: IfRequested` with the example `sysctl-conf` asking for a reboot when it
 //! changed the file: each node reboots once more; run again, nothing changes and nothing
@@ -23,12 +27,12 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
-use common::{REAL_NODE_TESTS, kubectl};
+use common::REAL_NODE_TESTS;
 use hostplug_api::crd::{HostTask, TaskState};
 use hostplug_api::disruption::{MAINTENANCE_ANNOTATION, MaintenanceMark};
 use hostplug_e2e::{NAMESPACE, state_of};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::ListParams;
 use kube::{Api, ResourceExt};
 
@@ -52,8 +56,82 @@ spec:
   disruption:
     drain: true
     reboot: Always
+    drainTimeoutSeconds: 300
     rebootTimeoutSeconds: 300
 "#;
+
+/// The workload the drains must respect: one replica per node, at least one available.
+const WORKLOAD: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: guarded, namespace: default}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: guarded}}
+  template:
+    metadata: {labels: {app: guarded}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      affinity:
+        podAntiAffinity:
+          requiredDuringSchedulingIgnoredDuringExecution:
+            - labelSelector: {matchLabels: {app: guarded}}
+              topologyKey: kubernetes.io/hostname
+      containers:
+        - name: pause
+          image: hostplug.test/pause:1
+          imagePullPolicy: Never
+---
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata: {name: guarded, namespace: default}
+spec:
+  minAvailable: 1
+  selector: {matchLabels: {app: guarded}}
+"#;
+
+/// Ready replicas of the guarded workload, by node.
+async fn guarded_ready(pods: &Api<Pod>) -> anyhow::Result<Vec<String>> {
+    Ok(pods
+        .list(&ListParams::default().labels("app=guarded"))
+        .await?
+        .items
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter(|p| {
+            p.status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        })
+        .filter_map(|p| p.spec.and_then(|s| s.node_name))
+        .collect())
+}
+
+/// SIGKILLs the process of the operator in Pod `uid` on this machine (the real nodes'
+/// containers are processes here): found by the Pod's cgroup, as the kubelet made it.
+fn kill_operator_of_pod(uid: &str) -> anyhow::Result<u32> {
+    let underscored = uid.replace('-', "_");
+    let mut killed = None;
+    for entry in std::fs::read_dir("/proc")? {
+        let Ok(pid) = entry?.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        if !comm.trim_end().starts_with("hostplug-operat") {
+            continue;
+        }
+        let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+        if cgroup.contains(uid) || cgroup.contains(&underscored) {
+            let out = std::process::Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .output()?;
+            ensure!(out.status.success(), "kill -9 {pid}: {out:?}");
+            killed = Some(pid);
+        }
+    }
+    killed.with_context(|| format!("no hostplug-operator process in the cgroup of Pod {uid}"))
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_systemd_nodes_reboot_once_each_one_at_a_time_across_a_killed_leader()
@@ -70,11 +148,28 @@ async fn real_systemd_nodes_reboot_once_each_one_at_a_time_across_a_killed_leade
     let tasks: Api<HostTask> = Api::namespaced(admin.clone(), NAMESPACE);
     let nodes: Api<Node> = Api::all(admin.clone());
     let leases: Api<Lease> = Api::namespaced(admin.clone(), NAMESPACE);
+    let operator_pods: Api<Pod> = Api::namespaced(admin.clone(), NAMESPACE);
+    let workload: Api<Pod> = Api::namespaced(admin.clone(), "default");
+    common::kubectl_stdin(&env, &["apply", "-f", "-"], WORKLOAD).await?;
+    common::wait_until(
+        "both guarded replicas Ready",
+        common::INSTALL_TIMEOUT,
+        || async { Ok(guarded_ready(&workload).await?.len() == 2) },
+    )
+    .await?;
     common::kubectl_stdin(&env, &["apply", "-f", "-"], TASK).await?;
     let started = Instant::now();
     let mut killed: Option<String> = None;
     let mut cordoned_ever = std::collections::BTreeSet::new();
+    let mut fewest_ready = usize::MAX;
     let t = loop {
+        let ready = guarded_ready(&workload).await?;
+        fewest_ready = fewest_ready.min(ready.len());
+        ensure!(
+            !ready.is_empty(),
+            "the PodDisruptionBudget was violated: no guarded replica Ready at {:.1?}",
+            started.elapsed()
+        );
         let list = nodes.list(&ListParams::default()).await?.items;
         let cordoned: Vec<String> = list
             .iter()
@@ -101,22 +196,14 @@ async fn real_systemd_nodes_reboot_once_each_one_at_a_time_across_a_killed_leade
                 .spec
                 .and_then(|s| s.holder_identity)
                 .context("no leader")?;
-            kubectl(
-                &env,
-                &[
-                    "delete",
-                    "pod",
-                    "-n",
-                    NAMESPACE,
-                    &holder,
-                    "--grace-period=0",
-                    "--force",
-                    "--wait=false",
-                ],
-            )
-            .await?;
+            let uid = operator_pods
+                .get(&holder)
+                .await?
+                .uid()
+                .context("the leader's Pod has no uid")?;
+            let pid = kill_operator_of_pod(&uid)?;
             eprintln!(
-                "killed the leader {holder} while {} reboots, at {:.1?}",
+                "kill -9 of the leader {holder} (pid {pid}) while {} reboots, at {:.1?}",
                 n.name_any(),
                 started.elapsed()
             );
@@ -140,6 +227,18 @@ async fn real_systemd_nodes_reboot_once_each_one_at_a_time_across_a_killed_leade
         cordoned_ever.len() == 2,
         "cordoned in turn: {cordoned_ever:?}"
     );
+    // The drains evicted the workload (down to one replica at some point) and it came
+    // back on both nodes.
+    ensure!(
+        fewest_ready == 1,
+        "the drains never evicted a guarded replica (fewest Ready: {fewest_ready})"
+    );
+    common::wait_until(
+        "both guarded replicas Ready again",
+        common::INSTALL_TIMEOUT,
+        || async { Ok(guarded_ready(&workload).await?.len() == 2) },
+    )
+    .await?;
     for node in env.systemd_real_nodes() {
         let name = node.name().to_owned();
         let boots = node.boot_ids();
@@ -162,7 +261,7 @@ async fn real_systemd_nodes_reboot_once_each_one_at_a_time_across_a_killed_leade
     }
     eprintln!(
         "two systemd real nodes drained and rebooted one at a time in {took:.1?} \
-         ({:.1?} per node), the leader killed mid-reboot",
+         ({:.1?} per node), the leader SIGKILLed mid-reboot, the PDB kept",
         took / 2
     );
 
