@@ -3,7 +3,8 @@
 //! back, uncordon — on real nodes booted by a real systemd (kubelet and containerd as
 //! systemd units; the power cycle is the test environment's stand-in, see
 //! `hostplug_testenv::realnode::systemd_node`). hostplug is installed with Helm from
-//! images of this build (debug binaries, as the e2e tests use them).
+//! images of this build: `cargo bench` runs this from `target/release`, so the images
+//! hold the release binaries `make bench` builds first.
 //!
 //! Two nodes, one HostTask with `maxParallel: 1`, `drain: true`, `reboot: Always`; the
 //! drain evicts what runs there (hostplug's own operator replica and console, as
@@ -12,6 +13,12 @@
 //! each figure is ±0.2 s. Checked before a figure is printed: every node rebooted
 //! exactly once (its boot IDs) and ended uncordoned. Prints numbers, asserts nothing about
 //! time.
+//!
+//! Beside it, on the same nodes in the same run, the same cycle as an administrator (or
+//! a kured-style script) does it by hand: `kubectl drain --ignore-daemonsets --force`, the same
+//! edit of the file, `systemctl reboot` in the node, `kubectl wait` until Ready from the
+//! new boot, `kubectl uncordon` — one node after the other. (kured itself needs a
+//! registry image this machine cannot pull.)
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -180,6 +187,70 @@ async fn main() -> anyhow::Result<()> {
         "per node: {:.1} s (whole rollout {:.1} s)",
         total.as_secs_f64() / NODES as f64,
         took.as_secs_f64()
+    );
+
+    // The anchor: the same cycle by hand, node after node.
+    println!(
+        "the same by hand (kubectl drain --ignore-daemonsets --force, edit, systemctl reboot, \
+         Ready from the new boot, kubectl uncordon), seconds:"
+    );
+    println!("node      drain+cordon  edit  reboot→new boot  →Ready  uncordon  whole cycle");
+    let mut by_hand = Duration::ZERO;
+    for node in env.systemd_real_nodes() {
+        let name = node.name().to_owned();
+        let boots = node.boot_ids().len();
+        let t0 = Instant::now();
+        common::kubectl(
+            &env,
+            &[
+                "drain",
+                &name,
+                "--ignore-daemonsets",
+                "--delete-emptydir-data",
+                // hostplug's worker Pods have no controller: an administrator's drain
+                // deletes them (the pool starts new ones when needed).
+                "--force",
+                "--timeout=300s",
+            ],
+        )
+        .await?;
+        let drained = Instant::now();
+        {
+            use std::io::Write as _;
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .open(node.etc_dir().join("hostplug-bench.conf"))?;
+            f.write_all(b"cycle=2\n")?;
+            f.sync_all()?;
+        }
+        let edited = Instant::now();
+        tokio::task::block_in_place(|| node.reboot())?;
+        let booted = Instant::now();
+        node.wait_ready(&admin, TIMEOUT).await?;
+        let ready = Instant::now();
+        common::kubectl(&env, &["uncordon", &name]).await?;
+        let done = Instant::now();
+        ensure!(
+            node.boot_ids().len() == boots + 1,
+            "{name} not rebooted once by hand"
+        );
+        let whole = done.saturating_duration_since(t0);
+        by_hand += whole;
+        println!(
+            "{name:<9} {:>12}  {:>4}  {:>15}  {:>6}  {:>8}  {:>11.1}",
+            secs(Some(t0), Some(drained)),
+            secs(Some(drained), Some(edited)),
+            secs(Some(edited), Some(booted)),
+            secs(Some(booted), Some(ready)),
+            secs(Some(ready), Some(done)),
+            whole.as_secs_f64()
+        );
+    }
+    println!(
+        "per node by hand: {:.1} s; hostplug: {:.1} s (hostplug also waits for its worker \
+         and records every step on the Node first)",
+        by_hand.as_secs_f64() / NODES as f64,
+        total.as_secs_f64() / NODES as f64
     );
     Ok(())
 }

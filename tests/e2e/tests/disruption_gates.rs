@@ -28,6 +28,7 @@ use hostplug_api::crd::{HostTask, TaskState};
 use hostplug_api::disruption::{DisruptionPhase, MAINTENANCE_ANNOTATION};
 use hostplug_api::state::{HostState, NodeSync};
 use hostplug_e2e::{Harness, NAMESPACE, state_of, tail};
+use hostplug_operator::disruption::{LAST_CYCLE_ANNOTATION, LastCycle};
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::jiff::{Timestamp, ToSpan};
@@ -285,17 +286,25 @@ spec:
         "corrected at {} before {opens}",
         corrected_at.0
     );
-    let cycle_ended = state_events
-        .list(&ListParams::default())
+    // The node's own record of its last cycle: this state's correction, cordoned and
+    // uncordoned (a cordon of a node with nothing to evict may be too short to see).
+    let last = n2
+        .annotations()
+        .get(LAST_CYCLE_ANNOTATION)
+        .and_then(|v| serde_json::from_str::<LastCycle>(v).ok())
+        .context("node2 has no record of a finished cycle")?;
+    let state_uid = states
+        .get("windowed-state")
         .await?
-        .items
-        .into_iter()
-        .filter(|e| e.reason.as_deref() == Some("NodeMaintenance"))
-        .filter_map(|e| e.note)
-        .any(|n| n.starts_with("node node2: cycle ended"));
+        .uid()
+        .context("state uid")?;
     ensure!(
-        saw_state_cordon || cycle_ended,
-        "node2's correction did not go through its cycle"
+        last.uid.starts_with(&format!("{state_uid}/")) && last.failure.is_none(),
+        "node2's last cycle is not this state's correction: {last:?}"
+    );
+    ensure!(
+        saw_state_cordon || last.summary.contains("cordoned, drained and uncordoned"),
+        "node2 was not cordoned for the correction: {last:?}"
     );
     eprintln!(
         "window opened at {opens}; node1 started at {}, finished at {:?}",
