@@ -209,6 +209,32 @@ pub fn linux_capabilities(etc: EtcAccess) -> Vec<String> {
 }
 
 /// The worker Pod, pinned to its node.
+/// Taints every Pod tolerates for a while (the API server's `DefaultTolerationSeconds`
+/// adds them, 300 s): a node briefly not Ready or unreachable (a reboot) is waited out.
+const DEFAULT_TOLERATED_NO_EXECUTE: [&str; 2] = [
+    "node.kubernetes.io/not-ready",
+    "node.kubernetes.io/unreachable",
+];
+
+/// The `NoExecute` taints of `node` that a worker Pod ([`pod`]: it tolerates only the
+/// control-plane `NoSchedule` taints) does not tolerate, as `key=value:NoExecute`: on
+/// such a node the kubelet refuses the Pod and the taint manager evicts it, so no
+/// worker can start there until the taint is gone.
+pub fn untolerated_no_execute(node: &k8s_openapi::api::core::v1::Node) -> Vec<String> {
+    node.spec
+        .as_ref()
+        .and_then(|s| s.taints.as_ref())
+        .into_iter()
+        .flatten()
+        .filter(|t| t.effect == "NoExecute")
+        .filter(|t| !DEFAULT_TOLERATED_NO_EXECUTE.contains(&t.key.as_str()))
+        .map(|t| match &t.value {
+            Some(v) if !v.is_empty() => format!("{}={v}:NoExecute", t.key),
+            _ => format!("{}:NoExecute", t.key),
+        })
+        .collect()
+}
+
 pub fn pod(w: &WorkerSpec<'_>) -> Pod {
     let name = w.name.to_owned();
     let etc = w.profile.etc;

@@ -91,6 +91,15 @@ pub enum Action {
         /// Node.
         node: String,
     },
+    /// The node's worker Pod `pod` cannot start (the node failed on it): the pool
+    /// forgets it and deletes it, so that the next run (a rerun, another task) tries a
+    /// new one once the cause is fixed, instead of failing on the same Pod.
+    DiscardWorker {
+        /// Node.
+        node: String,
+        /// The Pod.
+        pod: String,
+    },
     /// Send the node's call to this Pod. `resume`: the call may have been sent before
     /// (operator restart); the invocation id makes the worker answer the stored outcome.
     Call {
@@ -371,7 +380,11 @@ pub fn step_gated(
                 });
                 continue;
             }
-            Some((_, WorkerState::Broken(why))) => {
+            Some((pod, WorkerState::Broken(why))) => {
+                actions.push(Action::DiscardWorker {
+                    node: n.node.clone(),
+                    pod: pod.clone(),
+                });
                 fail(
                     n,
                     format!("worker Pod cannot start: {why}"),
@@ -871,7 +884,11 @@ fn check_gate(
                             });
                         }
                         Some(Some((_, WorkerState::Starting(_)))) => {}
-                        Some(Some((_, WorkerState::Broken(why)))) => {
+                        Some(Some((pod, WorkerState::Broken(why)))) => {
+                            actions.push(Action::DiscardWorker {
+                                node: n.node.clone(),
+                                pod: pod.clone(),
+                            });
                             c.phase = NodePhase::Failed;
                             c.message = Some(format!("worker Pod cannot start: {why}"));
                         }
@@ -1288,13 +1305,22 @@ mod tests {
         step(&mut s, &rollout(3, 3), &o);
         // c no longer exists; a is admitted and will learn its worker is broken.
         assert_eq!(phases(&s), vec![Starting, Starting, Failed]);
-        step(&mut s, &rollout(3, 3), &o);
+        let actions = step(&mut s, &rollout(3, 3), &o);
         assert_eq!(phases(&s)[0], Failed);
         assert!(
             s.nodes[0]
                 .message
                 .as_deref()
                 .is_some_and(|m| m.contains("ErrImagePull"))
+        );
+        // The Pod that cannot start is discarded: a rerun gets a new one, not this one.
+        let pod = s.nodes[0].pod.clone().unwrap_or_else(|| "w-a".into());
+        assert!(
+            actions.contains(&Action::DiscardWorker {
+                node: "a".into(),
+                pod
+            }),
+            "{actions:?}"
         );
         o.now += SignedDuration::from_secs(61);
         step(&mut s, &rollout(3, 3), &o);

@@ -392,6 +392,24 @@ async fn advance(
                 let st = ctx.pool.worker_state(&pod);
                 (pod, st)
             });
+            // A NoExecute taint the worker does not tolerate: no worker can start there,
+            // say so now rather than after the start timeout of Pods the kubelet refuses.
+            let tainted = ctx
+                .nodes
+                .get(&ObjectRef::new(&n.node))
+                .map(|node| crate::resources::untolerated_no_execute(&node))
+                .unwrap_or_default();
+            let current = match (current, tainted.first()) {
+                (current, Some(taint)) => Some((
+                    current.map(|(pod, _)| pod).unwrap_or_default(),
+                    rollout::WorkerState::Broken(format!(
+                        "node {} has the taint {taint}, which worker Pods do not tolerate \
+                         (the kubelet refuses them and the taint manager evicts them)",
+                        n.node
+                    )),
+                )),
+                (current, None) => current,
+            };
             workers.insert(n.node.clone(), current);
         }
         if n.phase == NodePhase::Running
@@ -431,6 +449,9 @@ async fn advance(
 
     // Workers first (they take seconds to start), then the record, then the calls.
     for s in &steps {
+        if let Step::DiscardWorker { node, pod } = s {
+            ctx.pool.discard(&worker_key(ctx, task, node, profile), pod);
+        }
         if let Step::EnsureWorker { node } = s {
             let key = worker_key(ctx, task, node, profile);
             let ensured = ctx.pool.ensure(&key, Some(me.clone()));
@@ -470,7 +491,7 @@ async fn advance(
 
     for s in steps {
         match s {
-            Step::EnsureWorker { .. } => {}
+            Step::EnsureWorker { .. } | Step::DiscardWorker { .. } => {}
             Step::Call { node, pod, resume } => {
                 if let Some((target, force)) = &revert {
                     let key = (uid.to_owned(), generation, node);

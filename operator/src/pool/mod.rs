@@ -554,6 +554,21 @@ impl WorkerPool {
         });
     }
 
+    /// Forgets the worker of `key` if its Pod is `pod` and no call holds it, and deletes
+    /// the Pod: it cannot start (a node failed on it), and the next need makes a new one.
+    pub fn discard(&self, key: &WorkerKey, pod: &str) {
+        let mut st = lock(&self.state);
+        let idle = st
+            .workers
+            .get(key)
+            .is_some_and(|w| w.pod == pod && w.calls == 0 && !w.creating);
+        if idle && let Some(old) = remove(&mut st, key) {
+            drop(st);
+            info!(pod = %old, node = %key.node, "discarding a worker that cannot start");
+            self.spawn_delete(old);
+        }
+    }
+
     /// The state of the worker Pod `name` from the cache.
     pub fn worker_state(&self, name: &str) -> WorkerState {
         let creating = lock(&self.state)

@@ -17,8 +17,11 @@ const FATAL_WAITING_REASONS: [&str; 6] = [
 
 /// Where a worker Pod is, from its status.
 pub fn pod_state(pod: &Pod) -> WorkerState {
+    // A Pod being deleted (evicted by a NoExecute taint, drained, reaped) will never
+    // serve again, but nothing is wrong with starting another: as good as gone, so the
+    // pool replaces it instead of a node failing on it.
     if pod.metadata.deletion_timestamp.is_some() {
-        return WorkerState::Broken("the worker Pod is being deleted".into());
+        return WorkerState::Gone;
     }
     let Some(st) = &pod.status else {
         return WorkerState::Starting("no status yet".into());
@@ -119,5 +122,12 @@ mod tests {
         assert!(
             matches!(pod_state(&pod(false, Some("ErrImagePull"))), WorkerState::Broken(m) if m.contains("ErrImagePull"))
         );
+        // Being deleted (evicted, drained): replaced, never a reason to fail a node.
+        let mut evicted = pod(true, None);
+        evicted.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+            ));
+        assert_eq!(pod_state(&evicted), WorkerState::Gone);
     }
 }

@@ -1,0 +1,316 @@
+//! "What happens when…" (docs/operations.md) for the rows that need real nodes: kubelet
+//! and containerd as systemd units of a real systemd (`EnvConfig::with_systemd_real_nodes`;
+//! the power cycle of a reboot is the test environment's stand-in), hostplug installed with
+//! Helm from this build's images. One environment, two nodes, the scenarios in turn:
+//!
+//! - **A node reboots mid-task**: a slow call in flight on `sdreal1` (the plugin sleeps
+//!   before it writes) when the node reboots under it. What the user sees on that node,
+//!   and its file: the old content, nothing half-written; the other node's call
+//!   completes; after the reboot the same change applied again (`rerun`) succeeds there,
+//!   through a worker the pool makes anew.
+//! - **A node gets a `NoExecute` taint**: a slow call in flight on `sdreal2` when it is
+//!   tainted: the taint manager (kube-controller-manager) evicts the worker Pod; what the
+//!   user sees, and the file. Then a new task there fails at once naming the taint the
+//!   worker Pods do not tolerate (no Pod left to time out), nothing written; with the
+//!   taint removed, `rerun` runs it.
+
+mod common;
+mod systemd_cluster;
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, ensure};
+use common::{REAL_NODE_TESTS, kubectl, kubectl_stdin};
+use hostplug_api::crd::{HostPlugin, HostTask, NodePhase, NodeResult};
+use hostplug_e2e::{NAMESPACE, tail};
+use k8s_openapi::api::core::v1::Node;
+use kube::Api;
+
+/// How long one scenario's task may take.
+const TIMEOUT: Duration = Duration::from_secs(300);
+/// The plugin's sleep before it writes: long enough to act while the call is in flight.
+const SLEEP_MS: u64 = 30_000;
+
+fn slow_task(name: &str, nodes: &str, path: &str, ms: u64) -> String {
+    format!(
+        r#"
+apiVersion: hostplug.dev/v1alpha1
+kind: HostTask
+metadata: {{name: {name}, namespace: {NAMESPACE}}}
+spec:
+  workers: [{nodes}]
+  timeoutSeconds: 90
+  rollout: {{maxParallel: 2, maxFailures: 2}}
+  http:
+    api: test-slow-write
+    method: set
+    parameter: {{path: {path}, content: "new\n", ms: {ms}}}
+"#
+    )
+}
+
+fn node_of<'a>(t: &'a HostTask, node: &str) -> Option<&'a NodeResult> {
+    t.status.as_ref()?.nodes.iter().find(|n| n.node == node)
+}
+
+async fn wait_task(
+    tasks: &Api<HostTask>,
+    name: &str,
+    what: &str,
+    cond: impl Fn(&HostTask) -> bool,
+) -> anyhow::Result<HostTask> {
+    let started = Instant::now();
+    loop {
+        if let Some(t) = tasks.get_opt(name).await?
+            && cond(&t)
+        {
+            return Ok(t);
+        }
+        if started.elapsed() > TIMEOUT {
+            let t = tasks.get_opt(name).await?;
+            anyhow::bail!(
+                "task {name}: {what} not seen within {TIMEOUT:?}; status: {:?}",
+                t.and_then(|t| t.status)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+fn finished(t: &HostTask) -> bool {
+    t.status
+        .as_ref()
+        .is_some_and(|s| s.observed_generation == t.metadata.generation && s.state.is_finished())
+}
+
+/// Files of `/etc` whose name says they are a temporary file of a write.
+fn temp_files(etc: &std::path::Path) -> anyhow::Result<Vec<String>> {
+    Ok(std::fs::read_dir(etc)?
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".hostplug-") && n.ends_with(".tmp"))
+        .collect())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_happens_on_real_nodes() -> anyhow::Result<()> {
+    let _one_at_a_time = REAL_NODE_TESTS.lock().await;
+    let env = systemd_cluster::start(2).await?;
+    let admin = env.admin_client();
+    let tasks: Api<HostTask> = Api::namespaced(admin.clone(), NAMESPACE);
+    let nodes: Api<Node> = Api::all(admin.clone());
+
+    // The slow test plugin, published as its author would.
+    let cli = hostplug_e2e::workspace_binary("hostplug")?;
+    let manifest = std::process::Command::new(&cli)
+        .args(["plugin", "manifest"])
+        .arg(hostplug_e2e::plugin_dir()?.join("test-slow-write.wasm"))
+        .args(["--name", "test-slow-write", "--etc", "write"])
+        .output()?;
+    ensure!(manifest.status.success(), "{manifest:?}");
+    kubectl_stdin(
+        &env,
+        &["apply", "--server-side", "-f", "-"],
+        &String::from_utf8(manifest.stdout)?,
+    )
+    .await?;
+    let plugins: Api<HostPlugin> = Api::all(admin.clone());
+    common::wait_until(
+        "HostPlugin test-slow-write ready",
+        common::INSTALL_TIMEOUT,
+        || async {
+            Ok(plugins
+                .get_opt("test-slow-write")
+                .await?
+                .and_then(|p| p.status)
+                .is_some_and(|s| s.ready))
+        },
+    )
+    .await?;
+    let [n1, n2] = env.systemd_real_nodes() else {
+        anyhow::bail!("two systemd real nodes expected");
+    };
+    for n in [n1, n2] {
+        std::fs::write(n.etc_dir().join("slow.conf"), "old\n")?;
+        std::fs::write(n.etc_dir().join("taint.conf"), "old\n")?;
+    }
+
+    // --- a node reboots mid-task ----------------------------------------------------
+    let started = Instant::now();
+    kubectl_stdin(
+        &env,
+        &["apply", "-f", "-"],
+        &slow_task("reboot-mid", "sdreal1, sdreal2", "/etc/slow.conf", SLEEP_MS),
+    )
+    .await?;
+    wait_task(&tasks, "reboot-mid", "both nodes Running", |t| {
+        ["sdreal1", "sdreal2"]
+            .iter()
+            .all(|n| node_of(t, n).is_some_and(|r| r.phase == NodePhase::Running))
+    })
+    .await?;
+    // Both calls are in the plugin's sleep now (it writes only after it).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let boots = n1.boot_ids().len();
+    tokio::task::block_in_place(|| n1.reboot())?;
+    eprintln!("sdreal1 rebooted mid-call at {:.1?}", started.elapsed());
+    let t = wait_task(&tasks, "reboot-mid", "the end", finished).await?;
+    let r1 = node_of(&t, "sdreal1").context("sdreal1")?.clone();
+    let r2 = node_of(&t, "sdreal2").context("sdreal2")?.clone();
+    eprintln!(
+        "after the reboot ({:.1?}): sdreal1 {:?} {:?}; sdreal2 {:?}",
+        started.elapsed(),
+        r1.phase,
+        r1.message,
+        r2.phase
+    );
+    ensure!(n1.boot_ids().len() == boots + 1, "sdreal1 rebooted once");
+    ensure!(r1.phase == NodePhase::Failed, "{r1:?}");
+    let m1 = r1.message.clone().unwrap_or_default();
+    // The worker died with the node: the operator lost its connection, or — when the
+    // leader ran on the rebooted node too — the next leader found the worker Pod gone.
+    // Either way the call is not run again.
+    ensure!(
+        m1.starts_with("worker unreachable: ")
+            || (m1.starts_with("outcome unknown: ") && m1.contains("is not run again")),
+        "{m1}"
+    );
+    ensure!(r2.phase == NodePhase::Succeeded, "{r2:?}");
+    // The rebooted node: the old content, nothing half-written, never written.
+    ensure!(std::fs::read_to_string(n1.etc_dir().join("slow.conf"))? == "old\n");
+    ensure!(!n1.etc_dir().join("slow.conf.writes").exists());
+    ensure!(temp_files(&n1.etc_dir())?.is_empty());
+    ensure!(std::fs::read_to_string(n2.etc_dir().join("slow.conf"))? == "new\n");
+    // Back up: the same change again runs there, through a new worker.
+    n1.wait_ready(&admin, TIMEOUT).await?;
+    let out = tokio::process::Command::new(hostplug_e2e::workspace_binary("kubectl-hostplug")?)
+        .arg("--kubeconfig")
+        .arg(env.kubeconfig_path())
+        .args(["rerun", "reboot-mid", "-n", NAMESPACE])
+        .output()
+        .await?;
+    ensure!(out.status.success(), "rerun: {out:?}");
+    let t = wait_task(&tasks, "reboot-mid", "the rerun's end", |t| {
+        finished(t) && t.metadata.generation.unwrap_or(1) > 1
+    })
+    .await?;
+    ensure!(
+        node_of(&t, "sdreal1").is_some_and(|r| r.phase == NodePhase::Succeeded),
+        "{:?}",
+        t.status
+    );
+    ensure!(std::fs::read_to_string(n1.etc_dir().join("slow.conf"))? == "new\n");
+    ensure!(std::fs::read_to_string(n1.etc_dir().join("slow.conf.writes"))? == "write\n");
+    eprintln!("node reboot mid-task: {:.1?}", started.elapsed());
+
+    // --- a node gets a NoExecute taint ---------------------------------------------------
+    let started = Instant::now();
+    kubectl_stdin(
+        &env,
+        &["apply", "-f", "-"],
+        &slow_task("taint-mid", "sdreal2", "/etc/taint.conf", SLEEP_MS),
+    )
+    .await?;
+    wait_task(&tasks, "taint-mid", "sdreal2 Running", |t| {
+        node_of(t, "sdreal2").is_some_and(|r| r.phase == NodePhase::Running)
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    kubectl(
+        &env,
+        &[
+            "taint",
+            "node",
+            "sdreal2",
+            "hostplug.test/out=yes:NoExecute",
+        ],
+    )
+    .await?;
+    let t = wait_task(&tasks, "taint-mid", "the end", finished).await?;
+    let r = node_of(&t, "sdreal2").context("sdreal2")?.clone();
+    eprintln!(
+        "tainted mid-call ({:.1?}): {:?} {:?}",
+        started.elapsed(),
+        r.phase,
+        r.message
+    );
+    let text = std::fs::read_to_string(n2.etc_dir().join("taint.conf"))?;
+    let writes =
+        std::fs::read_to_string(n2.etc_dir().join("taint.conf.writes")).unwrap_or_default();
+    match r.phase {
+        // The worker finished the call in its grace period.
+        NodePhase::Succeeded => ensure!(
+            text == "new\n" && writes == "write\n",
+            "{text:?} {writes:?}"
+        ),
+        // Or it was stopped first: nothing written.
+        NodePhase::Failed => ensure!(text == "old\n" && writes.is_empty(), "{text:?} {writes:?}"),
+        other => anyhow::bail!("sdreal2 ended {other:?}: {r:?}"),
+    }
+    ensure!(temp_files(&n2.etc_dir())?.is_empty());
+    // A new task on the tainted node: its worker Pod is not admitted.
+    kubectl_stdin(
+        &env,
+        &["apply", "-f", "-"],
+        &slow_task("taint-after", "sdreal2", "/etc/taint-after.conf", 0),
+    )
+    .await?;
+    let t = wait_task(&tasks, "taint-after", "the end", finished).await?;
+    let r = node_of(&t, "sdreal2").context("sdreal2")?.clone();
+    eprintln!(
+        "a task on the tainted node ({:.1?}): {:?} {:?}",
+        started.elapsed(),
+        r.phase,
+        r.message
+    );
+    ensure!(r.phase == NodePhase::Failed, "{r:?}");
+    ensure!(
+        r.message.as_deref()
+            == Some(
+                "worker Pod cannot start: node sdreal2 has the taint \
+                 hostplug.test/out=yes:NoExecute, which worker Pods do not tolerate (the \
+                 kubelet refuses them and the taint manager evicts them)"
+            ),
+        "{r:?}"
+    );
+    ensure!(!n2.etc_dir().join("taint-after.conf").exists());
+    // Untainted, the same task runs.
+    kubectl(
+        &env,
+        &[
+            "taint",
+            "node",
+            "sdreal2",
+            "hostplug.test/out=yes:NoExecute-",
+        ],
+    )
+    .await?;
+    let n = nodes.get("sdreal2").await?;
+    ensure!(
+        n.spec
+            .as_ref()
+            .and_then(|s| s.taints.as_ref())
+            .is_none_or(|t| t.iter().all(|t| t.effect != "NoExecute")),
+        "still tainted"
+    );
+    let out = tokio::process::Command::new(hostplug_e2e::workspace_binary("kubectl-hostplug")?)
+        .arg("--kubeconfig")
+        .arg(env.kubeconfig_path())
+        .args(["rerun", "taint-after", "-n", NAMESPACE])
+        .output()
+        .await?;
+    ensure!(out.status.success(), "rerun: {out:?}");
+    let t = wait_task(&tasks, "taint-after", "the rerun's end", |t| {
+        finished(t) && t.metadata.generation.unwrap_or(1) > 1
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}\n{}", tail(&n2.journal("kubelet.service", 20), 20)))?;
+    ensure!(
+        node_of(&t, "sdreal2").is_some_and(|r| r.phase == NodePhase::Succeeded),
+        "{:?}",
+        t.status
+    );
+    ensure!(std::fs::read_to_string(n2.etc_dir().join("taint-after.conf"))? == "new\n");
+    eprintln!("NoExecute taint: {:.1?}", started.elapsed());
+    Ok(())
+}
