@@ -655,7 +655,27 @@ spec: {{namespaces: [team-a], plugins: [etc-file], methods: [read]}}
         row(&wide, "missing-module").contains(&first_words(&plugin_msg)),
         "{plugin_msg:?} in {wide}"
     );
-    let wide = kubectl(&h, &["get", "hoststates", "-o", "wide"]).await?;
+    // The state's first round may still be writing its status: compare with a message
+    // that did not change around the `kubectl get`.
+    let mut state_msg = state_msg;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let wide = loop {
+        let wide = kubectl(&h, &["get", "hoststates", "-o", "wide"]).await?;
+        let after = states
+            .get("wide-state")
+            .await?
+            .status
+            .and_then(|s| s.message)
+            .unwrap_or_default();
+        if after == state_msg {
+            break wide;
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the state's message keeps changing: {state_msg:?} → {after:?}"
+        );
+        state_msg = after;
+    };
     println!("{wide}");
     assert!(
         row(&wide, "wide-state").contains(&first_words(&state_msg)),

@@ -108,31 +108,6 @@ async fn guarded_ready(pods: &Api<Pod>) -> anyhow::Result<Vec<String>> {
         .collect())
 }
 
-/// SIGKILLs the process of the operator in Pod `uid` on this machine (the real nodes'
-/// containers are processes here): found by the Pod's cgroup, as the kubelet made it.
-fn kill_operator_of_pod(uid: &str) -> anyhow::Result<u32> {
-    let underscored = uid.replace('-', "_");
-    let mut killed = None;
-    for entry in std::fs::read_dir("/proc")? {
-        let Ok(pid) = entry?.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-        if !comm.trim_end().starts_with("hostplug-operat") {
-            continue;
-        }
-        let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
-        if cgroup.contains(uid) || cgroup.contains(&underscored) {
-            let out = std::process::Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .output()?;
-            ensure!(out.status.success(), "kill -9 {pid}: {out:?}");
-            killed = Some(pid);
-        }
-    }
-    killed.with_context(|| format!("no hostplug-operator process in the cgroup of Pod {uid}"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_systemd_nodes_reboot_once_each_one_at_a_time_across_a_killed_leader()
 -> anyhow::Result<()> {
@@ -201,7 +176,11 @@ async fn real_systemd_nodes_reboot_once_each_one_at_a_time_across_a_killed_leade
                 .await?
                 .uid()
                 .context("the leader's Pod has no uid")?;
-            let pid = kill_operator_of_pod(&uid)?;
+            let pid = common::pod_processes(&uid, "hostplug-operat")?
+                .into_iter()
+                .next()
+                .context("no operator process in the leader's Pod")?;
+            common::signal(pid, "KILL")?;
             eprintln!(
                 "kill -9 of the leader {holder} (pid {pid}) while {} reboots, at {:.1?}",
                 n.name_any(),

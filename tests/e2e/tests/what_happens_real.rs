@@ -312,5 +312,6 @@ async fn what_happens_on_real_nodes() -> anyhow::Result<()> {
     );
     ensure!(std::fs::read_to_string(n2.etc_dir().join("taint-after.conf"))? == "new\n");
     eprintln!("NoExecute taint: {:.1?}", started.elapsed());
+
     Ok(())
 }

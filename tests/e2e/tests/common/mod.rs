@@ -506,3 +506,38 @@ impl WorkerProcess {
         Ok(())
     }
 }
+
+/// The processes of the Pod with uid `pod_uid` on this machine whose name (`comm`, at
+/// most 15 bytes) starts with `comm`: the real nodes' containers are processes here, in
+/// the Pod's cgroup as the kubelet made it (`…pod<uid>…`, with `-` or `_`).
+pub fn pod_processes(pod_uid: &str, comm: &str) -> anyhow::Result<Vec<u32>> {
+    let underscored = pod_uid.replace('-', "_");
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc")? {
+        let Ok(pid) = entry?.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let name = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        if !name.trim_end().starts_with(comm) {
+            continue;
+        }
+        let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+        if cgroup.contains(pod_uid) || cgroup.contains(&underscored) {
+            found.push(pid);
+        }
+    }
+    if found.is_empty() {
+        bail!("no {comm}* process in the cgroup of Pod {pod_uid}");
+    }
+    Ok(found)
+}
+
+/// Sends signal `name` (`KILL`, `TERM`) to `pid`.
+pub fn signal(pid: u32, name: &str) -> anyhow::Result<()> {
+    let out = std::process::Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .output()?;
+    anyhow::ensure!(out.status.success(), "kill -{name} {pid}: {out:?}");
+    Ok(())
+}
