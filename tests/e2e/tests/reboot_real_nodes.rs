@@ -248,33 +248,7 @@ async fn real_systemd_nodes_reboot_once_each_one_at_a_time_across_a_killed_leade
     // The example sysctl-conf, published as its author would (`hostplug plugin manifest`),
     // asks for a reboot when `set` changed the file: each node reboots once more. Run
     // again it changes nothing, asks for nothing, and nothing reboots.
-    let cli = hostplug_e2e::workspace_binary("hostplug")?;
-    let manifest = std::process::Command::new(&cli)
-        .args(["plugin", "manifest"])
-        .arg(hostplug_e2e::plugin_dir()?.join("sysctl-conf.wasm"))
-        .args(["--name", "sysctl-conf", "--etc", "write"])
-        .output()?;
-    ensure!(manifest.status.success(), "{manifest:?}");
-    // Server-side: the module is larger than a client-side apply's annotation may be.
-    common::kubectl_stdin(
-        &env,
-        &["apply", "--server-side", "-f", "-"],
-        &String::from_utf8(manifest.stdout)?,
-    )
-    .await?;
-    let plugins: Api<hostplug_api::crd::HostPlugin> = Api::all(admin.clone());
-    common::wait_until(
-        "HostPlugin sysctl-conf ready",
-        common::INSTALL_TIMEOUT,
-        || async {
-            Ok(plugins
-                .get_opt("sysctl-conf")
-                .await?
-                .and_then(|p| p.status)
-                .is_some_and(|s| s.ready))
-        },
-    )
-    .await?;
+    common::publish_plugin(&env, "sysctl-conf.wasm", "sysctl-conf", "write").await?;
     for (name, reboots) in [("sysctl-reboot", 1), ("sysctl-again", 0)] {
         let before: BTreeMap<String, usize> = env
             .systemd_real_nodes()

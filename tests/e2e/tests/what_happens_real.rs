@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
 use common::{REAL_NODE_TESTS, kubectl, kubectl_stdin};
-use hostplug_api::crd::{HostPlugin, HostTask, NodePhase, NodeResult};
+use hostplug_api::crd::{HostTask, NodePhase, NodeResult};
 use hostplug_e2e::{NAMESPACE, tail};
 use k8s_openapi::api::core::v1::Node;
 use kube::Api;
@@ -100,33 +100,7 @@ async fn what_happens_on_real_nodes() -> anyhow::Result<()> {
     let tasks: Api<HostTask> = Api::namespaced(admin.clone(), NAMESPACE);
     let nodes: Api<Node> = Api::all(admin.clone());
 
-    // The slow test plugin, published as its author would.
-    let cli = hostplug_e2e::workspace_binary("hostplug")?;
-    let manifest = std::process::Command::new(&cli)
-        .args(["plugin", "manifest"])
-        .arg(hostplug_e2e::plugin_dir()?.join("test-slow-write.wasm"))
-        .args(["--name", "test-slow-write", "--etc", "write"])
-        .output()?;
-    ensure!(manifest.status.success(), "{manifest:?}");
-    kubectl_stdin(
-        &env,
-        &["apply", "--server-side", "-f", "-"],
-        &String::from_utf8(manifest.stdout)?,
-    )
-    .await?;
-    let plugins: Api<HostPlugin> = Api::all(admin.clone());
-    common::wait_until(
-        "HostPlugin test-slow-write ready",
-        common::INSTALL_TIMEOUT,
-        || async {
-            Ok(plugins
-                .get_opt("test-slow-write")
-                .await?
-                .and_then(|p| p.status)
-                .is_some_and(|s| s.ready))
-        },
-    )
-    .await?;
+    common::publish_plugin(&env, "test-slow-write.wasm", "test-slow-write", "write").await?;
     let [n1, n2] = env.systemd_real_nodes() else {
         anyhow::bail!("two systemd real nodes expected");
     };
@@ -183,13 +157,7 @@ async fn what_happens_on_real_nodes() -> anyhow::Result<()> {
     ensure!(std::fs::read_to_string(n2.etc_dir().join("slow.conf"))? == "new\n");
     // Back up: the same change again runs there, through a new worker.
     n1.wait_ready(&admin, TIMEOUT).await?;
-    let out = tokio::process::Command::new(hostplug_e2e::workspace_binary("kubectl-hostplug")?)
-        .arg("--kubeconfig")
-        .arg(env.kubeconfig_path())
-        .args(["rerun", "reboot-mid", "-n", NAMESPACE])
-        .output()
-        .await?;
-    ensure!(out.status.success(), "rerun: {out:?}");
+    common::rerun(&env, "reboot-mid").await?;
     let t = wait_task(&tasks, "reboot-mid", "the rerun's end", |t| {
         finished(t) && t.metadata.generation.unwrap_or(1) > 1
     })
@@ -293,13 +261,7 @@ async fn what_happens_on_real_nodes() -> anyhow::Result<()> {
             .is_none_or(|t| t.iter().all(|t| t.effect != "NoExecute")),
         "still tainted"
     );
-    let out = tokio::process::Command::new(hostplug_e2e::workspace_binary("kubectl-hostplug")?)
-        .arg("--kubeconfig")
-        .arg(env.kubeconfig_path())
-        .args(["rerun", "taint-after", "-n", NAMESPACE])
-        .output()
-        .await?;
-    ensure!(out.status.success(), "rerun: {out:?}");
+    common::rerun(&env, "taint-after").await?;
     let t = wait_task(&tasks, "taint-after", "the rerun's end", |t| {
         finished(t) && t.metadata.generation.unwrap_or(1) > 1
     })

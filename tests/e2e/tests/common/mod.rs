@@ -541,3 +541,53 @@ pub fn signal(pid: u32, name: &str) -> anyhow::Result<()> {
     anyhow::ensure!(out.status.success(), "kill -{name} {pid}: {out:?}");
     Ok(())
 }
+
+/// Publishes the plugin `file` of the plugin directory as HostPlugin `name` with /etc
+/// access `etc`, as its author would (`hostplug plugin manifest`, applied server-side:
+/// the module is larger than a client-side apply's annotation may be), and waits until
+/// it is ready.
+pub async fn publish_plugin(
+    env: &Environment,
+    file: &str,
+    name: &str,
+    etc: &str,
+) -> anyhow::Result<()> {
+    let cli = hostplug_e2e::workspace_binary("hostplug")?;
+    let manifest = std::process::Command::new(&cli)
+        .args(["plugin", "manifest"])
+        .arg(hostplug_e2e::plugin_dir()?.join(file))
+        .args(["--name", name, "--etc", etc])
+        .output()?;
+    ensure!(manifest.status.success(), "{manifest:?}");
+    kubectl_stdin(
+        env,
+        &["apply", "--server-side", "-f", "-"],
+        &String::from_utf8(manifest.stdout)?,
+    )
+    .await?;
+    let plugins: Api<HostPlugin> = Api::all(env.admin_client());
+    wait_until(
+        &format!("HostPlugin {name} ready"),
+        INSTALL_TIMEOUT,
+        || async {
+            Ok(plugins
+                .get_opt(name)
+                .await?
+                .and_then(|p| p.status)
+                .is_some_and(|s| s.ready))
+        },
+    )
+    .await
+}
+
+/// `kubectl hostplug rerun TASK` in the operator's namespace (it waits for nothing).
+pub async fn rerun(env: &Environment, task: &str) -> anyhow::Result<()> {
+    let out = tokio::process::Command::new(hostplug_e2e::workspace_binary("kubectl-hostplug")?)
+        .arg("--kubeconfig")
+        .arg(env.kubeconfig_path())
+        .args(["rerun", task, "-n", NAMESPACE])
+        .output()
+        .await?;
+    ensure!(out.status.success(), "rerun {task}: {out:?}");
+    Ok(())
+}
