@@ -657,7 +657,19 @@ fn admit(
         let ready = match worker {
             Some((pod, WorkerState::Ready)) => Some(pod.clone()),
             Some((_, WorkerState::Starting(_))) => None,
-            Some((_, WorkerState::Broken(_) | WorkerState::Gone)) | None => {
+            Some((pod, WorkerState::Broken(_))) => {
+                // An earlier run's worker that will never serve (it ended, or never
+                // started): a new one for this run.
+                actions.push(Action::DiscardWorker {
+                    node: n.node.clone(),
+                    pod: pod.clone(),
+                });
+                actions.push(Action::EnsureWorker {
+                    node: n.node.clone(),
+                });
+                None
+            }
+            Some((_, WorkerState::Gone)) | None => {
                 actions.push(Action::EnsureWorker {
                     node: n.node.clone(),
                 });
@@ -707,7 +719,7 @@ fn admit(
             }
             None => {
                 n.phase = NodePhase::Starting;
-                if let Some((pod, _)) = worker {
+                if let Some((pod, WorkerState::Starting(_))) = worker {
                     n.pod = Some(pod.clone());
                 }
             }

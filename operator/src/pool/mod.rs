@@ -345,7 +345,10 @@ impl WorkerPool {
                 && w.calls == 0
                 && match self.state_of_pod(&w.pod, false) {
                     WorkerState::Gone => true,
-                    WorkerState::Broken(_) => w.was_ready,
+                    // A Pod that ended (OOM-killed, its node rebooted: worker Pods are
+                    // never restarted in place) is dead whether or not it was Ready; one
+                    // that never started stays, so that its node fails naming why.
+                    WorkerState::Broken(_) => w.was_ready || self.pod_ended(&w.pod),
                     WorkerState::Ready | WorkerState::Starting(_) => false,
                 };
             if !dead {
@@ -567,6 +570,16 @@ impl WorkerPool {
             info!(pod = %old, node = %key.node, "discarding a worker that cannot start");
             self.spawn_delete(old);
         }
+    }
+
+    /// Whether the worker Pod `name` ended (phase `Failed` or `Succeeded`).
+    fn pod_ended(&self, name: &str) -> bool {
+        self.pod(name).is_some_and(|p| {
+            p.status
+                .as_ref()
+                .and_then(|s| s.phase.as_deref())
+                .is_some_and(|phase| phase == "Failed" || phase == "Succeeded")
+        })
     }
 
     /// The state of the worker Pod `name` from the cache.

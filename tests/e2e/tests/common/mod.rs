@@ -591,3 +591,38 @@ pub async fn rerun(env: &Environment, task: &str) -> anyhow::Result<()> {
     ensure!(out.status.success(), "rerun {task}: {out:?}");
     Ok(())
 }
+
+/// The memory cgroup directory of process `pid` on this machine: the v1 `memory`
+/// controller's (`/sys/fs/cgroup/memory/…`) where the machine has one, else the v2
+/// unified one.
+pub fn memory_cgroup(pid: u32) -> anyhow::Result<std::path::PathBuf> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))?;
+    let v1 = text.lines().find_map(|l| {
+        let mut parts = l.splitn(3, ':');
+        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        controllers.split(',').any(|c| c == "memory").then(|| {
+            std::path::Path::new("/sys/fs/cgroup/memory").join(path.trim_start_matches('/'))
+        })
+    });
+    let v2 = text.lines().find_map(|l| {
+        l.strip_prefix("0::")
+            .map(|p| std::path::Path::new("/sys/fs/cgroup").join(p.trim_start_matches('/')))
+    });
+    v1.filter(|d| d.is_dir())
+        .or(v2)
+        .with_context(|| format!("no memory cgroup for process {pid}: {text}"))
+}
+
+/// Lets the memory cgroup of process `pid` use only `headroom` bytes more than it uses
+/// now: the next allocations beyond that meet the kernel's OOM killer.
+pub fn squeeze_memory(pid: u32, headroom: u64) -> anyhow::Result<()> {
+    let dir = memory_cgroup(pid)?;
+    let (usage, limit) = if dir.join("memory.usage_in_bytes").exists() {
+        ("memory.usage_in_bytes", "memory.limit_in_bytes")
+    } else {
+        ("memory.current", "memory.max")
+    };
+    let used: u64 = std::fs::read_to_string(dir.join(usage))?.trim().parse()?;
+    std::fs::write(dir.join(limit), (used + headroom).to_string())
+        .with_context(|| format!("setting {}", dir.join(limit).display()))
+}
