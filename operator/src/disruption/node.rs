@@ -181,6 +181,10 @@ where
                     if let Some(why) = budget_full(ctx, node).await? {
                         tracing::debug!(%node, %why, "disruption: waiting");
                         drop(guard);
+                        // Another task took the last place between this task's admission
+                        // and now: the owner's status says so (its reconcile reads the
+                        // marks from the Node cache, which may lag a look behind).
+                        wake_owner(ctx, owner);
                         tokio::time::sleep(POLL).await;
                         continue;
                     }
@@ -194,6 +198,8 @@ where
                 if !patch(&nodes, node, body).await? {
                     continue;
                 }
+                // The owner's status shows the new step now, not at its next reconcile.
+                wake_owner(ctx, owner);
                 let note = match (&m.failure, m.step) {
                     (Some(f), _) => format!("node {node}: {f}; handing it back"),
                     (None, s) => format!("node {node}: {}", s.as_str()),
@@ -293,6 +299,24 @@ where
             Decision::Done(last) => return finish(outcome, last),
         }
     }
+}
+
+/// Wakes the reconcile of `owner` when it is a HostTask, so that its status shows
+/// where the node's cycle is (a HostState's status says only whether it waits for a
+/// window, which its own requeue covers).
+fn wake_owner<K: kube::Resource<DynamicType = ()>>(ctx: &Context, owner: &K) {
+    use hostplug_api::crd::HostTask;
+    if K::kind(&()) != <HostTask as kube::Resource>::kind(&()) {
+        return;
+    }
+    let Some(name) = owner.meta().name.as_deref() else {
+        return;
+    };
+    let mut task = kube::runtime::reflector::ObjectRef::<HostTask>::new(name);
+    if let Some(ns) = owner.meta().namespace.as_deref() {
+        task = task.within(ns);
+    }
+    let _ = ctx.wake.unbounded_send(task);
 }
 
 /// Serialises the first mark of every cycle in this process (the leader): the count of
