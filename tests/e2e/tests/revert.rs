@@ -463,11 +463,12 @@ async fn a_state_correction_whose_check_fails_is_reverted() -> anyhow::Result<()
         std::fs::write(h.etc(n)?.join("svc.conf"), "a = 1\n")?;
         std::fs::write(h.etc(n)?.join("health.conf"), "ok\n")?;
     }
-    // The check fails on node1 only.
+    // The check fails on node1 only. (`maxFailures: 3`: node1's failure must not stop
+    // the round from correcting the others, whichever node's check returns first.)
     std::fs::write(h.etc("node1")?.join("health.conf"), "broken\n")?;
     let before = print(&h, "node1", "svc.conf")?;
     h.apply(
-        "apiVersion: hostplug.dev/v1alpha1\nkind: HostState\nmetadata: {name: svc}\nspec:\n  targetType: All\n  mode: Enforce\n  intervalSeconds: 3600\n  steps:\n  - {api: etc-file, method: ensure-line, parameter: {path: /etc/svc.conf, line: \"b = 2\"}}\n  checks:\n  - api: etc-file\n    method: read\n    parameter: {path: /etc/health.conf}\n    expect: {path: /content, equals: \"ok\\n\"}\n",
+        "apiVersion: hostplug.dev/v1alpha1\nkind: HostState\nmetadata: {name: svc}\nspec:\n  targetType: All\n  mode: Enforce\n  intervalSeconds: 3600\n  rollout: {maxParallel: 3, maxFailures: 3}\n  steps:\n  - {api: etc-file, method: ensure-line, parameter: {path: /etc/svc.conf, line: \"b = 2\"}}\n  checks:\n  - api: etc-file\n    method: read\n    parameter: {path: /etc/health.conf}\n    expect: {path: /content, equals: \"ok\\n\"}\n",
     )
     .await?;
     let api: Api<HostState> = Api::all(h.admin.clone());
